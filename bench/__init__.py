@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): jobsys side by side with plain Procrastinate."""

@@ -1,0 +1,3 @@
+from jobsys.cli.main import run
+
+run()

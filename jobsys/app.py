@@ -1,0 +1,119 @@
+"""The one place that assembles a running jobsys: configuration, application task
+modules, and the Procrastinate App (connector, tasks) built from them.
+
+Application modules come from ``--app``/``JOBSYS_APP``, else ``app.modules`` in
+``queues.yaml``, else the bundled demo. jobsys's own maintenance tasks are always
+loaded (``BUILTIN_MODULES``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from jobsys import tasks as task_registry
+from jobsys.config import Config, display_path
+from jobsys.config import load as load_config_files
+from jobsys.errors import ConfigError
+
+if TYPE_CHECKING:
+    import procrastinate
+
+    from jobsys.config.yamlfile import LocatedDocument
+    from jobsys.settings import Settings
+
+DEMO_MODULE = "jobsys.demo.tasks"
+#: jobsys's own tasks (maintenance, health checks, automatic retry, fan-out batches).
+BUILTIN_MODULES: tuple[str, ...] = ()
+
+
+def app_modules(settings: Settings, config: Config | None) -> tuple[str, ...]:
+    if settings.app_modules:
+        return settings.app_modules
+    if config is not None and config.queues.app.modules:
+        return config.queues.app.modules
+    return (DEMO_MODULE,)
+
+
+def import_modules(modules: tuple[str, ...]) -> list[str]:
+    """Import task modules; return a problem line per module that fails."""
+    problems = []
+    for name in (*BUILTIN_MODULES, *modules):
+        try:
+            importlib.import_module(name)
+        except task_registry.DuplicateTaskError as exc:
+            problems.append(f"app module {name!r}: {exc}")
+        except Exception as exc:
+            problems.append(
+                f"app module {name!r} cannot be imported: {type(exc).__name__}: {exc} "
+                "(check --app / JOBSYS_APP / app.modules in queues.yaml)"
+            )
+    return problems
+
+
+def task_problems(config: Config, schedule_doc: LocatedDocument | None) -> list[str]:
+    """Tasks naming unknown queues, schedule entries naming unknown tasks."""
+    registry = task_registry.registry()
+    known_queues = set(config.all_queues)
+    problems = []
+    for spec in sorted(registry.values(), key=lambda s: s.name):
+        if spec.queue not in known_queues:
+            problems.append(
+                f"task {spec.name!r}: unknown queue {spec.queue!r} "
+                f"(queues are declared in {display_path(config.directory / 'queues.yaml')})"
+            )
+    where = display_path(config.directory / "schedule.yaml")
+    for name, entry in config.schedule.entries.items():
+        refs: list[tuple[tuple[str, ...], str | None]] = [(("entries", name, "task"), entry.task)]
+        if entry.fanout is not None:
+            refs.append((("entries", name, "fanout", "task"), entry.fanout.task))
+        for key, task_name in refs:
+            if task_name is not None and task_name not in registry:
+                import difflib
+
+                close = difflib.get_close_matches(task_name, list(registry), n=3, cutoff=0.6)
+                hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+                line = schedule_doc.line_of(key) if schedule_doc else 1
+                problems.append(
+                    f"{where}:{line}: {'.'.join(key)}: unknown task {task_name!r}{hint}"
+                )
+    return problems
+
+
+def load_config(settings: Settings, *, with_tasks: bool = True) -> Config:
+    """Load and validate the configuration; with ``with_tasks``, import the application
+    and check every task reference. Raises :class:`ConfigError` listing every problem."""
+    config = load_config_files(settings.config_dir)
+    if not with_tasks:
+        return config
+    problems = import_modules(app_modules(settings, config))
+    if problems:
+        raise ConfigError(problems, hint="Fix the application modules, then retry.")
+    return load_config_files(settings.config_dir, task_checker=task_problems)
+
+
+def build_procrastinate_app(
+    url: str, *, min_size: int = 1, max_size: int = 10
+) -> procrastinate.App:
+    """A Procrastinate App on ``url`` with every registered jobsys task attached."""
+    import procrastinate
+
+    connector = procrastinate.PsycopgConnector(
+        conninfo=url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"application_name": "jobsys"},
+    )
+    app = procrastinate.App(connector=connector)
+    for spec in task_registry.registry().values():
+        register_on(app, spec)
+    return app
+
+
+def register_on(app: Any, spec: task_registry.TaskSpec) -> None:
+    app.task(
+        name=spec.name,
+        queue=spec.queue,
+        priority=spec.priority,
+        pass_context=spec.pass_context,
+    )(spec.func)

@@ -1,0 +1,1 @@
+"""The thin operator CLI: parse options, call one function, render. Nothing imports it."""

@@ -1,0 +1,149 @@
+"""The output layer: the only module that imports Rich.
+
+``--json`` is a contract: exactly one JSON document on stdout (snake_case keys,
+ISO-8601 UTC times, no markup); human chatter goes to stderr. Tables by default;
+no colour when piped or when ``NO_COLOR`` is set (Rich honours both).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+_stdout: Any = None
+_stderr: Any = None
+
+
+def stdout_console() -> Any:
+    global _stdout
+    from rich.console import Console
+
+    if _stdout is None or _stdout.file is not sys.stdout:
+        _stdout = Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    return _stdout
+
+
+def stderr_console() -> Any:
+    global _stderr
+    from rich.console import Console
+
+    if _stderr is None or _stderr.file is not sys.stderr:
+        _stderr = Console(file=sys.stderr, highlight=False)
+    return _stderr
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (Path, Enum)):
+        return str(value.value if isinstance(value, Enum) else value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, default=_default, ensure_ascii=False, allow_nan=False)
+
+
+def emit_json(data: Any) -> None:
+    """Write one JSON document to stdout."""
+    sys.stdout.write(to_json(data) + "\n")
+    sys.stdout.flush()
+
+
+def emit_json_line(data: Any) -> None:
+    """One JSON object per line (streams such as ``jobsys events --json``)."""
+    sys.stdout.write(to_json(data) + "\n")
+    sys.stdout.flush()
+
+
+def say(message: str) -> None:
+    """Human chatter: stderr, so stdout stays clean for data."""
+    stderr_console().print(message, markup=False, highlight=False)
+
+
+def print_text(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def format_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return iso(value) or "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, (dict, list)):
+        return to_json(value)
+    return str(value)
+
+
+def table(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str | tuple[str, str]],
+    *,
+    title: str | None = None,
+    empty: str = "nothing to show",
+) -> None:
+    """Render rows as a table on stdout; ``columns`` are keys or (key, header) pairs."""
+    from rich.table import Table
+
+    rows = list(rows)
+    if not rows:
+        say(empty)
+        return
+    tbl = Table(title=title, show_lines=False, header_style="bold")
+    keys = []
+    for col in columns:
+        key, header = (col, col.replace("_", " ")) if isinstance(col, str) else col
+        keys.append(key)
+        tbl.add_column(header, overflow="fold")
+    for row in rows:
+        tbl.add_row(*(format_cell(row.get(k)) for k in keys))
+    stdout_console().print(tbl)
+
+
+def key_values(data: Mapping[str, Any], *, title: str | None = None) -> None:
+    """Render one object as aligned ``key: value`` lines on stdout."""
+    from rich.table import Table
+
+    tbl = Table(title=title, show_header=False, box=None, pad_edge=False)
+    tbl.add_column(style="bold")
+    tbl.add_column(overflow="fold")
+    for key, value in data.items():
+        tbl.add_row(key.replace("_", " "), format_cell(value))
+    stdout_console().print(tbl)
+
+
+def error(message: str, hint: str | None = None) -> None:
+    console = stderr_console()
+    console.print(f"error: {message}", markup=False, style="red", highlight=False)
+    if hint:
+        console.print(hint, markup=False, highlight=False)

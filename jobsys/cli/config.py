@@ -1,0 +1,80 @@
+"""``jobsys config``: validate and show ``queues.yaml`` and ``schedule.yaml``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from jobsys.cli._context import settings
+from jobsys.errors import ConfigError
+
+app = typer.Typer(help="Configuration: validate and show queues.yaml and schedule.yaml.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def summary(config: Any) -> dict[str, Any]:
+    from jobsys import tasks
+
+    return {
+        "ok": True,
+        "directory": str(config.directory),
+        "lanes": [
+            {"lane": lane.name, "queues": list(lane.queues), "concurrency": lane.concurrency}
+            for lane in config.lanes.values()
+        ],
+        "schedule_entries": sorted(config.schedule.entries),
+        "tasks": sorted(tasks.registry()),
+        "problems": [],
+    }
+
+
+@app.command()
+def check(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Validate both files and the tasks they name; print every problem at once (exit 2)."""
+    from jobsys.app import load_config
+    from jobsys.cli import _output
+
+    try:
+        config = load_config(settings(ctx))
+    except ConfigError as exc:
+        if json:
+            _output.emit_json({"ok": False, "problems": exc.problems})
+        else:
+            for line in exc.problems:
+                _output.print_text(line)
+            _output.say(f"{len(exc.problems)} problem(s) found")
+        raise typer.Exit(exc.exit_code) from None
+    result = summary(config)
+    if json:
+        _output.emit_json(result)
+    else:
+        queues = sum(len(lane["queues"]) for lane in result["lanes"])
+        _output.say(
+            f"configuration OK: {len(result['lanes'])} lanes, {queues} queues, "
+            f"{len(result['schedule_entries'])} schedule entries, {len(result['tasks'])} tasks"
+        )
+
+
+@app.command()
+def show(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Print the effective configuration, defaults included."""
+    from jobsys.app import load_config
+    from jobsys.cli import _output
+
+    config = load_config(settings(ctx), with_tasks=False)
+    data = {
+        "queues": config.queues.model_dump(mode="json"),
+        "schedule": config.schedule.model_dump(mode="json"),
+    }
+    if data["queues"]["database"]["url"]:
+        from jobsys.db.url import mask
+
+        data["queues"]["database"]["url"] = mask(data["queues"]["database"]["url"])
+    if json:
+        _output.emit_json(data)
+    else:
+        import yaml
+
+        _output.print_text(yaml.safe_dump(data, sort_keys=False))

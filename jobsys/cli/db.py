@@ -1,0 +1,144 @@
+"""``jobsys db``: the database server (embedded or configured) and its schema."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from jobsys.cli._context import settings
+from jobsys.errors import EXIT_FAILED
+
+app = typer.Typer(help="Database: start/stop the embedded server, migrate, check the schema.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+@app.command()
+def start(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Start the embedded PostgreSQL server (reused if already running)."""
+    from jobsys.cli import _output
+    from jobsys.db import service
+
+    result = service.start(settings(ctx))
+    if json:
+        _output.emit_json(result)
+    else:
+        _output.say(f"embedded PostgreSQL running (pid {result['pid']}) in {result['home']}")
+
+
+@app.command()
+def stop(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Stop the embedded PostgreSQL server."""
+    from jobsys.cli import _output
+    from jobsys.db import service
+
+    result = service.stop(settings(ctx))
+    if json:
+        _output.emit_json(result)
+    else:
+        _output.say(
+            "embedded PostgreSQL stopped" if result["was_running"] else "it was not running"
+        )
+
+
+@app.command()
+def status(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Where the database is, whether it answers, and its schema revision."""
+    from jobsys.cli import _output
+    from jobsys.db import service
+
+    result = service.status(settings(ctx))
+    if json:
+        _output.emit_json(result)
+    else:
+        shown = {k: v for k, v in result.items() if k != "embedded"}
+        _output.key_values(shown)
+    if not result["reachable"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def url(ctx: typer.Context) -> None:
+    """Print the database URL in use (password masked). Starts the embedded server."""
+    from jobsys.cli import _output
+    from jobsys.db import service
+
+    _output.print_text(service.url(settings(ctx)))
+
+
+@app.command()
+def upgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    json: JsonOpt = False,
+) -> None:
+    """Apply migrations (Procrastinate's schema, then jobsys's tables)."""
+    from jobsys.cli import _output
+    from jobsys.db import service
+
+    result = service.upgrade(settings(ctx), revision)
+    if json:
+        _output.emit_json(result)
+    else:
+        before = ", ".join(result["from"]) or "empty"
+        after = ", ".join(result["to"]) or "empty"
+        _output.say(f"schema {before} -> {after} ({result['url']})")
+
+
+@app.command()
+def downgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="Target revision, or 'base' for nothing.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Revert migrations down to REVISION (drops tables: asks first unless --yes)."""
+    from jobsys.cli import _output
+    from jobsys.db import service
+
+    if not yes:
+        typer.confirm(
+            f"Downgrade the schema to {revision}? Data in dropped tables is lost", abort=True
+        )
+    result = service.downgrade(settings(ctx), revision)
+    if json:
+        _output.emit_json(result)
+    else:
+        _output.say(f"schema {', '.join(result['from'])} -> {', '.join(result['to']) or 'empty'}")
+
+
+@app.command()
+def current(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Print the schema revision of the database."""
+    from jobsys.cli import _output
+    from jobsys.db import service
+
+    result = service.current(settings(ctx))
+    if json:
+        _output.emit_json(result)
+    else:
+        _output.print_text(", ".join(result["revisions"]) or "(no schema)")
+        if not result["up_to_date"]:
+            _output.say(f"this jobsys expects {result['head']}: run `jobsys db upgrade`")
+    if not result["up_to_date"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def check(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Fail (exit 1) when the database schema and the models drift apart."""
+    from jobsys.cli import _output
+    from jobsys.db import service
+
+    result = service.check(settings(ctx))
+    if json:
+        _output.emit_json(result)
+    elif result["in_sync"]:
+        _output.say("schema in sync with the models")
+    else:
+        _output.say("schema drift:")
+        for diff in result["differences"]:
+            _output.print_text(diff)
+    if not result["in_sync"]:
+        raise typer.Exit(EXIT_FAILED)

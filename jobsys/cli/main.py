@@ -1,0 +1,125 @@
+"""The ``jobsys`` command: global options, command groups, and the one place that
+maps errors to exit codes (see README, "Exit codes").
+
+Only Typer is imported at start; each command imports what it needs, so
+``jobsys --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jobsys import errors
+from jobsys.cli import config as config_cmd
+from jobsys.cli import db as db_cmd
+from jobsys.settings import from_env, split_modules
+
+app = typer.Typer(
+    name="jobsys",
+    help="jobsys: background jobs on PostgreSQL alone, for the people who run them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # locals in tracebacks can hold a database password
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(db_cmd.app, name="db")
+app.add_typer(config_cmd.app, name="config")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="JOBSYS_DATABASE_URL",
+            help="PostgreSQL URL. Default: the embedded server under JOBSYS_HOME.",
+            show_envvar=True,
+        ),
+    ] = None,
+    config_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--config-dir",
+            envvar="JOBSYS_CONFIG_DIR",
+            help="Folder with queues.yaml and schedule.yaml. Default: ./config.",
+            show_envvar=True,
+        ),
+    ] = None,
+    app_modules: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            envvar="JOBSYS_APP",
+            help="Comma-separated modules defining your tasks. Default: app.modules, else demo.",
+            show_envvar=True,
+        ),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", "-v", help="Show tracebacks and debug logs.")
+    ] = False,
+) -> None:
+    settings = from_env().with_overrides(
+        database_url=database_url,
+        config_dir=config_dir.expanduser().resolve() if config_dir else None,
+        app_modules=split_modules(app_modules),
+        debug=debug or None,
+    )
+    ctx.obj = settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit code (tests call this in-process)."""
+    debug = "--debug" in (argv or sys.argv[1:]) or "-v" in (argv or sys.argv[1:])
+    try:
+        # Without standalone mode, click returns typer.Exit's code instead of raising.
+        rv = app(args=argv, prog_name="jobsys", standalone_mode=False)
+        if isinstance(rv, int):
+            return rv
+    except errors.JobsysError as exc:
+        from jobsys.cli import _output
+
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _output.error(exc.message, exc.hint)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.TyperException as exc:
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            sys.stderr.write(f"error: {exc}\n")
+        return int(getattr(exc, "exit_code", errors.EXIT_USAGE))
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        return errors.EXIT_FAILED
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except Exception as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        from jobsys.cli import _output
+        from jobsys.db.url import scrub
+
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        _output.error(
+            scrub(message, from_env().database_url), "Run again with --debug for the traceback."
+        )
+        return errors.EXIT_FAILED
+    return errors.EXIT_OK
+
+
+def run() -> None:
+    sys.exit(main())

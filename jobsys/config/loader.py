@@ -1,0 +1,286 @@
+"""Load and validate ``queues.yaml`` and ``schedule.yaml`` into one :class:`Config`.
+
+Every problem in both files is collected and reported at once, each as
+``file:line: key.path: message`` with "did you mean" for unknown keys. Nothing is
+half-applied: either a whole valid :class:`Config` comes back or :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobsys.config import yamlfile
+from jobsys.config.models import NAME_RE, NAME_RULE, QueuesFile, ScheduleEntry, ScheduleFile
+from jobsys.errors import ConfigError
+
+QUEUES_FILE = "queues.yaml"
+SCHEDULE_FILE = "schedule.yaml"
+BASE_LANE = "base"
+
+
+@dataclass(frozen=True)
+class LaneSpec:
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class Config:
+    directory: Path
+    queues: QueuesFile
+    schedule: ScheduleFile
+    lanes: dict[str, LaneSpec] = field(default_factory=dict)
+
+    @property
+    def queue_to_lane(self) -> dict[str, str]:
+        return {q: lane.name for lane in self.lanes.values() for q in lane.queues}
+
+    @property
+    def all_queues(self) -> tuple[str, ...]:
+        return tuple(q for lane in self.lanes.values() for q in lane.queues)
+
+    def lane_of(self, queue: str) -> str | None:
+        return self.queue_to_lane.get(queue)
+
+    def schedule_timezone(self, entry: ScheduleEntry) -> str:
+        return entry.timezone or self.schedule.defaults.timezone
+
+
+def display_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _dotted(loc: Iterable[str | int]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _model_fields_at(model: type[Any], loc: tuple[str | int, ...]) -> list[str]:
+    """Field names valid at ``loc``'s parent, for "did you mean" on unknown keys."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    def unwrap_optional(tp: Any) -> Any:
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            inner = [a for a in typing.get_args(tp) if a is not type(None)]
+            return inner[0] if len(inner) == 1 else tp
+        return tp
+
+    current: Any = model
+    for part in loc[:-1]:
+        current = unwrap_optional(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part))
+            if info is None:
+                return []
+            current = info.annotation
+        else:  # dict[str, X] or tuple[X, ...]: step into the value type
+            args = typing.get_args(current)
+            current = (
+                args[-1] if typing.get_origin(current) is dict else (args[0] if args else None)
+            )
+    current = unwrap_optional(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _validate(doc: yamlfile.LocatedDocument, model: type[Any], problems: list[str]) -> Any | None:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            where = f"{display_path(doc.path)}:{doc.line_of(loc)}"
+            if err["type"] == "extra_forbidden":
+                hint = _suggest(str(loc[-1]), _model_fields_at(model, loc))
+                problems.append(f"{where}: {_dotted(loc)}: unknown key{hint}")
+            elif err["type"] == "missing":
+                problems.append(f"{where}: {_dotted(loc)}: required key is missing")
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+                msg = msg[0].lower() + msg[1:] if msg else msg
+                problems.append(f"{where}: {_dotted(loc)}: {msg}")
+        return None
+
+
+def _read(path: Path, problems: list[str]) -> yamlfile.LocatedDocument | None:
+    try:
+        return yamlfile.read(path)
+    except yamlfile.YamlProblem as exc:
+        problems.append(f"{display_path(path)}:{exc.line}: {exc.message}")
+        return None
+
+
+def _build_lanes(queues: QueuesFile) -> dict[str, LaneSpec]:
+    lanes = {
+        BASE_LANE: LaneSpec(
+            BASE_LANE, queues.base.queues, queues.base.concurrency, queues.base.timeout_seconds
+        )
+    }
+    for name, lane in queues.capsules.items():
+        lanes[name] = LaneSpec(name, lane.queues or (name,), lane.concurrency, lane.timeout_seconds)
+    return lanes
+
+
+def _raw_lanes(data: Mapping[str, Any]) -> dict[str, tuple[tuple[str | int, ...], list[Any]]]:
+    """Lanes read leniently from raw YAML, so topology problems are reported even when
+    other keys fail validation: lane -> (key path, queue names)."""
+    lanes: dict[str, tuple[tuple[str | int, ...], list[Any]]] = {}
+    base = data.get("base")
+    if isinstance(base, dict):
+        queues = base.get("queues")
+        lanes[BASE_LANE] = (("base",), list(queues) if isinstance(queues, list) else [])
+    capsules = data.get("capsules")
+    if isinstance(capsules, dict):
+        for name, lane in capsules.items():
+            queues = lane.get("queues") if isinstance(lane, dict) else None
+            lanes[str(name)] = (
+                ("capsules", name),
+                list(queues) if isinstance(queues, list) and queues else [name],
+            )
+    return lanes
+
+
+def _check_topology(doc: yamlfile.LocatedDocument) -> tuple[list[str], set[str]]:
+    """Queue names, one lane per queue; returns the problems and the known queues."""
+    problems = []
+    where = display_path(doc.path)
+    seen: dict[str, str] = {}
+    lanes = _raw_lanes(doc.data)
+    if BASE_LANE in lanes and not lanes[BASE_LANE][1]:
+        line = doc.line_of(("base",))
+        problems.append(f"{where}:{line}: base.queues: must list at least one queue")
+    for lane_name, (key, queues) in lanes.items():
+        for i, queue in enumerate(queues):
+            path = (
+                (*key, "queues", i)
+                if key != ("capsules", lane_name) or len(queues) > 1 or queue != lane_name
+                else key
+            )
+            if not isinstance(queue, str) or not NAME_RE.match(queue):
+                problems.append(
+                    f"{where}:{doc.line_of(path)}: {_dotted(path)}: {queue!r} {NAME_RULE}"
+                )
+                continue
+            if queue in seen:
+                problems.append(
+                    f"{where}:{doc.line_of(path)}: {_dotted(key)}.queues: queue {queue!r} "
+                    f"is already served by lane {seen[queue]!r}; a queue belongs to one lane only"
+                )
+            seen.setdefault(queue, lane_name)
+    return problems, set(seen)
+
+
+def _check_queue_refs(
+    queues_doc: yamlfile.LocatedDocument, queues: QueuesFile, known: set[str]
+) -> list[str]:
+    problems = []
+    for name in queues.health.queue_overrides:
+        if name not in known:
+            line = queues_doc.line_of(("health", "queue_overrides", name))
+            problems.append(
+                f"{display_path(queues_doc.path)}:{line}: health.queue_overrides.{name}: "
+                f"unknown queue{_suggest(name, known)}"
+            )
+    return problems
+
+
+def _check_schedule(
+    doc: yamlfile.LocatedDocument, schedule: ScheduleFile, known_queues: set[str] | None
+) -> list[str]:
+    from jobsys.schedule.cron import CronInvalid, timezone_of, validate
+
+    problems = []
+    where = display_path(doc.path)
+    try:
+        timezone_of(schedule.defaults.timezone)
+    except CronInvalid as exc:
+        line = doc.line_of(("defaults", "timezone"))
+        problems.append(f"{where}:{line}: defaults.timezone: {exc}")
+    for name, entry in schedule.entries.items():
+        base = ("entries", name)
+        try:
+            validate(entry.cron)
+        except CronInvalid as exc:
+            problems.append(f"{where}:{doc.line_of((*base, 'cron'))}: entries.{name}.cron: {exc}")
+        if entry.timezone is not None:
+            try:
+                timezone_of(entry.timezone)
+            except CronInvalid as exc:
+                line = doc.line_of((*base, "timezone"))
+                problems.append(f"{where}:{line}: entries.{name}.timezone: {exc}")
+        refs: list[tuple[tuple[str, ...], str | None]] = [((*base, "queue"), entry.queue)]
+        if entry.fanout is not None:
+            refs.append(((*base, "fanout", "queue"), entry.fanout.queue))
+        for key, queue in refs:
+            if queue is not None and known_queues is not None and queue not in known_queues:
+                problems.append(
+                    f"{where}:{doc.line_of(key)}: {_dotted(key)}: unknown queue {queue!r}"
+                    f"{_suggest(queue, known_queues)}"
+                )
+    return problems
+
+
+def load(
+    directory: Path,
+    *,
+    task_checker: Callable[[Config, yamlfile.LocatedDocument | None], list[str]] | None = None,
+) -> Config:
+    """Load both files from ``directory``; raise :class:`ConfigError` listing every problem.
+
+    ``task_checker`` validates task references against the loaded task registry; it
+    is passed in by callers that have imported the application (``jobsys.app``).
+    """
+    problems: list[str] = []
+    queues_path = directory / QUEUES_FILE
+    schedule_path = directory / SCHEDULE_FILE
+    if not directory.is_dir():
+        raise ConfigError(
+            [f"{display_path(directory)}: configuration directory not found"],
+            hint="Point --config-dir or JOBSYS_CONFIG_DIR at the folder holding queues.yaml.",
+        )
+    queues_doc = _read(queues_path, problems)
+    schedule_doc = _read(schedule_path, problems)
+    queues = _validate(queues_doc, QueuesFile, problems) if queues_doc else None
+    schedule = _validate(schedule_doc, ScheduleFile, problems) if schedule_doc else None
+
+    lanes: dict[str, LaneSpec] = {}
+    known: set[str] | None = None
+    if queues_doc is not None:
+        topology_problems, known = _check_topology(queues_doc)
+        problems.extend(topology_problems)
+    if queues is not None and queues_doc is not None and known is not None:
+        lanes = _build_lanes(queues)
+        problems.extend(_check_queue_refs(queues_doc, queues, known))
+    if schedule is not None and schedule_doc is not None:
+        problems.extend(_check_schedule(schedule_doc, schedule, known or None))
+
+    if problems or queues is None or schedule is None:
+        raise ConfigError(problems, hint="Fix the lines above, then run `jobsys config check`.")
+    config = Config(directory=directory, queues=queues, schedule=schedule, lanes=lanes)
+    if task_checker is not None:
+        task_problems = task_checker(config, schedule_doc)
+        if task_problems:
+            raise ConfigError(
+                task_problems, hint="Fix the lines above, then run `jobsys config check`."
+            )
+    return config

@@ -1,0 +1,251 @@
+"""Typed, frozen configuration objects for ``queues.yaml`` and ``schedule.yaml``.
+
+Defaults are named constants with their units in the name. Validation that needs
+both files (queues referenced by the schedule, tasks' queues) lives in ``loader``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[a-z0-9_]{1,40}$")
+NAME_RULE = "must match [a-z0-9_]{1,40} (it becomes part of a NOTIFY channel name)"
+
+DEFAULT_LANE_CONCURRENCY = 1
+DEFAULT_TASK_TIMEOUT_SECONDS = 600.0
+DEFAULT_POLL_INTERVAL_SECONDS = 5.0
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
+DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 5.0
+DEFAULT_DEAD_AFTER_SECONDS = 30.0
+DEFAULT_MAX_ARGS_BYTES = 64 * 1024
+DEFAULT_REDACTED_KEYS = (
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "cookie",
+    "session",
+    "authorization",
+    "auth",
+    "api_key",
+    "apikey",
+    "private_key",
+    "credential",
+    "otp",
+)
+DEFAULT_TRANSIENT_EXCEPTIONS = (
+    "builtins.ConnectionError",
+    "builtins.TimeoutError",
+    "asyncio.TimeoutError",
+    "socket.timeout",
+    "urllib.error.URLError",
+    "http.client.RemoteDisconnected",
+    "psycopg.OperationalError",
+)
+DEFAULT_AUTHENTICATION_HTTP_STATUS = (401, 403)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def check_name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(f"{value!r} {NAME_RULE}")
+    return value
+
+
+class Lane(Strict):
+    concurrency: int = Field(DEFAULT_LANE_CONCURRENCY, ge=1, le=1000)
+    queues: tuple[str, ...] = ()
+    timeout_seconds: PositiveSeconds = DEFAULT_TASK_TIMEOUT_SECONDS
+
+    @field_validator("queues")
+    @classmethod
+    def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Names are checked with their exact line in the loader.
+        if len(set(value)) != len(value):
+            raise ValueError("a queue is listed twice")
+        return value
+
+
+class WorkerSettings(Strict):
+    poll_interval_seconds: PositiveSeconds = DEFAULT_POLL_INTERVAL_SECONDS
+    shutdown_grace_seconds: NonNegativeSeconds = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    heartbeat_interval_seconds: PositiveSeconds = DEFAULT_HEARTBEAT_INTERVAL_SECONDS
+    dead_after_seconds: PositiveSeconds = DEFAULT_DEAD_AFTER_SECONDS
+    stuck_after_timeout_factor: float = Field(3.0, ge=1.0, allow_inf_nan=False)
+    startup_wait_seconds: NonNegativeSeconds = 0.0
+
+    @model_validator(mode="after")
+    def _heartbeat_below_dead(self) -> WorkerSettings:
+        if self.dead_after_seconds < 2 * self.heartbeat_interval_seconds:
+            raise ValueError(
+                "dead_after_seconds must be at least twice heartbeat_interval_seconds, "
+                "or live workers would be taken for dead"
+            )
+        return self
+
+
+class Database(Strict):
+    url: str | None = None
+
+
+class AppSection(Strict):
+    modules: tuple[str, ...] = ()
+
+
+class Classification(Strict):
+    transient: tuple[str, ...] = DEFAULT_TRANSIENT_EXCEPTIONS
+    authentication: tuple[str, ...] = ()
+    authentication_http_status: tuple[int, ...] = DEFAULT_AUTHENTICATION_HTTP_STATUS
+
+
+class Redaction(Strict):
+    keys: tuple[str, ...] = DEFAULT_REDACTED_KEYS
+    replacement: str = "[REDACTED]"
+
+
+class QueueThresholds(Strict):
+    max_waiting: int = Field(1000, ge=1)
+    max_oldest_wait_seconds: PositiveSeconds = 600.0
+    max_failure_rate: float = Field(0.5, gt=0, le=1)
+    min_finished_for_rate: int = Field(20, ge=1)
+    window_seconds: PositiveSeconds = 900.0
+
+
+class ServiceCheck(Strict):
+    url: str
+    timeout_seconds: PositiveSeconds = 2.0
+    expected_status: int = Field(200, ge=100, le=599)
+    failures_before_outage: int = Field(1, ge=1)
+
+
+class Health(Strict):
+    queues: QueueThresholds = QueueThresholds()
+    queue_overrides: dict[str, QueueThresholds] = {}
+    services: dict[str, ServiceCheck] = {}
+
+
+class AutoRetry(Strict):
+    enabled: bool = True
+    batch_size: int = Field(100, ge=1, le=10_000)
+    max_attempts: int = Field(5, ge=1)
+    base_delay_seconds: PositiveSeconds = 30.0
+    max_delay_seconds: PositiveSeconds = 3600.0
+
+
+class RetrySection(Strict):
+    transient_max_attempts: int = Field(5, ge=0)
+    transient_base_delay_seconds: PositiveSeconds = 2.0
+    runtime_max_attempts: int = Field(0, ge=0)
+    bulk_chunk_size: int = Field(500, ge=1, le=10_000)
+    auto: AutoRetry = AutoRetry()
+
+
+class Retention(Strict):
+    succeeded_after_hours: PositiveSeconds = 24.0 * 7
+    failed_after_hours: PositiveSeconds = 24.0 * 30
+    cancelled_after_hours: PositiveSeconds = 24.0 * 7
+    batch_size: int = Field(5000, ge=1)
+
+
+class Live(Strict):
+    max_notifications_per_second: int = Field(10, ge=1, le=1000)
+
+
+class Metrics(Strict):
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)
+
+
+class Limits(Strict):
+    max_args_bytes: int = Field(DEFAULT_MAX_ARGS_BYTES, ge=64)
+
+
+class QueuesFile(Strict):
+    database: Database = Database()
+    app: AppSection = AppSection()
+    base: Lane
+    capsules: dict[str, Lane] = {}
+    worker: WorkerSettings = WorkerSettings()
+    classification: Classification = Classification()
+    redaction: Redaction = Redaction()
+    health: Health = Health()
+    retry: RetrySection = RetrySection()
+    retention: Retention = Retention()
+    live: Live = Live()
+    metrics: Metrics = Metrics()
+    limits: Limits = Limits()
+
+    @field_validator("capsules")
+    @classmethod
+    def _capsule_names(cls, value: dict[str, Lane]) -> dict[str, Lane]:
+        for name in value:
+            check_name(name)
+        if "base" in value:
+            raise ValueError("'base' is the base lane; a capsule cannot use that name")
+        return value
+
+
+class Fanout(Strict):
+    table: str
+    id_column: str = "id"
+    where: str | None = None
+    batch_size: int = Field(500, ge=1, le=100_000)
+    task: str
+    queue: str | None = None
+    item_arg: str = "account_id"
+    args: dict[str, Any] = {}
+    overlap: Literal["skip", "queue"] = "skip"
+
+    @field_validator("table", "id_column")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", value):
+            raise ValueError(f"{value!r} is not a plain SQL identifier")
+        return value
+
+
+class ScheduleEntry(Strict):
+    cron: str
+    task: str | None = None
+    timezone: str | None = None
+    args: dict[str, Any] = {}
+    queue: str | None = None
+    priority: int | None = None
+    enabled: bool = True
+    description: str = ""
+    fanout: Fanout | None = None
+
+    @model_validator(mode="after")
+    def _task_or_fanout(self) -> ScheduleEntry:
+        if self.task is None and self.fanout is None:
+            raise ValueError("an entry needs a task, or a fanout with its per-item task")
+        return self
+
+
+class ScheduleDefaults(Strict):
+    timezone: str = "UTC"
+    catch_up: int = Field(1, ge=0, le=1000)
+
+
+class ScheduleFile(Strict):
+    defaults: ScheduleDefaults = ScheduleDefaults()
+    entries: dict[str, ScheduleEntry] = {}
+
+    @field_validator("entries")
+    @classmethod
+    def _entry_names(cls, value: dict[str, ScheduleEntry]) -> dict[str, ScheduleEntry]:
+        for name in value:
+            if not re.match(r"^[a-z0-9_]{1,80}$", name):
+                raise ValueError(f"entry name {name!r} must match [a-z0-9_]{{1,80}}")
+        return value

@@ -1,0 +1,115 @@
+"""Choosing the database and opening connections to it.
+
+Resolution order: ``--database-url`` / ``JOBSYS_DATABASE_URL`` (both land in
+``Settings.database_url``), then ``database.url`` in ``queues.yaml``, then the
+embedded server under ``JOBSYS_HOME`` (started on demand).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from jobsys.db import url as db_url
+from jobsys.errors import DatabaseUnavailable, SchemaError
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from jobsys.config import Config
+    from jobsys.settings import Settings
+
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    source: str  # "setting" | "config" | "embedded"
+
+    @property
+    def masked(self) -> str:
+        return db_url.mask(self.url)
+
+
+def resolve(settings: Settings, config: Config | None = None, *, start: bool = True) -> Target:
+    """The database to use; starts the embedded server when nothing else is configured."""
+    if settings.database_url:
+        return Target(settings.database_url, "setting")
+    if config is not None and config.queues.database.url:
+        return Target(config.queues.database.url, "config")
+    from jobsys.db import embedded
+
+    st = embedded.start(settings.home) if start else embedded.status(settings.home)
+    if st.url is None:
+        raise DatabaseUnavailable(
+            "the embedded PostgreSQL server is not running.",
+            hint="Start it with `jobsys db start`.",
+        )
+    return Target(st.url, "embedded")
+
+
+def translate(exc: Exception, url: str) -> DatabaseUnavailable:
+    """A driver error as a password-free :class:`DatabaseUnavailable`."""
+    detail = db_url.scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc), url)
+    return DatabaseUnavailable(
+        f"cannot connect to the database at {db_url.mask(url)}: {detail}",
+        hint="Is the server running and the URL right (JOBSYS_DATABASE_URL)?",
+    )
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    url: str, *, autocommit: bool = True
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """One async connection; connection failures become :class:`DatabaseUnavailable`."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            url,
+            autocommit=autocommit,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            row_factory=dict_row,
+            application_name="jobsys",
+        )
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
+        raise translate(exc, url) from None
+    try:
+        yield conn
+    except psycopg.OperationalError as exc:
+        if conn.broken or conn.closed:
+            raise translate(exc, url) from None
+        raise
+    finally:
+        await conn.close()
+
+
+async def check_schema(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Raise :class:`SchemaError` unless the database is at this code's head revision."""
+    from jobsys.db.schema import HEAD_REVISION, KNOWN_REVISIONS
+
+    cur = await conn.execute("SELECT to_regclass('public.alembic_version') AS t")
+    row = await cur.fetchone()
+    if row is None or row["t"] is None:
+        raise SchemaError(
+            "the jobsys schema is not installed in this database.",
+            hint="Run `jobsys db upgrade`.",
+        )
+    cur = await conn.execute("SELECT version_num FROM alembic_version")
+    versions = {r["version_num"] for r in await cur.fetchall()}
+    if versions == {HEAD_REVISION}:
+        return
+    if versions - set(KNOWN_REVISIONS):
+        raise SchemaError(
+            f"the database schema ({', '.join(sorted(versions))}) is newer than this jobsys.",
+            hint="Upgrade jobsys, or point it at another database.",
+        )
+    raise SchemaError(
+        f"the database schema is at {', '.join(sorted(versions)) or 'no revision'}, "
+        f"this jobsys needs {HEAD_REVISION}.",
+        hint="Run `jobsys db upgrade`.",
+    )

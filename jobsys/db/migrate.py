@@ -1,0 +1,142 @@
+"""Running Alembic programmatically: upgrade, downgrade, current, drift check.
+
+Alembic and SQLAlchemy are imported inside the functions so that commands which do
+not migrate stay fast to start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jobsys.db import url as db_url
+from jobsys.errors import DatabaseUnavailable, SchemaError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+IGNORED_PREFIXES = ("procrastinate_",)
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Autogenerate/drift filter: Procrastinate's objects are never ours to touch."""
+    if name and name.startswith(IGNORED_PREFIXES):
+        return False
+    table = getattr(obj, "table", None)
+    return table is None or not str(getattr(table, "name", "")).startswith(IGNORED_PREFIXES)
+
+
+def sqlalchemy_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["database_url"] = url
+    return cfg
+
+
+def _translate(exc: Exception, url: str) -> Exception:
+    import sqlalchemy.exc
+
+    if isinstance(exc, sqlalchemy.exc.OperationalError):
+        detail = db_url.scrub(str(exc.orig).strip().splitlines()[0], url)
+        return DatabaseUnavailable(
+            f"cannot connect to the database at {db_url.mask(url)}: {detail}",
+            hint="Is the server running and the URL right (JOBSYS_DATABASE_URL)?",
+        )
+    return exc
+
+
+def heads() -> list[str]:
+    from alembic.script import ScriptDirectory
+
+    return list(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
+
+
+def all_revisions() -> list[str]:
+    from alembic.script import ScriptDirectory
+
+    return [s.revision for s in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()]
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    try:
+        command.upgrade(_config(url), revision)
+    except Exception as exc:
+        translated = _translate(exc, url)
+        if translated is exc:
+            raise
+        raise translated from None
+
+
+def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
+    try:
+        command.downgrade(_config(url), revision)
+    except Exception as exc:
+        translated = _translate(exc, url)
+        if translated is exc:
+            raise
+        raise translated from None
+
+
+def current(url: str) -> list[str]:
+    """Revisions recorded in the database (empty when nothing is installed)."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine, pool
+
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return list(MigrationContext.configure(conn).get_current_heads())
+    except Exception as exc:
+        translated = _translate(exc, url)
+        if translated is exc:
+            raise
+        raise translated from None
+    finally:
+        engine.dispose()
+
+
+def drift(url: str) -> list[str]:
+    """Differences between the models and the database (empty when in sync)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine, pool
+
+    from jobsys.db.models import metadata
+
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            revisions = set(MigrationContext.configure(conn).get_current_heads())
+            if revisions != set(heads()):
+                raise SchemaError(
+                    f"the database is at {', '.join(sorted(revisions)) or 'no revision'}, "
+                    f"the code's head is {', '.join(heads())}.",
+                    hint="Run `jobsys db upgrade`.",
+                )
+            ctx = MigrationContext.configure(
+                conn,
+                opts={"include_object": include_object, "compare_type": True},
+            )
+            return [repr(diff) for diff in compare_metadata(ctx, metadata)]
+    except SchemaError:
+        raise
+    except Exception as exc:
+        translated = _translate(exc, url)
+        if translated is exc:
+            raise
+        raise translated from None
+    finally:
+        engine.dispose()

@@ -1,0 +1,7 @@
+"""The schema revision this code expects, as constants (no Alembic import needed).
+
+A test checks these against ``migrations/versions`` so they cannot drift.
+"""
+
+HEAD_REVISION = "0002_jobsys_core"
+KNOWN_REVISIONS = ("0001_procrastinate", "0002_jobsys_core")

@@ -1,0 +1,113 @@
+"""Operator-level database operations behind ``jobsys db ...``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobsys.db import embedded, migrate
+from jobsys.db.connect import Target, resolve
+from jobsys.db.schema import HEAD_REVISION
+from jobsys.errors import DatabaseUnavailable, SchemaError
+from jobsys.settings import Settings
+
+
+def _target(settings: Settings, *, start: bool = True) -> Target:
+    from jobsys.config import load
+
+    config = None
+    if settings.database_url is None and (settings.config_dir / "queues.yaml").exists():
+        config = load(settings.config_dir)
+    return resolve(settings, config, start=start)
+
+
+def start(settings: Settings) -> dict[str, Any]:
+    st = embedded.start(settings.home)
+    return _embedded_dict(st)
+
+
+def stop(settings: Settings) -> dict[str, Any]:
+    was_running = embedded.stop(settings.home)
+    return {"home": str(settings.home), "was_running": was_running, "running": False}
+
+
+def _embedded_dict(st: embedded.ServerStatus) -> dict[str, Any]:
+    return {
+        "home": str(st.home),
+        "running": st.running,
+        "pid": st.pid if st.running else None,
+        "socket_dir": str(st.socket_dir) if st.running and st.socket_dir else None,
+        "url": st.url,
+    }
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    target = _target(settings, start=False) if settings.database_url else None
+    result: dict[str, Any] = {"head_revision": HEAD_REVISION}
+    if target is None:
+        st = embedded.status(settings.home)
+        result.update({"source": "embedded", "embedded": _embedded_dict(st), "url": st.url})
+        url = st.url
+    else:
+        result.update({"source": target.source, "url": target.masked})
+        url = target.url
+    result["reachable"] = False
+    result["revision"] = None
+    if url:
+        try:
+            revisions = migrate.current(url)
+            result["reachable"] = True
+            result["revision"] = ", ".join(revisions) or None
+        except DatabaseUnavailable as exc:
+            result["error"] = exc.message
+    result["up_to_date"] = result["revision"] == HEAD_REVISION
+    return result
+
+
+def url(settings: Settings) -> str:
+    return _target(settings).masked
+
+
+def upgrade(settings: Settings, revision: str = "head") -> dict[str, Any]:
+    target = _target(settings)
+    before = migrate.current(target.url)
+    migrate.upgrade(target.url, revision)
+    after = migrate.current(target.url)
+    return {"url": target.masked, "from": before, "to": after}
+
+
+def downgrade(settings: Settings, revision: str) -> dict[str, Any]:
+    target = _target(settings)
+    before = migrate.current(target.url)
+    migrate.downgrade(target.url, revision)
+    return {"url": target.masked, "from": before, "to": migrate.current(target.url)}
+
+
+def current(settings: Settings) -> dict[str, Any]:
+    target = _target(settings)
+    revisions = migrate.current(target.url)
+    return {
+        "url": target.masked,
+        "revisions": revisions,
+        "head": HEAD_REVISION,
+        "up_to_date": revisions == [HEAD_REVISION],
+    }
+
+
+def check(settings: Settings) -> dict[str, Any]:
+    """Drift between models and database; raises :class:`SchemaError` when behind."""
+    target = _target(settings)
+    diffs = migrate.drift(target.url)
+    return {"url": target.masked, "in_sync": not diffs, "differences": diffs}
+
+
+__all__ = [
+    "SchemaError",
+    "check",
+    "current",
+    "downgrade",
+    "start",
+    "status",
+    "stop",
+    "upgrade",
+    "url",
+]

@@ -1,0 +1,43 @@
+"""Database URLs: choose one, and print one without its password."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+_PASSWORD_IN_NETLOC = re.compile(r"^(?P<user>[^:@/]*):(?P<password>[^@]*)@")
+_PASSWORD_KV = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def mask(url: str | None) -> str:
+    """``url`` with any password replaced by ``***`` (URL or key=value conninfo)."""
+    if not url:
+        return "(none)"
+    text = _PASSWORD_KV.sub(r"\1***", url)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return "(unparseable database URL)"
+    if parts.password is not None and parts.password != "":
+        netloc = _PASSWORD_IN_NETLOC.sub(lambda m: f"{m.group('user')}:***@", parts.netloc)
+        text = urlunsplit(parts._replace(netloc=netloc))
+    return text
+
+
+def scrub(text: str, url: str | None) -> str:
+    """Remove ``url``'s password from a free text (driver messages quote conninfo)."""
+    if not url:
+        return text
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        text = text.replace(password, "***")
+    return _PASSWORD_KV.sub(r"\1***", text)
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server with another database name (query string kept)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))

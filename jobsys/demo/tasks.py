@@ -1,0 +1,71 @@
+"""DEMO ONLY: the seed's job catalogue over synthetic accounts.
+
+Simulated latency and a realistic mix of transient, authentication and runtime
+failures, so that ``make run`` shows lanes busy, failures of each kind and issues
+grouping them. Loaded only when no application module is configured.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from jobsys import AuthenticationError, TransientError, task
+
+#: Probabilities of each simulated failure per job.
+AUTH_FAILURE_RATE = 0.02
+TRANSIENT_FAILURE_RATE = 0.04
+RUNTIME_FAILURE_RATE = 0.01
+LATENCY_SECONDS = (0.05, 0.4)
+
+
+def _simulate(account_id: int, *, auth: bool = True) -> None:
+    time.sleep(random.uniform(*LATENCY_SECONDS))
+    roll = random.random()
+    if auth and roll < AUTH_FAILURE_RATE:
+        raise AuthenticationError(f"Instagram asks account {account_id} to log in again")
+    if roll < AUTH_FAILURE_RATE + TRANSIENT_FAILURE_RATE:
+        raise TransientError(f"rate limited while serving account {account_id}")
+    if roll < AUTH_FAILURE_RATE + TRANSIENT_FAILURE_RATE + RUNTIME_FAILURE_RATE:
+        raise KeyError("edge_followed_by")
+
+
+@task(queue="sync", name="demo.process_account", rerun_safe=True)
+def process_account(account_id: int) -> None:
+    """Continuous account processing (the seed's EnqueueContinuousAccountProcessingJob)."""
+    _simulate(account_id)
+
+
+@task(queue="messages", name="demo.send_story_auto_replies", rerun_safe=False)
+def send_story_auto_replies(account_id: int) -> None:
+    _simulate(account_id)
+
+
+@task(queue="engagements", name="demo.feed_auto_engagement", rerun_safe=False)
+def feed_auto_engagement(account_id: int) -> None:
+    _simulate(account_id)
+
+
+@task(queue="post_downloads", name="demo.scan_recent_profile_posts", rerun_safe=True)
+def scan_recent_profile_posts(account_id: int) -> None:
+    _simulate(account_id)
+
+
+@task(queue="sync", name="demo.sync_follow_graph", rerun_safe=True)
+def sync_follow_graph(account_id: int) -> None:
+    _simulate(account_id)
+
+
+@task(queue="avatars", name="demo.sync_avatar", rerun_safe=True)
+def sync_avatar(account_id: int) -> None:
+    _simulate(account_id, auth=False)
+
+
+@task(queue="profiles", name="demo.refresh_profile", rerun_safe=True)
+def refresh_profile(account_id: int) -> None:
+    _simulate(account_id)
+
+
+@task(queue="maintenance", name="demo.purge_expired_post_media", rerun_safe=True)
+def purge_expired_post_media() -> None:
+    time.sleep(random.uniform(*LATENCY_SECONDS))

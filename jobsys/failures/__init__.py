@@ -1,0 +1,1 @@
+"""Failure capture: every failed attempt of every job, with its context and kind."""

@@ -1,0 +1,63 @@
+"""The ``jobsys_failures`` table: one row per failed attempt."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.orm import Mapped, mapped_column
+
+from jobsys.db.base import Base
+
+KINDS = ("authentication", "transient", "runtime")
+REASONS = ("exception", "timeout", "worker_lost", "task_not_found", "aborted")
+
+
+class Failure(Base):
+    __tablename__ = "jobsys_failures"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(BigInteger)
+    task: Mapped[str] = mapped_column(Text)
+    queue: Mapped[str] = mapped_column(Text)
+    lane: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(default=1)
+    args: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    error_class: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text, server_default="")
+    traceback: Mapped[str | None] = mapped_column(Text)
+    account_id: Mapped[str | None] = mapped_column(Text)
+    profile_id: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, server_default="exception")
+    retryable: Mapped[bool]
+    will_retry: Mapped[bool] = mapped_column(server_default=text("false"))
+    worker: Mapped[str | None] = mapped_column(Text)
+    service: Mapped[str | None] = mapped_column(Text)
+    fingerprint: Mapped[str | None] = mapped_column(Text)
+    issue_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("jobsys_issues.id", ondelete="SET NULL")
+    )
+    pipeline_step_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("jobsys_pipeline_steps.id", ondelete="SET NULL")
+    )
+    retry_state: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    occurred_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+
+    __table_args__ = (
+        CheckConstraint(f"kind IN {KINDS!r}", name="kind"),
+        CheckConstraint(f"reason IN {REASONS!r}", name="reason"),
+        # One row per attempt: capture and reconciliation may both try to write it.
+        UniqueConstraint("job_id", "attempt"),
+        Index("ix_jobsys_failures_occurred", text("occurred_at DESC"), text("id DESC")),
+        Index("ix_jobsys_failures_kind_occurred", "kind", text("occurred_at DESC")),
+        Index("ix_jobsys_failures_task_occurred", "task", text("occurred_at DESC")),
+        Index("ix_jobsys_failures_queue_occurred", "queue", text("occurred_at DESC")),
+        Index("ix_jobsys_failures_account_occurred", "account_id", text("occurred_at DESC")),
+        Index("ix_jobsys_failures_issue_occurred", "issue_id", text("occurred_at DESC")),
+        Index("ix_jobsys_failures_job", "job_id"),
+    )

@@ -1,0 +1,1 @@
+"""Issues: failures grouped by fingerprint, plus queue and service health, with a lifecycle."""

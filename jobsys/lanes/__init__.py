@@ -1,0 +1,1 @@
+"""Lanes and workers: the queue topology run as supervised, systemd-ready processes."""

@@ -1,0 +1,36 @@
+"""The ``jobsys_worker_processes`` table: one row per worker process, with heartbeats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, Index, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
+from sqlalchemy.orm import Mapped, mapped_column
+
+from jobsys.db.base import Base
+
+PROCESS_STATUSES = ("running", "draining", "stopped", "dead")
+
+
+class WorkerProcess(Base):
+    __tablename__ = "jobsys_worker_processes"
+
+    #: host:pid:start-time:random — unique per process, never reused after a restart.
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    hostname: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int]
+    lanes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    status: Mapped[str] = mapped_column(Text, server_default="running")
+    started_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+    last_heartbeat: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+    stopped_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(f"status IN {PROCESS_STATUSES!r}", name="status"),
+        Index("ix_jobsys_worker_processes_status_heartbeat", "status", "last_heartbeat"),
+    )

@@ -1,0 +1,1 @@
+"""Live operational updates over Postgres NOTIFY: publishing, coalescing, subscribing."""

@@ -1,0 +1,1 @@
+"""Recurring schedule (cron entries) and batched fan-out."""

@@ -1,0 +1,62 @@
+"""Cron expressions: parse, validate and compute fire times. Pure, no I/O.
+
+Five fields (minute hour day-of-month month day-of-week) or six, the sixth being
+seconds (croniter's and Procrastinate's convention). ``@hourly`` and friends work.
+An expression that can never fire (``0 0 30 2 *``) is invalid.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class CronInvalid(ValueError):
+    pass
+
+
+def timezone_of(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, IsADirectoryError):
+        raise CronInvalid(
+            f"unknown timezone {name!r} (use an IANA name such as UTC or Europe/Paris)"
+        ) from None
+
+
+def validate(expression: str) -> None:
+    """Raise :class:`CronInvalid` with a readable message unless ``expression`` can fire."""
+    from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+
+    if not isinstance(expression, str) or not expression.strip():
+        raise CronInvalid("cron expression is empty")
+    fields = expression.split()
+    if not expression.startswith("@") and len(fields) not in (5, 6):
+        raise CronInvalid(
+            f"cron expression {expression!r} has {len(fields)} fields; "
+            "expected 5 (min hour day month weekday) or 6 (with seconds last)"
+        )
+    try:
+        itr = croniter(expression, datetime(2026, 1, 1))
+        itr.get_next(datetime)
+    except CroniterBadDateError:
+        raise CronInvalid(f"cron expression {expression!r} never fires") from None
+    except (CroniterBadCronError, ValueError, KeyError) as exc:
+        raise CronInvalid(f"invalid cron expression {expression!r}: {exc}") from None
+
+
+def next_fire(expression: str, after: datetime, tz: tzinfo) -> datetime:
+    """First fire time strictly after ``after`` (aware), evaluated in ``tz``."""
+    from croniter import croniter
+
+    return croniter(expression, after.astimezone(tz)).get_next(datetime)
+
+
+def previous_fire(expression: str, at_or_before: datetime, tz: tzinfo) -> datetime:
+    """Last fire time at or before ``at_or_before`` (aware), evaluated in ``tz``."""
+    from croniter import croniter
+
+    itr = croniter(expression, at_or_before.astimezone(tz))
+    if itr.match(expression, at_or_before.astimezone(tz)):
+        return at_or_before
+    return itr.get_prev(datetime)

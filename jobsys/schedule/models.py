@@ -1,0 +1,77 @@
+"""Schedule state (pause, high-water mark), one row per enqueued or missed tick, fan-out runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
+from sqlalchemy.dialects.postgresql import TIMESTAMP
+from sqlalchemy.orm import Mapped, mapped_column
+
+from jobsys.db.base import Base
+
+TICK_STATUSES = ("enqueued", "missed", "manual")
+FANOUT_STATUSES = ("running", "finished", "failed", "cancelled")
+
+
+class ScheduleEntryState(Base):
+    __tablename__ = "jobsys_schedule_entries"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    paused: Mapped[bool] = mapped_column(server_default=text("false"))
+    paused_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    paused_by: Mapped[str | None] = mapped_column(Text)
+    #: The latest tick enqueued or recorded missed; ticks at or before it never run again.
+    high_water: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+
+
+class ScheduleTick(Base):
+    __tablename__ = "jobsys_schedule_ticks"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    tick_at: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True), primary_key=True)
+    status: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+
+    __table_args__ = (CheckConstraint(f"status IN {TICK_STATUSES!r}", name="status"),)
+
+
+class FanoutRun(Base):
+    __tablename__ = "jobsys_fanout_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    entry: Mapped[str] = mapped_column(Text)
+    tick_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    status: Mapped[str] = mapped_column(Text, server_default="running")
+    source: Mapped[str] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(Text)
+    queue: Mapped[str] = mapped_column(Text)
+    batch_size: Mapped[int]
+    cursor: Mapped[int | None] = mapped_column(BigInteger)
+    batches_done: Mapped[int] = mapped_column(server_default="0")
+    items_enqueued: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    started_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(f"status IN {FANOUT_STATUSES!r}", name="status"),
+        Index("ix_jobsys_fanout_runs_entry_started", "entry", text("started_at DESC")),
+        Index(
+            "uq_jobsys_fanout_runs_entry_tick",
+            "entry",
+            "tick_at",
+            unique=True,
+            postgresql_where=text("tick_at IS NOT NULL"),
+        ),
+    )

@@ -1,0 +1,135 @@
+"""The task registry and the public ``@task`` decorator.
+
+A task is a plain function (sync or async) plus a :class:`TaskSpec`: its stable
+name, its queue, its timeout, its retry policy, which arguments carry the account
+and profile context, and whether it is safe to re-run after a crash. Registration
+is import-time and process-wide; ``jobsys.app`` turns specs into Procrastinate tasks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    func: Callable[..., Any]
+    queue: str
+    timeout_seconds: float | None = None
+    #: Automatic attempts after the first for runtime failures (None: config default).
+    max_attempts: int | None = None
+    #: Automatic attempts after the first for transient failures (None: config default).
+    transient_max_attempts: int | None = None
+    account_arg: str | None = "account_id"
+    profile_arg: str | None = "profile_id"
+    rerun_safe: bool = False
+    service: str | None = None
+    priority: int = 0
+    pass_context: bool = False
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.func)
+
+
+_REGISTRY: dict[str, TaskSpec] = {}
+
+
+class DuplicateTaskError(ValueError):
+    pass
+
+
+def registry() -> dict[str, TaskSpec]:
+    """All registered tasks by name (a copy)."""
+    return dict(_REGISTRY)
+
+
+def get(name: str) -> TaskSpec | None:
+    return _REGISTRY.get(name)
+
+
+def register(spec: TaskSpec) -> TaskSpec:
+    existing = _REGISTRY.get(spec.name)
+    if existing is not None and existing.func is not spec.func:
+        raise DuplicateTaskError(f"two tasks are named {spec.name!r}; give one an explicit name=")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a task (tests use this to simulate a task that no longer exists)."""
+    _REGISTRY.pop(name, None)
+
+
+def default_name(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+@overload
+def task(func: F) -> F: ...
+@overload
+def task(
+    *,
+    queue: str = "default",
+    name: str | None = None,
+    timeout: float | None = None,
+    max_attempts: int | None = None,
+    transient_max_attempts: int | None = None,
+    account_arg: str | None = "account_id",
+    profile_arg: str | None = "profile_id",
+    rerun_safe: bool = False,
+    service: str | None = None,
+    priority: int = 0,
+    pass_context: bool = False,
+) -> Callable[[F], F]: ...
+def task(
+    func: F | None = None,
+    *,
+    queue: str = "default",
+    name: str | None = None,
+    timeout: float | None = None,
+    max_attempts: int | None = None,
+    transient_max_attempts: int | None = None,
+    account_arg: str | None = "account_id",
+    profile_arg: str | None = "profile_id",
+    rerun_safe: bool = False,
+    service: str | None = None,
+    priority: int = 0,
+    pass_context: bool = False,
+) -> F | Callable[[F], F]:
+    """Declare a jobsys task.
+
+    ``queue`` must be a queue of ``config/queues.yaml`` (checked by ``jobsys config
+    check`` and at worker start). ``timeout`` defaults to the lane's. ``rerun_safe``
+    says whether the reaper may re-queue the job after its worker died mid-run; if
+    False such jobs fail with reason ``worker_lost`` for a human to decide.
+    """
+
+    def decorate(f: F) -> F:
+        spec = TaskSpec(
+            name=name or default_name(f),
+            func=f,
+            queue=queue,
+            timeout_seconds=timeout,
+            max_attempts=max_attempts,
+            transient_max_attempts=transient_max_attempts,
+            account_arg=account_arg,
+            profile_arg=profile_arg,
+            rerun_safe=rerun_safe,
+            service=service,
+            priority=priority,
+            pass_context=pass_context,
+        )
+        register(spec)
+        f.jobsys_task = spec  # type: ignore[attr-defined]
+        return f
+
+    if func is not None:
+        return decorate(func)
+    return decorate

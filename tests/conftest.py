@@ -1,0 +1,159 @@
+"""Test infrastructure: a real PostgreSQL for every test that needs one.
+
+``JOBSYS_TEST_DATABASE_URL`` names a server (CI: the machine's, 127.0.0.1:5432);
+without it the suite starts the embedded server itself in a temporary home and
+stops it at the end. A template database is migrated once per session; each test
+that asks for ``db_url`` gets a fresh ``CREATE DATABASE ... TEMPLATE`` clone (fast,
+isolated, real commits so LISTEN/NOTIFY works) dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from jobsys.db import url as db_url_mod
+from jobsys.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "config"
+TEST_URL_VAR = "JOBSYS_TEST_DATABASE_URL"
+_CALLER_TEST_URL = os.environ.get(TEST_URL_VAR)
+
+
+def _scrub_env() -> None:
+    for key in list(os.environ):
+        if key.startswith("JOBSYS_"):
+            del os.environ[key]
+
+
+_scrub_env()  # a developer's shell must not leak into tests
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("JOBSYS_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a maintenance database on the test server (server or embedded)."""
+    if _CALLER_TEST_URL:
+        yield _CALLER_TEST_URL
+        return
+    from jobsys.db import embedded
+
+    home = tmp_path_factory.mktemp("embedded-home")
+    st = embedded.start(home)
+    try:
+        yield f"postgresql://postgres@/postgres?host={st.socket_dir}&port={st.port}"
+    finally:
+        embedded.stop(home)
+
+
+def _admin(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_url: str) -> Iterator[str]:
+    """A database migrated to head, used as the template of every test database."""
+    from jobsys.db import migrate
+
+    name = f"jobsys_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with _admin(pg_admin_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = db_url_mod.with_database(pg_admin_url, name)
+    migrate.upgrade(url)
+    try:
+        yield name
+    finally:
+        with _admin(pg_admin_url) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def fresh_database(admin_url: str, template: str | None) -> Iterator[str]:
+    name = f"jobsys_t_{uuid.uuid4().hex[:12]}"
+    with _admin(admin_url) as conn:
+        if template:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        else:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield db_url_mod.with_database(admin_url, name)
+    finally:
+        with _admin(admin_url) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for this test."""
+    with fresh_database(pg_admin_url, template_db) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_db_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh database with no schema at all."""
+    with fresh_database(pg_admin_url, None) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=db_url, home=tmp_path / "home", config_dir=CONFIG_DIR, operator="tester"
+    )
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> object:
+        import json
+
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Run ``jobsys ARGS`` in-process; returns exit code, stdout and stderr."""
+    from jobsys.cli.main import main
+
+    monkeypatch.setenv("JOBSYS_HOME", str(tmp_path / "cli-home"))
+    monkeypatch.setenv("JOBSYS_CONFIG_DIR", str(CONFIG_DIR))
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def invoke(
+        *args: str, env: dict[str, str] | None = None, input: str | None = None
+    ) -> CliResult:
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        out, err = io.StringIO(), io.StringIO()
+        old_in = sys.stdin
+        if input is not None:
+            sys.stdin = io.StringIO(input)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(list(args))
+        finally:
+            sys.stdin = old_in
+        return CliResult(code, out.getvalue(), err.getvalue())
+
+    return invoke

@@ -1,0 +1,100 @@
+"""Alembic owns the schema: upgrade, drift, round trip, and Procrastinate left alone."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from jobsys.db import migrate
+from jobsys.db.procrastinate_schema import PINNED_VERSION, snapshot_sql
+from jobsys.db.schema import HEAD_REVISION, KNOWN_REVISIONS
+
+
+def tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_single_head_matches_the_code_constant() -> None:
+    assert migrate.heads() == [HEAD_REVISION]
+    assert sorted(migrate.all_revisions()) == sorted(KNOWN_REVISIONS)
+
+
+def test_pinned_procrastinate_matches_installed_and_snapshot() -> None:
+    import procrastinate
+    from procrastinate.schema import SchemaManager
+
+    assert procrastinate.__version__ == PINNED_VERSION
+    assert snapshot_sql() == SchemaManager.get_schema()
+
+
+def test_upgrade_empty_database_to_head_then_no_drift(empty_db_url: str) -> None:
+    assert migrate.current(empty_db_url) == []
+    migrate.upgrade(empty_db_url)
+    assert migrate.current(empty_db_url) == [HEAD_REVISION]
+    assert {"procrastinate_jobs", "jobsys_failures", "jobsys_issues"} <= tables(empty_db_url)
+    assert migrate.drift(empty_db_url) == []
+
+
+def test_downgrade_upgrade_round_trip(empty_db_url: str) -> None:
+    migrate.upgrade(empty_db_url)
+    migrate.downgrade(empty_db_url, "base")
+    assert migrate.current(empty_db_url) == []
+    assert tables(empty_db_url) == {"alembic_version"}
+    migrate.upgrade(empty_db_url)
+    assert migrate.current(empty_db_url) == [HEAD_REVISION]
+    assert migrate.drift(empty_db_url) == []
+
+
+def test_drift_is_detected(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE jobsys_failures ADD COLUMN surprise integer")
+    diffs = migrate.drift(db_url)
+    assert any("surprise" in d for d in diffs)
+
+
+def test_autogenerate_leaves_procrastinate_objects_alone(db_url: str) -> None:
+    """Procrastinate's tables are not in our models: autogenerate must not drop them,
+    nor react to changes Procrastinate makes to them."""
+    from alembic.autogenerate import produce_migrations
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine, pool
+
+    from jobsys.db.models import metadata
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE procrastinate_jobs ADD COLUMN extra_by_procrastinate text")
+        conn.execute("CREATE INDEX procrastinate_extra_idx ON procrastinate_jobs (task_name)")
+    engine = create_engine(migrate.sqlalchemy_url(db_url), poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn, opts={"include_object": migrate.include_object, "compare_type": True}
+        )
+        script = produce_migrations(ctx, metadata)
+    engine.dispose()
+    assert script.upgrade_ops is not None
+    assert script.upgrade_ops.is_empty(), script.upgrade_ops.as_diffs()
+    # And the filter really is what protects them: without it, autogenerate would drop them.
+    engine = create_engine(migrate.sqlalchemy_url(db_url), poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        unfiltered = produce_migrations(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert any("procrastinate_jobs" in repr(d) for d in unfiltered.upgrade_ops.as_diffs())  # type: ignore[union-attr]
+
+
+def test_migration_sql_selects_the_version_range() -> None:
+    from jobsys.db.procrastinate_schema import migration_sql
+
+    assert migration_sql(PINNED_VERSION, PINNED_VERSION) == []
+    assert len(migration_sql("3.3.0", "3.4.0")) >= 1
+
+
+@pytest.mark.parametrize("command", [["db", "current"], ["db", "check"]])
+def test_commands_report_missing_schema(cli, empty_db_url: str, command: list[str]) -> None:  # type: ignore[no-untyped-def]
+    result = cli("--database-url", empty_db_url, *command)
+    assert result.exit_code in (1, 2)
+    assert "jobsys db upgrade" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr

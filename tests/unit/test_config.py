@@ -1,0 +1,191 @@
+"""Configuration loading and validation (no database)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from jobsys.app import load_config
+from jobsys.config import load
+from jobsys.errors import ConfigError
+from jobsys.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cfg_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "config"
+    shutil.copytree(REPO / "config", target)
+    return target
+
+
+def problems_of(directory: Path, *, with_tasks: bool = False) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        if with_tasks:
+            load_config(Settings(config_dir=directory), with_tasks=True)
+        else:
+            load(directory)
+    return info.value.problems
+
+
+def test_shipped_config_is_valid() -> None:
+    config = load_config(Settings(config_dir=REPO / "config"))
+    assert list(config.lanes) == [
+        "base",
+        "ai",
+        "ai_visual_queue",
+        "ai_face_queue",
+        "ai_ocr_queue",
+        "video_processing_queue",
+        "ai_metadata_queue",
+        "frame_generation",
+    ]
+    assert config.lanes["base"].queues == (
+        "sync",
+        "engagements",
+        "story_downloads",
+        "post_downloads",
+        "profiles",
+        "messages",
+        "avatars",
+        "maintenance",
+        "default",
+    )
+    assert config.lanes["ai_face_queue"].queues == ("ai_face_queue",)
+    assert config.queue_to_lane["profiles"] == "base"
+
+
+def test_every_planted_error_is_reported_with_file_line_and_key(cfg_dir: Path) -> None:
+    queues = cfg_dir / "queues.yaml"
+    text = queues.read_text()
+    text = text.replace(
+        "  ai_face_queue:\n    concurrency: 2", "  ai_face_queue:\n    concurrency: 0"
+    )
+    text = text.replace("  ai_ocr_queue:\n", "  ai_ocr_queue:\n    concurency: 3\n")
+    text = text.replace("    - default\n", "    - default\n    - Bad-Name\n")
+    queues.write_text(text)
+    schedule = cfg_dir / "schedule.yaml"
+    stext = schedule.read_text()
+    stext = stext.replace('cron: "*/15 * * * *"', 'cron: "61 * * * *"')
+    stext = stext.replace('cron: "20 * * * *"', 'cron: "0 0 30 2 *"')
+    stext = stext.replace("      queue: avatars", "      queue: avatarz")
+    schedule.write_text(stext)
+
+    problems = problems_of(cfg_dir)
+    joined = "\n".join(problems)
+    assert len(problems) == 6, joined
+    lines = queues.read_text().splitlines()
+    face_line = next(i for i, ln in enumerate(lines, 1) if "concurrency: 0" in ln)
+    assert f"queues.yaml:{face_line}: capsules.ai_face_queue.concurrency:" in joined
+    assert "capsules.ai_ocr_queue.concurency: unknown key (did you mean 'concurrency'?)" in joined
+    assert "base.queues.9: 'Bad-Name' must match [a-z0-9_]{1,40}" in joined
+    assert "entries.story_auto_replies.cron: invalid cron expression '61 * * * *'" in joined
+    assert (
+        "entries.recent_profile_post_scans.cron: cron expression '0 0 30 2 *' never fires" in joined
+    )
+    assert (
+        "entries.avatar_sync.fanout.queue: unknown queue 'avatarz' (did you mean 'avatars'?)"
+        in joined
+    )
+    for line in problems:
+        assert (
+            line.startswith("config/queues.yaml:")
+            or "schedule.yaml:" in line
+            or "queues.yaml:" in line
+        )
+
+
+@pytest.mark.parametrize(
+    "cron",
+    ["61 * * * *", "* * *", "0 0 30 2 *", "*/0 * * * *", "1-100000 * * * *", "0 0 * * 8", ""],
+)
+def test_bad_cron_is_rejected(cfg_dir: Path, cron: str) -> None:
+    schedule = cfg_dir / "schedule.yaml"
+    schedule.write_text(schedule.read_text().replace('cron: "15 4 * * *"', f'cron: "{cron}"'))
+    problems = problems_of(cfg_dir)
+    assert len(problems) == 1
+    assert "entries.purge_expired_post_media.cron:" in problems[0]
+
+
+def test_queue_served_by_two_lanes(cfg_dir: Path) -> None:
+    queues = cfg_dir / "queues.yaml"
+    queues.write_text(
+        queues.read_text().replace(
+            "  ai:                       # legacy lane\n", "  ai:\n    queues: [ai, sync]\n"
+        )
+    )
+    problems = problems_of(cfg_dir)
+    assert any("queue 'sync' is already served by lane 'base'" in p for p in problems), problems
+
+
+def test_unknown_timezone(cfg_dir: Path) -> None:
+    schedule = cfg_dir / "schedule.yaml"
+    schedule.write_text(schedule.read_text().replace("timezone: UTC", "timezone: Mars/Olympus"))
+    problems = problems_of(cfg_dir)
+    assert any("defaults.timezone: unknown timezone 'Mars/Olympus'" in p for p in problems)
+
+
+def test_unknown_task_is_reported_with_line_and_suggestion(cfg_dir: Path) -> None:
+    schedule = cfg_dir / "schedule.yaml"
+    schedule.write_text(
+        schedule.read_text().replace("task: demo.refresh_profile", "task: demo.refresh_profil")
+    )
+    problems = problems_of(cfg_dir, with_tasks=True)
+    assert len(problems) == 1
+    assert "entries.profile_refresh.fanout.task: unknown task 'demo.refresh_profil'" in problems[0]
+    assert "did you mean 'demo.refresh_profile'" in problems[0]
+
+
+def test_unknown_app_module(cfg_dir: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(Settings(config_dir=cfg_dir, app_modules=("no_such_module_xyz",)))
+    assert "app module 'no_such_module_xyz' cannot be imported" in info.value.problems[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("base:\n  concurrency: 1\nbase:\n  concurrency: 2\n", "base: duplicate key"),
+        ("- just\n- a list\n", "the top level must be a mapping"),
+        ("base: [unclosed\n", "invalid YAML"),
+        ("base: !!python/object:os.system {}\n", "invalid value"),
+    ],
+)
+def test_yaml_defects(cfg_dir: Path, content: str, message: str) -> None:
+    (cfg_dir / "queues.yaml").write_text(content)
+    problems = problems_of(cfg_dir)
+    assert any(message in p for p in problems), problems
+    assert all("queues.yaml:" in p for p in problems if "queues" in p)
+
+
+def test_alias_bomb_is_an_error_not_a_hang(cfg_dir: Path) -> None:
+    bomb = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        prev = chr(ord("a") + i - 1)
+        cur = chr(ord("a") + i)
+        bomb.append(f"{cur}: &{cur} [" + ", ".join(f"*{prev}" for _ in range(10)) + "]")
+    (cfg_dir / "queues.yaml").write_text("\n".join(bomb) + "\n")
+    problems = problems_of(cfg_dir)
+    assert any("too many nodes" in p for p in problems), problems
+
+
+def test_oversized_file(cfg_dir: Path) -> None:
+    (cfg_dir / "queues.yaml").write_text("# " + "x" * (1024 * 1024 + 10) + "\n")
+    problems = problems_of(cfg_dir)
+    assert any("the limit is" in p for p in problems)
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "nope")
+    assert "configuration directory not found" in info.value.problems[0]
+
+
+def test_missing_file(cfg_dir: Path) -> None:
+    (cfg_dir / "schedule.yaml").unlink()
+    problems = problems_of(cfg_dir)
+    assert problems == ["" + problems[0]]
+    assert "schedule.yaml:1: file not found" in problems[0]
