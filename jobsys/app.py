@@ -92,6 +92,16 @@ def load_config(settings: Settings, *, with_tasks: bool = True) -> Config:
     return load_config_files(settings.config_dir, task_checker=task_problems)
 
 
+def worker_middlewares(config: Config) -> list[Any]:
+    """Procrastinate worker middlewares wrapping every job, outermost first.
+
+    The seam where domains hook into job execution: failure capture, pipeline step
+    bookkeeping, live events. Each is ``async (call_next, context, worker)``; a broken
+    middleware must log and re-raise the job's own outcome, never change it.
+    """
+    return []
+
+
 def build_procrastinate_app(
     url: str, *, min_size: int = 1, max_size: int = 10
 ) -> procrastinate.App:

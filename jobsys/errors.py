@@ -103,6 +103,10 @@ class TaskError(Exception):
             self.service = service
 
 
+class JobTimeoutError(TaskError):
+    """The job ran past its timeout and was cancelled (failure reason ``timeout``)."""
+
+
 class AuthenticationError(TaskError):
     """The account must re-authenticate. Never retried: retrying burns the account."""
 

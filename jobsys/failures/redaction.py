@@ -1,0 +1,79 @@
+"""Redaction of secrets in job arguments and texts. Pure functions, no I/O.
+
+Keys are matched case-insensitively as substrings (``api_key`` matches
+``X-Api-Key``... after normalising ``-`` to ``_``) at any nesting depth. Values of
+matching keys are replaced; the secret values found are also scrubbed from free
+text such as exception messages, so a secret echoed in an error does not leak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from jobsys.config.models import DEFAULT_REDACTED_KEYS
+
+DEFAULT_REPLACEMENT = "[REDACTED]"
+MAX_DEPTH = 32  # deeper structures are cut, not walked
+MIN_SECRET_LENGTH = 4  # shorter values would scrub ordinary words from messages
+
+
+@dataclass(frozen=True)
+class Redactor:
+    keys: tuple[str, ...] = DEFAULT_REDACTED_KEYS
+    replacement: str = DEFAULT_REPLACEMENT
+
+    def is_secret_key(self, key: object) -> bool:
+        name = str(key).lower().replace("-", "_")
+        return any(pattern.lower().replace("-", "_") in name for pattern in self.keys)
+
+    def redact(self, value: Any) -> Any:
+        """A copy of ``value`` with every secret-keyed value replaced."""
+        return self._walk(value, 0, None)
+
+    def secrets_in(self, value: Any) -> list[str]:
+        """The secret values found in ``value`` (to scrub them from texts)."""
+        found: list[str] = []
+        self._walk(value, 0, found)
+        return found
+
+    def _walk(self, value: Any, depth: int, found: list[str] | None) -> Any:
+        if depth > MAX_DEPTH:
+            return self.replacement
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if self.is_secret_key(key):
+                    if found is not None:
+                        _collect(item, found)
+                    out[key] = self.replacement
+                else:
+                    out[key] = self._walk(item, depth + 1, found)
+            return out
+        if isinstance(value, (list, tuple)):
+            return [self._walk(item, depth + 1, found) for item in value]
+        return value
+
+    def scrub(self, text: str, secrets: Iterable[str]) -> str:
+        """``text`` with each known secret value replaced."""
+        for secret in sorted(set(secrets), key=len, reverse=True):
+            if len(secret) >= MIN_SECRET_LENGTH:
+                text = text.replace(secret, self.replacement)
+        return text
+
+    def redact_with_text(self, args: Any, *texts: str) -> tuple[Any, list[str]]:
+        """Redacted ``args`` and each text scrubbed of the secrets found in ``args``."""
+        secrets = self.secrets_in(args)
+        return self.redact(args), [self.scrub(t, secrets) for t in texts]
+
+
+def _collect(value: Any, found: list[str]) -> None:
+    if isinstance(value, dict):
+        for item in value.values():
+            _collect(item, found)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _collect(item, found)
+    elif value is not None and not isinstance(value, bool):
+        found.append(str(value))
