@@ -8,8 +8,9 @@ loaded (``BUILTIN_MODULES``).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jobsys import tasks as task_registry
 from jobsys.config import Config, display_path
@@ -99,6 +100,26 @@ def worker_middlewares(config: Config) -> list[Any]:
     bookkeeping, live events. Each is ``async (call_next, context, worker)``; a broken
     middleware must log and re-raise the job's own outcome, never change it.
     """
+    return []
+
+
+class WorkerService(Protocol):
+    """A background service that runs inside every ``jobsys worker`` process beside the
+    lanes: the scheduler, the reaper, the live-event flusher, the metrics endpoint.
+
+    ``run`` loops until ``stop`` is set (River's shape: a ``run_once`` returning a small
+    result, wrapped by a thin ticker loop). If it raises, the worker restarts it with
+    backoff and exits non-zero when it cannot be restored, so a supervisor restarts
+    the whole process.
+    """
+
+    name: str
+
+    async def run(self, app: procrastinate.App, stop: asyncio.Event) -> None: ...
+
+
+def worker_services(config: Config) -> list[WorkerService]:
+    """The services every worker process runs (each domain adds its own here)."""
     return []
 
 
