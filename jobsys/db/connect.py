@@ -88,19 +88,26 @@ async def connect(
         await conn.close()
 
 
+async def revisions(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """Alembic revisions recorded in the database (empty when no schema is installed)."""
+    cur = await conn.execute("SELECT to_regclass('public.alembic_version') AS t")
+    row = await cur.fetchone()
+    if row is None or row["t"] is None:
+        return []
+    cur = await conn.execute("SELECT version_num FROM alembic_version ORDER BY version_num")
+    return [r["version_num"] for r in await cur.fetchall()]
+
+
 async def check_schema(conn: psycopg.AsyncConnection[Any]) -> None:
     """Raise :class:`SchemaError` unless the database is at this code's head revision."""
     from jobsys.db.schema import HEAD_REVISION, KNOWN_REVISIONS
 
-    cur = await conn.execute("SELECT to_regclass('public.alembic_version') AS t")
-    row = await cur.fetchone()
-    if row is None or row["t"] is None:
+    versions = set(await revisions(conn))
+    if not versions:
         raise SchemaError(
             "the jobsys schema is not installed in this database.",
             hint="Run `jobsys db upgrade`.",
         )
-    cur = await conn.execute("SELECT version_num FROM alembic_version")
-    versions = {r["version_num"] for r in await cur.fetchall()}
     if versions == {HEAD_REVISION}:
         return
     if versions - set(KNOWN_REVISIONS):

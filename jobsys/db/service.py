@@ -53,8 +53,10 @@ def status(settings: Settings) -> dict[str, Any]:
     result["reachable"] = False
     result["revision"] = None
     if url:
+        import asyncio
+
         try:
-            revisions = migrate.current(url)
+            revisions = asyncio.run(_revisions(url))
             result["reachable"] = True
             result["revision"] = ", ".join(revisions) or None
         except DatabaseUnavailable as exc:
@@ -82,9 +84,19 @@ def downgrade(settings: Settings, revision: str) -> dict[str, Any]:
     return {"url": target.masked, "from": before, "to": migrate.current(target.url)}
 
 
+async def _revisions(url: str) -> list[str]:
+    # psycopg directly: Alembic and SQLAlchemy would triple this command's start-up.
+    from jobsys.db.connect import connect, revisions
+
+    async with connect(url) as conn:
+        return await revisions(conn)
+
+
 def current(settings: Settings) -> dict[str, Any]:
+    import asyncio
+
     target = _target(settings)
-    revisions = migrate.current(target.url)
+    revisions = asyncio.run(_revisions(target.url))
     return {
         "url": target.masked,
         "revisions": revisions,
