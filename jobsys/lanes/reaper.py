@@ -190,8 +190,7 @@ async def _settle(conn: Any, job: dict[str, Any], config: Config, redactor: Reda
         return "aborted"
     spec = task_registry.get(job["task_name"])
     max_requeues = config.queues.worker.max_crash_requeues
-    lost = await store.fetch_one(conn, store.COUNT_WORKER_LOST, {"job_id": job_id})
-    lost_count = int(lost["n"]) if lost else 0
+    lost_count = int(job["lost_count"])
     requeue = spec is not None and spec.rerun_safe and lost_count < max_requeues
     message = _worker_lost_message(job, config.queues.worker.dead_after_seconds, requeue)
     if spec is None:
@@ -210,24 +209,31 @@ async def _settle(conn: Any, job: dict[str, Any], config: Config, redactor: Reda
     return "failed"
 
 
-async def _settle_one(
+async def _settle_dead_worker_jobs(
     conn: Any,
     config: Config,
     redactor: Redactor,
     now: datetime | None,
-    skip: list[int],
+    limit: int,
     result: ReapResult,
-) -> bool:
-    """Claim and settle one job of a dead worker in one transaction; False when none."""
-    params = {"now": now, "dead_after": config.queues.worker.dead_after_seconds, "skip": skip}
+) -> None:
+    """Claim and settle each job of a dead worker, one short transaction per job."""
+    params: dict[str, Any] = {
+        "now": now,
+        "dead_after": config.queues.worker.dead_after_seconds,
+        "limit": limit,
+    }
     async with conn.transaction():
-        job = await store.fetch_one(conn, store.CLAIM_DEAD_WORKER_JOB, params)
-        if job is None:
-            return False
-        skip.append(int(job["id"]))
-        outcome = await _settle(conn, job, config, redactor)
-    getattr(result, outcome).append(int(job["id"]))
-    return True
+        candidates = await store.fetch_all(conn, store.LIST_DEAD_WORKER_JOBS, params)
+    for candidate in candidates:
+        async with conn.transaction():
+            job = await store.fetch_one(
+                conn, store.CLAIM_DEAD_WORKER_JOB, {**params, "job_id": candidate["id"]}
+            )
+            if job is None:  # another reaper has it, or the worker finished it after all
+                continue
+            outcome = await _settle(conn, job, config, redactor)
+        getattr(result, outcome).append(int(job["id"]))
 
 
 async def _abort_stuck(conn: Any, config: Config, now: datetime | None, result: ReapResult) -> None:
@@ -303,10 +309,7 @@ async def reap_once(
         keys=config.queues.redaction.keys, replacement=config.queues.redaction.replacement
     )
     async with _connection(conn_or_app) as conn:
-        skip: list[int] = []
-        while len(skip) < limit:
-            if not await _settle_one(conn, config, redactor, now, skip, result):
-                break
+        await _settle_dead_worker_jobs(conn, config, redactor, now, limit, result)
         await _abort_stuck(conn, config, now, result)
         await _mark_dead_workers(conn, config, now, result)
     if result.did_something:

@@ -15,28 +15,34 @@ from typing import Any
 #: The database's idea of "now": an explicit time (tests) or the transaction's clock.
 _NOW = "coalesce(%(now)s::timestamptz, now())"
 
-#: One job in ``doing`` whose worker is dead (stale heartbeat) or gone (row pruned:
-#: Procrastinate's prune sets ``worker_id`` NULL). Locked, skipping rows another
-#: reaper or a finishing worker holds, so each job is handled by exactly one reaper.
-CLAIM_DEAD_WORKER_JOB = f"""
-SELECT j.id, j.queue_name, j.task_name, j.args, j.attempts, j.worker_id,
-       j.abort_requested,
-       w.id IS NOT NULL AS worker_row_exists,
-       extract(epoch FROM {_NOW} - w.last_heartbeat)::float8 AS heartbeat_age_seconds
+#: Jobs in ``doing`` whose worker is dead (stale heartbeat) or gone (row pruned:
+#: Procrastinate's prune sets ``worker_id`` NULL).
+_DEAD_WORKER_JOBS_WHERE = f"""
   FROM procrastinate_jobs j
   LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
  WHERE j.status = 'doing'
    AND (w.id IS NULL
         OR w.last_heartbeat < {_NOW} - make_interval(secs => %(dead_after)s))
-   AND j.id <> ALL(%(skip)s::bigint[])
- ORDER BY j.id
- LIMIT 1
-   FOR UPDATE OF j SKIP LOCKED
 """
 
-#: How many times this job already lost its worker (the rows the reaper wrote).
-COUNT_WORKER_LOST = """
-SELECT count(*) AS n FROM jobsys_failures WHERE job_id = %(job_id)s AND reason = 'worker_lost'
+#: A plain read of the candidates; each is then claimed by id.
+LIST_DEAD_WORKER_JOBS = f"""
+SELECT j.id {_DEAD_WORKER_JOBS_WHERE} ORDER BY j.id LIMIT %(limit)s
+"""
+
+#: The same conditions, re-checked under the job's row lock: a row another reaper (or
+#: the worker finishing it) holds is skipped, and one already settled no longer
+#: matches, so each job is handled exactly once.
+CLAIM_DEAD_WORKER_JOB = f"""
+SELECT j.id, j.queue_name, j.task_name, j.args, j.attempts, j.worker_id,
+       j.abort_requested,
+       w.id IS NOT NULL AS worker_row_exists,
+       extract(epoch FROM {_NOW} - w.last_heartbeat)::float8 AS heartbeat_age_seconds,
+       (SELECT count(*) FROM jobsys_failures f
+         WHERE f.job_id = j.id AND f.reason = 'worker_lost') AS lost_count
+{_DEAD_WORKER_JOBS_WHERE}
+   AND j.id = %(job_id)s
+   FOR UPDATE OF j SKIP LOCKED
 """
 
 #: The same wake-up Procrastinate's insert trigger sends; its retry path sends none,
