@@ -5,6 +5,7 @@ JOBSYS_BENCH_DATABASE_URL or JOBSYS_TEST_DATABASE_URL (default: the local server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import statistics
@@ -17,6 +18,8 @@ FINISHED_JOBS = 20_000
 LIVE_RUNNING_JOBS = 200
 DEAD_WORKER_JOBS = 2_000
 QUIET_PASSES = 20
+PICKUP_SAMPLES = 30
+PICKUP_POLL_SECONDS = 60.0  # far above any pickup: only NOTIFY can explain a fast one
 
 
 def _server_url() -> str:
@@ -81,12 +84,61 @@ async def _measure(url: str) -> dict[str, float]:
         result = await reap_once(conn, config, limit=DEAD_WORKER_JOBS)
         settle = time.perf_counter() - start
         assert len(result.requeued) + len(result.failed) == DEAD_WORKER_JOBS
+        pickup = await _pickup_latencies(url, conn, config)
+    pickup.sort()
     return {
+        "pickup_p50_ms": statistics.median(pickup) * 1000,
+        "pickup_p99_ms": pickup[min(len(pickup) - 1, int(len(pickup) * 0.99))] * 1000,
         "quiet_pass_p50_ms": statistics.median(quiet) * 1000,
         "quiet_pass_max_ms": max(quiet) * 1000,
         "dead_jobs_settled": float(DEAD_WORKER_JOBS),
         "settle_jobs_per_s": DEAD_WORKER_JOBS / settle,
     }
+
+
+async def _pickup_latencies(url: str, conn: Any, config: Any) -> list[float]:
+    """From the start of the reaper pass that requeues a job to that job starting on an
+    idle, listening worker (polling every minute, so only the NOTIFY explains it)."""
+    from jobsys import task
+    from jobsys.app import build_procrastinate_app
+    from jobsys.lanes.reaper import reap_once
+
+    started: dict[int, float] = {}
+
+    @task(queue="sync", name="bench_reaper.ping", rerun_safe=True, pass_context=True)
+    async def ping(context: Any) -> None:
+        started[context.job.id] = time.perf_counter()
+
+    app = build_procrastinate_app(url, max_size=4)
+    samples = []
+    async with app.open_async():
+        worker = asyncio.create_task(
+            app.run_worker_async(
+                queues=["sync"],
+                fetch_job_polling_interval=PICKUP_POLL_SECONDS,
+                install_signal_handlers=False,
+            )
+        )
+        await asyncio.sleep(1.0)  # listening, first fetch done
+        for _ in range(PICKUP_SAMPLES):
+            # Left in ``doing`` by a worker whose row is gone.
+            cur = await conn.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, status) "
+                "VALUES ('sync', 'bench_reaper.ping', 'doing') RETURNING id"
+            )
+            job_id = (await cur.fetchone())["id"]
+            # Measured from the start of the pass (an upper bound: it includes claiming
+            # and requeueing); the job may start before the rest of the pass returns.
+            committed = time.perf_counter()
+            await reap_once(conn, config)
+            deadline = committed + PICKUP_POLL_SECONDS / 2
+            while job_id not in started and time.perf_counter() < deadline:
+                await asyncio.sleep(0.0005)
+            samples.append(started.get(job_id, deadline) - committed)
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    return samples
 
 
 def run() -> dict[str, float]:
