@@ -123,21 +123,14 @@ def job_timeout_seconds(config: Config, task_name: str, queue: str) -> float | N
     return lane.timeout_seconds if lane is not None else None
 
 
-def _worker_lost_message(job: dict[str, Any], dead_after: float, requeued: bool) -> str:
+def _worker_lost_message(job: dict[str, Any], dead_after: float) -> str:
     if job["worker_row_exists"]:
-        age = job["heartbeat_age_seconds"]
-        why = (
-            f"worker {job['worker_id']} stopped sending heartbeats ({age:.0f} s ago, "
-            f"dead after {dead_after:g} s) while running this job"
+        return (
+            f"worker {job['worker_id']} stopped sending heartbeats "
+            f"({job['heartbeat_age_seconds']:.0f} s ago, dead after {dead_after:g} s) "
+            "while running this job"
         )
-    else:
-        why = "the worker running this job is gone (its worker row was pruned)"
-    then = (
-        "; the task is rerun-safe, so it was requeued"
-        if requeued
-        else "; the job was failed because the task is not marked rerun_safe"
-    )
-    return why + then
+    return "the worker running this job is gone (its worker row was pruned)"
 
 
 def _log(level: int, action: str, message: str, job: dict[str, Any], **extra: Any) -> None:
@@ -192,13 +185,18 @@ async def _settle(conn: Any, job: dict[str, Any], config: Config, redactor: Reda
     max_requeues = config.queues.worker.max_crash_requeues
     lost_count = int(job["lost_count"])
     requeue = spec is not None and spec.rerun_safe and lost_count < max_requeues
-    message = _worker_lost_message(job, config.queues.worker.dead_after_seconds, requeue)
-    if spec is None:
-        message += " (task is not registered in this process)"
-    elif spec.rerun_safe and not requeue:
-        message += (
-            f"; it lost its worker {lost_count + 1} times (max_crash_requeues = {max_requeues})"
+    if requeue:
+        outcome = "requeued: the task is rerun_safe"
+    elif spec is None:
+        outcome = "failed: the task is not registered in this process"
+    elif spec.rerun_safe:
+        outcome = (
+            f"failed: it lost its worker {lost_count + 1} times "
+            f"(max_crash_requeues = {max_requeues})"
         )
+    else:
+        outcome = "failed: the task is not marked rerun_safe"
+    message = f"{_worker_lost_message(job, config.queues.worker.dead_after_seconds)}; {outcome}"
     await insert_failure(conn, _worker_lost_row(job, config, redactor, message, requeue))
     if requeue:
         await store.requeue_job(conn, job_id, job["queue_name"])

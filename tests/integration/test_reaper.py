@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
@@ -120,9 +121,13 @@ async def test_dead_worker_jobs_are_requeued_or_failed(db_url: str, conn: Any) -
         assert row["will_retry"] is (job_id == safe)
     assert rows[unsafe]["args"] == {"account_id": 8, "token": "[REDACTED]"}
     assert rows[unsafe]["account_id"] == "8"
-    assert "not marked rerun_safe" in rows[unsafe]["message"]
-    assert "not registered" in rows[unknown]["message"]
-    assert "requeued" in rows[safe]["message"]
+    assert re.fullmatch(
+        rf"worker {dead} stopped sending heartbeats \(12\d s ago, dead after 30 s\) while "
+        "running this job; failed: the task is not marked rerun_safe",
+        rows[unsafe]["message"],
+    )
+    assert rows[unknown]["message"].endswith("; failed: the task is not registered in this process")
+    assert rows[safe]["message"].endswith("; requeued: the task is rerun_safe")
     assert "canary-s3cret" not in json.dumps([dict(r) for r in rows.values()], default=str)
 
 
@@ -193,6 +198,9 @@ async def test_job_that_keeps_killing_workers_is_failed_after_max_crash_requeues
         (3, False),
     ]
     assert (await job_states(conn, [job]))[job] == ("failed", 3)
+    assert (await failures(conn))[job]["message"].endswith(
+        "; failed: it lost its worker 3 times (max_crash_requeues = 2)"
+    )
 
 
 async def test_racing_reapers_handle_each_job_once(db_url: str, conn: Any) -> None:
