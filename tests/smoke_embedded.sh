@@ -8,6 +8,7 @@ $J db start
 $J db upgrade
 $J db check
 $J config check
+$J systemd render --json | grep -q '"jobsys-worker@.service"'
 $J db status --json | grep -q '"up_to_date": true'
 if $J --help >/dev/null && [ -n "$($J db url)" ]; then echo "embedded smoke: ok"; fi
 $J db stop

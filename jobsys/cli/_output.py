@@ -147,3 +147,21 @@ def error(message: str, hint: str | None = None) -> None:
     console.print(f"error: {message}", markup=False, style="red", highlight=False)
     if hint:
         console.print(hint, markup=False, highlight=False)
+
+
+def unit_files_written(result: Mapping[str, Any]) -> None:
+    """Chatter of ``jobsys systemd render --out``: what was written, what to run next."""
+    lines = [f"{'wrote' if u['changed'] else 'unchanged'} {u['path']}" for u in result["units"]]
+    lines += [
+        f"note: {result['out']}/{name} is from an earlier render: remove it, or the "
+        "install below copies it too"
+        for name in result["leftovers"]
+    ]
+    lines += [
+        "install:",
+        f"  sudo cp {result['out']}/jobsys* /etc/systemd/system/ && sudo systemctl daemon-reload",
+        f"  sudo systemctl enable --now {' '.join(result['enable'])}",
+        "  (or every lane on this host: sudo systemctl enable --now jobsys.target)",
+    ]
+    for line in lines:  # one line each, never wrapped: they are meant for copy and paste
+        stderr_console().print(line, markup=False, highlight=False, soft_wrap=True)

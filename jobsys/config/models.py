@@ -20,6 +20,8 @@ DEFAULT_POLL_INTERVAL_SECONDS = 5.0
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
 DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 5.0
 DEFAULT_DEAD_AFTER_SECONDS = 30.0
+DEFAULT_REAP_INTERVAL_SECONDS = 5.0
+DEFAULT_MAX_CRASH_REQUEUES = 3
 DEFAULT_MAX_ARGS_BYTES = 64 * 1024
 DEFAULT_REDACTED_KEYS = (
     "password",
@@ -84,6 +86,11 @@ class WorkerSettings(Strict):
     dead_after_seconds: PositiveSeconds = DEFAULT_DEAD_AFTER_SECONDS
     stuck_after_timeout_factor: float = Field(3.0, ge=1.0, allow_inf_nan=False)
     startup_wait_seconds: NonNegativeSeconds = 0.0
+    #: How often every worker's reaper looks for jobs of dead workers.
+    reap_interval_seconds: PositiveSeconds = DEFAULT_REAP_INTERVAL_SECONDS
+    #: A rerun-safe job whose worker died this many times is failed, not requeued
+    #: again (a job that kills its worker every time must not take down host after host).
+    max_crash_requeues: int = Field(DEFAULT_MAX_CRASH_REQUEUES, ge=0, le=100)
 
     @model_validator(mode="after")
     def _heartbeat_below_dead(self) -> WorkerSettings:

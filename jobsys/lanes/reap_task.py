@@ -1,0 +1,47 @@
+"""The built-in task ``jobsys.reap``: one reaper pass, run from the schedule
+(entry ``reap_dead_workers`` in ``config/schedule.yaml``) on the ``maintenance``
+queue. Every worker process also runs :class:`jobsys.lanes.reaper.ReaperService`;
+this task is the backstop when, say, only a scheduler is running.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jobsys.tasks import task
+
+if TYPE_CHECKING:
+    from procrastinate import JobContext
+
+    from jobsys.config import Config
+
+REAP_TASK = "jobsys.reap"
+
+
+def _config(context: JobContext) -> Config:
+    """The worker's configuration when it passed one, else the process's files."""
+    from jobsys.config import Config
+
+    given = context.additional_context.get("config")
+    if isinstance(given, Config):
+        return given
+    from jobsys.app import load_config
+    from jobsys.settings import from_env
+
+    return load_config(from_env(), with_tasks=False)
+
+
+@task(
+    queue="maintenance",
+    name=REAP_TASK,
+    pass_context=True,
+    rerun_safe=True,
+    account_arg=None,
+    profile_arg=None,
+)
+async def reap(context: JobContext, **_schedule_args: Any) -> dict[str, int]:
+    """Recover the jobs of dead workers (see ``jobsys.lanes.reaper``)."""
+    from jobsys.lanes.reaper import reap_once
+
+    result = await reap_once(context.app, _config(context))
+    return result.counts()

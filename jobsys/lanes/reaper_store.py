@@ -1,0 +1,154 @@
+"""SQL of the reaper: the one place it reads and changes jobs and workers.
+
+Every time comparison uses the DATABASE clock (``now()``, or an explicit
+``%(now)s`` given by tests), never the host's: hosts disagree, the database is one.
+Jobs change state through Procrastinate's own SQL functions (``retry_job``,
+``finish_job``, ``cancel_job`` from ``procrastinate.sql.queries``) so its triggers,
+events and invariants stay intact; only the claim and the NOTIFY are ours.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+#: The database's idea of "now": an explicit time (tests) or the transaction's clock.
+_NOW = "coalesce(%(now)s::timestamptz, now())"
+
+#: Jobs in ``doing`` whose worker is dead (stale heartbeat) or gone (row pruned:
+#: Procrastinate's prune sets ``worker_id`` NULL).
+_DEAD_WORKER_JOBS_WHERE = f"""
+  FROM procrastinate_jobs j
+  LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
+ WHERE j.status = 'doing'
+   AND (w.id IS NULL
+        OR w.last_heartbeat < {_NOW} - make_interval(secs => %(dead_after)s))
+"""
+
+#: A plain read of the candidates; each is then claimed by id.
+LIST_DEAD_WORKER_JOBS = f"""
+SELECT j.id {_DEAD_WORKER_JOBS_WHERE} ORDER BY j.id LIMIT %(limit)s
+"""
+
+#: The same conditions, re-checked under the job's row lock: a row another reaper (or
+#: the worker finishing it) holds is skipped, and one already settled no longer
+#: matches, so each job is handled exactly once.
+CLAIM_DEAD_WORKER_JOB = f"""
+SELECT j.id, j.queue_name, j.task_name, j.args, j.attempts, j.worker_id,
+       j.abort_requested,
+       w.id IS NOT NULL AS worker_row_exists,
+       extract(epoch FROM {_NOW} - w.last_heartbeat)::float8 AS heartbeat_age_seconds,
+       (SELECT count(*) FROM jobsys_failures f
+         WHERE f.job_id = j.id AND f.reason = 'worker_lost') AS lost_count
+{_DEAD_WORKER_JOBS_WHERE}
+   AND j.id = %(job_id)s
+   FOR UPDATE OF j SKIP LOCKED
+"""
+
+#: The same wake-up Procrastinate's insert trigger sends; its retry path sends none,
+#: so without this a requeued job would wait for the next poll.
+NOTIFY_JOB_READY = """
+SELECT pg_notify('procrastinate_queue_v1#' || %(queue)s, %(payload)s),
+       pg_notify('procrastinate_any_queue_v1', %(payload)s)
+"""
+
+#: Jobs running under a LIVE worker, with how long they have run (from their latest
+#: ``started`` event). Those already asked to abort are reported apart, not re-asked.
+RUNNING_UNDER_LIVE_WORKERS = f"""
+SELECT j.id, j.queue_name, j.task_name, j.worker_id, j.abort_requested,
+       extract(epoch FROM {_NOW} - s.started_at)::float8 AS running_seconds
+  FROM procrastinate_jobs j
+  JOIN procrastinate_workers w ON w.id = j.worker_id
+  CROSS JOIN LATERAL (
+       SELECT max(e.at) AS started_at FROM procrastinate_events e
+        WHERE e.job_id = j.id AND e.type = 'started'
+  ) s
+ WHERE j.status = 'doing'
+   AND w.last_heartbeat >= {_NOW} - make_interval(secs => %(dead_after)s)
+   AND s.started_at < {_NOW} - make_interval(secs => %(min_running)s)
+ ORDER BY j.id
+"""
+
+MARK_DEAD_PROCESSES = f"""
+UPDATE jobsys_worker_processes
+   SET status = 'dead', stopped_at = coalesce(stopped_at, {_NOW})
+ WHERE status IN ('running', 'draining')
+   AND last_heartbeat < {_NOW} - make_interval(secs => %(dead_after)s)
+RETURNING id
+"""
+
+#: Procrastinate's worker rows with a stale heartbeat (its own prune, on our clock).
+PRUNE_DEAD_WORKERS = f"""
+DELETE FROM procrastinate_workers
+ WHERE last_heartbeat < {_NOW} - make_interval(secs => %(dead_after)s)
+RETURNING id
+"""
+
+
+def procrastinate_query(name: str) -> str:
+    """Procrastinate's named query (``retry_job``, ``finish_job``, ``cancel_job``)."""
+    from procrastinate import sql
+
+    return str(sql.queries[name])
+
+
+def job_ready_payload(job_id: int) -> str:
+    """The payload Procrastinate's listener expects for a job ready to run."""
+    return json.dumps({"type": "job_inserted", "job_id": job_id})
+
+
+async def finish_job(conn: Any, job_id: int, status: str) -> None:
+    """Procrastinate's ``finish_job``: ``doing`` to ``failed``/``aborted``/``succeeded``."""
+    await execute(
+        conn,
+        procrastinate_query("finish_job"),
+        {"job_id": job_id, "status": status, "delete_job": False},
+    )
+
+
+async def requeue_job(conn: Any, job_id: int, queue: str) -> None:
+    """Procrastinate's ``retry_job`` (``todo``, attempts + 1), then wake a worker."""
+    await execute(
+        conn,
+        procrastinate_query("retry_job"),
+        {
+            "job_id": job_id,
+            # NULL: runnable at once by the database's clock, whatever the host's says.
+            "retry_at": None,
+            "new_priority": None,
+            "new_queue_name": None,
+            "new_lock": None,
+        },
+    )
+    await execute(conn, NOTIFY_JOB_READY, {"queue": queue, "payload": job_ready_payload(job_id)})
+
+
+async def request_abort(conn: Any, job_id: int) -> None:
+    """Procrastinate's abort request (its trigger NOTIFYs the worker running the job)."""
+    await execute(
+        conn,
+        procrastinate_query("cancel_job"),
+        {"job_id": job_id, "abort": True, "delete_job": False},
+    )
+
+
+async def fetch_one(conn: Any, query: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    from psycopg.rows import dict_row
+
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        row: dict[str, Any] | None = await cur.fetchone()
+        return row
+
+
+async def fetch_all(conn: Any, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    from psycopg.rows import dict_row
+
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return list(await cur.fetchall())
+
+
+async def execute(conn: Any, query: str, params: dict[str, Any]) -> None:
+    async with conn.cursor() as cur:
+        await cur.execute(query, params)

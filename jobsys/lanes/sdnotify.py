@@ -1,0 +1,214 @@
+"""A client of systemd's sd_notify protocol, without a dependency.
+
+The protocol: newline-separated ``KEY=VALUE`` fields in one datagram sent to the
+AF_UNIX socket named by ``$NOTIFY_SOCKET`` (a path, or ``@name`` for an abstract
+socket). jobsys sends ``READY=1`` once connected and listening, ``STATUS=...`` with
+lane and job counts, ``WATCHDOG=1`` while healthy (when the unit sets
+``WatchdogSec=``) and ``STOPPING=1`` on shutdown; ``EXTEND_TIMEOUT_USEC=`` keeps a
+long drain from being killed early.
+
+Without ``NOTIFY_SOCKET`` every call is a no-op. A send never raises and never
+blocks the event loop (non-blocking socket): a lost notification must not stop a
+worker. :class:`SdNotifyService` pings the watchdog and refreshes the status from
+inside the worker's event loop, so a stuck loop stops the pings and systemd
+restarts the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import procrastinate
+
+logger = logging.getLogger("jobsys.sdnotify")
+
+#: STATUS= is shown by ``systemctl status``; longer texts are cut.
+MAX_STATUS_CHARS = 200
+#: Ping the watchdog this often, as a fraction of ``WatchdogSec`` (systemd advises 1/2).
+WATCHDOG_PING_FRACTION = 0.5
+#: Status refresh period when no watchdog is configured.
+DEFAULT_STATUS_INTERVAL_SECONDS = 5.0
+
+
+def _address(value: str) -> str | None:
+    if value.startswith("@"):
+        return "\0" + value[1:]  # abstract namespace
+    if value.startswith("/"):
+        return value
+    return None  # vsock and other schemes are not used by jobsys
+
+
+class Notifier:
+    """Sends sd_notify messages to ``NOTIFY_SOCKET`` of ``env`` (default: the process's)."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.address = _address(env.get("NOTIFY_SOCKET", ""))
+        self._watchdog_usec = env.get("WATCHDOG_USEC", "")
+        self._watchdog_pid = env.get("WATCHDOG_PID", "")
+        self._socket: socket.socket | None = None
+        self._warned = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def watchdog_interval(self) -> float | None:
+        """``WatchdogSec`` in seconds when it applies to this process, else None."""
+        if self._watchdog_pid and self._watchdog_pid != str(os.getpid()):
+            return None
+        try:
+            usec = int(self._watchdog_usec)
+        except ValueError:
+            return None
+        return usec / 1_000_000 if usec > 0 else None
+
+    def send(self, *fields: str) -> bool:
+        """Send ``KEY=VALUE`` fields in one datagram; True when it was sent."""
+        if self.address is None or not fields:
+            return False
+        message = "\n".join(fields).encode("utf-8", "replace")
+        try:
+            if self._socket is None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                sock.setblocking(False)
+                self._socket = sock
+            self._socket.sendto(message, self.address)
+            return True
+        except OSError as exc:
+            if not self._warned:  # once: systemd gone means every send fails
+                self._warned = True
+                logger.warning(
+                    "cannot notify systemd on %s: %s",
+                    self.address.replace("\0", "@"),
+                    exc,
+                    extra={"action": "sd_notify_failed"},
+                )
+            return False
+
+    def ready(self, status: str | None = None) -> bool:
+        return self.send("READY=1", *self._status_fields(status))
+
+    def status(self, text: str) -> bool:
+        return self.send(*self._status_fields(text))
+
+    def watchdog(self) -> bool:
+        return self.send("WATCHDOG=1")
+
+    def stopping(self, status: str | None = None) -> bool:
+        return self.send("STOPPING=1", *self._status_fields(status))
+
+    def extend_timeout(self, seconds: float) -> bool:
+        """Ask for ``seconds`` more before a start or stop timeout kills the unit."""
+        return self.send(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1_000_000))}")
+
+    @staticmethod
+    def _status_fields(text: str | None) -> tuple[str, ...]:
+        if text is None:
+            return ()
+        # A newline would start a new field: one line only.
+        flat = " ".join(text.split())[:MAX_STATUS_CHARS]
+        return (f"STATUS={flat}",)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+_default: Notifier | None = None
+
+
+def default() -> Notifier:
+    """The process's notifier (reads the environment once)."""
+    global _default
+    if _default is None:
+        _default = Notifier()
+    return _default
+
+
+def ready(status: str | None = None) -> bool:
+    return default().ready(status)
+
+
+def status(text: str) -> bool:
+    return default().status(text)
+
+
+def watchdog() -> bool:
+    return default().watchdog()
+
+
+def stopping(status: str | None = None) -> bool:
+    return default().stopping(status)
+
+
+def watchdog_interval() -> float | None:
+    return default().watchdog_interval()
+
+
+class SdNotifyService:
+    """A ``WorkerService`` that pings ``WATCHDOG=1`` (when ``WatchdogSec`` is set) and
+    sends ``STATUS=`` when the text from ``status_text`` changes.
+
+    ``healthy`` (optional) gates the watchdog: while it returns False (e.g. no
+    heartbeat could be written for a while), pings stop and systemd restarts the
+    unit once ``WatchdogSec`` passes. Does nothing without ``NOTIFY_SOCKET``.
+    """
+
+    name = "sd_notify"
+
+    def __init__(
+        self,
+        status_text: Callable[[], str] | None = None,
+        *,
+        healthy: Callable[[], bool] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.notifier = notifier or default()
+        self.status_text = status_text
+        self.healthy = healthy
+        self._last_status: str | None = None
+
+    def period(self) -> float:
+        interval = self.notifier.watchdog_interval()
+        if interval is None:
+            return DEFAULT_STATUS_INTERVAL_SECONDS
+        return min(DEFAULT_STATUS_INTERVAL_SECONDS, interval * WATCHDOG_PING_FRACTION)
+
+    def tick(self) -> None:
+        """One round: watchdog ping (if due and healthy) and status (if changed)."""
+        if self.notifier.watchdog_interval() is not None and (
+            self.healthy is None or self.healthy()
+        ):
+            self.notifier.watchdog()
+        if self.status_text is not None:
+            text = self.status_text()
+            if text != self._last_status:
+                self.notifier.status(text)
+                self._last_status = text
+
+    async def run(self, app: procrastinate.App | None, stop: asyncio.Event) -> None:
+        if not self.notifier.enabled:
+            await stop.wait()
+            return
+        period = self.period()
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception as exc:  # a status callback bug must not stop the worker
+                logger.warning(
+                    "sd_notify round failed: %s: %s",
+                    type(exc).__name__,
+                    exc,
+                    extra={"action": "sd_notify_failed"},
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=period)

@@ -1,0 +1,217 @@
+"""The reaper against real worker processes: ``kill -9`` mid-job, a live worker with a
+long job, and how fast a listening worker picks up a recovered job.
+
+Workers are plain Procrastinate workers (``reaper_worker_proc.py``) over
+``jobsys.app.build_procrastinate_app``; every run of a test task records its start
+and end in ``reaper_runs`` so overlaps can be checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from reaper_tasks import RUNS_DDL
+from test_reaper import add_worker, reaper_config
+
+from jobsys.lanes.reaper import reap_once
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+HEARTBEAT_SECONDS = 1.0
+DEAD_AFTER_SECONDS = 4.0
+
+
+@pytest.fixture
+async def conn(db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    monkeypatch.setenv("REAPER_TEST_DB", db_url)
+    async with await psycopg.AsyncConnection.connect(
+        db_url, autocommit=True, row_factory=dict_row
+    ) as c:
+        await c.execute(RUNS_DDL)
+        yield c
+
+
+@pytest.fixture
+def spawn(db_url: str) -> Iterator[Any]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*, concurrency: int = 6, poll_seconds: float = 1.0) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            "REAPER_TEST_DB": db_url,
+            "REAPER_CONCURRENCY": str(concurrency),
+            "REAPER_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+            "REAPER_DEAD_AFTER_SECONDS": str(DEAD_AFTER_SECONDS),
+            "REAPER_POLL_SECONDS": str(poll_seconds),
+        }
+        proc = subprocess.Popen([sys.executable, str(HERE / "reaper_worker_proc.py")], env=env)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def wait_for(conn: Any, query: str, params: Any = None, *, timeout: float = 20) -> Any:
+    """Poll ``query`` until its first column is truthy; return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cur = await conn.execute(query, params)
+        row = await cur.fetchone()
+        value = next(iter(row.values())) if row else None
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for: {query}"
+        await asyncio.sleep(0.05)
+
+
+async def defer(conn: Any, task: str, args: str, count: int) -> list[int]:
+    cur = await conn.execute(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+        "SELECT 'default', %s, %s::jsonb FROM generate_series(1, %s) RETURNING id",
+        (task, args, count),
+    )
+    return [int(r["id"]) for r in await cur.fetchall()]
+
+
+async def test_kill_9_mid_job_every_job_settles_once(conn: Any, spawn: Any) -> None:
+    config = reaper_config(
+        heartbeat_interval_seconds=HEARTBEAT_SECONDS * 2, dead_after_seconds=DEAD_AFTER_SECONDS
+    )
+    safe = await defer(conn, "reaper_test.safe", '{"seconds": 600}', 3)
+    unsafe = await defer(conn, "reaper_test.unsafe", '{"seconds": 600}', 3)
+    doomed = spawn(concurrency=6)
+    await wait_for(conn, "SELECT count(*) = 6 FROM reaper_runs")
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=10)
+    cur = await conn.execute("SELECT clock_timestamp() AS t")
+    killed_at = (await cur.fetchone())["t"]
+    survivor = spawn(concurrency=6)
+
+    # Reap as every worker's service would, until nothing is left to run.
+    deadline = time.monotonic() + 30
+    while True:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+        )
+        if (await cur.fetchone())["n"] == 0:
+            break
+        await reap_once(conn, config)
+        assert time.monotonic() < deadline, "jobs still not settled"
+        await asyncio.sleep(0.25)
+
+    cur = await conn.execute(
+        "SELECT id, status::text AS status FROM procrastinate_jobs ORDER BY id"
+    )
+    states = {r["id"]: r["status"] for r in await cur.fetchall()}
+    assert {states[j] for j in safe} == {"succeeded"}
+    assert {states[j] for j in unsafe} == {"failed"}
+    cur = await conn.execute("SELECT job_id, reason, will_retry FROM jobsys_failures")
+    lost = {r["job_id"]: (r["reason"], r["will_retry"]) for r in await cur.fetchall()}
+    assert {j: lost[j] for j in unsafe} == {j: ("worker_lost", False) for j in unsafe}
+
+    cur = await conn.execute(
+        "SELECT job_id, pid, started_at, coalesce(ended_at, %s) AS ended_at, "
+        "ended_at IS NULL AS killed FROM reaper_runs ORDER BY job_id, started_at",
+        (killed_at,),
+    )
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for r in await cur.fetchall():
+        runs.setdefault(r["job_id"], []).append(r)
+    for job in unsafe:
+        assert [(r["pid"], r["killed"]) for r in runs[job]] == [(doomed.pid, True)]
+    for job in safe:
+        # Ran again exactly once, in the survivor, strictly after the first run ended.
+        assert [(r["pid"], r["killed"]) for r in runs[job]] == [
+            (doomed.pid, True),
+            (survivor.pid, False),
+        ]
+        first, second = runs[job]
+        assert first["ended_at"] <= second["started_at"], "two runs of one job overlapped"
+
+
+async def test_live_worker_with_a_long_job_is_never_reaped(conn: Any, spawn: Any) -> None:
+    config = reaper_config(
+        heartbeat_interval_seconds=HEARTBEAT_SECONDS * 2, dead_after_seconds=DEAD_AFTER_SECONDS
+    )
+    [job] = await defer(conn, "reaper_test.unsafe", '{"seconds": 7}', 1)  # > dead_after
+    spawn(concurrency=1)
+    await wait_for(conn, "SELECT count(*) FROM reaper_runs")
+    passes = 0
+    while True:
+        cur = await conn.execute(
+            "SELECT status::text AS status FROM procrastinate_jobs WHERE id = %s", (job,)
+        )
+        if (await cur.fetchone())["status"] != "doing":
+            break
+        result = await reap_once(conn, config)
+        passes += 1
+        assert not (result.requeued or result.failed or result.stuck), result
+        await asyncio.sleep(0.2)
+    assert passes > 10
+    cur = await conn.execute(
+        "SELECT (SELECT status::text FROM procrastinate_jobs WHERE id = %(j)s) AS status, "
+        "(SELECT count(*) FROM reaper_runs WHERE job_id = %(j)s) AS runs, "
+        "(SELECT count(*) FROM jobsys_failures) AS failures",
+        {"j": job},
+    )
+    assert await cur.fetchone() == {"status": "succeeded", "runs": 1, "failures": 0}
+
+
+async def test_requeued_job_starts_promptly_on_a_listening_worker(conn: Any, spawn: Any) -> None:
+    poll_seconds = 60.0  # a pickup within a second cannot come from polling
+    spawn(concurrency=2, poll_seconds=poll_seconds)
+    await wait_for(
+        conn,
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND query ILIKE 'LISTEN%%'",
+    )
+    # Procrastinate clears its wake-up event after a fetch that found nothing, so a
+    # NOTIFY landing during the worker's first fetch would be lost to a 60 s poll. A
+    # heartbeat written after LISTEN shows the worker is past that first fetch.
+    cur = await conn.execute("SELECT clock_timestamp() AS t")
+    listening_at = (await cur.fetchone())["t"]
+    await wait_for(
+        conn,
+        "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > %s",
+        (listening_at,),
+    )
+    dead = await add_worker(conn, heartbeat_age_seconds=300)
+    # Inserted straight as ``doing`` (a ``todo`` insert would wake the live worker).
+    cur = await conn.execute(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, status, worker_id) "
+        "VALUES ('default', 'reaper_test.safe', 'doing', %s) RETURNING id",
+        (dead,),
+    )
+    job = (await cur.fetchone())["id"]
+    result = await reap_once(conn, reaper_config())
+    assert result.requeued == [job]
+    requeued_at = time.monotonic()
+    await wait_for(
+        conn,
+        "SELECT status = 'succeeded' FROM procrastinate_jobs WHERE id = %s",
+        (job,),
+        timeout=poll_seconds / 2,
+    )
+    pickup = time.monotonic() - requeued_at
+    assert pickup < 2.0, f"recovered job took {pickup:.2f} s to run"

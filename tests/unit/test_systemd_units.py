@@ -1,0 +1,148 @@
+"""``jobsys systemd render``: the units pass ``systemd-analyze verify`` with no warning
+at all (it exits 0 on unknown keys, so its output is what counts), and carry the
+settings operators rely on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import CONFIG_DIR
+
+from jobsys.config import load as load_config_files
+
+LANES = list(load_config_files(CONFIG_DIR).lanes)
+
+
+def systemd_analyze() -> str:
+    found = shutil.which("systemd-analyze") or next(
+        (p for p in ("/usr/bin/systemd-analyze", "/bin/systemd-analyze") if Path(p).exists()),
+        None,
+    )
+    if found is None:
+        pytest.skip(
+            "systemd-analyze is not installed (Debian: apt-get install -y systemd; "
+            ".ci/run installs it)"
+        )
+    return found
+
+
+def verify(*paths: Path) -> str:
+    """Everything ``systemd-analyze verify`` prints about ``paths`` (empty: clean)."""
+    proc = subprocess.run(
+        [systemd_analyze(), "verify", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return (proc.stdout + proc.stderr).strip() + ("" if proc.returncode == 0 else " [exit≠0]")
+
+
+def test_template_units_verify_clean(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("systemd", "render", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobsys-worker@.service", "jobsys.target"]
+    instances = [tmp_path / f"jobsys-worker@{lane}.service" for lane in LANES]
+    assert verify(tmp_path / "jobsys-worker@.service", *instances, tmp_path / "jobsys.target") == ""
+    assert "systemctl enable --now jobsys-worker@base.service" in result.stderr
+
+
+def test_per_lane_units_verify_clean(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("systemd", "render", "--per-lane", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    units = sorted(tmp_path.glob("*.service"))
+    assert [p.name for p in units] == sorted(f"jobsys-worker-{lane}.service" for lane in LANES)
+    assert verify(*units, tmp_path / "jobsys.target") == ""
+    base = (tmp_path / "jobsys-worker-base.service").read_text()
+    assert " worker --lane base --log-format json\n" in base
+    assert "SyslogIdentifier=jobsys-worker-base\n" in base
+
+
+def test_the_verify_check_catches_a_typo(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("systemd", "render", "--out", str(tmp_path)).exit_code == 0
+    unit = tmp_path / "jobsys-worker@.service"
+    unit.write_text(unit.read_text().replace("RestartSec=", "RestartSecs="))
+    assert "Unknown key 'RestartSecs'" in verify(unit, tmp_path / "jobsys-worker@base.service")
+
+
+def unit_settings(text: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_unit_settings_follow_the_worker_config(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, config)
+    queues = config / "queues.yaml"
+    queues.write_text(
+        queues.read_text()
+        .replace("shutdown_grace_seconds: 30", "shutdown_grace_seconds: 95")
+        .replace("dead_after_seconds: 30", "dead_after_seconds: 60")
+    )
+    result = cli(
+        "--config-dir", str(config), "systemd", "render", "--json",
+        "--exec", "/opt/jobsys/bin/jobsys", "--working-directory", "/srv/jobsys",
+        "--user", "jobsys",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert [u["name"] for u in data["units"]] == ["jobsys-worker@.service", "jobsys.target"]
+    s = unit_settings(data["units"][0]["content"])
+    assert s["Type"] == ["notify"]
+    assert s["NotifyAccess"] == ["main"]
+    assert s["ExecStart"] == ["/opt/jobsys/bin/jobsys worker --lane %i --log-format json"]
+    assert s["Restart"] == ["always"]
+    assert s["KillSignal"] == ["SIGTERM"]
+    assert int(s["TimeoutStopSec"][0]) > 95
+    assert int(s["WatchdogSec"][0]) < 60  # killed before other hosts take it for dead
+    assert int(s["RestartSec"][0]) > 0
+    assert s["EnvironmentFile"] == ["-/etc/jobsys/jobsys.env"]
+    assert s["WorkingDirectory"] == ["/srv/jobsys"]
+    assert f"JOBSYS_CONFIG_DIR={config.resolve()}" in s["Environment"]
+    assert s["User"] == ["jobsys"]
+    assert s["StandardOutput"] == ["journal"]
+    assert s["SyslogIdentifier"] == ["jobsys-worker-%i"]
+    target = unit_settings(data["units"][1]["content"])
+    assert target["Wants"] == [" ".join(f"jobsys-worker@{lane}.service" for lane in LANES)]
+    assert data["timings"]["timeout_stop_sec"] == int(s["TimeoutStopSec"][0])
+
+
+def test_without_out_units_go_to_stdout(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("systemd", "render", "--per-lane")
+    assert result.exit_code == 0, result.stderr
+    headers = [line for line in result.stdout.splitlines() if line.startswith("### ")]
+    assert headers == [f"### jobsys-worker-{lane}.service" for lane in LANES] + [
+        "### jobsys.target"
+    ]
+    json_result = cli("systemd", "render", "--json")
+    assert json.loads(json_result.stdout)["out"] is None  # exactly one document
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--exec", "relative/jobsys"],
+        ["--exec", "/opt/my jobsys/jobsys"],
+        ["--working-directory", "/srv/a\nExecStartPre=/bin/rm"],
+        ["--user", "root; rm"],
+    ],
+)
+def test_unsafe_values_are_refused_before_writing(cli, tmp_path: Path, args: list[str]) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "units"
+    result = cli("systemd", "render", "--out", str(out), *args)
+    assert result.exit_code == 2, result
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_percent_in_a_path_is_escaped(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("systemd", "render", "--json", "--working-directory", "/srv/100%jobs")
+    assert result.exit_code == 0, result.stderr
+    assert "WorkingDirectory=/srv/100%%jobs\n" in result.json()["units"][0]["content"]
