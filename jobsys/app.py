@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 DEMO_MODULE = "jobsys.demo.tasks"
 #: jobsys's own tasks (maintenance, health checks, automatic retry, fan-out batches).
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = ("jobsys.schedule.tasks",)
 
 
 def app_modules(settings: Settings, config: Config | None) -> tuple[str, ...]:
@@ -120,7 +120,11 @@ class WorkerService(Protocol):
 
 def worker_services(config: Config) -> list[WorkerService]:
     """The services every worker process runs (each domain adds its own here)."""
-    return []
+    from jobsys.schedule.scheduler import Scheduler
+
+    services: list[WorkerService] = []
+    services.append(Scheduler(config))
+    return services
 
 
 def build_procrastinate_app(

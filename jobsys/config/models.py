@@ -155,6 +155,8 @@ class Retention(Strict):
     succeeded_after_hours: PositiveSeconds = 24.0 * 7
     failed_after_hours: PositiveSeconds = 24.0 * 30
     cancelled_after_hours: PositiveSeconds = 24.0 * 7
+    #: Schedule ticks and finished fan-out runs (the latest tick of each entry is kept).
+    schedule_after_hours: PositiveSeconds = 24.0 * 7
     batch_size: int = Field(5000, ge=1)
 
 
