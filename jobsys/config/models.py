@@ -208,6 +208,8 @@ class Fanout(Strict):
     item_arg: str = "account_id"
     args: dict[str, Any] = {}
     overlap: Literal["skip", "queue"] = "skip"
+    #: Queue of the batch jobs; None: the per-item queue, behind the items (backpressure).
+    batch_queue: str | None = None
 
     @field_validator("table", "id_column")
     @classmethod

@@ -17,9 +17,11 @@ A crash before the commit rolls everything back and the batch job is re-run (it 
 ``rerun_safe``); a crash after it makes the re-run a no-op by (1). So no item is dropped
 or enqueued twice, and the continuation is neither lost nor doubled.
 
-Batch jobs go to the per-item queue, behind the items they enqueued: a run advances as
-fast as its lane takes its items, so a queue holds about one batch of a run at a time
-(the backpressure the seed's pattern exists for).
+Batch jobs go by default to the per-item queue, behind the items they enqueued: a run
+advances as fast as its lane takes its items, so a queue holds about one batch of a
+run at a time (the backpressure the seed's pattern exists for). ``batch_queue`` puts
+them on another queue instead (e.g. ``maintenance``): the run then enqueues as fast as
+it can, and the item queue takes the whole spike.
 
 Overlap (a new tick while the entry's previous run is not finished):
 
@@ -89,7 +91,12 @@ def quoted(table: str) -> str:
 
 
 def make_spec(
-    source: FanoutSource, *, item_arg: str, args: dict[str, Any], priority: int
+    source: FanoutSource,
+    *,
+    item_arg: str,
+    args: dict[str, Any],
+    priority: int,
+    batch_queue: str | None = None,
 ) -> dict[str, Any]:
     return {
         "table": source.table,
@@ -98,6 +105,7 @@ def make_spec(
         "item_arg": item_arg,
         "args": dict(args),
         "priority": priority,
+        "batch_queue": batch_queue,
     }
 
 
@@ -114,6 +122,7 @@ async def start_fanout(
     priority: int = 0,
     overlap: Overlap = "skip",
     tick_at: datetime | None = None,
+    batch_queue: str | None = None,
 ) -> FanoutStart:
     """Start a fan-out run of ``entry`` (in the caller's transaction, if any).
 
@@ -121,7 +130,9 @@ async def start_fanout(
     tick_at) returns the existing run (status ``existing``). The source is not
     validated here: call :func:`source_problems` first (the scheduler does at start).
     """
-    spec = make_spec(source, item_arg=item_arg, args=args or {}, priority=priority)
+    spec = make_spec(
+        source, item_arg=item_arg, args=args or {}, priority=priority, batch_queue=batch_queue
+    )
     async with conn.transaction():
         await store.lock_fanout_entry(conn, entry)
         if tick_at is not None:
@@ -174,7 +185,7 @@ async def _enqueue_batch(
     return await store.defer_job(
         conn,
         task=BATCH_TASK,
-        queue=queue,
+        queue=spec.get("batch_queue") or queue,
         priority=int(spec.get("priority") or 0),
         args={"run_id": run_id, "cursor": cursor},
     )

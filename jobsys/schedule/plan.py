@@ -34,6 +34,7 @@ class FanoutPlan:
     item_arg: str
     args: dict[str, Any]
     overlap: Overlap
+    batch_queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ def build(config: Config) -> Schedule:
                 item_arg=f.item_arg,
                 args=dict(f.args),
                 overlap=f.overlap,
+                batch_queue=f.batch_queue,
             )
             task, queue, priority = f.task, fanout.queue, fanout.priority
         else:

@@ -124,6 +124,7 @@ async def fire(conn: Any, entry: PlannedEntry, tick_at: datetime, *, status: str
         priority=f.priority,
         overlap=f.overlap,
         tick_at=tick_at,
+        batch_queue=f.batch_queue,
     )
     tick_status = "skipped" if started.status == "skipped" else status
     await store.set_tick_job(conn, entry.name, tick_at, started.batch_job_id, tick_status)
