@@ -117,6 +117,12 @@ async def run_entry(settings: Settings, name: str) -> dict[str, Any]:
     entry = entry_named(schedule, name)
     async with _database(settings, config) as conn, conn.transaction():
         fired = await fire(conn, entry, await store.db_now(conn), status="manual")
+        if fired.status == "duplicate":
+            # The database's now fell exactly on a scheduled tick that is already claimed.
+            raise JobsysError(
+                f"{name} already has a tick at {fired.tick_at.isoformat()}.",
+                hint="Run the command again.",
+            )
         if fired.status == "skipped":
             # Refuse, and roll back: a refused manual run leaves no trace.
             raise RefusedError(

@@ -318,3 +318,32 @@ async def test_retention_deletes_old_finished_jobs_in_batches(db_url: str) -> No
         )
         == 0
     )
+
+
+async def test_retention_task_runs_in_a_real_worker(
+    db_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from jobsys.app import build_procrastinate_app, load_config
+    from jobsys.settings import Settings
+
+    folder = config_dir(
+        tmp_path,
+        FANOUT_YAML.replace("purge:", "retention:").replace(
+            "demo.purge_expired_post_media", "jobsys.purge_retention"
+        ),
+    )
+    monkeypatch.setenv("JOBSYS_CONFIG_DIR", str(folder))
+    load_config(Settings(database_url=db_url, config_dir=folder))
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO jobsys_schedule_ticks (name, tick_at, status) VALUES"
+            " ('a', now() - interval '100 days', 'enqueued'), ('a', now(), 'enqueued')"
+        )
+    app = build_procrastinate_app(db_url, max_size=3)
+    async with app.open_async():
+        await app.configure_task("jobsys.purge_retention", queue="maintenance").defer_async()
+        await app.run_worker_async(
+            queues=["maintenance"], wait=False, install_signal_handlers=False
+        )
+    assert scalar(db_url, "SELECT status::text FROM procrastinate_jobs") == "succeeded"
+    assert scalar(db_url, "SELECT count(*) FROM jobsys_schedule_ticks") == 1
