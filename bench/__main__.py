@@ -35,6 +35,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     results = {"startup": startup()}
     results["reaper"] = reaper_bench.run()
+    results["schedule_fanout"] = __import__("bench.schedule").schedule.run()
     for name, data in results.items():
         for key, value in data.items():
             print(f"{name:<12} {key:<28} {value:10.3f}")

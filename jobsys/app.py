@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 
 DEMO_MODULE = "jobsys.demo.tasks"
 #: jobsys's own tasks (maintenance, health checks, automatic retry, fan-out batches).
-BUILTIN_MODULES: tuple[str, ...] = ("jobsys.lanes.reap_task",)
+BUILTIN_MODULES: tuple[str, ...] = (
+    "jobsys.lanes.reap_task",
+    "jobsys.schedule.tasks",
+)
 
 
 def app_modules(settings: Settings, config: Config | None) -> tuple[str, ...]:
@@ -121,9 +124,11 @@ class WorkerService(Protocol):
 def worker_services(config: Config) -> list[WorkerService]:
     """The services every worker process runs (each domain adds its own here)."""
     from jobsys.lanes.reaper import ReaperService
+    from jobsys.schedule.scheduler import Scheduler
 
     services: list[WorkerService] = []
     services.append(ReaperService(config))
+    services.append(Scheduler(config))
     return services
 
 

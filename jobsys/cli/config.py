@@ -35,9 +35,15 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     """Validate both files and the tasks they name; print every problem at once (exit 2)."""
     from jobsys.app import load_config
     from jobsys.cli import _output
+    from jobsys.cli._context import run
+    from jobsys.schedule.service import config_source_check
 
     try:
         config = load_config(settings(ctx))
+        # Fan-out sources need the database; checked when it answers, skipped otherwise.
+        source_problems, sources_checked = run(config_source_check(settings(ctx), config))
+        if source_problems:
+            raise ConfigError(source_problems)
     except ConfigError as exc:
         if json:
             _output.emit_json({"ok": False, "problems": exc.problems})
@@ -47,6 +53,7 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
             _output.say(f"{len(exc.problems)} problem(s) found")
         raise typer.Exit(exc.exit_code) from None
     result = summary(config)
+    result["fanout_sources_checked"] = sources_checked
     if json:
         _output.emit_json(result)
     else:

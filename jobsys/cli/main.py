@@ -16,6 +16,8 @@ import typer
 from jobsys import errors
 from jobsys.cli import config as config_cmd
 from jobsys.cli import db as db_cmd
+from jobsys.cli import fanout as fanout_cmd
+from jobsys.cli import schedule as schedule_cmd
 from jobsys.cli import systemd as systemd_cmd
 from jobsys.settings import from_env, split_modules
 
@@ -30,6 +32,8 @@ app = typer.Typer(
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(systemd_cmd.app, name="systemd")
+app.add_typer(schedule_cmd.app, name="schedule")
+app.add_typer(fanout_cmd.app, name="fanout")
 
 
 @app.callback()

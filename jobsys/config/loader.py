@@ -231,6 +231,7 @@ def _check_schedule(
         refs: list[tuple[tuple[str, ...], str | None]] = [((*base, "queue"), entry.queue)]
         if entry.fanout is not None:
             refs.append(((*base, "fanout", "queue"), entry.fanout.queue))
+            refs.append(((*base, "fanout", "batch_queue"), entry.fanout.batch_queue))
         for key, queue in refs:
             if queue is not None and known_queues is not None and queue not in known_queues:
                 problems.append(

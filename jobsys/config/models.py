@@ -162,6 +162,8 @@ class Retention(Strict):
     succeeded_after_hours: PositiveSeconds = 24.0 * 7
     failed_after_hours: PositiveSeconds = 24.0 * 30
     cancelled_after_hours: PositiveSeconds = 24.0 * 7
+    #: Schedule ticks and finished fan-out runs (the latest tick of each entry is kept).
+    schedule_after_hours: PositiveSeconds = 24.0 * 7
     batch_size: int = Field(5000, ge=1)
 
 
@@ -213,6 +215,8 @@ class Fanout(Strict):
     item_arg: str = "account_id"
     args: dict[str, Any] = {}
     overlap: Literal["skip", "queue"] = "skip"
+    #: Queue of the batch jobs; None: the per-item queue, behind the items (backpressure).
+    batch_queue: str | None = None
 
     @field_validator("table", "id_column")
     @classmethod

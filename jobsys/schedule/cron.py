@@ -7,7 +7,7 @@ An expression that can never fire (``0 0 30 2 *``) is invalid.
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -60,3 +60,39 @@ def previous_fire(expression: str, at_or_before: datetime, tz: tzinfo) -> dateti
     if itr.match(expression, at_or_before.astimezone(tz)):
         return at_or_before
     return itr.get_prev(datetime)
+
+
+def due_ticks(
+    expression: str,
+    tz: tzinfo,
+    *,
+    after: datetime,
+    until: datetime,
+    catch_up: int,
+    max_missed: int,
+) -> tuple[list[datetime], list[datetime], bool]:
+    """Fire times in ``(after, until]``, split into those to enqueue and those missed.
+
+    The newest ``catch_up`` ticks are enqueued (ascending); up to ``max_missed`` older
+    ones are returned as missed; the third value says whether even older ticks were
+    left uncounted. Walks backwards from ``until``, so the work is bounded by
+    ``catch_up + max_missed`` whatever the downtime was.
+    """
+    from croniter import croniter
+
+    limit = max(catch_up, 0) + max(max_missed, 0)
+    # Ticks are whole seconds; croniter would match 12:00:00.5 against "0 12 * * *".
+    local_until = until.astimezone(tz).replace(microsecond=0)
+    itr = croniter(expression, local_until)
+    found: list[datetime] = []
+    candidate = local_until if croniter.match(expression, local_until) else itr.get_prev(datetime)
+    more = False
+    while candidate > after:
+        if len(found) >= limit:
+            more = True
+            break
+        found.append(candidate.astimezone(UTC))
+        candidate = itr.get_prev(datetime)
+    found.reverse()
+    split = max(len(found) - catch_up, 0)
+    return found[split:], found[:split], more

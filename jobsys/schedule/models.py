@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
-from sqlalchemy.dialects.postgresql import TIMESTAMP
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jobsys.db.base import Base
 
-TICK_STATUSES = ("enqueued", "missed", "manual")
-FANOUT_STATUSES = ("running", "finished", "failed", "cancelled")
+#: ``skipped``: a fan-out tick that found the entry's previous run still going (overlap: skip).
+TICK_STATUSES = ("enqueued", "missed", "manual", "skipped")
+#: ``queued``: waiting behind the entry's running run (overlap: queue).
+FANOUT_STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 
 
 class ScheduleEntryState(Base):
@@ -50,6 +53,9 @@ class FanoutRun(Base):
     tick_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
     status: Mapped[str] = mapped_column(Text, server_default="running")
     source: Mapped[str] = mapped_column(Text)
+    #: Everything a batch needs (table, id_column, where, item_arg, args, priority), so a
+    #: run finishes as it started even if schedule.yaml changes meanwhile.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     task: Mapped[str] = mapped_column(Text)
     queue: Mapped[str] = mapped_column(Text)
     batch_size: Mapped[int]

@@ -1,0 +1,111 @@
+"""``jobsys schedule``: the recurring schedule: list, run now, pause, resume, check."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from jobsys.cli._context import run, settings
+
+app = typer.Typer(help="Schedule: list entries, run one now, pause/resume, check schedule.yaml.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+NameArg = Annotated[str, typer.Argument(help="The entry's name in schedule.yaml.")]
+
+LIST_COLUMNS = (
+    "name",
+    "cron",
+    "timezone",
+    "task",
+    "queue",
+    "next_run",
+    "last_run",
+    "last_status",
+    "paused",
+)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Every entry: cron, task, queue, next run, last run and its outcome, paused."""
+    from jobsys.cli import _output
+    from jobsys.schedule import service
+
+    rows = run(service.list_entries(settings(ctx)))
+    if json:
+        _output.emit_json(rows)
+    else:
+        _output.table(rows, LIST_COLUMNS, empty="no schedule entries")
+
+
+@app.command("run")
+def run_(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
+    """Enqueue NAME now, once, and print the job id (recorded as a manual tick)."""
+    from jobsys.cli import _output
+    from jobsys.schedule import service
+
+    result = run(service.run_entry(settings(ctx), name))
+    if json:
+        _output.emit_json(result)
+    elif result["run_id"] is not None:
+        _output.say(
+            f"{name}: fan-out run {result['run_id']} {result['run_status']} "
+            f"(batch job {result['job_id'] if result['job_id'] is not None else '-'})"
+        )
+    else:
+        _output.say(f"{name}: job {result['job_id']} enqueued on {result['queue']}")
+
+
+@app.command()
+def pause(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
+    """Pause NAME for every scheduler until `jobsys schedule resume NAME`."""
+    from jobsys.cli import _output
+    from jobsys.schedule import service
+
+    result = run(service.set_paused(settings(ctx), name, True))
+    if json:
+        _output.emit_json(result)
+    else:
+        _output.say(f"{name} paused; ticks are not enqueued until it is resumed")
+
+
+@app.command()
+def resume(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
+    """Resume NAME from its next tick (ticks while paused are not caught up)."""
+    from jobsys.cli import _output
+    from jobsys.schedule import service
+
+    result = run(service.set_paused(settings(ctx), name, False))
+    if json:
+        _output.emit_json(result)
+    else:
+        _output.say(f"{name} resumed")
+
+
+@app.command()
+def check(ctx: typer.Context, json: JsonOpt = False) -> None:
+    """Validate schedule.yaml (cron, timezones, tasks, queues, fan-out sources); exit 2."""
+    from jobsys.cli import _output
+    from jobsys.errors import ConfigError
+    from jobsys.schedule import service
+
+    try:
+        result = run(service.check(settings(ctx)))
+    except ConfigError as exc:
+        if json:
+            _output.emit_json({"ok": False, "problems": exc.problems})
+        else:
+            for line in exc.problems:
+                _output.print_text(line)
+            _output.say(f"{len(exc.problems)} problem(s) found")
+        raise typer.Exit(exc.exit_code) from None
+    if json:
+        _output.emit_json(result)
+    else:
+        note = (
+            ""
+            if result["fanout_sources_checked"]
+            else " (database unreachable: fan-out sources not checked)"
+        )
+        _output.say(f"schedule OK: {len(result['entries'])} entries{note}")

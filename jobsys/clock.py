@@ -1,0 +1,31 @@
+"""The host clock, the one place jobsys reads it, with an offset tests can inject.
+
+``JOBSYS_CLOCK_OFFSET_SECONDS`` (float, default 0) shifts every host-clock read of
+this process, so a test can run one scheduler 90 s behind and another 90 s ahead.
+Decisions that must agree across hosts (which schedule ticks are due) never use this
+clock: they use the database's (``clock_timestamp()``). The host clock only measures
+how far this host is off, for a warning.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+OFFSET_ENV = "JOBSYS_CLOCK_OFFSET_SECONDS"
+
+
+def offset_seconds() -> float:
+    """The injected offset; read at every call so a running test can move it."""
+    raw = os.environ.get(OFFSET_ENV, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        return float(raw)
+    except ValueError:
+        return 0.0
+
+
+def now() -> datetime:
+    """The host's current time (aware, UTC), offset by ``JOBSYS_CLOCK_OFFSET_SECONDS``."""
+    return datetime.now(UTC) + timedelta(seconds=offset_seconds())

@@ -1,0 +1,295 @@
+"""The scheduler: enqueues every tick of every enabled, non-paused entry exactly once,
+across any number of scheduler processes, whatever their clocks say.
+
+Why not Procrastinate's periodic tasks: its deferrer decides which ticks are due from
+each host's clock, keeps its memory of what it deferred in the process, and deletes
+older ``procrastinate_periodic_defers`` rows on every defer, so a worker whose clock is
+3 s behind re-defers a tick another worker already deferred (the unique row is gone),
+and a clock jump forward replays every tick in the gap (300 jobs after +300 s). Its
+catch-up is bounded by time (10 min), not by count, and a missed tick leaves no trace.
+
+So jobsys runs its own loop, clocked by the database (River's periodic enqueuer shape:
+:func:`tick_once` returns a small :class:`TickResult`; :class:`Scheduler` is a thin loop):
+
+- time is the database's ``clock_timestamp()``, one clock for every host; the host
+  clock (``jobsys.clock``) only measures this host's skew, for a warning;
+- each entry has a high-water mark in ``jobsys_schedule_entries``: the latest tick
+  enqueued or recorded missed. A scheduler locks the entry's row (``FOR UPDATE SKIP
+  LOCKED``: a busy row means another scheduler is on it), computes the ticks in
+  ``(high_water, now]``, and in the same transaction claims each tick in
+  ``jobsys_schedule_ticks`` (``ON CONFLICT DO NOTHING``), inserts its job with
+  Procrastinate's defer function on the same connection, and advances the mark. A job
+  exists if and only if its tick row does; a tick at or before the mark never runs again;
+- after downtime (or a stale mark) at most ``defaults.catch_up`` of the newest missed
+  ticks are enqueued; older ones (up to ``MAX_RECORDED_MISSED_TICKS``) are recorded
+  ``missed``;
+- a new entry starts from now: nothing before the first scheduler saw it is owed;
+- pause/resume live in ``jobsys_schedule_entries`` and are read under the row lock at
+  every tick, so every scheduler honours them at its next tick. Resuming moves the mark
+  to now: ticks that fell while paused are not owed and not recorded.
+
+The plan (:mod:`jobsys.schedule.plan`) comes from a configuration that ``load_config``
+validated whole; fan-out sources are checked against the database before the first
+tick (:meth:`Scheduler.check`), and a bad source stops the scheduler from starting.
+:meth:`Scheduler.reload` swaps in a new plan only if it is entirely valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from jobsys import clock
+from jobsys.schedule import cron, store
+from jobsys.schedule.fanout import start_fanout
+from jobsys.schedule.plan import PlannedEntry, Schedule, build
+
+if TYPE_CHECKING:
+    import procrastinate
+
+    from jobsys.config import Config
+
+logger = logging.getLogger(__name__)
+
+#: The loop wakes at least this often even when no tick is due (clock drift, reload).
+MAX_SLEEP_SECONDS = 5.0
+#: Never spin: after a tick, wait at least this long.
+MIN_SLEEP_SECONDS = 0.02
+#: Wake this long after a tick is due, so the database clock has surely passed it.
+WAKE_MARGIN_SECONDS = 0.01
+#: Warn when the host clock is this far from the database clock.
+SKEW_WARNING_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Fired:
+    """One tick handled: ``status`` is the tick's (``enqueued``, ``manual``, ``skipped``)."""
+
+    entry: str
+    tick_at: datetime
+    status: str
+    job_id: int | None = None
+    run_id: int | None = None
+    run_status: str | None = None
+
+
+@dataclass
+class TickResult:
+    db_now: datetime
+    fired: list[Fired] = field(default_factory=list)
+    missed: dict[str, int] = field(default_factory=dict)
+    #: Entries another scheduler was handling (their row was locked).
+    contended: list[str] = field(default_factory=list)
+    next_due_at: datetime | None = None
+    host_skew_seconds: float = 0.0
+
+    @property
+    def sleep_seconds(self) -> float:
+        if self.next_due_at is None:
+            return MAX_SLEEP_SECONDS
+        wait = (self.next_due_at - self.db_now).total_seconds() + WAKE_MARGIN_SECONDS
+        return min(max(wait, MIN_SLEEP_SECONDS), MAX_SLEEP_SECONDS)
+
+
+def as_schedule(schedule: Schedule | Config) -> Schedule:
+    return schedule if isinstance(schedule, Schedule) else build(schedule)
+
+
+async def fire(conn: Any, entry: PlannedEntry, tick_at: datetime, *, status: str) -> Fired:
+    """Claim ``tick_at`` for ``entry`` and enqueue its job (or start its fan-out run),
+    in the caller's transaction. A tick already claimed yields ``status="duplicate"``."""
+    if not await store.claim_tick(conn, entry.name, tick_at, status):
+        return Fired(entry.name, tick_at, "duplicate")
+    if entry.fanout is None:
+        job_id = await store.defer_job(
+            conn, task=entry.task, queue=entry.queue, priority=entry.priority, args=entry.args
+        )
+        await store.set_tick_job(conn, entry.name, tick_at, job_id, status)
+        return Fired(entry.name, tick_at, status, job_id=job_id)
+    f = entry.fanout
+    started = await start_fanout(
+        conn,
+        entry=entry.name,
+        source=f.source,
+        task=f.task,
+        queue=f.queue,
+        batch_size=f.batch_size,
+        item_arg=f.item_arg,
+        args=f.args,
+        priority=f.priority,
+        overlap=f.overlap,
+        tick_at=tick_at,
+        batch_queue=f.batch_queue,
+    )
+    tick_status = "skipped" if started.status == "skipped" else status
+    await store.set_tick_job(conn, entry.name, tick_at, started.batch_job_id, tick_status)
+    return Fired(
+        entry.name,
+        tick_at,
+        tick_status,
+        job_id=started.batch_job_id,
+        run_id=started.run_id or started.blocked_by,
+        run_status=started.status,
+    )
+
+
+async def _tick_entry(
+    conn: Any, entry: PlannedEntry, schedule: Schedule, result: TickResult
+) -> None:
+    async with conn.transaction():
+        row = await store.lock_entry(conn, entry.name)
+        if row is None:
+            result.contended.append(entry.name)
+            return
+        if row["paused"]:
+            return
+        now = row["db_now"]
+        high_water = row["high_water"] or now
+        enqueue, missed, more = cron.due_ticks(
+            entry.cron,
+            entry.tz,
+            after=high_water,
+            until=now,
+            catch_up=schedule.catch_up,
+            max_missed=schedule.max_missed,
+        )
+        if not enqueue and not missed:
+            return
+        for tick_at in enqueue:
+            result.fired.append(await fire(conn, entry, tick_at, status="enqueued"))
+        await store.record_missed(conn, entry.name, missed)
+        await store.advance_high_water(conn, entry.name, max([*enqueue, *missed]))
+    if missed:
+        result.missed[entry.name] = len(missed)
+        logger.warning(
+            "schedule %s: %s tick(s) missed%s (catch-up limit %s), from %s to %s",
+            entry.name,
+            len(missed),
+            " and more not recorded" if more else "",
+            schedule.catch_up,
+            missed[0].isoformat(),
+            missed[-1].isoformat(),
+            extra={"action": "schedule_ticks_missed", "entry": entry.name, "count": len(missed)},
+        )
+
+
+async def tick_once(conn: Any, schedule: Schedule | Config) -> TickResult:
+    """Enqueue every due tick of every enabled, non-paused entry; return what happened
+    and when the next tick is due. Safe to run concurrently from any number of
+    processes. ``conn``: a psycopg ``AsyncConnection`` with no transaction open."""
+    plan = as_schedule(schedule)
+    active = plan.active
+    names = [e.name for e in active]
+    async with conn.transaction():
+        states = {row["name"]: row for row in await store.read_entries(conn, names)}
+        if len(states) < len(names):
+            await store.ensure_entries(conn, [n for n in names if n not in states])
+            states = {row["name"]: row for row in await store.read_entries(conn, names)}
+        db_now = await store.db_now(conn)
+    result = TickResult(db_now=db_now, host_skew_seconds=(clock.now() - db_now).total_seconds())
+    for entry in active:
+        state = states.get(entry.name)
+        if state is None or state["paused"]:
+            continue
+        high_water = state["high_water"] or db_now
+        latest = cron.previous_fire(entry.cron, db_now.replace(microsecond=0), entry.tz)
+        if latest > high_water:
+            await _tick_entry(conn, entry, plan, result)
+    # The next wake-up: the soonest tick after what each entry has already covered.
+    nexts = []
+    for entry in active:
+        state = states.get(entry.name)
+        if state is None or state["paused"]:
+            continue
+        nexts.append(entry.next_fire(max(db_now, state["high_water"] or db_now)))
+    result.next_due_at = min(nexts) if nexts else None
+    for fired in result.fired:
+        logger.info(
+            "schedule %s: tick %s %s (job %s)",
+            fired.entry,
+            fired.tick_at.isoformat(),
+            fired.status,
+            fired.job_id,
+            extra={
+                "action": "schedule_tick",
+                "entry": fired.entry,
+                "status": fired.status,
+                "job_id": fired.job_id,
+                "run_id": fired.run_id,
+            },
+        )
+    return result
+
+
+class Scheduler:
+    """The scheduler as a ``jobsys worker`` service (``jobsys.app.worker_services``).
+
+    Options: the plan built from the worker's validated configuration. Events (log
+    ``action``): ``schedule_tick``, ``schedule_ticks_missed``, ``schedule_clock_skew``,
+    ``schedule_reloaded``, ``schedule_reload_refused``, ``fanout_*``.
+    """
+
+    name = "scheduler"
+
+    def __init__(self, schedule: Schedule | Config) -> None:
+        self.schedule = as_schedule(schedule)
+        self._skew_warned = False
+
+    async def check(self, conn: Any) -> None:
+        """Refuse to start on a fan-out source the database cannot serve."""
+        from jobsys.errors import ConfigError
+        from jobsys.schedule.sources import problems_for
+
+        problems = await problems_for(conn, self.schedule)
+        if problems:
+            raise ConfigError(problems, hint="Fix schedule.yaml, then run `jobsys schedule check`.")
+
+    async def reload(self, conn: Any, load: Callable[[], Config]) -> bool:
+        """Swap in the plan of ``load()`` only if it is entirely valid (configuration and
+        fan-out sources); otherwise keep the running plan. Returns whether it swapped."""
+        from jobsys.errors import ConfigError
+
+        previous = self.schedule
+        try:
+            self.schedule = build(load())
+            await self.check(conn)
+        except ConfigError as exc:
+            self.schedule = previous
+            logger.error(
+                "schedule reload refused, keeping the running schedule: %s",
+                "; ".join(exc.problems),
+                extra={"action": "schedule_reload_refused", "problems": exc.problems},
+            )
+            return False
+        logger.info("schedule reloaded", extra={"action": "schedule_reloaded"})
+        return True
+
+    async def run(self, app: procrastinate.App, stop: asyncio.Event) -> None:
+        async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            await self.check(conn)
+        while not stop.is_set():
+            async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+                result = await tick_once(conn, self.schedule)
+            self._warn_skew(result)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=result.sleep_seconds)
+
+    def _warn_skew(self, result: TickResult) -> None:
+        skewed = abs(result.host_skew_seconds) >= SKEW_WARNING_SECONDS
+        if skewed and not self._skew_warned:
+            logger.warning(
+                "this host's clock is %.1f s off the database's; the schedule uses the "
+                "database clock, but check NTP on this host",
+                result.host_skew_seconds,
+                extra={"action": "schedule_clock_skew", "skew_seconds": result.host_skew_seconds},
+            )
+        self._skew_warned = skewed
+
+
+def next_run(entry: PlannedEntry, db_now: datetime, high_water: datetime | None) -> datetime:
+    return entry.next_fire(max(db_now, high_water or db_now))

@@ -1,0 +1,263 @@
+"""Operator services behind ``jobsys schedule ...`` and ``jobsys fanout ...``.
+
+Each function loads the configuration, validates its input before touching the
+database, does one thing, and returns plain data (dicts) for the CLI to render.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from jobsys.errors import ConfigError, JobsysError, NotFoundError, RefusedError, UsageError
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
+    from jobsys.schedule.plan import PlannedEntry, Schedule
+    from jobsys.settings import Settings
+
+DEFAULT_RUN_LIMIT = 50
+
+
+def _load(settings: Settings) -> tuple[Config, Schedule]:
+    from jobsys.app import load_config
+    from jobsys.schedule.plan import build
+
+    config = load_config(settings)
+    return config, build(config)
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings, config: Config) -> AsyncIterator[Any]:
+    from jobsys.db.connect import check_schema, connect, resolve
+
+    async with connect(resolve(settings, config).url) as conn:
+        await check_schema(conn)
+        yield conn
+
+
+def entry_named(schedule: Schedule, name: str) -> PlannedEntry:
+    """The entry called ``name``, or a usage error listing the close names."""
+    entry = schedule.entries.get(name)
+    if entry is not None:
+        return entry
+    names = sorted(schedule.entries)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"Did you mean {', '.join(close)}?" if close else ""
+    raise UsageError(
+        f"no schedule entry named {name!r}.",
+        hint=f"{hint} Entries: {', '.join(names) or '(none)'}.".strip(),
+    )
+
+
+def _outcome(tick: dict[str, Any] | None) -> str | None:
+    if tick is None:
+        return None
+    if tick["status"] == "skipped":
+        return "skipped"
+    if tick["run_status"] is not None:
+        return f"run {tick['run_status']}"
+    if tick["job_id"] is None:
+        return tick["status"]
+    return tick["job_status"] or "job deleted"
+
+
+async def list_entries(settings: Settings) -> list[dict[str, Any]]:
+    """Every entry of schedule.yaml with its state: paused, next run, last run."""
+    from jobsys.schedule import store
+
+    config, schedule = _load(settings)
+    names = sorted(schedule.entries)
+    async with _database(settings, config) as conn:
+        states = {row["name"]: row for row in await store.read_entries(conn, names)}
+        last = await store.last_ticks(conn, names)
+        missed = await store.missed_counts(conn, names)
+        now = await store.db_now(conn)
+    rows = []
+    for name in names:
+        entry = schedule.entries[name]
+        state = states.get(name) or {}
+        paused = bool(state.get("paused", False))
+        tick = last.get(name)
+        next_run = None
+        if entry.enabled and not paused:
+            next_run = entry.next_fire(max(now, state.get("high_water") or now))
+        rows.append(
+            {
+                "name": name,
+                "cron": entry.cron,
+                "timezone": entry.timezone,
+                "task": entry.task,
+                "queue": entry.queue,
+                "fanout": entry.fanout.source.describe() if entry.fanout else None,
+                "enabled": entry.enabled,
+                "paused": paused,
+                "paused_by": state.get("paused_by"),
+                "paused_at": state.get("paused_at"),
+                "next_run": next_run,
+                "last_run": tick["tick_at"] if tick else None,
+                "last_status": _outcome(tick),
+                "last_job_id": tick["job_id"] if tick else None,
+                "last_run_id": tick["run_id"] if tick else None,
+                "missed": missed.get(name, 0),
+                "description": entry.description,
+            }
+        )
+    return rows
+
+
+async def run_entry(settings: Settings, name: str) -> dict[str, Any]:
+    """Enqueue ``name`` now, once (a ``manual`` tick at the database's now)."""
+    from jobsys.schedule import store
+    from jobsys.schedule.scheduler import fire
+
+    config, schedule = _load(settings)
+    entry = entry_named(schedule, name)
+    async with _database(settings, config) as conn, conn.transaction():
+        fired = await fire(conn, entry, await store.db_now(conn), status="manual")
+        if fired.status == "duplicate":
+            # The database's now fell exactly on a scheduled tick that is already claimed.
+            raise JobsysError(
+                f"{name} already has a tick at {fired.tick_at.isoformat()}.",
+                hint="Run the command again.",
+            )
+        if fired.status == "skipped":
+            # Refuse, and roll back: a refused manual run leaves no trace.
+            raise RefusedError(
+                f"{name} is a fan-out whose run {fired.run_id} is not finished yet "
+                "(overlap: skip).",
+                hint=f"Follow it with `jobsys fanout show {fired.run_id}`.",
+            )
+    return {
+        "name": name,
+        "tick_at": fired.tick_at,
+        "job_id": fired.job_id,
+        "task": entry.job_task,
+        "queue": entry.queue,
+        "run_id": fired.run_id,
+        "run_status": fired.run_status,
+    }
+
+
+async def set_paused(settings: Settings, name: str, paused: bool) -> dict[str, Any]:
+    """Pause or resume ``name`` for every scheduler (persisted in the database)."""
+    from jobsys.schedule import store
+
+    config, schedule = _load(settings)
+    entry_named(schedule, name)
+    async with _database(settings, config) as conn:
+        row = await store.set_paused(conn, name, paused, settings.operator)
+    return {
+        "name": name,
+        "paused": row["paused"],
+        "paused_at": row["paused_at"],
+        "paused_by": row["paused_by"],
+    }
+
+
+async def check(settings: Settings) -> dict[str, Any]:
+    """The schedule part of ``config check`` plus, when the database answers, the
+    fan-out sources. Raises :class:`ConfigError` with every problem."""
+    _, schedule = _load(settings)
+    problems, checked = await source_check(settings, schedule)
+    if problems:
+        raise ConfigError(problems, hint="Fix schedule.yaml, then run `jobsys schedule check`.")
+    return {
+        "ok": True,
+        "entries": sorted(schedule.entries),
+        "fanout_sources_checked": checked,
+        "problems": [],
+    }
+
+
+async def config_source_check(settings: Settings, config: Config) -> tuple[list[str], bool]:
+    """:func:`source_check` for a loaded configuration (``jobsys config check``)."""
+    from jobsys.schedule.plan import build
+
+    return await source_check(settings, build(config))
+
+
+async def source_check(settings: Settings, schedule: Schedule) -> tuple[list[str], bool]:
+    """Fan-out source problems; ``(problems, checked)``: not checked when no database
+    answers (``config check`` runs in pipelines without one). Never starts a server."""
+    from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.schedule.sources import problems_for
+
+    if not any(e.fanout for e in schedule.entries.values()):
+        return [], True
+    try:
+        target = resolve(settings, None, start=False)
+        async with connect(target.url) as conn:
+            await check_schema(conn)
+            return await problems_for(conn, schedule), True
+    except JobsysError:
+        return [], False
+
+
+def _run_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "entry": row["entry"],
+        "status": row["status"],
+        "tick_at": row["tick_at"],
+        "source": row["source"],
+        "task": row["task"],
+        "queue": row["queue"],
+        "batch_size": row["batch_size"],
+        "batches_done": row["batches_done"],
+        "items_enqueued": row["items_enqueued"],
+        "cursor": row["cursor"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "duration_seconds": row["duration"].total_seconds() if row["duration"] else None,
+    }
+
+
+async def list_runs(
+    settings: Settings,
+    *,
+    entry: str | None = None,
+    status: str | None = None,
+    limit: int = DEFAULT_RUN_LIMIT,
+) -> list[dict[str, Any]]:
+    from jobsys.config import load
+    from jobsys.schedule import store
+    from jobsys.schedule.models import FANOUT_STATUSES
+
+    if status is not None and status not in FANOUT_STATUSES:
+        raise UsageError(
+            f"unknown fan-out status {status!r}.", hint=f"Use one of: {', '.join(FANOUT_STATUSES)}."
+        )
+    if limit < 1:
+        raise UsageError("--limit must be at least 1.")
+    config = load(settings.config_dir)
+    async with _database(settings, config) as conn:
+        rows = await store.list_runs(conn, entry=entry, status=status, limit=limit)
+    return [_run_row(r) for r in rows]
+
+
+async def show_run(settings: Settings, run_id: int) -> dict[str, Any]:
+    from jobsys.config import load
+    from jobsys.schedule import store
+
+    config = load(settings.config_dir)
+    async with _database(settings, config) as conn:
+        row = await store.get_run(conn, run_id)
+        if row is None:
+            raise NotFoundError(
+                f"no fan-out run {run_id}.", hint="List runs with `jobsys fanout list`."
+            )
+        left = None
+        if row["status"] in ("running", "queued"):
+            left = await store.remaining(conn, row["spec"], row["cursor"])
+    from jobsys.failures.redaction import Redactor
+
+    redaction = config.queues.redaction
+    data = _run_row(row)
+    data["remaining"] = left
+    data["spec"] = Redactor(keys=redaction.keys, replacement=redaction.replacement).redact(
+        row["spec"]
+    )
+    return data

@@ -1,0 +1,349 @@
+"""Batched fan-out against a real Postgres, in-process: 10,000 rows in 20 batches with
+each id once, duplicate batch executions are no-ops, racing ticks make one run,
+overlap policies, `jobsys fanout` and `jobsys schedule run` JSON contracts, retention."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from schedule_support import config_dir
+
+from jobsys.config.models import Retention
+from jobsys.db.connect import connect
+from jobsys.schedule.fanout import FanoutSource, run_batch, start_fanout
+from jobsys.schedule.retention import purge
+
+SOURCE = FanoutSource("accounts", "id", "active")
+ITEM = "tests.fanout_item"
+
+
+def make_accounts(db_url: str, n: int, *, inactive_every: int = 0) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE accounts (id bigint primary key, active boolean not null)")
+        conn.execute(
+            "INSERT INTO accounts SELECT i, NOT (%s > 0 AND i %% %s = 0)"
+            " FROM generate_series(1, %s) i",
+            (inactive_every, max(inactive_every, 1), n),
+        )
+
+
+def scalar(db_url: str, query: str, *params: Any) -> Any:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(query, params).fetchone()
+        assert row is not None
+        return row[0]
+
+
+async def drain(conn: Any, run_id: int) -> int:
+    """Run the run's pending batch jobs in id order, as a worker would; batches run."""
+    done = 0
+    while True:
+        cur = await conn.execute(
+            "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = ("
+            " SELECT id FROM procrastinate_jobs WHERE task_name = 'jobsys.fanout_batch'"
+            " AND status = 'todo' AND (args->>'run_id')::bigint = %s ORDER BY id LIMIT 1)"
+            " RETURNING args",
+            (run_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return done
+        await run_batch(conn, run_id, row["args"]["cursor"])
+        done += 1
+
+
+async def test_ten_thousand_rows_in_twenty_batches_each_id_once(db_url: str) -> None:
+    make_accounts(db_url, 10_000)
+    async with connect(db_url) as conn:
+        started = await start_fanout(
+            conn,
+            entry="e",
+            source=SOURCE,
+            task=ITEM,
+            queue="sync",
+            batch_size=500,
+            args={"mode": "full"},
+        )
+        assert started.status == "running"
+        assert started.run_id is not None
+        # A duplicate execution of the first batch after it ran changes nothing.
+        first = await run_batch(conn, started.run_id, None)
+        assert first.items == 500 and first.cursor == 500
+        again = await run_batch(conn, started.run_id, None)
+        assert again.duplicate
+        assert await drain(conn, started.run_id) == 20  # the 19 left + the stale first job
+    ids = scalar(
+        db_url,
+        "SELECT array_agg((args->>'account_id')::bigint ORDER BY id) FROM procrastinate_jobs"
+        " WHERE task_name = %s",
+        ITEM,
+    )
+    assert ids == list(range(1, 10_001))
+    assert (
+        scalar(
+            db_url,
+            "SELECT count(DISTINCT args->>'mode') FROM procrastinate_jobs"
+            " WHERE task_name = %s AND args->>'mode' = 'full'",
+            ITEM,
+        )
+        == 1
+    )
+    with psycopg.connect(db_url) as c:
+        run = c.execute(
+            "SELECT status, batches_done, items_enqueued, cursor, finished_at IS NOT NULL"
+            " FROM jobsys_fanout_runs WHERE id = %s",
+            (started.run_id,),
+        ).fetchone()
+    assert run == ("finished", 20, 10_000, 10_000, True)
+
+
+async def test_filter_and_queue_of_items(db_url: str) -> None:
+    make_accounts(db_url, 1000, inactive_every=10)
+    async with connect(db_url) as conn:
+        started = await start_fanout(
+            conn,
+            entry="e",
+            source=SOURCE,
+            task=ITEM,
+            queue="profiles",
+            batch_size=300,
+            item_arg="profile_id",
+            priority=2,
+        )
+        assert started.run_id is not None
+        await drain(conn, started.run_id)
+    assert (
+        scalar(
+            db_url,
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s"
+            " AND queue_name = 'profiles' AND priority = 2 AND args ? 'profile_id'",
+            ITEM,
+        )
+        == 900
+    )
+    assert scalar(db_url, "SELECT batches_done FROM jobsys_fanout_runs") == 3
+
+
+async def test_two_racing_ticks_create_one_run(db_url: str) -> None:
+    make_accounts(db_url, 10)
+    tick = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    async with connect(db_url) as a, connect(db_url) as b:
+        results = await asyncio.gather(
+            *(
+                start_fanout(
+                    conn,
+                    entry="race",
+                    source=SOURCE,
+                    task=ITEM,
+                    queue="sync",
+                    batch_size=5,
+                    tick_at=tick,
+                )
+                for conn in (a, b)
+            )
+        )
+    assert sorted(r.status for r in results) == ["existing", "running"]
+    assert results[0].run_id == results[1].run_id
+    assert scalar(db_url, "SELECT count(*) FROM jobsys_fanout_runs") == 1
+    assert scalar(db_url, "SELECT count(*) FROM procrastinate_jobs") == 1
+
+
+async def test_overlap_skip_and_queue(db_url: str) -> None:
+    make_accounts(db_url, 20)
+    kwargs: dict[str, Any] = {"source": SOURCE, "task": ITEM, "queue": "sync", "batch_size": 10}
+    async with connect(db_url) as conn:
+        first = await start_fanout(conn, entry="s", **kwargs)
+        skipped = await start_fanout(conn, entry="s", **kwargs)
+        assert (skipped.status, skipped.run_id, skipped.blocked_by) == (
+            "skipped",
+            None,
+            first.run_id,
+        )
+        one = await start_fanout(conn, entry="q", overlap="queue", **kwargs)
+        queued = await start_fanout(conn, entry="q", overlap="queue", **kwargs)
+        third = await start_fanout(conn, entry="q", overlap="queue", **kwargs)
+        assert queued.status == "queued" and queued.batch_job_id is None
+        assert third.status == "skipped"  # at most one run waits
+        assert one.run_id is not None and queued.run_id is not None
+        await drain(conn, one.run_id)  # finishing the running run starts the queued one
+        status = scalar(
+            db_url, "SELECT status FROM jobsys_fanout_runs WHERE id = %s", queued.run_id
+        )
+        assert status == "running"
+        await drain(conn, queued.run_id)
+        assert first.run_id is not None
+        await drain(conn, first.run_id)
+    assert (
+        scalar(
+            db_url,
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s"
+            " AND args->>'account_id' = '7'",
+            ITEM,
+        )
+        == 3
+    )  # runs of s, q, q
+
+
+FANOUT_YAML = """
+entries:
+  accounts_fanout:
+    cron: "0 * * * *"
+    fanout:
+      table: accounts
+      where: active
+      batch_size: 4
+      task: demo.process_account
+      args: {token: sekret-value}
+  purge:
+    cron: "0 * * * *"
+    task: demo.purge_expired_post_media
+"""
+
+
+def test_cli_contracts(db_url: str, tmp_path: Path, cli: Any) -> None:
+    make_accounts(db_url, 10)
+    base = ("--database-url", db_url, "--config-dir", str(config_dir(tmp_path, FANOUT_YAML)))
+    ran = cli(*base, "schedule", "run", "purge", "--json")
+    assert ran.exit_code == 0, ran.stderr
+    job = ran.json()
+    assert (
+        scalar(db_url, "SELECT task_name FROM procrastinate_jobs WHERE id = %s", job["job_id"])
+        == "demo.purge_expired_post_media"
+    )
+    assert (
+        scalar(db_url, "SELECT status FROM jobsys_schedule_ticks WHERE job_id = %s", job["job_id"])
+        == "manual"
+    )
+    ran = cli(*base, "schedule", "run", "accounts_fanout", "--json")
+    assert ran.exit_code == 0, ran.stderr
+    run_id = ran.json()["run_id"]
+    refused = cli(*base, "schedule", "run", "accounts_fanout")
+    assert refused.exit_code == 2
+    assert f"fanout show {run_id}" in refused.stderr
+
+    listed = cli(*base, "schedule", "list", "--json")
+    assert listed.exit_code == 0
+    entries = {e["name"]: e for e in listed.json()}
+    for key in ("name", "cron", "timezone", "task", "queue", "next_run", "last_run", "paused"):
+        assert key in entries["purge"]
+    assert entries["purge"]["last_status"] == "todo"
+    assert entries["purge"]["last_run"].endswith("Z")
+    assert entries["accounts_fanout"]["last_status"] == "run running"
+    assert entries["accounts_fanout"]["task"] == "demo.process_account"
+
+    runs = cli(*base, "fanout", "list", "--entry", "accounts_fanout", "--json")
+    assert [r["id"] for r in runs.json()] == [run_id]
+    shown = cli(*base, "fanout", "show", str(run_id), "--json")
+    data = shown.json()
+    assert (data["entry"], data["status"], data["batches_done"], data["remaining"]) == (
+        "accounts_fanout",
+        "running",
+        0,
+        10,
+    )
+    assert data["spec"]["args"]["token"] == "[REDACTED]"
+    assert "sekret-value" not in shown.stdout
+
+    for args, code in (
+        (("schedule", "run", "purg"), 2),
+        (("schedule", "pause", "nope"), 2),
+        (("schedule", "resume", "accounts_fanou"), 2),
+        (("fanout", "show", "999"), 1),
+        (("fanout", "list", "--status", "done"), 2),
+        (("fanout", "show", "abc"), 2),
+    ):
+        result = cli(*base, *args)
+        assert result.exit_code == code, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert "Did you mean purge?" in cli(*base, "schedule", "run", "purg").stderr
+    assert scalar(db_url, "SELECT count(*) FROM jobsys_schedule_ticks") == 2
+
+
+async def test_retention_deletes_old_finished_jobs_in_batches(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, status, args)"
+            " SELECT 'sync', 't', s::procrastinate_job_status, jsonb_build_object('n', i)"
+            " FROM generate_series(1, 7) i,"
+            " unnest(ARRAY['succeeded','failed','cancelled','aborted','todo']) s"
+        )
+        c.execute(
+            "INSERT INTO procrastinate_events (job_id, type, at)"
+            " SELECT id, 'deferred', now() - interval '100 days' FROM procrastinate_jobs"
+            " WHERE (args->>'n')::int <= 5"
+        )
+        c.execute(
+            "INSERT INTO procrastinate_events (job_id, type, at)"
+            " SELECT id, 'deferred', now() FROM procrastinate_jobs WHERE (args->>'n')::int > 5"
+        )
+        # Failed job n=1 is still referenced by a recent failure row: kept.
+        c.execute(
+            "INSERT INTO jobsys_failures"
+            " (job_id, task, queue, attempt, error_class, kind, retryable)"
+            " SELECT id, 't', 'sync', 1, 'E', 'runtime', true FROM procrastinate_jobs"
+            " WHERE status = 'failed' AND args->>'n' = '1'"
+        )
+        c.execute(
+            "INSERT INTO jobsys_schedule_ticks (name, tick_at, status) VALUES"
+            " ('a', now() - interval '100 days', 'enqueued'),"
+            " ('a', now() - interval '99 days', 'missed'),"
+            " ('a', now() - interval '98 days', 'enqueued'),"
+            " ('b', now() - interval '100 days', 'enqueued')"
+        )
+    async with connect(db_url) as conn:
+        result = await purge(conn, Retention(batch_size=2))
+    assert result.deleted["succeeded_jobs"] == 5
+    assert result.deleted["failed_jobs"] == 4
+    assert result.deleted["cancelled_jobs"] == 10
+    assert result.deleted["schedule_ticks"] == 2  # each entry keeps its latest run
+    left = scalar(
+        db_url,
+        "SELECT array_agg(status || ':' || (args->>'n') ORDER BY status, args->>'n')"
+        " FROM procrastinate_jobs WHERE (args->>'n')::int <= 5",
+    )
+    assert sorted(left) == sorted([f"todo:{n}" for n in range(1, 6)] + ["failed:1"])
+    # The recent jobs (n > 5) are all still there.
+    assert (
+        scalar(db_url, "SELECT count(*) FROM procrastinate_jobs WHERE (args->>'n')::int > 5") == 10
+    )
+    assert (
+        scalar(
+            db_url,
+            "SELECT count(*) FROM procrastinate_events e LEFT JOIN"
+            " procrastinate_jobs j ON j.id = e.job_id WHERE j.id IS NULL",
+        )
+        == 0
+    )
+
+
+async def test_retention_task_runs_in_a_real_worker(
+    db_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from jobsys.app import build_procrastinate_app, load_config
+    from jobsys.settings import Settings
+
+    folder = config_dir(
+        tmp_path,
+        FANOUT_YAML.replace("purge:", "retention:").replace(
+            "demo.purge_expired_post_media", "jobsys.purge_retention"
+        ),
+    )
+    monkeypatch.setenv("JOBSYS_CONFIG_DIR", str(folder))
+    load_config(Settings(database_url=db_url, config_dir=folder))
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO jobsys_schedule_ticks (name, tick_at, status) VALUES"
+            " ('a', now() - interval '100 days', 'enqueued'), ('a', now(), 'enqueued')"
+        )
+    app = build_procrastinate_app(db_url, max_size=3)
+    async with app.open_async():
+        await app.configure_task("jobsys.purge_retention", queue="maintenance").defer_async()
+        await app.run_worker_async(
+            queues=["maintenance"], wait=False, install_signal_handlers=False
+        )
+    assert scalar(db_url, "SELECT status::text FROM procrastinate_jobs") == "succeeded"
+    assert scalar(db_url, "SELECT count(*) FROM jobsys_schedule_ticks") == 1

@@ -1,0 +1,250 @@
+"""The scheduler against a real Postgres, in-process: ticks claimed once under
+concurrency, catch-up limit after a stale high-water mark, host clock ignored,
+pause/resume, bad sources refused, and the `jobsys schedule` CLI contracts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from schedule_support import config_dir
+
+from jobsys.app import load_config
+from jobsys.config import Config
+from jobsys.db.connect import connect
+from jobsys.errors import ConfigError
+from jobsys.schedule.scheduler import Scheduler, tick_once
+from jobsys.settings import Settings
+
+EVERY_SECOND = """
+defaults:
+  catch_up: {catch_up}
+entries:
+  every_second:
+    cron: "* * * * * *"
+    task: demo.purge_expired_post_media
+    args: {{reason: test}}
+    priority: 3
+"""
+
+
+def load(db_url: str, tmp_path: Path, yaml: str) -> Config:
+    return load_config(Settings(database_url=db_url, config_dir=config_dir(tmp_path, yaml)))
+
+
+def rows(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+async def acli(cli: Any, *args: str) -> Any:
+    """The in-process CLI from async code (it runs its own event loop)."""
+    return await asyncio.to_thread(cli, *args)
+
+
+def ticks(db_url: str, status: str | None = None) -> list[tuple[Any, ...]]:
+    return rows(
+        db_url,
+        "SELECT tick_at, status, job_id FROM jobsys_schedule_ticks"
+        " WHERE %s::text IS NULL OR status = %s ORDER BY tick_at",
+        status,
+        status,
+    )
+
+
+async def test_concurrent_ticks_enqueue_each_tick_once(db_url: str, tmp_path: Path) -> None:
+    config = load(db_url, tmp_path, EVERY_SECOND.format(catch_up=1))
+    async with connect(db_url) as a, connect(db_url) as b, connect(db_url) as c:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3.5
+        while loop.time() < deadline:
+            results = await asyncio.gather(*(tick_once(conn, config) for conn in (a, b, c)))
+            await asyncio.sleep(min(r.sleep_seconds for r in results))
+    enqueued = ticks(db_url, "enqueued")
+    assert len(enqueued) >= 3
+    seconds = [t for t, _, _ in enqueued]
+    assert seconds == [seconds[0] + timedelta(seconds=i) for i in range(len(seconds))]
+    jobs = rows(
+        db_url,
+        "SELECT id, task_name, queue_name, priority, args FROM procrastinate_jobs ORDER BY id",
+    )
+    assert [j[0] for j in jobs] == sorted(job_id for _, _, job_id in enqueued)
+    assert {(j[1], j[2], j[3]) for j in jobs} == {
+        ("demo.purge_expired_post_media", "maintenance", 3)
+    }
+    assert all(j[4] == {"reason": "test"} for j in jobs)
+
+
+async def test_stale_high_water_enqueues_catch_up_limit_and_records_missed(
+    db_url: str, tmp_path: Path
+) -> None:
+    config = load(db_url, tmp_path, EVERY_SECOND.format(catch_up=2))
+    async with connect(db_url) as conn:
+        await tick_once(conn, config)  # registers the entry
+        # As after an hour of downtime: the mark is an hour old.
+        await conn.execute(
+            "UPDATE jobsys_schedule_entries SET high_water = date_trunc('second', now())"
+            " - interval '1 hour'"
+        )
+        result = await tick_once(conn, config)
+    assert len(result.fired) == 2
+    assert result.missed["every_second"] >= 3598
+    enqueued = ticks(db_url, "enqueued")
+    missed = ticks(db_url, "missed")
+    assert [t for t, _, _ in enqueued][-2:] == [f.tick_at for f in result.fired]
+    assert len(missed) == result.missed["every_second"]
+    # Together they cover the hour once: each second exactly one row.
+    covered = sorted(t for t, _, _ in [*missed, *enqueued[-2:]])
+    assert covered == [covered[0] + timedelta(seconds=i) for i in range(len(covered))]
+    assert rows(db_url, "SELECT count(*) FROM procrastinate_jobs")[0][0] == len(enqueued)
+
+
+async def test_host_clock_jump_is_ignored(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load(db_url, tmp_path, EVERY_SECOND.format(catch_up=1000))
+    async with connect(db_url) as conn:
+        await tick_once(conn, config)
+        monkeypatch.setenv("JOBSYS_CLOCK_OFFSET_SECONDS", "3600")
+        await asyncio.sleep(1.05)
+        result = await tick_once(conn, config)
+        db_now = result.db_now
+    assert 3590 < result.host_skew_seconds < 3610
+    # Only the tick(s) up to the database's now: nothing an hour ahead, no catch-up storm.
+    assert 1 <= len(result.fired) <= 2
+    assert all(f.tick_at <= db_now for f in result.fired)
+    assert not ticks(db_url, "missed")
+
+
+async def test_pause_stops_every_tick_and_resume_does_not_catch_up(
+    db_url: str, tmp_path: Path, cli: Any
+) -> None:
+    config = load(db_url, tmp_path, EVERY_SECOND.format(catch_up=1000))
+    folder = str(config.directory)
+    async with connect(db_url) as conn:
+        await tick_once(conn, config)
+        paused = await acli(
+            cli,
+            "--database-url",
+            db_url,
+            "--config-dir",
+            folder,
+            "schedule",
+            "pause",
+            "every_second",
+            "--json",
+        )
+        assert paused.exit_code == 0, paused.stderr
+        assert paused.json()["paused"] is True
+        assert paused.json()["paused_by"]
+        before = len(ticks(db_url))
+        for _ in range(3):
+            await asyncio.sleep(0.5)
+            result = await tick_once(conn, config)
+            assert result.fired == []
+        assert len(ticks(db_url)) == before
+        listed = await acli(
+            cli, "--database-url", db_url, "--config-dir", folder, "schedule", "list", "--json"
+        )
+        assert listed.json()[0]["paused"] is True
+        assert listed.json()[0]["next_run"] is None
+        resumed = await acli(
+            cli,
+            "--database-url",
+            db_url,
+            "--config-dir",
+            folder,
+            "schedule",
+            "resume",
+            "every_second",
+        )
+        assert resumed.exit_code == 0
+        resumed_at = rows(db_url, "SELECT high_water FROM jobsys_schedule_entries")[0][0]
+        await asyncio.sleep(1.05)
+        result = await tick_once(conn, config)
+    # Only ticks after resuming, not the paused ones (catch_up is 1000).
+    assert result.fired
+    assert all(f.tick_at > resumed_at for f in result.fired)
+    assert len(ticks(db_url)) == before + len(result.fired)
+    assert not ticks(db_url, "missed")
+
+
+FANOUT_BAD = """
+entries:
+  no_table:
+    cron: "0 * * * *"
+    fanout:
+      table: nowhere
+      task: demo.process_account
+  text_id:
+    cron: "0 * * * *"
+    fanout:
+      table: named
+      id_column: name
+      task: demo.process_account
+  bad_where:
+    cron: "0 * * * *"
+    fanout:
+      table: named
+      where: "no_such_column > 3"
+      task: demo.process_account
+"""
+
+
+async def test_bad_fanout_sources_refuse_to_start_with_located_errors(
+    db_url: str, tmp_path: Path, cli: Any
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute("CREATE TABLE named (id integer primary key, name text)")
+    config = load(db_url, tmp_path, FANOUT_BAD)
+    async with connect(db_url) as conn:
+        with pytest.raises(ConfigError) as exc:
+            await Scheduler(config).check(conn)
+    problems = exc.value.problems
+    assert len(problems) == 3
+    assert (
+        "schedule.yaml:6: entries.no_table.fanout.table: table 'nowhere' does not exist"
+        in (problems[0])
+    )
+    assert "schedule.yaml:12: entries.text_id.fanout.id_column:" in problems[1]
+    assert "must be an integer type" in problems[1]
+    assert "schedule.yaml:18: entries.bad_where.fanout.where:" in problems[2]
+    for command in (["schedule", "check"], ["config", "check"]):
+        result = await acli(
+            cli, "--database-url", db_url, "--config-dir", str(config.directory), *command, "--json"
+        )
+        assert result.exit_code == 2, (command, result.stderr)
+        assert result.json()["problems"] == problems
+    # Without a database, `config check` still validates the rest and says it skipped.
+    result = await acli(cli, "--config-dir", str(config.directory), "config", "check", "--json")
+    assert result.exit_code == 0
+    assert result.json()["fanout_sources_checked"] is False
+
+
+async def test_reload_keeps_the_running_schedule_when_the_new_one_is_bad(
+    db_url: str, tmp_path: Path
+) -> None:
+    good = load(db_url, tmp_path, EVERY_SECOND.format(catch_up=1))
+    scheduler = Scheduler(good)
+
+    def bad() -> Config:
+        return load(db_url, tmp_path / "x", "entries:\n  a:\n    cron: '61 * * * *'\n    task: t\n")
+
+    (tmp_path / "x").mkdir()
+    async with connect(db_url) as conn:
+        assert await scheduler.reload(conn, bad) is False
+        assert list(scheduler.schedule.entries) == ["every_second"]
+        bad_source = load(db_url, tmp_path / "x", FANOUT_BAD)
+        assert await scheduler.reload(conn, lambda: bad_source) is False
+        assert list(scheduler.schedule.entries) == ["every_second"]
+        other = load(
+            db_url,
+            tmp_path / "x",
+            EVERY_SECOND.replace("every_second", "renamed").format(catch_up=1),
+        )
+        assert await scheduler.reload(conn, lambda: other) is True
+        assert list(scheduler.schedule.entries) == ["renamed"]
