@@ -6,6 +6,8 @@ not migrate stay fast to start.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +44,19 @@ def _config(url: str) -> Any:
     return cfg
 
 
-def _translate(exc: Exception, url: str) -> Exception:
+@contextlib.contextmanager
+def _unreachable_as_error(url: str) -> Iterator[None]:
+    """SQLAlchemy's connection errors as a password-free :class:`DatabaseUnavailable`."""
     import sqlalchemy.exc
 
-    if isinstance(exc, sqlalchemy.exc.OperationalError):
+    try:
+        yield
+    except sqlalchemy.exc.OperationalError as exc:
         detail = db_url.scrub(str(exc.orig).strip().splitlines()[0], url)
-        return DatabaseUnavailable(
+        raise DatabaseUnavailable(
             f"cannot connect to the database at {db_url.mask(url)}: {detail}",
             hint="Is the server running and the URL right (JOBSYS_DATABASE_URL)?",
-        )
-    return exc
+        ) from None
 
 
 def heads() -> list[str]:
@@ -69,25 +74,15 @@ def all_revisions() -> list[str]:
 def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
-    try:
+    with _unreachable_as_error(url):
         command.upgrade(_config(url), revision)
-    except Exception as exc:
-        translated = _translate(exc, url)
-        if translated is exc:
-            raise
-        raise translated from None
 
 
 def downgrade(url: str, revision: str) -> None:
     from alembic import command
 
-    try:
+    with _unreachable_as_error(url):
         command.downgrade(_config(url), revision)
-    except Exception as exc:
-        translated = _translate(exc, url)
-        if translated is exc:
-            raise
-        raise translated from None
 
 
 def current(url: str) -> list[str]:
@@ -97,13 +92,8 @@ def current(url: str) -> list[str]:
 
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     try:
-        with engine.connect() as conn:
+        with _unreachable_as_error(url), engine.connect() as conn:
             return list(MigrationContext.configure(conn).get_current_heads())
-    except Exception as exc:
-        translated = _translate(exc, url)
-        if translated is exc:
-            raise
-        raise translated from None
     finally:
         engine.dispose()
 
@@ -118,7 +108,7 @@ def drift(url: str) -> list[str]:
 
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     try:
-        with engine.connect() as conn:
+        with _unreachable_as_error(url), engine.connect() as conn:
             revisions = set(MigrationContext.configure(conn).get_current_heads())
             if revisions != set(heads()):
                 raise SchemaError(
@@ -131,12 +121,5 @@ def drift(url: str) -> list[str]:
                 opts={"include_object": include_object, "compare_type": True},
             )
             return [repr(diff) for diff in compare_metadata(ctx, metadata)]
-    except SchemaError:
-        raise
-    except Exception as exc:
-        translated = _translate(exc, url)
-        if translated is exc:
-            raise
-        raise translated from None
     finally:
         engine.dispose()
