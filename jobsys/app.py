@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 DEMO_MODULE = "jobsys.demo.tasks"
 #: jobsys's own tasks (maintenance, health checks, automatic retry, fan-out batches).
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = ("jobsys.retry.auto",)
 
 
 def app_modules(settings: Settings, config: Config | None) -> tuple[str, ...]:
@@ -100,7 +100,11 @@ def worker_middlewares(config: Config) -> list[Any]:
     bookkeeping, live events. Each is ``async (call_next, context, worker)``; a broken
     middleware must log and re-raise the job's own outcome, never change it.
     """
-    return []
+    from jobsys.retry.middleware import pipeline_middleware
+
+    middlewares: list[Any] = []
+    middlewares.append(pipeline_middleware)  # innermost: sees the task's own outcome
+    return middlewares
 
 
 class WorkerService(Protocol):

@@ -16,6 +16,8 @@ import typer
 from jobsys import errors
 from jobsys.cli import config as config_cmd
 from jobsys.cli import db as db_cmd
+from jobsys.cli import pipelines as pipelines_cmd
+from jobsys.cli import retry as retry_cmd
 from jobsys.settings import from_env, split_modules
 
 app = typer.Typer(
@@ -28,6 +30,9 @@ app = typer.Typer(
 )
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(pipelines_cmd.app, name="pipelines")
+app.command("retry")(retry_cmd.retry)
+# `jobsys issues retry ISSUE_ID` is retry_cmd.issues_retry: attach it to the issues group.
 
 
 @app.callback()
