@@ -81,6 +81,7 @@ async def run_once(conn: Any, auto: AutoRetry, *, now: datetime | None = None) -
     async with conn.transaction():
         ids = await store.auto_candidates(
             conn,
+            now=now,
             recheck_before=now - timedelta(seconds=auto.base_delay_seconds),
             limit=auto.batch_size,
         )

@@ -115,10 +115,10 @@ async def _apply(
     to_retry = [d.job_id for _, d in decisions if d.retried]
     try:
         async with conn.transaction():  # a savepoint: a lock race must not lose the chunk
-            await store.retry_jobs(conn, to_retry, now)
+            await store.retry_jobs(conn, to_retry)
     except psycopg.errors.UniqueViolation:
         # A job with the same queueing lock was deferred since we looked: find which.
-        decisions = await _retry_one_by_one(conn, decisions, now)
+        decisions = await _retry_one_by_one(conn, decisions)
     retried = [(f, d) for f, d in decisions if d.retried]
     await pipeline_store.reopen_steps(
         conn,
@@ -165,7 +165,7 @@ async def _apply(
 
 
 async def _retry_one_by_one(
-    conn: Any, decisions: list[tuple[dict[str, Any], Decision]], now: datetime
+    conn: Any, decisions: list[tuple[dict[str, Any], Decision]]
 ) -> list[tuple[dict[str, Any], Decision]]:
     import dataclasses
 
@@ -176,7 +176,7 @@ async def _retry_one_by_one(
         if d.retried:
             try:
                 async with conn.transaction():
-                    await store.retry_jobs(conn, [d.job_id], now)
+                    await store.retry_jobs(conn, [d.job_id])
             except psycopg.errors.UniqueViolation:
                 d = dataclasses.replace(
                     d,

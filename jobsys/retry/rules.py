@@ -13,6 +13,7 @@ retry's own limits (open outage, cap, backoff).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -103,6 +104,8 @@ class Decision:
     new_job_id: int | None = None
     #: ``retry_state.outcome`` of the earlier retry, brought up to date by ``outcome_of``.
     earlier_outcome: str | None = None
+    #: With ``skipped_backoff``: when the automatic retry may try again.
+    due_at: datetime | None = None
 
     @property
     def retried(self) -> bool:
@@ -217,7 +220,10 @@ def decide(
             wait = backoff_seconds(policy, facts.auto_attempts)
             due = facts.last_failed_at + timedelta(seconds=wait)
             if now < due:
-                return verdict(SKIPPED_BACKOFF, f"backing off {wait:.0f}s after the last failure")
+                return dataclasses.replace(
+                    verdict(SKIPPED_BACKOFF, f"backing off {wait:.0f}s after the last failure"),
+                    due_at=due,
+                )
     return verdict(RETRIED, "retried")
 
 

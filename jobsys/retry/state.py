@@ -14,6 +14,7 @@ Keys (all optional; an empty object means never considered)::
     outcome           pending | succeeded | failed_again | cancelled
     outcome_at        when the outcome was learnt
     auto_checked_at   when the automatic retry last looked at it (throttles re-checks)
+    auto_due_at       with ``skipped_backoff``: when its backoff ends
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def next_state(
     )
     if mode != "manual":
         state["auto_checked_at"] = stamp
+    if decision.due_at is not None:
+        state["auto_due_at"] = _iso(decision.due_at)
     if decision.decision == RETRIED:
         state["attempts"] = int(old.get("attempts", 0)) + 1
         if mode == "auto":

@@ -114,7 +114,7 @@ GROUP BY job_id
 """
 
 RETRY_JOBS = f"""
-SELECT {PROCRASTINATE_RETRY_FUNCTION}(id, %(retry_at)s, NULL, NULL, NULL)
+SELECT {PROCRASTINATE_RETRY_FUNCTION}(id, now(), NULL, NULL, NULL)
 FROM unnest(%(ids)s::bigint[]) AS id
 """
 
@@ -163,8 +163,10 @@ RETURNING f.id
 """
 
 # Automatic retry: final transient failures (the newest per job) whose job is still
-# failed, not already handed over to a pending retry, not throttled, not in an open
-# outage. The rules decide; this only keeps the batch to likely candidates.
+# failed and not handed over to a pending retry. A failure refused earlier is looked
+# at again only when that refusal can have changed: backoff when due, an outage once
+# replayed, others after ``recheck_before``; cap and terminal pipeline never. The
+# rules decide; this only keeps each batch to likely candidates.
 AUTO_CANDIDATES = """
 SELECT f.id
 FROM jobsys_failures f
@@ -172,12 +174,17 @@ JOIN procrastinate_jobs j ON j.id = f.job_id AND j.status = 'failed'
 LEFT JOIN jobsys_issues i ON i.id = f.issue_id
 WHERE f.kind = 'transient' AND f.retryable AND NOT f.will_retry
   AND coalesce(f.retry_state->>'outcome', '') <> 'pending'
-  AND coalesce(f.retry_state->>'last_decision', '')
-      NOT IN ('skipped_terminal_pipeline', 'skipped_auto_cap')
   AND NOT EXISTS (SELECT 1 FROM jobsys_failures n WHERE n.job_id = f.job_id AND n.id > f.id)
-  AND (f.retry_state->>'auto_checked_at' IS NULL
-       OR (f.retry_state->>'auto_checked_at')::timestamptz < %(recheck_before)s)
-  AND NOT ((i.kind = 'service_outage' AND i.status <> 'resolved') IS TRUE)
+  AND CASE coalesce(f.retry_state->>'last_decision', '')
+      WHEN '' THEN true
+      WHEN 'skipped_auto_cap' THEN false
+      WHEN 'skipped_terminal_pipeline' THEN false
+      WHEN 'skipped_backoff' THEN (f.retry_state->>'auto_due_at')::timestamptz <= %(now)s
+      -- the outage replay takes them once their issue resolves; leftovers come back here
+      WHEN 'skipped_outage_open' THEN i.status = 'resolved' AND i.details ? 'replayed_at'
+      ELSE f.retry_state->>'auto_checked_at' IS NULL
+           OR (f.retry_state->>'auto_checked_at')::timestamptz < %(recheck_before)s
+      END
 ORDER BY f.occurred_at, f.id
 LIMIT %(limit)s
 """
@@ -283,10 +290,11 @@ async def job_aggregates(conn: Any, job_ids: Iterable[int]) -> dict[int, dict[st
     return {int(r["job_id"]): r for r in rows}
 
 
-async def retry_jobs(conn: Any, job_ids: Sequence[int], retry_at: datetime) -> None:
-    """Retry failed jobs (already locked and checked) through Procrastinate's function."""
+async def retry_jobs(conn: Any, job_ids: Sequence[int]) -> None:
+    """Retry failed jobs (already locked and checked) through Procrastinate's function,
+    to run at once (the database's clock: ``now`` of a decision may be simulated)."""
     if job_ids:
-        await conn.execute(RETRY_JOBS, {"ids": list(job_ids), "retry_at": retry_at})
+        await conn.execute(RETRY_JOBS, {"ids": list(job_ids)})
 
 
 async def record(
@@ -322,8 +330,11 @@ async def reconcile_outcomes(conn: Any, *, now: datetime, limit: int) -> int:
     return len(await _rows(conn, RECONCILE_OUTCOMES, {"now": now, "limit": limit}))
 
 
-async def auto_candidates(conn: Any, *, recheck_before: datetime, limit: int) -> list[int]:
-    rows = await _rows(conn, AUTO_CANDIDATES, {"recheck_before": recheck_before, "limit": limit})
+async def auto_candidates(
+    conn: Any, *, now: datetime, recheck_before: datetime, limit: int
+) -> list[int]:
+    params = {"now": now, "recheck_before": recheck_before, "limit": limit}
+    rows = await _rows(conn, AUTO_CANDIDATES, params)
     return [int(r["id"]) for r in rows]
 
 

@@ -83,7 +83,8 @@ async def run_worker(app: Any, **overrides: Any) -> None:
 async def todo(app: Any) -> int:
     async with app.connector.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND queue_name = ANY(%s)",
+            "SELECT count(*) FROM procrastinate_jobs"
+            " WHERE status = 'todo' AND queue_name = ANY(%s)",
             (list(LANES.values()),),
         )
         row = await cur.fetchone()
