@@ -130,7 +130,9 @@ async def test_two_operators_racing_100_times_retry_once(db_url: str) -> None:
         for failure_id in ids:
             gate = asyncio.Event()
 
-            async def operator(conn: Any, actor: str, failure_id: int = failure_id) -> str:
+            async def operator(
+                conn: Any, actor: str, failure_id: int = failure_id, gate: Any = gate
+            ) -> str:
                 await gate.wait()
                 decisions = await engine.decide_chunk(
                     conn,
@@ -189,7 +191,9 @@ def test_two_jobsys_processes_behind_a_barrier(db_url: str, tmp_path: Path) -> N
         barrier = threading.Barrier(2)
         outputs: list[Any] = [None, None]
 
-        def operator(slot: int, failure_id: int = failure_id, barrier: Any = barrier) -> None:
+        def operator(
+            slot: int, failure_id: int = failure_id, barrier: Any = barrier, outputs: Any = outputs
+        ) -> None:
             barrier.wait()
             outputs[slot] = subprocess.run(
                 [JOBSYS, "retry", str(failure_id), "--json"],
