@@ -189,8 +189,47 @@ def test_bad_input_is_refused_before_anything_is_written(
     assert "Traceback" not in result.stderr
 
 
-def test_issue_retry_unknown_issue(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
-    from jobsys.cli.retry import issues_retry
+async def test_issue_retry_refuses_authentication(settings, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """The ``jobsys issues retry ISSUE_ID`` path (``cli.retry.issues_retry`` -> this service)."""
+    import typer
 
+    from jobsys.cli.retry import issues_retry
+    from jobsys.errors import NotFoundError
+    from jobsys.retry.service import RetryRequest, retry
+
+    issue = make_issue(db_url)
+    async with procrastinate_app(db_url) as app:
+        _, runtime = await failed_job(app, "i1")
+        _, auth = await failed_job(app, "i2", "auth")
+    sql(db_url, "UPDATE jobsys_failures SET issue_id = %s", (issue,))
+    dry = await retry(settings, RetryRequest(issue=issue, dry_run=True))
+    assert (dry.counts, dry.dry_run) == ({"retried": 1, "skipped_authentication": 1}, True)
+    report = await retry(settings, RetryRequest(issue=issue))
+    assert {d.failure_id: d.decision for d in report.decisions} == {
+        runtime: "retried",
+        auth: "skipped_authentication",
+    }
+    with pytest.raises(NotFoundError, match="no issue 4242"):
+        await retry(settings, RetryRequest(issue=4242))
+    # The command function is ready to attach to the issues group.
+    group = typer.Typer()
+    group.command("retry")(issues_retry)
     assert issues_retry.__doc__
-    assert make_issue(db_url) > 0
+
+
+def test_bulk_asks_for_confirmation_unless_yes(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    from _retry_support import bulk_failed_jobs
+
+    bulk_failed_jobs(db_url, 4)
+    bulk_failed_jobs(db_url, 1, kind="authentication")
+    declined = cli("--database-url", db_url, "retry", "--all", "--task", "t_retry.work", input="n\n")
+    assert declined.exit_code == 2
+    assert "Retry 4 of 5 failures?" in declined.stdout + declined.stderr
+    assert "skipped_authentication" in declined.stderr  # the preview, on stderr
+    assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
+    accepted = cli("--database-url", db_url, "retry", "--all", "--task", "t_retry.work", input="y\n")
+    assert accepted.exit_code == 3  # one authentication failure was refused
+    assert "retried" in accepted.stdout and "skipped_authentication" in accepted.stdout
+    assert sql(db_url, "SELECT count(*) AS n FROM procrastinate_jobs WHERE status = 'todo'") == [
+        {"n": 4}
+    ]
