@@ -222,12 +222,16 @@ def test_bulk_asks_for_confirmation_unless_yes(cli, db_url: str) -> None:  # typ
 
     bulk_failed_jobs(db_url, 4)
     bulk_failed_jobs(db_url, 1, kind="authentication")
-    declined = cli("--database-url", db_url, "retry", "--all", "--task", "t_retry.work", input="n\n")
+    declined = cli(
+        "--database-url", db_url, "retry", "--all", "--task", "t_retry.work", input="n\n"
+    )
     assert declined.exit_code == 2
     assert "Retry 4 of 5 failures?" in declined.stdout + declined.stderr
     assert "skipped_authentication" in declined.stderr  # the preview, on stderr
     assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
-    accepted = cli("--database-url", db_url, "retry", "--all", "--task", "t_retry.work", input="y\n")
+    accepted = cli(
+        "--database-url", db_url, "retry", "--all", "--task", "t_retry.work", input="y\n"
+    )
     assert accepted.exit_code == 3  # one authentication failure was refused
     assert "retried" in accepted.stdout and "skipped_authentication" in accepted.stdout
     assert sql(db_url, "SELECT count(*) AS n FROM procrastinate_jobs WHERE status = 'todo'") == [
