@@ -25,6 +25,18 @@ HERE = Path(__file__).resolve().parent
 JOBSYS = str(Path(sys.executable).with_name("jobsys"))
 
 
+def jobsys_env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a real ``jobsys`` process that knows the test tasks."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")},
+        "JOBSYS_DATABASE_URL": db_url,
+        "JOBSYS_CONFIG_DIR": str(HERE.parents[1] / "config"),
+        "JOBSYS_HOME": str(tmp_path / "home"),
+        "JOBSYS_APP": "jobsys.demo.tasks,_retry_support",
+        "PYTHONPATH": str(HERE),
+    }
+
+
 def once_each(db_url: str, failure_ids: list[int]) -> None:
     """Every failure retried exactly once, and its job moved failed -> todo exactly once."""
     per_failure = sql(
@@ -91,14 +103,7 @@ def test_bulk_retry_of_10000_failures_then_rerun(cli, db_url: str) -> None:  # t
 def test_bulk_retry_killed_half_way_then_rerun(cli, db_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     issue = make_issue(db_url)
     ids = bulk_failed_jobs(db_url, 10_000, issue_id=issue)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")},
-        "JOBSYS_DATABASE_URL": db_url,
-        "JOBSYS_CONFIG_DIR": str(HERE.parents[1] / "config"),
-        "JOBSYS_HOME": str(tmp_path / "home"),
-        "JOBSYS_APP": "jobsys.demo.tasks,_retry_support",
-        "PYTHONPATH": str(HERE),
-    }
+    env = jobsys_env(db_url, tmp_path)
     proc = subprocess.Popen(
         [JOBSYS, "retry", "--all", "--issue", str(issue), "--yes"],
         env=env,
@@ -179,14 +184,7 @@ async def test_service_level_race_has_no_traceback(settings: Settings, db_url: s
 def test_two_jobsys_processes_behind_a_barrier(db_url: str, tmp_path: Path) -> None:
     iterations = 3
     ids = bulk_failed_jobs(db_url, iterations)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")},
-        "JOBSYS_DATABASE_URL": db_url,
-        "JOBSYS_CONFIG_DIR": str(HERE.parents[1] / "config"),
-        "JOBSYS_HOME": str(tmp_path / "home"),
-        "JOBSYS_APP": "jobsys.demo.tasks,_retry_support",
-        "PYTHONPATH": str(HERE),
-    }
+    env = jobsys_env(db_url, tmp_path)
     for failure_id in ids:
         barrier = threading.Barrier(2)
         outputs: list[Any] = [None, None]
