@@ -13,20 +13,21 @@ from jobsys.retry.filters import parse_time
 from jobsys.retry.models import PIPELINE_STATUSES
 
 if TYPE_CHECKING:
+    from jobsys.config import Config
     from jobsys.settings import Settings
 
 DEFAULT_LIST_LIMIT = 100
 
 
 @asynccontextmanager
-async def _connection(settings: Settings, *, with_tasks: bool = False) -> AsyncIterator[Any]:
+async def _connection(settings: Settings) -> AsyncIterator[tuple[Any, Config]]:
     from jobsys.app import load_config
     from jobsys.db.connect import check_schema, connect, resolve
 
-    config = load_config(settings, with_tasks=with_tasks)
+    config = load_config(settings, with_tasks=False)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
-        yield conn
+        yield conn, config
 
 
 async def list_pipelines(
@@ -40,15 +41,23 @@ async def list_pipelines(
     if limit < 1:
         raise UsageError("--limit must be at least 1.")
     start = parse_time(since, now=datetime.now(UTC), option="--since") if since else None
-    async with _connection(settings) as conn:
+    async with _connection(settings) as (conn, _):
         return await pipeline_store.list_pipelines(conn, status=status, since=start, limit=limit)
 
 
 async def show_pipeline(settings: Settings, pipeline_id: int) -> dict[str, Any]:
-    async with _connection(settings) as conn:
-        return await pipeline_store.show_pipeline(conn, pipeline_id)
+    """The pipeline and its steps; its args redacted (they are every step's job args)."""
+    from jobsys.failures.redaction import Redactor
+
+    async with _connection(settings) as (conn, config):
+        data = await pipeline_store.show_pipeline(conn, pipeline_id)
+    redaction = config.queues.redaction
+    data["args"] = Redactor(keys=redaction.keys, replacement=redaction.replacement).redact(
+        data["args"]
+    )
+    return data
 
 
 async def cancel_pipeline(settings: Settings, pipeline_id: int) -> dict[str, Any]:
-    async with _connection(settings) as conn:
+    async with _connection(settings) as (conn, _):
         return await pipeline_store.cancel_pipeline(conn, pipeline_id, actor=settings.operator)

@@ -158,6 +158,7 @@ async def test_failure_fails_the_pipeline_and_a_retry_resumes_it(cli, db_url: st
             cli, "--database-url", db_url, "pipelines", "show", str(pid), "--json"
         )
         assert shown.exit_code == 0
+        assert shown.json()["args"] == {"story": "f1"}
         faces = next(s for s in shown.json()["steps"] if s["step"] == "faces")
         assert faces["failures"] == 1 and faces["last_error"].startswith("KeyError")
         failure_id = faces["failure_ids"][0]
@@ -249,3 +250,18 @@ async def test_terminal_pipelines_refuse_retry(cli, db_url: str) -> None:  # typ
         cli, "--database-url", db_url, "pipelines", "cancel", str(other_path)
     )
     assert refused.exit_code == 2 and "already succeeded" in refused.stderr
+
+
+async def test_show_redacts_secrets_in_pipeline_args(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with connect(db_url) as conn:
+        pid = await start_pipeline(
+            conn,
+            "t_pipe.story",
+            entity="story:x",
+            args={"story": "x", "session_token": "s3cr3t-value"},
+        )
+    shown = await asyncio.to_thread(
+        cli, "--database-url", db_url, "pipelines", "show", str(pid), "--json"
+    )
+    assert shown.json()["args"] == {"story": "x", "session_token": "[REDACTED]"}
+    assert "s3cr3t-value" not in shown.stdout
