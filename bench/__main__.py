@@ -36,6 +36,7 @@ def main() -> None:
     results = {"startup": startup()}
     results["reaper"] = reaper_bench.run()
     results["schedule_fanout"] = __import__("bench.schedule").schedule.run()
+    results["retry"] = __import__("bench.retry", fromlist=["run"]).run()
     for name, data in results.items():
         for key, value in data.items():
             print(f"{name:<12} {key:<28} {value:10.3f}")

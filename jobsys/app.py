@@ -28,6 +28,7 @@ DEMO_MODULE = "jobsys.demo.tasks"
 BUILTIN_MODULES: tuple[str, ...] = (
     "jobsys.lanes.reap_task",
     "jobsys.schedule.tasks",
+    "jobsys.retry.auto",
 )
 
 
@@ -103,7 +104,11 @@ def worker_middlewares(config: Config) -> list[Any]:
     bookkeeping, live events. Each is ``async (call_next, context, worker)``; a broken
     middleware must log and re-raise the job's own outcome, never change it.
     """
-    return []
+    from jobsys.retry.middleware import pipeline_middleware
+
+    middlewares: list[Any] = []
+    middlewares.append(pipeline_middleware)  # innermost: sees the task's own outcome
+    return middlewares
 
 
 class WorkerService(Protocol):

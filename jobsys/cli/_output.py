@@ -7,9 +7,10 @@ no colour when piped or when ``NO_COLOR`` is set (Rich honours both).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -165,3 +166,59 @@ def unit_files_written(result: Mapping[str, Any]) -> None:
     ]
     for line in lines:  # one line each, never wrapped: they are meant for copy and paste
         stderr_console().print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr; yields ``update(done, total)``. Silent when not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = stderr_console()
+    if not console.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task_id = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task_id, completed=done, total=total)
+
+        yield update
+
+
+def retry_verdicts(report: Any) -> None:
+    """One line per failure: its verdict and why (``jobsys retry ID...``)."""
+    for d in report.decisions:
+        line = f"failure {d.failure_id} (job {d.job_id}): {d.decision}"
+        print_text(line if d.decision == "retried" else f"{line}: {d.detail}")
+    say(f"{report.retried} retried, {report.refused} refused (batch {report.batch_id})")
+
+
+def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
+    """Counts per reason and a sample of the refused verdicts (bulk retry)."""
+    console = stderr_console() if to_stderr else stdout_console()
+    from rich.table import Table
+
+    verb = "would be" if report.dry_run else "were"
+    tbl = Table(title=f"{report.matched} failures matched; verdicts ({verb})", header_style="bold")
+    tbl.add_column("decision")
+    tbl.add_column("failures", justify="right")
+    for reason, count in report.counts.items():
+        tbl.add_row(reason, str(count))
+    console.print(tbl)
+    sample = report.sample()
+    if sample:
+        console.print("sample of refused:", markup=False, highlight=False)
+        for d in sample:
+            console.print(
+                f"  failure {d.failure_id} (job {d.job_id}): {d.decision}: {d.detail}",
+                markup=False,
+                highlight=False,
+            )

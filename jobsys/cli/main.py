@@ -17,6 +17,8 @@ from jobsys import errors
 from jobsys.cli import config as config_cmd
 from jobsys.cli import db as db_cmd
 from jobsys.cli import fanout as fanout_cmd
+from jobsys.cli import pipelines as pipelines_cmd
+from jobsys.cli import retry as retry_cmd
 from jobsys.cli import schedule as schedule_cmd
 from jobsys.cli import systemd as systemd_cmd
 from jobsys.settings import from_env, split_modules
@@ -34,6 +36,9 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(systemd_cmd.app, name="systemd")
 app.add_typer(schedule_cmd.app, name="schedule")
 app.add_typer(fanout_cmd.app, name="fanout")
+app.add_typer(pipelines_cmd.app, name="pipelines")
+app.command("retry")(retry_cmd.retry)
+# `jobsys issues retry ISSUE_ID` is retry_cmd.issues_retry: attach it to the issues group.
 
 
 @app.callback()

@@ -3,5 +3,5 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0003_schedule"
-KNOWN_REVISIONS = ("0001_procrastinate", "0002_jobsys_core", "0003_schedule")
+HEAD_REVISION = "0004_retry"
+KNOWN_REVISIONS = ("0001_procrastinate", "0002_jobsys_core", "0003_schedule", "0004_retry")

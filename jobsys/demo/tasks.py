@@ -69,3 +69,7 @@ def refresh_profile(account_id: int) -> None:
 @task(queue="maintenance", name="demo.purge_expired_post_media", rerun_safe=True)
 def purge_expired_post_media() -> None:
     time.sleep(random.uniform(*LATENCY_SECONDS))
+
+
+# The demo's story/media pipeline lives beside these tasks and loads with them.
+from jobsys.demo import pipelines as _story_pipeline  # noqa: E402, F401

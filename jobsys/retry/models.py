@@ -83,3 +83,23 @@ class RetryEvent(Base):
     )
 
     __table_args__ = (Index("ix_jobsys_retry_events_failure", "failure_id", "created_at"),)
+
+
+# Indexes the retry pipeline adds to ``jobsys_failures`` (the failures domain owns the
+# table; these serve only the retry queries, so they live with them).
+from jobsys.failures.models import Failure  # noqa: E402
+
+_failures = Failure.__table__.c
+#: The pending retries the automatic retry reconciles every minute (a handful of rows).
+Index(
+    "ix_jobsys_failures_retry_pending",
+    _failures.id,
+    postgresql_where=text("(retry_state ->> 'outcome') = 'pending'"),
+)
+#: Candidates of the automatic retry: final, retryable, transient failures.
+Index(
+    "ix_jobsys_failures_auto_candidates",
+    _failures.occurred_at,
+    _failures.id,
+    postgresql_where=text("kind = 'transient' AND retryable AND NOT will_retry"),
+)

@@ -1,0 +1,124 @@
+"""``jobsys retry``: retry failed jobs by failure id, or in bulk by filter; and
+``issues_retry``, the ``jobsys issues retry ISSUE_ID`` command (attached to the
+``issues`` group in ``cli/main.py``).
+
+Exit codes: 0 every failure was retried (or a dry run); 3 some were refused (each
+verdict says why); 1 unknown ids / nothing matches; 2 bad input or refused request.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from jobsys.cli._context import run, settings
+from jobsys.errors import EXIT_PARTIAL
+
+if TYPE_CHECKING:
+    from jobsys.retry.service import RetryReport, RetryRequest
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the verdicts; change nothing.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", help="Consider at most this many failures (oldest first).")
+]
+
+
+def retry(
+    ctx: typer.Context,
+    failure_ids: Annotated[
+        list[int] | None, typer.Argument(help="Failure ids (see `jobsys failures list`).")
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Retry every failure the filters match.")
+    ] = False,
+    everything: Annotated[
+        bool, typer.Option("--everything", help="Allow --all without any filter.")
+    ] = False,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="authentication, transient or runtime.")
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Task name.")] = None,
+    queue: Annotated[str | None, typer.Option("--queue", help="Queue name.")] = None,
+    lane: Annotated[str | None, typer.Option("--lane", help="Lane name.")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Account id.")] = None,
+    issue: Annotated[int | None, typer.Option("--issue", help="Issue id.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Failed at or after: 2h, 7d, or an ISO time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Failed before: 30m, or an ISO time.")
+    ] = None,
+    limit: LimitOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Retry failed jobs: by failure id, or all that match filters (--all).
+
+    Refuses what must not run again (authentication failures, terminal pipelines,
+    jobs already retried or not failed) and says why, per failure. Exit 0 when
+    every failure was retried, 3 when any was refused.
+    """
+    from jobsys.retry import filters
+    from jobsys.retry.service import RetryRequest
+
+    flt = filters.build(
+        kind=kind,
+        task=task,
+        queue=queue,
+        lane=lane,
+        account=account,
+        issue=issue,
+        since=since,
+        until=until,
+    )
+    request = RetryRequest(
+        ids=tuple(failure_ids or ()),
+        filter=flt,
+        all=all_,
+        everything=everything,
+        limit=limit,
+        dry_run=dry_run,
+    )
+    _execute(ctx, request, yes=yes or bool(failure_ids), json=json)
+
+
+def issues_retry(
+    ctx: typer.Context,
+    issue_id: Annotated[int, typer.Argument(help="Issue id (see `jobsys issues list`).")],
+    limit: LimitOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Retry the failures of an issue (same rules and exit codes as `jobsys retry`)."""
+    from jobsys.retry.service import RetryRequest
+
+    _execute(ctx, RetryRequest(issue=issue_id, limit=limit, dry_run=dry_run), yes=yes, json=json)
+
+
+def _execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool) -> None:
+    from jobsys.cli import _output
+    from jobsys.retry.service import retry as retry_service
+
+    def confirm(preview: RetryReport) -> bool:
+        _output.retry_summary(preview, to_stderr=True)
+        return typer.confirm(f"Retry {preview.retried} of {preview.matched} failures?")
+
+    with _output.progress_bar("retrying") as progress:
+        report = run(
+            retry_service(
+                settings(ctx), request, confirm=None if yes else confirm, progress=progress
+            )
+        )
+    if json:
+        _output.emit_json(report.as_dict())
+    elif request.ids:
+        _output.retry_verdicts(report)
+    else:
+        _output.retry_summary(report)
+    if report.refused and not report.dry_run:
+        raise typer.Exit(EXIT_PARTIAL)

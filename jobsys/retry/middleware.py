@@ -1,0 +1,90 @@
+"""The worker middleware that keeps pipeline steps in step with their jobs.
+
+Only jobs of tasks used by some declared pipeline pay for it (one indexed lookup).
+A job whose pipeline was cancelled does not run (it ends ``aborted``). After the
+task: success marks the step and enqueues the next stage in one transaction; a
+failure with no automatic retry left (the task's own retry strategy says so) fails
+the pipeline. Bookkeeping errors are logged and never change the job's outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from jobsys.retry import pipeline_store, pipelines
+
+logger = logging.getLogger(__name__)
+
+
+def _outcome(exc: BaseException, context: Any, worker: Any) -> tuple[str, bool]:
+    """(outcome, final) of a job that raised ``exc``, as the worker will see it."""
+    from procrastinate import exceptions
+    from procrastinate.job_context import AbortReason
+
+    if isinstance(exc, (exceptions.JobAborted, asyncio.CancelledError)):
+        if context.abort_reason() == AbortReason.SHUTDOWN:
+            return "failed", False  # the worker stops; the job runs again elsewhere
+        return "cancelled", True
+    task = worker.app.tasks.get(context.job.task_name)
+    retry = task.get_retry_exception(exception=exc, job=context.job) if task else None
+    return "failed", retry is None
+
+
+async def pipeline_middleware(call_next: Any, context: Any, worker: Any) -> Any:
+    job = context.job
+    if job.task_name not in pipelines.step_task_names():
+        return await call_next()
+    ref = None
+    try:
+        async with worker.app.connector.pool.connection() as conn:
+            ref = await pipeline_store.begin_step(conn, job.id)
+    except Exception:
+        logger.exception(
+            "pipeline step start not recorded",
+            extra={"action": "pipeline_step_error", "job_id": job.id},
+        )
+    if ref is None:
+        return await call_next()
+    if ref.pipeline_status == "cancelled":
+        from procrastinate import exceptions
+
+        logger.info(
+            "pipeline cancelled: step not run",
+            extra={
+                "action": "pipeline_step_skipped",
+                "job_id": job.id,
+                "pipeline_id": ref.pipeline_id,
+            },
+        )
+        raise exceptions.JobAborted(f"pipeline {ref.pipeline_id} was cancelled")
+    try:
+        result = await call_next()
+    except BaseException as exc:
+        outcome, final = _outcome(exc, context, worker)
+        await _finish(worker, ref, outcome, final=final)
+        raise
+    await _finish(worker, ref, "succeeded", final=True)
+    return result
+
+
+async def _finish(worker: Any, ref: pipeline_store.StepRef, outcome: str, *, final: bool) -> None:
+    try:
+        async with worker.app.connector.pool.connection() as conn:
+            status = await pipeline_store.finish_step(conn, ref.step_id, outcome, final=final)
+        logger.debug(
+            "pipeline step finished",
+            extra={
+                "action": "pipeline_step_finished",
+                "pipeline_id": ref.pipeline_id,
+                "step_id": ref.step_id,
+                "outcome": outcome,
+                "pipeline_status": status,
+            },
+        )
+    except Exception:
+        logger.exception(
+            "pipeline step end not recorded",
+            extra={"action": "pipeline_step_error", "step_id": ref.step_id},
+        )

@@ -1,0 +1,231 @@
+"""The retry rules: may this failure be retried now, and if not, why not. PURE.
+
+Every retry path (``jobsys retry ID``, ``--all``, ``issues retry``, the automatic
+batch retry, the outage replay) gathers the same :class:`RetryFacts` under row locks
+and asks :func:`decide`. Nothing here touches the database or the clock: the caller
+passes ``now``.
+
+Order of the checks (the first that applies wins, so the reason is the most
+fundamental one): authentication, not retryable, terminal pipeline, already
+retried, job not failed, unknown task, queueing-lock conflict, then the automatic
+retry's own limits (open outage, cap, backoff).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+RETRIED = "retried"
+SKIPPED_AUTHENTICATION = "skipped_authentication"
+SKIPPED_NOT_RETRYABLE = "skipped_not_retryable"
+SKIPPED_TERMINAL_PIPELINE = "skipped_terminal_pipeline"
+SKIPPED_ALREADY_RETRIED = "skipped_already_retried"
+SKIPPED_NOT_FAILED = "skipped_not_failed"
+SKIPPED_UNKNOWN_TASK = "skipped_unknown_task"
+CONFLICT = "conflict"
+SKIPPED_OUTAGE_OPEN = "skipped_outage_open"
+SKIPPED_AUTO_CAP = "skipped_auto_cap"
+SKIPPED_BACKOFF = "skipped_backoff"
+
+REASONS = (
+    RETRIED,
+    SKIPPED_AUTHENTICATION,
+    SKIPPED_NOT_RETRYABLE,
+    SKIPPED_TERMINAL_PIPELINE,
+    SKIPPED_ALREADY_RETRIED,
+    SKIPPED_NOT_FAILED,
+    SKIPPED_UNKNOWN_TASK,
+    CONFLICT,
+    SKIPPED_OUTAGE_OPEN,
+    SKIPPED_AUTO_CAP,
+    SKIPPED_BACKOFF,
+)
+
+#: Outcomes of a retried job, kept in ``retry_state.outcome``.
+OUTCOME_PENDING = "pending"
+OUTCOME_SUCCEEDED = "succeeded"
+OUTCOME_FAILED_AGAIN = "failed_again"
+OUTCOME_CANCELLED = "cancelled"
+
+#: ``manual``: an operator; ``auto``: the scheduled retry (cap and backoff apply);
+#: ``replay``: the retry after a service outage resolved (no cap, no backoff: the
+#: failures were caused by the outage, and the service is back).
+Mode = Literal["manual", "auto", "replay"]
+
+_TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class AutoPolicy:
+    """The automatic retry's limits (``retry.auto`` in queues.yaml)."""
+
+    max_attempts: int = 5
+    base_delay_seconds: float = 30.0
+    max_delay_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class RetryFacts:
+    """Everything the rules look at, read under the failure's row lock."""
+
+    failure_id: int
+    job_id: int
+    kind: str
+    retryable: bool
+    #: Procrastinate status of the job, None when the job row no longer exists.
+    job_status: str | None
+    task_exists: bool
+    retry_state: Mapping[str, Any]
+    pipeline_status: str | None = None
+    step_status: str | None = None
+    #: Another job holding the same queueing lock is waiting in the queue.
+    lock_conflict: bool = False
+    #: Another failure row of the same job has a jobsys retry whose outcome is pending.
+    sibling_retry_pending: bool = False
+    #: Automatic retries already made for this job (over all its failure rows).
+    auto_attempts: int = 0
+    #: When the job last failed (the start of the backoff).
+    last_failed_at: datetime | None = None
+    #: The failure joined a ``service_outage`` issue that is still open.
+    outage_open: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    failure_id: int
+    job_id: int
+    decision: str
+    detail: str
+    #: The job that will run when retried (Procrastinate retries the job in place).
+    new_job_id: int | None = None
+    #: ``retry_state.outcome`` of the earlier retry, brought up to date by ``outcome_of``.
+    earlier_outcome: str | None = None
+    #: With ``skipped_backoff``: when the automatic retry may try again.
+    due_at: datetime | None = None
+
+    @property
+    def retried(self) -> bool:
+        return self.decision == RETRIED
+
+
+def backoff_seconds(policy: AutoPolicy, attempts: int) -> float:
+    """The wait before automatic retry number ``attempts + 1``: base x 2^n, capped."""
+    # Cap the exponent first: 2**attempts overflows floats long before max_attempts.
+    exponent = min(max(attempts, 0), 62)
+    return float(min(policy.base_delay_seconds * (2**exponent), policy.max_delay_seconds))
+
+
+def outcome_of(outcome: str | None, job_status: str | None) -> str | None:
+    """The outcome of an earlier retry, given what its job did since.
+
+    A retry puts the job back to ``todo`` in the same transaction that records
+    ``pending``, so a job found ``failed`` afterwards has failed again.
+    """
+    if outcome != OUTCOME_PENDING:
+        return outcome
+    if job_status in ("todo", "doing"):
+        return OUTCOME_PENDING
+    if job_status == "succeeded" or job_status is None:
+        # A job row removed by retention was finished; only finished-ok rows are
+        # usually pruned first, and failed ones keep their failure rows anyway.
+        return OUTCOME_SUCCEEDED
+    if job_status == "failed":
+        return OUTCOME_FAILED_AGAIN
+    return OUTCOME_CANCELLED
+
+
+def _terminal_pipeline(facts: RetryFacts) -> str | None:
+    if facts.pipeline_status is None:
+        return None
+    if facts.step_status in ("succeeded", "cancelled"):
+        return f"its pipeline step already {facts.step_status}"
+    if facts.pipeline_status in ("succeeded", "cancelled"):
+        return f"its pipeline already {facts.pipeline_status}"
+    if facts.pipeline_status == "failed" and facts.step_status != "failed":
+        # The pipeline failed because of another step; this step's retry alone
+        # could not finish it.
+        return "its pipeline failed at another step"
+    return None
+
+
+def decide(
+    facts: RetryFacts,
+    *,
+    mode: Mode = "manual",
+    now: datetime | None = None,
+    policy: AutoPolicy | None = None,
+) -> Decision:
+    """The verdict for one failure. ``now`` and ``policy`` matter in ``auto`` mode."""
+    earlier = outcome_of(facts.retry_state.get("outcome"), facts.job_status)
+    sibling = outcome_of(OUTCOME_PENDING, facts.job_status) if facts.sibling_retry_pending else None
+
+    def verdict(reason: str, detail: str) -> Decision:
+        return Decision(
+            failure_id=facts.failure_id,
+            job_id=facts.job_id,
+            decision=reason,
+            detail=detail,
+            new_job_id=facts.job_id if reason == RETRIED else None,
+            earlier_outcome=earlier,
+        )
+
+    if facts.kind == "authentication":
+        return verdict(
+            SKIPPED_AUTHENTICATION,
+            "authentication failure: retrying would burn the account; fix its login, "
+            "the next scheduled run includes it again",
+        )
+    if not facts.retryable:
+        return verdict(SKIPPED_NOT_RETRYABLE, "classified as not retryable")
+    terminal = _terminal_pipeline(facts)
+    if terminal:
+        return verdict(SKIPPED_TERMINAL_PIPELINE, terminal)
+    if earlier in (OUTCOME_PENDING, OUTCOME_SUCCEEDED):
+        who = facts.retry_state.get("actor") or "someone"
+        state = "is waiting to run" if earlier == OUTCOME_PENDING else "succeeded"
+        return verdict(SKIPPED_ALREADY_RETRIED, f"already retried by {who}; the job {state}")
+    if sibling in (OUTCOME_PENDING, OUTCOME_SUCCEEDED):
+        return verdict(
+            SKIPPED_ALREADY_RETRIED, "the job was already retried through another of its failures"
+        )
+    if facts.job_status != "failed":
+        if facts.job_status is None:
+            return verdict(SKIPPED_NOT_FAILED, "the job no longer exists (removed by retention)")
+        return verdict(SKIPPED_NOT_FAILED, f"the job is {facts.job_status}, not failed")
+    if not facts.task_exists:
+        return verdict(
+            SKIPPED_UNKNOWN_TASK, "its task is not registered any more (check --app / JOBSYS_APP)"
+        )
+    if facts.lock_conflict:
+        return verdict(
+            CONFLICT, "another job with the same queueing lock is waiting; retry it after that one"
+        )
+    if mode == "auto":
+        policy = policy or AutoPolicy()
+        if facts.outage_open:
+            return verdict(
+                SKIPPED_OUTAGE_OPEN, "its service outage is still open; replayed when it resolves"
+            )
+        if facts.auto_attempts >= policy.max_attempts:
+            return verdict(
+                SKIPPED_AUTO_CAP,
+                f"{facts.auto_attempts} automatic retries made (cap {policy.max_attempts}); "
+                "an operator decides now",
+            )
+        if facts.last_failed_at is not None and now is not None:
+            wait = backoff_seconds(policy, facts.auto_attempts)
+            due = facts.last_failed_at + timedelta(seconds=wait)
+            if now < due:
+                return dataclasses.replace(
+                    verdict(SKIPPED_BACKOFF, f"backing off {wait:.0f}s after the last failure"),
+                    due_at=due,
+                )
+    return verdict(RETRIED, "retried")
+
+
+def is_terminal(status: str | None) -> bool:
+    return status in _TERMINAL

@@ -1,0 +1,365 @@
+"""SQL of the retry pipeline: selecting failures, locking them with their jobs,
+retrying the jobs, and recording every decision (``retry_state`` + ``jobsys_retry_events``).
+
+Lock order, the same on every path so two retries never deadlock: failure rows
+(by id), then pipeline rows (by id), then job rows (by id). The pipeline code takes
+pipelines before jobs too.
+
+Jobs are retried with Procrastinate's own ``procrastinate_retry_job`` function (what
+``JobManager.retry_job_by_id_async`` runs), called here on the caller's connection
+so the retry and its decision rows commit together: that JobManager method takes no
+``connection`` in Procrastinate 3.10.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from jobsys.retry.filters import FailureFilter
+
+#: The function behind Procrastinate's ``retry_job`` query (a test checks they agree).
+PROCRASTINATE_RETRY_FUNCTION = "procrastinate_retry_job_v2"
+
+#: Each chunk's transaction waits at most this long for a row lock, then gives up.
+LOCK_TIMEOUT = "10s"
+
+_FILTER_CLAUSES = {
+    "kind": "f.kind = %(kind)s",
+    "task": "f.task = %(task)s",
+    "queue": "f.queue = %(queue)s",
+    "lane": "f.lane = %(lane)s",
+    "account": "f.account_id = %(account)s",
+    "issue": "f.issue_id = %(issue)s",
+    "since": "f.occurred_at >= %(since)s",
+    "until": "f.occurred_at < %(until)s",
+    "retryable": "f.retryable = %(retryable)s",
+}
+
+
+def filter_where(flt: FailureFilter) -> tuple[str, dict[str, Any]]:
+    """A ``WHERE`` condition over ``jobsys_failures f`` and its bound parameters."""
+    params = flt.describe()
+    clauses = [_FILTER_CLAUSES[key] for key in params]
+    return (" AND ".join(clauses) or "true"), params
+
+
+COUNT_MATCHING = (
+    "SELECT count(*) AS n FROM (SELECT 1 FROM jobsys_failures f WHERE {where} LIMIT %(limit)s) m"
+)
+
+NEXT_IDS = """
+SELECT f.id FROM jobsys_failures f
+WHERE {where} AND f.id > %(after)s
+ORDER BY f.id
+LIMIT %(limit)s
+"""
+
+EXISTING_IDS = "SELECT id FROM jobsys_failures WHERE id = ANY(%(ids)s)"
+
+ISSUE_EXISTS = "SELECT id, kind, status FROM jobsys_issues WHERE id = %(id)s"
+
+SET_LOCK_TIMEOUT = f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"
+
+# The failures with what the rules need from their own row, their pipeline step
+# (recorded, else found by job id: capture may not know the step) and their issue.
+LOAD_FAILURES = """
+SELECT f.id, f.job_id, f.task, f.queue, f.kind, f.retryable, f.retry_state, f.occurred_at,
+       COALESCE(f.pipeline_step_id, s.id) AS step_id,
+       (i.kind = 'service_outage' AND i.status <> 'resolved') IS TRUE AS outage_open
+FROM jobsys_failures f
+LEFT JOIN LATERAL (
+    SELECT st.id FROM jobsys_pipeline_steps st WHERE st.job_id = f.job_id
+    ORDER BY st.id DESC LIMIT 1
+) s ON f.pipeline_step_id IS NULL
+LEFT JOIN jobsys_issues i ON i.id = f.issue_id
+WHERE f.id = ANY(%(ids)s)
+ORDER BY f.id
+"""
+LOCK_SUFFIX_FAILURES = "FOR UPDATE OF f"
+
+LOAD_STEPS = """
+SELECT s.id AS step_id, s.status AS step_status, p.id AS pipeline_id, p.status AS pipeline_status
+FROM jobsys_pipeline_steps s JOIN jobsys_pipelines p ON p.id = s.pipeline_id
+WHERE s.id = ANY(%(ids)s)
+ORDER BY p.id
+"""
+LOCK_SUFFIX_STEPS = "FOR UPDATE OF p"
+
+LOAD_JOBS = """
+SELECT j.id, j.status::text AS status, j.queue_name, j.queueing_lock,
+       (j.queueing_lock IS NOT NULL AND EXISTS (
+            SELECT 1 FROM procrastinate_jobs o
+            WHERE o.queueing_lock = j.queueing_lock AND o.status = 'todo' AND o.id <> j.id
+       )) AS lock_conflict
+FROM procrastinate_jobs j
+WHERE j.id = ANY(%(ids)s)
+ORDER BY j.id
+"""
+LOCK_SUFFIX_JOBS = "FOR UPDATE OF j"
+
+# Per job, over all its failure rows: the ones with a pending jobsys retry, the
+# automatic retries made so far, and when it last failed.
+JOB_AGGREGATES = """
+SELECT job_id,
+       coalesce(array_agg(id) FILTER (WHERE retry_state->>'outcome' = 'pending'), '{}')
+           AS pending_ids,
+       coalesce(sum((retry_state->>'auto_attempts')::int), 0)::int AS auto_attempts,
+       max(occurred_at) AS last_failed_at
+FROM jobsys_failures
+WHERE job_id = ANY(%(ids)s)
+GROUP BY job_id
+"""
+
+RETRY_JOBS = f"""
+SELECT {PROCRASTINATE_RETRY_FUNCTION}(id, now(), NULL, NULL, NULL)
+FROM unnest(%(ids)s::bigint[]) AS id
+"""
+
+RECORD_EVENTS = """
+INSERT INTO jobsys_retry_events
+    (failure_id, job_id, decision, new_job_id, actor, batch_id, created_at)
+SELECT e.failure_id, e.job_id, e.decision, e.new_job_id, %(actor)s, %(batch_id)s, %(now)s
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS e(failure_id bigint, job_id bigint, decision text, new_job_id bigint)
+"""
+
+UPDATE_STATES = """
+UPDATE jobsys_failures f SET retry_state = s.state
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS s(id bigint, state jsonb)
+WHERE f.id = s.id
+"""
+
+# Wake the workers of each queue: Procrastinate NOTIFYs on insert only, and a retry
+# is an update. Same payload as its insert trigger.
+NOTIFY_QUEUE = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+# Outcomes of pending retries whose job has finished since (reconcile on read).
+RECONCILE_OUTCOMES = """
+WITH done AS (
+    SELECT f.id,
+           CASE j.status::text
+               WHEN 'succeeded' THEN 'succeeded'
+               WHEN 'failed' THEN 'failed_again'
+               WHEN 'cancelled' THEN 'cancelled'
+               WHEN 'aborted' THEN 'cancelled'
+               ELSE 'succeeded'
+           END AS outcome
+    FROM jobsys_failures f
+    LEFT JOIN procrastinate_jobs j ON j.id = f.job_id
+    WHERE f.retry_state->>'outcome' = 'pending'
+      AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing'))
+    ORDER BY f.id
+    LIMIT %(limit)s
+    FOR UPDATE OF f SKIP LOCKED
+)
+UPDATE jobsys_failures f
+SET retry_state = f.retry_state
+    || jsonb_build_object('outcome', done.outcome, 'outcome_at', to_jsonb(%(now)s::timestamptz))
+FROM done WHERE f.id = done.id
+RETURNING f.id
+"""
+
+# Automatic retry: final transient failures (the newest per job) whose job is still
+# failed and not handed over to a pending retry. A failure refused earlier is looked
+# at again only when that refusal can have changed: backoff when due, an outage once
+# replayed, others after ``recheck_before``; cap and terminal pipeline never. The
+# rules decide; this only keeps each batch to likely candidates.
+AUTO_CANDIDATES = """
+SELECT f.id
+FROM jobsys_failures f
+JOIN procrastinate_jobs j ON j.id = f.job_id AND j.status = 'failed'
+LEFT JOIN jobsys_issues i ON i.id = f.issue_id
+WHERE f.kind = 'transient' AND f.retryable AND NOT f.will_retry
+  AND coalesce(f.retry_state->>'outcome', '') <> 'pending'
+  AND NOT EXISTS (SELECT 1 FROM jobsys_failures n WHERE n.job_id = f.job_id AND n.id > f.id)
+  AND CASE coalesce(f.retry_state->>'last_decision', '')
+      WHEN '' THEN true
+      WHEN 'skipped_auto_cap' THEN false
+      WHEN 'skipped_terminal_pipeline' THEN false
+      WHEN 'skipped_backoff' THEN (f.retry_state->>'auto_due_at')::timestamptz <= %(now)s
+      -- the outage replay takes them once their issue resolves; leftovers come back here
+      WHEN 'skipped_outage_open' THEN i.status = 'resolved' AND i.details ? 'replayed_at'
+      ELSE f.retry_state->>'auto_checked_at' IS NULL
+           OR (f.retry_state->>'auto_checked_at')::timestamptz < %(recheck_before)s
+      END
+ORDER BY f.occurred_at, f.id
+LIMIT %(limit)s
+"""
+
+# Outage replay: service_outage issues resolved and not replayed since.
+RESOLVED_OUTAGES = """
+SELECT id, resolved_at FROM jobsys_issues
+WHERE kind = 'service_outage' AND status = 'resolved'
+  AND (details->>'replayed_at' IS NULL
+       OR (details->>'replayed_at')::timestamptz < coalesce(resolved_at, last_seen))
+ORDER BY id
+"""
+
+REPLAY_CANDIDATES = """
+SELECT f.id
+FROM jobsys_failures f
+JOIN procrastinate_jobs j ON j.id = f.job_id AND j.status = 'failed'
+WHERE f.issue_id = %(issue_id)s AND f.id > %(after)s
+  AND NOT EXISTS (SELECT 1 FROM jobsys_failures n WHERE n.job_id = f.job_id AND n.id > f.id)
+ORDER BY f.id
+LIMIT %(limit)s
+"""
+
+MARK_REPLAYED = """
+UPDATE jobsys_issues
+SET details = details || jsonb_build_object(
+    'replayed_at', to_jsonb(%(now)s::timestamptz), 'replay_cursor', NULL,
+    'replay_retried', coalesce((details->>'replay_retried')::bigint, 0) + %(retried)s)
+WHERE id = %(id)s
+"""
+
+SAVE_REPLAY_CURSOR = """
+UPDATE jobsys_issues
+SET details = details || jsonb_build_object(
+    'replay_cursor', %(cursor)s::bigint,
+    'replay_retried', coalesce((details->>'replay_retried')::bigint, 0) + %(retried)s)
+WHERE id = %(id)s
+"""
+
+REPLAY_CURSOR = """
+SELECT coalesce((details->>'replay_cursor')::bigint, 0) AS cursor
+FROM jobsys_issues WHERE id = %(id)s
+"""
+
+
+async def _rows(conn: Any, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    from psycopg.rows import dict_row
+
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return list(await cur.fetchall())
+
+
+async def count_matching(conn: Any, flt: FailureFilter, limit: int) -> int:
+    where, params = filter_where(flt)
+    rows = await _rows(conn, COUNT_MATCHING.format(where=where), {**params, "limit": limit})
+    return int(rows[0]["n"])
+
+
+async def next_ids(conn: Any, flt: FailureFilter, *, after: int, limit: int) -> list[int]:
+    where, params = filter_where(flt)
+    rows = await _rows(
+        conn, NEXT_IDS.format(where=where), {**params, "after": after, "limit": limit}
+    )
+    return [int(r["id"]) for r in rows]
+
+
+async def existing_ids(conn: Any, ids: Sequence[int]) -> set[int]:
+    return {int(r["id"]) for r in await _rows(conn, EXISTING_IDS, {"ids": list(ids)})}
+
+
+async def issue(conn: Any, issue_id: int) -> dict[str, Any] | None:
+    rows = await _rows(conn, ISSUE_EXISTS, {"id": issue_id})
+    return rows[0] if rows else None
+
+
+async def set_lock_timeout(conn: Any) -> None:
+    await conn.execute(SET_LOCK_TIMEOUT)
+
+
+async def load_failures(conn: Any, ids: Sequence[int], *, lock: bool) -> list[dict[str, Any]]:
+    query = LOAD_FAILURES + (LOCK_SUFFIX_FAILURES if lock else "")
+    return await _rows(conn, query, {"ids": list(ids)})
+
+
+async def load_steps(
+    conn: Any, step_ids: Iterable[int], *, lock: bool
+) -> dict[int, dict[str, Any]]:
+    ids = sorted(set(step_ids))
+    if not ids:
+        return {}
+    query = LOAD_STEPS + (LOCK_SUFFIX_STEPS if lock else "")
+    return {int(r["step_id"]): r for r in await _rows(conn, query, {"ids": ids})}
+
+
+async def load_jobs(conn: Any, job_ids: Iterable[int], *, lock: bool) -> dict[int, dict[str, Any]]:
+    query = LOAD_JOBS + (LOCK_SUFFIX_JOBS if lock else "")
+    return {int(r["id"]): r for r in await _rows(conn, query, {"ids": sorted(set(job_ids))})}
+
+
+async def job_aggregates(conn: Any, job_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    rows = await _rows(conn, JOB_AGGREGATES, {"ids": sorted(set(job_ids))})
+    return {int(r["job_id"]): r for r in rows}
+
+
+async def retry_jobs(conn: Any, job_ids: Sequence[int]) -> None:
+    """Retry failed jobs (already locked and checked) through Procrastinate's function,
+    to run at once (the database's clock: ``now`` of a decision may be simulated)."""
+    if job_ids:
+        await conn.execute(RETRY_JOBS, {"ids": list(job_ids)})
+
+
+async def record(
+    conn: Any,
+    *,
+    events: list[dict[str, Any]],
+    states: list[dict[str, Any]],
+    actor: str,
+    batch_id: str,
+    now: datetime,
+) -> None:
+    """One audit row per decision, and the failures' new retry_state."""
+    if events:
+        await conn.execute(
+            RECORD_EVENTS,
+            {"rows": json.dumps(events), "actor": actor, "batch_id": batch_id, "now": now},
+        )
+    if states:
+        await conn.execute(UPDATE_STATES, {"rows": json.dumps(states, default=str)})
+
+
+async def notify_queues(conn: Any, first_job_per_queue: dict[str, int]) -> None:
+    from procrastinate.manager import get_channel_for_queues
+
+    for queue, job_id in sorted(first_job_per_queue.items()):
+        payload = json.dumps({"type": "job_inserted", "job_id": job_id})
+        for channel in (*get_channel_for_queues([queue]), *get_channel_for_queues(None)):
+            await conn.execute(NOTIFY_QUEUE, {"channel": channel, "payload": payload})
+
+
+async def reconcile_outcomes(conn: Any, *, now: datetime, limit: int) -> int:
+    """Record the outcome of pending retries whose job finished; the number updated."""
+    return len(await _rows(conn, RECONCILE_OUTCOMES, {"now": now, "limit": limit}))
+
+
+async def auto_candidates(
+    conn: Any, *, now: datetime, recheck_before: datetime, limit: int
+) -> list[int]:
+    params = {"now": now, "recheck_before": recheck_before, "limit": limit}
+    rows = await _rows(conn, AUTO_CANDIDATES, params)
+    return [int(r["id"]) for r in rows]
+
+
+async def resolved_outages(conn: Any) -> list[int]:
+    return [int(r["id"]) for r in await _rows(conn, RESOLVED_OUTAGES, {})]
+
+
+async def replay_cursor(conn: Any, issue_id: int) -> int:
+    rows = await _rows(conn, REPLAY_CURSOR, {"id": issue_id})
+    return int(rows[0]["cursor"]) if rows else 0
+
+
+async def replay_candidates(conn: Any, issue_id: int, *, after: int, limit: int) -> list[int]:
+    rows = await _rows(
+        conn, REPLAY_CANDIDATES, {"issue_id": issue_id, "after": after, "limit": limit}
+    )
+    return [int(r["id"]) for r in rows]
+
+
+async def save_replay_progress(
+    conn: Any, issue_id: int, *, cursor: int | None, retried: int, now: datetime
+) -> None:
+    if cursor is None:
+        await conn.execute(MARK_REPLAYED, {"id": issue_id, "now": now, "retried": retried})
+    else:
+        await conn.execute(
+            SAVE_REPLAY_CURSOR, {"id": issue_id, "cursor": cursor, "retried": retried}
+        )

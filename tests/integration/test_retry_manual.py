@@ -1,0 +1,239 @@
+"""``jobsys retry``: every reason code reached by a real scenario (real worker, real jobs)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from _retry_support import (
+    BEHAVIOUR,
+    TEST_QUEUE,
+    defer,
+    drain,
+    failed_job,
+    failure_of,
+    make_issue,
+    procrastinate_app,
+    sql,
+)
+
+from jobsys import tasks as task_registry
+
+
+async def acli(cli: Any, *args: str) -> Any:
+    """The in-process CLI from an async test (it runs its own event loop)."""
+    return await asyncio.to_thread(cli, *args)
+
+
+async def retry_json(cli: Any, db_url: str, *args: str) -> tuple[int, dict[str, Any]]:
+    result = await acli(cli, "--database-url", db_url, "retry", *args, "--json")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stdout, result.stderr
+    return result.exit_code, result.json()
+
+
+def verdict(data: dict[str, Any]) -> str:
+    assert len(data["results"]) == 1, data
+    return str(data["results"][0]["decision"])
+
+
+async def test_retried_then_outcome_then_already_retried(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with procrastinate_app(db_url) as app:
+        job_id, failure_id = await failed_job(app, "r1")
+        code, data = await retry_json(cli, db_url, str(failure_id))
+        assert code == 0
+        assert data["results"] == [
+            {
+                "failure_id": failure_id,
+                "job_id": job_id,
+                "decision": "retried",
+                "detail": "retried",
+                "new_job_id": job_id,
+            }
+        ]
+        assert sql(db_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,)) == [
+            {"status": "todo"}
+        ]
+        state = sql(db_url, "SELECT retry_state FROM jobsys_failures WHERE id = %s", (failure_id,))
+        state = state[0]["retry_state"]
+        assert state["outcome"] == "pending"
+        assert state["actor"] == "tester" or state["actor"]
+        assert state["attempts"] == 1 and state["retried_job_id"] == job_id
+        # Retried while still waiting: refused, not retried twice.
+        code, data = await retry_json(cli, db_url, str(failure_id))
+        assert (code, verdict(data)) == (3, "skipped_already_retried")
+        # The retried job now succeeds: still already retried, outcome learnt on read.
+        BEHAVIOUR["r1"] = "ok"
+        await drain(app, [TEST_QUEUE])
+        code, data = await retry_json(cli, db_url, str(failure_id))
+        assert (code, verdict(data)) == (3, "skipped_already_retried")
+        assert "succeeded" in data["results"][0]["detail"]
+        state = sql(db_url, "SELECT retry_state FROM jobsys_failures WHERE id = %s", (failure_id,))
+        assert state[0]["retry_state"]["outcome"] == "succeeded"
+        events = sql(
+            db_url,
+            "SELECT decision, new_job_id FROM jobsys_retry_events"
+            " WHERE failure_id = %s ORDER BY id",
+            (failure_id,),
+        )
+        assert [e["decision"] for e in events] == [
+            "retried",
+            "skipped_already_retried",
+            "skipped_already_retried",
+        ]
+        assert events[0]["new_job_id"] == job_id
+
+
+async def test_failed_again_may_be_retried_again(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with procrastinate_app(db_url) as app:
+        job_id, failure_id = await failed_job(app, "again")
+        assert (await retry_json(cli, db_url, str(failure_id)))[0] == 0
+        await drain(app, [TEST_QUEUE])  # fails again: a second failure row
+        second = await failure_of(app, job_id)
+        assert second != failure_id
+        # Both rows name the same job: exactly one of them retries it.
+        code, data = await retry_json(cli, db_url, str(failure_id), str(second))
+        assert code == 3
+        assert [r["decision"] for r in data["results"]] == ["retried", "skipped_already_retried"]
+        state = sql(db_url, "SELECT retry_state FROM jobsys_failures WHERE id = %s", (failure_id,))
+        assert state[0]["retry_state"]["attempts"] == 2
+
+
+async def test_authentication_and_not_retryable_are_refused(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with procrastinate_app(db_url) as app:
+        job_id, auth_failure = await failed_job(app, "auth", "auth")
+        _, runtime_failure = await failed_job(app, "nr", "fail")
+    sql(db_url, "UPDATE jobsys_failures SET retryable = false WHERE id = %s", (runtime_failure,))
+    result = await acli(
+        cli, "--database-url", db_url, "retry", str(auth_failure), str(runtime_failure)
+    )
+    assert result.exit_code == 3
+    assert f"failure {auth_failure} (job {job_id}): skipped_authentication: " in result.stdout
+    assert "retrying would burn the account" in result.stdout
+    assert (
+        f"failure {runtime_failure}" in result.stdout and "skipped_not_retryable" in result.stdout
+    )
+    assert sql(db_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,)) == [
+        {"status": "failed"}
+    ]
+
+
+async def test_not_failed_when_the_job_ran_again_by_another_path(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    import datetime
+
+    async with procrastinate_app(db_url) as app:
+        job_id, failure_id = await failed_job(app, "other")
+        # Retried outside jobsys (Procrastinate's own retry), and it succeeded.
+        await app.job_manager.retry_job_by_id_async(job_id, datetime.datetime.now(datetime.UTC))
+        BEHAVIOUR["other"] = "ok"
+        await drain(app, [TEST_QUEUE])
+    code, data = await retry_json(cli, db_url, str(failure_id))
+    assert (code, verdict(data)) == (3, "skipped_not_failed")
+    assert data["results"][0]["detail"] == "the job is succeeded, not failed"
+
+
+async def test_unknown_task(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with procrastinate_app(db_url) as app:
+        _, failure_id = await failed_job(app, "gone")
+    spec = task_registry.get("t_retry.work")
+    assert spec is not None
+    task_registry.unregister("t_retry.work")
+    try:
+        code, data = await retry_json(cli, db_url, str(failure_id))
+    finally:
+        task_registry.register(spec)
+    assert (code, verdict(data)) == (3, "skipped_unknown_task")
+
+
+async def test_conflict_with_a_waiting_job_holding_the_queueing_lock(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with procrastinate_app(db_url) as app:
+        job_id, failure_id = await failed_job(app, "locked", queueing_lock="account-7")
+        waiting = await defer(app, "locked-2", queueing_lock="account-7")
+    code, data = await retry_json(cli, db_url, str(failure_id))
+    assert (code, verdict(data)) == (3, "conflict")
+    assert sql(db_url, "SELECT id, status FROM procrastinate_jobs ORDER BY id") == [
+        {"id": job_id, "status": "failed"},
+        {"id": waiting, "status": "todo"},
+    ]
+
+
+async def test_unknown_ids_change_nothing(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with procrastinate_app(db_url) as app:
+        _, failure_id = await failed_job(app, "u1")
+    result = await acli(cli, "--database-url", db_url, "retry", str(failure_id), "999998", "999999")
+    assert result.exit_code == 1
+    assert "no failure 999998, 999999; nothing was retried." in result.stderr
+    assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--all"], 2, "--all without any filter would retry every failure."),
+        ([], 2, "give failure ids, or --all with filters"),
+        (["--all", "--kind", "bogus"], 2, "--kind 'bogus' is not a failure kind."),
+        (["--all", "--since", "yesterday"], 2, "--since 'yesterday' is neither a duration"),
+        (["--all", "--since", "1h", "--until", "2h"], 2, "--since must be before --until."),
+        (["--all", "--kind", "runtime"], 1, "no failure matches these filters"),
+        (["--all", "--issue", "4242"], 1, "no issue 4242."),
+        (["1", "--kind", "runtime"], 2, "filters apply to --all only"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_written(
+    cli, db_url: str, args: list[str], code: int, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    result = cli("--database-url", db_url, "retry", *args)
+    assert result.exit_code == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_issue_retry_refuses_authentication(settings, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """The ``jobsys issues retry ISSUE_ID`` path (``cli.retry.issues_retry`` -> this service)."""
+    import typer
+
+    from jobsys.cli.retry import issues_retry
+    from jobsys.errors import NotFoundError
+    from jobsys.retry.service import RetryRequest, retry
+
+    issue = make_issue(db_url)
+    async with procrastinate_app(db_url) as app:
+        _, runtime = await failed_job(app, "i1")
+        _, auth = await failed_job(app, "i2", "auth")
+    sql(db_url, "UPDATE jobsys_failures SET issue_id = %s", (issue,))
+    dry = await retry(settings, RetryRequest(issue=issue, dry_run=True))
+    assert (dry.counts, dry.dry_run) == ({"retried": 1, "skipped_authentication": 1}, True)
+    report = await retry(settings, RetryRequest(issue=issue))
+    assert {d.failure_id: d.decision for d in report.decisions} == {
+        runtime: "retried",
+        auth: "skipped_authentication",
+    }
+    with pytest.raises(NotFoundError, match="no issue 4242"):
+        await retry(settings, RetryRequest(issue=4242))
+    # The command function is ready to attach to the issues group.
+    group = typer.Typer()
+    group.command("retry")(issues_retry)
+    assert issues_retry.__doc__
+
+
+def test_bulk_asks_for_confirmation_unless_yes(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    from _retry_support import bulk_failed_jobs
+
+    bulk_failed_jobs(db_url, 4)
+    bulk_failed_jobs(db_url, 1, kind="authentication")
+    declined = cli(
+        "--database-url", db_url, "retry", "--all", "--task", "t_retry.work", input="n\n"
+    )
+    assert declined.exit_code == 2
+    assert "Retry 4 of 5 failures?" in declined.stdout + declined.stderr
+    assert "skipped_authentication" in declined.stderr  # the preview, on stderr
+    assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
+    accepted = cli(
+        "--database-url", db_url, "retry", "--all", "--task", "t_retry.work", input="y\n"
+    )
+    assert accepted.exit_code == 3  # one authentication failure was refused
+    assert "retried" in accepted.stdout and "skipped_authentication" in accepted.stdout
+    assert sql(db_url, "SELECT count(*) AS n FROM procrastinate_jobs WHERE status = 'todo'") == [
+        {"n": 4}
+    ]

@@ -1,0 +1,259 @@
+"""The retry rules, retry_state and the failure filter: pure, every branch."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from jobsys.errors import UsageError
+from jobsys.retry import filters, rules
+from jobsys.retry.rules import AutoPolicy, RetryFacts, backoff_seconds, decide, outcome_of
+from jobsys.retry.state import next_state
+
+NOW = datetime(2026, 2, 20, 3, 0, tzinfo=UTC)
+POLICY = AutoPolicy(max_attempts=3, base_delay_seconds=30, max_delay_seconds=100)
+
+
+def facts(**changes: Any) -> RetryFacts:
+    base = RetryFacts(
+        failure_id=7,
+        job_id=70,
+        kind="runtime",
+        retryable=True,
+        job_status="failed",
+        task_exists=True,
+        retry_state={},
+        last_failed_at=NOW - timedelta(hours=1),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "mode", "expected"),
+    [
+        ({}, "manual", rules.RETRIED),
+        ({}, "auto", rules.RETRIED),
+        ({}, "replay", rules.RETRIED),
+        ({"kind": "authentication"}, "manual", rules.SKIPPED_AUTHENTICATION),
+        ({"kind": "authentication", "retryable": True}, "replay", rules.SKIPPED_AUTHENTICATION),
+        ({"kind": "authentication"}, "auto", rules.SKIPPED_AUTHENTICATION),
+        ({"retryable": False}, "manual", rules.SKIPPED_NOT_RETRYABLE),
+        (
+            {"pipeline_status": "cancelled", "step_status": "failed"},
+            "manual",
+            rules.SKIPPED_TERMINAL_PIPELINE,
+        ),
+        (
+            {"pipeline_status": "succeeded", "step_status": "succeeded"},
+            "manual",
+            rules.SKIPPED_TERMINAL_PIPELINE,
+        ),
+        (
+            {"pipeline_status": "running", "step_status": "cancelled"},
+            "manual",
+            rules.SKIPPED_TERMINAL_PIPELINE,
+        ),
+        (
+            {"pipeline_status": "failed", "step_status": "pending"},
+            "manual",
+            rules.SKIPPED_TERMINAL_PIPELINE,
+        ),
+        ({"pipeline_status": "failed", "step_status": "failed"}, "manual", rules.RETRIED),
+        ({"pipeline_status": "running", "step_status": "failed"}, "manual", rules.RETRIED),
+        (
+            {"retry_state": {"outcome": "pending"}, "job_status": "todo"},
+            "manual",
+            rules.SKIPPED_ALREADY_RETRIED,
+        ),
+        (
+            {"retry_state": {"outcome": "pending"}, "job_status": "succeeded"},
+            "manual",
+            rules.SKIPPED_ALREADY_RETRIED,
+        ),
+        (
+            {"retry_state": {"outcome": "succeeded"}, "job_status": "succeeded"},
+            "manual",
+            rules.SKIPPED_ALREADY_RETRIED,
+        ),
+        ({"retry_state": {"outcome": "pending"}, "job_status": "failed"}, "manual", rules.RETRIED),
+        ({"retry_state": {"outcome": "failed_again"}}, "manual", rules.RETRIED),
+        (
+            {"sibling_retry_pending": True, "job_status": "doing"},
+            "manual",
+            rules.SKIPPED_ALREADY_RETRIED,
+        ),
+        ({"sibling_retry_pending": True, "job_status": "failed"}, "manual", rules.RETRIED),
+        ({"job_status": "todo"}, "manual", rules.SKIPPED_NOT_FAILED),
+        ({"job_status": "doing"}, "manual", rules.SKIPPED_NOT_FAILED),
+        ({"job_status": "succeeded"}, "manual", rules.SKIPPED_NOT_FAILED),
+        ({"job_status": "cancelled"}, "manual", rules.SKIPPED_NOT_FAILED),
+        ({"job_status": None}, "manual", rules.SKIPPED_NOT_FAILED),
+        ({"task_exists": False}, "manual", rules.SKIPPED_UNKNOWN_TASK),
+        ({"lock_conflict": True}, "manual", rules.CONFLICT),
+        ({"outage_open": True}, "manual", rules.RETRIED),
+        ({"outage_open": True}, "replay", rules.RETRIED),
+        ({"outage_open": True}, "auto", rules.SKIPPED_OUTAGE_OPEN),
+        ({"auto_attempts": 3}, "auto", rules.SKIPPED_AUTO_CAP),
+        ({"auto_attempts": 3}, "manual", rules.RETRIED),
+        ({"auto_attempts": 3}, "replay", rules.RETRIED),
+        ({"last_failed_at": NOW - timedelta(seconds=29)}, "auto", rules.SKIPPED_BACKOFF),
+        ({"last_failed_at": NOW - timedelta(seconds=29)}, "manual", rules.RETRIED),
+        ({"last_failed_at": NOW - timedelta(seconds=30)}, "auto", rules.RETRIED),
+        (
+            {"auto_attempts": 1, "last_failed_at": NOW - timedelta(seconds=59)},
+            "auto",
+            rules.SKIPPED_BACKOFF,
+        ),
+        (
+            {"auto_attempts": 2, "last_failed_at": NOW - timedelta(seconds=99)},
+            "auto",
+            rules.SKIPPED_BACKOFF,
+        ),
+        (
+            {"auto_attempts": 2, "last_failed_at": NOW - timedelta(seconds=100)},
+            "auto",
+            rules.RETRIED,
+        ),
+        ({"last_failed_at": None}, "auto", rules.RETRIED),
+    ],
+)
+def test_decide(changes: dict[str, Any], mode: rules.Mode, expected: str) -> None:
+    decision = decide(facts(**changes), mode=mode, now=NOW, policy=POLICY)
+    assert decision.decision == expected
+    assert decision.new_job_id == (70 if expected == rules.RETRIED else None)
+    assert decision.detail
+
+
+def test_the_most_fundamental_reason_wins() -> None:
+    everything_wrong = facts(
+        kind="authentication",
+        retryable=False,
+        job_status="todo",
+        task_exists=False,
+        lock_conflict=True,
+        pipeline_status="cancelled",
+        retry_state={"outcome": "pending"},
+    )
+    order = [
+        ({}, rules.SKIPPED_AUTHENTICATION),
+        ({"kind": "runtime"}, rules.SKIPPED_NOT_RETRYABLE),
+        ({"retryable": True}, rules.SKIPPED_TERMINAL_PIPELINE),
+        ({"pipeline_status": None}, rules.SKIPPED_ALREADY_RETRIED),
+        ({"retry_state": {}}, rules.SKIPPED_NOT_FAILED),
+        ({"job_status": "failed"}, rules.SKIPPED_UNKNOWN_TASK),
+        ({"task_exists": True}, rules.CONFLICT),
+        ({"lock_conflict": False}, rules.RETRIED),
+    ]
+    current = everything_wrong
+    for change, expected in order:
+        current = dataclasses.replace(current, **change)
+        assert decide(current, now=NOW).decision == expected
+
+
+def test_backoff_doubles_and_caps() -> None:
+    assert [backoff_seconds(POLICY, n) for n in range(5)] == [30, 60, 100, 100, 100]
+    assert backoff_seconds(POLICY, 10_000) == 100
+    decision = decide(
+        facts(last_failed_at=NOW - timedelta(seconds=10)), mode="auto", now=NOW, policy=POLICY
+    )
+    assert decision.due_at == NOW + timedelta(seconds=20)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "job_status", "expected"),
+    [
+        (None, "failed", None),
+        ("succeeded", "failed", "succeeded"),
+        ("pending", "todo", "pending"),
+        ("pending", "doing", "pending"),
+        ("pending", "succeeded", "succeeded"),
+        ("pending", None, "succeeded"),
+        ("pending", "failed", "failed_again"),
+        ("pending", "cancelled", "cancelled"),
+        ("pending", "aborted", "cancelled"),
+    ],
+)
+def test_outcome_of(outcome: str | None, job_status: str | None, expected: str | None) -> None:
+    assert outcome_of(outcome, job_status) == expected
+
+
+def test_next_state_records_retries_and_outcomes() -> None:
+    retried = decide(facts(), now=NOW)
+    state = next_state({}, retried, actor="alice", batch_id="b1", mode="auto", now=NOW)
+    assert state == {
+        "last_decision": "retried",
+        "last_detail": "retried",
+        "decided_at": "2026-02-20T03:00:00Z",
+        "actor": "alice",
+        "batch_id": "b1",
+        "auto_checked_at": "2026-02-20T03:00:00Z",
+        "attempts": 1,
+        "auto_attempts": 1,
+        "retried_at": "2026-02-20T03:00:00Z",
+        "retried_job_id": 70,
+        "outcome": "pending",
+        "outcome_at": None,
+    }
+    later = NOW + timedelta(minutes=5)
+    refused = decide(facts(retry_state=state, job_status="succeeded"), now=later)
+    after = next_state(state, refused, actor="bob", batch_id="b2", mode="manual", now=later)
+    assert after["outcome"] == "succeeded" and after["outcome_at"] == "2026-02-20T03:05:00Z"
+    assert after["last_decision"] == "skipped_already_retried" and after["actor"] == "bob"
+    assert after["attempts"] == 1 and after["auto_checked_at"] == state["auto_checked_at"]
+    again = decide(facts(retry_state=state, job_status="failed"), now=later)
+    manual = next_state(state, again, actor="bob", batch_id="b3", mode="manual", now=later)
+    assert (
+        manual["attempts"] == 2 and manual["auto_attempts"] == 1 and manual["outcome"] == "pending"
+    )
+    backoff = decide(facts(last_failed_at=NOW), mode="auto", now=NOW, policy=POLICY)
+    assert next_state({}, backoff, actor="auto", batch_id="b", mode="auto", now=NOW)[
+        "auto_due_at"
+    ] == ("2026-02-20T03:00:30Z")
+
+
+def test_filter_build_and_errors() -> None:
+    flt = filters.build(
+        kind="transient", issue=17, since="2h", until="2026-02-20T02:30:00", now=NOW
+    )
+    assert flt.since == NOW - timedelta(hours=2)
+    assert flt.until == datetime(2026, 2, 20, 2, 30, tzinfo=UTC)
+    assert flt.describe() == {
+        "kind": "transient",
+        "issue": 17,
+        "since": flt.since,
+        "until": flt.until,
+    }
+    assert filters.FailureFilter().is_empty() and not flt.is_empty()
+    assert filters.build(since="90s", now=NOW).since == NOW - timedelta(seconds=90)
+    assert filters.build(since="1w", now=NOW).since == NOW - timedelta(days=7)
+    for kwargs, message in (
+        ({"kind": "fatal"}, "not a failure kind"),
+        ({"issue": 0}, "not an issue id"),
+        ({"task": " "}, "--task must not be empty"),
+        ({"since": "soon"}, "neither a duration nor a time"),
+        ({"since": "1h", "until": "2h"}, "--since must be before --until"),
+    ):
+        with pytest.raises(UsageError, match=message):
+            filters.build(now=NOW, **kwargs)
+
+
+def test_filter_where_binds_every_value() -> None:
+    from jobsys.retry.store import filter_where
+
+    where, params = filter_where(
+        filters.build(task="x'; DROP TABLE t; --", lane="base", retryable=True)
+    )
+    assert where == "f.task = %(task)s AND f.lane = %(lane)s AND f.retryable = %(retryable)s"
+    assert params == {"task": "x'; DROP TABLE t; --", "lane": "base", "retryable": True}
+    assert filter_where(filters.FailureFilter()) == ("true", {})
+
+
+def test_the_batched_retry_calls_procrastinates_own_function() -> None:
+    from procrastinate import sql
+
+    from jobsys.retry.store import PROCRASTINATE_RETRY_FUNCTION
+
+    assert f"{PROCRASTINATE_RETRY_FUNCTION}(" in sql.queries["retry_job"]
