@@ -100,7 +100,9 @@ def worker_middlewares(config: Config) -> list[Any]:
     bookkeeping, live events. Each is ``async (call_next, context, worker)``; a broken
     middleware must log and re-raise the job's own outcome, never change it.
     """
-    return []
+    from jobsys.live import services as live_services
+
+    return [*live_services.middlewares(config)]
 
 
 class WorkerService(Protocol):
@@ -120,7 +122,9 @@ class WorkerService(Protocol):
 
 def worker_services(config: Config) -> list[WorkerService]:
     """The services every worker process runs (each domain adds its own here)."""
-    return []
+    from jobsys.live import services as live_services
+
+    return [*live_services.services(config)]
 
 
 def build_procrastinate_app(

@@ -147,3 +147,15 @@ def error(message: str, hint: str | None = None) -> None:
     console.print(f"error: {message}", markup=False, style="red", highlight=False)
     if hint:
         console.print(hint, markup=False, highlight=False)
+
+
+# --- Live operations: events and the dashboard --------------------------------------
+
+
+def event_line(at: datetime, topic: str, data: Mapping[str, Any]) -> None:
+    """One event as a human line: time, topic, then key=value pairs."""
+    fields = " ".join(
+        f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in data.items()
+    )
+    sys.stdout.write(f"{(iso(at) or '')[11:23]} {topic:<26} {fields}".rstrip() + "\n")
+    sys.stdout.flush()

@@ -16,6 +16,7 @@ import typer
 from jobsys import errors
 from jobsys.cli import config as config_cmd
 from jobsys.cli import db as db_cmd
+from jobsys.cli import events as events_cmd
 from jobsys.settings import from_env, split_modules
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(config_cmd.app, name="config")
+app.command(name="events")(events_cmd.events)
 
 
 @app.callback()
