@@ -17,6 +17,8 @@ from jobsys import errors
 from jobsys.cli import config as config_cmd
 from jobsys.cli import db as db_cmd
 from jobsys.cli import events as events_cmd
+from jobsys.cli import jobs as jobs_cmd
+from jobsys.cli import metrics as metrics_cmd
 from jobsys.settings import from_env, split_modules
 
 app = typer.Typer(
@@ -30,6 +32,8 @@ app = typer.Typer(
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(config_cmd.app, name="config")
 app.command(name="events")(events_cmd.events)
+app.add_typer(jobs_cmd.app, name="jobs")
+app.command(name="metrics")(metrics_cmd.metrics)
 
 
 @app.callback()
