@@ -7,9 +7,10 @@ no colour when piped or when ``NO_COLOR`` is set (Rich honours both).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -159,3 +160,31 @@ def event_line(at: datetime, topic: str, data: Mapping[str, Any]) -> None:
     )
     sys.stdout.write(f"{(iso(at) or '')[11:23]} {topic:<26} {fields}".rstrip() + "\n")
     sys.stdout.flush()
+
+
+def terminal_size() -> tuple[int, int]:
+    """(columns, lines) of the terminal stdout is on (80x24 when unknown)."""
+    width, height = stdout_console().size
+    return int(width), int(height)
+
+
+@contextlib.contextmanager
+def live_screen() -> Iterator[Callable[[list[str]], None]]:
+    """A full-screen view (alternate screen, cursor hidden, restored on exit);
+    yields ``update(lines)`` that replaces what is shown."""
+    from rich.live import Live
+    from rich.text import Text
+
+    console = stdout_console()
+    with Live(
+        console=console,
+        screen=True,
+        auto_refresh=False,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ) as live:
+
+        def update(lines: list[str]) -> None:
+            live.update(Text("\n".join(lines), no_wrap=True, overflow="crop"), refresh=True)
+
+        yield update

@@ -15,6 +15,7 @@ import typer
 
 from jobsys import errors
 from jobsys.cli import config as config_cmd
+from jobsys.cli import dashboard as dashboard_cmd
 from jobsys.cli import db as db_cmd
 from jobsys.cli import events as events_cmd
 from jobsys.cli import jobs as jobs_cmd
@@ -34,6 +35,8 @@ app.add_typer(config_cmd.app, name="config")
 app.command(name="events")(events_cmd.events)
 app.add_typer(jobs_cmd.app, name="jobs")
 app.command(name="metrics")(metrics_cmd.metrics)
+app.command(name="dashboard")(dashboard_cmd.dashboard)
+app.command(name="top", help="Alias of `jobsys dashboard`.")(dashboard_cmd.dashboard)
 
 
 @app.callback()
