@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench import live
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -32,7 +34,7 @@ def startup() -> dict[str, float]:
 def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     results = {"startup": startup()}
-    results["live"] = __import__("bench.live", fromlist=["run"]).run()
+    results["live"] = live.run()
     for name, data in results.items():
         for key, value in data.items():
             print(f"{name:<12} {key:<28} {value:10.3f}")

@@ -215,3 +215,43 @@ def test_metrics_parse_as_prometheus(cli, db_url: str, jobs: dict[str, int]) -> 
     )
     heartbeat = [k for k in samples if k[0] == "jobsys_worker_heartbeat_age_seconds"]
     assert len(heartbeat) == 1
+
+
+def test_worker_metrics_endpoint_serves_the_same(db_url: str, settings) -> None:  # type: ignore[no-untyped-def]
+    import urllib.error
+    import urllib.request
+
+    from jobsys.app import load_config, worker_services
+    from jobsys.live.services import EventFlusher, MetricsEndpoint, MetricsTicker
+
+    config = load_config(settings)
+    assert [type(s) for s in worker_services(config)][:2] == [EventFlusher, MetricsTicker]
+
+    async def scenario() -> tuple[str, int]:
+        app = build_procrastinate_app(db_url)
+        async with app.open_async():
+            endpoint = MetricsEndpoint(config, "127.0.0.1", 0)  # 0: any free port
+            stop = asyncio.Event()
+            serving = asyncio.create_task(endpoint.run(app, stop))
+            while endpoint.bound_port is None:
+                await asyncio.sleep(0.01)
+            base = f"http://127.0.0.1:{endpoint.bound_port}"
+
+            def get(path: str) -> tuple[int, str]:
+                try:
+                    with urllib.request.urlopen(base + path, timeout=10) as resp:
+                        return resp.status, resp.read().decode()
+                except urllib.error.HTTPError as exc:
+                    return exc.code, ""
+
+            status, body = await asyncio.to_thread(get, "/metrics")
+            missing, _ = await asyncio.to_thread(get, "/nope")
+            stop.set()
+            await serving
+            assert status == 200
+            return body, missing
+
+    body, missing = asyncio.run(scenario())
+    assert missing == 404
+    names = {f.name for f in text_string_to_metric_families(body)}
+    assert {"jobsys_jobs", "jobsys_open_issues", "jobsys_failures_recent"} <= names
