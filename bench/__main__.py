@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import live
 from bench import reaper as reaper_bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,6 +38,7 @@ def main() -> None:
     results["reaper"] = reaper_bench.run()
     results["schedule_fanout"] = __import__("bench.schedule").schedule.run()
     results["retry"] = __import__("bench.retry", fromlist=["run"]).run()
+    results["live"] = live.run()
     for name, data in results.items():
         for key, value in data.items():
             print(f"{name:<12} {key:<28} {value:10.3f}")

@@ -3,13 +3,26 @@
 The public API (documented in README, "Python API"):
 
 - :func:`task` declares a task;
-- :class:`AuthenticationError` / :class:`TransientError` classify failures.
+- :class:`AuthenticationError` / :class:`TransientError` classify failures;
+- :func:`publish` announces a change on a live topic (``jobsys events``, dashboard).
 
 This module stays import-light: nothing heavy (Procrastinate, psycopg, SQLAlchemy)
 is imported until a command needs it.
 """
 
+from typing import Any
+
 from jobsys.errors import AuthenticationError, TransientError
 from jobsys.tasks import TaskSpec, task
 
-__all__ = ["AuthenticationError", "TaskSpec", "TransientError", "task"]
+
+async def publish(
+    topic: str, data: dict[str, Any] | None = None, *, connection: Any = None
+) -> None:
+    """Publish a live topic (ids and counts only): see :mod:`jobsys.live.api`."""
+    from jobsys.live.api import publish as publish_live
+
+    await publish_live(topic, data, connection=connection)
+
+
+__all__ = ["AuthenticationError", "TaskSpec", "TransientError", "publish", "task"]

@@ -104,9 +104,11 @@ def worker_middlewares(config: Config) -> list[Any]:
     bookkeeping, live events. Each is ``async (call_next, context, worker)``; a broken
     middleware must log and re-raise the job's own outcome, never change it.
     """
+    from jobsys.live import services as live_services
     from jobsys.retry.middleware import pipeline_middleware
 
     middlewares: list[Any] = []
+    middlewares.extend(live_services.middlewares(config))  # outer: counts every outcome
     middlewares.append(pipeline_middleware)  # innermost: sees the task's own outcome
     return middlewares
 
@@ -129,11 +131,13 @@ class WorkerService(Protocol):
 def worker_services(config: Config) -> list[WorkerService]:
     """The services every worker process runs (each domain adds its own here)."""
     from jobsys.lanes.reaper import ReaperService
+    from jobsys.live import services as live_services
     from jobsys.schedule.scheduler import Scheduler
 
     services: list[WorkerService] = []
     services.append(ReaperService(config))
     services.append(Scheduler(config))
+    services.extend(live_services.services(config))
     return services
 
 

@@ -222,3 +222,43 @@ def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
                 markup=False,
                 highlight=False,
             )
+
+
+# --- Live operations: events and the dashboard --------------------------------------
+
+
+def event_line(at: datetime, topic: str, data: Mapping[str, Any]) -> None:
+    """One event as a human line: time, topic, then key=value pairs."""
+    fields = " ".join(
+        f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in data.items()
+    )
+    sys.stdout.write(f"{(iso(at) or '')[11:23]} {topic:<26} {fields}".rstrip() + "\n")
+    sys.stdout.flush()
+
+
+def terminal_size() -> tuple[int, int]:
+    """(columns, lines) of the terminal stdout is on (80x24 when unknown)."""
+    width, height = stdout_console().size
+    return int(width), int(height)
+
+
+@contextlib.contextmanager
+def live_screen() -> Iterator[Callable[[list[str]], None]]:
+    """A full-screen view (alternate screen, cursor hidden, restored on exit);
+    yields ``update(lines)`` that replaces what is shown."""
+    from rich.live import Live
+    from rich.text import Text
+
+    console = stdout_console()
+    with Live(
+        console=console,
+        screen=True,
+        auto_refresh=False,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ) as live:
+
+        def update(lines: list[str]) -> None:
+            live.update(Text("\n".join(lines), no_wrap=True, overflow="crop"), refresh=True)
+
+        yield update

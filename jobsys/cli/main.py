@@ -15,8 +15,12 @@ import typer
 
 from jobsys import errors
 from jobsys.cli import config as config_cmd
+from jobsys.cli import dashboard as dashboard_cmd
 from jobsys.cli import db as db_cmd
+from jobsys.cli import events as events_cmd
 from jobsys.cli import fanout as fanout_cmd
+from jobsys.cli import jobs as jobs_cmd
+from jobsys.cli import metrics as metrics_cmd
 from jobsys.cli import pipelines as pipelines_cmd
 from jobsys.cli import retry as retry_cmd
 from jobsys.cli import schedule as schedule_cmd
@@ -39,6 +43,11 @@ app.add_typer(fanout_cmd.app, name="fanout")
 app.add_typer(pipelines_cmd.app, name="pipelines")
 app.command("retry")(retry_cmd.retry)
 # `jobsys issues retry ISSUE_ID` is retry_cmd.issues_retry: attach it to the issues group.
+app.command(name="events")(events_cmd.events)
+app.add_typer(jobs_cmd.app, name="jobs")
+app.command(name="metrics")(metrics_cmd.metrics)
+app.command(name="dashboard")(dashboard_cmd.dashboard)
+app.command(name="top", help="Alias of `jobsys dashboard`.")(dashboard_cmd.dashboard)
 
 
 @app.callback()

@@ -167,8 +167,23 @@ class Retention(Strict):
     batch_size: int = Field(5000, ge=1)
 
 
+DEFAULT_METRICS_TICK_SECONDS = 5.0
+
+
 class Live(Strict):
     max_notifications_per_second: int = Field(10, ge=1, le=1000)
+    #: How often each worker publishes ``dashboard_metrics_changed``.
+    metrics_interval_seconds: PositiveSeconds = DEFAULT_METRICS_TICK_SECONDS
+    #: Topics of your application (besides the built-in five) ``jobsys events`` accepts.
+    extra_topics: tuple[str, ...] = ()
+
+    @field_validator("extra_topics")
+    @classmethod
+    def _topic_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.match(r"^[a-z][a-z0-9_]{0,62}$", name):
+                raise ValueError(f"topic {name!r} must match [a-z][a-z0-9_]{{0,62}}")
+        return value
 
 
 class Metrics(Strict):

@@ -3,5 +3,11 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0004_retry"
-KNOWN_REVISIONS = ("0001_procrastinate", "0002_jobsys_core", "0003_schedule", "0004_retry")
+HEAD_REVISION = "0005_live_read_indexes"
+KNOWN_REVISIONS = (
+    "0001_procrastinate",
+    "0002_jobsys_core",
+    "0003_schedule",
+    "0004_retry",
+    "0005_live_read_indexes",
+)

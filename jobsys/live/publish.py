@@ -10,8 +10,11 @@ counts, never raised: a notification must never make a business transaction fail
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 CHANNEL = "jobsys_events"
 MAX_PAYLOAD_BYTES = 512  # NOTIFY allows ~8000; we keep events small by design
@@ -23,6 +26,7 @@ TOPICS = (
     "profiles_table_changed",
 )
 _TOPIC_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_PQ_TRANS_INTRANS = 2  # psycopg.pq.TransactionStatus.INTRANS, without importing psycopg
 
 
 class UnknownTopic(ValueError):
@@ -30,7 +34,7 @@ class UnknownTopic(ValueError):
 
 
 def check_topic(topic: str) -> str:
-    if not _TOPIC_RE.match(topic):
+    if not isinstance(topic, str) or not _TOPIC_RE.match(topic):
         raise UnknownTopic(f"topic {topic!r} must match [a-z][a-z0-9_]{{0,62}}")
     return topic
 
@@ -40,9 +44,13 @@ def payload(topic: str, data: dict[str, Any] | None = None) -> str:
     check_topic(topic)
     body: dict[str, Any] = {"topic": topic}
     for key, value in (data or {}).items():
+        if not isinstance(key, str) or not _TOPIC_RE.match(key) or key == "topic":
+            continue
         if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
             body[key] = value
-        elif isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+        elif isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
             body[key] = list(value)
         elif isinstance(value, str) and len(value) <= 64 and _TOPIC_RE.match(value):
             body[key] = value  # short identifiers such as a queue or kind name
@@ -52,9 +60,39 @@ def payload(topic: str, data: dict[str, Any] | None = None) -> str:
     # Too many ids: keep the topic and the scalars, drop the lists, say it was cut.
     slim = {k: v for k, v in body.items() if not isinstance(v, list)}
     slim["truncated"] = True
-    return json.dumps(slim, separators=(",", ":"))[:MAX_PAYLOAD_BYTES]
+    text = json.dumps(slim, separators=(",", ":"))
+    if len(text.encode()) <= MAX_PAYLOAD_BYTES:
+        return text
+    return json.dumps({"topic": topic, "truncated": True}, separators=(",", ":"))
 
 
 async def publish(conn: Any, topic: str, data: dict[str, Any] | None = None) -> None:
     """NOTIFY ``topic`` on ``conn`` (delivered when its transaction commits)."""
     await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload(topic, data)))
+
+
+async def publish_safely(conn: Any, topic: str, data: dict[str, Any] | None = None) -> bool:
+    """:func:`publish` that never breaks the caller's transaction.
+
+    Inside a transaction the NOTIFY runs under a savepoint, so even an unexpected
+    error leaves the business transaction usable; errors are logged, not raised.
+    A malformed topic name is a programming error and still raises
+    :class:`UnknownTopic`, before anything touches the connection.
+    """
+    text = payload(topic, data)
+    try:
+        status = getattr(getattr(conn, "info", None), "transaction_status", None)
+        if status is not None and int(status) == _PQ_TRANS_INTRANS:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, text))
+        else:
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, text))
+        return True
+    except Exception as exc:
+        logger.warning(
+            "could not publish %s: %s",
+            topic,
+            exc,
+            extra={"action": "live_publish_failed", "topic": topic},
+        )
+        return False

@@ -1,0 +1,90 @@
+"""``jobsys dashboard`` (alias ``jobsys top``): the live operator screen, or one snapshot."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+
+from jobsys.cli._context import settings
+from jobsys.errors import UsageError
+
+
+@contextlib.contextmanager
+def _cbreak(fd: int) -> Iterator[None]:
+    """Keys arrive one by one (q quits); the terminal is restored whatever happens."""
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+async def _live(dash: Any) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, dash.quit)
+    loop.add_signal_handler(signal.SIGWINCH, dash.poke)
+    stdin = sys.stdin.fileno() if sys.stdin.isatty() else None
+
+    def on_key() -> None:
+        assert stdin is not None
+        data = os.read(stdin, 64)
+        if not data or b"q" in data.lower() or b"\x03" in data:
+            dash.quit()
+        else:
+            dash.poke()  # any other key: redraw now
+
+    with _cbreak(stdin) if stdin is not None else contextlib.nullcontext():
+        if stdin is not None:
+            loop.add_reader(stdin, on_key)
+        try:
+            await dash.run()
+        finally:
+            if stdin is not None:
+                loop.remove_reader(stdin)
+
+
+def dashboard(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one snapshot and exit (also when not a TTY).")
+    ] = False,
+    json: Annotated[
+        bool, typer.Option("--json", help="With --once: the snapshot as JSON.")
+    ] = False,
+) -> None:
+    """Live view of lanes, throughput, failures, issues, schedule and workers (q quits)."""
+    from jobsys.cli import _dashboard_view, _output
+    from jobsys.cli._context import run
+    from jobsys.live.dashboard import Dashboard, snapshot_once
+
+    if json and not once and sys.stdout.isatty():
+        raise UsageError("--json needs --once (the live view is for terminals)")
+    if once or json or not sys.stdout.isatty():
+        snapshot = run(snapshot_once(settings(ctx)))
+        if json:
+            _output.emit_json(snapshot)
+        else:
+            width, _ = _output.terminal_size()
+            _output.print_text("\n".join(_dashboard_view.render(snapshot, width, None)))
+        return
+
+    with _output.live_screen() as update:
+
+        def draw(snapshot: dict[str, Any] | None, status: str) -> None:
+            width, height = _output.terminal_size()
+            update(_dashboard_view.render(snapshot, width, height, status))
+
+        run(_live(Dashboard(settings(ctx), draw)))

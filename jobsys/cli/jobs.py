@@ -1,0 +1,118 @@
+"""``jobsys jobs``: browse jobs (list, show) and cancel one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from jobsys.cli._context import settings
+
+app = typer.Typer(help="Jobs browser: list and inspect jobs, cancel one.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+JobId = Annotated[int, typer.Argument(help="The job id.", min=1)]
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="Only this queue (repeatable).")
+    ] = None,
+    lane: Annotated[
+        str | None, typer.Option("--lane", help="Only the queues of this lane.")
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Only this task name.")] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            "-s",
+            help="todo|doing|succeeded|failed|cancelled|aborted (or waiting, running); repeatable.",
+        ),
+    ] = None,
+    account: Annotated[
+        str | None,
+        typer.Option("--account", help="Only jobs for this account (its task's account argument)."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Deferred since: 15m, 2h, 1d or an ISO-8601 time.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="At most this many (newest first).")
+    ] = 50,
+    json: JsonOpt = False,
+) -> None:
+    """List jobs, newest first, with their args redacted."""
+    from jobsys.cli import _output
+    from jobsys.cli._context import run
+    from jobsys.live.browser import JobFilters, list_jobs
+
+    filters = JobFilters(
+        queues=tuple(queue or ()),
+        lane=lane,
+        task=task,
+        statuses=tuple(status or ()),
+        account=account,
+        since=since,
+        limit=limit,
+    )
+    jobs = run(list_jobs(settings(ctx), filters))
+    if json:
+        _output.emit_json(jobs)
+        return
+    _output.table(
+        jobs,
+        ["id", "status", "queue", "task", "attempts", "created_at", "args"],
+        empty="no jobs match",
+    )
+
+
+@app.command()
+def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
+    """Show one job: args (redacted), status history, failures, retry state, pipeline."""
+    from jobsys.cli import _output
+    from jobsys.cli._context import run
+    from jobsys.live.browser import show_job
+
+    job = run(show_job(settings(ctx), job_id))
+    if json:
+        _output.emit_json(job)
+        return
+    nested = ("history", "failures", "retries", "pipeline")
+    _output.key_values({k: v for k, v in job.items() if k not in nested}, title=f"job {job_id}")
+    _output.table(job["history"], ["type", "at"], title="history", empty="no history")
+    if job["failures"]:
+        _output.table(
+            job["failures"],
+            ["attempt", "kind", "reason", "error_class", "message", "issue_id", "occurred_at"],
+            title="failures",
+        )
+    if job["retries"]:
+        _output.table(
+            job["retries"], ["decision", "new_job_id", "actor", "created_at"], title="retries"
+        )
+    if job["pipeline"]:
+        pipeline = job["pipeline"]
+        _output.table(
+            pipeline["steps"],
+            ["stage", "step", "task", "status", "job_id", "attempts"],
+            title=f"pipeline {pipeline['id']} {pipeline['name']} ({pipeline['status']})",
+        )
+
+
+@app.command()
+def cancel(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
+    """Cancel a waiting job, or ask a running one to abort (others: refused, exit 2)."""
+    from jobsys.cli import _output
+    from jobsys.cli._context import run
+    from jobsys.live.browser import cancel_job
+
+    result = run(cancel_job(settings(ctx), job_id))
+    if json:
+        _output.emit_json(result)
+    elif result["result"] == "cancelled":
+        _output.say(f"job {job_id} cancelled (it was waiting)")
+    else:
+        _output.say(f"job {job_id} is running: abort requested (the task stops at its next check)")

@@ -1,0 +1,252 @@
+"""The jobs browser (the seed's Mission Control screen, in the terminal): list, show, cancel.
+
+Filters are checked before the database is touched (unknown queue, lane or status,
+a bad ``--since``: a usage error). Args are always redacted with the configured
+:class:`~jobsys.failures.redaction.Redactor` before they leave this module.
+Cancelling goes through Procrastinate's ``JobManager.cancel_job_by_id_async``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from jobsys.errors import NotFoundError, RefusedError, UsageError
+from jobsys.live import store
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
+    from jobsys.failures.redaction import Redactor
+    from jobsys.settings import Settings
+
+STATUSES = ("todo", "doing", "succeeded", "failed", "cancelled", "aborted")
+STATUS_ALIASES = {"waiting": "todo", "queued": "todo", "running": "doing"}
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 10_000
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Procrastinate's ids may be a few transactions out of order with their deferral
+# times; scanning from a little earlier keeps ``--since`` exact (the deferral time
+# is checked row by row).
+SINCE_SCAN_MARGIN = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    queues: tuple[str, ...] = ()
+    lane: str | None = None
+    task: str | None = None
+    statuses: tuple[str, ...] = ()
+    account: str | None = None
+    since: str | None = None
+    limit: int = DEFAULT_LIMIT
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """``15m``, ``2h``, ``1d``, ``1w`` ago, or an ISO-8601 time (UTC when naive)."""
+    now = now or datetime.now(UTC)
+    text = value.strip().lower()
+    match = _DURATION_RE.match(text)
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--since {value!r} is neither a duration (15m, 2h, 1d) nor an ISO-8601 time"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _statuses(values: tuple[str, ...]) -> list[str] | None:
+    if not values:
+        return None
+    result = []
+    for value in values:
+        status = STATUS_ALIASES.get(value.lower(), value.lower())
+        if status not in STATUSES:
+            raise UsageError(
+                f"unknown status {value!r}{_suggest(value, [*STATUSES, *STATUS_ALIASES])}; "
+                f"use one of {', '.join(STATUSES)} (or waiting, running)"
+            )
+        result.append(status)
+    return result
+
+
+def _queues(filters: JobFilters, config: Config) -> list[str] | None:
+    known = list(config.all_queues)
+    for queue in filters.queues:
+        if queue not in known:
+            raise UsageError(f"unknown queue {queue!r}{_suggest(queue, known)}")
+    if filters.lane is None:
+        return list(filters.queues) or None
+    lane = config.lanes.get(filters.lane)
+    if lane is None:
+        raise UsageError(
+            f"unknown lane {filters.lane!r}{_suggest(filters.lane, list(config.lanes))}"
+        )
+    if filters.queues:
+        both = [q for q in filters.queues if q in lane.queues]
+        if not both:
+            raise UsageError(f"lane {lane.name!r} serves none of {', '.join(filters.queues)}")
+        return both
+    return list(lane.queues)
+
+
+def _account_docs(account: str | None, task: str | None) -> list[str] | None:
+    """JSON documents for ``args @> ANY(...)``: the task's account argument, as an
+    integer and as a string (callers pass either)."""
+    import json
+
+    from jobsys import tasks
+
+    if account is None:
+        return None
+    if task is not None:
+        spec = tasks.get(task)
+        names = {spec.account_arg} if spec and spec.account_arg else {"account_id"}
+    else:
+        names = {s.account_arg for s in tasks.registry().values() if s.account_arg}
+        names = names or {"account_id"}
+    values: list[Any] = [account]
+    if re.fullmatch(r"-?\d{1,18}", account):
+        values.append(int(account))
+    return [json.dumps({name: value}) for name in sorted(names) for value in values]
+
+
+def _redactor(config: Config) -> Redactor:
+    from jobsys.failures.redaction import Redactor
+
+    redaction = config.queues.redaction
+    return Redactor(keys=redaction.keys, replacement=redaction.replacement)
+
+
+def _job_row(row: dict[str, Any], config: Config, redactor: Redactor) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "task": row["task"],
+        "queue": row["queue"],
+        "lane": config.lane_of(row["queue"]),
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "priority": row["priority"],
+        "scheduled_at": row["scheduled_at"],
+        "created_at": row["created_at"],
+        "abort_requested": row["abort_requested"],
+        "args": redactor.redact(row["args"]),
+    }
+
+
+async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, Any]]:
+    """Jobs matching ``filters``, newest first."""
+    from jobsys.app import load_config
+    from jobsys.db.connect import check_schema, connect, resolve
+
+    config = load_config(settings)
+    if not 1 <= filters.limit <= MAX_LIMIT:
+        raise UsageError(f"--limit must be between 1 and {MAX_LIMIT}")
+    params: dict[str, Any] = {
+        "queues": _queues(filters, config),
+        "task": filters.task,
+        "statuses": _statuses(filters.statuses),
+        "account_docs": _account_docs(filters.account, filters.task),
+        "since": parse_since(filters.since) if filters.since else None,
+        "min_id": None,
+        "limit": filters.limit,
+    }
+    redactor = _redactor(config)
+    async with connect(resolve(settings, config).url) as conn:
+        await check_schema(conn)
+        if params["since"] is not None:
+            first = await store.fetch_one(
+                conn, store.FIRST_JOB_SINCE, {"since": params["since"] - SINCE_SCAN_MARGIN}
+            )
+            if first is None:
+                return []
+            params["min_id"] = first["job_id"]
+        rows = await store.fetch_all(conn, store.LIST_JOBS, params)
+    return [_job_row(row, config, redactor) for row in rows]
+
+
+async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
+    """One job with its history, failures, retry state and pipeline. Unknown: exit 1."""
+    from jobsys.app import load_config
+    from jobsys.db.connect import check_schema, connect, resolve
+
+    config = load_config(settings)
+    redactor = _redactor(config)
+    async with connect(resolve(settings, config).url) as conn:
+        await check_schema(conn)
+        row = await store.fetch_one(conn, store.GET_JOB, {"job_id": job_id})
+        if row is None:
+            raise NotFoundError(f"no job {job_id}", hint="List jobs with `jobsys jobs list`.")
+        history = await store.fetch_all(conn, store.JOB_EVENTS, {"job_id": job_id})
+        failures = await store.fetch_all(conn, store.JOB_FAILURES, {"job_id": job_id})
+        retries = await store.fetch_all(conn, store.JOB_RETRY_EVENTS, {"job_id": job_id})
+        pipeline = await store.fetch_one(conn, store.JOB_PIPELINE, {"job_id": job_id})
+        steps = (
+            await store.fetch_all(conn, store.PIPELINE_STEPS, {"pipeline_id": pipeline["id"]})
+            if pipeline
+            else []
+        )
+    secrets = redactor.secrets_in(row["args"])
+    for failure in failures:
+        failure["message"] = redactor.scrub(failure["message"] or "", secrets)
+    job = _job_row(row, config, redactor)
+    job.update(
+        lock=row["lock"],
+        queueing_lock=row["queueing_lock"],
+        worker_id=row["worker_id"],
+        history=[dict(h) for h in history],
+        failures=[dict(f) for f in failures],
+        retry_state=failures[-1]["retry_state"] if failures else None,
+        retries=[dict(r) for r in retries],
+        pipeline=({**dict(pipeline), "steps": [dict(s) for s in steps]} if pipeline else None),
+    )
+    return job
+
+
+async def cancel_job(settings: Settings, job_id: int) -> dict[str, Any]:
+    """Waiting: cancelled. Running: abort requested. Anything else: refused (exit 2)."""
+    from jobsys.app import build_procrastinate_app, load_config
+    from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.live.publish import publish_safely
+
+    config = load_config(settings, with_tasks=False)
+    url = resolve(settings, config).url
+    async with connect(url) as conn:
+        await check_schema(conn)
+        app = build_procrastinate_app(url, min_size=1, max_size=1)
+        async with app.open_async():
+            outcome = None
+            for _ in range(2):  # a waiting job may start between our read and the cancel
+                row = await store.fetch_one(conn, store.GET_JOB, {"job_id": job_id})
+                if row is None:
+                    raise NotFoundError(
+                        f"no job {job_id}", hint="List jobs with `jobsys jobs list`."
+                    )
+                status = row["status"]
+                if status not in ("todo", "doing"):
+                    raise RefusedError(
+                        f"job {job_id} is {status}: only waiting (todo) or running (doing) "
+                        "jobs can be cancelled",
+                        hint="A failed job is retried with `jobsys jobs retry`, not cancelled."
+                        if status == "failed"
+                        else None,
+                    )
+                running = status == "doing"
+                if await app.job_manager.cancel_job_by_id_async(job_id, abort=running):
+                    outcome = "abort_requested" if running else "cancelled"
+                    break
+            if outcome is None:
+                raise RefusedError(f"job {job_id} changed state while cancelling; try again")
+        await publish_safely(conn, "jobs_changed", {outcome: 1, "ids": [job_id]})
+    return {"id": job_id, "previous_status": status, "result": outcome}

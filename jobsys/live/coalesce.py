@@ -1,0 +1,212 @@
+"""Coalescing live events: many changes in, a bounded number of NOTIFYs out.
+
+A worker finishing 10,000 jobs in a second must not send 10,000 notifications. The
+:class:`Coalescer` merges what happens in a process per topic (counts summed, a few
+ids kept) and :meth:`Coalescer.run` flushes each topic at most
+``max_per_second`` times a second, in one transaction per flush.
+
+Flushing is on the trailing edge, at least ``SETTLE_SECONDS`` after the first
+change: the worker middleware records an outcome just *before* Procrastinate
+persists the job's status, and a subscriber that re-reads on the event should
+find that status committed.
+
+Merging rules (pure, see :func:`merge`): numbers are summed; lists of ints are
+concatenated, keeping the newest ``MAX_IDS``; a scalar named ``id`` or ``*_id`` is
+gathered into the list ``ids`` / ``*_ids``; identical short strings are kept,
+differing ones dropped; ``events`` counts the changes merged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jobsys.live.publish import check_topic, publish
+
+logger = logging.getLogger(__name__)
+
+MAX_IDS = 10  # ids carried per coalesced event: enough to jump to one, never a list dump
+SETTLE_SECONDS = 0.05  # minimum wait after the first change (lets the job status commit)
+DEFAULT_MAX_PER_SECOND = 10
+
+Flusher = Callable[[dict[str, dict[str, Any]]], Awaitable[None]]
+
+
+def _id_list_key(key: str) -> str | None:
+    if key == "id":
+        return "ids"
+    if key.endswith("_id"):
+        return key + "s"
+    return None
+
+
+def merge(into: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Merge one change's ``data`` into the pending ``into`` (mutated and returned)."""
+    into["events"] = int(into.get("events", 0)) + 1
+    for key, value in data.items():
+        if key in ("events", "topic"):
+            continue
+        list_key = _id_list_key(key)
+        if list_key and isinstance(value, int) and not isinstance(value, bool):
+            key, value = list_key, [value]
+        if isinstance(value, bool):
+            into[key] = bool(into.get(key, False)) or value
+        elif isinstance(value, (int, float)):
+            current = into.get(key, 0)
+            into[key] = (current if isinstance(current, (int, float)) else 0) + value
+        elif isinstance(value, (list, tuple)):
+            ints = [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+            current = into.get(key, [])
+            into[key] = ([*current, *ints] if isinstance(current, list) else ints)[-MAX_IDS:]
+        elif isinstance(value, str):
+            if key not in into:
+                into[key] = value
+            elif into[key] != value:
+                into[key] = None
+    return into
+
+
+class Coalescer:
+    """Per-topic pending changes of one process, flushed at a bounded rate."""
+
+    def __init__(
+        self,
+        max_per_second: int = DEFAULT_MAX_PER_SECOND,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_per_second = max_per_second
+        self._clock = clock
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._wake: asyncio.Event | None = None
+        self.flushed_notifications = 0
+
+    @property
+    def interval(self) -> float:
+        return 1.0 / self.max_per_second
+
+    def add(self, topic: str, data: dict[str, Any] | None = None) -> None:
+        """Record one change (no I/O; safe to call from a middleware on the hot path)."""
+        check_topic(topic)
+        merge(self._pending.setdefault(topic, {}), data or {})
+        if self._wake is not None:
+            self._wake.set()
+
+    def pending(self) -> dict[str, dict[str, Any]]:
+        return {topic: dict(data) for topic, data in self._pending.items()}
+
+    def take(self) -> dict[str, dict[str, Any]]:
+        """Everything pending, cleared: one payload per topic."""
+        taken, self._pending = self._pending, {}
+        return taken
+
+    def restore(self, taken: dict[str, dict[str, Any]]) -> None:
+        """Put back changes a failed flush could not send (merged with newer ones)."""
+        for topic, data in taken.items():
+            newer = self._pending.pop(topic, None)
+            merged = dict(data)
+            if newer:
+                events = int(newer.get("events", 0))
+                merge(merged, newer)
+                merged["events"] = int(data.get("events", 0)) + events
+            self._pending[topic] = merged
+
+    async def flush_once(self, send: Flusher) -> int:
+        """Send what is pending (one NOTIFY per topic); return how many were sent."""
+        taken = self.take()
+        if not taken:
+            return 0
+        try:
+            await send(taken)
+        except Exception:
+            self.restore(taken)
+            raise
+        self.flushed_notifications += len(taken)
+        return len(taken)
+
+    async def run(self, send: Flusher, stop: asyncio.Event) -> None:
+        """Flush at most ``max_per_second`` times a second per topic until ``stop``."""
+        self._wake = asyncio.Event()
+        if self._pending:
+            self._wake.set()
+        last_flush = -float("inf")
+        failures = 0
+        try:
+            while not stop.is_set():
+                await _wait_either(self._wake, stop)
+                if stop.is_set():
+                    break
+                now = self._clock()
+                delay = max(SETTLE_SECONDS, last_flush + self.interval - now)
+                await sleep_or_stop(stop, delay)
+                self._wake.clear()
+                last_flush = self._clock()
+                try:
+                    await self.flush_once(send)
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    backoff = min(30.0, self.interval * 2**failures)
+                    logger.warning(
+                        "live events not flushed (retrying in %.1fs): %s",
+                        backoff,
+                        exc,
+                        extra={"action": "live_flush_failed"},
+                    )
+                    self._wake.set()
+                    await sleep_or_stop(stop, backoff)
+        finally:
+            # Last changes of a stopping worker still go out, best effort.
+            try:
+                await asyncio.wait_for(self.flush_once(send), timeout=2.0)
+            except Exception:
+                logger.debug("final live flush failed", exc_info=True)
+            self._wake = None
+
+
+async def _wait_either(event: asyncio.Event, stop: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    if seconds <= 0:
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def connection_sender(pool: Any) -> Flusher:
+    """A :data:`Flusher` publishing every topic in one transaction on a pool connection."""
+
+    async def send(taken: dict[str, dict[str, Any]]) -> None:
+        async with pool.connection() as conn, conn.transaction():
+            for topic, data in taken.items():
+                await publish(conn, topic, data)
+
+    return send
+
+
+_SHARED: Coalescer | None = None
+
+
+def shared() -> Coalescer:
+    """The process-wide coalescer: the worker middleware adds, the flusher service sends."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = Coalescer()
+    return _SHARED
+
+
+def flusher_running() -> bool:
+    """Whether a flusher service is draining :func:`shared` in this process."""
+    return _SHARED is not None and _SHARED._wake is not None

@@ -1,0 +1,19 @@
+"""``jobsys metrics``: collect the Prometheus exposition once from the CLI."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobsys.settings import Settings
+
+
+async def exposition(settings: Settings) -> str:
+    from jobsys.app import load_config
+    from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.live import metrics
+
+    config = load_config(settings, with_tasks=False)
+    async with connect(resolve(settings, config).url) as conn:
+        await check_schema(conn)
+        return metrics.render(await metrics.collect(conn, config))

@@ -1,0 +1,167 @@
+"""The live-operations services every ``jobsys worker`` runs beside its lanes.
+
+- :class:`EventFlusher` drains the process's coalescer into NOTIFYs, at most
+  ``live.max_notifications_per_second`` per topic.
+- :class:`MetricsTicker` publishes ``dashboard_metrics_changed`` every
+  ``live.metrics_interval_seconds`` with a few headline numbers.
+- :class:`MetricsEndpoint` serves ``GET /metrics`` (Prometheus text) on
+  ``metrics.host:metrics.port`` when a port is configured.
+
+Each follows the WorkerService shape (``run(app, stop)``); the ticker's work is one
+``run_once`` returning what it published, so tests need no sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from jobsys.live import coalesce, store
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
+
+logger = logging.getLogger(__name__)
+
+METRICS_TOPIC = "dashboard_metrics_changed"
+MAX_REQUEST_BYTES = 8192
+REQUEST_TIMEOUT_SECONDS = 5.0
+
+METRICS_HEADLINE = """
+SELECT count(*) FILTER (WHERE status = 'todo'
+                          AND (scheduled_at IS NULL OR scheduled_at <= now())) AS waiting,
+       count(*) FILTER (WHERE status = 'doing') AS running
+  FROM procrastinate_jobs
+ WHERE status IN ('todo', 'doing')
+"""
+RECENT_OUTCOMES = """
+SELECT count(*) FILTER (WHERE type = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE type = 'failed') AS failed
+  FROM procrastinate_events
+ WHERE type IN ('succeeded', 'failed') AND at >= now() - interval '1 minute'
+"""
+OPEN_ISSUE_COUNT = "SELECT count(*) AS open_issues FROM jobsys_issues WHERE status = 'open'"
+
+
+@dataclass
+class EventFlusher:
+    max_per_second: int
+    name: str = "live_events"
+
+    async def run(self, app: Any, stop: asyncio.Event) -> None:
+        shared = coalesce.shared()
+        shared.max_per_second = self.max_per_second
+        await shared.run(coalesce.connection_sender(app.connector.pool), stop)
+
+
+@dataclass
+class MetricsTicker:
+    interval_seconds: float
+    name: str = "live_metrics_tick"
+
+    async def run_once(self, conn: Any) -> dict[str, int]:
+        """Read the headline numbers and publish them; return what was published."""
+        from jobsys.live.publish import publish
+
+        data: dict[str, int] = {}
+        for query in (METRICS_HEADLINE, RECENT_OUTCOMES, OPEN_ISSUE_COUNT):
+            row = await store.fetch_one(conn, query)
+            data.update({k: int(v or 0) for k, v in (row or {}).items()})
+        await publish(conn, METRICS_TOPIC, data)
+        return data
+
+    async def run(self, app: Any, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with app.connector.pool.connection() as conn:
+                    await self.run_once(conn)
+            except Exception as exc:
+                logger.warning(
+                    "metrics tick failed: %s", exc, extra={"action": "live_metrics_tick_failed"}
+                )
+            await coalesce.sleep_or_stop(stop, self.interval_seconds)
+
+
+@dataclass
+class MetricsEndpoint:
+    config: Config
+    host: str
+    port: int
+    name: str = "metrics_endpoint"
+    bound_port: int | None = field(default=None, init=False)
+
+    async def run(self, app: Any, stop: asyncio.Event) -> None:
+        pool = app.connector.pool
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await self._serve(pool, reader, writer)
+            except Exception as exc:
+                logger.warning("metrics request failed: %s", exc)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, self.host, self.port)
+        self.bound_port = server.sockets[0].getsockname()[1]
+        logger.info(
+            "serving metrics on http://%s:%s/metrics",
+            self.host,
+            self.bound_port,
+            extra={"action": "metrics_endpoint_started"},
+        )
+        async with server:
+            await stop.wait()
+
+    async def _serve(
+        self, pool: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        from jobsys.live import metrics
+
+        head = await asyncio.wait_for(
+            reader.readuntil(b"\r\n\r\n"), timeout=REQUEST_TIMEOUT_SECONDS
+        )
+        parts = head[:MAX_REQUEST_BYTES].split(b"\r\n", 1)[0].split()
+        method, path = (parts[0], parts[1].split(b"?")[0]) if len(parts) >= 2 else (b"", b"")
+        if method != b"GET" or path not in (b"/metrics", b"/"):
+            body, status, ctype = b"not found\n", "404 Not Found", "text/plain"
+        else:
+            try:
+                async with pool.connection() as conn:
+                    text = metrics.render(await metrics.collect(conn, self.config))
+                body, status, ctype = text.encode(), "200 OK", metrics.CONTENT_TYPE
+            except Exception as exc:
+                logger.warning("metrics collection failed: %s", exc)
+                body, status, ctype = (
+                    b"database unavailable\n",
+                    "503 Service Unavailable",
+                    "text/plain",
+                )
+        writer.write(
+            f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+
+
+def services(config: Config) -> list[Any]:
+    """The live services of a worker process (``jobsys.app.worker_services``)."""
+    live = config.queues.live
+    result: list[Any] = [
+        EventFlusher(max_per_second=live.max_notifications_per_second),
+        MetricsTicker(interval_seconds=live.metrics_interval_seconds),
+    ]
+    if config.queues.metrics.port is not None:
+        result.append(
+            MetricsEndpoint(config, config.queues.metrics.host, config.queues.metrics.port)
+        )
+    return result
+
+
+def middlewares(config: Config) -> list[Any]:
+    """The live worker middlewares (``jobsys.app.worker_middlewares``)."""
+    from jobsys.live.middleware import live_events
+
+    return [live_events(coalesce.shared())]

@@ -1,0 +1,186 @@
+"""The dashboard snapshot: one read of everything the operator watches.
+
+:func:`take` runs the named queries of :mod:`jobsys.live.store` on one connection
+and shapes the rows into plain dicts (JSON-ready; times are aware datetimes). It
+also times each query, so ``make bench`` and ``dashboard --once --json`` can show
+what a refresh costs the database.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from jobsys.live import store
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
+
+THROUGHPUT_MINUTES = 10
+PICKUP_WINDOW_SECONDS = 300
+PICKUP_SAMPLES = 500
+RECENT_FAILURES = 8
+OPEN_ISSUES = 8
+RUNNING_FANOUTS = 5
+WORKERS = 50
+NEXT_RUNS = 8
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    async def rows(self, conn: Any, name: str, query: str, params: dict[str, Any]) -> list[Any]:
+        start = time.perf_counter()
+        rows = await store.fetch_all(conn, query, params)
+        self.ms[name] = round((time.perf_counter() - start) * 1000, 2)
+        return rows
+
+
+def lanes(config: Config, counts: list[Any], waits: list[Any], workers: list[Any]) -> list[Any]:
+    by_queue = {row["queue"]: row for row in counts}
+    wait_by_queue = {row["queue"]: row["oldest_wait_seconds"] for row in waits}
+    result = []
+    for lane in config.lanes.values():
+        rows = [by_queue.get(q, {}) for q in lane.queues]
+        waits_here = [wait_by_queue[q] for q in lane.queues if wait_by_queue.get(q) is not None]
+        processes = sum(1 for w in workers if lane.name in (w.get("lanes") or []))
+        result.append(
+            {
+                "lane": lane.name,
+                "queues": list(lane.queues),
+                "concurrency": lane.concurrency,
+                "processes": processes,
+                "busy": sum(int(r.get("running", 0)) for r in rows),
+                "waiting": sum(int(r.get("waiting", 0)) for r in rows),
+                "scheduled": sum(int(r.get("scheduled", 0)) for r in rows),
+                "oldest_wait_seconds": max(waits_here) if waits_here else None,
+            }
+        )
+    known = set(config.all_queues)
+    for queue, row in sorted(by_queue.items()):
+        if queue not in known:  # jobs in a queue no lane serves: they will never run
+            result.append(
+                {
+                    "lane": None,
+                    "queues": [queue],
+                    "concurrency": 0,
+                    "processes": 0,
+                    "busy": int(row["running"]),
+                    "waiting": int(row["waiting"]),
+                    "scheduled": int(row["scheduled"]),
+                    "oldest_wait_seconds": wait_by_queue.get(queue),
+                }
+            )
+    return result
+
+
+def next_runs(config: Config, states: list[Any], now: datetime) -> list[dict[str, Any]]:
+    from jobsys.schedule import cron
+
+    by_name = {row["name"]: row for row in states}
+    runs = []
+    for name, entry in config.schedule.entries.items():
+        state = by_name.get(name, {})
+        paused = bool(state.get("paused")) or not entry.enabled
+        try:
+            tz = cron.timezone_of(config.schedule_timezone(entry))
+            upcoming: datetime | None = cron.next_fire(entry.cron, now, tz).astimezone(UTC)
+        except cron.CronInvalid:
+            upcoming = None
+        runs.append(
+            {
+                "entry": name,
+                "cron": entry.cron,
+                "task": entry.fanout.task if entry.fanout else entry.task,
+                "fanout": entry.fanout is not None,
+                "paused": paused,
+                "next_run_at": None if paused else upcoming,
+                "last_tick_at": state.get("high_water"),
+            }
+        )
+    far = datetime.max.replace(tzinfo=UTC)
+    runs.sort(key=lambda r: (r["next_run_at"] or far, r["entry"]))
+    return runs
+
+
+async def take(conn: Any, config: Config) -> dict[str, Any]:
+    """Everything the dashboard shows, read in one go."""
+    timer = _Timer()
+    now = datetime.now(UTC)
+    counts = await timer.rows(conn, "queue_counts", store.QUEUE_COUNTS, {})
+    queues = sorted({*config.all_queues, *(r["queue"] for r in counts)})
+    waits = await timer.rows(conn, "oldest_wait", store.OLDEST_WAIT, {"queues": queues})
+    throughput = await timer.rows(
+        conn, "throughput", store.THROUGHPUT, {"minutes": THROUGHPUT_MINUTES}
+    )
+    pickup = await timer.rows(
+        conn,
+        "pickup_latency",
+        store.PICKUP_LATENCY,
+        {"seconds": PICKUP_WINDOW_SECONDS, "samples": PICKUP_SAMPLES},
+    )
+    failures = await timer.rows(
+        conn, "recent_failures", store.RECENT_FAILURES, {"limit": RECENT_FAILURES}
+    )
+    issues = await timer.rows(conn, "open_issues", store.OPEN_ISSUES, {"limit": OPEN_ISSUES})
+    states = await timer.rows(conn, "schedule_state", store.SCHEDULE_STATE, {})
+    fanouts = await timer.rows(
+        conn, "running_fanouts", store.RUNNING_FANOUTS, {"limit": RUNNING_FANOUTS}
+    )
+    processes = await timer.rows(
+        conn, "worker_processes", store.WORKER_PROCESSES, {"limit": WORKERS}
+    )
+    pworkers = await timer.rows(
+        conn, "procrastinate_workers", store.PROCRASTINATE_WORKERS, {"limit": WORKERS}
+    )
+    latency = pickup[0] if pickup else {}
+    return {
+        "taken_at": now,
+        "database_ms": round(sum(timer.ms.values()), 2),
+        "query_ms": timer.ms,
+        "lanes": lanes(config, counts, waits, processes),
+        "throughput": _minutes(throughput, now),
+        "pickup_latency": {
+            "window_seconds": PICKUP_WINDOW_SECONDS,
+            "samples": int(latency.get("samples") or 0),
+            "p50_seconds": latency.get("p50_seconds"),
+            "p95_seconds": latency.get("p95_seconds"),
+            "max_seconds": latency.get("max_seconds"),
+        },
+        "recent_failures": [dict(r) for r in failures],
+        "open_issues": {
+            "total": int(issues[0]["total_open"]) if issues else 0,
+            "latest": [{k: v for k, v in r.items() if k != "total_open"} for r in issues],
+        },
+        "schedule": {
+            "next_runs": next_runs(config, states, now)[:NEXT_RUNS],
+            "running_fanouts": [dict(r) for r in fanouts],
+        },
+        "workers": {
+            "processes": [dict(r) for r in processes],
+            "procrastinate": [dict(r) for r in pworkers],
+        },
+    }
+
+
+def _minutes(rows: list[Any], now: datetime) -> list[dict[str, Any]]:
+    """One row per minute of the window, zeros included, oldest first."""
+    from datetime import timedelta
+
+    by_minute = {r["minute"].astimezone(UTC): r for r in rows}
+    current = now.replace(second=0, microsecond=0)
+    result = []
+    for back in range(THROUGHPUT_MINUTES - 1, -1, -1):
+        minute = current - timedelta(minutes=back)
+        row = by_minute.get(minute, {})
+        result.append(
+            {
+                "minute": minute,
+                "succeeded": int(row.get("succeeded", 0)),
+                "failed": int(row.get("failed", 0)),
+                "retried": int(row.get("retried", 0)),
+            }
+        )
+    return result

@@ -1,0 +1,188 @@
+"""A reliable LISTEN: events in order, and a signal to re-read whenever some may be lost.
+
+:func:`subscribe` yields three kinds of message:
+
+- :class:`Synced` right after LISTEN is active, on the first connection and after
+  every reconnection. The consumer reads its current state *then*: LISTEN comes
+  first, so a change committed after the read arrives as an event, and one
+  committed before it is in the read. Nothing falls in the gap.
+- :class:`Event`, one per notification of a wanted topic.
+- :class:`Lost` when the connection dropped (terminated backend, restart, network):
+  the subscriber waits with exponential backoff, reconnects, and yields
+  :class:`Synced` again, so the consumer re-reads what it missed.
+
+A connection that dies silently is noticed by a ``SELECT 1`` every
+``keepalive_seconds`` of quiet. Procrastinate's own channel can be followed too
+(``with_procrastinate=True``): its ``job_inserted`` notifications become
+``jobs_changed`` events, so deferrals by any code are seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from jobsys.db import url as db_url
+from jobsys.live.publish import CHANNEL
+
+logger = logging.getLogger(__name__)
+
+PROCRASTINATE_CHANNEL = "procrastinate_any_queue_v1"
+APPLICATION_NAME = "jobsys-subscriber"
+DEFAULT_KEEPALIVE_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class Event:
+    topic: str
+    data: dict[str, Any]
+    received_at: datetime
+    channel: str = CHANNEL
+
+
+@dataclass(frozen=True)
+class Synced:
+    """LISTEN is active: read the current state now."""
+
+    reconnected: bool
+    backend_pid: int
+
+
+@dataclass(frozen=True)
+class Lost:
+    """The connection is gone; the subscriber retries in ``retry_in`` seconds."""
+
+    error: str
+    retry_in: float
+
+
+Message = Event | Synced | Lost
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter: 0.2 s, 0.4 s, ... up to ``maximum``."""
+
+    initial: float = 0.2
+    maximum: float = 10.0
+    factor: float = 2.0
+    _current: float = field(default=0.0, init=False)
+
+    def next(self) -> float:
+        self._current = (
+            self.initial if self._current == 0 else min(self.maximum, self._current * self.factor)
+        )
+        return self._current * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self._current = 0.0
+
+
+def decode(channel: str, text: str) -> Event | None:
+    """The event a notification carries, or None for a malformed one."""
+    now = datetime.now(UTC)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    if channel == PROCRASTINATE_CHANNEL:
+        job_id = body.get("job_id")
+        kind = {"job_inserted": "deferred", "abort_job_requested": "abort_requested"}.get(
+            str(body.get("type"))
+        )
+        if kind is None or not isinstance(job_id, int):
+            return None
+        return Event("jobs_changed", {kind: 1, "ids": [job_id]}, now, channel)
+    topic = body.pop("topic", None)
+    if not isinstance(topic, str):
+        return None
+    return Event(topic, body, now, channel)
+
+
+async def subscribe(
+    url: str,
+    *,
+    topics: Iterable[str] | None = None,
+    with_procrastinate: bool = False,
+    keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
+    backoff: Backoff | None = None,
+    fail_first: bool = False,
+) -> AsyncIterator[Message]:
+    """Messages until the consumer stops iterating (see the module docstring).
+
+    With ``fail_first``, a first connection that fails raises
+    :class:`DatabaseUnavailable` instead of retrying (commands that should exit 69).
+    """
+    import psycopg
+    from psycopg import sql
+
+    wanted = set(topics) if topics is not None else None
+    channels = [CHANNEL, *([PROCRASTINATE_CHANNEL] if with_procrastinate else [])]
+    backoff = backoff or Backoff()
+    connected_before = False
+    while True:
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                application_name=APPLICATION_NAME,
+            )
+        except psycopg.Error as exc:
+            if fail_first and not connected_before:
+                from jobsys.db.connect import translate
+
+                raise translate(exc, url) from None
+            delay = backoff.next()
+            yield Lost(_describe(exc, url), delay)
+            await asyncio.sleep(delay)
+            continue
+        try:
+            for channel in channels:
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            backoff.reset()
+            yield Synced(reconnected=connected_before, backend_pid=conn.info.backend_pid)
+            connected_before = True
+            while True:
+                async for notify in conn.notifies(timeout=keepalive_seconds):
+                    event = decode(notify.channel, notify.payload)
+                    if event is not None and (wanted is None or event.topic in wanted):
+                        yield event
+                await conn.execute("SELECT 1")  # a silently dead connection raises here
+        except psycopg.Error as exc:
+            delay = backoff.next()
+            logger.info(
+                "subscription lost: %s",
+                _describe(exc, url),
+                extra={"action": "live_subscription_lost"},
+            )
+            yield Lost(_describe(exc, url), delay)
+            await asyncio.sleep(delay)
+        finally:
+            await conn.close()
+
+
+def _describe(exc: Exception, url: str) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return db_url.scrub(text, url)
+
+
+__all__ = [
+    "PROCRASTINATE_CHANNEL",
+    "Backoff",
+    "Event",
+    "Lost",
+    "Message",
+    "Synced",
+    "decode",
+    "subscribe",
+]

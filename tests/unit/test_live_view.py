@@ -1,0 +1,182 @@
+"""Dashboard layout (pure) and coalescing rules: any terminal size, bounded merges."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from jobsys.cli._dashboard_view import render
+from jobsys.live.coalesce import MAX_IDS, Coalescer, merge
+
+NOW = datetime(2026, 2, 20, 3, 0, tzinfo=UTC)
+
+
+def snapshot(rows: int = 12) -> dict[str, Any]:
+    return {
+        "taken_at": NOW,
+        "database_ms": 12.5,
+        "lanes": [
+            {
+                "lane": f"lane_{i}",
+                "queues": [f"q{i}"],
+                "concurrency": 2,
+                "processes": 1,
+                "busy": i % 3,
+                "waiting": i * 10,
+                "scheduled": 0,
+                "oldest_wait_seconds": 75.0 * i,
+            }
+            for i in range(8)
+        ],
+        "throughput": [
+            {
+                "minute": NOW - timedelta(minutes=9 - i),
+                "succeeded": 100 + i,
+                "failed": i,
+                "retried": 1,
+            }
+            for i in range(10)
+        ],
+        "pickup_latency": {
+            "window_seconds": 300,
+            "samples": 40,
+            "p50_seconds": 0.2,
+            "p95_seconds": 1.5,
+            "max_seconds": 4.0,
+        },
+        "recent_failures": [
+            {
+                "occurred_at": NOW,
+                "kind": "transient",
+                "task": "demo.refresh_profile",
+                "account_id": str(i),
+                "error_class": "TransientError",
+                "message": "rate limited " * 5,
+            }
+            for i in range(rows)
+        ],
+        "open_issues": {
+            "total": rows,
+            "latest": [
+                {
+                    "id": i,
+                    "kind": "job_failure",
+                    "title": f"issue {i}",
+                    "occurrences": 300,
+                    "affected_accounts": 40,
+                }
+                for i in range(rows)
+            ],
+        },
+        "schedule": {
+            "next_runs": [
+                {
+                    "entry": f"entry_{i}",
+                    "cron": "* * * * *",
+                    "task": "demo.t",
+                    "fanout": True,
+                    "paused": i == 0,
+                    "next_run_at": NOW + timedelta(minutes=i),
+                    "last_tick_at": None,
+                }
+                for i in range(rows)
+            ],
+            "running_fanouts": [
+                {
+                    "id": 1,
+                    "entry": "profile_refresh",
+                    "batches_done": 3,
+                    "items_enqueued": 1500,
+                    "cursor": 1500,
+                    "started_at": NOW,
+                }
+            ],
+        },
+        "workers": {
+            "processes": [
+                {
+                    "hostname": "host",
+                    "pid": i,
+                    "status": "running",
+                    "heartbeat_age_seconds": 1.0,
+                    "lanes": ["base"],
+                }
+                for i in range(rows)
+            ],
+            "procrastinate": [],
+        },
+    }
+
+
+@pytest.mark.parametrize("width", [1, 10, 39, 40, 59, 60, 79, 80, 120, 250])
+@pytest.mark.parametrize("height", [1, 2, 5, 15, 16, 24, 50])
+def test_every_size_fits_and_never_raises(width: int, height: int) -> None:
+    lines = render(snapshot(), width, height, "")
+    assert len(lines) <= max(height, 1)
+    assert all(len(line) <= max(width, 10) for line in lines)
+    assert not lines[0].startswith("jobsys dashboard: cannot draw")
+
+
+def test_80x24_shows_every_section() -> None:
+    lines = render(snapshot(), 80, 24)
+    text = "\n".join(lines)
+    assert len(lines) == 24
+    for title in (
+        "LANES",
+        "THROUGHPUT",
+        "RECENT FAILURES",
+        "OPEN ISSUES (12)",
+        "SCHEDULE",
+        "WORKERS",
+    ):
+        assert title in text, title
+    assert "more" in text  # long sections say what they cut
+
+
+def test_small_terminal_is_compact() -> None:
+    lines = render(snapshot(), 40, 10)
+    assert any("enlarge the terminal" in line for line in lines)
+
+
+def test_once_shows_everything() -> None:
+    lines = render(snapshot(rows=30), 100, None)
+    assert sum("issue " in line for line in lines) == 30
+
+
+def test_status_line_is_shown() -> None:
+    lines = render(snapshot(), 80, 24, "DATABASE UNREACHABLE: refused")
+    assert lines[1].startswith("DATABASE UNREACHABLE")
+
+
+def test_merge_sums_counts_and_bounds_ids() -> None:
+    pending: dict[str, Any] = {}
+    for i in range(100):
+        merge(pending, {"succeeded": 1, "id": i, "queue": "sync", "flag": i == 3})
+    merge(pending, {"failed": 1, "queue": "profiles"})
+    assert pending["events"] == 101
+    assert pending["succeeded"] == 100 and pending["failed"] == 1
+    assert pending["ids"] == list(range(100))[-MAX_IDS:]
+    assert pending["queue"] is None  # differing strings are dropped
+    assert pending["flag"] is True
+
+
+async def test_failed_flush_restores_pending() -> None:
+    coalescer = Coalescer(max_per_second=10)
+    coalescer.add("jobs_changed", {"succeeded": 2})
+
+    async def broken(_: dict[str, dict[str, Any]]) -> None:
+        raise OSError("down")
+
+    with pytest.raises(OSError):
+        await coalescer.flush_once(broken)
+    coalescer.add("jobs_changed", {"succeeded": 1})
+    sent: list[dict[str, dict[str, Any]]] = []
+
+    async def ok(taken: dict[str, dict[str, Any]]) -> None:
+        sent.append(taken)
+
+    assert await coalescer.flush_once(ok) == 1
+    assert sent[0]["jobs_changed"]["succeeded"] == 3
+    assert sent[0]["jobs_changed"]["events"] == 2
