@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 DEMO_MODULE = "jobsys.demo.tasks"
 #: jobsys's own tasks (maintenance, health checks, automatic retry, fan-out batches).
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = ("jobsys.issues.tasks",)
 
 
 def app_modules(settings: Settings, config: Config | None) -> tuple[str, ...]:
@@ -100,7 +100,11 @@ def worker_middlewares(config: Config) -> list[Any]:
     bookkeeping, live events. Each is ``async (call_next, context, worker)``; a broken
     middleware must log and re-raise the job's own outcome, never change it.
     """
-    return []
+    from jobsys.failures import logredact
+    from jobsys.failures.capture import capture_middleware
+
+    logredact.install(config)  # Procrastinate logs job args; keep secrets out
+    return [capture_middleware(config)]
 
 
 class WorkerService(Protocol):
@@ -120,11 +124,14 @@ class WorkerService(Protocol):
 
 def worker_services(config: Config) -> list[WorkerService]:
     """The services every worker process runs (each domain adds its own here)."""
-    return []
+    from jobsys.failures.reconcile import FailureMaintenance
+    from jobsys.settings import from_env
+
+    return [FailureMaintenance(config, from_env().home)]
 
 
 def build_procrastinate_app(
-    url: str, *, min_size: int = 1, max_size: int = 10
+    url: str, *, min_size: int = 1, max_size: int = 10, config: Config | None = None
 ) -> procrastinate.App:
     """A Procrastinate App on ``url`` with every registered jobsys task attached."""
     import procrastinate
@@ -137,14 +144,24 @@ def build_procrastinate_app(
     )
     app = procrastinate.App(connector=connector)
     for spec in task_registry.registry().values():
-        register_on(app, spec)
+        register_on(app, spec, config)
     return app
 
 
-def register_on(app: Any, spec: task_registry.TaskSpec) -> None:
+def register_on(app: Any, spec: task_registry.TaskSpec, config: Config | None = None) -> None:
     app.task(
         name=spec.name,
         queue=spec.queue,
         priority=spec.priority,
         pass_context=spec.pass_context,
+        retry=retry_for(spec, config),
     )(spec.func)
+
+
+def retry_for(spec: task_registry.TaskSpec, config: Config | None) -> Any:
+    """The failure-kind retry policy (authentication never, transient with backoff)."""
+    if config is None:
+        return False
+    from jobsys.failures.policy import retry_strategy
+
+    return retry_strategy(spec, config)

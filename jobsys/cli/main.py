@@ -16,6 +16,8 @@ import typer
 from jobsys import errors
 from jobsys.cli import config as config_cmd
 from jobsys.cli import db as db_cmd
+from jobsys.cli import failures as failures_cmd
+from jobsys.cli import issues as issues_cmd
 from jobsys.settings import from_env, split_modules
 
 app = typer.Typer(
@@ -28,6 +30,8 @@ app = typer.Typer(
 )
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(failures_cmd.app, name="failures")
+app.add_typer(issues_cmd.app, name="issues")
 
 
 @app.callback()
