@@ -35,10 +35,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: How long the capture transaction may wait for a lock before the row is spooled.
-CAPTURE_LOCK_TIMEOUT_MS = 200
-CAPTURE_STATEMENT_TIMEOUT_MS = 1000
+CAPTURE_LOCK_TIMEOUT_MS = 500
+CAPTURE_STATEMENT_TIMEOUT_MS = 2000
 #: Whole budget of one capture write (pool checkout included) before spooling.
-CAPTURE_BUDGET_SECONDS = 2.0
+CAPTURE_BUDGET_SECONDS = 3.0
 MAX_TRACEBACK_CHARS = 20_000
 #: Exceptions that end the process rather than the job: let them through untouched.
 _NOT_FAILURES = (KeyboardInterrupt, SystemExit, GeneratorExit)

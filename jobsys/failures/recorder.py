@@ -3,7 +3,9 @@ in one transaction. Used by capture, the spool replay, reconciliation and (throu
 :func:`group_pending`) for rows other domains insert without an issue.
 
 Lock order, always: the failure row, then one issue row, then its account entry. No
-transaction ever holds two issue rows, so concurrent recorders cannot deadlock.
+transaction ever holds two issue rows, so concurrent recorders cannot deadlock; and
+the issue row is held for two round trips only (upsert, then one statement doing the
+rest), so a hot issue does not serialise captures for long.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys.failures import store
 from jobsys.issues import fingerprint as fp
 from jobsys.issues import store as issues_store
-from jobsys.live.publish import publish
+from jobsys.live import publish as live
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -43,7 +45,8 @@ async def _set_timeouts(conn: Any, lock_timeout_ms: int, statement_timeout_ms: i
 
 
 async def _attach_to_issue(conn: Any, failure_id: int, row: store.FailureRow) -> int:
-    """Count the failure in its issue (the service's open outage, else its fingerprint's)."""
+    """Count the failure in its issue (the service's open outage, else its fingerprint's),
+    then, in one more statement, its account, its link and the live events."""
     assert row.fingerprint is not None and row.occurred_at is not None
     issue_id = None
     if row.kind == "transient" and row.service:
@@ -64,18 +67,27 @@ async def _attach_to_issue(conn: Any, failure_id: int, row: store.FailureRow) ->
                 "occurred_at": row.occurred_at,
             },
         )
-    if row.account_id is not None:
-        await issues_store.add_account(conn, issue_id, row.account_id)
-    return issue_id
-
-
-async def _publish(conn: Any, failure_id: int, issue_id: int, row: store.FailureRow) -> None:
-    await publish(
+    await issues_store.finish_failure(
         conn,
-        "job_failures_changed",
-        {"failure_id": failure_id, "issue_id": issue_id, "kind": row.kind, "queue": row.queue},
+        {
+            "issue_id": issue_id,
+            "account_id": row.account_id,
+            "failure_id": failure_id,
+            "fingerprint": row.fingerprint,
+            "channel": live.CHANNEL,
+            "failure_event": live.payload(
+                "job_failures_changed",
+                {
+                    "failure_id": failure_id,
+                    "issue_id": issue_id,
+                    "kind": row.kind,
+                    "queue": row.queue,
+                },
+            ),
+            "issue_event": live.payload("issues_changed", {"issue_id": issue_id}),
+        },
     )
-    await publish(conn, "issues_changed", {"issue_id": issue_id})
+    return issue_id
 
 
 async def record_failure(
@@ -103,9 +115,7 @@ async def record_failure(
         failure_id = await store.insert_failure(conn, row)
         if failure_id is None:
             return None
-        issue_id = await _attach_to_issue(conn, failure_id, row)
-        await store.link_issue(conn, failure_id, issue_id)
-        await _publish(conn, failure_id, issue_id, row)
+        await _attach_to_issue(conn, failure_id, row)
     return failure_id
 
 
@@ -128,9 +138,6 @@ async def group_pending(conn: Any, config: Config | None = None, limit: int = GR
             data = pending[0]
             row = _row_from_db(data)
             row = replace(row, fingerprint=fingerprint_of(row))
-            issue_id = await _attach_to_issue(conn, int(data["id"]), row)
-            assert row.fingerprint is not None
-            await store.set_fingerprint(conn, int(data["id"]), row.fingerprint, issue_id)
-            await _publish(conn, int(data["id"]), issue_id, row)
+            await _attach_to_issue(conn, int(data["id"]), row)
         grouped += 1
     return grouped

@@ -68,8 +68,6 @@ async def insert_failure(conn: Any, row: FailureRow) -> int | None:
     return int(found["id"] if isinstance(found, dict) else found[0])
 
 
-LINK_ISSUE = "UPDATE jobsys_failures SET issue_id = %(issue_id)s WHERE id = %(id)s"
-
 #: What ``failures list`` / ``show`` return (``args`` and ``traceback`` only in ``show``).
 LIST_COLUMNS = """
     id, job_id, task, queue, lane, kind, reason, retryable, will_retry, error_class,
@@ -131,10 +129,6 @@ SELECT {SHOW_COLUMNS} FROM jobsys_failures
  LIMIT %(limit)s
  FOR UPDATE SKIP LOCKED
 """
-SET_FINGERPRINT = """
-UPDATE jobsys_failures SET fingerprint = %(fingerprint)s, issue_id = %(issue_id)s
- WHERE id = %(id)s
-"""
 
 # Failed attempts Procrastinate recorded (``failed``/``deferred_for_retry`` events)
 # with no failure row. An attempt's number is the count of the job's events that
@@ -178,10 +172,6 @@ SELECT COALESCE(max(id), %(after_id)s) AS upto FROM procrastinate_events
 """
 
 
-async def link_issue(conn: Any, failure_id: int, issue_id: int) -> None:
-    await conn.execute(LINK_ISSUE, {"id": failure_id, "issue_id": issue_id})
-
-
 def where_clause(filters: dict[str, Any]) -> str:
     """AND of the fragments of the filters that are set (values stay bound parameters)."""
     parts = [FILTER_CLAUSES[name] for name, value in filters.items() if value is not None]
@@ -215,12 +205,6 @@ async def recent_for_issue(conn: Any, issue_id: int, limit: int) -> list[dict[st
 
 async def pending_grouping(conn: Any, limit: int) -> list[dict[str, Any]]:
     return await fetch_all(conn, PENDING_GROUPING, {"limit": limit})
-
-
-async def set_fingerprint(conn: Any, failure_id: int, fingerprint: str, issue_id: int) -> None:
-    await conn.execute(
-        SET_FINGERPRINT, {"id": failure_id, "fingerprint": fingerprint, "issue_id": issue_id}
-    )
 
 
 async def unrecorded_attempts(

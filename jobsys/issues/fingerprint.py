@@ -29,7 +29,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
     # Long hex runs (hashes, object ids) with at least one digit, so words stay words.
     (re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b", re.I), "<hex>"),
-    (re.compile(r"[-+]?\b\d+(?:[.,:]\d+)*\b"), "<n>"),
+    # Digit runs anywhere, glued to words too (host12, job-77): ids never split groups.
+    (re.compile(r"\d+(?:[.,:]\d+)*"), "<n>"),
 )
 _SPACES = re.compile(r"\s+")
 

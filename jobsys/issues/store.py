@@ -81,6 +81,24 @@ UPDATE jobsys_issues SET affected_accounts = affected_accounts + 1
  WHERE id IN (SELECT issue_id FROM added)
 """
 
+# After the issue row is locked, everything else in ONE round trip (the lock is held
+# until commit): the account entry and its counter, the failure's link, the events.
+FINISH_FAILURE = """
+WITH added AS (
+    INSERT INTO jobsys_issue_accounts (issue_id, account_id)
+    SELECT %(issue_id)s, %(account_id)s WHERE %(account_id)s::text IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING issue_id
+), bumped AS (
+    UPDATE jobsys_issues SET affected_accounts = affected_accounts + 1
+     WHERE id IN (SELECT issue_id FROM added)
+), linked AS (
+    UPDATE jobsys_failures SET issue_id = %(issue_id)s, fingerprint = %(fingerprint)s
+     WHERE id = %(failure_id)s
+)
+SELECT pg_notify(%(channel)s, %(failure_event)s), pg_notify(%(channel)s, %(issue_event)s)
+"""
+
 UPSERT_HEALTH_ISSUE = f"""
 INSERT INTO jobsys_issues AS i (
     fingerprint, kind, title, status, occurrences, queue, service, details,
@@ -192,6 +210,10 @@ async def join_outage(
 async def add_account(conn: Any, issue_id: int, account_id: str) -> bool:
     """Record that ``account_id`` is affected; True when it is new for this issue."""
     return await execute(conn, ADD_ACCOUNT, {"issue_id": issue_id, "account_id": account_id}) > 0
+
+
+async def finish_failure(conn: Any, params: dict[str, Any]) -> None:
+    await fetch_all(conn, FINISH_FAILURE, params)
 
 
 async def upsert_health_issue(conn: Any, params: dict[str, Any]) -> dict[str, Any]:

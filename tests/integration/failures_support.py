@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from jobsys import AuthenticationError, TransientError, task
 from jobsys.config import Config, load
 from jobsys.errors import JobTimeoutError
-
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
@@ -93,6 +93,24 @@ def fx_ok(account_id: int) -> None:
     return None
 
 
+@pytest.fixture(autouse=False)
+def spool_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Capture spools under a scratch JOBSYS_HOME, never the repository's."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("JOBSYS_HOME", str(home))
+    return home
+
+
+async def replay(db_url: str, config: Config, home: Path) -> tuple[int, int]:
+    from jobsys.failures.capture import spool_directory
+    from jobsys.failures.reconcile import replay_spool
+    from jobsys.failures.spool import Spool
+
+    app = build_app(db_url, config, max_size=2)
+    async with app.open_async():
+        return await replay_spool(app.connector.pool, config, Spool(spool_directory(home)))
+
+
 def repo_config(**queues_updates: Any) -> Config:
     config = load(CONFIG_DIR)
     if queues_updates:
@@ -103,12 +121,23 @@ def repo_config(**queues_updates: Any) -> Config:
 async def defer(app: Any, jobs: Iterable[tuple[str, dict[str, Any]]]) -> list[int]:
     ids = []
     for name, kwargs in jobs:
-        ids.append(await app.configure_task(name=name, queue=app.tasks[name].queue if name in app.tasks else "profiles").defer_async(**kwargs))
+        ids.append(
+            await app.configure_task(
+                name=name, queue=app.tasks[name].queue if name in app.tasks else "profiles"
+            ).defer_async(**kwargs)
+        )
     return ids
 
 
-async def run_worker(app: Any, config: Config, *, lane: str = "base", concurrency: int = 1,
-                     queues: list[str] | None = None, name: str = "w") -> None:
+async def run_worker(
+    app: Any,
+    config: Config,
+    *,
+    lane: str = "base",
+    concurrency: int = 1,
+    queues: list[str] | None = None,
+    name: str = "w",
+) -> None:
     from jobsys.app import worker_middlewares
 
     await app.run_worker_async(

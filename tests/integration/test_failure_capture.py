@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import failures_support as fx
+import pytest
+from failures_support import spool_home  # noqa: F401  (fixture)
 
 from jobsys.failures.reconcile import reconcile_events
+
+pytestmark = pytest.mark.usefixtures("spool_home")
 
 
 async def test_each_kind_classified_from_real_failing_tasks(db_url: str) -> None:
@@ -95,9 +99,10 @@ async def test_authentication_is_never_retried_even_when_the_task_allows_retries
         await fx.run_worker(app, config, queues=["profiles"])
     got = {r["task"]: r for r in fx.rows(db_url, "SELECT * FROM jobsys_failures")}
     # runtime retried at once (no backoff) up to 3 more attempts; authentication never.
-    assert fx.rows(db_url, "SELECT count(*) AS n FROM jobsys_failures WHERE task='fx.auth'")[0][
-        "n"
-    ] == 1
+    assert (
+        fx.rows(db_url, "SELECT count(*) AS n FROM jobsys_failures WHERE task='fx.auth'")[0]["n"]
+        == 1
+    )
     assert got["fx.auth"]["will_retry"] is False
     attempts = [
         r["attempt"]
