@@ -24,10 +24,15 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         job = getattr(record, "job", None)
-        if not isinstance(job, dict) or not job.get("task_kwargs"):
+        jobs = getattr(record, "jobs", None)  # "About to defer N jobs" carries a list
+        found = [j for j in ([job] if job is not None else []) + list(jobs or []) if _has_args(j)]
+        if not found:
             return True
-        secrets = self.redactor.secrets_in(job["task_kwargs"])
-        record.job = self._clean_job(job, secrets)
+        secrets = [s for j in found for s in self.redactor.secrets_in(j["task_kwargs"])]
+        if isinstance(job, dict):
+            record.job = self._clean_job(job, secrets)
+        if isinstance(jobs, list):
+            record.jobs = [self._clean_job(j, secrets) if _has_args(j) else j for j in jobs]
         if not secrets:
             return True
         record.msg = self.redactor.scrub(record.getMessage(), secrets)
@@ -48,6 +53,10 @@ class RedactingFilter(logging.Filter):
         if isinstance(clean.get("call_string"), str):
             clean["call_string"] = self.redactor.scrub(clean["call_string"], secrets)
         return clean
+
+
+def _has_args(job: Any) -> bool:
+    return isinstance(job, dict) and bool(job.get("task_kwargs"))
 
 
 def install(config: Config, logger: logging.Logger | None = None) -> RedactingFilter:

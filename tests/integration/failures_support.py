@@ -84,7 +84,7 @@ def fx_distinct(account_id: int, word: str) -> None:
 
 @task(queue="profiles", name="fx.canary")
 def fx_canary(account_id: int, login: dict[str, Any]) -> None:
-    token = login["credentials"][0]["token"]
+    token = login["logins"][0]["token"]
     raise ValueError(f"login rejected, token {token} is not valid")
 
 
