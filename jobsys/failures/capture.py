@@ -110,7 +110,7 @@ def build_row(
         will_retry=retrying,
         worker=worker_name,
         service=verdict.service,
-        fingerprint=fp.job_failure(job.task_name, error_class, message, frame),
+        fingerprint=fp.job_failure(job.task_name, error_class, message, frame, verdict.kind),
         occurred_at=datetime.now(UTC),
     )
 

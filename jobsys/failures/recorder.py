@@ -33,7 +33,7 @@ SELECT set_config('lock_timeout', %(lock)s, true),
 
 
 def fingerprint_of(row: store.FailureRow, frame: str | None = None) -> str:
-    return fp.job_failure(row.task, row.error_class, row.message, frame)
+    return fp.job_failure(row.task, row.error_class, row.message, frame, row.kind)
 
 
 async def _set_timeouts(conn: Any, lock_timeout_ms: int, statement_timeout_ms: int) -> None:
@@ -58,7 +58,7 @@ async def _attach_to_issue(conn: Any, failure_id: int, row: store.FailureRow) ->
             conn,
             {
                 "fingerprint": row.fingerprint,
-                "title": fp.job_failure_title(row.task, row.error_class, row.message),
+                "title": fp.job_failure_title(row.task, row.error_class, row.message, row.kind),
                 "failure_id": failure_id,
                 "task": row.task,
                 "error_class": row.error_class,

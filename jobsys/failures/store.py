@@ -174,7 +174,11 @@ SELECT COALESCE(max(id), %(after_id)s) AS upto FROM procrastinate_events
 
 def where_clause(filters: dict[str, Any]) -> str:
     """AND of the fragments of the filters that are set (values stay bound parameters)."""
-    parts = [FILTER_CLAUSES[name] for name, value in filters.items() if value is not None]
+    parts = [
+        FILTER_CLAUSES[name]
+        for name, value in filters.items()
+        if value is not None and name in FILTER_CLAUSES
+    ]
     return " AND ".join(parts) or "TRUE"
 
 

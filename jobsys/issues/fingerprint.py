@@ -74,7 +74,14 @@ def application_frame(tb: TracebackType | None, app_packages: Iterable[str] = ()
     return found
 
 
-def job_failure(task: str, error_class: str, message: str, frame: str | None) -> str:
+def job_failure(
+    task: str, error_class: str, message: str, frame: str | None, kind: str | None = None
+) -> str:
+    """The fingerprint of a job failure. Authentication failures are an account's
+    problem, not a task's: the same login wall hit by several tasks is ONE issue
+    counting every affected account, so task and frame are left out for them."""
+    if kind == "authentication":
+        task, frame = "", None
     parts = "\x1f".join((task, error_class, normalise_message(message), frame or ""))
     return "job_failure:" + hashlib.sha256(parts.encode()).hexdigest()[:32]
 
@@ -87,9 +94,13 @@ def service_outage(service: str) -> str:
     return f"service_outage:{service}"
 
 
-def job_failure_title(task: str, error_class: str, message: str) -> str:
+def job_failure_title(task: str, error_class: str, message: str, kind: str | None = None) -> str:
     """A readable title from already-redacted data."""
     short = error_class.rsplit(".", 1)[-1]
     first_line = message.strip().splitlines()[0] if message.strip() else ""
-    title = f"{short} in {task}" + (f": {first_line}" if first_line else "")
+    if kind == "authentication":  # one issue across tasks and accounts
+        where, first_line = short, normalise_message(first_line)
+    else:
+        where = f"{short} in {task}"
+    title = f"{where}: {first_line}" if first_line else where
     return title if len(title) <= MAX_TITLE_CHARS else title[: MAX_TITLE_CHARS - 1] + "…"

@@ -18,7 +18,8 @@ LOCK_SECONDS = 20.0
 
 @pytest.mark.slow
 async def test_100_of_100_failures_arrive_after_a_20s_table_lock(
-    db_url: str, spool_home: Path
+    db_url: str,
+    spool_home: Path,  # noqa: F811
 ) -> None:
     config = fx.repo_config()
     app = fx.build_app(db_url, config)

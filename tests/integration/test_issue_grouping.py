@@ -22,7 +22,10 @@ def _word(n: int) -> str:
 pytestmark = pytest.mark.usefixtures("spool_home")
 
 
-async def test_200_same_plus_50_distinct_from_8_workers(db_url: str, spool_home: Path) -> None:
+async def test_200_same_plus_50_distinct_from_8_workers(
+    db_url: str,
+    spool_home: Path,  # noqa: F811
+) -> None:
     config = fx.repo_config()
     seeder = fx.build_app(db_url, config, max_size=2)
     async with seeder.open_async():
