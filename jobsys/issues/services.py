@@ -14,6 +14,7 @@ A check probes up to ``failures_before_outage`` times, so one lost packet is not
 from __future__ import annotations
 
 import asyncio
+import base64
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,7 +51,17 @@ def display_url(url: str) -> str:
 
 
 def _get(url: str, timeout: float) -> int:
-    request = urllib.request.Request(url, method="GET", headers={"User-Agent": "jobsys-health"})
+    headers = {"User-Agent": "jobsys-health"}
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None:  # urllib does not take user info in the URL itself
+        token = (
+            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        )
+        headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+        url = urllib.parse.urlunsplit(
+            (parts.scheme, parts.netloc.rsplit("@", 1)[1], parts.path, parts.query, parts.fragment)
+        )
+    request = urllib.request.Request(url, method="GET", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status)
