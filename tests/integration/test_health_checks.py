@@ -125,7 +125,8 @@ async def test_queue_health_opens_per_signal_and_resolves(db_url: str) -> None:
         # No live worker for the base lane: work waits.
         async with connect(db_url) as conn:
             await conn.execute(
-                "UPDATE procrastinate_events SET at = at - interval '5 minutes' WHERE type = 'deferred'"
+                "UPDATE procrastinate_events SET at = at - interval '5 minutes'"
+                " WHERE type = 'deferred'"
             )
             result = await check_queues(conn, config)
         signals = {b["fingerprint"] for b in result["breaches"]}
