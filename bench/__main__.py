@@ -32,6 +32,9 @@ def startup() -> dict[str, float]:
 def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     results = {"startup": startup()}
+    from bench import failures as failures_bench  # failures & issues at 1M rows
+
+    results["failures"] = failures_bench.run()
     for name, data in results.items():
         for key, value in data.items():
             print(f"{name:<12} {key:<28} {value:10.3f}")

@@ -109,7 +109,9 @@ async def record_failure(
         row = replace(row, fingerprint=fingerprint_of(row))
     if row.occurred_at is None:
         row = replace(row, occurred_at=datetime.now(UTC))
-    async with conn.transaction():
+    # Pipelined: BEGIN, the timeouts and the insert go in one round trip, the issue
+    # upsert in a second, the rest and COMMIT in a third.
+    async with conn.pipeline(), conn.transaction():
         if lock_timeout_ms is not None:
             await _set_timeouts(conn, lock_timeout_ms, statement_timeout_ms or 10 * lock_timeout_ms)
         failure_id = await store.insert_failure(conn, row)

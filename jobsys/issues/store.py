@@ -213,7 +213,7 @@ async def add_account(conn: Any, issue_id: int, account_id: str) -> bool:
 
 
 async def finish_failure(conn: Any, params: dict[str, Any]) -> None:
-    await fetch_all(conn, FINISH_FAILURE, params)
+    await conn.execute(FINISH_FAILURE, params)  # no result wanted: stays pipelined
 
 
 async def upsert_health_issue(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
