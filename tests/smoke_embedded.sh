@@ -9,6 +9,8 @@ $J db upgrade
 $J db check
 $J config check
 $J db status --json | grep -q '"up_to_date": true'
+$J failures list --json | grep -q '"failures": \[\]'
+$J issues list --json | grep -q '"issues": \[\]'
 if $J --help >/dev/null && [ -n "$($J db url)" ]; then echo "embedded smoke: ok"; fi
 $J db stop
 if $J db status >/dev/null 2>&1; then echo "server still answering after stop" >&2; exit 1; fi

@@ -44,10 +44,22 @@ async def _set_timeouts(conn: Any, lock_timeout_ms: int, statement_timeout_ms: i
     )
 
 
-async def _attach_to_issue(conn: Any, failure_id: int, row: store.FailureRow) -> int:
-    """Count the failure in its issue (the service's open outage, else its fingerprint's),
-    then, in one more statement, its account, its link and the live events."""
-    assert row.fingerprint is not None and row.occurred_at is not None
+def _issue_params(row: store.FailureRow) -> dict[str, Any]:
+    return {
+        "fingerprint": row.fingerprint,
+        "title": fp.job_failure_title(row.task, row.error_class, row.message, row.kind),
+        "task": row.task,
+        "error_class": row.error_class,
+        "queue": row.queue,
+        "service": row.service,
+        "occurred_at": row.occurred_at,
+    }
+
+
+async def _count_in_issue(conn: Any, failure_id: int, row: store.FailureRow) -> int:
+    """Count a stored failure in its issue: the service's open outage, else its
+    fingerprint's. Returns the issue id."""
+    assert row.occurred_at is not None
     issue_id = None
     if row.kind == "transient" and row.service:
         issue_id = await issues_store.join_outage(
@@ -55,18 +67,13 @@ async def _attach_to_issue(conn: Any, failure_id: int, row: store.FailureRow) ->
         )
     if issue_id is None:
         issue_id = await issues_store.upsert_failure_issue(
-            conn,
-            {
-                "fingerprint": row.fingerprint,
-                "title": fp.job_failure_title(row.task, row.error_class, row.message, row.kind),
-                "failure_id": failure_id,
-                "task": row.task,
-                "error_class": row.error_class,
-                "queue": row.queue,
-                "service": row.service,
-                "occurred_at": row.occurred_at,
-            },
+            conn, {**_issue_params(row), "failure_id": failure_id}
         )
+    return issue_id
+
+
+async def _finish(conn: Any, failure_id: int, issue_id: int, row: store.FailureRow) -> None:
+    """One statement: the affected account, the failure's link, the live events."""
     await issues_store.finish_failure(
         conn,
         {
@@ -87,7 +94,22 @@ async def _attach_to_issue(conn: Any, failure_id: int, row: store.FailureRow) ->
             "issue_event": live.payload("issues_changed", {"issue_id": issue_id}),
         },
     )
-    return issue_id
+
+
+async def _store(conn: Any, row: store.FailureRow) -> int | None:
+    if row.kind == "transient" and row.service:  # may join an outage: two steps
+        failure_id = await store.insert_failure(conn, row)
+        if failure_id is None:
+            return None
+        issue_id = await _count_in_issue(conn, failure_id, row)
+    else:
+        params = {**store.insert_params(row), **_issue_params(row)}
+        found = await issues_store.record_with_issue(conn, params)
+        if found is None:
+            return None
+        failure_id, issue_id = found
+    await _finish(conn, failure_id, issue_id, row)
+    return failure_id
 
 
 async def record_failure(
@@ -109,16 +131,12 @@ async def record_failure(
         row = replace(row, fingerprint=fingerprint_of(row))
     if row.occurred_at is None:
         row = replace(row, occurred_at=datetime.now(UTC))
-    # Pipelined: BEGIN, the timeouts and the insert go in one round trip, the issue
-    # upsert in a second, the rest and COMMIT in a third.
+    # Pipelined: BEGIN, the timeouts and the failure with its issue go in one round
+    # trip, the rest and COMMIT in a second.
     async with conn.pipeline(), conn.transaction():
         if lock_timeout_ms is not None:
             await _set_timeouts(conn, lock_timeout_ms, statement_timeout_ms or 10 * lock_timeout_ms)
-        failure_id = await store.insert_failure(conn, row)
-        if failure_id is None:
-            return None
-        await _attach_to_issue(conn, failure_id, row)
-    return failure_id
+        return await _store(conn, row)
 
 
 def _row_from_db(data: dict[str, Any]) -> store.FailureRow:
@@ -140,6 +158,7 @@ async def group_pending(conn: Any, config: Config | None = None, limit: int = GR
             data = pending[0]
             row = _row_from_db(data)
             row = replace(row, fingerprint=fingerprint_of(row))
-            await _attach_to_issue(conn, int(data["id"]), row)
+            issue_id = await _count_in_issue(conn, int(data["id"]), row)
+            await _finish(conn, int(data["id"]), issue_id, row)
         grouped += 1
     return grouped

@@ -57,11 +57,15 @@ class FailureRow:
     occurred_at: datetime | None = None
 
 
-async def insert_failure(conn: Any, row: FailureRow) -> int | None:
-    """Insert ``row``; return its id, or None when that attempt was already recorded."""
+def insert_params(row: FailureRow) -> dict[str, Any]:
     params = asdict(row)
     params["args"] = json.dumps(row.args, default=str)
-    cur = await conn.execute(INSERT_FAILURE, params)
+    return params
+
+
+async def insert_failure(conn: Any, row: FailureRow) -> int | None:
+    """Insert ``row``; return its id, or None when that attempt was already recorded."""
+    cur = await conn.execute(INSERT_FAILURE, insert_params(row))
     found = await cur.fetchone()
     if found is None:
         return None

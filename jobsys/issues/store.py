@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from jobsys.db.query import execute, fetch_all, fetch_one
+from jobsys.failures.store import INSERT_FAILURE
 
 EFFECTIVE_STATUS = "CASE WHEN status = 'muted' AND muted_until <= now() THEN 'open' ELSE status END"
 COLUMNS = f"""
@@ -41,6 +42,15 @@ _REOPEN = """
         AND EXCLUDED.last_seen <= COALESCE(i.resolved_at, '-infinity') THEN i.resolved_by END
 """
 
+_COUNT_IN_ISSUE = f"""
+ON CONFLICT (fingerprint) DO UPDATE SET
+    occurrences = i.occurrences + 1,
+    first_seen = LEAST(i.first_seen, EXCLUDED.first_seen),
+    last_seen = GREATEST(i.last_seen, EXCLUDED.last_seen),
+    latest_failure_id = CASE WHEN EXCLUDED.last_seen >= i.last_seen
+        THEN EXCLUDED.latest_failure_id ELSE i.latest_failure_id END,
+    {_REOPEN}
+"""
 UPSERT_FAILURE_ISSUE = f"""
 INSERT INTO jobsys_issues AS i (
     fingerprint, kind, title, status, occurrences, latest_failure_id, task, error_class,
@@ -49,14 +59,23 @@ INSERT INTO jobsys_issues AS i (
     %(fingerprint)s, 'job_failure', %(title)s, 'open', 1, %(failure_id)s, %(task)s,
     %(error_class)s, %(queue)s, %(service)s, %(occurred_at)s, %(occurred_at)s
 )
-ON CONFLICT (fingerprint) DO UPDATE SET
-    occurrences = i.occurrences + 1,
-    first_seen = LEAST(i.first_seen, EXCLUDED.first_seen),
-    last_seen = GREATEST(i.last_seen, EXCLUDED.last_seen),
-    latest_failure_id = CASE WHEN EXCLUDED.last_seen >= i.last_seen
-        THEN EXCLUDED.latest_failure_id ELSE i.latest_failure_id END,
-    {_REOPEN}
+{_COUNT_IN_ISSUE}
 RETURNING id
+"""
+
+# The common case in ONE statement (one round trip): insert the failure and, only if
+# that attempt was new, count it in its fingerprint's issue.
+RECORD_WITH_ISSUE = f"""
+WITH f AS ({INSERT_FAILURE})
+INSERT INTO jobsys_issues AS i (
+    fingerprint, kind, title, status, occurrences, latest_failure_id, task, error_class,
+    queue, service, first_seen, last_seen
+)
+SELECT %(fingerprint)s, 'job_failure', %(title)s, 'open', 1, f.id, %(task)s,
+       %(error_class)s, %(queue)s, %(service)s, %(occurred_at)s, %(occurred_at)s
+  FROM f
+{_COUNT_IN_ISSUE}
+RETURNING i.id AS issue_id, (SELECT id FROM f) AS failure_id
 """
 
 # A failure joins its service's outage only while that outage is open (or muted).
@@ -194,6 +213,12 @@ async def upsert_failure_issue(conn: Any, params: dict[str, Any]) -> int:
     row = await fetch_one(conn, UPSERT_FAILURE_ISSUE, params)
     assert row is not None  # an upsert always returns its row
     return int(row["id"])
+
+
+async def record_with_issue(conn: Any, params: dict[str, Any]) -> tuple[int, int] | None:
+    """(failure id, issue id), or None when that attempt was already recorded."""
+    row = await fetch_one(conn, RECORD_WITH_ISSUE, params)
+    return (int(row["failure_id"]), int(row["issue_id"])) if row else None
 
 
 async def join_outage(
