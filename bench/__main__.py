@@ -39,6 +39,9 @@ def main() -> None:
     results["schedule_fanout"] = __import__("bench.schedule").schedule.run()
     results["retry"] = __import__("bench.retry", fromlist=["run"]).run()
     results["live"] = live.run()
+    from bench import failures as failures_bench  # failures & issues at 1M rows
+
+    results["failures"] = failures_bench.run()
     for name, data in results.items():
         for key, value in data.items():
             print(f"{name:<12} {key:<28} {value:10.3f}")

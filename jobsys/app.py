@@ -29,6 +29,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "jobsys.lanes.reap_task",
     "jobsys.schedule.tasks",
     "jobsys.retry.auto",
+    "jobsys.issues.tasks",
 )
 
 
@@ -104,11 +105,15 @@ def worker_middlewares(config: Config) -> list[Any]:
     bookkeeping, live events. Each is ``async (call_next, context, worker)``; a broken
     middleware must log and re-raise the job's own outcome, never change it.
     """
+    from jobsys.failures import logredact
+    from jobsys.failures.capture import capture_middleware
     from jobsys.live import services as live_services
     from jobsys.retry.middleware import pipeline_middleware
 
+    logredact.install(config)  # Procrastinate logs job args; keep secrets out
     middlewares: list[Any] = []
     middlewares.extend(live_services.middlewares(config))  # outer: counts every outcome
+    middlewares.append(capture_middleware(config))  # records, then re-raises
     middlewares.append(pipeline_middleware)  # innermost: sees the task's own outcome
     return middlewares
 
@@ -130,19 +135,22 @@ class WorkerService(Protocol):
 
 def worker_services(config: Config) -> list[WorkerService]:
     """The services every worker process runs (each domain adds its own here)."""
+    from jobsys.failures.reconcile import FailureMaintenance
     from jobsys.lanes.reaper import ReaperService
     from jobsys.live import services as live_services
     from jobsys.schedule.scheduler import Scheduler
+    from jobsys.settings import from_env
 
     services: list[WorkerService] = []
     services.append(ReaperService(config))
     services.append(Scheduler(config))
+    services.append(FailureMaintenance(config, from_env().home))
     services.extend(live_services.services(config))
     return services
 
 
 def build_procrastinate_app(
-    url: str, *, min_size: int = 1, max_size: int = 10
+    url: str, *, min_size: int = 1, max_size: int = 10, config: Config | None = None
 ) -> procrastinate.App:
     """A Procrastinate App on ``url`` with every registered jobsys task attached."""
     import procrastinate
@@ -155,14 +163,24 @@ def build_procrastinate_app(
     )
     app = procrastinate.App(connector=connector)
     for spec in task_registry.registry().values():
-        register_on(app, spec)
+        register_on(app, spec, config)
     return app
 
 
-def register_on(app: Any, spec: task_registry.TaskSpec) -> None:
+def register_on(app: Any, spec: task_registry.TaskSpec, config: Config | None = None) -> None:
     app.task(
         name=spec.name,
         queue=spec.queue,
         priority=spec.priority,
         pass_context=spec.pass_context,
+        retry=retry_for(spec, config),
     )(spec.func)
+
+
+def retry_for(spec: task_registry.TaskSpec, config: Config | None) -> Any:
+    """The failure-kind retry policy (authentication never, transient with backoff)."""
+    if config is None:
+        return False
+    from jobsys.failures.policy import retry_strategy
+
+    return retry_strategy(spec, config)

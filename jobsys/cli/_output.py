@@ -92,6 +92,12 @@ def print_text(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+def shorten(text: str, width: int) -> str:
+    """One line of at most ``width`` characters (an ellipsis marks a cut)."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def format_cell(value: Any) -> str:
     if value is None:
         return "-"

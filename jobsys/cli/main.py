@@ -18,7 +18,9 @@ from jobsys.cli import config as config_cmd
 from jobsys.cli import dashboard as dashboard_cmd
 from jobsys.cli import db as db_cmd
 from jobsys.cli import events as events_cmd
+from jobsys.cli import failures as failures_cmd
 from jobsys.cli import fanout as fanout_cmd
+from jobsys.cli import issues as issues_cmd
 from jobsys.cli import jobs as jobs_cmd
 from jobsys.cli import metrics as metrics_cmd
 from jobsys.cli import pipelines as pipelines_cmd
@@ -42,12 +44,14 @@ app.add_typer(schedule_cmd.app, name="schedule")
 app.add_typer(fanout_cmd.app, name="fanout")
 app.add_typer(pipelines_cmd.app, name="pipelines")
 app.command("retry")(retry_cmd.retry)
-# `jobsys issues retry ISSUE_ID` is retry_cmd.issues_retry: attach it to the issues group.
 app.command(name="events")(events_cmd.events)
 app.add_typer(jobs_cmd.app, name="jobs")
 app.command(name="metrics")(metrics_cmd.metrics)
 app.command(name="dashboard")(dashboard_cmd.dashboard)
 app.command(name="top", help="Alias of `jobsys dashboard`.")(dashboard_cmd.dashboard)
+app.add_typer(failures_cmd.app, name="failures")
+app.add_typer(issues_cmd.app, name="issues")
+issues_cmd.app.command("retry")(retry_cmd.issues_retry)
 
 
 @app.callback()

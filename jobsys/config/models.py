@@ -49,6 +49,8 @@ DEFAULT_TRANSIENT_EXCEPTIONS = (
     "psycopg.OperationalError",
 )
 DEFAULT_AUTHENTICATION_HTTP_STATUS = (401, 403)
+DEFAULT_TRANSIENT_HTTP_STATUS = (408, 429, 500, 502, 503, 504)
+DEFAULT_ISSUE_AUTO_RESOLVE_SECONDS = 3600.0
 
 
 class Strict(BaseModel):
@@ -114,6 +116,7 @@ class Classification(Strict):
     transient: tuple[str, ...] = DEFAULT_TRANSIENT_EXCEPTIONS
     authentication: tuple[str, ...] = ()
     authentication_http_status: tuple[int, ...] = DEFAULT_AUTHENTICATION_HTTP_STATUS
+    transient_http_status: tuple[int, ...] = DEFAULT_TRANSIENT_HTTP_STATUS
 
 
 class Redaction(Strict):
@@ -140,6 +143,11 @@ class Health(Strict):
     queues: QueueThresholds = QueueThresholds()
     queue_overrides: dict[str, QueueThresholds] = {}
     services: dict[str, ServiceCheck] = {}
+
+
+class IssuesSection(Strict):
+    #: A job_failure issue with no new failure for this long resolves itself.
+    auto_resolve_after_seconds: PositiveSeconds = DEFAULT_ISSUE_AUTO_RESOLVE_SECONDS
 
 
 class AutoRetry(Strict):
@@ -204,6 +212,7 @@ class QueuesFile(Strict):
     classification: Classification = Classification()
     redaction: Redaction = Redaction()
     health: Health = Health()
+    issues: IssuesSection = IssuesSection()
     retry: RetrySection = RetrySection()
     retention: Retention = Retention()
     live: Live = Live()

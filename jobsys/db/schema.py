@@ -3,11 +3,12 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0005_live_read_indexes"
+HEAD_REVISION = "0006_failures_filters"
 KNOWN_REVISIONS = (
     "0001_procrastinate",
     "0002_jobsys_core",
     "0003_schedule",
     "0004_retry",
     "0005_live_read_indexes",
+    "0006_failures_filters",
 )

@@ -60,4 +60,7 @@ class Failure(Base):
         Index("ix_jobsys_failures_account_occurred", "account_id", text("occurred_at DESC")),
         Index("ix_jobsys_failures_issue_occurred", "issue_id", text("occurred_at DESC")),
         Index("ix_jobsys_failures_job", "job_id"),
+        # `failures list --profile/--lane` stay index scans at millions of rows (0003).
+        Index("ix_jobsys_failures_profile_occurred", "profile_id", text("occurred_at DESC")),
+        Index("ix_jobsys_failures_lane_occurred", "lane", text("occurred_at DESC")),
     )

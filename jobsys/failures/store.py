@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
+
+from jobsys.db.query import fetch_all, fetch_one
 
 INSERT_FAILURE = """
 INSERT INTO jobsys_failures (
     job_id, task, queue, lane, attempt, args, error_class, message, traceback,
     account_id, profile_id, kind, reason, retryable, will_retry, worker, service,
-    fingerprint, issue_id, pipeline_step_id
+    fingerprint, issue_id, pipeline_step_id, occurred_at
 ) VALUES (
     %(job_id)s, %(task)s, %(queue)s, %(lane)s, %(attempt)s, %(args)s::jsonb, %(error_class)s,
     %(message)s, %(traceback)s, %(account_id)s, %(profile_id)s, %(kind)s, %(reason)s,
     %(retryable)s, %(will_retry)s, %(worker)s, %(service)s, %(fingerprint)s, %(issue_id)s,
-    %(pipeline_step_id)s
+    %(pipeline_step_id)s, COALESCE(%(occurred_at)s, now())
 )
 ON CONFLICT (job_id, attempt) DO NOTHING
 RETURNING id
@@ -50,14 +53,180 @@ class FailureRow:
     fingerprint: str | None = None
     issue_id: int | None = None
     pipeline_step_id: int | None = None
+    #: When the attempt failed (None: now). Replayed and reconciled rows keep their time.
+    occurred_at: datetime | None = None
+
+
+def insert_params(row: FailureRow) -> dict[str, Any]:
+    params = asdict(row)
+    params["args"] = json.dumps(row.args, default=str)
+    return params
 
 
 async def insert_failure(conn: Any, row: FailureRow) -> int | None:
     """Insert ``row``; return its id, or None when that attempt was already recorded."""
-    params = asdict(row)
-    params["args"] = json.dumps(row.args, default=str)
-    cur = await conn.execute(INSERT_FAILURE, params)
+    cur = await conn.execute(INSERT_FAILURE, insert_params(row))
     found = await cur.fetchone()
     if found is None:
         return None
     return int(found["id"] if isinstance(found, dict) else found[0])
+
+
+#: What ``failures list`` / ``show`` return (``args`` and ``traceback`` only in ``show``).
+LIST_COLUMNS = """
+    id, job_id, task, queue, lane, kind, reason, retryable, will_retry, error_class,
+    message, account_id, profile_id, attempt, worker, service, fingerprint, issue_id,
+    pipeline_step_id, retry_state, occurred_at
+"""
+SHOW_COLUMNS = LIST_COLUMNS + ", args, traceback"
+
+#: One fragment per filter, each on bound parameters only. Keyset pagination walks
+#: ``ix_jobsys_failures_occurred`` (occurred_at DESC, id DESC).
+FILTER_CLAUSES = {
+    "kind": "kind = %(kind)s",
+    "task": "task = %(task)s",
+    "queue": "queue = %(queue)s",
+    "lane": "lane = %(lane)s",
+    "account": "account_id = %(account)s",
+    "profile": "profile_id = %(profile)s",
+    "issue": "issue_id = %(issue)s",
+    "since": "occurred_at >= %(since)s",
+    "until": "occurred_at < %(until)s",
+    "retryable": "retryable = %(retryable)s",
+    "before": "(occurred_at, id) < (%(before_at)s, %(before)s)",
+}
+GROUP_COLUMNS = {"fingerprint": "fingerprint", "task": "task", "kind": "kind"}
+
+LIST_FAILURES = """
+SELECT {columns} FROM jobsys_failures
+ WHERE {where}
+ ORDER BY occurred_at DESC, id DESC
+ LIMIT %(limit)s
+"""
+
+GROUP_FAILURES = """
+SELECT {column} AS key, count(*) AS count, max(occurred_at) AS last_seen,
+       count(DISTINCT account_id) AS accounts
+  FROM jobsys_failures
+ WHERE {where}
+ GROUP BY {column}
+ ORDER BY count(*) DESC, {column} NULLS LAST
+ LIMIT %(limit)s
+"""
+
+GET_FAILURE = f"SELECT {SHOW_COLUMNS} FROM jobsys_failures WHERE id = %(id)s"
+FAILURE_POSITION = "SELECT occurred_at FROM jobsys_failures WHERE id = %(id)s"
+
+RECENT_FOR_ISSUE = f"""
+SELECT {LIST_COLUMNS} FROM jobsys_failures
+ WHERE issue_id = %(issue_id)s
+ ORDER BY occurred_at DESC, id DESC
+ LIMIT %(limit)s
+"""
+
+# Rows written without a fingerprint (the reaper's worker_lost rows), oldest first;
+# SKIP LOCKED lets every worker process group a share without waiting.
+PENDING_GROUPING = f"""
+SELECT {SHOW_COLUMNS} FROM jobsys_failures
+ WHERE fingerprint IS NULL AND issue_id IS NULL
+ ORDER BY id
+ LIMIT %(limit)s
+ FOR UPDATE SKIP LOCKED
+"""
+
+# Failed attempts Procrastinate recorded (``failed``/``deferred_for_retry`` events)
+# with no failure row. An attempt's number is the count of the job's events that
+# consumed an attempt up to it: the same ``job.attempts + 1`` capture writes.
+UNRECORDED_ATTEMPTS = """
+WITH recent AS (
+    SELECT DISTINCT job_id FROM procrastinate_events
+     WHERE id > %(after_id)s AND id <= %(upto)s
+       AND type IN ('failed', 'deferred_for_retry')
+       AND at < now() - make_interval(secs => %(grace)s)
+), numbered AS (
+    SELECT e.id AS event_id, e.job_id, e.type, e.at,
+           count(*) FILTER (
+               WHERE e.type IN ('deferred_for_retry', 'failed', 'succeeded', 'aborted', 'retried')
+           ) OVER (PARTITION BY e.job_id ORDER BY e.id) AS attempt
+      FROM procrastinate_events e
+     WHERE e.job_id IN (SELECT job_id FROM recent)
+)
+SELECT n.event_id, n.job_id, n.type, n.at, n.attempt::int AS attempt,
+       j.task_name, j.queue_name, j.args
+  FROM numbered n
+  JOIN procrastinate_jobs j ON j.id = n.job_id
+ WHERE n.event_id > %(after_id)s AND n.event_id <= %(upto)s
+   AND n.type IN ('failed', 'deferred_for_retry')
+   AND n.at < now() - make_interval(secs => %(grace)s)
+   AND NOT EXISTS (
+       SELECT 1 FROM jobsys_failures f WHERE f.job_id = n.job_id AND f.attempt = n.attempt)
+ ORDER BY n.event_id
+ LIMIT %(limit)s
+"""
+# Where a reconciliation pass may start: events older than the lookback are not scanned.
+EVENTS_START = """
+SELECT COALESCE(min(id) - 1, (SELECT COALESCE(max(id), 0) FROM procrastinate_events))
+       AS after_id
+  FROM procrastinate_events
+ WHERE at >= now() - make_interval(secs => %(lookback)s)
+"""
+EVENTS_SETTLED = """
+SELECT COALESCE(max(id), %(after_id)s) AS upto FROM procrastinate_events
+ WHERE id > %(after_id)s AND at < now() - make_interval(secs => %(grace)s)
+"""
+
+
+def where_clause(filters: dict[str, Any]) -> str:
+    """AND of the fragments of the filters that are set (values stay bound parameters)."""
+    parts = [
+        FILTER_CLAUSES[name]
+        for name, value in filters.items()
+        if value is not None and name in FILTER_CLAUSES
+    ]
+    return " AND ".join(parts) or "TRUE"
+
+
+async def list_failures(conn: Any, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    sql = LIST_FAILURES.format(columns=LIST_COLUMNS, where=where_clause(filters))
+    return await fetch_all(conn, sql, {**filters, "limit": limit})
+
+
+async def group_failures(
+    conn: Any, filters: dict[str, Any], group_by: str, limit: int
+) -> list[dict[str, Any]]:
+    sql = GROUP_FAILURES.format(column=GROUP_COLUMNS[group_by], where=where_clause(filters))
+    return await fetch_all(conn, sql, {**filters, "limit": limit})
+
+
+async def get_failure(conn: Any, failure_id: int) -> dict[str, Any] | None:
+    return await fetch_one(conn, GET_FAILURE, {"id": failure_id})
+
+
+async def failure_position(conn: Any, failure_id: int) -> Any:
+    row = await fetch_one(conn, FAILURE_POSITION, {"id": failure_id})
+    return row["occurred_at"] if row else None
+
+
+async def recent_for_issue(conn: Any, issue_id: int, limit: int) -> list[dict[str, Any]]:
+    return await fetch_all(conn, RECENT_FOR_ISSUE, {"issue_id": issue_id, "limit": limit})
+
+
+async def pending_grouping(conn: Any, limit: int) -> list[dict[str, Any]]:
+    return await fetch_all(conn, PENDING_GROUPING, {"limit": limit})
+
+
+async def unrecorded_attempts(
+    conn: Any, after_id: int, upto: int, grace_seconds: float, limit: int
+) -> list[dict[str, Any]]:
+    params = {"after_id": after_id, "upto": upto, "grace": grace_seconds, "limit": limit}
+    return await fetch_all(conn, UNRECORDED_ATTEMPTS, params)
+
+
+async def events_start(conn: Any, lookback_seconds: float) -> int:
+    row = await fetch_one(conn, EVENTS_START, {"lookback": lookback_seconds})
+    return int(row["after_id"]) if row else 0
+
+
+async def events_settled(conn: Any, after_id: int, grace_seconds: float) -> int:
+    row = await fetch_one(conn, EVENTS_SETTLED, {"after_id": after_id, "grace": grace_seconds})
+    return int(row["upto"]) if row else after_id

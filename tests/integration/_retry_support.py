@@ -188,6 +188,7 @@ def bulk_failed_jobs(
                         "fingerprint": None,
                         "issue_id": issue_id,
                         "pipeline_step_id": None,
+                        "occurred_at": None,
                     }
                     for job_id in job_ids
                 ],

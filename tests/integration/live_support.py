@@ -89,6 +89,16 @@ class EventsProcess:
             if predicate(event):
                 return event
 
+    def find(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Like ``wait_for``, but an event already consumed by an earlier wait counts."""
+        for line in list(self.raw):
+            event = json.loads(line)
+            if predicate(event):
+                return event
+        return self.wait_for(predicate, timeout)
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGINT)
         try:

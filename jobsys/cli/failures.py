@@ -1,0 +1,118 @@
+"""``jobsys failures``: what failed, for which account, why, and can it be retried."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from jobsys.cli._context import run, settings
+
+app = typer.Typer(help="Failures: every failed attempt, with its kind, context and issue.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+LIST_COLUMNS = (
+    "id",
+    ("occurred_at", "when (UTC)"),
+    "kind",
+    "task",
+    "queue",
+    ("account_id", "account"),
+    "attempt",
+    ("error", "error"),
+    ("issue_id", "issue"),
+    "retryable",
+)
+MESSAGE_CHARS = 80
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    kind: Annotated[str | None, typer.Option(help="authentication, transient or runtime.")] = None,
+    task: Annotated[str | None, typer.Option(help="Task name (exact).")] = None,
+    queue: Annotated[str | None, typer.Option(help="Queue name (exact).")] = None,
+    lane: Annotated[str | None, typer.Option(help="Lane name (exact).")] = None,
+    account: Annotated[str | None, typer.Option(help="Account id (exact).")] = None,
+    profile: Annotated[str | None, typer.Option(help="Profile id (exact).")] = None,
+    issue: Annotated[int | None, typer.Option(help="Issue id.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Duration back (2h, 30m, 7d) or ISO time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Duration back or ISO time (exclusive).")
+    ] = None,
+    retryable: Annotated[
+        bool | None,
+        typer.Option("--retryable/--not-retryable", help="Only retryable / not retryable ones."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows (or groups).")] = 50,
+    before: Annotated[
+        int | None, typer.Option(help="Page on: only failures older than this failure id.")
+    ] = None,
+    group_by: Annotated[
+        str | None, typer.Option("--group-by", help="Count per fingerprint, task or kind.")
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """List failures, newest first (filters combine with AND); or counts with --group-by."""
+    from jobsys.cli import _output
+    from jobsys.failures import filters, service
+
+    chosen = filters.failure_filters(
+        kind=kind,
+        task=task,
+        queue=queue,
+        lane=lane,
+        account=account,
+        profile=profile,
+        issue=issue,
+        since=since,
+        until=until,
+        retryable=retryable,
+        before=before,
+    )
+    filters.check_limit(limit)
+    filters.check_group_by(group_by)
+    result = run(service.list_failures(settings(ctx), chosen, limit=limit, group_by=group_by))
+    if json:
+        _output.emit_json(result)
+    elif group_by is not None:
+        _output.table(
+            result["groups"],
+            [("key", group_by), "count", "accounts", ("last_seen", "last seen (UTC)")],
+            empty="no failures match",
+        )
+    else:
+        rows = [
+            {
+                **f,
+                "error": _output.shorten(
+                    f"{f['error_class'].rsplit('.', 1)[-1]}: {f['message']}", MESSAGE_CHARS
+                ),
+            }
+            for f in result["failures"]
+        ]
+        _output.table(rows, LIST_COLUMNS, empty="no failures match")
+        if result["next_before"] is not None:
+            _output.say(f"more: add --before {result['next_before']}")
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    failure_id: Annotated[int, typer.Argument(metavar="ID", help="Failure id.")],
+    json: JsonOpt = False,
+) -> None:
+    """Everything about one failure, traceback included."""
+    from jobsys.cli import _output
+    from jobsys.failures import service
+
+    failure = run(service.show_failure(settings(ctx), failure_id))
+    if json:
+        _output.emit_json(failure)
+        return
+    trace = failure.pop("traceback", None)
+    _output.key_values(failure, title=f"failure {failure_id}")
+    if trace:
+        _output.print_text("\n" + trace)

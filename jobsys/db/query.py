@@ -1,0 +1,51 @@
+"""Running named SQL on any psycopg async connection with dict rows.
+
+Procrastinate's pool hands out tuple-row connections, the CLI's ``connect`` dict-row
+ones; store modules go through these helpers so they work on both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+Params = Mapping[str, Any] | Sequence[Any] | None
+
+
+async def fetch_all(conn: Any, sql: str, params: Params = None) -> list[dict[str, Any]]:
+    from psycopg.rows import dict_row
+
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        return list(await cur.fetchall())
+
+
+async def fetch_one(conn: Any, sql: str, params: Params = None) -> dict[str, Any] | None:
+    from psycopg.rows import dict_row
+
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        row = await cur.fetchone()
+        return dict(row) if row is not None else None
+
+
+async def execute(conn: Any, sql: str, params: Params = None) -> int:
+    """Run a statement; return the number of rows it touched."""
+    async with conn.cursor() as cur:
+        await cur.execute(sql, params)
+        return int(cur.rowcount)
+
+
+@contextlib.asynccontextmanager
+async def autocommit(conn: Any) -> AsyncIterator[Any]:
+    """``conn`` in autocommit mode for the block (pool connections are handed back as
+    they came), so each ``conn.transaction()`` inside commits on its own."""
+    before = conn.autocommit
+    if not before:
+        await conn.set_autocommit(True)
+    try:
+        yield conn
+    finally:
+        if not before and not conn.closed:
+            await conn.set_autocommit(False)

@@ -1,0 +1,200 @@
+"""Failure capture: the Procrastinate worker middleware that records every failed attempt.
+
+It wraps each job, lets any exception through unchanged (the job's outcome is
+Procrastinate's to decide), and on the way out records the attempt: kind, retry
+verdict, redacted args, scrubbed message and traceback, account and profile, the
+issue it belongs to. The write is short (lock and statement timeouts, one
+transaction); if the database cannot take it now, the row goes to the local spool
+and is replayed later, so a locked table never holds jobs. A bug in capture is
+logged and swallowed: it never changes the job's outcome or stops the worker.
+
+``TaskNotFound`` is raised by Procrastinate before worker middlewares run, so those
+failures are recorded by reconciliation (``jobsys.failures.reconcile``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback as tb_module
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobsys import tasks as task_registry
+from jobsys.failures import classify
+from jobsys.failures.recorder import record_failure
+from jobsys.failures.redaction import Redactor
+from jobsys.failures.spool import Spool
+from jobsys.failures.store import FailureRow
+from jobsys.issues import fingerprint as fp
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
+
+logger = logging.getLogger(__name__)
+
+#: How long the capture transaction may wait for a lock before the row is spooled.
+CAPTURE_LOCK_TIMEOUT_MS = 500
+CAPTURE_STATEMENT_TIMEOUT_MS = 2000
+#: Whole budget of one capture write (pool checkout included) before spooling.
+CAPTURE_BUDGET_SECONDS = 3.0
+MAX_TRACEBACK_CHARS = 20_000
+#: Exceptions that end the process rather than the job: let them through untouched.
+_NOT_FAILURES = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def redactor_for(config: Config) -> Redactor:
+    section = config.queues.redaction
+    return Redactor(keys=section.keys, replacement=section.replacement)
+
+
+def context_value(args: dict[str, Any], key: str | None) -> str | None:
+    if not key or key not in args or args[key] is None:
+        return None
+    return str(args[key])
+
+
+def will_retry(exc: BaseException, context: Any, worker: Any) -> bool:
+    """Whether Procrastinate will run the job again, decided as its worker does."""
+    from procrastinate import exceptions, job_context
+
+    if isinstance(exc, exceptions.JobAborted) and (
+        context.abort_reason() != job_context.AbortReason.SHUTDOWN
+    ):
+        return False
+    task = worker.app.tasks.get(context.job.task_name)
+    if task is None:
+        return False
+    try:
+        return task.get_retry_exception(exception=exc, job=context.job) is not None
+    except Exception:
+        return False
+
+
+def build_row(
+    exc: BaseException,
+    *,
+    job: Any,
+    config: Config,
+    lane: str | None,
+    worker_name: str | None,
+    retrying: bool,
+) -> FailureRow:
+    """The failure row for ``exc`` raised by ``job``: redacted, scrubbed, fingerprinted."""
+    spec = task_registry.get(job.task_name)
+    verdict = classify.classify(exc, spec, config.queues.classification)
+    raw_args = dict(job.task_kwargs or {})
+    redactor = redactor_for(config)
+    args, (message, trace) = redactor.redact_with_text(
+        raw_args, str(exc), "".join(tb_module.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
+    )
+    error_class = classify.dotted_name(type(exc))
+    app_packages = [spec.func.__module__.split(".")[0]] if spec is not None else []
+    frame = fp.application_frame(exc.__traceback__, app_packages)
+    return FailureRow(
+        job_id=int(job.id),
+        task=job.task_name,
+        queue=job.queue,
+        lane=lane,
+        attempt=int(job.attempts) + 1,
+        args=args,
+        error_class=error_class,
+        message=message,
+        traceback=trace,
+        account_id=context_value(args, spec.account_arg if spec else "account_id"),
+        profile_id=context_value(args, spec.profile_arg if spec else "profile_id"),
+        kind=verdict.kind,
+        reason=verdict.reason,
+        retryable=verdict.retryable,
+        will_retry=retrying,
+        worker=worker_name,
+        service=verdict.service,
+        fingerprint=fp.job_failure(job.task_name, error_class, message, frame, verdict.kind),
+        occurred_at=datetime.now(UTC),
+    )
+
+
+class FailureCapture:
+    """The worker middleware ``(call_next, context, worker)``; see the module docstring."""
+
+    def __init__(self, config: Config, spool: Spool) -> None:
+        self.config = config
+        self.spool = spool
+
+    async def __call__(self, call_next: Any, context: Any, worker: Any) -> Any:
+        try:
+            return await call_next()
+        except _NOT_FAILURES:
+            raise
+        except BaseException as exc:
+            await self._capture_safely(exc, context, worker)
+            raise
+
+    async def _capture_safely(self, exc: BaseException, context: Any, worker: Any) -> None:
+        job_id = getattr(context.job, "id", None)
+        try:
+            extra = context.additional_context or {}
+            row = build_row(
+                exc,
+                job=context.job,
+                config=self.config,
+                lane=extra.get("lane"),
+                worker_name=extra.get("worker") or worker.worker_name,
+                retrying=will_retry(exc, context, worker),
+            )
+        except Exception as bug:
+            logger.error(
+                "failure capture could not describe job %s: %s",
+                job_id,
+                type(bug).__name__,
+                extra={"action": "failure_capture_error", "job_id": job_id},
+            )
+            return
+        try:
+            await self.write(row, worker.app.connector.pool)
+        except Exception as problem:
+            try:
+                await asyncio.to_thread(self.spool.append, [row])
+            except Exception as spool_problem:
+                logger.critical(
+                    "failure of job %s could be neither written (%s) nor spooled (%s)",
+                    job_id,
+                    type(problem).__name__,
+                    spool_problem,
+                    extra={"action": "failure_capture_lost", "job_id": job_id},
+                )
+                return
+            logger.warning(
+                "failure of job %s spooled, the database did not take it: %s",
+                job_id,
+                type(problem).__name__,
+                extra={"action": "failure_spooled", "job_id": job_id},
+            )
+
+    async def write(self, row: FailureRow, pool: Any) -> None:
+        async with (
+            asyncio.timeout(CAPTURE_BUDGET_SECONDS),
+            pool.connection(timeout=CAPTURE_BUDGET_SECONDS) as conn,
+        ):
+            await record_failure(
+                conn,
+                row,
+                self.config,
+                lock_timeout_ms=CAPTURE_LOCK_TIMEOUT_MS,
+                statement_timeout_ms=CAPTURE_STATEMENT_TIMEOUT_MS,
+            )
+
+
+def spool_directory(home: Path) -> Path:
+    return home / "spool"
+
+
+def capture_middleware(config: Config, home: Path | None = None) -> FailureCapture:
+    """The capture middleware for ``worker_middlewares(config)``; spools under ``home``
+    (default: ``JOBSYS_HOME``)."""
+    if home is None:
+        from jobsys.settings import from_env
+
+        home = from_env().home
+    return FailureCapture(config, Spool(spool_directory(home)))

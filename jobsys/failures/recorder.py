@@ -1,0 +1,164 @@
+"""Recording a failure: the row, its issue, the affected account and the live events,
+in one transaction. Used by capture, the spool replay, reconciliation and (through
+:func:`group_pending`) for rows other domains insert without an issue.
+
+Lock order, always: the failure row, then one issue row, then its account entry. No
+transaction ever holds two issue rows, so concurrent recorders cannot deadlock; and
+the issue row is held for two round trips only (upsert, then one statement doing the
+rest), so a hot issue does not serialise captures for long.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from jobsys.failures import store
+from jobsys.issues import fingerprint as fp
+from jobsys.issues import store as issues_store
+from jobsys.live import publish as live
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
+
+#: Default batch of ungrouped rows one :func:`group_pending` call handles.
+GROUP_BATCH = 500
+
+SET_TIMEOUTS = """
+SELECT set_config('lock_timeout', %(lock)s, true),
+       set_config('statement_timeout', %(statement)s, true),
+       set_config('synchronous_commit', 'off', true)
+"""
+
+
+def fingerprint_of(row: store.FailureRow, frame: str | None = None) -> str:
+    return fp.job_failure(row.task, row.error_class, row.message, frame, row.kind)
+
+
+async def _set_timeouts(conn: Any, lock_timeout_ms: int, statement_timeout_ms: int) -> None:
+    # synchronous_commit off is safe here: the job's own status update commits right
+    # after, synchronously, and flushes this transaction's WAL with it.
+    await conn.execute(
+        SET_TIMEOUTS, {"lock": f"{lock_timeout_ms}ms", "statement": f"{statement_timeout_ms}ms"}
+    )
+
+
+def _issue_params(row: store.FailureRow) -> dict[str, Any]:
+    return {
+        "fingerprint": row.fingerprint,
+        "title": fp.job_failure_title(row.task, row.error_class, row.message, row.kind),
+        "task": row.task,
+        "error_class": row.error_class,
+        "queue": row.queue,
+        "service": row.service,
+        "occurred_at": row.occurred_at,
+    }
+
+
+async def _count_in_issue(conn: Any, failure_id: int, row: store.FailureRow) -> int:
+    """Count a stored failure in its issue: the service's open outage, else its
+    fingerprint's. Returns the issue id."""
+    assert row.occurred_at is not None
+    issue_id = None
+    if row.kind == "transient" and row.service:
+        issue_id = await issues_store.join_outage(
+            conn, fp.service_outage(row.service), failure_id, row.occurred_at
+        )
+    if issue_id is None:
+        issue_id = await issues_store.upsert_failure_issue(
+            conn, {**_issue_params(row), "failure_id": failure_id}
+        )
+    return issue_id
+
+
+async def _finish(conn: Any, failure_id: int, issue_id: int, row: store.FailureRow) -> None:
+    """One statement: the affected account, the failure's link, the live events."""
+    await issues_store.finish_failure(
+        conn,
+        {
+            "issue_id": issue_id,
+            "account_id": row.account_id,
+            "failure_id": failure_id,
+            "fingerprint": row.fingerprint,
+            "channel": live.CHANNEL,
+            "failure_event": live.payload(
+                "job_failures_changed",
+                {
+                    "failure_id": failure_id,
+                    "issue_id": issue_id,
+                    "kind": row.kind,
+                    "queue": row.queue,
+                },
+            ),
+            "issue_event": live.payload("issues_changed", {"issue_id": issue_id}),
+        },
+    )
+
+
+async def _store(conn: Any, row: store.FailureRow) -> int | None:
+    if row.kind == "transient" and row.service:  # may join an outage: two steps
+        failure_id = await store.insert_failure(conn, row)
+        if failure_id is None:
+            return None
+        issue_id = await _count_in_issue(conn, failure_id, row)
+    else:
+        params = {**store.insert_params(row), **_issue_params(row)}
+        found = await issues_store.record_with_issue(conn, params)
+        if found is None:
+            return None
+        failure_id, issue_id = found
+    await _finish(conn, failure_id, issue_id, row)
+    return failure_id
+
+
+async def record_failure(
+    conn: Any,
+    row: store.FailureRow,
+    config: Config | None = None,
+    *,
+    lock_timeout_ms: int | None = None,
+    statement_timeout_ms: int | None = None,
+) -> int | None:
+    """Store ``row`` (args already redacted), fingerprint it if needed, count it in its
+    issue, publish ``job_failures_changed``/``issues_changed``: one transaction.
+
+    Returns the failure id, or None when that (job, attempt) was already recorded, in
+    which case nothing is counted twice. With timeouts, a locked table makes this
+    raise quickly instead of holding the job (callers spool the row then).
+    """
+    if row.fingerprint is None:
+        row = replace(row, fingerprint=fingerprint_of(row))
+    if row.occurred_at is None:
+        row = replace(row, occurred_at=datetime.now(UTC))
+    # Pipelined: BEGIN, the timeouts and the failure with its issue go in one round
+    # trip, the rest and COMMIT in a second.
+    async with conn.pipeline(), conn.transaction():
+        if lock_timeout_ms is not None:
+            await _set_timeouts(conn, lock_timeout_ms, statement_timeout_ms or 10 * lock_timeout_ms)
+        return await _store(conn, row)
+
+
+def _row_from_db(data: dict[str, Any]) -> store.FailureRow:
+    fields = store.FailureRow.__dataclass_fields__
+    return store.FailureRow(**{k: v for k, v in data.items() if k in fields})
+
+
+async def group_pending(conn: Any, config: Config | None = None, limit: int = GROUP_BATCH) -> int:
+    """Fingerprint and group failure rows inserted without an issue (the reaper's
+    ``worker_lost`` rows, written with ``store.insert_failure``). Returns how many.
+
+    One short transaction per row, so no transaction holds two issue rows."""
+    grouped = 0
+    while grouped < limit:
+        async with conn.transaction():
+            pending = await store.pending_grouping(conn, 1)
+            if not pending:
+                break
+            data = pending[0]
+            row = _row_from_db(data)
+            row = replace(row, fingerprint=fingerprint_of(row))
+            issue_id = await _count_in_issue(conn, int(data["id"]), row)
+            await _finish(conn, int(data["id"]), issue_id, row)
+        grouped += 1
+    return grouped

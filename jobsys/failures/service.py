@@ -1,0 +1,51 @@
+"""Operator-level failure queries behind ``jobsys failures ...``.
+
+Input is validated (``jobsys.failures.filters``) before anything touches the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobsys.db.session import command_connection
+from jobsys.errors import NotFoundError
+from jobsys.failures import store
+from jobsys.failures.filters import FailureFilters
+from jobsys.settings import Settings
+
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    """A failure as the JSON contract shows it (``retry_state`` always an object)."""
+    out = dict(row)
+    out["retry_state"] = out.get("retry_state") or {}
+    return out
+
+
+async def list_failures(
+    settings: Settings, filters: FailureFilters, *, limit: int, group_by: str | None = None
+) -> dict[str, Any]:
+    """Newest first, keyset-paginated by (occurred_at, id); or counts per group."""
+    params = filters.params()
+    async with command_connection(settings) as conn:
+        if group_by is not None:
+            params.pop("before", None)
+            groups = await store.group_failures(conn, params, group_by, limit)
+            return {"group_by": group_by, "groups": groups}
+        if filters.before is not None:
+            at = await store.failure_position(conn, filters.before)
+            if at is None:
+                raise NotFoundError(f"no failure {filters.before}")
+            params["before_at"] = at
+        rows = await store.list_failures(conn, params, limit)
+    next_before = rows[-1]["id"] if len(rows) == limit else None
+    return {"failures": [public(r) for r in rows], "count": len(rows), "next_before": next_before}
+
+
+async def show_failure(settings: Settings, failure_id: int) -> dict[str, Any]:
+    async with command_connection(settings) as conn:
+        row = await store.get_failure(conn, failure_id)
+    if row is None:
+        raise NotFoundError(
+            f"no failure {failure_id}", hint="List them with `jobsys failures list`."
+        )
+    return public(row)

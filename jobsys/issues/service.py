@@ -1,0 +1,109 @@
+"""Operator-level issue operations behind ``jobsys issues ...``, and the hooks other
+domains call (outage replay for the automatic retry).
+
+Every change publishes ``issues_changed``. Input is validated before any query.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobsys.db.session import command_connection
+from jobsys.errors import NotFoundError, UsageError
+from jobsys.failures import store as failures_store
+from jobsys.failures.filters import check_limit, parse_duration
+from jobsys.failures.service import public as public_failure
+from jobsys.issues import store
+from jobsys.live.publish import publish
+from jobsys.settings import Settings
+
+#: Mirrors ``jobsys.issues.models`` (a test keeps them equal) without importing SQLAlchemy.
+ISSUE_KINDS = ("job_failure", "queue_health", "service_outage")
+STATUS_CHOICES = tuple(store.STATUS_CLAUSES)
+SHOW_FAILURES = 10
+SHOW_ACCOUNTS = 50
+
+
+def check_status(status: str) -> str:
+    if status not in STATUS_CHOICES:
+        raise UsageError(
+            f"--status: {status!r} is not one of {', '.join(STATUS_CHOICES)}.",
+        )
+    return status
+
+
+def check_kind(kind: str | None) -> str | None:
+    if kind is not None and kind not in ISSUE_KINDS:
+        raise UsageError(f"--kind: {kind!r} is not one of {', '.join(ISSUE_KINDS)}.")
+    return kind
+
+
+def _missing(issue_id: int) -> NotFoundError:
+    return NotFoundError(
+        f"no issue {issue_id}", hint="List them with `jobsys issues list --status all`."
+    )
+
+
+async def list_issues(
+    settings: Settings, *, status: str = "open", kind: str | None = None, limit: int = 50
+) -> dict[str, Any]:
+    check_status(status)
+    check_kind(kind)
+    check_limit(limit)
+    async with command_connection(settings) as conn:
+        rows = await store.list_issues(conn, status=status, kind=kind, limit=limit)
+    return {"issues": rows, "count": len(rows), "status": status}
+
+
+async def show_issue(settings: Settings, issue_id: int) -> dict[str, Any]:
+    async with command_connection(settings) as conn:
+        issue = await store.get_issue(conn, issue_id)
+        if issue is None:
+            raise _missing(issue_id)
+        failures = await failures_store.recent_for_issue(conn, issue_id, SHOW_FAILURES)
+        accounts = await store.issue_accounts(conn, issue_id, SHOW_ACCOUNTS)
+    issue["recent_failures"] = [public_failure(f) for f in failures]
+    issue["accounts"] = accounts
+    return issue
+
+
+async def _change(settings: Settings, issue_id: int, action: str, **kwargs: Any) -> dict[str, Any]:
+    async with command_connection(settings) as conn, conn.transaction():
+        if action == "resolve":
+            row = await store.set_resolved(conn, issue_id, settings.operator)
+        elif action == "mute":
+            row = await store.set_muted(conn, issue_id, kwargs["seconds"])
+        else:
+            row = await store.set_open(conn, issue_id)
+        if row is None:
+            raise _missing(issue_id)
+        await publish(conn, "issues_changed", {"issue_id": issue_id})
+    return row
+
+
+async def resolve_issue(settings: Settings, issue_id: int) -> dict[str, Any]:
+    """Resolve by hand (by ``settings.operator``); it reopens as a regression if it recurs."""
+    return await _change(settings, issue_id, "resolve")
+
+
+async def mute_issue(settings: Settings, issue_id: int, duration: str) -> dict[str, Any]:
+    """Mute for ``duration`` (``2h``): still counted, not shown by default, then open again."""
+    seconds = parse_duration(duration, "--for").total_seconds()
+    return await _change(settings, issue_id, "mute", seconds=seconds)
+
+
+async def reopen_issue(settings: Settings, issue_id: int) -> dict[str, Any]:
+    return await _change(settings, issue_id, "reopen")
+
+
+async def outages_pending_replay(conn: Any) -> list[int]:
+    """Ids of resolved ``service_outage`` issues whose joined failures await a retry.
+
+    For the automatic retry: retry the failures with ``issue_id`` = each id (kind
+    transient), then call :func:`mark_outage_replayed`."""
+    return await store.outages_pending_replay(conn)
+
+
+async def mark_outage_replayed(conn: Any, issue_id: int) -> bool:
+    """Mark the outage's failures as handed to retry; False if it was not pending."""
+    return await store.mark_replayed(conn, issue_id)

@@ -1,0 +1,238 @@
+"""``jobsys failures`` / ``jobsys issues``: JSON contracts, exit codes, literal filters."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import failures_support as fx
+import pytest
+
+from jobsys.db.connect import connect
+from jobsys.failures.recorder import record_failure
+from jobsys.failures.store import FailureRow
+
+NASTY = [
+    "t%",
+    "t_x",
+    "t",
+    "o'brien",
+    'say "hi"',
+    "back\\slash",
+    "x'; DROP TABLE jobsys_failures; --",
+    "%",
+    "_",
+    "tx",
+]
+FAILURE_KEYS = {
+    "id", "job_id", "task", "queue", "lane", "kind", "retryable", "error_class", "message",
+    "account_id", "profile_id", "attempt", "occurred_at", "issue_id", "retry_state",
+}  # fmt: skip
+ISSUE_KEYS = {
+    "id", "fingerprint", "kind", "status", "title", "occurrences", "affected_accounts",
+    "first_seen", "last_seen", "regression",
+}  # fmt: skip
+UNREACHABLE = "postgresql://nobody:pw@127.0.0.1:1/none"
+
+
+def seed(db_url: str) -> list[dict[str, Any]]:
+    config = fx.repo_config()
+    now = datetime.now(UTC)
+    kinds = itertools.cycle(["runtime", "transient", "authentication"])
+
+    async def go() -> None:
+        async with connect(db_url) as conn:
+            for n, value in enumerate(NASTY * 3):
+                kind = next(kinds)
+                await record_failure(
+                    conn,
+                    FailureRow(
+                        job_id=n + 1,
+                        task=value,
+                        queue=NASTY[(n + 1) % len(NASTY)],
+                        lane=NASTY[(n + 2) % len(NASTY)],
+                        attempt=1,
+                        error_class="builtins.ValueError",
+                        message=f"bad {n}",
+                        kind=kind,
+                        retryable=kind != "authentication",
+                        account_id=NASTY[(n + 3) % len(NASTY)],
+                        profile_id=NASTY[(n + 4) % len(NASTY)],
+                        occurred_at=now - timedelta(hours=n),
+                    ),
+                    config,
+                )
+
+    asyncio.run(go())
+    return fx.rows(db_url, "SELECT * FROM jobsys_failures ORDER BY occurred_at DESC, id DESC")
+
+
+def test_filters_match_literally_like_a_python_oracle(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    rows = seed(db_url)
+    before = fx.rows(
+        db_url, "SELECT md5(string_agg(f::text, ',' ORDER BY id)) AS h FROM jobsys_failures f"
+    )
+    columns = {
+        "task": "task",
+        "queue": "queue",
+        "lane": "lane",
+        "account": "account_id",
+        "profile": "profile_id",
+    }
+    checked = 0
+    for option, column in columns.items():
+        for value in NASTY:
+            result = cli(
+                "--database-url",
+                db_url,
+                "failures",
+                "list",
+                f"--{option}",
+                value,
+                "--json",
+                "--limit",
+                "1000",
+            )
+            assert result.exit_code == 0, result.stderr
+            got = [f["id"] for f in result.json()["failures"]]
+            assert got == [r["id"] for r in rows if r[column] == value], (option, value)
+            checked += len(got)
+    assert checked == 5 * len(rows)  # every row found once per column, none by pattern
+    for kind in ("runtime", "transient", "authentication"):
+        got = cli(
+            "--database-url",
+            db_url,
+            "failures",
+            "list",
+            "--kind",
+            kind,
+            "--json",
+            "--limit",
+            "1000",
+        ).json()
+        assert [f["id"] for f in got["failures"]] == [r["id"] for r in rows if r["kind"] == kind]
+    got = cli("--database-url", db_url, "failures", "list", "--not-retryable", "--json").json()
+    assert [f["id"] for f in got["failures"]] == [r["id"] for r in rows if not r["retryable"]]
+    got = cli(
+        "--database-url", db_url, "failures", "list", "--since", "5h", "--until", "1h", "--json"
+    ).json()
+    now = datetime.now(UTC)
+    assert [f["id"] for f in got["failures"]] == [
+        r["id"]
+        for r in rows
+        if now - timedelta(hours=5) <= r["occurred_at"] < now - timedelta(hours=1)
+    ]
+    issue = rows[0]["issue_id"]
+    got = cli("--database-url", db_url, "failures", "list", "--issue", str(issue), "--json").json()
+    assert [f["id"] for f in got["failures"]] == [r["id"] for r in rows if r["issue_id"] == issue]
+    after = fx.rows(
+        db_url, "SELECT md5(string_agg(f::text, ',' ORDER BY id)) AS h FROM jobsys_failures f"
+    )
+    assert before == after
+
+
+def test_list_json_contract_pagination_and_group_by(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    rows = seed(db_url)
+    page = cli("--database-url", db_url, "failures", "list", "--limit", "7", "--json")
+    assert page.exit_code == 0 and page.stderr == ""
+    data = page.json()
+    assert set(data["failures"][0]) >= FAILURE_KEYS
+    assert (
+        data["failures"][0]["occurred_at"].endswith("Z")
+        and data["failures"][0]["retry_state"] == {}
+    )
+    seen = [f["id"] for f in data["failures"]]
+    while data["next_before"] is not None:
+        data = cli(
+            "--database-url",
+            db_url,
+            "failures",
+            "list",
+            "--limit",
+            "7",
+            "--before",
+            str(data["next_before"]),
+            "--json",
+        ).json()
+        seen += [f["id"] for f in data["failures"]]
+    assert seen == [r["id"] for r in rows]
+    groups = cli(
+        "--database-url", db_url, "failures", "list", "--group-by", "kind", "--json"
+    ).json()
+    assert {g["key"]: g["count"] for g in groups["groups"]} == {
+        "runtime": 10,
+        "transient": 10,
+        "authentication": 10,
+    }
+    show = cli("--database-url", db_url, "failures", "show", str(rows[0]["id"]), "--json").json()
+    assert FAILURE_KEYS | {"args", "traceback"} <= set(show)
+    issues = cli("--database-url", db_url, "issues", "list", "--json").json()
+    assert set(issues["issues"][0]) >= ISSUE_KEYS
+    detail = cli(
+        "--database-url", db_url, "issues", "show", str(rows[0]["issue_id"]), "--json"
+    ).json()
+    assert set(detail) >= ISSUE_KEYS and detail["recent_failures"] and detail["accounts"]
+
+
+def test_issue_lifecycle_through_the_cli(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    rows = seed(db_url)
+    issue = str(rows[0]["issue_id"])
+    url = ("--database-url", db_url)
+
+    def open_ids() -> set[int]:
+        return {i["id"] for i in cli(*url, "issues", "list", "--json").json()["issues"]}
+
+    assert int(issue) in open_ids()
+    resolved = cli(*url, "issues", "resolve", issue, "--json").json()
+    assert resolved["status"] == "resolved" and int(issue) not in open_ids()
+    muted = cli(*url, "issues", "mute", issue, "--for", "2h", "--json").json()
+    assert muted["status"] == "muted" and int(issue) not in open_ids()
+    assert int(issue) in {
+        i["id"] for i in cli(*url, "issues", "list", "--status", "muted", "--json").json()["issues"]
+    }
+    until = datetime.fromisoformat(muted["muted_until"].replace("Z", "+00:00"))
+    assert timedelta(minutes=119) < until - datetime.now(UTC) <= timedelta(hours=2)
+    reopened = cli(*url, "issues", "reopen", issue, "--json").json()
+    assert reopened["status"] == "open" and int(issue) in open_ids()
+    text = cli(*url, "issues", "resolve", issue)
+    assert text.exit_code == 0 and f"issue {issue} resolved" in text.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["failures", "show", "123"], 1, "no failure 123"),
+        (["issues", "show", "99"], 1, "no issue 99"),
+        (["issues", "resolve", "99"], 1, "no issue 99"),
+        (["failures", "list", "--before", "123"], 1, "no failure 123"),
+    ],
+)
+def test_unknown_ids_exit_1(cli, db_url: str, args: list[str], code: int, message: str) -> None:  # type: ignore[no-untyped-def]
+    result = cli("--database-url", db_url, *args)
+    assert (result.exit_code, result.stdout) == (code, "")
+    assert f"error: {message}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["failures", "list", "--kind", "fatal"],
+        ["failures", "list", "--since", "2 fortnights"],
+        ["failures", "list", "--until", "yesterday"],
+        ["failures", "list", "--since", "1h", "--until", "2h"],
+        ["failures", "list", "--limit", "0"],
+        ["failures", "list", "--group-by", "account"],
+        ["failures", "list", "--issue", "abc"],
+        ["failures", "show", "x1"],
+        ["issues", "list", "--status", "closed"],
+        ["issues", "list", "--kind", "nope"],
+        ["issues", "mute", "1", "--for", "forever"],
+    ],
+)
+def test_bad_input_exits_2_before_any_query(cli, args: list[str]) -> None:  # type: ignore[no-untyped-def]
+    # The database is unreachable: exit 2 (not 69) proves nothing was queried.
+    result = cli("--database-url", UNREACHABLE, *args)
+    assert result.exit_code == 2, result
+    assert result.stdout == "" and "Traceback" not in result.stderr

@@ -1,0 +1,169 @@
+"""Queue and service health issues open on breach and resolve on recovery."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+
+import failures_support as fx
+import pytest
+from failures_support import spool_home  # noqa: F401  (fixture)
+
+from jobsys.config.models import Health, QueueThresholds, ServiceCheck
+from jobsys.db.connect import connect
+from jobsys.failures.recorder import record_failure
+from jobsys.failures.store import FailureRow
+from jobsys.issues.health import check_queues
+from jobsys.issues.services import check_services
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(type(self).status)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+class Server:
+    """A real HTTP server on 127.0.0.1 that can go down and come back on the same port."""
+
+    def __init__(self) -> None:
+        self.httpd: http.server.HTTPServer | None = None
+        self.port = 0
+        self.up()
+
+    def up(self) -> None:
+        self.httpd = http.server.HTTPServer(("127.0.0.1", self.port), _Health)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        assert self.httpd is not None
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.httpd = None
+
+
+@pytest.fixture
+def ai_server() -> Iterator[Server]:
+    server = Server()
+    yield server
+    if server.httpd is not None:
+        server.down()
+
+
+def _service_config(port: int):  # type: ignore[no-untyped-def]
+    check = ServiceCheck(url=f"http://user:pw@127.0.0.1:{port}/health", timeout_seconds=1)
+    return fx.repo_config(health=Health(services={"ai": check}))
+
+
+async def test_service_outage_opens_joins_failures_and_resolves(
+    db_url: str, ai_server: Server
+) -> None:
+    config = _service_config(ai_server.port)
+    async with connect(db_url) as conn:
+        result = await check_services(conn, config)
+        assert result["open"] == [] and result["services"]["ai"]["ok"] is True
+        ai_server.down()
+        result = await check_services(conn, config)
+        (outage_id,) = result["open"]
+        (issue,) = fx.rows(db_url, "SELECT * FROM jobsys_issues")
+        assert (issue["kind"], issue["status"], issue["service"]) == (
+            "service_outage",
+            "open",
+            "ai",
+        )
+        assert "pw" not in issue["title"] and "service ai is down" in issue["title"]
+        assert (await check_services(conn, config))["open"] == [outage_id]  # still one issue
+        for n in range(30):  # transient failures naming the service join the outage
+            row = FailureRow(
+                job_id=n + 1, task="fx.ai_call", queue="ai", attempt=1,
+                error_class="jobsys.errors.TransientError", message=f"AI refused job {n}",
+                kind="transient", retryable=True, service="ai", account_id=str(n % 4),
+            )  # fmt: skip
+            await record_failure(conn, row, config)
+        issues = fx.rows(db_url, "SELECT * FROM jobsys_issues")
+        assert len(issues) == 1 and issues[0]["affected_accounts"] == 4
+        assert fx.rows(db_url, "SELECT DISTINCT issue_id FROM jobsys_failures") == [
+            {"issue_id": outage_id}
+        ]
+        ai_server.up()
+        result = await check_services(conn, config)
+        assert result["resolved"] == [outage_id]
+        (issue,) = fx.rows(db_url, "SELECT * FROM jobsys_issues")
+        assert (issue["status"], issue["resolved_by"]) == ("resolved", "auto")
+        from jobsys.issues.service import mark_outage_replayed, outages_pending_replay
+
+        assert await outages_pending_replay(conn) == [outage_id]
+        assert await mark_outage_replayed(conn, outage_id) is True
+        assert await outages_pending_replay(conn) == []
+        # After recovery, failures of the service get their own issue again.
+        row = FailureRow(
+            job_id=99, task="fx.ai_call", queue="ai", attempt=1,
+            error_class="jobsys.errors.TransientError", message="AI refused job 99",
+            kind="transient", retryable=True, service="ai",
+        )  # fmt: skip
+        await record_failure(conn, row, config)
+        assert len(fx.rows(db_url, "SELECT * FROM jobsys_issues")) == 2
+
+
+async def test_queue_health_opens_per_signal_and_resolves(db_url: str) -> None:
+    tight = QueueThresholds(
+        max_waiting=3, max_oldest_wait_seconds=60, max_failure_rate=0.5, min_finished_for_rate=4
+    )
+    config = fx.repo_config(health=Health(queues=tight))
+    app = fx.build_app(db_url, config)
+    async with app.open_async():
+        await fx.defer(app, [("fx.ok", {"account_id": i}) for i in range(3)])
+        await fx.defer(app, [("fx.runtime", {"account_id": i}) for i in range(5)])
+        # No live worker for the base lane: work waits.
+        async with connect(db_url) as conn:
+            await conn.execute(
+                "UPDATE procrastinate_events SET at = at - interval '5 minutes'"
+                " WHERE type = 'deferred'"
+            )
+            result = await check_queues(conn, config)
+        signals = {b["fingerprint"] for b in result["breaches"]}
+        assert signals == {
+            "queue_health:profiles:waiting",
+            "queue_health:profiles:oldest_wait",
+            "queue_health:lane:base:no_worker",
+        }
+        # A worker drains the queue; 5 of 8 attempts failed.
+        await fx.run_worker(app, config, queues=["profiles"])
+        async with connect(db_url) as conn:
+            await conn.execute(
+                "INSERT INTO jobsys_worker_processes (id, hostname, pid, lanes) "
+                "VALUES ('h:1:0:x', 'h', 1, ARRAY['base'])"
+            )
+            result = await check_queues(conn, config)
+            assert {b["fingerprint"] for b in result["breaches"]} == {
+                "queue_health:profiles:failure_rate"
+            }
+            assert len(result["resolved"]) == 3
+            await conn.execute("DELETE FROM procrastinate_events WHERE type = 'failed'")
+            result = await check_queues(conn, config)
+    assert result["breaches"] == [] and len(result["resolved"]) == 1
+    issues = fx.rows(
+        db_url, "SELECT kind, status, resolved_by FROM jobsys_issues WHERE kind = 'queue_health'"
+    )
+    assert issues == [{"kind": "queue_health", "status": "resolved", "resolved_by": "auto"}] * 4
+
+
+async def test_quiet_job_failure_issues_resolve_themselves(db_url: str) -> None:
+    config = fx.repo_config()
+    async with connect(db_url) as conn:
+        row = FailureRow(
+            job_id=1, task="t", queue="profiles", attempt=1, error_class="builtins.KeyError",
+            message="'k'", kind="runtime", retryable=True,
+        )  # fmt: skip
+        await record_failure(conn, row, config)
+        assert (await check_queues(conn, config))["quiet_resolved"] == []
+        await conn.execute("UPDATE jobsys_issues SET last_seen = now() - interval '2 hours'")
+        assert len((await check_queues(conn, config))["quiet_resolved"]) == 1
