@@ -3,13 +3,26 @@
 The public API (documented in README, "Python API"):
 
 - :func:`task` declares a task;
-- :class:`AuthenticationError` / :class:`TransientError` classify failures.
+- :class:`AuthenticationError` / :class:`TransientError` classify failures;
+- :func:`defer` / :func:`defer_many` (async) and :func:`defer_sync` /
+  :func:`defer_many_sync` put jobs in their queues, optionally on the caller's own
+  connection (inside its transaction).
 
 This module stays import-light: nothing heavy (Procrastinate, psycopg, SQLAlchemy)
 is imported until a command needs it.
 """
 
 from jobsys.errors import AuthenticationError, TransientError
+from jobsys.jobs.defer import defer, defer_many, defer_many_sync, defer_sync
 from jobsys.tasks import TaskSpec, task
 
-__all__ = ["AuthenticationError", "TaskSpec", "TransientError", "task"]
+__all__ = [
+    "AuthenticationError",
+    "TaskSpec",
+    "TransientError",
+    "defer",
+    "defer_many",
+    "defer_many_sync",
+    "defer_sync",
+    "task",
+]

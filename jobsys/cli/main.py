@@ -16,6 +16,10 @@ import typer
 from jobsys import errors
 from jobsys.cli import config as config_cmd
 from jobsys.cli import db as db_cmd
+from jobsys.cli import defer as defer_cmd
+from jobsys.cli import demo as demo_cmd
+from jobsys.cli import queues as queues_cmd
+from jobsys.cli import worker as worker_cmd
 from jobsys.settings import from_env, split_modules
 
 app = typer.Typer(
@@ -28,6 +32,10 @@ app = typer.Typer(
 )
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(config_cmd.app, name="config")
+app.command("worker")(worker_cmd.worker)
+app.command("defer")(defer_cmd.defer)
+app.command("queues")(queues_cmd.queues)
+app.add_typer(demo_cmd.app, name="demo")
 
 
 @app.callback()

@@ -3,5 +3,5 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0002_jobsys_core"
-KNOWN_REVISIONS = ("0001_procrastinate", "0002_jobsys_core")
+HEAD_REVISION = "0003_runtime_worker_ids"
+KNOWN_REVISIONS = ("0001_procrastinate", "0002_jobsys_core", "0003_runtime_worker_ids")
