@@ -51,6 +51,12 @@ def activate(config: Config, app: Any, url: str) -> None:
     _active = _Environment(config=config, app=app, url=url, loop=asyncio.get_running_loop())
 
 
+def configure(config: Config, url: str | None = None) -> None:
+    """Use ``config`` (and ``url``) instead of loading them from the environment."""
+    global _active
+    _active = _Environment(config=config, url=url)
+
+
 def deactivate() -> None:
     global _active
     _active = None
@@ -180,6 +186,13 @@ async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> l
         )
         for p in planned
     ]
+    from psycopg.pq import TransactionStatus
+
+    if not connection.autocommit and connection.info.transaction_status == TransactionStatus.IDLE:
+        # psycopg would run transaction() as its own BEGIN/COMMIT here, committing
+        # the insert behind the caller's back: open the caller's transaction first,
+        # so ours becomes a savepoint inside it.
+        await connection.execute("SELECT 1")
     try:
         async with connection.transaction():
             done = await job_manager.batch_defer_jobs_async(to_defer, connection=connection)
