@@ -32,6 +32,7 @@ def startup() -> dict[str, float]:
 def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     results = {"startup": startup()}
+    results["runtime"] = __import__("bench.runtime", fromlist=["run"]).run()
     for name, data in results.items():
         for key, value in data.items():
             print(f"{name:<12} {key:<28} {value:10.3f}")

@@ -129,7 +129,10 @@ def configure(fmt: LogFormat, redactor: Redactor, *, debug: bool = False) -> Non
     handler._jobsys = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
-    # Procrastinate logs every job start and end at INFO: keep them, they carry
-    # the actions operators grep for; its debug chatter only with --debug.
     logging.getLogger("procrastinate").setLevel(logging.DEBUG if debug else logging.INFO)
+    # Procrastinate's worker logs every job start and end at INFO: building those
+    # records costs measurable throughput and they would drown the journal. Without
+    # --debug only its warnings and errors (failed jobs) pass; retries and failures
+    # are recorded in full by failure capture, lane events by jobsys's own loggers.
+    logging.getLogger("procrastinate.worker").setLevel(logging.DEBUG if debug else logging.WARNING)
     logging.getLogger("psycopg").setLevel(logging.WARNING)

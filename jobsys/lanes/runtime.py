@@ -229,11 +229,15 @@ class Runtime:
             )
             for lane in self.lanes
         ]
+        # Before any job can start: a SIGTERM from now on drains instead of killing.
+        self._install_signals()
         by_queue = {q: w for w in self.workers for q in w.lane.queues}
         lane_tasks = {
             asyncio.create_task(w.run(), name=f"lane {w.lane.name}"): w for w in self.workers
         }
         await self._wait_lanes_started(lane_tasks)
+        if self._stop_requested.is_set():  # a signal arrived while the lanes started
+            self._stop_lanes()
         self.heartbeat.worker_ids = [w.worker_id for w in self.workers if w.worker_id]
         async with self.app.connector.pool.connection() as conn:
             await store.set_procrastinate_workers(conn, self.identity.id, self.heartbeat.worker_ids)
@@ -278,7 +282,6 @@ class Runtime:
                 extra={"action": "listen_notify_broken"},
             )
         self.state = "running"
-        self._install_signals()
         logger.info(
             f"worker {self.identity.id} running lanes "
             + ", ".join(f"{w.lane.name}({w.concurrency})" for w in self.workers),

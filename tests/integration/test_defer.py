@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -104,6 +105,11 @@ def api_env(
     defer.configure(load(Path(env["JOBSYS_CONFIG_DIR"])), url=db_url)
     yield env
     defer.deactivate()
+    from jobsys import tasks
+
+    for name in [n for n in tasks.registry() if n.startswith("rt.")]:
+        tasks.unregister(name)
+    sys.modules.pop("rt_tasks", None)
 
 
 async def test_api_validation_names_the_key_path(api_env: dict[str, str], db_url: str) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from conftest import CONFIG_DIR
+
 from jobsys.config import load
 from jobsys.lanes.lifecycle import Snapshot
 from jobsys.lanes.runtime import EXIT_BACKGROUND_LOST, Runtime
 from jobsys.lanes.supervisor import Backoff
-from conftest import CONFIG_DIR
 
 
 class Broken:

@@ -26,7 +26,7 @@ async def test_async_timeout_raises_job_timeout_error() -> None:
     run = execution.runnable(
         TaskSpec(name="t.slow", func=slow, queue="q", timeout_seconds=0.05), None
     )
-    with pytest.raises(JobTimeoutError, match="t.slow ran past its timeout of 0.05 s"):
+    with pytest.raises(JobTimeoutError, match=r"t\.slow ran past its timeout of 0\.05 s"):
         await run()
 
 
