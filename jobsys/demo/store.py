@@ -24,7 +24,7 @@ COUNT_ACCOUNTS = "SELECT count(*) AS n FROM demo_accounts"
 SEED_ACCOUNTS = """
 INSERT INTO demo_accounts (username, active, needs_reauth)
 SELECT 'demo_user_' || n, n %% 17 <> 0, n %% 23 = 0
-  FROM generate_series(%(start)s, %(target)s) AS n
+  FROM generate_series(%(start)s::bigint, %(target)s::bigint) AS n
 """
 
 SAMPLE_ACCOUNT_IDS = "SELECT id FROM demo_accounts WHERE active ORDER BY id LIMIT %(limit)s"
