@@ -42,6 +42,7 @@ def main() -> None:
     from bench import failures as failures_bench  # failures & issues at 1M rows
 
     results["failures"] = failures_bench.run()
+    results["runtime"] = __import__("bench.runtime", fromlist=["run"]).run()
     for name, data in results.items():
         for key, value in data.items():
             print(f"{name:<12} {key:<28} {value:10.3f}")

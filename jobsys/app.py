@@ -149,32 +149,44 @@ def worker_services(config: Config) -> list[WorkerService]:
     return services
 
 
+def lifecycle_hooks(config: Config) -> list[Any]:
+    """Observers of a worker process's life (``jobsys.lanes.lifecycle.LifecycleHook``):
+    sd_notify READY/STATUS/WATCHDOG/STOPPING, and whatever else wants to know."""
+    from jobsys.lanes.sdnotify import SdNotifyHook
+
+    return [SdNotifyHook()]
+
+
 def build_procrastinate_app(
-    url: str, *, min_size: int = 1, max_size: int = 10, config: Config | None = None
+    url: str, config: Config | None = None, *, min_size: int = 1, max_size: int = 10
 ) -> procrastinate.App:
-    """A Procrastinate App on ``url`` with every registered jobsys task attached."""
+    """A Procrastinate App on ``url`` with every registered jobsys task attached.
+
+    Its pool hands out autocommit connections (see ``jobsys.lanes.pool``): wrap
+    multi-statement work in ``async with conn.transaction():``.
+    """
     import procrastinate
 
-    connector = procrastinate.PsycopgConnector(
-        conninfo=url,
-        min_size=min_size,
-        max_size=max_size,
-        kwargs={"application_name": "jobsys"},
-    )
-    app = procrastinate.App(connector=connector)
+    from jobsys.lanes import pool
+
+    app = procrastinate.App(connector=pool.connector(url, min_size=min_size, max_size=max_size))
     for spec in task_registry.registry().values():
         register_on(app, spec, config)
     return app
 
 
 def register_on(app: Any, spec: task_registry.TaskSpec, config: Config | None = None) -> None:
+    """Register ``spec`` on a Procrastinate app, with its timeout (``lanes.execution``)
+    and its failure-kind retry policy (``failures.policy``)."""
+    from jobsys.lanes import execution
+
     app.task(
         name=spec.name,
         queue=spec.queue,
         priority=spec.priority,
         pass_context=spec.pass_context,
         retry=retry_for(spec, config),
-    )(spec.func)
+    )(execution.runnable(spec, config))
 
 
 def retry_for(spec: task_registry.TaskSpec, config: Config | None) -> Any:

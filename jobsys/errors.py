@@ -58,6 +58,10 @@ class RefusedError(JobsysError):
     exit_code = EXIT_USAGE
 
 
+class AlreadyQueuedError(RefusedError):
+    """A job with the same queueing lock is already waiting; nothing was deferred."""
+
+
 class NotFoundError(JobsysError):
     """The requested object does not exist."""
 

@@ -20,3 +20,18 @@ if $J --help >/dev/null && [ -n "$($J db url)" ]; then echo "embedded smoke: ok"
 $J db stop
 if $J db status >/dev/null 2>&1; then echo "server still answering after stop" >&2; exit 1; fi
 echo "embedded smoke: stopped cleanly"
+
+# A job through the embedded server: defer, run with a draining worker, check it succeeded.
+$J db start
+JOB_ID=$($J defer demo.purge_expired_post_media --args '{}')
+$J worker --drain --lane base --log-format json 2>/dev/null
+STATUS=$(.venv/bin/python - "$JOB_ID" <<'PY'
+import subprocess, sys, psycopg
+url = subprocess.run([".venv/bin/jobsys", "db", "url"], capture_output=True, text=True, check=True).stdout.strip()
+with psycopg.connect(url) as conn:
+    print(conn.execute("SELECT status FROM procrastinate_jobs WHERE id = %s", (int(sys.argv[1]),)).fetchone()[0])
+PY
+)
+if [ "$STATUS" != "succeeded" ]; then echo "job $JOB_ID ended '$STATUS', expected succeeded" >&2; exit 1; fi
+echo "embedded smoke: job $JOB_ID succeeded through jobsys worker --drain"
+$J db stop

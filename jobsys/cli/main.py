@@ -17,6 +17,8 @@ from jobsys import errors
 from jobsys.cli import config as config_cmd
 from jobsys.cli import dashboard as dashboard_cmd
 from jobsys.cli import db as db_cmd
+from jobsys.cli import defer as defer_cmd
+from jobsys.cli import demo as demo_cmd
 from jobsys.cli import events as events_cmd
 from jobsys.cli import failures as failures_cmd
 from jobsys.cli import fanout as fanout_cmd
@@ -24,9 +26,11 @@ from jobsys.cli import issues as issues_cmd
 from jobsys.cli import jobs as jobs_cmd
 from jobsys.cli import metrics as metrics_cmd
 from jobsys.cli import pipelines as pipelines_cmd
+from jobsys.cli import queues as queues_cmd
 from jobsys.cli import retry as retry_cmd
 from jobsys.cli import schedule as schedule_cmd
 from jobsys.cli import systemd as systemd_cmd
+from jobsys.cli import worker as worker_cmd
 from jobsys.settings import from_env, split_modules
 
 app = typer.Typer(
@@ -52,6 +56,10 @@ app.command(name="top", help="Alias of `jobsys dashboard`.")(dashboard_cmd.dashb
 app.add_typer(failures_cmd.app, name="failures")
 app.add_typer(issues_cmd.app, name="issues")
 issues_cmd.app.command("retry")(retry_cmd.issues_retry)
+app.command("worker")(worker_cmd.worker)
+app.command("defer")(defer_cmd.defer)
+app.command("queues")(queues_cmd.queues)
+app.add_typer(demo_cmd.app, name="demo")
 
 
 @app.callback()

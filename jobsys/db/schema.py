@@ -3,7 +3,7 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0006_failures_filters"
+HEAD_REVISION = "0007_runtime_worker_ids"
 KNOWN_REVISIONS = (
     "0001_procrastinate",
     "0002_jobsys_core",
@@ -11,4 +11,5 @@ KNOWN_REVISIONS = (
     "0004_retry",
     "0005_live_read_indexes",
     "0006_failures_filters",
+    "0007_runtime_worker_ids",
 )

@@ -71,5 +71,59 @@ def purge_expired_post_media() -> None:
     time.sleep(random.uniform(*LATENCY_SECONDS))
 
 
+# --- AI capsule lanes: slower, and their transient failures name the AI service ----
+
+AI_LATENCY_SECONDS = (0.3, 1.5)
+AI_OUTAGE_RATE = 0.06
+
+
+async def _simulate_ai(what: str, media_id: int, *, latency: tuple[float, float]) -> None:
+    import asyncio
+
+    await asyncio.sleep(random.uniform(*latency))
+    roll = random.random()
+    if roll < AI_OUTAGE_RATE:
+        raise TransientError(
+            f"AI service timed out during {what} of media {media_id}", service="ai"
+        )
+    if roll < AI_OUTAGE_RATE + RUNTIME_FAILURE_RATE:
+        raise ValueError(f"{what}: unexpected tensor shape for media {media_id}")
+
+
+@task(queue="ai", name="demo.ai_legacy_caption", rerun_safe=True)
+async def ai_legacy_caption(media_id: int) -> None:
+    await _simulate_ai("captioning", media_id, latency=AI_LATENCY_SECONDS)
+
+
+@task(queue="ai_visual_queue", name="demo.ai_visual_tags", rerun_safe=True)
+async def ai_visual_tags(media_id: int) -> None:
+    await _simulate_ai("visual tagging", media_id, latency=AI_LATENCY_SECONDS)
+
+
+@task(queue="ai_face_queue", name="demo.ai_face_match", rerun_safe=True)
+async def ai_face_match(media_id: int, account_id: int | None = None) -> None:
+    await _simulate_ai("face matching", media_id, latency=AI_LATENCY_SECONDS)
+
+
+@task(queue="ai_ocr_queue", name="demo.ai_ocr", rerun_safe=True)
+async def ai_ocr(media_id: int) -> None:
+    await _simulate_ai("OCR", media_id, latency=AI_LATENCY_SECONDS)
+
+
+@task(queue="ai_metadata_queue", name="demo.ai_metadata", rerun_safe=True)
+async def ai_metadata(media_id: int) -> None:
+    await _simulate_ai("metadata extraction", media_id, latency=(0.1, 0.5))
+
+
+@task(queue="video_processing_queue", name="demo.process_video", rerun_safe=False)
+async def process_video(media_id: int) -> None:
+    await _simulate_ai("video transcoding", media_id, latency=(1.0, 3.0))
+
+
+@task(queue="frame_generation", name="demo.generate_frames", rerun_safe=True)
+async def generate_frames(media_id: int) -> None:
+    await _simulate_ai("frame generation", media_id, latency=(0.5, 2.0))
+
+
 # The demo's story/media pipeline lives beside these tasks and loads with them.
 from jobsys.demo import pipelines as _story_pipeline  # noqa: E402, F401

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Index, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -21,6 +21,12 @@ class WorkerProcess(Base):
     hostname: Mapped[str] = mapped_column(Text)
     pid: Mapped[int]
     lanes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    #: The ``procrastinate_workers`` ids of this process's lanes (one per lane): their
+    #: heartbeats are kept alive by the process heartbeat, so the reaper can tell which
+    #: running jobs belong to a live process.
+    procrastinate_worker_ids: Mapped[list[int]] = mapped_column(
+        ARRAY(BigInteger), server_default=text("'{}'")
+    )
     status: Mapped[str] = mapped_column(Text, server_default="running")
     started_at: Mapped[datetime] = mapped_column(
         TIMESTAMP(timezone=True), server_default=text("now()")

@@ -9,23 +9,22 @@ long drain from being killed early.
 
 Without ``NOTIFY_SOCKET`` every call is a no-op. A send never raises and never
 blocks the event loop (non-blocking socket): a lost notification must not stop a
-worker. :class:`SdNotifyService` pings the watchdog and refreshes the status from
-inside the worker's event loop, so a stuck loop stops the pings and systemd
+worker. :class:`SdNotifyHook` is the worker runtime's lifecycle hook: it pings the watchdog
+from inside the worker's event loop, so a stuck loop stops the pings and systemd
 restarts the process.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import procrastinate
+    from jobsys.lanes.lifecycle import Snapshot
 
 logger = logging.getLogger("jobsys.sdnotify")
 
@@ -33,8 +32,6 @@ logger = logging.getLogger("jobsys.sdnotify")
 MAX_STATUS_CHARS = 200
 #: Ping the watchdog this often, as a fraction of ``WatchdogSec`` (systemd advises 1/2).
 WATCHDOG_PING_FRACTION = 0.5
-#: Status refresh period when no watchdog is configured.
-DEFAULT_STATUS_INTERVAL_SECONDS = 5.0
 
 
 def _address(value: str) -> str | None:
@@ -154,61 +151,42 @@ def watchdog_interval() -> float | None:
     return default().watchdog_interval()
 
 
-class SdNotifyService:
-    """A ``WorkerService`` that pings ``WATCHDOG=1`` (when ``WatchdogSec`` is set) and
-    sends ``STATUS=`` when the text from ``status_text`` changes.
+class SdNotifyHook:
+    """The worker's :class:`~jobsys.lanes.lifecycle.LifecycleHook` for systemd.
 
-    ``healthy`` (optional) gates the watchdog: while it returns False (e.g. no
-    heartbeat could be written for a while), pings stop and systemd restarts the
-    unit once ``WatchdogSec`` passes. Does nothing without ``NOTIFY_SOCKET``.
+    READY=1 when every lane is up, STATUS= when the job counts change, WATCHDOG=1 at
+    most every ``WatchdogSec`` times ``WATCHDOG_PING_FRACTION`` (the runtime calls
+    ``watchdog`` from its event loop, so a stuck loop stops the pings and systemd
+    restarts the process), STOPPING=1 on shutdown. Does nothing without
+    ``NOTIFY_SOCKET``.
     """
 
-    name = "sd_notify"
-
     def __init__(
-        self,
-        status_text: Callable[[], str] | None = None,
-        *,
-        healthy: Callable[[], bool] | None = None,
-        notifier: Notifier | None = None,
+        self, notifier: Notifier | None = None, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.notifier = notifier or default()
-        self.status_text = status_text
-        self.healthy = healthy
+        self._clock = clock
         self._last_status: str | None = None
+        self._last_ping: float | None = None
 
-    def period(self) -> float:
+    def ready(self, snapshot: Snapshot) -> None:
+        self._last_status = snapshot.status_line()
+        self.notifier.ready(self._last_status)
+
+    def status(self, snapshot: Snapshot) -> None:
+        text = snapshot.status_line()
+        if text != self._last_status:
+            self.notifier.status(text)
+            self._last_status = text
+
+    def watchdog(self) -> None:
         interval = self.notifier.watchdog_interval()
         if interval is None:
-            return DEFAULT_STATUS_INTERVAL_SECONDS
-        return min(DEFAULT_STATUS_INTERVAL_SECONDS, interval * WATCHDOG_PING_FRACTION)
-
-    def tick(self) -> None:
-        """One round: watchdog ping (if due and healthy) and status (if changed)."""
-        if self.notifier.watchdog_interval() is not None and (
-            self.healthy is None or self.healthy()
-        ):
-            self.notifier.watchdog()
-        if self.status_text is not None:
-            text = self.status_text()
-            if text != self._last_status:
-                self.notifier.status(text)
-                self._last_status = text
-
-    async def run(self, app: procrastinate.App | None, stop: asyncio.Event) -> None:
-        if not self.notifier.enabled:
-            await stop.wait()
             return
-        period = self.period()
-        while not stop.is_set():
-            try:
-                self.tick()
-            except Exception as exc:  # a status callback bug must not stop the worker
-                logger.warning(
-                    "sd_notify round failed: %s: %s",
-                    type(exc).__name__,
-                    exc,
-                    extra={"action": "sd_notify_failed"},
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=period)
+        now = self._clock()
+        if self._last_ping is None or now - self._last_ping >= interval * WATCHDOG_PING_FRACTION:
+            self.notifier.watchdog()
+            self._last_ping = now
+
+    def stopping(self, snapshot: Snapshot) -> None:
+        self.notifier.stopping(snapshot.status_line())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from jobsys.lanes.sdnotify import Notifier, SdNotifyService
+from jobsys.lanes.lifecycle import Snapshot
+from jobsys.lanes.sdnotify import Notifier, SdNotifyHook
 
 
 @pytest.fixture
@@ -100,43 +100,39 @@ def test_watchdog_interval_applies_to_its_pid_only() -> None:
     assert Notifier({**mine, "WATCHDOG_USEC": "0"}).watchdog_interval() is None
 
 
-async def test_service_pings_the_watchdog_and_sends_changed_status(
+def snapshot(running: int) -> Snapshot:
+    return Snapshot(process_id="p", lanes=("base",), state="running", running={"base": running})
+
+
+def test_hook_sends_ready_changed_status_throttled_watchdog_and_stopping(
     fs_socket: tuple[socket.socket, str],
 ) -> None:
     sock, path = fs_socket
     notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"})
-    texts = iter(["base: 1 running", "base: 1 running", "base: 2 running"])
-    last = ["base: 2 running"]
-
-    def status_text() -> str:
-        last[0] = next(texts, last[0])
-        return last[0]
-
-    service = SdNotifyService(status_text, notifier=notifier)
-    assert service.period() == pytest.approx(0.1)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.run(None, stop))
-    await asyncio.sleep(0.55)
-    stop.set()
-    await asyncio.wait_for(task, timeout=1)
+    now = [0.0]
+    hook = SdNotifyHook(notifier, clock=lambda: now[0])
+    hook.ready(snapshot(0))
+    hook.status(snapshot(0))  # unchanged: not sent again
+    hook.status(snapshot(2))
+    for step in range(10):  # every 0.05 s for 0.5 s; pings are due every 0.1 s
+        now[0] = step * 0.05
+        hook.watchdog()
+    hook.stopping(snapshot(0))
     messages = received(sock)
-    assert messages.count("WATCHDOG=1") >= 4
+    assert messages[0] == f"READY=1\nSTATUS={snapshot(0).status_line()}"
     assert [m for m in messages if m.startswith("STATUS=")] == [
-        "STATUS=base: 1 running",
-        "STATUS=base: 2 running",
+        f"STATUS={snapshot(2).status_line()}"
     ]
+    assert messages.count("WATCHDOG=1") == 5
+    assert messages[-1] == f"STOPPING=1\nSTATUS={snapshot(0).status_line()}"
 
 
-async def test_unhealthy_worker_stops_pinging(fs_socket: tuple[socket.socket, str]) -> None:
+def test_hook_without_watchdog_never_pings(fs_socket: tuple[socket.socket, str]) -> None:
     sock, path = fs_socket
-    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
-    healthy = [True]
-    service = SdNotifyService(notifier=notifier, healthy=lambda: healthy[0])
-    service.tick()
-    healthy[0] = False
-    service.tick()
-    service.tick()
-    assert received(sock) == ["WATCHDOG=1"]
+    hook = SdNotifyHook(Notifier({"NOTIFY_SOCKET": path}))
+    hook.watchdog()
+    hook.watchdog()
+    assert received(sock) == []
 
 
 def test_module_functions_read_notify_socket_from_the_environment(

@@ -1,0 +1,61 @@
+"""``jobsys defer``: put one job in its queue and print its id."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from jobsys.cli._context import run, settings
+
+
+def defer(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Argument(help="Task name, e.g. demo.refresh_profile.")],
+    args: Annotated[str, typer.Option("--args", "-a", help="Arguments as a JSON object.")] = "{}",
+    queue: Annotated[
+        str | None, typer.Option("--queue", "-q", help="Another configured queue.")
+    ] = None,
+    in_: Annotated[
+        str | None, typer.Option("--in", help="Run after this delay: 30s, 10m, 2h, 1d.")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Run at this ISO-8601 time (UTC if no offset).")
+    ] = None,
+    lock: Annotated[
+        str | None, typer.Option("--lock", help="Jobs sharing a lock never run at once.")
+    ] = None,
+    queueing_lock: Annotated[
+        str | None,
+        typer.Option("--queueing-lock", help="Refuse if a job with this lock is waiting."),
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option("--priority", help="Higher runs first. Default: the task's.")
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Defer a job and print its id. Bad input exits 2 and inserts nothing."""
+    from jobsys.cli import _output
+    from jobsys.jobs import service
+
+    result = run(
+        service.defer_from_cli(
+            settings(ctx),
+            task,
+            args,
+            queue=queue,
+            in_=in_,
+            at=at,
+            lock=lock,
+            queueing_lock=queueing_lock,
+            priority=priority,
+        )
+    )
+    if json:
+        _output.emit_json(result)
+        return
+    _output.print_text(str(result["job_id"]))
+    when = _output.iso(result["scheduled_at"]) or "now"
+    _output.say(
+        f"deferred {result['task']} on {result['queue']} (lane {result['lane']}), due {when}"
+    )

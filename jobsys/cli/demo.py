@@ -1,0 +1,42 @@
+"""``jobsys demo``: the bundled demo application (DEMO ONLY: synthetic accounts)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from jobsys.cli._context import run, settings
+
+app = typer.Typer(help="The bundled demo (synthetic accounts, simulated failures).")
+
+AccountsOpt = Annotated[
+    int, typer.Option("--accounts", min=1, max=1_000_000, help="Synthetic accounts.")
+]
+
+
+@app.command()
+def seed(
+    ctx: typer.Context,
+    accounts: AccountsOpt = 200,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Create the demo's accounts table and top it up to --accounts rows (idempotent)."""
+    from jobsys.cli import _output
+    from jobsys.demo import run as demo
+
+    result = run(demo.seed(settings(ctx), accounts))
+    if json:
+        _output.emit_json(result)
+    else:
+        _output.say(f"demo_accounts: {result['accounts']} accounts")
+
+
+@app.command("run")
+def run_demo(ctx: typer.Context, accounts: AccountsOpt = 200) -> None:
+    """Seed if needed, defer a burst of demo jobs on every lane, run all lanes (Ctrl-C)."""
+    from jobsys.demo import run as demo
+
+    result = run(demo.run(settings(ctx), accounts))
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

@@ -1,0 +1,100 @@
+"""DEMO ONLY: ``jobsys demo seed`` and ``jobsys demo run``.
+
+``run`` seeds the accounts if needed, defers a burst of jobs across every lane
+(enough that failures of each kind show up within a minute), then runs the worker
+on all lanes until Ctrl-C. The schedule (fan-outs over ``demo_accounts``) keeps it
+busy afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+from jobsys.app import DEMO_MODULE
+
+if TYPE_CHECKING:
+    from jobsys.lanes.runtime import RuntimeResult
+    from jobsys.settings import Settings
+
+logger = logging.getLogger("jobsys.demo")
+
+DEFAULT_ACCOUNTS = 200
+#: Jobs per account task in the initial burst, and per AI task.
+BURST_PER_ACCOUNT_TASK = 40
+BURST_PER_AI_TASK = 12
+ACCOUNT_TASKS = (
+    "demo.process_account",
+    "demo.send_story_auto_replies",
+    "demo.feed_auto_engagement",
+    "demo.scan_recent_profile_posts",
+    "demo.sync_follow_graph",
+    "demo.sync_avatar",
+    "demo.refresh_profile",
+)
+AI_TASKS = (
+    "demo.ai_legacy_caption",
+    "demo.ai_visual_tags",
+    "demo.ai_face_match",
+    "demo.ai_ocr",
+    "demo.ai_metadata",
+    "demo.process_video",
+    "demo.generate_frames",
+)
+
+
+def _with_demo(settings: Settings) -> Settings:
+    from dataclasses import replace
+
+    return settings if settings.app_modules else replace(settings, app_modules=(DEMO_MODULE,))
+
+
+async def seed(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> dict[str, Any]:
+    from jobsys.config import load
+    from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.demo import store
+
+    config = load(settings.config_dir)
+    async with connect(resolve(settings, config).url) as conn:
+        await check_schema(conn)
+        return await store.seed(conn, accounts)
+
+
+async def burst(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> dict[str, Any]:
+    """Seed if needed, then defer the initial burst of demo jobs; returns counts."""
+    from jobsys.app import load_config
+    from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.demo import store
+    from jobsys.jobs import defer
+
+    settings = _with_demo(settings)
+    config = load_config(settings)
+    seeded = await seed(settings, accounts)
+    deferred: dict[str, int] = {}
+    async with connect(resolve(settings, config).url) as conn:
+        await check_schema(conn)
+        ids = await store.account_ids(conn, BURST_PER_ACCOUNT_TASK)
+        manager = defer.offline_job_manager()
+        for task in ACCOUNT_TASKS:
+            planned = defer.plan(config, task, [{"account_id": i} for i in ids], many=True)
+            deferred[task] = len(await defer.insert(manager, conn, planned))
+        for task in AI_TASKS:
+            media = [{"media_id": random.randint(1, 10**6)} for _ in range(BURST_PER_AI_TASK)]
+            planned = defer.plan(config, task, media, many=True)
+            deferred[task] = len(await defer.insert(manager, conn, planned))
+    return {**seeded, "deferred": deferred}
+
+
+async def run(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> RuntimeResult:
+    from jobsys.cli import _output
+    from jobsys.lanes import service
+
+    settings = _with_demo(settings)
+    result = await burst(settings, accounts)
+    _output.say(
+        f"DEMO: {result['accounts']} synthetic accounts; deferred "
+        f"{sum(result['deferred'].values())} demo jobs across every lane. "
+        "Watch them with `jobsys queues` in another terminal. Ctrl-C to stop."
+    )
+    return await service.run_worker(settings)

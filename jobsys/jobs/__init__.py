@@ -1,0 +1,1 @@
+"""Jobs from the application's side: validating and deferring them (``jobsys.defer``)."""

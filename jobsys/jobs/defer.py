@@ -1,0 +1,323 @@
+"""Deferring jobs: ``jobsys.defer`` and ``jobsys.defer_many`` (README, "Python API").
+
+Everything is validated before anything is written: the task is registered, the
+queue is configured, the arguments fit the task and are storable JSON
+(``jobsys.jobs.validate``). With ``connection=`` (the caller's own psycopg
+``AsyncConnection``) the insert joins the caller's transaction: rolled back with it,
+visible (and NOTIFYing workers) only when it commits. The insert runs in a savepoint,
+so a queueing-lock conflict raises :class:`AlreadyQueuedError` and leaves the
+caller's transaction usable.
+
+Without a connection: inside a worker the process's pool is used; elsewhere a
+connection is opened to the database of the environment (``JOBSYS_DATABASE_URL``,
+``database.url`` in config, or the embedded server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import inspect
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from jobsys import tasks as task_registry
+from jobsys.errors import AlreadyQueuedError, UsageError
+from jobsys.jobs import validate
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
+
+TaskRef = str | Callable[..., Any] | task_registry.TaskSpec
+
+
+@dataclass
+class _Environment:
+    config: Config
+    app: Any | None = None  # an open Procrastinate App (inside a worker)
+    url: str | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+_active: _Environment | None = None
+
+
+def activate(config: Config, app: Any, url: str) -> None:
+    """Called by the worker runtime: defers made in this process use its pool."""
+    global _active
+    _active = _Environment(config=config, app=app, url=url, loop=asyncio.get_running_loop())
+
+
+def configure(config: Config, url: str | None = None) -> None:
+    """Use ``config`` (and ``url``) instead of loading them from the environment."""
+    global _active
+    _active = _Environment(config=config, url=url)
+
+
+def deactivate() -> None:
+    global _active
+    _active = None
+
+
+def _environment() -> _Environment:
+    global _active
+    if _active is None:
+        from jobsys.app import load_config
+        from jobsys.settings import from_env
+
+        _active = _Environment(config=load_config(from_env()))
+    return _active
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A validated job, ready to insert."""
+
+    task: str
+    queue: str
+    args: dict[str, Any]
+    priority: int
+    lock: str | None
+    queueing_lock: str | None
+    scheduled_at: datetime | None
+
+
+def resolve_task(task: TaskRef) -> task_registry.TaskSpec:
+    if isinstance(task, task_registry.TaskSpec):
+        return task
+    if callable(task):
+        spec = getattr(task, "jobsys_task", None)
+        if isinstance(spec, task_registry.TaskSpec):
+            return spec
+        raise UsageError(f"{task!r} is not a jobsys task (decorate it with @jobsys.task)")
+    spec = task_registry.get(task)
+    if spec is None:
+        known = list(task_registry.registry())
+        close = difflib.get_close_matches(task, known, n=3, cutoff=0.6)
+        hint = f"Did you mean {', '.join(repr(c) for c in close)}?" if close else None
+        raise UsageError(
+            f"unknown task {task!r}",
+            hint=hint or "Is its module listed in --app / JOBSYS_APP / app.modules?",
+        )
+    return spec
+
+
+def _check_fits(spec: task_registry.TaskSpec, args: dict[str, Any], path: str) -> None:
+    try:
+        signature = inspect.signature(spec.func)
+    except (TypeError, ValueError):
+        return
+    leading = [None] if spec.pass_context else []
+    try:
+        signature.bind(*leading, **args)
+    except TypeError as exc:
+        raise UsageError(f"{path}: does not fit task {spec.name}: {exc}") from None
+
+
+def plan(
+    config: Config,
+    task: TaskRef,
+    args_list: Sequence[Any],
+    *,
+    queue: str | None = None,
+    schedule_at: datetime | None = None,
+    schedule_in: float | timedelta | None = None,
+    lock: str | None = None,
+    queueing_lock: str | None = None,
+    priority: int | None = None,
+    many: bool = False,
+) -> list[Planned]:
+    """Validate everything; return the jobs to insert (raises :class:`UsageError`)."""
+    spec = resolve_task(task)
+    target = queue or spec.queue
+    if target not in config.all_queues:
+        close = difflib.get_close_matches(target, list(config.all_queues), n=3, cutoff=0.6)
+        raise UsageError(
+            f"unknown queue {target!r}"
+            + (f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""),
+            hint="Queues are declared in config/queues.yaml (`jobsys queues` lists them).",
+        )
+    due = validate.when(schedule_at, schedule_in)
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise UsageError(f"priority: {priority!r} must be an integer")
+    for name, value in (("lock", lock), ("queueing_lock", queueing_lock)):
+        if value is not None and (not isinstance(value, str) or not value or "\x00" in value):
+            raise UsageError(f"{name}: must be a non-empty string without NUL characters")
+    if many and queueing_lock is not None and len(args_list) > 1:
+        raise UsageError("queueing_lock: one lock cannot be shared by several jobs")
+    planned = []
+    for index, args in enumerate(args_list):
+        path = f"args[{index}]" if many else "args"
+        validate.check_args(args, max_bytes=config.queues.limits.max_args_bytes, path=path)
+        _check_fits(spec, args, path)
+        planned.append(
+            Planned(
+                task=spec.name,
+                queue=target,
+                args=args,
+                priority=spec.priority if priority is None else priority,
+                lock=lock,
+                queueing_lock=queueing_lock,
+                scheduled_at=due,
+            )
+        )
+    return planned
+
+
+async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> list[int]:
+    """Insert ``planned`` jobs on ``connection`` in one statement, inside a savepoint."""
+    from procrastinate import exceptions, jobs
+
+    if not planned:
+        return []
+    to_defer = [
+        jobs.Job(
+            id=None,
+            queue=p.queue,
+            task_name=p.task,
+            priority=p.priority,
+            lock=p.lock,
+            queueing_lock=p.queueing_lock,
+            task_kwargs=p.args,
+            scheduled_at=p.scheduled_at,
+        )
+        for p in planned
+    ]
+    from psycopg.pq import TransactionStatus
+
+    if not connection.autocommit and connection.info.transaction_status == TransactionStatus.IDLE:
+        # psycopg would run transaction() as its own BEGIN/COMMIT here, committing
+        # the insert behind the caller's back: open the caller's transaction first,
+        # so ours becomes a savepoint inside it.
+        await connection.execute("SELECT 1")
+    try:
+        async with connection.transaction():
+            done = await job_manager.batch_defer_jobs_async(to_defer, connection=connection)
+    except exceptions.AlreadyEnqueued:
+        raise AlreadyQueuedError(
+            f"a job with queueing lock {planned[0].queueing_lock!r} is already waiting "
+            "in the queue; nothing was deferred",
+            hint="Wait for it to start, or defer without --queueing-lock.",
+        ) from None
+    return [int(job.id) for job in done if job.id is not None]
+
+
+@contextlib.asynccontextmanager
+async def _connection(env: _Environment, given: Any) -> AsyncIterator[tuple[Any, Any]]:
+    """(job_manager, connection) to insert with."""
+    import procrastinate
+
+    if given is not None:
+        job_manager = env.app.job_manager if env.app is not None else offline_job_manager()
+        yield job_manager, given
+        return
+    if env.app is not None:
+        async with env.app.connector.pool.connection() as conn:
+            yield env.app.job_manager, conn
+        return
+    from jobsys.db.connect import connect, resolve
+    from jobsys.settings import from_env
+
+    url = env.url or resolve(from_env(), env.config).url
+    async with connect(url) as conn:
+        yield procrastinate.manager.JobManager(_offline_connector()), conn
+
+
+def _offline_connector() -> Any:
+    import procrastinate
+
+    # Never opened: with an explicit connection it only formats and runs the query.
+    return procrastinate.PsycopgConnector()
+
+
+def offline_job_manager() -> Any:
+    import procrastinate
+
+    return procrastinate.manager.JobManager(_offline_connector())
+
+
+async def defer(
+    task: TaskRef,
+    args: dict[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    schedule_at: datetime | None = None,
+    schedule_in: float | timedelta | None = None,
+    lock: str | None = None,
+    queueing_lock: str | None = None,
+    priority: int | None = None,
+    connection: Any | None = None,
+) -> int:
+    """Defer one job; return its id. Raises :class:`UsageError` before writing anything."""
+    env = _environment()
+    planned = plan(
+        env.config,
+        task,
+        [{} if args is None else args],
+        queue=queue,
+        schedule_at=schedule_at,
+        schedule_in=schedule_in,
+        lock=lock,
+        queueing_lock=queueing_lock,
+        priority=priority,
+    )
+    async with _connection(env, connection) as (job_manager, conn):
+        return (await insert(job_manager, conn, planned))[0]
+
+
+async def defer_many(
+    task: TaskRef,
+    args_list: Sequence[dict[str, Any]],
+    *,
+    queue: str | None = None,
+    schedule_at: datetime | None = None,
+    schedule_in: float | timedelta | None = None,
+    lock: str | None = None,
+    priority: int | None = None,
+    connection: Any | None = None,
+) -> list[int]:
+    """Defer one job per args in one statement; all or none. Returns the ids in order."""
+    env = _environment()
+    planned = plan(
+        env.config,
+        task,
+        list(args_list),
+        queue=queue,
+        schedule_at=schedule_at,
+        schedule_in=schedule_in,
+        lock=lock,
+        priority=priority,
+        many=True,
+    )
+    async with _connection(env, connection) as (job_manager, conn):
+        return await insert(job_manager, conn, planned)
+
+
+def _run_sync(coro: Any) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        coro.close()
+        raise UsageError("defer_sync called from async code: use `await jobsys.defer(...)`")
+    env = _active
+    if env is not None and env.loop is not None and env.loop.is_running():
+        # A sync task in a worker thread: run on the worker's loop and its pool.
+        return asyncio.run_coroutine_threadsafe(coro, env.loop).result()
+    return asyncio.run(coro)
+
+
+def defer_sync(task: TaskRef, args: dict[str, Any] | None = None, **options: Any) -> int:
+    """:func:`defer` for sync code (scripts, sync tasks). No ``connection`` here."""
+    return int(_run_sync(defer(task, args, **options)))
+
+
+def defer_many_sync(
+    task: TaskRef, args_list: Sequence[dict[str, Any]], **options: Any
+) -> list[int]:
+    """:func:`defer_many` for sync code."""
+    return list(_run_sync(defer_many(task, args_list, **options)))

@@ -1,0 +1,60 @@
+"""``jobsys defer``: parse and validate the operator's input, then defer one job."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jobsys.errors import UsageError
+from jobsys.jobs import validate
+
+if TYPE_CHECKING:
+    from jobsys.settings import Settings
+
+
+async def defer_from_cli(
+    settings: Settings,
+    task: str,
+    args_text: str,
+    *,
+    queue: str | None = None,
+    in_: str | None = None,
+    at: str | None = None,
+    lock: str | None = None,
+    queueing_lock: str | None = None,
+    priority: int | None = None,
+) -> dict[str, Any]:
+    from jobsys.app import load_config
+    from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.jobs import defer
+
+    if in_ is not None and at is not None:
+        raise UsageError("give --in or --at, not both")
+    args = validate.parse_json_args(args_text)
+    schedule_in = validate.parse_duration(in_) if in_ is not None else None
+    schedule_at = validate.parse_time(at) if at is not None else None
+    config = load_config(settings)
+    planned = defer.plan(
+        config,
+        task,
+        [args],
+        queue=queue,
+        schedule_at=schedule_at,
+        schedule_in=schedule_in,
+        lock=lock,
+        queueing_lock=queueing_lock,
+        priority=priority,
+    )
+    async with connect(resolve(settings, config).url) as conn:
+        await check_schema(conn)
+        (job_id,) = await defer.insert(defer.offline_job_manager(), conn, planned)
+    job = planned[0]
+    return {
+        "job_id": job_id,
+        "task": job.task,
+        "queue": job.queue,
+        "lane": config.lane_of(job.queue),
+        "scheduled_at": job.scheduled_at,
+        "lock": job.lock,
+        "queueing_lock": job.queueing_lock,
+        "priority": job.priority,
+    }

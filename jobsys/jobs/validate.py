@@ -1,0 +1,142 @@
+"""Validation of what a caller wants to defer. Pure functions, no I/O.
+
+Arguments must be a JSON object that survives a round trip through JSON and
+Postgres ``jsonb`` unchanged: no NaN/Infinity, no NUL characters (jsonb rejects
+them), only JSON types (a tuple would come back a list, a datetime not at all), and
+no larger than the configured limit. Errors name the key path
+(``args.items[3]: NaN is not valid JSON``) and are raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from jobsys.errors import UsageError
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DEPTH = 64
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if _IDENT.match(key) else f"{path}[{json.dumps(key)}]"
+
+
+def check_args(args: Any, *, max_bytes: int, path: str = "args") -> int:
+    """Raise :class:`UsageError` unless ``args`` is a storable JSON object; return its size."""
+    if not isinstance(args, dict):
+        raise UsageError(f"{path}: must be a JSON object, not {_type_name(args)}")
+    _walk(args, path, 0)
+    size = len(json.dumps(args, ensure_ascii=False, allow_nan=False).encode())
+    if size > max_bytes:
+        raise UsageError(
+            f"{path}: {size} bytes of JSON, more than the limit of {max_bytes} "
+            "(limits.max_args_bytes in queues.yaml); pass an id and load the data in the task"
+        )
+    return size
+
+
+def _type_name(value: Any) -> str:
+    return {
+        list: "an array",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _walk(value: Any, path: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise UsageError(f"{path}: nested more than {MAX_DEPTH} levels deep")
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise UsageError(f"{path}: NaN is not valid JSON")
+        if math.isinf(value):
+            raise UsageError(f"{path}: Infinity is not valid JSON")
+        return
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise UsageError(f"{path}: NUL characters (\\u0000) cannot be stored")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _walk(item, f"{path}[{index}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise UsageError(
+                    f"{path}: key {key!r} is {type(key).__name__}; JSON object keys are strings"
+                )
+            if "\x00" in key:
+                raise UsageError(f"{path}: a key contains a NUL character (\\u0000)")
+            _walk(item, _key_path(path, key), depth + 1)
+        return
+    raise UsageError(
+        f"{path}: {type(value).__name__} is not a JSON type "
+        "(use objects, arrays, strings, numbers, booleans, null)"
+    )
+
+
+def parse_json_args(text: str) -> Any:
+    """``--args`` text to a Python value; duplicate keys and bad syntax are errors."""
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise UsageError(f"--args: key {key!r} appears twice")
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"--args is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            hint="Example: --args '{\"account_id\": 42}'",
+        ) from None
+
+
+def parse_duration(text: str) -> timedelta:
+    """``10m``, ``90s``, ``2h``, ``1.5d``, ``500ms``; a bare number is seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise UsageError(f"{text!r} is not a duration", hint="Examples: 30s, 10m, 2h, 1d.")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"])
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 time; a time without an offset is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{text!r} is not an ISO-8601 time", hint="Example: 2026-03-01T04:00:00Z"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def when(schedule_at: datetime | None, schedule_in: float | timedelta | None) -> datetime | None:
+    """The time a job becomes due, from at most one of ``schedule_at``/``schedule_in``."""
+    if schedule_at is not None and schedule_in is not None:
+        raise UsageError("give schedule_at or schedule_in, not both")
+    if schedule_in is not None:
+        seconds = schedule_in.total_seconds() if isinstance(schedule_in, timedelta) else schedule_in
+        if isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
+            raise UsageError(f"schedule_in: {schedule_in!r} must be a finite, positive delay")
+        return datetime.now(UTC) + timedelta(seconds=seconds)
+    if schedule_at is not None:
+        if schedule_at.tzinfo is None:
+            raise UsageError("schedule_at: give a timezone-aware time (e.g. UTC)")
+        return schedule_at
+    return None

@@ -1,0 +1,53 @@
+"""How a task function runs inside a lane: its effective timeout, enforced.
+
+An async job past its timeout is cancelled and fails with
+:class:`jobsys.errors.JobTimeoutError` (failure reason ``timeout``). A sync job runs
+in a thread that cannot be cancelled: :func:`effective_timeout` tells the runtime's
+watchdog when it is overdue, and the worker then stops taking jobs and exits
+non-zero so its supervisor restarts it (the reaper handles the abandoned job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from jobsys.errors import JobTimeoutError
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
+    from jobsys.tasks import TaskSpec
+
+
+def effective_timeout(spec: TaskSpec, config: Config | None) -> float | None:
+    """The task's own timeout, else its lane's, else None (no config: no limit)."""
+    if spec.timeout_seconds is not None:
+        return spec.timeout_seconds
+    if config is None:
+        return None
+    lane = config.lane_of(spec.queue)
+    return config.lanes[lane].timeout_seconds if lane is not None else None
+
+
+def runnable(spec: TaskSpec, config: Config | None) -> Callable[..., Any]:
+    """The function Procrastinate registers for ``spec``: async ones under their timeout."""
+    timeout = effective_timeout(spec, config)
+    func = spec.func
+    if not spec.is_async or timeout is None:
+        return func
+
+    @functools.wraps(func)
+    async def run_with_timeout(*args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(timeout) as limit:
+                return await func(*args, **kwargs)
+        except TimeoutError:
+            if limit.expired():
+                raise JobTimeoutError(
+                    f"{spec.name} ran past its timeout of {timeout:g} s and was cancelled"
+                ) from None
+            raise  # the task's own TimeoutError: its failure, not ours
+
+    return run_with_timeout

@@ -1,0 +1,246 @@
+"""One lane: a Procrastinate ``Worker`` over the lane's queues at its concurrency.
+
+What this subclass changes, and why (Procrastinate 3.10's ``worker.py``):
+
+- **No side tasks of its own but abort polling.** The process runs one LISTEN
+  connection for every lane (``listener``), one heartbeat for every lane
+  (``heartbeat``) and one periodic deferrer; a failed side task no longer stops the
+  lane, and shutdown no longer cancels the heartbeat before jobs finish.
+- **Database errors do not kill the lane.** A failed fetch is retried with backoff
+  (polling continues); a job's outcome that cannot be written is retried until it
+  is, so a database outage delays results and loses none.
+- **Shutdown requeues.** Jobs still running after the grace period are cancelled and
+  put back to ``todo`` (Procrastinate would mark them ``aborted``); sync jobs, which
+  cannot be cancelled, are reported as abandoned so the process can exit and the
+  reaper recover them. A hard stop skips the grace period.
+
+The fetch loop (``_fetch_and_process_jobs``) is the one place to change to claim
+several jobs per round trip later; nothing outside this module depends on how jobs
+are claimed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from typing import Any
+
+from procrastinate import exceptions, job_context, jobs, retry, utils
+from procrastinate.worker import Worker
+
+from jobsys.config import LaneSpec
+
+logger = logging.getLogger("jobsys.lanes")
+
+#: Procrastinate prunes workers whose heartbeat is older than this when a worker
+#: starts. Pruning detaches running jobs from their worker (``ON DELETE SET NULL``),
+#: which would let a live job be taken for a dead one; the reaper prunes instead.
+PRUNE_NEVER_SECONDS = 10 * 365 * 24 * 3600.0
+FETCH_RETRY_MIN_SECONDS = 0.2
+PERSIST_RETRY_MAX_SECONDS = 5.0
+#: After the grace period, how long cancelled async jobs get to record their requeue.
+ABORT_SETTLE_SECONDS = 5.0
+SYNC_ABORT_SETTLE_SECONDS = 0.5
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """A database that cannot be reached (worth retrying), not a query that failed."""
+    import psycopg
+
+    return any(isinstance(e, psycopg.OperationalError) for e in utils.causes(exc))
+
+
+async def wait_or_timeout(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for ``event`` up to ``seconds``; True when it was set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)
+    return event.is_set()
+
+
+class LaneWorker(Worker):
+    def __init__(
+        self,
+        app: Any,
+        lane: LaneSpec,
+        *,
+        process_id: str,
+        poll_interval_seconds: float,
+        shutdown_grace_seconds: float,
+        worker_middleware: list[Any],
+        concurrency: int | None = None,
+    ) -> None:
+        super().__init__(
+            app,
+            queues=list(lane.queues),
+            name=f"lane.{lane.name}",
+            concurrency=concurrency or lane.concurrency,
+            wait=True,
+            fetch_job_polling_interval=poll_interval_seconds,
+            shutdown_graceful_timeout=shutdown_grace_seconds,
+            listen_notify=False,
+            additional_context={"lane": lane.name, "worker_process": process_id},
+            install_signal_handlers=False,
+            stalled_worker_timeout=PRUNE_NEVER_SECONDS,
+            worker_middleware=worker_middleware,
+        )
+        self.lane = lane
+        self.started = asyncio.Event()
+        self.abandoned: list[job_context.JobContext] = []
+        self.jobs_done = 0
+        self.db_healthy = True
+        self._hard_stop = asyncio.Event()
+
+    # --- what the runtime calls ---------------------------------------------------
+
+    def wake(self) -> None:
+        """A job was inserted in one of this lane's queues (NOTIFY)."""
+        self._new_job_event.set()
+
+    def abort_requested(self, job_ids: list[int]) -> None:
+        self._handle_abort_jobs_requested(job_ids)
+
+    def hard_stop(self) -> None:
+        """Skip the grace period: requeue running jobs now."""
+        self._hard_stop.set()
+        self.stop()
+
+    def running(self) -> list[job_context.JobContext]:
+        return list(self._running_jobs.values())
+
+    def is_sync_task(self, task_name: str) -> bool:
+        task = self.app.tasks.get(task_name)
+        return task is not None and not inspect.iscoroutinefunction(task.func)
+
+    # --- Procrastinate overrides ----------------------------------------------------
+
+    def _start_side_tasks(self) -> list[asyncio.Task[Any]]:
+        self.started.set()
+        return [asyncio.create_task(self._poll_jobs_to_abort(), name="poll_jobs_to_abort")]
+
+    async def _fetch_and_process_jobs(self) -> None:
+        delay = FETCH_RETRY_MIN_SECONDS
+        while not self._stop_event.is_set():
+            try:
+                await super()._fetch_and_process_jobs()
+            except exceptions.ConnectorException as exc:
+                if not is_connection_error(exc):
+                    raise
+                if self.db_healthy:
+                    logger.warning(
+                        f"lane {self.lane.name}: cannot fetch jobs, database unreachable; retrying",
+                        extra={"action": "fetch_failed", "lane": self.lane.name},
+                    )
+                self.db_healthy = False
+                await wait_or_timeout(self._stop_event, delay)
+                delay = min(delay * 2, self.fetch_job_polling_interval)
+                continue
+            if not self.db_healthy:
+                logger.info(
+                    f"lane {self.lane.name}: database reachable again",
+                    extra={"action": "fetch_restored", "lane": self.lane.name},
+                )
+                self.db_healthy = True
+            return
+
+    async def _persist_job_status(
+        self,
+        job: jobs.Job,
+        status: jobs.Status,
+        retry_decision: retry.RetryDecision | None,
+        context: job_context.JobContext,
+        job_result: job_context.JobResult | None,
+    ) -> None:
+        if (
+            status == jobs.Status.ABORTED
+            and retry_decision is None
+            and context.abort_reason() == job_context.AbortReason.SHUTDOWN
+        ):
+            # Interrupted by our own shutdown, not by an operator: run it again.
+            retry_decision = retry.RetryDecision(retry_in={"seconds": 0})
+            logger.info(
+                f"lane {self.lane.name}: job {job.id} interrupted by shutdown, requeued",
+                extra={"action": "job_requeued_on_shutdown", "lane": self.lane.name},
+            )
+        delay = FETCH_RETRY_MIN_SECONDS
+        while True:
+            try:
+                await super()._persist_job_status(job, status, retry_decision, context, job_result)
+                self.jobs_done += 1
+                return
+            except exceptions.ConnectorException as exc:
+                if not is_connection_error(exc) or self._hard_stop.is_set():
+                    raise
+                logger.warning(
+                    f"lane {self.lane.name}: cannot record the outcome of job {job.id} "
+                    f"({status.value}); retrying in {delay:.1f} s",
+                    extra={"action": "persist_retry", "lane": self.lane.name},
+                )
+                if await wait_or_timeout(self._hard_stop, delay):
+                    raise
+                delay = min(delay * 2, PERSIST_RETRY_MAX_SECONDS)
+
+    async def _shutdown(self, side_tasks: list[asyncio.Task[Any]]) -> None:
+        await utils.cancel_and_capture_errors(side_tasks)
+        if self._running_jobs and not self._hard_stop.is_set():
+            logger.info(
+                f"lane {self.lane.name}: waiting up to {self.shutdown_graceful_timeout:g} s "
+                f"for {len(self._running_jobs)} running job(s)",
+                extra={"action": "draining", "lane": self.lane.name},
+            )
+            hard = asyncio.create_task(self._hard_stop.wait())
+            deadline = time.monotonic() + (self.shutdown_graceful_timeout or 0.0)
+            while self._running_jobs and not hard.done() and time.monotonic() < deadline:
+                await asyncio.wait(
+                    [*self._running_jobs, hard],
+                    timeout=deadline - time.monotonic(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            hard.cancel()
+        if self._running_jobs:
+            await self._abort_running_jobs()
+        if self.abandoned:
+            # Keep the procrastinate_workers row: deleting it would detach the
+            # abandoned jobs from this worker, and the reaper needs the link.
+            logger.error(
+                f"lane {self.lane.name}: {len(self.abandoned)} sync job(s) could not be "
+                "stopped; leaving them to the reaper",
+                extra={
+                    "action": "jobs_abandoned",
+                    "lane": self.lane.name,
+                    "job_ids": [c.job.id for c in self.abandoned],
+                },
+            )
+        elif self.worker_id is not None:
+            try:
+                await self.app.job_manager.unregister_worker(self.worker_id)
+            except exceptions.ConnectorException:
+                logger.warning(
+                    f"lane {self.lane.name}: could not unregister (database unreachable)",
+                    extra={"action": "unregister_failed", "lane": self.lane.name},
+                )
+        logger.info(
+            f"lane {self.lane.name}: stopped",
+            extra={"action": "stop_lane", "lane": self.lane.name},
+        )
+
+    async def _abort_running_jobs(self) -> None:
+        logger.info(
+            f"lane {self.lane.name}: {len(self._running_jobs)} job(s) still running after "
+            "the grace period: aborting them so they are retried",
+            extra={"action": "abort_running_jobs", "lane": self.lane.name},
+        )
+        for task, context in list(self._running_jobs.items()):
+            self._abort_job(task, context, job_context.AbortReason.SHUTDOWN)
+        # Cancelled async jobs record their requeue; sync ones only get a moment to
+        # notice context.should_abort() before they are abandoned.
+        running = list(self._running_jobs.items())
+        cancelled = [t for t, c in running if not self.is_sync_task(c.job.task_name)]
+        uncancellable = [t for t, c in running if self.is_sync_task(c.job.task_name)]
+        if cancelled:
+            await asyncio.wait(cancelled, timeout=ABORT_SETTLE_SECONDS)
+        if uncancellable:
+            await asyncio.wait(uncancellable, timeout=SYNC_ABORT_SETTLE_SECONDS)
+        self.abandoned = list(self._running_jobs.values())

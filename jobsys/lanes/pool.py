@@ -1,0 +1,55 @@
+"""The one connection pool of a worker process: its size, and how it connects.
+
+Budget per process: ``sum(lane concurrency) + SERVICE_CONNECTIONS`` pooled, plus one
+dedicated LISTEN connection (see README, "Connection budget").
+
+Pool connections are **autocommit** and are **not checked** on every checkout: each
+of Procrastinate's operations is one statement (a function call), so an implicit
+transaction only costs a BEGIN and a COMMIT round trip, and the check one more;
+dropping them makes a job's fetch and finish one round trip each. A connection
+broken by a server restart fails once and is discarded; the lane runner retries.
+Code that needs several statements to be atomic opens ``conn.transaction()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from jobsys.config import LaneSpec
+
+#: Heartbeat, services (scheduler, reaper, ...) and the CLI-side work of a process.
+SERVICE_CONNECTIONS = 3
+#: Waiting longer than this for a pool connection is an outage, not contention.
+POOL_TIMEOUT_SECONDS = 10.0
+APPLICATION_NAME = "jobsys"
+
+
+def pool_size(lanes: Iterable[LaneSpec]) -> int:
+    return sum(lane.concurrency for lane in lanes) + SERVICE_CONNECTIONS
+
+
+def connector(url: str, *, min_size: int, max_size: int) -> Any:
+    """A Procrastinate psycopg connector with autocommit, unchecked pool connections."""
+    import procrastinate
+
+    class FastPsycopgConnector(procrastinate.PsycopgConnector):
+        async def _create_pool(self, pool_args: dict[str, Any]) -> Any:
+            # Procrastinate passes check=AsyncConnectionPool.check_connection: one
+            # more round trip per query. We accept a failure on a stale connection.
+            return self._pool_factory(**pool_args, open=False)
+
+    return FastPsycopgConnector(
+        conninfo=url,
+        min_size=min(min_size, max_size),
+        max_size=max_size,
+        timeout=POOL_TIMEOUT_SECONDS,
+        # Not kwargs={"autocommit": True}: Procrastinate's own LISTEN connection passes
+        # autocommit=True itself, and a duplicate keyword breaks it.
+        configure=_autocommit,
+        kwargs={"application_name": APPLICATION_NAME},
+    )
+
+
+async def _autocommit(conn: Any) -> None:
+    await conn.set_autocommit(True)

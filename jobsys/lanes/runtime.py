@@ -1,0 +1,428 @@
+"""The worker process: every selected lane in one asyncio loop, supervised.
+
+One Procrastinate App and one connection pool (``pool.pool_size``) serve all lanes.
+Beside them run the process heartbeat (``heartbeat``), one LISTEN connection
+(``listener``), the periodic deferrer and every ``jobsys.app.worker_services``
+(scheduler, reaper, ...) under supervision (``supervisor``), and a watchdog that
+catches sync jobs running past their timeout.
+
+Exit codes (README, "Running workers"):
+
+- 0: stopped on request (SIGTERM/SIGINT, or ``--drain`` found nothing left);
+- 1 (``EXIT_BACKGROUND_LOST``): a lane or a background service died and could not be
+  restored: a supervisor should restart the process;
+- 70 (``EXIT_JOBS_ABANDONED``): a sync job ran past its timeout, or could not be
+  stopped at shutdown; the process exits without it and the reaper recovers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobsys import tasks as task_registry
+from jobsys.config import Config, LaneSpec
+from jobsys.errors import DatabaseUnavailable
+from jobsys.lanes import execution, lifecycle, pool, store
+from jobsys.lanes.heartbeat import ProcessHeartbeat
+from jobsys.lanes.identity import ProcessIdentity
+from jobsys.lanes.lane import LaneWorker, wait_or_timeout
+from jobsys.lanes.listener import Listener
+from jobsys.lanes.supervisor import Backoff, PeriodicDeferrer, supervise
+
+logger = logging.getLogger("jobsys.lanes.runtime")
+
+EXIT_OK = 0
+EXIT_BACKGROUND_LOST = 1
+EXIT_JOBS_ABANDONED = 70
+DRAIN_CHECK_SECONDS = 0.2
+STARTUP_RETRY_SECONDS = 1.0
+SERVICES_STOP_SECONDS = 10.0
+
+
+@dataclass
+class RuntimeResult:
+    exit_code: int
+    reason: str
+    process_id: str
+    abandoned_job_ids: list[int] = field(default_factory=list)
+    jobs_done: int = 0
+
+
+def scaled(lanes: list[LaneSpec], factor: float) -> list[LaneSpec]:
+    if factor == 1.0:
+        return lanes
+    return [
+        LaneSpec(
+            lane.name, lane.queues, max(1, round(lane.concurrency * factor)), lane.timeout_seconds
+        )
+        for lane in lanes
+    ]
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: Config,
+        url: str,
+        lanes: list[LaneSpec],
+        *,
+        drain: bool = False,
+        services: list[Any] | None = None,
+        hooks: list[lifecycle.LifecycleHook] | None = None,
+        middlewares: list[Any] | None = None,
+        install_signal_handlers: bool = True,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.config = config
+        self.url = url
+        self.lanes = lanes
+        self.drain = drain
+        self.services = list(services or [])
+        self.hooks = list(hooks or [])
+        self.middlewares = list(middlewares or [])
+        self.install_signal_handlers = install_signal_handlers
+        self.backoff = backoff or Backoff()
+        self.identity = ProcessIdentity.current()
+        self.queues = [q for lane in lanes for q in lane.queues]
+        self.workers: list[LaneWorker] = []
+        self.app: Any = None
+        self.listener: Listener | None = None
+        self.heartbeat: ProcessHeartbeat | None = None
+        self.listening = False
+        self.state = "starting"
+        self._stop_requested = asyncio.Event()
+        self._hard = False
+        self._exit_code = EXIT_OK
+        self._reason = "stopped"
+        self._signals = 0
+
+    # --- control --------------------------------------------------------------
+
+    def request_stop(self, reason: str, *, exit_code: int | None = None) -> None:
+        """Stop fetching; running jobs get the grace period. Idempotent."""
+        if exit_code is not None and exit_code > self._exit_code:
+            self._exit_code = exit_code
+        if not self._stop_requested.is_set():
+            self._reason = reason
+            self._stop_requested.set()
+
+    def hard_stop(self) -> None:
+        """Skip the grace period: requeue async jobs now, abandon sync ones."""
+        self._hard = True
+        self.request_stop("hard stop")
+        for worker in self.workers:
+            worker.hard_stop()
+
+    def _on_signal(self, name: str) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.info(
+                f"{name}: stopping; running jobs get "
+                f"{self.config.queues.worker.shutdown_grace_seconds:g} s (again to stop now)",
+                extra={"action": "signal_stop", "signal": name},
+            )
+            self.request_stop(name)
+            self._stop_lanes()
+        else:
+            logger.warning(
+                f"{name} again: stopping now", extra={"action": "signal_hard_stop", "signal": name}
+            )
+            self.hard_stop()
+
+    def _fatal(self, reason: str) -> None:
+        logger.error(f"stopping: {reason}", extra={"action": "fatal", "reason": reason})
+        self.request_stop(reason, exit_code=EXIT_BACKGROUND_LOST)
+        self._stop_lanes()
+
+    def _stop_lanes(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def snapshot(self, waiting: dict[str, int] | None = None) -> lifecycle.Snapshot:
+        return lifecycle.Snapshot(
+            process_id=self.identity.id,
+            lanes=tuple(lane.name for lane in self.lanes),
+            state=self.state,
+            running={w.lane.name: len(w.running()) for w in self.workers},
+            waiting=waiting,
+            jobs_done=sum(w.jobs_done for w in self.workers),
+            listening=self.listening,
+        )
+
+    # --- the run ------------------------------------------------------------------
+
+    async def _check_database(self) -> None:
+        from jobsys.db.connect import check_schema, connect
+
+        deadline = time.monotonic() + self.config.queues.worker.startup_wait_seconds
+        while True:
+            try:
+                async with connect(self.url) as conn:
+                    await check_schema(conn)
+                return
+            except DatabaseUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                logger.warning(
+                    "database unreachable; waiting for it (worker.startup_wait_seconds)",
+                    extra={"action": "startup_wait"},
+                )
+                await asyncio.sleep(STARTUP_RETRY_SECONDS)
+
+    async def run(self) -> RuntimeResult:
+        from jobsys.app import build_procrastinate_app
+        from jobsys.jobs import defer
+
+        await self._check_database()
+        loop = asyncio.get_running_loop()
+        total = sum(lane.concurrency for lane in self.lanes)
+        # Sync jobs run in the loop's default executor: size it to the lanes, or the
+        # default (cpu + 4 threads) would cap the concurrency of sync tasks.
+        loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=total + 4, thread_name_prefix="jobsys-job")
+        )
+        size = pool.pool_size(self.lanes)
+        self.app = build_procrastinate_app(
+            self.url, self.config, min_size=min(4, size), max_size=size
+        )
+        await self.app.open_async()
+        defer.activate(self.config, self.app, self.url)
+        try:
+            return await self._run_open()
+        finally:
+            defer.deactivate()
+            with contextlib.suppress(Exception):
+                await self.app.close_async()
+
+    async def _run_open(self) -> RuntimeResult:
+        worker_settings = self.config.queues.worker
+        async with self.app.connector.pool.connection() as conn:
+            await store.register_process(
+                conn,
+                {
+                    "id": self.identity.id,
+                    "hostname": self.identity.hostname,
+                    "pid": self.identity.pid,
+                    "lanes": [lane.name for lane in self.lanes],
+                    "started_at": self.identity.started_at,
+                },
+            )
+        self.heartbeat = ProcessHeartbeat(
+            self.app.connector.pool, self.identity.id, worker_settings.heartbeat_interval_seconds
+        )
+        self.workers = [
+            LaneWorker(
+                self.app,
+                lane,
+                process_id=self.identity.id,
+                poll_interval_seconds=worker_settings.poll_interval_seconds,
+                shutdown_grace_seconds=worker_settings.shutdown_grace_seconds,
+                worker_middleware=self.middlewares,
+            )
+            for lane in self.lanes
+        ]
+        # Before any job can start: a SIGTERM from now on drains instead of killing.
+        self._install_signals()
+        by_queue = {q: w for w in self.workers for q in w.lane.queues}
+        lane_tasks = {
+            asyncio.create_task(w.run(), name=f"lane {w.lane.name}"): w for w in self.workers
+        }
+        await self._wait_lanes_started(lane_tasks)
+        if self._stop_requested.is_set():  # a signal arrived while the lanes started
+            self._stop_lanes()
+        self.heartbeat.worker_ids = [w.worker_id for w in self.workers if w.worker_id]
+        async with self.app.connector.pool.connection() as conn:
+            await store.set_procrastinate_workers(conn, self.identity.id, self.heartbeat.worker_ids)
+
+        heartbeat_stop, background_stop = asyncio.Event(), asyncio.Event()
+        heartbeat_task = asyncio.create_task(self.heartbeat.run(heartbeat_stop), name="heartbeat")
+        self.listener = Listener(
+            self.url,
+            self.queues,
+            on_job_inserted=lambda q: by_queue[q].wake() if q in by_queue else None,
+            on_abort_requested=lambda q, job_id: (
+                by_queue[q].abort_requested([job_id]) if q in by_queue else None
+            ),
+            on_reconnected=self._wake_all,
+        )
+        background = {
+            asyncio.create_task(self.listener.run(background_stop), name="listener"): "listener",
+            asyncio.create_task(self._watchdog(background_stop), name="watchdog"): "watchdog",
+        }
+        for service in [PeriodicDeferrer(), *self.services]:
+            name = getattr(service, "name", type(service).__name__)
+            task = asyncio.create_task(
+                supervise(service, self.app, background_stop, self.backoff), name=f"service {name}"
+            )
+            background[task] = f"service {name}"
+        if self.hooks:
+            background[asyncio.create_task(self._status(background_stop))] = "status"
+        if self.drain:
+            background[asyncio.create_task(self._drain_watch(background_stop))] = "drain"
+        for task, name in background.items():
+            task.add_done_callback(functools.partial(self._background_done, name=name))
+        for task, worker in lane_tasks.items():
+            task.add_done_callback(functools.partial(self._lane_done, worker=worker))
+
+        self.listening = await self.listener.round_trip(self.app.connector.pool)
+        if not self.listening:
+            logger.error(
+                "LISTEN/NOTIFY does not round-trip on this database connection (a "
+                "connection pooler in transaction mode?): new jobs are picked up only by "
+                f"polling, every {worker_settings.poll_interval_seconds:g} s. Point jobsys at "
+                "the server directly or a session-mode pooler.",
+                extra={"action": "listen_notify_broken"},
+            )
+        self.state = "running"
+        logger.info(
+            f"worker {self.identity.id} running lanes "
+            + ", ".join(f"{w.lane.name}({w.concurrency})" for w in self.workers),
+            extra={"action": "worker_ready", "worker_process": self.identity.id},
+        )
+        lifecycle.call(self.hooks, "ready", self.snapshot())
+
+        await self._stop_requested.wait()
+        self.state = "draining"
+        self.heartbeat.status = "draining"
+        lifecycle.call(self.hooks, "stopping", self.snapshot())
+        background_stop.set()
+        self._stop_lanes()
+        await asyncio.gather(*lane_tasks, return_exceptions=True)
+        abandoned = [c.job.id for w in self.workers for c in w.abandoned if c.job.id]
+        if abandoned:
+            self._exit_code = max(self._exit_code, EXIT_JOBS_ABANDONED)
+        await self._stop_background(background)
+        heartbeat_stop.set()
+        await heartbeat_task
+        if not abandoned:
+            # With abandoned jobs we leave the row 'draining' and let its heartbeat go
+            # stale: the reaper recovers them once this process is surely gone.
+            with contextlib.suppress(Exception):
+                async with self.app.connector.pool.connection(timeout=5) as conn:
+                    await store.mark_stopped(conn, self.identity.id)
+        self.state = "stopped"
+        result = RuntimeResult(
+            exit_code=self._exit_code,
+            reason=self._reason,
+            process_id=self.identity.id,
+            abandoned_job_ids=abandoned,
+            jobs_done=sum(w.jobs_done for w in self.workers),
+        )
+        logger.info(
+            f"worker {self.identity.id} stopped ({result.reason}), exit {result.exit_code}",
+            extra={"action": "worker_stopped", "exit_code": result.exit_code},
+        )
+        return result
+
+    async def _wait_lanes_started(self, lane_tasks: dict[asyncio.Task[Any], LaneWorker]) -> None:
+        started = asyncio.gather(*(w.started.wait() for w in self.workers))
+        done, _ = await asyncio.wait([started, *lane_tasks], return_when=asyncio.FIRST_COMPLETED)
+        if started not in done:
+            started.cancel()
+            for task in lane_tasks:
+                if task.done() and task.exception() is not None:
+                    for other in lane_tasks:
+                        other.cancel()
+                    raise DatabaseUnavailable(
+                        f"lane {lane_tasks[task].lane.name} could not start: {task.exception()}"
+                    )
+
+    async def _stop_background(self, background: dict[asyncio.Task[Any], str]) -> None:
+        pending = [t for t in background if not t.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=SERVICES_STOP_SECONDS)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+
+    def _wake_all(self) -> None:
+        for worker in self.workers:
+            worker.wake()
+
+    def _lane_done(self, task: asyncio.Task[Any], worker: LaneWorker) -> None:
+        if task.cancelled() or (self._stop_requested.is_set() and task.exception() is None):
+            return
+        error = task.exception()
+        self._fatal(f"lane {worker.lane.name} stopped unexpectedly: {error!r}")
+
+    def _background_done(self, task: asyncio.Task[Any], name: str) -> None:
+        if task.cancelled() or self._stop_requested.is_set():
+            return
+        error = task.exception()
+        if error is not None:
+            self._fatal(f"{name} failed and could not be restored: {error}")
+
+    def _install_signals(self) -> None:
+        if not self.install_signal_handlers:
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig.name)
+
+    async def _watchdog(self, stop: asyncio.Event) -> None:
+        overdue_reported: set[int] = set()
+        while not await wait_or_timeout(stop, lifecycle.WATCHDOG_TICK_SECONDS):
+            lifecycle.call(self.hooks, "watchdog")
+            now = time.time()
+            for worker in self.workers:
+                for context in worker.running():
+                    job = context.job
+                    spec = task_registry.get(job.task_name)
+                    if job.id is None or spec is None or spec.is_async:
+                        continue
+                    timeout = execution.effective_timeout(spec, self.config)
+                    if timeout is None or now - context.start_timestamp <= timeout:
+                        continue
+                    if job.id in overdue_reported:
+                        continue
+                    overdue_reported.add(job.id)
+                    logger.error(
+                        f"sync job {job.task_name}[{job.id}] ran past its timeout of "
+                        f"{timeout:g} s and cannot be cancelled: this worker stops taking "
+                        "jobs and exits so its supervisor restarts it",
+                        extra={"action": "sync_job_timeout", "job_id": job.id},
+                    )
+                    self.request_stop("sync job timeout", exit_code=EXIT_JOBS_ABANDONED)
+                    self._stop_lanes()
+
+    async def _status(self, stop: asyncio.Event) -> None:
+        assert self.heartbeat is not None
+        while not await wait_or_timeout(stop, self.heartbeat.interval_seconds):
+            waiting: dict[str, int] | None = None
+            try:
+                async with self.app.connector.pool.connection(timeout=1) as conn:
+                    by_queue = await store.waiting_by_queue(conn, self.queues)
+                waiting = {
+                    lane.name: sum(by_queue.get(q, 0) for q in lane.queues) for lane in self.lanes
+                }
+            except Exception:
+                waiting = None
+            lifecycle.call(self.hooks, "status", self.snapshot(waiting))
+
+    async def _drain_watch(self, stop: asyncio.Event) -> None:
+        assert self.heartbeat is not None
+        while not await wait_or_timeout(stop, DRAIN_CHECK_SECONDS):
+            if any(w.running() for w in self.workers):
+                continue
+            try:
+                async with self.app.connector.pool.connection() as conn:
+                    waiting, running = await store.drain_state(
+                        conn, self.queues, self.heartbeat.worker_ids
+                    )
+            except Exception:
+                continue
+            if waiting == 0 and running == 0:
+                logger.info(
+                    "drained: no job waiting or running in the selected queues",
+                    extra={"action": "drained"},
+                )
+                self.request_stop("drained")
+                return

@@ -1,0 +1,148 @@
+"""SQL of the lanes domain: worker process rows and heartbeats, the queue overview.
+
+Procrastinate's own operations (fetch, finish, retry, register workers) go through
+its JobManager; these are the few queries it has no operation for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REGISTER_PROCESS = """
+INSERT INTO jobsys_worker_processes (id, hostname, pid, lanes, status, started_at, last_heartbeat)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(lanes)s, 'running', %(started_at)s, now())
+"""
+
+SET_PROCRASTINATE_WORKERS = """
+UPDATE jobsys_worker_processes SET procrastinate_worker_ids = %(worker_ids)s WHERE id = %(id)s
+"""
+
+# One round trip keeps the process row and every lane's procrastinate_workers row
+# alive together, so the reaper never sees a live process with a stale lane.
+HEARTBEAT = """
+WITH process AS (
+    UPDATE jobsys_worker_processes
+       SET last_heartbeat = now(), status = %(status)s
+     WHERE id = %(id)s
+ RETURNING id
+), workers AS (
+    UPDATE procrastinate_workers
+       SET last_heartbeat = now()
+     WHERE id = ANY(%(worker_ids)s::bigint[])
+ RETURNING id
+)
+SELECT (SELECT count(*) FROM process) AS processes, (SELECT count(*) FROM workers) AS workers
+"""
+
+MARK_STOPPED = """
+UPDATE jobsys_worker_processes
+   SET status = 'stopped', stopped_at = now(), last_heartbeat = now()
+ WHERE id = %(id)s
+"""
+
+# Drain: nothing due in the selected queues, nothing running on this process's lanes.
+DRAIN_STATE = """
+SELECT count(*) FILTER (
+           WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+       ) AS waiting,
+       count(*) FILTER (WHERE status = 'doing' AND worker_id = ANY(%(worker_ids)s::bigint[]))
+           AS running
+  FROM procrastinate_jobs
+ WHERE queue_name = ANY(%(queues)s::text[]) AND status IN ('todo', 'doing')
+"""
+
+WAITING_BY_QUEUE = """
+SELECT queue_name AS queue, count(*) AS waiting
+  FROM procrastinate_jobs
+ WHERE queue_name = ANY(%(queues)s::text[])
+   AND status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+ GROUP BY queue_name
+"""
+
+# The queue overview in one statement. The oldest wait: a job waits since its
+# scheduled_at (schedule_in/at, retries) or, when it has none, since its 'deferred'
+# event; among unscheduled jobs the lowest id is the oldest, so one event lookup per
+# queue suffices (procrastinate_events is indexed by job_id).
+QUEUE_OVERVIEW = """
+WITH configured AS (
+    SELECT q.queue, q.ord FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS q(queue, ord)
+), live AS (
+    SELECT queue_name,
+           count(*) FILTER (
+               WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+           ) AS waiting,
+           count(*) FILTER (WHERE status = 'todo' AND scheduled_at > now()) AS scheduled,
+           count(*) FILTER (WHERE status = 'doing') AS running,
+           min(scheduled_at) FILTER (
+               WHERE status = 'todo' AND scheduled_at <= now()
+           ) AS oldest_scheduled_at,
+           min(id) FILTER (WHERE status = 'todo' AND scheduled_at IS NULL) AS oldest_unscheduled_id
+      FROM procrastinate_jobs
+     WHERE status IN ('todo', 'doing') AND queue_name = ANY(%(queues)s::text[])
+     GROUP BY queue_name
+)
+SELECT c.queue,
+       coalesce(l.waiting, 0) AS waiting,
+       coalesce(l.scheduled, 0) AS scheduled,
+       coalesce(l.running, 0) AS running,
+       (SELECT count(*) FROM jobsys_failures f
+         WHERE f.queue = c.queue AND f.occurred_at > now() - interval '1 hour') AS failed_last_hour,
+       extract(epoch FROM now() - least(
+           l.oldest_scheduled_at,
+           (SELECT min(e.at) FROM procrastinate_events e
+             WHERE e.job_id = l.oldest_unscheduled_id AND e.type = 'deferred')
+       ))::float8 AS oldest_wait_seconds
+  FROM configured c
+  LEFT JOIN live l ON l.queue_name = c.queue
+ ORDER BY c.ord
+"""
+
+
+async def _rows(conn: Any, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    # Works on pool connections (tuple rows) and jobsys.db.connect ones (dict rows) alike.
+    from psycopg.rows import tuple_row
+
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(query, params)
+        return list(await cur.fetchall()) if cur.description else []
+
+
+async def register_process(conn: Any, params: dict[str, Any]) -> None:
+    await _rows(conn, REGISTER_PROCESS, params)
+
+
+async def set_procrastinate_workers(conn: Any, process_id: str, worker_ids: list[int]) -> None:
+    await _rows(conn, SET_PROCRASTINATE_WORKERS, {"id": process_id, "worker_ids": worker_ids})
+
+
+async def heartbeat(
+    conn: Any, process_id: str, worker_ids: list[int], status: str
+) -> tuple[int, int]:
+    """Beat once; returns (process rows, Procrastinate worker rows) updated."""
+    rows = await _rows(
+        conn, HEARTBEAT, {"id": process_id, "worker_ids": worker_ids, "status": status}
+    )
+    return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+
+async def mark_stopped(conn: Any, process_id: str) -> None:
+    await _rows(conn, MARK_STOPPED, {"id": process_id})
+
+
+async def drain_state(conn: Any, queues: list[str], worker_ids: list[int]) -> tuple[int, int]:
+    """(due jobs waiting in ``queues``, jobs running on ``worker_ids``)."""
+    rows = await _rows(conn, DRAIN_STATE, {"queues": queues, "worker_ids": worker_ids})
+    return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+
+async def waiting_by_queue(conn: Any, queues: list[str]) -> dict[str, int]:
+    rows = await _rows(conn, WAITING_BY_QUEUE, {"queues": queues})
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+async def queue_overview(conn: Any, queues: list[str]) -> list[dict[str, Any]]:
+    from psycopg.rows import dict_row
+
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(QUEUE_OVERVIEW, {"queues": queues})
+        return list(await cur.fetchall())

@@ -1,0 +1,177 @@
+"""``jobsys worker`` as a real process: lanes, drain, signals, LISTEN, timeouts."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from rt_support import (
+    WorkerProcess,
+    defer_rows,
+    environment,
+    events,
+    max_overlap,
+    query,
+    wait_until,
+    write_app,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def job_statuses(db_url: str) -> dict[str, int]:
+    return dict(query(db_url, "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1"))
+
+
+def test_each_lane_runs_at_its_own_concurrency_then_drains(db_url: str, tmp_path: Path) -> None:
+    env = environment(tmp_path, db_url, write_app(tmp_path))
+    defer_rows(db_url, "rt.sleep", "q_base", [{"tag": f"b{i}", "seconds": 0.5} for i in range(6)])
+    defer_rows(
+        db_url, "rt.sleep_fast", "q_fast", [{"tag": f"f{i}", "seconds": 0.5} for i in range(9)]
+    )
+    worker = WorkerProcess(env, tmp_path, "--drain", "--lane", "base", "--lane", "fast")
+    assert worker.wait(40) == 0, worker.output()
+    evts = events(tmp_path)
+    assert len([e for e in evts if e[0] == "end"]) == 15
+    # Real overlapping jobs: each lane reaches its concurrency and never exceeds it.
+    assert max_overlap(evts, "b") == 2
+    assert max_overlap(evts, "f") == 3
+    assert job_statuses(db_url) == {"succeeded": 15}
+    row = query(db_url, "SELECT status, lanes FROM jobsys_worker_processes")
+    assert row == [("stopped", ["base", "fast"])]
+
+
+def test_drain_with_nothing_to_do_exits_at_once(db_url: str, tmp_path: Path) -> None:
+    env = environment(tmp_path, db_url, write_app(tmp_path))
+    started = time.monotonic()
+    worker = WorkerProcess(env, tmp_path, "--drain")
+    assert worker.wait(20) == 0, worker.output()
+    assert time.monotonic() - started < 10
+    assert "drained" in worker.output()
+
+
+def test_unknown_lane_exits_2_listing_lanes(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("worker", "--lane", "ai_fase_queue")
+    assert result.exit_code == 2
+    assert "unknown lane 'ai_fase_queue' (did you mean 'ai_face_queue'?)" in result.stderr
+    assert "Lanes: base, ai, ai_visual_queue" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_lets_a_long_job_finish_once_and_exits_0(db_url: str, tmp_path: Path) -> None:
+    env = environment(tmp_path, db_url, write_app(tmp_path, grace=10))
+    # Runs longer than dead_after_seconds (2 s): heartbeats must continue while draining.
+    defer_rows(db_url, "rt.sleep", "q_base", [{"tag": "long", "seconds": 3.0}])
+    worker = WorkerProcess(env, tmp_path)
+    try:
+        wait_until(lambda: ("start", "long") in [e[:2] for e in events(tmp_path)], 20, "start")
+        worker.signal(signal.SIGTERM)
+        worker.wait_for_output("signal_stop")
+        time.sleep(2.5)  # past dead_after_seconds, the job still running
+        ages = query(
+            db_url,
+            "SELECT p.status, extract(epoch FROM now() - p.last_heartbeat), "
+            "(SELECT max(extract(epoch FROM now() - w.last_heartbeat)) FROM procrastinate_workers w"
+            " WHERE w.id = ANY(p.procrastinate_worker_ids)) FROM jobsys_worker_processes p",
+        )
+        status, process_age, lane_age = ages[0]
+        assert status == "draining"
+        assert process_age < 2 and lane_age < 2, ages
+        assert worker.wait(20) == 0, worker.output()
+    finally:
+        worker.kill()
+    assert [e[:2] for e in events(tmp_path)] == [("start", "long"), ("end", "long")]
+    assert job_statuses(db_url) == {"succeeded": 1}
+
+
+def test_grace_expired_job_is_requeued_not_lost(db_url: str, tmp_path: Path) -> None:
+    env = environment(tmp_path, db_url, write_app(tmp_path, grace=0.5))
+    defer_rows(db_url, "rt.sleep", "q_base", [{"tag": "cut", "seconds": 30}])
+    worker = WorkerProcess(env, tmp_path)
+    try:
+        wait_until(lambda: events(tmp_path), 20, "job start")
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(20) == 0, worker.output()
+    finally:
+        worker.kill()
+    assert query(db_url, "SELECT status::text, attempts FROM procrastinate_jobs") == [("todo", 1)]
+
+
+def test_listener_killed_is_reestablished_and_jobs_start_promptly(
+    db_url: str, tmp_path: Path
+) -> None:
+    env = environment(tmp_path, db_url, write_app(tmp_path, poll=30))
+    dbname = db_url.rsplit("/", 1)[1]
+    listeners = (
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'jobsys-listener' "
+        "AND datname = %s"
+    )
+    worker = WorkerProcess(env, tmp_path)
+    try:
+        worker.wait_for_output("worker_ready")
+        (old_pid,) = wait_until(lambda: query(db_url, listeners, (dbname,)), 10, "listener")[0]
+        query(db_url, "SELECT pg_terminate_backend(%s)", (old_pid,))
+        new = wait_until(
+            lambda: [r for r in query(db_url, listeners, (dbname,)) if r[0] != old_pid],
+            5,
+            "a new LISTEN backend",
+        )
+        assert len(new) == 1
+        worker.wait_for_output("listener_restored")
+        time.sleep(0.3)  # the LISTEN statements of the new connection
+        deferred_at = time.time()
+        defer_rows(db_url, "rt.sleep", "q_base", [{"tag": "after"}])
+        started = wait_until(
+            lambda: [e for e in events(tmp_path) if e[:2] == ("start", "after")], 10, "pickup"
+        )
+        # Polling is every 30 s: a pickup within 2 s came from NOTIFY.
+        assert started[0][2] - deferred_at < 2.0
+        worker.signal()
+        assert worker.wait(20) == 0, worker.output()
+    finally:
+        worker.kill()
+
+
+def test_async_job_past_its_timeout_is_cancelled_and_fails(db_url: str, tmp_path: Path) -> None:
+    env = environment(tmp_path, db_url, write_app(tmp_path))
+    defer_rows(db_url, "rt.async_hang", "q_timeout", [{"tag": "t"}])
+    started = time.monotonic()
+    worker = WorkerProcess(env, tmp_path, "--drain", "--lane", "timeouts")
+    assert worker.wait(30) == 0, worker.output()
+    assert time.monotonic() - started < 15
+    # A timeout is a transient failure: recorded with reason `timeout`, then retried
+    # later with backoff (the failures domain's retry policy), not run again at once.
+    assert query(
+        db_url, "SELECT status::text, attempts, scheduled_at > now() FROM procrastinate_jobs"
+    ) == [("todo", 1, True)]
+    assert query(
+        db_url, "SELECT kind, reason, will_retry, error_class, message FROM jobsys_failures"
+    ) == [
+        (
+            "transient",
+            "timeout",
+            True,
+            "jobsys.errors.JobTimeoutError",
+            "rt.async_hang ran past its timeout of 1 s and was cancelled",
+        )
+    ]
+    assert [e[:2] for e in events(tmp_path)] == [("start", "t")]
+
+
+def test_hung_sync_job_makes_the_worker_exit_nonzero(db_url: str, tmp_path: Path) -> None:
+    env = environment(tmp_path, db_url, write_app(tmp_path, grace=0.5))
+    defer_rows(db_url, "rt.sync_hang", "q_timeout", [{"tag": "s"}])
+    worker = WorkerProcess(env, tmp_path, "--lane", "timeouts")
+    try:
+        assert worker.wait(20) == 70, worker.output()
+    finally:
+        worker.kill()
+    out = worker.output()
+    assert "sync_job_timeout" in out and "jobs_abandoned" in out
+    # Left for the reaper: still 'doing', its worker row kept, the process not 'stopped'.
+    assert query(db_url, "SELECT status::text, worker_id IS NOT NULL FROM procrastinate_jobs") == [
+        ("doing", True)
+    ]
+    assert query(db_url, "SELECT status FROM jobsys_worker_processes") == [("draining",)]
