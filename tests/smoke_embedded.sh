@@ -7,9 +7,9 @@ J=.venv/bin/jobsys
 $J db start
 $J db upgrade
 $J db check
-# The shipped schedule fans out over the demo's table; config check validates sources
-# against the database. Stand-in for `jobsys demo seed` (runtime branch): the table only.
-.venv/bin/python -c 'import sys, psycopg; psycopg.connect(sys.argv[1], autocommit=True).execute("CREATE TABLE IF NOT EXISTS demo_accounts (id bigserial PRIMARY KEY, username text, active boolean, needs_reauth boolean)")' "$($J db url)"
+# The shipped schedule fans out over the demo's table; config check validates the
+# fan-out sources against the database, so the demo's accounts come first.
+$J demo seed --accounts 50
 $J config check
 $J systemd render --json | grep -q '"jobsys-worker@.service"'
 $J schedule list --json | grep -q '"name": "retention"'
