@@ -116,3 +116,19 @@ def cancel(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
         _output.say(f"job {job_id} cancelled (it was waiting)")
     else:
         _output.say(f"job {job_id} is running: abort requested (the task stops at its next check)")
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    job_id: JobId,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the verdict; change nothing.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Retry a failed job through the retry rules (its latest failure; exit 3 if refused)."""
+    from jobsys.cli.retry import execute
+    from jobsys.retry.service import RetryRequest
+
+    execute(ctx, RetryRequest(job=job_id, dry_run=dry_run), yes=True, json=json)

@@ -83,7 +83,7 @@ def retry(
         limit=limit,
         dry_run=dry_run,
     )
-    _execute(ctx, request, yes=yes or bool(failure_ids), json=json)
+    execute(ctx, request, yes=yes or bool(failure_ids), json=json)
 
 
 def issues_retry(
@@ -97,10 +97,10 @@ def issues_retry(
     """Retry the failures of an issue (same rules and exit codes as `jobsys retry`)."""
     from jobsys.retry.service import RetryRequest
 
-    _execute(ctx, RetryRequest(issue=issue_id, limit=limit, dry_run=dry_run), yes=yes, json=json)
+    execute(ctx, RetryRequest(issue=issue_id, limit=limit, dry_run=dry_run), yes=yes, json=json)
 
 
-def _execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool) -> None:
+def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool) -> None:
     from jobsys.cli import _output
     from jobsys.retry.service import retry as retry_service
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +34,11 @@ Confirm = Callable[["RetryReport"], bool]
 
 @dataclass(frozen=True)
 class RetryRequest:
-    """Exactly one of: ``ids``; ``issue``; ``filter`` (with ``all``)."""
+    """Exactly one of: ``ids``; ``job`` (its latest failure); ``issue``; ``filter``
+    (with ``all``)."""
 
     ids: tuple[int, ...] = ()
+    job: int | None = None
     filter: FailureFilter = field(default_factory=FailureFilter)
     all: bool = False
     everything: bool = False
@@ -100,7 +102,9 @@ class RetryReport:
 
 
 def _validate(request: RetryRequest) -> None:
-    chosen = sum((bool(request.ids), request.all, request.issue is not None))
+    chosen = sum(
+        (bool(request.ids), request.all, request.issue is not None, request.job is not None)
+    )
     if chosen != 1:
         raise UsageError(
             "give failure ids, or --all with filters (or an issue id).",
@@ -136,6 +140,16 @@ async def retry(
         flt = request.filter
         if request.issue is not None:
             flt = FailureFilter(issue=request.issue)
+        if request.job is not None:
+            failure_id, job_exists = await store.latest_failure_of_job(conn, request.job)
+            if failure_id is None:
+                raise NotFoundError(
+                    f"no job {request.job}."
+                    if not job_exists
+                    else f"job {request.job} has no recorded failure; nothing to retry.",
+                    hint="See `jobsys jobs show ID` and `jobsys failures list`.",
+                )
+            request = replace(request, ids=(failure_id,), job=None)
         if flt.issue is not None and await store.issue(conn, flt.issue) is None:
             raise NotFoundError(f"no issue {flt.issue}.", hint="See `jobsys issues list`.")
         if request.ids:

@@ -252,6 +252,19 @@ async def next_ids(conn: Any, flt: FailureFilter, *, after: int, limit: int) -> 
     return [int(r["id"]) for r in rows]
 
 
+LATEST_FAILURE_OF_JOB = """
+SELECT
+    (SELECT max(id) FROM jobsys_failures WHERE job_id = %(job_id)s) AS failure_id,
+    EXISTS (SELECT 1 FROM procrastinate_jobs WHERE id = %(job_id)s) AS job_exists
+"""
+
+
+async def latest_failure_of_job(conn: Any, job_id: int) -> tuple[int | None, bool]:
+    """The job's most recent failure id (None if it has none), and whether the job exists."""
+    (row,) = await _rows(conn, LATEST_FAILURE_OF_JOB, {"job_id": job_id})
+    return row["failure_id"], bool(row["job_exists"])
+
+
 async def existing_ids(conn: Any, ids: Sequence[int]) -> set[int]:
     return {int(r["id"]) for r in await _rows(conn, EXISTING_IDS, {"ids": list(ids)})}
 

@@ -237,3 +237,28 @@ def test_bulk_asks_for_confirmation_unless_yes(cli, db_url: str) -> None:  # typ
     assert sql(db_url, "SELECT count(*) AS n FROM procrastinate_jobs WHERE status = 'todo'") == [
         {"n": 4}
     ]
+
+
+async def test_jobs_retry_goes_through_the_same_rules(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    async with procrastinate_app(db_url) as app:
+        job_id, failure_id = await failed_job(app, "jr1")
+        result = await acli(cli, "--database-url", db_url, "jobs", "retry", str(job_id), "--json")
+        assert result.exit_code == 0, result.stderr
+        assert verdict(result.json()) == "retried"
+        assert result.json()["results"][0]["failure_id"] == failure_id
+        # The same job again: refused by the rules, exit 3, not retried twice.
+        result = await acli(cli, "--database-url", db_url, "jobs", "retry", str(job_id), "--json")
+        assert (result.exit_code, verdict(result.json())) == (3, "skipped_already_retried")
+        events = sql(
+            db_url,
+            "SELECT count(*) AS n FROM jobsys_retry_events WHERE failure_id = %s",
+            (failure_id,),
+        )
+        assert events == [{"n": 2}]
+        # A job that never failed, and one that does not exist: exit 1, nothing written.
+        ok_id = await defer(app, "jr2")
+        result = await acli(cli, "--database-url", db_url, "jobs", "retry", str(ok_id))
+        assert result.exit_code == 1
+        assert f"job {ok_id} has no recorded failure" in result.stderr
+        result = await acli(cli, "--database-url", db_url, "jobs", "retry", "999999")
+        assert (result.exit_code, "no job 999999" in result.stderr) == (1, True)
