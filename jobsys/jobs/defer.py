@@ -196,6 +196,7 @@ async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> l
     try:
         async with connection.transaction():
             done = await job_manager.batch_defer_jobs_async(to_defer, connection=connection)
+            await _announce(connection, [int(job.id) for job in done if job.id is not None])
     except exceptions.AlreadyEnqueued:
         raise AlreadyQueuedError(
             f"a job with queueing lock {planned[0].queueing_lock!r} is already waiting "
@@ -203,6 +204,19 @@ async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> l
             hint="Wait for it to start, or defer without --queueing-lock.",
         ) from None
     return [int(job.id) for job in done if job.id is not None]
+
+
+async def _announce(connection: Any, ids: list[int]) -> None:
+    """``jobs_changed`` for the dashboard: coalesced inside a worker, else delivered with
+    the caller's commit (never on rollback, never breaking the transaction)."""
+    from jobsys.live import coalesce
+    from jobsys.live.publish import publish_safely
+
+    data = {"deferred": len(ids), "ids": ids[:10]}
+    if coalesce.flusher_running():
+        coalesce.shared().add("jobs_changed", data)
+    else:
+        await publish_safely(connection, "jobs_changed", data)
 
 
 @contextlib.asynccontextmanager

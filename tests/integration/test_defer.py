@@ -178,3 +178,21 @@ def test_sync_defer_outside_a_worker(api_env: dict[str, str], db_url: str) -> No
     rows = query(db_url, "SELECT id, priority, args FROM procrastinate_jobs")
     assert rows == [(job_id, 5, {"tag": "s"})]
     assert json.dumps(rows[0][2]) == '{"tag": "s"}'
+
+
+async def test_defer_announces_jobs_changed_on_commit_only(
+    api_env: dict[str, str], db_url: str
+) -> None:
+    import jobsys
+
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as listener:
+        await listener.execute("LISTEN jobsys_events")
+        async with await psycopg.AsyncConnection.connect(db_url) as conn:
+            await jobsys.defer("rt.sleep", {"tag": "gone"}, connection=conn)
+            await conn.rollback()
+            ids = await jobsys.defer_many("rt.sleep", [{"tag": "a"}, {"tag": "b"}], connection=conn)
+            await conn.commit()
+        received = []
+        async for note in listener.notifies(timeout=2):
+            received.append(json.loads(note.payload))
+        assert received == [{"topic": "jobs_changed", "deferred": 2, "ids": ids}]
