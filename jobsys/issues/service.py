@@ -94,16 +94,3 @@ async def mute_issue(settings: Settings, issue_id: int, duration: str) -> dict[s
 
 async def reopen_issue(settings: Settings, issue_id: int) -> dict[str, Any]:
     return await _change(settings, issue_id, "reopen")
-
-
-async def outages_pending_replay(conn: Any) -> list[int]:
-    """Ids of resolved ``service_outage`` issues whose joined failures await a retry.
-
-    For the automatic retry: retry the failures with ``issue_id`` = each id (kind
-    transient), then call :func:`mark_outage_replayed`."""
-    return await store.outages_pending_replay(conn)
-
-
-async def mark_outage_replayed(conn: Any, issue_id: int) -> bool:
-    """Mark the outage's failures as handed to retry; False if it was not pending."""
-    return await store.mark_replayed(conn, issue_id)

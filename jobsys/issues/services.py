@@ -3,10 +3,9 @@ in ``health.services``; an outage is ONE ``service_outage`` issue per service.
 
 While it is open, transient failures naming that service (``TransientError(service=...)``
 or ``@task(service=...)``) are counted in it instead of opening issues of their own
-(see ``jobsys.failures.recorder``). On recovery it resolves itself and is marked
-``details.replay = "pending"``: the automatic retry polls
-:func:`jobsys.issues.service.outages_pending_replay`, retries the failures whose
-``issue_id`` is the outage, then calls :func:`jobsys.issues.service.mark_outage_replayed`.
+(see ``jobsys.failures.recorder``). On recovery it resolves itself; the automatic retry
+(``jobsys.retry.auto``) then replays the failures whose ``issue_id`` is the outage, in
+batches, and records ``details.replayed_at``, whoever resolved the issue.
 
 A check probes up to ``failures_before_outage`` times, so one lost packet is not an outage.
 """
@@ -121,7 +120,7 @@ async def check_services(conn: Any, config: Config, probe: Probe = http_probe) -
         "service_outage:",
         breaches,
         service_of=service_of,
-        resolved_details={"replay": "pending", "recovered_at": datetime.now(UTC).isoformat()},
+        resolved_details={"recovered_at": datetime.now(UTC).isoformat()},
     )
     outcome["services"] = {n: vars(r) for n, r in zip(names, results, strict=True)}
     return outcome

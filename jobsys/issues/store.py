@@ -197,17 +197,6 @@ UPDATE jobsys_issues
 RETURNING {COLUMNS}
 """
 
-OUTAGES_PENDING_REPLAY = """
-SELECT id FROM jobsys_issues
- WHERE kind = 'service_outage' AND status = 'resolved' AND details->>'replay' = 'pending'
- ORDER BY id
-"""
-
-MARK_REPLAYED = """
-UPDATE jobsys_issues SET details = details || '{"replay": "done"}'::jsonb
- WHERE id = %(id)s AND kind = 'service_outage' AND details->>'replay' = 'pending'
-"""
-
 
 async def upsert_failure_issue(conn: Any, params: dict[str, Any]) -> int:
     row = await fetch_one(conn, UPSERT_FAILURE_ISSUE, params)
@@ -284,11 +273,3 @@ async def set_muted(conn: Any, issue_id: int, seconds: float) -> dict[str, Any] 
 
 async def set_open(conn: Any, issue_id: int) -> dict[str, Any] | None:
     return await fetch_one(conn, SET_OPEN, {"id": issue_id})
-
-
-async def outages_pending_replay(conn: Any) -> list[int]:
-    return [int(r["id"]) for r in await fetch_all(conn, OUTAGES_PENDING_REPLAY)]
-
-
-async def mark_replayed(conn: Any, issue_id: int) -> bool:
-    return await execute(conn, MARK_REPLAYED, {"id": issue_id}) > 0

@@ -98,11 +98,10 @@ async def test_service_outage_opens_joins_failures_and_resolves(
         assert result["resolved"] == [outage_id]
         (issue,) = fx.rows(db_url, "SELECT * FROM jobsys_issues")
         assert (issue["status"], issue["resolved_by"]) == ("resolved", "auto")
-        from jobsys.issues.service import mark_outage_replayed, outages_pending_replay
+        # The automatic retry (jobsys.retry.auto) now replays the outage's failures.
+        from jobsys.retry import store as retry_store
 
-        assert await outages_pending_replay(conn) == [outage_id]
-        assert await mark_outage_replayed(conn, outage_id) is True
-        assert await outages_pending_replay(conn) == []
+        assert await retry_store.resolved_outages(conn) == [outage_id]
         # After recovery, failures of the service get their own issue again.
         row = FailureRow(
             job_id=99, task="fx.ai_call", queue="ai", attempt=1,
