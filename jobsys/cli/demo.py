@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,8 +35,17 @@ def seed(
 @app.command("run")
 def run_demo(ctx: typer.Context, accounts: AccountsOpt = 200) -> None:
     """Seed if needed, defer a burst of demo jobs on every lane, run all lanes (Ctrl-C)."""
+    from jobsys.cli import _output
     from jobsys.demo import run as demo
 
-    result = run(demo.run(settings(ctx), accounts))
+    def announce(burst: dict[str, Any]) -> None:
+        _output.say(
+            f"DEMO: {burst['accounts']} synthetic accounts; deferred "
+            f"{sum(burst['deferred'].values())} demo jobs and story pipelines across every "
+            "lane. Watch with `jobsys dashboard`, `jobsys failures list` and `jobsys issues "
+            "list` in another terminal. Ctrl-C to stop."
+        )
+
+    result = run(demo.run(settings(ctx), accounts, announce=announce))
     if result.exit_code:
         raise typer.Exit(result.exit_code)

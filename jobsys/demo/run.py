@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jobsys.app import DEMO_MODULE
@@ -24,6 +25,8 @@ DEFAULT_ACCOUNTS = 200
 #: Jobs per account task in the initial burst, and per AI task.
 BURST_PER_ACCOUNT_TASK = 40
 BURST_PER_AI_TASK = 12
+#: Story pipelines (download, then visual/face/OCR in parallel, then metadata) started.
+BURST_PIPELINES = 10
 ACCOUNT_TASKS = (
     "demo.process_account",
     "demo.send_story_auto_replies",
@@ -83,18 +86,25 @@ async def burst(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> dict[st
             media = [{"media_id": random.randint(1, 10**6)} for _ in range(BURST_PER_AI_TASK)]
             planned = defer.plan(config, task, media, many=True)
             deferred[task] = len(await defer.insert(manager, conn, planned))
+        from jobsys.demo import pipelines
+
+        for story_id in range(1, BURST_PIPELINES + 1):
+            await pipelines.start(conn, story_id, ids[story_id % len(ids)] if ids else 1)
+        deferred["demo.story_pipelines"] = BURST_PIPELINES
     return {**seeded, "deferred": deferred}
 
 
-async def run(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> RuntimeResult:
-    from jobsys.cli import _output
+async def run(
+    settings: Settings,
+    accounts: int = DEFAULT_ACCOUNTS,
+    *,
+    announce: Callable[[dict[str, Any]], None] | None = None,
+) -> RuntimeResult:
+    """Seed, burst, then run every lane until stopped; ``announce`` sees the burst."""
     from jobsys.lanes import service
 
     settings = _with_demo(settings)
     result = await burst(settings, accounts)
-    _output.say(
-        f"DEMO: {result['accounts']} synthetic accounts; deferred "
-        f"{sum(result['deferred'].values())} demo jobs across every lane. "
-        "Watch them with `jobsys queues` in another terminal. Ctrl-C to stop."
-    )
+    if announce is not None:
+        announce(result)
     return await service.run_worker(settings)

@@ -62,8 +62,14 @@ def sync_avatar(account_id: int) -> None:
 
 
 @task(queue="profiles", name="demo.refresh_profile", rerun_safe=True)
-def refresh_profile(account_id: int) -> None:
-    _simulate(account_id)
+async def refresh_profile(account_id: int) -> None:
+    import asyncio
+
+    import jobsys
+
+    await asyncio.to_thread(_simulate, account_id)
+    # The seed's profiles table changed: tell the operator screens (coalesced in a worker).
+    await jobsys.publish("profiles_table_changed", {"profile_id": account_id})
 
 
 @task(queue="maintenance", name="demo.purge_expired_post_media", rerun_safe=True)

@@ -1,5 +1,4 @@
-"""Operator-level issue operations behind ``jobsys issues ...``, and the hooks other
-domains call (outage replay for the automatic retry).
+"""Operator-level issue operations behind ``jobsys issues ...``.
 
 Every change publishes ``issues_changed``. Input is validated before any query.
 """

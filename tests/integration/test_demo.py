@@ -25,3 +25,9 @@ async def test_demo_burst_reaches_every_lane(settings, db_url: str) -> None:  # 
     config = load_config(settings)
     queues = {row[0] for row in query(db_url, "SELECT DISTINCT queue_name FROM procrastinate_jobs")}
     assert {config.lane_of(q) for q in queues} == set(config.lanes)
+    # The story pipelines start on their first stage (story downloads).
+    assert query(db_url, "SELECT count(*) FROM jobsys_pipelines") == [(run.BURST_PIPELINES,)]
+    assert query(
+        db_url,
+        "SELECT DISTINCT queue FROM jobsys_pipeline_steps WHERE job_id IS NOT NULL",
+    ) == [("story_downloads",)]
