@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from jobsys.cli._context import settings
+from jobsys.cli._context import run, settings
 from jobsys.errors import EXIT_FAILED
 
 app = typer.Typer(help="Database: start/stop the embedded server, migrate, check the schema.")
@@ -48,7 +48,7 @@ def status(ctx: typer.Context, json: JsonOpt = False) -> None:
     from jobsys.cli import _output
     from jobsys.db import service
 
-    result = service.status(settings(ctx))
+    result = run(service.status(settings(ctx)))
     if json:
         _output.emit_json(result)
     else:
@@ -114,7 +114,7 @@ def current(ctx: typer.Context, json: JsonOpt = False) -> None:
     from jobsys.cli import _output
     from jobsys.db import service
 
-    result = service.current(settings(ctx))
+    result = run(service.current(settings(ctx)))
     if json:
         _output.emit_json(result)
     else:

@@ -40,7 +40,7 @@ def _embedded_dict(st: embedded.ServerStatus) -> dict[str, Any]:
     }
 
 
-def status(settings: Settings) -> dict[str, Any]:
+async def status(settings: Settings) -> dict[str, Any]:
     target = _target(settings, start=False) if settings.database_url else None
     result: dict[str, Any] = {"head_revision": HEAD_REVISION}
     if target is None:
@@ -53,10 +53,8 @@ def status(settings: Settings) -> dict[str, Any]:
     result["reachable"] = False
     result["revision"] = None
     if url:
-        import asyncio
-
         try:
-            revisions = asyncio.run(_revisions(url))
+            revisions = await _revisions(url)
             result["reachable"] = True
             result["revision"] = ", ".join(revisions) or None
         except DatabaseUnavailable as exc:
@@ -92,11 +90,9 @@ async def _revisions(url: str) -> list[str]:
         return await revisions(conn)
 
 
-def current(settings: Settings) -> dict[str, Any]:
-    import asyncio
-
+async def current(settings: Settings) -> dict[str, Any]:
     target = _target(settings)
-    revisions = asyncio.run(_revisions(target.url))
+    revisions = await _revisions(target.url)
     return {
         "url": target.masked,
         "revisions": revisions,
