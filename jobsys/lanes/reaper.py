@@ -20,7 +20,11 @@ each of its ``doing`` jobs, in one short transaction that holds the job row
 - otherwise (unsafe, unknown task, or lost its worker ``max_crash_requeues`` times):
   finished as ``failed`` with a ``worker_lost`` failure row for a human to decide.
 
-A job under a live worker is never requeued. Backstop: one running longer than its
+A job under a live worker is never requeued. After an outage every heartbeat is
+stale: a reaper whose own process has not reached the database for a whole
+``dead_after_seconds`` yet (``heartbeat.database_continuity``) judges no one dead, so
+live workers beat again first; a worker cut off alone fences itself (exit 75) before
+it can be judged dead. Backstop: one running longer than its
 timeout x ``worker.stuck_after_timeout_factor`` gets Procrastinate's abort request
 (logged as ``job_stuck``). Stale ``jobsys_worker_processes`` rows are marked ``dead``
 and stale ``procrastinate_workers`` rows pruned. It logs only when it did something.
@@ -44,6 +48,7 @@ from jobsys import tasks as task_registry
 from jobsys.failures.redaction import Redactor
 from jobsys.failures.store import FailureRow, insert_failure
 from jobsys.lanes import reaper_store as store
+from jobsys.lanes.heartbeat import database_continuity
 
 if TYPE_CHECKING:
     import procrastinate
@@ -306,10 +311,14 @@ async def reap_once(
     redactor = Redactor(
         keys=config.queues.redaction.keys, replacement=config.queues.redaction.replacement
     )
+    continuity = database_continuity()
+    judge_the_dead = continuity is None or continuity >= config.queues.worker.dead_after_seconds
     async with _connection(conn_or_app) as conn:
-        await _settle_dead_worker_jobs(conn, config, redactor, now, limit, result)
+        if judge_the_dead:
+            await _settle_dead_worker_jobs(conn, config, redactor, now, limit, result)
         await _abort_stuck(conn, config, now, result)
-        await _mark_dead_workers(conn, config, now, result)
+        if judge_the_dead:
+            await _mark_dead_workers(conn, config, now, result)
     if result.did_something:
         logger.info(
             "reaper: %s",

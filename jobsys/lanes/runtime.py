@@ -12,7 +12,10 @@ Exit codes (README, "Running workers"):
 - 1 (``EXIT_BACKGROUND_LOST``): a lane or a background service died and could not be
   restored: a supervisor should restart the process;
 - 70 (``EXIT_JOBS_ABANDONED``): a sync job ran past its timeout, or could not be
-  stopped at shutdown; the process exits without it and the reaper recovers it.
+  stopped at shutdown; the process exits without it and the reaper recovers it;
+- 75 (``EXIT_FENCED``): the process lost its lease on its jobs (its heartbeat rows
+  were removed, or it could not beat for ``dead_after - heartbeat_interval``): it
+  exits at once like a crash, and the reaper settles its jobs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +46,7 @@ logger = logging.getLogger("jobsys.lanes.runtime")
 EXIT_OK = 0
 EXIT_BACKGROUND_LOST = 1
 EXIT_JOBS_ABANDONED = 70
+EXIT_FENCED = 75
 DRAIN_CHECK_SECONDS = 0.2
 STARTUP_RETRY_SECONDS = 1.0
 SERVICES_STOP_SECONDS = 10.0
@@ -142,6 +147,22 @@ class Runtime:
         self.request_stop(reason, exit_code=EXIT_BACKGROUND_LOST)
         self._stop_lanes()
 
+    def _fence(self, reason: str) -> None:
+        """This process lost its lease on its jobs: exit now, touching no job row.
+
+        A graceful stop would finish or requeue its running jobs, overwriting what the
+        reaper decided for them (possibly while another worker runs them). Exiting
+        like a crash leaves them to the reaper, so no job runs twice at once.
+        """
+        logger.critical(
+            f"fenced: {reason}; exiting at once ({EXIT_FENCED}), running jobs are left "
+            "to the reaper",
+            extra={"action": "fenced", "reason": reason},
+        )
+        lifecycle.call(self.hooks, "stopping", self.snapshot())
+        logging.shutdown()
+        os._exit(EXIT_FENCED)
+
     def _stop_lanes(self) -> None:
         for worker in self.workers:
             worker.stop()
@@ -216,7 +237,13 @@ class Runtime:
                 },
             )
         self.heartbeat = ProcessHeartbeat(
-            self.app.connector.pool, self.identity.id, worker_settings.heartbeat_interval_seconds
+            self.app.connector.pool,
+            self.identity.id,
+            worker_settings.heartbeat_interval_seconds,
+            fence_after_seconds=(
+                worker_settings.dead_after_seconds - worker_settings.heartbeat_interval_seconds
+            ),
+            on_fenced=self._fence,
         )
         self.workers = [
             LaneWorker(
