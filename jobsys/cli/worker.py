@@ -37,7 +37,9 @@ def worker(
 
     Exit codes: 0 stopped on request; 1 a lane or background service died and could
     not be restored; 2 bad lane name or configuration; 69 database unreachable;
-    70 a sync job could not be stopped (past its timeout, or at shutdown).
+    70 a sync job could not be stopped (past its timeout, or at shutdown); 75 fenced:
+    it lost its lease on its jobs (cut off from the database, or taken for dead), so
+    it exited at once and left them to the reaper.
     """
     from jobsys.lanes import service
 

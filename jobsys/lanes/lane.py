@@ -92,11 +92,13 @@ class LaneWorker(Worker):
         self.jobs_done = 0
         self.db_healthy = True
         self._hard_stop = asyncio.Event()
+        self._wakes = 0
 
     # --- what the runtime calls ---------------------------------------------------
 
     def wake(self) -> None:
         """A job was inserted in one of this lane's queues (NOTIFY)."""
+        self._wakes += 1
         self._new_job_event.set()
 
     def abort_requested(self, job_ids: list[int]) -> None:
@@ -123,6 +125,7 @@ class LaneWorker(Worker):
     async def _fetch_and_process_jobs(self) -> None:
         delay = FETCH_RETRY_MIN_SECONDS
         while not self._stop_event.is_set():
+            wakes_before = self._wakes
             try:
                 await super()._fetch_and_process_jobs()
             except exceptions.ConnectorException as exc:
@@ -143,6 +146,11 @@ class LaneWorker(Worker):
                     extra={"action": "fetch_restored", "lane": self.lane.name},
                 )
                 self.db_healthy = True
+            if self._wakes != wakes_before:
+                # Procrastinate clears the wake-up event after every fetch, even one that
+                # found nothing: a NOTIFY that landed during it would wait for the next
+                # poll. Set it again so the job is fetched now.
+                self._new_job_event.set()
             return
 
     async def _persist_job_status(
