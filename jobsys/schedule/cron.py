@@ -7,7 +7,7 @@ An expression that can never fire (``0 0 30 2 *``) is invalid.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -56,10 +56,11 @@ def previous_fire(expression: str, at_or_before: datetime, tz: tzinfo) -> dateti
     """Last fire time at or before ``at_or_before`` (aware), evaluated in ``tz``."""
     from croniter import croniter
 
-    itr = croniter(expression, at_or_before.astimezone(tz))
-    if itr.match(expression, at_or_before.astimezone(tz)):
-        return at_or_before
-    return itr.get_prev(datetime)
+    # Not croniter.match: it matches every second of a matching minute for a 5-field
+    # expression ("* * * * *" matches 12:00:59). A fire time is a whole second, and
+    # get_prev is strictly before its start: start one second after the bound.
+    start = at_or_before.astimezone(tz).replace(microsecond=0) + timedelta(seconds=1)
+    return croniter(expression, start).get_prev(datetime)
 
 
 def due_ticks(
@@ -81,11 +82,14 @@ def due_ticks(
     from croniter import croniter
 
     limit = max(catch_up, 0) + max(max_missed, 0)
-    # Ticks are whole seconds; croniter would match 12:00:00.5 against "0 12 * * *".
-    local_until = until.astimezone(tz).replace(microsecond=0)
-    itr = croniter(expression, local_until)
+    # Ticks are whole seconds, and never croniter.match: it matches any second of a
+    # matching minute for 5-field expressions, which enqueued "* * * * *" on every
+    # scheduler pass of the minute. Start one second after ``until``: get_prev is
+    # strictly earlier, so the first candidate is the last fire time <= until.
+    start = until.astimezone(tz).replace(microsecond=0) + timedelta(seconds=1)
+    itr = croniter(expression, start)
     found: list[datetime] = []
-    candidate = local_until if croniter.match(expression, local_until) else itr.get_prev(datetime)
+    candidate = itr.get_prev(datetime)
     more = False
     while candidate > after:
         if len(found) >= limit:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jobsys import clock
+from jobsys.schedule import cron
 from jobsys.schedule.cron import due_ticks, timezone_of
 
 NOON = datetime(2026, 3, 2, 12, 0, 0, 400_000, tzinfo=UTC)
@@ -89,3 +90,45 @@ def test_clock_offset_is_read_at_each_call(monkeypatch: pytest.MonkeyPatch) -> N
     assert 179 < (ahead - behind).total_seconds() < 181
     monkeypatch.setenv(clock.OFFSET_ENV, "garbage")
     assert abs((clock.now() - datetime.now(UTC)).total_seconds()) < 1
+
+
+def test_five_field_cron_fires_once_per_minute_not_every_second_of_it() -> None:
+    """A scheduler pass every few seconds inside a matching minute enqueues nothing new:
+    "* * * * *" fires at :00 only (croniter.match would say every second matches)."""
+    t = datetime(2026, 11, 29, 4, 56, 54, tzinfo=UTC)
+    for seconds in range(1, 66):
+        until = t + timedelta(seconds=seconds)
+        enqueue, missed, _ = cron.due_ticks(
+            "* * * * *",
+            UTC,
+            after=until - timedelta(seconds=1),
+            until=until,
+            catch_up=1,
+            max_missed=10,
+        )
+        expected = [until] if until.second == 0 else []
+        assert (enqueue, missed) == (expected, []), until
+    # The hourly entry inside 05:00: one tick at 05:00:00, none at 05:00:05.
+    hour = datetime(2026, 11, 29, 5, 0, 0, tzinfo=UTC)
+    args = {"catch_up": 1, "max_missed": 10}
+    assert cron.due_ticks("0 * * * *", UTC, after=hour - timedelta(seconds=5), until=hour, **args)[
+        0
+    ] == [hour]
+    assert (
+        cron.due_ticks("0 * * * *", UTC, after=hour, until=hour + timedelta(seconds=5), **args)[0]
+        == []
+    )
+    # Six fields (seconds): every second is a tick.
+    assert cron.due_ticks(
+        "* * * * * *", UTC, after=hour, until=hour + timedelta(seconds=3), **args
+    )[0:2] == (
+        [hour + timedelta(seconds=3)],
+        [hour + timedelta(seconds=1), hour + timedelta(seconds=2)],
+    )
+
+
+def test_previous_fire_is_the_minute_not_the_second() -> None:
+    at = datetime(2026, 11, 29, 4, 56, 59, tzinfo=UTC)
+    assert cron.previous_fire("* * * * *", at, UTC) == datetime(2026, 11, 29, 4, 56, tzinfo=UTC)
+    on_time = datetime(2026, 11, 29, 4, 57, tzinfo=UTC)
+    assert cron.previous_fire("* * * * *", on_time, UTC) == on_time
