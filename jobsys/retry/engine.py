@@ -83,6 +83,11 @@ async def decide_chunk(
                 auto_attempts=int(agg.get("auto_attempts") or 0),
                 last_failed_at=agg.get("last_failed_at") or f["occurred_at"],
                 outage_open=bool(f["outage_open"]),
+                newer_failure=(
+                    (int(agg["latest_id"]), str(agg["latest_kind"]))
+                    if agg.get("latest_id") is not None and int(agg["latest_id"]) > int(f["id"])
+                    else None
+                ),
             )
             decision = rules.decide(facts, mode=mode, now=now, policy=policy)
             if decision.retried:

@@ -6,7 +6,9 @@ and asks :func:`decide`. Nothing here touches the database or the clock: the cal
 passes ``now``.
 
 Order of the checks (the first that applies wins, so the reason is the most
-fundamental one): authentication, not retryable, terminal pipeline, already
+fundamental one): authentication, not retryable, superseded by a newer failure of
+the same job (an older transient failure must not re-run a job whose latest failure
+is an authentication wall), terminal pipeline, already
 retried, job not failed, unknown task, queueing-lock conflict, then the automatic
 retry's own limits (open outage, cap, backoff).
 """
@@ -22,6 +24,7 @@ from typing import Any, Literal
 RETRIED = "retried"
 SKIPPED_AUTHENTICATION = "skipped_authentication"
 SKIPPED_NOT_RETRYABLE = "skipped_not_retryable"
+SKIPPED_SUPERSEDED = "skipped_superseded"
 SKIPPED_TERMINAL_PIPELINE = "skipped_terminal_pipeline"
 SKIPPED_ALREADY_RETRIED = "skipped_already_retried"
 SKIPPED_NOT_FAILED = "skipped_not_failed"
@@ -35,6 +38,7 @@ REASONS = (
     RETRIED,
     SKIPPED_AUTHENTICATION,
     SKIPPED_NOT_RETRYABLE,
+    SKIPPED_SUPERSEDED,
     SKIPPED_TERMINAL_PIPELINE,
     SKIPPED_ALREADY_RETRIED,
     SKIPPED_NOT_FAILED,
@@ -92,6 +96,8 @@ class RetryFacts:
     last_failed_at: datetime | None = None
     #: The failure joined a ``service_outage`` issue that is still open.
     outage_open: bool = False
+    #: (id, kind) of a newer failure of the same job: that one, not this, decides.
+    newer_failure: tuple[int, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,13 @@ def decide(
         )
     if not facts.retryable:
         return verdict(SKIPPED_NOT_RETRYABLE, "classified as not retryable")
+    if facts.newer_failure is not None:
+        newer_id, newer_kind = facts.newer_failure
+        return verdict(
+            SKIPPED_SUPERSEDED,
+            f"the job failed again since (failure {newer_id}, {newer_kind}): that failure "
+            "decides; retry it instead",
+        )
     terminal = _terminal_pipeline(facts)
     if terminal:
         return verdict(SKIPPED_TERMINAL_PIPELINE, terminal)

@@ -107,7 +107,9 @@ SELECT job_id,
        coalesce(array_agg(id) FILTER (WHERE retry_state->>'outcome' = 'pending'), '{}')
            AS pending_ids,
        coalesce(sum((retry_state->>'auto_attempts')::int), 0)::int AS auto_attempts,
-       max(occurred_at) AS last_failed_at
+       max(occurred_at) AS last_failed_at,
+       max(id) AS latest_id,
+       (array_agg(kind ORDER BY id DESC))[1] AS latest_kind
 FROM jobsys_failures
 WHERE job_id = ANY(%(ids)s)
 GROUP BY job_id

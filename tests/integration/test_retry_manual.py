@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from _retry_support import (
     BEHAVIOUR,
+    RAN,
     TEST_QUEUE,
     defer,
     drain,
@@ -92,12 +93,12 @@ async def test_failed_again_may_be_retried_again(cli, db_url: str) -> None:  # t
         await drain(app, [TEST_QUEUE])  # fails again: a second failure row
         second = await failure_of(app, job_id)
         assert second != failure_id
-        # Both rows name the same job: exactly one of them retries it.
+        # Both rows name the same job: exactly one retries it, the newest (it decides).
         code, data = await retry_json(cli, db_url, str(failure_id), str(second))
         assert code == 3
-        assert [r["decision"] for r in data["results"]] == ["retried", "skipped_already_retried"]
-        state = sql(db_url, "SELECT retry_state FROM jobsys_failures WHERE id = %s", (failure_id,))
-        assert state[0]["retry_state"]["attempts"] == 2
+        assert [r["decision"] for r in data["results"]] == ["skipped_superseded", "retried"]
+        state = sql(db_url, "SELECT retry_state FROM jobsys_failures WHERE id = %s", (second,))
+        assert state[0]["retry_state"]["attempts"] == 1
 
 
 async def test_authentication_and_not_retryable_are_refused(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -262,3 +263,35 @@ async def test_jobs_retry_goes_through_the_same_rules(cli, db_url: str) -> None:
         assert f"job {ok_id} has no recorded failure" in result.stderr
         result = await acli(cli, "--database-url", db_url, "jobs", "retry", "999999")
         assert (result.exit_code, "no job 999999" in result.stderr) == (1, True)
+
+
+async def test_older_failure_is_superseded_by_a_newer_authentication_failure(
+    cli, db_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Story 3: a job failed (runtime), was retried, then hit the login wall. Retrying
+    the older failure must not re-run the job: the newest failure decides."""
+    async with procrastinate_app(db_url) as app:
+        job_id, first = await failed_job(app, "sup1", mode="fail")
+        code, data = await retry_json(cli, db_url, str(first))
+        assert (code, verdict(data)) == (0, "retried")
+        BEHAVIOUR["sup1"] = "auth"
+        await drain(app, [TEST_QUEUE])
+        (newest,) = [
+            r["id"]
+            for r in sql(
+                db_url,
+                "SELECT id FROM jobsys_failures WHERE job_id = %s AND kind = 'authentication'",
+                (job_id,),
+            )
+        ]
+        runs_before = len(RAN)
+        code, data = await retry_json(cli, db_url, str(first))
+        assert (code, verdict(data)) == (3, "skipped_superseded")
+        assert f"failure {newest}, authentication" in data["results"][0]["detail"]
+        code, data = await retry_json(cli, db_url, str(newest))
+        assert (code, verdict(data)) == (3, "skipped_authentication")
+        await drain(app, [TEST_QUEUE])
+        assert len(RAN) == runs_before  # the job did not run again
+        assert sql(db_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,)) == [
+            {"status": "failed"}
+        ]
