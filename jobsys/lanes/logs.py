@@ -71,13 +71,29 @@ class RedactJobArgs(logging.Filter):
 ROUTINE_ACTIONS = frozenset({"start_job", "job_success", "loaded_job_info", "finish_task"})
 
 
+#: Procrastinate logs every failed job with its traceback; failure capture stores it
+#: (``jobsys failures show``), so without --debug the log keeps one line per failure.
+JOB_ERROR_ACTIONS = frozenset({"job_error", "job_error_retry"})
+
+
 class QuietRoutineJobs(logging.Filter):
     def __init__(self, debug: bool) -> None:
         super().__init__()
         self.debug = debug
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.debug or getattr(record, "action", None) not in ROUTINE_ACTIONS
+        if self.debug:
+            return True
+        action = getattr(record, "action", None)
+        if action in JOB_ERROR_ACTIONS and record.exc_info:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()} - {type(error).__name__}: {error}"[
+                : 4 * MAX_FIELD_CHARS
+            ] + " (traceback: `jobsys failures list`)"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return action not in ROUTINE_ACTIONS
 
 
 class JsonFormatter(logging.Formatter):

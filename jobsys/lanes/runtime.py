@@ -2,7 +2,7 @@
 
 One Procrastinate App and one connection pool (``pool.pool_size``) serve all lanes.
 Beside them run the process heartbeat (``heartbeat``), one LISTEN connection
-(``listener``), the periodic deferrer and every ``jobsys.app.worker_services``
+(``listener``) and every ``jobsys.app.worker_services``
 (scheduler, reaper, ...) under supervision (``supervisor``), and a watchdog that
 catches sync jobs running past their timeout.
 
@@ -39,7 +39,7 @@ from jobsys.lanes.heartbeat import ProcessHeartbeat
 from jobsys.lanes.identity import ProcessIdentity
 from jobsys.lanes.lane import LaneWorker, wait_or_timeout
 from jobsys.lanes.listener import Listener
-from jobsys.lanes.supervisor import Backoff, PeriodicDeferrer, supervise
+from jobsys.lanes.supervisor import Backoff, supervise
 
 logger = logging.getLogger("jobsys.lanes.runtime")
 
@@ -284,7 +284,7 @@ class Runtime:
             asyncio.create_task(self.listener.run(background_stop), name="listener"): "listener",
             asyncio.create_task(self._watchdog(background_stop), name="watchdog"): "watchdog",
         }
-        for service in [PeriodicDeferrer(), *self.services]:
+        for service in self.services:
             name = getattr(service, "name", type(service).__name__)
             task = asyncio.create_task(
                 supervise(service, self.app, background_stop, self.backoff), name=f"service {name}"

@@ -70,27 +70,3 @@ async def supervise(service: Any, app: Any, stop: asyncio.Event, backoff: Backof
             )
             await wait_or_timeout(stop, delay)
             delay = min(delay * 2, backoff.max_seconds)
-
-
-class PeriodicDeferrer:
-    """Procrastinate's periodic deferrer, once per process (not once per lane)."""
-
-    name = "periodic"
-
-    async def run(self, app: Any, stop: asyncio.Event) -> None:
-        from procrastinate import periodic
-
-        deferrer = periodic.PeriodicDeferrer(
-            registry=app.periodic_registry, **app.periodic_defaults
-        )
-        task = asyncio.create_task(deferrer.worker())
-        stopper = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-            if not task.done():
-                task.cancel()
-        failure = task.exception() if task.done() and not task.cancelled() else None
-        if failure is not None:
-            raise failure

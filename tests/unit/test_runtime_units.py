@@ -115,3 +115,37 @@ def test_status_line() -> None:
         snap.status_line()
         == "running; base: 3 running, 12 waiting; ai: 0 running, 0 waiting; 40 done"
     )
+
+
+def test_failed_job_log_line_keeps_one_line_not_the_traceback() -> None:
+    import logging
+    import sys
+
+    from jobsys.lanes.logs import QuietRoutineJobs
+
+    try:
+        raise KeyError("edge_followed_by")
+    except KeyError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "procrastinate.worker",
+        logging.ERROR,
+        __file__,
+        1,
+        "Job %s ended with status: Error",
+        ("demo.refresh_profile[7](account_id=7)",),
+        exc_info,
+    )
+    record.action = "job_error"
+    assert QuietRoutineJobs(debug=False).filter(record)
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        "Job demo.refresh_profile[7](account_id=7) ended with status: Error - KeyError: "
+        "'edge_followed_by' (traceback: `jobsys failures list`)"
+    )
+    debug_record = logging.LogRecord(
+        "procrastinate.worker", logging.ERROR, __file__, 1, "x", None, exc_info
+    )
+    debug_record.action = "job_error"
+    assert QuietRoutineJobs(debug=True).filter(debug_record)
+    assert debug_record.exc_info is exc_info  # --debug keeps the traceback
