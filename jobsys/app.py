@@ -18,8 +18,11 @@ from jobsys.config import load as load_config_files
 from jobsys.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import procrastinate
 
+    from jobsys.config.models import ScheduleFile
     from jobsys.config.yamlfile import LocatedDocument
     from jobsys.settings import Settings
 
@@ -57,19 +60,24 @@ def import_modules(modules: tuple[str, ...]) -> list[str]:
     return problems
 
 
-def task_problems(config: Config, schedule_doc: LocatedDocument | None) -> list[str]:
-    """Tasks naming unknown queues, schedule entries naming unknown tasks."""
+def task_problems(
+    directory: Path,
+    schedule: ScheduleFile,
+    known_queues: set[str] | None,
+    schedule_doc: LocatedDocument | None,
+) -> list[str]:
+    """Tasks naming unknown queues (when the queues are known), schedule entries naming
+    unknown tasks."""
     registry = task_registry.registry()
-    known_queues = set(config.all_queues)
     problems = []
     for spec in sorted(registry.values(), key=lambda s: s.name):
-        if spec.queue not in known_queues:
+        if known_queues is not None and spec.queue not in known_queues:
             problems.append(
                 f"task {spec.name!r}: unknown queue {spec.queue!r} "
-                f"(queues are declared in {display_path(config.directory / 'queues.yaml')})"
+                f"(queues are declared in {display_path(directory / 'queues.yaml')})"
             )
-    where = display_path(config.directory / "schedule.yaml")
-    for name, entry in config.schedule.entries.items():
+    where = display_path(directory / "schedule.yaml")
+    for name, entry in schedule.entries.items():
         refs: list[tuple[tuple[str, ...], str | None]] = [(("entries", name, "task"), entry.task)]
         if entry.fanout is not None:
             refs.append((("entries", name, "fanout", "task"), entry.fanout.task))
@@ -88,14 +96,24 @@ def task_problems(config: Config, schedule_doc: LocatedDocument | None) -> list[
 
 def load_config(settings: Settings, *, with_tasks: bool = True) -> Config:
     """Load and validate the configuration; with ``with_tasks``, import the application
-    and check every task reference. Raises :class:`ConfigError` listing every problem."""
-    config = load_config_files(settings.config_dir)
+    and check every task reference. Raises :class:`ConfigError` listing every problem
+    of both files and of the task references at once."""
     if not with_tasks:
-        return config
-    problems = import_modules(app_modules(settings, config))
-    if problems:
-        raise ConfigError(problems, hint="Fix the application modules, then retry.")
-    return load_config_files(settings.config_dir, task_checker=task_problems)
+        return load_config_files(settings.config_dir)
+    from jobsys.config.loader import declared_app_modules
+
+    declared = declared_app_modules(settings.config_dir)
+    modules = settings.app_modules or declared or (DEMO_MODULE,)
+    import_problems = import_modules(modules)
+    try:
+        config = load_config_files(
+            settings.config_dir, task_checker=None if import_problems else task_problems
+        )
+    except ConfigError as exc:
+        raise ConfigError([*import_problems, *exc.problems], hint=exc.hint) from None
+    if import_problems:
+        raise ConfigError(import_problems, hint="Fix the application modules, then retry.")
+    return config
 
 
 def worker_middlewares(config: Config) -> list[Any]:

@@ -22,6 +22,11 @@ QUEUES_FILE = "queues.yaml"
 SCHEDULE_FILE = "schedule.yaml"
 BASE_LANE = "base"
 
+#: (config directory, schedule, known queues or None, schedule.yaml) -> problems.
+TaskChecker = Callable[
+    [Path, ScheduleFile, "set[str] | None", "yamlfile.LocatedDocument | None"], list[str]
+]
+
 
 @dataclass(frozen=True)
 class LaneSpec:
@@ -101,17 +106,28 @@ def _model_fields_at(model: type[Any], loc: tuple[str | int, ...]) -> list[str]:
     return []
 
 
-def _validate(doc: yamlfile.LocatedDocument, model: type[Any], problems: list[str]) -> Any | None:
+_WHOLE = object()
+
+
+def _validate(
+    doc: yamlfile.LocatedDocument,
+    model: type[Any],
+    problems: list[str],
+    *,
+    data: Any = _WHOLE,
+    prefix: tuple[str | int, ...] = (),
+) -> Any | None:
+    """``model`` from ``data`` (default: the whole document) found at ``prefix``."""
     from pydantic import ValidationError
 
     try:
-        return model.model_validate(doc.data)
+        return model.model_validate(doc.data if data is _WHOLE else data)
     except ValidationError as exc:
         for err in exc.errors():
-            loc = tuple(err["loc"])
+            loc = (*prefix, *err["loc"])
             where = f"{display_path(doc.path)}:{doc.line_of(loc)}"
             if err["type"] == "extra_forbidden":
-                hint = _suggest(str(loc[-1]), _model_fields_at(model, loc))
+                hint = _suggest(str(loc[-1]), _model_fields_at(model, loc[len(prefix) :]))
                 problems.append(f"{where}: {_dotted(loc)}: unknown key{hint}")
             elif err["type"] == "missing":
                 problems.append(f"{where}: {_dotted(loc)}: required key is missing")
@@ -120,6 +136,45 @@ def _validate(doc: yamlfile.LocatedDocument, model: type[Any], problems: list[st
                 msg = msg[0].lower() + msg[1:] if msg else msg
                 problems.append(f"{where}: {_dotted(loc)}: {msg}")
         return None
+
+
+def _validate_schedule(
+    doc: yamlfile.LocatedDocument, problems: list[str]
+) -> tuple[ScheduleFile | None, bool]:
+    """The schedule, entry by entry, so one bad entry does not hide the others'
+    problems: (the schedule of the valid entries, whether every part was valid)."""
+    entries = doc.data.get("entries")
+    if not isinstance(entries, dict):
+        schedule = _validate(doc, ScheduleFile, problems)
+        return schedule, schedule is not None
+    head = _validate(
+        doc, ScheduleFile, problems, data={k: v for k, v in doc.data.items() if k != "entries"}
+    )
+    good: dict[str, Any] = {}
+    for name, raw in entries.items():
+        entry = _validate(doc, ScheduleEntry, problems, data=raw, prefix=("entries", name))
+        if entry is not None:
+            good[name] = entry
+    if head is None:
+        return None, False
+    partial = _validate(
+        doc, ScheduleFile, problems, data={"defaults": head.defaults, "entries": good}
+    )
+    return partial, partial is not None and len(good) == len(entries)
+
+
+def declared_app_modules(directory: Path) -> tuple[str, ...]:
+    """``app.modules`` of queues.yaml, read leniently (so the application can be
+    imported and its tasks checked even while other keys are wrong)."""
+    try:
+        data = yamlfile.read(directory / QUEUES_FILE).data
+    except yamlfile.YamlProblem:
+        return ()
+    app = data.get("app")
+    modules = app.get("modules") if isinstance(app, dict) else None
+    if isinstance(modules, list) and all(isinstance(m, str) for m in modules):
+        return tuple(modules)
+    return ()
 
 
 def _read(path: Path, problems: list[str]) -> yamlfile.LocatedDocument | None:
@@ -244,7 +299,7 @@ def _check_schedule(
 def load(
     directory: Path,
     *,
-    task_checker: Callable[[Config, yamlfile.LocatedDocument | None], list[str]] | None = None,
+    task_checker: TaskChecker | None = None,
 ) -> Config:
     """Load both files from ``directory``; raise :class:`ConfigError` listing every problem.
 
@@ -262,7 +317,9 @@ def load(
     queues_doc = _read(queues_path, problems)
     schedule_doc = _read(schedule_path, problems)
     queues = _validate(queues_doc, QueuesFile, problems) if queues_doc else None
-    schedule = _validate(schedule_doc, ScheduleFile, problems) if schedule_doc else None
+    schedule, schedule_whole = (
+        _validate_schedule(schedule_doc, problems) if schedule_doc else (None, False)
+    )
 
     lanes: dict[str, LaneSpec] = {}
     known: set[str] | None = None
@@ -275,13 +332,12 @@ def load(
     if schedule is not None and schedule_doc is not None:
         problems.extend(_check_schedule(schedule_doc, schedule, known or None))
 
-    if problems or queues is None or schedule is None:
+    config = None
+    if queues is not None and schedule is not None:
+        config = Config(directory=directory, queues=queues, schedule=schedule, lanes=lanes)
+    if task_checker is not None and schedule is not None:
+        # On the valid entries, even beside other problems, so all is said at once.
+        problems.extend(task_checker(directory, schedule, known, schedule_doc))
+    if problems or config is None or not schedule_whole:
         raise ConfigError(problems, hint="Fix the lines above, then run `jobsys config check`.")
-    config = Config(directory=directory, queues=queues, schedule=schedule, lanes=lanes)
-    if task_checker is not None:
-        task_problems = task_checker(config, schedule_doc)
-        if task_problems:
-            raise ConfigError(
-                task_problems, hint="Fix the lines above, then run `jobsys config check`."
-            )
     return config

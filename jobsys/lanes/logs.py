@@ -87,9 +87,10 @@ class QuietRoutineJobs(logging.Filter):
         action = getattr(record, "action", None)
         if action in JOB_ERROR_ACTIONS and record.exc_info:
             error = record.exc_info[1]
-            record.msg = f"{record.getMessage()} - {type(error).__name__}: {error}"[
-                : 4 * MAX_FIELD_CHARS
-            ] + " (traceback: `jobsys failures list`)"
+            record.msg = (
+                f"{record.getMessage()} - {type(error).__name__}: {error}"[: 4 * MAX_FIELD_CHARS]
+                + " (traceback: `jobsys failures list`)"
+            )
             record.args = None
             record.exc_info = None
             record.exc_text = None

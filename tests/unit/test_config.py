@@ -189,3 +189,33 @@ def test_missing_file(cfg_dir: Path) -> None:
     problems = problems_of(cfg_dir)
     assert problems == ["" + problems[0]]
     assert "schedule.yaml:1: file not found" in problems[0]
+
+
+def test_one_bad_entry_does_not_hide_the_others(cfg_dir: Path) -> None:
+    """An unknown key in one entry, a bad cron, timezone and queue in others, an
+    unknown task in another: all reported by one run, with their lines."""
+    schedule = cfg_dir / "schedule.yaml"
+    text = schedule.read_text()
+    text = text.replace("  story_auto_replies:\n", "  story_auto_replies:\n    descripton: typo\n")
+    text = text.replace('cron: "20 * * * *"', 'cron: "61 * * * *"')
+    text = text.replace("      queue: avatars", "      queue: avatarz")
+    text = text.replace("task: demo.refresh_profile", "task: demo.refresh_profil")
+    text = text.replace("timezone: UTC", "timezone: Mars/Olympus")
+    schedule.write_text(text)
+    (cfg_dir / "queues.yaml").write_text(
+        (cfg_dir / "queues.yaml")
+        .read_text()
+        .replace("  ai_ocr_queue:\n", "  ai_ocr_queue:\n    concurency: 3\n")
+    )
+    problems = problems_of(cfg_dir, with_tasks=True)
+    joined = "\n".join(problems)
+    for expected in (
+        "entries.story_auto_replies.descripton: unknown key (did you mean 'description'?)",
+        "entries.recent_profile_post_scans.cron: invalid cron expression '61 * * * *'",
+        "entries.avatar_sync.fanout.queue: unknown queue 'avatarz'",
+        "defaults.timezone: unknown timezone 'Mars/Olympus'",
+        "capsules.ai_ocr_queue.concurency: unknown key",
+    ):
+        assert expected in joined, joined
+    assert "entries.profile_refresh.fanout.task: unknown task 'demo.refresh_profil'" in joined
+    assert len(problems) == 6, joined
