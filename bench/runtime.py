@@ -32,7 +32,7 @@ RSS_JOBS = 20_000
 QUEUES_YAML = """
 base:
   concurrency: 1
-  queues: [bench]
+  queues: [bench, maintenance]  # maintenance: jobsys's own tasks
 worker:
   poll_interval_seconds: 5
   shutdown_grace_seconds: 5
