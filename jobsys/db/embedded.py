@@ -118,7 +118,10 @@ def start(home: Path) -> ServerStatus:
     with _locked(home):
         current = status(home)
         if not current.running:
-            lib, _ = _library()
+            lib, server_mod = _library()
+            # The wheel caches one handle per data folder per process and would hand
+            # back the stale handle of a server stopped since: start afresh.
+            server_mod.PostgresServer._instances.pop(pgdata(home).expanduser().resolve(), None)
             try:
                 lib.get_server(pgdata(home), cleanup_mode=None)
             except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as exc:
