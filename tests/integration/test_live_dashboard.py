@@ -148,3 +148,45 @@ def test_live_dashboard_small_terminal_and_ctrl_c(db_url: str, tmp_path: Path) -
 
 def test_environment_is_clean() -> None:
     assert not any(k.startswith("JOBSYS_") for k in os.environ)
+
+
+def test_live_dashboard_says_the_database_is_gone_and_reconnects(tmp_path: Path) -> None:
+    """The server goes away under a running dashboard: the screen says so (no crash),
+    and when the server is back the dashboard reconnects and quits cleanly on q."""
+    import shutil
+    import tempfile
+
+    from jobsys.db import embedded, migrate
+
+    home = Path(tempfile.mkdtemp(prefix="jobsys-dash-"))  # a throwaway server, short path
+    try:
+        url = embedded.start(home).url
+        assert url is not None
+        migrate.upgrade(url)
+        env = jobsys_env(url, tmp_path / "home")
+        env.pop("COLUMNS", None)
+        env.pop("LINES", None)
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "jobsys", "dashboard"],
+            env=env,
+            dimensions=(24, 80),
+            encoding="utf-8",
+            timeout=30,
+        )
+        try:
+            child.expect("LANES")
+            embedded.stop(home)
+            child.expect("DATABASE UNREACHABLE")
+            assert child.isalive()
+            embedded.start(home)
+            asyncio.run(_defer(url, "tests.dash.ok", 1))
+            child.expect("waiting 1  running 0")  # reconnected and re-read
+            child.send("q")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+        assert child.exitstatus == 0, child.before
+    finally:
+        embedded.stop(home)
+        shutil.rmtree(home, ignore_errors=True)
