@@ -34,16 +34,18 @@ def seed(
 
 @app.command("run")
 def run_demo(ctx: typer.Context, accounts: AccountsOpt = 200) -> None:
-    """Seed if needed, defer a burst of demo jobs on every lane, run all lanes (Ctrl-C)."""
+    """Simulate the AI service, seed, defer a burst on every lane, run all lanes (Ctrl-C)."""
     from jobsys.cli import _output
     from jobsys.demo import run as demo
 
     def announce(burst: dict[str, Any]) -> None:
+        _output.say(burst["ai_service"]["message"])
         _output.say(
             f"DEMO: {burst['accounts']} synthetic accounts; deferred "
             f"{sum(burst['deferred'].values())} demo jobs and story pipelines across every "
             "lane. Watch with `jobsys dashboard`, `jobsys failures list` and `jobsys issues "
-            "list` in another terminal. Ctrl-C to stop."
+            "list` in another terminal. Every 2 minutes `demo.start_story_pipelines` starts "
+            "more story pipelines and AI jobs. Ctrl-C to stop."
         )
 
     result = run(demo.run(settings(ctx), accounts, announce=announce))

@@ -1,9 +1,11 @@
 """DEMO ONLY: ``jobsys demo seed`` and ``jobsys demo run``.
 
-``run`` seeds the accounts if needed, defers a burst of jobs across every lane
-(enough that failures of each kind show up within a minute), then runs the worker
-on all lanes until Ctrl-C. The schedule (fan-outs over ``demo_accounts``) keeps it
-busy afterwards.
+``run`` starts the simulated AI service (``jobsys.demo.ai_service``: an outage 3
+minutes in, then 2 minutes down every 10), seeds the accounts if needed, defers a
+burst of jobs across every lane (enough that failures of each kind show up within a
+minute), then runs the worker on all lanes until Ctrl-C. The schedule keeps it busy
+afterwards: fan-outs over ``demo_accounts``, and ``demo.start_story_pipelines``
+every 2 minutes (story pipelines and AI capsule jobs).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ async def burst(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> dict[st
             deferred[task] = len(await defer.insert(manager, conn, planned))
         from jobsys.demo import pipelines
 
-        for story_id in range(1, BURST_PIPELINES + 1):
+        for story_id in await store.next_story_ids(conn, BURST_PIPELINES):
             await pipelines.start(conn, story_id, ids[story_id % len(ids)] if ids else 1)
         deferred["demo.story_pipelines"] = BURST_PIPELINES
     return {**seeded, "deferred": deferred}
@@ -100,11 +102,25 @@ async def run(
     *,
     announce: Callable[[dict[str, Any]], None] | None = None,
 ) -> RuntimeResult:
-    """Seed, burst, then run every lane until stopped; ``announce`` sees the burst."""
+    """Start the simulated AI service, seed, burst, then run every lane until stopped.
+
+    ``announce`` sees the burst's counts and ``ai_service``: what the simulated AI
+    service does (or why it is not simulated: its port is taken).
+    """
+    from jobsys.app import load_config
+    from jobsys.demo import ai_service
     from jobsys.lanes import service
 
     settings = _with_demo(settings)
-    result = await burst(settings, accounts)
-    if announce is not None:
-        announce(result)
-    return await service.run_worker(settings)
+    simulated = ai_service.start_for(load_config(settings, with_tasks=False))
+    try:
+        result = await burst(settings, accounts)
+        result["ai_service"] = {
+            "simulated": simulated.service is not None,
+            "message": simulated.message,
+        }
+        if announce is not None:
+            announce(result)
+        return await service.run_worker(settings)
+    finally:
+        ai_service.stop_active()

@@ -86,6 +86,9 @@ AI_OUTAGE_RATE = 0.06
 async def _simulate_ai(what: str, media_id: int, *, latency: tuple[float, float]) -> None:
     import asyncio
 
+    from jobsys.demo import ai_service
+
+    ai_service.raise_if_down(f"{what} of media {media_id}")  # the simulated outage
     await asyncio.sleep(random.uniform(*latency))
     roll = random.random()
     if roll < AI_OUTAGE_RATE:
