@@ -213,7 +213,8 @@ async def test_requeued_job_starts_promptly_on_a_jobsys_worker(
             lambda: [e for e in events(tmp_path) if e[:2] == ("start", "recovered")], 30, "pickup"
         )
         pickup = started[0][2] - requeued_at
-        assert pickup < 2.0, f"recovered job took {pickup:.2f} s to start"
+        # Polling is every 60 s: anything under 5 s came from the NOTIFY.
+        assert pickup < 5.0, f"recovered job took {pickup:.2f} s to start"
         await wait_for(
             conn, "SELECT status = 'succeeded' FROM procrastinate_jobs WHERE id = %s", (job,)
         )
