@@ -54,6 +54,19 @@ def startup() -> dict[str, float]:
     return result
 
 
+def _flat(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in _flat(f"{prefix}.{k}", v)]
+    return [(prefix, value)]
+
+
+def show(name: str, data: Any) -> None:
+    """Every figure of a module, one per line (modules may print more detail)."""
+    for key, value in _flat(name, data):
+        shown = f"{value:.2f}" if isinstance(value, float) else json.dumps(value, default=str)
+        print(f"  {key:<52} {shown[:60]}")
+
+
 def main(argv: list[str]) -> None:
     chosen = argv or ["startup", *MODULES]
     unknown = sorted(set(chosen) - {"startup", *MODULES})
@@ -68,6 +81,7 @@ def main(argv: list[str]) -> None:
         print(f"\n== {name} ==", flush=True)
         started = time.perf_counter()
         results[name] = runner()
+        show(name, results[name])
         print(f"({name}: {time.perf_counter() - started:.0f} s)", flush=True)
     (RESULTS / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"\nresults written to {RESULTS / 'results.json'}")
