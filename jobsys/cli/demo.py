@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from jobsys.cli._context import run, settings
+from jobsys.cli._context import jobsys_command, run, settings
 
 app = typer.Typer(help="The bundled demo (synthetic accounts, simulated failures).")
 
 AccountsOpt = Annotated[
     int, typer.Option("--accounts", min=1, max=1_000_000, help="Synthetic accounts.")
 ]
+
+
+def banner(burst: dict[str, Any], jobsys: str) -> str:
+    """What ``demo run`` says once the burst is deferred; ``jobsys`` is how to type the
+    command in another terminal (``.venv/bin/jobsys`` when the venv is not active)."""
+    text = (
+        f"DEMO: {burst['accounts']} synthetic accounts; deferred "
+        f"{sum(burst['deferred'].values())} demo jobs and story pipelines across every "
+        f"lane. Watch with `{jobsys} dashboard`, `{jobsys} failures list` and "
+        f"`{jobsys} issues list` in another terminal"
+    )
+    if jobsys != "jobsys":
+        venv = str(Path(jobsys).parent / "activate")
+        text += f" (or `source {venv}` first, then plain `jobsys ...`)"
+    return text + ". Ctrl-C to stop."
 
 
 @app.command()
@@ -39,12 +55,7 @@ def run_demo(ctx: typer.Context, accounts: AccountsOpt = 200) -> None:
     from jobsys.demo import run as demo
 
     def announce(burst: dict[str, Any]) -> None:
-        _output.say(
-            f"DEMO: {burst['accounts']} synthetic accounts; deferred "
-            f"{sum(burst['deferred'].values())} demo jobs and story pipelines across every "
-            "lane. Watch with `jobsys dashboard`, `jobsys failures list` and `jobsys issues "
-            "list` in another terminal. Ctrl-C to stop."
-        )
+        _output.say(banner(burst, jobsys_command()))
 
     result = run(demo.run(settings(ctx), accounts, announce=announce))
     if result.exit_code:
