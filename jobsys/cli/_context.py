@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -22,3 +25,17 @@ def settings(ctx: typer.Context) -> Settings:
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """The one sync edge: run an async service function to completion."""
     return asyncio.run(coro)
+
+
+def jobsys_command() -> str:
+    """How to type ``jobsys`` in another terminal: ``jobsys`` when that is what PATH
+    finds, else the path of this installation's script (``.venv/bin/jobsys`` after
+    ``make run``, which does not activate the virtualenv)."""
+    script = Path(sys.executable).with_name("jobsys")
+    found = shutil.which("jobsys")
+    if not script.exists() or (found and Path(found).resolve() == script.resolve()):
+        return "jobsys"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)

@@ -2,9 +2,11 @@
 
 Pure text (no Rich, no I/O), so any terminal size can be tested: sections get
 their title and a minimum of rows, spare rows go to them in priority order, and a
-section with more rows than it got ends with "… N more". Below ``MIN_FULL_HEIGHT``
-lines or ``MIN_FULL_WIDTH`` columns the view turns compact (one summary line per
-section); nothing here raises on a small terminal.
+section with more rows than it got ends with "… N more". Lanes come busiest first
+(running + waiting, then the oldest wait), and a cut never hides the base lane. Below
+``MIN_FULL_HEIGHT`` lines or ``MIN_FULL_WIDTH`` columns the view turns compact (one
+summary line per section); nothing here raises on a small terminal. The live screen's
+second line names its keys; a snapshot (``--once``, ``height`` None) does not.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 
 MIN_FULL_WIDTH = 60
 MIN_FULL_HEIGHT = 16
-LANES_COLUMN_WIDTH = 46  # two lane columns side by side from twice this
+LANE_NAME_WIDTH = (18, 24)  # the lane column fits the longest name within these
+LANE_CELL_EXTRA = 28  # a lane cell: its name, then busy/conc, waiting, oldest, a gap
+BASE_LANE = "base"  # always shown, however many lanes are cut
 KIND_LABELS = {"authentication": "auth"}
 
 
@@ -54,7 +58,9 @@ def totals(snapshot: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def header(snapshot: dict[str, Any] | None, status: str, width: int) -> list[str]:
+def header(
+    snapshot: dict[str, Any] | None, status: str, width: int, live: bool = True
+) -> list[str]:
     now = datetime.now(UTC).strftime("%H:%M:%SZ")
     if snapshot is None:
         return [clip(f"jobsys dashboard  {now}", width), clip(status or "loading…", width)]
@@ -64,33 +70,55 @@ def header(snapshot: dict[str, Any] | None, status: str, width: int) -> list[str
         f"ok/min {t['succeeded_per_min']}  failed/min {t['failed_per_min']}  "
         f"issues {t['open_issues']}"
     )
-    second = (
-        status or f"q quits · redrawn on events · last read {snapshot['database_ms']:.0f} ms db"
+    read = f"last read {snapshot['database_ms']:.0f} ms db"
+    second = status or (
+        f"q quits · redrawn on events · {read}"
+        if live
+        else f"snapshot at {hhmm(snapshot['taken_at'])}Z · {read}"
     )
     return [clip(first, width), clip(second, width)]
 
 
-def lane_rows(snapshot: dict[str, Any], width: int) -> list[str]:
-    cells = []
-    lanes = sorted(
-        snapshot["lanes"], key=lambda lane: (-(lane["busy"] + lane["waiting"]), lane["lane"] or "")
+def busiest_first(lanes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Running + waiting, then the oldest wait, descending; then by name."""
+    return sorted(
+        lanes,
+        key=lambda lane: (
+            -(lane["busy"] + lane["waiting"]),
+            -(lane["oldest_wait_seconds"] or 0.0),
+            lane["lane"] or "",
+        ),
     )
-    for lane in lanes:
-        name = lane["lane"] or f"(no lane) {lane['queues'][0]}"
+
+
+def lane_rows(snapshot: dict[str, Any], width: int) -> tuple[list[str], set[int], list[int]]:
+    """The LANES rows (a header, then lanes busiest first, row by row when two
+    columns fit), the indexes of the rows a cut must keep (the header, the base
+    lane), and how many lanes each row shows."""
+    cells = []
+    lanes = busiest_first(snapshot["lanes"])
+    base = next((i for i, lane in enumerate(lanes) if lane["lane"] == BASE_LANE), None)
+    names = [lane["lane"] or f"(no lane) {lane['queues'][0]}" for lane in lanes]
+    low, high = LANE_NAME_WIDTH
+    name_width = min(max([low, *map(len, names)]), high)
+    column_width = name_width + LANE_CELL_EXTRA  # two columns side by side from twice this
+    for lane, name in zip(lanes, names, strict=True):
         cells.append(
-            f"{clip(name, 18):<18} {lane['busy']:>4}/{lane['concurrency']:<4}"
+            f"{clip(name, name_width):<{name_width}} {lane['busy']:>4}/{lane['concurrency']:<4}"
             f"{lane['waiting']:>8} {age(lane['oldest_wait_seconds']):>8}"
         )
-    head = f"{'lane':<18} {'busy/conc':<9}{'waiting':>8} {'oldest':>8}"
-    columns = 2 if width >= 2 * LANES_COLUMN_WIDTH else 1
+    head = f"{'lane':<{name_width}} {'busy/conc':<9}{'waiting':>8} {'oldest':>8}"
+    columns = 2 if width >= 2 * column_width else 1
     if columns == 1:
-        return [head, *cells]
-    half = (len(cells) + 1) // 2
-    rows = [f"{head:<{LANES_COLUMN_WIDTH}}{head}"]
-    for i in range(half):
-        right = cells[half + i] if half + i < len(cells) else ""
-        rows.append(f"{cells[i]:<{LANES_COLUMN_WIDTH}}{right}")
-    return rows
+        keep = {0} | ({base + 1} if base is not None else set())
+        return [head, *cells], keep, [0] + [1] * len(cells)
+    # Row by row (1 2 / 3 4), so a cut keeps the busiest lanes of both columns.
+    rows = [f"{head:<{column_width}}{head}"]
+    for i in range(0, len(cells), 2):
+        right = cells[i + 1] if i + 1 < len(cells) else ""
+        rows.append(f"{cells[i]:<{column_width}}{right}".rstrip())
+    keep = {0} | ({base // 2 + 1} if base is not None else set())
+    return rows, keep, [0] + [min(2, len(cells) - i) for i in range(0, len(cells), 2)]
 
 
 def throughput_rows(snapshot: dict[str, Any]) -> list[str]:
@@ -167,26 +195,56 @@ def worker_count(snapshot: dict[str, Any]) -> int:
     return len(workers["processes"]) or len(workers["procrastinate"])
 
 
-def sections(snapshot: dict[str, Any], width: int) -> list[tuple[str, list[str], int]]:
-    """(title, rows, minimum rows) in priority order."""
+#: (title, rows, minimum rows, rows a cut must keep, items per row: None for one each)
+Section = tuple[str, list[str], int, set[int], list[int] | None]
+
+
+def sections(snapshot: dict[str, Any], width: int) -> list[Section]:
+    """The sections in priority order."""
     issues = snapshot["open_issues"]
+    lanes, keep, per_row = lane_rows(snapshot, width)
     return [
-        ("LANES", lane_rows(snapshot, width), 3),
-        ("THROUGHPUT per minute (oldest → newest)", throughput_rows(snapshot), 4),
-        ("RECENT FAILURES", failure_rows(snapshot) or ["none"], 1),
-        (f"OPEN ISSUES ({issues['total']})", issue_rows(snapshot) or ["none"], 1),
-        ("SCHEDULE: running fan-outs, next runs", schedule_rows(snapshot) or ["no entries"], 1),
+        ("LANES", lanes, 3, keep, per_row),
+        ("THROUGHPUT per minute (oldest → newest)", throughput_rows(snapshot), 4, set(), None),
+        ("RECENT FAILURES", failure_rows(snapshot) or ["none"], 1, set(), None),
+        (f"OPEN ISSUES ({issues['total']})", issue_rows(snapshot) or ["none"], 1, set(), None),
+        (
+            "SCHEDULE: running fan-outs, next runs",
+            schedule_rows(snapshot) or ["no entries"],
+            1,
+            set(),
+            None,
+        ),
         (
             f"WORKERS ({worker_count(snapshot)})",
             worker_rows(snapshot) or ["no worker is running"],
             1,
+            set(),
+            None,
         ),
     ]
 
 
+def cut(rows: list[str], count: int, keep: set[int], per_row: list[int] | None = None) -> list[str]:
+    """``count`` lines for ``rows``: the first rows, the ones in ``keep`` (in order)
+    whatever their place, and "… N more" last (N counts items: ``per_row[i]`` in row i)."""
+    if len(rows) <= count:
+        return rows
+    room = max(count - 1, 0)
+    chosen = sorted(i for i in keep if i < len(rows))[:room]
+    for i in range(len(rows)):
+        if len(chosen) >= room:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    hidden = [i for i in range(len(rows)) if i not in chosen]
+    more = sum(per_row[i] for i in hidden) if per_row else len(hidden)
+    return [*(rows[i] for i in sorted(chosen)), f"… {more} more"]
+
+
 def compact(snapshot: dict[str, Any], width: int, height: int) -> list[str]:
     t = totals(snapshot)
-    busiest = sorted(snapshot["lanes"], key=lambda lane: -(lane["busy"] + lane["waiting"]))[:3]
+    busiest = busiest_first(snapshot["lanes"])[:3]
     lines = [
         "lanes "
         + "  ".join(f"{lane['lane']} {lane['busy']}/{lane['waiting']}" for lane in busiest),
@@ -204,33 +262,30 @@ def render(
     """The screen as lines; ``height`` None means as long as needed (``--once``)."""
     width = max(width, 10)
     try:
-        lines = header(snapshot, status, width)
+        lines = header(snapshot, status, width, live=height is not None)
         if snapshot is None:
             return lines[: height or None]
         if height is not None and (height < MIN_FULL_HEIGHT or width < MIN_FULL_WIDTH):
             return (lines + compact(snapshot, width, height))[: max(height, 1)]
         parts = sections(snapshot, width)
         if height is None:
-            budget = [len(rows) for _, rows, _ in parts]
+            budget = [len(rows) for _, rows, _, _, _ in parts]
         else:
             budget = _allocate(parts, height - len(lines))
-        for (title, rows, _), count in zip(parts, budget, strict=True):
+        for (title, rows, _, keep, per_row), count in zip(parts, budget, strict=True):
             if count <= 0:
                 continue
             lines.append(clip(title, width))
-            shown = rows[:count]
-            if len(rows) > count:
-                shown = [*rows[: count - 1], f"… {len(rows) - count + 1} more"]
-            lines.extend(clip("  " + row, width) for row in shown)
+            lines.extend(clip("  " + row, width) for row in cut(rows, count, keep, per_row))
         return lines[: height or None]
     except Exception as exc:  # a layout bug must not take the operator's screen down
         return [clip(f"jobsys dashboard: cannot draw ({type(exc).__name__}: {exc})", width)]
 
 
-def _allocate(parts: list[tuple[str, list[str], int]], available: int) -> list[int]:
+def _allocate(parts: list[Section], available: int) -> list[int]:
     """Rows per section: minimums first (in priority order), then the rest round-robin."""
     budget = [0] * len(parts)
-    for i, (_, rows, minimum) in enumerate(parts):
+    for i, (_, rows, minimum, _, _) in enumerate(parts):
         want = min(len(rows), minimum)
         if available >= want + 1:
             budget[i] = want
@@ -238,7 +293,7 @@ def _allocate(parts: list[tuple[str, list[str], int]], available: int) -> list[i
     grew = True
     while available > 0 and grew:
         grew = False
-        for i, (_, rows, _) in enumerate(parts):
+        for i, (_, rows, _, _, _) in enumerate(parts):
             if available > 0 and budget[i] and budget[i] < len(rows):
                 budget[i] += 1
                 available -= 1

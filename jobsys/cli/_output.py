@@ -3,12 +3,19 @@
 ``--json`` is a contract: exactly one JSON document on stdout (snake_case keys,
 ISO-8601 UTC times, no markup); human chatter goes to stderr. Tables by default;
 no colour when piped or when ``NO_COLOR`` is set (Rich honours both).
+
+Piped output is not squeezed to a terminal's width: a console that is not a terminal
+is ``COLUMNS`` wide (``PIPED_WIDTH`` when unset), and a table that still needs more
+room to keep every word whole gets it (``jobsys queues | cat`` never shows
+``concurr/ency``). Messages on stderr are soft-wrapped: one line per message, the
+terminal folds it, never a hard break mid-sentence.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -17,26 +24,61 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+#: Width of output that does not go to a terminal and has no ``COLUMNS`` (characters).
+PIPED_WIDTH = 200
+
 _stdout: Any = None
 _stderr: Any = None
 
 
-def stdout_console() -> Any:
-    global _stdout
+def piped_width() -> int:
+    """``COLUMNS`` when set to a number, else :data:`PIPED_WIDTH`."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else PIPED_WIDTH
+
+
+def _console(file: Any) -> Any:
     from rich.console import Console
 
+    console = Console(file=file, highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        # Rich would take the width of whichever standard stream is a terminal (stderr,
+        # say, while stdout is piped), or 80: both squeeze piped tables.
+        console.width = piped_width()
+    return console
+
+
+def stdout_console() -> Any:
+    global _stdout
     if _stdout is None or _stdout.file is not sys.stdout:
-        _stdout = Console(file=sys.stdout, highlight=False, soft_wrap=False)
+        _stdout = _console(sys.stdout)
     return _stdout
 
 
 def stderr_console() -> Any:
     global _stderr
-    from rich.console import Console
-
     if _stderr is None or _stderr.file is not sys.stderr:
-        _stderr = Console(file=sys.stderr, highlight=False)
+        _stderr = _console(sys.stderr)
     return _stderr
+
+
+def print_renderable(console: Any, renderable: Any) -> None:
+    """Print a table; when not on a terminal, widen the console so no word is cut."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    from rich.measure import Measurement
+
+    needed = Measurement.get(console, console.options.update_width(10_000), renderable).minimum
+    width = console.width
+    if needed <= width:
+        console.print(renderable)
+        return
+    console.width = needed
+    try:
+        console.print(renderable)
+    finally:
+        console.width = width
 
 
 def iso(value: datetime | None) -> str | None:
@@ -85,7 +127,20 @@ def emit_json_line(data: Any) -> None:
 
 def say(message: str) -> None:
     """Human chatter: stderr, so stdout stays clean for data."""
-    stderr_console().print(message, markup=False, highlight=False)
+    stderr_console().print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def confirm(question: str) -> bool:
+    """Ask a yes/no question on stderr, default no; the answer is read from stdin.
+
+    Not ``typer.confirm(err=True)``: that still writes the space after the prompt
+    to stdout, and stdout is for data only. End of input counts as no."""
+    sys.stderr.write(f"{question} [y/N]: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):
+        sys.stderr.write("\n")
+    return answer.strip().lower() in ("y", "yes")
 
 
 def print_text(text: str) -> None:
@@ -134,7 +189,7 @@ def table(
         tbl.add_column(header, overflow="fold")
     for row in rows:
         tbl.add_row(*(format_cell(row.get(k)) for k in keys))
-    stdout_console().print(tbl)
+    print_renderable(stdout_console(), tbl)
 
 
 def key_values(data: Mapping[str, Any], *, title: str | None = None) -> None:
@@ -146,14 +201,14 @@ def key_values(data: Mapping[str, Any], *, title: str | None = None) -> None:
     tbl.add_column(overflow="fold")
     for key, value in data.items():
         tbl.add_row(key.replace("_", " "), format_cell(value))
-    stdout_console().print(tbl)
+    print_renderable(stdout_console(), tbl)
 
 
 def error(message: str, hint: str | None = None) -> None:
     console = stderr_console()
-    console.print(f"error: {message}", markup=False, style="red", highlight=False)
+    console.print(f"error: {message}", markup=False, style="red", highlight=False, soft_wrap=True)
     if hint:
-        console.print(hint, markup=False, highlight=False)
+        console.print(hint, markup=False, highlight=False, soft_wrap=True)
 
 
 def unit_files_written(result: Mapping[str, Any]) -> None:
@@ -200,11 +255,35 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def retry_verdicts(report: Any) -> None:
-    """One line per failure: its verdict and why (``jobsys retry ID...``)."""
+    """One line per failure: its verdict and why (``jobsys retry ID...``).
+
+    A dry run says so on every line ("would be retried") and in the count."""
     for d in report.decisions:
-        line = f"failure {d.failure_id} (job {d.job_id}): {d.decision}"
-        print_text(line if d.decision == "retried" else f"{line}: {d.detail}")
-    say(f"{report.retried} retried, {report.refused} refused (batch {report.batch_id})")
+        if report.dry_run:
+            line = f"failure {d.failure_id} (job {d.job_id}): would be " + (
+                "retried" if d.decision == "retried" else f"refused, {d.decision}: {d.detail}"
+            )
+        else:
+            line = f"failure {d.failure_id} (job {d.job_id}): {d.decision}"
+            line = line if d.decision == "retried" else f"{line}: {d.detail}"
+        print_text(line)
+    if report.dry_run:
+        say(
+            f"dry run: {report.retried} would be retried, {report.refused} would be refused; "
+            "nothing was changed"
+        )
+    else:
+        say(f"{report.retried} retried, {report.refused} refused (batch {report.batch_id})")
+
+
+def retry_already_done(retried: int, already: int, actors: Sequence[str]) -> None:
+    """A bulk retry that found (some of) its work done by someone else: say so."""
+    who = ", ".join(actors) if actors else "someone"
+    noun = "failure was" if already == 1 else "failures were"
+    if retried:
+        say(f"{retried} retried now; {already} {noun} already retried (by {who})")
+    else:
+        say(f"already done: {already} {noun} already retried (by {who}); nothing left to retry")
 
 
 def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
@@ -218,15 +297,16 @@ def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
     tbl.add_column("failures", justify="right")
     for reason, count in report.counts.items():
         tbl.add_row(reason, str(count))
-    console.print(tbl)
+    print_renderable(console, tbl)
     sample = report.sample()
     if sample:
-        console.print("sample of refused:", markup=False, highlight=False)
+        console.print("sample of refused:", markup=False, highlight=False, soft_wrap=True)
         for d in sample:
             console.print(
                 f"  failure {d.failure_id} (job {d.job_id}): {d.decision}: {d.detail}",
                 markup=False,
                 highlight=False,
+                soft_wrap=True,
             )
 
 

@@ -97,10 +97,10 @@ def downgrade(
     from jobsys.cli import _output
     from jobsys.db import service
 
-    if not yes:
-        typer.confirm(
-            f"Downgrade the schema to {revision}? Data in dropped tables is lost", abort=True
-        )
+    if not yes and not _output.confirm(
+        f"Downgrade the schema to {revision}? Data in dropped tables is lost"
+    ):
+        raise typer.Abort()
     result = service.downgrade(settings(ctx), revision)
     if json:
         _output.emit_json(result)

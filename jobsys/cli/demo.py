@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from jobsys.cli._context import run, settings
+from jobsys.cli._context import jobsys_command, run, settings
 
 app = typer.Typer(help="The bundled demo (synthetic accounts, simulated failures).")
 
 AccountsOpt = Annotated[
     int, typer.Option("--accounts", min=1, max=1_000_000, help="Synthetic accounts.")
 ]
+
+
+def banner(burst: dict[str, Any], jobsys: str) -> str:
+    """What ``demo run`` says once the burst is deferred; ``jobsys`` is how to type the
+    command in another terminal (``.venv/bin/jobsys`` when the venv is not active)."""
+    text = (
+        f"DEMO: {burst['accounts']} synthetic accounts; deferred "
+        f"{sum(burst['deferred'].values())} demo jobs and story pipelines across every "
+        f"lane. Watch with `{jobsys} dashboard`, `{jobsys} failures list` and "
+        f"`{jobsys} issues list` in another terminal"
+    )
+    if jobsys != "jobsys":
+        venv = str(Path(jobsys).parent / "activate")
+        text += f" (or `source {venv}` first, then plain `jobsys ...`)"
+    text += ". Every 2 minutes `demo.start_story_pipelines` starts more story pipelines and AI jobs"
+    return text + ". Ctrl-C to stop."
 
 
 @app.command()
@@ -40,13 +57,7 @@ def run_demo(ctx: typer.Context, accounts: AccountsOpt = 200) -> None:
 
     def announce(burst: dict[str, Any]) -> None:
         _output.say(burst["ai_service"]["message"])
-        _output.say(
-            f"DEMO: {burst['accounts']} synthetic accounts; deferred "
-            f"{sum(burst['deferred'].values())} demo jobs and story pipelines across every "
-            "lane. Watch with `jobsys dashboard`, `jobsys failures list` and `jobsys issues "
-            "list` in another terminal. Every 2 minutes `demo.start_story_pipelines` starts "
-            "more story pipelines and AI jobs. Ctrl-C to stop."
-        )
+        _output.say(banner(burst, jobsys_command()))
 
     result = run(demo.run(settings(ctx), accounts, announce=announce))
     if result.exit_code:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -113,6 +113,33 @@ def show(
         _output.emit_json(failure)
         return
     trace = failure.pop("traceback", None)
-    _output.key_values(failure, title=f"failure {failure_id}")
+    _output.key_values(text_view(failure), title=f"failure {failure_id}")
     if trace:
         _output.print_text("\n" + trace)
+
+
+def text_view(failure: dict[str, Any]) -> dict[str, Any]:
+    """``failures show`` for a human: the issue by id, status and title; the retry
+    verdict (last decision and why, by whom, when; the outcome) instead of raw JSON."""
+    out = {k: v for k, v in failure.items() if k not in ("issue_id", "issue", "retry_state")}
+    issue = failure.get("issue")
+    out["issue"] = (
+        f"{issue['id']} ({issue['status'] or 'gone'}): {issue['title'] or '-'}" if issue else None
+    )
+    state = failure.get("retry_state") or {}
+    if state.get("last_decision"):
+        detail = state.get("last_detail") or ""
+        said = "" if detail in ("", state["last_decision"]) else f": {detail}"
+        out["retry"] = (
+            f"{state['last_decision']}{said} "
+            f"(by {state.get('actor') or 'someone'} at {state.get('decided_at') or '-'})"
+        )
+    else:
+        out["retry"] = "no retry decision yet" + (
+            "" if failure.get("retryable") else " (not retryable)"
+        )
+    if state.get("outcome"):
+        out["retry_outcome"] = state["outcome"]
+    if state.get("attempts"):
+        out["retries_made"] = state["attempts"]
+    return out

@@ -2,8 +2,10 @@
 ``issues_retry``, the ``jobsys issues retry ISSUE_ID`` command (attached to the
 ``issues`` group in ``cli/main.py``).
 
-Exit codes: 0 every failure was retried (or a dry run); 3 some were refused (each
-verdict says why); 1 unknown ids / nothing matches; 2 bad input or refused request.
+Exit codes: 0 every failure was retried (or a dry run), or a bulk retry found the
+rest already retried (nothing left to do); 3 some were refused for another reason
+(each verdict says why); 1 unknown ids / nothing matches; 2 bad input or refused
+request.
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ def retry(
 
     Refuses what must not run again (authentication failures, terminal pipelines,
     jobs already retried or not failed) and says why, per failure. Exit 0 when
-    every failure was retried, 3 when any was refused.
+    every failure was retried (with --all: or had already been retried, by anyone),
+    3 when any was refused for another reason. Without --yes, --all previews the
+    verdicts and asks (on stderr).
     """
     from jobsys.retry import filters
     from jobsys.retry.service import RetryRequest
@@ -102,11 +106,15 @@ def issues_retry(
 
 def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool) -> None:
     from jobsys.cli import _output
+    from jobsys.retry.rules import SKIPPED_ALREADY_RETRIED
     from jobsys.retry.service import retry as retry_service
 
     def confirm(preview: RetryReport) -> bool:
         _output.retry_summary(preview, to_stderr=True)
-        return typer.confirm(f"Retry {preview.retried} of {preview.matched} failures?")
+        if preview.retried == 0:
+            return True  # nothing would be retried: no question; the run says why
+        # The prompt is chatter, on stderr: stdout stays clean for the data.
+        return _output.confirm(f"Retry {preview.retried} of {preview.matched} failures?")
 
     with _output.progress_bar("retrying") as progress:
         report = run(
@@ -120,5 +128,14 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
         _output.retry_verdicts(report)
     else:
         _output.retry_summary(report)
-    if report.refused and not report.dry_run:
-        raise typer.Exit(EXIT_PARTIAL)
+    if report.dry_run or not report.refused:
+        return
+    already = [d for d in report.decisions if d.decision == SKIPPED_ALREADY_RETRIED]
+    bulk = not request.ids and request.job is None
+    if bulk and len(already) == report.refused:
+        # Story 5: the colleague who runs the same bulk retry a second later is told
+        # the work is done; that is success, not "partly done".
+        actors = sorted({d.retried_by for d in already if d.retried_by})
+        _output.retry_already_done(report.retried, len(already), actors)
+        return
+    raise typer.Exit(EXIT_PARTIAL)

@@ -41,7 +41,8 @@ def list_(ctx: typer.Context, json: JsonOpt = False) -> None:
 
 @app.command("run")
 def run_(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
-    """Enqueue NAME now, once, and print the job id (recorded as a manual tick)."""
+    """Enqueue NAME now, once (recorded as a manual tick); print the job id, or for
+    a fan-out its run id (`jobsys fanout show RUN`), on stdout."""
     from jobsys.cli import _output
     from jobsys.schedule import service
 
@@ -49,11 +50,14 @@ def run_(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
     if json:
         _output.emit_json(result)
     elif result["run_id"] is not None:
+        _output.print_text(str(result["run_id"]))
         _output.say(
             f"{name}: fan-out run {result['run_id']} {result['run_status']} "
-            f"(batch job {result['job_id'] if result['job_id'] is not None else '-'})"
+            f"(batch job {result['job_id'] if result['job_id'] is not None else '-'}); "
+            f"follow it with `jobsys fanout show {result['run_id']}`"
         )
     else:
+        _output.print_text(str(result["job_id"]))
         _output.say(f"{name}: job {result['job_id']} enqueued on {result['queue']}")
 
 

@@ -107,6 +107,16 @@ class WorkerSettings(Strict):
 class Database(Strict):
     url: str | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        from jobsys.db.url import EXPECTED_FORM, form_problem
+
+        problem = form_problem(value) if value else None
+        if problem:
+            raise ValueError(f"{problem}; expected {EXPECTED_FORM}")
+        return value
+
 
 class AppSection(Strict):
     modules: tuple[str, ...] = ()

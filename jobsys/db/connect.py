@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobsys.db import url as db_url
-from jobsys.errors import DatabaseUnavailable, SchemaError
+from jobsys.errors import DatabaseUnavailable, SchemaError, UsageError
 
 if TYPE_CHECKING:
     import psycopg
@@ -35,11 +35,14 @@ class Target:
 
 
 def resolve(settings: Settings, config: Config | None = None, *, start: bool = True) -> Target:
-    """The database to use; starts the embedded server when nothing else is configured."""
+    """The database to use; starts the embedded server when nothing else is configured.
+
+    A URL that is not PostgreSQL's (``mysql://...``, a bare host name) is a usage
+    error (exit 2) naming the expected form, before any driver sees it."""
     if settings.database_url:
-        return Target(settings.database_url, "setting")
+        return _checked(Target(settings.database_url, "setting"))
     if config is not None and config.queues.database.url:
-        return Target(config.queues.database.url, "config")
+        return _checked(Target(config.queues.database.url, "config"))
     from jobsys.db import embedded
 
     st = embedded.start(settings.home) if start else embedded.status(settings.home)
@@ -49,6 +52,20 @@ def resolve(settings: Settings, config: Config | None = None, *, start: bool = T
             hint="Start it with `jobsys db start`.",
         )
     return Target(st.url, "embedded")
+
+
+def _checked(target: Target) -> Target:
+    problem = db_url.form_problem(target.url)
+    if problem is None:
+        return target
+    where = (
+        "--database-url / JOBSYS_DATABASE_URL"
+        if target.source == "setting"
+        else "database.url in queues.yaml"
+    )
+    raise UsageError(
+        f"{where}: {target.masked} {problem}.", hint=f"Expected {db_url.EXPECTED_FORM}."
+    )
 
 
 def translate(exc: Exception, url: str) -> DatabaseUnavailable:

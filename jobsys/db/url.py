@@ -7,6 +7,27 @@ from urllib.parse import urlsplit, urlunsplit
 
 _PASSWORD_IN_NETLOC = re.compile(r"^(?P<user>[^:@/]*):(?P<password>[^@]*)@")
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+_SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):")
+_CONNINFO = re.compile(r"^\s*[A-Za-z_]+\s*=")
+#: URL schemes libpq accepts.
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+EXPECTED_FORM = (
+    "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (or postgres://...), "
+    "or key=value conninfo such as 'host=HOST dbname=DATABASE user=USER'"
+)
+
+
+def form_problem(url: str) -> str | None:
+    """Why ``url`` is not a PostgreSQL connection string, or None when it is one
+    (a ``postgresql://``/``postgres://`` URL or a ``key=value`` conninfo). PURE."""
+    if _CONNINFO.match(url):
+        return None
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return "is neither a postgresql:// URL nor a key=value conninfo"
+    if scheme.group(1).lower() not in POSTGRES_SCHEMES:
+        return f"is a {scheme.group(1)}:// URL, not a PostgreSQL one"
+    return None
 
 
 def mask(url: str | None) -> str:

@@ -42,10 +42,18 @@ async def list_failures(
 
 
 async def show_failure(settings: Settings, failure_id: int) -> dict[str, Any]:
+    """One failure; ``issue`` is its issue's ``{id, title, status}`` (None: no issue)."""
     async with command_connection(settings) as conn:
         row = await store.get_failure(conn, failure_id)
     if row is None:
         raise NotFoundError(
             f"no failure {failure_id}", hint="List them with `jobsys failures list`."
         )
-    return public(row)
+    out = public(row)
+    title, status = out.pop("issue_title", None), out.pop("issue_status", None)
+    out["issue"] = (
+        {"id": out["issue_id"], "title": title, "status": status}
+        if out.get("issue_id") is not None
+        else None
+    )
+    return out

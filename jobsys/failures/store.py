@@ -114,7 +114,12 @@ SELECT {column} AS key, count(*) AS count, max(occurred_at) AS last_seen,
  LIMIT %(limit)s
 """
 
-GET_FAILURE = f"SELECT {SHOW_COLUMNS} FROM jobsys_failures WHERE id = %(id)s"
+# One failure, with the title and status of its issue (``failures show``).
+GET_FAILURE = f"""
+SELECT f.*, i.title AS issue_title, i.status AS issue_status
+  FROM (SELECT {SHOW_COLUMNS} FROM jobsys_failures WHERE id = %(id)s) f
+  LEFT JOIN jobsys_issues i ON i.id = f.issue_id
+"""
 FAILURE_POSITION = "SELECT occurred_at FROM jobsys_failures WHERE id = %(id)s"
 
 RECENT_FOR_ISSUE = f"""

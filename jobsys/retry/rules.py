@@ -112,6 +112,8 @@ class Decision:
     earlier_outcome: str | None = None
     #: With ``skipped_backoff``: when the automatic retry may try again.
     due_at: datetime | None = None
+    #: With ``skipped_already_retried``: who made the earlier retry, when known.
+    retried_by: str | None = None
 
     @property
     def retried(self) -> bool:
@@ -198,9 +200,14 @@ def decide(
     if terminal:
         return verdict(SKIPPED_TERMINAL_PIPELINE, terminal)
     if earlier in (OUTCOME_PENDING, OUTCOME_SUCCEEDED):
-        who = facts.retry_state.get("actor") or "someone"
+        actor = facts.retry_state.get("actor")
         state = "is waiting to run" if earlier == OUTCOME_PENDING else "succeeded"
-        return verdict(SKIPPED_ALREADY_RETRIED, f"already retried by {who}; the job {state}")
+        return dataclasses.replace(
+            verdict(
+                SKIPPED_ALREADY_RETRIED, f"already retried by {actor or 'someone'}; the job {state}"
+            ),
+            retried_by=actor or None,
+        )
     if sibling in (OUTCOME_PENDING, OUTCOME_SUCCEEDED):
         return verdict(
             SKIPPED_ALREADY_RETRIED, "the job was already retried through another of its failures"

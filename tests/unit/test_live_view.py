@@ -180,3 +180,90 @@ async def test_failed_flush_restores_pending() -> None:
     assert await coalescer.flush_once(ok) == 1
     assert sent[0]["jobs_changed"]["succeeded"] == 3
     assert sent[0]["jobs_changed"]["events"] == 2
+
+
+def shipped_lanes() -> list[dict[str, Any]]:
+    """The shipped topology as an operator saw it: capsules idle, the base lane busy."""
+    names = [
+        "ai",
+        "ai_face_queue",
+        "ai_metadata_queue",
+        "ai_ocr_queue",
+        "ai_visual_queue",
+        "base",
+        "frame_generation",
+        "video_processing_queue",
+    ]
+    return [
+        {
+            "lane": name,
+            "queues": [name],
+            "concurrency": 10 if name == "base" else 2,
+            "processes": 1,
+            "busy": 10 if name == "base" else 0,
+            "waiting": 350 if name == "base" else 0,
+            "scheduled": 0,
+            "oldest_wait_seconds": 40.0 if name == "base" else None,
+        }
+        for name in names
+    ]
+
+
+def lanes_section(lines: list[str]) -> list[str]:
+    start = lines.index("LANES") + 1
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("  "))
+    return lines[start:end]
+
+
+def test_80x24_shows_the_busy_base_lane_first() -> None:
+    snap = snapshot()
+    snap["lanes"] = shipped_lanes()
+    shown = lanes_section(render(snap, 80, 24))
+    assert shown[1].split()[0] == "base", shown
+    assert shown[-1].strip().startswith("… ") and shown[-1].endswith(" more")
+
+
+def test_lanes_busiest_first_then_oldest_wait() -> None:
+    snap = snapshot()
+    lanes = shipped_lanes()
+    for lane in lanes:
+        lane.update(busy=0, waiting=0, oldest_wait_seconds=None)
+    by_name = {lane["lane"]: lane for lane in lanes}
+    by_name["ai_ocr_queue"].update(busy=2, waiting=5)
+    by_name["video_processing_queue"].update(waiting=7, oldest_wait_seconds=300.0)
+    by_name["frame_generation"].update(waiting=7, oldest_wait_seconds=10.0)
+    snap["lanes"] = lanes
+    shown = [row.split()[0] for row in lanes_section(render(snap, 80, None))[1:]]
+    assert shown[:3] == ["video_processing_queue", "frame_generation", "ai_ocr_queue"]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_cut_always_keeps_the_base_lane(width: int) -> None:
+    snap = snapshot(rows=30)
+    lanes = shipped_lanes()
+    for lane in lanes:  # base idle, every capsule busier
+        busy = lane["lane"] != "base"
+        lane.update(busy=1 if busy else 0, waiting=5 if busy else 0)
+    snap["lanes"] = lanes
+    shown = lanes_section(render(snap, width, 24))
+    assert any(" more" in row for row in shown), shown  # lanes were cut
+    assert any(row.split()[0] == "base" or " base " in row for row in shown), shown
+    assert shown[0].split()[0] == "lane"  # the header stays
+
+
+def test_snapshot_header_advertises_no_keys() -> None:
+    once = render(snapshot(), 100, None)
+    assert "q quits" not in "\n".join(once)
+    assert once[1].startswith("snapshot at 03:00Z")
+    live = render(snapshot(), 100, 40)
+    assert live[1].startswith("q quits")
+
+
+def test_more_counts_hidden_lanes_not_rows() -> None:
+    snap = snapshot(rows=30)
+    snap["lanes"] = shipped_lanes()  # 8 lanes; two columns at 120
+    shown = lanes_section(render(snap, 120, 24))
+    visible = sum(1 for row in shown[1:-1] for word in row.split() if word in {
+        lane["lane"] for lane in snap["lanes"]
+    })  # fmt: skip
+    assert shown[-1].strip() == f"… {8 - visible} more", shown

@@ -35,3 +35,57 @@ def test_every_command_has_help() -> None:
 
     for path, callback in walk(app, ()):
         assert callback.__doc__, f"jobsys {' '.join(path)} has no help text"
+
+
+def test_piped_output_is_wide_and_whole(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Not a terminal: COLUMNS or 200 wide, and a table wider than that keeps its words."""
+    from jobsys.cli import _output
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert _output.piped_width() == _output.PIPED_WIDTH == 200
+    monkeypatch.setenv("COLUMNS", "120")
+    assert _output.piped_width() == 120
+    assert _output.stdout_console().width == 120  # capsys' stdout is not a terminal
+    monkeypatch.setenv("COLUMNS", "30")
+    _output.table(
+        [{"queue": "video_processing_queue", "concurrency": 2, "url": "postgresql://u@h/db"}],
+        ["queue", "concurrency", "url"],
+    )
+    out = capsys.readouterr().out
+    assert "video_processing_queue" in out and "concurrency" in out
+    assert "postgresql://u@h/db" in out
+
+
+def test_stderr_messages_are_one_line_each(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from jobsys.cli import _output
+
+    monkeypatch.setenv("COLUMNS", "40")
+    message = "a message much longer than forty columns, which must stay on one line"
+    _output.say(message)
+    _output.error(message, hint=message)
+    assert capsys.readouterr().err.splitlines() == [message, f"error: {message}", message]
+
+
+def test_demo_banner_says_how_to_run_jobsys() -> None:
+    from jobsys.cli.demo import banner
+
+    burst = {"accounts": 200, "deferred": {"a": 3, "b": 4}}
+    text = banner(burst, ".venv/bin/jobsys")
+    assert "`.venv/bin/jobsys dashboard`" in text
+    assert "`source .venv/bin/activate`" in text
+    assert "deferred 7 demo jobs" in text
+    plain = banner(burst, "jobsys")
+    assert "`jobsys dashboard`" in plain and "activate" not in plain
+
+
+def test_jobsys_command_is_this_installation(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from jobsys.cli._context import jobsys_command
+
+    script = Path(sys.executable).with_name("jobsys")
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing called jobsys on PATH
+    monkeypatch.chdir(script.parents[2])
+    assert jobsys_command() == str(script.relative_to(script.parents[2]))
+    monkeypatch.setenv("PATH", str(script.parent))
+    assert jobsys_command() == "jobsys"

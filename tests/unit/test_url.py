@@ -14,3 +14,36 @@ def test_scrub_removes_password_from_text() -> None:
 
 def test_with_database_keeps_query() -> None:
     assert with_database("postgresql://p@/postgres?host=/tmp", "x") == "postgresql://p@/x?host=/tmp"
+
+
+def test_form_problem_accepts_postgres_urls_and_conninfo() -> None:
+    from jobsys.db.url import form_problem
+
+    for ok in (
+        "postgresql://u:pw@h:5432/db",
+        "postgres://u@h/db",
+        "POSTGRESQL://h/db",
+        "postgresql:///db?host=/tmp",
+        "host=h dbname=x user=u password=pw",
+        " dbname = x",
+    ):
+        assert form_problem(ok) is None, ok
+    assert form_problem("mysql://u:pw@h/x") == "is a mysql:// URL, not a PostgreSQL one"
+    assert form_problem("localhost") is not None
+    assert form_problem("h:5432/db") is not None
+
+
+def test_resolve_refuses_a_url_that_is_not_postgres(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from jobsys.db.connect import resolve
+    from jobsys.errors import EXIT_USAGE, UsageError
+    from jobsys.settings import Settings
+
+    settings = Settings(database_url="mysql://u:s3cr3t@h/x", home=tmp_path)
+    with pytest.raises(UsageError) as caught:
+        resolve(settings)
+    assert caught.value.exit_code == EXIT_USAGE
+    assert "mysql://u:***@h/x" in caught.value.message
+    assert "s3cr3t" not in str(caught.value)
+    assert "postgresql://" in (caught.value.hint or "")

@@ -1,0 +1,161 @@
+"""What a new operator tripped over: piped tables, dry-run wording, prompts on stderr,
+"already done" bulk retries, ``schedule run`` on stdout, ``failures show`` naming its
+issue and verdict, and non-PostgreSQL URLs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from _retry_support import bulk_failed_jobs, make_issue, sql
+
+HERE = Path(__file__).resolve().parent
+JOBSYS = str(Path(sys.executable).with_name("jobsys"))
+
+
+def piped(db_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real binary with stdout and stderr piped, no COLUMNS: `jobsys ... | cat`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")}
+    env.pop("COLUMNS", None)
+    env.update(
+        JOBSYS_DATABASE_URL=db_url,
+        JOBSYS_CONFIG_DIR=str(HERE.parents[1] / "config"),
+        JOBSYS_HOME=str(tmp_path / "home"),
+    )
+    return subprocess.run(
+        [JOBSYS, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_piped_tables_are_not_squeezed_to_80_columns(db_url: str, tmp_path: Path) -> None:
+    queues = piped(db_url, tmp_path, "queues")
+    assert queues.returncode == 0, queues.stderr
+    header = next(line for line in queues.stdout.splitlines() if "queue" in line)
+    for word in ("concurrency", "waiting", "scheduled", "running"):
+        assert word in header, header  # whole words, on one header line
+    assert "engagements" in queues.stdout and "video_processing_queue" in queues.stdout
+    assert not any(line.rstrip().endswith(("concurr", "engagem")) for line in queues.stdout)
+
+    status = piped(db_url, tmp_path, "db", "status")
+    assert status.returncode == 0, status.stderr
+    url_line = next(line for line in status.stdout.splitlines() if line.startswith("url"))
+    assert url_line.split()[-1] == db_url  # the whole URL on its line (no password here)
+
+
+def test_per_id_dry_run_says_it_is_one(cli: Any, db_url: str) -> None:
+    [failure] = bulk_failed_jobs(db_url, 1)
+    [auth] = bulk_failed_jobs(db_url, 1, kind="authentication")
+    result = cli("--database-url", db_url, "retry", str(failure), str(auth), "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    job = sql(db_url, "SELECT job_id FROM jobsys_failures WHERE id = %s", (failure,))[0]["job_id"]
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"failure {failure} (job {job}): would be retried"
+    assert "would be refused, skipped_authentication: " in lines[1]
+    assert "dry run: 1 would be retried, 1 would be refused; nothing was changed" in result.stderr
+    assert " retried, " not in result.stderr.replace("would be retried, ", "")
+    assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
+    data = cli("--database-url", db_url, "retry", str(failure), "--dry-run", "--json").json()
+    assert data["dry_run"] is True and data["results"][0]["decision"] == "retried"
+
+
+def test_bulk_prompt_on_stderr_and_a_rerun_is_already_done(cli: Any, db_url: str) -> None:
+    issue = make_issue(db_url)
+    bulk_failed_jobs(db_url, 6, issue_id=issue)
+    args = ("--database-url", db_url, "retry", "--all", "--issue", str(issue))
+    declined = cli(*args, input="n\n")
+    assert declined.exit_code == 2
+    assert "Retry 6 of 6 failures?" in declined.stderr
+    assert declined.stdout == ""  # stdout stays clean for data
+    first = cli(*args, input="y\n", env={"JOBSYS_OPERATOR": "alice"})
+    assert first.exit_code == 0, first.stderr
+    assert "Retry 6 of 6 failures?" in first.stderr and "Retry" not in first.stdout
+
+    # The colleague, a second later, same command: no question, told it is done, exit 0.
+    again = cli(*args, env={"JOBSYS_OPERATOR": "bob"})
+    assert again.exit_code == 0, again.stderr
+    assert "Retry 0" not in again.stderr
+    assert "already done: 6 failures were already retried (by alice)" in again.stderr
+    assert "skipped_already_retried" in again.stdout
+    as_json = cli(*args, "--yes", "--json")
+    assert as_json.exit_code == 0
+    assert as_json.json()["counts"] == {"skipped_already_retried": 6}
+
+    # Anything refused for another reason still means "partly done".
+    bulk_failed_jobs(db_url, 1, kind="authentication", issue_id=issue)
+    mixed = cli(*args, "--yes")
+    assert mixed.exit_code == 3
+    assert "already done" not in mixed.stderr
+
+    # Failures named by id keep their per-failure verdicts and exit 3.
+    failure_id = sql(db_url, "SELECT min(id) AS id FROM jobsys_failures")[0]["id"]
+    by_id = cli("--database-url", db_url, "retry", str(failure_id))
+    assert by_id.exit_code == 3
+    assert "skipped_already_retried: already retried by" in by_id.stdout
+
+
+def test_bulk_rerun_after_a_partial_run_exits_0(cli: Any, db_url: str) -> None:
+    issue = make_issue(db_url)
+    ids = bulk_failed_jobs(db_url, 4, issue_id=issue)
+    assert cli("--database-url", db_url, "retry", *map(str, ids[:2])).exit_code == 0
+    rerun = cli("--database-url", db_url, "retry", "--all", "--issue", str(issue), "--yes")
+    assert rerun.exit_code == 0, rerun.stderr
+    assert "2 retried now; 2 failures were already retried (by " in rerun.stderr
+
+
+def test_schedule_run_prints_the_id_on_stdout(cli: Any, db_url: str) -> None:
+    result = cli("--database-url", db_url, "schedule", "run", "purge_expired_post_media")
+    assert result.exit_code == 0, result.stderr
+    job_id = int(result.stdout.strip())
+    assert sql(db_url, "SELECT task_name FROM procrastinate_jobs WHERE id = %s", (job_id,))
+    assert f"job {job_id} enqueued on" in result.stderr
+
+    assert cli("--database-url", db_url, "demo", "seed", "--accounts", "3").exit_code == 0
+    fanout = cli("--database-url", db_url, "schedule", "run", "profile_refresh")
+    assert fanout.exit_code == 0, fanout.stderr
+    run_id = int(fanout.stdout.strip())
+    assert f"fanout show {run_id}" in fanout.stderr
+    assert sql(db_url, "SELECT entry FROM jobsys_fanout_runs WHERE id = %s", (run_id,)) == [
+        {"entry": "profile_refresh"}
+    ]
+
+
+def test_failures_show_names_the_issue_and_the_retry_verdict(cli: Any, db_url: str) -> None:
+    issue = make_issue(db_url)
+    [failure] = bulk_failed_jobs(db_url, 1, issue_id=issue)
+    [lonely] = bulk_failed_jobs(db_url, 1)
+    url = ("--database-url", db_url)
+
+    data = cli(*url, "failures", "show", str(failure), "--json").json()
+    assert data["issue_id"] == issue
+    assert data["issue"] == {"id": issue, "title": "test issue", "status": "open"}
+    assert cli(*url, "failures", "show", str(lonely), "--json").json()["issue"] is None
+
+    text = cli(*url, "failures", "show", str(failure))
+    assert text.exit_code == 0, text.stderr
+    assert f"{issue} (open): test issue" in text.stdout
+    assert "no retry decision yet" in text.stdout
+
+    operator = {"JOBSYS_OPERATOR": "tester"}
+    assert cli(*url, "retry", str(failure), env=operator).exit_code == 0
+    assert cli(*url, "retry", str(failure)).exit_code == 3  # refused: already retried
+    text = cli(*url, "failures", "show", str(failure))
+    verdict = next(line for line in text.stdout.splitlines() if line.startswith("retry "))
+    assert "skipped_already_retried: already retried by tester" in verdict, verdict
+    assert "retry outcome" in text.stdout and "pending" in text.stdout
+    assert '"last_decision"' not in text.stdout  # a verdict, not a JSON blob
+    data = cli(*url, "failures", "show", str(failure), "--json").json()
+    assert data["retry_state"]["last_decision"] == "skipped_already_retried"
+
+
+def test_a_url_that_is_not_postgres_is_a_usage_error(cli: Any) -> None:
+    for args in (("db", "status"), ("queues",), ("failures", "list")):
+        result = cli("--database-url", "mysql://u:pw@h/x", *args)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert "mysql://u:***@h/x is a mysql:// URL, not a PostgreSQL one" in result.stderr
+        assert "postgresql://USER" in result.stderr
+        assert ":pw@" not in result.stderr and "Traceback" not in result.stderr
+    env = cli("queues", env={"JOBSYS_DATABASE_URL": "localhost"})
+    assert env.exit_code == 2 and "JOBSYS_DATABASE_URL" in env.stderr
