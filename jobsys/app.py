@@ -116,6 +116,17 @@ def load_config(settings: Settings, *, with_tasks: bool = True) -> Config:
     return config
 
 
+def config_for(context: Any) -> Config:
+    """The configuration a built-in task runs with: the worker's own (passed in the job
+    context by the runtime), else the process's files (a plain Procrastinate worker)."""
+    given = (getattr(context, "additional_context", None) or {}).get("config")
+    if isinstance(given, Config):
+        return given
+    from jobsys.settings import from_env
+
+    return load_config(from_env(), with_tasks=False)
+
+
 def worker_middlewares(config: Config) -> list[Any]:
     """Procrastinate worker middlewares wrapping every job, outermost first.
 

@@ -5,34 +5,17 @@
 - ``jobsys.check_service_health`` (entry ``check_ai_service_health``, every minute):
   HTTP checks of ``health.services``.
 
-The configuration comes from the worker (``additional_context["config"]``) when it
-passes it, else it is loaded once from ``JOBSYS_CONFIG_DIR``.
+The configuration comes from the worker (``jobsys.app.config_for``).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from jobsys.app import config_for
 from jobsys.tasks import task
 
-if TYPE_CHECKING:
-    from jobsys.config import Config
-
 MAINTENANCE_QUEUE = "maintenance"
-
-
-@functools.cache
-def _config_from_env() -> Config:
-    from jobsys.app import load_config
-    from jobsys.settings import from_env
-
-    return load_config(from_env(), with_tasks=False)
-
-
-def config_of(context: Any) -> Config:
-    config = (context.additional_context or {}).get("config")
-    return config if config is not None else _config_from_env()
 
 
 @task(
@@ -49,7 +32,7 @@ async def check_queue_health(context: Any) -> dict[str, Any]:
     from jobsys.issues.health import check_queues
 
     async with context.app.connector.pool.connection() as pooled, autocommit(pooled) as conn:
-        result = await check_queues(conn, config_of(context))
+        result = await check_queues(conn, config_for(context))
     return {"open": result["open"], "resolved": result["resolved"]}
 
 
@@ -67,5 +50,5 @@ async def check_service_health(context: Any) -> dict[str, Any]:
     from jobsys.issues.services import check_services
 
     async with context.app.connector.pool.connection() as pooled, autocommit(pooled) as conn:
-        result = await check_services(conn, config_of(context))
+        result = await check_services(conn, config_for(context))
     return {"open": result["open"], "resolved": result["resolved"]}

@@ -71,6 +71,7 @@ class LaneWorker(Worker):
         shutdown_grace_seconds: float,
         worker_middleware: list[Any],
         concurrency: int | None = None,
+        config: Any = None,
     ) -> None:
         super().__init__(
             app,
@@ -81,7 +82,12 @@ class LaneWorker(Worker):
             fetch_job_polling_interval=poll_interval_seconds,
             shutdown_graceful_timeout=shutdown_grace_seconds,
             listen_notify=False,
-            additional_context={"lane": lane.name, "worker_process": process_id},
+            # ``config``: built-in tasks read it (jobsys.app.config_for), not the files.
+            additional_context={
+                "lane": lane.name,
+                "worker_process": process_id,
+                **({"config": config} if config is not None else {}),
+            },
             install_signal_handlers=False,
             stalled_worker_timeout=PRUNE_NEVER_SECONDS,
             worker_middleware=worker_middleware,

@@ -8,27 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from jobsys.app import config_for
 from jobsys.tasks import task
 
 if TYPE_CHECKING:
     from procrastinate import JobContext
 
-    from jobsys.config import Config
 
 REAP_TASK = "jobsys.reap"
-
-
-def _config(context: JobContext) -> Config:
-    """The worker's configuration when it passed one, else the process's files."""
-    from jobsys.config import Config
-
-    given = context.additional_context.get("config")
-    if isinstance(given, Config):
-        return given
-    from jobsys.app import load_config
-    from jobsys.settings import from_env
-
-    return load_config(from_env(), with_tasks=False)
 
 
 @task(
@@ -43,5 +30,5 @@ async def reap(context: JobContext, **_schedule_args: Any) -> dict[str, int]:
     """Recover the jobs of dead workers (see ``jobsys.lanes.reaper``)."""
     from jobsys.lanes.reaper import reap_once
 
-    result = await reap_once(context.app, _config(context))
+    result = await reap_once(context.app, config_for(context))
     return result.counts()

@@ -253,6 +253,7 @@ class Runtime:
                 poll_interval_seconds=worker_settings.poll_interval_seconds,
                 shutdown_grace_seconds=worker_settings.shutdown_grace_seconds,
                 worker_middleware=self.middlewares,
+                config=self.config,
             )
             for lane in self.lanes
         ]

@@ -126,18 +126,12 @@ async def run_once(conn: Any, auto: AutoRetry, *, now: datetime | None = None) -
     return result
 
 
-def _auto_settings() -> AutoRetry:
-    """``retry.auto`` of the configuration this worker runs with."""
-    from jobsys.config import load
-    from jobsys.settings import from_env
-
-    return load(from_env().config_dir).queues.retry.auto
-
-
 @task(queue="maintenance", name=TASK_NAME, rerun_safe=True, pass_context=True)
 async def retry_failed_jobs(context: Any) -> dict[str, Any]:
     """Retry failed jobs automatically (backoff, cap) and replay resolved outages."""
-    auto = _auto_settings()
+    from jobsys.app import config_for
+
+    auto = config_for(context).queues.retry.auto
     async with context.app.connector.pool.connection() as conn:
         result = await run_once(conn, auto)
     return result.as_dict()

@@ -33,11 +33,10 @@ async def fanout_batch(context: Any, run_id: int, cursor: int | None) -> None:
 )
 async def purge_retention(context: Any) -> dict[str, int]:
     """Delete finished jobs, old ticks and finished fan-out runs past their retention."""
-    from jobsys.config import load
+    from jobsys.app import config_for
     from jobsys.schedule.retention import purge
-    from jobsys.settings import from_env
 
-    config = load(from_env().config_dir)
+    config = config_for(context)
     async with context.app.connector.pool.connection() as conn:
         result = await purge(conn, config.queues.retention)
     return result.deleted
