@@ -186,7 +186,7 @@ async def test_requeued_job_starts_promptly_on_a_jobsys_worker(
     import importlib
     import sys
 
-    from rt_support import WorkerProcess, environment, events, wait_until, write_app
+    from rt_support import WorkerProcess, defer_rows, environment, events, wait_until, write_app
 
     config_dir = write_app(tmp_path, poll=60.0)
     sys.path.insert(0, str(tmp_path))
@@ -197,6 +197,10 @@ async def test_requeued_job_starts_promptly_on_a_jobsys_worker(
     worker = WorkerProcess(environment(tmp_path, db_url, config_dir), tmp_path, "--lane", "base")
     try:
         worker.wait_for_output("worker_ready")
+        # Proof the worker's LISTEN path is up (a busy machine can make its start-up
+        # round trip time out): an inserted job starts well before the 60 s poll.
+        defer_rows(db_url, "rt.safe", "q_base", [{"tag": "probe"}])
+        wait_until(lambda: [e for e in events(tmp_path) if e[:2] == ("end", "probe")], 30, "probe")
         dead = await add_worker(conn, heartbeat_age_seconds=300)
         # Inserted straight as ``doing`` (a ``todo`` insert would wake the worker itself).
         cur = await conn.execute(
@@ -209,9 +213,18 @@ async def test_requeued_job_starts_promptly_on_a_jobsys_worker(
         result = await reap_once(conn, reaper_config())
         assert result.requeued == [job]
         requeued_at = time.time()
-        started = wait_until(
-            lambda: [e for e in events(tmp_path) if e[:2] == ("start", "recovered")], 30, "pickup"
-        )
+        try:
+            started = wait_until(
+                lambda: [e for e in events(tmp_path) if e[:2] == ("start", "recovered")],
+                30,
+                "pickup",
+            )
+        except AssertionError as exc:
+            state = await conn.execute("SELECT status, worker_id FROM procrastinate_jobs")
+            raise AssertionError(
+                f"{exc}; job rows {await state.fetchall()}; worker exit "
+                f"{worker.proc.poll()}\n{worker.output()}"
+            ) from None
         pickup = started[0][2] - requeued_at
         # Polling is every 60 s: anything under 5 s came from the NOTIFY.
         assert pickup < 5.0, f"recovered job took {pickup:.2f} s to start"
