@@ -13,11 +13,25 @@ This module stays import-light: nothing heavy (Procrastinate, psycopg, SQLAlchem
 is imported until a command needs it.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobsys.errors import AuthenticationError, TransientError
-from jobsys.jobs.defer import defer, defer_many, defer_many_sync, defer_sync
 from jobsys.tasks import TaskSpec, task
+
+if TYPE_CHECKING:
+    from jobsys.jobs.defer import defer, defer_many, defer_many_sync, defer_sync
+
+_LAZY = {"defer", "defer_many", "defer_many_sync", "defer_sync"}
+
+
+def __getattr__(name: str) -> Any:
+    # The defer API pulls in asyncio and the job planner: load it on first use, so
+    # that `jobsys --help` and task modules importing `jobsys.task` stay fast.
+    if name in _LAZY:
+        from jobsys.jobs import defer as defer_module
+
+        return getattr(defer_module, name)
+    raise AttributeError(f"module 'jobsys' has no attribute {name!r}")
 
 
 async def publish(
