@@ -14,15 +14,18 @@ What this subclass changes, and why (Procrastinate 3.10's ``worker.py``):
   cannot be cancelled, are reported as abandoned so the process can exit and the
   reaper recover them. A hard stop skips the grace period.
 
-The fetch loop (``_fetch_and_process_jobs``) is the one place to change to claim
-several jobs per round trip later; nothing outside this module depends on how jobs
-are claimed.
+- **Several jobs per round trip.** The fetch loop claims as many due jobs as the
+  lane has free slots (up to ``MAX_CLAIM``) in one statement with Procrastinate's own
+  candidate rule (``jobsys.lanes.store.CLAIM_JOBS``), instead of one job per call. A
+  worker only claims what it can start at once, so jobs never wait in ``doing``
+  behind a busy worker while another one idles.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -32,6 +35,7 @@ from procrastinate import exceptions, job_context, jobs, retry, utils
 from procrastinate.worker import Worker
 
 from jobsys.config import LaneSpec
+from jobsys.lanes import store
 
 logger = logging.getLogger("jobsys.lanes")
 
@@ -41,6 +45,8 @@ logger = logging.getLogger("jobsys.lanes")
 PRUNE_NEVER_SECONDS = 10 * 365 * 24 * 3600.0
 FETCH_RETRY_MIN_SECONDS = 0.2
 PERSIST_RETRY_MAX_SECONDS = 5.0
+#: The most jobs one fetch claims (a lane claims at most its free slots).
+MAX_CLAIM = 100
 #: After the grace period, how long cancelled async jobs get to record their requeue.
 ABORT_SETTLE_SECONDS = 5.0
 SYNC_ABORT_SETTLE_SECONDS = 0.5
@@ -133,7 +139,17 @@ class LaneWorker(Worker):
         while not self._stop_event.is_set():
             wakes_before = self._wakes
             try:
-                await super()._fetch_and_process_jobs()
+                await self._claim_and_start_jobs()
+            except exceptions.UniqueViolation:
+                # Two claimers raced for jobs of one lock and the database refused the
+                # second (procrastinate_jobs_lock_idx_v1): nothing was claimed; the
+                # winner has committed by now, so fetch again at once.
+                logger.debug(
+                    f"lane {self.lane.name}: lock conflict while claiming; fetching again",
+                    extra={"action": "claim_lock_conflict", "lane": self.lane.name},
+                )
+                self._new_job_event.set()
+                return
             except exceptions.ConnectorException as exc:
                 if not is_connection_error(exc):
                     raise
@@ -158,6 +174,63 @@ class LaneWorker(Worker):
                 # poll. Set it again so the job is fetched now.
                 self._new_job_event.set()
             return
+
+    async def _claim_and_start_jobs(self) -> None:
+        """Procrastinate's ``_fetch_and_process_jobs`` claiming every free slot at once:
+        wait for one slot, take the others that are free without waiting, claim that
+        many jobs, start each, give back the slots no job came for."""
+        while not self._stop_event.is_set():
+            first_slot = asyncio.create_task(self._job_semaphore.acquire())
+            slots = 0
+            claimed: list[jobs.Job] = []
+            try:
+                await utils.wait_any(first_slot, self._stop_event.wait())
+                if not first_slot.done():
+                    first_slot.cancel()
+                    break
+                slots = 1
+                while slots < min(self.concurrency, MAX_CLAIM) and not self._job_semaphore.locked():
+                    await self._job_semaphore.acquire()  # free: returns without waiting
+                    slots += 1
+                if self._stop_event.is_set():
+                    break
+                assert self.worker_id is not None
+                rows = await store.claim_jobs(
+                    self.app.connector, list(self.queues or []), self.worker_id, slots
+                )
+                claimed = [jobs.Job.from_row(row) for row in rows]
+            finally:
+                for _ in range(slots - len(claimed)):
+                    self._job_semaphore.release()
+                self._new_job_event.clear()
+            # Claimed jobs are ours (status doing): start them even when a stop came
+            # meanwhile, so shutdown drains or requeues them like any running job.
+            for job in claimed:
+                self._start_job(job)
+            if len(claimed) < slots:
+                return  # the queues are empty for now: wait for a NOTIFY or the poll
+
+    def _start_job(self, job: jobs.Job) -> None:
+        job_id = job.id
+        context = job_context.JobContext(
+            app=self.app,
+            worker_name=self.worker_name,
+            worker_queues=self.queues,
+            additional_context=self.additional_context.copy() if self.additional_context else {},
+            job=job,
+            abort_reason=functools.partial(self._job_ids_to_abort.get, job_id),
+            start_timestamp=time.time(),
+        )
+        job_task = asyncio.create_task(
+            self._process_job(context), name=f"process job {job.task_name}[{job.id}]"
+        )
+        self._running_jobs[job_task] = context
+
+        def on_job_complete(task: asyncio.Task[Any]) -> None:
+            del self._running_jobs[task]
+            self._job_semaphore.release()
+
+        job_task.add_done_callback(on_job_complete)
 
     async def _persist_job_status(
         self,

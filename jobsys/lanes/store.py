@@ -1,12 +1,57 @@
 """SQL of the lanes domain: worker process rows and heartbeats, the queue overview.
 
-Procrastinate's own operations (fetch, finish, retry, register workers) go through
-its JobManager; these are the few queries it has no operation for.
+Procrastinate's own operations (finish, retry, register workers) go through its
+JobManager; these are the queries it has no operation for, among them claiming
+several jobs in one round trip.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+# Procrastinate's ``procrastinate_fetch_job_v2`` (schema pinned in
+# jobsys.db.procrastinate_schema) with ``LIMIT %(limit)s`` instead of ``LIMIT 1``: the
+# same candidate rule, order and row locks, several jobs per round trip. The lock rule
+# holds inside one batch too: of two waiting jobs sharing a lock, the later one sees the
+# earlier as a waiting job ahead of it and is not a candidate. RETURNING has no order;
+# the caller sorts.
+CLAIM_JOBS = """
+WITH candidate AS (
+    SELECT jobs.id
+      FROM procrastinate_jobs AS jobs
+     WHERE NOT EXISTS (
+               SELECT 1
+                 FROM procrastinate_jobs AS other_jobs
+                WHERE jobs.lock IS NOT NULL
+                  AND other_jobs.lock = jobs.lock
+                  AND (
+                      other_jobs.status = 'doing'
+                      OR (
+                          other_jobs.status = 'todo'
+                          AND (
+                              other_jobs.priority > jobs.priority
+                              OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)
+                          )
+                      )
+                  )
+           )
+       AND jobs.status = 'todo'
+       AND jobs.queue_name = ANY(%(queues)s::varchar[])
+       AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+     ORDER BY jobs.priority DESC, jobs.id ASC
+     LIMIT %(limit)s
+       FOR UPDATE OF jobs SKIP LOCKED
+)
+UPDATE procrastinate_jobs
+   SET status = 'doing', worker_id = %(worker_id)s
+  FROM candidate
+ WHERE procrastinate_jobs.id = candidate.id
+RETURNING procrastinate_jobs.id, procrastinate_jobs.status, procrastinate_jobs.task_name,
+          procrastinate_jobs.priority, procrastinate_jobs.lock,
+          procrastinate_jobs.queueing_lock, procrastinate_jobs.args,
+          procrastinate_jobs.scheduled_at, procrastinate_jobs.queue_name,
+          procrastinate_jobs.attempts, procrastinate_jobs.worker_id
+"""
 
 REGISTER_PROCESS = """
 INSERT INTO jobsys_worker_processes (id, hostname, pid, lanes, status, started_at, last_heartbeat)
@@ -146,3 +191,14 @@ async def queue_overview(conn: Any, queues: list[str]) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(QUEUE_OVERVIEW, {"queues": queues})
         return list(await cur.fetchall())
+
+
+async def claim_jobs(
+    connector: Any, queues: list[str], worker_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """Mark up to ``limit`` due jobs of ``queues`` as ``doing`` for ``worker_id``, in
+    Procrastinate's fetch order (priority, then id); their rows, in that order."""
+    rows = await connector.execute_query_all_async(
+        CLAIM_JOBS, queues=queues, worker_id=worker_id, limit=limit
+    )
+    return sorted(rows, key=lambda r: (-r["priority"], r["id"]))

@@ -43,6 +43,23 @@ def test_each_lane_runs_at_its_own_concurrency_then_drains(db_url: str, tmp_path
     assert row == [("stopped", ["base", "fast"])]
 
 
+def test_a_lane_claims_its_free_slots_in_one_round_trip(db_url: str, tmp_path: Path) -> None:
+    env = environment(tmp_path, db_url, write_app(tmp_path))
+    defer_rows(
+        db_url, "rt.sleep_fast", "q_fast", [{"tag": f"f{i}", "seconds": 0.3} for i in range(3)]
+    )
+    worker = WorkerProcess(env, tmp_path, "--drain", "--lane", "fast")
+    assert worker.wait(40) == 0, worker.output()
+    # A job's 'started' event is written by the statement that claims it, stamped
+    # with that transaction's now(): the lane's three free slots, one statement.
+    claims = query(
+        db_url,
+        "SELECT count(DISTINCT at), count(*) FROM procrastinate_events WHERE type = 'started'",
+    )
+    assert claims == [(1, 3)]
+    assert max_overlap(events(tmp_path), "f") == 3
+
+
 def test_drain_with_nothing_to_do_exits_at_once(db_url: str, tmp_path: Path) -> None:
     env = environment(tmp_path, db_url, write_app(tmp_path))
     started = time.monotonic()
