@@ -95,8 +95,8 @@ def mute(
     json: JsonOpt = False,
 ) -> None:
     """Mute an issue for a while: still counted, hidden from the default list."""
-    from jobsys.failures.filters import parse_duration
     from jobsys.issues import service
+    from jobsys.timespec import parse_duration
 
     parse_duration(for_, "--for")
     result = run(service.mute_issue(settings(ctx), issue_id, for_))

@@ -66,10 +66,10 @@ def retry(
     3 when any was refused for another reason. Without --yes, --all previews the
     verdicts and asks (on stderr).
     """
-    from jobsys.retry import filters
+    from jobsys.failures import filters
     from jobsys.retry.service import RetryRequest
 
-    flt = filters.build(
+    flt = filters.failure_filters(
         kind=kind,
         task=task,
         queue=queue,

@@ -1,54 +1,27 @@
-"""Parsing and validating the filters of ``failures list`` and ``issues``. Pure.
+"""The failure filter of ``jobsys failures list`` and ``jobsys retry --all``. Pure.
 
-Every value is checked before any query runs (bad input exits 2 and touches
-nothing); the values themselves only ever reach SQL as bound parameters.
+One type and one validation, so "the failures I listed" and "the failures I retry"
+are the same set (``jobsys.failures.store.where_clause`` turns it into SQL). Every
+value is checked before any query runs (bad input exits 2 and touches nothing); the
+values only ever reach SQL as bound parameters.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from typing import Any
 
 from jobsys.errors import UsageError
 from jobsys.failures.classify import KINDS
+from jobsys.timespec import parse_time
 
 MAX_LIMIT = 10_000
 GROUP_BY = ("fingerprint", "task", "kind")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.I)
-_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str, option: str) -> timedelta:
-    """``30s``, ``15m``, ``2h``, ``7d``, ``1w`` as a positive duration."""
-    match = _DURATION.match(text)
-    if not match:
-        raise UsageError(
-            f"{option}: {text!r} is not a duration.", hint="Use e.g. 30s, 15m, 2h, 7d or 1w."
-        )
-    seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
-    if seconds <= 0 or seconds > 100 * 365 * 86400:
-        raise UsageError(f"{option}: {text!r} is out of range.", hint="Use e.g. 2h or 7d.")
-    return timedelta(seconds=seconds)
-
-
-def parse_time(text: str, option: str, now: datetime) -> datetime:
-    """A duration back from ``now`` (``2h``) or an ISO-8601 time (UTC when no offset)."""
-    if _DURATION.match(text):
-        return now - parse_duration(text, option)
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{option}: {text!r} is neither a duration nor an ISO time.",
-            hint="Use e.g. 2h, 7d or 2026-02-20T03:00:00Z.",
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
-class FailureFilters:
+class FailureFilter:
     kind: str | None = None
     task: str | None = None
     queue: str | None = None
@@ -62,7 +35,13 @@ class FailureFilters:
     before: int | None = None
 
     def params(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if v is not None}
+        """The filters that are set, as bound parameters (and for messages and JSON)."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+    def is_empty(self) -> bool:
+        return not self.params()
 
 
 def failure_filters(
@@ -79,15 +58,16 @@ def failure_filters(
     retryable: bool | None = None,
     before: int | None = None,
     now: datetime | None = None,
-) -> FailureFilters:
+) -> FailureFilter:
+    """Validate raw option values into a :class:`FailureFilter` (UsageError, exit 2)."""
     now = now or datetime.now(UTC)
     if kind is not None and kind not in KINDS:
         raise UsageError(
-            f"--kind: {kind!r} is not a failure kind.", hint=f"Use {', '.join(KINDS)}."
+            f"--kind {kind!r} is not a failure kind.", hint=f"Use one of {', '.join(KINDS)}."
         )
     for option, value in (("--issue", issue), ("--before", before)):
         if value is not None and value < 1:
-            raise UsageError(f"{option}: ids are positive integers, not {value}.")
+            raise UsageError(f"{option} {value} is not a valid id; ids are positive integers.")
     start = parse_time(since, "--since", now) if since is not None else None
     end = parse_time(until, "--until", now) if until is not None else None
     if start is not None and end is not None and start >= end:
@@ -99,9 +79,13 @@ def failure_filters(
         ("--account", account),
         ("--profile", profile),
     ):
-        if text is not None and (not text or len(text) > 1000 or "\x00" in text):
-            raise UsageError(f"{option}: give a non-empty value without NUL, under 1000 chars.")
-    return FailureFilters(
+        if text is None:
+            continue
+        if not text.strip():
+            raise UsageError(f"{option} must not be empty.")
+        if len(text) > 1000 or "\x00" in text:
+            raise UsageError(f"{option}: give a value without NUL, under 1000 characters.")
+    return FailureFilter(
         kind=kind,
         task=task,
         queue=queue,

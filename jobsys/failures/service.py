@@ -10,7 +10,7 @@ from typing import Any
 from jobsys.db.session import command_connection
 from jobsys.errors import NotFoundError
 from jobsys.failures import store
-from jobsys.failures.filters import FailureFilters
+from jobsys.failures.filters import FailureFilter
 from jobsys.settings import Settings
 
 
@@ -22,7 +22,7 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_failures(
-    settings: Settings, filters: FailureFilters, *, limit: int, group_by: str | None = None
+    settings: Settings, filters: FailureFilter, *, limit: int, group_by: str | None = None
 ) -> dict[str, Any]:
     """Newest first, keyset-paginated by (occurred_at, id); or counts per group."""
     params = filters.params()

@@ -80,25 +80,26 @@ LIST_COLUMNS = """
 """
 SHOW_COLUMNS = LIST_COLUMNS + ", args, traceback"
 
-#: One fragment per filter, each on bound parameters only. Keyset pagination walks
+#: One fragment per filter (``jobsys.failures.filters``) over ``jobsys_failures f``, each
+#: on bound parameters only; shared with ``jobsys retry --all``. Keyset pagination walks
 #: ``ix_jobsys_failures_occurred`` (occurred_at DESC, id DESC).
 FILTER_CLAUSES = {
-    "kind": "kind = %(kind)s",
-    "task": "task = %(task)s",
-    "queue": "queue = %(queue)s",
-    "lane": "lane = %(lane)s",
-    "account": "account_id = %(account)s",
-    "profile": "profile_id = %(profile)s",
-    "issue": "issue_id = %(issue)s",
-    "since": "occurred_at >= %(since)s",
-    "until": "occurred_at < %(until)s",
-    "retryable": "retryable = %(retryable)s",
-    "before": "(occurred_at, id) < (%(before_at)s, %(before)s)",
+    "kind": "f.kind = %(kind)s",
+    "task": "f.task = %(task)s",
+    "queue": "f.queue = %(queue)s",
+    "lane": "f.lane = %(lane)s",
+    "account": "f.account_id = %(account)s",
+    "profile": "f.profile_id = %(profile)s",
+    "issue": "f.issue_id = %(issue)s",
+    "since": "f.occurred_at >= %(since)s",
+    "until": "f.occurred_at < %(until)s",
+    "retryable": "f.retryable = %(retryable)s",
+    "before": "(f.occurred_at, f.id) < (%(before_at)s, %(before)s)",
 }
 GROUP_COLUMNS = {"fingerprint": "fingerprint", "task": "task", "kind": "kind"}
 
 LIST_FAILURES = """
-SELECT {columns} FROM jobsys_failures
+SELECT {columns} FROM jobsys_failures f
  WHERE {where}
  ORDER BY occurred_at DESC, id DESC
  LIMIT %(limit)s
@@ -107,7 +108,7 @@ SELECT {columns} FROM jobsys_failures
 GROUP_FAILURES = """
 SELECT {column} AS key, count(*) AS count, max(occurred_at) AS last_seen,
        count(DISTINCT account_id) AS accounts
-  FROM jobsys_failures
+  FROM jobsys_failures f
  WHERE {where}
  GROUP BY {column}
  ORDER BY count(*) DESC, {column} NULLS LAST

@@ -10,11 +10,12 @@ from typing import Any
 from jobsys.db.session import command_connection
 from jobsys.errors import NotFoundError, UsageError
 from jobsys.failures import store as failures_store
-from jobsys.failures.filters import check_limit, parse_duration
+from jobsys.failures.filters import check_limit
 from jobsys.failures.service import public as public_failure
 from jobsys.issues import store
 from jobsys.live.publish import publish
 from jobsys.settings import Settings
+from jobsys.timespec import parse_duration
 
 #: Mirrors ``jobsys.issues.models`` (a test keeps them equal) without importing SQLAlchemy.
 ISSUE_KINDS = ("job_failure", "queue_health", "service_outage")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from jobsys import timespec
 from jobsys.errors import UsageError
 from jobsys.jobs import validate
 
@@ -30,8 +31,12 @@ async def defer_from_cli(
     if in_ is not None and at is not None:
         raise UsageError("give --in or --at, not both")
     args = validate.parse_json_args(args_text)
-    schedule_in = validate.parse_duration(in_) if in_ is not None else None
-    schedule_at = validate.parse_time(at) if at is not None else None
+    schedule_in = (
+        timespec.parse_duration(in_, "--in", unit_required=False, allow_zero=True)
+        if in_ is not None
+        else None
+    )
+    schedule_at = timespec.parse_iso(at, "--at") if at is not None else None
     config = load_config(settings)
     planned = defer.plan(
         config,

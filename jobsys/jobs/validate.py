@@ -18,8 +18,6 @@ from typing import Any
 from jobsys.errors import UsageError
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DEPTH = 64
 
 
@@ -105,25 +103,6 @@ def parse_json_args(text: str) -> Any:
             f"--args is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
             hint="Example: --args '{\"account_id\": 42}'",
         ) from None
-
-
-def parse_duration(text: str) -> timedelta:
-    """``10m``, ``90s``, ``2h``, ``1.5d``, ``500ms``; a bare number is seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise UsageError(f"{text!r} is not a duration", hint="Examples: 30s, 10m, 2h, 1d.")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"])
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO-8601 time; a time without an offset is taken as UTC."""
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{text!r} is not an ISO-8601 time", hint="Example: 2026-03-01T04:00:00Z"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def when(schedule_at: datetime | None, schedule_in: float | timedelta | None) -> datetime | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys.errors import NotFoundError, RefusedError, UsageError
 from jobsys.live import store
+from jobsys.timespec import parse_time
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -26,8 +27,6 @@ STATUSES = ("todo", "doing", "succeeded", "failed", "cancelled", "aborted")
 STATUS_ALIASES = {"waiting": "todo", "queued": "todo", "running": "doing"}
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 10_000
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Procrastinate's ids may be a few transactions out of order with their deferral
 # times; scanning from a little earlier keeps ``--since`` exact (the deferral time
 # is checked row by row).
@@ -43,22 +42,6 @@ class JobFilters:
     account: str | None = None
     since: str | None = None
     limit: int = DEFAULT_LIMIT
-
-
-def parse_since(value: str, now: datetime | None = None) -> datetime:
-    """``15m``, ``2h``, ``1d``, ``1w`` ago, or an ISO-8601 time (UTC when naive)."""
-    now = now or datetime.now(UTC)
-    text = value.strip().lower()
-    match = _DURATION_RE.match(text)
-    if match:
-        return now - timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"--since {value!r} is neither a duration (15m, 2h, 1d) nor an ISO-8601 time"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -158,7 +141,7 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
         "task": filters.task,
         "statuses": _statuses(filters.statuses),
         "account_docs": _account_docs(filters.account, filters.task),
-        "since": parse_since(filters.since) if filters.since else None,
+        "since": parse_time(filters.since, "--since", datetime.now(UTC)) if filters.since else None,
         "min_id": None,
         "limit": filters.limit,
     }

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys.errors import UsageError
 from jobsys.retry import pipeline_store
-from jobsys.retry.filters import parse_time
 from jobsys.retry.models import PIPELINE_STATUSES
+from jobsys.timespec import parse_time
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -40,7 +40,7 @@ async def list_pipelines(
         )
     if limit < 1:
         raise UsageError("--limit must be at least 1.")
-    start = parse_time(since, now=datetime.now(UTC), option="--since") if since else None
+    start = parse_time(since, "--since", datetime.now(UTC)) if since else None
     async with _connection(settings) as (conn, _):
         return await pipeline_store.list_pipelines(conn, status=status, since=start, limit=limit)
 

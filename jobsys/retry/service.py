@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys.errors import NotFoundError, RefusedError, UsageError
+from jobsys.failures.filters import FailureFilter
 from jobsys.retry import engine, store
-from jobsys.retry.filters import FailureFilter
 from jobsys.retry.rules import RETRIED, Decision
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ async def retry(
                 actor=settings.operator,
                 dry_run=dry_run,
                 matched=matched,
-                filters={"ids": list(ids)} if ids else flt.describe(),
+                filters={"ids": list(ids)} if ids else flt.params(),
             )
             async for part in _chunks(conn, ids, flt, chunk, matched):
                 report.decisions += await engine.decide_chunk(

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from jobsys.retry.filters import FailureFilter
+from jobsys.failures import store as failures_store
+from jobsys.failures.filters import FailureFilter
 
 #: The function behind Procrastinate's ``retry_job`` query (a test checks they agree).
 PROCRASTINATE_RETRY_FUNCTION = "procrastinate_retry_job_v2"
@@ -26,24 +27,12 @@ PROCRASTINATE_RETRY_FUNCTION = "procrastinate_retry_job_v2"
 #: Each chunk's transaction waits at most this long for a row lock, then gives up.
 LOCK_TIMEOUT = "10s"
 
-_FILTER_CLAUSES = {
-    "kind": "f.kind = %(kind)s",
-    "task": "f.task = %(task)s",
-    "queue": "f.queue = %(queue)s",
-    "lane": "f.lane = %(lane)s",
-    "account": "f.account_id = %(account)s",
-    "issue": "f.issue_id = %(issue)s",
-    "since": "f.occurred_at >= %(since)s",
-    "until": "f.occurred_at < %(until)s",
-    "retryable": "f.retryable = %(retryable)s",
-}
-
 
 def filter_where(flt: FailureFilter) -> tuple[str, dict[str, Any]]:
-    """A ``WHERE`` condition over ``jobsys_failures f`` and its bound parameters."""
-    params = flt.describe()
-    clauses = [_FILTER_CLAUSES[key] for key in params]
-    return (" AND ".join(clauses) or "true"), params
+    """A ``WHERE`` condition over ``jobsys_failures f`` and its bound parameters: the
+    same fragments ``jobsys failures list`` uses, so both see one set."""
+    params = flt.params()
+    return failures_store.where_clause(params), params
 
 
 COUNT_MATCHING = (

@@ -19,6 +19,7 @@ from jobsys.failures.classify import classify
 from jobsys.failures.policy import KindRetryStrategy
 from jobsys.issues import fingerprint as fp
 from jobsys.tasks import TaskSpec
+from jobsys.timespec import parse_time
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 RULES = Classification(authentication=("myapp.LoginWall",))
@@ -194,13 +195,13 @@ NOW = datetime(2026, 2, 20, 3, 0, tzinfo=UTC)
     ],
 )
 def test_parse_time(text: str, expected: datetime) -> None:
-    assert filters.parse_time(text, "--since", NOW) == expected
+    assert parse_time(text, "--since", NOW) == expected
 
 
 @pytest.mark.parametrize("text", ["2 fortnights", "yesterday", "-2h", "0h", "", "2026-13-01"])
 def test_bad_times_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError):
-        filters.parse_time(text, "--since", NOW)
+        parse_time(text, "--since", NOW)
 
 
 def test_filter_validation() -> None:

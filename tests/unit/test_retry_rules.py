@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from jobsys.errors import UsageError
-from jobsys.retry import filters, rules
+from jobsys.failures import filters
+from jobsys.retry import rules
 from jobsys.retry.rules import AutoPolicy, RetryFacts, backoff_seconds, decide, outcome_of
 from jobsys.retry.state import next_state
 
@@ -215,40 +216,40 @@ def test_next_state_records_retries_and_outcomes() -> None:
 
 
 def test_filter_build_and_errors() -> None:
-    flt = filters.build(
+    flt = filters.failure_filters(
         kind="transient", issue=17, since="2h", until="2026-02-20T02:30:00", now=NOW
     )
     assert flt.since == NOW - timedelta(hours=2)
     assert flt.until == datetime(2026, 2, 20, 2, 30, tzinfo=UTC)
-    assert flt.describe() == {
+    assert flt.params() == {
         "kind": "transient",
         "issue": 17,
         "since": flt.since,
         "until": flt.until,
     }
     assert filters.FailureFilter().is_empty() and not flt.is_empty()
-    assert filters.build(since="90s", now=NOW).since == NOW - timedelta(seconds=90)
-    assert filters.build(since="1w", now=NOW).since == NOW - timedelta(days=7)
+    assert filters.failure_filters(since="90s", now=NOW).since == NOW - timedelta(seconds=90)
+    assert filters.failure_filters(since="1w", now=NOW).since == NOW - timedelta(days=7)
     for kwargs, message in (
         ({"kind": "fatal"}, "not a failure kind"),
-        ({"issue": 0}, "not an issue id"),
+        ({"issue": 0}, "--issue 0 is not a valid id"),
         ({"task": " "}, "--task must not be empty"),
-        ({"since": "soon"}, "neither a duration nor a time"),
+        ({"since": "soon"}, "--since 'soon' is neither a duration nor an ISO-8601 time"),
         ({"since": "1h", "until": "2h"}, "--since must be before --until"),
     ):
         with pytest.raises(UsageError, match=message):
-            filters.build(now=NOW, **kwargs)
+            filters.failure_filters(now=NOW, **kwargs)
 
 
 def test_filter_where_binds_every_value() -> None:
     from jobsys.retry.store import filter_where
 
     where, params = filter_where(
-        filters.build(task="x'; DROP TABLE t; --", lane="base", retryable=True)
+        filters.failure_filters(task="x'; DROP TABLE t; --", lane="base", retryable=True)
     )
     assert where == "f.task = %(task)s AND f.lane = %(lane)s AND f.retryable = %(retryable)s"
     assert params == {"task": "x'; DROP TABLE t; --", "lane": "base", "retryable": True}
-    assert filter_where(filters.FailureFilter()) == ("true", {})
+    assert filter_where(filters.FailureFilter()) == ("TRUE", {})
 
 
 def test_the_batched_retry_calls_procrastinates_own_function() -> None:

@@ -46,18 +46,33 @@ def test_sync_tasks_are_registered_unwrapped() -> None:
     assert execution.runnable(TaskSpec(name="t.f", func=f, queue="q", timeout_seconds=1), None) is f
 
 
+def defer_delay(text: str) -> timedelta:
+    """``jobsys defer --in``: a bare number is seconds, zero is now."""
+    from jobsys.timespec import parse_duration
+
+    return parse_duration(text, "--in", unit_required=False, allow_zero=True)
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30", 30), ("30s", 30), ("10m", 600), ("2h", 7200), ("1.5d", 129600), ("500ms", 0.5)],
+    [
+        ("0", 0),
+        ("30", 30),
+        ("30s", 30),
+        ("10m", 600),
+        ("2h", 7200),
+        ("1.5d", 129600),
+        ("500ms", 0.5),
+    ],
 )
 def test_durations(text: str, seconds: float) -> None:
-    assert validate.parse_duration(text) == timedelta(seconds=seconds)
+    assert defer_delay(text) == timedelta(seconds=seconds)
 
 
 @pytest.mark.parametrize("text", ["", "10 parsecs", "-5m", "m"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(UsageError):
-        validate.parse_duration(text)
+        defer_delay(text)
 
 
 def test_args_size_limit_counts_utf8_bytes() -> None:

@@ -1,0 +1,80 @@
+"""Durations and times as operators type them on the command line. Pure.
+
+One grammar for every option that takes one (``--since``, ``--until``, ``--for``,
+``--in``, ``--at``): a duration is a number and a unit (``500ms``, ``90s``, ``15m``,
+``2h``, ``1.5d``, ``1w``); a time is a duration back from now or an ISO-8601 time,
+taken as UTC when it has no offset. Errors are :class:`UsageError` (exit 2) naming
+the option and the value.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from jobsys.errors import UsageError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {
+    "ms": 0.001,
+    "s": 1,
+    "sec": 1,
+    "m": 60,
+    "min": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 604800,
+}
+#: Longer than any retention or mute anyone means; keeps datetime arithmetic in range.
+MAX_SECONDS = 100 * 365 * 86400
+DURATION_EXAMPLES = "30s, 15m, 2h, 7d or 1w"
+TIME_EXAMPLE = "2026-02-20T03:00:00Z"
+
+
+def _seconds(text: str, *, unit_required: bool) -> float | None:
+    match = _DURATION.match(text)
+    if not match or (unit_required and match.group(2) is None):
+        return None
+    unit = (match.group(2) or "s").lower()
+    return float(match.group(1)) * _UNIT_SECONDS[unit]
+
+
+def parse_duration(
+    text: str, option: str, *, unit_required: bool = True, allow_zero: bool = False
+) -> timedelta:
+    """A positive duration (zero too with ``allow_zero``); a bare number is seconds
+    unless ``unit_required``."""
+    seconds = _seconds(text, unit_required=unit_required)
+    if seconds is None:
+        raise UsageError(
+            f"{option} {text!r} is not a duration.", hint=f"Use e.g. {DURATION_EXAMPLES}."
+        )
+    if seconds > MAX_SECONDS or (seconds <= 0 and not (allow_zero and seconds == 0)):
+        raise UsageError(
+            f"{option} {text!r} is out of range.", hint=f"Use e.g. {DURATION_EXAMPLES}."
+        )
+    return timedelta(seconds=seconds)
+
+
+def parse_iso(text: str, option: str) -> datetime:
+    """An ISO-8601 time; without an offset it is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r} is not an ISO-8601 time.", hint=f"Example: {TIME_EXAMPLE}."
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_time(text: str, option: str, now: datetime) -> datetime:
+    """A duration back from ``now`` (``2h``) or an ISO-8601 time."""
+    if _seconds(text, unit_required=True) is not None:
+        return now - parse_duration(text, option)
+    try:
+        return parse_iso(text, option)
+    except UsageError:
+        raise UsageError(
+            f"{option} {text!r} is neither a duration nor an ISO-8601 time.",
+            hint=f"Use e.g. {DURATION_EXAMPLES} (that long ago), or {TIME_EXAMPLE}.",
+        ) from None
