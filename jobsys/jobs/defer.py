@@ -196,7 +196,7 @@ async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> l
     try:
         async with connection.transaction():
             done = await job_manager.batch_defer_jobs_async(to_defer, connection=connection)
-            await _announce(connection, [int(job.id) for job in done if job.id is not None])
+            await announce_deferred(connection, [int(job.id) for job in done if job.id is not None])
     except exceptions.AlreadyEnqueued:
         raise AlreadyQueuedError(
             f"a job with queueing lock {planned[0].queueing_lock!r} is already waiting "
@@ -206,13 +206,15 @@ async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> l
     return [int(job.id) for job in done if job.id is not None]
 
 
-async def _announce(connection: Any, ids: list[int]) -> None:
-    """``jobs_changed`` for the dashboard: coalesced inside a worker, else delivered with
-    the caller's commit (never on rollback, never breaking the transaction)."""
+async def announce_deferred(connection: Any, ids: list[int], count: int | None = None) -> None:
+    """``jobs_changed`` for the dashboard after ``count`` (default: ``len(ids)``) jobs
+    were deferred on ``connection``, whoever inserted them (this API, the scheduler, a
+    fan-out batch): coalesced inside a worker, else delivered with the caller's commit
+    (never on rollback, never breaking the transaction)."""
     from jobsys.live import coalesce
     from jobsys.live.publish import publish_safely
 
-    data = {"deferred": len(ids), "ids": ids[:10]}
+    data = {"deferred": len(ids) if count is None else count, "ids": ids[:10]}
     if coalesce.flusher_running():
         coalesce.shared().add("jobs_changed", data)
     else:

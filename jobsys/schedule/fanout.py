@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from jobsys.jobs.defer import announce_deferred
 from jobsys.schedule import store
 
 logger = logging.getLogger(__name__)
@@ -182,13 +183,15 @@ async def start_fanout(
 async def _enqueue_batch(
     conn: Any, run_id: int, queue: str, spec: dict[str, Any], *, cursor: int | None
 ) -> int:
-    return await store.defer_job(
+    job_id = await store.defer_job(
         conn,
         task=BATCH_TASK,
         queue=spec.get("batch_queue") or queue,
         priority=int(spec.get("priority") or 0),
         args={"run_id": run_id, "cursor": cursor},
     )
+    await announce_deferred(conn, [job_id])
+    return job_id
 
 
 async def run_batch(conn: Any, run_id: int, cursor: int | None) -> BatchResult:
@@ -218,6 +221,8 @@ async def run_batch(conn: Any, run_id: int, cursor: int | None) -> BatchResult:
             first=cursor is None,
         )
         items = int(row["items"])
+        if items:
+            await announce_deferred(conn, [], count=items)
         new_cursor = cursor if row["last_item"] is None else int(row["last_item"])
         more = (
             items == run["batch_size"]

@@ -45,6 +45,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys import clock
+from jobsys.jobs.defer import announce_deferred
 from jobsys.schedule import cron, store
 from jobsys.schedule.fanout import start_fanout
 from jobsys.schedule.plan import PlannedEntry, Schedule, build
@@ -110,6 +111,7 @@ async def fire(conn: Any, entry: PlannedEntry, tick_at: datetime, *, status: str
             conn, task=entry.task, queue=entry.queue, priority=entry.priority, args=entry.args
         )
         await store.set_tick_job(conn, entry.name, tick_at, job_id, status)
+        await announce_deferred(conn, [job_id])
         return Fired(entry.name, tick_at, status, job_id=job_id)
     f = entry.fanout
     started = await start_fanout(

@@ -5,6 +5,7 @@ overlap policies, `jobsys fanout` and `jobsys schedule run` JSON contracts, rete
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,25 @@ async def test_ten_thousand_rows_in_twenty_batches_each_id_once(db_url: str) -> 
             (started.run_id,),
         ).fetchone()
     assert run == ("finished", 20, 10_000, 10_000, True)
+
+
+async def test_fanout_deferrals_are_announced_to_the_dashboard(db_url: str) -> None:
+    """Each batch announces its items and its continuation on ``jobs_changed``."""
+    make_accounts(db_url, 1_200)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as listener:
+        await listener.execute("LISTEN jobsys_events")
+        async with connect(db_url) as conn:
+            started = await start_fanout(
+                conn, entry="e", source=SOURCE, task=ITEM, queue="sync", batch_size=500
+            )
+            assert started.run_id is not None
+            assert await drain(conn, started.run_id) == 3
+        deferred = 0
+        async for note in listener.notifies(timeout=1.0):
+            body = json.loads(note.payload)
+            if body["topic"] == "jobs_changed":
+                deferred += body["deferred"]
+    assert deferred == 1_200 + 3  # every item, and the first batch job and 2 continuations
 
 
 async def test_filter_and_queue_of_items(db_url: str) -> None:

@@ -5,6 +5,7 @@ pause/resume, bad sources refused, and the `jobsys schedule` CLI contracts."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -248,3 +249,24 @@ async def test_reload_keeps_the_running_schedule_when_the_new_one_is_bad(
         )
         assert await scheduler.reload(conn, lambda: other) is True
         assert list(scheduler.schedule.entries) == ["renamed"]
+
+
+async def test_scheduled_jobs_are_announced_to_the_dashboard(db_url: str, tmp_path: Path) -> None:
+    """A tick's job reaches ``jobs_changed`` like any deferral (on the tick's commit)."""
+    config = load(db_url, tmp_path, EVERY_SECOND.format(catch_up=1))
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as listener:
+        await listener.execute("LISTEN jobsys_events")
+        async with connect(db_url) as conn:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 2.5
+            while loop.time() < deadline:
+                result = await tick_once(conn, config)
+                await asyncio.sleep(result.sleep_seconds)
+        enqueued = ticks(db_url, "enqueued")
+        assert enqueued
+        announced: list[int] = []
+        async for note in listener.notifies(timeout=1.0):
+            body = json.loads(note.payload)
+            if body["topic"] == "jobs_changed":
+                announced.extend(body["ids"])
+    assert sorted(announced) == sorted(job_id for _, _, job_id in enqueued)
