@@ -124,8 +124,18 @@ def event_latency(url: str) -> dict[str, float]:
     }
 
 
-def burst(url: str) -> dict[str, float]:
-    """10,000 job outcomes through the live middleware: NOTIFYs per topic per second."""
+async def middleware_burst(
+    url: str,
+    jobs: int,
+    *,
+    rate: int,
+    task_kwargs: dict[str, Any],
+    pause_every: int,
+    pause_seconds: float,
+) -> tuple[list[str], float, float]:
+    """``jobs`` outcomes through the live middleware, with a real flusher at ``rate``
+    NOTIFYs per second: the payloads a listener received, the burst's seconds and the
+    seconds until the final flush. Shared with the test that checks the coalescing."""
     import psycopg
     from procrastinate import jobs as pjobs
     from procrastinate.job_context import JobContext
@@ -135,55 +145,61 @@ def burst(url: str) -> dict[str, float]:
     from jobsys.live.middleware import live_events
     from jobsys.live.publish import CHANNEL
 
-    rate = 10
     shared = coalesce.Coalescer(max_per_second=rate)
     middleware = live_events(shared)
+    listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    await listener.execute(f"LISTEN {CHANNEL}")
+    app = build_procrastinate_app(url)
+    async with app.open_async():
+        stop = asyncio.Event()
+        flusher = asyncio.create_task(
+            shared.run(coalesce.connection_sender(app.connector.pool), stop)
+        )
 
-    async def scenario() -> dict[str, float]:
-        listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
-        await listener.execute(f"LISTEN {CHANNEL}")
-        app = build_procrastinate_app(url)
-        async with app.open_async():
-            stop = asyncio.Event()
-            flusher = asyncio.create_task(
-                shared.run(coalesce.connection_sender(app.connector.pool), stop)
+        async def ok() -> None:
+            return None
+
+        start = time.monotonic()
+        for job_id in range(1, jobs + 1):
+            job = pjobs.Job(
+                id=job_id,
+                queue="sync",
+                lock=None,
+                queueing_lock=None,
+                task_name="demo.process_account",
+                task_kwargs=task_kwargs,
             )
+            context = JobContext(
+                app=app, job=job, start_timestamp=time.time(), abort_reason=lambda: None
+            )
+            await middleware(ok, context, None)
+            if job_id % pause_every == 0:
+                await asyncio.sleep(pause_seconds)  # the worker yields between jobs
+        burst_seconds = time.monotonic() - start
+        stop.set()
+        await flusher
+        elapsed = time.monotonic() - start
+    payloads = [n.payload async for n in listener.notifies(timeout=1.0)]
+    await listener.close()
+    return payloads, burst_seconds, elapsed
 
-            async def ok() -> None:
-                return None
 
-            start = time.monotonic()
-            for job_id in range(1, BURST_JOBS + 1):
-                job = pjobs.Job(
-                    id=job_id,
-                    queue="sync",
-                    lock=None,
-                    queueing_lock=None,
-                    task_name="demo.process_account",
-                    task_kwargs={},
-                )
-                context = JobContext(
-                    app=app, job=job, start_timestamp=time.time(), abort_reason=lambda: None
-                )
-                await middleware(ok, context, None)
-                if job_id % 100 == 0:
-                    await asyncio.sleep(0.005)  # spread the burst over about a second
-            burst_seconds = time.monotonic() - start
-            stop.set()
-            await flusher
-        payloads = [json.loads(n.payload) async for n in listener.notifies(timeout=1.0)]
-        await listener.close()
-        jobs = [p for p in payloads if p["topic"] == "jobs_changed"]
-        return {
-            "jobs": BURST_JOBS,
-            "burst_seconds": round(burst_seconds, 3),
-            "notifications": len(jobs),
-            "notifications_per_second": round(len(jobs) / max(burst_seconds, 1e-9), 2),
-            "succeeded_counted": sum(p.get("succeeded", 0) for p in jobs),
-            "max_payload_bytes": max(len(json.dumps(p)) for p in jobs),
-        }
-
-    return asyncio.run(scenario())
+def burst(url: str) -> dict[str, float]:
+    """10,000 job outcomes through the live middleware: NOTIFYs per topic per second."""
+    texts, burst_seconds, _ = asyncio.run(
+        middleware_burst(
+            url, BURST_JOBS, rate=10, task_kwargs={}, pause_every=100, pause_seconds=0.005
+        )
+    )
+    jobs = [p for p in map(json.loads, texts) if p["topic"] == "jobs_changed"]
+    return {
+        "jobs": BURST_JOBS,
+        "burst_seconds": round(burst_seconds, 3),
+        "notifications": len(jobs),
+        "notifications_per_second": round(len(jobs) / max(burst_seconds, 1e-9), 2),
+        "succeeded_counted": sum(p.get("succeeded", 0) for p in jobs),
+        "max_payload_bytes": max(len(json.dumps(p)) for p in jobs),
+    }
 
 
 def snapshot_cost(url: str) -> dict[str, Any]:

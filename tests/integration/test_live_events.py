@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from jobsys.app import build_procrastinate_app, load_config
 from jobsys.config import Config
 from jobsys.failures.store import FailureRow, insert_failure
 from jobsys.live import coalesce
-from jobsys.live.publish import CHANNEL, MAX_PAYLOAD_BYTES, publish
+from jobsys.live.publish import MAX_PAYLOAD_BYTES, publish
 from jobsys.live.services import MetricsTicker
 from jobsys.settings import Settings
 
@@ -183,58 +182,24 @@ def test_unreachable_database_exits_69(cli) -> None:  # type: ignore[no-untyped-
 def test_burst_of_10000_completions_is_coalesced(db_url: str) -> None:
     """10,000 outcomes recorded by the middleware in a burst: a bounded number of
     NOTIFYs per topic, and the counts they carry add up to every job."""
-    from procrastinate import jobs as pjobs
-    from procrastinate.job_context import JobContext
-
-    from jobsys.live.middleware import live_events
+    from bench.live import middleware_burst
 
     rate = 10
-    shared = coalesce.Coalescer(max_per_second=rate)
-    middleware = live_events(shared)
-
-    async def scenario() -> tuple[list[dict[str, Any]], float]:
-        received: list[dict[str, Any]] = []
-        listener = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
-        await listener.execute(f"LISTEN {CHANNEL}")
-        app = build_procrastinate_app(db_url)
-        async with app.open_async():
-            stop = asyncio.Event()
-            flusher = asyncio.create_task(
-                shared.run(coalesce.connection_sender(app.connector.pool), stop)
-            )
-
-            async def ok() -> None:
-                return None
-
-            start = time.monotonic()
-            for job_id in range(1, 10_001):
-                job = pjobs.Job(
-                    id=job_id,
-                    queue="sync",
-                    lock=None,
-                    queueing_lock=None,
-                    task_name="demo.process_account",
-                    task_kwargs={"password": CANARY},
-                )
-                context = JobContext(
-                    app=app, job=job, start_timestamp=time.time(), abort_reason=lambda: None
-                )
-                await middleware(ok, context, None)
-                if job_id % 500 == 0:
-                    await asyncio.sleep(0.01)  # the worker yields to the loop between jobs
-            burst = time.monotonic() - start
-            stop.set()
-            await flusher
-            elapsed = time.monotonic() - start
-        async for notify in listener.notifies(timeout=1.0):
-            assert CANARY not in notify.payload
-            assert len(notify.payload.encode()) <= MAX_PAYLOAD_BYTES
-            received.append(json.loads(notify.payload))
-        await listener.close()
-        assert burst < elapsed
-        return received, elapsed
-
-    received, elapsed = asyncio.run(scenario())
+    texts, burst, elapsed = asyncio.run(
+        middleware_burst(
+            db_url,
+            10_000,
+            rate=rate,
+            task_kwargs={"password": CANARY},
+            pause_every=500,
+            pause_seconds=0.01,
+        )
+    )
+    assert burst < elapsed
+    for text in texts:
+        assert CANARY not in text
+        assert len(text.encode()) <= MAX_PAYLOAD_BYTES
+    received = [json.loads(text) for text in texts]
     jobs_events = [e for e in received if e["topic"] == "jobs_changed"]
     # At most `rate` per second, plus the final flush on stop.
     assert 1 <= len(jobs_events) <= math.ceil(elapsed * rate) + 1, (len(jobs_events), elapsed)
