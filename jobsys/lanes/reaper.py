@@ -16,7 +16,9 @@ each of its ``doing`` jobs, in one short transaction that holds the job row
 - task registered and ``rerun_safe``: requeued through Procrastinate's
   ``retry_job`` (status ``todo``, attempts + 1), a ``worker_lost`` failure row with
   ``will_retry = true`` explains the extra attempt, and a NOTIFY wakes a listening
-  worker at once (Procrastinate's retry path sends none);
+  worker at once (Procrastinate's retry path sends none); the job is detached from
+  the dead worker first, so pruning that worker cannot lock it while the woken
+  worker tries to claim it (``reaper_store.DETACH_FROM_WORKER``);
 - otherwise (unsafe, unknown task, or lost its worker ``max_crash_requeues`` times):
   finished as ``failed`` with a ``worker_lost`` failure row for a human to decide.
 

@@ -4,7 +4,8 @@ Every time comparison uses the DATABASE clock (``now()``, or an explicit
 ``%(now)s`` given by tests), never the host's: hosts disagree, the database is one.
 Jobs change state through Procrastinate's own SQL functions (``retry_job``,
 ``finish_job``, ``cancel_job`` from ``procrastinate.sql.queries``) so its triggers,
-events and invariants stay intact; only the claim and the NOTIFY are ours.
+events and invariants stay intact; only the claim, the detach from the dead worker and
+the NOTIFY are ours.
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ SELECT j.id, j.queue_name, j.task_name, j.args, j.attempts, j.worker_id,
 {_DEAD_WORKER_JOBS_WHERE}
    AND j.id = %(job_id)s
    FOR UPDATE OF j SKIP LOCKED
+"""
+
+#: A requeued job must not point at its dead worker any more. Pruning that worker row
+#: (this pass does it right after the requeue, and every worker's reaper may) sets
+#: ``worker_id`` NULL through the foreign key (``ON DELETE SET NULL``), which row-locks
+#: the job until the prune commits; a worker woken by our NOTIFY claims with
+#: ``FOR UPDATE SKIP LOCKED``, skips the locked job, finds nothing and sleeps until its
+#: next poll (up to ``poll_interval_seconds``). Run while the job is still ``doing``,
+#: so none of Procrastinate's triggers on ``todo`` rows fires for it.
+DETACH_FROM_WORKER = """
+UPDATE procrastinate_jobs SET worker_id = NULL WHERE id = %(job_id)s
 """
 
 #: The same wake-up Procrastinate's insert trigger sends; its retry path sends none,
@@ -107,7 +119,9 @@ async def finish_job(conn: Any, job_id: int, status: str) -> None:
 
 
 async def requeue_job(conn: Any, job_id: int, queue: str) -> None:
-    """Procrastinate's ``retry_job`` (``todo``, attempts + 1), then wake a worker."""
+    """Detach the job from its dead worker, Procrastinate's ``retry_job`` (``todo``,
+    attempts + 1), then wake a worker; the caller's transaction makes them one."""
+    await execute(conn, DETACH_FROM_WORKER, {"job_id": job_id})
     await execute(
         conn,
         procrastinate_query("retry_job"),

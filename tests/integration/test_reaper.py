@@ -131,6 +131,73 @@ async def test_dead_worker_jobs_are_requeued_or_failed(db_url: str, conn: Any) -
     assert "canary-s3cret" not in json.dumps([dict(r) for r in rows.values()], default=str)
 
 
+async def _wait_for_lock_wait(conn: Any, backend_pid: int) -> None:
+    """Until ``backend_pid`` is blocked on a lock (deadline: a few seconds)."""
+    for _ in range(500):
+        cur = await conn.execute(
+            "SELECT wait_event_type = 'Lock' AS blocked FROM pg_stat_activity WHERE pid = %s",
+            (backend_pid,),
+        )
+        row = await cur.fetchone()
+        if row is not None and row["blocked"]:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"backend {backend_pid} never waited on a lock")
+
+
+async def test_requeued_job_can_be_claimed_while_its_dead_worker_is_pruned(
+    db_url: str, conn: Any
+) -> None:
+    """The wake-up is not wasted: a worker woken by the reaper's NOTIFY claims the job
+    even while a prune of the dead worker row is still in flight.
+
+    Pruning a worker sets ``worker_id`` NULL on the jobs that still point at it (the
+    foreign key's ``ON DELETE SET NULL``), which row-locks them, and Procrastinate's
+    fetch skips locked rows (``FOR UPDATE SKIP LOCKED``). The reaper prunes right after
+    it requeues, so a woken worker used to find nothing and sleep until its next poll.
+    Here the prune is held open deterministically: a second dead worker's finished job
+    is locked by the test, so the same ``DELETE`` blocks there after it has already
+    cascaded to the first worker's jobs (rows are deleted in insertion order).
+    """
+    dead = await add_worker(conn, heartbeat_age_seconds=300)
+    dead_too = await add_worker(conn, heartbeat_age_seconds=300)
+    live = await add_worker(conn, heartbeat_age_seconds=0)
+    [job] = await add_running_jobs(conn, dead, [("reaper_test.safe", {})])
+    cur = await conn.execute(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, status, worker_id) "
+        "VALUES ('elsewhere', 'reaper_test.safe', 'succeeded', %s) RETURNING id",
+        (dead_too,),
+    )
+    finished = int((await cur.fetchone())["id"])
+    async with (
+        await psycopg.AsyncConnection.connect(db_url, autocommit=True) as reaper_conn,
+        await psycopg.AsyncConnection.connect(db_url, autocommit=True) as listener,
+        await psycopg.AsyncConnection.connect(db_url) as blocker,
+    ):
+        await listener.execute('LISTEN "procrastinate_queue_v1#default"')
+        await blocker.execute(
+            "SELECT id FROM procrastinate_jobs WHERE id = %s FOR UPDATE", (finished,)
+        )
+        reap = asyncio.create_task(reap_once(reaper_conn, reaper_config()))
+        try:
+            woken = [n async for n in listener.notifies(timeout=5.0, stop_after=1)]
+            assert [json.loads(n.payload) for n in woken] == [
+                {"type": "job_inserted", "job_id": job}
+            ]
+            await _wait_for_lock_wait(conn, reaper_conn.info.backend_pid)
+            # What a woken worker runs (Procrastinate's fetch_job query).
+            cur = await conn.execute(
+                "SELECT id FROM procrastinate_fetch_job_v2(%s, %s)", (["default"], live)
+            )
+            claimed = (await cur.fetchone())["id"]
+        finally:
+            await blocker.rollback()
+            result = await asyncio.wait_for(reap, timeout=10)
+    assert result.requeued == [job]
+    assert sorted(result.workers_pruned) == [dead, dead_too]
+    assert claimed == job, "the woken worker found the requeued job locked by the prune"
+
+
 async def test_live_worker_is_never_reaped(conn: Any) -> None:
     live = await add_worker(conn, heartbeat_age_seconds=0)
     recent = await add_worker(conn, heartbeat_age_seconds=25)  # under dead_after (30 s)

@@ -178,11 +178,6 @@ async def test_live_worker_with_a_long_job_is_never_reaped(conn: Any, spawn: Any
     assert await cur.fetchone() == {"status": "succeeded", "runs": 1, "failures": 0}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known intermittent bug: about 1 run in 3 the reaper's NOTIFY for a requeued job "
-    "does not wake the worker (job stays todo past 30 s); see the closing note",
-)
 async def test_requeued_job_starts_promptly_on_a_jobsys_worker(
     conn: Any, db_url: str, tmp_path: Path
 ) -> None:
