@@ -193,9 +193,9 @@ async def capture_overhead(url: str, config: Any) -> dict[str, float]:
     """Wall time of CAPTURE_JOBS failing jobs with and without capture, per job.
 
     Rounds alternate (without, with) so drift on a shared machine hits both sides; the
-    overhead is the median of the per-round differences. The worker is run until the
-    queue is drained and ``capture.drain()`` has returned, so any capture work left
-    running after the job finished is counted too.
+    overhead is the median of the per-round differences. The clock stops when the queue
+    is drained and, should a middleware ever leave work running after its job (one with
+    a ``drain()``), when that work is done too: it is counted.
     """
     from jobsys.app import build_procrastinate_app
     from jobsys.failures.capture import capture_middleware
