@@ -28,6 +28,7 @@ ISSUES = 10_000
 ACCOUNTS = 200_000
 PROFILES = 500_000
 CAPTURE_JOBS = 300
+CAPTURE_ROUNDS = 5
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -189,9 +190,17 @@ def command_times(url: str, argv: dict[str, list[str]]) -> dict[str, float]:
 
 
 async def capture_overhead(url: str, config: Any) -> dict[str, float]:
-    """Wall time of CAPTURE_JOBS failing jobs with and without capture, per job."""
+    """Wall time of CAPTURE_JOBS failing jobs with and without capture, per job.
+
+    Rounds alternate (without, with) so drift on a shared machine hits both sides; the
+    overhead is the median of the per-round differences. The clock stops when the queue
+    is drained and, should a middleware ever leave work running after its job (one with
+    a ``drain()``), when that work is done too: it is counted.
+    """
     from jobsys.app import build_procrastinate_app
     from jobsys.failures.capture import capture_middleware
+
+    await skip_seeded_job_ids(url)
 
     async def run(middlewares: list[Any]) -> float:
         app = build_procrastinate_app(url, config=config, max_size=4)
@@ -203,20 +212,56 @@ async def capture_overhead(url: str, config: Any) -> dict[str, float]:
                 queues=["profiles"], wait=False, install_signal_handlers=False,
                 worker_middleware=middlewares, additional_context={"lane": "base"},
             )  # fmt: skip
+            for middleware in middlewares:
+                if hasattr(middleware, "drain"):
+                    await middleware.drain()
             return time.perf_counter() - started
 
     home = Path(f"/tmp/jobsys-bench-{os.getpid()}")
     capture = capture_middleware(config, home)
-    without = min([await run([]) for _ in range(2)])
-    with_capture = min([await run([capture]) for _ in range(2)])
-    per_job = (with_capture - without) / CAPTURE_JOBS * 1000
+    before = await count_failures(url)
+    await run([capture])  # warm-up: first issue row, plans, pool
+    without, with_capture = [], []
+    for _ in range(CAPTURE_ROUNDS):
+        without.append(await run([]))
+        with_capture.append(await run([capture]))
+    recorded = await count_failures(url) - before
+    expected = (CAPTURE_ROUNDS + 1) * CAPTURE_JOBS
+    if recorded != expected:
+        raise RuntimeError(f"capture recorded {recorded} failures, expected {expected}")
+    per_job = statistics.median(w - wo for w, wo in zip(with_capture, without, strict=True))
     return {
         "jobs": CAPTURE_JOBS,
-        "without_ms_per_job": round(without / CAPTURE_JOBS * 1000, 3),
-        "with_ms_per_job": round(with_capture / CAPTURE_JOBS * 1000, 3),
-        "overhead_ms_per_job": round(per_job, 3),
+        "rounds": CAPTURE_ROUNDS,
+        "without_ms_per_job": round(statistics.median(without) / CAPTURE_JOBS * 1000, 3),
+        "with_ms_per_job": round(statistics.median(with_capture) / CAPTURE_JOBS * 1000, 3),
+        "overhead_ms_per_job": round(per_job / CAPTURE_JOBS * 1000, 3),
+        "overhead_min_ms_per_job": round(
+            (min(with_capture) - min(without)) / CAPTURE_JOBS * 1000, 3
+        ),
         "capture_path_ms": await capture_path_ms(url, config, capture),
     }
+
+
+async def skip_seeded_job_ids(url: str) -> int:
+    """Start new job ids past every recorded failure's (the seed uses 1..FAILURES): a
+    bench job colliding with one would make its capture an ON CONFLICT no-op, not a
+    real write. Returns the first free job id."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT setval(pg_get_serial_sequence('procrastinate_jobs', 'id'), GREATEST("
+            " (SELECT max(job_id) FROM jobsys_failures), (SELECT max(id) FROM procrastinate_jobs),"
+            " 1)) + 1"
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 1
+
+
+async def count_failures(url: str) -> int:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute("SELECT count(*) FROM jobsys_failures")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
 
 async def capture_path_ms(url: str, config: Any, capture: Any) -> float:
@@ -226,11 +271,13 @@ async def capture_path_ms(url: str, config: Any, capture: Any) -> float:
     from jobsys.app import build_procrastinate_app
     from jobsys.failures.capture import build_row
 
+    first_id = await skip_seeded_job_ids(url)  # no failure recorded yet for these ids
+    before = await count_failures(url)
     app = build_procrastinate_app(url, config=config, max_size=2)
     samples = []
     async with app.open_async():
         for i in range(CAPTURE_JOBS):
-            job = Job(id=10_000_000 + i, queue="profiles", lock=None, queueing_lock=None,
+            job = Job(id=first_id + i, queue="profiles", lock=None, queueing_lock=None,
                       task_name="bench.fail", task_kwargs={"account_id": i % 50})  # fmt: skip
             try:
                 bench_fail(account_id=i)
@@ -240,6 +287,8 @@ async def capture_path_ms(url: str, config: Any, capture: Any) -> float:
                                 retrying=False)  # fmt: skip
                 await capture.write(row, app.connector.pool)
                 samples.append(time.perf_counter() - started)
+    if await count_failures(url) - before != CAPTURE_JOBS:
+        raise RuntimeError("capture_path_ms: not every capture was a new failure")
     return round(statistics.median(samples) * 1000, 3)
 
 

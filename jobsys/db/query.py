@@ -38,6 +38,24 @@ async def execute(conn: Any, sql: str, params: Params = None) -> int:
 
 
 @contextlib.asynccontextmanager
+async def one_round_trip(conn: Any) -> AsyncIterator[Any]:
+    """Statements executed in the block are sent together and run as ONE transaction.
+
+    On an autocommit connection (the pool's, the CLI's) they form the implicit
+    transaction PostgreSQL gives a pipeline up to its Sync: one round trip, no BEGIN or
+    COMMIT of their own, and an error rolls all of them back. Inside a transaction the
+    caller opened, they join it. Otherwise a transaction is opened around them.
+    Fetch results after the block: fetching inside would cost a round trip.
+    """
+    if conn.autocommit:
+        async with conn.pipeline():
+            yield conn
+    else:
+        async with conn.transaction(), conn.pipeline():
+            yield conn
+
+
+@contextlib.asynccontextmanager
 async def autocommit(conn: Any) -> AsyncIterator[Any]:
     """``conn`` in autocommit mode for the block (pool connections are handed back as
     they came), so each ``conn.transaction()`` inside commits on its own."""

@@ -3,9 +3,9 @@
 It wraps each job, lets any exception through unchanged (the job's outcome is
 Procrastinate's to decide), and on the way out records the attempt: kind, retry
 verdict, redacted args, scrubbed message and traceback, account and profile, the
-issue it belongs to. The write is short (lock and statement timeouts, one
-transaction); if the database cannot take it now, the row goes to the local spool
-and is replayed later, so a locked table never holds jobs. A bug in capture is
+issue it belongs to. The write is short (one round trip, one transaction, lock and
+statement timeouts); if the database cannot take it now, the row goes to the local
+spool and is replayed later, so a locked table never holds jobs. A bug in capture is
 logged and swallowed: it never changes the job's outcome or stops the worker.
 
 ``TaskNotFound`` is raised by Procrastinate before worker middlewares run, so those
@@ -72,6 +72,48 @@ def will_retry(exc: BaseException, context: Any, worker: Any) -> bool:
         return False
 
 
+#: How ``traceback.format_exception`` joins a chain of exceptions, oldest first.
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def format_traceback(exc: BaseException) -> str:
+    """What ``traceback.format_exception(exc)`` prints, without the ``^^^^`` markers.
+
+    To place those markers Python 3.11 finds each frame's column positions and parses
+    its source line: with the dozen frames a worker puts under a job, that was most of
+    the time spent describing a failure, for markers an operator does without. The
+    frames come from ``StackSummary.extract`` (no positions), the chain is joined as
+    the standard library does; exception groups, rare, keep the standard format.
+    """
+    chain: list[tuple[BaseException, str]] = []  # newest first, with how it follows
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, BaseExceptionGroup):
+            return "".join(tb_module.format_exception(exc))
+        seen.add(id(current))
+        cause, context = current.__cause__, current.__context__
+        if cause is not None and id(cause) not in seen:
+            chain.append((current, _CAUSE))
+            current = cause
+        elif context is not None and not current.__suppress_context__ and id(context) not in seen:
+            chain.append((current, _CONTEXT))
+            current = context
+        else:
+            chain.append((current, ""))
+            current = None
+    parts: list[str] = []
+    for one, follows in reversed(chain):
+        parts.append(follows)
+        if one.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+            frames = tb_module.StackSummary.extract(tb_module.walk_tb(one.__traceback__))
+            parts.extend(frames.format())
+        parts.extend(tb_module.format_exception_only(type(one), one))
+    return "".join(parts)
+
+
 def build_row(
     exc: BaseException,
     *,
@@ -80,14 +122,15 @@ def build_row(
     lane: str | None,
     worker_name: str | None,
     retrying: bool,
+    redactor: Redactor | None = None,
 ) -> FailureRow:
     """The failure row for ``exc`` raised by ``job``: redacted, scrubbed, fingerprinted."""
     spec = task_registry.get(job.task_name)
     verdict = classify.classify(exc, spec, config.queues.classification)
     raw_args = dict(job.task_kwargs or {})
-    redactor = redactor_for(config)
+    redactor = redactor or redactor_for(config)
     args, (message, trace) = redactor.redact_with_text(
-        raw_args, str(exc), "".join(tb_module.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
+        raw_args, str(exc), format_traceback(exc)[-MAX_TRACEBACK_CHARS:]
     )
     error_class = classify.dotted_name(type(exc))
     app_packages = [spec.func.__module__.split(".")[0]] if spec is not None else []
@@ -121,6 +164,7 @@ class FailureCapture:
     def __init__(self, config: Config, spool: Spool) -> None:
         self.config = config
         self.spool = spool
+        self.redactor = redactor_for(config)
 
     async def __call__(self, call_next: Any, context: Any, worker: Any) -> Any:
         try:
@@ -128,6 +172,9 @@ class FailureCapture:
         except _NOT_FAILURES:
             raise
         except BaseException as exc:
+            # Awaited here, before Procrastinate stores the job's outcome: the failure is
+            # committed (or spooled) first, so no crash leaves a failed job without its
+            # row, and the job's own synchronous commit flushes this one's WAL.
             await self._capture_safely(exc, context, worker)
             raise
 
@@ -142,6 +189,7 @@ class FailureCapture:
                 lane=extra.get("lane"),
                 worker_name=extra.get("worker") or worker.worker_name,
                 retrying=will_retry(exc, context, worker),
+                redactor=self.redactor,
             )
         except Exception as bug:
             logger.error(

@@ -69,8 +69,8 @@ def service_of(exc: BaseException, spec: TaskSpec | None) -> str | None:
     return spec.service if spec is not None else None
 
 
-def is_abort(exc: BaseException) -> bool:
-    return bool(class_names(exc) & set(ABORT_CLASSES))
+def is_abort(exc: BaseException, names: set[str] | None = None) -> bool:
+    return not (class_names(exc) if names is None else names).isdisjoint(ABORT_CLASSES)
 
 
 def classify(exc: BaseException, spec: TaskSpec | None, rules: Classification) -> Verdict:
@@ -82,9 +82,9 @@ def classify(exc: BaseException, spec: TaskSpec | None, rules: Classification) -
         return Verdict(TRANSIENT, True, reason="timeout", service=service)
     if isinstance(exc, TransientError):
         return Verdict(TRANSIENT, True, service=service)
-    if is_abort(exc):
-        return Verdict(TRANSIENT, True, reason="aborted", service=service)
     names = class_names(exc)
+    if is_abort(exc, names):
+        return Verdict(TRANSIENT, True, reason="aborted", service=service)
     status = http_status(exc)
     if names & set(rules.authentication) or (
         status is not None and status in rules.authentication_http_status

@@ -3,9 +3,10 @@ in one transaction. Used by capture, the spool replay, reconciliation and (throu
 :func:`group_pending`) for rows other domains insert without an issue.
 
 Lock order, always: the failure row, then one issue row, then its account entry. No
-transaction ever holds two issue rows, so concurrent recorders cannot deadlock; and
-the issue row is held for two round trips only (upsert, then one statement doing the
-rest), so a hot issue does not serialise captures for long.
+transaction ever holds two issue rows, so concurrent recorders cannot deadlock. A new
+failure is recorded in one round trip (``issues.store.record_with_issue``: two
+statements sent together), so a hot issue's row is held for the length of that
+round trip only, and a failing job does not wait for more than one.
 """
 
 from __future__ import annotations
@@ -25,23 +26,19 @@ if TYPE_CHECKING:
 #: Default batch of ungrouped rows one :func:`group_pending` call handles.
 GROUP_BATCH = 500
 
-SET_TIMEOUTS = """
-SELECT set_config('lock_timeout', %(lock)s, true),
-       set_config('statement_timeout', %(statement)s, true),
-       set_config('synchronous_commit', 'off', true)
-"""
-
 
 def fingerprint_of(row: store.FailureRow, frame: str | None = None) -> str:
     return fp.job_failure(row.task, row.error_class, row.message, frame, row.kind)
 
 
-async def _set_timeouts(conn: Any, lock_timeout_ms: int, statement_timeout_ms: int) -> None:
+def _timeouts(lock_timeout_ms: int, statement_timeout_ms: int) -> dict[str, str]:
     # synchronous_commit off is safe here: the job's own status update commits right
     # after, synchronously, and flushes this transaction's WAL with it.
-    await conn.execute(
-        SET_TIMEOUTS, {"lock": f"{lock_timeout_ms}ms", "statement": f"{statement_timeout_ms}ms"}
-    )
+    return {
+        "lock": f"{lock_timeout_ms}ms",
+        "statement": f"{statement_timeout_ms}ms",
+        "synchronous_commit": "off",
+    }
 
 
 def _issue_params(row: store.FailureRow) -> dict[str, Any]:
@@ -96,20 +93,21 @@ async def _finish(conn: Any, failure_id: int, issue_id: int, row: store.FailureR
     )
 
 
-async def _store(conn: Any, row: store.FailureRow) -> int | None:
-    if row.kind == "transient" and row.service:  # may join an outage: two steps
-        failure_id = await store.insert_failure(conn, row)
-        if failure_id is None:
-            return None
-        issue_id = await _count_in_issue(conn, failure_id, row)
-    else:
-        params = {**store.insert_params(row), **_issue_params(row)}
-        found = await issues_store.record_with_issue(conn, params)
-        if found is None:
-            return None
-        failure_id, issue_id = found
-    await _finish(conn, failure_id, issue_id, row)
-    return failure_id
+def _record_params(row: store.FailureRow) -> dict[str, Any]:
+    """Everything ``record_with_issue`` binds; the events get their ids in SQL."""
+    return {
+        **store.insert_params(row),
+        **_issue_params(row),
+        # A transient failure of a service joins that service's open outage, if any.
+        "outage": (
+            fp.service_outage(row.service) if row.kind == "transient" and row.service else None
+        ),
+        "channel": live.CHANNEL,
+        "failure_event": live.payload(
+            "job_failures_changed", {"kind": row.kind, "queue": row.queue}
+        ),
+        "issue_event": live.payload("issues_changed"),
+    }
 
 
 async def record_failure(
@@ -121,7 +119,8 @@ async def record_failure(
     statement_timeout_ms: int | None = None,
 ) -> int | None:
     """Store ``row`` (args already redacted), fingerprint it if needed, count it in its
-    issue, publish ``job_failures_changed``/``issues_changed``: one transaction.
+    issue (its service's open outage, else its fingerprint's), publish
+    ``job_failures_changed``/``issues_changed``: one transaction, one round trip.
 
     Returns the failure id, or None when that (job, attempt) was already recorded, in
     which case nothing is counted twice. With timeouts, a locked table makes this
@@ -131,12 +130,11 @@ async def record_failure(
         row = replace(row, fingerprint=fingerprint_of(row))
     if row.occurred_at is None:
         row = replace(row, occurred_at=datetime.now(UTC))
-    # Pipelined: BEGIN, the timeouts and the failure with its issue go in one round
-    # trip, the rest and COMMIT in a second.
-    async with conn.pipeline(), conn.transaction():
-        if lock_timeout_ms is not None:
-            await _set_timeouts(conn, lock_timeout_ms, statement_timeout_ms or 10 * lock_timeout_ms)
-        return await _store(conn, row)
+    settings = None
+    if lock_timeout_ms is not None:
+        settings = _timeouts(lock_timeout_ms, statement_timeout_ms or 10 * lock_timeout_ms)
+    found = await issues_store.record_with_issue(conn, _record_params(row), settings)
+    return found[0] if found else None
 
 
 def _row_from_db(data: dict[str, Any]) -> store.FailureRow:

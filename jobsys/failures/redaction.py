@@ -9,7 +9,7 @@ text such as exception messages, so a secret echoed in an error does not leak.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobsys.config.models import DEFAULT_REDACTED_KEYS
@@ -23,10 +23,15 @@ MIN_SECRET_LENGTH = 4  # shorter values would scrub ordinary words from messages
 class Redactor:
     keys: tuple[str, ...] = DEFAULT_REDACTED_KEYS
     replacement: str = DEFAULT_REPLACEMENT
+    #: ``keys`` normalised once, not on every key of every capture.
+    _needles: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_needles", tuple(_normalise(k) for k in self.keys))
 
     def is_secret_key(self, key: object) -> bool:
-        name = str(key).lower().replace("-", "_")
-        return any(pattern.lower().replace("-", "_") in name for pattern in self.keys)
+        name = _normalise(str(key))
+        return any(needle in name for needle in self._needles)
 
     def redact(self, value: Any) -> Any:
         """A copy of ``value`` with every secret-keyed value replaced."""
@@ -66,6 +71,10 @@ class Redactor:
         """Redacted ``args`` and each text scrubbed of the secrets found in ``args``."""
         secrets = self.secrets_in(args)
         return self.redact(args), [self.scrub(t, secrets) for t in texts]
+
+
+def _normalise(key: str) -> str:
+    return key.lower().replace("-", "_")
 
 
 def _collect(value: Any, found: list[str]) -> None:

@@ -7,13 +7,15 @@ the reaper may all try to record the same attempt; the first one wins.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
 from jobsys.db.query import fetch_all, fetch_one
 
-INSERT_FAILURE = """
+#: The insert, with ``{issue_id}`` left open: a bound parameter here, an expression
+#: where the issue is looked up in the same statement (``issues.store.RECORD_WITH_ISSUE``).
+INSERT_FAILURE_TEMPLATE = """
 INSERT INTO jobsys_failures (
     job_id, task, queue, lane, attempt, args, error_class, message, traceback,
     account_id, profile_id, kind, reason, retryable, will_retry, worker, service,
@@ -21,12 +23,13 @@ INSERT INTO jobsys_failures (
 ) VALUES (
     %(job_id)s, %(task)s, %(queue)s, %(lane)s, %(attempt)s, %(args)s::jsonb, %(error_class)s,
     %(message)s, %(traceback)s, %(account_id)s, %(profile_id)s, %(kind)s, %(reason)s,
-    %(retryable)s, %(will_retry)s, %(worker)s, %(service)s, %(fingerprint)s, %(issue_id)s,
+    %(retryable)s, %(will_retry)s, %(worker)s, %(service)s, %(fingerprint)s, {issue_id},
     %(pipeline_step_id)s, COALESCE(%(occurred_at)s, now())
 )
 ON CONFLICT (job_id, attempt) DO NOTHING
 RETURNING id
 """
+INSERT_FAILURE = INSERT_FAILURE_TEMPLATE.format(issue_id="%(issue_id)s")
 
 
 @dataclass
@@ -57,8 +60,12 @@ class FailureRow:
     occurred_at: datetime | None = None
 
 
+_FIELDS = tuple(f.name for f in fields(FailureRow))
+
+
 def insert_params(row: FailureRow) -> dict[str, Any]:
-    params = asdict(row)
+    # Field by field, not ``asdict``: that deep-copies ``args`` only to serialise it.
+    params = {name: getattr(row, name) for name in _FIELDS}
     params["args"] = json.dumps(row.args, default=str)
     return params
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from jobsys.db.query import execute, fetch_all, fetch_one
-from jobsys.failures.store import INSERT_FAILURE
+from jobsys.db.query import execute, fetch_all, fetch_one, one_round_trip
+from jobsys.failures.store import INSERT_FAILURE_TEMPLATE
 
 EFFECTIVE_STATUS = "CASE WHEN status = 'muted' AND muted_until <= now() THEN 'open' ELSE status END"
 COLUMNS = f"""
@@ -51,42 +51,106 @@ ON CONFLICT (fingerprint) DO UPDATE SET
         THEN EXCLUDED.latest_failure_id ELSE i.latest_failure_id END,
     {_REOPEN}
 """
+_FAILURE_ISSUE_COLUMNS = """fingerprint, kind, title, status, occurrences, latest_failure_id,
+    task, error_class, queue, service, first_seen, last_seen"""
+_FAILURE_ISSUE_VALUES = """%(fingerprint)s, 'job_failure', %(title)s, 'open', 1, {failure_id},
+    %(task)s, %(error_class)s, %(queue)s, %(service)s, %(occurred_at)s, %(occurred_at)s"""
 UPSERT_FAILURE_ISSUE = f"""
-INSERT INTO jobsys_issues AS i (
-    fingerprint, kind, title, status, occurrences, latest_failure_id, task, error_class,
-    queue, service, first_seen, last_seen
-) VALUES (
-    %(fingerprint)s, 'job_failure', %(title)s, 'open', 1, %(failure_id)s, %(task)s,
-    %(error_class)s, %(queue)s, %(service)s, %(occurred_at)s, %(occurred_at)s
-)
+INSERT INTO jobsys_issues AS i ({_FAILURE_ISSUE_COLUMNS})
+VALUES ({_FAILURE_ISSUE_VALUES.format(failure_id="%(failure_id)s")})
 {_COUNT_IN_ISSUE}
 RETURNING id
-"""
-
-# The common case in ONE statement (one round trip): insert the failure and, only if
-# that attempt was new, count it in its fingerprint's issue.
-RECORD_WITH_ISSUE = f"""
-WITH f AS ({INSERT_FAILURE})
-INSERT INTO jobsys_issues AS i (
-    fingerprint, kind, title, status, occurrences, latest_failure_id, task, error_class,
-    queue, service, first_seen, last_seen
-)
-SELECT %(fingerprint)s, 'job_failure', %(title)s, 'open', 1, f.id, %(task)s,
-       %(error_class)s, %(queue)s, %(service)s, %(occurred_at)s, %(occurred_at)s
-  FROM f
-{_COUNT_IN_ISSUE}
-RETURNING i.id AS issue_id, (SELECT id FROM f) AS failure_id
 """
 
 # A failure joins its service's outage only while that outage is open (or muted).
-JOIN_OUTAGE = """
-UPDATE jobsys_issues
-   SET occurrences = occurrences + 1,
+_JOIN_OUTAGE_SET = """occurrences = occurrences + 1,
        last_seen = GREATEST(last_seen, %(occurred_at)s),
        latest_failure_id = CASE WHEN %(occurred_at)s >= last_seen
-           THEN %(failure_id)s ELSE latest_failure_id END
- WHERE fingerprint = %(fingerprint)s AND status IN ('open', 'muted')
+           THEN {failure_id} ELSE latest_failure_id END"""
+_OPEN_OUTAGE = "fingerprint = {fingerprint} AND status IN ('open', 'muted')"
+JOIN_OUTAGE = f"""
+UPDATE jobsys_issues
+   SET {_JOIN_OUTAGE_SET.format(failure_id="%(failure_id)s")}
+ WHERE {_OPEN_OUTAGE.format(fingerprint="%(fingerprint)s")}
 RETURNING id
+"""
+
+# Capture's path: a new failure and its issue in ONE statement, the rest (FINISH_RECORDED)
+# in a second, sent together (:func:`record_with_issue`).
+#
+# The failure row is inserted with the issue it will most likely be counted in, read
+# first: its service's open outage, else its fingerprint's issue. Setting issue_id by an
+# UPDATE afterwards would write a second version of the row and of its eleven index
+# entries. FINISH_RECORDED links it only when that guess was wrong (a new issue, or an
+# outage that opened or closed in between).
+#
+# Order: the failure row, then ONE issue row (the open outage it joins, else its own,
+# upserted), never both: ``own`` reads ``outage``, which reads ``f``. (A wrong guess
+# leaves only the foreign key's KEY SHARE lock on the guessed row, which no issue write
+# waits for: none changes an issue's id.) Nothing is counted
+# when that attempt was already recorded (``f`` is empty). The ids are left in
+# transaction-local settings for FINISH_RECORDED, which runs before any round trip could
+# bring them back; both are always set ('' = nothing recorded), so a second recording in
+# the same transaction never sees the first one's.
+_EXPECTED_ISSUE = f"""COALESCE(
+    (SELECT id FROM jobsys_issues WHERE {_OPEN_OUTAGE.format(fingerprint="%(outage)s")}),
+    (SELECT id FROM jobsys_issues WHERE fingerprint = %(fingerprint)s))"""
+RECORD_WITH_ISSUE = f"""
+WITH f AS ({INSERT_FAILURE_TEMPLATE.format(issue_id=_EXPECTED_ISSUE)}
+), outage AS (
+    UPDATE jobsys_issues
+       SET {_JOIN_OUTAGE_SET.format(failure_id="(SELECT id FROM f)")}
+     WHERE {_OPEN_OUTAGE.format(fingerprint="%(outage)s")} AND EXISTS (SELECT FROM f)
+    RETURNING id
+), own AS (
+    INSERT INTO jobsys_issues AS i ({_FAILURE_ISSUE_COLUMNS})
+    SELECT {_FAILURE_ISSUE_VALUES.format(failure_id="f.id")}
+      FROM f
+     WHERE NOT EXISTS (SELECT FROM outage)
+    {_COUNT_IN_ISSUE}
+    RETURNING i.id
+)
+SELECT set_config('jobsys.recorded_failure', COALESCE((SELECT id FROM f)::text, ''), true)
+           AS failure_id,
+       set_config('jobsys.recorded_issue',
+                  COALESCE((SELECT id FROM outage UNION ALL SELECT id FROM own)::text, ''), true)
+           AS issue_id
+"""
+
+# The rest of RECORD_WITH_ISSUE's recording, in the same transaction, with the issue row
+# already locked: the account entry and its counter, the link if the guess was wrong, the
+# live events (their ids added to payloads made by ``jobsys.live.publish.payload``).
+FINISH_RECORDED = """
+WITH recorded AS (
+    SELECT NULLIF(current_setting('jobsys.recorded_failure'), '')::bigint AS failure_id,
+           NULLIF(current_setting('jobsys.recorded_issue'), '')::bigint AS issue_id
+), added AS (
+    INSERT INTO jobsys_issue_accounts (issue_id, account_id)
+    SELECT issue_id, %(account_id)s FROM recorded
+     WHERE issue_id IS NOT NULL AND %(account_id)s::text IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING issue_id
+), bumped AS (
+    UPDATE jobsys_issues SET affected_accounts = affected_accounts + 1
+     WHERE id IN (SELECT issue_id FROM added)
+), linked AS (
+    UPDATE jobsys_failures f SET issue_id = r.issue_id
+      FROM recorded r
+     WHERE f.id = r.failure_id AND f.issue_id IS DISTINCT FROM r.issue_id
+)
+SELECT pg_notify(%(channel)s, (%(failure_event)s::jsonb
+           || jsonb_build_object('failure_id', failure_id, 'issue_id', issue_id))::text),
+       pg_notify(%(channel)s, (%(issue_event)s::jsonb
+           || jsonb_build_object('issue_id', issue_id))::text)
+  FROM recorded
+ WHERE failure_id IS NOT NULL
+"""
+
+# Bounds for one recording transaction (``set_config(..., true)``: until it ends).
+SET_LOCAL_TIMEOUTS = """
+SELECT set_config('lock_timeout', %(lock)s, true),
+       set_config('statement_timeout', %(statement)s, true),
+       set_config('synchronous_commit', %(synchronous_commit)s, true)
 """
 
 ADD_ACCOUNT = """
@@ -204,10 +268,21 @@ async def upsert_failure_issue(conn: Any, params: dict[str, Any]) -> int:
     return int(row["id"])
 
 
-async def record_with_issue(conn: Any, params: dict[str, Any]) -> tuple[int, int] | None:
-    """(failure id, issue id), or None when that attempt was already recorded."""
-    row = await fetch_one(conn, RECORD_WITH_ISSUE, params)
-    return (int(row["failure_id"]), int(row["issue_id"])) if row else None
+async def record_with_issue(
+    conn: Any, params: dict[str, Any], settings: dict[str, str] | None = None
+) -> tuple[int, int] | None:
+    """Record a new failure, count it in its issue, add its account, publish its events:
+    ONE round trip, one transaction (``settings``: SET_LOCAL_TIMEOUTS' values, applied
+    first). (failure id, issue id), or None when that attempt was already recorded."""
+    async with one_round_trip(conn):
+        if settings is not None:
+            await conn.execute(SET_LOCAL_TIMEOUTS, settings)
+        cur = await conn.execute(RECORD_WITH_ISSUE, params)
+        await conn.execute(FINISH_RECORDED, params)
+    row = await cur.fetchone()
+    assert row is not None  # one row, always
+    failure_id, issue_id = (row["failure_id"], row["issue_id"]) if isinstance(row, dict) else row
+    return (int(failure_id), int(issue_id)) if failure_id else None
 
 
 async def join_outage(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import string
 from pathlib import Path
+from typing import Any
 
 import failures_support as fx
 import pytest
@@ -145,3 +146,70 @@ async def test_group_pending_groups_rows_inserted_without_issue(db_url: str) -> 
         fx.rows(db_url, "SELECT count(*) AS n FROM jobsys_failures WHERE issue_id IS NULL")[0]["n"]
         == 0
     )
+
+
+async def _row_writes(conn: Any) -> tuple[int, int]:
+    cur = await conn.execute(
+        "SELECT n_tup_ins, n_tup_upd FROM pg_stat_xact_user_tables"
+        " WHERE relname = 'jobsys_failures'"
+    )
+    row = await cur.fetchone()
+    return int(row["n_tup_ins"]), int(row["n_tup_upd"])
+
+
+async def _events(listener: Any) -> list[dict[str, Any]]:
+    """The events delivered so far (the recorder's transactions have committed)."""
+    import json
+
+    found = []
+    async for note in listener.notifies(timeout=0.5):
+        found.append(json.loads(note.payload))
+    return found
+
+
+async def test_one_round_trip_records_once_per_transaction_and_writes_rows_once(
+    db_url: str,
+) -> None:
+    """The failure, its issue, account and events go out together and are exact: a
+    failure of a known issue is written with its issue_id (no second row version), the
+    first of a new issue is linked, a duplicate in the same transaction counts nothing
+    and does not reuse the ids the first recording left behind."""
+    from jobsys.db.connect import connect
+
+    config = fx.repo_config()
+    async with connect(db_url) as listener, connect(db_url) as conn:
+        await listener.execute("LISTEN jobsys_events")
+        first = await record_failure(conn, _row(1, message="'key'"), config)
+        (issue,) = fx.rows(db_url, "SELECT id FROM jobsys_issues")
+        assert fx.rows(db_url, "SELECT issue_id FROM jobsys_failures WHERE id = %s", [first]) == [
+            {"issue_id": issue["id"]}
+        ]
+        async with conn.transaction():
+            # Counters of this backend not yet flushed (earlier transactions' too): compare.
+            before = await _row_writes(conn)
+            second = await record_failure(conn, _row(2, message="'key'"), config)
+            assert await record_failure(conn, _row(2, message="'key'"), config) is None
+            after = await _row_writes(conn)
+            assert (after[0] - before[0], after[1] - before[1]) == (1, 0)  # inserted, updated
+        events = await _events(listener)
+    assert sorted((e["topic"], e.get("failure_id")) for e in events) == [
+        ("issues_changed", None),
+        ("issues_changed", None),
+        ("job_failures_changed", first),
+        ("job_failures_changed", second),
+    ]
+    assert all(e["issue_id"] == issue["id"] for e in events)
+    (counted,) = fx.rows(db_url, "SELECT occurrences, affected_accounts FROM jobsys_issues")
+    assert counted == {"occurrences": 2, "affected_accounts": 2}
+    linked = fx.rows(db_url, "SELECT count(*) AS n FROM jobsys_failures WHERE issue_id IS NULL")
+    assert linked == [{"n": 0}]
+
+
+async def test_recording_commits_on_a_connection_without_autocommit(db_url: str) -> None:
+    from jobsys.db.connect import connect
+
+    config = fx.repo_config()
+    async with connect(db_url, autocommit=False) as conn:
+        assert await record_failure(conn, _row(1), config) is not None
+        # Committed by record_failure itself: another connection sees it at once.
+        assert fx.rows(db_url, "SELECT occurrences FROM jobsys_issues") == [{"occurrences": 1}]
