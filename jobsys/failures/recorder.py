@@ -42,12 +42,15 @@ def _timeouts(lock_timeout_ms: int, statement_timeout_ms: int) -> dict[str, str]
 
 
 def _issue_params(row: store.FailureRow) -> dict[str, Any]:
+    # An authentication issue is one login wall across every task that hit it (its
+    # fingerprint leaves the task out): naming the first task or queue would mislead.
+    spans_tasks = row.kind == "authentication"
     return {
         "fingerprint": row.fingerprint,
         "title": fp.job_failure_title(row.task, row.error_class, row.message, row.kind),
-        "task": row.task,
+        "issue_task": None if spans_tasks else row.task,
         "error_class": row.error_class,
-        "queue": row.queue,
+        "issue_queue": None if spans_tasks else row.queue,
         "service": row.service,
         "occurred_at": row.occurred_at,
     }

@@ -53,8 +53,11 @@ ON CONFLICT (fingerprint) DO UPDATE SET
 """
 _FAILURE_ISSUE_COLUMNS = """fingerprint, kind, title, status, occurrences, latest_failure_id,
     task, error_class, queue, service, first_seen, last_seen"""
+# issue_task/issue_queue, not the failure's task/queue: the two share one parameter set
+# (RECORD_WITH_ISSUE), and an authentication issue spans tasks and queues (NULL).
 _FAILURE_ISSUE_VALUES = """%(fingerprint)s, 'job_failure', %(title)s, 'open', 1, {failure_id},
-    %(task)s, %(error_class)s, %(queue)s, %(service)s, %(occurred_at)s, %(occurred_at)s"""
+    %(issue_task)s, %(error_class)s, %(issue_queue)s, %(service)s, %(occurred_at)s,
+    %(occurred_at)s"""
 UPSERT_FAILURE_ISSUE = f"""
 INSERT INTO jobsys_issues AS i ({_FAILURE_ISSUE_COLUMNS})
 VALUES ({_FAILURE_ISSUE_VALUES.format(failure_id="%(failure_id)s")})

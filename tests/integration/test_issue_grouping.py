@@ -213,3 +213,34 @@ async def test_recording_commits_on_a_connection_without_autocommit(db_url: str)
         assert await record_failure(conn, _row(1), config) is not None
         # Committed by record_failure itself: another connection sees it at once.
         assert fx.rows(db_url, "SELECT occurrences FROM jobsys_issues") == [{"occurrences": 1}]
+
+
+async def test_a_login_wall_across_tasks_is_one_issue_naming_no_task(db_url: str) -> None:
+    """Authentication failures of several tasks and queues group into one issue; the
+    issue names no task or queue (it is not any one task's), each failure keeps its own."""
+    from jobsys.db.connect import connect
+
+    config = fx.repo_config()
+    wall = {
+        "kind": "authentication",
+        "retryable": False,
+        "error_class": "jobsys.errors.AuthenticationError",
+    }
+    async with connect(db_url) as conn:
+        for job_id, task, queue in (
+            (1, "t.refresh", "profiles"),
+            (2, "t.like", "engagements"),
+            (3, "t.refresh", "profiles"),
+        ):
+            message = f"account {job_id} must log in again"
+            row = _row(job_id, task=task, queue=queue, message=message, **wall)
+            assert await record_failure(conn, row, config) is not None
+    (issue,) = fx.rows(db_url, "SELECT * FROM jobsys_issues")
+    assert (issue["task"], issue["queue"], issue["occurrences"]) == (None, None, 3)
+    failures = fx.rows(db_url, "SELECT task, queue, issue_id FROM jobsys_failures ORDER BY id")
+    assert [(f["task"], f["queue"]) for f in failures] == [
+        ("t.refresh", "profiles"),
+        ("t.like", "engagements"),
+        ("t.refresh", "profiles"),
+    ]
+    assert {f["issue_id"] for f in failures} == {issue["id"]}
