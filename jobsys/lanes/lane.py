@@ -105,6 +105,8 @@ class LaneWorker(Worker):
         self.db_healthy = True
         self._hard_stop = asyncio.Event()
         self._wakes = 0
+        #: A claim failed on a connection error: it may have committed on the server.
+        self._claim_uncertain = False
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -153,6 +155,7 @@ class LaneWorker(Worker):
             except exceptions.ConnectorException as exc:
                 if not is_connection_error(exc):
                     raise
+                self._claim_uncertain = True
                 if self.db_healthy:
                     logger.warning(
                         f"lane {self.lane.name}: cannot fetch jobs, database unreachable; retrying",
@@ -185,20 +188,16 @@ class LaneWorker(Worker):
             claimed: list[jobs.Job] = []
             try:
                 await utils.wait_any(first_slot, self._stop_event.wait())
-                if not first_slot.done():
+                if first_slot.cancelled() or not first_slot.done():
                     first_slot.cancel()
-                    break
+                    break  # stopped while waiting: no slot was taken
                 slots = 1
                 while slots < min(self.concurrency, MAX_CLAIM) and not self._job_semaphore.locked():
                     await self._job_semaphore.acquire()  # free: returns without waiting
                     slots += 1
                 if self._stop_event.is_set():
                     break
-                assert self.worker_id is not None
-                rows = await store.claim_jobs(
-                    self.app.connector, list(self.queues or []), self.worker_id, slots
-                )
-                claimed = [jobs.Job.from_row(row) for row in rows]
+                claimed = [jobs.Job.from_row(row) for row in await self._claim(slots)]
             finally:
                 for _ in range(slots - len(claimed)):
                     self._job_semaphore.release()
@@ -209,6 +208,30 @@ class LaneWorker(Worker):
                 self._start_job(job)
             if len(claimed) < slots:
                 return  # the queues are empty for now: wait for a NOTIFY or the poll
+
+    async def _claim(self, slots: int) -> list[dict[str, Any]]:
+        """Up to ``slots`` jobs for this lane to start now, marked ``doing`` for it."""
+        assert self.worker_id is not None
+        rows: list[dict[str, Any]] = []
+        if self._claim_uncertain:
+            # The last claim's reply was lost, perhaps after it committed: its jobs are
+            # ours, in ``doing``, and neither the reaper (this worker is alive) nor an
+            # abort request (they are not running here) would ever move them. Start them
+            # first, before claiming more.
+            running = [c.job.id for c in self._running_jobs.values() if c.job.id is not None]
+            rows = await store.unstarted_jobs(self.app.connector, self.worker_id, running, slots)
+            self._claim_uncertain = len(rows) == slots  # a full page: look again next time
+            if rows:
+                logger.warning(
+                    f"lane {self.lane.name}: starting {len(rows)} job(s) claimed by a fetch "
+                    "whose reply was lost",
+                    extra={"action": "claim_recovered", "lane": self.lane.name},
+                )
+        if len(rows) < slots:
+            rows += await store.claim_jobs(
+                self.app.connector, list(self.queues or []), self.worker_id, slots - len(rows)
+            )
+        return rows
 
     def _start_job(self, job: jobs.Job) -> None:
         job_id = job.id

@@ -53,6 +53,19 @@ RETURNING procrastinate_jobs.id, procrastinate_jobs.status, procrastinate_jobs.t
           procrastinate_jobs.attempts, procrastinate_jobs.worker_id
 """
 
+# Jobs this worker claimed but is not running: a claim whose reply was lost (the
+# connection dropped after the server committed it). Nobody else runs them while this
+# worker's heartbeat lives, so the worker itself must take them up.
+UNSTARTED_JOBS = """
+SELECT id, status, task_name, priority, lock, queueing_lock, args, scheduled_at, queue_name,
+       attempts, worker_id
+  FROM procrastinate_jobs
+ WHERE status = 'doing' AND worker_id = %(worker_id)s
+   AND NOT (id = ANY(%(running)s::bigint[]))
+ ORDER BY priority DESC, id ASC
+ LIMIT %(limit)s
+"""
+
 REGISTER_PROCESS = """
 INSERT INTO jobsys_worker_processes (id, hostname, pid, lanes, status, started_at, last_heartbeat)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(lanes)s, 'running', %(started_at)s, now())
@@ -202,3 +215,14 @@ async def claim_jobs(
         CLAIM_JOBS, queues=queues, worker_id=worker_id, limit=limit
     )
     return sorted(rows, key=lambda r: (-r["priority"], r["id"]))
+
+
+async def unstarted_jobs(
+    connector: Any, worker_id: int, running: list[int], limit: int
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` jobs in ``doing`` for ``worker_id`` that are not in ``running``."""
+    return list(
+        await connector.execute_query_all_async(
+            UNSTARTED_JOBS, worker_id=worker_id, running=running, limit=limit
+        )
+    )

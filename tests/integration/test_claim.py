@@ -120,3 +120,118 @@ async def test_concurrent_claimers_never_share_a_job(app: Any, db_url: str) -> N
             ).fetchall()
         )
     assert all(owners[job] == w for w, ids in claimed.items() for job in ids)
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy to the test server that, once armed, lets the first claim reach the
+    server and then cuts the connection before the reply comes back: the claim commits
+    on the server but the client only sees a dropped connection."""
+
+    def __init__(self, db_url: str) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        self.target = conninfo_to_dict(db_url)
+        self.armed = False
+        self.dropped = 0
+
+    async def start(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        params = {k: v for k, v in self.target.items() if k not in ("host", "port")}
+        return make_conninfo(**params, host="127.0.0.1", port=str(port))
+
+    async def _upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host = str(self.target.get("host") or "127.0.0.1")
+        port = int(self.target.get("port") or 5432)
+        if host.startswith("/"):  # the embedded server: a Unix socket only
+            return await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+        return await asyncio.open_connection(host, port)
+
+    async def _handle(self, client_r: Any, client_w: Any) -> None:
+        server_r, server_w = await self._upstream()
+        cut = asyncio.Event()
+
+        async def to_server() -> None:
+            while (data := await client_r.read(65536)) and not cut.is_set():
+                server_w.write(data)
+                await server_w.drain()
+                if self.armed and b"WITH candidate AS" in data:
+                    self.armed, self.dropped = False, self.dropped + 1
+                    cut.set()
+                    await asyncio.sleep(0.5)  # the server runs and commits the claim...
+                    break
+
+        async def to_client() -> None:
+            while (data := await server_r.read(65536)) and not cut.is_set():
+                client_w.write(data)
+                await client_w.drain()
+
+        try:
+            await asyncio.wait(
+                [asyncio.create_task(to_server()), asyncio.create_task(to_client())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for writer in (client_w, server_w):  # ...and its reply is never delivered
+                writer.close()
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_jobs_of_a_claim_whose_reply_was_lost_still_run(db_url: str) -> None:
+    """The claim commits, the connection drops before its reply: the lane finds the
+    jobs it claimed (``doing`` under its own, live worker id) and runs them."""
+    import procrastinate
+
+    from jobsys.config.loader import LaneSpec
+    from jobsys.lanes import pool
+    from jobsys.lanes.lane import LaneWorker
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+            "SELECT 'q1', 'claim.t', '{}' FROM generate_series(1, 4)"
+        )
+    proxy = ReplyDroppingProxy(db_url)
+    proxy_url = await proxy.start()
+    app = procrastinate.App(connector=pool.connector(proxy_url, min_size=1, max_size=4))
+    ran: list[int] = []
+
+    @app.task(name="claim.t", queue="q1", pass_context=True)
+    async def t(context: Any) -> None:
+        ran.append(context.job.id)
+
+    lane = LaneSpec("l", ("q1",), 4, 60.0)
+    try:
+        async with app.open_async():
+            worker = LaneWorker(
+                app,
+                lane,
+                process_id="p",
+                poll_interval_seconds=0.5,
+                shutdown_grace_seconds=2,
+                worker_middleware=[],
+            )
+            proxy.armed = True
+            run = asyncio.create_task(worker.run())
+            try:
+                for _ in range(100):
+                    await asyncio.sleep(0.1)
+                    if len(ran) == 4:
+                        break
+            finally:
+                worker.stop()
+                await asyncio.wait_for(run, 10)
+    finally:
+        await proxy.stop()
+    assert proxy.dropped == 1
+    assert sorted(ran) == [1, 2, 3, 4]
+    with psycopg.connect(db_url) as conn:
+        statuses = conn.execute(
+            "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1"
+        ).fetchall()
+    assert statuses == [("succeeded", 4)]
