@@ -201,24 +201,34 @@ class FailureCapture:
             return
         try:
             await self.write(row, worker.app.connector.pool)
+        except asyncio.CancelledError:
+            # Cancelled mid-write (a hard stop, an abort): the write may or may not have
+            # committed. Spool without awaiting anything, then go on being cancelled; a
+            # replay of a row that did commit counts nothing (unique per job and attempt).
+            self._append(row, job_id, "cancelled")
+            raise
         except Exception as problem:
-            try:
-                await asyncio.to_thread(self.spool.append, [row])
-            except Exception as spool_problem:
-                logger.critical(
-                    "failure of job %s could be neither written (%s) nor spooled (%s)",
-                    job_id,
-                    type(problem).__name__,
-                    spool_problem,
-                    extra={"action": "failure_capture_lost", "job_id": job_id},
-                )
-                return
-            logger.warning(
-                "failure of job %s spooled, the database did not take it: %s",
+            await asyncio.to_thread(self._append, row, job_id, type(problem).__name__)
+
+    def _append(self, row: FailureRow, job_id: Any, why: str) -> None:
+        """Keep ``row`` in the local spool for replay (blocking: a file append)."""
+        try:
+            self.spool.append([row])
+        except Exception as spool_problem:
+            logger.critical(
+                "failure of job %s could be neither written (%s) nor spooled (%s)",
                 job_id,
-                type(problem).__name__,
-                extra={"action": "failure_spooled", "job_id": job_id},
+                why,
+                spool_problem,
+                extra={"action": "failure_capture_lost", "job_id": job_id},
             )
+            return
+        logger.warning(
+            "failure of job %s spooled, the database did not take it: %s",
+            job_id,
+            why,
+            extra={"action": "failure_spooled", "job_id": job_id},
+        )
 
     async def write(self, row: FailureRow, pool: Any) -> None:
         async with (

@@ -55,3 +55,61 @@ async def test_100_of_100_failures_arrive_after_a_20s_table_lock(
         db_url, "SELECT max(occurred_at) - min(occurred_at) AS span FROM jobsys_failures"
     )
     assert times[0]["span"].total_seconds() < LOCK_SECONDS  # original times kept, not replay time
+
+
+async def test_a_capture_cancelled_mid_write_is_spooled(
+    db_url: str,
+    spool_home: Path,  # noqa: F811
+) -> None:
+    """A hard stop cancels the job while its failure is being written (the table is
+    locked): the failure goes to the spool before the cancellation goes on, and the
+    replay records it."""
+    from types import SimpleNamespace
+
+    from procrastinate import jobs as pjobs
+    from procrastinate.job_context import JobContext
+
+    from jobsys.failures.capture import capture_middleware
+    from jobsys.failures.reconcile import replay_spool
+
+    config = fx.repo_config()
+    capture = capture_middleware(config, spool_home)
+    app = fx.build_app(db_url, config)
+    async with app.open_async():
+        job = pjobs.Job(
+            id=41,
+            queue="profiles",
+            lock=None,
+            queueing_lock=None,
+            task_name="fx.runtime",
+            task_kwargs={"account_id": 7},
+            attempts=0,
+        )
+        context = JobContext(
+            app=app,
+            job=job,
+            start_timestamp=time.time(),
+            abort_reason=lambda: None,
+            additional_context={"lane": "base"},
+        )
+        worker = SimpleNamespace(app=app, worker_name="w")
+
+        async def failing() -> None:
+            raise RuntimeError("boom")
+
+        locker = await psycopg.AsyncConnection.connect(db_url)
+        await locker.execute("LOCK TABLE jobsys_failures IN ACCESS EXCLUSIVE MODE")
+        try:
+            running = asyncio.create_task(capture(failing, context, worker))
+            await asyncio.sleep(0.2)  # the write waits for the lock
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+        finally:
+            await locker.rollback()
+            await locker.close()
+        assert capture.spool.count() == 1
+        replayed, remaining = await replay_spool(app.connector.pool, config, capture.spool)
+    assert (replayed, remaining) == (1, 0)
+    (row,) = fx.rows(db_url, "SELECT job_id, error_class, account_id FROM jobsys_failures")
+    assert row == {"job_id": 41, "error_class": "builtins.RuntimeError", "account_id": "7"}
