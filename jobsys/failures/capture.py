@@ -173,8 +173,8 @@ class FailureCapture:
             raise
         except BaseException as exc:
             # Awaited here, before Procrastinate stores the job's outcome: the failure is
-            # committed (or spooled) first, so no crash leaves a failed job without its
-            # row, and the job's own synchronous commit flushes this one's WAL.
+            # committed (synchronously: durable) or spooled first, so no crash leaves a
+            # failed job without its row.
             await self._capture_safely(exc, context, worker)
             raise
 

@@ -152,8 +152,7 @@ SELECT pg_notify(%(channel)s, (%(failure_event)s::jsonb
 # Bounds for one recording transaction (``set_config(..., true)``: until it ends).
 SET_LOCAL_TIMEOUTS = """
 SELECT set_config('lock_timeout', %(lock)s, true),
-       set_config('statement_timeout', %(statement)s, true),
-       set_config('synchronous_commit', %(synchronous_commit)s, true)
+       set_config('statement_timeout', %(statement)s, true)
 """
 
 ADD_ACCOUNT = """
