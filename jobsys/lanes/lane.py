@@ -252,6 +252,10 @@ class LaneWorker(Worker):
         def on_job_complete(task: asyncio.Task[Any]) -> None:
             del self._running_jobs[task]
             self._job_semaphore.release()
+            if job.lock is not None:
+                # The next job of this lock just became claimable, and nothing sends a
+                # NOTIFY for that: fetch now rather than at the next poll.
+                self._new_job_event.set()
 
         job_task.add_done_callback(on_job_complete)
 

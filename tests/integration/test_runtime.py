@@ -60,6 +60,24 @@ def test_a_lane_claims_its_free_slots_in_one_round_trip(db_url: str, tmp_path: P
     assert max_overlap(events(tmp_path), "f") == 3
 
 
+def test_the_next_job_of_a_lock_starts_when_the_first_finishes(db_url: str, tmp_path: Path) -> None:
+    env = environment(tmp_path, db_url, write_app(tmp_path, poll=60.0))
+    query(
+        db_url,
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args) "
+        "SELECT 'q_fast', 'rt.sleep_fast', 'account-7', jsonb_build_object('tag', 'l' || i, "
+        "'seconds', 0.2) FROM generate_series(1, 3) i",
+    )
+    started = time.monotonic()
+    worker = WorkerProcess(env, tmp_path, "--drain", "--lane", "fast")
+    assert worker.wait(90) == 0, worker.output()
+    # One at a time (one lock), each started as its predecessor finished: polling is
+    # every 60 s, so a drain within 20 s owes nothing to it.
+    assert max_overlap(events(tmp_path), "l") == 1
+    assert time.monotonic() - started < 20
+    assert job_statuses(db_url) == {"succeeded": 3}
+
+
 def test_drain_with_nothing_to_do_exits_at_once(db_url: str, tmp_path: Path) -> None:
     env = environment(tmp_path, db_url, write_app(tmp_path))
     started = time.monotonic()
