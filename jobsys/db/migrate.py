@@ -16,16 +16,47 @@ from jobsys.errors import DatabaseUnavailable, SchemaError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 IGNORED_PREFIXES = ("procrastinate_",)
+#: Every table of jobsys's own schema starts so (``jobsys.db.models``).
+OWNED_PREFIX = "jobsys_"
 
 
 def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
-    """Autogenerate/drift filter: Procrastinate's objects are never ours to touch."""
+    """Autogenerate/drift filter: Procrastinate's objects are never ours to touch, and
+    neither are the application's tables sharing the database (a fan-out source, the
+    demo's ``demo_accounts``): a table the models do not know is only jobsys's
+    business when its name says it is jobsys's."""
     if name and name.startswith(IGNORED_PREFIXES):
         return False
+    if type_ == "table" and reflected and compare_to is None:
+        return bool(name and name.startswith(OWNED_PREFIX))
     table = getattr(obj, "table", None)
     return table is None or not str(getattr(table, "name", "")).startswith(IGNORED_PREFIXES)
+
+
+def describe_difference(diff: Any) -> str:
+    """One line for one of Alembic's ``compare_metadata`` differences: the operation and
+    the names it concerns (``remove_column: jobsys_failures.surprise``), not reprs."""
+    if isinstance(diff, list):  # modify_* differences of one column come grouped
+        return "; ".join(describe_difference(d) for d in diff)
+    op, *rest = diff
+    names: list[str] = []
+    for item in rest:
+        if isinstance(item, str):
+            names.append(item)
+        elif isinstance(getattr(item, "name", None), str):
+            table = getattr(item, "table", None)
+            owner = getattr(table, "name", None)
+            if owner and owner != item.name:
+                if names and names[-1] == owner:  # ("remove_column", None, table, column)
+                    names.pop()
+                names.append(f"{owner}.{item.name}")
+            else:
+                names.append(item.name)
+        elif item is not None and not isinstance(item, dict):
+            names.append(str(item))  # a column type, a default
+    return f"{op}: {' '.join(names)}"
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -120,6 +151,6 @@ def drift(url: str) -> list[str]:
                 conn,
                 opts={"include_object": include_object, "compare_type": True},
             )
-            return [repr(diff) for diff in compare_metadata(ctx, metadata)]
+            return [describe_difference(diff) for diff in compare_metadata(ctx, metadata)]
     finally:
         engine.dispose()

@@ -52,8 +52,23 @@ def test_downgrade_upgrade_round_trip(empty_db_url: str) -> None:
 def test_drift_is_detected(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE jobsys_failures ADD COLUMN surprise integer")
+        conn.execute("CREATE TABLE jobsys_stray (id int)")
     diffs = migrate.drift(db_url)
-    assert any("surprise" in d for d in diffs)
+    assert sorted(diffs) == [
+        "remove_column: jobsys_failures.surprise",
+        "remove_table: jobsys_stray",
+    ]
+
+
+def test_the_applications_own_tables_are_not_drift(db_url: str) -> None:
+    """A fan-out source or the demo's accounts share the database: not jobsys's schema."""
+    from jobsys.demo import store as demo_store
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, active boolean)")
+        conn.execute(demo_store.CREATE_ACCOUNTS)
+        conn.execute(demo_store.CREATE_STORY_IDS)
+    assert migrate.drift(db_url) == []
 
 
 def test_autogenerate_leaves_procrastinate_objects_alone(db_url: str) -> None:

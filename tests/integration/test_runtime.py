@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from rt_support import (
     WorkerProcess,
     defer_rows,
@@ -138,7 +139,7 @@ def test_listener_killed_is_reestablished_and_jobs_start_promptly(
     db_url: str, tmp_path: Path
 ) -> None:
     env = environment(tmp_path, db_url, write_app(tmp_path, poll=30))
-    dbname = db_url.rsplit("/", 1)[1]
+    dbname = conninfo_to_dict(db_url)["dbname"]  # also the embedded server's socket URL
     listeners = (
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'jobsys-listener' "
         "AND datname = %s"
