@@ -47,19 +47,25 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     """URL of a maintenance database on the test server (server or embedded)."""
     if _CALLER_TEST_URL:
         yield _CALLER_TEST_URL
         return
+    import shutil
+    import tempfile
+
     from jobsys.db import embedded
 
-    home = tmp_path_factory.mktemp("embedded-home")
+    # Not under pytest's basetemp: pytest deletes all but its 3 latest basetemps, so a
+    # few concurrent pytest runs would remove a live server's data directory.
+    home = Path(tempfile.mkdtemp(prefix="jobsys-test-pg-"))
     st = embedded.start(home)
     try:
         yield f"postgresql://postgres@/postgres?host={st.socket_dir}&port={st.port}"
     finally:
         embedded.stop(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _admin(url: str) -> psycopg.Connection:

@@ -7,25 +7,58 @@ from typing import Any
 from jobsys.db import embedded, migrate
 from jobsys.db.connect import Target, resolve
 from jobsys.db.schema import HEAD_REVISION
-from jobsys.errors import DatabaseUnavailable, SchemaError
+from jobsys.errors import DatabaseUnavailable, SchemaError, UsageError
 from jobsys.settings import Settings
 
 
-def _target(settings: Settings, *, start: bool = True) -> Target:
+def _config(settings: Settings) -> Any:
+    """The configuration, when it may name the database (no URL given directly)."""
     from jobsys.config import load
 
-    config = None
     if settings.database_url is None and (settings.config_dir / "queues.yaml").exists():
-        config = load(settings.config_dir)
-    return resolve(settings, config, start=start)
+        return load(settings.config_dir)
+    return None
+
+
+def _target(settings: Settings, *, start: bool = True) -> Target:
+    return resolve(settings, _config(settings), start=start)
+
+
+def _configured(settings: Settings) -> Target | None:
+    """The database the flag, JOBSYS_DATABASE_URL or ``database.url`` names; None when
+    nothing does (jobsys then uses the embedded server)."""
+    config = _config(settings)
+    if settings.database_url or (config is not None and config.queues.database.url):
+        return resolve(settings, config, start=False)
+    return None
+
+
+def _embedded_only(settings: Settings, command: str) -> None:
+    configured = _configured(settings)
+    if configured is None:
+        return
+    where = (
+        "--database-url / JOBSYS_DATABASE_URL"
+        if configured.source == "setting"
+        else "database.url in queues.yaml"
+    )
+    raise UsageError(
+        f"jobsys db {command} manages the embedded PostgreSQL server only, and this "
+        f"configuration uses {configured.masked} ({where}); nothing was done.",
+        hint=f"To {command} the embedded server, run without {where}.",
+    )
 
 
 def start(settings: Settings) -> dict[str, Any]:
+    _embedded_only(settings, "start")
     st = embedded.start(settings.home)
     return _embedded_dict(st)
 
 
 def stop(settings: Settings) -> dict[str, Any]:
+    # Refused when another database is configured: the embedded server may still serve
+    # other processes (a demo, a worker started without that setting).
+    _embedded_only(settings, "stop")
     was_running = embedded.stop(settings.home)
     return {"home": str(settings.home), "was_running": was_running, "running": False}
 
@@ -41,7 +74,7 @@ def _embedded_dict(st: embedded.ServerStatus) -> dict[str, Any]:
 
 
 async def status(settings: Settings) -> dict[str, Any]:
-    target = _target(settings, start=False) if settings.database_url else None
+    target = _configured(settings)
     result: dict[str, Any] = {"head_revision": HEAD_REVISION}
     if target is None:
         st = embedded.status(settings.home)

@@ -60,3 +60,32 @@ def test_config_check_broken_exits_2(cli, tmp_path) -> None:  # type: ignore[no-
     result = cli("--config-dir", str(tmp_path), "config", "check", "--json")
     assert result.exit_code == 2
     assert result.json()["ok"] is False
+
+
+def test_status_follows_the_database_url_of_the_config(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from conftest import CONFIG_DIR
+
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, config)
+    with (config / "queues.yaml").open("a") as f:
+        f.write("\ndatabase:\n  url: postgresql://carol:s3cretpw99@127.0.0.1:1/x\n")
+    result = cli("--config-dir", str(config), "db", "status", "--json")
+    assert result.exit_code == 1, result.stderr
+    data = result.json()
+    assert (data["source"], data["reachable"]) == ("config", False)
+    assert data["url"] == "postgresql://carol:***@127.0.0.1:1/x"
+    assert "s3cretpw99" not in result.stdout + result.stderr
+
+
+def test_db_start_and_stop_refuse_when_another_database_is_configured(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """They manage the embedded server only: with a URL configured, that server may
+    still serve other processes, so stopping it (or starting one nobody uses) is refused."""
+    url = "postgresql://dave:pw7777777@127.0.0.1:1/x"
+    for command in ("start", "stop"):
+        result = cli("--database-url", url, "db", command)
+        assert result.exit_code == 2, (command, result.stderr)
+        assert f"jobsys db {command} manages the embedded PostgreSQL server only" in (result.stderr)
+        assert "postgresql://dave:***@127.0.0.1:1/x" in result.stderr
+        assert "pw7777777" not in result.stdout + result.stderr
