@@ -77,21 +77,37 @@ def task_problems(
                 f"(queues are declared in {display_path(directory / 'queues.yaml')})"
             )
     where = display_path(directory / "schedule.yaml")
-    for name, entry in schedule.entries.items():
-        refs: list[tuple[tuple[str, ...], str | None]] = [(("entries", name, "task"), entry.task)]
-        if entry.fanout is not None:
-            refs.append((("entries", name, "fanout", "task"), entry.fanout.task))
-        for key, task_name in refs:
-            if task_name is not None and task_name not in registry:
-                import difflib
+    for key, task_name in _task_refs(schedule, schedule_doc):
+        if task_name not in registry:
+            import difflib
 
-                close = difflib.get_close_matches(task_name, list(registry), n=3, cutoff=0.6)
-                hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-                line = schedule_doc.line_of(key) if schedule_doc else 1
-                problems.append(
-                    f"{where}:{line}: {'.'.join(key)}: unknown task {task_name!r}{hint}"
-                )
+            close = difflib.get_close_matches(task_name, list(registry), n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            line = schedule_doc.line_of(key) if schedule_doc else 1
+            problems.append(f"{where}:{line}: {'.'.join(key)}: unknown task {task_name!r}{hint}")
     return problems
+
+
+def _task_refs(
+    schedule: ScheduleFile, schedule_doc: LocatedDocument | None
+) -> list[tuple[tuple[str, ...], str]]:
+    """(key path, task name) of every task a schedule entry names. From the raw file when
+    there is one, so an entry invalid for another reason (a typo in a key) still has its
+    task checked in the same run: every problem at once."""
+    raw = schedule_doc.data.get("entries") if schedule_doc is not None else None
+    entries: dict[str, Any]
+    if isinstance(raw, dict):
+        entries = {str(k): v for k, v in raw.items() if isinstance(v, dict)}
+    else:
+        entries = {n: e.model_dump() for n, e in schedule.entries.items()}
+    refs: list[tuple[tuple[str, ...], str]] = []
+    for name, entry in entries.items():
+        if isinstance(entry.get("task"), str):
+            refs.append((("entries", name, "task"), entry["task"]))
+        fanout = entry.get("fanout")
+        if isinstance(fanout, dict) and isinstance(fanout.get("task"), str):
+            refs.append((("entries", name, "fanout", "task"), fanout["task"]))
+    return refs
 
 
 def load_config(settings: Settings, *, with_tasks: bool = True) -> Config:

@@ -89,3 +89,33 @@ def test_db_start_and_stop_refuse_when_another_database_is_configured(cli, tmp_p
         assert f"jobsys db {command} manages the embedded PostgreSQL server only" in (result.stderr)
         assert "postgresql://dave:***@127.0.0.1:1/x" in result.stderr
         assert "pw7777777" not in result.stdout + result.stderr
+
+
+def test_config_check_reports_a_task_typo_beside_other_problems(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An entry invalid for one reason (a key typo) still has its task checked: every
+    problem in one run, not one round of fixing per problem."""
+    import shutil
+
+    from conftest import CONFIG_DIR
+
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, config)
+    (config / "schedule.yaml").write_text(
+        "entries:\n"
+        "  purge:\n"
+        "    cron: '0 3 * * *'\n"
+        "    task: demo.purge_expird_post_media\n"
+        "    queu: maintenance\n"
+        "  bad_cron:\n"
+        "    cron: '61 * * * *'\n"
+        "    task: demo.purge_expired_post_media\n"
+    )
+    result = cli("--config-dir", str(config), "config", "check")
+    assert result.exit_code == 2
+    out = result.stdout
+    assert "schedule.yaml:5: entries.purge.queu: unknown key" in out
+    assert "schedule.yaml:7: entries.bad_cron.cron:" in out
+    assert (
+        "schedule.yaml:4: entries.purge.task: unknown task 'demo.purge_expird_post_media' "
+        "(did you mean 'demo.purge_expired_post_media'?)" in out
+    )
