@@ -90,15 +90,17 @@ def upgrade(
 def downgrade(
     ctx: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target revision, or 'base' for nothing.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json: JsonOpt = False,
 ) -> None:
     """Revert migrations down to REVISION (drops tables: asks first unless --yes)."""
     from jobsys.cli import _output
-    from jobsys.db import service
+    from jobsys.db import migrate, service
 
+    migrate.check_revision(revision)  # a typo is refused before any question
     if not yes and not _output.confirm(
-        f"Downgrade the schema to {revision}? Data in dropped tables is lost"
+        f"Downgrade the schema of {service.url(settings(ctx))} to {revision}? "
+        "Data in dropped tables is lost"
     ):
         raise typer.Abort()
     result = service.downgrade(settings(ctx), revision)

@@ -7,12 +7,13 @@ not migrate stay fast to start.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from jobsys.db import url as db_url
-from jobsys.errors import DatabaseUnavailable, SchemaError
+from jobsys.errors import DatabaseUnavailable, SchemaError, UsageError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 IGNORED_PREFIXES = ("procrastinate_",)
@@ -102,9 +103,33 @@ def all_revisions() -> list[str]:
     return [s.revision for s in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()]
 
 
+def check_revision(revision: str) -> None:
+    """A target Alembic can name: ``head``, ``base``, a relative step (``-1``, ``+2``,
+    ``head-1``) or a known revision; else a usage error listing the known ones, before
+    anything connects."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if revision.lstrip("+-").isdigit():
+        return
+    target = re.sub(r"[+-]\d+$", "", revision.split("@")[-1])
+    if target in ("head", "heads", "base"):
+        return
+    try:
+        ScriptDirectory(str(MIGRATIONS_DIR)).get_revisions(target)
+        return
+    except CommandError:
+        pass
+    raise UsageError(
+        f"unknown revision {revision!r}.",
+        hint=f"Known revisions: head, base, {', '.join(all_revisions())}.",
+    )
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
+    check_revision(revision)
     with _unreachable_as_error(url):
         command.upgrade(_config(url), revision)
 
@@ -112,6 +137,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 def downgrade(url: str, revision: str) -> None:
     from alembic import command
 
+    check_revision(revision)
     with _unreachable_as_error(url):
         command.downgrade(_config(url), revision)
 

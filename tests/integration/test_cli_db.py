@@ -119,3 +119,14 @@ def test_config_check_reports_a_task_typo_beside_other_problems(cli, tmp_path) -
         "schedule.yaml:4: entries.purge.task: unknown task 'demo.purge_expird_post_media' "
         "(did you mean 'demo.purge_expired_post_media'?)" in out
     )
+
+
+def test_an_unknown_revision_is_a_usage_error(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    for command in (["db", "upgrade", "nope"], ["db", "downgrade", "nope", "--yes"]):
+        result = cli("--database-url", db_url, *command)
+        assert result.exit_code == 2, (command, result.stderr)
+        assert "unknown revision 'nope'" in result.stderr
+        assert f"Known revisions: head, base, {HEAD_REVISION}" in result.stderr
+        assert "internal error" not in result.stderr
+    result = cli("--database-url", db_url, "db", "current", "--json")
+    assert result.json()["revisions"] == [HEAD_REVISION]  # nothing moved
