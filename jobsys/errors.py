@@ -11,7 +11,7 @@ separate family: task code raises them to tell jobsys how to classify a failure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -117,3 +117,11 @@ class AuthenticationError(TaskError):
 
 class TransientError(TaskError):
     """A passing problem (network, rate limit, service down). Retried with backoff."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""

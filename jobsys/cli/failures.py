@@ -75,6 +75,8 @@ def list_(
     filters.check_limit(limit)
     filters.check_group_by(group_by)
     result = run(service.list_failures(settings(ctx), chosen, limit=limit, group_by=group_by))
+    for note in result["notes"]:
+        _output.say(f"note: {note}")
     if json:
         _output.emit_json(result)
     elif group_by is not None:

@@ -7,7 +7,6 @@ half-applied: either a whole valid :class:`Config` comes back or :class:`ConfigE
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 from jobsys.config import yamlfile
 from jobsys.config.models import NAME_RE, NAME_RULE, QueuesFile, ScheduleEntry, ScheduleFile
-from jobsys.errors import ConfigError
+from jobsys.errors import ConfigError, did_you_mean
 
 QUEUES_FILE = "queues.yaml"
 SCHEDULE_FILE = "schedule.yaml"
@@ -67,11 +66,6 @@ def display_path(path: Path) -> str:
 
 def _dotted(loc: Iterable[str | int]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
-
-
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def _model_fields_at(model: type[Any], loc: tuple[str | int, ...]) -> list[str]:
@@ -127,7 +121,7 @@ def _validate(
             loc = (*prefix, *err["loc"])
             where = f"{display_path(doc.path)}:{doc.line_of(loc)}"
             if err["type"] == "extra_forbidden":
-                hint = _suggest(str(loc[-1]), _model_fields_at(model, loc[len(prefix) :]))
+                hint = did_you_mean(str(loc[-1]), _model_fields_at(model, loc[len(prefix) :]))
                 problems.append(f"{where}: {_dotted(loc)}: unknown key{hint}")
             elif err["type"] == "missing":
                 problems.append(f"{where}: {_dotted(loc)}: required key is missing")
@@ -254,7 +248,7 @@ def _check_queue_refs(
             line = queues_doc.line_of(("health", "queue_overrides", name))
             problems.append(
                 f"{display_path(queues_doc.path)}:{line}: health.queue_overrides.{name}: "
-                f"unknown queue{_suggest(name, known)}"
+                f"unknown queue{did_you_mean(name, known)}"
             )
     return problems
 
@@ -291,7 +285,7 @@ def _check_schedule(
             if queue is not None and known_queues is not None and queue not in known_queues:
                 problems.append(
                     f"{where}:{doc.line_of(key)}: {_dotted(key)}: unknown queue {queue!r}"
-                    f"{_suggest(queue, known_queues)}"
+                    f"{did_you_mean(queue, known_queues)}"
                 )
     return problems
 

@@ -8,11 +8,12 @@ values only ever reach SQL as bound parameters.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from jobsys.errors import UsageError
+from jobsys.errors import UsageError, did_you_mean
 from jobsys.failures.classify import KINDS
 from jobsys.timespec import parse_time
 
@@ -98,6 +99,29 @@ def failure_filters(
         retryable=retryable,
         before=before,
     )
+
+
+def unknown_names(flt: FailureFilter, queues: Iterable[str], lanes: Iterable[str]) -> list[str]:
+    """A note for each ``--queue``/``--lane`` that names no configured queue or lane, so
+    that at 3 a.m. a typo does not read as "no failures". Notes, not errors, for
+    listing: failures of a queue since removed from the configuration stay findable.
+    ``retry --all`` refuses instead (:func:`check_names`): nothing could run there."""
+    notes = []
+    for option, value, known in (("--queue", flt.queue, queues), ("--lane", flt.lane, lanes)):
+        names = list(known)
+        if value is not None and value not in names:
+            notes.append(
+                f"{option} {value!r} is not a configured {option[2:]}"
+                f"{did_you_mean(value, names)}; configured: {', '.join(names)}"
+            )
+    return notes
+
+
+def check_names(flt: FailureFilter, queues: Iterable[str], lanes: Iterable[str]) -> None:
+    """:func:`unknown_names` as a usage error (exit 2)."""
+    notes = unknown_names(flt, queues, lanes)
+    if notes:
+        raise UsageError(notes[0] + ".")
 
 
 def check_limit(limit: int) -> int:

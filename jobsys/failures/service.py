@@ -10,7 +10,7 @@ from typing import Any
 from jobsys.db.session import command_connection
 from jobsys.errors import NotFoundError
 from jobsys.failures import store
-from jobsys.failures.filters import FailureFilter
+from jobsys.failures.filters import FailureFilter, unknown_names
 from jobsys.settings import Settings
 
 
@@ -25,12 +25,16 @@ async def list_failures(
     settings: Settings, filters: FailureFilter, *, limit: int, group_by: str | None = None
 ) -> dict[str, Any]:
     """Newest first, keyset-paginated by (occurred_at, id); or counts per group."""
+    from jobsys.app import load_config
+
+    config = load_config(settings, with_tasks=False)
+    notes = unknown_names(filters, config.all_queues, config.lanes)
     params = filters.params()
     async with command_connection(settings) as conn:
         if group_by is not None:
             params.pop("before", None)
             groups = await store.group_failures(conn, params, group_by, limit)
-            return {"group_by": group_by, "groups": groups}
+            return {"group_by": group_by, "groups": groups, "notes": notes}
         if filters.before is not None:
             at = await store.failure_position(conn, filters.before)
             if at is None:
@@ -38,7 +42,12 @@ async def list_failures(
             params["before_at"] = at
         rows = await store.list_failures(conn, params, limit)
     next_before = rows[-1]["id"] if len(rows) == limit else None
-    return {"failures": [public(r) for r in rows], "count": len(rows), "next_before": next_before}
+    return {
+        "failures": [public(r) for r in rows],
+        "count": len(rows),
+        "next_before": next_before,
+        "notes": notes,
+    }
 
 
 async def show_failure(settings: Settings, failure_id: int) -> dict[str, Any]:

@@ -8,13 +8,12 @@ Cancelling goes through Procrastinate's ``JobManager.cancel_job_by_id_async``.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from jobsys.errors import NotFoundError, RefusedError, UsageError
+from jobsys.errors import NotFoundError, RefusedError, UsageError, did_you_mean
 from jobsys.live import store
 from jobsys.timespec import parse_time
 
@@ -44,11 +43,6 @@ class JobFilters:
     limit: int = DEFAULT_LIMIT
 
 
-def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _statuses(values: tuple[str, ...]) -> list[str] | None:
     if not values:
         return None
@@ -57,7 +51,7 @@ def _statuses(values: tuple[str, ...]) -> list[str] | None:
         status = STATUS_ALIASES.get(value.lower(), value.lower())
         if status not in STATUSES:
             raise UsageError(
-                f"unknown status {value!r}{_suggest(value, [*STATUSES, *STATUS_ALIASES])}; "
+                f"unknown status {value!r}{did_you_mean(value, [*STATUSES, *STATUS_ALIASES])}; "
                 f"use one of {', '.join(STATUSES)} (or waiting, running)"
             )
         result.append(status)
@@ -68,13 +62,13 @@ def _queues(filters: JobFilters, config: Config) -> list[str] | None:
     known = list(config.all_queues)
     for queue in filters.queues:
         if queue not in known:
-            raise UsageError(f"unknown queue {queue!r}{_suggest(queue, known)}")
+            raise UsageError(f"unknown queue {queue!r}{did_you_mean(queue, known)}")
     if filters.lane is None:
         return list(filters.queues) or None
     lane = config.lanes.get(filters.lane)
     if lane is None:
         raise UsageError(
-            f"unknown lane {filters.lane!r}{_suggest(filters.lane, list(config.lanes))}"
+            f"unknown lane {filters.lane!r}{did_you_mean(filters.lane, list(config.lanes))}"
         )
     if filters.queues:
         both = [q for q in filters.queues if q in lane.queues]

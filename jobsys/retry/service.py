@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys.errors import NotFoundError, RefusedError, UsageError
-from jobsys.failures.filters import FailureFilter
+from jobsys.failures.filters import FailureFilter, check_names
 from jobsys.retry import engine, store
 from jobsys.retry.rules import RETRIED, Decision
 
@@ -134,6 +134,7 @@ async def retry(
 
     _validate(request)
     config = load_config(settings)  # imports the application: tasks must be known
+    check_names(request.filter, config.all_queues, config.lanes)
     chunk = config.queues.retry.bulk_chunk_size
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)

@@ -236,3 +236,24 @@ def test_bad_input_exits_2_before_any_query(cli, args: list[str]) -> None:  # ty
     result = cli("--database-url", UNREACHABLE, *args)
     assert result.exit_code == 2, result
     assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+def test_an_unconfigured_queue_or_lane_is_called_out(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A typo must not read as "no failures": listing says so on stderr (failures of a
+    queue since removed stay findable); retrying refuses."""
+    result = cli("--database-url", db_url, "failures", "list", "--queue", "profils")
+    assert result.exit_code == 0
+    assert "no failures match" in result.stderr
+    assert (
+        "note: --queue 'profils' is not a configured queue (did you mean 'profiles'?)"
+        in result.stderr
+    )
+    result = cli("--database-url", db_url, "failures", "list", "--lane", "bse", "--json")
+    assert result.json()["notes"][0].startswith("--lane 'bse' is not a configured lane")
+    result = cli("--database-url", db_url, "failures", "list", "--queue", "profiles", "--json")
+    assert result.json()["notes"] == []
+    result = cli("--database-url", db_url, "retry", "--all", "--queue", "profils", "--yes")
+    assert result.exit_code == 2
+    assert "--queue 'profils' is not a configured queue (did you mean 'profiles'?)" in (
+        result.stderr
+    )
