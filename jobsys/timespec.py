@@ -1,10 +1,10 @@
 """Durations and times as operators type them on the command line. Pure.
 
 One grammar for every option that takes one (``--since``, ``--until``, ``--for``,
-``--in``, ``--at``): a duration is a number and a unit (``500ms``, ``90s``, ``15m``,
-``2h``, ``1.5d``, ``1w``); a time is a duration back from now or an ISO-8601 time,
-taken as UTC when it has no offset. Errors are :class:`UsageError` (exit 2) naming
-the option and the value.
+``--in``, ``--at``): a duration is numbers with units (``500ms``, ``90s``, ``15m``,
+``2h``, ``1h30m``, ``1.5d``, ``1w``; a bare number is seconds for ``--in`` only); a
+time is a duration back from now or an ISO-8601 time, taken as UTC when it has no
+offset. Errors are :class:`UsageError` (exit 2) naming the option and the value.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 from jobsys.errors import UsageError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
+_UNIT = r"(ms|sec|min|s|m|h|d|w)"
+_PART = re.compile(rf"(\d+(?:\.\d+)?)\s*{_UNIT}", re.IGNORECASE)
+_DURATION = re.compile(rf"^\s*(?:\d+(?:\.\d+)?\s*{_UNIT}\s*)+$", re.IGNORECASE)
+_BARE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*$")
 _UNIT_SECONDS = {
     "ms": 0.001,
     "s": 1,
@@ -27,16 +30,19 @@ _UNIT_SECONDS = {
 }
 #: Longer than any retention or mute anyone means; keeps datetime arithmetic in range.
 MAX_SECONDS = 100 * 365 * 86400
-DURATION_EXAMPLES = "30s, 15m, 2h, 7d or 1w"
+DURATION_EXAMPLES = "30s, 15m, 1h30m, 7d or 1w"
 TIME_EXAMPLE = "2026-02-20T03:00:00Z"
 
 
 def _seconds(text: str, *, unit_required: bool) -> float | None:
-    match = _DURATION.match(text)
-    if not match or (unit_required and match.group(2) is None):
+    """Seconds in ``2h``, ``1h30m``, ``1.5d``; a bare number only without
+    ``unit_required``; None when ``text`` is not a duration."""
+    bare = _BARE.match(text)
+    if bare:
+        return None if unit_required else float(bare.group(1))
+    if not _DURATION.match(text):
         return None
-    unit = (match.group(2) or "s").lower()
-    return float(match.group(1)) * _UNIT_SECONDS[unit]
+    return sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in _PART.findall(text))
 
 
 def parse_duration(
@@ -47,11 +53,14 @@ def parse_duration(
     seconds = _seconds(text, unit_required=unit_required)
     if seconds is None:
         raise UsageError(
-            f"{option} {text!r} is not a duration.", hint=f"Use e.g. {DURATION_EXAMPLES}."
+            f"{option} {text!r} is not a duration (a number and a unit: ms, s, m, h, d, w).",
+            hint=f"Use e.g. {DURATION_EXAMPLES}.",
         )
     if seconds > MAX_SECONDS or (seconds <= 0 and not (allow_zero and seconds == 0)):
+        least = "0" if allow_zero else "more than 0"
         raise UsageError(
-            f"{option} {text!r} is out of range.", hint=f"Use e.g. {DURATION_EXAMPLES}."
+            f"{option} {text!r} is out of range: {least}, at most 100 years.",
+            hint=f"Use e.g. {DURATION_EXAMPLES}.",
         )
     return timedelta(seconds=seconds)
 
