@@ -237,9 +237,14 @@ STATUS_CLAUSES = {
 
 GET_ISSUE = f"SELECT {COLUMNS} FROM jobsys_issues WHERE id = %(id)s"
 
+# Account ids are text (an application may use any form); numeric ones in numeric order.
 ISSUE_ACCOUNTS = """
 SELECT account_id FROM jobsys_issue_accounts
- WHERE issue_id = %(id)s ORDER BY account_id LIMIT %(limit)s
+ WHERE issue_id = %(id)s
+ ORDER BY account_id !~ '^[0-9]{1,18}$',
+          CASE WHEN account_id ~ '^[0-9]{1,18}$' THEN account_id::bigint END,
+          account_id
+ LIMIT %(limit)s
 """
 
 SET_RESOLVED = f"""

@@ -244,3 +244,17 @@ async def test_a_login_wall_across_tasks_is_one_issue_naming_no_task(db_url: str
         ("t.refresh", "profiles"),
     ]
     assert {f["issue_id"] for f in failures} == {issue["id"]}
+
+
+async def test_affected_accounts_are_listed_in_numeric_order(db_url: str) -> None:
+    from jobsys.db.connect import connect
+    from jobsys.issues import store as issues_store
+
+    config = fx.repo_config()
+    async with connect(db_url) as conn:
+        for job_id, account in enumerate(["15", "9", "100", "abc", "2"], start=1):
+            row = _row(job_id, message="'key'", account_id=account)
+            assert await record_failure(conn, row, config) is not None
+        (issue,) = fx.rows(db_url, "SELECT id FROM jobsys_issues")
+        accounts = await issues_store.issue_accounts(conn, issue["id"], 10)
+    assert accounts == ["2", "9", "15", "100", "abc"]
