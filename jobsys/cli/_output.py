@@ -314,9 +314,11 @@ def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
 
 
 def event_line(at: datetime, topic: str, data: Mapping[str, Any]) -> None:
-    """One event as a human line: time, topic, then key=value pairs."""
+    """One event as a human line: time, topic, then the key=value pairs that are set."""
     fields = " ".join(
-        f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in data.items()
+        f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in data.items()
+        if v is not None
     )
     sys.stdout.write(f"{(iso(at) or '')[11:23]} {topic:<26} {fields}".rstrip() + "\n")
     sys.stdout.flush()

@@ -89,3 +89,17 @@ def test_jobsys_command_is_this_installation(monkeypatch, tmp_path) -> None:  # 
     assert jobsys_command() == str(script.relative_to(script.parents[2]))
     monkeypatch.setenv("PATH", str(script.parent))
     assert jobsys_command() == "jobsys"
+
+
+def test_event_lines_leave_out_unset_values(capsys) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from jobsys.cli import _output
+
+    at = datetime(2026, 11, 29, 8, 30, 1, 250000, tzinfo=UTC)
+    _output.event_line(
+        at, "job_failures_changed", {"kind": "runtime", "queue": None, "ids": [3, 4]}
+    )
+    assert (
+        capsys.readouterr().out == "08:30:01.250 job_failures_changed       kind=runtime ids=3,4\n"
+    )
