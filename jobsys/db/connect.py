@@ -73,7 +73,7 @@ def translate(exc: Exception, url: str) -> DatabaseUnavailable:
     detail = db_url.scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc), url)
     return DatabaseUnavailable(
         f"cannot connect to the database at {db_url.mask(url)}: {detail}",
-        hint="Is the server running and the URL right (JOBSYS_DATABASE_URL)?",
+        hint=db_url.UNREACHABLE_HINT,
     )
 
 

@@ -87,7 +87,7 @@ def _unreachable_as_error(url: str) -> Iterator[None]:
         detail = db_url.scrub(str(exc.orig).strip().splitlines()[0], url)
         raise DatabaseUnavailable(
             f"cannot connect to the database at {db_url.mask(url)}: {detail}",
-            hint="Is the server running and the URL right (JOBSYS_DATABASE_URL)?",
+            hint=db_url.UNREACHABLE_HINT,
         ) from None
 
 

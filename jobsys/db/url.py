@@ -11,6 +11,11 @@ _SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):")
 _CONNINFO = re.compile(r"^\s*[A-Za-z_]+\s*=")
 #: URL schemes libpq accepts.
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+#: Where a database URL comes from, for messages about an unreachable one.
+UNREACHABLE_HINT = (
+    "Is the server running, and the URL right (--database-url, JOBSYS_DATABASE_URL or "
+    "database.url in queues.yaml)?"
+)
 EXPECTED_FORM = (
     "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (or postgres://...), "
     "or key=value conninfo such as 'host=HOST dbname=DATABASE user=USER'"
