@@ -132,6 +132,40 @@ def load_config(settings: Settings, *, with_tasks: bool = True) -> Config:
     return config
 
 
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """``jobsys config show``: both files as loaded, defaults included, with what is in
+    effect where the file leaves it open: the database actually used (password masked)
+    and its ``source`` (``flag``, ``env``, ``config`` or ``embedded``), and each lane's
+    queues (a capsule lane with none listed serves the queue of its own name). Never
+    starts the embedded server."""
+    from jobsys.config.loader import BASE_LANE
+    from jobsys.db import embedded
+    from jobsys.db.url import mask
+
+    config = load_config(settings, with_tasks=False)
+    queues = config.queues.model_dump(mode="json")
+    url: str | None
+    if settings.database_url:
+        url, source = settings.database_url, settings.database_url_source or "env"
+    elif config.queues.database.url:
+        url, source = config.queues.database.url, "config"
+    else:
+        url, source = embedded.status(settings.home).url, "embedded"
+    queues["database"] = {
+        "url": mask(url) if url else None,
+        "source": source,
+        "config_url": mask(config.queues.database.url) if config.queues.database.url else None,
+    }
+    for name, lane in config.lanes.items():
+        section = queues["base"] if name == BASE_LANE else queues["capsules"][name]
+        section["queues"] = list(lane.queues)
+    return {
+        "directory": str(config.directory),
+        "queues": queues,
+        "schedule": config.schedule.model_dump(mode="json"),
+    }
+
+
 def config_for(context: Any) -> Config:
     """The configuration a built-in task runs with: the worker's own (passed in the job
     context by the runtime), else the process's files (a plain Procrastinate worker)."""

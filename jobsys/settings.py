@@ -23,6 +23,11 @@ class Settings:
     app_modules: tuple[str, ...] = ()
     operator: str = "unknown"
     debug: bool = False
+    #: Where ``database_url`` came from (``flag``, ``env``; None: not set), and whether
+    #: ``config_dir`` was given (``flag``, ``env``) or is the ``default``: renderers and
+    #: ``config show`` tell the operator what is in effect and why.
+    database_url_source: str | None = None
+    config_dir_source: str = "default"
 
     def with_overrides(
         self,
@@ -31,11 +36,15 @@ class Settings:
         config_dir: Path | None = None,
         app_modules: tuple[str, ...] | None = None,
         debug: bool | None = None,
+        database_url_source: str = "flag",
+        config_dir_source: str = "flag",
     ) -> Settings:
         return replace(
             self,
             database_url=database_url or self.database_url,
+            database_url_source=database_url_source if database_url else self.database_url_source,
             config_dir=config_dir or self.config_dir,
+            config_dir_source=config_dir_source if config_dir else self.config_dir_source,
             app_modules=app_modules if app_modules else self.app_modules,
             debug=self.debug if debug is None else debug,
         )
@@ -63,6 +72,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     config_dir = env.get("JOBSYS_CONFIG_DIR")
     return Settings(
         database_url=env.get("JOBSYS_DATABASE_URL") or None,
+        database_url_source="env" if env.get("JOBSYS_DATABASE_URL") else None,
+        config_dir_source="env" if config_dir else "default",
         home=Path(home).expanduser().resolve() if home else Path.cwd() / DEFAULT_HOME_DIRNAME,
         config_dir=(
             Path(config_dir).expanduser().resolve()

@@ -66,19 +66,12 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
 
 @app.command()
 def show(ctx: typer.Context, json: JsonOpt = False) -> None:
-    """Print the effective configuration, defaults included."""
-    from jobsys.app import load_config
+    """Print the effective configuration, defaults included: the database in use (password
+    masked) and where it comes from, each lane's queues."""
+    from jobsys.app import effective_config
     from jobsys.cli import _output
 
-    config = load_config(settings(ctx), with_tasks=False)
-    data = {
-        "queues": config.queues.model_dump(mode="json"),
-        "schedule": config.schedule.model_dump(mode="json"),
-    }
-    if data["queues"]["database"]["url"]:
-        from jobsys.db.url import mask
-
-        data["queues"]["database"]["url"] = mask(data["queues"]["database"]["url"])
+    data = effective_config(settings(ctx))
     if json:
         _output.emit_json(data)
     else:

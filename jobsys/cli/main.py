@@ -96,11 +96,18 @@ def root(
         bool, typer.Option("--debug", "-v", help="Show tracebacks and debug logs.")
     ] = False,
 ) -> None:
+    def source(name: str) -> str:
+        # By name: Typer vendors click privately, so its enum is not importable.
+        given = ctx.get_parameter_source(name)
+        return "env" if given is not None and given.name == "ENVIRONMENT" else "flag"
+
     settings = from_env().with_overrides(
         database_url=database_url,
         config_dir=config_dir.expanduser().resolve() if config_dir else None,
         app_modules=split_modules(app_modules),
         debug=debug or None,
+        database_url_source=source("database_url"),
+        config_dir_source=source("config_dir"),
     )
     ctx.obj = settings
 

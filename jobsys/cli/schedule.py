@@ -42,17 +42,36 @@ def list_(ctx: typer.Context, json: JsonOpt = False) -> None:
 @app.command("run")
 def run_(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
     """Enqueue NAME now, once (recorded as a manual tick); print the job id, or for
-    a fan-out its run id (`jobsys fanout show RUN`), on stdout."""
+    a fan-out its run id (`jobsys fanout show RUN`), on stdout. A fan-out follows the
+    entry's overlap policy: while its previous run is still going the run is skipped
+    (exit 2) or, with `overlap: queue`, queued."""
     from jobsys.cli import _output
+    from jobsys.errors import EXIT_USAGE
     from jobsys.schedule import service
 
     result = run(service.run_entry(settings(ctx), name))
     if json:
         _output.emit_json(result)
-    elif result["run_id"] is not None:
+    if result["status"] == "skipped":
+        # A refusal (exit 2, as every refused operation): nothing was enqueued.
+        blocker = result["blocked_by"]
+        why = (
+            "has enqueued its items but some are still waiting or running"
+            if result["blocked_by_items_pending"]
+            else "is still in progress"
+        )
+        _output.error(
+            f"{name}: not started: fan-out run {blocker} {why} (overlap: {result['overlap']}).",
+            f"Follow it with `jobsys fanout show {blocker}`; run this again once it is done.",
+        )
+        raise typer.Exit(EXIT_USAGE)
+    if json:
+        return
+    if result["run_id"] is not None:
         _output.print_text(str(result["run_id"]))
+        behind = f" behind run {result['blocked_by']}" if result["status"] == "queued" else ""
         _output.say(
-            f"{name}: fan-out run {result['run_id']} {result['run_status']} "
+            f"{name}: fan-out run {result['run_id']} {result['run_status']}{behind} "
             f"(batch job {result['job_id'] if result['job_id'] is not None else '-'}); "
             f"follow it with `jobsys fanout show {result['run_id']}`"
         )

@@ -60,6 +60,8 @@ def render(
         user=user,
         group=group,
     )
+    for warning in result["warnings"]:
+        _output.say(f"warning: {warning}")
     if json:
         _output.emit_json(result)
     elif out is None:

@@ -3,7 +3,7 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0007_runtime_worker_ids"
+HEAD_REVISION = "0008_fanout_item_jobs"
 KNOWN_REVISIONS = (
     "0001_procrastinate",
     "0002_jobsys_core",
@@ -12,4 +12,5 @@ KNOWN_REVISIONS = (
     "0005_live_read_indexes",
     "0006_failures_filters",
     "0007_runtime_worker_ids",
+    "0008_fanout_item_jobs",
 )

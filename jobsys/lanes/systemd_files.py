@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from jobsys.errors import UsageError
@@ -55,10 +55,30 @@ def render_units(
     from jobsys.app import load_config
 
     config = load_config(settings, with_tasks=False)
+    warnings: list[str] = []
+    config_dir = str(config.directory)
+    if working_directory is not None:
+        # The units run on the target host: its paths follow --working-directory and the
+        # Makefile's layout (config/, .venv/), not wherever this render ran.
+        target = PurePosixPath(working_directory)
+        if settings.config_dir_source == "default":
+            config_dir = str(target / "config")
+        if exec_path is None:
+            exec_path = str(target / ".venv" / "bin" / "jobsys")
+            warnings.append(
+                f"ExecStart runs {exec_path} (the virtualenv of `make install` under "
+                "--working-directory); pass --exec PATH if jobsys is installed elsewhere."
+            )
+    if not settings.database_url and not config.queues.database.url:
+        warnings.append(
+            "no database configured here: the units will start an embedded PostgreSQL "
+            f"under {working_directory or Path.cwd()}/.jobsys unless {environment_file} "
+            "sets JOBSYS_DATABASE_URL (workers on several hosts need one shared server)."
+        )
     options = systemd.RenderOptions(
         exec_path=exec_path or default_exec_path(),
         working_directory=working_directory or str(Path.cwd()),
-        config_dir=str(config.directory),
+        config_dir=config_dir,
         environment_file=environment_file,
         user=user,
         group=group,
@@ -94,4 +114,5 @@ def render_units(
         "units": rows,
         "leftovers": leftovers,
         "enable": enable,
+        "warnings": warnings,
     }

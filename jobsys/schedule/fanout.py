@@ -25,9 +25,13 @@ it can, and the item queue takes the whole spike.
 
 Overlap (a new tick while the entry's previous run is not finished):
 
-- ``skip`` (default): no run is created; the tick is recorded as ``skipped``.
-- ``queue``: a run is created as ``queued`` and starts when the running one finishes.
-  At most one run waits per entry; further ticks meanwhile are ``skipped``.
+- ``skip`` (default): no run is created; the tick is recorded as ``skipped``. A run
+  counts as not finished while it enqueues, and after that while one of its item jobs
+  is still waiting or running (else a run of one batch would be "finished" a second
+  after it started, and the next tick would enqueue every item again beside them).
+- ``queue``: a run is created as ``queued`` and starts when the running one has
+  enqueued its last batch. At most one run waits per entry; further ticks meanwhile
+  are ``skipped``.
 
 Two racing ticks for the same (entry, tick) create one run: ``(entry, tick_at)`` is
 unique.
@@ -67,12 +71,15 @@ class FanoutSource:
 class FanoutStart:
     """What :func:`start_fanout` did. ``status``: ``running`` (new run, first batch
     enqueued), ``queued`` (waits behind the running run), ``skipped`` (overlap: skip),
-    ``existing`` (this tick already has a run: a racing scheduler created it)."""
+    ``existing`` (this tick already has a run: a racing scheduler created it).
+    ``items_pending``: ``blocked_by`` has enqueued everything, but some of its item jobs
+    are still waiting or running."""
 
     status: str
     run_id: int | None
     batch_job_id: int | None = None
     blocked_by: int | None = None
+    items_pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,8 +150,9 @@ async def start_fanout(
         active = await store.active_runs(conn, entry)
         running = [r for r in active if r["status"] == "running"]
         queued = [r for r in active if r["status"] == "queued"]
-        if active and (overlap == "skip" or queued):
-            blocker = int((running or queued)[0]["id"])
+        if queued or (overlap == "skip" and active):
+            blocking = (running or queued or active)[0]
+            blocker = int(blocking["id"])
             logger.info(
                 "fan-out %s: tick skipped, run %s is not finished (overlap: %s)",
                 entry,
@@ -152,7 +160,9 @@ async def start_fanout(
                 overlap,
                 extra={"action": "fanout_skipped", "entry": entry, "blocked_by": blocker},
             )
-            return FanoutStart("skipped", None, blocked_by=blocker)
+            return FanoutStart(
+                "skipped", None, blocked_by=blocker, items_pending=bool(blocking["items_pending"])
+            )
         status = "queued" if running else "running"
         run_id = await store.insert_run(
             conn,
@@ -221,6 +231,7 @@ async def run_batch(conn: Any, run_id: int, cursor: int | None) -> BatchResult:
             first=cursor is None,
         )
         items = int(row["items"])
+        job_ids = (row["first_job"], row["last_job"])
         if items:
             await announce_deferred(conn, [], count=items)
         new_cursor = cursor if row["last_item"] is None else int(row["last_item"])
@@ -230,10 +241,14 @@ async def run_batch(conn: Any, run_id: int, cursor: int | None) -> BatchResult:
             and await store.has_more(conn, spec, new_cursor)
         )
         if more:
-            await store.record_batch(conn, run_id, cursor=new_cursor, items=items, status="running")
+            await store.record_batch(
+                conn, run_id, cursor=new_cursor, items=items, status="running", job_ids=job_ids
+            )
             job_id = await _enqueue_batch(conn, run_id, run["queue"], spec, cursor=new_cursor)
             return BatchResult(run_id, items=items, cursor=new_cursor, continuation_job_id=job_id)
-        await store.record_batch(conn, run_id, cursor=new_cursor, items=items, status="finished")
+        await store.record_batch(
+            conn, run_id, cursor=new_cursor, items=items, status="finished", job_ids=job_ids
+        )
         promoted = await _start_next_queued(conn, run["entry"])
         logger.info(
             "fan-out run %s finished",

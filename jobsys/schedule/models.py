@@ -62,6 +62,10 @@ class FanoutRun(Base):
     cursor: Mapped[int | None] = mapped_column(BigInteger)
     batches_done: Mapped[int] = mapped_column(server_default="0")
     items_enqueued: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    #: The smallest and largest id of the item jobs enqueued so far: the run counts as
+    #: still going (overlap: skip) while one of them is waiting or running.
+    first_item_job_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_item_job_id: Mapped[int | None] = mapped_column(BigInteger)
     started_at: Mapped[datetime] = mapped_column(
         TIMESTAMP(timezone=True), server_default=text("now()")
     )

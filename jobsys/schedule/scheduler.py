@@ -77,6 +77,10 @@ class Fired:
     job_id: int | None = None
     run_id: int | None = None
     run_status: str | None = None
+    #: The run a fan-out tick was skipped or queued behind, and whether only its item
+    #: jobs (not its batches) were still going.
+    blocked_by: int | None = None
+    items_pending: bool = False
 
 
 @dataclass
@@ -137,6 +141,8 @@ async def fire(conn: Any, entry: PlannedEntry, tick_at: datetime, *, status: str
         job_id=started.batch_job_id,
         run_id=started.run_id or started.blocked_by,
         run_status=started.status,
+        blocked_by=started.blocked_by,
+        items_pending=started.items_pending,
     )
 
 

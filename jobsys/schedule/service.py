@@ -11,7 +11,7 @@ import difflib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from jobsys.errors import ConfigError, JobsysError, NotFoundError, RefusedError, UsageError
+from jobsys.errors import ConfigError, JobsysError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -109,7 +109,14 @@ async def list_entries(settings: Settings) -> list[dict[str, Any]]:
 
 
 async def run_entry(settings: Settings, name: str) -> dict[str, Any]:
-    """Enqueue ``name`` now, once (a ``manual`` tick at the database's now)."""
+    """Enqueue ``name`` now, once (a ``manual`` tick at the database's now).
+
+    A fan-out goes through its entry's ``overlap`` policy exactly as a scheduled tick
+    does. ``status``: ``enqueued`` (a job), ``started`` or ``queued`` (a fan-out run),
+    or ``skipped``: the run ``blocked_by`` is still going; nothing was written (the CLI
+    exits 2, a refusal)."""
+    import psycopg
+
     from jobsys.schedule import store
     from jobsys.schedule.scheduler import fire
 
@@ -124,20 +131,26 @@ async def run_entry(settings: Settings, name: str) -> dict[str, Any]:
                 hint="Run the command again.",
             )
         if fired.status == "skipped":
-            # Refuse, and roll back: a refused manual run leaves no trace.
-            raise RefusedError(
-                f"{name} is a fan-out whose run {fired.run_id} is not finished yet "
-                "(overlap: skip).",
-                hint=f"Follow it with `jobsys fanout show {fired.run_id}`.",
-            )
+            # Roll back: a refused manual run leaves no tick behind.
+            raise psycopg.Rollback()
+    if entry.fanout is None:
+        status = "enqueued"
+    elif fired.status == "skipped":
+        status = "skipped"
+    else:
+        status = "queued" if fired.run_status == "queued" else "started"
     return {
         "name": name,
+        "status": status,
         "tick_at": fired.tick_at,
         "job_id": fired.job_id,
         "task": entry.job_task,
         "queue": entry.queue,
-        "run_id": fired.run_id,
+        "run_id": None if status == "skipped" else fired.run_id,
         "run_status": fired.run_status,
+        "overlap": entry.fanout.overlap if entry.fanout else None,
+        "blocked_by": fired.blocked_by,
+        "blocked_by_items_pending": fired.items_pending,
     }
 
 

@@ -225,9 +225,21 @@ RUN_AT_TICK = (
     "SELECT id, status FROM jobsys_fanout_runs WHERE entry = %(entry)s AND tick_at = %(tick_at)s"
 )
 
+#: The entry's runs still going: enqueueing (``running``), waiting (``queued``), or the
+#: latest ``finished`` one while one of its item jobs is still waiting or running (a
+#: one-batch run finishes enqueueing within a second; its items take minutes). Only
+#: the latest finished run is looked at: an id-range scan of its items, not of history.
 ACTIVE_RUNS = """
-SELECT id, status FROM jobsys_fanout_runs
+SELECT id, status, false AS items_pending FROM jobsys_fanout_runs
  WHERE entry = %(entry)s AND status IN ('running', 'queued')
+UNION ALL
+SELECT r.id, r.status, true FROM jobsys_fanout_runs r
+ WHERE r.id = (SELECT max(id) FROM jobsys_fanout_runs
+                WHERE entry = %(entry)s AND status = 'finished')
+   AND EXISTS (SELECT 1 FROM procrastinate_jobs j
+                WHERE j.id BETWEEN r.first_item_job_id AND r.last_item_job_id
+                  AND j.task_name = r.task AND j.queue_name = r.queue
+                  AND j.status IN ('todo', 'doing'))
  ORDER BY id
 """
 
@@ -238,6 +250,8 @@ UPDATE jobsys_fanout_runs
    SET cursor = %(cursor)s,
        batches_done = batches_done + 1,
        items_enqueued = items_enqueued + %(items)s,
+       first_item_job_id = least(first_item_job_id, %(first_job)s::bigint),
+       last_item_job_id = greatest(last_item_job_id, %(last_job)s::bigint),
        status = %(status)s,
        finished_at = CASE WHEN %(status)s = 'running' THEN NULL ELSE clock_timestamp() END,
        updated_at = clock_timestamp()
@@ -318,7 +332,9 @@ WITH batch AS MATERIALIZED (
 )
 SELECT (SELECT count(*) FROM batch) AS items,
        (SELECT max(item) FROM batch) AS last_item,
-       (SELECT coalesce(cardinality(ids), 0) FROM deferred) AS deferred
+       (SELECT coalesce(cardinality(ids), 0) FROM deferred) AS deferred,
+       (SELECT min(id) FROM deferred, unnest(ids) id) AS first_job,
+       (SELECT max(id) FROM deferred, unnest(ids) id) AS last_job
 """
     ).format(id=ident, table=source_identifier(spec["table"]), after=after, where=where)
 
@@ -381,10 +397,26 @@ async def lock_run(conn: Any, run_id: int) -> dict[str, Any] | None:
 
 
 async def record_batch(
-    conn: Any, run_id: int, *, cursor: int | None, items: int, status: str
+    conn: Any,
+    run_id: int,
+    *,
+    cursor: int | None,
+    items: int,
+    status: str,
+    job_ids: tuple[int | None, int | None] = (None, None),
 ) -> None:
+    """Record a batch's progress; ``job_ids``: the smallest and largest item job id it
+    enqueued (widen the run's range)."""
     await conn.execute(
-        RECORD_BATCH, {"id": run_id, "cursor": cursor, "items": items, "status": status}
+        RECORD_BATCH,
+        {
+            "id": run_id,
+            "cursor": cursor,
+            "items": items,
+            "status": status,
+            "first_job": job_ids[0],
+            "last_job": job_ids[1],
+        },
     )
 
 

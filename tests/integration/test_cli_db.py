@@ -130,3 +130,31 @@ def test_an_unknown_revision_is_a_usage_error(cli, db_url: str) -> None:  # type
         assert "internal error" not in result.stderr
     result = cli("--database-url", db_url, "db", "current", "--json")
     assert result.json()["revisions"] == [HEAD_REVISION]  # nothing moved
+
+
+def test_config_show_prints_the_effective_database_and_queues(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The walkthrough: `database: url: null` while JOBSYS_DATABASE_URL was set, and
+    # capsule lanes with `queues: []`.
+    secret = "postgresql://jobs:hunter2@db.example:5432/jobs"
+    shown = cli("config", "show", "--json", env={"JOBSYS_DATABASE_URL": secret})
+    assert shown.exit_code == 0, shown.stderr
+    data = shown.json()  # one document
+    assert data["queues"]["database"] == {
+        "url": "postgresql://jobs:***@db.example:5432/jobs",
+        "source": "env",
+        "config_url": None,
+    }
+    assert data["queues"]["capsules"]["ai_face_queue"]["queues"] == ["ai_face_queue"]
+    assert "sync" in data["queues"]["base"]["queues"]
+    text = cli("config", "show")
+    assert "hunter2" not in text.stdout
+    assert "url: postgresql://jobs:***@db.example:5432/jobs\n    source: env" in text.stdout
+    assert "- ai_face_queue" in text.stdout
+
+    flag = cli("--database-url", secret, "config", "show", "--json")
+    assert flag.json()["queues"]["database"]["source"] == "flag"
+    # Nothing configured: the embedded server (not started by `config show`).
+    monkey_env = cli("config", "show", "--json", env={"JOBSYS_DATABASE_URL": ""})
+    database = monkey_env.json()["queues"]["database"]
+    assert (database["source"], database["url"]) == ("embedded", None)
+    assert not (tmp_path / "cli-home" / "pgdata").exists()

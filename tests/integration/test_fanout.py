@@ -367,3 +367,101 @@ async def test_retention_task_runs_in_a_real_worker(
         )
     assert scalar(db_url, "SELECT status::text FROM procrastinate_jobs") == "succeeded"
     assert scalar(db_url, "SELECT count(*) FROM jobsys_schedule_ticks") == 1
+
+
+OVERLAP_YAML = """
+entries:
+  one_batch:
+    cron: "0 * * * *"
+    fanout:
+      table: accounts
+      batch_size: 500
+      task: demo.process_account
+  one_batch_queued:
+    cron: "0 * * * *"
+    fanout:
+      table: accounts
+      batch_size: 500
+      task: demo.process_account
+      overlap: queue
+"""
+
+
+def test_manual_run_is_skipped_while_the_previous_runs_items_are_pending(
+    db_url: str, tmp_path: Path, cli: Any
+) -> None:
+    # The walkthrough: a run of one batch is "finished" as soon as a worker ran that
+    # batch, a second later; a second `schedule run` then enqueued every item again.
+    make_accounts(db_url, 5)
+    base = ("--database-url", db_url, "--config-dir", str(config_dir(tmp_path, OVERLAP_YAML)))
+    first = cli(*base, "schedule", "run", "one_batch", "--json")
+    assert first.exit_code == 0, first.stderr
+    assert first.json()["status"] == "started"
+    run_id = first.json()["run_id"]
+
+    async def batch() -> None:
+        async with connect(db_url) as conn:
+            assert await drain(conn, run_id) == 1
+
+    asyncio.run(batch())
+    assert scalar(db_url, "SELECT status FROM jobsys_fanout_runs WHERE id = %s", run_id) == (
+        "finished"
+    )
+
+    refused = cli(*base, "schedule", "run", "one_batch")
+    assert refused.exit_code == 2, refused.stderr
+    assert refused.stdout == ""
+    assert f"fan-out run {run_id} has enqueued its items but some are still waiting" in (
+        refused.stderr
+    )
+    assert f"`jobsys fanout show {run_id}`" in refused.stderr
+    as_json = cli(*base, "schedule", "run", "one_batch", "--json")
+    assert as_json.exit_code == 2
+    data = as_json.json()
+    assert (data["status"], data["blocked_by"], data["run_id"], data["overlap"]) == (
+        "skipped",
+        run_id,
+        None,
+        "skip",
+    )
+    # A refused manual run leaves nothing behind: one run, 5 items, one manual tick.
+    assert scalar(db_url, "SELECT count(*) FROM jobsys_fanout_runs") == 1
+    assert scalar(db_url, "SELECT count(*) FROM jobsys_schedule_ticks") == 1
+    items = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'demo.process_account'"
+    assert scalar(db_url, items) == 5
+
+    # A scheduled tick meets the same policy.
+    async def tick() -> Any:
+        from jobsys.app import load_config
+        from jobsys.schedule.plan import build
+        from jobsys.schedule.scheduler import fire
+        from jobsys.settings import Settings
+
+        plan = build(load_config(Settings(config_dir=tmp_path / "config")))
+        async with connect(db_url) as conn, conn.transaction():
+            return await fire(conn, plan.entries["one_batch"], datetime.now(UTC), status="enqueued")
+
+    fired = asyncio.run(tick())
+    assert (fired.status, fired.blocked_by, fired.items_pending) == ("skipped", run_id, True)
+
+    # Once every item is done, the next manual run starts.
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute(
+            "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE status IN ('todo', 'doing')"
+        )
+    again = cli(*base, "schedule", "run", "one_batch", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert again.json()["status"] == "started" and again.json()["run_id"] != run_id
+
+    # overlap: queue: a manual run behind a running one is queued, and says so.
+    started = cli(*base, "schedule", "run", "one_batch_queued")
+    assert started.exit_code == 0, started.stderr
+    queued = cli(*base, "schedule", "run", "one_batch_queued", "--json")
+    assert queued.exit_code == 0, queued.stderr
+    assert (queued.json()["status"], queued.json()["blocked_by"]) == (
+        "queued",
+        int(started.stdout),
+    )
+    third = cli(*base, "schedule", "run", "one_batch_queued")
+    assert third.exit_code == 2
+    assert f"fan-out run {started.stdout.strip()} is still in progress" in third.stderr

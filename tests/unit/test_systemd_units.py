@@ -146,3 +146,49 @@ def test_percent_in_a_path_is_escaped(cli) -> None:  # type: ignore[no-untyped-d
     result = cli("systemd", "render", "--json", "--working-directory", "/srv/100%jobs")
     assert result.exit_code == 0, result.stderr
     assert "WorkingDirectory=/srv/100%%jobs\n" in result.json()["units"][0]["content"]
+
+
+def test_working_directory_sets_the_target_hosts_paths(cli, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The walkthrough: rendered in /tmp/newop for /srv/jobsys, the units pointed at
+    # /tmp/newop/config and /tmp/newop/.venv/bin/jobsys.
+    render_host = tmp_path / "newop"
+    shutil.copytree(CONFIG_DIR, render_host / "config")
+    monkeypatch.chdir(render_host)
+    monkeypatch.delenv("JOBSYS_CONFIG_DIR")
+    out = tmp_path / "deploy"
+    # The target host's layout (systemd-analyze checks that ExecStart is executable).
+    srv = tmp_path / "srv"
+    (srv / ".venv" / "bin").mkdir(parents=True)
+    (srv / ".venv" / "bin" / "jobsys").write_text("#!/bin/sh\n")
+    (srv / ".venv" / "bin" / "jobsys").chmod(0o755)
+    result = cli(
+        "systemd", "render", "--out", str(out), "--user", "jobsys",
+        "--working-directory", str(srv),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    s = unit_settings((out / "jobsys-worker@.service").read_text())
+    assert s["WorkingDirectory"] == [str(srv)]
+    assert f"JOBSYS_CONFIG_DIR={srv}/config" in s["Environment"]
+    assert s["ExecStart"] == [f"{srv}/.venv/bin/jobsys worker --lane %i --log-format json"]
+    instances = [out / f"jobsys-worker@{lane}.service" for lane in LANES]
+    assert verify(out / "jobsys-worker@.service", *instances, out / "jobsys.target") == ""
+    stderr = " ".join(result.stderr.split())
+    assert f"warning: ExecStart runs {srv}/.venv/bin/jobsys" in stderr
+    assert "pass --exec PATH" in stderr
+    assert (
+        "warning: no database configured here: the units will start an embedded PostgreSQL "
+        f"under {srv}/.jobsys unless /etc/jobsys/jobsys.env sets JOBSYS_DATABASE_URL"
+    ) in stderr
+
+    # An explicit --config-dir and --exec win; a configured database needs no warning.
+    as_json = cli(
+        "--config-dir", str(render_host / "config"), "--database-url", "postgresql://db/jobs",
+        "systemd", "render", "--json", "--working-directory", "/srv/jobsys",
+        "--exec", "/opt/jobsys/bin/jobsys",
+    )  # fmt: skip
+    assert as_json.exit_code == 0, as_json.stderr
+    assert as_json.json()["warnings"] == []
+    assert "warning" not in as_json.stderr
+    s = unit_settings(as_json.json()["units"][0]["content"])
+    assert f"JOBSYS_CONFIG_DIR={(render_host / 'config').resolve()}" in s["Environment"]
+    assert s["ExecStart"] == ["/opt/jobsys/bin/jobsys worker --lane %i --log-format json"]
