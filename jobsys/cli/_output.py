@@ -276,14 +276,20 @@ def retry_verdicts(report: Any) -> None:
         say(f"{report.retried} retried, {report.refused} refused (batch {report.batch_id})")
 
 
-def retry_already_done(retried: int, already: int, actors: Sequence[str]) -> None:
-    """A bulk retry that found (some of) its work done by someone else: say so."""
-    who = ", ".join(actors) if actors else "someone"
-    noun = "failure was" if already == 1 else "failures were"
+def retry_already_done(retried: int, already: int, superseded: int, actors: Sequence[str]) -> None:
+    """A bulk retry that found (some of) its work done already: say so."""
+    done = []
+    if already:
+        who = ", ".join(actors) if actors else "someone"
+        noun = "failure was" if already == 1 else "failures were"
+        done.append(f"{already} {noun} already retried (by {who})")
+    if superseded:
+        noun = "failure" if superseded == 1 else "failures"
+        done.append(f"{superseded} {noun} superseded by a newer failure of its job")
     if retried:
-        say(f"{retried} retried now; {already} {noun} already retried (by {who})")
+        say(f"{retried} retried now; {', '.join(done)}")
     else:
-        say(f"already done: {already} {noun} already retried (by {who}); nothing left to retry")
+        say(f"already done: {', '.join(done)}; nothing left to retry")
 
 
 def retry_summary(report: Any, *, to_stderr: bool = False) -> None:

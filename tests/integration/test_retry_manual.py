@@ -295,3 +295,31 @@ async def test_older_failure_is_superseded_by_a_newer_authentication_failure(
         assert sql(db_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,)) == [
             {"status": "failed"}
         ]
+
+
+def test_bulk_rerun_after_a_retried_job_failed_again_is_already_done(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Story 5: re-running a bulk retry is harmless. A job we retried that failed again
+    leaves its older failure superseded: for --all and `issues retry` that is work
+    already handled (exit 0); named by id it is still refused (exit 3)."""
+    from _retry_support import bulk_failed_jobs, fail_again
+
+    issue = make_issue(db_url)
+    ids = bulk_failed_jobs(db_url, 3, issue_id=issue)
+    args = ("--database-url", db_url, "retry", "--all", "--issue", str(issue), "--yes")
+    assert cli(*args, env={"JOBSYS_OPERATOR": "alice"}).exit_code == 0
+    newer = fail_again(db_url, ids[0])  # the retried job hit the login wall: a newer failure
+    rerun = cli(*args, "--json")
+    assert rerun.exit_code == 0, rerun.stdout
+    assert rerun.json()["counts"] == {"skipped_already_retried": 2, "skipped_superseded": 1}
+    human = cli(*args)
+    assert human.exit_code == 0, human.stderr
+    assert (
+        "already done: 2 failures were already retried (by alice), 1 failure superseded by a "
+        "newer failure of its job; nothing left to retry"
+    ) in human.stderr
+    by_issue = cli("--database-url", db_url, "issues", "retry", str(issue), "--yes")
+    assert by_issue.exit_code == 0, by_issue.stderr
+    by_id = cli("--database-url", db_url, "retry", str(ids[0]))
+    assert by_id.exit_code == 3
+    assert f"skipped_superseded: the job failed again since (failure {newer}" in by_id.stdout
+    assert "retry it instead" in by_id.stdout
