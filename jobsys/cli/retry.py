@@ -112,10 +112,11 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
 
     def confirm(preview: RetryReport) -> bool:
         _output.retry_summary(preview, to_stderr=True)
-        if preview.retried == 0:
+        if preview.would_retry == 0:
             return True  # nothing would be retried: no question; the run says why
         # The prompt is chatter, on stderr: stdout stays clean for the data.
-        return _output.confirm(f"Retry {preview.retried} of {preview.matched} failures?")
+        noun = "failure" if preview.matched == 1 else "failures"
+        return _output.confirm(f"Retry {preview.would_retry} of {preview.matched} {noun}?")
 
     with _output.progress_bar("retrying") as progress:
         report = run(
