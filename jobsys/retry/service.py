@@ -211,7 +211,12 @@ async def retry(
         if request.dry_run:
             return await run(True, progress)
         if confirm is not None and not confirm(await run(True, None)):
-            raise RefusedError("not confirmed; nothing was retried.")
+            # Without a terminal (a script, a pipe, cron) the prompt reads end of input,
+            # which counts as no: the way through is --yes.
+            raise RefusedError(
+                "not confirmed; nothing was retried.",
+                hint="Pass --yes to confirm without a prompt.",
+            )
         return await run(False, progress)
 
 

@@ -372,3 +372,17 @@ def test_bulk_dry_run_lists_what_would_be_retried_and_refused(cli, db_url: str) 
         line.startswith(f"  failure {auth} (job {job}): would be refused, skipped_authentication: ")
         for line in lines
     ), lines
+
+
+def test_unconfirmed_without_a_terminal_hints_at_yes(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    from _retry_support import bulk_failed_jobs
+
+    bulk_failed_jobs(db_url, 2)
+    result = cli("--database-url", db_url, "retry", "--all", "--task", "t_retry.work", input="")
+    assert result.exit_code == 2
+    assert "Retry 2 of 2 failures? [y/N]: " in result.stderr
+    assert result.stderr.rstrip().splitlines()[-2:] == [
+        "error: not confirmed; nothing was retried.",
+        "Pass --yes to confirm without a prompt.",
+    ]
+    assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
