@@ -269,30 +269,43 @@ def retry_verdicts(report: Any) -> None:
         print_text(line)
     if report.dry_run:
         say(
-            f"dry run: {report.retried} would be retried, {report.refused} would be refused; "
+            f"dry run: {report.would_retry} would be retried, {report.refused} would be refused; "
             "nothing was changed"
         )
     else:
         say(f"{report.retried} retried, {report.refused} refused (batch {report.batch_id})")
 
 
-def retry_already_done(retried: int, already: int, actors: Sequence[str]) -> None:
-    """A bulk retry that found (some of) its work done by someone else: say so."""
-    who = ", ".join(actors) if actors else "someone"
-    noun = "failure was" if already == 1 else "failures were"
+def retry_already_done(retried: int, already: int, superseded: int, actors: Sequence[str]) -> None:
+    """A bulk retry that found (some of) its work done already: say so."""
+    done = []
+    if already:
+        who = ", ".join(actors) if actors else "someone"
+        noun = "failure was" if already == 1 else "failures were"
+        done.append(f"{already} {noun} already retried (by {who})")
+    if superseded:
+        noun = "failure" if superseded == 1 else "failures"
+        done.append(f"{superseded} {noun} superseded by a newer failure of its job")
     if retried:
-        say(f"{retried} retried now; {already} {noun} already retried (by {who})")
+        say(f"{retried} retried now; {', '.join(done)}")
     else:
-        say(f"already done: {already} {noun} already retried (by {who}); nothing left to retry")
+        say(f"already done: {', '.join(done)}; nothing left to retry")
 
 
 def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
-    """Counts per reason and a sample of the refused verdicts (bulk retry)."""
+    """Counts per reason and a sample of the verdicts, with failure ids (bulk retry).
+
+    The heading is a line of its own, not the table's title: Rich wraps a title to
+    the width of this narrow table."""
     console = stderr_console() if to_stderr else stdout_console()
     from rich.table import Table
 
-    verb = "would be" if report.dry_run else "were"
-    tbl = Table(title=f"{report.matched} failures matched; verdicts ({verb})", header_style="bold")
+    noun = "failure" if report.matched == 1 else "failures"
+    heading = f"{report.matched} {noun} matched"
+    if report.dry_run:
+        heading += "; dry run, nothing was changed"
+    console.print(heading, markup=False, highlight=False, soft_wrap=True)
+    tbl = Table(header_style="bold")
     tbl.add_column("decision")
     tbl.add_column("failures", justify="right")
     for reason, count in report.counts.items():
@@ -300,10 +313,17 @@ def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
     print_renderable(console, tbl)
     sample = report.sample()
     if sample:
-        console.print("sample of refused:", markup=False, highlight=False, soft_wrap=True)
+        title = "sample:" if report.dry_run else "sample of refused:"
+        console.print(title, markup=False, highlight=False, soft_wrap=True)
         for d in sample:
+            if not report.dry_run:
+                verdict = f"{d.decision}: {d.detail}"
+            elif d.decision == "retried":
+                verdict = "would be retried"
+            else:
+                verdict = f"would be refused, {d.decision}: {d.detail}"
             console.print(
-                f"  failure {d.failure_id} (job {d.job_id}): {d.decision}: {d.detail}",
+                f"  failure {d.failure_id} (job {d.job_id}): {verdict}",
                 markup=False,
                 highlight=False,
                 soft_wrap=True,

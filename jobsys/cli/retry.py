@@ -3,7 +3,8 @@
 ``issues`` group in ``cli/main.py``).
 
 Exit codes: 0 every failure was retried (or a dry run), or a bulk retry found the
-rest already retried (nothing left to do); 3 some were refused for another reason
+rest already retried or superseded by a newer failure of its job (nothing left to
+do); 3 some were refused for another reason, or a failure named by id was refused
 (each verdict says why); 1 unknown ids / nothing matches; 2 bad input or refused
 request.
 """
@@ -62,9 +63,9 @@ def retry(
 
     Refuses what must not run again (authentication failures, terminal pipelines,
     jobs already retried or not failed) and says why, per failure. Exit 0 when
-    every failure was retried (with --all: or had already been retried, by anyone),
-    3 when any was refused for another reason. Without --yes, --all previews the
-    verdicts and asks (on stderr).
+    every failure was retried (with --all: or had already been retried, by anyone,
+    or its job failed again since), 3 when any was refused for another reason.
+    Without --yes, --all previews the verdicts and asks (on stderr).
     """
     from jobsys.failures import filters
     from jobsys.retry.service import RetryRequest
@@ -106,15 +107,16 @@ def issues_retry(
 
 def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool) -> None:
     from jobsys.cli import _output
-    from jobsys.retry.rules import SKIPPED_ALREADY_RETRIED
+    from jobsys.retry.rules import SKIPPED_ALREADY_RETRIED, SKIPPED_SUPERSEDED
     from jobsys.retry.service import retry as retry_service
 
     def confirm(preview: RetryReport) -> bool:
         _output.retry_summary(preview, to_stderr=True)
-        if preview.retried == 0:
+        if preview.would_retry == 0:
             return True  # nothing would be retried: no question; the run says why
         # The prompt is chatter, on stderr: stdout stays clean for the data.
-        return _output.confirm(f"Retry {preview.retried} of {preview.matched} failures?")
+        noun = "failure" if preview.matched == 1 else "failures"
+        return _output.confirm(f"Retry {preview.would_retry} of {preview.matched} {noun}?")
 
     with _output.progress_bar("retrying") as progress:
         report = run(
@@ -131,11 +133,14 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
     if report.dry_run or not report.refused:
         return
     already = [d for d in report.decisions if d.decision == SKIPPED_ALREADY_RETRIED]
+    # A superseded failure's job failed again since (typically after this very retry):
+    # its newest failure speaks for the job, so a bulk re-run has nothing to do for it.
+    superseded = sum(1 for d in report.decisions if d.decision == SKIPPED_SUPERSEDED)
     bulk = not request.ids and request.job is None
-    if bulk and len(already) == report.refused:
+    if bulk and len(already) + superseded == report.refused:
         # Story 5: the colleague who runs the same bulk retry a second later is told
         # the work is done; that is success, not "partly done".
         actors = sorted({d.retried_by for d in already if d.retried_by})
-        _output.retry_already_done(report.retried, len(already), actors)
+        _output.retry_already_done(report.retried, len(already), superseded, actors)
         return
     raise typer.Exit(EXIT_PARTIAL)

@@ -95,12 +95,14 @@ def service_outage(service: str) -> str:
 
 
 def job_failure_title(task: str, error_class: str, message: str, kind: str | None = None) -> str:
-    """A readable title from already-redacted data."""
+    """A readable title from already-redacted data.
+
+    The message's first line is normalised as the fingerprint normalises it: the title
+    is written by the group's first failure but names the whole group, so it must not
+    carry that failure's ids ("account 37" for an issue over 28 accounts)."""
     short = error_class.rsplit(".", 1)[-1]
-    first_line = message.strip().splitlines()[0] if message.strip() else ""
-    if kind == "authentication":  # one issue across tasks and accounts
-        where, first_line = short, normalise_message(first_line)
-    else:
-        where = f"{short} in {task}"
+    first_line = normalise_message(message.strip().splitlines()[0]) if message.strip() else ""
+    # An authentication issue spans tasks (one login wall): no task in its title.
+    where = short if kind == "authentication" else f"{short} in {task}"
     title = f"{where}: {first_line}" if first_line else where
     return title if len(title) <= MAX_TITLE_CHARS else title[: MAX_TITLE_CHARS - 1] + "…"

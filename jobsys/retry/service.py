@@ -23,10 +23,12 @@ from jobsys.retry.rules import RETRIED, Decision
 if TYPE_CHECKING:
     from jobsys.settings import Settings
 
-#: How many refused verdicts a human summary shows per reason.
+#: How many verdicts a human summary shows per reason (refused ones; in a dry run all).
 SAMPLE_PER_REASON = 5
 #: ``--all`` without ``--limit`` considers at most this many failures.
 DEFAULT_BULK_LIMIT = 1_000_000
+#: What a dry run reports instead of ``retried``: nothing ran, no job was touched.
+WOULD_RETRY = "would_retry"
 
 Progress = Callable[[int, int], None]
 Confirm = Callable[["RetryReport"], bool]
@@ -58,43 +60,56 @@ class RetryReport:
 
     @property
     def counts(self) -> dict[str, int]:
-        return dict(sorted(Counter(d.decision for d in self.decisions).items()))
+        return dict(sorted(Counter(self.verdict(d) for d in self.decisions).items()))
 
     @property
-    def retried(self) -> int:
+    def would_retry(self) -> int:
+        """How many failures the rules let through (retried, or in a dry run would be)."""
         return sum(1 for d in self.decisions if d.decision == RETRIED)
 
     @property
+    def retried(self) -> int:
+        return 0 if self.dry_run else self.would_retry
+
+    @property
     def refused(self) -> int:
-        return len(self.decisions) - self.retried
+        return len(self.decisions) - self.would_retry
+
+    def verdict(self, d: Decision) -> str:
+        """The decision as reported: a dry run never claims that a retry happened."""
+        return WOULD_RETRY if self.dry_run and d.decision == RETRIED else d.decision
 
     def sample(self) -> list[Decision]:
-        """Every retried verdict is summarised; refused ones a few per reason."""
+        """A few verdicts per reason: the refused ones (a real run lists its retries by
+        count only); in a dry run the would-be retries too, so their ids can be checked."""
         seen: Counter[str] = Counter()
         out = []
         for d in self.decisions:
-            if d.decision != RETRIED and seen[d.decision] < SAMPLE_PER_REASON:
+            shown = self.dry_run or d.decision != RETRIED
+            if shown and seen[d.decision] < SAMPLE_PER_REASON:
                 seen[d.decision] += 1
                 out.append(d)
         return out
 
     def as_dict(self) -> dict[str, Any]:
+        # A dry run has no batch and starts no job: those keys are null, not invented.
         return {
-            "batch_id": self.batch_id,
+            "batch_id": None if self.dry_run else self.batch_id,
             "actor": self.actor,
             "dry_run": self.dry_run,
             "filters": self.filters,
             "matched": self.matched,
             "retried": self.retried,
+            "would_retry": self.would_retry if self.dry_run else 0,
             "refused": self.refused,
             "counts": self.counts,
             "results": [
                 {
                     "failure_id": d.failure_id,
                     "job_id": d.job_id,
-                    "decision": d.decision,
-                    "detail": d.detail,
-                    "new_job_id": d.new_job_id,
+                    "decision": self.verdict(d),
+                    "detail": "would be retried" if self.verdict(d) == WOULD_RETRY else d.detail,
+                    "new_job_id": None if self.dry_run else d.new_job_id,
                 }
                 for d in self.decisions
             ],
@@ -197,7 +212,12 @@ async def retry(
         if request.dry_run:
             return await run(True, progress)
         if confirm is not None and not confirm(await run(True, None)):
-            raise RefusedError("not confirmed; nothing was retried.")
+            # Without a terminal (a script, a pipe, cron) the prompt reads end of input,
+            # which counts as no: the way through is --yes.
+            raise RefusedError(
+                "not confirmed; nothing was retried.",
+                hint="Pass --yes to confirm without a prompt.",
+            )
         return await run(False, progress)
 
 

@@ -199,6 +199,50 @@ def bulk_failed_jobs(
     return [r["id"] for r in ids]
 
 
+def fail_again(url: str, failure_id: int, *, kind: str = "authentication") -> int:
+    """The retried job of ``failure_id`` runs and fails again, in no issue: Procrastinate's
+    own finish function, then a newer failure row. Returns the newer failure's id."""
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        row = conn.execute(
+            "SELECT job_id FROM jobsys_failures WHERE id = %s", (failure_id,)
+        ).fetchone()
+        assert row is not None
+        job_id = row["job_id"]
+        conn.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (job_id,))
+        conn.execute("SELECT procrastinate_finish_job_v1(%s, 'failed', false)", (job_id,))
+        conn.execute(
+            INSERT_FAILURE,
+            {
+                "job_id": job_id,
+                "task": "t_retry.work",
+                "queue": TEST_QUEUE,
+                "lane": "base",
+                "attempt": 2,
+                "args": '{"key": "bulk"}',
+                "error_class": "AuthenticationError",
+                "message": "log in again",
+                "traceback": None,
+                "account_id": str(job_id % 40),
+                "profile_id": None,
+                "kind": kind,
+                "reason": "exception",
+                "retryable": kind != "authentication",
+                "will_retry": False,
+                "worker": None,
+                "service": None,
+                "fingerprint": None,
+                "issue_id": None,
+                "pipeline_step_id": None,
+                "occurred_at": None,
+            },
+        )
+        newer = conn.execute(
+            "SELECT max(id) AS id FROM jobsys_failures WHERE job_id = %s", (job_id,)
+        ).fetchone()
+    assert newer is not None
+    return int(newer["id"])
+
+
 def make_issue(url: str, *, kind: str = "job_failure", status: str = "open") -> int:
     rows = sql(
         url,

@@ -58,7 +58,7 @@ def test_per_id_dry_run_says_it_is_one(cli: Any, db_url: str) -> None:
     assert " retried, " not in result.stderr.replace("would be retried, ", "")
     assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
     data = cli("--database-url", db_url, "retry", str(failure), "--dry-run", "--json").json()
-    assert data["dry_run"] is True and data["results"][0]["decision"] == "retried"
+    assert data["dry_run"] is True and data["results"][0]["decision"] == "would_retry"
 
 
 def test_bulk_prompt_on_stderr_and_a_rerun_is_already_done(cli: Any, db_url: str) -> None:

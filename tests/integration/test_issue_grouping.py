@@ -98,7 +98,7 @@ async def test_lifecycle_resolve_regression_mute_and_idempotent_replay(db_url: s
         assert await record_failure(conn, _row(1), config) is None  # same attempt: no double count
         (issue,) = fx.rows(db_url, "SELECT * FROM jobsys_issues")
         assert issue["occurrences"] == 1 and issue["status"] == "open"
-        assert issue["title"] == "KeyError in t.refresh: 'key1'"
+        assert issue["title"] == "KeyError in t.refresh: <str>"
         await conn.execute("UPDATE jobsys_issues SET status='resolved', resolved_at=now()")
         await record_failure(conn, _row(2), config)
         (issue,) = fx.rows(db_url, "SELECT * FROM jobsys_issues")

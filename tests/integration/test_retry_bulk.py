@@ -69,7 +69,7 @@ def test_bulk_retry_of_10000_failures_then_rerun(cli, db_url: str) -> None:  # t
         "--database-url", db_url, "retry", "--all", "--issue", str(issue), "--dry-run", "--json"
     )
     assert dry.exit_code == 0
-    assert dry.json()["counts"] == {"retried": 10_000, "skipped_authentication": 3}
+    assert dry.json()["counts"] == {"would_retry": 10_000, "skipped_authentication": 3}
     assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
     started = time.perf_counter()
     result = cli(

@@ -204,7 +204,7 @@ async def test_issue_retry_refuses_authentication(settings, db_url: str) -> None
         _, auth = await failed_job(app, "i2", "auth")
     sql(db_url, "UPDATE jobsys_failures SET issue_id = %s", (issue,))
     dry = await retry(settings, RetryRequest(issue=issue, dry_run=True))
-    assert (dry.counts, dry.dry_run) == ({"retried": 1, "skipped_authentication": 1}, True)
+    assert (dry.counts, dry.dry_run) == ({"skipped_authentication": 1, "would_retry": 1}, True)
     report = await retry(settings, RetryRequest(issue=issue))
     assert {d.failure_id: d.decision for d in report.decisions} == {
         runtime: "retried",
@@ -295,3 +295,94 @@ async def test_older_failure_is_superseded_by_a_newer_authentication_failure(
         assert sql(db_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,)) == [
             {"status": "failed"}
         ]
+
+
+def test_bulk_rerun_after_a_retried_job_failed_again_is_already_done(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Story 5: re-running a bulk retry is harmless. A job we retried that failed again
+    leaves its older failure superseded: for --all and `issues retry` that is work
+    already handled (exit 0); named by id it is still refused (exit 3)."""
+    from _retry_support import bulk_failed_jobs, fail_again
+
+    issue = make_issue(db_url)
+    ids = bulk_failed_jobs(db_url, 3, issue_id=issue)
+    args = ("--database-url", db_url, "retry", "--all", "--issue", str(issue), "--yes")
+    assert cli(*args, env={"JOBSYS_OPERATOR": "alice"}).exit_code == 0
+    newer = fail_again(db_url, ids[0])  # the retried job hit the login wall: a newer failure
+    rerun = cli(*args, "--json")
+    assert rerun.exit_code == 0, rerun.stdout
+    assert rerun.json()["counts"] == {"skipped_already_retried": 2, "skipped_superseded": 1}
+    human = cli(*args)
+    assert human.exit_code == 0, human.stderr
+    assert (
+        "already done: 2 failures were already retried (by alice), 1 failure superseded by a "
+        "newer failure of its job; nothing left to retry"
+    ) in human.stderr
+    by_issue = cli("--database-url", db_url, "issues", "retry", str(issue), "--yes")
+    assert by_issue.exit_code == 0, by_issue.stderr
+    by_id = cli("--database-url", db_url, "retry", str(ids[0]))
+    assert by_id.exit_code == 3
+    assert f"skipped_superseded: the job failed again since (failure {newer}" in by_id.stdout
+    assert "retry it instead" in by_id.stdout
+
+
+def test_dry_run_json_claims_no_retry(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    from _retry_support import bulk_failed_jobs
+
+    issue = make_issue(db_url)
+    [failure] = bulk_failed_jobs(db_url, 1, issue_id=issue)
+    [auth] = bulk_failed_jobs(db_url, 1, kind="authentication", issue_id=issue)
+    for target in ([str(failure), str(auth)], ["--all", "--issue", str(issue)]):
+        result = cli("--database-url", db_url, "retry", *target, "--dry-run", "--json")
+        assert result.exit_code == 0, result.stderr
+        data = result.json()
+        assert (data["dry_run"], data["batch_id"]) == (True, None)
+        assert (data["retried"], data["would_retry"], data["refused"]) == (0, 1, 1)
+        assert data["counts"] == {"skipped_authentication": 1, "would_retry": 1}
+        rows = {r["failure_id"]: r for r in data["results"]}
+        assert rows[failure]["decision"] == "would_retry"
+        assert rows[failure]["detail"] == "would be retried"
+        assert rows[failure]["new_job_id"] is None
+        assert rows[auth]["decision"] == "skipped_authentication"
+    assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
+    # The real run keeps its contract: "retried", the job, a batch.
+    real = cli("--database-url", db_url, "retry", str(failure), "--json").json()
+    assert (real["dry_run"], real["retried"], real["would_retry"]) == (False, 1, 0)
+    assert real["batch_id"] and real["results"][0]["decision"] == "retried"
+    assert real["results"][0]["new_job_id"] == real["results"][0]["job_id"]
+
+
+def test_bulk_dry_run_lists_what_would_be_retried_and_refused(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    from _retry_support import bulk_failed_jobs
+
+    issue = make_issue(db_url)
+    [failure] = bulk_failed_jobs(db_url, 1, issue_id=issue)
+    jobs = {r["id"]: r["job_id"] for r in sql(db_url, "SELECT id, job_id FROM jobsys_failures")}
+    one = cli("--database-url", db_url, "retry", "--all", "--issue", str(issue), "--dry-run")
+    assert one.exit_code == 0, one.stderr
+    lines = one.stdout.splitlines()
+    assert lines[0] == "1 failure matched; dry run, nothing was changed"
+    assert any(line.split() == ["│", "would_retry", "│", "1", "│"] for line in lines), lines
+    assert f"  failure {failure} (job {jobs[failure]}): would be retried" in lines
+    [auth] = bulk_failed_jobs(db_url, 1, kind="authentication", issue_id=issue)
+    job = sql(db_url, "SELECT job_id FROM jobsys_failures WHERE id = %s", (auth,))[0]["job_id"]
+    two = cli("--database-url", db_url, "retry", "--all", "--issue", str(issue), "--dry-run")
+    lines = two.stdout.splitlines()
+    assert lines[0] == "2 failures matched; dry run, nothing was changed"
+    assert any(
+        line.startswith(f"  failure {auth} (job {job}): would be refused, skipped_authentication: ")
+        for line in lines
+    ), lines
+
+
+def test_unconfirmed_without_a_terminal_hints_at_yes(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    from _retry_support import bulk_failed_jobs
+
+    bulk_failed_jobs(db_url, 2)
+    result = cli("--database-url", db_url, "retry", "--all", "--task", "t_retry.work", input="")
+    assert result.exit_code == 2
+    assert "Retry 2 of 2 failures? [y/N]: " in result.stderr
+    assert result.stderr.rstrip().splitlines()[-2:] == [
+        "error: not confirmed; nothing was retried.",
+        "Pass --yes to confirm without a prompt.",
+    ]
+    assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]

@@ -171,8 +171,12 @@ def test_library_frames_are_not_application_frames() -> None:
 
 def test_titles_are_short_and_readable() -> None:
     assert fp.job_failure_title("demo.refresh", "builtins.KeyError", "'edge'") == (
-        "KeyError in demo.refresh: 'edge'"
+        "KeyError in demo.refresh: <str>"
     )
+    # The title names the group the fingerprint makes, not the first member's ids.
+    assert fp.job_failure_title(
+        "demo.sync", "jobsys.errors.TransientError", "rate limited while serving account 37\nmore"
+    ) == ("TransientError in demo.sync: rate limited while serving account <n>")
     assert fp.job_failure_title(
         "t", "jobsys.errors.AuthenticationError", "account 12 must log in", "authentication"
     ) == ("AuthenticationError: account <n> must log in")
