@@ -107,7 +107,11 @@ def issues_retry(
 
 def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool) -> None:
     from jobsys.cli import _output
-    from jobsys.retry.rules import SKIPPED_ALREADY_RETRIED, SKIPPED_SUPERSEDED
+    from jobsys.retry.rules import (
+        OUTCOME_FAILED_AGAIN,
+        SKIPPED_ALREADY_RETRIED,
+        SKIPPED_SUPERSEDED,
+    )
     from jobsys.retry.service import retry as retry_service
 
     def confirm(preview: RetryReport) -> bool:
@@ -133,9 +137,14 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
     if report.dry_run or not report.refused:
         return
     already = [d for d in report.decisions if d.decision == SKIPPED_ALREADY_RETRIED]
-    # A superseded failure's job failed again since (typically after this very retry):
-    # its newest failure speaks for the job, so a bulk re-run has nothing to do for it.
-    superseded = sum(1 for d in report.decisions if d.decision == SKIPPED_SUPERSEDED)
+    # A superseded failure whose own retry ran and failed again: its newest failure
+    # speaks for the job, so a bulk re-run has nothing to do for it. One never retried
+    # (the job failed again on its own attempts) still needs its newer failure retried.
+    superseded = sum(
+        1
+        for d in report.decisions
+        if d.decision == SKIPPED_SUPERSEDED and d.earlier_outcome == OUTCOME_FAILED_AGAIN
+    )
     bulk = not request.ids and request.job is None
     if bulk and len(already) + superseded == report.refused:
         # Story 5: the colleague who runs the same bulk retry a second later is told

@@ -386,3 +386,17 @@ def test_unconfirmed_without_a_terminal_hints_at_yes(cli, db_url: str) -> None: 
         "Pass --yes to confirm without a prompt.",
     ]
     assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
+
+
+def test_bulk_retry_of_a_failure_never_retried_but_superseded_is_partial(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """The job failed again on its own attempts (another error, outside the issue) and
+    nobody retried it: "nothing left to retry" would be false; exit 3 says otherwise."""
+    from _retry_support import bulk_failed_jobs, fail_again, make_issue, sql
+
+    issue = make_issue(db_url)
+    (failure,) = bulk_failed_jobs(db_url, 1, issue_id=issue)
+    fail_again(db_url, failure, kind="runtime")
+    result = cli("--database-url", db_url, "issues", "retry", str(issue), "--yes")
+    assert result.exit_code == 3, result.stdout + result.stderr
+    assert "nothing left to retry" not in result.stdout + result.stderr
+    assert sql(db_url, "SELECT status::text AS s FROM procrastinate_jobs") == [{"s": "failed"}]
