@@ -29,7 +29,7 @@ def start(ctx: typer.Context, json: JsonOpt = False) -> None:
 
 @app.command()
 def stop(ctx: typer.Context, json: JsonOpt = False) -> None:
-    """Stop the embedded PostgreSQL server."""
+    """Stop the embedded PostgreSQL server (a configured database is never touched)."""
     from jobsys.cli import _output
     from jobsys.db import service
 
@@ -39,6 +39,11 @@ def stop(ctx: typer.Context, json: JsonOpt = False) -> None:
     else:
         _output.say(
             "embedded PostgreSQL stopped" if result["was_running"] else "it was not running"
+        )
+    if result["configured_database"]:
+        _output.say(
+            f"note: this configuration uses {result['configured_database']}, "
+            "not the embedded server; that database was not touched"
         )
 
 

@@ -26,9 +26,17 @@ def _target(settings: Settings, *, start: bool = True) -> Target:
 
 def _configured(settings: Settings) -> Target | None:
     """The database the flag, JOBSYS_DATABASE_URL or ``database.url`` names; None when
-    nothing does (jobsys then uses the embedded server)."""
-    config = _config(settings)
-    if settings.database_url or (config is not None and config.queues.database.url):
+    nothing does (jobsys then uses the embedded server) or when a broken ``queues.yaml``
+    cannot say: managing the embedded server must not depend on the config's health."""
+    from jobsys.errors import ConfigError
+
+    if settings.database_url:
+        return resolve(settings, None, start=False)
+    try:
+        config = _config(settings)
+    except ConfigError:
+        return None
+    if config is not None and config.queues.database.url:
         return resolve(settings, config, start=False)
     return None
 
@@ -56,11 +64,17 @@ def start(settings: Settings) -> dict[str, Any]:
 
 
 def stop(settings: Settings) -> dict[str, Any]:
-    # Refused when another database is configured: the embedded server may still serve
-    # other processes (a demo, a worker started without that setting).
-    _embedded_only(settings, "stop")
+    """Stop the embedded server of ``settings.home``, always: ``make clean`` deletes its
+    data directory right after, and a server left running on a deleted directory is
+    worse than a stopped one. ``configured`` says which other database is in use."""
+    configured = _configured(settings)
     was_running = embedded.stop(settings.home)
-    return {"home": str(settings.home), "was_running": was_running, "running": False}
+    return {
+        "home": str(settings.home),
+        "was_running": was_running,
+        "running": False,
+        "configured_database": configured.masked if configured is not None else None,
+    }
 
 
 def _embedded_dict(st: embedded.ServerStatus) -> dict[str, Any]:

@@ -79,16 +79,28 @@ def test_status_follows_the_database_url_of_the_config(cli, tmp_path) -> None:  
     assert "s3cretpw99" not in result.stdout + result.stderr
 
 
-def test_db_start_and_stop_refuse_when_another_database_is_configured(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """They manage the embedded server only: with a URL configured, that server may
-    still serve other processes, so stopping it (or starting one nobody uses) is refused."""
+def test_db_start_refuses_and_stop_notes_when_another_database_is_configured(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """They manage the embedded server only. Starting one nobody would use is refused;
+    stopping always stops it (make clean deletes its directory next) and says the
+    configured database was not touched."""
     url = "postgresql://dave:pw7777777@127.0.0.1:1/x"
-    for command in ("start", "stop"):
-        result = cli("--database-url", url, "db", command)
-        assert result.exit_code == 2, (command, result.stderr)
-        assert f"jobsys db {command} manages the embedded PostgreSQL server only" in (result.stderr)
-        assert "postgresql://dave:***@127.0.0.1:1/x" in result.stderr
-        assert "pw7777777" not in result.stdout + result.stderr
+    result = cli("--database-url", url, "db", "start")
+    assert result.exit_code == 2, result.stderr
+    assert "jobsys db start manages the embedded PostgreSQL server only" in result.stderr
+    assert "postgresql://dave:***@127.0.0.1:1/x" in result.stderr
+    result = cli("--database-url", url, "db", "stop", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["configured_database"] == "postgresql://dave:***@127.0.0.1:1/x"
+    assert "that database was not touched" in result.stderr
+    for out in (result.stdout, result.stderr):
+        assert "pw7777777" not in out
+
+
+def test_db_stop_works_with_a_broken_config(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "queues.yaml").write_text("bogus_key: 1\n")
+    result = cli("--config-dir", str(tmp_path), "db", "stop")
+    assert result.exit_code == 0, result.stderr
+    assert "it was not running" in result.stderr
 
 
 def test_config_check_reports_a_task_typo_beside_other_problems(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
