@@ -25,10 +25,7 @@ async def list_failures(
     settings: Settings, filters: FailureFilter, *, limit: int, group_by: str | None = None
 ) -> dict[str, Any]:
     """Newest first, keyset-paginated by (occurred_at, id); or counts per group."""
-    from jobsys.app import load_config
-
-    config = load_config(settings, with_tasks=False)
-    notes = unknown_names(filters, config.all_queues, config.lanes)
+    notes = _name_notes(settings, filters)
     params = filters.params()
     async with command_connection(settings) as conn:
         if group_by is not None:
@@ -48,6 +45,23 @@ async def list_failures(
         "next_before": next_before,
         "notes": notes,
     }
+
+
+def _name_notes(settings: Settings, filters: FailureFilter) -> list[str]:
+    """Notes on a --queue/--lane the configuration does not know. Read only when one is
+    given, and never fatal: listing failures during an incident must not depend on the
+    configuration files being healthy."""
+    if filters.queue is None and filters.lane is None:
+        return []
+    from jobsys.app import load_config
+    from jobsys.errors import ConfigError
+
+    try:
+        config = load_config(settings, with_tasks=False)
+    except ConfigError as exc:
+        first = exc.problems[0] if exc.problems else "unreadable"
+        return [f"--queue/--lane not checked against the configuration ({first})"]
+    return unknown_names(filters, config.all_queues, config.lanes)
 
 
 async def show_failure(settings: Settings, failure_id: int) -> dict[str, Any]:

@@ -257,3 +257,17 @@ def test_an_unconfigured_queue_or_lane_is_called_out(cli, db_url: str) -> None: 
     assert "--queue 'profils' is not a configured queue (did you mean 'profiles'?)" in (
         result.stderr
     )
+
+
+def test_failures_list_does_not_depend_on_healthy_config_files(cli, db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """During an incident a schedule typo must not take `failures list` down."""
+    (tmp_path / "queues.yaml").write_text("base:\n  concurrency: 1\n  queues: [a]\n")
+    (tmp_path / "schedule.yaml").write_text("entries:\n  x:\n    cron: '61 * * * *'\n")
+    for extra in ([], ["--queue", "a"]):
+        result = cli(
+            "--database-url", db_url, "--config-dir", str(tmp_path), "failures", "list", *extra
+        )
+        assert result.exit_code == 0, result.stderr
+    assert "--queue/--lane not checked against the configuration" in result.stderr
+    result = cli("--database-url", db_url, "--config-dir", "/nonexistent", "failures", "list")
+    assert result.exit_code == 0, result.stderr
