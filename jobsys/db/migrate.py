@@ -110,7 +110,7 @@ def check_revision(revision: str) -> None:
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
-    if revision.lstrip("+-").isdigit():
+    if re.fullmatch(r"[+-]\d+", revision):
         return
     target = re.sub(r"[+-]\d+$", "", revision.split("@")[-1])
     if target in ("head", "heads", "base"):
@@ -126,11 +126,26 @@ def check_revision(revision: str) -> None:
     )
 
 
+@contextlib.contextmanager
+def _target_problems_as_usage(revision: str) -> Iterator[None]:
+    """What Alembic refuses about a target (an ambiguous prefix, a step past the end) as
+    a usage error naming it; nothing has been applied when it raises."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        raise UsageError(
+            f"revision {revision!r}: {exc}",
+            hint=f"Known revisions: head, base, {', '.join(all_revisions())}.",
+        ) from None
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     check_revision(revision)
-    with _unreachable_as_error(url):
+    with _unreachable_as_error(url), _target_problems_as_usage(revision):
         command.upgrade(_config(url), revision)
 
 
@@ -138,7 +153,7 @@ def downgrade(url: str, revision: str) -> None:
     from alembic import command
 
     check_revision(revision)
-    with _unreachable_as_error(url):
+    with _unreachable_as_error(url), _target_problems_as_usage(revision):
         command.downgrade(_config(url), revision)
 
 

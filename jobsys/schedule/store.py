@@ -237,9 +237,11 @@ SELECT r.id, r.status, true FROM jobsys_fanout_runs r
  WHERE r.id = (SELECT max(id) FROM jobsys_fanout_runs
                 WHERE entry = %(entry)s AND status = 'finished')
    AND EXISTS (SELECT 1 FROM procrastinate_jobs j
-                WHERE j.id BETWEEN r.first_item_job_id AND r.last_item_job_id
-                  AND j.task_name = r.task AND j.queue_name = r.queue
-                  AND j.status IN ('todo', 'doing'))
+                -- (queue, status) pairs: the planner then probes the index of active
+                -- jobs instead of walking the whole id range of a large finished run.
+                WHERE (j.queue_name, j.status) IN ((r.queue, 'todo'), (r.queue, 'doing'))
+                  AND j.id BETWEEN r.first_item_job_id AND r.last_item_job_id
+                  AND j.task_name = r.task)
  ORDER BY id
 """
 

@@ -140,6 +140,11 @@ def test_an_unknown_revision_is_a_usage_error(cli, db_url: str) -> None:  # type
         assert "unknown revision 'nope'" in result.stderr
         assert f"Known revisions: head, base, {HEAD_REVISION}" in result.stderr
         assert "internal error" not in result.stderr
+    for command in (["db", "upgrade", "9999"], ["db", "downgrade", "--yes", "--", "-99"]):
+        result = cli("--database-url", db_url, *command)
+        assert result.exit_code == 2, (command, result.stderr)
+        assert "Known revisions: head, base" in result.stderr
+        assert "internal error" not in result.stderr
     result = cli("--database-url", db_url, "db", "current", "--json")
     assert result.json()["revisions"] == [HEAD_REVISION]  # nothing moved
 
