@@ -120,23 +120,32 @@ SELECT set_config('jobsys.recorded_failure', COALESCE((SELECT id FROM f)::text, 
            AS issue_id
 """
 
+
 # The rest of RECORD_WITH_ISSUE's recording, in the same transaction, with the issue row
 # already locked: the account entry and its counter, the link if the guess was wrong, the
 # live events (their ids added to payloads made by ``jobsys.live.publish.payload``).
-FINISH_RECORDED = """
-WITH recorded AS (
-    SELECT NULLIF(current_setting('jobsys.recorded_failure'), '')::bigint AS failure_id,
-           NULLIF(current_setting('jobsys.recorded_issue'), '')::bigint AS issue_id
-), added AS (
+def _count_account(issue_id: str, source: str) -> str:
+    """CTEs ``added``/``bumped``: the failure's account in its issue's accounts, and the
+    issue's counter up by one only when that account is new to it."""
+    return f"""added AS (
     INSERT INTO jobsys_issue_accounts (issue_id, account_id)
-    SELECT issue_id, %(account_id)s FROM recorded
-     WHERE issue_id IS NOT NULL AND %(account_id)s::text IS NOT NULL
+    SELECT {issue_id}, %(account_id)s {source}
     ON CONFLICT DO NOTHING
     RETURNING issue_id
 ), bumped AS (
     UPDATE jobsys_issues SET affected_accounts = affected_accounts + 1
      WHERE id IN (SELECT issue_id FROM added)
-), linked AS (
+)"""
+
+
+_RECORDED_WITH_ACCOUNT = (
+    "FROM recorded WHERE issue_id IS NOT NULL AND %(account_id)s::text IS NOT NULL"
+)
+FINISH_RECORDED = f"""
+WITH recorded AS (
+    SELECT NULLIF(current_setting('jobsys.recorded_failure'), '')::bigint AS failure_id,
+           NULLIF(current_setting('jobsys.recorded_issue'), '')::bigint AS issue_id
+), {_count_account("issue_id", _RECORDED_WITH_ACCOUNT)}, linked AS (
     UPDATE jobsys_failures f SET issue_id = r.issue_id
       FROM recorded r
      WHERE f.id = r.failure_id AND f.issue_id IS DISTINCT FROM r.issue_id
@@ -168,16 +177,8 @@ UPDATE jobsys_issues SET affected_accounts = affected_accounts + 1
 
 # After the issue row is locked, everything else in ONE round trip (the lock is held
 # until commit): the account entry and its counter, the failure's link, the events.
-FINISH_FAILURE = """
-WITH added AS (
-    INSERT INTO jobsys_issue_accounts (issue_id, account_id)
-    SELECT %(issue_id)s, %(account_id)s WHERE %(account_id)s::text IS NOT NULL
-    ON CONFLICT DO NOTHING
-    RETURNING issue_id
-), bumped AS (
-    UPDATE jobsys_issues SET affected_accounts = affected_accounts + 1
-     WHERE id IN (SELECT issue_id FROM added)
-), linked AS (
+FINISH_FAILURE = f"""
+WITH {_count_account("%(issue_id)s", "WHERE %(account_id)s::text IS NOT NULL")}, linked AS (
     UPDATE jobsys_failures SET issue_id = %(issue_id)s, fingerprint = %(fingerprint)s
      WHERE id = %(failure_id)s
 )

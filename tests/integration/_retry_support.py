@@ -140,6 +140,34 @@ def sql(url: str, query: str, params: Any = None) -> list[dict[str, Any]]:
         return list(cur.fetchall()) if cur.description else []
 
 
+def failure_params(job_id: int, *, attempt: int, kind: str, **overrides: Any) -> dict[str, Any]:
+    """INSERT_FAILURE's parameters for a failure of a ``t_retry.work`` job."""
+    return {
+        "job_id": job_id,
+        "task": "t_retry.work",
+        "queue": TEST_QUEUE,
+        "lane": "base",
+        "attempt": attempt,
+        "args": '{"key": "bulk"}',
+        "error_class": "KeyError",
+        "message": "edge_followed_by",
+        "traceback": None,
+        "account_id": str(job_id % 40),
+        "profile_id": None,
+        "kind": kind,
+        "reason": "exception",
+        "retryable": kind != "authentication",
+        "will_retry": False,
+        "worker": None,
+        "service": None,
+        "fingerprint": None,
+        "issue_id": None,
+        "pipeline_step_id": None,
+        "occurred_at": None,
+        **overrides,
+    }
+
+
 def bulk_failed_jobs(
     url: str, count: int, *, kind: str = "runtime", issue_id: int | None = None
 ) -> list[int]:
@@ -167,29 +195,7 @@ def bulk_failed_jobs(
             cur.executemany(
                 INSERT_FAILURE,
                 [
-                    {
-                        "job_id": job_id,
-                        "task": "t_retry.work",
-                        "queue": TEST_QUEUE,
-                        "lane": "base",
-                        "attempt": 1,
-                        "args": '{"key": "bulk"}',
-                        "error_class": "KeyError",
-                        "message": "edge_followed_by",
-                        "traceback": None,
-                        "account_id": str(job_id % 40),
-                        "profile_id": None,
-                        "kind": kind,
-                        "reason": "exception",
-                        "retryable": kind != "authentication",
-                        "will_retry": False,
-                        "worker": None,
-                        "service": None,
-                        "fingerprint": None,
-                        "issue_id": issue_id,
-                        "pipeline_step_id": None,
-                        "occurred_at": None,
-                    }
+                    failure_params(job_id, attempt=1, kind=kind, issue_id=issue_id)
                     for job_id in job_ids
                 ],
             )
@@ -212,29 +218,13 @@ def fail_again(url: str, failure_id: int, *, kind: str = "authentication") -> in
         conn.execute("SELECT procrastinate_finish_job_v1(%s, 'failed', false)", (job_id,))
         conn.execute(
             INSERT_FAILURE,
-            {
-                "job_id": job_id,
-                "task": "t_retry.work",
-                "queue": TEST_QUEUE,
-                "lane": "base",
-                "attempt": 2,
-                "args": '{"key": "bulk"}',
-                "error_class": "AuthenticationError",
-                "message": "log in again",
-                "traceback": None,
-                "account_id": str(job_id % 40),
-                "profile_id": None,
-                "kind": kind,
-                "reason": "exception",
-                "retryable": kind != "authentication",
-                "will_retry": False,
-                "worker": None,
-                "service": None,
-                "fingerprint": None,
-                "issue_id": None,
-                "pipeline_step_id": None,
-                "occurred_at": None,
-            },
+            failure_params(
+                job_id,
+                attempt=2,
+                kind=kind,
+                error_class="AuthenticationError",
+                message="log in again",
+            ),
         )
         newer = conn.execute(
             "SELECT max(id) AS id FROM jobsys_failures WHERE job_id = %s", (job_id,)
