@@ -52,7 +52,7 @@ def show(
     run_id: Annotated[int, typer.Argument(metavar="RUN", help="The run id.")],
     json: JsonOpt = False,
 ) -> None:
-    """One run: entry, started, batches done, items enqueued, cursor, status, duration."""
+    """One run: entry, started, batches, items enqueued and pending, cursor, status, duration."""
     from jobsys.cli import _output
     from jobsys.schedule import service
 

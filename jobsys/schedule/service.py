@@ -265,11 +265,15 @@ async def show_run(settings: Settings, run_id: int) -> dict[str, Any]:
         left = None
         if row["status"] in ("running", "queued"):
             left = await store.remaining(conn, row["spec"], row["cursor"])
+        # A finished run still holds its entry's next run back (overlap: skip) while
+        # any of these is waiting or running: the number `schedule run` refers to.
+        pending = await store.pending_items(conn, run_id)
     from jobsys.failures.redaction import Redactor
 
     redaction = config.queues.redaction
     data = _run_row(row)
     data["remaining"] = left
+    data["items_pending"] = pending
     data["spec"] = Redactor(keys=redaction.keys, replacement=redaction.replacement).redact(
         row["spec"]
     )

@@ -229,20 +229,29 @@ RUN_AT_TICK = (
 #: latest ``finished`` one while one of its item jobs is still waiting or running (a
 #: one-batch run finishes enqueueing within a second; its items take minutes). Only
 #: the latest finished run is looked at: an id-range scan of its items, not of history.
-ACTIVE_RUNS = """
+#: A job of run ``r``'s items still waiting or running. (queue, status) pairs: the
+#: planner then probes the index of active jobs instead of walking the whole id range of
+#: a large finished run.
+_ACTIVE_ITEM = """(j.queue_name, j.status) IN ((r.queue, 'todo'), (r.queue, 'doing'))
+   AND j.id BETWEEN r.first_item_job_id AND r.last_item_job_id
+   AND j.task_name = r.task"""
+
+ACTIVE_RUNS = f"""
 SELECT id, status, false AS items_pending FROM jobsys_fanout_runs
  WHERE entry = %(entry)s AND status IN ('running', 'queued')
 UNION ALL
 SELECT r.id, r.status, true FROM jobsys_fanout_runs r
  WHERE r.id = (SELECT max(id) FROM jobsys_fanout_runs
                 WHERE entry = %(entry)s AND status = 'finished')
-   AND EXISTS (SELECT 1 FROM procrastinate_jobs j
-                -- (queue, status) pairs: the planner then probes the index of active
-                -- jobs instead of walking the whole id range of a large finished run.
-                WHERE (j.queue_name, j.status) IN ((r.queue, 'todo'), (r.queue, 'doing'))
-                  AND j.id BETWEEN r.first_item_job_id AND r.last_item_job_id
-                  AND j.task_name = r.task)
+   AND EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE {_ACTIVE_ITEM})
  ORDER BY id
+"""
+
+#: How many of run ``id``'s item jobs are still waiting or running (``fanout show``).
+PENDING_ITEMS = f"""
+SELECT count(j.id) AS n
+  FROM jobsys_fanout_runs r JOIN procrastinate_jobs j ON {_ACTIVE_ITEM}
+ WHERE r.id = %(id)s
 """
 
 LOCK_RUN = "SELECT * FROM jobsys_fanout_runs WHERE id = %(id)s FOR UPDATE"
@@ -438,6 +447,11 @@ async def list_runs(
 
 async def get_run(conn: Any, run_id: int) -> dict[str, Any] | None:
     return await _one(conn, GET_RUN, {"id": run_id})
+
+
+async def pending_items(conn: Any, run_id: int) -> int:
+    row = await _one(conn, PENDING_ITEMS, {"id": run_id})
+    return int(row["n"]) if row else 0
 
 
 async def column_type(conn: Any, table: str, column: str) -> str | None:

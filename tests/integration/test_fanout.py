@@ -415,6 +415,8 @@ def test_manual_run_is_skipped_while_the_previous_runs_items_are_pending(
         refused.stderr
     )
     assert f"`jobsys fanout show {run_id}`" in refused.stderr
+    shown = cli(*base, "fanout", "show", str(run_id), "--json").json()
+    assert (shown["status"], shown["items_pending"]) == ("finished", 5)  # what holds it
     as_json = cli(*base, "schedule", "run", "one_batch", "--json")
     assert as_json.exit_code == 2
     data = as_json.json()
@@ -449,6 +451,7 @@ def test_manual_run_is_skipped_while_the_previous_runs_items_are_pending(
         c.execute(
             "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE status IN ('todo', 'doing')"
         )
+    assert cli(*base, "fanout", "show", str(run_id), "--json").json()["items_pending"] == 0
     again = cli(*base, "schedule", "run", "one_batch", "--json")
     assert again.exit_code == 0, again.stderr
     assert again.json()["status"] == "started" and again.json()["run_id"] != run_id
