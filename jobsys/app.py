@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from jobsys import tasks as task_registry
 from jobsys.config import Config, display_path
 from jobsys.config import load as load_config_files
-from jobsys.errors import ConfigError
+from jobsys.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -79,10 +79,7 @@ def task_problems(
     where = display_path(directory / "schedule.yaml")
     for key, task_name in _task_refs(schedule, schedule_doc):
         if task_name not in registry:
-            import difflib
-
-            close = difflib.get_close_matches(task_name, list(registry), n=3, cutoff=0.6)
-            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            hint = did_you_mean(task_name, registry)
             line = schedule_doc.line_of(key) if schedule_doc else 1
             problems.append(f"{where}:{line}: {'.'.join(key)}: unknown task {task_name!r}{hint}")
     return problems

@@ -119,9 +119,9 @@ class TransientError(TaskError):
     """A passing problem (network, rate limit, service down). Retried with backoff."""
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+def did_you_mean(word: str, choices: Iterable[str], *, n: int = 3) -> str:
+    """`` (did you mean 'x'?)`` for the ``n`` closest of ``choices``, or an empty string."""
     import difflib
 
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""

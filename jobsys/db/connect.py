@@ -33,6 +33,14 @@ class Target:
     def masked(self) -> str:
         return db_url.mask(self.url)
 
+    @property
+    def origin(self) -> str:
+        """Where the URL was given, as an operator would look for it."""
+        return {
+            "setting": "--database-url / JOBSYS_DATABASE_URL",
+            "config": "database.url in queues.yaml",
+        }.get(self.source, "the embedded server")
+
 
 def resolve(settings: Settings, config: Config | None = None, *, start: bool = True) -> Target:
     """The database to use; starts the embedded server when nothing else is configured.
@@ -58,13 +66,8 @@ def _checked(target: Target) -> Target:
     problem = db_url.form_problem(target.url)
     if problem is None:
         return target
-    where = (
-        "--database-url / JOBSYS_DATABASE_URL"
-        if target.source == "setting"
-        else "database.url in queues.yaml"
-    )
     raise UsageError(
-        f"{where}: {target.masked} {problem}.", hint=f"Expected {db_url.EXPECTED_FORM}."
+        f"{target.origin}: {target.masked} {problem}.", hint=f"Expected {db_url.EXPECTED_FORM}."
     )
 
 

@@ -41,26 +41,17 @@ def _configured(settings: Settings) -> Target | None:
     return None
 
 
-def _embedded_only(settings: Settings, command: str) -> None:
-    configured = _configured(settings)
-    if configured is None:
-        return
-    where = (
-        "--database-url / JOBSYS_DATABASE_URL"
-        if configured.source == "setting"
-        else "database.url in queues.yaml"
-    )
-    raise UsageError(
-        f"jobsys db {command} manages the embedded PostgreSQL server only, and this "
-        f"configuration uses {configured.masked} ({where}); nothing was done.",
-        hint=f"To {command} the embedded server, run without {where}.",
-    )
-
-
 def start(settings: Settings) -> dict[str, Any]:
-    _embedded_only(settings, "start")
-    st = embedded.start(settings.home)
-    return _embedded_dict(st)
+    """Start the embedded server; refused when another database is configured (nothing
+    would use it)."""
+    configured = _configured(settings)
+    if configured is not None:
+        raise UsageError(
+            "jobsys db start manages the embedded PostgreSQL server only, and this "
+            f"configuration uses {configured.masked} ({configured.origin}); nothing was done.",
+            hint=f"To start the embedded server, run without {configured.origin}.",
+        )
+    return _embedded_dict(embedded.start(settings.home))
 
 
 def stop(settings: Settings) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from jobsys import tasks as task_registry
-from jobsys.errors import AlreadyQueuedError, UsageError
+from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean
 from jobsys.jobs import validate
 
 if TYPE_CHECKING:
@@ -134,10 +134,8 @@ def plan(
     spec = resolve_task(task)
     target = queue or spec.queue
     if target not in config.all_queues:
-        close = difflib.get_close_matches(target, list(config.all_queues), n=3, cutoff=0.6)
         raise UsageError(
-            f"unknown queue {target!r}"
-            + (f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""),
+            f"unknown queue {target!r}{did_you_mean(target, config.all_queues)}",
             hint="Queues are declared in config/queues.yaml (`jobsys queues` lists them).",
         )
     due = validate.when(schedule_at, schedule_in)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from jobsys.errors import UsageError
+from jobsys.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from jobsys.config import Config, LaneSpec
@@ -23,10 +22,7 @@ def select_lanes(config: Config, names: list[str] | None) -> list[LaneSpec]:
         return list(config.lanes.values())
     unknown = [n for n in names if n not in config.lanes]
     if unknown:
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, list(config.lanes), n=1, cutoff=0.6)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = [f"{name!r}{did_you_mean(name, config.lanes, n=1)}" for name in unknown]
         raise UsageError(
             f"unknown lane {', '.join(hints)}",
             hint="Lanes: " + ", ".join(config.lanes) + ".",

@@ -8,11 +8,10 @@ connection was down, so it should re-read what it shows.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobsys.errors import UsageError
+from jobsys.errors import UsageError, did_you_mean
 from jobsys.live.publish import TOPICS
 
 if TYPE_CHECKING:
@@ -33,10 +32,7 @@ def check_topics(topics: Sequence[str], config: Config) -> list[str] | None:
     known = known_topics(config)
     unknown = [t for t in topics if t not in known]
     if unknown:
-        hints = []
-        for topic in unknown:
-            close = difflib.get_close_matches(topic, known, n=1)
-            hints.append(f"{topic!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = [f"{topic!r}{did_you_mean(topic, known, n=1)}" for topic in unknown]
         raise UsageError(
             f"unknown topic {', '.join(hints)}; known topics: {', '.join(known)}",
             hint="Add your own with live.extra_topics in queues.yaml.",
