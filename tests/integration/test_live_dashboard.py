@@ -101,18 +101,21 @@ def test_once_unreachable_database_exits_69(cli) -> None:  # type: ignore[no-unt
     assert "pw9876543" not in result.stderr + result.stdout
 
 
-def test_live_dashboard_in_a_pty_updates_and_quits_on_q(db_url: str, tmp_path: Path) -> None:
-    env = jobsys_env(db_url, tmp_path / "home")
-    env.pop("COLUMNS", None)
-    env.pop("LINES", None)
-    child = pexpect.spawn(
+def spawn_dashboard(env: dict[str, str], *, timeout: float) -> pexpect.spawn:
+    """``jobsys dashboard`` in an 80x24 pty, sized by the pty (not COLUMNS/LINES)."""
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+    return pexpect.spawn(
         sys.executable,
         ["-m", "jobsys", "dashboard"],
         env=env,
         dimensions=(24, 80),
         encoding="utf-8",
-        timeout=20,
+        timeout=timeout,
     )
+
+
+def test_live_dashboard_in_a_pty_updates_and_quits_on_q(db_url: str, tmp_path: Path) -> None:
+    child = spawn_dashboard(jobsys_env(db_url, tmp_path / "home"), timeout=20)
     try:
         child.expect("LANES")
         child.expect("waiting 0  running 0")
@@ -163,17 +166,7 @@ def test_live_dashboard_says_the_database_is_gone_and_reconnects(tmp_path: Path)
         url = embedded.start(home).url
         assert url is not None
         migrate.upgrade(url)
-        env = jobsys_env(url, tmp_path / "home")
-        env.pop("COLUMNS", None)
-        env.pop("LINES", None)
-        child = pexpect.spawn(
-            sys.executable,
-            ["-m", "jobsys", "dashboard"],
-            env=env,
-            dimensions=(24, 80),
-            encoding="utf-8",
-            timeout=30,
-        )
+        child = spawn_dashboard(jobsys_env(url, tmp_path / "home"), timeout=30)
         try:
             child.expect("LANES")
             embedded.stop(home)
