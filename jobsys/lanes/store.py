@@ -15,9 +15,14 @@ from typing import Any
 # holds inside one batch too: of two waiting jobs sharing a lock, the later one sees the
 # earlier as a waiting job ahead of it and is not a candidate. RETURNING has no order;
 # the caller sorts.
-CLAIM_JOBS = """
+#: What a claim returns: the row Procrastinate's ``Job.from_row`` reads (its own
+#: ``fetch_job`` query selects the same columns).
+JOB_COLUMNS = """id, status, task_name, priority, lock, queueing_lock, args, scheduled_at,
+       queue_name, attempts, worker_id"""
+
+CLAIM_JOBS = f"""
 WITH candidate AS (
-    SELECT jobs.id
+    SELECT jobs.id AS candidate_id
       FROM procrastinate_jobs AS jobs
      WHERE NOT EXISTS (
                SELECT 1
@@ -45,20 +50,15 @@ WITH candidate AS (
 UPDATE procrastinate_jobs
    SET status = 'doing', worker_id = %(worker_id)s
   FROM candidate
- WHERE procrastinate_jobs.id = candidate.id
-RETURNING procrastinate_jobs.id, procrastinate_jobs.status, procrastinate_jobs.task_name,
-          procrastinate_jobs.priority, procrastinate_jobs.lock,
-          procrastinate_jobs.queueing_lock, procrastinate_jobs.args,
-          procrastinate_jobs.scheduled_at, procrastinate_jobs.queue_name,
-          procrastinate_jobs.attempts, procrastinate_jobs.worker_id
+ WHERE procrastinate_jobs.id = candidate.candidate_id
+RETURNING {JOB_COLUMNS}
 """
 
 # Jobs this worker claimed but is not running: a claim whose reply was lost (the
 # connection dropped after the server committed it). Nobody else runs them while this
 # worker's heartbeat lives, so the worker itself must take them up.
-UNSTARTED_JOBS = """
-SELECT id, status, task_name, priority, lock, queueing_lock, args, scheduled_at, queue_name,
-       attempts, worker_id
+UNSTARTED_JOBS = f"""
+SELECT {JOB_COLUMNS}
   FROM procrastinate_jobs
  WHERE status = 'doing' AND worker_id = %(worker_id)s
    AND NOT (id = ANY(%(running)s::bigint[]))
