@@ -235,3 +235,62 @@ async def test_jobs_of_a_claim_whose_reply_was_lost_still_run(db_url: str) -> No
             "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1"
         ).fetchall()
     assert statuses == [("succeeded", 4)]
+
+
+async def test_a_lane_survives_a_lock_conflict_while_claiming(db_url: str) -> None:
+    """Another session takes a later job of the same lock while the lane's claim picks
+    the earlier one: the lock's unique index refuses the claim. The lane fetches again
+    and runs the job once the lock is free, instead of dying."""
+    import procrastinate
+
+    from jobsys.config.loader import LaneSpec
+    from jobsys.lanes import pool
+    from jobsys.lanes.lane import LaneWorker
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        first, later = [
+            r[0]
+            for r in conn.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args) "
+                "SELECT 'q1', 'claim.t', 'account-1', '{}' FROM generate_series(1, 2) "
+                "RETURNING id"
+            ).fetchall()
+        ]
+    other = await psycopg.AsyncConnection.connect(db_url)  # holds `later` as doing
+    await other.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (later,))
+    app = procrastinate.App(connector=pool.connector(db_url, min_size=1, max_size=4))
+    ran: list[int] = []
+
+    @app.task(name="claim.t", queue="q1", pass_context=True)
+    async def t(context: Any) -> None:
+        ran.append(context.job.id)
+
+    async with app.open_async():
+        worker = LaneWorker(
+            app,
+            LaneSpec("l", ("q1",), 2, 60.0),
+            process_id="p",
+            poll_interval_seconds=0.5,
+            shutdown_grace_seconds=2,
+            worker_middleware=[],
+        )
+        run = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(1.0)  # the claim of `first` waits on the unique index
+            await other.commit()  # ...and is refused: `later` holds the lock now
+            await other.close()
+            await asyncio.sleep(1.0)
+            assert not run.done(), "the lane died on the lock conflict"
+            assert ran == []
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = %s", (later,)
+                )
+            for _ in range(50):  # the poll (0.5 s) finds `first` claimable again
+                await asyncio.sleep(0.1)
+                if ran:
+                    break
+        finally:
+            worker.stop()
+            await asyncio.wait_for(run, 10)
+    assert ran == [first]
