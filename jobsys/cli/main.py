@@ -58,7 +58,7 @@ app.add_typer(issues_cmd.app, name="issues")
 issues_cmd.app.command("retry")(retry_cmd.issues_retry)
 app.command("worker")(worker_cmd.worker)
 app.command("defer")(defer_cmd.defer)
-app.command("queues")(queues_cmd.queues)
+app.add_typer(queues_cmd.app, name="queues")
 app.add_typer(demo_cmd.app, name="demo")
 
 

@@ -2,6 +2,7 @@
 
 from jobsys.db.base import Base
 from jobsys.failures import models as failures_models
+from jobsys.flow import models as flow_models
 from jobsys.issues import models as issues_models
 from jobsys.lanes import models as lanes_models
 from jobsys.retry import models as retry_models
@@ -11,6 +12,7 @@ metadata = Base.metadata
 
 __all__ = [
     "failures_models",
+    "flow_models",
     "issues_models",
     "lanes_models",
     "metadata",
