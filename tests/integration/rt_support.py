@@ -84,7 +84,7 @@ def write_app(
     (config / "queues.yaml").write_text(
         QUEUES_YAML.format(poll=poll, grace=grace, heartbeat=heartbeat, dead_after=dead_after)
     )
-    (config / "schedule.yaml").write_text("entries: {}\n")
+    (config / "schedule.yaml").write_text("allow_empty: true\nentries: {}\n")
     (tmp / "rt_tasks.py").write_text(TASKS_PY)
     return config
 
