@@ -52,7 +52,7 @@ def write_config(
             concurrency=concurrency, heartbeat=heartbeat, dead_after=dead_after, reap=reap
         )
     )
-    (config / "schedule.yaml").write_text("entries: {}\n")
+    (config / "schedule.yaml").write_text("allow_empty: true\nentries: {}\n")
     return config
 
 

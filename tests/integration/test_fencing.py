@@ -85,6 +85,7 @@ async def _registered(db_url: str, process_id: str) -> None:
                 "hostname": "h",
                 "pid": 1,
                 "lanes": ["base"],
+                "concurrency": '{"base": 1}',
                 "started_at": datetime.now(UTC),
             },
         )
