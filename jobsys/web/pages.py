@@ -24,7 +24,18 @@ from jobsys.web.auth import User
 if TYPE_CHECKING:
     from jobsys.failures.filters import FailureFilter
 
-FAILURE_FILTERS = ("kind", "task", "queue", "lane", "account", "profile", "issue", "since", "until")
+FAILURE_FILTERS = (
+    "kind",
+    "task",
+    "queue",
+    "lane",
+    "account",
+    "profile",
+    "issue",
+    "since",
+    "until",
+    "error",
+)
 JOB_FILTERS = ("queue", "lane", "task", "status", "account", "since")
 RECENT_JOBS = 10
 DEFAULT_LIMIT = 50
@@ -82,6 +93,7 @@ def failure_filter(params: Any) -> FailureFilter:
         issue=_int(params, "issue"),
         since=_text(params, "since"),
         until=_text(params, "until"),
+        error=_text(params, "error"),
         retryable=_bool(params, "retryable"),
         before=_int(params, "before"),
     )

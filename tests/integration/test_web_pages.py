@@ -94,6 +94,9 @@ def test_every_page_renders_with_data_and_headers(client: TestClient, seeded: ws
     assert f'data-failure="{seeded.failures["runtime"]}"' not in auth_only
     detail = client.get(f"/admin/background_jobs/failures/{seeded.failures['runtime']}").text
     assert "KeyError" in detail and "Traceback" in detail and "edge_followed_by" in detail
+    by_text = client.get("/admin/background_jobs/failures?error=EDGE_followed").text
+    assert f'data-failure="{seeded.failures["runtime"]}"' in by_text
+    assert f'data-failure="{seeded.failures["auth"]}"' not in by_text
     jobs = client.get("/admin/jobs?status=todo").text
     assert f'data-job="{seeded.jobs["waiting"]}"' in jobs
     assert f'data-job="{seeded.jobs["canary"]}"' not in jobs
