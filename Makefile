@@ -8,9 +8,11 @@ JOBSYS := $(BIN)/jobsys
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 PYTEST_ARGS ?=
+WEB_HOST ?= 127.0.0.1
+WEB_PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install run worker db-upgrade lint fmt typecheck test test-fast chaos bench clean
+.PHONY: help install run web worker db-upgrade lint fmt typecheck test test-fast chaos bench clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,9 +26,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install jobsys with its dev tools
 	@echo "jobsys installed in $(VENV)"
 
-run: $(STAMP) ## Start the database, migrate, and run the demo system (Ctrl-C to stop)
+run: $(STAMP) ## Start the database, migrate, run the demo and its web console on :8080 (Ctrl-C)
 	$(JOBSYS) db upgrade
-	$(JOBSYS) demo run
+	$(JOBSYS) demo run --web $(WEB_HOST):$(WEB_PORT)
+
+web: $(STAMP) ## Serve the web console on http://127.0.0.1:8080/admin/background_jobs
+	$(JOBSYS) db upgrade
+	$(JOBSYS) web --host $(WEB_HOST) --port $(WEB_PORT)
 
 worker: $(STAMP) ## Run a worker on every configured lane
 	$(JOBSYS) db upgrade
