@@ -74,7 +74,7 @@ def at_path(args: Any, path: list[str]) -> Any:
 def arg_oracle(rows: list[tuple[int, dict[str, Any]]], key: str, value: Any) -> list[int]:
     """Rows whose args hold ``value`` at ``key`` (the CLI's alternatives for a raw
     ``VALUE`` text: the string, and the number when it is one)."""
-    wanted = [value] if not isinstance(value, str) else [value]
+    wanted = [value]
     if isinstance(value, str) and value.lstrip("-").isdigit():
         wanted.append(int(value))
     out = []
