@@ -1,7 +1,7 @@
 """flow: queue pauses in effect and the audit of every pause and resume
 
-Revision ID: 0010_queue_pauses
-Revises: 0009_workers_failure_search
+Revision ID: 0011_queue_pauses
+Revises: 0010_job_search_bulk
 """
 
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0010_queue_pauses"
-down_revision: str | Sequence[str] | None = "0009_workers_failure_search"
+revision: str = "0011_queue_pauses"
+down_revision: str | Sequence[str] | None = "0010_job_search_bulk"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
