@@ -125,6 +125,39 @@ async def set_paused(
     }
 
 
+async def why_waiting(conn: Any, config: Config, job: dict[str, Any]) -> str | None:
+    """Why a waiting job (``todo``) has not started, in the operator's words; None for a
+    job that is not waiting. ``job`` needs queue, scheduled_at and lock."""
+    from jobsys.flow import store
+
+    if job["status"] != "todo":
+        return None
+    lane = config.lanes.get(config.lane_of(job["queue"]) or "")
+    if lane is None:
+        return f"no lane serves queue {job['queue']}: add it to a lane in queues.yaml"
+    pauses = await store.active_pauses(conn, [job["queue"]])
+    if pauses:
+        return why_paused(pauses[0])
+    facts = await store.wait_facts(
+        conn,
+        scheduled_at=job["scheduled_at"],
+        lock=job["lock"],
+        lane=lane.name,
+        lane_queues=list(lane.queues),
+        dead_after_seconds=config.queues.worker.dead_after_seconds,
+    )
+    if facts["scheduled_later"]:
+        return f"scheduled for {job['scheduled_at'].isoformat()}"
+    if facts["lock_holder"] is not None:
+        return f"lock {job['lock']!r} is held by running job {facts['lock_holder']}"
+    if not facts["lane_processes"]:
+        return f"no live worker runs lane {lane.name}: start `jobsys worker --lane {lane.name}`"
+    return (
+        f"due; waiting for a free slot of lane {lane.name} ({facts['lane_running']} running, "
+        f"{facts['lane_processes']} worker process(es) x {lane.concurrency})"
+    )
+
+
 async def pauses_by_queue(conn: Any, queues: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Pauses in effect, by queue, as :func:`pause_view` shapes them."""
     from jobsys.flow import store
