@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from jobsys.cli._context import run, settings
+from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._table import Col
+
+LIST_COLUMNS = (
+    Col("queue", priority=0),
+    Col("lane", priority=1),
+    Col("waiting", kind="number", priority=0),
+    Col("running", kind="number", priority=0),
+    Col("concurrency", kind="number", priority=3),
+    Col("scheduled", kind="number", priority=3),
+    Col("failed_last_hour", "failed 1h", kind="number", priority=2),
+    Col("oldest_wait_seconds", "oldest wait", kind="duration", priority=2),
+)
 
 
 def queues(
     ctx: typer.Context,
-    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    wide: WideOpt = False,
+    json: JsonOpt = False,
 ) -> None:
     """Each queue with its lane, concurrency, jobs waiting, scheduled, running,
     failures in the last hour, and the age of the oldest waiting job."""
@@ -20,18 +32,6 @@ def queues(
 
     rows = run(service.queue_overview(settings(ctx)))
     if json:
-        _output.emit_json(rows)
+        _output.emit_list(rows)
         return
-    _output.table(
-        rows,
-        [
-            "queue",
-            "lane",
-            "concurrency",
-            "waiting",
-            "scheduled",
-            "running",
-            ("failed_last_hour", "failed 1h"),
-            ("oldest_wait_seconds", "oldest wait s"),
-        ],
-    )
+    _output.table(rows, LIST_COLUMNS, wide=wide)
