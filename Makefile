@@ -6,6 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 JOBSYS := $(BIN)/jobsys
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -51,7 +52,11 @@ test: lint typecheck ## Lint, type-check and run the whole test suite against a 
 test-fast: $(STAMP) ## Only the tests, no lint or type check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) ## Benchmarks side by side with plain Procrastinate; writes bench/results/*.json
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## Benchmarks side by side with plain Procrastinate and PgQueuer; writes bench/results/*.json
 	$(BIN)/python -m bench
 
 clean: ## Stop the embedded server and remove .venv and .jobsys
