@@ -13,9 +13,8 @@ from typing import Any
 import pexpect
 import psycopg
 import pytest
-
-from tests.integration._retry_support import bulk_failed_jobs, make_issue, sql
-from tests.integration.live_support import jobsys_env
+from _retry_support import bulk_failed_jobs, make_issue, sql
+from live_support import jobsys_env
 
 SIZES = [(80, 24), (120, 40), (200, 50)]
 LONG_TASK = "demo.scan_recent_profile_posts"

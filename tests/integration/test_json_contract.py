@@ -9,9 +9,9 @@ from typing import Any
 
 import psycopg
 import typer.main
+from _retry_support import bulk_failed_jobs, make_issue
 
 from jobsys.cli.main import app
-from tests.integration._retry_support import bulk_failed_jobs, make_issue
 
 LISTS = {
     ("queues",),
