@@ -31,6 +31,7 @@ COMMANDS: list[tuple[list[str], list[str]]] = [
     (["pipelines", "list"], ["id", "name", "entity", "status"]),
     (["fanout", "list"], ["id", "entry", "status"]),
     (["queues"], ["queue", "lane", "waiting", "running"]),
+    (["workers", "list"], ["host", "pid", "state", "running"]),
 ]
 
 
@@ -63,6 +64,12 @@ def populated(db_url: str) -> str:
             "('continuous_account_processing', 'running', 'demo_accounts.id', "
             "'demo.process_account', 'sync', 100, 4200, 42, 4200)"
         )
+        conn.execute(
+            "INSERT INTO jobsys_worker_processes (id, hostname, pid, lanes, concurrency, "
+            "status, started_at, last_heartbeat) VALUES ('worker-host-7:4242:x', "
+            """'worker-host-7', 4242, ARRAY['base', 'ai_face_queue'], """
+            """'{"base": 10, "ai_face_queue": 2}', 'running', now(), now())"""
+        )
     return db_url
 
 
@@ -90,6 +97,10 @@ def _tokens(item: dict[str, Any]) -> set[str]:
         if isinstance(value, (dict, list)):
             value = json.dumps(value, separators=(", ", ": "))
         words.update(str(value).split())
+    if "slots" in item:  # workers list's derived columns
+        from jobsys.cli.workers import _lanes_text, _running_text
+
+        words.update(_lanes_text(item).split() + _running_text(item).split())
     if item.get("error_class"):  # failures list's error column: "KeyError: message"
         words.add(str(item["error_class"]).rsplit(".", 1)[-1] + ":")
     return words
@@ -132,7 +143,14 @@ def test_every_list_command_fits_the_terminal(
         lines = screen(env, args, size)
         rows = check_table(lines, items, header, size[0])
         assert len(rows) == len(items)
-        key = {"when": "id", "title": "id", "status": "id", "entity": "id", "lane": "queue"}
+        key = {
+            "when": "id",
+            "title": "id",
+            "status": "id",
+            "entity": "id",
+            "lane": "queue",
+            "pid": "host",
+        }
         first = items[0][key.get(header[1], header[0].replace("task", "key"))]
         assert rows[0].split()[0] == str(first).split()[0], (args, rows[0])
     wide = screen(env, ["failures", "list", "--wide"], size)

@@ -21,6 +21,7 @@ LISTS = {
     ("jobs", "list"),
     ("failures", "list"),
     ("issues", "list"),
+    ("workers", "list"),
 }
 # Reads of one thing or one state: a JSON object (ids filled in by the test).
 READS = {
@@ -35,6 +36,7 @@ READS = {
     ("jobs", "show"): ["{job}"],
     ("failures", "show"): ["{failure}"],
     ("issues", "show"): ["{issue}"],
+    ("workers", "show"): ["{worker}"],
     ("dashboard",): ["--once"],
     ("top",): ["--once"],
 }
@@ -108,7 +110,13 @@ def test_every_read_prints_one_document_and_lists_share_one_envelope(cli, db_url
             """'{"table": "demo_accounts", "id_column": "id", "item_arg": "account_id"}') """
             "RETURNING id"
         ).fetchone()[0]  # type: ignore[index]
+        conn.execute(
+            "INSERT INTO jobsys_worker_processes (id, hostname, pid, lanes, concurrency, "
+            "status, started_at, last_heartbeat) VALUES ('hostA:4242:x', 'hostA', 4242, "
+            """ARRAY['base'], '{"base": 2}', 'running', now(), now())"""
+        )
     ids = {"run": run, "pipeline": pipeline, "job": job_id, "failure": failure, "issue": issue}
+    ids["worker"] = "hostA:4242"
     for path in sorted(LISTS):
         result = cli("--database-url", db_url, *path, "--json")
         assert result.exit_code == 0, (path, result.stderr)
