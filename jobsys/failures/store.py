@@ -90,6 +90,14 @@ LIST_COLUMNS = """
 """
 SHOW_COLUMNS = LIST_COLUMNS + ", args, traceback"
 
+#: ``%(param)s`` as an ILIKE pattern matching any text that contains it literally
+#: (``\``, ``%`` and ``_`` escaped). Built in SQL from the bound value: the planner
+#: folds it to a constant, so the pg_trgm GIN indexes (0009) serve it.
+LIKE_CONTAINS = (
+    "('%%' || replace(replace(replace(%({param})s, '\\', '\\\\'), '%%', '\\%%'), "
+    "'_', '\\_') || '%%')"
+)
+
 #: One fragment per filter (``jobsys.failures.filters``) over ``jobsys_failures f``, each
 #: on bound parameters only; shared with ``jobsys retry --all``. Keyset pagination walks
 #: ``ix_jobsys_failures_occurred`` (occurred_at DESC, id DESC).
@@ -105,6 +113,9 @@ FILTER_CLAUSES = {
     "until": "f.occurred_at < %(until)s",
     "retryable": "f.retryable = %(retryable)s",
     "before": "(f.occurred_at, f.id) < (%(before_at)s, %(before)s)",
+    "error": "(f.message ILIKE {pattern} OR f.error_class ILIKE {pattern})".format(
+        pattern=LIKE_CONTAINS.format(param="error")
+    ),
 }
 GROUP_COLUMNS = {"fingerprint": "fingerprint", "task": "task", "kind": "kind"}
 
