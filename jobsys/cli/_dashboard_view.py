@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from jobsys.cli._table import duration
+from jobsys.timespec import short
 
 MIN_FULL_WIDTH = 60
 MIN_FULL_HEIGHT = 16
@@ -25,7 +25,7 @@ KIND_LABELS = {"authentication": "auth"}
 
 
 def age(seconds: float | None) -> str:
-    return "-" if seconds is None else duration(seconds)
+    return short(seconds)
 
 
 def hhmm(value: datetime | None) -> str:

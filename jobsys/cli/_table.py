@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from jobsys.timespec import short
+
 Kind = Literal["id", "name", "text", "time", "number", "duration", "flag"]
 
 #: Spaces between two columns.
@@ -89,20 +91,6 @@ def absolute(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def duration(seconds: float) -> str:
-    """``0.4s``, ``12s``, ``3m05s``, ``2h10m``, ``3.5d``."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-    return f"{seconds / 86400:.1f}d"
-
-
 def _parse_time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value
@@ -123,7 +111,7 @@ def cell(value: Any, col: Col, *, now: datetime, absolute_times: bool) -> str:
         if when is not None:
             return absolute(when) if absolute_times else relative(when, now)
     if col.kind == "duration" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return duration(value)
+        return short(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):

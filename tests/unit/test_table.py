@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobsys.cli._table import GAP, Col, absolute, duration, layout, relative
+from jobsys.cli._table import GAP, Col, absolute, layout, relative
+from jobsys.timespec import short
 
 NOW = datetime(2026, 12, 5, 21, 30, tzinfo=UTC)
 COLUMNS = (
@@ -159,7 +160,7 @@ def test_relative_times(delta: timedelta, text: str) -> None:
 
 def test_absolute_time_and_durations() -> None:
     assert absolute(datetime(2026, 12, 5, 21, 13, 0, 52869, tzinfo=UTC)) == "2026-12-05T21:13:00Z"
-    assert [duration(s) for s in (0.42, 12, 185, 7800, 302400)] == [
+    assert [short(s) for s in (0.42, 12, 185, 7800, 302400)] == [
         "0.4s",
         "12s",
         "3m05s",
