@@ -51,11 +51,15 @@ StateOpt = Annotated[
 
 @app.callback()
 def workers(
-    ctx: typer.Context, every: AllOpt = False, state: StateOpt = None, json: JsonOpt = False
+    ctx: typer.Context,
+    every: AllOpt = False,
+    state: StateOpt = None,
+    wide: WideOpt = False,
+    json: JsonOpt = False,
 ) -> None:
     """Worker processes; `jobsys workers` alone is `jobsys workers list`."""
     if ctx.invoked_subcommand is None:
-        list_(ctx, every=every, state=state, wide=False, json=json)
+        list_(ctx, every=every, state=state, wide=wide, json=json)
 
 
 @app.command("list")

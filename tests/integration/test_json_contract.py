@@ -22,6 +22,7 @@ LISTS = {
     ("failures", "list"),
     ("issues", "list"),
     ("workers", "list"),
+    ("workers",),
 }
 # Reads of one thing or one state: a JSON object (ids filled in by the test).
 READS = {
@@ -60,6 +61,8 @@ ACTIONS = {
     ("issues", "mute"),
     ("issues", "reopen"),
     ("issues", "retry"),
+    ("queues", "pause"),
+    ("queues", "resume"),
     ("demo", "seed"),
 }
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -69,6 +72,8 @@ ENVELOPE = {"items", "count", "total", "notes"}
 def json_commands() -> set[tuple[str, ...]]:
     def walk(command: Any, path: tuple[str, ...]) -> Any:
         if hasattr(command, "commands"):
+            if path and any("--json" in p.opts for p in command.params):
+                yield path  # a group that lists when called alone (queues, workers)
             for name, sub in command.commands.items():
                 yield from walk(sub, (*path, name))
         elif any("--json" in p.opts for p in command.params):
