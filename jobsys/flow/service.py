@@ -39,30 +39,15 @@ def targets(config: Config, name: str | None, *, every: bool) -> tuple[str, list
     )
 
 
-def short_duration(seconds: float) -> str:
-    """``45s``, ``3m``, ``2h05m``, ``3d04h``: how long ago or how long left, to a glance."""
-    whole = max(0, round(seconds))
-    if whole < 60:
-        return f"{whole}s"
-    minutes = whole // 60
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h" if hours else f"{days}d"
-
-
 def why_paused(pause: dict[str, Any]) -> str:
     """``queue paused 3m ago by alice: upstream 429 (resumes in 27m)``."""
-    text = f"queue paused {short_duration(pause['paused_seconds'])} ago by {pause['paused_by']}"
+    text = f"queue paused {timespec.coarse(pause['paused_seconds'])} ago by {pause['paused_by']}"
     if pause.get("target") and pause["target"] != pause["queue"]:
         text += " (all queues)" if pause["target"] == ALL_TARGET else f" (lane {pause['target']})"
     if pause.get("reason"):
         text += f": {pause['reason']}"
     if pause.get("remaining_seconds") is not None:
-        text += f" (resumes in {short_duration(pause['remaining_seconds'])})"
+        text += f" (resumes in {timespec.coarse(pause['remaining_seconds'])})"
     return text
 
 
