@@ -45,34 +45,8 @@ def csrf(html: str) -> str:
     return match.group(1)
 
 
-def pages(seeded: ws.Seeded) -> list[str]:
-    f, j = seeded.failures, seeded.jobs
-    return [
-        "/admin/background_jobs",
-        "/admin/background_jobs/failures",
-        "/admin/background_jobs/failures?kind=authentication",
-        f"/admin/background_jobs/failures/{f['canary']}",
-        f"/admin/background_jobs/failures/{f['auth']}",
-        "/admin/jobs",
-        "/admin/jobs?status=failed&queue=profiles",
-        f"/admin/jobs/{j['canary']}",
-        f"/admin/jobs/{j['waiting']}",
-        "/admin/issues",
-        "/admin/issues?status=all",
-        f"/admin/issues/{seeded.issues['canary']}",
-        "/admin/pipelines",
-        f"/admin/pipelines/{seeded.pipeline}",
-        "/admin/schedule",
-        "/admin/fanout",
-        f"/admin/fanout/{seeded.fanout_run}",
-        f"/admin/retry?failure={f['runtime']}",
-        f"/admin/retry?issue={seeded.issues['auth']}",
-        "/admin/retry?all=1&kind=runtime",
-    ]
-
-
 def test_every_page_renders_with_data_and_headers(client: TestClient, seeded: ws.Seeded) -> None:
-    for path in pages(seeded):
+    for path in ws.pages(seeded):
         response = client.get(path)
         assert response.status_code == 200, (path, response.text[:500])
         assert "<main" in response.text
@@ -373,7 +347,7 @@ def test_secrets_canary_never_in_any_page(
 
     caplog.set_level(logging.DEBUG)
     seen = []
-    for path in pages(seeded):
+    for path in ws.pages(seeded):
         text = client.get(path).text
         assert ws.CANARY not in text, path
         seen.append(text)
