@@ -79,6 +79,7 @@ def pages(seeded: Seeded) -> list[str]:
         f"/admin/issues/{seeded.issues['canary']}",
         "/admin/pipelines",
         f"/admin/pipelines/{seeded.pipeline}",
+        "/admin/queues",
         "/admin/schedule",
         "/admin/fanout",
         f"/admin/fanout/{seeded.fanout_run}",
