@@ -23,6 +23,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from jobsys.db.connect import driver_options
 from jobsys.lanes.lane import wait_or_timeout
 
 logger = logging.getLogger("jobsys.lanes.listener")
@@ -74,7 +75,7 @@ class Listener:
                     self.url,
                     autocommit=True,
                     connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                    application_name=APPLICATION_NAME,
+                    **driver_options(APPLICATION_NAME),
                 )
             except psycopg.OperationalError as exc:
                 logger.warning(

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jobsys.config import LaneSpec
+from jobsys.db.connect import driver_options
 
 #: Heartbeat, services (scheduler, reaper, ...) and the CLI-side work of a process.
 SERVICE_CONNECTIONS = 3
@@ -47,7 +48,7 @@ def connector(url: str, *, min_size: int, max_size: int) -> Any:
         # Not kwargs={"autocommit": True}: Procrastinate's own LISTEN connection passes
         # autocommit=True itself, and a duplicate keyword breaks it.
         configure=_autocommit,
-        kwargs={"application_name": APPLICATION_NAME},
+        kwargs=driver_options(APPLICATION_NAME),
     )
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from jobsys import tasks as task_registry
 from jobsys.config import Config, LaneSpec
-from jobsys.errors import DatabaseUnavailable
+from jobsys.errors import ConfigError, DatabaseUnavailable
 from jobsys.lanes import execution, lifecycle, pool, store
 from jobsys.lanes.heartbeat import ProcessHeartbeat
 from jobsys.lanes.identity import ProcessIdentity
@@ -60,6 +60,24 @@ class RuntimeResult:
     process_id: str
     abandoned_job_ids: list[int] = field(default_factory=list)
     jobs_done: int = 0
+
+
+def listen_required(config: Config, url: str) -> ConfigError:
+    """The refusal of a worker whose LISTEN/NOTIFY does not round-trip under
+    ``worker.listen: required``."""
+    from jobsys.config.loader import QUEUES_FILE, display_path
+    from jobsys.db.url import mask
+
+    return ConfigError(
+        [
+            f"{display_path(config.directory / QUEUES_FILE)}: worker.listen: 'required', but "
+            f"a NOTIFY sent through {mask(url)} never reached this worker's LISTEN "
+            "connection: a connection pooler in transaction mode (PgBouncer "
+            "pool_mode = transaction) does not deliver notifications"
+        ],
+        hint="Point jobsys at PostgreSQL directly or at a session-mode pool (README, "
+        '"Connection poolers"), or set worker.listen: auto to rely on polling.',
+    )
 
 
 def scaled(lanes: list[LaneSpec], factor: float) -> list[LaneSpec]:
@@ -226,6 +244,33 @@ class Runtime:
 
     async def _run_open(self) -> RuntimeResult:
         worker_settings = self.config.queues.worker
+        by_queue: dict[str, LaneWorker] = {}
+        background_stop = asyncio.Event()
+        # Listening first: whether NOTIFY round-trips decides whether this worker may
+        # start at all (worker.listen: required), before it registers or runs a job.
+        self.listener = Listener(
+            self.url,
+            self.queues,
+            on_job_inserted=lambda q: by_queue[q].wake() if q in by_queue else None,
+            on_abort_requested=lambda q, job_id: (
+                by_queue[q].abort_requested([job_id]) if q in by_queue else None
+            ),
+            on_reconnected=self._wake_all,
+        )
+        listener_task = asyncio.create_task(self.listener.run(background_stop), name="listener")
+        self.listening = await self.listener.round_trip(self.app.connector.pool)
+        if not self.listening:
+            if worker_settings.listen == "required":
+                background_stop.set()
+                await asyncio.gather(listener_task, return_exceptions=True)
+                raise listen_required(self.config, self.url)
+            logger.error(
+                "LISTEN/NOTIFY does not round-trip on this database connection (a "
+                "connection pooler in transaction mode?): new jobs are picked up only by "
+                f"polling, every {worker_settings.poll_interval_seconds:g} s. Point jobsys at "
+                "the server directly or a session-mode pooler.",
+                extra={"action": "listen_notify_broken"},
+            )
         async with self.app.connector.pool.connection() as conn:
             await store.register_process(
                 conn,
@@ -261,7 +306,7 @@ class Runtime:
         ]
         # Before any job can start: a SIGTERM from now on drains instead of killing.
         self._install_signals()
-        by_queue = {q: w for w in self.workers for q in w.lane.queues}
+        by_queue.update({q: w for w in self.workers for q in w.lane.queues})
         lane_tasks = {
             asyncio.create_task(w.run(), name=f"lane {w.lane.name}"): w for w in self.workers
         }
@@ -272,19 +317,10 @@ class Runtime:
         async with self.app.connector.pool.connection() as conn:
             await store.set_procrastinate_workers(conn, self.identity.id, self.heartbeat.worker_ids)
 
-        heartbeat_stop, background_stop = asyncio.Event(), asyncio.Event()
+        heartbeat_stop = asyncio.Event()
         heartbeat_task = asyncio.create_task(self.heartbeat.run(heartbeat_stop), name="heartbeat")
-        self.listener = Listener(
-            self.url,
-            self.queues,
-            on_job_inserted=lambda q: by_queue[q].wake() if q in by_queue else None,
-            on_abort_requested=lambda q, job_id: (
-                by_queue[q].abort_requested([job_id]) if q in by_queue else None
-            ),
-            on_reconnected=self._wake_all,
-        )
         background = {
-            asyncio.create_task(self.listener.run(background_stop), name="listener"): "listener",
+            listener_task: "listener",
             asyncio.create_task(self._watchdog(background_stop), name="watchdog"): "watchdog",
         }
         for service in self.services:
@@ -302,15 +338,6 @@ class Runtime:
         for task, worker in lane_tasks.items():
             task.add_done_callback(functools.partial(self._lane_done, worker=worker))
 
-        self.listening = await self.listener.round_trip(self.app.connector.pool)
-        if not self.listening:
-            logger.error(
-                "LISTEN/NOTIFY does not round-trip on this database connection (a "
-                "connection pooler in transaction mode?): new jobs are picked up only by "
-                f"polling, every {worker_settings.poll_interval_seconds:g} s. Point jobsys at "
-                "the server directly or a session-mode pooler.",
-                extra={"action": "listen_notify_broken"},
-            )
         self.state = "running"
         logger.info(
             f"worker {self.identity.id} running lanes "
