@@ -5,11 +5,13 @@ and says at ERROR that LISTEN/NOTIFY is broken; session mode keeps NOTIFY workin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,16 @@ def ready(worker: WorkerProcess, timeout: float = 30) -> None:
         "the worker's start",
     )
     assert '"worker_ready"' in worker.output(), worker.output()
+
+
+@contextlib.contextmanager
+def listen_required(db_url: str, tmp: Path, mode: str, *, poll: float) -> Iterator[dict[str, str]]:
+    """A worker environment through PgBouncer in ``mode``, with worker.listen: required."""
+    config = write_app(tmp, poll=poll)
+    queues = config / "queues.yaml"
+    queues.write_text(queues.read_text() + "  listen: required\n")
+    with pgbouncer(db_url, tmp, pool_mode=mode) as bouncer_url:
+        yield environment(tmp, bouncer_url, config)
 
 
 def test_transaction_mode_runs_every_job_once_by_polling(db_url: str, tmp_path: Path) -> None:
@@ -89,11 +101,7 @@ def test_transaction_mode_runs_every_job_once_by_polling(db_url: str, tmp_path: 
 
 def test_session_mode_keeps_notify_working(db_url: str, tmp_path: Path) -> None:
     # Polling every 30 s: a pickup within 2 s of the insert came from NOTIFY.
-    config = write_app(tmp_path, poll=30)
-    queues = config / "queues.yaml"
-    queues.write_text(queues.read_text() + "  listen: required\n")
-    with pgbouncer(db_url, tmp_path, pool_mode="session") as bouncer_url:
-        env = environment(tmp_path, bouncer_url, config)
+    with listen_required(db_url, tmp_path, "session", poll=30) as env:
         worker = WorkerProcess(env, tmp_path, "--lane", "base", "--log-format", "json")
         try:
             ready(worker)
@@ -113,11 +121,7 @@ def test_session_mode_keeps_notify_working(db_url: str, tmp_path: Path) -> None:
 
 
 def test_listen_required_refuses_a_transaction_pool(db_url: str, tmp_path: Path) -> None:
-    config = write_app(tmp_path, poll=0.5)
-    queues = config / "queues.yaml"
-    queues.write_text(queues.read_text() + "  listen: required\n")
-    with pgbouncer(db_url, tmp_path, pool_mode="transaction") as bouncer_url:
-        env = environment(tmp_path, bouncer_url, config)
+    with listen_required(db_url, tmp_path, "transaction", poll=0.5) as env:
         defer_rows(db_url, "rt.sleep", "q_base", [{"tag": "never"}])
         worker = WorkerProcess(env, tmp_path, "--lane", "base")
         try:
