@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from jobsys.db.query import fetch_all, fetch_one
+from jobsys.db.query import fetch_all, fetch_one, like_contains
 
 #: The insert, with ``{issue_id}`` left open: a bound parameter here, an expression
 #: where the issue is looked up in the same statement (``issues.store.RECORD_WITH_ISSUE``).
@@ -105,6 +105,9 @@ FILTER_CLAUSES = {
     "until": "f.occurred_at < %(until)s",
     "retryable": "f.retryable = %(retryable)s",
     "before": "(f.occurred_at, f.id) < (%(before_at)s, %(before)s)",
+    "error": "(f.message ILIKE {pattern} OR f.error_class ILIKE {pattern})".format(
+        pattern=like_contains("error")
+    ),
 }
 GROUP_COLUMNS = {"fingerprint": "fingerprint", "task": "task", "kind": "kind"}
 
