@@ -123,7 +123,7 @@ def run() -> dict[str, Any]:
         config = Path(tmp) / "config"
         config.mkdir()
         (config / "queues.yaml").write_text(QUEUES_YAML)
-        (config / "schedule.yaml").write_text("entries: {}\n")
+        (config / "schedule.yaml").write_text("allow_empty: true\nentries: {}\n")
         env = _env(url, config, Path(tmp) / "marks.txt")
         installed = False
         for depth in _depths():

@@ -206,7 +206,7 @@ def run() -> dict[str, Any]:
             config = Path(tmp) / "config"
             config.mkdir()
             (config / "queues.yaml").write_text(QUEUES_YAML)
-            (config / "schedule.yaml").write_text("entries: {}\n")
+            (config / "schedule.yaml").write_text("allow_empty: true\nentries: {}\n")
             marks = Path(tmp) / "marks.txt"
             env = _env(url, config, marks)
             results: dict[str, Any] = {"jobs_per_run": THROUGHPUT_JOBS}

@@ -260,6 +260,18 @@ class Fanout(Strict):
         return value
 
 
+#: jobsys's own recurring work: task -> what it does. A schedule without an entry for
+#: each is refused (``maintenance: optional`` opts out; an explicitly empty schedule
+#: runs nothing). ``jobsys.check_service_health`` is required once health.services exist.
+MAINTENANCE_TASKS = {
+    "jobsys.reap": "recovers jobs of dead workers",
+    "jobsys.purge_retention": "deletes finished jobs past `retention`",
+    "jobsys.retry_failed_jobs": "retries failed jobs automatically",
+    "jobsys.check_queue_health": "opens issues for unhealthy queues",
+}
+SERVICE_HEALTH_TASK = "jobsys.check_service_health"
+
+
 class ScheduleEntry(Strict):
     cron: str
     task: str | None = None
@@ -286,6 +298,12 @@ class ScheduleDefaults(Strict):
 class ScheduleFile(Strict):
     defaults: ScheduleDefaults = ScheduleDefaults()
     entries: dict[str, ScheduleEntry] = {}
+    #: A schedule with no entries is refused unless it says so: an empty or truncated
+    #: file must not silently drop every recurring job.
+    allow_empty: bool = False
+    #: ``required``: every maintenance task (:data:`MAINTENANCE_TASKS`) must have an
+    #: entry; ``optional``: this schedule runs them elsewhere (or not at all).
+    maintenance: Literal["required", "optional"] = "required"
 
     @field_validator("entries")
     @classmethod

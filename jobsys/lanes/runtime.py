@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import signal
@@ -233,6 +234,7 @@ class Runtime:
                     "hostname": self.identity.hostname,
                     "pid": self.identity.pid,
                     "lanes": [lane.name for lane in self.lanes],
+                    "concurrency": json.dumps({lane.name: lane.concurrency for lane in self.lanes}),
                     "started_at": self.identity.started_at,
                 },
             )

@@ -22,7 +22,7 @@ from typing import Any
 # claim cost grew with the backlog (0.4 ms at 3,000 waiting, 200-840 ms at 100,000;
 # ``make bench`` claim). Written this way a job without a lock never looks at other
 # rows, and one with a lock looks them up by lock (``ix_jobsys_jobs_active_lock``,
-# migration 0009): the claim walks the priority index
+# migration 0010): the claim walks the priority index
 # (``procrastinate_jobs_priority_idx_v1``) only as far as the jobs it takes.
 #: What a claim returns: the row Procrastinate's ``Job.from_row`` reads (its own
 #: ``fetch_job`` query selects the same columns).
@@ -75,8 +75,13 @@ SELECT {JOB_COLUMNS}
 """
 
 REGISTER_PROCESS = """
-INSERT INTO jobsys_worker_processes (id, hostname, pid, lanes, status, started_at, last_heartbeat)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(lanes)s, 'running', %(started_at)s, now())
+INSERT INTO jobsys_worker_processes (
+    id, hostname, pid, lanes, concurrency, status, started_at, last_heartbeat
+)
+VALUES (
+    %(id)s, %(hostname)s, %(pid)s, %(lanes)s, %(concurrency)s::jsonb, 'running', %(started_at)s,
+    now()
+)
 """
 
 SET_PROCRASTINATE_WORKERS = """
@@ -84,11 +89,22 @@ UPDATE jobsys_worker_processes SET procrastinate_worker_ids = %(worker_ids)s WHE
 """
 
 # One round trip keeps the process row and every lane's procrastinate_workers row
-# alive together, so the reaper never sees a live process with a stale lane.
+# alive together, so the reaper never sees a live process with a stale lane. A running
+# process whose lane rows are gone (a reaper took it for dead) is fenced: the heartbeat
+# reports it and the process exits; the row says ``fenced`` from this same statement,
+# since the process writes nothing more (``jobsys workers``).
 HEARTBEAT = """
 WITH process AS (
     UPDATE jobsys_worker_processes
-       SET last_heartbeat = now(), status = %(status)s
+       SET last_heartbeat = now(),
+           status = CASE
+               WHEN %(status)s = 'running'
+                AND (SELECT count(*) FROM procrastinate_workers
+                      WHERE id = ANY(%(worker_ids)s::bigint[]))
+                    < cardinality(%(worker_ids)s::bigint[])
+               THEN 'fenced'
+               ELSE %(status)s
+           END
      WHERE id = %(id)s
  RETURNING id
 ), workers AS (
@@ -234,3 +250,88 @@ async def unstarted_jobs(
             UNSTARTED_JOBS, worker_id=worker_id, running=running, limit=limit
         )
     )
+
+
+# --- jobsys workers ------------------------------------------------------------------
+
+#: Worker processes for ``jobsys workers``: the live ones and those that ended (dead,
+#: fenced, stopped) since ``%(ended_since)s``; with ``%(every)s``, every row.
+PROCESS_COLUMNS = """
+       id, hostname AS host, pid, lanes, concurrency, status, started_at, last_heartbeat,
+       stopped_at, procrastinate_worker_ids,
+       extract(epoch FROM now() - last_heartbeat)::float8 AS heartbeat_age_seconds
+"""
+
+WORKER_PROCESSES = f"""
+SELECT {PROCESS_COLUMNS}
+  FROM jobsys_worker_processes
+ WHERE %(every)s
+    OR status IN ('running', 'draining')
+    OR last_heartbeat >= now() - make_interval(secs => %(ended_within)s)
+ ORDER BY hostname, started_at, id
+"""
+
+#: Processes whose id is ``%(ref)s`` or starts with it (``host:pid`` finds a process).
+WORKER_PROCESSES_BY_REF = f"""
+SELECT {PROCESS_COLUMNS}
+  FROM jobsys_worker_processes
+ WHERE id = %(ref)s OR starts_with(id, %(ref)s || ':')
+ ORDER BY started_at DESC, id
+ LIMIT 20
+"""
+
+#: The jobs running on these processes' lanes, with how long since their latest start.
+RUNNING_ON_PROCESSES = """
+SELECT p.id AS process_id, j.id, j.task_name AS task, j.queue_name AS queue,
+       j.abort_requested,
+       extract(epoch FROM now() - s.started_at)::float8 AS running_seconds
+  FROM jobsys_worker_processes p
+  JOIN procrastinate_jobs j
+    ON j.worker_id = ANY(p.procrastinate_worker_ids) AND j.status = 'doing'
+  LEFT JOIN LATERAL (
+       SELECT max(e.at) AS started_at FROM procrastinate_events e
+        WHERE e.job_id = j.id AND e.type = 'started'
+  ) s ON true
+ WHERE p.id = ANY(%(ids)s::text[])
+ ORDER BY p.id, j.id
+"""
+
+#: Failed attempts a process ran, newest first (its host and pid on the failure row).
+FAILURES_OF_PROCESS = """
+SELECT id, job_id, task, kind, error_class, message, occurred_at
+  FROM jobsys_failures
+ WHERE host = %(host)s AND pid = %(pid)s AND occurred_at >= %(started_at)s
+ ORDER BY occurred_at DESC, id DESC
+ LIMIT %(limit)s
+"""
+
+
+async def worker_processes(conn: Any, *, every: bool, ended_within_seconds: float) -> list[Any]:
+    from jobsys.db.query import fetch_all
+
+    params = {"every": every, "ended_within": ended_within_seconds}
+    return await fetch_all(conn, WORKER_PROCESSES, params)
+
+
+async def worker_processes_by_ref(conn: Any, ref: str) -> list[dict[str, Any]]:
+    from jobsys.db.query import fetch_all
+
+    return await fetch_all(conn, WORKER_PROCESSES_BY_REF, {"ref": ref})
+
+
+async def running_on_processes(conn: Any, process_ids: list[str]) -> list[dict[str, Any]]:
+    from jobsys.db.query import fetch_all
+
+    return await fetch_all(conn, RUNNING_ON_PROCESSES, {"ids": process_ids})
+
+
+async def failures_of_process(conn: Any, process: dict[str, Any], limit: int) -> list[Any]:
+    from jobsys.db.query import fetch_all
+
+    params = {
+        "host": process["host"],
+        "pid": process["pid"],
+        "started_at": process["started_at"],
+        "limit": limit,
+    }
+    return await fetch_all(conn, FAILURES_OF_PROCESS, params)

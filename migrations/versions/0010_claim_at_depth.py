@@ -14,16 +14,16 @@ objects, so they are not in the models):
   effect only where autovacuum is on; a server with ``autovacuum = off`` needs its own
   VACUUM ANALYZE (README, "Performance").
 
-Revision ID: 0009_claim_at_depth
-Revises: 0008_fanout_item_jobs
+Revision ID: 0010_claim_at_depth
+Revises: 0009_workers_failure_search
 """
 
 from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0009_claim_at_depth"
-down_revision: str | Sequence[str] | None = "0008_fanout_item_jobs"
+revision: str = "0010_claim_at_depth"
+down_revision: str | Sequence[str] | None = "0009_workers_failure_search"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
