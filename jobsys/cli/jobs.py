@@ -39,6 +39,19 @@ def list_(
     since: Annotated[
         str | None, typer.Option("--since", help="Deferred since: 15m, 2h, 1d or an ISO-8601 time.")
     ] = None,
+    arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arg",
+            help="KEY=VALUE the args contain (dots for nested keys: customer.id=7); repeatable.",
+        ),
+    ] = None,
+    arg_contains: Annotated[
+        str | None,
+        typer.Option(
+            "--arg-contains", help="Text in any arg value (case-insensitive; secrets excluded)."
+        ),
+    ] = None,
     limit: Annotated[
         int, typer.Option("--limit", "-n", help="At most this many (newest first).")
     ] = 50,
@@ -57,6 +70,8 @@ def list_(
         account=account,
         since=since,
         limit=limit,
+        args=tuple(arg or ()),
+        arg_contains=arg_contains,
     )
     jobs = run(list_jobs(settings(ctx), filters))
     if json:

@@ -18,7 +18,7 @@ DEFAULT_LANE_CONCURRENCY = 1
 DEFAULT_TASK_TIMEOUT_SECONDS = 600.0
 DEFAULT_POLL_INTERVAL_SECONDS = 5.0
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
-DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 5.0
+DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 2.0
 DEFAULT_DEAD_AFTER_SECONDS = 30.0
 DEFAULT_REAP_INTERVAL_SECONDS = 5.0
 DEFAULT_MAX_CRASH_REQUEUES = 3
@@ -96,10 +96,11 @@ class WorkerSettings(Strict):
 
     @model_validator(mode="after")
     def _heartbeat_below_dead(self) -> WorkerSettings:
-        if self.dead_after_seconds < 2 * self.heartbeat_interval_seconds:
+        if self.dead_after_seconds < 3 * self.heartbeat_interval_seconds:
             raise ValueError(
-                "dead_after_seconds must be at least twice heartbeat_interval_seconds, "
-                "or live workers would be taken for dead"
+                "dead_after_seconds must be at least 3 x heartbeat_interval_seconds: a "
+                "worker's lease (dead_after minus one interval and a clock allowance) "
+                "must outlast more than one beat, or live workers would fence themselves"
             )
         return self
 

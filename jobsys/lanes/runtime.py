@@ -14,7 +14,8 @@ Exit codes (README, "Running workers"):
 - 70 (``EXIT_JOBS_ABANDONED``): a sync job ran past its timeout, or could not be
   stopped at shutdown; the process exits without it and the reaper recovers it;
 - 75 (``EXIT_FENCED``): the process lost its lease on its jobs (its heartbeat rows
-  were removed, or it could not beat for ``dead_after - heartbeat_interval``): it
+  were removed, or its lease ran out: no successful beat sent within
+  ``dead_after - heartbeat_interval - drift allowance``, ``heartbeat.Lease``): it
   exits at once like a crash, and the reaper settles its jobs.
 """
 
@@ -35,6 +36,7 @@ from typing import Any
 from jobsys import tasks as task_registry
 from jobsys.config import Config, LaneSpec
 from jobsys.errors import DatabaseUnavailable
+from jobsys.flow.watch import PauseWatch
 from jobsys.lanes import execution, lifecycle, pool, store
 from jobsys.lanes.heartbeat import ProcessHeartbeat
 from jobsys.lanes.identity import ProcessIdentity
@@ -101,6 +103,7 @@ class Runtime:
         self.workers: list[LaneWorker] = []
         self.app: Any = None
         self.listener: Listener | None = None
+        self.pauses: PauseWatch | None = None
         self.heartbeat: ProcessHeartbeat | None = None
         self.listening = False
         self.state = "starting"
@@ -226,6 +229,8 @@ class Runtime:
 
     async def _run_open(self) -> RuntimeResult:
         worker_settings = self.config.queues.worker
+        # The lease starts when the registration (the first beat) is sent.
+        granted_at = time.monotonic()
         async with self.app.connector.pool.connection() as conn:
             await store.register_process(
                 conn,
@@ -239,14 +244,27 @@ class Runtime:
                 },
             )
         self.heartbeat = ProcessHeartbeat(
-            self.app.connector.pool,
+            self.url,
             self.identity.id,
             worker_settings.heartbeat_interval_seconds,
-            fence_after_seconds=(
-                worker_settings.dead_after_seconds - worker_settings.heartbeat_interval_seconds
-            ),
+            dead_after_seconds=worker_settings.dead_after_seconds,
+            granted_at=granted_at,
             on_fenced=self._fence,
         )
+        # The lease guard runs before any lane can take a job.
+        heartbeat_stop = asyncio.Event()
+        heartbeat_task = asyncio.create_task(self.heartbeat.run(heartbeat_stop), name="heartbeat")
+        try:
+            return await self._run_lanes(heartbeat_stop, heartbeat_task)
+        finally:
+            heartbeat_stop.set()
+            await heartbeat_task
+
+    async def _run_lanes(
+        self, heartbeat_stop: asyncio.Event, heartbeat_task: asyncio.Task[None]
+    ) -> RuntimeResult:
+        assert self.heartbeat is not None
+        worker_settings = self.config.queues.worker
         self.workers = [
             LaneWorker(
                 self.app,
@@ -272,8 +290,13 @@ class Runtime:
         async with self.app.connector.pool.connection() as conn:
             await store.set_procrastinate_workers(conn, self.identity.id, self.heartbeat.worker_ids)
 
-        heartbeat_stop, background_stop = asyncio.Event(), asyncio.Event()
-        heartbeat_task = asyncio.create_task(self.heartbeat.run(heartbeat_stop), name="heartbeat")
+        background_stop = asyncio.Event()
+        self.pauses = PauseWatch(
+            self.app.connector.pool,
+            self.queues,
+            wake=lambda queues: self._wake_queues(by_queue, queues),
+            poll_interval_seconds=worker_settings.poll_interval_seconds,
+        )
         self.listener = Listener(
             self.url,
             self.queues,
@@ -281,10 +304,12 @@ class Runtime:
             on_abort_requested=lambda q, job_id: (
                 by_queue[q].abort_requested([job_id]) if q in by_queue else None
             ),
-            on_reconnected=self._wake_all,
+            on_reconnected=self._reconnected,
+            on_pauses_changed=self.pauses.notified,
         )
         background = {
             asyncio.create_task(self.listener.run(background_stop), name="listener"): "listener",
+            asyncio.create_task(self.pauses.run(background_stop), name="pauses"): "pause watch",
             asyncio.create_task(self._watchdog(background_stop), name="watchdog"): "watchdog",
         }
         for service in self.services:
@@ -377,6 +402,17 @@ class Runtime:
         for worker in self.workers:
             worker.wake()
 
+    def _reconnected(self) -> None:
+        # Inserts, resumes and pauses made while deaf were not heard.
+        self._wake_all()
+        if self.pauses is not None:
+            self.pauses.reconnected()
+
+    @staticmethod
+    def _wake_queues(by_queue: dict[str, LaneWorker], queues: list[str]) -> None:
+        for worker in {id(by_queue[q]): by_queue[q] for q in queues if q in by_queue}.values():
+            worker.wake()
+
     def _lane_done(self, task: asyncio.Task[Any], worker: LaneWorker) -> None:
         if task.cancelled() or (self._stop_requested.is_set() and task.exception() is None):
             return
@@ -384,10 +420,10 @@ class Runtime:
         self._fatal(f"lane {worker.lane.name} stopped unexpectedly: {error!r}")
 
     def _background_done(self, task: asyncio.Task[Any], name: str) -> None:
-        if task.cancelled() or self._stop_requested.is_set():
+        if task.cancelled():
             return
-        error = task.exception()
-        if error is not None:
+        error = task.exception()  # retrieved even while stopping: no "never retrieved"
+        if error is not None and not self._stop_requested.is_set():
             self._fatal(f"{name} failed and could not be restored: {error}")
 
     def _install_signals(self) -> None:

@@ -132,12 +132,12 @@ def queue_table_settings(url: str) -> tuple[list[str], list[str]]:
 def test_the_job_table_gets_its_lock_index_and_queue_autovacuum_and_gives_them_back(
     empty_db_url: str,
 ) -> None:
-    migrate.upgrade(empty_db_url, "0010_claim_at_depth")
+    migrate.upgrade(empty_db_url, "0012_claim_at_depth")
     options, indexes = queue_table_settings(empty_db_url)
     assert "autovacuum_vacuum_scale_factor=0.01" in options
     assert "autovacuum_analyze_scale_factor=0.02" in options
     assert "ix_jobsys_jobs_active_lock" in indexes
-    migrate.downgrade(empty_db_url, "0009_workers_failure_search")
+    migrate.downgrade(empty_db_url, "0011_queue_pauses")
     options, indexes = queue_table_settings(empty_db_url)
     assert options == []
     assert "ix_jobsys_jobs_active_lock" not in indexes

@@ -14,16 +14,16 @@ objects, so they are not in the models):
   effect only where autovacuum is on; a server with ``autovacuum = off`` needs its own
   VACUUM ANALYZE (README, "Performance").
 
-Revision ID: 0010_claim_at_depth
-Revises: 0009_workers_failure_search
+Revision ID: 0012_claim_at_depth
+Revises: 0011_queue_pauses
 """
 
 from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0010_claim_at_depth"
-down_revision: str | Sequence[str] | None = "0009_workers_failure_search"
+revision: str = "0012_claim_at_depth"
+down_revision: str | Sequence[str] | None = "0011_queue_pauses"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
