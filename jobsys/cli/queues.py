@@ -8,13 +8,26 @@ from typing import Annotated, Any
 import typer
 
 from jobsys.cli._context import run, settings
+from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._table import Col
+
+LIST_COLUMNS = (
+    Col("queue", priority=0),
+    Col("lane", priority=1),
+    Col("waiting", kind="number", priority=0),
+    Col("running", kind="number", priority=0),
+    Col("paused", kind="text", priority=1, min=12, want=24),
+    Col("concurrency", kind="number", priority=3),
+    Col("scheduled", kind="number", priority=3),
+    Col("failed_last_hour", "failed 1h", kind="number", priority=2),
+    Col("oldest_wait_seconds", "oldest wait", kind="duration", priority=2),
+)
 
 app = typer.Typer(
     help="Queues: how busy each one is; pause and resume a queue, a lane or all of them.",
     invoke_without_command=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 NameArg = Annotated[
     str | None, typer.Argument(help="A queue, or a lane (all its queues).", show_default=False)
 ]
@@ -23,7 +36,7 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confir
 
 
 @app.callback()
-def queues(ctx: typer.Context, json: JsonOpt = False) -> None:
+def queues(ctx: typer.Context, wide: WideOpt = False, json: JsonOpt = False) -> None:
     """Each queue with its lane, concurrency, jobs waiting, scheduled, running,
     failures in the last hour, the age of the oldest waiting job, and its pause."""
     if ctx.invoked_subcommand is not None:
@@ -33,21 +46,12 @@ def queues(ctx: typer.Context, json: JsonOpt = False) -> None:
 
     rows = run(service.queue_overview(settings(ctx)))
     if json:
-        _output.emit_json(rows)
+        _output.emit_list(rows)
         return
     _output.table(
         [{**row, "paused": row["pause"]["why"] if row["pause"] else None} for row in rows],
-        [
-            "queue",
-            "lane",
-            "concurrency",
-            "waiting",
-            "scheduled",
-            "running",
-            ("failed_last_hour", "failed 1h"),
-            ("oldest_wait_seconds", "oldest wait s"),
-            "paused",
-        ],
+        LIST_COLUMNS,
+        wide=wide,
     )
 
 

@@ -65,7 +65,9 @@ def test_pause_a_queue_then_resume_it(cli, db_url: str) -> None:  # type: ignore
         [],
         "alice",
     )
-    rows = {r["queue"]: r for r in cli("--database-url", db_url, "queues", "--json").json()}
+    rows = {
+        r["queue"]: r for r in cli("--database-url", db_url, "queues", "--json").json()["items"]
+    }
     pause = rows["story_downloads"]["pause"]
     assert (pause["paused_by"], pause["reason"], pause["target"]) == (
         "alice",
@@ -85,7 +87,10 @@ def test_pause_a_queue_then_resume_it(cli, db_url: str) -> None:  # type: ignore
     assert resumed.exit_code == 0 and "resumed story_downloads" in resumed.stderr
     again = cli("--database-url", db_url, "queues", "resume", "story_downloads", env=env)
     assert "story_downloads: was not paused" in again.stderr
-    assert all(r["pause"] is None for r in cli("--database-url", db_url, "queues", "--json").json())
+    assert all(
+        r["pause"] is None
+        for r in cli("--database-url", db_url, "queues", "--json").json()["items"]
+    )
     assert events(db_url) == [
         ("story_downloads", "pause", "alice", "upstream 429", "story_downloads", False, True),
         ("story_downloads", "resume", "alice", None, "story_downloads", True, False),
@@ -99,12 +104,16 @@ def test_pausing_a_lane_pauses_each_of_its_queues(cli, db_url: str) -> None:  # 
     base = ["sync", "engagements", "story_downloads", "post_downloads", "profiles",
             "messages", "avatars", "maintenance", "default"]  # fmt: skip
     assert result.json()["queues"] == base
-    rows = {r["queue"]: r for r in cli("--database-url", db_url, "queues", "--json").json()}
+    rows = {
+        r["queue"]: r for r in cli("--database-url", db_url, "queues", "--json").json()["items"]
+    }
     assert sorted(q for q, r in rows.items() if r["pause"]) == sorted(base)
     assert "(lane base)" in rows["sync"]["pause"]["why"]
     # One queue of the lane can be resumed on its own.
     assert cli("--database-url", db_url, "queues", "resume", "sync").exit_code == 0
-    rows = {r["queue"]: r for r in cli("--database-url", db_url, "queues", "--json").json()}
+    rows = {
+        r["queue"]: r for r in cli("--database-url", db_url, "queues", "--json").json()["items"]
+    }
     assert sorted(q for q, r in rows.items() if r["pause"]) == sorted(set(base) - {"sync"})
 
 
@@ -130,7 +139,7 @@ def test_pause_all_asks_first(cli, db_url: str) -> None:  # type: ignore[no-unty
     done = cli("--database-url", db_url, "queues", "pause", "--all", "--yes", "--reason", "stop")
     assert done.exit_code == 0, done.stderr
     assert query(db_url, "SELECT count(*), min(target) FROM jobsys_queue_pauses") == [(16, "--all")]
-    rows = cli("--database-url", db_url, "queues", "--json").json()
+    rows = cli("--database-url", db_url, "queues", "--json").json()["items"]
     assert all("(all queues): stop" in r["pause"]["why"] for r in rows)
     assert cli("--database-url", db_url, "queues", "resume", "--all").exit_code == 0
     assert query(db_url, "SELECT count(*) FROM jobsys_queue_pauses") == [(0,)]
@@ -144,7 +153,7 @@ def test_the_claim_skips_paused_queues_and_expired_pauses_end(cli, db_url: str) 
     assert claim(db_url, ["sync", "default"]) == ["default"]
     wait_until(lambda: claim(db_url, ["sync", "default"]) == ["default", "sync", "sync"], 5,
                "the pause to end by itself")  # fmt: skip
-    assert cli("--database-url", db_url, "queues", "--json").json()[0]["pause"] is None
+    assert cli("--database-url", db_url, "queues", "--json").json()["items"][0]["pause"] is None
     # Waiting jobs stayed waiting, untouched.
     assert query(db_url, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'") == [(3,)]
 

@@ -32,7 +32,7 @@ def test_queues_json_counts(cli, db_url: str) -> None:  # type: ignore[no-untype
     asyncio.run(add_failures())
     result = cli("--database-url", db_url, "queues", "--json")
     assert result.exit_code == 0, result.stderr
-    rows = result.json()
+    rows = result.json()["items"]
     assert [r["queue"] for r in rows][:3] == ["sync", "engagements", "story_downloads"]
     assert len(rows) == 16
     keys = {"queue", "lane", "concurrency", "waiting", "running", "failed_last_hour"}
