@@ -37,6 +37,9 @@ def list_(ctx: typer.Context, json: JsonOpt = False) -> None:
         _output.emit_json(rows)
     else:
         _output.table(rows, LIST_COLUMNS, empty="no schedule entries")
+        for row in rows:
+            if row["problem"]:
+                _output.say(f"warning: {row['name']}: {row['problem']}")
 
 
 @app.command("run")
@@ -126,6 +129,8 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     if json:
         _output.emit_json(result)
     else:
+        for line in result["warnings"]:
+            _output.say(f"warning: {line}")
         note = (
             ""
             if result["fanout_sources_checked"]
