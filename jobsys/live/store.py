@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobsys.db.query import like_contains
+
 # --- Dashboard --------------------------------------------------------------------
 
 QUEUE_COUNTS = """
@@ -160,10 +162,10 @@ SELECT job_id
  LIMIT 1
 """
 
-LIST_JOBS = """
+LIST_JOBS = f"""
 SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS status,
        j.attempts, j.priority, j.scheduled_at, d.at AS created_at, j.args,
-       j.abort_requested, j.worker_id
+       j.args::text AS args_text, j.abort_requested, j.worker_id
   FROM procrastinate_jobs j
   LEFT JOIN LATERAL (
         SELECT min(at) AS at
@@ -174,7 +176,11 @@ SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS statu
    AND (%(statuses)s::text[] IS NULL
         OR j.status = ANY(%(statuses)s::text[]::procrastinate_job_status[]))
    AND (%(account_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(account_docs)s::jsonb[]))
+   AND (%(arg_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(arg_docs)s::jsonb[]))
+   AND (%(arg_contains)s::text IS NULL
+        OR jobsys_args_text(j.args) ILIKE {like_contains("arg_contains")})
    AND (%(min_id)s::bigint IS NULL OR j.id >= %(min_id)s::bigint)
+   AND (%(max_id)s::bigint IS NULL OR j.id < %(max_id)s::bigint)
    AND (%(since)s::timestamptz IS NULL OR d.at >= %(since)s::timestamptz)
  ORDER BY j.id DESC
  LIMIT %(limit)s
