@@ -38,6 +38,7 @@ import datetime
 import functools
 import inspect
 import logging
+import random
 import time
 from typing import Any
 
@@ -46,6 +47,7 @@ from procrastinate.worker import Worker
 
 from jobsys.config import LaneSpec
 from jobsys.errors import JobTimeoutError
+from jobsys.flow.order import claim_order
 from jobsys.lanes import execution, store
 
 logger = logging.getLogger("jobsys.lanes")
@@ -131,6 +133,7 @@ class LaneWorker(Worker):
         self._wakes = 0
         #: A claim failed on a connection error: it may have committed on the server.
         self._claim_uncertain = False
+        self._rng = random.Random()  # the draw of order: weights
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -294,8 +297,9 @@ class LaneWorker(Worker):
                     extra={"action": "claim_recovered", "lane": self.lane.name},
                 )
         if len(rows) < slots:
+            queues, in_order = claim_order(self.lane, self._rng)
             rows += await store.claim_jobs(
-                self.app.connector, list(self.queues or []), self.worker_id, slots - len(rows)
+                self.app.connector, queues, self.worker_id, slots - len(rows), in_order=in_order
             )
         return rows
 
