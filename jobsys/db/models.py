@@ -2,6 +2,7 @@
 
 from jobsys.db.base import Base
 from jobsys.failures import models as failures_models
+from jobsys.flow import models as flow_models
 from jobsys.issues import models as issues_models
 from jobsys.jobs import models as jobs_models
 from jobsys.lanes import models as lanes_models
@@ -12,6 +13,7 @@ metadata = Base.metadata
 
 __all__ = [
     "failures_models",
+    "flow_models",
     "issues_models",
     "jobs_models",
     "lanes_models",

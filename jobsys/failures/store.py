@@ -118,6 +118,16 @@ SELECT {columns} FROM jobsys_failures f
  LIMIT %(limit)s
 """
 
+# How many failures match, counted up to %(cap)s (a list's total; past the cap, unknown).
+COUNT_FAILURES = """
+SELECT count(*) AS n FROM (SELECT 1 FROM jobsys_failures f WHERE {where} LIMIT %(cap)s) m
+"""
+COUNT_GROUPS = """
+SELECT count(*) AS n FROM (
+  SELECT 1 FROM jobsys_failures f WHERE {where} GROUP BY {column} LIMIT %(cap)s
+) m
+"""
+
 GROUP_FAILURES = """
 SELECT {column} AS key, count(*) AS count, max(occurred_at) AS last_seen,
        count(DISTINCT account_id) AS accounts
@@ -208,6 +218,20 @@ def where_clause(filters: dict[str, Any]) -> str:
 async def list_failures(conn: Any, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     sql = LIST_FAILURES.format(columns=LIST_COLUMNS, where=where_clause(filters))
     return await fetch_all(conn, sql, {**filters, "limit": limit})
+
+
+async def count_failures(
+    conn: Any, filters: dict[str, Any], cap: int, group_by: str | None = None
+) -> int | None:
+    """How many failures (or groups) match, None when more than ``cap`` do."""
+    where = where_clause(filters)
+    if group_by is None:
+        sql = COUNT_FAILURES.format(where=where)
+    else:
+        sql = COUNT_GROUPS.format(where=where, column=GROUP_COLUMNS[group_by])
+    row = await fetch_one(conn, sql, {**filters, "cap": cap + 1})
+    n = int(row["n"]) if row else 0
+    return None if n > cap else n
 
 
 async def group_failures(

@@ -97,7 +97,7 @@ def contains_oracle(rows: list[tuple[int, dict[str, Any]]], text: str) -> list[i
 def listed(cli: Any, db_url: str, *args: str) -> list[int]:
     result = cli("--database-url", db_url, "jobs", "list", *args, "--limit", "10000", "--json")
     assert result.exit_code == 0, (args, result.stderr)
-    return [j["id"] for j in result.json()]
+    return [j["id"] for j in result.json()["items"]]
 
 
 def test_arg_search_equals_a_python_oracle(cli: Any, db_url: str) -> None:
@@ -143,7 +143,7 @@ def test_arg_contains_equals_a_python_oracle_and_never_matches_secrets(
         "--database-url", db_url, "jobs", "list", "--arg-contains", "checkpoint", "-n", "3",
         "--json",
     )  # fmt: skip
-    assert [j["id"] for j in result.json()] == first
+    assert [j["id"] for j in result.json()["items"]] == first
 
 
 @pytest.mark.parametrize(
