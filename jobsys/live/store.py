@@ -57,6 +57,22 @@ SELECT date_trunc('minute', at) AS minute,
  ORDER BY 1
 """
 
+# The last full sliding minute (the header's rates), not the current calendar minute.
+LAST_MINUTE = """
+SELECT count(*) FILTER (WHERE type = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE type = 'failed') AS failed,
+       count(*) FILTER (WHERE type = 'deferred_for_retry') AS retried
+  FROM procrastinate_events
+ WHERE type IN ('succeeded', 'failed', 'deferred_for_retry')
+   AND at >= now() - make_interval(secs => %(seconds)s)
+"""
+
+# Failed attempts recorded in the last hour (RECENT FAILURES' total).
+FAILURES_SINCE = """
+SELECT count(*) AS n FROM jobsys_failures
+ WHERE occurred_at >= now() - make_interval(secs => %(seconds)s)
+"""
+
 # Pickup latency of the latest starts: from when the job became due to when it started.
 PICKUP_LATENCY = """
 SELECT count(*) AS samples,
