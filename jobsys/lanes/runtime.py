@@ -347,6 +347,7 @@ class Runtime:
                 shutdown_grace_seconds=worker_settings.shutdown_grace_seconds,
                 worker_middleware=self.middlewares,
                 config=self.config,
+                orphan_check_seconds=worker_settings.reap_interval_seconds,
             )
             for lane in self.lanes
         ]

@@ -306,6 +306,20 @@ HAND_TO_REAPER = """
 UPDATE procrastinate_jobs SET worker_id = NULL WHERE id = %(job_id)s AND status = 'doing'
 """
 
+#: Jobs ``doing`` for ``worker_id`` that it is not running (not in ``running``), started
+#: over ``min_age`` seconds ago (so not a claim whose jobs are being started right now).
+ORPHANED_JOBS = """
+SELECT j.id
+  FROM procrastinate_jobs j
+ WHERE j.status = 'doing' AND j.worker_id = %(worker_id)s
+   AND NOT (j.id = ANY(%(running)s::bigint[]))
+   AND NOT EXISTS (SELECT 1 FROM procrastinate_events e
+                    WHERE e.job_id = j.id AND e.type = 'started'
+                      AND e.at > now() - make_interval(secs => %(min_age)s))
+ ORDER BY j.id
+ LIMIT 100
+"""
+
 
 async def merge_retry_into_sibling(connector: Any, job_id: int) -> int | None:
     rows = await connector.execute_query_all_async(MERGE_RETRY_INTO_SIBLING, job_id=job_id)
@@ -314,6 +328,15 @@ async def merge_retry_into_sibling(connector: Any, job_id: int) -> int | None:
 
 async def hand_to_reaper(connector: Any, job_id: int) -> None:
     await connector.execute_query_async(HAND_TO_REAPER, job_id=job_id)
+
+
+async def orphaned_jobs(
+    connector: Any, worker_id: int, running: list[int], min_age_seconds: float
+) -> list[int]:
+    rows = await connector.execute_query_all_async(
+        ORPHANED_JOBS, worker_id=worker_id, running=running, min_age=min_age_seconds
+    )
+    return [int(r["id"]) for r in rows]
 
 
 # --- jobsys workers ------------------------------------------------------------------
