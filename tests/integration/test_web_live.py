@@ -153,3 +153,36 @@ def test_the_stream_needs_a_login_when_logins_are_configured(
             assert response.status_code == 200
             first = next(line for line in response.iter_lines() if line.startswith("event:"))
             assert first == "event: status"
+
+
+def test_a_database_that_goes_away_shows_in_pages_and_stream_and_recovers(
+    throwaway_server, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from jobsys.db import embedded, migrate
+
+    home, url = throwaway_server
+    migrate.upgrade(url)
+    settings = Settings(
+        database_url=url, home=tmp_path / "home", config_dir=fx.CONFIG_DIR, operator="tester"
+    )
+    with ws.serve(settings, url) as base, httpx2.Client(timeout=30) as client:
+        (stream,) = open_streams(base, 1)
+        stream.wait_for(connected)
+        assert client.get(f"{base}/admin/background_jobs").status_code == 200
+
+        embedded.stop(home)
+        stream.wait_for(lambda e, d: e == "status" and d["connected"] is False, 15)
+        down = client.get(f"{base}/admin/background_jobs")
+        assert down.status_code == 503
+        assert "Database unreachable" in down.text and "Traceback" not in down.text
+        lost_at = len(stream.events)
+
+        assert embedded.start(home).running
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            connected(*item) for item in stream.events[lost_at:]
+        ):
+            time.sleep(0.1)
+        assert any(connected(*item) for item in stream.events[lost_at:]), stream.events
+        assert client.get(f"{base}/admin/background_jobs").status_code == 200
+        stream.stop.set()
