@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jobsys.db import url as db_url
+from jobsys.db.connect import driver_options
 from jobsys.errors import DatabaseUnavailable, SchemaError, UsageError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -162,7 +163,9 @@ def current(url: str) -> list[str]:
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import create_engine, pool
 
-    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    engine = create_engine(
+        sqlalchemy_url(url), poolclass=pool.NullPool, connect_args=driver_options("jobsys-migrate")
+    )
     try:
         with _unreachable_as_error(url), engine.connect() as conn:
             return list(MigrationContext.configure(conn).get_current_heads())
@@ -178,7 +181,9 @@ def drift(url: str) -> list[str]:
 
     from jobsys.db.models import metadata
 
-    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    engine = create_engine(
+        sqlalchemy_url(url), poolclass=pool.NullPool, connect_args=driver_options("jobsys-migrate")
+    )
     try:
         with _unreachable_as_error(url), engine.connect() as conn:
             revisions = set(MigrationContext.configure(conn).get_current_heads())
