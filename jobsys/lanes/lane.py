@@ -28,6 +28,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import random
 import time
 from typing import Any
 
@@ -35,6 +36,7 @@ from procrastinate import exceptions, job_context, jobs, retry, utils
 from procrastinate.worker import Worker
 
 from jobsys.config import LaneSpec
+from jobsys.flow.order import claim_order
 from jobsys.lanes import store
 
 logger = logging.getLogger("jobsys.lanes")
@@ -107,6 +109,7 @@ class LaneWorker(Worker):
         self._wakes = 0
         #: A claim failed on a connection error: it may have committed on the server.
         self._claim_uncertain = False
+        self._rng = random.Random()  # the draw of order: weights
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -228,8 +231,9 @@ class LaneWorker(Worker):
                     extra={"action": "claim_recovered", "lane": self.lane.name},
                 )
         if len(rows) < slots:
+            queues, in_order = claim_order(self.lane, self._rng)
             rows += await store.claim_jobs(
-                self.app.connector, list(self.queues or []), self.worker_id, slots - len(rows)
+                self.app.connector, queues, self.worker_id, slots - len(rows), in_order=in_order
             )
         return rows
 

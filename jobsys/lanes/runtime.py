@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -86,9 +87,7 @@ def scaled(lanes: list[LaneSpec], factor: float) -> list[LaneSpec]:
     if factor == 1.0:
         return lanes
     return [
-        LaneSpec(
-            lane.name, lane.queues, max(1, round(lane.concurrency * factor)), lane.timeout_seconds
-        )
+        dataclasses.replace(lane, concurrency=max(1, round(lane.concurrency * factor)))
         for lane in lanes
     ]
 

@@ -180,6 +180,17 @@ SELECT job_id
  LIMIT 1
 """
 
+#: The filters ``jobs list`` and the bulk actions share, over ``procrastinate_jobs j``
+#: (jobsys.live.browser.filter_params binds them; an unset one is NULL).
+JOB_FILTER = f"""
+       (%(queues)s::text[] IS NULL OR j.queue_name = ANY(%(queues)s::text[]))
+   AND (%(task)s::text IS NULL OR j.task_name = %(task)s::text)
+   AND (%(account_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(account_docs)s::jsonb[]))
+   AND (%(arg_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(arg_docs)s::jsonb[]))
+   AND (%(arg_contains)s::text IS NULL
+        OR jobsys_args_text(j.args) ILIKE {like_contains("arg_contains")})
+"""
+
 LIST_JOBS = f"""
 SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS status,
        j.attempts, j.priority, j.scheduled_at, d.at AS created_at, j.args,
@@ -189,14 +200,9 @@ SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS statu
         SELECT min(at) AS at
           FROM procrastinate_events e
          WHERE e.job_id = j.id AND e.type = 'deferred') d ON true
- WHERE (%(queues)s::text[] IS NULL OR j.queue_name = ANY(%(queues)s::text[]))
-   AND (%(task)s::text IS NULL OR j.task_name = %(task)s::text)
+ WHERE {JOB_FILTER}
    AND (%(statuses)s::text[] IS NULL
         OR j.status = ANY(%(statuses)s::text[]::procrastinate_job_status[]))
-   AND (%(account_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(account_docs)s::jsonb[]))
-   AND (%(arg_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(arg_docs)s::jsonb[]))
-   AND (%(arg_contains)s::text IS NULL
-        OR jobsys_args_text(j.args) ILIKE {like_contains("arg_contains")})
    AND (%(min_id)s::bigint IS NULL OR j.id >= %(min_id)s::bigint)
    AND (%(max_id)s::bigint IS NULL OR j.id < %(max_id)s::bigint)
    AND (%(since)s::timestamptz IS NULL OR d.at >= %(since)s::timestamptz)
