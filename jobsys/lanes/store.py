@@ -277,6 +277,45 @@ async def unstarted_jobs(
     )
 
 
+#: A retry of ``job_id`` collided with the job already waiting under the same queueing
+#: lock: that sibling will do the work. The job's latest failure row (written before
+#: the outcome) stops promising a retry and says why. Returns the sibling's id.
+MERGE_RETRY_INTO_SIBLING = """
+WITH sibling AS (
+    SELECT s.id, s.queueing_lock
+      FROM procrastinate_jobs j
+      JOIN procrastinate_jobs s
+        ON s.queueing_lock = j.queueing_lock AND s.status = 'todo' AND s.id <> j.id
+     WHERE j.id = %(job_id)s
+     LIMIT 1
+), noted AS (
+    UPDATE jobsys_failures f
+       SET will_retry = false,
+           retry_state = f.retry_state || jsonb_build_object(
+               'outcome', 'merged_into_waiting_sibling',
+               'sibling_job_id', (SELECT id FROM sibling),
+               'queueing_lock', (SELECT queueing_lock FROM sibling))
+     WHERE f.id = (SELECT max(id) FROM jobsys_failures WHERE job_id = %(job_id)s)
+       AND EXISTS (SELECT 1 FROM sibling)
+)
+SELECT id FROM sibling
+"""
+
+#: A ``doing`` job without a worker is one the reaper's dead-worker rules settle.
+HAND_TO_REAPER = """
+UPDATE procrastinate_jobs SET worker_id = NULL WHERE id = %(job_id)s AND status = 'doing'
+"""
+
+
+async def merge_retry_into_sibling(connector: Any, job_id: int) -> int | None:
+    rows = await connector.execute_query_all_async(MERGE_RETRY_INTO_SIBLING, job_id=job_id)
+    return int(rows[0]["id"]) if rows else None
+
+
+async def hand_to_reaper(connector: Any, job_id: int) -> None:
+    await connector.execute_query_async(HAND_TO_REAPER, job_id=job_id)
+
+
 # --- jobsys workers ------------------------------------------------------------------
 
 #: Worker processes for ``jobsys workers``: the live ones and those that ended (dead,
