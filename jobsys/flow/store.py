@@ -74,6 +74,20 @@ SELECT pause.queue, pause.paused_at, pause.paused_by, pause.reason, pause.until,
  ORDER BY pause.queue
 """
 
+#: What a waiting job waits for besides a pause: its schedule, a running holder of its
+#: lock, and how busy its lane's queues are.
+WAIT_FACTS = """
+SELECT %(scheduled_at)s::timestamptz > now() AS scheduled_later,
+       (SELECT id FROM procrastinate_jobs
+         WHERE %(lock)s::text IS NOT NULL AND lock = %(lock)s AND status = 'doing'
+         LIMIT 1) AS lock_holder,
+       (SELECT count(*) FROM procrastinate_jobs
+         WHERE status = 'doing' AND queue_name = ANY(%(lane_queues)s::text[])) AS lane_running,
+       (SELECT count(*) FROM jobsys_worker_processes
+         WHERE status = 'running' AND %(lane)s = ANY(lanes)
+           AND last_heartbeat > now() - make_interval(secs => %(dead_after)s)) AS lane_processes
+"""
+
 EVENTS = """
 SELECT id, queue, action, actor, reason, until, target, was_paused, created_at
   FROM jobsys_queue_pause_events
@@ -116,6 +130,27 @@ async def set_paused(
 
 async def active_pauses(conn: Any, queues: list[str] | None = None) -> list[dict[str, Any]]:
     return await query.fetch_all(conn, ACTIVE_PAUSES, {"queues": queues})
+
+
+async def wait_facts(
+    conn: Any,
+    *,
+    scheduled_at: Any,
+    lock: str | None,
+    lane: str,
+    lane_queues: list[str],
+    dead_after_seconds: float,
+) -> dict[str, Any]:
+    params = {
+        "scheduled_at": scheduled_at,
+        "lock": lock,
+        "lane": lane,
+        "lane_queues": lane_queues,
+        "dead_after": dead_after_seconds,
+    }
+    row = await query.fetch_one(conn, WAIT_FACTS, params)
+    assert row is not None
+    return row
 
 
 async def events(conn: Any, queues: list[str] | None, limit: int) -> list[dict[str, Any]]:

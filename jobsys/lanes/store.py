@@ -44,10 +44,17 @@ from jobsys.flow.store import NOT_PAUSED
 JOB_COLUMNS = """id, status, task_name, priority, lock, queueing_lock, args, scheduled_at,
        queue_name, attempts, worker_id"""
 
-CLAIM_JOBS = f"""
+#: Procrastinate's order: priority, then id, across the lane's queues.
+BY_PRIORITY = "per_queue.priority DESC, per_queue.id ASC"
+#: ``order: strict`` / ``weights``: the queues in the order given, then as above.
+BY_QUEUE_ORDER = "lane_queue.position, " + BY_PRIORITY
+
+
+def _claim_jobs(order_by: str) -> str:
+    return f"""
 WITH candidate AS (
     SELECT per_queue.id AS candidate_id
-      FROM unnest(%(queues)s::varchar[]) AS lane_queue(name)
+      FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
      CROSS JOIN LATERAL (
         SELECT jobs.id, jobs.priority
           FROM procrastinate_jobs AS jobs
@@ -76,7 +83,7 @@ WITH candidate AS (
                SELECT 1 FROM jobsys_queue_pauses AS pause
                 WHERE pause.queue = lane_queue.name AND {PAUSE_ACTIVE}
            )
-     ORDER BY per_queue.priority DESC, per_queue.id ASC
+     ORDER BY {order_by}
      LIMIT %(limit)s
 )
 UPDATE procrastinate_jobs
@@ -85,6 +92,13 @@ UPDATE procrastinate_jobs
  WHERE procrastinate_jobs.id = candidate.candidate_id
 RETURNING {JOB_COLUMNS}
 """
+
+
+CLAIM_JOBS = _claim_jobs(BY_PRIORITY)
+#: The claim of a lane with ``order: strict`` or ``weights``: the first queue's due jobs
+#: first (priority orders jobs within a queue). Each queue is walked on its own either
+#: way, so it costs what CLAIM_JOBS costs.
+CLAIM_JOBS_IN_ORDER = _claim_jobs(BY_QUEUE_ORDER)
 
 # Jobs this worker claimed but is not running: a claim whose reply was lost (the
 # connection dropped after the server committed it). Nobody else runs them while this
@@ -257,14 +271,19 @@ async def queue_overview(conn: Any, queues: list[str]) -> list[dict[str, Any]]:
 
 
 async def claim_jobs(
-    connector: Any, queues: list[str], worker_id: int, limit: int
+    connector: Any, queues: list[str], worker_id: int, limit: int, *, in_order: bool = False
 ) -> list[dict[str, Any]]:
     """Mark up to ``limit`` due jobs of ``queues`` as ``doing`` for ``worker_id``, in
-    Procrastinate's fetch order (priority, then id); their rows, in that order."""
+    Procrastinate's fetch order (priority, then id), or with ``in_order`` queue by queue
+    in the order of ``queues``; their rows, in that order."""
     rows = await connector.execute_query_all_async(
-        CLAIM_JOBS, queues=queues, worker_id=worker_id, limit=limit
+        CLAIM_JOBS_IN_ORDER if in_order else CLAIM_JOBS,
+        queues=queues,
+        worker_id=worker_id,
+        limit=limit,
     )
-    return sorted(rows, key=lambda r: (-r["priority"], r["id"]))
+    rank = {q: i for i, q in enumerate(queues)} if in_order else {}
+    return sorted(rows, key=lambda r: (rank.get(r["queue_name"], 0), -r["priority"], r["id"]))
 
 
 async def unstarted_jobs(
@@ -276,6 +295,45 @@ async def unstarted_jobs(
             UNSTARTED_JOBS, worker_id=worker_id, running=running, limit=limit
         )
     )
+
+
+#: A retry of ``job_id`` collided with the job already waiting under the same queueing
+#: lock: that sibling will do the work. The job's latest failure row (written before
+#: the outcome) stops promising a retry and says why. Returns the sibling's id.
+MERGE_RETRY_INTO_SIBLING = """
+WITH sibling AS (
+    SELECT s.id, s.queueing_lock
+      FROM procrastinate_jobs j
+      JOIN procrastinate_jobs s
+        ON s.queueing_lock = j.queueing_lock AND s.status = 'todo' AND s.id <> j.id
+     WHERE j.id = %(job_id)s
+     LIMIT 1
+), noted AS (
+    UPDATE jobsys_failures f
+       SET will_retry = false,
+           retry_state = f.retry_state || jsonb_build_object(
+               'outcome', 'merged_into_waiting_sibling',
+               'sibling_job_id', (SELECT id FROM sibling),
+               'queueing_lock', (SELECT queueing_lock FROM sibling))
+     WHERE f.id = (SELECT max(id) FROM jobsys_failures WHERE job_id = %(job_id)s)
+       AND EXISTS (SELECT 1 FROM sibling)
+)
+SELECT id FROM sibling
+"""
+
+#: A ``doing`` job without a worker is one the reaper's dead-worker rules settle.
+HAND_TO_REAPER = """
+UPDATE procrastinate_jobs SET worker_id = NULL WHERE id = %(job_id)s AND status = 'doing'
+"""
+
+
+async def merge_retry_into_sibling(connector: Any, job_id: int) -> int | None:
+    rows = await connector.execute_query_all_async(MERGE_RETRY_INTO_SIBLING, job_id=job_id)
+    return int(rows[0]["id"]) if rows else None
+
+
+async def hand_to_reaper(connector: Any, job_id: int) -> None:
+    await connector.execute_query_async(HAND_TO_REAPER, job_id=job_id)
 
 
 # --- jobsys workers ------------------------------------------------------------------

@@ -57,6 +57,22 @@ SELECT date_trunc('minute', at) AS minute,
  ORDER BY 1
 """
 
+# The last full sliding minute (the header's rates), not the current calendar minute.
+LAST_MINUTE = """
+SELECT count(*) FILTER (WHERE type = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE type = 'failed') AS failed,
+       count(*) FILTER (WHERE type = 'deferred_for_retry') AS retried
+  FROM procrastinate_events
+ WHERE type IN ('succeeded', 'failed', 'deferred_for_retry')
+   AND at >= now() - make_interval(secs => %(seconds)s)
+"""
+
+# Failed attempts recorded in the last hour (RECENT FAILURES' total).
+FAILURES_SINCE = """
+SELECT count(*) AS n FROM jobsys_failures
+ WHERE occurred_at >= now() - make_interval(secs => %(seconds)s)
+"""
+
 # Pickup latency of the latest starts: from when the job became due to when it started.
 PICKUP_LATENCY = """
 SELECT count(*) AS samples,
@@ -162,6 +178,17 @@ SELECT job_id
  LIMIT 1
 """
 
+#: The filters ``jobs list`` and the bulk actions share, over ``procrastinate_jobs j``
+#: (jobsys.live.browser.filter_params binds them; an unset one is NULL).
+JOB_FILTER = f"""
+       (%(queues)s::text[] IS NULL OR j.queue_name = ANY(%(queues)s::text[]))
+   AND (%(task)s::text IS NULL OR j.task_name = %(task)s::text)
+   AND (%(account_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(account_docs)s::jsonb[]))
+   AND (%(arg_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(arg_docs)s::jsonb[]))
+   AND (%(arg_contains)s::text IS NULL
+        OR jobsys_args_text(j.args) ILIKE {like_contains("arg_contains")})
+"""
+
 LIST_JOBS = f"""
 SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS status,
        j.attempts, j.priority, j.scheduled_at, d.at AS created_at, j.args,
@@ -171,14 +198,9 @@ SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS statu
         SELECT min(at) AS at
           FROM procrastinate_events e
          WHERE e.job_id = j.id AND e.type = 'deferred') d ON true
- WHERE (%(queues)s::text[] IS NULL OR j.queue_name = ANY(%(queues)s::text[]))
-   AND (%(task)s::text IS NULL OR j.task_name = %(task)s::text)
+ WHERE {JOB_FILTER}
    AND (%(statuses)s::text[] IS NULL
         OR j.status = ANY(%(statuses)s::text[]::procrastinate_job_status[]))
-   AND (%(account_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(account_docs)s::jsonb[]))
-   AND (%(arg_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(arg_docs)s::jsonb[]))
-   AND (%(arg_contains)s::text IS NULL
-        OR jobsys_args_text(j.args) ILIKE {like_contains("arg_contains")})
    AND (%(min_id)s::bigint IS NULL OR j.id >= %(min_id)s::bigint)
    AND (%(max_id)s::bigint IS NULL OR j.id < %(max_id)s::bigint)
    AND (%(since)s::timestamptz IS NULL OR d.at >= %(since)s::timestamptz)
