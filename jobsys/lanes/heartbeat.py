@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from jobsys.engine.worker import wait_or_timeout
 from jobsys.lanes import store
-from jobsys.lanes.lane import wait_or_timeout
 
 logger = logging.getLogger("jobsys.lanes.heartbeat")
 

@@ -33,12 +33,13 @@ from typing import Any
 
 from jobsys import tasks as task_registry
 from jobsys.config import Config, LaneSpec
+from jobsys.engine import pool
+from jobsys.engine.listener import Listener
+from jobsys.engine.worker import LaneWorker, wait_or_timeout
 from jobsys.errors import DatabaseUnavailable
-from jobsys.lanes import execution, lifecycle, pool, store
+from jobsys.lanes import execution, lifecycle, store
 from jobsys.lanes.heartbeat import ProcessHeartbeat
 from jobsys.lanes.identity import ProcessIdentity
-from jobsys.lanes.lane import LaneWorker, wait_or_timeout
-from jobsys.lanes.listener import Listener
 from jobsys.lanes.supervisor import Backoff, supervise
 
 logger = logging.getLogger("jobsys.lanes.runtime")
@@ -199,7 +200,7 @@ class Runtime:
                 await asyncio.sleep(STARTUP_RETRY_SECONDS)
 
     async def run(self) -> RuntimeResult:
-        from jobsys.app import build_procrastinate_app
+        from jobsys.app import build_engine_app
         from jobsys.jobs import defer
 
         await self._check_database()
@@ -211,9 +212,7 @@ class Runtime:
             ThreadPoolExecutor(max_workers=total + 4, thread_name_prefix="jobsys-job")
         )
         size = pool.pool_size(self.lanes)
-        self.app = build_procrastinate_app(
-            self.url, self.config, min_size=min(4, size), max_size=size
-        )
+        self.app = build_engine_app(self.url, self.config, min_size=min(4, size), max_size=size)
         await self.app.open_async()
         defer.activate(self.config, self.app, self.url)
         try:

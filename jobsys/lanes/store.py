@@ -9,62 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Procrastinate's ``procrastinate_fetch_job_v2`` (schema pinned in
-# jobsys.db.procrastinate_schema) with ``LIMIT %(limit)s`` instead of ``LIMIT 1``: the
-# same candidate rule, order and row locks, several jobs per round trip. The lock rule
-# holds inside one batch too: of two waiting jobs sharing a lock, the later one sees the
-# earlier as a waiting job ahead of it and is not a candidate. RETURNING has no order;
-# the caller sorts.
-#: What a claim returns: the row Procrastinate's ``Job.from_row`` reads (its own
-#: ``fetch_job`` query selects the same columns).
-JOB_COLUMNS = """id, status, task_name, priority, lock, queueing_lock, args, scheduled_at,
-       queue_name, attempts, worker_id"""
-
-CLAIM_JOBS = f"""
-WITH candidate AS (
-    SELECT jobs.id AS candidate_id
-      FROM procrastinate_jobs AS jobs
-     WHERE NOT EXISTS (
-               SELECT 1
-                 FROM procrastinate_jobs AS other_jobs
-                WHERE jobs.lock IS NOT NULL
-                  AND other_jobs.lock = jobs.lock
-                  AND (
-                      other_jobs.status = 'doing'
-                      OR (
-                          other_jobs.status = 'todo'
-                          AND (
-                              other_jobs.priority > jobs.priority
-                              OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)
-                          )
-                      )
-                  )
-           )
-       AND jobs.status = 'todo'
-       AND jobs.queue_name = ANY(%(queues)s::varchar[])
-       AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
-     ORDER BY jobs.priority DESC, jobs.id ASC
-     LIMIT %(limit)s
-       FOR UPDATE OF jobs SKIP LOCKED
-)
-UPDATE procrastinate_jobs
-   SET status = 'doing', worker_id = %(worker_id)s
-  FROM candidate
- WHERE procrastinate_jobs.id = candidate.candidate_id
-RETURNING {JOB_COLUMNS}
-"""
-
-# Jobs this worker claimed but is not running: a claim whose reply was lost (the
-# connection dropped after the server committed it). Nobody else runs them while this
-# worker's heartbeat lives, so the worker itself must take them up.
-UNSTARTED_JOBS = f"""
-SELECT {JOB_COLUMNS}
-  FROM procrastinate_jobs
- WHERE status = 'doing' AND worker_id = %(worker_id)s
-   AND NOT (id = ANY(%(running)s::bigint[]))
- ORDER BY priority DESC, id ASC
- LIMIT %(limit)s
-"""
+from jobsys.engine.queries import DRAIN_STATE, HEARTBEAT, QUEUE_OVERVIEW, WAITING_BY_QUEUE
 
 REGISTER_PROCESS = """
 INSERT INTO jobsys_worker_processes (id, hostname, pid, lanes, status, started_at, last_heartbeat)
@@ -75,84 +20,11 @@ SET_PROCRASTINATE_WORKERS = """
 UPDATE jobsys_worker_processes SET procrastinate_worker_ids = %(worker_ids)s WHERE id = %(id)s
 """
 
-# One round trip keeps the process row and every lane's procrastinate_workers row
-# alive together, so the reaper never sees a live process with a stale lane.
-HEARTBEAT = """
-WITH process AS (
-    UPDATE jobsys_worker_processes
-       SET last_heartbeat = now(), status = %(status)s
-     WHERE id = %(id)s
- RETURNING id
-), workers AS (
-    UPDATE procrastinate_workers
-       SET last_heartbeat = now()
-     WHERE id = ANY(%(worker_ids)s::bigint[])
- RETURNING id
-)
-SELECT (SELECT count(*) FROM process) AS processes, (SELECT count(*) FROM workers) AS workers
-"""
 
 MARK_STOPPED = """
 UPDATE jobsys_worker_processes
    SET status = 'stopped', stopped_at = now(), last_heartbeat = now()
  WHERE id = %(id)s
-"""
-
-# Drain: nothing due in the selected queues, nothing running on this process's lanes.
-DRAIN_STATE = """
-SELECT count(*) FILTER (
-           WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
-       ) AS waiting,
-       count(*) FILTER (WHERE status = 'doing' AND worker_id = ANY(%(worker_ids)s::bigint[]))
-           AS running
-  FROM procrastinate_jobs
- WHERE queue_name = ANY(%(queues)s::text[]) AND status IN ('todo', 'doing')
-"""
-
-WAITING_BY_QUEUE = """
-SELECT queue_name AS queue, count(*) AS waiting
-  FROM procrastinate_jobs
- WHERE queue_name = ANY(%(queues)s::text[])
-   AND status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
- GROUP BY queue_name
-"""
-
-# The queue overview in one statement. The oldest wait: a job waits since its
-# scheduled_at (schedule_in/at, retries) or, when it has none, since its 'deferred'
-# event; among unscheduled jobs the lowest id is the oldest, so one event lookup per
-# queue suffices (procrastinate_events is indexed by job_id).
-QUEUE_OVERVIEW = """
-WITH configured AS (
-    SELECT q.queue, q.ord FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS q(queue, ord)
-), live AS (
-    SELECT queue_name,
-           count(*) FILTER (
-               WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
-           ) AS waiting,
-           count(*) FILTER (WHERE status = 'todo' AND scheduled_at > now()) AS scheduled,
-           count(*) FILTER (WHERE status = 'doing') AS running,
-           min(scheduled_at) FILTER (
-               WHERE status = 'todo' AND scheduled_at <= now()
-           ) AS oldest_scheduled_at,
-           min(id) FILTER (WHERE status = 'todo' AND scheduled_at IS NULL) AS oldest_unscheduled_id
-      FROM procrastinate_jobs
-     WHERE status IN ('todo', 'doing') AND queue_name = ANY(%(queues)s::text[])
-     GROUP BY queue_name
-)
-SELECT c.queue,
-       coalesce(l.waiting, 0) AS waiting,
-       coalesce(l.scheduled, 0) AS scheduled,
-       coalesce(l.running, 0) AS running,
-       (SELECT count(*) FROM jobsys_failures f
-         WHERE f.queue = c.queue AND f.occurred_at > now() - interval '1 hour') AS failed_last_hour,
-       extract(epoch FROM now() - least(
-           l.oldest_scheduled_at,
-           (SELECT min(e.at) FROM procrastinate_events e
-             WHERE e.job_id = l.oldest_unscheduled_id AND e.type = 'deferred')
-       ))::float8 AS oldest_wait_seconds
-  FROM configured c
-  LEFT JOIN live l ON l.queue_name = c.queue
- ORDER BY c.ord
 """
 
 
@@ -204,25 +76,3 @@ async def queue_overview(conn: Any, queues: list[str]) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(QUEUE_OVERVIEW, {"queues": queues})
         return list(await cur.fetchall())
-
-
-async def claim_jobs(
-    connector: Any, queues: list[str], worker_id: int, limit: int
-) -> list[dict[str, Any]]:
-    """Mark up to ``limit`` due jobs of ``queues`` as ``doing`` for ``worker_id``, in
-    Procrastinate's fetch order (priority, then id); their rows, in that order."""
-    rows = await connector.execute_query_all_async(
-        CLAIM_JOBS, queues=queues, worker_id=worker_id, limit=limit
-    )
-    return sorted(rows, key=lambda r: (-r["priority"], r["id"]))
-
-
-async def unstarted_jobs(
-    connector: Any, worker_id: int, running: list[int], limit: int
-) -> list[dict[str, Any]]:
-    """Up to ``limit`` jobs in ``doing`` for ``worker_id`` that are not in ``running``."""
-    return list(
-        await connector.execute_query_all_async(
-            UNSTARTED_JOBS, worker_id=worker_id, running=running, limit=limit
-        )
-    )

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from jobsys.lanes.lane import wait_or_timeout
+from jobsys.engine.worker import wait_or_timeout
 
 logger = logging.getLogger("jobsys.lanes.supervisor")
 

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from jobsys.engine import queries
 from jobsys.live import store
 
 if TYPE_CHECKING:
@@ -109,16 +110,16 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
     """Everything the dashboard shows, read in one go."""
     timer = _Timer()
     now = datetime.now(UTC)
-    counts = await timer.rows(conn, "queue_counts", store.QUEUE_COUNTS, {})
+    counts = await timer.rows(conn, "queue_counts", queries.QUEUE_COUNTS, {})
     queues = sorted({*config.all_queues, *(r["queue"] for r in counts)})
-    waits = await timer.rows(conn, "oldest_wait", store.OLDEST_WAIT, {"queues": queues})
+    waits = await timer.rows(conn, "oldest_wait", queries.OLDEST_WAIT, {"queues": queues})
     throughput = await timer.rows(
-        conn, "throughput", store.THROUGHPUT, {"minutes": THROUGHPUT_MINUTES}
+        conn, "throughput", queries.THROUGHPUT, {"minutes": THROUGHPUT_MINUTES}
     )
     pickup = await timer.rows(
         conn,
         "pickup_latency",
-        store.PICKUP_LATENCY,
+        queries.PICKUP_LATENCY,
         {"seconds": PICKUP_WINDOW_SECONDS, "samples": PICKUP_SAMPLES},
     )
     failures = await timer.rows(
@@ -133,7 +134,7 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
         conn, "worker_processes", store.WORKER_PROCESSES, {"limit": WORKERS}
     )
     pworkers = await timer.rows(
-        conn, "procrastinate_workers", store.PROCRASTINATE_WORKERS, {"limit": WORKERS}
+        conn, "procrastinate_workers", queries.ENGINE_WORKERS, {"limit": WORKERS}
     )
     latency = pickup[0] if pickup else {}
     return {

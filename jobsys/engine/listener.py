@@ -1,7 +1,7 @@
 """One LISTEN connection per worker process, re-established after it is lost.
 
-Procrastinate NOTIFYs ``procrastinate_queue_v1#<queue>`` on every job insert and
-abort request. Each lane's Worker would open its own listener, and in 3.10 a lost
+Procrastinate NOTIFYs its per-queue channel (``jobsys.engine.channels``) on every
+job insert and abort request. Each lane's Worker would open its own listener, and in 3.10 a lost
 one stays lost after a server restart (the worker silently degrades to polling).
 Here one connection listens for every selected queue, hands each notification to
 the lane serving that queue, and reconnects with capped exponential backoff; after a
@@ -23,11 +23,11 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from jobsys.lanes.lane import wait_or_timeout
+from jobsys.engine import channels
+from jobsys.engine.worker import wait_or_timeout
 
 logger = logging.getLogger("jobsys.lanes.listener")
 
-CHANNEL_PREFIX = "procrastinate_queue_v1#"
 APPLICATION_NAME = "jobsys-listener"
 CONNECT_TIMEOUT_SECONDS = 5
 RECONNECT_MIN_SECONDS = 0.2
@@ -35,10 +35,6 @@ RECONNECT_MAX_SECONDS = 10.0
 #: How long a LISTEN connection may sit without traffic before we ping it.
 IDLE_PING_SECONDS = 1.0
 ROUND_TRIP_TIMEOUT_SECONDS = 3.0
-
-
-def queue_of(channel: str) -> str | None:
-    return channel[len(CHANNEL_PREFIX) :] if channel.startswith(CHANNEL_PREFIX) else None
 
 
 class Listener:
@@ -112,7 +108,7 @@ class Listener:
     async def _listen(self, conn: Any) -> None:
         from psycopg import sql
 
-        for channel in [*(CHANNEL_PREFIX + q for q in self.queues), self._probe_channel]:
+        for channel in [*(channels.queue_channel(q) for q in self.queues), self._probe_channel]:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
     async def _pump(self, conn: Any, stop: asyncio.Event) -> None:
@@ -126,16 +122,16 @@ class Listener:
         if channel == self._probe_channel:
             self._probe_heard.set()
             return
-        queue = queue_of(channel)
+        queue = channels.queue_of(channel)
         if queue is None:
             return
         try:
             message = json.loads(payload)
         except ValueError:
             return
-        if message.get("type") == "job_inserted":
+        if message.get("type") == channels.JOB_INSERTED:
             self.on_job_inserted(queue)
-        elif message.get("type") == "abort_job_requested" and "job_id" in message:
+        elif message.get("type") == channels.ABORT_REQUESTED and "job_id" in message:
             self.on_abort_requested(queue, int(message["job_id"]))
 
     async def round_trip(self, pool: Any) -> bool:

@@ -16,7 +16,7 @@ What this subclass changes, and why (Procrastinate 3.10's ``worker.py``):
 
 - **Several jobs per round trip.** The fetch loop claims as many due jobs as the
   lane has free slots (up to ``MAX_CLAIM``) in one statement with Procrastinate's own
-  candidate rule (``jobsys.lanes.store.CLAIM_JOBS``), instead of one job per call. A
+  candidate rule (``jobsys.engine.queries.CLAIM_JOBS``), instead of one job per call. A
   worker only claims what it can start at once, so jobs never wait in ``doing``
   behind a busy worker while another one idles.
 """
@@ -35,7 +35,7 @@ from procrastinate import exceptions, job_context, jobs, retry, utils
 from procrastinate.worker import Worker
 
 from jobsys.config import LaneSpec
-from jobsys.lanes import store
+from jobsys.engine import manager
 
 logger = logging.getLogger("jobsys.lanes")
 
@@ -219,7 +219,7 @@ class LaneWorker(Worker):
             # abort request (they are not running here) would ever move them. Start them
             # first, before claiming more.
             running = [c.job.id for c in self._running_jobs.values() if c.job.id is not None]
-            rows = await store.unstarted_jobs(self.app.connector, self.worker_id, running, slots)
+            rows = await manager.unstarted_jobs(self.app.connector, self.worker_id, running, slots)
             self._claim_uncertain = len(rows) == slots  # a full page: look again next time
             if rows:
                 logger.warning(
@@ -228,7 +228,7 @@ class LaneWorker(Worker):
                     extra={"action": "claim_recovered", "lane": self.lane.name},
                 )
         if len(rows) < slots:
-            rows += await store.claim_jobs(
+            rows += await manager.claim_jobs(
                 self.app.connector, list(self.queues or []), self.worker_id, slots - len(rows)
             )
         return rows

@@ -1,0 +1,74 @@
+"""Named operations on Procrastinate's jobs, beside its own ``JobManager``.
+
+Procrastinate's ``manager.py`` is the model: every operation has a name, its SQL is in
+:mod:`jobsys.engine.queries` (or is Procrastinate's own named query), and callers never
+see a ``procrastinate_*`` name. Operations that take a ``connection`` run on it, inside
+the caller's transaction; those that take a ``connector`` use the worker's pool.
+
+Inserting jobs is not here: it has one path, :mod:`jobsys.engine.inserts`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from jobsys.engine import queries
+
+
+@functools.cache
+def offline_job_manager() -> Any:
+    """Procrastinate's JobManager for explicit connections only (its connector is
+    never opened: with a connection given it only formats and runs the query)."""
+    import procrastinate
+    from procrastinate.manager import JobManager
+
+    return JobManager(procrastinate.PsycopgConnector())
+
+
+def procrastinate_query(name: str) -> str:
+    """Procrastinate's own named query (``retry_job``, ``finish_job``, ``cancel_job``)."""
+    from procrastinate import sql
+
+    return str(sql.queries[name])
+
+
+async def claim_jobs(
+    connector: Any, queues: list[str], worker_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """Mark up to ``limit`` due jobs of ``queues`` as ``doing`` for ``worker_id``, in
+    Procrastinate's fetch order (priority, then id); their rows, in that order."""
+    rows = await connector.execute_query_all_async(
+        queries.CLAIM_JOBS, queues=queues, worker_id=worker_id, limit=limit
+    )
+    return sorted(rows, key=lambda r: (-r["priority"], r["id"]))
+
+
+async def unstarted_jobs(
+    connector: Any, worker_id: int, running: list[int], limit: int
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` jobs in ``doing`` for ``worker_id`` that are not in ``running``."""
+    return list(
+        await connector.execute_query_all_async(
+            queries.UNSTARTED_JOBS, worker_id=worker_id, running=running, limit=limit
+        )
+    )
+
+
+async def cancel_job(conn: Any, job_id: int, *, abort: bool = False) -> bool:
+    """Procrastinate's cancel on ``conn``: a waiting job is cancelled; with ``abort``, a
+    running one is asked to stop. False when the job is in neither state."""
+    return bool(
+        await offline_job_manager().cancel_job_by_id_async(job_id, abort=abort, connection=conn)
+    )
+
+
+async def wake_queues(conn: Any, first_job_per_queue: dict[str, int]) -> None:
+    """Wake the workers of each queue, as Procrastinate's insert trigger does (it sends
+    nothing when a job goes back to ``todo`` by an update)."""
+    from jobsys.engine import channels
+
+    for queue, job_id in sorted(first_job_per_queue.items()):
+        payload = channels.job_ready_payload(job_id)
+        for channel in (channels.queue_channel(queue), channels.ANY_QUEUE_CHANNEL):
+            await conn.execute(queries.NOTIFY, {"channel": channel, "payload": payload})
