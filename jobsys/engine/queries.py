@@ -8,7 +8,8 @@ its channels are named here and in the rest of ``jobsys.engine`` only; every oth
 module runs these statements by name, through :mod:`jobsys.engine.manager` or its own
 store module. The reaper's statements are in :mod:`jobsys.engine.dead_workers`, beside
 the operations that run them. The schema these rely on is pinned in :mod:`jobsys.engine.schema`, and
-``tests/integration/test_engine_contract.py`` checks every function signature used here.
+``tests/integration/test_engine_schema_contract.py`` checks every function signature
+used here.
 
 Statements join jobsys's own tables where a read needs both (failures, issues,
 pipeline steps): the join is in the database, the statement is here.
