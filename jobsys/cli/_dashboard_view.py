@@ -5,7 +5,8 @@ their title and a minimum of rows, spare rows go to them in priority order, and 
 section with more rows than it got ends with "… N more". Lanes come busiest first
 (running + waiting, then the oldest wait), and a cut never hides the base lane. Below
 ``MIN_FULL_HEIGHT`` lines or ``MIN_FULL_WIDTH`` columns the view turns compact (one
-summary line per section); nothing here raises on a small terminal. The live screen's
+summary line per section); nothing here raises on a small terminal. A PAUSED section
+(after LANES) appears only while a queue is paused. The live screen's
 second line names its keys; a snapshot (``--once``, ``height`` None) does not.
 """
 
@@ -112,6 +113,27 @@ def lane_rows(snapshot: dict[str, Any], width: int) -> tuple[list[str], set[int]
     return rows, keep, [0] + [min(2, len(cells) - i) for i in range(0, len(cells), 2)]
 
 
+def paused_rows(snapshot: dict[str, Any]) -> list[str]:
+    """One row per pause action in effect (a lane's pause is one row, not one per
+    queue): what, how long ago, by whom, why, and the time left."""
+    taken = snapshot["taken_at"]
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for pause in snapshot.get("pauses", []):
+        key = (pause["target"], pause["paused_at"], pause["paused_by"], pause["reason"],
+               pause["until"])  # fmt: skip
+        groups.setdefault(key, []).append(pause["queue"])
+    rows = []
+    for (target, paused_at, by, reason, until), queues in groups.items():
+        what = queues[0] if queues == [target] else f"{target} ({len(queues)} queues)"
+        if target == "--all":
+            what = f"all queues ({len(queues)})"
+        row = f"{what}: paused {age((taken - paused_at).total_seconds())} ago by {by}"
+        row += f": {reason}" if reason else ""
+        row += f" (resumes in {age((until - taken).total_seconds())})" if until else ""
+        rows.append(row)
+    return rows
+
+
 def throughput_rows(snapshot: dict[str, Any]) -> list[str]:
     minutes = snapshot["throughput"]
     ok = "".join(f"{m['succeeded']:>6}" for m in minutes)
@@ -194,8 +216,10 @@ def sections(snapshot: dict[str, Any], width: int) -> list[Section]:
     """The sections in priority order."""
     issues = snapshot["open_issues"]
     lanes, keep, per_row = lane_rows(snapshot, width)
+    paused = paused_rows(snapshot)
     return [
         ("LANES", lanes, 3, keep, per_row),
+        *([("PAUSED", paused, 1, set(), None)] if paused else []),
         ("THROUGHPUT per minute (oldest → newest)", throughput_rows(snapshot), 4, set(), None),
         ("RECENT FAILURES", failure_rows(snapshot) or ["none"], 1, set(), None),
         (f"OPEN ISSUES ({issues['total']})", issue_rows(snapshot) or ["none"], 1, set(), None),

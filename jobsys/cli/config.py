@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from jobsys.cli._context import settings
+from jobsys.cli._options import JsonOpt
 from jobsys.errors import ConfigError
 
 app = typer.Typer(help="Configuration: validate and show queues.yaml and schedule.yaml.")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 def summary(config: Any) -> dict[str, Any]:

@@ -7,10 +7,23 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import settings
+from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._table import Col
 
 app = typer.Typer(help="Jobs browser: list and inspect jobs, cancel one.")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+LIST_COLUMNS = (
+    Col("id", kind="id", priority=0),
+    Col("status", priority=0),
+    Col("task", priority=0),
+    Col("created_at", "created", kind="time", priority=1),
+    Col("queue", priority=2),
+    Col("attempts", kind="number", priority=3),
+    Col("args", kind="text", priority=4, min=16),
+    Col("lane", wide_only=True),
+    Col("scheduled_at", "scheduled", kind="time", wide_only=True),
+    Col("priority", kind="number", wide_only=True),
+)
 JobId = Annotated[int, typer.Argument(help="The job id.", min=1)]
 
 
@@ -39,9 +52,23 @@ def list_(
     since: Annotated[
         str | None, typer.Option("--since", help="Deferred since: 15m, 2h, 1d or an ISO-8601 time.")
     ] = None,
+    arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arg",
+            help="KEY=VALUE the args contain (dots for nested keys: customer.id=7); repeatable.",
+        ),
+    ] = None,
+    arg_contains: Annotated[
+        str | None,
+        typer.Option(
+            "--arg-contains", help="Text in any arg value (case-insensitive; secrets excluded)."
+        ),
+    ] = None,
     limit: Annotated[
         int, typer.Option("--limit", "-n", help="At most this many (newest first).")
     ] = 50,
+    wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """List jobs, newest first, with their args redacted."""
@@ -57,16 +84,14 @@ def list_(
         account=account,
         since=since,
         limit=limit,
+        args=tuple(arg or ()),
+        arg_contains=arg_contains,
     )
     jobs = run(list_jobs(settings(ctx), filters))
     if json:
-        _output.emit_json(jobs)
+        _output.emit_list(jobs, limit=limit)
         return
-    _output.table(
-        jobs,
-        ["id", "status", "queue", "task", "attempts", "created_at", "args"],
-        empty="no jobs match",
-    )
+    _output.table(jobs, LIST_COLUMNS, empty="no jobs match", wide=wide)
 
 
 @app.command()
@@ -82,22 +107,35 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
         return
     nested = ("history", "failures", "retries", "pipeline")
     _output.key_values({k: v for k, v in job.items() if k not in nested}, title=f"job {job_id}")
-    _output.table(job["history"], ["type", "at"], title="history", empty="no history")
+    _output.table(job["history"], ["type", "at"], title="history", empty="no history", wide=None)
     if job["failures"]:
         _output.table(
             job["failures"],
-            ["attempt", "kind", "reason", "error_class", "message", "issue_id", "occurred_at"],
+            [
+                Col("attempt", kind="number", priority=0),
+                Col("kind", priority=0),
+                Col("reason", priority=3),
+                Col("error_class", "error", priority=2),
+                Col("message", kind="text", priority=1),
+                Col("issue_id", "issue", kind="id", priority=1),
+                Col("occurred_at", kind="time", priority=0),
+            ],
             title="failures",
+            wide=None,
         )
     if job["retries"]:
         _output.table(
-            job["retries"], ["decision", "new_job_id", "actor", "created_at"], title="retries"
+            job["retries"],
+            ["decision", "new_job_id", "actor", "created_at"],
+            title="retries",
+            wide=None,
         )
     if job["pipeline"]:
         pipeline = job["pipeline"]
         _output.table(
             pipeline["steps"],
             ["stage", "step", "task", "status", "job_id", "attempts"],
+            wide=None,
             title=f"pipeline {pipeline['id']} {pipeline['name']} ({pipeline['status']})",
         )
 

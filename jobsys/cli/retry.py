@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from jobsys.cli._context import run, settings
+from jobsys.cli._options import JsonOpt
 from jobsys.errors import EXIT_PARTIAL
 
 if TYPE_CHECKING:
     from jobsys.retry.service import RetryReport, RetryRequest
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the verdicts; change nothing.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 LimitOpt = Annotated[

@@ -17,13 +17,27 @@ pipeline steps): the join is in the database, the statement is here.
 
 from __future__ import annotations
 
+from jobsys.db.query import like_contains
+
 # --- Claiming jobs (the lane worker) --------------------------------------------------
+
+#: A queue pause in force (``jobsys_queue_pauses``, owned by ``jobsys.flow``).
+PAUSE_ACTIVE = "(pause.until IS NULL OR pause.until > now())"
+
+#: What the claim adds to its candidate rule: no job of a paused queue is taken, by
+#: a worker that heard of the pause or not. ``jobs`` is the claim's alias of
+#: ``procrastinate_jobs``; one primary-key probe per candidate.
+NOT_PAUSED = f"""NOT EXISTS (
+           SELECT 1 FROM jobsys_queue_pauses AS pause
+            WHERE pause.queue = jobs.queue_name AND {PAUSE_ACTIVE}
+       )"""
+
 # Procrastinate's ``procrastinate_fetch_job_v2`` (schema pinned in
 # jobsys.engine.schema) with ``LIMIT %(limit)s`` instead of ``LIMIT 1``: the
 # same candidate rule, order and row locks, several jobs per round trip. The lock rule
 # holds inside one batch too: of two waiting jobs sharing a lock, the later one sees the
 # earlier as a waiting job ahead of it and is not a candidate. RETURNING has no order;
-# the caller sorts.
+# the caller sorts. jobsys adds one rule: no job of a paused queue (NOT_PAUSED).
 #: What a claim returns: the row Procrastinate's ``Job.from_row`` reads (its own
 #: ``fetch_job`` query selects the same columns).
 JOB_COLUMNS = """id, status, task_name, priority, lock, queueing_lock, args, scheduled_at,
@@ -52,6 +66,7 @@ WITH candidate AS (
        AND jobs.status = 'todo'
        AND jobs.queue_name = ANY(%(queues)s::varchar[])
        AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+       AND {NOT_PAUSED}
      ORDER BY jobs.priority DESC, jobs.id ASC
      LIMIT %(limit)s
        FOR UPDATE OF jobs SKIP LOCKED
@@ -107,13 +122,15 @@ SELECT (SELECT count(*) FROM process) AS processes, (SELECT count(*) FROM worker
 """
 
 # Drain: nothing due in the selected queues, nothing running on this process's lanes.
-DRAIN_STATE = """
+# Jobs of a paused queue do not count: the drain would wait for them forever.
+DRAIN_STATE = f"""
 SELECT count(*) FILTER (
            WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+             AND {NOT_PAUSED}
        ) AS waiting,
        count(*) FILTER (WHERE status = 'doing' AND worker_id = ANY(%(worker_ids)s::bigint[]))
            AS running
-  FROM procrastinate_jobs
+  FROM procrastinate_jobs AS jobs
  WHERE queue_name = ANY(%(queues)s::text[]) AND status IN ('todo', 'doing')
 """
 
@@ -289,10 +306,10 @@ SELECT job_id
  LIMIT 1
 """
 
-LIST_JOBS = """
+LIST_JOBS = f"""
 SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS status,
        j.attempts, j.priority, j.scheduled_at, d.at AS created_at, j.args,
-       j.abort_requested, j.worker_id
+       j.args::text AS args_text, j.abort_requested, j.worker_id
   FROM procrastinate_jobs j
   LEFT JOIN LATERAL (
         SELECT min(at) AS at
@@ -303,7 +320,11 @@ SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS statu
    AND (%(statuses)s::text[] IS NULL
         OR j.status = ANY(%(statuses)s::text[]::procrastinate_job_status[]))
    AND (%(account_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(account_docs)s::jsonb[]))
+   AND (%(arg_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(arg_docs)s::jsonb[]))
+   AND (%(arg_contains)s::text IS NULL
+        OR jobsys_args_text(j.args) ILIKE {like_contains("arg_contains")})
    AND (%(min_id)s::bigint IS NULL OR j.id >= %(min_id)s::bigint)
+   AND (%(max_id)s::bigint IS NULL OR j.id < %(max_id)s::bigint)
    AND (%(since)s::timestamptz IS NULL OR d.at >= %(since)s::timestamptz)
  ORDER BY j.id DESC
  LIMIT %(limit)s

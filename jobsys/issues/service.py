@@ -52,7 +52,12 @@ async def list_issues(
     check_limit(limit)
     async with command_connection(settings) as conn:
         rows = await store.list_issues(conn, status=status, kind=kind, limit=limit)
-    return {"issues": rows, "count": len(rows), "status": status}
+        total = (
+            len(rows)
+            if len(rows) < limit
+            else await store.count_issues(conn, status=status, kind=kind)
+        )
+    return {"issues": rows, "count": len(rows), "total": total, "status": status}
 
 
 async def show_issue(settings: Settings, issue_id: int) -> dict[str, Any]:

@@ -229,6 +229,12 @@ SELECT {COLUMNS}
  ORDER BY last_seen DESC, id DESC
  LIMIT %(limit)s
 """
+COUNT_ISSUES = """
+SELECT count(*) AS n
+  FROM jobsys_issues
+ WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)
+   AND {status_clause}
+"""
 STATUS_CLAUSES = {
     "open": "(status = 'open' OR (status = 'muted' AND muted_until <= now()))",
     "muted": "(status = 'muted' AND muted_until > now())",
@@ -335,6 +341,12 @@ async def list_issues(
 ) -> list[dict[str, Any]]:
     sql = LIST_ISSUES.format(status_clause=STATUS_CLAUSES[status])
     return await fetch_all(conn, sql, {"kind": kind, "limit": limit})
+
+
+async def count_issues(conn: Any, *, status: str, kind: str | None) -> int:
+    sql = COUNT_ISSUES.format(status_clause=STATUS_CLAUSES[status])
+    row = await fetch_one(conn, sql, {"kind": kind})
+    return int(row["n"]) if row else 0
 
 
 async def get_issue(conn: Any, issue_id: int) -> dict[str, Any] | None:

@@ -39,6 +39,8 @@ from jobsys.engine import pool
 from jobsys.engine.listener import Listener
 from jobsys.engine.worker import LaneWorker, wait_or_timeout
 from jobsys.errors import DatabaseUnavailable
+from jobsys.flow.store import CHANNEL as PAUSES_CHANNEL
+from jobsys.flow.watch import PauseWatch
 from jobsys.lanes import execution, lifecycle, store
 from jobsys.lanes.heartbeat import ProcessHeartbeat
 from jobsys.lanes.identity import ProcessIdentity
@@ -103,6 +105,7 @@ class Runtime:
         self.workers: list[LaneWorker] = []
         self.app: Any = None
         self.listener: Listener | None = None
+        self.pauses: PauseWatch | None = None
         self.heartbeat: ProcessHeartbeat | None = None
         self.listening = False
         self.state = "starting"
@@ -288,6 +291,12 @@ class Runtime:
             await store.set_procrastinate_workers(conn, self.identity.id, self.heartbeat.worker_ids)
 
         background_stop = asyncio.Event()
+        self.pauses = PauseWatch(
+            self.app.connector.pool,
+            self.queues,
+            wake=lambda queues: self._wake_queues(by_queue, queues),
+            poll_interval_seconds=worker_settings.poll_interval_seconds,
+        )
         self.listener = Listener(
             self.url,
             self.queues,
@@ -295,10 +304,13 @@ class Runtime:
             on_abort_requested=lambda q, job_id: (
                 by_queue[q].abort_requested([job_id]) if q in by_queue else None
             ),
-            on_reconnected=self._wake_all,
+            on_reconnected=self._reconnected,
+            on_pauses_changed=self.pauses.notified,
+            pauses_channel=PAUSES_CHANNEL,
         )
         background = {
             asyncio.create_task(self.listener.run(background_stop), name="listener"): "listener",
+            asyncio.create_task(self.pauses.run(background_stop), name="pauses"): "pause watch",
             asyncio.create_task(self._watchdog(background_stop), name="watchdog"): "watchdog",
         }
         for service in self.services:
@@ -389,6 +401,17 @@ class Runtime:
 
     def _wake_all(self) -> None:
         for worker in self.workers:
+            worker.wake()
+
+    def _reconnected(self) -> None:
+        # Inserts, resumes and pauses made while deaf were not heard.
+        self._wake_all()
+        if self.pauses is not None:
+            self.pauses.reconnected()
+
+    @staticmethod
+    def _wake_queues(by_queue: dict[str, LaneWorker], queues: list[str]) -> None:
+        for worker in {id(by_queue[q]): by_queue[q] for q in queues if q in by_queue}.values():
             worker.wake()
 
     def _lane_done(self, task: asyncio.Task[Any], worker: LaneWorker) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys.engine import queries
 from jobsys.errors import NotFoundError, RefusedError, UsageError, did_you_mean
+from jobsys.jobs import search
 from jobsys.live import store
 from jobsys.timespec import parse_time
 
@@ -42,6 +43,9 @@ class JobFilters:
     account: str | None = None
     since: str | None = None
     limit: int = DEFAULT_LIMIT
+    #: ``--arg KEY=VALUE`` and ``--arg-contains TEXT`` (jobsys.jobs.search).
+    args: tuple[str, ...] = ()
+    arg_contains: str | None = None
 
 
 def _statuses(values: tuple[str, ...]) -> list[str] | None:
@@ -131,16 +135,19 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
     config = load_config(settings)
     if not 1 <= filters.limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be between 1 and {MAX_LIMIT}")
+    redactor = _redactor(config)
     params: dict[str, Any] = {
         "queues": _queues(filters, config),
         "task": filters.task,
         "statuses": _statuses(filters.statuses),
         "account_docs": _account_docs(filters.account, filters.task),
         "since": parse_time(filters.since, "--since", datetime.now(UTC)) if filters.since else None,
+        "arg_docs": search.arg_documents(search.parse_arg(a, redactor) for a in filters.args),
+        "arg_contains": search.check_contains(filters.arg_contains),
         "min_id": None,
+        "max_id": None,
         "limit": filters.limit,
     }
-    redactor = _redactor(config)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         if params["since"] is not None:
@@ -150,8 +157,30 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
             if first is None:
                 return []
             params["min_id"] = first["job_id"]
-        rows = await store.fetch_all(conn, queries.LIST_JOBS, params)
+        rows = await _matching_rows(conn, params, filters.arg_contains, redactor)
     return [_job_row(row, config, redactor) for row in rows]
+
+
+async def _matching_rows(
+    conn: Any, params: dict[str, Any], contains: str | None, redactor: Redactor
+) -> list[dict[str, Any]]:
+    """LIST_JOBS's rows; with ``--arg-contains``, only those whose REDACTED args hold
+    the text (the database's candidates may match on a secret), page after page until
+    ``limit`` are found or none are left."""
+    if contains is None:
+        return await store.fetch_all(conn, queries.LIST_JOBS, params)
+    found: list[dict[str, Any]] = []
+    page = dict(params)
+    while True:
+        rows = await store.fetch_all(conn, queries.LIST_JOBS, page)
+        for row in rows:
+            if search.contains_text(redactor.redact(search.raw_json(row["args_text"])), contains):
+                found.append(row)
+                if len(found) == params["limit"]:
+                    return found
+        if len(rows) < page["limit"]:
+            return found
+        page["max_id"] = rows[-1]["id"]
 
 
 async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys.engine import queries
+from jobsys.flow import store as flow_store
+from jobsys.flow.service import pause_view
 from jobsys.live import store
 
 if TYPE_CHECKING:
@@ -39,7 +41,14 @@ class _Timer:
         return rows
 
 
-def lanes(config: Config, counts: list[Any], waits: list[Any], workers: list[Any]) -> list[Any]:
+def lanes(
+    config: Config,
+    counts: list[Any],
+    waits: list[Any],
+    workers: list[Any],
+    paused: set[str] | None = None,
+) -> list[Any]:
+    paused = paused or set()
     by_queue = {row["queue"]: row for row in counts}
     wait_by_queue = {row["queue"]: row["oldest_wait_seconds"] for row in waits}
     result = []
@@ -57,6 +66,7 @@ def lanes(config: Config, counts: list[Any], waits: list[Any], workers: list[Any
                 "waiting": sum(int(r.get("waiting", 0)) for r in rows),
                 "scheduled": sum(int(r.get("scheduled", 0)) for r in rows),
                 "oldest_wait_seconds": max(waits_here) if waits_here else None,
+                "paused_queues": [q for q in lane.queues if q in paused],
             }
         )
     known = set(config.all_queues)
@@ -72,6 +82,7 @@ def lanes(config: Config, counts: list[Any], waits: list[Any], workers: list[Any
                     "waiting": int(row["waiting"]),
                     "scheduled": int(row["scheduled"]),
                     "oldest_wait_seconds": wait_by_queue.get(queue),
+                    "paused_queues": [queue] if queue in paused else [],
                 }
             )
     return result
@@ -136,12 +147,17 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
     pworkers = await timer.rows(
         conn, "procrastinate_workers", queries.ENGINE_WORKERS, {"limit": WORKERS}
     )
+    pauses = await timer.rows(conn, "queue_pauses", flow_store.ACTIVE_PAUSES, {"queues": None})
     latency = pickup[0] if pickup else {}
     return {
         "taken_at": now,
         "database_ms": round(sum(timer.ms.values()), 2),
         "query_ms": timer.ms,
-        "lanes": lanes(config, counts, waits, processes),
+        "lanes": lanes(config, counts, waits, processes, {p["queue"] for p in pauses}),
+        "pauses": [
+            {"queue": p["queue"], "lane": config.lane_of(p["queue"]), **pause_view(p)}
+            for p in pauses
+        ],
         "throughput": _minutes(throughput, now),
         "pickup_latency": {
             "window_seconds": PICKUP_WINDOW_SECONDS,

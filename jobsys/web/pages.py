@@ -335,6 +335,18 @@ async def pipeline(request: Request, user: User) -> Response:
     )
 
 
+async def queues(request: Request, user: User) -> Response:
+    from jobsys.lanes.service import queue_overview
+
+    rows = await queue_overview(console(request).settings)
+    return render(
+        request,
+        "queues.html",
+        {"title": "Queues", "queues": rows, "topics": ALL_TOPICS},
+        user=user,
+    )
+
+
 async def schedule(request: Request, user: User) -> Response:
     from jobsys.schedule import service
 
@@ -394,6 +406,7 @@ def routes() -> list[Route]:
             "/admin/pipelines/{pipeline_id}",
             guarded(pipeline, back=("/admin/pipelines", "Back to the pipelines")),
         ),
+        Route("/admin/queues", guarded(queues)),
         Route("/admin/schedule", guarded(schedule)),
         Route("/admin/fanout", guarded(fanouts)),
         Route(

@@ -62,6 +62,33 @@ async def _seed(settings: Settings, db_url: str) -> Seeded:
     return seeded
 
 
+def pages(seeded: Seeded) -> list[str]:
+    f, j = seeded.failures, seeded.jobs
+    return [
+        "/admin/background_jobs",
+        "/admin/background_jobs/failures",
+        "/admin/background_jobs/failures?kind=authentication",
+        f"/admin/background_jobs/failures/{f['canary']}",
+        f"/admin/background_jobs/failures/{f['auth']}",
+        "/admin/jobs",
+        "/admin/jobs?status=failed&queue=profiles",
+        f"/admin/jobs/{j['canary']}",
+        f"/admin/jobs/{j['waiting']}",
+        "/admin/issues",
+        "/admin/issues?status=all",
+        f"/admin/issues/{seeded.issues['canary']}",
+        "/admin/pipelines",
+        f"/admin/pipelines/{seeded.pipeline}",
+        "/admin/queues",
+        "/admin/schedule",
+        "/admin/fanout",
+        f"/admin/fanout/{seeded.fanout_run}",
+        f"/admin/retry?failure={f['runtime']}",
+        f"/admin/retry?issue={seeded.issues['auth']}",
+        "/admin/retry?all=1&kind=runtime",
+    ]
+
+
 def seed(settings: Settings, db_url: str) -> Seeded:
     return asyncio.run(_seed(settings, db_url))
 

@@ -47,6 +47,7 @@
   var source = new EventSource("/admin/events");
   source.addEventListener("status", function (event) {
     var data = JSON.parse(event.data);
+    document.body.setAttribute("data-live", data.connected ? "connected" : "lost");
     if (data.connected) { hide(); refresh(); }
     else { show("Database unreachable" + (data.error ? ": " + data.error : "") + " · reconnecting…"); }
   });
