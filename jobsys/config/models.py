@@ -93,6 +93,10 @@ class WorkerSettings(Strict):
     #: A rerun-safe job whose worker died this many times is failed, not requeued
     #: again (a job that kills its worker every time must not take down host after host).
     max_crash_requeues: int = Field(DEFAULT_MAX_CRASH_REQUEUES, ge=0, le=100)
+    #: When a NOTIFY does not reach the LISTEN connection (a transaction-mode pooler
+    #: in between): ``auto`` says so at ERROR and picks up jobs by polling;
+    #: ``required`` refuses to start (exit 2).
+    listen: Literal["auto", "required"] = "auto"
 
     @model_validator(mode="after")
     def _heartbeat_below_dead(self) -> WorkerSettings:

@@ -24,6 +24,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from jobsys.db.connect import driver_options
 from jobsys.engine import channels
 from jobsys.engine.worker import wait_or_timeout
 
@@ -77,7 +78,7 @@ class Listener:
                 conn = await psycopg.AsyncConnection.connect(
                     self.url,
                     autocommit=True,
-                    application_name=APPLICATION_NAME,
+                    **driver_options(APPLICATION_NAME),
                     **bounded_connection_kwargs(CONNECT_TIMEOUT_SECONDS),
                 )
             except psycopg.OperationalError as exc:

@@ -32,12 +32,35 @@ NOT_PAUSED = f"""NOT EXISTS (
             WHERE pause.queue = jobs.queue_name AND {PAUSE_ACTIVE}
        )"""
 
+#: What a waiting job waits for besides a pause: its schedule, a running holder of its
+#: lock, and how busy its lane's queues are.
+WAIT_FACTS = """
+SELECT %(scheduled_at)s::timestamptz > now() AS scheduled_later,
+       (SELECT id FROM procrastinate_jobs
+         WHERE %(lock)s::text IS NOT NULL AND lock = %(lock)s AND status = 'doing'
+         LIMIT 1) AS lock_holder,
+       (SELECT count(*) FROM procrastinate_jobs
+         WHERE status = 'doing' AND queue_name = ANY(%(lane_queues)s::text[])) AS lane_running,
+       (SELECT count(*) FROM jobsys_worker_processes
+         WHERE status = 'running' AND %(lane)s = ANY(lanes)
+           AND last_heartbeat > now() - make_interval(secs => %(dead_after)s)) AS lane_processes
+"""
+
 # Procrastinate's ``procrastinate_fetch_job_v2`` (schema pinned in
-# jobsys.engine.schema) with ``LIMIT %(limit)s`` instead of ``LIMIT 1``: the
+# jobsys.db.procrastinate_schema) with ``LIMIT %(limit)s`` instead of ``LIMIT 1``: the
 # same candidate rule, order and row locks, several jobs per round trip. The lock rule
 # holds inside one batch too: of two waiting jobs sharing a lock, the later one sees the
 # earlier as a waiting job ahead of it and is not a candidate. RETURNING has no order;
 # the caller sorts. jobsys adds one rule: no job of a paused queue (NOT_PAUSED).
+#
+# Unlike Procrastinate's text, the lock rule is written ``lock IS NULL OR NOT EXISTS``:
+# Procrastinate's ``NOT EXISTS (... WHERE jobs.lock IS NOT NULL AND ...)`` is planned
+# as an anti join whose inner side walks every waiting row once per candidate, so a
+# claim cost grew with the backlog (0.4 ms at 3,000 waiting, 200-840 ms at 100,000;
+# ``make bench`` claim). Written this way a job without a lock never looks at other
+# rows, and one with a lock looks them up by lock (``ix_jobsys_jobs_active_lock``,
+# migration 0012): the claim walks the priority index
+# (``procrastinate_jobs_priority_idx_v1``) only as far as the jobs it takes.
 #: What a claim returns: the row Procrastinate's ``Job.from_row`` reads (its own
 #: ``fetch_job`` query selects the same columns).
 JOB_COLUMNS = """id, status, task_name, priority, lock, queueing_lock, args, scheduled_at,
@@ -47,25 +70,24 @@ CLAIM_JOBS = f"""
 WITH candidate AS (
     SELECT jobs.id AS candidate_id
       FROM procrastinate_jobs AS jobs
-     WHERE NOT EXISTS (
-               SELECT 1
-                 FROM procrastinate_jobs AS other_jobs
-                WHERE jobs.lock IS NOT NULL
-                  AND other_jobs.lock = jobs.lock
-                  AND (
-                      other_jobs.status = 'doing'
-                      OR (
-                          other_jobs.status = 'todo'
-                          AND (
-                              other_jobs.priority > jobs.priority
-                              OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)
-                          )
-                      )
-                  )
-           )
-       AND jobs.status = 'todo'
+     WHERE jobs.status = 'todo'
        AND jobs.queue_name = ANY(%(queues)s::varchar[])
        AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+       AND (
+           jobs.lock IS NULL
+           OR NOT EXISTS (
+               SELECT 1
+                 FROM procrastinate_jobs AS other_jobs
+                WHERE other_jobs.lock IS NOT NULL
+                  AND (CASE WHEN other_jobs.status IN ('todo', 'doing') THEN other_jobs.lock END)
+                      = jobs.lock
+                  AND (
+                      other_jobs.status = 'doing'
+                      OR other_jobs.priority > jobs.priority
+                      OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)
+                  )
+           )
+       )
        AND {NOT_PAUSED}
      ORDER BY jobs.priority DESC, jobs.id ASC
      LIMIT %(limit)s
@@ -267,6 +289,16 @@ SELECT count(*) AS samples,
           LEFT JOIN procrastinate_jobs j ON j.id = s.job_id
        ) waits
  WHERE wait IS NOT NULL
+"""
+
+# The last full sliding minute (the header's rates), not the current calendar minute.
+LAST_MINUTE = """
+SELECT count(*) FILTER (WHERE type = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE type = 'failed') AS failed,
+       count(*) FILTER (WHERE type = 'deferred_for_retry') AS retried
+  FROM procrastinate_events
+ WHERE type IN ('succeeded', 'failed', 'deferred_for_retry')
+   AND at >= now() - make_interval(secs => %(seconds)s)
 """
 
 ENGINE_WORKERS = """

@@ -39,30 +39,15 @@ def targets(config: Config, name: str | None, *, every: bool) -> tuple[str, list
     )
 
 
-def short_duration(seconds: float) -> str:
-    """``45s``, ``3m``, ``2h05m``, ``3d04h``: how long ago or how long left, to a glance."""
-    whole = max(0, round(seconds))
-    if whole < 60:
-        return f"{whole}s"
-    minutes = whole // 60
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h" if hours else f"{days}d"
-
-
 def why_paused(pause: dict[str, Any]) -> str:
     """``queue paused 3m ago by alice: upstream 429 (resumes in 27m)``."""
-    text = f"queue paused {short_duration(pause['paused_seconds'])} ago by {pause['paused_by']}"
+    text = f"queue paused {timespec.coarse(pause['paused_seconds'])} ago by {pause['paused_by']}"
     if pause.get("target") and pause["target"] != pause["queue"]:
         text += " (all queues)" if pause["target"] == ALL_TARGET else f" (lane {pause['target']})"
     if pause.get("reason"):
         text += f": {pause['reason']}"
     if pause.get("remaining_seconds") is not None:
-        text += f" (resumes in {short_duration(pause['remaining_seconds'])})"
+        text += f" (resumes in {timespec.coarse(pause['remaining_seconds'])})"
     return text
 
 
@@ -123,6 +108,39 @@ async def set_paused(
         "until": pauses[0]["until"] if paused and pauses else None,
         "paused": {p["queue"]: pause_view(p) for p in pauses},
     }
+
+
+async def why_waiting(conn: Any, config: Config, job: dict[str, Any]) -> str | None:
+    """Why a waiting job (``todo``) has not started, in the operator's words; None for a
+    job that is not waiting. ``job`` needs queue, scheduled_at and lock."""
+    from jobsys.flow import store
+
+    if job["status"] != "todo":
+        return None
+    lane = config.lanes.get(config.lane_of(job["queue"]) or "")
+    if lane is None:
+        return f"no lane serves queue {job['queue']}: add it to a lane in queues.yaml"
+    pauses = await store.active_pauses(conn, [job["queue"]])
+    if pauses:
+        return why_paused(pauses[0])
+    facts = await store.wait_facts(
+        conn,
+        scheduled_at=job["scheduled_at"],
+        lock=job["lock"],
+        lane=lane.name,
+        lane_queues=list(lane.queues),
+        dead_after_seconds=config.queues.worker.dead_after_seconds,
+    )
+    if facts["scheduled_later"]:
+        return f"scheduled for {job['scheduled_at'].isoformat()}"
+    if facts["lock_holder"] is not None:
+        return f"lock {job['lock']!r} is held by running job {facts['lock_holder']}"
+    if not facts["lane_processes"]:
+        return f"no live worker runs lane {lane.name}: start `jobsys worker --lane {lane.name}`"
+    return (
+        f"due; waiting for a free slot of lane {lane.name} ({facts['lane_running']} running, "
+        f"{facts['lane_processes']} worker process(es) x {lane.concurrency})"
+    )
 
 
 async def pauses_by_queue(conn: Any, queues: list[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from jobsys.db import query
-from jobsys.engine.queries import PAUSE_ACTIVE
+from jobsys.engine.queries import PAUSE_ACTIVE, WAIT_FACTS
 
 #: Workers LISTEN here; the payload names the queues and the action.
 CHANNEL = "jobsys_queue_pauses"
@@ -110,6 +110,27 @@ async def set_paused(
 
 async def active_pauses(conn: Any, queues: list[str] | None = None) -> list[dict[str, Any]]:
     return await query.fetch_all(conn, ACTIVE_PAUSES, {"queues": queues})
+
+
+async def wait_facts(
+    conn: Any,
+    *,
+    scheduled_at: Any,
+    lock: str | None,
+    lane: str,
+    lane_queues: list[str],
+    dead_after_seconds: float,
+) -> dict[str, Any]:
+    params = {
+        "scheduled_at": scheduled_at,
+        "lock": lock,
+        "lane": lane,
+        "lane_queues": lane_queues,
+        "dead_after": dead_after_seconds,
+    }
+    row = await query.fetch_one(conn, WAIT_FACTS, params)
+    assert row is not None
+    return row
 
 
 async def events(conn: Any, queues: list[str] | None, limit: int) -> list[dict[str, Any]]:

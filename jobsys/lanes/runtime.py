@@ -38,7 +38,7 @@ from jobsys.config import Config, LaneSpec
 from jobsys.engine import pool
 from jobsys.engine.listener import Listener
 from jobsys.engine.worker import LaneWorker, wait_or_timeout
-from jobsys.errors import DatabaseUnavailable
+from jobsys.errors import ConfigError, DatabaseUnavailable
 from jobsys.flow.store import CHANNEL as PAUSES_CHANNEL
 from jobsys.flow.watch import PauseWatch
 from jobsys.lanes import execution, lifecycle, store
@@ -64,6 +64,24 @@ class RuntimeResult:
     process_id: str
     abandoned_job_ids: list[int] = field(default_factory=list)
     jobs_done: int = 0
+
+
+def listen_required(config: Config, url: str) -> ConfigError:
+    """The refusal of a worker whose LISTEN/NOTIFY does not round-trip under
+    ``worker.listen: required``."""
+    from jobsys.config.loader import QUEUES_FILE, display_path
+    from jobsys.db.url import mask
+
+    return ConfigError(
+        [
+            f"{display_path(config.directory / QUEUES_FILE)}: worker.listen: 'required', but "
+            f"a NOTIFY sent through {mask(url)} never reached this worker's LISTEN "
+            "connection: a connection pooler in transaction mode (PgBouncer "
+            "pool_mode = transaction) does not deliver notifications"
+        ],
+        hint="Point jobsys at PostgreSQL directly or at a session-mode pool (README, "
+        '"Connection poolers"), or set worker.listen: auto to rely on polling.',
+    )
 
 
 def scaled(lanes: list[LaneSpec], factor: float) -> list[LaneSpec]:
@@ -227,8 +245,51 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.app.close_async()
 
+    async def _start_listening(
+        self, by_queue: dict[str, LaneWorker], stop: asyncio.Event
+    ) -> asyncio.Task[None]:
+        """The LISTEN connection, and whether a NOTIFY round-trips to it: checked before
+        the worker registers or runs a job, since ``worker.listen: required`` refuses
+        to start without it."""
+        worker_settings = self.config.queues.worker
+        self.pauses = PauseWatch(
+            self.app.connector.pool,
+            self.queues,
+            wake=lambda queues: self._wake_queues(by_queue, queues),
+            poll_interval_seconds=worker_settings.poll_interval_seconds,
+        )
+        self.listener = Listener(
+            self.url,
+            self.queues,
+            on_job_inserted=lambda q: by_queue[q].wake() if q in by_queue else None,
+            on_abort_requested=lambda q, job_id: (
+                by_queue[q].abort_requested([job_id]) if q in by_queue else None
+            ),
+            on_reconnected=self._reconnected,
+            on_pauses_changed=self.pauses.notified,
+            pauses_channel=PAUSES_CHANNEL,
+        )
+        task = asyncio.create_task(self.listener.run(stop), name="listener")
+        self.listening = await self.listener.round_trip(self.app.connector.pool)
+        if not self.listening:
+            if worker_settings.listen == "required":
+                stop.set()
+                await asyncio.gather(task, return_exceptions=True)
+                raise listen_required(self.config, self.url)
+            logger.error(
+                "LISTEN/NOTIFY does not round-trip on this database connection (a "
+                "connection pooler in transaction mode?): new jobs are picked up only by "
+                f"polling, every {worker_settings.poll_interval_seconds:g} s. Point jobsys at "
+                "the server directly or a session-mode pooler.",
+                extra={"action": "listen_notify_broken"},
+            )
+        return task
+
     async def _run_open(self) -> RuntimeResult:
         worker_settings = self.config.queues.worker
+        by_queue: dict[str, LaneWorker] = {}
+        background_stop = asyncio.Event()
+        listener_task = await self._start_listening(by_queue, background_stop)
         # The lease starts when the registration (the first beat) is sent.
         granted_at = time.monotonic()
         async with self.app.connector.pool.connection() as conn:
@@ -255,15 +316,24 @@ class Runtime:
         heartbeat_stop = asyncio.Event()
         heartbeat_task = asyncio.create_task(self.heartbeat.run(heartbeat_stop), name="heartbeat")
         try:
-            return await self._run_lanes(heartbeat_stop, heartbeat_task)
+            return await self._run_lanes(
+                heartbeat_stop, heartbeat_task, by_queue, background_stop, listener_task
+            )
         finally:
             heartbeat_stop.set()
             await heartbeat_task
+            background_stop.set()
+            await asyncio.gather(listener_task, return_exceptions=True)
 
     async def _run_lanes(
-        self, heartbeat_stop: asyncio.Event, heartbeat_task: asyncio.Task[None]
+        self,
+        heartbeat_stop: asyncio.Event,
+        heartbeat_task: asyncio.Task[None],
+        by_queue: dict[str, LaneWorker],
+        background_stop: asyncio.Event,
+        listener_task: asyncio.Task[None],
     ) -> RuntimeResult:
-        assert self.heartbeat is not None
+        assert self.heartbeat is not None and self.pauses is not None
         worker_settings = self.config.queues.worker
         self.workers = [
             LaneWorker(
@@ -279,7 +349,7 @@ class Runtime:
         ]
         # Before any job can start: a SIGTERM from now on drains instead of killing.
         self._install_signals()
-        by_queue = {q: w for w in self.workers for q in w.lane.queues}
+        by_queue.update({q: w for w in self.workers for q in w.lane.queues})
         lane_tasks = {
             asyncio.create_task(w.run(), name=f"lane {w.lane.name}"): w for w in self.workers
         }
@@ -290,26 +360,8 @@ class Runtime:
         async with self.app.connector.pool.connection() as conn:
             await store.set_procrastinate_workers(conn, self.identity.id, self.heartbeat.worker_ids)
 
-        background_stop = asyncio.Event()
-        self.pauses = PauseWatch(
-            self.app.connector.pool,
-            self.queues,
-            wake=lambda queues: self._wake_queues(by_queue, queues),
-            poll_interval_seconds=worker_settings.poll_interval_seconds,
-        )
-        self.listener = Listener(
-            self.url,
-            self.queues,
-            on_job_inserted=lambda q: by_queue[q].wake() if q in by_queue else None,
-            on_abort_requested=lambda q, job_id: (
-                by_queue[q].abort_requested([job_id]) if q in by_queue else None
-            ),
-            on_reconnected=self._reconnected,
-            on_pauses_changed=self.pauses.notified,
-            pauses_channel=PAUSES_CHANNEL,
-        )
         background = {
-            asyncio.create_task(self.listener.run(background_stop), name="listener"): "listener",
+            listener_task: "listener",
             asyncio.create_task(self.pauses.run(background_stop), name="pauses"): "pause watch",
             asyncio.create_task(self._watchdog(background_stop), name="watchdog"): "watchdog",
         }
@@ -328,15 +380,6 @@ class Runtime:
         for task, worker in lane_tasks.items():
             task.add_done_callback(functools.partial(self._lane_done, worker=worker))
 
-        self.listening = await self.listener.round_trip(self.app.connector.pool)
-        if not self.listening:
-            logger.error(
-                "LISTEN/NOTIFY does not round-trip on this database connection (a "
-                "connection pooler in transaction mode?): new jobs are picked up only by "
-                f"polling, every {worker_settings.poll_interval_seconds:g} s. Point jobsys at "
-                "the server directly or a session-mode pooler.",
-                extra={"action": "listen_notify_broken"},
-            )
         self.state = "running"
         logger.info(
             f"worker {self.identity.id} running lanes "

@@ -187,6 +187,7 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
     """One job with its history, failures, retry state and pipeline. Unknown: exit 1."""
     from jobsys.app import load_config
     from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.flow.service import why_waiting
 
     config = load_config(settings)
     redactor = _redactor(config)
@@ -199,6 +200,7 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
         failures = await store.fetch_all(conn, store.JOB_FAILURES, {"job_id": job_id})
         retries = await store.fetch_all(conn, store.JOB_RETRY_EVENTS, {"job_id": job_id})
         pipeline = await store.fetch_one(conn, store.JOB_PIPELINE, {"job_id": job_id})
+        waiting_because = await why_waiting(conn, config, row)
         steps = (
             await store.fetch_all(conn, store.PIPELINE_STEPS, {"pipeline_id": pipeline["id"]})
             if pipeline
@@ -209,6 +211,7 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
         failure["message"] = redactor.scrub(failure["message"] or "", secrets)
     job = _job_row(row, config, redactor)
     job.update(
+        waiting_because=waiting_because,
         lock=row["lock"],
         queueing_lock=row["queueing_lock"],
         worker_id=row["worker_id"],

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from jobsys.config import Config
 
 THROUGHPUT_MINUTES = 10
+RATE_WINDOW_SECONDS = 60  # the header's rates: one full sliding minute
+FAILURES_WINDOW_SECONDS = 3600  # RECENT FAILURES counts the failed attempts of the last hour
 PICKUP_WINDOW_SECONDS = 300
 PICKUP_SAMPLES = 500
 RECENT_FAILURES = 8
@@ -28,6 +30,7 @@ OPEN_ISSUES = 8
 RUNNING_FANOUTS = 5
 WORKERS = 50
 NEXT_RUNS = 8
+RATES = ("succeeded", "failed", "retried")
 
 
 class _Timer:
@@ -127,6 +130,12 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
     throughput = await timer.rows(
         conn, "throughput", queries.THROUGHPUT, {"minutes": THROUGHPUT_MINUTES}
     )
+    last_minute = await timer.rows(
+        conn, "last_minute", queries.LAST_MINUTE, {"seconds": RATE_WINDOW_SECONDS}
+    )
+    failures_hour = await timer.rows(
+        conn, "failures_last_hour", store.FAILURES_SINCE, {"seconds": FAILURES_WINDOW_SECONDS}
+    )
     pickup = await timer.rows(
         conn,
         "pickup_latency",
@@ -159,6 +168,13 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
             for p in pauses
         ],
         "throughput": _minutes(throughput, now),
+        # Jobs that succeeded, failed for good, and attempts that failed and will be
+        # retried, in the last RATE_WINDOW_SECONDS (a full sliding minute).
+        "last_minute": {
+            "window_seconds": RATE_WINDOW_SECONDS,
+            **{k: int((last_minute[0] if last_minute else {}).get(k) or 0) for k in RATES},
+        },
+        "failures_last_hour": int(failures_hour[0]["n"]) if failures_hour else 0,
         "pickup_latency": {
             "window_seconds": PICKUP_WINDOW_SECONDS,
             "samples": int(latency.get("samples") or 0),

@@ -13,6 +13,12 @@ from typing import Any
 
 # --- Dashboard --------------------------------------------------------------------
 
+# Failed attempts recorded in the last hour (RECENT FAILURES' total).
+FAILURES_SINCE = """
+SELECT count(*) AS n FROM jobsys_failures
+ WHERE occurred_at >= now() - make_interval(secs => %(seconds)s)
+"""
+
 
 RECENT_FAILURES = """
 SELECT id, job_id, task, queue, kind, reason, account_id, error_class, message, occurred_at

@@ -8,7 +8,8 @@ import pytest
 
 from jobsys.config.loader import load
 from jobsys.errors import UsageError
-from jobsys.flow.service import ALL_TARGET, short_duration, targets, why_paused
+from jobsys.flow.service import ALL_TARGET, targets, why_paused
+from jobsys.timespec import coarse
 
 CONFIG = load(Path(__file__).resolve().parents[2] / "config")
 
@@ -18,8 +19,8 @@ CONFIG = load(Path(__file__).resolve().parents[2] / "config")
     [(0, "0s"), (59.4, "59s"), (60, "1m"), (3599, "59m"), (3600, "1h"), (3720, "1h02m"),
      (86400, "1d"), (90000, "1d01h"), (-5, "0s")],
 )  # fmt: skip
-def test_short_duration(seconds: float, text: str) -> None:
-    assert short_duration(seconds) == text
+def test_coarse_duration(seconds: float, text: str) -> None:
+    assert coarse(seconds) == text
 
 
 def test_a_name_is_a_queue_or_a_lane() -> None:
