@@ -144,11 +144,15 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
     already = [d for d in report.decisions if d.decision == SKIPPED_ALREADY_RETRIED]
     # A superseded failure whose own retry ran and failed again: its newest failure
     # speaks for the job, so a bulk re-run has nothing to do for it. One never retried
-    # (the job failed again on its own attempts) still needs its newer failure retried.
+    # (the job failed again on its own attempts) still needs its newer failure retried,
+    # unless that one was retried, by this run or a racing one: then the job is done,
+    # and the exit code depends on the work, not on who got there first.
+    handled_jobs = {d.job_id for d in report.decisions if d.retried} | {d.job_id for d in already}
     superseded = sum(
         1
         for d in report.decisions
-        if d.decision == SKIPPED_SUPERSEDED and d.earlier_outcome == OUTCOME_FAILED_AGAIN
+        if d.decision == SKIPPED_SUPERSEDED
+        and (d.earlier_outcome == OUTCOME_FAILED_AGAIN or d.job_id in handled_jobs)
     )
     bulk = not request.ids and request.job is None
     if bulk and len(already) + superseded == report.refused:

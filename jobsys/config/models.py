@@ -67,10 +67,22 @@ def check_name(value: str) -> str:
     return value
 
 
+#: How a lane picks among its queues' due jobs: ``priority`` (Procrastinate's rule:
+#: priority, then id, across all queues), ``strict`` (queues in their listed order,
+#: priority and id within a queue), ``weights`` (each claim orders the queues at random,
+#: in proportion to their weights, then as strict).
+LANE_ORDERS = ("priority", "strict", "weights")
+
+
 class Lane(Strict):
     concurrency: int = Field(DEFAULT_LANE_CONCURRENCY, ge=1, le=1000)
     queues: tuple[str, ...] = ()
     timeout_seconds: PositiveSeconds = DEFAULT_TASK_TIMEOUT_SECONDS
+    order: Literal["priority", "strict", "weights"] = "priority"
+    #: ``order: weights`` only: queue -> weight (a whole number >= 1; unlisted: 1).
+    #: (Checked with their lines in the loader: only with ``order: weights``, only the
+    #: lane's own queues.)
+    weights: dict[str, Annotated[int, Field(ge=1, le=1000)]] = {}
 
     @field_validator("queues")
     @classmethod

@@ -47,7 +47,7 @@ SELECT %(scheduled_at)s::timestamptz > now() AS scheduled_later,
 """
 
 # Procrastinate's ``procrastinate_fetch_job_v2`` (schema pinned in
-# jobsys.db.procrastinate_schema) with ``LIMIT %(limit)s`` instead of ``LIMIT 1``: the
+# jobsys.engine.schema) with ``LIMIT %(limit)s`` instead of ``LIMIT 1``: the
 # same candidate rule, order and row locks, several jobs per round trip. The lock rule
 # holds inside one batch too: of two waiting jobs sharing a lock, the later one sees the
 # earlier as a waiting job ahead of it and is not a candidate. RETURNING has no order;
@@ -66,7 +66,14 @@ SELECT %(scheduled_at)s::timestamptz > now() AS scheduled_later,
 JOB_COLUMNS = """id, status, task_name, priority, lock, queueing_lock, args, scheduled_at,
        queue_name, attempts, worker_id"""
 
-CLAIM_JOBS = f"""
+#: Procrastinate's order: priority, then id, across the lane's queues.
+BY_PRIORITY = "jobs.priority DESC, jobs.id ASC"
+#: ``order: strict`` / ``weights``: the queues in the order given, then as above.
+BY_QUEUE_ORDER = "array_position(%(queues)s::varchar[], jobs.queue_name), " + BY_PRIORITY
+
+
+def _claim_jobs(order_by: str) -> str:
+    return f"""
 WITH candidate AS (
     SELECT jobs.id AS candidate_id
       FROM procrastinate_jobs AS jobs
@@ -89,7 +96,7 @@ WITH candidate AS (
            )
        )
        AND {NOT_PAUSED}
-     ORDER BY jobs.priority DESC, jobs.id ASC
+     ORDER BY {order_by}
      LIMIT %(limit)s
        FOR UPDATE OF jobs SKIP LOCKED
 )
@@ -99,6 +106,14 @@ UPDATE procrastinate_jobs
  WHERE procrastinate_jobs.id = candidate.candidate_id
 RETURNING {JOB_COLUMNS}
 """
+
+
+CLAIM_JOBS = _claim_jobs(BY_PRIORITY)
+#: The claim of a lane with ``order: strict`` or ``weights``: the first queue's due jobs
+#: first (priority orders jobs within a queue). It sorts every due job of the lane, so
+#: it costs more than CLAIM_JOBS with a deep backlog; lanes keep the default unless
+#: they need the order.
+CLAIM_JOBS_IN_ORDER = _claim_jobs(BY_QUEUE_ORDER)
 
 # Jobs this worker claimed but is not running: a claim whose reply was lost (the
 # connection dropped after the server committed it). Nobody else runs them while this
@@ -338,6 +353,17 @@ SELECT job_id
  LIMIT 1
 """
 
+#: The filters ``jobs list`` and the bulk actions share, over ``procrastinate_jobs j``
+#: (jobsys.live.browser.filter_params binds them; an unset one is NULL).
+JOB_FILTER = f"""
+       (%(queues)s::text[] IS NULL OR j.queue_name = ANY(%(queues)s::text[]))
+   AND (%(task)s::text IS NULL OR j.task_name = %(task)s::text)
+   AND (%(account_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(account_docs)s::jsonb[]))
+   AND (%(arg_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(arg_docs)s::jsonb[]))
+   AND (%(arg_contains)s::text IS NULL
+        OR jobsys_args_text(j.args) ILIKE {like_contains("arg_contains")})
+"""
+
 LIST_JOBS = f"""
 SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS status,
        j.attempts, j.priority, j.scheduled_at, d.at AS created_at, j.args,
@@ -347,14 +373,9 @@ SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS statu
         SELECT min(at) AS at
           FROM procrastinate_events e
          WHERE e.job_id = j.id AND e.type = 'deferred') d ON true
- WHERE (%(queues)s::text[] IS NULL OR j.queue_name = ANY(%(queues)s::text[]))
-   AND (%(task)s::text IS NULL OR j.task_name = %(task)s::text)
+ WHERE {JOB_FILTER}
    AND (%(statuses)s::text[] IS NULL
         OR j.status = ANY(%(statuses)s::text[]::procrastinate_job_status[]))
-   AND (%(account_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(account_docs)s::jsonb[]))
-   AND (%(arg_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(arg_docs)s::jsonb[]))
-   AND (%(arg_contains)s::text IS NULL
-        OR jobsys_args_text(j.args) ILIKE {like_contains("arg_contains")})
    AND (%(min_id)s::bigint IS NULL OR j.id >= %(min_id)s::bigint)
    AND (%(max_id)s::bigint IS NULL OR j.id < %(max_id)s::bigint)
    AND (%(since)s::timestamptz IS NULL OR d.at >= %(since)s::timestamptz)

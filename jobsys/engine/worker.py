@@ -29,6 +29,7 @@ import functools
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from procrastinate import exceptions, job_context, jobs, retry, utils
@@ -78,6 +79,7 @@ class LaneWorker(Worker):
         worker_middleware: list[Any],
         concurrency: int | None = None,
         config: Any = None,
+        claim_order: Callable[[], tuple[list[str], bool]] | None = None,
     ) -> None:
         super().__init__(
             app,
@@ -107,6 +109,8 @@ class LaneWorker(Worker):
         self._wakes = 0
         #: A claim failed on a connection error: it may have committed on the server.
         self._claim_uncertain = False
+        #: (the queues this claim takes, in order; whether that order binds)
+        self.claim_order = claim_order or (lambda: (list(self.lane.queues), False))
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -228,8 +232,9 @@ class LaneWorker(Worker):
                     extra={"action": "claim_recovered", "lane": self.lane.name},
                 )
         if len(rows) < slots:
+            queues, in_order = self.claim_order()
             rows += await manager.claim_jobs(
-                self.app.connector, list(self.queues or []), self.worker_id, slots - len(rows)
+                self.app.connector, queues, self.worker_id, slots - len(rows), in_order=in_order
             )
         return rows
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
 import os
+import random
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +41,7 @@ from jobsys.engine import pool
 from jobsys.engine.listener import Listener
 from jobsys.engine.worker import LaneWorker, wait_or_timeout
 from jobsys.errors import ConfigError, DatabaseUnavailable
+from jobsys.flow.order import claim_order
 from jobsys.flow.store import CHANNEL as PAUSES_CHANNEL
 from jobsys.flow.watch import PauseWatch
 from jobsys.lanes import execution, lifecycle, store
@@ -88,9 +91,7 @@ def scaled(lanes: list[LaneSpec], factor: float) -> list[LaneSpec]:
     if factor == 1.0:
         return lanes
     return [
-        LaneSpec(
-            lane.name, lane.queues, max(1, round(lane.concurrency * factor)), lane.timeout_seconds
-        )
+        dataclasses.replace(lane, concurrency=max(1, round(lane.concurrency * factor)))
         for lane in lanes
     ]
 
@@ -344,6 +345,8 @@ class Runtime:
                 shutdown_grace_seconds=worker_settings.shutdown_grace_seconds,
                 worker_middleware=self.middlewares,
                 config=self.config,
+                # order: strict / weights (one draw per claim); default: priority, then id
+                claim_order=functools.partial(claim_order, lane, random.Random()),
             )
             for lane in self.lanes
         ]

@@ -48,7 +48,7 @@ class JobFilters:
     arg_contains: str | None = None
 
 
-def _statuses(values: tuple[str, ...]) -> list[str] | None:
+def parse_statuses(values: tuple[str, ...]) -> list[str] | None:
     if not values:
         return None
     result = []
@@ -104,7 +104,7 @@ def _account_docs(account: str | None, task: str | None) -> list[str] | None:
     return [json.dumps({name: value}) for name in sorted(names) for value in values]
 
 
-def _redactor(config: Config) -> Redactor:
+def redactor_of(config: Config) -> Redactor:
     from jobsys.failures.redaction import Redactor
 
     redaction = config.queues.redaction
@@ -127,6 +127,19 @@ def _job_row(row: dict[str, Any], config: Config, redactor: Redactor) -> dict[st
     }
 
 
+def filter_params(filters: JobFilters, config: Config, redactor: Redactor) -> dict[str, Any]:
+    """The bound parameters of the filters ``jobs list`` and the bulk actions share
+    (every value checked first: bad input is a UsageError, exit 2)."""
+    return {
+        "queues": _queues(filters, config),
+        "task": filters.task,
+        "account_docs": _account_docs(filters.account, filters.task),
+        "since": parse_time(filters.since, "--since", datetime.now(UTC)) if filters.since else None,
+        "arg_docs": search.arg_documents(search.parse_arg(a, redactor) for a in filters.args),
+        "arg_contains": search.check_contains(filters.arg_contains),
+    }
+
+
 async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, Any]]:
     """Jobs matching ``filters``, newest first."""
     from jobsys.app import load_config
@@ -135,15 +148,10 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
     config = load_config(settings)
     if not 1 <= filters.limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be between 1 and {MAX_LIMIT}")
-    redactor = _redactor(config)
+    redactor = redactor_of(config)
     params: dict[str, Any] = {
-        "queues": _queues(filters, config),
-        "task": filters.task,
-        "statuses": _statuses(filters.statuses),
-        "account_docs": _account_docs(filters.account, filters.task),
-        "since": parse_time(filters.since, "--since", datetime.now(UTC)) if filters.since else None,
-        "arg_docs": search.arg_documents(search.parse_arg(a, redactor) for a in filters.args),
-        "arg_contains": search.check_contains(filters.arg_contains),
+        **filter_params(filters, config, redactor),
+        "statuses": parse_statuses(filters.statuses),
         "min_id": None,
         "max_id": None,
         "limit": filters.limit,
@@ -190,7 +198,7 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
     from jobsys.flow.service import why_waiting
 
     config = load_config(settings)
-    redactor = _redactor(config)
+    redactor = redactor_of(config)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})
