@@ -60,6 +60,18 @@ async def unstarted_jobs(
     )
 
 
+async def merge_retry_into_sibling(connector: Any, job_id: int) -> int | None:
+    """A retry of ``job_id`` collided with a sibling waiting under its queueing lock:
+    note it on the job's latest failure; the sibling's id (None: no sibling)."""
+    rows = await connector.execute_query_all_async(queries.MERGE_RETRY_INTO_SIBLING, job_id=job_id)
+    return int(rows[0]["id"]) if rows else None
+
+
+async def hand_to_reaper(connector: Any, job_id: int) -> None:
+    """Detach a ``doing`` job from its worker: the reaper's dead-worker rules settle it."""
+    await connector.execute_query_async(queries.HAND_TO_REAPER, job_id=job_id)
+
+
 async def cancel_job(conn: Any, job_id: int, *, abort: bool = False) -> bool:
     """Procrastinate's cancel on ``conn``: a waiting job is cancelled; with ``abort``, a
     running one is asked to stop. False when the job is in neither state."""

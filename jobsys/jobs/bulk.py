@@ -22,6 +22,7 @@ One shape for all three (see ``jobsys.jobs.bulk_store`` for the SQL):
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -208,9 +209,11 @@ async def bulk_action(
             },
         )
         report["audit_id"] = audit_id
+        started = time.monotonic()
         done = await _run_chunks(
             conn, request, params, contains, redactor, audit_id, report, progress
         )
+        report["seconds"] = round(time.monotonic() - started, 3)
         await store.finish_audit(conn, audit_id)
         report["done"] = done
         if any(done.values()):
@@ -230,9 +233,8 @@ async def _count(
         for row in _kept(rows, contains, redactor):
             kind = row["status"]
             if kind == "todo":
-                scheduled = row["scheduled_at"] is not None and row["scheduled_at"] > datetime.now(
-                    UTC
-                )
+                when = row["scheduled_at"]
+                scheduled = when is not None and when > datetime.now(UTC)
                 kind = "scheduled" if scheduled else "waiting"
             elif kind == "doing":
                 kind = "running"
@@ -257,7 +259,9 @@ async def _run_chunks(
     else:
         done = {"cancelled": 0, "abort_requested": 0} if request.abort_running else {"cancelled": 0}
     page = dict(params)
+    report["max_chunk_seconds"] = 0.0
     while True:
+        began = time.monotonic()
         async with conn.transaction():
             await store.lock_timeout(conn)
             rows = await store.page(conn, page, lock=True)
@@ -274,6 +278,9 @@ async def _run_chunks(
                     doing = [r["id"] for r in kept if r["status"] == "doing"]
                     done["abort_requested"] += await store.change(conn, store.ABORT, doing)
             await store.count_audit(conn, audit_id, json.dumps(done))
+        # How long this chunk's transaction held its row locks (commit included).
+        took = time.monotonic() - began
+        report["max_chunk_seconds"] = round(max(report["max_chunk_seconds"], took), 4)
         if progress is not None:
             progress(sum(done.values()), report["total"])
     return done

@@ -58,6 +58,9 @@ EXIT_FENCED = 75
 DRAIN_CHECK_SECONDS = 0.2
 STARTUP_RETRY_SECONDS = 1.0
 SERVICES_STOP_SECONDS = 10.0
+#: After a sync job's timeout, how long the other running jobs get before they are
+#: requeued (at most the shutdown grace): the worker must exit within timeout + 5 s.
+SYNC_TIMEOUT_GRACE_SECONDS = 2.0
 
 
 @dataclass
@@ -127,6 +130,8 @@ class Runtime:
         self.pauses: PauseWatch | None = None
         self.heartbeat: ProcessHeartbeat | None = None
         self.listening = False
+        #: Sync jobs past their timeout: job id -> timeout (seconds).
+        self._timed_out: dict[int, float] = {}
         self.state = "starting"
         self._stop_requested = asyncio.Event()
         self._hard = False
@@ -404,6 +409,13 @@ class Runtime:
         await self._stop_background(background)
         heartbeat_stop.set()
         await heartbeat_task
+        # Last, right before the process exits and kills their threads: timed-out sync
+        # jobs get their failure row and are retried or failed per policy.
+        for worker in self.workers:
+            for context in worker.abandoned:
+                timeout = self._timed_out.get(context.job.id or 0)
+                if timeout is not None:
+                    await worker.settle_timed_out(context, timeout)
         if not abandoned:
             # With abandoned jobs we leave the row 'draining' and let its heartbeat go
             # stale: the reaper recovers them once this process is surely gone.
@@ -491,20 +503,29 @@ class Runtime:
                     spec = task_registry.get(job.task_name)
                     if job.id is None or spec is None or spec.is_async:
                         continue
-                    timeout = execution.effective_timeout(spec, self.config)
+                    timeout = execution.effective_timeout(spec, self.config, job.queue)
                     if timeout is None or now - context.start_timestamp <= timeout:
                         continue
                     if job.id in overdue_reported:
                         continue
                     overdue_reported.add(job.id)
+                    self._timed_out[job.id] = timeout
                     logger.error(
                         f"sync job {job.task_name}[{job.id}] ran past its timeout of "
                         f"{timeout:g} s and cannot be cancelled: this worker stops taking "
                         "jobs and exits so its supervisor restarts it",
                         extra={"action": "sync_job_timeout", "job_id": job.id},
                     )
-                    self.request_stop("sync job timeout", exit_code=EXIT_JOBS_ABANDONED)
+                    self.request_stop(
+                        f"sync job {job.task_name}[{job.id}] timed out",
+                        exit_code=EXIT_JOBS_ABANDONED,
+                    )
                     self._stop_lanes()
+                    grace = min(
+                        self.config.queues.worker.shutdown_grace_seconds,
+                        SYNC_TIMEOUT_GRACE_SECONDS,
+                    )
+                    asyncio.get_running_loop().call_later(grace, self.hard_stop)
 
     async def _status(self, stop: asyncio.Event) -> None:
         assert self.heartbeat is not None
