@@ -18,7 +18,7 @@ each of its ``doing`` jobs, in one short transaction that holds the job row
   ``will_retry = true`` explains the extra attempt, and a NOTIFY wakes a listening
   worker at once (Procrastinate's retry path sends none); the job is detached from
   the dead worker first, so pruning that worker cannot lock it while the woken
-  worker tries to claim it (``reaper_store.DETACH_FROM_WORKER``);
+  worker tries to claim it (``jobsys.engine.dead_workers.DETACH_FROM_WORKER``);
 - otherwise (unsafe, unknown task, or lost its worker ``max_crash_requeues`` times):
   finished as ``failed`` with a ``worker_lost`` failure row for a human to decide.
 
@@ -47,15 +47,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys import tasks as task_registry
+from jobsys.engine import dead_workers as store
 from jobsys.failures.redaction import Redactor
 from jobsys.failures.store import FailureRow, insert_failure
-from jobsys.lanes import reaper_store as store
+from jobsys.lanes import execution
 from jobsys.lanes.heartbeat import database_continuity
 
 if TYPE_CHECKING:
-    import procrastinate
-
     from jobsys.config import Config
+    from jobsys.engine.api import App
 
 logger = logging.getLogger("jobsys.reaper")
 
@@ -122,12 +122,9 @@ def _context_value(args: dict[str, Any], key: str | None) -> str | None:
 
 
 def job_timeout_seconds(config: Config, task_name: str, queue: str) -> float | None:
-    """The task's timeout, else its lane's; None when neither is known."""
-    spec = task_registry.get(task_name)
-    if spec is not None and spec.timeout_seconds is not None:
-        return spec.timeout_seconds
-    lane = config.lanes.get(config.lane_of(queue) or "")
-    return lane.timeout_seconds if lane is not None else None
+    """The task's timeout, else the lane of the job's queue (the worker's rule:
+    :func:`jobsys.lanes.execution.effective_timeout`); None when neither is known."""
+    return execution.effective_timeout(task_registry.get(task_name), config, queue)
 
 
 def _worker_lost_message(job: dict[str, Any], dead_after: float) -> str:
@@ -349,7 +346,7 @@ class ReaperService:
         self.passes = 0
         self.last_result: ReapResult | None = None
 
-    async def run(self, app: procrastinate.App, stop: asyncio.Event) -> None:
+    async def run(self, app: App, stop: asyncio.Event) -> None:
         interval = self.config.queues.worker.reap_interval_seconds
         errors = 0
         while not stop.is_set():
