@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys import tasks as task_registry
 from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean
 from jobsys.jobs import validate
+from jobsys.jobs.unique import UniqueSpec
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -83,6 +84,7 @@ class Planned:
     lock: str | None
     queueing_lock: str | None
     scheduled_at: datetime | None
+    unique: UniqueSpec | None = None
 
 
 def resolve_task(task: TaskRef) -> task_registry.TaskSpec:
@@ -129,6 +131,7 @@ def plan(
     queueing_lock: str | None = None,
     priority: int | None = None,
     many: bool = False,
+    unique: UniqueSpec | None = None,
 ) -> list[Planned]:
     """Validate everything; return the jobs to insert (raises :class:`UsageError`)."""
     spec = resolve_task(task)
@@ -160,13 +163,83 @@ def plan(
                 lock=lock,
                 queueing_lock=queueing_lock,
                 scheduled_at=due,
+                unique=unique or spec.unique,
             )
         )
     return planned
 
 
 async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> list[int]:
-    """Insert ``planned`` jobs on ``connection`` in one statement, inside a savepoint."""
+    """Insert ``planned`` jobs on ``connection`` in one statement, inside a savepoint;
+    their ids (a unique job's duplicate: the existing job's id)."""
+    return [job_id for job_id, _ in await insert_with_outcome(job_manager, connection, planned)]
+
+
+async def insert_with_outcome(
+    job_manager: Any, connection: Any, planned: list[Planned]
+) -> list[tuple[int, bool]]:
+    """:func:`insert`, with for each job whether it was a duplicate of a unique job
+    that counts (then nothing was inserted for it and its id is the existing one's)."""
+    if not planned:
+        return []
+    from psycopg.pq import TransactionStatus
+
+    if not connection.autocommit and connection.info.transaction_status == TransactionStatus.IDLE:
+        # psycopg would run transaction() as its own BEGIN/COMMIT here, committing
+        # the insert behind the caller's back: open the caller's transaction first,
+        # so ours becomes a savepoint inside it.
+        await connection.execute("SELECT 1")
+    async with connection.transaction():
+        if not any(p.unique for p in planned):
+            return [(job_id, False) for job_id in await _insert(job_manager, connection, planned)]
+        return await _insert_unique(job_manager, connection, planned)
+
+
+async def _insert_unique(
+    job_manager: Any, connection: Any, planned: list[Planned]
+) -> list[tuple[int, bool]]:
+    """Under each unique key's advisory lock (held to the end of the transaction): the
+    job that counts if there is one, else a new job and its key row."""
+    from jobsys.jobs import unique_store
+
+    keys = [p.unique.key(p.task, p.args) if p.unique else None for p in planned]
+    found: dict[str, int] = {}
+    for p, key in sorted(zip(planned, keys, strict=True), key=lambda pk: pk[1] or ""):
+        if p.unique is None or key is None or key in found:
+            continue
+        await unique_store.lock_key(connection, key)  # sorted: no deadlock between batches
+        active, finished = p.unique.procrastinate_statuses()
+        job_id = await unique_store.existing(
+            connection, key, active, finished, p.unique.for_seconds
+        )
+        if job_id is not None:
+            found[key] = job_id
+    fresh: list[int] = []
+    seen: set[str] = set()
+    for index, key in enumerate(keys):
+        if key is None or (key not in found and key not in seen):
+            fresh.append(index)
+            if key is not None:
+                seen.add(key)
+    ids = await _insert(job_manager, connection, [planned[i] for i in fresh])
+    new_ids = dict(zip(fresh, ids, strict=True))
+    for index, job_id in new_ids.items():
+        key = keys[index]
+        if key is not None:
+            await unique_store.remember(connection, job_id, key)
+            found.setdefault(key, job_id)
+    outcome = []
+    for index, key in enumerate(keys):
+        if index in new_ids:
+            outcome.append((new_ids[index], False))
+        else:
+            assert key is not None  # only unique jobs are ever left out
+            outcome.append((found[key], True))
+    return outcome
+
+
+async def _insert(job_manager: Any, connection: Any, planned: list[Planned]) -> list[int]:
+    """One batch insert through Procrastinate, announced on ``jobs_changed``."""
     from procrastinate import exceptions, jobs
 
     if not planned:
@@ -184,13 +257,6 @@ async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> l
         )
         for p in planned
     ]
-    from psycopg.pq import TransactionStatus
-
-    if not connection.autocommit and connection.info.transaction_status == TransactionStatus.IDLE:
-        # psycopg would run transaction() as its own BEGIN/COMMIT here, committing
-        # the insert behind the caller's back: open the caller's transaction first,
-        # so ours becomes a savepoint inside it.
-        await connection.execute("SELECT 1")
     try:
         async with connection.transaction():
             done = await job_manager.batch_defer_jobs_async(to_defer, connection=connection)
