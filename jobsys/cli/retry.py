@@ -104,9 +104,24 @@ def issues_retry(
     yes: YesOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Retry the failures of an issue (same rules and exit codes as `jobsys retry`)."""
+    """Retry the failures of an issue (same rules and exit codes as `jobsys retry`).
+    While the service its failures depend on has an open outage, it warns and asks
+    (unless --yes): the retried jobs would most likely fail again."""
+    from jobsys.cli import _output
+    from jobsys.errors import EXIT_USAGE
+    from jobsys.issues.service import open_outage_for
     from jobsys.retry.service import RetryRequest
 
+    outage = None if dry_run else run(open_outage_for(settings(ctx), issue_id))
+    if outage is not None:
+        _output.say(
+            f"warning: service {outage['service']!r} has an open outage (issue "
+            f"{outage['id']}: {outage['title']}); retried jobs would most likely fail "
+            "again. Once it resolves, the failures that joined it are retried by themselves."
+        )
+        if not yes and not _output.confirm("Retry during the outage anyway?"):
+            _output.say("nothing was retried")
+            raise typer.Exit(EXIT_USAGE)
     execute(ctx, RetryRequest(issue=issue_id, limit=limit, dry_run=dry_run), yes=yes, json=json)
 
 
