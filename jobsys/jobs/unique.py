@@ -8,7 +8,7 @@ when it is in an ACTIVE state the spec names (``waiting``, ``scheduled``,
 ``succeeded``) and was deferred within the period. A duplicate defer inserts
 nothing and returns the existing job's id.
 
-Enforcement is the database's (``jobsys.jobs.unique_store``): the insert takes a
+Enforcement is the database's (``jobsys.engine.inserts``): the insert takes a
 transaction-level advisory lock on the key, looks for a job that counts, and inserts
 (job and key row) only when there is none, all in one transaction, so two processes
 on two hosts deferring the same key at once are serialised, never check-then-insert.

@@ -18,7 +18,7 @@ each of its ``doing`` jobs, in one short transaction that holds the job row
   ``will_retry = true`` explains the extra attempt, and a NOTIFY wakes a listening
   worker at once (Procrastinate's retry path sends none); the job is detached from
   the dead worker first, so pruning that worker cannot lock it while the woken
-  worker tries to claim it (``reaper_store.DETACH_FROM_WORKER``);
+  worker tries to claim it (``jobsys.engine.dead_workers.DETACH_FROM_WORKER``);
 - otherwise (unsafe, unknown task, or lost its worker ``max_crash_requeues`` times):
   finished as ``failed`` with a ``worker_lost`` failure row for a human to decide.
 
@@ -47,16 +47,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys import tasks as task_registry
+from jobsys.engine import dead_workers as store
 from jobsys.failures.redaction import Redactor
 from jobsys.failures.store import FailureRow, insert_failure
 from jobsys.lanes import execution
-from jobsys.lanes import reaper_store as store
 from jobsys.lanes.heartbeat import database_continuity
 
 if TYPE_CHECKING:
-    import procrastinate
-
     from jobsys.config import Config
+    from jobsys.engine.api import App
 
 logger = logging.getLogger("jobsys.reaper")
 
@@ -347,7 +346,7 @@ class ReaperService:
         self.passes = 0
         self.last_result: ReapResult | None = None
 
-    async def run(self, app: procrastinate.App, stop: asyncio.Event) -> None:
+    async def run(self, app: App, stop: asyncio.Event) -> None:
         interval = self.config.queues.worker.reap_interval_seconds
         errors = 0
         while not stop.is_set():

@@ -93,7 +93,7 @@ class LiveHub:
         from jobsys.live.subscriber import Event, Lost, Synced, subscribe
 
         wanted = set(self.topics)
-        async for message in subscribe(self.url, topics=None, with_procrastinate=True):
+        async for message in subscribe(self.url, topics=None, with_job_inserts=True):
             if isinstance(message, Synced):
                 self.listen_connections += 1
                 self.connected, self.error = True, None

@@ -13,7 +13,7 @@ import pytest
 from live_support import jobsys_env, run_worker_until_idle
 
 from jobsys import task
-from jobsys.app import build_procrastinate_app, load_config
+from jobsys.app import build_engine_app, load_config
 from jobsys.live import coalesce
 from jobsys.settings import Settings
 
@@ -29,7 +29,7 @@ def _fresh_coalescer(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def _defer(url: str, task_name: str, count: int, queue: str | None = None) -> list[int]:
-    app = build_procrastinate_app(url)
+    app = build_engine_app(url)
     async with app.open_async():
         deferrer = app.configure_task(task_name, queue=queue)
         return [await deferrer.defer_async(account_id=i) for i in range(count)]

@@ -363,12 +363,12 @@ async def test_quiet_pass_logs_nothing(conn: Any, caplog: pytest.LogCaptureFixtu
 
 
 async def test_reaper_service_reaps_and_stops_promptly(db_url: str, conn: Any) -> None:
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
 
     dead = await add_worker(conn, heartbeat_age_seconds=300)
     [job] = await add_running_jobs(conn, dead, [("reaper_test.unsafe", {})])
     service = ReaperService(reaper_config(reap_interval_seconds=0.2))
-    app = build_procrastinate_app(db_url, max_size=2)
+    app = build_engine_app(db_url, max_size=2)
     stop = asyncio.Event()
     async with app.open_async():
         running = asyncio.create_task(service.run(app, stop))
@@ -385,7 +385,7 @@ async def test_reaper_service_reaps_and_stops_promptly(db_url: str, conn: Any) -
 
 async def test_reap_task_runs_a_pass_on_a_real_worker(db_url: str, conn: Any) -> None:
     import jobsys.lanes.reap_task  # noqa: F401  (a BUILTIN_MODULES entry)
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
 
     dead = await add_worker(conn, heartbeat_age_seconds=300)
     [job] = await add_running_jobs(conn, dead, [("reaper_test.safe", {})])
@@ -393,7 +393,7 @@ async def test_reap_task_runs_a_pass_on_a_real_worker(db_url: str, conn: Any) ->
         "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
         "VALUES ('maintenance', 'jobsys.reap', '{\"timestamp\": 1}')"
     )
-    app = build_procrastinate_app(db_url, max_size=2)
+    app = build_engine_app(db_url, max_size=2)
     async with app.open_async():
         await app.run_worker_async(
             queues=["maintenance"],

@@ -32,7 +32,7 @@ async def one(url: str, plans: list[list[defer.Planned]]) -> list[tuple[int, boo
         await asyncio.sleep(max(0.0, float(os.environ["UNIQUE_START"]) - time.time()))
         out = []
         for planned in plans:
-            [outcome] = await defer.insert_with_outcome(defer.offline_job_manager(), conn, planned)
+            [outcome] = await defer.insert_with_outcome(conn, planned)
             out.append(outcome)
         return out
 

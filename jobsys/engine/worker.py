@@ -25,7 +25,7 @@ What this subclass changes, and why (Procrastinate 3.10's ``worker.py``):
   (``retry_state.outcome = merged_into_waiting_sibling``), the sibling runs once.
 - **Several jobs per round trip.** The fetch loop claims as many due jobs as the
   lane has free slots (up to ``MAX_CLAIM``) in one statement with Procrastinate's own
-  candidate rule (``jobsys.lanes.store.CLAIM_JOBS``), instead of one job per call. A
+  candidate rule (``jobsys.engine.queries.CLAIM_JOBS``), instead of one job per call. A
   worker only claims what it can start at once, so jobs never wait in ``doing``
   behind a busy worker while another one idles.
 """
@@ -38,17 +38,17 @@ import datetime
 import functools
 import inspect
 import logging
-import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from procrastinate import exceptions, job_context, jobs, retry, utils
 from procrastinate.worker import Worker
 
 from jobsys.config import LaneSpec
+from jobsys.engine import manager
 from jobsys.errors import JobTimeoutError
-from jobsys.flow.order import claim_order
-from jobsys.lanes import execution, store
+from jobsys.lanes import execution
 
 logger = logging.getLogger("jobsys.lanes")
 
@@ -104,6 +104,7 @@ class LaneWorker(Worker):
         worker_middleware: list[Any],
         concurrency: int | None = None,
         config: Any = None,
+        claim_order: Callable[[], tuple[list[str], bool]] | None = None,
     ) -> None:
         super().__init__(
             app,
@@ -133,7 +134,8 @@ class LaneWorker(Worker):
         self._wakes = 0
         #: A claim failed on a connection error: it may have committed on the server.
         self._claim_uncertain = False
-        self._rng = random.Random()  # the draw of order: weights
+        #: (the queues this claim takes, in order; whether that order binds)
+        self.claim_order = claim_order or (lambda: (list(self.lane.queues), False))
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -288,7 +290,7 @@ class LaneWorker(Worker):
             # abort request (they are not running here) would ever move them. Start them
             # first, before claiming more.
             running = [c.job.id for c in self._running_jobs.values() if c.job.id is not None]
-            rows = await store.unstarted_jobs(self.app.connector, self.worker_id, running, slots)
+            rows = await manager.unstarted_jobs(self.app.connector, self.worker_id, running, slots)
             self._claim_uncertain = len(rows) == slots  # a full page: look again next time
             if rows:
                 logger.warning(
@@ -297,8 +299,8 @@ class LaneWorker(Worker):
                     extra={"action": "claim_recovered", "lane": self.lane.name},
                 )
         if len(rows) < slots:
-            queues, in_order = claim_order(self.lane, self._rng)
-            rows += await store.claim_jobs(
+            queues, in_order = self.claim_order()
+            rows += await manager.claim_jobs(
                 self.app.connector, queues, self.worker_id, slots - len(rows), in_order=in_order
             )
         return rows
@@ -403,7 +405,7 @@ class LaneWorker(Worker):
 
     async def _merge_into_waiting_sibling(self, job: jobs.Job) -> bool:
         assert job.id is not None
-        sibling = await store.merge_retry_into_sibling(self.app.connector, job.id)
+        sibling = await manager.merge_retry_into_sibling(self.app.connector, job.id)
         if sibling is None:
             return False
         logger.warning(
@@ -425,7 +427,7 @@ class LaneWorker(Worker):
         ``doing`` job without a worker at their next pass."""
         assert job.id is not None
         try:
-            await store.hand_to_reaper(self.app.connector, job.id)
+            await manager.hand_to_reaper(self.app.connector, job.id)
         except Exception as exc:
             logger.critical(
                 f"lane {self.lane.name}: job {job.id} could be neither recorded nor handed "
