@@ -175,6 +175,20 @@ HAND_TO_REAPER = """
 UPDATE procrastinate_jobs SET worker_id = NULL WHERE id = %(job_id)s AND status = 'doing'
 """
 
+#: Jobs ``doing`` for ``worker_id`` that it is not running (not in ``running``), started
+#: over ``min_age`` seconds ago (so not a claim whose jobs are being started right now).
+ORPHANED_JOBS = """
+SELECT j.id
+  FROM procrastinate_jobs j
+ WHERE j.status = 'doing' AND j.worker_id = %(worker_id)s
+   AND NOT (j.id = ANY(%(running)s::bigint[]))
+   AND NOT EXISTS (SELECT 1 FROM procrastinate_events e
+                    WHERE e.job_id = j.id AND e.type = 'started'
+                      AND e.at > now() - make_interval(secs => %(min_age)s))
+ ORDER BY j.id
+ LIMIT 100
+"""
+
 
 # --- Worker heartbeats, drain, queue overview (lanes) ---------------------------------
 
