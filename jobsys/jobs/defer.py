@@ -8,9 +8,10 @@ visible (and NOTIFYing workers) only when it commits. The insert runs in a savep
 so a queueing-lock conflict raises :class:`AlreadyQueuedError` and leaves the
 caller's transaction usable.
 
-Without a connection: inside a worker the process's pool is used; elsewhere a
-connection is opened to the database of the environment (``JOBSYS_DATABASE_URL``,
-``database.url`` in config, or the embedded server).
+Without a connection: inside a worker the process's pool is used; elsewhere the
+process's producer pool (``jobsys.db.producers``: opened on first use, shared by every
+thread and event loop, safe across fork) on the database of the environment
+(``JOBSYS_DATABASE_URL``, ``database.url`` in config, or the embedded server).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -221,23 +223,35 @@ async def announce_deferred(connection: Any, ids: list[int], count: int | None =
 
 @contextlib.asynccontextmanager
 async def _connection(env: _Environment, given: Any) -> AsyncIterator[tuple[Any, Any]]:
-    """(job_manager, connection) to insert with."""
-    import procrastinate
-
+    """(job_manager, connection) to insert with: the caller's, or the worker's pool's."""
     if given is not None:
         job_manager = env.app.job_manager if env.app is not None else offline_job_manager()
         yield job_manager, given
         return
-    if env.app is not None:
-        async with env.app.connector.pool.connection() as conn:
-            yield env.app.job_manager, conn
-        return
-    from jobsys.db.connect import connect, resolve
-    from jobsys.settings import from_env
+    assert env.app is not None
+    async with env.app.connector.pool.connection() as conn:
+        yield env.app.job_manager, conn
 
-    url = env.url or resolve(from_env(), env.config).url
-    async with connect(url) as conn:
-        yield procrastinate.manager.JobManager(_offline_connector()), conn
+
+async def _insert(env: _Environment, given: Any, planned: list[Planned]) -> list[int]:
+    """Insert on the caller's connection, the worker's pool, or else the process's
+    producer pool (``jobsys.db.producers``): never a connection per call."""
+    if given is None and env.app is None:
+        from jobsys.db import producers
+
+        manager = offline_job_manager()
+        return await producers.run(_producer_url(env), lambda conn: insert(manager, conn, planned))
+    async with _connection(env, given) as (job_manager, conn):
+        return await insert(job_manager, conn, planned)
+
+
+def _producer_url(env: _Environment) -> str:
+    if env.url is None:
+        from jobsys.db.connect import resolve
+        from jobsys.settings import from_env
+
+        env.url = resolve(from_env(), env.config).url  # resolved once per process
+    return env.url
 
 
 def _offline_connector() -> Any:
@@ -247,6 +261,7 @@ def _offline_connector() -> Any:
     return procrastinate.PsycopgConnector()
 
 
+@functools.cache
 def offline_job_manager() -> Any:
     import procrastinate
 
@@ -278,8 +293,7 @@ async def defer(
         queueing_lock=queueing_lock,
         priority=priority,
     )
-    async with _connection(env, connection) as (job_manager, conn):
-        return (await insert(job_manager, conn, planned))[0]
+    return (await _insert(env, connection, planned))[0]
 
 
 async def defer_many(
@@ -306,8 +320,7 @@ async def defer_many(
         priority=priority,
         many=True,
     )
-    async with _connection(env, connection) as (job_manager, conn):
-        return await insert(job_manager, conn, planned)
+    return await _insert(env, connection, planned)
 
 
 def _run_sync(coro: Any) -> Any:
@@ -322,7 +335,10 @@ def _run_sync(coro: Any) -> Any:
     if env is not None and env.loop is not None and env.loop.is_running():
         # A sync task in a worker thread: run on the worker's loop and its pool.
         return asyncio.run_coroutine_threadsafe(coro, env.loop).result()
-    return asyncio.run(coro)
+    from jobsys.db import producers
+
+    # Elsewhere: on the producer pool's own loop (no event loop per call).
+    return producers.run_sync(coro)
 
 
 def defer_sync(task: TaskRef, args: dict[str, Any] | None = None, **options: Any) -> int:
