@@ -33,6 +33,7 @@ MODULES = (
     "retry",
     "live",
     "reaper",
+    "web",
 )
 
 

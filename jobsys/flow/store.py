@@ -13,20 +13,14 @@ import json
 from typing import Any
 
 from jobsys.db import query
+from jobsys.engine.queries import PAUSE_ACTIVE, WAIT_FACTS
 
 #: Workers LISTEN here; the payload names the queues and the action.
 CHANNEL = "jobsys_queue_pauses"
 
-#: The rule the claim applies (``jobsys.lanes.store.CLAIM_JOBS``) and every read here.
-ACTIVE = "(pause.until IS NULL OR pause.until > now())"
-
-#: What the claim adds to its candidate rule: no job of a paused queue is taken, by
-#: a worker that heard of the pause or not. ``jobs`` is the claim's alias of
-#: ``procrastinate_jobs``; one primary-key probe per candidate.
-NOT_PAUSED = f"""NOT EXISTS (
-           SELECT 1 FROM jobsys_queue_pauses AS pause
-            WHERE pause.queue = jobs.queue_name AND {ACTIVE}
-       )"""
+#: The rule the claim applies (``jobsys.engine.queries.CLAIM_JOBS``, with
+#: ``NOT_PAUSED``) and every read here.
+ACTIVE = PAUSE_ACTIVE
 
 LOCK_QUEUES = """
 SELECT count(pg_advisory_xact_lock(hashtext('jobsys_queue_pause'), hashtext(q.queue)))
@@ -72,20 +66,6 @@ SELECT pause.queue, pause.paused_at, pause.paused_by, pause.reason, pause.until,
  WHERE {ACTIVE}
    AND (%(queues)s::text[] IS NULL OR pause.queue = ANY(%(queues)s::text[]))
  ORDER BY pause.queue
-"""
-
-#: What a waiting job waits for besides a pause: its schedule, a running holder of its
-#: lock, and how busy its lane's queues are.
-WAIT_FACTS = """
-SELECT %(scheduled_at)s::timestamptz > now() AS scheduled_later,
-       (SELECT id FROM procrastinate_jobs
-         WHERE %(lock)s::text IS NOT NULL AND lock = %(lock)s AND status = 'doing'
-         LIMIT 1) AS lock_holder,
-       (SELECT count(*) FROM procrastinate_jobs
-         WHERE status = 'doing' AND queue_name = ANY(%(lane_queues)s::text[])) AS lane_running,
-       (SELECT count(*) FROM jobsys_worker_processes
-         WHERE status = 'running' AND %(lane)s = ANY(lanes)
-           AND last_heartbeat > now() - make_interval(secs => %(dead_after)s)) AS lane_processes
 """
 
 EVENTS = """

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobsys.db.query import execute, fetch_all, fetch_one
-from jobsys.live.store import JOB_FILTER
+from jobsys.engine.queries import JOB_FILTER
 
 FINISHED = ("succeeded", "failed", "cancelled", "aborted")
 

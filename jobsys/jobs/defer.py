@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys import tasks as task_registry
 from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean
 from jobsys.jobs import validate
+from jobsys.jobs.enqueue import NewJob
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -74,17 +74,8 @@ def _environment() -> _Environment:
     return _active
 
 
-@dataclass(frozen=True)
-class Planned:
-    """A validated job, ready to insert."""
-
-    task: str
-    queue: str
-    args: dict[str, Any]
-    priority: int
-    lock: str | None
-    queueing_lock: str | None
-    scheduled_at: datetime | None
+#: A validated job, ready to insert.
+Planned = NewJob
 
 
 def resolve_task(task: TaskRef) -> task_registry.TaskSpec:
@@ -167,25 +158,13 @@ def plan(
     return planned
 
 
-async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> list[int]:
+async def insert(connection: Any, planned: list[Planned]) -> list[int]:
     """Insert ``planned`` jobs on ``connection`` in one statement, inside a savepoint."""
-    from procrastinate import exceptions, jobs
+    from jobsys.engine.api import AlreadyEnqueued
+    from jobsys.jobs.enqueue import NewJobs, enqueue
 
     if not planned:
         return []
-    to_defer = [
-        jobs.Job(
-            id=None,
-            queue=p.queue,
-            task_name=p.task,
-            priority=p.priority,
-            lock=p.lock,
-            queueing_lock=p.queueing_lock,
-            task_kwargs=p.args,
-            scheduled_at=p.scheduled_at,
-        )
-        for p in planned
-    ]
     from psycopg.pq import TransactionStatus
 
     if not connection.autocommit and connection.info.transaction_status == TransactionStatus.IDLE:
@@ -195,42 +174,27 @@ async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> l
         await connection.execute("SELECT 1")
     try:
         async with connection.transaction():
-            done = await job_manager.batch_defer_jobs_async(to_defer, connection=connection)
-            await announce_deferred(connection, [int(job.id) for job in done if job.id is not None])
-    except exceptions.AlreadyEnqueued:
+            done = await enqueue(connection, NewJobs(planned))
+    except AlreadyEnqueued:
         raise AlreadyQueuedError(
             f"a job with queueing lock {planned[0].queueing_lock!r} is already waiting "
             "in the queue; nothing was deferred",
             hint="Wait for it to start, or defer without --queueing-lock.",
         ) from None
-    return [int(job.id) for job in done if job.id is not None]
-
-
-async def announce_deferred(connection: Any, ids: list[int], count: int | None = None) -> None:
-    """``jobs_changed`` for the dashboard after ``count`` (default: ``len(ids)``) jobs
-    were deferred on ``connection``, whoever inserted them (this API, the scheduler, a
-    fan-out batch): coalesced inside a worker, else delivered with the caller's commit
-    (never on rollback, never breaking the transaction)."""
-    from jobsys.live import coalesce
-    from jobsys.live.publish import publish_safely
-
-    data = {"deferred": len(ids) if count is None else count, "ids": ids[:10]}
-    if coalesce.flusher_running():
-        coalesce.shared().add("jobs_changed", data)
-    else:
-        await publish_safely(connection, "jobs_changed", data)
+    return done.ids
 
 
 @contextlib.asynccontextmanager
-async def _connection(env: _Environment, given: Any) -> AsyncIterator[tuple[Any, Any]]:
-    """(job_manager, connection) to insert with: the caller's, or the worker's pool's."""
+async def _connection(env: _Environment, given: Any) -> AsyncIterator[Any]:
+    """The connection to insert with: the caller's, or the worker's pool's."""
     if given is not None:
-        job_manager = env.app.job_manager if env.app is not None else offline_job_manager()
-        yield job_manager, given
+        yield given
         return
     assert env.app is not None
-    async with env.app.connector.pool.connection() as conn:
-        yield env.app.job_manager, conn
+    from jobsys.engine.app import connection
+
+    async with connection(env.app) as conn:
+        yield conn
 
 
 async def _insert(env: _Environment, given: Any, planned: list[Planned]) -> list[int]:
@@ -239,10 +203,9 @@ async def _insert(env: _Environment, given: Any, planned: list[Planned]) -> list
     if given is None and env.app is None:
         from jobsys.db import producers
 
-        manager = offline_job_manager()
-        return await producers.run(_producer_url(env), lambda conn: insert(manager, conn, planned))
-    async with _connection(env, given) as (job_manager, conn):
-        return await insert(job_manager, conn, planned)
+        return await producers.run(_producer_url(env), lambda conn: insert(conn, planned))
+    async with _connection(env, given) as conn:
+        return await insert(conn, planned)
 
 
 def _producer_url(env: _Environment) -> str:
@@ -252,20 +215,6 @@ def _producer_url(env: _Environment) -> str:
 
         env.url = resolve(from_env(), env.config).url  # resolved once per process
     return env.url
-
-
-def _offline_connector() -> Any:
-    import procrastinate
-
-    # Never opened: with an explicit connection it only formats and runs the query.
-    return procrastinate.PsycopgConnector()
-
-
-@functools.cache
-def offline_job_manager() -> Any:
-    import procrastinate
-
-    return procrastinate.manager.JobManager(_offline_connector())
 
 
 async def defer(

@@ -51,7 +51,7 @@ async def defer_from_cli(
     )
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
-        (job_id,) = await defer.insert(defer.offline_job_manager(), conn, planned)
+        (job_id,) = await defer.insert(conn, planned)
     job = planned[0]
     return {
         "job_id": job_id,

@@ -28,6 +28,7 @@ import functools
 import json
 import logging
 import os
+import random
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,13 +37,16 @@ from typing import Any
 
 from jobsys import tasks as task_registry
 from jobsys.config import Config, LaneSpec
+from jobsys.engine import pool
+from jobsys.engine.listener import Listener
+from jobsys.engine.worker import LaneWorker, wait_or_timeout
 from jobsys.errors import ConfigError, DatabaseUnavailable
+from jobsys.flow.order import claim_order
+from jobsys.flow.store import CHANNEL as PAUSES_CHANNEL
 from jobsys.flow.watch import PauseWatch
-from jobsys.lanes import execution, lifecycle, pool, store
+from jobsys.lanes import execution, lifecycle, store
 from jobsys.lanes.heartbeat import ProcessHeartbeat
 from jobsys.lanes.identity import ProcessIdentity
-from jobsys.lanes.lane import LaneWorker, wait_or_timeout
-from jobsys.lanes.listener import Listener
 from jobsys.lanes.supervisor import Backoff, supervise
 
 logger = logging.getLogger("jobsys.lanes.runtime")
@@ -225,7 +229,7 @@ class Runtime:
                 await asyncio.sleep(STARTUP_RETRY_SECONDS)
 
     async def run(self) -> RuntimeResult:
-        from jobsys.app import build_procrastinate_app
+        from jobsys.app import build_engine_app
         from jobsys.jobs import defer
 
         await self._check_database()
@@ -237,9 +241,7 @@ class Runtime:
             ThreadPoolExecutor(max_workers=total + 4, thread_name_prefix="jobsys-job")
         )
         size = pool.pool_size(self.lanes)
-        self.app = build_procrastinate_app(
-            self.url, self.config, min_size=min(4, size), max_size=size
-        )
+        self.app = build_engine_app(self.url, self.config, min_size=min(4, size), max_size=size)
         await self.app.open_async()
         defer.activate(self.config, self.app, self.url)
         try:
@@ -271,6 +273,7 @@ class Runtime:
             ),
             on_reconnected=self._reconnected,
             on_pauses_changed=self.pauses.notified,
+            pauses_channel=PAUSES_CHANNEL,
         )
         task = asyncio.create_task(self.listener.run(stop), name="listener")
         self.listening = await self.listener.round_trip(self.app.connector.pool)
@@ -347,6 +350,9 @@ class Runtime:
                 shutdown_grace_seconds=worker_settings.shutdown_grace_seconds,
                 worker_middleware=self.middlewares,
                 config=self.config,
+                orphan_check_seconds=worker_settings.reap_interval_seconds,
+                # order: strict / weights (one draw per claim); default: priority, then id
+                claim_order=functools.partial(claim_order, lane, random.Random()),
             )
             for lane in self.lanes
         ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from jobsys.engine import queries
 from jobsys.errors import NotFoundError, RefusedError, UsageError, did_you_mean
 from jobsys.jobs import search
 from jobsys.live import store
@@ -159,7 +160,7 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
         await check_schema(conn)
         if params["since"] is not None:
             first = await store.fetch_one(
-                conn, store.FIRST_JOB_SINCE, {"since": params["since"] - SINCE_SCAN_MARGIN}
+                conn, queries.FIRST_JOB_SINCE, {"since": params["since"] - SINCE_SCAN_MARGIN}
             )
             if first is None:
                 return []
@@ -175,11 +176,11 @@ async def _matching_rows(
     the text (the database's candidates may match on a secret), page after page until
     ``limit`` are found or none are left."""
     if contains is None:
-        return await store.fetch_all(conn, store.LIST_JOBS, params)
+        return await store.fetch_all(conn, queries.LIST_JOBS, params)
     found: list[dict[str, Any]] = []
     page = dict(params)
     while True:
-        rows = await store.fetch_all(conn, store.LIST_JOBS, page)
+        rows = await store.fetch_all(conn, queries.LIST_JOBS, page)
         for row in rows:
             if search.contains_text(redactor.redact(search.raw_json(row["args_text"])), contains):
                 found.append(row)
@@ -200,10 +201,10 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
     redactor = redactor_of(config)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
-        row = await store.fetch_one(conn, store.GET_JOB, {"job_id": job_id})
+        row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})
         if row is None:
             raise NotFoundError(f"no job {job_id}", hint="List jobs with `jobsys jobs list`.")
-        history = await store.fetch_all(conn, store.JOB_EVENTS, {"job_id": job_id})
+        history = await store.fetch_all(conn, queries.JOB_EVENTS, {"job_id": job_id})
         failures = await store.fetch_all(conn, store.JOB_FAILURES, {"job_id": job_id})
         retries = await store.fetch_all(conn, store.JOB_RETRY_EVENTS, {"job_id": job_id})
         pipeline = await store.fetch_one(conn, store.JOB_PIPELINE, {"job_id": job_id})
@@ -233,7 +234,7 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
 
 async def cancel_job(settings: Settings, job_id: int) -> dict[str, Any]:
     """Waiting: cancelled. Running: abort requested. Anything else: refused (exit 2)."""
-    from jobsys.app import build_procrastinate_app, load_config
+    from jobsys.app import build_engine_app, load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.live.publish import publish_safely
 
@@ -241,11 +242,11 @@ async def cancel_job(settings: Settings, job_id: int) -> dict[str, Any]:
     url = resolve(settings, config).url
     async with connect(url) as conn:
         await check_schema(conn)
-        app = build_procrastinate_app(url, min_size=1, max_size=1)
+        app = build_engine_app(url, min_size=1, max_size=1)
         async with app.open_async():
             outcome = None
             for _ in range(2):  # a waiting job may start between our read and the cancel
-                row = await store.fetch_one(conn, store.GET_JOB, {"job_id": job_id})
+                row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})
                 if row is None:
                     raise NotFoundError(
                         f"no job {job_id}", hint="List jobs with `jobsys jobs list`."

@@ -47,15 +47,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys import clock
-from jobsys.jobs.defer import announce_deferred
+from jobsys.jobs.enqueue import NewJob, NewJobs, enqueue
 from jobsys.schedule import cron, store
 from jobsys.schedule.fanout import start_fanout
 from jobsys.schedule.plan import PlannedEntry, Schedule, build
 
 if TYPE_CHECKING:
-    import procrastinate
-
     from jobsys.config import Config
+    from jobsys.engine.api import App
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +114,11 @@ async def fire(conn: Any, entry: PlannedEntry, tick_at: datetime, *, status: str
     if not await store.claim_tick(conn, entry.name, tick_at, status):
         return Fired(entry.name, tick_at, "duplicate")
     if entry.fanout is None:
-        job_id = await store.defer_job(
-            conn, task=entry.task, queue=entry.queue, priority=entry.priority, args=entry.args
+        tick_job = NewJob(
+            task=entry.task, queue=entry.queue, priority=entry.priority, args=entry.args
         )
+        (job_id,) = (await enqueue(conn, NewJobs([tick_job]))).ids
         await store.set_tick_job(conn, entry.name, tick_at, job_id, status)
-        await announce_deferred(conn, [job_id])
         return Fired(entry.name, tick_at, status, job_id=job_id)
     f = entry.fanout
     started = await start_fanout(
@@ -310,7 +309,7 @@ class Scheduler:
         logger.info("schedule reloaded", extra={"action": "schedule_reloaded"})
         return True
 
-    async def run(self, app: procrastinate.App, stop: asyncio.Event) -> None:
+    async def run(self, app: App, stop: asyncio.Event) -> None:
         from jobsys.errors import ConfigError
 
         async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]

@@ -6,8 +6,8 @@ import psycopg
 import pytest
 
 from jobsys.db import migrate
-from jobsys.db.procrastinate_schema import PINNED_VERSION, snapshot_sql
 from jobsys.db.schema import HEAD_REVISION, KNOWN_REVISIONS
+from jobsys.engine.schema import PINNED_VERSION, snapshot_sql
 
 
 def tables(url: str) -> set[str]:
@@ -101,7 +101,7 @@ def test_autogenerate_leaves_procrastinate_objects_alone(db_url: str) -> None:
 
 
 def test_migration_sql_selects_the_version_range() -> None:
-    from jobsys.db.procrastinate_schema import migration_sql
+    from jobsys.engine.schema import migration_sql
 
     assert migration_sql(PINNED_VERSION, PINNED_VERSION) == []
     assert len(migration_sql("3.3.0", "3.4.0")) >= 1

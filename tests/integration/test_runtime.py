@@ -15,6 +15,7 @@ from rt_support import (
     events,
     max_overlap,
     query,
+    report,
     wait_until,
     write_app,
 )
@@ -161,6 +162,11 @@ def test_listener_killed_is_reestablished_and_jobs_start_promptly(
         defer_rows(db_url, "rt.sleep", "q_base", [{"tag": "after"}])
         started = wait_until(
             lambda: [e for e in events(tmp_path) if e[:2] == ("start", "after")], 10, "pickup"
+        )
+        report(
+            "listen-connection-terminated",
+            pickup_after_reconnect_s=started[0][2] - deferred_at,
+            poll_interval_s=30.0,
         )
         # Polling is every 30 s: a pickup within 2 s came from NOTIFY.
         assert started[0][2] - deferred_at < 2.0

@@ -23,9 +23,14 @@ What this subclass changes, and why (Procrastinate 3.10's ``worker.py``):
   (``procrastinate_jobs_queueing_lock_idx_v1``) is merged into that sibling: the job
   is finished ``failed``, its failure row says it will not be retried and why
   (``retry_state.outcome = merged_into_waiting_sibling``), the sibling runs once.
+- **No job ``doing`` for this lane without it running it.** Every
+  ``orphan_check_seconds`` (the reaper's period) the lane looks for jobs in ``doing``
+  under its worker id that it is not running, started over
+  :data:`ORPHAN_MIN_AGE_SECONDS` ago (whatever the cause), and hands them to the
+  reaper (``job_orphaned``).
 - **Several jobs per round trip.** The fetch loop claims as many due jobs as the
   lane has free slots (up to ``MAX_CLAIM``) in one statement with Procrastinate's own
-  candidate rule (``jobsys.lanes.store.CLAIM_JOBS``), instead of one job per call. A
+  candidate rule (``jobsys.engine.queries.CLAIM_JOBS``), instead of one job per call. A
   worker only claims what it can start at once, so jobs never wait in ``doing``
   behind a busy worker while another one idles.
 """
@@ -38,17 +43,17 @@ import datetime
 import functools
 import inspect
 import logging
-import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from procrastinate import exceptions, job_context, jobs, retry, utils
 from procrastinate.worker import Worker
 
 from jobsys.config import LaneSpec
+from jobsys.engine import manager
 from jobsys.errors import JobTimeoutError
-from jobsys.flow.order import claim_order
-from jobsys.lanes import execution, store
+from jobsys.lanes import execution
 
 logger = logging.getLogger("jobsys.lanes")
 
@@ -65,6 +70,8 @@ QUEUEING_LOCK_INDEX = "procrastinate_jobs_queueing_lock_idx_v1"
 #: A timed-out sync job settled by its exiting worker runs again no sooner than this:
 #: its thread dies only with the process, which exits right after.
 SYNC_TIMEOUT_RETRY_MARGIN_SECONDS = 10.0
+#: A job claimed this recently may still be on its way to the running set.
+ORPHAN_MIN_AGE_SECONDS = 2.0
 #: The most jobs one fetch claims (a lane claims at most its free slots).
 MAX_CLAIM = 100
 #: After the grace period, how long cancelled async jobs get to record their requeue.
@@ -104,6 +111,8 @@ class LaneWorker(Worker):
         worker_middleware: list[Any],
         concurrency: int | None = None,
         config: Any = None,
+        orphan_check_seconds: float = 5.0,
+        claim_order: Callable[[], tuple[list[str], bool]] | None = None,
     ) -> None:
         super().__init__(
             app,
@@ -125,6 +134,7 @@ class LaneWorker(Worker):
             worker_middleware=worker_middleware,
         )
         self.lane = lane
+        self.orphan_check_seconds = orphan_check_seconds
         self.started = asyncio.Event()
         self.abandoned: list[job_context.JobContext] = []
         self.jobs_done = 0
@@ -133,7 +143,8 @@ class LaneWorker(Worker):
         self._wakes = 0
         #: A claim failed on a connection error: it may have committed on the server.
         self._claim_uncertain = False
-        self._rng = random.Random()  # the draw of order: weights
+        #: (the queues this claim takes, in order; whether that order binds)
+        self.claim_order = claim_order or (lambda: (list(self.lane.queues), False))
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -203,7 +214,36 @@ class LaneWorker(Worker):
 
     def _start_side_tasks(self) -> list[asyncio.Task[Any]]:
         self.started.set()
-        return [asyncio.create_task(self._poll_jobs_to_abort(), name="poll_jobs_to_abort")]
+        return [
+            asyncio.create_task(self._poll_jobs_to_abort(), name="poll_jobs_to_abort"),
+            asyncio.create_task(self._hand_over_orphans(), name="hand_over_orphans"),
+        ]
+
+    async def _hand_over_orphans(self) -> None:
+        """Hand to the reaper every job ``doing`` under this lane that it does not run."""
+        while True:
+            await asyncio.sleep(self.orphan_check_seconds)
+            if self.worker_id is None or self._claim_uncertain:
+                continue  # an uncertain claim's jobs are started by the next claim
+            running = [c.job.id for c in self._running_jobs.values() if c.job.id is not None]
+            try:
+                orphans = await manager.orphaned_jobs(
+                    self.app.connector, self.worker_id, running, ORPHAN_MIN_AGE_SECONDS
+                )
+                for job_id in orphans:
+                    if any(c.job.id == job_id for c in self._running_jobs.values()):
+                        continue
+                    await manager.hand_to_reaper(self.app.connector, job_id)
+                    logger.error(
+                        f"lane {self.lane.name}: job {job_id} is doing under this lane but "
+                        "nothing here runs it; handed to the reaper",
+                        extra={"action": "job_orphaned", "lane": self.lane.name, "job_id": job_id},
+                    )
+            except Exception as exc:  # the next check tries again; never kills the lane
+                logger.warning(
+                    f"lane {self.lane.name}: orphan check failed: {type(exc).__name__}",
+                    extra={"action": "orphan_check_failed", "lane": self.lane.name},
+                )
 
     async def _fetch_and_process_jobs(self) -> None:
         delay = FETCH_RETRY_MIN_SECONDS
@@ -288,7 +328,7 @@ class LaneWorker(Worker):
             # abort request (they are not running here) would ever move them. Start them
             # first, before claiming more.
             running = [c.job.id for c in self._running_jobs.values() if c.job.id is not None]
-            rows = await store.unstarted_jobs(self.app.connector, self.worker_id, running, slots)
+            rows = await manager.unstarted_jobs(self.app.connector, self.worker_id, running, slots)
             self._claim_uncertain = len(rows) == slots  # a full page: look again next time
             if rows:
                 logger.warning(
@@ -297,8 +337,8 @@ class LaneWorker(Worker):
                     extra={"action": "claim_recovered", "lane": self.lane.name},
                 )
         if len(rows) < slots:
-            queues, in_order = claim_order(self.lane, self._rng)
-            rows += await store.claim_jobs(
+            queues, in_order = self.claim_order()
+            rows += await manager.claim_jobs(
                 self.app.connector, queues, self.worker_id, slots - len(rows), in_order=in_order
             )
         return rows
@@ -403,7 +443,7 @@ class LaneWorker(Worker):
 
     async def _merge_into_waiting_sibling(self, job: jobs.Job) -> bool:
         assert job.id is not None
-        sibling = await store.merge_retry_into_sibling(self.app.connector, job.id)
+        sibling = await manager.merge_retry_into_sibling(self.app.connector, job.id)
         if sibling is None:
             return False
         logger.warning(
@@ -425,7 +465,7 @@ class LaneWorker(Worker):
         ``doing`` job without a worker at their next pass."""
         assert job.id is not None
         try:
-            await store.hand_to_reaper(self.app.connector, job.id)
+            await manager.hand_to_reaper(self.app.connector, job.id)
         except Exception as exc:
             logger.critical(
                 f"lane {self.lane.name}: job {job.id} could be neither recorded nor handed "
