@@ -88,7 +88,7 @@ class LaneWorker(Worker):
             fetch_job_polling_interval=poll_interval_seconds,
             shutdown_graceful_timeout=shutdown_grace_seconds,
             listen_notify=False,
-            # ``config``: built-in tasks read it (jobsys.app.config_for), not the files.
+            # ``config``: built-in tasks read it (config.application.config_for), not the files.
             additional_context={
                 "lane": lane.name,
                 "worker_process": process_id,

@@ -24,7 +24,7 @@ async def defer_from_cli(
     queueing_lock: str | None = None,
     priority: int | None = None,
 ) -> dict[str, Any]:
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.jobs import defer
 

@@ -125,7 +125,7 @@ def _job_row(row: dict[str, Any], config: Config, redactor: Redactor) -> dict[st
 
 async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, Any]]:
     """Jobs matching ``filters``, newest first."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
 
     config = load_config(settings)
@@ -156,7 +156,7 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
 
 async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
     """One job with its history, failures, retry state and pipeline. Unknown: exit 1."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
 
     config = load_config(settings)
@@ -194,8 +194,9 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
 
 async def cancel_job(settings: Settings, job_id: int) -> dict[str, Any]:
     """Waiting: cancelled. Running: abort requested. Anything else: refused (exit 2)."""
-    from jobsys.app import build_engine_app, load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.lanes.execution import build_engine_app
     from jobsys.live.publish import publish_safely
 
     config = load_config(settings, with_tasks=False)

@@ -78,7 +78,7 @@ def lanes(config: Config, counts: list[Any], waits: list[Any], workers: list[Any
 
 
 def next_runs(config: Config, states: list[Any], now: datetime) -> list[dict[str, Any]]:
-    from jobsys.schedule import cron
+    from jobsys import cron
 
     by_name = {row["name"]: row for row in states}
     runs = []
