@@ -6,10 +6,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 JOBSYS := $(BIN)/jobsys
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 PYTEST_ARGS ?=
+WEB_HOST ?= 127.0.0.1
+WEB_PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install run worker db-upgrade lint fmt typecheck test test-fast bench clean
+.PHONY: help install run web worker db-upgrade lint fmt typecheck test test-fast chaos bench clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,9 +26,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install jobsys with its dev tools
 	@echo "jobsys installed in $(VENV)"
 
-run: $(STAMP) ## Start the database, migrate, and run the demo system (Ctrl-C to stop)
+run: $(STAMP) ## Start the database, migrate, run the demo and its web console on :8080 (Ctrl-C)
 	$(JOBSYS) db upgrade
-	$(JOBSYS) demo run
+	$(JOBSYS) demo run --web $(WEB_HOST):$(WEB_PORT)
+
+web: $(STAMP) ## Serve the web console on http://127.0.0.1:8080/admin/background_jobs
+	$(JOBSYS) db upgrade
+	$(JOBSYS) web --host $(WEB_HOST) --port $(WEB_PORT)
 
 worker: $(STAMP) ## Run a worker on every configured lane
 	$(JOBSYS) db upgrade
@@ -52,7 +59,30 @@ test: lint typecheck ## Lint, type-check and run the whole test suite against a 
 test-fast: $(STAMP) ## Only the tests, no lint or type check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) ## Benchmarks side by side with plain Procrastinate; writes bench/results/*.json
+# The fault harness's own scenarios (tests/chaos: leases under partition and outage)
+# and the process tests of the suite that cover the other faults of an operator's bad
+# night. CI runs `make chaos CHAOS_SUITE=`: the suite already ran those twice.
+CHAOS_SUITE ?= \
+	tests/integration/test_reaper_processes.py \
+	tests/integration/test_runtime.py::test_sigterm_lets_a_long_job_finish_once_and_exits_0 \
+	tests/integration/test_runtime.py::test_grace_expired_job_is_requeued_not_lost \
+	tests/integration/test_runtime.py::test_listener_killed_is_reestablished_and_jobs_start_promptly \
+	tests/integration/test_postgres_restart.py \
+	tests/integration/test_schedule_processes.py \
+	tests/integration/test_failures_nothing_lost.py \
+	tests/integration/test_retry_bulk.py::test_two_jobsys_processes_behind_a_barrier \
+	tests/integration/test_retry_bulk.py::test_two_operators_racing_100_times_retry_once \
+	tests/integration/test_failures_redaction.py \
+	tests/integration/test_live_subscriber.py
+
+chaos: $(STAMP) ## Fault harness, fast tier: real workers, a throwaway server, a TCP proxy (prints figures)
+	$(BIN)/python -m pytest -s tests/chaos $(CHAOS_SUITE) $(PYTEST_ARGS)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## Benchmarks side by side with plain Procrastinate and PgQueuer; writes bench/results/*.json
 	$(BIN)/python -m bench
 
 clean: ## Stop the embedded server and remove .venv and .jobsys

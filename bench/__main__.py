@@ -1,6 +1,6 @@
 """Run the benchmarks (``make bench``) and write ``bench/results/results.json``.
 
-Each module measures jobsys side by side with plain Procrastinate (or the raw
+Each module measures jobsys side by side with plain Procrastinate, PgQueuer (or the raw
 operation) on the same database in the same run, since only ratios hold on a noisy
 machine, and prints its own table. ``python -m bench NAME ...`` runs a subset.
 Database: ``JOBSYS_BENCH_DATABASE_URL``, else ``JOBSYS_TEST_DATABASE_URL``, else the
@@ -23,7 +23,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: name -> module under bench/ exposing run() -> dict
-MODULES = ("runtime", "schedule", "failures", "retry", "live", "reaper")
+MODULES = ("runtime", "depth", "claim", "schedule", "failures", "retry", "live", "reaper")
 
 
 def median_wall(cmd: list[str], runs: int = 7, env: dict[str, str] | None = None) -> float:

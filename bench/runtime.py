@@ -62,13 +62,18 @@ def _reset(url: str) -> None:
         conn.execute("TRUNCATE procrastinate_jobs, procrastinate_workers CASCADE")
 
 
-def _rate(url: str) -> float:
+#: Jobs done and the span from the first start to the last success, on the database clock.
+EVENTS_SPAN = (
+    "SELECT count(*) FILTER (WHERE type = 'succeeded'), "
+    "extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded') "
+    "- min(at) FILTER (WHERE type = 'started')) FROM procrastinate_events"
+)
+
+
+def _rate(url: str, span_query: str = EVENTS_SPAN) -> float:
+    """Jobs per second from ``span_query``'s (jobs done, seconds) row."""
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FILTER (WHERE type = 'succeeded'), "
-            "extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded') "
-            "- min(at) FILTER (WHERE type = 'started')) FROM procrastinate_events"
-        ).fetchone()
+        row = conn.execute(span_query).fetchone()
     assert row is not None
     done, seconds = int(row[0]), float(row[1] or 0)
     return done / seconds if seconds > 0 else 0.0
@@ -201,7 +206,7 @@ def run() -> dict[str, Any]:
             config = Path(tmp) / "config"
             config.mkdir()
             (config / "queues.yaml").write_text(QUEUES_YAML)
-            (config / "schedule.yaml").write_text("entries: {}\n")
+            (config / "schedule.yaml").write_text("allow_empty: true\nentries: {}\n")
             marks = Path(tmp) / "marks.txt"
             env = _env(url, config, marks)
             results: dict[str, Any] = {"jobs_per_run": THROUGHPUT_JOBS}

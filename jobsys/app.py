@@ -94,14 +94,18 @@ async def run_worker(
 ) -> RuntimeResult:
     from jobsys.config.application import load_config
     from jobsys.db.connect import resolve
+    from jobsys.errors import ConfigError
     from jobsys.failures.redaction import Redactor
     from jobsys.lanes import logs
     from jobsys.lanes.runtime import Runtime, scaled
-    from jobsys.lanes.service import select_lanes
+    from jobsys.lanes.service import select_lanes, under_systemd
 
     if not 0 < concurrency_scale <= 100:
         raise UsageError("--concurrency-scale must be above 0 and at most 100")
-    config = load_config(settings)
+    try:
+        config = load_config(settings)
+    except ConfigError as exc:
+        raise under_systemd(exc, lanes) from exc
     selected = scaled(select_lanes(config, lanes), concurrency_scale)
     redaction = config.queues.redaction
     logs.configure(

@@ -87,3 +87,19 @@ def parse_time(text: str, option: str, now: datetime) -> datetime:
             f"{option} {text!r} is neither a duration nor an ISO-8601 time.",
             hint=f"Use e.g. {DURATION_EXAMPLES} (that long ago), or {TIME_EXAMPLE}.",
         ) from None
+
+
+def short(seconds: float | None) -> str:
+    """A duration for a narrow column: ``4.2s``, ``42s``, ``4m05s``, ``2h03m``, ``1.5d``."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, float(seconds))
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    return f"{seconds / 86400:.1f}d"

@@ -14,6 +14,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from jobsys.timespec import short
+
 MIN_FULL_WIDTH = 60
 MIN_FULL_HEIGHT = 16
 LANE_NAME_WIDTH = (18, 24)  # the lane column fits the longest name within these
@@ -23,18 +25,7 @@ KIND_LABELS = {"authentication": "auth"}
 
 
 def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, float(seconds))
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-    return f"{seconds / 86400:.1f}d"
+    return short(seconds)
 
 
 def hhmm(value: datetime | None) -> str:

@@ -50,15 +50,52 @@ def seed(
 
 
 @app.command("run")
-def run_demo(ctx: typer.Context, accounts: AccountsOpt = 200) -> None:
+def run_demo(
+    ctx: typer.Context,
+    accounts: AccountsOpt = 200,
+    web: Annotated[
+        str | None,
+        typer.Option(
+            "--web",
+            metavar="HOST:PORT",
+            help="Also serve the web console there (`make run`: 127.0.0.1:8080).",
+        ),
+    ] = None,
+) -> None:
     """Simulate the AI service, seed, defer a burst on every lane, run all lanes (Ctrl-C)."""
     from jobsys.cli import _output
     from jobsys.demo import run as demo
 
+    serving = _start_web(ctx, web) if web else None
+
     def announce(burst: dict[str, Any]) -> None:
         _output.say(burst["ai_service"]["message"])
         _output.say(banner(burst, jobsys_command()))
+        if serving is not None:
+            _output.say(f"Web console: {serving.url}/admin/background_jobs")
 
-    result = run(demo.run(settings(ctx), accounts, announce=announce))
+    try:
+        result = run(demo.run(settings(ctx), accounts, announce=announce))
+    finally:
+        if serving is not None:
+            serving.stop()
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+def _start_web(ctx: typer.Context, where: str) -> Any:
+    """The console in a thread beside the demo; a port in use is a note, not a stop:
+    the demo is worth watching in the terminal too."""
+    from jobsys.cli import _output
+    from jobsys.errors import JobsysError, UsageError
+    from jobsys.web.server import prepare, run_in_thread
+
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--web {where!r}: give HOST:PORT, e.g. 127.0.0.1:8080.")
+    try:
+        web_app, sock, _url = prepare(settings(ctx), host, int(port))
+    except JobsysError as exc:
+        _output.say(f"note: web console not started: {exc}")
+        return None
+    return run_in_thread(web_app, sock)

@@ -46,6 +46,10 @@ def list_(
         bool | None,
         typer.Option("--retryable/--not-retryable", help="Only retryable / not retryable ones."),
     ] = None,
+    error: Annotated[
+        str | None,
+        typer.Option(help="Text in the message or error class (case-insensitive, literal)."),
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows (or groups).")] = 50,
     before: Annotated[
         int | None, typer.Option(help="Page on: only failures older than this failure id.")
@@ -71,6 +75,7 @@ def list_(
         until=until,
         retryable=retryable,
         before=before,
+        error=error,
     )
     filters.check_limit(limit)
     filters.check_group_by(group_by)

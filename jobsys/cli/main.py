@@ -30,7 +30,9 @@ from jobsys.cli import queues as queues_cmd
 from jobsys.cli import retry as retry_cmd
 from jobsys.cli import schedule as schedule_cmd
 from jobsys.cli import systemd as systemd_cmd
+from jobsys.cli import web as web_cmd
 from jobsys.cli import worker as worker_cmd
+from jobsys.cli import workers as workers_cmd
 from jobsys.settings import from_env, split_modules
 
 app = typer.Typer(
@@ -57,9 +59,12 @@ app.add_typer(failures_cmd.app, name="failures")
 app.add_typer(issues_cmd.app, name="issues")
 issues_cmd.app.command("retry")(retry_cmd.issues_retry)
 app.command("worker")(worker_cmd.worker)
+app.add_typer(workers_cmd.app, name="workers")
 app.command("defer")(defer_cmd.defer)
 app.command("queues")(queues_cmd.queues)
 app.add_typer(demo_cmd.app, name="demo")
+app.command("web")(web_cmd.web)
+app.command("web-user")(web_cmd.web_user)
 
 
 @app.callback()

@@ -54,6 +54,10 @@ def retry(
     until: Annotated[
         str | None, typer.Option("--until", help="Failed before: 30m, or an ISO time.")
     ] = None,
+    error: Annotated[
+        str | None,
+        typer.Option("--error", help="Text in the message or error class (case-insensitive)."),
+    ] = None,
     limit: LimitOpt = None,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
@@ -79,6 +83,7 @@ def retry(
         issue=issue,
         since=since,
         until=until,
+        error=error,
     )
     request = RetryRequest(
         ids=tuple(failure_ids or ()),

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from jobsys.config import yamlfile
-from jobsys.config.models import NAME_RE, NAME_RULE, QueuesFile, ScheduleEntry, ScheduleFile
+from jobsys.config.models import (
+    MAINTENANCE_TASKS,
+    NAME_RE,
+    NAME_RULE,
+    SERVICE_HEALTH_TASK,
+    QueuesFile,
+    ScheduleEntry,
+    ScheduleFile,
+)
 from jobsys.errors import ConfigError, did_you_mean
 
 QUEUES_FILE = "queues.yaml"
@@ -138,6 +146,10 @@ def _validate_schedule(
     """The schedule, entry by entry, so one bad entry does not hide the others'
     problems: (the schedule of the valid entries, whether every part was valid)."""
     entries = doc.data.get("entries")
+    if entries is None:  # `entries:` with nothing under it: said by _check_completeness
+        data = {k: v for k, v in doc.data.items() if k != "entries"}
+        schedule = _validate(doc, ScheduleFile, problems, data=data)
+        return schedule, schedule is not None
     if not isinstance(entries, dict):
         schedule = _validate(doc, ScheduleFile, problems)
         return schedule, schedule is not None
@@ -290,6 +302,42 @@ def _check_schedule(
     return problems
 
 
+def _check_completeness(
+    doc: yamlfile.LocatedDocument, queues_data: Mapping[str, Any] | None
+) -> list[str]:
+    """An entry-less schedule must say so; the maintenance tasks must each have an entry.
+
+    Read from the raw document, so an entry that fails validation still counts as
+    listed (its own problem is reported beside) and nothing is said twice.
+    """
+    where = display_path(doc.path)
+    data = doc.data
+    entries = data.get("entries")
+    allow_empty = data.get("allow_empty") is True
+    if entries is None or entries == {}:
+        if allow_empty:
+            return []  # explicitly empty: runs nothing, maintenance included
+        return [
+            f"{where}:{doc.line_of(('entries',))}: entries: the schedule has no entries "
+            "(an empty or truncated file?); restore the file, or if no recurring job "
+            "should run write `entries: {}` with `allow_empty: true`"
+        ]
+    if not isinstance(entries, dict) or data.get("maintenance") == "optional":
+        return []  # a wrong type is said by validation
+    listed = {e.get("task") for e in entries.values() if isinstance(e, dict)}
+    required = dict(MAINTENANCE_TASKS)
+    health = queues_data.get("health") if queues_data else None
+    if isinstance(health, dict) and health.get("services"):
+        required[SERVICE_HEALTH_TASK] = "checks the services in health.services"
+    return [
+        f"{where}:{doc.line_of(('entries',))}: entries: no entry runs the maintenance task "
+        f'{task!r} ({what}); add one (e.g. cron: "* * * * *", task: {task}), or set '
+        "`maintenance: optional` if this schedule deliberately runs without it"
+        for task, what in required.items()
+        if task not in listed
+    ]
+
+
 def load(
     directory: Path,
     *,
@@ -326,6 +374,8 @@ def load(
         problems.extend(_check_queue_refs(queues_doc, queues, known))
     if schedule is not None and schedule_doc is not None:
         problems.extend(_check_schedule(schedule_doc, schedule, known or None))
+    if schedule_doc is not None:
+        problems.extend(_check_completeness(schedule_doc, queues_doc.data if queues_doc else None))
 
     config = None
     if queues is not None and schedule is not None:

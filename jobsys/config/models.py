@@ -18,7 +18,7 @@ DEFAULT_LANE_CONCURRENCY = 1
 DEFAULT_TASK_TIMEOUT_SECONDS = 600.0
 DEFAULT_POLL_INTERVAL_SECONDS = 5.0
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
-DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 5.0
+DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 2.0
 DEFAULT_DEAD_AFTER_SECONDS = 30.0
 DEFAULT_REAP_INTERVAL_SECONDS = 5.0
 DEFAULT_MAX_CRASH_REQUEUES = 3
@@ -96,10 +96,11 @@ class WorkerSettings(Strict):
 
     @model_validator(mode="after")
     def _heartbeat_below_dead(self) -> WorkerSettings:
-        if self.dead_after_seconds < 2 * self.heartbeat_interval_seconds:
+        if self.dead_after_seconds < 3 * self.heartbeat_interval_seconds:
             raise ValueError(
-                "dead_after_seconds must be at least twice heartbeat_interval_seconds, "
-                "or live workers would be taken for dead"
+                "dead_after_seconds must be at least 3 x heartbeat_interval_seconds: a "
+                "worker's lease (dead_after minus one interval and a clock allowance) "
+                "must outlast more than one beat, or live workers would fence themselves"
             )
         return self
 
@@ -260,6 +261,18 @@ class Fanout(Strict):
         return value
 
 
+#: jobsys's own recurring work: task -> what it does. A schedule without an entry for
+#: each is refused (``maintenance: optional`` opts out; an explicitly empty schedule
+#: runs nothing). ``jobsys.check_service_health`` is required once health.services exist.
+MAINTENANCE_TASKS = {
+    "jobsys.reap": "recovers jobs of dead workers",
+    "jobsys.purge_retention": "deletes finished jobs past `retention`",
+    "jobsys.retry_failed_jobs": "retries failed jobs automatically",
+    "jobsys.check_queue_health": "opens issues for unhealthy queues",
+}
+SERVICE_HEALTH_TASK = "jobsys.check_service_health"
+
+
 class ScheduleEntry(Strict):
     cron: str
     task: str | None = None
@@ -286,6 +299,12 @@ class ScheduleDefaults(Strict):
 class ScheduleFile(Strict):
     defaults: ScheduleDefaults = ScheduleDefaults()
     entries: dict[str, ScheduleEntry] = {}
+    #: A schedule with no entries is refused unless it says so: an empty or truncated
+    #: file must not silently drop every recurring job.
+    allow_empty: bool = False
+    #: ``required``: every maintenance task (:data:`MAINTENANCE_TASKS`) must have an
+    #: entry; ``optional``: this schedule runs them elsewhere (or not at all).
+    maintenance: Literal["required", "optional"] = "required"
 
     @field_validator("entries")
     @classmethod

@@ -22,6 +22,27 @@ if TYPE_CHECKING:
     from jobsys.settings import Settings
 
 CONNECT_TIMEOUT_SECONDS = 10
+#: TCP keepalive probes on a worker's connections: an idle connection to a peer that
+#: vanished (host down, half-open after a partition) fails within 5 + 2 x 3 = 11 s ...
+KEEPALIVES_IDLE_SECONDS = 5
+KEEPALIVES_INTERVAL_SECONDS = 2
+KEEPALIVES_COUNT = 3
+#: ... and data the peer does not acknowledge for this long breaks it (Linux
+#: ``TCP_USER_TIMEOUT``), so a write into a dead network cannot hang for minutes.
+TCP_USER_TIMEOUT_SECONDS = 10
+
+
+def bounded_connection_kwargs(connect_timeout_seconds: int) -> dict[str, Any]:
+    """libpq parameters that bound how long a worker connection can hang on the
+    network (README, "Leases and outages"). Unix-socket connections ignore the TCP ones."""
+    return {
+        "connect_timeout": connect_timeout_seconds,
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVES_IDLE_SECONDS,
+        "keepalives_interval": KEEPALIVES_INTERVAL_SECONDS,
+        "keepalives_count": KEEPALIVES_COUNT,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_SECONDS * 1000,
+    }
 
 
 @dataclass(frozen=True)

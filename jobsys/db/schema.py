@@ -3,7 +3,7 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0008_fanout_item_jobs"
+HEAD_REVISION = "0009_workers_failure_search"
 KNOWN_REVISIONS = (
     "0001_procrastinate",
     "0002_jobsys_core",
@@ -13,4 +13,5 @@ KNOWN_REVISIONS = (
     "0006_failures_filters",
     "0007_runtime_worker_ids",
     "0008_fanout_item_jobs",
+    "0009_workers_failure_search",
 )

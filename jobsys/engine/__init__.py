@@ -17,8 +17,9 @@ Only this package imports ``procrastinate`` or names a ``procrastinate_*`` objec
   exceptions), re-exported;
 - :mod:`.schema`: the pinned Procrastinate schema version.
 
-What jobsys relies on in Procrastinate (public and private names, SQL function
-signatures, channel names) is pinned by ``tests/integration/test_engine_contract.py``.
+What jobsys relies on in Procrastinate is pinned by two contract tests: public and
+private names in ``tests/unit/test_engine_api_contract.py``; SQL function signatures,
+columns and channel payloads in ``tests/integration/test_engine_schema_contract.py``.
 
 This module stays import-light (no Procrastinate import): the CLI imports it at start.
 """

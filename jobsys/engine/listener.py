@@ -62,6 +62,8 @@ class Listener:
         """Listen until ``stop``; connection errors are retried forever with backoff."""
         import psycopg
 
+        from jobsys.db.connect import bounded_connection_kwargs
+
         delay = RECONNECT_MIN_SECONDS
         ever_connected = False
         while not stop.is_set():
@@ -69,8 +71,8 @@ class Listener:
                 conn = await psycopg.AsyncConnection.connect(
                     self.url,
                     autocommit=True,
-                    connect_timeout=CONNECT_TIMEOUT_SECONDS,
                     application_name=APPLICATION_NAME,
+                    **bounded_connection_kwargs(CONNECT_TIMEOUT_SECONDS),
                 )
             except psycopg.OperationalError as exc:
                 logger.warning(

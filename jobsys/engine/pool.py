@@ -1,7 +1,13 @@
 """The one connection pool of a worker process: its size, and how it connects.
 
 Budget per process: ``sum(lane concurrency) + SERVICE_CONNECTIONS`` pooled, plus one
-dedicated LISTEN connection (see README, "Connection budget").
+dedicated LISTEN connection and one dedicated heartbeat connection (see README,
+"Connection budget").
+
+Every pooled connection is bounded (README, "Leases and outages"): connect timeout,
+TCP keepalives and ``tcp_user_timeout`` (``jobsys.db.connect.bounded_connection_kwargs``)
+and a ``statement_timeout`` of ``STATEMENT_TIMEOUT_SECONDS``, so no fetch or outcome
+write can hang for good on a dead network or a lock.
 
 Pool connections are **autocommit** and are **not checked** on every checkout: each
 of Procrastinate's operations is one statement (a function call), so an implicit
@@ -17,12 +23,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from jobsys.config import LaneSpec
+from jobsys.db.connect import bounded_connection_kwargs
 
-#: Heartbeat, services (scheduler, reaper, ...) and the CLI-side work of a process.
-SERVICE_CONNECTIONS = 3
+#: Services (scheduler, reaper, ...) and the CLI-side work of a process (the
+#: heartbeat has its own connection).
+SERVICE_CONNECTIONS = 2
 #: Waiting longer than this for a pool connection is an outage, not contention.
 POOL_TIMEOUT_SECONDS = 10.0
 APPLICATION_NAME = "jobsys"
+#: No pooled statement runs longer (Procrastinate's fetch and finish take
+#: milliseconds; jobsys's batch tasks commit in batches well under this).
+STATEMENT_TIMEOUT_SECONDS = 300
+#: libpq connect timeout of a pooled connection.
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def pool_size(lanes: Iterable[LaneSpec]) -> int:
@@ -47,9 +60,13 @@ def connector(url: str, *, min_size: int, max_size: int) -> Any:
         # Not kwargs={"autocommit": True}: Procrastinate's own LISTEN connection passes
         # autocommit=True itself, and a duplicate keyword breaks it.
         configure=_autocommit,
-        kwargs={"application_name": APPLICATION_NAME},
+        kwargs={
+            "application_name": APPLICATION_NAME,
+            **bounded_connection_kwargs(CONNECT_TIMEOUT_SECONDS),
+        },
     )
 
 
 async def _autocommit(conn: Any) -> None:
     await conn.set_autocommit(True)
+    await conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_SECONDS * 1000}")

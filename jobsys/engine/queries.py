@@ -8,7 +8,8 @@ its channels are named here and in the rest of ``jobsys.engine`` only; every oth
 module runs these statements by name, through :mod:`jobsys.engine.manager` or its own
 store module. The reaper's statements are in :mod:`jobsys.engine.dead_workers`, beside
 the operations that run them. The schema these rely on is pinned in :mod:`jobsys.engine.schema`, and
-``tests/integration/test_engine_contract.py`` checks every function signature used here.
+``tests/integration/test_engine_schema_contract.py`` checks every function signature
+used here.
 
 Statements join jobsys's own tables where a read needs both (failures, issues,
 pipeline steps): the join is in the database, the statement is here.
@@ -78,11 +79,22 @@ SELECT {JOB_COLUMNS}
 # --- Worker heartbeats, drain, queue overview (lanes) ---------------------------------
 
 # One round trip keeps the process row and every lane's procrastinate_workers row
-# alive together, so the reaper never sees a live process with a stale lane.
+# alive together, so the reaper never sees a live process with a stale lane. A running
+# process whose lane rows are gone (a reaper took it for dead) is fenced: the heartbeat
+# reports it and the process exits; the row says ``fenced`` from this same statement,
+# since the process writes nothing more (``jobsys workers``).
 HEARTBEAT = """
 WITH process AS (
     UPDATE jobsys_worker_processes
-       SET last_heartbeat = now(), status = %(status)s
+       SET last_heartbeat = now(),
+           status = CASE
+               WHEN %(status)s = 'running'
+                AND (SELECT count(*) FROM procrastinate_workers
+                      WHERE id = ANY(%(worker_ids)s::bigint[]))
+                    < cardinality(%(worker_ids)s::bigint[])
+               THEN 'fenced'
+               ELSE %(status)s
+           END
      WHERE id = %(id)s
  RETURNING id
 ), workers AS (
@@ -149,6 +161,25 @@ SELECT c.queue,
   FROM configured c
   LEFT JOIN live l ON l.queue_name = c.queue
  ORDER BY c.ord
+"""
+
+
+# --- jobsys workers (lanes) ----------------------------------------------------------
+
+#: The jobs running on these processes' lanes, with how long since their latest start.
+RUNNING_ON_PROCESSES = """
+SELECT p.id AS process_id, j.id, j.task_name AS task, j.queue_name AS queue,
+       j.abort_requested,
+       extract(epoch FROM now() - s.started_at)::float8 AS running_seconds
+  FROM jobsys_worker_processes p
+  JOIN procrastinate_jobs j
+    ON j.worker_id = ANY(p.procrastinate_worker_ids) AND j.status = 'doing'
+  LEFT JOIN LATERAL (
+       SELECT max(e.at) AS started_at FROM procrastinate_events e
+        WHERE e.job_id = j.id AND e.type = 'started'
+  ) s ON true
+ WHERE p.id = ANY(%(ids)s::text[])
+ ORDER BY p.id, j.id
 """
 
 

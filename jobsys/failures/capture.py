@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import traceback as tb_module
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,7 +124,8 @@ def build_row(
     retrying: bool,
     redactor: Redactor | None = None,
 ) -> FailureRow:
-    """The failure row for ``exc`` raised by ``job``: redacted, scrubbed, fingerprinted."""
+    """The failure row for ``exc`` raised by ``job`` in THIS process (its host and pid
+    are recorded): redacted, scrubbed, fingerprinted."""
     spec = task_registry.get(job.task_name)
     verdict = classify.classify(exc, spec, config.queues.classification)
     raw_args = dict(job.task_kwargs or {})
@@ -150,6 +153,8 @@ def build_row(
         retryable=verdict.retryable,
         will_retry=retrying,
         worker=worker_name,
+        host=socket.gethostname(),
+        pid=os.getpid(),
         service=verdict.service,
         fingerprint=fp.job_failure(job.task_name, error_class, message, frame, verdict.kind),
         occurred_at=datetime.now(UTC),
@@ -185,7 +190,7 @@ class FailureCapture:
                 job=context.job,
                 config=self.config,
                 lane=extra.get("lane"),
-                worker_name=extra.get("worker") or worker.worker_name,
+                worker_name=extra.get("worker_process") or worker.worker_name,
                 retrying=will_retry(exc, context, worker),
                 redactor=self.redactor,
             )

@@ -34,6 +34,9 @@ class FailureFilter:
     until: datetime | None = None
     retryable: bool | None = None
     before: int | None = None
+    #: Case-insensitive substring of the message or the error class (taken literally:
+    #: ``%`` and ``_`` are not wildcards).
+    error: str | None = None
 
     def params(self) -> dict[str, Any]:
         """The filters that are set, as bound parameters (and for messages and JSON)."""
@@ -58,6 +61,7 @@ def failure_filters(
     until: str | None = None,
     retryable: bool | None = None,
     before: int | None = None,
+    error: str | None = None,
     now: datetime | None = None,
 ) -> FailureFilter:
     """Validate raw option values into a :class:`FailureFilter` (UsageError, exit 2)."""
@@ -79,6 +83,7 @@ def failure_filters(
         ("--lane", lane),
         ("--account", account),
         ("--profile", profile),
+        ("--error", error),
     ):
         if text is None:
             continue
@@ -98,6 +103,7 @@ def failure_filters(
         until=end,
         retryable=retryable,
         before=before,
+        error=error,
     )
 
 

@@ -35,6 +35,9 @@ class Failure(Base):
     retryable: Mapped[bool]
     will_retry: Mapped[bool] = mapped_column(server_default=text("false"))
     worker: Mapped[str | None] = mapped_column(Text)
+    #: The host and pid of the process that ran the attempt (``jobsys workers show``).
+    host: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None]
     service: Mapped[str | None] = mapped_column(Text)
     fingerprint: Mapped[str | None] = mapped_column(Text)
     issue_id: Mapped[int | None] = mapped_column(
@@ -63,4 +66,17 @@ class Failure(Base):
         # `failures list --profile/--lane` stay index scans at millions of rows (0003).
         Index("ix_jobsys_failures_profile_occurred", "profile_id", text("occurred_at DESC")),
         Index("ix_jobsys_failures_lane_occurred", "lane", text("occurred_at DESC")),
+        # `failures list --error TEXT`: ILIKE '%text%' on either column, by trigrams (0009).
+        Index(
+            "ix_jobsys_failures_message_trgm",
+            "message",
+            postgresql_using="gin",
+            postgresql_ops={"message": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_jobsys_failures_error_class_trgm",
+            "error_class",
+            postgresql_using="gin",
+            postgresql_ops={"error_class": "gin_trgm_ops"},
+        ),
     )

@@ -19,13 +19,13 @@ from jobsys.engine.queries import EVENTS_SETTLED, EVENTS_START, UNRECORDED_ATTEM
 INSERT_FAILURE_TEMPLATE = """
 INSERT INTO jobsys_failures (
     job_id, task, queue, lane, attempt, args, error_class, message, traceback,
-    account_id, profile_id, kind, reason, retryable, will_retry, worker, service,
+    account_id, profile_id, kind, reason, retryable, will_retry, worker, host, pid, service,
     fingerprint, issue_id, pipeline_step_id, occurred_at
 ) VALUES (
     %(job_id)s, %(task)s, %(queue)s, %(lane)s, %(attempt)s, %(args)s::jsonb, %(error_class)s,
     %(message)s, %(traceback)s, %(account_id)s, %(profile_id)s, %(kind)s, %(reason)s,
-    %(retryable)s, %(will_retry)s, %(worker)s, %(service)s, %(fingerprint)s, {issue_id},
-    %(pipeline_step_id)s, COALESCE(%(occurred_at)s, now())
+    %(retryable)s, %(will_retry)s, %(worker)s, %(host)s, %(pid)s, %(service)s, %(fingerprint)s,
+    {issue_id}, %(pipeline_step_id)s, COALESCE(%(occurred_at)s, now())
 )
 ON CONFLICT (job_id, attempt) DO NOTHING
 RETURNING id
@@ -53,6 +53,9 @@ class FailureRow:
     profile_id: str | None = None
     will_retry: bool = False
     worker: str | None = None
+    #: The host and pid of the process that ran the attempt.
+    host: str | None = None
+    pid: int | None = None
     service: str | None = None
     fingerprint: str | None = None
     issue_id: int | None = None
@@ -83,10 +86,18 @@ async def insert_failure(conn: Any, row: FailureRow) -> int | None:
 #: What ``failures list`` / ``show`` return (``args`` and ``traceback`` only in ``show``).
 LIST_COLUMNS = """
     id, job_id, task, queue, lane, kind, reason, retryable, will_retry, error_class,
-    message, account_id, profile_id, attempt, worker, service, fingerprint, issue_id,
+    message, account_id, profile_id, attempt, worker, host, pid, service, fingerprint, issue_id,
     pipeline_step_id, retry_state, occurred_at
 """
 SHOW_COLUMNS = LIST_COLUMNS + ", args, traceback"
+
+#: ``%(param)s`` as an ILIKE pattern matching any text that contains it literally
+#: (``\``, ``%`` and ``_`` escaped). Built in SQL from the bound value: the planner
+#: folds it to a constant, so the pg_trgm GIN indexes (0009) serve it.
+LIKE_CONTAINS = (
+    "('%%' || replace(replace(replace(%({param})s, '\\', '\\\\'), '%%', '\\%%'), "
+    "'_', '\\_') || '%%')"
+)
 
 #: One fragment per filter (``jobsys.failures.filters``) over ``jobsys_failures f``, each
 #: on bound parameters only; shared with ``jobsys retry --all``. Keyset pagination walks
@@ -103,6 +114,9 @@ FILTER_CLAUSES = {
     "until": "f.occurred_at < %(until)s",
     "retryable": "f.retryable = %(retryable)s",
     "before": "(f.occurred_at, f.id) < (%(before_at)s, %(before)s)",
+    "error": "(f.message ILIKE {pattern} OR f.error_class ILIKE {pattern})".format(
+        pattern=LIKE_CONTAINS.format(param="error")
+    ),
 }
 GROUP_COLUMNS = {"fingerprint": "fingerprint", "task": "task", "kind": "kind"}
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys import tasks as task_registry
 from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean
 from jobsys.jobs import validate
+from jobsys.jobs.enqueue import NewJob
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -72,17 +73,8 @@ def _environment() -> _Environment:
     return _active
 
 
-@dataclass(frozen=True)
-class Planned:
-    """A validated job, ready to insert."""
-
-    task: str
-    queue: str
-    args: dict[str, Any]
-    priority: int
-    lock: str | None
-    queueing_lock: str | None
-    scheduled_at: datetime | None
+#: A validated job, ready to insert.
+Planned = NewJob
 
 
 def resolve_task(task: TaskRef) -> task_registry.TaskSpec:
@@ -168,24 +160,10 @@ def plan(
 async def insert(connection: Any, planned: list[Planned]) -> list[int]:
     """Insert ``planned`` jobs on ``connection`` in one statement, inside a savepoint."""
     from jobsys.engine.api import AlreadyEnqueued
-    from jobsys.jobs.enqueue import NewJob, NewJobs, enqueue
+    from jobsys.jobs.enqueue import NewJobs, enqueue
 
     if not planned:
         return []
-    to_defer = NewJobs(
-        [
-            NewJob(
-                task=p.task,
-                queue=p.queue,
-                args=p.args,
-                priority=p.priority,
-                lock=p.lock,
-                queueing_lock=p.queueing_lock,
-                scheduled_at=p.scheduled_at,
-            )
-            for p in planned
-        ]
-    )
     from psycopg.pq import TransactionStatus
 
     if not connection.autocommit and connection.info.transaction_status == TransactionStatus.IDLE:
@@ -195,7 +173,7 @@ async def insert(connection: Any, planned: list[Planned]) -> list[int]:
         await connection.execute("SELECT 1")
     try:
         async with connection.transaction():
-            done = await enqueue(connection, to_defer)
+            done = await enqueue(connection, NewJobs(planned))
     except AlreadyEnqueued:
         raise AlreadyQueuedError(
             f"a job with queueing lock {planned[0].queueing_lock!r} is already waiting "

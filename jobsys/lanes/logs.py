@@ -77,6 +77,11 @@ ROUTINE_ACTIONS = frozenset({"start_job", "job_success", "loaded_job_info", "fin
 JOB_ERROR_ACTIONS = frozenset({"job_error", "job_error_retry"})
 
 
+#: A background service's failure: its message names the error; the traceback is
+#: for --debug.
+SERVICE_ERROR_ACTIONS = frozenset({"service_failed", "service_lost"})
+
+
 class QuietRoutineJobs(logging.Filter):
     def __init__(self, debug: bool) -> None:
         super().__init__()
@@ -93,6 +98,9 @@ class QuietRoutineJobs(logging.Filter):
                 + " (traceback: `jobsys failures list`)"
             )
             record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        if action in SERVICE_ERROR_ACTIONS:
             record.exc_info = None
             record.exc_text = None
         return action not in ROUTINE_ACTIONS

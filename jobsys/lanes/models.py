@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
-from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jobsys.db.base import Base
 
-PROCESS_STATUSES = ("running", "draining", "stopped", "dead")
+PROCESS_STATUSES = ("running", "draining", "stopped", "dead", "fenced")
 
 
 class WorkerProcess(Base):
@@ -27,6 +27,9 @@ class WorkerProcess(Base):
     procrastinate_worker_ids: Mapped[list[int]] = mapped_column(
         ARRAY(BigInteger), server_default=text("'{}'")
     )
+    #: Lane name to its number of slots in this process (``--concurrency-scale``
+    #: and each host's configuration can make them differ from queues.yaml's).
+    concurrency: Mapped[dict[str, int]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     status: Mapped[str] = mapped_column(Text, server_default="running")
     started_at: Mapped[datetime] = mapped_column(
         TIMESTAMP(timezone=True), server_default=text("now()")

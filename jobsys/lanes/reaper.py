@@ -176,7 +176,10 @@ def _worker_lost_row(
         account_id=_context_value(args, spec.account_arg if spec else None),
         profile_id=_context_value(args, spec.profile_arg if spec else None),
         will_retry=will_retry,
-        worker=str(job["worker_id"]) if job["worker_id"] is not None else None,
+        worker=job.get("process_id")
+        or (str(job["worker_id"]) if job["worker_id"] is not None else None),
+        host=job.get("process_host"),
+        pid=job.get("process_pid"),
     )
 
 

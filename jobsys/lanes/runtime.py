@@ -14,7 +14,8 @@ Exit codes (README, "Running workers"):
 - 70 (``EXIT_JOBS_ABANDONED``): a sync job ran past its timeout, or could not be
   stopped at shutdown; the process exits without it and the reaper recovers it;
 - 75 (``EXIT_FENCED``): the process lost its lease on its jobs (its heartbeat rows
-  were removed, or it could not beat for ``dead_after - heartbeat_interval``): it
+  were removed, or its lease ran out: no successful beat sent within
+  ``dead_after - heartbeat_interval - drift allowance``, ``heartbeat.Lease``): it
   exits at once like a crash, and the reaper settles its jobs.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import signal
@@ -224,6 +226,8 @@ class Runtime:
 
     async def _run_open(self) -> RuntimeResult:
         worker_settings = self.config.queues.worker
+        # The lease starts when the registration (the first beat) is sent.
+        granted_at = time.monotonic()
         async with self.app.connector.pool.connection() as conn:
             await store.register_process(
                 conn,
@@ -232,18 +236,32 @@ class Runtime:
                     "hostname": self.identity.hostname,
                     "pid": self.identity.pid,
                     "lanes": [lane.name for lane in self.lanes],
+                    "concurrency": json.dumps({lane.name: lane.concurrency for lane in self.lanes}),
                     "started_at": self.identity.started_at,
                 },
             )
         self.heartbeat = ProcessHeartbeat(
-            self.app.connector.pool,
+            self.url,
             self.identity.id,
             worker_settings.heartbeat_interval_seconds,
-            fence_after_seconds=(
-                worker_settings.dead_after_seconds - worker_settings.heartbeat_interval_seconds
-            ),
+            dead_after_seconds=worker_settings.dead_after_seconds,
+            granted_at=granted_at,
             on_fenced=self._fence,
         )
+        # The lease guard runs before any lane can take a job.
+        heartbeat_stop = asyncio.Event()
+        heartbeat_task = asyncio.create_task(self.heartbeat.run(heartbeat_stop), name="heartbeat")
+        try:
+            return await self._run_lanes(heartbeat_stop, heartbeat_task)
+        finally:
+            heartbeat_stop.set()
+            await heartbeat_task
+
+    async def _run_lanes(
+        self, heartbeat_stop: asyncio.Event, heartbeat_task: asyncio.Task[None]
+    ) -> RuntimeResult:
+        assert self.heartbeat is not None
+        worker_settings = self.config.queues.worker
         self.workers = [
             LaneWorker(
                 self.app,
@@ -269,8 +287,7 @@ class Runtime:
         async with self.app.connector.pool.connection() as conn:
             await store.set_procrastinate_workers(conn, self.identity.id, self.heartbeat.worker_ids)
 
-        heartbeat_stop, background_stop = asyncio.Event(), asyncio.Event()
-        heartbeat_task = asyncio.create_task(self.heartbeat.run(heartbeat_stop), name="heartbeat")
+        background_stop = asyncio.Event()
         self.listener = Listener(
             self.url,
             self.queues,
@@ -381,10 +398,10 @@ class Runtime:
         self._fatal(f"lane {worker.lane.name} stopped unexpectedly: {error!r}")
 
     def _background_done(self, task: asyncio.Task[Any], name: str) -> None:
-        if task.cancelled() or self._stop_requested.is_set():
+        if task.cancelled():
             return
-        error = task.exception()
-        if error is not None:
+        error = task.exception()  # retrieved even while stopping: no "never retrieved"
+        if error is not None and not self._stop_requested.is_set():
             self._fatal(f"{name} failed and could not be restored: {error}")
 
     def _install_signals(self) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
-from jobsys.errors import UsageError, did_you_mean
+from jobsys.errors import ConfigError, UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from jobsys.config import Config, LaneSpec
@@ -23,6 +24,23 @@ def select_lanes(config: Config, names: list[str] | None) -> list[LaneSpec]:
             hint="Lanes: " + ", ".join(config.lanes) + ".",
         )
     return [lane for name, lane in config.lanes.items() if name in names]
+
+
+def under_systemd(
+    exc: ConfigError, lanes: list[str] | None, env: dict[str, str] | None = None
+) -> ConfigError:
+    """``exc``, telling a worker run by systemd how to get its unit back: the unit is
+    not restarted on exit 2 (``RestartPreventExitStatus=2``)."""
+    env = dict(os.environ) if env is None else env
+    if "INVOCATION_ID" not in env and "NOTIFY_SOCKET" not in env:
+        return exc
+    unit = f"jobsys-worker@{lanes[0]}" if lanes and len(lanes) == 1 else "<unit>"
+    hint = (
+        f"{exc.hint or ''} systemd does not restart this unit on a configuration error "
+        f"(exit 2): fix the files, run `jobsys config check`, then "
+        f"`systemctl reset-failed {unit} && systemctl start {unit}`."
+    ).strip()
+    return ConfigError(exc.problems, hint=hint)
 
 
 async def queue_overview(settings: Settings) -> list[dict[str, Any]]:

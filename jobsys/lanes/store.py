@@ -9,11 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobsys.engine.queries import DRAIN_STATE, HEARTBEAT, QUEUE_OVERVIEW, WAITING_BY_QUEUE
+from jobsys.engine.queries import (
+    DRAIN_STATE,
+    HEARTBEAT,
+    QUEUE_OVERVIEW,
+    RUNNING_ON_PROCESSES,
+    WAITING_BY_QUEUE,
+)
 
 REGISTER_PROCESS = """
-INSERT INTO jobsys_worker_processes (id, hostname, pid, lanes, status, started_at, last_heartbeat)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(lanes)s, 'running', %(started_at)s, now())
+INSERT INTO jobsys_worker_processes (
+    id, hostname, pid, lanes, concurrency, status, started_at, last_heartbeat
+)
+VALUES (
+    %(id)s, %(hostname)s, %(pid)s, %(lanes)s, %(concurrency)s::jsonb, 'running', %(started_at)s,
+    now()
+)
 """
 
 SET_PROCRASTINATE_WORKERS = """
@@ -76,3 +87,72 @@ async def queue_overview(conn: Any, queues: list[str]) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(QUEUE_OVERVIEW, {"queues": queues})
         return list(await cur.fetchall())
+
+
+# --- jobsys workers ------------------------------------------------------------------
+
+#: Worker processes for ``jobsys workers``: the live ones and those that ended (dead,
+#: fenced, stopped) since ``%(ended_since)s``; with ``%(every)s``, every row.
+PROCESS_COLUMNS = """
+       id, hostname AS host, pid, lanes, concurrency, status, started_at, last_heartbeat,
+       stopped_at, procrastinate_worker_ids,
+       extract(epoch FROM now() - last_heartbeat)::float8 AS heartbeat_age_seconds
+"""
+
+WORKER_PROCESSES = f"""
+SELECT {PROCESS_COLUMNS}
+  FROM jobsys_worker_processes
+ WHERE %(every)s
+    OR status IN ('running', 'draining')
+    OR last_heartbeat >= now() - make_interval(secs => %(ended_within)s)
+ ORDER BY hostname, started_at, id
+"""
+
+#: Processes whose id is ``%(ref)s`` or starts with it (``host:pid`` finds a process).
+WORKER_PROCESSES_BY_REF = f"""
+SELECT {PROCESS_COLUMNS}
+  FROM jobsys_worker_processes
+ WHERE id = %(ref)s OR starts_with(id, %(ref)s || ':')
+ ORDER BY started_at DESC, id
+ LIMIT 20
+"""
+
+#: Failed attempts a process ran, newest first (its host and pid on the failure row).
+FAILURES_OF_PROCESS = """
+SELECT id, job_id, task, kind, error_class, message, occurred_at
+  FROM jobsys_failures
+ WHERE host = %(host)s AND pid = %(pid)s AND occurred_at >= %(started_at)s
+ ORDER BY occurred_at DESC, id DESC
+ LIMIT %(limit)s
+"""
+
+
+async def worker_processes(conn: Any, *, every: bool, ended_within_seconds: float) -> list[Any]:
+    from jobsys.db.query import fetch_all
+
+    params = {"every": every, "ended_within": ended_within_seconds}
+    return await fetch_all(conn, WORKER_PROCESSES, params)
+
+
+async def worker_processes_by_ref(conn: Any, ref: str) -> list[dict[str, Any]]:
+    from jobsys.db.query import fetch_all
+
+    return await fetch_all(conn, WORKER_PROCESSES_BY_REF, {"ref": ref})
+
+
+async def running_on_processes(conn: Any, process_ids: list[str]) -> list[dict[str, Any]]:
+    from jobsys.db.query import fetch_all
+
+    return await fetch_all(conn, RUNNING_ON_PROCESSES, {"ids": process_ids})
+
+
+async def failures_of_process(conn: Any, process: dict[str, Any], limit: int) -> list[Any]:
+    from jobsys.db.query import fetch_all
+
+    params = {
+        "host": process["host"],
+        "pid": process["pid"],
+        "started_at": process["started_at"],
+        "limit": limit,
+    }
+    return await fetch_all(conn, FAILURES_OF_PROCESS, params)

@@ -15,6 +15,14 @@ Timings come from ``worker`` settings:
   restarted before other hosts' reapers take it for dead;
 - ``TimeoutStartSec`` = ``startup_wait_seconds`` + :data:`START_MARGIN_SECONDS`
   (``READY=1`` comes once connected and listening).
+
+Restarts: a worker that exits 2 (bad configuration or lane name) is never restarted
+(``RestartPreventExitStatus=2``): restarting cannot fix a file. Any other crash loop
+stops after :data:`START_LIMIT_BURST` starts within :data:`START_LIMIT_INTERVAL_SECONDS`;
+``RestartSec`` is chosen so that the limit is only reached after about
+:data:`START_LIMIT_BURST` x :data:`RESTART_SECONDS` of failing starts (a database away
+for a few minutes at start does not stop the unit). Recovery: fix the cause, then
+``systemctl reset-failed <unit>`` and ``systemctl start <unit>``.
 """
 
 from __future__ import annotations
@@ -29,7 +37,12 @@ from jobsys.errors import UsageError
 TEMPLATE_UNIT = "jobsys-worker@.service"
 TARGET_UNIT = "jobsys.target"
 DEFAULT_ENVIRONMENT_FILE = "/etc/jobsys/jobsys.env"
-RESTART_SECONDS = 5
+RESTART_SECONDS = 15
+#: A unit failing this many starts within the interval stops (state ``failed``).
+START_LIMIT_BURST = 20
+START_LIMIT_INTERVAL_SECONDS = 600
+#: The worker's exit code for a configuration or usage error (never restarted).
+CONFIG_ERROR_EXIT = 2
 STOP_MARGIN_SECONDS = 30
 START_MARGIN_SECONDS = 60
 MIN_WATCHDOG_SECONDS = 10
@@ -78,6 +91,8 @@ def timings(config: Config) -> dict[str, int]:
     worker = config.queues.worker
     return {
         "restart_sec": RESTART_SECONDS,
+        "start_limit_interval_sec": START_LIMIT_INTERVAL_SECONDS,
+        "start_limit_burst": START_LIMIT_BURST,
         "timeout_stop_sec": math.ceil(worker.shutdown_grace_seconds) + STOP_MARGIN_SECONDS,
         "timeout_start_sec": math.ceil(worker.startup_wait_seconds) + START_MARGIN_SECONDS,
         "watchdog_sec": max(MIN_WATCHDOG_SECONDS, math.floor(worker.dead_after_seconds * 2 / 3)),
@@ -114,6 +129,8 @@ def _service(
     service += [
         "Restart=always",
         f"RestartSec={t['restart_sec']}",
+        "# Exit 2 is a configuration or usage error: restarting cannot fix it.",
+        f"RestartPreventExitStatus={CONFIG_ERROR_EXIT}",
         f"TimeoutStartSec={t['timeout_start_sec']}",
         "# SIGTERM drains: running jobs get worker.shutdown_grace_seconds "
         f"({config.queues.worker.shutdown_grace_seconds:g} s) to finish.",
@@ -135,8 +152,13 @@ def _service(
         "After=network-online.target",
         "Wants=network-online.target",
         f"PartOf={TARGET_UNIT}",
-        "# Never give up restarting: the database may be away for a while.",
-        "StartLimitIntervalSec=0",
+        f"# A crash loop stops after {t['start_limit_burst']} starts in "
+        f"{t['start_limit_interval_sec']} s (about "
+        f"{t['start_limit_burst'] * t['restart_sec'] // 60} min of failing starts).",
+        "# Recover: fix the cause (`jobsys config check`, `journalctl -u <unit>`), then",
+        "#   systemctl reset-failed <unit> && systemctl start <unit>",
+        f"StartLimitIntervalSec={t['start_limit_interval_sec']}",
+        f"StartLimitBurst={t['start_limit_burst']}",
         "",
         "[Service]",
         *service,

@@ -159,6 +159,8 @@ def failure_params(job_id: int, *, attempt: int, kind: str, **overrides: Any) ->
         "retryable": kind != "authentication",
         "will_retry": False,
         "worker": None,
+        "host": None,
+        "pid": None,
         "service": None,
         "fingerprint": None,
         "issue_id": None,

@@ -75,7 +75,7 @@ def write_app(tmp: Path, *, poll: float = 30.0, grace: float = 10.0) -> Path:
     config = tmp / "config"
     config.mkdir(exist_ok=True)
     (config / "queues.yaml").write_text(QUEUES_YAML.format(poll=poll, grace=grace))
-    (config / "schedule.yaml").write_text("entries: {}\n")
+    (config / "schedule.yaml").write_text("allow_empty: true\nentries: {}\n")
     (tmp / "rt_tasks.py").write_text(TASKS_PY)
     return config
 

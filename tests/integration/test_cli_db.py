@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from conftest import CONFIG_DIR
+
 from jobsys.db.schema import HEAD_REVISION
 
 
@@ -60,6 +64,45 @@ def test_config_check_broken_exits_2(cli, tmp_path) -> None:  # type: ignore[no-
     result = cli("--config-dir", str(tmp_path), "config", "check", "--json")
     assert result.exit_code == 2
     assert result.json()["ok"] is False
+
+
+def test_config_check_refuses_an_empty_schedule_naming_the_file(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    shutil.copy(CONFIG_DIR / "queues.yaml", tmp_path / "queues.yaml")
+    (tmp_path / "schedule.yaml").write_text("")
+    result = cli("--config-dir", str(tmp_path), "config", "check")
+    assert result.exit_code == 2, result.stdout
+    assert "schedule.yaml:1: entries: the schedule has no entries" in result.stdout
+    assert "0 schedule entries" not in result.stdout + result.stderr
+    (tmp_path / "schedule.yaml").write_text("allow_empty: true\nentries: {}\n")
+    result = cli("--config-dir", str(tmp_path), "config", "check")
+    assert result.exit_code == 0, result.stdout + result.stderr
+
+
+def test_a_worker_refuses_to_start_on_an_empty_schedule(tmp_path, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(CONFIG_DIR / "queues.yaml", tmp_path / "queues.yaml")
+    (tmp_path / "schedule.yaml").write_text("# truncated by a bad deploy\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")}
+    # As systemd starts it (INVOCATION_ID): the unit renders RestartPreventExitStatus=2,
+    # so the message must say how to get the unit back.
+    env.update(JOBSYS_DATABASE_URL=db_url, JOBSYS_CONFIG_DIR=str(tmp_path), INVOCATION_ID="x")
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("jobsys")), "worker", "--lane", "base"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "schedule.yaml:1: entries: the schedule has no entries" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "systemctl reset-failed jobsys-worker@base && systemctl start" in proc.stderr
 
 
 def test_status_follows_the_database_url_of_the_config(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -221,6 +221,7 @@ entries:
   purge:
     cron: "0 * * * *"
     task: demo.purge_expired_post_media
+maintenance: optional  # a test schedule: no maintenance entries
 """
 
 
@@ -385,6 +386,7 @@ entries:
       batch_size: 500
       task: demo.process_account
       overlap: queue
+maintenance: optional  # a test schedule: no maintenance entries
 """
 
 

@@ -30,6 +30,7 @@ entries:
     task: demo.purge_expired_post_media
     args: {{reason: test}}
     priority: 3
+maintenance: optional  # a test schedule: no maintenance entries
 """
 
 
@@ -193,6 +194,7 @@ entries:
       table: named
       where: "no_such_column > 3"
       task: demo.process_account
+maintenance: optional  # a test schedule: no maintenance entries
 """
 
 

@@ -31,6 +31,7 @@ entries:
   every_second:
     cron: "* * * * * *"
     task: demo.purge_expired_post_media
+maintenance: optional  # a test schedule: no maintenance entries
 """
 
 

@@ -219,3 +219,72 @@ def test_one_bad_entry_does_not_hide_the_others(cfg_dir: Path) -> None:
         assert expected in joined, joined
     assert "entries.profile_refresh.fanout.task: unknown task 'demo.refresh_profil'" in joined
     assert len(problems) == 6, joined
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "# truncated\n", "defaults:\n  timezone: UTC\n", "entries: {}\n", "entries:\n"],
+)
+def test_an_entry_less_schedule_is_refused_naming_the_file(cfg_dir: Path, text: str) -> None:
+    (cfg_dir / "schedule.yaml").write_text(text)
+    problems = problems_of(cfg_dir)
+    assert len(problems) == 1, problems
+    assert "schedule.yaml:" in problems[0]
+    assert "the schedule has no entries" in problems[0]
+    assert "allow_empty: true" in problems[0]
+
+
+def test_an_explicitly_empty_schedule_loads(cfg_dir: Path) -> None:
+    (cfg_dir / "schedule.yaml").write_text("allow_empty: true\nentries: {}\n")
+    assert load(cfg_dir).schedule.entries == {}
+    (cfg_dir / "schedule.yaml").write_text("allow_empty: true\n")
+    assert load(cfg_dir).schedule.allow_empty is True
+
+
+def test_a_schedule_without_the_maintenance_entries_is_refused(cfg_dir: Path) -> None:
+    schedule = cfg_dir / "schedule.yaml"
+    text = schedule.read_text()
+    # Drop the reaper and retention entries (what a careless edit would do).
+    start = text.index("  reap_dead_workers:")
+    end = text.index("  retry_failed_jobs:")
+    schedule.write_text(text[:start] + text[end:])
+    problems = problems_of(cfg_dir)
+    assert len(problems) == 2, problems
+    assert all(p.startswith("config/schedule.yaml:") or "schedule.yaml:" in p for p in problems)
+    assert "'jobsys.reap'" in problems[0] and "recovers jobs of dead workers" in problems[0]
+    assert "'jobsys.purge_retention'" in problems[1]
+    assert "maintenance: optional" in problems[0]
+    schedule.write_text("maintenance: optional\n" + text[:start] + text[end:])
+    assert "reap_dead_workers" not in load(cfg_dir).schedule.entries
+
+
+def test_service_health_is_required_only_with_services(cfg_dir: Path) -> None:
+    schedule = cfg_dir / "schedule.yaml"
+    text = schedule.read_text()
+    without = text[: text.index("  check_ai_service_health:")]
+    schedule.write_text(without)
+    problems = problems_of(cfg_dir)
+    assert len(problems) == 1 and "'jobsys.check_service_health'" in problems[0], problems
+    queues = cfg_dir / "queues.yaml"
+    services = "  services:\n    ai:\n"
+    assert services in queues.read_text()
+    queues.write_text(queues.read_text().replace(services, "  services: {}\n  _was_ai:\n"))
+    queues.write_text(
+        queues.read_text()
+        .replace("  _was_ai:\n", "")
+        .replace(
+            "      url: http://127.0.0.1:8765/health\n      timeout_seconds: 2\n"
+            "      expected_status: 200\n",
+            "",
+        )
+    )
+    assert load(cfg_dir).queues.health.services == {}
+
+
+def test_a_disabled_maintenance_entry_counts_as_listed(cfg_dir: Path) -> None:
+    schedule = cfg_dir / "schedule.yaml"
+    text = schedule.read_text()
+    schedule.write_text(
+        text.replace("    task: jobsys.reap\n", "    task: jobsys.reap\n    enabled: false\n")
+    )
+    assert load(cfg_dir).schedule.entries["reap_dead_workers"].enabled is False

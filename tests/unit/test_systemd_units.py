@@ -103,6 +103,13 @@ def test_unit_settings_follow_the_worker_config(cli, tmp_path: Path) -> None:  #
     assert int(s["TimeoutStopSec"][0]) > 95
     assert int(s["WatchdogSec"][0]) < 60  # killed before other hosts take it for dead
     assert int(s["RestartSec"][0]) > 0
+    # A configuration error (exit 2) is never restarted; any other crash loop stops
+    # after the start limit, which a burst of RestartSec-spaced starts can reach.
+    assert s["RestartPreventExitStatus"] == ["2"]
+    burst, interval = int(s["StartLimitBurst"][0]), int(s["StartLimitIntervalSec"][0])
+    assert burst > 1 and interval > 0
+    assert burst * int(s["RestartSec"][0]) < interval
+    assert "systemctl reset-failed" in data["units"][0]["content"]
     assert s["EnvironmentFile"] == ["-/etc/jobsys/jobsys.env"]
     assert s["WorkingDirectory"] == ["/srv/jobsys"]
     assert f"JOBSYS_CONFIG_DIR={config.resolve()}" in s["Environment"]

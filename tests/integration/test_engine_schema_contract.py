@@ -2,7 +2,7 @@
 SQL functions it calls (with their signatures), the composite type its fan-out builds,
 the columns and enum values its queries read, the NOTIFY payloads its listener parses
 and the fetch rule its claim copies. A schema change in a Procrastinate upgrade fails
-here, naming what changed. (The Python side: ``tests/unit/test_engine_contract.py``.)
+here, naming what changed. (The Python side: ``tests/unit/test_engine_api_contract.py``.)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 of it fails here, loudly, naming what is missing, instead of breaking a worker at run
 time. Everything listed is used by ``jobsys.engine`` (the only package that imports
 Procrastinate); the database side (SQL functions, tables, channels) is pinned in
-``tests/integration/test_engine_contract.py``.
+``tests/integration/test_engine_schema_contract.py``.
 
 Private names are pinned too: ``LaneWorker`` overrides ``Worker`` methods and reads its
 attributes, ``engine.pool`` overrides the connector's ``_create_pool``.

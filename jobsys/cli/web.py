@@ -1,0 +1,60 @@
+"""``jobsys web``: the operator console in a browser (dashboard, failures, jobs, issues)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jobsys.cli._context import settings
+
+
+def web(
+    ctx: typer.Context,
+    host: Annotated[
+        str,
+        typer.Option("--host", help="Address to listen on (other than loopback: needs a login)."),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")
+    ] = 8080,
+    users_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--users-file",
+            envvar="JOBSYS_WEB_USERS_FILE",
+            help="Users, one `name role hash` a line (see `jobsys web-user`).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the web console until Ctrl-C (default http://127.0.0.1:8080/admin/background_jobs).
+
+    Logins: JOBSYS_WEB_TOKEN (admin) and JOBSYS_WEB_READONLY_TOKEN (read-only), or a
+    users file. Without any, only a loopback address is served.
+    """
+    from jobsys.cli import _output
+    from jobsys.web.server import prepare, run_foreground
+
+    web_app, sock, url = prepare(settings(ctx), host, port, users_file)
+    _output.say(f"jobsys web console: {url} (Ctrl-C to stop)")
+    run_foreground(web_app, sock)
+
+
+def web_user(
+    name: Annotated[str, typer.Argument(help="The user's login name.")],
+    role: Annotated[str, typer.Option("--role", help="admin or read-only.")] = "admin",
+) -> None:
+    """Ask for a password and print the users-file line for it (only the hash is kept)."""
+    from jobsys.cli import _output
+    from jobsys.errors import UsageError
+    from jobsys.web.auth import ROLES, hash_secret
+
+    if role not in ROLES:
+        raise UsageError(f"--role {role!r} is not one of {', '.join(ROLES)}.")
+    if not name or any(c.isspace() for c in name):
+        raise UsageError("NAME must be non-empty and without spaces.")
+    password = typer.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
+    if len(password) < 8:
+        raise UsageError("the password is shorter than 8 characters.")
+    _output.print_text(f"{name} {role} {hash_secret(password)}")

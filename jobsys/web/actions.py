@@ -1,0 +1,209 @@
+"""The console's actions: every one a POST with a CSRF token, by an admin, through the
+same service function (and so the same rules and audit rows) as its CLI command, with
+``web:<user>`` as the actor.
+
+Retrying is two steps, as ``jobsys retry --all`` without ``--yes``: ``GET
+/admin/retry?...`` runs the dry run and shows every verdict; its form POSTs the same
+request, which then runs for real and shows what was done and what was refused (e.g.
+``skipped_authentication`` and why).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from jobsys.errors import NotFoundError, UsageError
+from jobsys.web.app import console, guarded, render
+from jobsys.web.auth import User
+from jobsys.web.pages import FAILURE_FILTERS, _int, failure_filter
+
+ISSUE_ACTIONS = ("resolve", "mute", "reopen")
+RETRY_KEYS = ("failure", "issue", "all", "limit", *FAILURE_FILTERS)
+
+
+def retry_request(params: Any, *, dry_run: bool) -> tuple[Any, str, str]:
+    """The :class:`RetryRequest` the parameters name, what it is in words, and where to
+    go back to."""
+    from jobsys.retry.service import RetryRequest
+
+    failure = _int(params, "failure")
+    limit = _int(params, "limit")
+    if failure is not None:
+        where = f"/admin/background_jobs/failures/{failure}"
+        return RetryRequest(ids=(failure,), dry_run=dry_run), f"failure {failure}", where
+    if params.get("all") == "1":
+        chosen = failure_filter(params)
+        shown = ", ".join(f"{k}={v}" for k, v in chosen.params().items()) or "no filter"
+        query = urlencode([(k, params.get(k)) for k in FAILURE_FILTERS if params.get(k)])
+        return (
+            RetryRequest(filter=chosen, all=True, limit=limit, dry_run=dry_run),
+            f"every failure matching {shown}",
+            f"/admin/background_jobs/failures?{query}",
+        )
+    issue = _int(params, "issue")
+    if issue is not None:
+        return (
+            RetryRequest(issue=issue, limit=limit, dry_run=dry_run),
+            f"the failures of issue {issue}",
+            f"/admin/issues/{issue}",
+        )
+    raise UsageError(
+        "give failure=ID, issue=ID, or all=1 with filters.",
+        hint="Start from a failure, an issue, or the failures list.",
+    )
+
+
+async def retry_preview(request: Request, user: User) -> Response:
+    from jobsys.retry.service import retry
+
+    c = console(request)
+    q = request.query_params
+    req, what, back = retry_request(q, dry_run=True)
+    report = await retry(c.actor_settings(user), req)
+    return render(
+        request,
+        "retry.html",
+        {
+            "title": "Retry: dry run",
+            "what": what,
+            "back": back,
+            "report": report.as_dict(),
+            "hidden": [(k, v) for k, v in q.multi_items() if k in RETRY_KEYS and v != ""],
+            "done": False,
+            "topics": "",
+        },
+        user=user,
+    )
+
+
+async def retry_run(request: Request, user: User) -> Response:
+    from jobsys.retry.service import retry
+
+    form = await request.form()
+    req, what, back = retry_request(form, dry_run=False)
+    report = await retry(console(request).actor_settings(user), req)
+    return render(
+        request,
+        "retry.html",
+        {
+            "title": "Retry: done",
+            "what": what,
+            "back": back,
+            "report": report.as_dict(),
+            "hidden": [],
+            "done": True,
+            "topics": "",
+        },
+        user=user,
+    )
+
+
+def _done(request: Request, where: str, message: str) -> Response:
+    request.session["flash"] = message
+    return RedirectResponse(where, status_code=303)
+
+
+def _id(request: Request, key: str) -> int:
+    from jobsys.web.pages import _path_id
+
+    return _path_id(request, key, key.removesuffix("_id"))
+
+
+async def issue_action(request: Request, user: User) -> Response:
+    from jobsys.issues import service
+
+    issue_id = _id(request, "issue_id")
+    action = request.path_params["action"]
+    if action not in ISSUE_ACTIONS:
+        raise NotFoundError(f"no issue action {action!r}; use one of {', '.join(ISSUE_ACTIONS)}")
+    settings = console(request).actor_settings(user)
+    if action == "resolve":
+        row = await service.resolve_issue(settings, issue_id)
+        said = "resolved"
+    elif action == "mute":
+        form = await request.form()
+        duration = str(form.get("for") or "")
+        if not duration:
+            raise UsageError("--for: say how long to mute, e.g. 2h.")
+        row = await service.mute_issue(settings, issue_id, duration)
+        said = f"muted until {row['muted_until']:%Y-%m-%d %H:%M} UTC"
+    else:
+        row = await service.reopen_issue(settings, issue_id)
+        said = "reopened"
+    return _done(request, f"/admin/issues/{issue_id}", f"issue {issue_id} {said}: {row['title']}")
+
+
+async def job_cancel(request: Request, user: User) -> Response:
+    from jobsys.live.browser import cancel_job
+
+    job_id = _id(request, "job_id")
+    result = await cancel_job(console(request).actor_settings(user), job_id)
+    said = (
+        "cancelled (it was waiting)"
+        if result["result"] == "cancelled"
+        else "is running: abort requested (the task stops at its next check)"
+    )
+    return _done(request, f"/admin/jobs/{job_id}", f"job {job_id} {said}")
+
+
+async def pipeline_cancel(request: Request, user: User) -> Response:
+    from jobsys.retry.pipeline_service import cancel_pipeline
+
+    pipeline_id = _id(request, "pipeline_id")
+    result = await cancel_pipeline(console(request).actor_settings(user), pipeline_id)
+    if result["already_cancelled"]:
+        said = "was already cancelled"
+    else:
+        said = (
+            f"cancelled: {len(result['cancelled_jobs'])} waiting job(s) cancelled, "
+            f"{len(result['abort_requested_jobs'])} running job(s) asked to abort"
+        )
+    return _done(request, f"/admin/pipelines/{pipeline_id}", f"pipeline {pipeline_id} {said}")
+
+
+async def schedule_action(request: Request, user: User) -> Response:
+    from jobsys.schedule import service
+
+    name = request.path_params["name"]
+    if request.path_params["action"] not in ("pause", "resume"):
+        raise NotFoundError(f"no schedule action {request.path_params['action']!r}")
+    paused = request.path_params["action"] == "pause"
+    await service.set_paused(console(request).actor_settings(user), name, paused)
+    said = "paused; ticks are not enqueued until it is resumed" if paused else "resumed"
+    return _done(request, "/admin/schedule", f"{name} {said}")
+
+
+def routes() -> list[Route]:
+    def act(handler: Any, back: tuple[str, str]) -> Any:
+        return guarded(handler, back=back, act=True)
+
+    failures = ("/admin/background_jobs/failures", "Back to the failures")
+    return [
+        Route("/admin/retry", guarded(retry_preview, back=failures)),
+        Route("/admin/retry", act(retry_run, failures), methods=["POST"]),
+        Route(
+            "/admin/issues/{issue_id}/{action:str}",
+            act(issue_action, ("/admin/issues", "Back to the issues")),
+            methods=["POST"],
+        ),
+        Route(
+            "/admin/jobs/{job_id}/cancel",
+            act(job_cancel, ("/admin/jobs", "Back to the jobs")),
+            methods=["POST"],
+        ),
+        Route(
+            "/admin/pipelines/{pipeline_id}/cancel",
+            act(pipeline_cancel, ("/admin/pipelines", "Back to the pipelines")),
+            methods=["POST"],
+        ),
+        Route(
+            "/admin/schedule/{name}/{action:str}",
+            act(schedule_action, ("/admin/schedule", "Back to the schedule")),
+            methods=["POST"],
+        ),
+    ]

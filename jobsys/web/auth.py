@@ -1,0 +1,186 @@
+"""Who may use the web console, and what they may do. Pure (no I/O but reading the file).
+
+Two roles: ``admin`` acts (retry, resolve, cancel, pause); ``read-only`` sees every
+page and changes nothing. Credentials come from the environment or a file:
+
+- ``JOBSYS_WEB_TOKEN`` / ``JOBSYS_WEB_READONLY_TOKEN``: a bearer token per role
+  (hashed in memory as soon as it is read; compared by hash);
+- ``JOBSYS_WEB_USERS_FILE`` (or ``jobsys web --users-file``): one user a line,
+  ``name role hash``, where ``hash`` comes from ``jobsys web-user`` (scrypt;
+  the file never holds a password).
+
+Nothing configured: the console serves loopback only, and whoever reaches it is the
+local operator (an admin, as with a shell on the box). :func:`check_bind` refuses any
+other address without credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobsys.errors import ConfigError, UsageError
+
+ADMIN = "admin"
+READ_ONLY = "read-only"
+ROLES = (ADMIN, READ_ONLY)
+TOKEN_USERS = {ADMIN: "token", READ_ONLY: "token-read-only"}
+# scrypt cost: ~50 ms per check on a small server; checked once per login, then cached.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+SALT_BYTES = 16
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+
+    @property
+    def can_act(self) -> bool:
+        return self.role == ADMIN
+
+
+def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
+    """``scrypt$N$r$p$salt$hash`` (base64): what a users file stores."""
+    salt = salt if salt is not None else secrets.token_bytes(SALT_BYTES)
+    digest = hashlib.scrypt(
+        secret.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+    )
+    b64 = base64.b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        want = base64.b64decode(digest)
+        got = hashlib.scrypt(
+            secret.encode(),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(want),
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, want)
+
+
+def _fast_hash(secret: str) -> bytes:
+    """Tokens from the environment are long random strings: one SHA-256 suffices."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+@dataclass
+class Credentials:
+    """Every way in; empty means "loopback only, no login"."""
+
+    tokens: dict[bytes, User] = field(default_factory=dict)
+    users: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (role, hash)
+    _verified: dict[bytes, User] = field(default_factory=dict, repr=False)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.tokens or self.users)
+
+    def by_token(self, token: str) -> User | None:
+        return self.tokens.get(_fast_hash(token)) if token else None
+
+    def by_password(self, name: str, password: str) -> User | None:
+        entry = self.users.get(name)
+        if entry is None or not password:
+            return None
+        key = _fast_hash(f"{name}\0{password}")
+        cached = self._verified.get(key)
+        if cached is not None:
+            return cached
+        role, stored = entry
+        if not verify_secret(password, stored):
+            return None
+        user = User(name, role)
+        self._verified[key] = user
+        return user
+
+
+def read_users_file(path: Path) -> dict[str, tuple[str, str]]:
+    """``name role hash`` lines (``#`` comments); every problem reported at once."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            [f"{path}: cannot read the web users file ({exc.strerror or exc})"],
+            hint="Create it with lines from `jobsys web-user NAME`.",
+        ) from None
+    users: dict[str, tuple[str, str]] = {}
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 3:
+            problems.append(f"{path}:{number}: expected `name role hash`, got {len(parts)} fields")
+            continue
+        name, role, stored = parts
+        if role not in ROLES:
+            problems.append(f"{path}:{number}: role {role!r} is not one of {', '.join(ROLES)}")
+        elif not stored.startswith("scrypt$"):
+            problems.append(f"{path}:{number}: the password must be a hash from `jobsys web-user`")
+        else:
+            users[name] = (role, stored)
+    if problems:
+        raise ConfigError(problems, hint="Fix the web users file, then start again.")
+    return users
+
+
+def load_credentials(
+    env: Mapping[str, str] | None = None, users_file: Path | None = None
+) -> Credentials:
+    env = os.environ if env is None else env
+    creds = Credentials()
+    for var, role in (("JOBSYS_WEB_TOKEN", ADMIN), ("JOBSYS_WEB_READONLY_TOKEN", READ_ONLY)):
+        token = env.get(var, "")
+        if token:
+            if len(token) < 16:
+                raise UsageError(
+                    f"{var} is shorter than 16 characters.",
+                    hint="Use a long random token, e.g. `python3 -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))'`.",
+                )
+            creds.tokens[_fast_hash(token)] = User(TOKEN_USERS[role], role)
+    path = users_file or (
+        Path(env["JOBSYS_WEB_USERS_FILE"]) if env.get("JOBSYS_WEB_USERS_FILE") else None
+    )
+    if path is not None:
+        creds.users = read_users_file(path.expanduser())
+    return creds
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, creds: Credentials) -> None:
+    """Refuse a non-loopback address unless someone must log in (exit 2)."""
+    if not is_loopback(host) and not creds.configured:
+        raise UsageError(
+            f"refusing to serve the web console on {host} without authentication.",
+            hint="Set JOBSYS_WEB_TOKEN (and JOBSYS_WEB_READONLY_TOKEN), or a users file "
+            "(JOBSYS_WEB_USERS_FILE, lines from `jobsys web-user NAME`); "
+            "or bind to 127.0.0.1.",
+        )

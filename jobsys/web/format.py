@@ -1,0 +1,44 @@
+"""Template filters: times in UTC, durations, JSON. Pure."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from jobsys.timespec import short
+
+
+def when(value: Any) -> str:
+    """``2026-12-05 21:40:03Z``; strings pass through; None is a dash."""
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return str(value)
+
+
+def seconds(value: Any) -> str:
+    """``850 ms`` under a second, else as the terminal dashboard writes it (``4m05s``)."""
+    if value is None:
+        return "-"
+    if float(value) < 1:
+        return f"{float(value) * 1000:.0f} ms"
+    return short(float(value))
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def with_param(query: Any, key: str, value: Any) -> str:
+    """The query string ``query`` (Starlette's QueryParams) with ``key`` set to ``value``:
+    paging links keep every filter."""
+    items = [(k, v) for k, v in query.multi_items() if k != key]
+    return urlencode([*items, (key, str(value))])
+
+
+def install(env: Any) -> None:
+    env.filters.update(when=when, seconds=seconds, pretty=pretty, with_param=with_param)

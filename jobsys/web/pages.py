@@ -1,0 +1,403 @@
+"""The console's pages (GET): each calls the service function its CLI command calls.
+
+Filters live in the query string, so every page has a URL to paste into a chat.
+A bad filter value is shown next to the filter with the CLI's message (status 400,
+the rest of the page still there), never a 500.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from jobsys.errors import JobsysError, NotFoundError, UsageError
+from jobsys.web.app import console, guarded, render
+from jobsys.web.auth import User
+
+if TYPE_CHECKING:
+    from jobsys.failures.filters import FailureFilter
+
+FAILURE_FILTERS = (
+    "kind",
+    "task",
+    "queue",
+    "lane",
+    "account",
+    "profile",
+    "issue",
+    "since",
+    "until",
+    "error",
+)
+JOB_FILTERS = ("queue", "lane", "task", "status", "account", "since")
+RECENT_JOBS = 10
+DEFAULT_LIMIT = 50
+_OPTION = re.compile(r"^(?:[\w ]*?)--([a-z-]+)")
+
+# Topics that make each page re-read itself (data-topics on <main>).
+ALL_TOPICS = "jobs_changed job_failures_changed issues_changed dashboard_metrics_changed"
+FAILURE_TOPICS = "job_failures_changed issues_changed jobs_changed"
+JOB_TOPICS = "jobs_changed job_failures_changed"
+ISSUE_TOPICS = "issues_changed job_failures_changed"
+
+
+def _int(q: Any, name: str) -> int | None:
+    raw = q.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"--{name}: {raw!r} is not a valid integer.") from None
+
+
+def _limit(q: Any) -> int:
+    given = _int(q, "limit")
+    return DEFAULT_LIMIT if given is None else given
+
+
+def _text(q: Any, name: str) -> str | None:
+    raw = q.get(name)
+    return raw if raw is not None and raw != "" else None
+
+
+def _bool(q: Any, name: str) -> bool | None:
+    raw = (q.get(name) or "").lower()
+    if raw == "":
+        return None
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise UsageError(f"--{name}: {raw!r} is not one of true, false.")
+
+
+def failure_filter(params: Any) -> FailureFilter:
+    """The failures filter a query string (or a form) names, validated as the CLI does."""
+    from jobsys.failures import filters
+
+    return filters.failure_filters(
+        kind=_text(params, "kind"),
+        task=_text(params, "task"),
+        queue=_text(params, "queue"),
+        lane=_text(params, "lane"),
+        account=_text(params, "account"),
+        profile=_text(params, "profile"),
+        issue=_int(params, "issue"),
+        since=_text(params, "since"),
+        until=_text(params, "until"),
+        error=_text(params, "error"),
+        retryable=_bool(params, "retryable"),
+        before=_int(params, "before"),
+    )
+
+
+def field_of(exc: JobsysError) -> str | None:
+    """The filter a CLI message names (``--kind 'x' is not ...`` -> ``kind``)."""
+    match = _OPTION.search(exc.message)
+    return match.group(1).replace("-", "_") if match else None
+
+
+def _detail(
+    request: Request,
+    user: User,
+    template: str,
+    title: str,
+    data: dict[str, Any],
+    topics: str,
+) -> Response:
+    return render(request, template, {"title": title, "topics": topics, **data}, user=user)
+
+
+# --- the dashboard ---------------------------------------------------------------------
+
+
+async def dashboard(request: Request, user: User) -> Response:
+    from jobsys.live.browser import JobFilters, list_jobs
+    from jobsys.live.dashboard import snapshot_once
+
+    settings = console(request).settings
+    snapshot = await snapshot_once(settings)
+    jobs = await list_jobs(settings, JobFilters(limit=RECENT_JOBS))
+    return render(
+        request,
+        "dashboard.html",
+        {"title": "Background jobs", "s": snapshot, "jobs": jobs, "topics": ALL_TOPICS},
+        user=user,
+    )
+
+
+# --- listings: one shape for every list page -------------------------------------------
+
+
+async def _listing(
+    request: Request,
+    user: User,
+    template: str,
+    load: Callable[[], Awaitable[Any]],
+    *,
+    key: str,
+    empty: Any,
+    context: dict[str, Any],
+) -> Response:
+    """Render a list page; a bad filter (the CLI's UsageError, or ``--before`` naming no
+    failure) is shown next to its field, status 400, with the page around it."""
+    error: JobsysError | None = None
+    data = empty
+    try:
+        data = await load()
+    except (UsageError, NotFoundError) as exc:
+        error = exc
+    error_field = field_of(error) if error else None
+    message = error.message if error else ""
+    for name in ("queue", "lane", "status"):  # the jobs browser says "unknown queue 'x'"
+        if error and error_field is None and message.startswith(f"unknown {name} "):
+            error_field = name
+    return render(
+        request,
+        template,
+        {
+            "q": request.query_params,
+            key: data,
+            "error": error,
+            "error_field": error_field,
+            **context,
+        },
+        status_code=400 if error else 200,
+        user=user,
+    )
+
+
+async def failures(request: Request, user: User) -> Response:
+    from jobsys.failures import filters, service
+
+    q = request.query_params
+
+    async def load() -> dict[str, Any]:
+        chosen = failure_filter(q)
+        limit = filters.check_limit(_limit(q))
+        return await service.list_failures(console(request).settings, chosen, limit=limit)
+
+    return await _listing(
+        request,
+        user,
+        "failures.html",
+        load,
+        key="result",
+        empty={"failures": [], "notes": [], "next_before": None},
+        context={
+            "title": "Failures",
+            "retry_link": "/admin/retry?" + urlencode([("all", "1"), *_set(q, FAILURE_FILTERS)]),
+            "topics": FAILURE_TOPICS,
+        },
+    )
+
+
+def _set(q: QueryParams, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in q.multi_items() if k in names and v != ""]
+
+
+async def failure(request: Request, user: User) -> Response:
+    from jobsys.failures.service import show_failure
+    from jobsys.live.browser import show_job
+
+    settings = console(request).settings
+    found = await show_failure(settings, _path_id(request, "failure_id", "failure"))
+    job: dict[str, Any] | None
+    try:
+        job = await show_job(settings, found["job_id"])
+    except NotFoundError:  # deleted by retention: the failure row outlives its job
+        job = None
+    return render(
+        request,
+        "failure.html",
+        {"title": f"Failure {found['id']}", "f": found, "job": job, "topics": FAILURE_TOPICS},
+        user=user,
+    )
+
+
+def _path_id(request: Request, key: str, what: str) -> int:
+    raw = request.path_params[key]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise NotFoundError(f"no {what} {raw!r}: {what} ids are whole numbers") from None
+    if value < 1:
+        raise NotFoundError(f"no {what} {value}")
+    return value
+
+
+# --- jobs -----------------------------------------------------------------------------
+
+
+async def jobs(request: Request, user: User) -> Response:
+    from jobsys.live.browser import JobFilters, list_jobs
+
+    q = request.query_params
+
+    async def load() -> list[dict[str, Any]]:
+        chosen = JobFilters(
+            queues=tuple(v for v in q.getlist("queue") if v),
+            lane=_text(q, "lane"),
+            task=_text(q, "task"),
+            statuses=tuple(v for v in q.getlist("status") if v),
+            account=_text(q, "account"),
+            since=_text(q, "since"),
+            limit=_limit(q),
+        )
+        return await list_jobs(console(request).settings, chosen)
+
+    context = {"title": "Jobs", "topics": JOB_TOPICS}
+    return await _listing(request, user, "jobs.html", load, key="jobs", empty=[], context=context)
+
+
+async def job(request: Request, user: User) -> Response:
+    from jobsys.live.browser import show_job
+
+    found = await show_job(console(request).settings, _path_id(request, "job_id", "job"))
+    return _detail(request, user, "job.html", f"Job {found['id']}", {"j": found}, JOB_TOPICS)
+
+
+# --- issues ---------------------------------------------------------------------------
+
+
+async def issues(request: Request, user: User) -> Response:
+    from jobsys.issues import service
+
+    q = request.query_params
+    status = _text(q, "status") or "open"
+
+    async def load() -> dict[str, Any]:
+        return await service.list_issues(
+            console(request).settings,
+            status=service.check_status(status),
+            kind=service.check_kind(_text(q, "kind")),
+            limit=_limit(q),
+        )
+
+    context = {
+        "title": "Issues",
+        "status": status,
+        "statuses": service.STATUS_CHOICES,
+        "kinds": service.ISSUE_KINDS,
+        "topics": ISSUE_TOPICS,
+    }
+    return await _listing(
+        request, user, "issues.html", load, key="result", empty={"issues": []}, context=context
+    )
+
+
+async def issue(request: Request, user: User) -> Response:
+    from jobsys.issues.service import show_issue
+
+    found = await show_issue(console(request).settings, _path_id(request, "issue_id", "issue"))
+    return _detail(request, user, "issue.html", f"Issue {found['id']}", {"i": found}, ISSUE_TOPICS)
+
+
+# --- pipelines, schedule, fan-out --------------------------------------------------------
+
+
+async def pipelines(request: Request, user: User) -> Response:
+    from jobsys.retry.models import PIPELINE_STATUSES
+    from jobsys.retry.pipeline_service import list_pipelines
+
+    q = request.query_params
+
+    async def load() -> list[dict[str, Any]]:
+        return await list_pipelines(
+            console(request).settings,
+            status=_text(q, "status"),
+            since=_text(q, "since"),
+            limit=_limit(q),
+        )
+
+    context = {"title": "Pipelines", "statuses": PIPELINE_STATUSES, "topics": JOB_TOPICS}
+    return await _listing(
+        request, user, "pipelines.html", load, key="pipelines", empty=[], context=context
+    )
+
+
+async def pipeline(request: Request, user: User) -> Response:
+    from jobsys.retry.pipeline_service import show_pipeline
+
+    found = await show_pipeline(
+        console(request).settings, _path_id(request, "pipeline_id", "pipeline")
+    )
+    return _detail(
+        request, user, "pipeline.html", f"Pipeline {found['id']}", {"p": found}, JOB_TOPICS
+    )
+
+
+async def schedule(request: Request, user: User) -> Response:
+    from jobsys.schedule import service
+
+    entries = await service.list_entries(console(request).settings)
+    return render(
+        request,
+        "schedule.html",
+        {"title": "Schedule", "entries": entries, "topics": JOB_TOPICS},
+        user=user,
+    )
+
+
+async def fanouts(request: Request, user: User) -> Response:
+    from jobsys.schedule import service
+
+    q = request.query_params
+
+    async def load() -> list[dict[str, Any]]:
+        return await service.list_runs(
+            console(request).settings,
+            entry=_text(q, "entry"),
+            status=_text(q, "status"),
+            limit=_limit(q),
+        )
+
+    context = {"title": "Fan-out runs", "topics": JOB_TOPICS}
+    return await _listing(
+        request, user, "fanouts.html", load, key="runs", empty=[], context=context
+    )
+
+
+async def fanout(request: Request, user: User) -> Response:
+    from jobsys.schedule import service
+
+    found = await service.show_run(
+        console(request).settings, _path_id(request, "run_id", "fan-out run")
+    )
+    return _detail(
+        request, user, "fanout.html", f"Fan-out run {found['id']}", {"r": found}, JOB_TOPICS
+    )
+
+
+def routes() -> list[Route]:
+    failures_back = ("/admin/background_jobs/failures", "Back to the failures")
+    return [
+        Route("/admin/background_jobs", guarded(dashboard)),
+        Route("/admin/background_jobs/failures", guarded(failures)),
+        Route("/admin/background_jobs/failures/{failure_id}", guarded(failure, back=failures_back)),
+        Route("/admin/jobs", guarded(jobs)),
+        Route("/admin/jobs/{job_id}", guarded(job, back=("/admin/jobs", "Back to the jobs"))),
+        Route("/admin/issues", guarded(issues)),
+        Route(
+            "/admin/issues/{issue_id}", guarded(issue, back=("/admin/issues", "Back to the issues"))
+        ),
+        Route("/admin/pipelines", guarded(pipelines)),
+        Route(
+            "/admin/pipelines/{pipeline_id}",
+            guarded(pipeline, back=("/admin/pipelines", "Back to the pipelines")),
+        ),
+        Route("/admin/schedule", guarded(schedule)),
+        Route("/admin/fanout", guarded(fanouts)),
+        Route(
+            "/admin/fanout/{run_id}",
+            guarded(fanout, back=("/admin/fanout", "Back to the fan-out runs")),
+        ),
+    ]

@@ -1,0 +1,58 @@
+// jobsys web console: live updates over server-sent events, no inline script.
+// One EventSource per page; on a topic this page shows (data-topics on <main>), the
+// page re-reads itself and swaps <main> in place (no reload). The banner shows when
+// the database or the console is unreachable and hides when the stream resyncs.
+(function () {
+  "use strict";
+  var main = document.querySelector("main");
+  var banner = document.getElementById("live-banner");
+  if (!main || !window.EventSource) { return; }
+  var topics = (main.getAttribute("data-topics") || "").split(" ").filter(Boolean);
+  var timer = null, inflight = false, again = false, DELAY_MS = 100;
+
+  function show(text) { banner.textContent = text; banner.hidden = false; }
+  function hide() { banner.hidden = true; banner.textContent = ""; }
+  function busy() {
+    var el = document.activeElement;
+    return el && main.contains(el) && /^(INPUT|SELECT|TEXTAREA)$/.test(el.tagName);
+  }
+  function refresh() {
+    if (!topics.length || main.getAttribute("data-live") === "off") { return; }
+    if (timer === null) { timer = window.setTimeout(load, DELAY_MS); }
+  }
+  function load() {
+    timer = null;
+    if (inflight || busy()) { again = true; if (!inflight) { window.setTimeout(refresh, 500); } return; }
+    inflight = true;
+    fetch(window.location.href, { credentials: "same-origin", headers: { "X-Requested-With": "jobsys-live" } })
+      .then(function (response) {
+        if (response.status === 503) { show("Database unreachable: showing the last data read; reconnecting…"); }
+        return response.text();
+      })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.querySelector("main");
+        if (fresh && !busy()) {
+          main.innerHTML = fresh.innerHTML;
+          main.setAttribute("data-refreshed", String(Date.now()));
+        }
+      })
+      .catch(function () { show("The web console is unreachable; retrying…"); })
+      .then(function () {
+        inflight = false;
+        if (again) { again = false; refresh(); }
+      });
+  }
+
+  var source = new EventSource("/admin/events");
+  source.addEventListener("status", function (event) {
+    var data = JSON.parse(event.data);
+    if (data.connected) { hide(); refresh(); }
+    else { show("Database unreachable" + (data.error ? ": " + data.error : "") + " · reconnecting…"); }
+  });
+  source.addEventListener("resync", refresh);
+  topics.forEach(function (topic) { source.addEventListener(topic, refresh); });
+  source.onerror = function () {
+    if (source.readyState !== EventSource.OPEN) { show("Live updates interrupted · reconnecting…"); }
+  };
+})();

@@ -1,0 +1,406 @@
+"""The web console over HTTP against a real database: every page, filters, 404s,
+actions through the CLI's rules, login, CSRF, the read-only role and the canary."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import failures_support as fx
+import pytest
+import web_support as ws
+from failures_support import spool_home  # noqa: F401  (fixture)
+from starlette.testclient import TestClient
+
+from jobsys.settings import Settings
+from jobsys.web.app import create_app
+from jobsys.web.auth import ADMIN, READ_ONLY, Credentials, hash_secret, load_credentials
+
+pytestmark = pytest.mark.usefixtures("spool_home")
+
+TOKEN = "admin-token-0123456789abcdef"
+RO_TOKEN = "readonly-token-0123456789abcdef"
+
+
+@pytest.fixture
+def seeded(settings: Settings, db_url: str) -> ws.Seeded:
+    return ws.seed(settings, db_url)
+
+
+def client_for(settings: Settings, db_url: str, creds: Credentials | None = None) -> TestClient:
+    app = create_app(settings, creds or Credentials(), database_url=db_url, live=False)
+    return TestClient(app, base_url="http://127.0.0.1")
+
+
+@pytest.fixture
+def client(settings: Settings, db_url: str) -> Iterator[TestClient]:
+    with client_for(settings, db_url) as c:
+        yield c
+
+
+def csrf(html: str) -> str:
+    match = re.search(r'name="csrf-token" content="([^"]+)"', html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+def pages(seeded: ws.Seeded) -> list[str]:
+    f, j = seeded.failures, seeded.jobs
+    return [
+        "/admin/background_jobs",
+        "/admin/background_jobs/failures",
+        "/admin/background_jobs/failures?kind=authentication",
+        f"/admin/background_jobs/failures/{f['canary']}",
+        f"/admin/background_jobs/failures/{f['auth']}",
+        "/admin/jobs",
+        "/admin/jobs?status=failed&queue=profiles",
+        f"/admin/jobs/{j['canary']}",
+        f"/admin/jobs/{j['waiting']}",
+        "/admin/issues",
+        "/admin/issues?status=all",
+        f"/admin/issues/{seeded.issues['canary']}",
+        "/admin/pipelines",
+        f"/admin/pipelines/{seeded.pipeline}",
+        "/admin/schedule",
+        "/admin/fanout",
+        f"/admin/fanout/{seeded.fanout_run}",
+        f"/admin/retry?failure={f['runtime']}",
+        f"/admin/retry?issue={seeded.issues['auth']}",
+        "/admin/retry?all=1&kind=runtime",
+    ]
+
+
+def test_every_page_renders_with_data_and_headers(client: TestClient, seeded: ws.Seeded) -> None:
+    for path in pages(seeded):
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.text[:500])
+        assert "<main" in response.text
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "same-origin"
+        assert "<script>" not in response.text and " on" + "click=" not in response.text
+    dashboard = client.get("/admin/background_jobs").text
+    for section in ("lanes", "throughput", "pickup", "recent-failures", "open-issues", "schedule"):
+        assert f'id="{section}"' in dashboard
+    assert "fx.runtime" in dashboard and "continuous_account_processing" in dashboard
+    failures = client.get("/admin/background_jobs/failures").text
+    for label in ("canary", "auth", "runtime", "transient"):
+        assert f'data-failure="{seeded.failures[label]}"' in failures
+    auth_only = client.get("/admin/background_jobs/failures?kind=authentication").text
+    assert f'data-failure="{seeded.failures["auth"]}"' in auth_only
+    assert f'data-failure="{seeded.failures["runtime"]}"' not in auth_only
+    detail = client.get(f"/admin/background_jobs/failures/{seeded.failures['runtime']}").text
+    assert "KeyError" in detail and "Traceback" in detail and "edge_followed_by" in detail
+    by_text = client.get("/admin/background_jobs/failures?error=EDGE_followed").text
+    assert f'data-failure="{seeded.failures["runtime"]}"' in by_text
+    assert f'data-failure="{seeded.failures["auth"]}"' not in by_text
+    jobs = client.get("/admin/jobs?status=todo").text
+    assert f'data-job="{seeded.jobs["waiting"]}"' in jobs
+    assert f'data-job="{seeded.jobs["canary"]}"' not in jobs
+
+
+def test_root_redirects_to_the_dashboard(client: TestClient) -> None:
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin/background_jobs"
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ("kind=nope", "kind", "--kind 'nope' is not a failure kind."),
+        ("since=yesterdayish", "since", "--since"),
+        ("issue=abc", "issue", "--issue: 'abc' is not a valid integer."),
+        ("issue=0", "issue", "--issue 0 is not a valid id"),
+        ("limit=0", None, "--limit: 0 is out of range."),
+    ],
+)
+def test_bad_failure_filters_show_the_cli_message_next_to_the_filter(
+    client: TestClient, query: str, field: str | None, message: str
+) -> None:
+    response = client.get(f"/admin/background_jobs/failures?{query}")
+    assert response.status_code == 400
+    assert message in response.text.replace("&#39;", "'")
+    if field:
+        assert f'id="error-{field}"' in response.text
+    assert 'id="failure-filters"' in response.text  # the page, not an error page
+
+
+def test_bad_job_filters_show_the_cli_message(client: TestClient) -> None:
+    response = client.get("/admin/jobs?status=sleeping")
+    assert response.status_code == 400
+    assert "unknown status &#39;sleeping&#39;" in response.text
+    assert 'id="error-status"' in response.text
+    response = client.get("/admin/jobs?queue=profilez")
+    assert response.status_code == 400 and "did you mean" in response.text
+    assert 'id="error-queue"' in response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("/admin/background_jobs/failures/999999", "no failure 999999"),
+        ("/admin/jobs/999999", "no job 999999"),
+        ("/admin/issues/999999", "no issue 999999"),
+        ("/admin/pipelines/999999", "999999"),
+        ("/admin/fanout/999999", "999999"),
+        ("/admin/jobs/abc", "no job &#39;abc&#39;"),
+        ("/admin/nothing-here", "no page at /admin/nothing-here"),
+    ],
+)
+def test_unknown_ids_are_404_pages_that_say_what_and_link_back(
+    client: TestClient, path: str, said: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    assert said in response.text
+    assert re.search(r'<a href="/admin/[a-z_/]*">Back to', response.text)
+
+
+def test_retry_a_failure_dry_run_then_confirm_leaves_the_cli_audit_with_the_web_actor(
+    client: TestClient, seeded: ws.Seeded, db_url: str
+) -> None:
+    failure = seeded.failures["runtime"]
+    preview = client.get(f"/admin/retry?failure={failure}")
+    assert "would_retry" in preview.text
+    assert fx.rows(db_url, "SELECT * FROM jobsys_retry_events") == []  # a dry run wrote nothing
+    done = client.post(
+        "/admin/retry", data={"failure": str(failure), "csrf_token": csrf(preview.text)}
+    )
+    assert done.status_code == 200, done.text
+    assert "1 retried, 0 refused" in done.text
+    (event,) = fx.rows(db_url, "SELECT failure_id, decision, actor FROM jobsys_retry_events")
+    assert event == {"failure_id": failure, "decision": "retried", "actor": "web:tester"}
+    page = client.get(f"/admin/background_jobs/failures/{failure}").text
+    assert "retried" in page and "web:tester" in page
+
+
+def test_a_refused_retry_shows_its_verdict(client: TestClient, seeded: ws.Seeded) -> None:
+    failure = seeded.failures["auth"]
+    preview = client.get(f"/admin/retry?failure={failure}")
+    assert "skipped_authentication" in preview.text
+    assert 'id="confirm-retry"' not in preview.text  # nothing to confirm
+    done = client.post(
+        "/admin/retry", data={"failure": str(failure), "csrf_token": csrf(preview.text)}
+    )
+    assert "skipped_authentication" in done.text and "0 retried, 1 refused" in done.text
+
+
+def test_bulk_retry_by_filter_and_by_issue(
+    client: TestClient, seeded: ws.Seeded, db_url: str
+) -> None:
+    preview = client.get("/admin/retry?all=1&kind=runtime")
+    assert preview.status_code == 200, preview.text
+    summary = re.search(r"retry-summary\">([^<]*)", preview.text)
+    assert summary and "2 would be retried" in summary.group(1), summary  # canary + runtime
+    assert '<input type="hidden" name="kind" value="runtime">' in preview.text
+    refused = client.get("/admin/retry?all=1")
+    assert refused.status_code == 409 and "without any filter would retry every" in refused.text
+    assert client.get("/admin/retry").status_code == 400
+    issue = seeded.issues["transient"]
+    preview = client.get(f"/admin/retry?issue={issue}")
+    done = client.post("/admin/retry", data={"issue": str(issue), "csrf_token": csrf(preview.text)})
+    # Procrastinate retries a transient failure by itself: its job waits again, so the
+    # rules refuse (the job is not failed) and the page says so.
+    assert "0 retried, 1 refused, of 1 matched" in done.text and "not failed" in done.text
+    assert client.get("/admin/retry?issue=424242").status_code == 404
+
+
+def test_issue_resolve_mute_reopen(client: TestClient, seeded: ws.Seeded, db_url: str) -> None:
+    issue = seeded.issues["runtime"]
+    page = client.get(f"/admin/issues/{issue}").text
+    token = csrf(page)
+    response = client.post(f"/admin/issues/{issue}/resolve", data={"csrf_token": token})
+    assert response.status_code == 200 and f"issue {issue} resolved" in response.text
+    (row,) = fx.rows(
+        db_url, "SELECT status, resolved_by FROM jobsys_issues WHERE id = %s", (issue,)
+    )
+    assert row == {"status": "resolved", "resolved_by": "web:tester"}
+    response = client.post(f"/admin/issues/{issue}/reopen", data={"csrf_token": token})
+    assert f"issue {issue} reopened" in response.text
+    response = client.post(f"/admin/issues/{issue}/mute", data={"csrf_token": token, "for": "2h"})
+    assert "muted until" in response.text
+    bad = client.post(f"/admin/issues/{issue}/mute", data={"csrf_token": token, "for": "soon"})
+    assert bad.status_code == 400 and "--for" in bad.text
+    assert (
+        client.post("/admin/issues/424242/resolve", data={"csrf_token": token}).status_code == 404
+    )
+
+
+def test_cancel_a_job_and_a_pipeline_and_pause_a_schedule_entry(
+    client: TestClient, seeded: ws.Seeded, db_url: str
+) -> None:
+    job = seeded.jobs["waiting"]
+    token = csrf(client.get(f"/admin/jobs/{job}").text)
+    response = client.post(f"/admin/jobs/{job}/cancel", data={"csrf_token": token})
+    assert f"job {job} cancelled" in response.text
+    again = client.post(f"/admin/jobs/{job}/cancel", data={"csrf_token": token})
+    assert again.status_code == 409 and "only waiting (todo) or running (doing)" in again.text
+    response = client.post(f"/admin/pipelines/{seeded.pipeline}/cancel", data={"csrf_token": token})
+    assert f"pipeline {seeded.pipeline} cancelled" in response.text
+    (row,) = fx.rows(
+        db_url, "SELECT cancelled_by FROM jobsys_pipelines WHERE id = %s", (seeded.pipeline,)
+    )
+    assert row["cancelled_by"] == "web:tester"
+    response = client.post("/admin/schedule/story_auto_replies/pause", data={"csrf_token": token})
+    assert "story_auto_replies paused" in response.text
+    (row,) = fx.rows(
+        db_url, "SELECT paused FROM jobsys_schedule_entries WHERE name = 'story_auto_replies'"
+    )
+    assert row["paused"] is True
+    response = client.post("/admin/schedule/story_auto_replies/resume", data={"csrf_token": token})
+    assert "story_auto_replies resumed" in response.text
+    unknown = client.post("/admin/schedule/no_such_entry/pause", data={"csrf_token": token})
+    assert unknown.status_code in (400, 404) and "no_such_entry" in unknown.text
+
+
+def test_a_post_without_a_csrf_token_is_rejected_and_changes_nothing(
+    client: TestClient, seeded: ws.Seeded, db_url: str
+) -> None:
+    issue = seeded.issues["runtime"]
+    client.get("/admin/background_jobs")  # a session exists
+    for data in ({}, {"csrf_token": "forged"}):
+        response = client.post(f"/admin/issues/{issue}/resolve", data=data)
+        assert response.status_code == 403 and "CSRF" in response.text
+    response = client.post("/admin/retry", data={"failure": str(seeded.failures["runtime"])})
+    assert response.status_code == 403
+    assert fx.rows(db_url, "SELECT * FROM jobsys_retry_events") == []
+    (row,) = fx.rows(db_url, "SELECT status FROM jobsys_issues WHERE id = %s", (issue,))
+    assert row["status"] == "open"
+
+
+def users_file(tmp_path: Path) -> Path:
+    path = tmp_path / "users"
+    path.write_text(
+        f"# name role hash\nada admin {hash_secret('ada-password')}\n"
+        f"max read-only {hash_secret('max-password')}\n"
+    )
+    return path
+
+
+def login(client: TestClient, **fields: str) -> None:
+    page = client.get("/admin/login")
+    response = client.post("/admin/login", data={**fields, "csrf_token": csrf(page.text)})
+    assert response.status_code == 200, response.text  # followed the redirect
+
+
+def test_login_roles_and_the_read_only_role_cannot_act(
+    settings: Settings, db_url: str, seeded: ws.Seeded, tmp_path: Path
+) -> None:
+    creds = load_credentials(
+        {"JOBSYS_WEB_TOKEN": TOKEN, "JOBSYS_WEB_READONLY_TOKEN": RO_TOKEN},
+        users_file=users_file(tmp_path),
+    )
+    issue = seeded.issues["runtime"]
+    with client_for(settings, db_url, creds) as anon:
+        response = anon.get("/admin/background_jobs", follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"].startswith("/admin/login?next=")
+        assert anon.get("/admin/events").status_code == 401
+        page = anon.get("/admin/login")
+        wrong = anon.post(
+            "/admin/login",
+            data={"username": "ada", "password": "nope", "csrf_token": csrf(page.text)},
+        )
+        assert wrong.status_code == 401 and "Wrong name, password or token" in wrong.text
+        anon_post = anon.post(f"/admin/issues/{issue}/resolve", data={"csrf_token": "x"})
+        assert anon_post.status_code == 401
+    with client_for(settings, db_url, creds) as ro:
+        login(ro, username="max", password="max-password")
+        page = ro.get(f"/admin/issues/{issue}")
+        assert page.status_code == 200 and "max (read-only)" in page.text
+        assert 'id="resolve-issue"' not in page.text  # no buttons for what it cannot do
+        response = ro.post(f"/admin/issues/{issue}/resolve", data={"csrf_token": csrf(page.text)})
+        assert response.status_code == 403 and "read-only" in response.text
+    with client_for(settings, db_url, creds) as ro_token:
+        page = ro_token.get(
+            "/admin/background_jobs", headers={"authorization": f"Bearer {RO_TOKEN}"}
+        )
+        assert page.status_code == 200
+        response = ro_token.post(
+            f"/admin/issues/{issue}/resolve", headers={"authorization": f"Bearer {RO_TOKEN}"}
+        )
+        assert response.status_code == 403
+    (row,) = fx.rows(db_url, "SELECT status FROM jobsys_issues WHERE id = %s", (issue,))
+    assert row["status"] == "open"
+    with client_for(settings, db_url, creds) as admin:
+        login(admin, username="ada", password="ada-password")
+        page = admin.get(f"/admin/issues/{issue}")
+        response = admin.post(
+            f"/admin/issues/{issue}/resolve", data={"csrf_token": csrf(page.text)}
+        )
+        assert f"issue {issue} resolved" in response.text
+    (row,) = fx.rows(db_url, "SELECT resolved_by FROM jobsys_issues WHERE id = %s", (issue,))
+    assert row["resolved_by"] == "web:ada"
+    with client_for(settings, db_url, creds) as by_token:
+        login(by_token, token=TOKEN)
+        assert "token (admin)" in by_token.get("/admin/background_jobs").text
+
+
+def test_credentials_are_hashed_at_rest_and_checked() -> None:
+    stored = hash_secret("s3cret-password")
+    assert "s3cret-password" not in stored and stored.startswith("scrypt$")
+    creds = Credentials(users={"ada": (ADMIN, stored)})
+    user = creds.by_password("ada", "s3cret-password")
+    assert user is not None and user.role == ADMIN
+    assert creds.by_password("ada", "wrong") is None
+    assert creds.by_password("bob", "s3cret-password") is None
+    tokens = load_credentials({"JOBSYS_WEB_READONLY_TOKEN": RO_TOKEN})
+    ro = tokens.by_token(RO_TOKEN)
+    assert ro is not None and ro.role == READ_ONLY and tokens.by_token(TOKEN) is None
+    assert RO_TOKEN.encode() not in b"".join(tokens.tokens)
+
+
+def test_a_users_file_with_plain_passwords_is_refused(tmp_path: Path) -> None:
+    from jobsys.errors import ConfigError
+
+    path = tmp_path / "users"
+    path.write_text("ada admin hunter2\nbob boss scrypt$1$2$3$4$5\n")
+    with pytest.raises(ConfigError) as caught:
+        load_credentials({}, users_file=path)
+    text = str(caught.value)
+    assert f"{path}:1: the password must be a hash" in text
+    assert f"{path}:2: role 'boss' is not one of admin, read-only" in text
+
+
+def test_secrets_canary_never_in_any_page(
+    client: TestClient, seeded: ws.Seeded, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    seen = []
+    for path in pages(seeded):
+        text = client.get(path).text
+        assert ws.CANARY not in text, path
+        seen.append(text)
+    canary_failure = client.get(f"/admin/background_jobs/failures/{seeded.failures['canary']}")
+    assert "[REDACTED]" in canary_failure.text and "ana" in canary_failure.text
+    assert "[REDACTED]" in client.get(f"/admin/jobs/{seeded.jobs['waiting']}").text
+    assert ws.CANARY not in caplog.text
+
+
+def test_a_non_loopback_bind_without_credentials_refuses_to_start(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    result = cli("--database-url", db_url, "web", "--host", "0.0.0.0", "--port", "0")
+    assert result.exit_code == 2
+    assert "refusing to serve the web console on 0.0.0.0 without authentication" in result.stderr
+    short = cli("web", "--host", "0.0.0.0", env={"JOBSYS_WEB_TOKEN": "short"})
+    assert short.exit_code == 2 and "JOBSYS_WEB_TOKEN is shorter than 16" in short.stderr
+
+
+def test_a_port_in_use_is_one_readable_error(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    from jobsys.web.server import bind
+
+    taken = bind("127.0.0.1", 0)
+    try:
+        port = str(taken.getsockname()[1])
+        result = cli("--database-url", db_url, "web", "--port", port)
+    finally:
+        taken.close()
+    assert result.exit_code == 2
+    assert (
+        f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+    )
