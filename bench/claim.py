@@ -1,11 +1,11 @@
 """Where the claim's time goes at depth: EXPLAIN (ANALYZE, BUFFERS) of the lane's claim
-(``jobsys.lanes.store.CLAIM_JOBS``) with 3,000, 20,000 and 100,000 jobs waiting.
+(``jobsys.engine.queries.CLAIM_JOBS``) with 3,000, 20,000 and 100,000 jobs waiting.
 
 The statistics are stale on purpose (the table was analyzed while it held only
 finished jobs, as happens on a server with ``autovacuum = off`` or one whose autovacuum
 lags the churn), and each depth first goes through churn: 200 claims of 10 jobs, each
 job finished on its own, leaving dead tuples behind. One job in ten carries a lock
-(``lock``), so the lock rule's lookup runs too. Reported per depth: the claim's
+(ten jobs per lock), so the lock rule's lookup runs too. Reported per depth: the claim's
 execution time, shared buffers it touched, and ``n_dead_tup`` of the job table.
 The full plans go to ``bench/results/claim_plans.txt``.
 """
@@ -25,13 +25,13 @@ CHURN_CLAIMS = 200
 CLAIM_SIZE = 10
 DEFER_LOCKED = (
     "SELECT procrastinate_defer_jobs_v1(array_agg(ROW('bench', 'bench.noop', 0, "
-    "CASE WHEN g %% 10 = 0 THEN 'lock-' || (g %% 1000) END, NULL, '{}'::jsonb, NULL)"
+    "CASE WHEN g %% 10 = 0 THEN 'lock-' || (g / 100) END, NULL, '{}'::jsonb, NULL)"
     "::procrastinate_job_to_defer_v1)) FROM generate_series(1, %s) AS g"
 )
 
 
 def _claim_sql() -> str:
-    from jobsys.lanes.store import CLAIM_JOBS
+    from jobsys.engine.queries import CLAIM_JOBS
 
     return CLAIM_JOBS
 

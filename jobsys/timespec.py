@@ -103,3 +103,19 @@ def short(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
     return f"{seconds / 86400:.1f}d"
+
+
+def coarse(seconds: float) -> str:
+    """A duration to a glance, for sentences ("paused 3m ago", "resumes in 27m"):
+    ``45s``, ``3m``, ``2h05m``, ``3d04h`` (whole units, rounded down past a minute)."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes = whole // 60
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h" if hours else f"{days}d"

@@ -14,6 +14,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
+from jobsys.db.connect import driver_options
 from jobsys.db.migrate import include_object, sqlalchemy_url
 from jobsys.db.models import metadata
 
@@ -51,7 +52,9 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(_url(), poolclass=pool.NullPool)
+    engine = create_engine(
+        _url(), poolclass=pool.NullPool, connect_args=driver_options("jobsys-migrate")
+    )
     with engine.connect() as connection:
         connection.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
         connection.execute(text(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'"))

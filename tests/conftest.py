@@ -163,3 +163,23 @@ def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-unt
         return CliResult(code, out.getvalue(), err.getvalue())
 
     return invoke
+
+
+@pytest.fixture
+def throwaway_server() -> Iterator[tuple[Path, str]]:
+    """A throwaway embedded server the test may stop and start (never the shared one):
+    (its home, its URL)."""
+    import shutil
+    import tempfile
+
+    from jobsys.db import embedded
+
+    # Its own short folder: a socket path must stay under ~100 bytes.
+    home = Path(tempfile.mkdtemp(prefix="jobsys-restart-"))
+    st = embedded.start(home)
+    assert st.url is not None
+    try:
+        yield home, st.url
+    finally:
+        embedded.stop(home)
+        shutil.rmtree(home, ignore_errors=True)

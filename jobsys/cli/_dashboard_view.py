@@ -5,7 +5,8 @@ their title and a minimum of rows, spare rows go to them in priority order, and 
 section with more rows than it got ends with "… N more". Lanes come busiest first
 (running + waiting, then the oldest wait), and a cut never hides the base lane. Below
 ``MIN_FULL_HEIGHT`` lines or ``MIN_FULL_WIDTH`` columns the view turns compact (one
-summary line per section); nothing here raises on a small terminal. The live screen's
+summary line per section); nothing here raises on a small terminal. A PAUSED section
+(after LANES) appears only while a queue is paused. The live screen's
 second line names its keys; a snapshot (``--once``, ``height`` None) does not.
 """
 
@@ -22,6 +23,7 @@ LANE_NAME_WIDTH = (18, 24)  # the lane column fits the longest name within these
 LANE_CELL_EXTRA = 28  # a lane cell: its name, then busy/conc, waiting, oldest, a gap
 BASE_LANE = "base"  # always shown, however many lanes are cut
 KIND_LABELS = {"authentication": "auth"}
+FAILURES_WINDOW_SECONDS = 3600  # snapshot.FAILURES_WINDOW_SECONDS
 
 
 def age(seconds: float | None) -> str:
@@ -38,13 +40,17 @@ def clip(text: str, width: int) -> str:
 
 
 def totals(snapshot: dict[str, Any]) -> dict[str, int]:
+    """The header's figures: jobs waiting and running; over the last full sliding
+    minute, jobs that succeeded, jobs that failed for good, and failed attempts that
+    will be retried (the throughput table's ok / failed / retried rows); open issues."""
     lanes = snapshot["lanes"]
-    last = snapshot["throughput"][-1] if snapshot["throughput"] else {}
+    last = snapshot.get("last_minute", {})
     return {
         "waiting": sum(lane["waiting"] for lane in lanes),
         "running": sum(lane["busy"] for lane in lanes),
-        "succeeded_per_min": int(last.get("succeeded", 0)),
-        "failed_per_min": int(last.get("failed", 0)),
+        "succeeded_last_minute": int(last.get("succeeded", 0)),
+        "failed_last_minute": int(last.get("failed", 0)),
+        "retried_last_minute": int(last.get("retried", 0)),
         "open_issues": snapshot["open_issues"]["total"],
     }
 
@@ -58,8 +64,8 @@ def header(
     t = totals(snapshot)
     first = (
         f"jobsys {now}  waiting {t['waiting']}  running {t['running']}  "
-        f"ok/min {t['succeeded_per_min']}  failed/min {t['failed_per_min']}  "
-        f"issues {t['open_issues']}"
+        f"60s: {t['succeeded_last_minute']} ok {t['failed_last_minute']} failed "
+        f"{t['retried_last_minute']} retried  open issues {t['open_issues']}"
     )
     read = f"last read {snapshot['database_ms']:.0f} ms db"
     second = status or (
@@ -112,10 +118,32 @@ def lane_rows(snapshot: dict[str, Any], width: int) -> tuple[list[str], set[int]
     return rows, keep, [0] + [min(2, len(cells) - i) for i in range(0, len(cells), 2)]
 
 
+def paused_rows(snapshot: dict[str, Any]) -> list[str]:
+    """One row per pause action in effect (a lane's pause is one row, not one per
+    queue): what, how long ago, by whom, why, and the time left."""
+    taken = snapshot["taken_at"]
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for pause in snapshot.get("pauses", []):
+        key = (pause["target"], pause["paused_at"], pause["paused_by"], pause["reason"],
+               pause["until"])  # fmt: skip
+        groups.setdefault(key, []).append(pause["queue"])
+    rows = []
+    for (target, paused_at, by, reason, until), queues in groups.items():
+        what = queues[0] if queues == [target] else f"{target} ({len(queues)} queues)"
+        if target == "--all":
+            what = f"all queues ({len(queues)})"
+        row = f"{what}: paused {age((taken - paused_at).total_seconds())} ago by {by}"
+        row += f": {reason}" if reason else ""
+        row += f" (resumes in {age((until - taken).total_seconds())})" if until else ""
+        rows.append(row)
+    return rows
+
+
 def throughput_rows(snapshot: dict[str, Any]) -> list[str]:
     minutes = snapshot["throughput"]
     ok = "".join(f"{m['succeeded']:>6}" for m in minutes)
-    failed = "".join(f"{m['failed'] + m['retried']:>6}" for m in minutes)
+    failed = "".join(f"{m['failed']:>6}" for m in minutes)
+    retried = "".join(f"{m['retried']:>6}" for m in minutes)
     pickup = snapshot["pickup_latency"]
     latency = (
         f"pickup latency p50 {age(pickup['p50_seconds'])}  p95 {age(pickup['p95_seconds'])}"
@@ -127,6 +155,7 @@ def throughput_rows(snapshot: dict[str, Any]) -> list[str]:
         f"{'minute':<9}" + "".join(f"{hhmm(m['minute']):>6}" for m in minutes),
         f"{'ok':<9}{ok}",
         f"{'failed':<9}{failed}",
+        f"{'retried':<9}{retried}",
         latency,
     ]
 
@@ -186,25 +215,66 @@ def worker_count(snapshot: dict[str, Any]) -> int:
     return len(workers["processes"]) or len(workers["procrastinate"])
 
 
-#: (title, rows, minimum rows, rows a cut must keep, items per row: None for one each)
-Section = tuple[str, list[str], int, set[int], list[int] | None]
+#: (title, rows, minimum rows, rows a cut must keep, items per row: None for one each,
+#: items the database counted beyond the rows loaded)
+Section = tuple[str, list[str], int, set[int], list[int] | None, int]
+
+
+def unloaded_failures(snapshot: dict[str, Any]) -> int:
+    """Failed attempts of the last hour that RECENT FAILURES did not load."""
+    taken = snapshot["taken_at"]
+    loaded = sum(
+        1
+        for f in snapshot["recent_failures"]
+        if (taken - f["occurred_at"]).total_seconds() < FAILURES_WINDOW_SECONDS
+    )
+    return max(0, int(snapshot.get("failures_last_hour", loaded)) - loaded)
 
 
 def sections(snapshot: dict[str, Any], width: int) -> list[Section]:
     """The sections in priority order."""
     issues = snapshot["open_issues"]
     lanes, keep, per_row = lane_rows(snapshot, width)
+    paused = paused_rows(snapshot)
+    hour = snapshot.get("failures_last_hour")
+    failures_title = "RECENT FAILURES" + (
+        f" ({hour} failed attempts in the last hour)" if hour is not None else ""
+    )
     return [
-        ("LANES", lanes, 3, keep, per_row),
-        ("THROUGHPUT per minute (oldest → newest)", throughput_rows(snapshot), 4, set(), None),
-        ("RECENT FAILURES", failure_rows(snapshot) or ["none"], 1, set(), None),
-        (f"OPEN ISSUES ({issues['total']})", issue_rows(snapshot) or ["none"], 1, set(), None),
+        ("LANES", lanes, 3, keep, per_row, 0),
+        *([("PAUSED", paused, 1, set(), None, 0)] if paused else []),
+        (
+            "THROUGHPUT per minute (oldest → newest): jobs ok, jobs failed for good, "
+            "failed attempts retried",
+            throughput_rows(snapshot),
+            5,
+            set(),
+            None,
+            0,
+        ),
+        (
+            failures_title,
+            failure_rows(snapshot) or ["none"],
+            1,
+            set(),
+            None,
+            unloaded_failures(snapshot),
+        ),
+        (
+            f"OPEN ISSUES ({issues['total']})",
+            issue_rows(snapshot) or ["none"],
+            1,
+            set(),
+            None,
+            max(0, issues["total"] - len(issues["latest"])),
+        ),
         (
             "SCHEDULE: running fan-outs, next runs",
             schedule_rows(snapshot) or ["no entries"],
             1,
             set(),
             None,
+            0,
         ),
         (
             f"WORKERS ({worker_count(snapshot)})",
@@ -212,15 +282,25 @@ def sections(snapshot: dict[str, Any], width: int) -> list[Section]:
             1,
             set(),
             None,
+            0,
         ),
     ]
 
 
-def cut(rows: list[str], count: int, keep: set[int], per_row: list[int] | None = None) -> list[str]:
+def cut(
+    rows: list[str],
+    count: int,
+    keep: set[int],
+    per_row: list[int] | None = None,
+    unloaded: int = 0,
+) -> list[str]:
     """``count`` lines for ``rows``: the first rows, the ones in ``keep`` (in order)
-    whatever their place, and "… N more" last (N counts items: ``per_row[i]`` in row i)."""
-    if len(rows) <= count:
+    whatever their place, and "… N more" last (N counts items: ``per_row[i]`` in row i,
+    plus the ``unloaded`` items the database counted but the snapshot did not load)."""
+    if len(rows) <= count and not unloaded:
         return rows
+    if len(rows) < count:
+        return [*rows, f"… {unloaded} more"]
     room = max(count - 1, 0)
     chosen = sorted(i for i in keep if i < len(rows))[:room]
     for i in range(len(rows)):
@@ -229,19 +309,24 @@ def cut(rows: list[str], count: int, keep: set[int], per_row: list[int] | None =
         if i not in chosen:
             chosen.append(i)
     hidden = [i for i in range(len(rows)) if i not in chosen]
-    more = sum(per_row[i] for i in hidden) if per_row else len(hidden)
+    more = (sum(per_row[i] for i in hidden) if per_row else len(hidden)) + unloaded
     return [*(rows[i] for i in sorted(chosen)), f"… {more} more"]
 
 
 def compact(snapshot: dict[str, Any], width: int, height: int) -> list[str]:
     t = totals(snapshot)
     busiest = busiest_first(snapshot["lanes"])[:3]
+    hour = snapshot.get("failures_last_hour", len(snapshot["recent_failures"]))
     lines = [
-        "lanes "
-        + "  ".join(f"{lane['lane']} {lane['busy']}/{lane['waiting']}" for lane in busiest),
-        f"ok/min {t['succeeded_per_min']} failed/min {t['failed_per_min']}",
-        f"failures {len(snapshot['recent_failures'])} recent  issues {t['open_issues']} open",
-        f"workers {worker_count(snapshot)}",
+        "lanes (busy/concurrency, waiting): "
+        + "  ".join(
+            f"{lane['lane']} {lane['busy']}/{lane['concurrency']} w{lane['waiting']}"
+            for lane in busiest
+        ),
+        f"last 60s: {t['succeeded_last_minute']} ok, {t['failed_last_minute']} failed, "
+        f"{t['retried_last_minute']} retried",
+        f"failed attempts 1h: {hour}  open issues: {t['open_issues']}",
+        f"workers: {worker_count(snapshot)}",
         "(enlarge the terminal for the full view)",
     ]
     return [clip(line, width) for line in lines]
@@ -260,32 +345,38 @@ def render(
             return (lines + compact(snapshot, width, height))[: max(height, 1)]
         parts = sections(snapshot, width)
         if height is None:
-            budget = [len(rows) for _, rows, _, _, _ in parts]
+            budget = [_lines(part) for part in parts]
         else:
             budget = _allocate(parts, height - len(lines))
-        for (title, rows, _, keep, per_row), count in zip(parts, budget, strict=True):
+        for (title, rows, _, keep, per_row, unloaded), count in zip(parts, budget, strict=True):
             if count <= 0:
                 continue
             lines.append(clip(title, width))
-            lines.extend(clip("  " + row, width) for row in cut(rows, count, keep, per_row))
+            shown = cut(rows, count, keep, per_row, unloaded)
+            lines.extend(clip("  " + row, width) for row in shown)
         return lines[: height or None]
     except Exception as exc:  # a layout bug must not take the operator's screen down
         return [clip(f"jobsys dashboard: cannot draw ({type(exc).__name__}: {exc})", width)]
 
 
+def _lines(part: Section) -> int:
+    """Lines a section needs in full: its rows, and "… N more" for what was not loaded."""
+    return len(part[1]) + (1 if part[5] else 0)
+
+
 def _allocate(parts: list[Section], available: int) -> list[int]:
     """Rows per section: minimums first (in priority order), then the rest round-robin."""
     budget = [0] * len(parts)
-    for i, (_, rows, minimum, _, _) in enumerate(parts):
-        want = min(len(rows), minimum)
+    for i, part in enumerate(parts):
+        want = min(_lines(part), part[2])
         if available >= want + 1:
             budget[i] = want
             available -= want + 1  # + its title
     grew = True
     while available > 0 and grew:
         grew = False
-        for i, (_, rows, _, _, _) in enumerate(parts):
-            if available > 0 and budget[i] and budget[i] < len(rows):
+        for i, part in enumerate(parts):
+            if available > 0 and budget[i] and budget[i] < _lines(part):
                 budget[i] += 1
                 available -= 1
                 grew = True

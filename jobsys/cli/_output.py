@@ -119,6 +119,33 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def list_document(
+    items: Iterable[Any],
+    *,
+    total: int | None = None,
+    limit: int | None = None,
+    notes: Iterable[str] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    """The one envelope of every list: ``{"items", "count", "total", "notes", ...}``.
+
+    ``total`` is how many match in all; when the caller did not count them, a list
+    shorter than its ``limit`` is complete (total = count), and a full page's total is
+    unknown (None, and a note says so)."""
+    items = list(items)
+    notes = list(notes)
+    if total is None and (limit is None or len(items) < limit):
+        total = len(items)
+    if total is None:
+        notes.append(f"total not counted: at least {len(items)} match (--limit {limit})")
+    return {"items": items, "count": len(items), "total": total, "notes": notes, **extra}
+
+
+def emit_list(items: Iterable[Any], **kwargs: Any) -> None:
+    """A list as one JSON document on stdout, in :func:`list_document`'s envelope."""
+    emit_json(list_document(items, **kwargs))
+
+
 def emit_json_line(data: Any) -> None:
     """One JSON object per line (streams such as ``jobsys events --json``)."""
     sys.stdout.write(to_json(data) + "\n")
@@ -147,12 +174,6 @@ def print_text(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def shorten(text: str, width: int) -> str:
-    """One line of at most ``width`` characters (an ellipsis marks a cut)."""
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
 def format_cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -167,29 +188,65 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
+def _as_col(spec: Any) -> Any:
+    """A ``Col``, or a key / (key, header) pair: kind guessed from the key's name."""
+    from jobsys.cli._table import Col
+
+    if isinstance(spec, Col):
+        return spec
+    key, header = (spec, "") if isinstance(spec, str) else spec
+    if key.endswith("_at") or key in ("first_seen", "last_seen", "next_run", "last_run", "at"):
+        return Col(key, header, kind="time")
+    if key == "id" or key.endswith("_id"):
+        return Col(key, header, kind="id")
+    return Col(key, header)
+
+
 def table(
     rows: Iterable[Mapping[str, Any]],
-    columns: Sequence[str | tuple[str, str]],
+    columns: Sequence[Any],
     *,
     title: str | None = None,
     empty: str = "nothing to show",
+    wide: bool | None = False,
 ) -> None:
-    """Render rows as a table on stdout; ``columns`` are keys or (key, header) pairs."""
-    from rich.table import Table
+    """Render rows as a table on stdout, one line per row (see ``_table``).
+
+    ``wide`` None: a table inside a ``show`` (fitted, absolute times, no --wide hint).
+
+    ``columns`` are ``_table.Col`` objects, keys or (key, header) pairs. On a terminal
+    the table fits its width (least important columns give way, long text ends in an
+    ellipsis, times relative); with ``wide`` or when piped, complete values."""
+    from rich.text import Text
+
+    from jobsys.cli._table import layout
 
     rows = list(rows)
     if not rows:
         say(empty)
         return
-    tbl = Table(title=title, show_lines=False, header_style="bold")
-    keys = []
-    for col in columns:
-        key, header = (col, col.replace("_", " ")) if isinstance(col, str) else col
-        keys.append(key)
-        tbl.add_column(header, overflow="fold")
-    for row in rows:
-        tbl.add_row(*(format_cell(row.get(k)) for k in keys))
-    print_renderable(stdout_console(), tbl)
+    console = stdout_console()
+    width = int(console.width) if console.is_terminal else None
+    shown = layout(
+        rows,
+        [_as_col(c) for c in columns],
+        width=width,
+        wide=bool(wide),
+        absolute_times=True if wide is None else None,
+    )
+    if title:
+        console.print(Text(title, style="bold"), no_wrap=True, overflow="ellipsis")
+    if console.is_terminal and not wide:
+        console.print(Text(shown.header, style="bold"), no_wrap=True, overflow="crop")
+        for line in shown.lines:
+            console.print(Text(line), no_wrap=True, overflow="crop")
+    else:  # piped, or --wide: whole lines (a terminal folds the wide ones)
+        print_text("\n".join((shown.header, *shown.lines)))
+    if shown.dropped and console.is_terminal and wide is not None:
+        from jobsys.cli._table import clip
+
+        names = ", ".join(shown.dropped)
+        say(clip(f"(--wide for {len(shown.dropped)} more: {names})", int(console.width)))
 
 
 def key_values(data: Mapping[str, Any], *, title: str | None = None) -> None:
@@ -328,6 +385,48 @@ def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+
+
+def bulk_verb(report: Mapping[str, Any]) -> str:
+    return "delete" if report["action"] == "jobs_delete" else "cancel"
+
+
+def bulk_report(report: Mapping[str, Any], *, to_stderr: bool = False) -> None:
+    """A bulk action (``jobs cancel --all``, ``jobs delete --all``, ``queues purge``):
+    what matched, per kind, a sample, and what was done (or, dry run, would be)."""
+    console = stderr_console() if to_stderr else stdout_console()
+    from rich.table import Table
+
+    from jobsys.cli import _table
+
+    def line(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    verb = bulk_verb(report)
+    filters = ", ".join(f"{k}={v}" for k, v in report["filters"].items()) or "none"
+    line(f"{report['total']} jobs to {verb} (filters: {filters})")
+    tbl = Table(header_style="bold")
+    tbl.add_column("matched")
+    tbl.add_column("jobs", justify="right")
+    for kind, count in sorted(report["matched"].items()):
+        tbl.add_row(kind, str(count))
+    if report["matched"]:
+        print_renderable(console, tbl)
+    running = report["matched"].get("running", 0)
+    if running and verb == "cancel" and not report["filters"].get("abort_running"):
+        line(f"{running} running jobs are left alone (--abort-running asks them to abort)")
+    if report["sample"]:
+        line("sample:")
+        for job in report["sample"]:
+            line(
+                f"  job {job['id']} {job['status']} {job['queue']} {job['task']} "
+                f"{_table.clip(to_json(job['args']), 80)}"
+            )
+    if report["dry_run"]:
+        line("dry run: nothing was changed")
+    elif report["audit_id"] is not None:
+        done = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report["done"].items())
+        line(f"done: {done} (audit row {report['audit_id']})")
 
 
 # --- Live operations: events and the dashboard --------------------------------------

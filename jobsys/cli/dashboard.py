@@ -56,6 +56,16 @@ async def _live(dash: Any) -> None:
                 loop.remove_reader(stdin)
 
 
+#: Terminal types the full-screen view cannot drive (no cursor addressing).
+PLAIN_TERMS = ("", "dumb", "unknown")
+PLAIN_REDRAWS_PER_SECOND = 0.5  # the plain view prints the whole screen each time
+
+
+def plain_terminal() -> bool:
+    """True when TERM names no terminal the live screen can drive (or is unset)."""
+    return os.environ.get("TERM", "").strip().lower() in PLAIN_TERMS
+
+
 def dashboard(
     ctx: typer.Context,
     once: Annotated[
@@ -79,6 +89,26 @@ def dashboard(
         else:
             width, _ = _output.terminal_size()
             _output.print_text("\n".join(_dashboard_view.render(snapshot, width, None)))
+        return
+
+    if plain_terminal():
+        term = os.environ.get("TERM") or "unset"
+        _output.say(
+            f"TERM={term}: this terminal cannot show the live screen; printing the "
+            "dashboard again on each change instead (q or Ctrl-C quits)"
+        )
+
+        def print_plain(snapshot: dict[str, Any] | None, status: str) -> None:
+            if snapshot is None and not status:
+                return
+            width, _ = _output.terminal_size()
+            _output.print_text("\n".join(_dashboard_view.render(snapshot, width, None, status)))
+            sys.stdout.flush()
+
+        engine = Dashboard(
+            settings(ctx), print_plain, max_redraws_per_second=PLAIN_REDRAWS_PER_SECOND
+        )
+        run(_live(engine))
         return
 
     with _output.live_screen() as update:

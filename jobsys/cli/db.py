@@ -7,11 +7,10 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import run, settings
+from jobsys.cli._options import JsonOpt
 from jobsys.errors import EXIT_FAILED
 
 app = typer.Typer(help="Database: start/stop the embedded server, migrate, check the schema.")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 @app.command()

@@ -7,23 +7,31 @@ from typing import Annotated, Any
 import typer
 
 from jobsys.cli._context import run, settings
+from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._table import Col
 
 app = typer.Typer(help="Failures: every failed attempt, with its kind, context and issue.")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 LIST_COLUMNS = (
-    "id",
-    ("occurred_at", "when (UTC)"),
-    "kind",
-    "task",
-    "queue",
-    ("account_id", "account"),
-    "attempt",
-    ("error", "error"),
-    ("issue_id", "issue"),
-    "retryable",
+    Col("id", kind="id", priority=0),
+    Col("occurred_at", "when", kind="time", priority=0),
+    Col("task", priority=0),
+    Col("error", kind="text", priority=1, min=12, want=24),
+    Col("kind", priority=2),
+    Col("issue_id", "issue", kind="id", priority=3),
+    Col("account_id", "account", priority=3),
+    Col("attempt", kind="number", priority=4),
+    Col("queue", priority=5),
+    Col("retryable", priority=6),
+    Col("job_id", "job", kind="id", wide_only=True),
+    Col("lane", wide_only=True),
+    Col("reason", wide_only=True),
 )
-MESSAGE_CHARS = 80
+GROUP_COLUMNS = (
+    Col("count", kind="number", priority=0),
+    Col("accounts", kind="number", priority=1),
+    Col("last_seen", kind="time", priority=1),
+)
 
 
 @app.command("list")
@@ -57,6 +65,7 @@ def list_(
     group_by: Annotated[
         str | None, typer.Option("--group-by", help="Count per fingerprint, task or kind.")
     ] = None,
+    wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """List failures, newest first (filters combine with AND); or counts with --group-by."""
@@ -82,25 +91,33 @@ def list_(
     result = run(service.list_failures(settings(ctx), chosen, limit=limit, group_by=group_by))
     for note in result["notes"]:
         _output.say(f"note: {note}")
-    if json:
-        _output.emit_json(result)
+    if json and group_by is not None:
+        _output.emit_list(
+            result["groups"], total=result["total"], notes=result["notes"], group_by=group_by
+        )
+    elif json:
+        _output.emit_list(
+            result["failures"],
+            total=result["total"],
+            notes=result["notes"],
+            next_before=result["next_before"],
+        )
     elif group_by is not None:
         _output.table(
             result["groups"],
-            [("key", group_by), "count", "accounts", ("last_seen", "last seen (UTC)")],
+            [Col("key", group_by, kind="text", priority=0, min=16), *GROUP_COLUMNS],
             empty="no failures match",
+            wide=wide,
         )
     else:
         rows = [
             {
                 **f,
-                "error": _output.shorten(
-                    f"{f['error_class'].rsplit('.', 1)[-1]}: {f['message']}", MESSAGE_CHARS
-                ),
+                "error": f"{f['error_class'].rsplit('.', 1)[-1]}: {f['message']}",
             }
             for f in result["failures"]
         ]
-        _output.table(rows, LIST_COLUMNS, empty="no failures match")
+        _output.table(rows, LIST_COLUMNS, empty="no failures match", wide=wide)
         if result["next_before"] is not None:
             _output.say(f"more: add --before {result['next_before']}")
 

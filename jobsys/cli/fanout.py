@@ -7,20 +7,21 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import run, settings
+from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._table import Col
 
 app = typer.Typer(help="Fan-out runs: list them, show how far one has come.")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 LIST_COLUMNS = (
-    "id",
-    "entry",
-    "status",
-    "started_at",
-    "batches_done",
-    "items_enqueued",
-    "cursor",
-    ("duration_seconds", "duration s"),
+    Col("id", kind="id", priority=0),
+    Col("entry", priority=0),
+    Col("status", priority=0),
+    Col("started_at", "started", kind="time", priority=1),
+    Col("items_enqueued", "items", kind="number", priority=2),
+    Col("batches_done", "batches", kind="number", priority=3),
+    Col("duration_seconds", "duration", kind="duration", priority=3),
+    Col("cursor", kind="text", priority=4),
 )
 
 
@@ -33,6 +34,7 @@ def list_(
         typer.Option("--status", help="queued, running, finished, failed or cancelled."),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 50,
+    wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Fan-out runs, newest first."""
@@ -41,9 +43,9 @@ def list_(
 
     rows = run(service.list_runs(settings(ctx), entry=entry, status=status, limit=limit))
     if json:
-        _output.emit_json(rows)
+        _output.emit_list(rows, limit=limit)
     else:
-        _output.table(rows, LIST_COLUMNS, empty="no fan-out runs")
+        _output.table(rows, LIST_COLUMNS, empty="no fan-out runs", wide=wide)
 
 
 @app.command()

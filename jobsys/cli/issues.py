@@ -7,20 +7,23 @@ from typing import Annotated, Any
 import typer
 
 from jobsys.cli._context import run, settings
+from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._table import Col
 
 app = typer.Typer(help="Issues: de-duplicated problems with a lifecycle (open, muted, resolved).")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 IdArg = Annotated[int, typer.Argument(metavar="ID", help="Issue id.")]
 LIST_COLUMNS = (
-    "id",
-    "kind",
-    "status",
-    "title",
-    ("occurrences", "count"),
-    ("affected_accounts", "accounts"),
-    ("last_seen", "last seen (UTC)"),
-    "regression",
+    Col("id", kind="id", priority=0),
+    Col("title", kind="text", priority=0, min=20, want=48),
+    Col("occurrences", "count", kind="number", priority=1),
+    Col("affected_accounts", "accounts", kind="number", priority=2),
+    Col("last_seen", kind="time", priority=1),
+    Col("kind", priority=3),
+    Col("status", priority=4),
+    Col("regression", priority=5),
+    Col("first_seen", kind="time", wide_only=True),
+    Col("muted_until", kind="time", wide_only=True),
 )
 
 
@@ -28,23 +31,36 @@ LIST_COLUMNS = (
 def list_(
     ctx: typer.Context,
     status: Annotated[str, typer.Option(help="open, muted, resolved or all.")] = "open",
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every issue, whatever its status (--status all).")
+    ] = False,
+    sort: Annotated[
+        str, typer.Option(help="impact (accounts, occurrences, recency) or recent.")
+    ] = "impact",
     kind: Annotated[
         str | None, typer.Option(help="job_failure, queue_health or service_outage.")
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many issues.")] = 50,
+    wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """List issues, most recently seen first (open ones by default)."""
+    """What needs someone: open issues, most accounts and occurrences first (issues
+    whose failures were all retried and succeeded resolve themselves as healed);
+    --all for every issue."""
     from jobsys.cli import _output
     from jobsys.issues import service
 
+    status = "all" if all_ else status
     service.check_status(status)
     service.check_kind(kind)
-    result = run(service.list_issues(settings(ctx), status=status, kind=kind, limit=limit))
+    result = run(
+        service.list_issues(settings(ctx), status=status, kind=kind, limit=limit, sort=sort)
+    )
     if json:
-        _output.emit_json(result)
+        _output.emit_list(result["issues"], total=result["total"], status=status)
     else:
-        _output.table(result["issues"], LIST_COLUMNS, empty=f"no {status} issues")
+        rows = [{**i, "status": status_text(i)} for i in result["issues"]]
+        _output.table(rows, LIST_COLUMNS, empty=f"no {status} issues", wide=wide)
 
 
 @app.command()
@@ -59,15 +75,33 @@ def show(ctx: typer.Context, issue_id: IdArg, json: JsonOpt = False) -> None:
         return
     failures = issue.pop("recent_failures")
     accounts = issue.pop("accounts")
+    issue["status"] = status_text(issue)
     _output.key_values(issue, title=f"issue {issue_id}")
     _output.table(
         failures,
-        ["id", ("occurred_at", "when (UTC)"), "task", ("account_id", "account"), "message"],
+        [
+            Col("id", kind="id", priority=0),
+            Col("occurred_at", "when", kind="time", priority=0),
+            Col("task", priority=1),
+            Col("account_id", "account", priority=2),
+            Col("message", kind="text", priority=0),
+        ],
         title="recent failures",
         empty="no failures recorded",
+        wide=None,
     )
     if accounts:
         _output.print_text("affected accounts: " + ", ".join(accounts))
+
+
+def status_text(issue: dict[str, Any]) -> str:
+    """``resolved (healed)``: the status, and why when it resolved by itself."""
+    reason = (issue.get("details") or {}).get("resolved_reason")
+    return (
+        f"{issue['status']} ({reason})"
+        if issue["status"] == "resolved" and reason
+        else (issue["status"])
+    )
 
 
 def _done(result: dict[str, Any], json: bool, verb: str) -> None:

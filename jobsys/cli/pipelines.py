@@ -7,32 +7,35 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import run, settings
+from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._table import Col
 
 app = typer.Typer(help="Pipelines: multi-step work per entity (list, show, cancel).")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 LIST_COLUMNS = (
-    "id",
-    "name",
-    "entity",
-    "status",
-    ("steps_succeeded", "done"),
-    "steps",
-    ("steps_failed", "failed"),
-    "created_at",
-    "finished_at",
+    Col("id", kind="id", priority=0),
+    Col("name", priority=0),
+    Col("entity", priority=1),
+    Col("status", priority=0),
+    Col("steps_succeeded", "done", kind="number", priority=2),
+    Col("steps", kind="number", priority=2),
+    Col("steps_failed", "failed", kind="number", priority=2),
+    Col("created_at", "created", kind="time", priority=1),
+    Col("finished_at", "finished", kind="time", priority=3),
+    Col("updated_at", "updated", kind="time", wide_only=True),
+    Col("cancelled_by", wide_only=True),
 )
 STEP_COLUMNS = (
-    "stage",
-    "step",
-    "queue",
-    "status",
-    "job_id",
-    "job_status",
-    "attempts",
-    "failures",
-    "last_error",
+    Col("stage", kind="number", priority=0),
+    Col("step", priority=0),
+    Col("queue", priority=3),
+    Col("status", priority=0),
+    Col("job_id", "job", kind="id", priority=1),
+    Col("job_status", priority=2),
+    Col("attempts", kind="number", priority=2),
+    Col("failures", kind="number", priority=1),
+    Col("last_error", kind="text", priority=1),
 )
 
 
@@ -47,6 +50,7 @@ def list_(
         str | None, typer.Option("--since", help="Created at or after: 2h, 7d, or an ISO time.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 100,
+    wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """List pipelines, newest first."""
@@ -55,9 +59,9 @@ def list_(
 
     rows = run(list_pipelines(settings(ctx), status=status, since=since, limit=limit))
     if json:
-        _output.emit_json({"pipelines": rows})
+        _output.emit_list(rows, limit=limit)
     else:
-        _output.table(rows, LIST_COLUMNS, empty="no pipeline matches")
+        _output.table(rows, LIST_COLUMNS, empty="no pipeline matches", wide=wide)
 
 
 @app.command()
@@ -76,7 +80,7 @@ def show(
         return
     head = {k: v for k, v in data.items() if k not in ("steps", "args")}
     _output.key_values(head, title=f"pipeline {pipeline_id}")
-    _output.table(data["steps"], STEP_COLUMNS, title="steps")
+    _output.table(data["steps"], STEP_COLUMNS, title="steps", wide=None)
 
 
 @app.command()

@@ -1,37 +1,155 @@
-"""``jobsys queues``: every configured queue, its lane, and how busy it is."""
+"""``jobsys queues``: every configured queue, its lane, how busy it is, and whether it
+is paused; ``queues pause`` / ``queues resume`` for a queue, a lane, or all of them;
+``queues purge NAME`` cancels every waiting job of a queue."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from jobsys.cli._context import run, settings
+from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._table import Col
+
+LIST_COLUMNS = (
+    Col("queue", priority=0),
+    Col("lane", priority=1),
+    Col("waiting", kind="number", priority=0),
+    Col("running", kind="number", priority=0),
+    Col("paused", kind="text", priority=1, min=12, want=24),
+    Col("concurrency", kind="number", priority=3),
+    Col("scheduled", kind="number", priority=3),
+    Col("failed_last_hour", "failed 1h", kind="number", priority=2),
+    Col("oldest_wait_seconds", "oldest wait", kind="duration", priority=2),
+)
+
+app = typer.Typer(
+    help="Queues: how busy each is; pause or resume a queue, a lane or all; purge one.",
+    invoke_without_command=True,
+)
+
+NameArg = Annotated[
+    str | None, typer.Argument(help="A queue, or a lane (all its queues).", show_default=False)
+]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every queue of every lane.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
-def queues(
-    ctx: typer.Context,
-    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-) -> None:
+@app.callback()
+def queues(ctx: typer.Context, wide: WideOpt = False, json: JsonOpt = False) -> None:
     """Each queue with its lane, concurrency, jobs waiting, scheduled, running,
-    failures in the last hour, and the age of the oldest waiting job."""
+    failures in the last hour, the age of the oldest waiting job, and its pause."""
+    if ctx.invoked_subcommand is not None:
+        return
     from jobsys.cli import _output
     from jobsys.lanes import service
 
     rows = run(service.queue_overview(settings(ctx)))
     if json:
-        _output.emit_json(rows)
+        _output.emit_list(rows)
         return
     _output.table(
-        rows,
-        [
-            "queue",
-            "lane",
-            "concurrency",
-            "waiting",
-            "scheduled",
-            "running",
-            ("failed_last_hour", "failed 1h"),
-            ("oldest_wait_seconds", "oldest wait s"),
-        ],
+        [{**row, "paused": row["pause"]["why"] if row["pause"] else None} for row in rows],
+        LIST_COLUMNS,
+        wide=wide,
     )
+
+
+@app.command()
+def pause(
+    ctx: typer.Context,
+    name: NameArg = None,
+    for_: Annotated[
+        str | None,
+        typer.Option(
+            "--for", help="Resume by itself after this long (30m, 2h).", metavar="DURATION"
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why: shown wherever the queue is shown.")
+    ] = None,
+    every: AllOpt = False,
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Stop every worker on every host from starting jobs of NAME (a queue or a lane)
+    within a second. Waiting jobs stay waiting, running jobs finish, new jobs are still
+    enqueued. --all asks first unless --yes."""
+    from jobsys.cli import _output
+    from jobsys.config.application import load_config
+    from jobsys.flow import service
+
+    config = load_config(settings(ctx), with_tasks=False)
+    if every:
+        service.targets(config, name, every=True)  # refuse a name beside --all first
+        count = len(config.all_queues)
+        if not yes and not _output.confirm(
+            f"Pause all {count} queues of {len(config.lanes)} lanes? No job starts until "
+            "`jobsys queues resume --all`"
+        ):
+            raise typer.Abort()
+    result = run(
+        service.set_paused(
+            settings(ctx),
+            name,
+            paused=True,
+            every=every,
+            for_=for_,
+            reason=reason,
+            config=config,
+        )
+    )
+    _report(result, json)
+
+
+@app.command()
+def resume(
+    ctx: typer.Context, name: NameArg = None, every: AllOpt = False, json: JsonOpt = False
+) -> None:
+    """Let workers start jobs of NAME (a queue or a lane) again, within a second."""
+    from jobsys.flow import service
+
+    _report(run(service.set_paused(settings(ctx), name, paused=False, every=every)), json)
+
+
+def _report(result: dict[str, Any], json: bool) -> None:
+    from jobsys.cli import _output
+
+    if json:
+        _output.emit_json(result)
+        return
+    paused = result["action"] == "pause"
+    what = "paused" if paused else "resumed"
+    if result["changed"]:
+        line = f"{what} {', '.join(result['changed'])}"
+        if paused and result["until"] is not None:
+            line += f" until {_output.iso(result['until'])}"
+        if paused and result["reason"]:
+            line += f": {result['reason']}"
+        _output.say(line)
+    if result["unchanged"]:
+        state = "was already paused (pause updated)" if paused else "was not paused"
+        _output.say(f"{', '.join(result['unchanged'])}: {state}")
+
+
+@app.command()
+def purge(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The queue to empty.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count and show a sample; change nothing.")
+    ] = False,
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Cancel every waiting and scheduled job of a queue (running ones are left alone),
+    in chunks, with an audit row; previews and asks unless --yes."""
+    from jobsys.cli.jobs import execute_bulk
+    from jobsys.jobs.bulk import BulkRequest
+    from jobsys.live.browser import JobFilters
+
+    request = BulkRequest(
+        action="queues_purge", filters=JobFilters(queues=(name,)), dry_run=dry_run
+    )
+    execute_bulk(ctx, request, yes=yes, json=json)

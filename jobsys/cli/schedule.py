@@ -7,36 +7,43 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import run, settings
+from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._table import Col
 
 app = typer.Typer(help="Schedule: list entries, run one now, pause/resume, check schedule.yaml.")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 NameArg = Annotated[str, typer.Argument(help="The entry's name in schedule.yaml.")]
 
 LIST_COLUMNS = (
-    "name",
-    "cron",
-    "timezone",
-    "task",
-    "queue",
-    "next_run",
-    "last_run",
-    "last_status",
-    "paused",
+    Col("name", priority=0),
+    Col("cron", priority=1),
+    Col("next_run", kind="time", priority=0),
+    Col("last_run", kind="time", priority=2),
+    Col("last_status", "last", priority=2),
+    Col("paused", priority=1),
+    Col("task", priority=3),
+    Col("queue", priority=4),
+    Col("timezone", priority=5),
+    Col("fanout", wide_only=True),
+    Col("missed", kind="number", wide_only=True),
+    Col("description", kind="text", wide_only=True),
 )
 
 
 @app.command("list")
-def list_(ctx: typer.Context, json: JsonOpt = False) -> None:
+def list_(ctx: typer.Context, wide: WideOpt = False, json: JsonOpt = False) -> None:
     """Every entry: cron, task, queue, next run, last run and its outcome, paused."""
     from jobsys.cli import _output
     from jobsys.schedule import service
 
     rows = run(service.list_entries(settings(ctx)))
     if json:
-        _output.emit_json(rows)
+        _output.emit_list(rows)
     else:
-        _output.table(rows, LIST_COLUMNS, empty="no schedule entries")
+        _output.table(rows, LIST_COLUMNS, empty="no schedule entries", wide=wide)
+        for row in rows:
+            if row["problem"]:
+                _output.say(f"warning: {row['name']}: {row['problem']}")
 
 
 @app.command("run")
@@ -126,6 +133,8 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     if json:
         _output.emit_json(result)
     else:
+        for line in result["warnings"]:
+            _output.say(f"warning: {line}")
         note = (
             ""
             if result["fanout_sources_checked"]

@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import settings
+from jobsys.cli._options import JsonOpt
 
 app = typer.Typer(help="systemd: unit files that run the lanes as services.")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
 @app.command()

@@ -7,22 +7,23 @@ from typing import Annotated, Any
 import typer
 
 from jobsys.cli._context import run, settings
+from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._table import Col
 
 app = typer.Typer(
     help="Worker processes: host, pid, lanes, heartbeat, running jobs, state.",
     invoke_without_command=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 LIST_COLUMNS = (
-    "id",
-    "host",
-    "pid",
-    "state",
-    ("lanes_text", "lanes (slots)"),
-    ("started_at", "started (UTC)"),
-    ("heartbeat_age_seconds", "beat s ago"),
-    ("running_text", "running"),
+    Col("host", priority=0),
+    Col("pid", kind="id", priority=0),
+    Col("state", priority=0),
+    Col("running_text", "running", kind="number", priority=1),
+    Col("heartbeat_age_seconds", "beat", kind="duration", priority=1),
+    Col("lanes_text", "lanes (slots)", kind="text", priority=2, min=16),
+    Col("started_at", "started", kind="time", priority=3),
+    Col("id", wide_only=True),
 )
 
 
@@ -50,16 +51,24 @@ StateOpt = Annotated[
 
 @app.callback()
 def workers(
-    ctx: typer.Context, every: AllOpt = False, state: StateOpt = None, json: JsonOpt = False
+    ctx: typer.Context,
+    every: AllOpt = False,
+    state: StateOpt = None,
+    wide: WideOpt = False,
+    json: JsonOpt = False,
 ) -> None:
     """Worker processes; `jobsys workers` alone is `jobsys workers list`."""
     if ctx.invoked_subcommand is None:
-        list_(ctx, every=every, state=state, json=json)
+        list_(ctx, every=every, state=state, wide=wide, json=json)
 
 
 @app.command("list")
 def list_(
-    ctx: typer.Context, every: AllOpt = False, state: StateOpt = None, json: JsonOpt = False
+    ctx: typer.Context,
+    every: AllOpt = False,
+    state: StateOpt = None,
+    wide: WideOpt = False,
+    json: JsonOpt = False,
 ) -> None:
     """Live worker processes and those that ended in the last day, by host."""
     from jobsys.cli import _output
@@ -67,12 +76,13 @@ def list_(
 
     rows = run(service.list_workers(settings(ctx), every=every, states=tuple(state or ())))
     if json:
-        _output.emit_json(rows)
+        _output.emit_list(rows)
         return
     _output.table(
         [{**w, "lanes_text": _lanes_text(w), "running_text": _running_text(w)} for w in rows],
         LIST_COLUMNS,
         empty="no worker processes (start one with `jobsys worker`)",
+        wide=wide,
     )
 
 
@@ -98,13 +108,21 @@ def show(
     _output.key_values(summary, title=f"worker {worker['id']}")
     _output.table(
         worker["running_jobs"],
-        ["id", "task", "queue", ("running_seconds", "running s"), "abort_requested"],
+        [
+            Col("id", kind="id", priority=0),
+            Col("task", priority=0),
+            Col("queue", priority=2),
+            Col("running_seconds", "running", kind="duration", priority=1),
+            Col("abort_requested", priority=3),
+        ],
         title="running jobs",
         empty="running no job",
+        wide=None,
     )
     if worker["recent_failures"]:
         _output.table(
             worker["recent_failures"],
             ["id", "job_id", "task", "kind", "error_class", "message", "occurred_at"],
             title="failed attempts it ran (newest first)",
+            wide=None,
         )

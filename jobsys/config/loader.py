@@ -19,6 +19,7 @@ from jobsys.config.models import (
     NAME_RE,
     NAME_RULE,
     SERVICE_HEALTH_TASK,
+    Lane,
     QueuesFile,
     ScheduleEntry,
     ScheduleFile,
@@ -41,6 +42,10 @@ class LaneSpec:
     queues: tuple[str, ...]
     concurrency: int
     timeout_seconds: float
+    #: ``priority``, ``strict`` or ``weights`` (jobsys.config.models.LANE_ORDERS).
+    order: str = "priority"
+    #: One weight per queue, in ``queues`` order (``order: weights``).
+    weights: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,20 +158,27 @@ def _validate_schedule(
     if not isinstance(entries, dict):
         schedule = _validate(doc, ScheduleFile, problems)
         return schedule, schedule is not None
-    head = _validate(
-        doc, ScheduleFile, problems, data={k: v for k, v in doc.data.items() if k != "entries"}
-    )
+    head_data = {k: v for k, v in doc.data.items() if k != "entries"}
+    head = _validate(doc, ScheduleFile, problems, data=head_data)
+    head_whole = head is not None
+    if head is None:
+        # Reported above; the entries are still checked (cron, timezone, tasks) with
+        # the keys that are valid, so one run says every problem.
+        known = {k: v for k, v in head_data.items() if k in ScheduleFile.model_fields}
+        head = _validate(doc, ScheduleFile, [], data=known) or _validate(
+            doc, ScheduleFile, [], data={}
+        )
+        if head is None:
+            return None, False
     good: dict[str, Any] = {}
     for name, raw in entries.items():
         entry = _validate(doc, ScheduleEntry, problems, data=raw, prefix=("entries", name))
         if entry is not None:
             good[name] = entry
-    if head is None:
-        return None, False
     partial = _validate(
         doc, ScheduleFile, problems, data={"defaults": head.defaults, "entries": good}
     )
-    return partial, partial is not None and len(good) == len(entries)
+    return partial, head_whole and partial is not None and len(good) == len(entries)
 
 
 def declared_app_modules(directory: Path) -> tuple[str, ...]:
@@ -192,14 +204,39 @@ def _read(path: Path, problems: list[str]) -> yamlfile.LocatedDocument | None:
 
 
 def _build_lanes(queues: QueuesFile) -> dict[str, LaneSpec]:
-    lanes = {
-        BASE_LANE: LaneSpec(
-            BASE_LANE, queues.base.queues, queues.base.concurrency, queues.base.timeout_seconds
+    def spec(name: str, lane: Lane, names: tuple[str, ...]) -> LaneSpec:
+        weights = tuple(lane.weights.get(q, 1) for q in names) if lane.order == "weights" else ()
+        return LaneSpec(
+            name, names, lane.concurrency, lane.timeout_seconds, order=lane.order, weights=weights
         )
-    }
+
+    lanes = {BASE_LANE: spec(BASE_LANE, queues.base, queues.base.queues)}
     for name, lane in queues.capsules.items():
-        lanes[name] = LaneSpec(name, lane.queues or (name,), lane.concurrency, lane.timeout_seconds)
+        lanes[name] = spec(name, lane, lane.queues or (name,))
     return lanes
+
+
+def _check_weights(doc: yamlfile.LocatedDocument, queues: QueuesFile) -> list[str]:
+    """Every queue named in a lane's ``weights`` is one of the lane's queues."""
+    problems = []
+    lanes = [(("base",), queues.base, queues.base.queues)] + [
+        (("capsules", name), lane, lane.queues or (name,)) for name, lane in queues.capsules.items()
+    ]
+    for key, lane, names in lanes:
+        if lane.weights and lane.order != "weights":
+            path = (*key, "weights")
+            problems.append(
+                f"{display_path(doc.path)}:{doc.line_of(path)}: {_dotted(path)}: "
+                "weights apply only with order: weights"
+            )
+        for queue in lane.weights:
+            if queue not in names:
+                path = (*key, "weights", queue)
+                problems.append(
+                    f"{display_path(doc.path)}:{doc.line_of(path)}: {_dotted(path)}: "
+                    f"{queue!r} is not a queue of this lane{did_you_mean(queue, names)}"
+                )
+    return problems
 
 
 def _raw_lanes(data: Mapping[str, Any]) -> dict[str, tuple[tuple[str | int, ...], list[Any]]]:
@@ -372,6 +409,7 @@ def load(
     if queues is not None and queues_doc is not None and known is not None:
         lanes = _build_lanes(queues)
         problems.extend(_check_queue_refs(queues_doc, queues, known))
+        problems.extend(_check_weights(queues_doc, queues))
     if schedule is not None and schedule_doc is not None:
         problems.extend(_check_schedule(schedule_doc, schedule, known or None))
     if schedule_doc is not None:

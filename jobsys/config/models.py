@@ -67,10 +67,22 @@ def check_name(value: str) -> str:
     return value
 
 
+#: How a lane picks among its queues' due jobs: ``priority`` (Procrastinate's rule:
+#: priority, then id, across all queues), ``strict`` (queues in their listed order,
+#: priority and id within a queue), ``weights`` (each claim orders the queues at random,
+#: in proportion to their weights, then as strict).
+LANE_ORDERS = ("priority", "strict", "weights")
+
+
 class Lane(Strict):
     concurrency: int = Field(DEFAULT_LANE_CONCURRENCY, ge=1, le=1000)
     queues: tuple[str, ...] = ()
     timeout_seconds: PositiveSeconds = DEFAULT_TASK_TIMEOUT_SECONDS
+    order: Literal["priority", "strict", "weights"] = "priority"
+    #: ``order: weights`` only: queue -> weight (a whole number >= 1; unlisted: 1).
+    #: (Checked with their lines in the loader: only with ``order: weights``, only the
+    #: lane's own queues.)
+    weights: dict[str, Annotated[int, Field(ge=1, le=1000)]] = {}
 
     @field_validator("queues")
     @classmethod
@@ -93,6 +105,10 @@ class WorkerSettings(Strict):
     #: A rerun-safe job whose worker died this many times is failed, not requeued
     #: again (a job that kills its worker every time must not take down host after host).
     max_crash_requeues: int = Field(DEFAULT_MAX_CRASH_REQUEUES, ge=0, le=100)
+    #: When a NOTIFY does not reach the LISTEN connection (a transaction-mode pooler
+    #: in between): ``auto`` says so at ERROR and picks up jobs by polling;
+    #: ``required`` refuses to start (exit 2).
+    listen: Literal["auto", "required"] = "auto"
 
     @model_validator(mode="after")
     def _heartbeat_below_dead(self) -> WorkerSettings:

@@ -45,6 +45,21 @@ def bounded_connection_kwargs(connect_timeout_seconds: int) -> dict[str, Any]:
     }
 
 
+def driver_options(application_name: str = "jobsys") -> dict[str, Any]:
+    """psycopg options of every connection jobsys opens (pool, listener, CLI,
+    dashboard, subscriber, migrations).
+
+    ``prepare_threshold=None``: psycopg never prepares statements on the server. By
+    default it prepares a query run 5 times as ``_pg3_0``, ``_pg3_1``...; behind a
+    transaction-mode pooler (PgBouncer before 1.21, or without
+    ``max_prepared_statements``) the next transaction may land on another server
+    session where that name exists or does not, and the worker dies with
+    ``DuplicatePreparedStatement``. Procrastinate's operations are single function
+    calls, so planning each one again costs little.
+    """
+    return {"prepare_threshold": None, "application_name": application_name}
+
+
 @dataclass(frozen=True)
 class Target:
     url: str
@@ -115,7 +130,7 @@ async def connect(
             autocommit=autocommit,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             row_factory=dict_row,
-            application_name="jobsys",
+            **driver_options(),
         )
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
         raise translate(exc, url) from None

@@ -101,8 +101,12 @@ def _library() -> Any:
 def _ensure_database(st: ServerStatus) -> None:
     import psycopg
 
+    from jobsys.db.connect import driver_options
+
     admin = f"postgresql://postgres@/postgres?host={st.socket_dir}&port={st.port}"
-    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+    with psycopg.connect(
+        admin, autocommit=True, connect_timeout=10, **driver_options("jobsys-embedded")
+    ) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
         ).fetchone()

@@ -14,6 +14,7 @@ from typing import Any
 
 from jobsys import engine
 from jobsys.db import url as db_url
+from jobsys.db.connect import driver_options
 from jobsys.errors import DatabaseUnavailable, SchemaError, UsageError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -163,7 +164,9 @@ def current(url: str) -> list[str]:
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import create_engine, pool
 
-    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    engine = create_engine(
+        sqlalchemy_url(url), poolclass=pool.NullPool, connect_args=driver_options("jobsys-migrate")
+    )
     try:
         with _unreachable_as_error(url), engine.connect() as conn:
             return list(MigrationContext.configure(conn).get_current_heads())
@@ -179,7 +182,9 @@ def drift(url: str) -> list[str]:
 
     from jobsys.db.models import metadata
 
-    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    engine = create_engine(
+        sqlalchemy_url(url), poolclass=pool.NullPool, connect_args=driver_options("jobsys-migrate")
+    )
     try:
         with _unreachable_as_error(url), engine.connect() as conn:
             revisions = set(MigrationContext.configure(conn).get_current_heads())

@@ -13,6 +13,16 @@ from typing import Any
 Params = Mapping[str, Any] | Sequence[Any] | None
 
 
+def like_contains(param: str) -> str:
+    """SQL for an ILIKE pattern matching any text that contains the bound parameter
+    ``%(param)s`` literally (``\\``, ``%`` and ``_`` escaped). Built in SQL from the bound
+    value: the planner folds it to a constant, so pg_trgm GIN indexes serve it."""
+    return (
+        f"('%%' || replace(replace(replace(%({param})s::text, '\\', '\\\\'), '%%', '\\%%'), "
+        "'_', '\\_') || '%%')"
+    )
+
+
 async def fetch_all(conn: Any, sql: str, params: Params = None) -> list[dict[str, Any]]:
     from psycopg.rows import dict_row
 

@@ -3,7 +3,7 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0009_workers_failure_search"
+HEAD_REVISION = "0012_claim_at_depth"
 KNOWN_REVISIONS = (
     "0001_procrastinate",
     "0002_jobsys_core",
@@ -14,4 +14,7 @@ KNOWN_REVISIONS = (
     "0007_runtime_worker_ids",
     "0008_fanout_item_jobs",
     "0009_workers_failure_search",
+    "0010_job_search_bulk",
+    "0011_queue_pauses",
+    "0012_claim_at_depth",
 )

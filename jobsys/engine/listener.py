@@ -6,7 +6,8 @@ one stays lost after a server restart (the worker silently degrades to polling).
 Here one connection listens for every selected queue, hands each notification to
 the lane serving that queue, and reconnects with capped exponential backoff; after a
 reconnect every lane is woken once, since inserts made while deaf were not heard.
-Polling (``worker.poll_interval_seconds``) remains the safety net throughout.
+Polling (``worker.poll_interval_seconds``) remains the safety net throughout. The
+same connection hears queue pauses and resumes (``jobsys.flow.store.CHANNEL``).
 
 :meth:`Listener.round_trip` checks at start that a NOTIFY sent through the pool
 reaches this connection: behind a transaction-mode pooler it does not, and the
@@ -23,6 +24,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from jobsys.db.connect import driver_options
 from jobsys.engine import channels
 from jobsys.engine.worker import wait_or_timeout
 
@@ -46,12 +48,17 @@ class Listener:
         on_job_inserted: Callable[[str], None],
         on_abort_requested: Callable[[str, int], None],
         on_reconnected: Callable[[], None],
+        on_pauses_changed: Callable[[str, list[str]], None] | None = None,
+        pauses_channel: str | None = None,
     ) -> None:
         self.url = url
         self.queues = queues
         self.on_job_inserted = on_job_inserted
         self.on_abort_requested = on_abort_requested
         self.on_reconnected = on_reconnected
+        self.on_pauses_changed = on_pauses_changed
+        #: The channel queue pauses are announced on (``jobsys.flow``), when listened to.
+        self.pauses_channel = pauses_channel
         self.connected = asyncio.Event()
         self.backend_pid: int | None = None
         self.reconnects = 0
@@ -71,7 +78,7 @@ class Listener:
                 conn = await psycopg.AsyncConnection.connect(
                     self.url,
                     autocommit=True,
-                    application_name=APPLICATION_NAME,
+                    **driver_options(APPLICATION_NAME),
                     **bounded_connection_kwargs(CONNECT_TIMEOUT_SECONDS),
                 )
             except psycopg.OperationalError as exc:
@@ -110,7 +117,10 @@ class Listener:
     async def _listen(self, conn: Any) -> None:
         from psycopg import sql
 
-        for channel in [*(channels.queue_channel(q) for q in self.queues), self._probe_channel]:
+        listened = [*(channels.queue_channel(q) for q in self.queues), self._probe_channel]
+        if self.on_pauses_changed is not None and self.pauses_channel is not None:
+            listened.append(self.pauses_channel)
+        for channel in listened:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
     async def _pump(self, conn: Any, stop: asyncio.Event) -> None:
@@ -124,12 +134,17 @@ class Listener:
         if channel == self._probe_channel:
             self._probe_heard.set()
             return
-        queue = channels.queue_of(channel)
-        if queue is None:
-            return
         try:
             message = json.loads(payload)
         except ValueError:
+            return
+        if channel == self.pauses_channel and self.on_pauses_changed is not None:
+            queues = message.get("queues") if isinstance(message, dict) else None
+            if isinstance(queues, list):
+                self.on_pauses_changed(str(message.get("action")), [str(q) for q in queues])
+            return
+        queue = channels.queue_of(channel)
+        if queue is None or not isinstance(message, dict):
             return
         if message.get("type") == channels.JOB_INSERTED:
             self.on_job_inserted(queue)

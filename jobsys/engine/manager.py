@@ -34,14 +34,19 @@ def procrastinate_query(name: str) -> str:
 
 
 async def claim_jobs(
-    connector: Any, queues: list[str], worker_id: int, limit: int
+    connector: Any, queues: list[str], worker_id: int, limit: int, *, in_order: bool = False
 ) -> list[dict[str, Any]]:
     """Mark up to ``limit`` due jobs of ``queues`` as ``doing`` for ``worker_id``, in
-    Procrastinate's fetch order (priority, then id); their rows, in that order."""
+    Procrastinate's fetch order (priority, then id), or with ``in_order`` queue by queue
+    in the order of ``queues``; their rows, in that order."""
     rows = await connector.execute_query_all_async(
-        queries.CLAIM_JOBS, queues=queues, worker_id=worker_id, limit=limit
+        queries.CLAIM_JOBS_IN_ORDER if in_order else queries.CLAIM_JOBS,
+        queues=queues,
+        worker_id=worker_id,
+        limit=limit,
     )
-    return sorted(rows, key=lambda r: (-r["priority"], r["id"]))
+    rank = {q: i for i, q in enumerate(queues)} if in_order else {}
+    return sorted(rows, key=lambda r: (rank.get(r["queue_name"], 0), -r["priority"], r["id"]))
 
 
 async def unstarted_jobs(
@@ -53,6 +58,18 @@ async def unstarted_jobs(
             queries.UNSTARTED_JOBS, worker_id=worker_id, running=running, limit=limit
         )
     )
+
+
+async def merge_retry_into_sibling(connector: Any, job_id: int) -> int | None:
+    """A retry of ``job_id`` collided with a sibling waiting under its queueing lock:
+    note it on the job's latest failure; the sibling's id (None: no sibling)."""
+    rows = await connector.execute_query_all_async(queries.MERGE_RETRY_INTO_SIBLING, job_id=job_id)
+    return int(rows[0]["id"]) if rows else None
+
+
+async def hand_to_reaper(connector: Any, job_id: int) -> None:
+    """Detach a ``doing`` job from its worker: the reaper's dead-worker rules settle it."""
+    await connector.execute_query_async(queries.HAND_TO_REAPER, job_id=job_id)
 
 
 async def cancel_job(conn: Any, job_id: int, *, abort: bool = False) -> bool:

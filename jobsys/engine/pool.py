@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jobsys.config import LaneSpec
-from jobsys.db.connect import bounded_connection_kwargs
+from jobsys.db.connect import bounded_connection_kwargs, driver_options
 
 #: Services (scheduler, reaper, ...) and the CLI-side work of a process (the
 #: heartbeat has its own connection).
@@ -61,7 +61,7 @@ def connector(url: str, *, min_size: int, max_size: int) -> Any:
         # autocommit=True itself, and a duplicate keyword breaks it.
         configure=_autocommit,
         kwargs={
-            "application_name": APPLICATION_NAME,
+            **driver_options(APPLICATION_NAME),
             **bounded_connection_kwargs(CONNECT_TIMEOUT_SECONDS),
         },
     )

@@ -14,6 +14,15 @@ What this subclass changes, and why (Procrastinate 3.10's ``worker.py``):
   cannot be cancelled, are reported as abandoned so the process can exit and the
   reaper recover them. A hard stop skips the grace period.
 
+- **Every outcome write is supervised.** A connection error is retried until the
+  database takes it; any other error is logged with the job id and retried
+  :data:`PERSIST_MAX_ERRORS` times, then the job is handed to the reaper (detached
+  from this worker: a ``doing`` job without a worker is settled by the reaper's
+  dead-worker rules at its next pass), never left ``doing`` under a live worker. A
+  retry that collides with a waiting sibling on the queueing lock's unique index
+  (``procrastinate_jobs_queueing_lock_idx_v1``) is merged into that sibling: the job
+  is finished ``failed``, its failure row says it will not be retried and why
+  (``retry_state.outcome = merged_into_waiting_sibling``), the sibling runs once.
 - **Several jobs per round trip.** The fetch loop claims as many due jobs as the
   lane has free slots (up to ``MAX_CLAIM``) in one statement with Procrastinate's own
   candidate rule (``jobsys.engine.queries.CLAIM_JOBS``), instead of one job per call. A
@@ -25,10 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from procrastinate import exceptions, job_context, jobs, retry, utils
@@ -36,6 +47,8 @@ from procrastinate.worker import Worker
 
 from jobsys.config import LaneSpec
 from jobsys.engine import manager
+from jobsys.engine.context import JOB_QUEUE
+from jobsys.errors import JobTimeoutError
 
 logger = logging.getLogger("jobsys.lanes")
 
@@ -45,6 +58,13 @@ logger = logging.getLogger("jobsys.lanes")
 PRUNE_NEVER_SECONDS = 10 * 365 * 24 * 3600.0
 FETCH_RETRY_MIN_SECONDS = 0.2
 PERSIST_RETRY_MAX_SECONDS = 5.0
+#: Non-connection errors writing one job's outcome before it is handed to the reaper.
+PERSIST_MAX_ERRORS = 3
+#: The unique index that keeps one waiting job per queueing lock.
+QUEUEING_LOCK_INDEX = "procrastinate_jobs_queueing_lock_idx_v1"
+#: A timed-out sync job settled by its exiting worker runs again no sooner than this:
+#: its thread dies only with the process, which exits right after.
+SYNC_TIMEOUT_RETRY_MARGIN_SECONDS = 10.0
 #: The most jobs one fetch claims (a lane claims at most its free slots).
 MAX_CLAIM = 100
 #: After the grace period, how long cancelled async jobs get to record their requeue.
@@ -57,6 +77,12 @@ def is_connection_error(exc: BaseException) -> bool:
     import psycopg
 
     return any(isinstance(e, psycopg.OperationalError) for e in utils.causes(exc))
+
+
+def is_queueing_lock_conflict(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, exceptions.UniqueViolation) and exc.constraint_name == QUEUEING_LOCK_INDEX
+    )
 
 
 async def wait_or_timeout(event: asyncio.Event, seconds: float) -> bool:
@@ -78,6 +104,7 @@ class LaneWorker(Worker):
         worker_middleware: list[Any],
         concurrency: int | None = None,
         config: Any = None,
+        claim_order: Callable[[], tuple[list[str], bool]] | None = None,
     ) -> None:
         super().__init__(
             app,
@@ -107,6 +134,8 @@ class LaneWorker(Worker):
         self._wakes = 0
         #: A claim failed on a connection error: it may have committed on the server.
         self._claim_uncertain = False
+        #: (the queues this claim takes, in order; whether that order binds)
+        self.claim_order = claim_order or (lambda: (list(self.lane.queues), False))
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -125,6 +154,48 @@ class LaneWorker(Worker):
 
     def running(self) -> list[job_context.JobContext]:
         return list(self._running_jobs.values())
+
+    async def settle_timed_out(self, context: job_context.JobContext, timeout: float) -> bool:
+        """Record a sync job that ran past ``timeout`` (its thread cannot be stopped) as
+        failed with :class:`JobTimeoutError`, through the worker middlewares (so its
+        failure row is written like any other), and retry or fail it per its task's
+        policy. Called by the runtime right before the process exits, which kills the
+        thread; a retry is not due before ``SYNC_TIMEOUT_RETRY_MARGIN_SECONDS``."""
+        from procrastinate import middleware
+
+        job = context.job
+        error = JobTimeoutError(
+            f"{job.task_name} ran past its timeout of {timeout:g} s and, being sync, could "
+            "not be cancelled: its worker exited (70)"
+        )
+
+        async def raise_timeout() -> Any:
+            raise error
+
+        with contextlib.suppress(JobTimeoutError):
+            await middleware.compose(self.worker_middleware, raise_timeout, context, self)()
+        task = self.app.tasks.get(job.task_name)
+        retry_exception = task.get_retry_exception(exception=error, job=job) if task else None
+        decision = retry_exception.retry_decision if retry_exception else None
+        if decision is not None:
+            earliest = utils.utcnow() + datetime.timedelta(
+                seconds=SYNC_TIMEOUT_RETRY_MARGIN_SECONDS
+            )
+            decision = retry.RetryDecision(
+                retry_at=max(decision.retry_at or earliest, earliest),
+                priority=decision.priority,
+                queue=decision.queue,
+                lock=decision.lock,
+            )
+        status = jobs.Status.FAILED
+        try:
+            await asyncio.wait_for(
+                self._persist_job_status(job, status, decision, context, None),
+                timeout=PERSIST_RETRY_MAX_SECONDS,
+            )
+        except (TimeoutError, exceptions.ConnectorException):
+            return False  # still doing, under this dying worker: the reaper settles it
+        return True
 
     def is_sync_task(self, task_name: str) -> bool:
         task = self.app.tasks.get(task_name)
@@ -228,10 +299,16 @@ class LaneWorker(Worker):
                     extra={"action": "claim_recovered", "lane": self.lane.name},
                 )
         if len(rows) < slots:
+            queues, in_order = self.claim_order()
             rows += await manager.claim_jobs(
-                self.app.connector, list(self.queues or []), self.worker_id, slots - len(rows)
+                self.app.connector, queues, self.worker_id, slots - len(rows), in_order=in_order
             )
         return rows
+
+    async def _process_job(self, context: job_context.JobContext) -> None:
+        # The timeout is the one of the lane running the job (its queue's lane).
+        JOB_QUEUE.set(context.job.queue)
+        await super()._process_job(context)
 
     def _start_job(self, job: jobs.Job) -> None:
         job_id = job.id
@@ -279,22 +356,91 @@ class LaneWorker(Worker):
                 extra={"action": "job_requeued_on_shutdown", "lane": self.lane.name},
             )
         delay = FETCH_RETRY_MIN_SECONDS
+        errors = 0
         while True:
             try:
                 await super()._persist_job_status(job, status, retry_decision, context, job_result)
                 self.jobs_done += 1
                 return
             except exceptions.ConnectorException as exc:
-                if not is_connection_error(exc) or self._hard_stop.is_set():
-                    raise
-                logger.warning(
-                    f"lane {self.lane.name}: cannot record the outcome of job {job.id} "
-                    f"({status.value}); retrying in {delay:.1f} s",
-                    extra={"action": "persist_retry", "lane": self.lane.name},
-                )
-                if await wait_or_timeout(self._hard_stop, delay):
-                    raise
-                delay = min(delay * 2, PERSIST_RETRY_MAX_SECONDS)
+                if is_connection_error(exc):
+                    if self._hard_stop.is_set():
+                        raise
+                    logger.warning(
+                        f"lane {self.lane.name}: cannot record the outcome of job {job.id} "
+                        f"({status.value}); retrying in {delay:.1f} s",
+                        extra={"action": "persist_retry", "lane": self.lane.name, "job_id": job.id},
+                    )
+                    if await wait_or_timeout(self._hard_stop, delay):
+                        raise
+                    delay = min(delay * 2, PERSIST_RETRY_MAX_SECONDS)
+                    continue
+                # The retry would be a second waiting job of the lock: merge it into the
+                # sibling already waiting, and finish this one. (No sibling any more: it
+                # started meanwhile, and the retry may pass at the next try.)
+                if (
+                    retry_decision is not None
+                    and is_queueing_lock_conflict(exc)
+                    and await self._merge_into_waiting_sibling(job)
+                ):
+                    status, retry_decision = jobs.Status.FAILED, None
+                    continue
+                error: Exception = exc
+            except Exception as exc:  # a bug or an unexpected answer: never a wedge
+                error = exc
+            errors += 1
+            logger.error(
+                f"lane {self.lane.name}: cannot record the outcome of job {job.id} "
+                f"({status.value}): {type(error).__name__}: {error} "
+                f"({errors}/{PERSIST_MAX_ERRORS})",
+                extra={"action": "persist_failed", "lane": self.lane.name, "job_id": job.id},
+            )
+            if errors >= PERSIST_MAX_ERRORS:
+                await self._hand_to_reaper(job)
+                return
+            if await wait_or_timeout(self._hard_stop, delay):
+                await self._hand_to_reaper(job)
+                return
+            delay = min(delay * 2, PERSIST_RETRY_MAX_SECONDS)
+
+    async def _merge_into_waiting_sibling(self, job: jobs.Job) -> bool:
+        assert job.id is not None
+        sibling = await manager.merge_retry_into_sibling(self.app.connector, job.id)
+        if sibling is None:
+            return False
+        logger.warning(
+            f"lane {self.lane.name}: job {job.id} cannot be retried: job {sibling} with the "
+            f"same queueing lock {job.queueing_lock!r} is already waiting and will do the "
+            "work; finishing this one as failed",
+            extra={
+                "action": "retry_merged",
+                "lane": self.lane.name,
+                "job_id": job.id,
+                "sibling_job_id": sibling,
+                "queueing_lock": job.queueing_lock,
+            },
+        )
+        return True
+
+    async def _hand_to_reaper(self, job: jobs.Job) -> None:
+        """Detach the job from this worker: the reaper's dead-worker rules settle a
+        ``doing`` job without a worker at their next pass."""
+        assert job.id is not None
+        try:
+            await manager.hand_to_reaper(self.app.connector, job.id)
+        except Exception as exc:
+            logger.critical(
+                f"lane {self.lane.name}: job {job.id} could be neither recorded nor handed "
+                f"to the reaper ({type(exc).__name__}); it stays doing until this worker "
+                "stops",
+                extra={"action": "persist_lost", "lane": self.lane.name, "job_id": job.id},
+            )
+            return
+        logger.error(
+            f"lane {self.lane.name}: job {job.id} handed to the reaper (its outcome could "
+            "not be recorded)",
+            extra={"action": "job_handed_to_reaper", "lane": self.lane.name, "job_id": job.id},
+        )
 
     async def _shutdown(self, side_tasks: list[asyncio.Task[Any]]) -> None:
         await utils.cancel_and_capture_errors(side_tasks)

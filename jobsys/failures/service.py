@@ -13,6 +13,9 @@ from jobsys.failures import store
 from jobsys.failures.filters import FailureFilter, unknown_names
 from jobsys.settings import Settings
 
+#: A list's ``total`` is counted up to this many matches (past it: None, "more than").
+COUNT_CAP = 10_000
+
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
     """A failure as the JSON contract shows it (``retry_state`` always an object)."""
@@ -31,7 +34,14 @@ async def list_failures(
         if group_by is not None:
             params.pop("before", None)
             groups = await store.group_failures(conn, params, group_by, limit)
-            return {"group_by": group_by, "groups": groups, "notes": notes}
+            total = (
+                len(groups)
+                if len(groups) < limit
+                else await store.count_failures(conn, params, COUNT_CAP, group_by)
+            )
+            return {"group_by": group_by, "groups": groups, "total": total, "notes": notes}
+        unpaged = {k: v for k, v in params.items() if k != "before"}
+        total = await store.count_failures(conn, unpaged, COUNT_CAP)
         if filters.before is not None:
             at = await store.failure_position(conn, filters.before)
             if at is None:
@@ -42,6 +52,7 @@ async def list_failures(
     return {
         "failures": [public(r) for r in rows],
         "count": len(rows),
+        "total": total,
         "next_before": next_before,
         "notes": notes,
     }

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from jobsys.db.query import fetch_all, fetch_one
+from jobsys.db.query import fetch_all, fetch_one, like_contains
 from jobsys.engine.queries import EVENTS_SETTLED, EVENTS_START, UNRECORDED_ATTEMPTS
 
 #: The insert, with ``{issue_id}`` left open: a bound parameter here, an expression
@@ -91,14 +91,6 @@ LIST_COLUMNS = """
 """
 SHOW_COLUMNS = LIST_COLUMNS + ", args, traceback"
 
-#: ``%(param)s`` as an ILIKE pattern matching any text that contains it literally
-#: (``\``, ``%`` and ``_`` escaped). Built in SQL from the bound value: the planner
-#: folds it to a constant, so the pg_trgm GIN indexes (0009) serve it.
-LIKE_CONTAINS = (
-    "('%%' || replace(replace(replace(%({param})s, '\\', '\\\\'), '%%', '\\%%'), "
-    "'_', '\\_') || '%%')"
-)
-
 #: One fragment per filter (``jobsys.failures.filters``) over ``jobsys_failures f``, each
 #: on bound parameters only; shared with ``jobsys retry --all``. Keyset pagination walks
 #: ``ix_jobsys_failures_occurred`` (occurred_at DESC, id DESC).
@@ -115,7 +107,7 @@ FILTER_CLAUSES = {
     "retryable": "f.retryable = %(retryable)s",
     "before": "(f.occurred_at, f.id) < (%(before_at)s, %(before)s)",
     "error": "(f.message ILIKE {pattern} OR f.error_class ILIKE {pattern})".format(
-        pattern=LIKE_CONTAINS.format(param="error")
+        pattern=like_contains("error")
     ),
 }
 GROUP_COLUMNS = {"fingerprint": "fingerprint", "task": "task", "kind": "kind"}
@@ -125,6 +117,16 @@ SELECT {columns} FROM jobsys_failures f
  WHERE {where}
  ORDER BY occurred_at DESC, id DESC
  LIMIT %(limit)s
+"""
+
+# How many failures match, counted up to %(cap)s (a list's total; past the cap, unknown).
+COUNT_FAILURES = """
+SELECT count(*) AS n FROM (SELECT 1 FROM jobsys_failures f WHERE {where} LIMIT %(cap)s) m
+"""
+COUNT_GROUPS = """
+SELECT count(*) AS n FROM (
+  SELECT 1 FROM jobsys_failures f WHERE {where} GROUP BY {column} LIMIT %(cap)s
+) m
 """
 
 GROUP_FAILURES = """
@@ -176,6 +178,20 @@ def where_clause(filters: dict[str, Any]) -> str:
 async def list_failures(conn: Any, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     sql = LIST_FAILURES.format(columns=LIST_COLUMNS, where=where_clause(filters))
     return await fetch_all(conn, sql, {**filters, "limit": limit})
+
+
+async def count_failures(
+    conn: Any, filters: dict[str, Any], cap: int, group_by: str | None = None
+) -> int | None:
+    """How many failures (or groups) match, None when more than ``cap`` do."""
+    where = where_clause(filters)
+    if group_by is None:
+        sql = COUNT_FAILURES.format(where=where)
+    else:
+        sql = COUNT_GROUPS.format(where=where, column=GROUP_COLUMNS[group_by])
+    row = await fetch_one(conn, sql, {**filters, "cap": cap + 1})
+    n = int(row["n"]) if row else 0
+    return None if n > cap else n
 
 
 async def group_failures(

@@ -150,13 +150,13 @@ class ProcessHeartbeat:
     async def _connection(self) -> Any:
         import psycopg
 
-        from jobsys.db.connect import bounded_connection_kwargs
+        from jobsys.db.connect import bounded_connection_kwargs, driver_options
 
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = await psycopg.AsyncConnection.connect(
                 self.url,
                 autocommit=True,
-                application_name=APPLICATION_NAME,
+                **driver_options(APPLICATION_NAME),
                 **bounded_connection_kwargs(CONNECT_TIMEOUT_SECONDS),
             )
             timeout_ms = int(self.beat_timeout * 1000)

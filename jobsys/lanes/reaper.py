@@ -50,6 +50,7 @@ from jobsys import tasks as task_registry
 from jobsys.engine import dead_workers as store
 from jobsys.failures.redaction import Redactor
 from jobsys.failures.store import FailureRow, insert_failure
+from jobsys.lanes import execution
 from jobsys.lanes.heartbeat import database_continuity
 
 if TYPE_CHECKING:
@@ -121,12 +122,9 @@ def _context_value(args: dict[str, Any], key: str | None) -> str | None:
 
 
 def job_timeout_seconds(config: Config, task_name: str, queue: str) -> float | None:
-    """The task's timeout, else its lane's; None when neither is known."""
-    spec = task_registry.get(task_name)
-    if spec is not None and spec.timeout_seconds is not None:
-        return spec.timeout_seconds
-    lane = config.lanes.get(config.lane_of(queue) or "")
-    return lane.timeout_seconds if lane is not None else None
+    """The task's timeout, else the lane of the job's queue (the worker's rule:
+    :func:`jobsys.lanes.execution.effective_timeout`); None when neither is known."""
+    return execution.effective_timeout(task_registry.get(task_name), config, queue)
 
 
 def _worker_lost_message(job: dict[str, Any], dead_after: float) -> str:

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
 import os
+import random
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +40,10 @@ from jobsys.config import Config, LaneSpec
 from jobsys.engine import pool
 from jobsys.engine.listener import Listener
 from jobsys.engine.worker import LaneWorker, wait_or_timeout
-from jobsys.errors import DatabaseUnavailable
+from jobsys.errors import ConfigError, DatabaseUnavailable
+from jobsys.flow.order import claim_order
+from jobsys.flow.store import CHANNEL as PAUSES_CHANNEL
+from jobsys.flow.watch import PauseWatch
 from jobsys.lanes import execution, lifecycle, store
 from jobsys.lanes.heartbeat import ProcessHeartbeat
 from jobsys.lanes.identity import ProcessIdentity
@@ -53,6 +58,9 @@ EXIT_FENCED = 75
 DRAIN_CHECK_SECONDS = 0.2
 STARTUP_RETRY_SECONDS = 1.0
 SERVICES_STOP_SECONDS = 10.0
+#: After a sync job's timeout, how long the other running jobs get before they are
+#: requeued (at most the shutdown grace): the worker must exit within timeout + 5 s.
+SYNC_TIMEOUT_GRACE_SECONDS = 2.0
 
 
 @dataclass
@@ -64,13 +72,29 @@ class RuntimeResult:
     jobs_done: int = 0
 
 
+def listen_required(config: Config, url: str) -> ConfigError:
+    """The refusal of a worker whose LISTEN/NOTIFY does not round-trip under
+    ``worker.listen: required``."""
+    from jobsys.config.loader import QUEUES_FILE, display_path
+    from jobsys.db.url import mask
+
+    return ConfigError(
+        [
+            f"{display_path(config.directory / QUEUES_FILE)}: worker.listen: 'required', but "
+            f"a NOTIFY sent through {mask(url)} never reached this worker's LISTEN "
+            "connection: a connection pooler in transaction mode (PgBouncer "
+            "pool_mode = transaction) does not deliver notifications"
+        ],
+        hint="Point jobsys at PostgreSQL directly or at a session-mode pool (README, "
+        '"Connection poolers"), or set worker.listen: auto to rely on polling.',
+    )
+
+
 def scaled(lanes: list[LaneSpec], factor: float) -> list[LaneSpec]:
     if factor == 1.0:
         return lanes
     return [
-        LaneSpec(
-            lane.name, lane.queues, max(1, round(lane.concurrency * factor)), lane.timeout_seconds
-        )
+        dataclasses.replace(lane, concurrency=max(1, round(lane.concurrency * factor)))
         for lane in lanes
     ]
 
@@ -103,8 +127,11 @@ class Runtime:
         self.workers: list[LaneWorker] = []
         self.app: Any = None
         self.listener: Listener | None = None
+        self.pauses: PauseWatch | None = None
         self.heartbeat: ProcessHeartbeat | None = None
         self.listening = False
+        #: Sync jobs past their timeout: job id -> timeout (seconds).
+        self._timed_out: dict[int, float] = {}
         self.state = "starting"
         self._stop_requested = asyncio.Event()
         self._hard = False
@@ -224,8 +251,51 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.app.close_async()
 
+    async def _start_listening(
+        self, by_queue: dict[str, LaneWorker], stop: asyncio.Event
+    ) -> asyncio.Task[None]:
+        """The LISTEN connection, and whether a NOTIFY round-trips to it: checked before
+        the worker registers or runs a job, since ``worker.listen: required`` refuses
+        to start without it."""
+        worker_settings = self.config.queues.worker
+        self.pauses = PauseWatch(
+            self.app.connector.pool,
+            self.queues,
+            wake=lambda queues: self._wake_queues(by_queue, queues),
+            poll_interval_seconds=worker_settings.poll_interval_seconds,
+        )
+        self.listener = Listener(
+            self.url,
+            self.queues,
+            on_job_inserted=lambda q: by_queue[q].wake() if q in by_queue else None,
+            on_abort_requested=lambda q, job_id: (
+                by_queue[q].abort_requested([job_id]) if q in by_queue else None
+            ),
+            on_reconnected=self._reconnected,
+            on_pauses_changed=self.pauses.notified,
+            pauses_channel=PAUSES_CHANNEL,
+        )
+        task = asyncio.create_task(self.listener.run(stop), name="listener")
+        self.listening = await self.listener.round_trip(self.app.connector.pool)
+        if not self.listening:
+            if worker_settings.listen == "required":
+                stop.set()
+                await asyncio.gather(task, return_exceptions=True)
+                raise listen_required(self.config, self.url)
+            logger.error(
+                "LISTEN/NOTIFY does not round-trip on this database connection (a "
+                "connection pooler in transaction mode?): new jobs are picked up only by "
+                f"polling, every {worker_settings.poll_interval_seconds:g} s. Point jobsys at "
+                "the server directly or a session-mode pooler.",
+                extra={"action": "listen_notify_broken"},
+            )
+        return task
+
     async def _run_open(self) -> RuntimeResult:
         worker_settings = self.config.queues.worker
+        by_queue: dict[str, LaneWorker] = {}
+        background_stop = asyncio.Event()
+        listener_task = await self._start_listening(by_queue, background_stop)
         # The lease starts when the registration (the first beat) is sent.
         granted_at = time.monotonic()
         async with self.app.connector.pool.connection() as conn:
@@ -252,15 +322,24 @@ class Runtime:
         heartbeat_stop = asyncio.Event()
         heartbeat_task = asyncio.create_task(self.heartbeat.run(heartbeat_stop), name="heartbeat")
         try:
-            return await self._run_lanes(heartbeat_stop, heartbeat_task)
+            return await self._run_lanes(
+                heartbeat_stop, heartbeat_task, by_queue, background_stop, listener_task
+            )
         finally:
             heartbeat_stop.set()
             await heartbeat_task
+            background_stop.set()
+            await asyncio.gather(listener_task, return_exceptions=True)
 
     async def _run_lanes(
-        self, heartbeat_stop: asyncio.Event, heartbeat_task: asyncio.Task[None]
+        self,
+        heartbeat_stop: asyncio.Event,
+        heartbeat_task: asyncio.Task[None],
+        by_queue: dict[str, LaneWorker],
+        background_stop: asyncio.Event,
+        listener_task: asyncio.Task[None],
     ) -> RuntimeResult:
-        assert self.heartbeat is not None
+        assert self.heartbeat is not None and self.pauses is not None
         worker_settings = self.config.queues.worker
         self.workers = [
             LaneWorker(
@@ -271,12 +350,14 @@ class Runtime:
                 shutdown_grace_seconds=worker_settings.shutdown_grace_seconds,
                 worker_middleware=self.middlewares,
                 config=self.config,
+                # order: strict / weights (one draw per claim); default: priority, then id
+                claim_order=functools.partial(claim_order, lane, random.Random()),
             )
             for lane in self.lanes
         ]
         # Before any job can start: a SIGTERM from now on drains instead of killing.
         self._install_signals()
-        by_queue = {q: w for w in self.workers for q in w.lane.queues}
+        by_queue.update({q: w for w in self.workers for q in w.lane.queues})
         lane_tasks = {
             asyncio.create_task(w.run(), name=f"lane {w.lane.name}"): w for w in self.workers
         }
@@ -287,18 +368,9 @@ class Runtime:
         async with self.app.connector.pool.connection() as conn:
             await store.set_procrastinate_workers(conn, self.identity.id, self.heartbeat.worker_ids)
 
-        background_stop = asyncio.Event()
-        self.listener = Listener(
-            self.url,
-            self.queues,
-            on_job_inserted=lambda q: by_queue[q].wake() if q in by_queue else None,
-            on_abort_requested=lambda q, job_id: (
-                by_queue[q].abort_requested([job_id]) if q in by_queue else None
-            ),
-            on_reconnected=self._wake_all,
-        )
         background = {
-            asyncio.create_task(self.listener.run(background_stop), name="listener"): "listener",
+            listener_task: "listener",
+            asyncio.create_task(self.pauses.run(background_stop), name="pauses"): "pause watch",
             asyncio.create_task(self._watchdog(background_stop), name="watchdog"): "watchdog",
         }
         for service in self.services:
@@ -316,15 +388,6 @@ class Runtime:
         for task, worker in lane_tasks.items():
             task.add_done_callback(functools.partial(self._lane_done, worker=worker))
 
-        self.listening = await self.listener.round_trip(self.app.connector.pool)
-        if not self.listening:
-            logger.error(
-                "LISTEN/NOTIFY does not round-trip on this database connection (a "
-                "connection pooler in transaction mode?): new jobs are picked up only by "
-                f"polling, every {worker_settings.poll_interval_seconds:g} s. Point jobsys at "
-                "the server directly or a session-mode pooler.",
-                extra={"action": "listen_notify_broken"},
-            )
         self.state = "running"
         logger.info(
             f"worker {self.identity.id} running lanes "
@@ -346,6 +409,13 @@ class Runtime:
         await self._stop_background(background)
         heartbeat_stop.set()
         await heartbeat_task
+        # Last, right before the process exits and kills their threads: timed-out sync
+        # jobs get their failure row and are retried or failed per policy.
+        for worker in self.workers:
+            for context in worker.abandoned:
+                timeout = self._timed_out.get(context.job.id or 0)
+                if timeout is not None:
+                    await worker.settle_timed_out(context, timeout)
         if not abandoned:
             # With abandoned jobs we leave the row 'draining' and let its heartbeat go
             # stale: the reaper recovers them once this process is surely gone.
@@ -391,6 +461,17 @@ class Runtime:
         for worker in self.workers:
             worker.wake()
 
+    def _reconnected(self) -> None:
+        # Inserts, resumes and pauses made while deaf were not heard.
+        self._wake_all()
+        if self.pauses is not None:
+            self.pauses.reconnected()
+
+    @staticmethod
+    def _wake_queues(by_queue: dict[str, LaneWorker], queues: list[str]) -> None:
+        for worker in {id(by_queue[q]): by_queue[q] for q in queues if q in by_queue}.values():
+            worker.wake()
+
     def _lane_done(self, task: asyncio.Task[Any], worker: LaneWorker) -> None:
         if task.cancelled() or (self._stop_requested.is_set() and task.exception() is None):
             return
@@ -422,20 +503,29 @@ class Runtime:
                     spec = task_registry.get(job.task_name)
                     if job.id is None or spec is None or spec.is_async:
                         continue
-                    timeout = execution.effective_timeout(spec, self.config)
+                    timeout = execution.effective_timeout(spec, self.config, job.queue)
                     if timeout is None or now - context.start_timestamp <= timeout:
                         continue
                     if job.id in overdue_reported:
                         continue
                     overdue_reported.add(job.id)
+                    self._timed_out[job.id] = timeout
                     logger.error(
                         f"sync job {job.task_name}[{job.id}] ran past its timeout of "
                         f"{timeout:g} s and cannot be cancelled: this worker stops taking "
                         "jobs and exits so its supervisor restarts it",
                         extra={"action": "sync_job_timeout", "job_id": job.id},
                     )
-                    self.request_stop("sync job timeout", exit_code=EXIT_JOBS_ABANDONED)
+                    self.request_stop(
+                        f"sync job {job.task_name}[{job.id}] timed out",
+                        exit_code=EXIT_JOBS_ABANDONED,
+                    )
                     self._stop_lanes()
+                    grace = min(
+                        self.config.queues.worker.shutdown_grace_seconds,
+                        SYNC_TIMEOUT_GRACE_SECONDS,
+                    )
+                    asyncio.get_running_loop().call_later(grace, self.hard_stop)
 
     async def _status(self, stop: asyncio.Event) -> None:
         assert self.heartbeat is not None

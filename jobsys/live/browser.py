@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys.engine import queries
 from jobsys.errors import NotFoundError, RefusedError, UsageError, did_you_mean
+from jobsys.jobs import search
 from jobsys.live import store
 from jobsys.timespec import parse_time
 
@@ -42,9 +43,12 @@ class JobFilters:
     account: str | None = None
     since: str | None = None
     limit: int = DEFAULT_LIMIT
+    #: ``--arg KEY=VALUE`` and ``--arg-contains TEXT`` (jobsys.jobs.search).
+    args: tuple[str, ...] = ()
+    arg_contains: str | None = None
 
 
-def _statuses(values: tuple[str, ...]) -> list[str] | None:
+def parse_statuses(values: tuple[str, ...]) -> list[str] | None:
     if not values:
         return None
     result = []
@@ -100,7 +104,7 @@ def _account_docs(account: str | None, task: str | None) -> list[str] | None:
     return [json.dumps({name: value}) for name in sorted(names) for value in values]
 
 
-def _redactor(config: Config) -> Redactor:
+def redactor_of(config: Config) -> Redactor:
     from jobsys.failures.redaction import Redactor
 
     redaction = config.queues.redaction
@@ -123,6 +127,19 @@ def _job_row(row: dict[str, Any], config: Config, redactor: Redactor) -> dict[st
     }
 
 
+def filter_params(filters: JobFilters, config: Config, redactor: Redactor) -> dict[str, Any]:
+    """The bound parameters of the filters ``jobs list`` and the bulk actions share
+    (every value checked first: bad input is a UsageError, exit 2)."""
+    return {
+        "queues": _queues(filters, config),
+        "task": filters.task,
+        "account_docs": _account_docs(filters.account, filters.task),
+        "since": parse_time(filters.since, "--since", datetime.now(UTC)) if filters.since else None,
+        "arg_docs": search.arg_documents(search.parse_arg(a, redactor) for a in filters.args),
+        "arg_contains": search.check_contains(filters.arg_contains),
+    }
+
+
 async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, Any]]:
     """Jobs matching ``filters``, newest first."""
     from jobsys.config.application import load_config
@@ -131,16 +148,14 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
     config = load_config(settings)
     if not 1 <= filters.limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be between 1 and {MAX_LIMIT}")
+    redactor = redactor_of(config)
     params: dict[str, Any] = {
-        "queues": _queues(filters, config),
-        "task": filters.task,
-        "statuses": _statuses(filters.statuses),
-        "account_docs": _account_docs(filters.account, filters.task),
-        "since": parse_time(filters.since, "--since", datetime.now(UTC)) if filters.since else None,
+        **filter_params(filters, config, redactor),
+        "statuses": parse_statuses(filters.statuses),
         "min_id": None,
+        "max_id": None,
         "limit": filters.limit,
     }
-    redactor = _redactor(config)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         if params["since"] is not None:
@@ -150,17 +165,40 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
             if first is None:
                 return []
             params["min_id"] = first["job_id"]
-        rows = await store.fetch_all(conn, queries.LIST_JOBS, params)
+        rows = await _matching_rows(conn, params, filters.arg_contains, redactor)
     return [_job_row(row, config, redactor) for row in rows]
+
+
+async def _matching_rows(
+    conn: Any, params: dict[str, Any], contains: str | None, redactor: Redactor
+) -> list[dict[str, Any]]:
+    """LIST_JOBS's rows; with ``--arg-contains``, only those whose REDACTED args hold
+    the text (the database's candidates may match on a secret), page after page until
+    ``limit`` are found or none are left."""
+    if contains is None:
+        return await store.fetch_all(conn, queries.LIST_JOBS, params)
+    found: list[dict[str, Any]] = []
+    page = dict(params)
+    while True:
+        rows = await store.fetch_all(conn, queries.LIST_JOBS, page)
+        for row in rows:
+            if search.contains_text(redactor.redact(search.raw_json(row["args_text"])), contains):
+                found.append(row)
+                if len(found) == params["limit"]:
+                    return found
+        if len(rows) < page["limit"]:
+            return found
+        page["max_id"] = rows[-1]["id"]
 
 
 async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
     """One job with its history, failures, retry state and pipeline. Unknown: exit 1."""
     from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.flow.service import why_waiting
 
     config = load_config(settings)
-    redactor = _redactor(config)
+    redactor = redactor_of(config)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})
@@ -170,6 +208,7 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
         failures = await store.fetch_all(conn, store.JOB_FAILURES, {"job_id": job_id})
         retries = await store.fetch_all(conn, store.JOB_RETRY_EVENTS, {"job_id": job_id})
         pipeline = await store.fetch_one(conn, store.JOB_PIPELINE, {"job_id": job_id})
+        waiting_because = await why_waiting(conn, config, row)
         steps = (
             await store.fetch_all(conn, store.PIPELINE_STEPS, {"pipeline_id": pipeline["id"]})
             if pipeline
@@ -180,6 +219,7 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
         failure["message"] = redactor.scrub(failure["message"] or "", secrets)
     job = _job_row(row, config, redactor)
     job.update(
+        waiting_because=waiting_because,
         lock=row["lock"],
         queueing_lock=row["queueing_lock"],
         worker_id=row["worker_id"],

@@ -88,7 +88,7 @@ class Dashboard:
         import psycopg
         from psycopg.rows import dict_row
 
-        from jobsys.db.connect import check_schema
+        from jobsys.db.connect import check_schema, driver_options
         from jobsys.live import snapshot
 
         if conn is None or conn.closed:
@@ -97,7 +97,7 @@ class Dashboard:
                 autocommit=True,
                 row_factory=dict_row,
                 connect_timeout=5,
-                application_name="jobsys-dashboard",
+                **driver_options("jobsys-dashboard"),
             )
             await check_schema(conn)
         self.snapshot = await snapshot.take(conn, config)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys.engine import queries
+from jobsys.flow import store as flow_store
 from jobsys.live import store
 
 if TYPE_CHECKING:
@@ -92,11 +93,15 @@ async def collect(conn: Any, config: Config) -> list[Family]:
     processes = await store.fetch_all(conn, store.WORKER_PROCESSES, {"limit": 1000})
     pworkers = await store.fetch_all(conn, queries.ENGINE_WORKERS, {"limit": 1000})
     states = {r["name"]: r for r in await store.fetch_all(conn, store.SCHEDULE_STATE)}
+    paused_queues = {r["queue"] for r in await flow_store.active_pauses(conn)}
     database_seconds = time.perf_counter() - started
 
     jobs = Family("jobsys_jobs", "Jobs waiting (due), scheduled (later) and running, per queue.")
     oldest = Family(
         "jobsys_queue_oldest_wait_seconds", "How long the oldest due job of a queue has waited."
+    )
+    paused = Family(
+        "jobsys_queue_paused", "1 while a queue is paused (`jobsys queues pause`), else 0."
     )
     for queue in queues:
         row = counts.get(queue, {})
@@ -108,6 +113,7 @@ async def collect(conn: Any, config: Config) -> list[Family]:
         ):
             jobs.add(int(row.get(key, 0)), queue=queue, lane=lane, status=status)
         oldest.add(waits.get(queue) or 0.0, queue=queue, lane=lane)
+        paused.add(1 if queue in paused_queues else 0, queue=queue, lane=lane)
 
     done = Family(
         "jobsys_jobs_finished_recent",
@@ -172,4 +178,6 @@ async def collect(conn: Any, config: Config) -> list[Family]:
         "jobsys_metrics_database_seconds", "Database time spent collecting these metrics."
     )
     scrape.add(round(database_seconds, 6))
-    return [jobs, oldest, done, fail, open_issues, heartbeat, pheartbeat, lag, next_run, scrape]
+    return [
+        jobs, oldest, paused, done, fail, open_issues, heartbeat, pheartbeat, lag, next_run, scrape
+    ]  # fmt: skip

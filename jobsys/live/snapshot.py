@@ -13,12 +13,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys.engine import queries
+from jobsys.flow import store as flow_store
+from jobsys.flow.service import pause_view
 from jobsys.live import store
 
 if TYPE_CHECKING:
     from jobsys.config import Config
 
 THROUGHPUT_MINUTES = 10
+RATE_WINDOW_SECONDS = 60  # the header's rates: one full sliding minute
+FAILURES_WINDOW_SECONDS = 3600  # RECENT FAILURES counts the failed attempts of the last hour
 PICKUP_WINDOW_SECONDS = 300
 PICKUP_SAMPLES = 500
 RECENT_FAILURES = 8
@@ -26,6 +30,7 @@ OPEN_ISSUES = 8
 RUNNING_FANOUTS = 5
 WORKERS = 50
 NEXT_RUNS = 8
+RATES = ("succeeded", "failed", "retried")
 
 
 class _Timer:
@@ -39,7 +44,14 @@ class _Timer:
         return rows
 
 
-def lanes(config: Config, counts: list[Any], waits: list[Any], workers: list[Any]) -> list[Any]:
+def lanes(
+    config: Config,
+    counts: list[Any],
+    waits: list[Any],
+    workers: list[Any],
+    paused: set[str] | None = None,
+) -> list[Any]:
+    paused = paused or set()
     by_queue = {row["queue"]: row for row in counts}
     wait_by_queue = {row["queue"]: row["oldest_wait_seconds"] for row in waits}
     result = []
@@ -57,6 +69,7 @@ def lanes(config: Config, counts: list[Any], waits: list[Any], workers: list[Any
                 "waiting": sum(int(r.get("waiting", 0)) for r in rows),
                 "scheduled": sum(int(r.get("scheduled", 0)) for r in rows),
                 "oldest_wait_seconds": max(waits_here) if waits_here else None,
+                "paused_queues": [q for q in lane.queues if q in paused],
             }
         )
     known = set(config.all_queues)
@@ -72,6 +85,7 @@ def lanes(config: Config, counts: list[Any], waits: list[Any], workers: list[Any
                     "waiting": int(row["waiting"]),
                     "scheduled": int(row["scheduled"]),
                     "oldest_wait_seconds": wait_by_queue.get(queue),
+                    "paused_queues": [queue] if queue in paused else [],
                 }
             )
     return result
@@ -116,6 +130,12 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
     throughput = await timer.rows(
         conn, "throughput", queries.THROUGHPUT, {"minutes": THROUGHPUT_MINUTES}
     )
+    last_minute = await timer.rows(
+        conn, "last_minute", queries.LAST_MINUTE, {"seconds": RATE_WINDOW_SECONDS}
+    )
+    failures_hour = await timer.rows(
+        conn, "failures_last_hour", store.FAILURES_SINCE, {"seconds": FAILURES_WINDOW_SECONDS}
+    )
     pickup = await timer.rows(
         conn,
         "pickup_latency",
@@ -136,13 +156,25 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
     pworkers = await timer.rows(
         conn, "procrastinate_workers", queries.ENGINE_WORKERS, {"limit": WORKERS}
     )
+    pauses = await timer.rows(conn, "queue_pauses", flow_store.ACTIVE_PAUSES, {"queues": None})
     latency = pickup[0] if pickup else {}
     return {
         "taken_at": now,
         "database_ms": round(sum(timer.ms.values()), 2),
         "query_ms": timer.ms,
-        "lanes": lanes(config, counts, waits, processes),
+        "lanes": lanes(config, counts, waits, processes, {p["queue"] for p in pauses}),
+        "pauses": [
+            {"queue": p["queue"], "lane": config.lane_of(p["queue"]), **pause_view(p)}
+            for p in pauses
+        ],
         "throughput": _minutes(throughput, now),
+        # Jobs that succeeded, failed for good, and attempts that failed and will be
+        # retried, in the last RATE_WINDOW_SECONDS (a full sliding minute).
+        "last_minute": {
+            "window_seconds": RATE_WINDOW_SECONDS,
+            **{k: int((last_minute[0] if last_minute else {}).get(k) or 0) for k in RATES},
+        },
+        "failures_last_hour": int(failures_hour[0]["n"]) if failures_hour else 0,
         "pickup_latency": {
             "window_seconds": PICKUP_WINDOW_SECONDS,
             "samples": int(latency.get("samples") or 0),

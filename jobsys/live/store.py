@@ -13,6 +13,12 @@ from typing import Any
 
 # --- Dashboard --------------------------------------------------------------------
 
+# Failed attempts recorded in the last hour (RECENT FAILURES' total).
+FAILURES_SINCE = """
+SELECT count(*) AS n FROM jobsys_failures
+ WHERE occurred_at >= now() - make_interval(secs => %(seconds)s)
+"""
+
 
 RECENT_FAILURES = """
 SELECT id, job_id, task, queue, kind, reason, account_id, error_class, message, occurred_at
@@ -21,12 +27,14 @@ SELECT id, job_id, task, queue, kind, reason, account_id, error_class, message, 
  LIMIT %(limit)s
 """
 
+# The open issues as `jobsys issues list` shows them (expired mutes are open again),
+# what hurts most first: accounts affected, occurrences, then recency.
 OPEN_ISSUES = """
 SELECT id, kind, title, occurrences, affected_accounts, last_seen, first_seen,
        count(*) OVER () AS total_open
   FROM jobsys_issues
- WHERE status = 'open'
- ORDER BY last_seen DESC
+ WHERE status = 'open' OR (status = 'muted' AND muted_until <= now())
+ ORDER BY affected_accounts DESC, occurrences DESC, last_seen DESC, id DESC
  LIMIT %(limit)s
 """
 

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobsys.db import url as db_url
+from jobsys.db.connect import driver_options
 from jobsys.engine import channels
 from jobsys.live.publish import CHANNEL
 
@@ -136,7 +137,7 @@ async def subscribe(
                 url,
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                application_name=APPLICATION_NAME,
+                **driver_options(APPLICATION_NAME),
             )
         except psycopg.Error as exc:
             if fail_first and not connected_before:

@@ -178,6 +178,33 @@ async def schedule_action(request: Request, user: User) -> Response:
     return _done(request, "/admin/schedule", f"{name} {said}")
 
 
+async def queue_action(request: Request, user: User) -> Response:
+    """Pause or resume a queue, or a lane's queues (``queues pause NAME --for --reason``)."""
+    from jobsys.flow import service
+
+    name = request.path_params["name"]
+    action = request.path_params["action"]
+    if action not in ("pause", "resume"):
+        raise NotFoundError(f"no queue action {action!r}; use pause or resume")
+    settings = console(request).actor_settings(user)
+    if action == "pause":
+        form = await request.form()
+        result = await service.set_paused(
+            settings,
+            name,
+            paused=True,
+            for_=str(form.get("for") or "") or None,
+            reason=str(form.get("reason") or "").strip() or None,
+        )
+        said = f"paused {', '.join(result['queues'])}"
+        if result["until"] is not None:
+            said += f" until {result['until']:%Y-%m-%d %H:%M} UTC"
+    else:
+        result = await service.set_paused(settings, name, paused=False)
+        said = f"resumed {', '.join(result['queues'])}"
+    return _done(request, "/admin/queues", said)
+
+
 def routes() -> list[Route]:
     def act(handler: Any, back: tuple[str, str]) -> Any:
         return guarded(handler, back=back, act=True)
@@ -199,6 +226,11 @@ def routes() -> list[Route]:
         Route(
             "/admin/pipelines/{pipeline_id}/cancel",
             act(pipeline_cancel, ("/admin/pipelines", "Back to the pipelines")),
+            methods=["POST"],
+        ),
+        Route(
+            "/admin/queues/{name}/{action:str}",
+            act(queue_action, ("/admin/queues", "Back to the queues")),
             methods=["POST"],
         ),
         Route(

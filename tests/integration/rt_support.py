@@ -28,8 +28,8 @@ capsules:
 worker:
   poll_interval_seconds: {poll}
   shutdown_grace_seconds: {grace}
-  heartbeat_interval_seconds: 0.5
-  dead_after_seconds: 2
+  heartbeat_interval_seconds: {heartbeat}
+  dead_after_seconds: {dead_after}
 """
 
 TASKS_PY = """
@@ -71,10 +71,19 @@ def sync_hang(tag: str) -> None:
 """
 
 
-def write_app(tmp: Path, *, poll: float = 30.0, grace: float = 10.0) -> Path:
+def write_app(
+    tmp: Path,
+    *,
+    poll: float = 30.0,
+    grace: float = 10.0,
+    heartbeat: float = 0.5,
+    dead_after: float = 2.0,
+) -> Path:
     config = tmp / "config"
     config.mkdir(exist_ok=True)
-    (config / "queues.yaml").write_text(QUEUES_YAML.format(poll=poll, grace=grace))
+    (config / "queues.yaml").write_text(
+        QUEUES_YAML.format(poll=poll, grace=grace, heartbeat=heartbeat, dead_after=dead_after)
+    )
     (config / "schedule.yaml").write_text("allow_empty: true\nentries: {}\n")
     (tmp / "rt_tasks.py").write_text(TASKS_PY)
     return config

@@ -96,7 +96,7 @@ def test_filters_match_literally_like_a_python_oracle(cli, db_url: str) -> None:
                 "1000",
             )
             assert result.exit_code == 0, result.stderr
-            got = [f["id"] for f in result.json()["failures"]]
+            got = [f["id"] for f in result.json()["items"]]
             assert got == [r["id"] for r in rows if r[column] == value], (option, value)
             checked += len(got)
     assert checked == 5 * len(rows)  # every row found once per column, none by pattern
@@ -112,21 +112,21 @@ def test_filters_match_literally_like_a_python_oracle(cli, db_url: str) -> None:
             "--limit",
             "1000",
         ).json()
-        assert [f["id"] for f in got["failures"]] == [r["id"] for r in rows if r["kind"] == kind]
+        assert [f["id"] for f in got["items"]] == [r["id"] for r in rows if r["kind"] == kind]
     got = cli("--database-url", db_url, "failures", "list", "--not-retryable", "--json").json()
-    assert [f["id"] for f in got["failures"]] == [r["id"] for r in rows if not r["retryable"]]
+    assert [f["id"] for f in got["items"]] == [r["id"] for r in rows if not r["retryable"]]
     got = cli(
         "--database-url", db_url, "failures", "list", "--since", "5h", "--until", "1h", "--json"
     ).json()
     now = datetime.now(UTC)
-    assert [f["id"] for f in got["failures"]] == [
+    assert [f["id"] for f in got["items"]] == [
         r["id"]
         for r in rows
         if now - timedelta(hours=5) <= r["occurred_at"] < now - timedelta(hours=1)
     ]
     issue = rows[0]["issue_id"]
     got = cli("--database-url", db_url, "failures", "list", "--issue", str(issue), "--json").json()
-    assert [f["id"] for f in got["failures"]] == [r["id"] for r in rows if r["issue_id"] == issue]
+    assert [f["id"] for f in got["items"]] == [r["id"] for r in rows if r["issue_id"] == issue]
     after = fx.rows(
         db_url, "SELECT md5(string_agg(f::text, ',' ORDER BY id)) AS h FROM jobsys_failures f"
     )
@@ -138,12 +138,10 @@ def test_list_json_contract_pagination_and_group_by(cli, db_url: str) -> None:  
     page = cli("--database-url", db_url, "failures", "list", "--limit", "7", "--json")
     assert page.exit_code == 0 and page.stderr == ""
     data = page.json()
-    assert set(data["failures"][0]) >= FAILURE_KEYS
-    assert (
-        data["failures"][0]["occurred_at"].endswith("Z")
-        and data["failures"][0]["retry_state"] == {}
-    )
-    seen = [f["id"] for f in data["failures"]]
+    assert (data["count"], data["total"], data["notes"]) == (7, len(rows), [])
+    assert set(data["items"][0]) >= FAILURE_KEYS
+    assert data["items"][0]["occurred_at"].endswith("Z") and data["items"][0]["retry_state"] == {}
+    seen = [f["id"] for f in data["items"]]
     while data["next_before"] is not None:
         data = cli(
             "--database-url",
@@ -156,12 +154,13 @@ def test_list_json_contract_pagination_and_group_by(cli, db_url: str) -> None:  
             str(data["next_before"]),
             "--json",
         ).json()
-        seen += [f["id"] for f in data["failures"]]
+        seen += [f["id"] for f in data["items"]]
     assert seen == [r["id"] for r in rows]
     groups = cli(
         "--database-url", db_url, "failures", "list", "--group-by", "kind", "--json"
     ).json()
-    assert {g["key"]: g["count"] for g in groups["groups"]} == {
+    assert (groups["count"], groups["total"], groups["group_by"]) == (3, 3, "kind")
+    assert {g["key"]: g["count"] for g in groups["items"]} == {
         "runtime": 10,
         "transient": 10,
         "authentication": 10,
@@ -169,7 +168,7 @@ def test_list_json_contract_pagination_and_group_by(cli, db_url: str) -> None:  
     show = cli("--database-url", db_url, "failures", "show", str(rows[0]["id"]), "--json").json()
     assert FAILURE_KEYS | {"args", "traceback"} <= set(show)
     issues = cli("--database-url", db_url, "issues", "list", "--json").json()
-    assert set(issues["issues"][0]) >= ISSUE_KEYS
+    assert set(issues["items"][0]) >= ISSUE_KEYS
     detail = cli(
         "--database-url", db_url, "issues", "show", str(rows[0]["issue_id"]), "--json"
     ).json()
@@ -182,7 +181,7 @@ def test_issue_lifecycle_through_the_cli(cli, db_url: str) -> None:  # type: ign
     url = ("--database-url", db_url)
 
     def open_ids() -> set[int]:
-        return {i["id"] for i in cli(*url, "issues", "list", "--json").json()["issues"]}
+        return {i["id"] for i in cli(*url, "issues", "list", "--json").json()["items"]}
 
     assert int(issue) in open_ids()
     resolved = cli(*url, "issues", "resolve", issue, "--json").json()
@@ -190,7 +189,7 @@ def test_issue_lifecycle_through_the_cli(cli, db_url: str) -> None:  # type: ign
     muted = cli(*url, "issues", "mute", issue, "--for", "2h", "--json").json()
     assert muted["status"] == "muted" and int(issue) not in open_ids()
     assert int(issue) in {
-        i["id"] for i in cli(*url, "issues", "list", "--status", "muted", "--json").json()["issues"]
+        i["id"] for i in cli(*url, "issues", "list", "--status", "muted", "--json").json()["items"]
     }
     until = datetime.fromisoformat(muted["muted_until"].replace("Z", "+00:00"))
     assert timedelta(minutes=119) < until - datetime.now(UTC) <= timedelta(hours=2)

@@ -248,7 +248,7 @@ def test_cli_contracts(db_url: str, tmp_path: Path, cli: Any) -> None:
 
     listed = cli(*base, "schedule", "list", "--json")
     assert listed.exit_code == 0
-    entries = {e["name"]: e for e in listed.json()}
+    entries = {e["name"]: e for e in listed.json()["items"]}
     for key in ("name", "cron", "timezone", "task", "queue", "next_run", "last_run", "paused"):
         assert key in entries["purge"]
     assert entries["purge"]["last_status"] == "todo"
@@ -257,7 +257,7 @@ def test_cli_contracts(db_url: str, tmp_path: Path, cli: Any) -> None:
     assert entries["accounts_fanout"]["task"] == "demo.process_account"
 
     runs = cli(*base, "fanout", "list", "--entry", "accounts_fanout", "--json")
-    assert [r["id"] for r in runs.json()] == [run_id]
+    assert [r["id"] for r in runs.json()["items"]] == [run_id]
     shown = cli(*base, "fanout", "show", str(run_id), "--json")
     data = shown.json()
     assert (data["entry"], data["status"], data["batches_done"], data["remaining"]) == (

@@ -50,10 +50,10 @@ def test_list_json_contract_and_filters(cli, db_url: str, jobs: dict[str, int]) 
     def ids(*args: str) -> list[int]:
         result = cli("--database-url", db_url, "jobs", "list", "--json", *args)
         assert result.exit_code == 0, result.stderr
-        return [row["id"] for row in result.json()]
+        return [row["id"] for row in result.json()["items"]]
 
     result = cli("--database-url", db_url, "jobs", "list", "--json")
-    rows = result.json()
+    rows = result.json()["items"]
     assert [r["id"] for r in rows] == sorted(jobs.values(), reverse=True)  # newest first
     first = next(r for r in rows if r["id"] == jobs["profile_7"])
     assert {

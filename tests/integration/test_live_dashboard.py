@@ -93,6 +93,9 @@ def test_once_renders_every_panel_with_data(cli, db_url: str, settings: Settings
         "database_ms",
     } <= set(data)
     assert sum(m["succeeded"] for m in data["throughput"]) == 5
+    # the header's rates: a full sliding minute, final failures apart from retried attempts
+    assert data["last_minute"] == {"window_seconds": 60, "succeeded": 5, "failed": 0, "retried": 0}
+    assert data["failures_last_hour"] == 1
     assert data["pickup_latency"]["samples"] == 6  # 5 run + the one set to doing
 
 
@@ -102,9 +105,14 @@ def test_once_unreachable_database_exits_69(cli) -> None:  # type: ignore[no-unt
     assert "pw9876543" not in result.stderr + result.stdout
 
 
-def spawn_dashboard(env: dict[str, str], *, timeout: float) -> pexpect.spawn:
-    """``jobsys dashboard`` in an 80x24 pty, sized by the pty (not COLUMNS/LINES)."""
-    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+def spawn_dashboard(
+    env: dict[str, str], *, timeout: float, term: str = "xterm-256color"
+) -> pexpect.spawn:
+    """``jobsys dashboard`` in an 80x24 pty, sized by the pty (not COLUMNS/LINES), on
+    the terminal type the test names (never the caller's)."""
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES", "TERM")}
+    if term:
+        env["TERM"] = term
     return pexpect.spawn(
         sys.executable,
         ["-m", "jobsys", "dashboard"],
@@ -130,8 +138,28 @@ def test_live_dashboard_in_a_pty_updates_and_quits_on_q(db_url: str, tmp_path: P
     assert "\x1b[?1049l" in (child.before or "")  # left the alternate screen
 
 
+@pytest.mark.parametrize("term", ["dumb", ""])
+def test_a_terminal_it_cannot_drive_gets_a_plain_refreshing_view(
+    db_url: str, tmp_path: Path, term: str
+) -> None:
+    child = spawn_dashboard(jobsys_env(db_url, tmp_path / "home"), timeout=20, term=term)
+    try:
+        child.expect(f"TERM={term or 'unset'}: this terminal cannot show the live screen")
+        child.expect("LANES")
+        child.expect("waiting 0  running 0")
+        asyncio.run(_defer(db_url, "tests.dash.ok", 1))
+        child.expect("waiting 1  running 0")  # printed again on the deferral
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+    assert "\x1b[?1049h" not in (child.before or "")  # never the alternate screen
+
+
 def test_live_dashboard_small_terminal_and_ctrl_c(db_url: str, tmp_path: Path) -> None:
     env = jobsys_env(db_url, tmp_path / "home")
+    env["TERM"] = "xterm-256color"
     child = pexpect.spawn(
         sys.executable,
         ["-m", "jobsys", "top"],

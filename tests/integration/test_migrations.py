@@ -113,3 +113,31 @@ def test_commands_report_missing_schema(cli, empty_db_url: str, command: list[st
     assert result.exit_code in (1, 2)
     assert "jobsys db upgrade" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def queue_table_settings(url: str) -> tuple[list[str], list[str]]:
+    """(reloptions of procrastinate_jobs, jobsys's own indexes on it)."""
+    with psycopg.connect(url) as conn:
+        options = conn.execute(
+            "SELECT coalesce(reloptions, '{}') FROM pg_class WHERE relname = 'procrastinate_jobs'"
+        ).fetchone()
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'procrastinate_jobs' "
+            "AND indexname LIKE 'ix_jobsys_%' ORDER BY 1"
+        ).fetchall()
+    assert options is not None
+    return sorted(options[0]), [r[0] for r in indexes]
+
+
+def test_the_job_table_gets_its_lock_index_and_queue_autovacuum_and_gives_them_back(
+    empty_db_url: str,
+) -> None:
+    migrate.upgrade(empty_db_url, "0012_claim_at_depth")
+    options, indexes = queue_table_settings(empty_db_url)
+    assert "autovacuum_vacuum_scale_factor=0.01" in options
+    assert "autovacuum_analyze_scale_factor=0.02" in options
+    assert {"ix_jobsys_jobs_active_lock", "ix_jobsys_jobs_waiting_by_queue"} <= set(indexes)
+    migrate.downgrade(empty_db_url, "0011_queue_pauses")
+    options, indexes = queue_table_settings(empty_db_url)
+    assert options == []
+    assert not {"ix_jobsys_jobs_active_lock", "ix_jobsys_jobs_waiting_by_queue"} & set(indexes)

@@ -207,7 +207,7 @@ async def test_cancel_cancels_waiting_steps_and_aborts_running_ones(cli, db_url:
     listed = await asyncio.to_thread(
         cli, "--database-url", db_url, "pipelines", "list", "--status", "cancelled", "--json"
     )
-    assert {p["id"] for p in listed.json()["pipelines"]} == {waiting, running}
+    assert {p["id"] for p in listed.json()["items"]} == {waiting, running}
 
 
 async def test_terminal_pipelines_refuse_retry(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]

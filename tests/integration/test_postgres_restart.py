@@ -7,43 +7,29 @@ never the shared one.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
-import pytest
-from rt_support import WorkerProcess, defer_rows, environment, events, query, wait_until, write_app
+from rt_support import (
+    WorkerProcess,
+    defer_rows,
+    environment,
+    events,
+    query,
+    wait_until,
+    write_app,
+)
 
 from jobsys.db import embedded, migrate
-
-
-@pytest.fixture
-def throwaway_server():  # type: ignore[no-untyped-def]
-    # Its own short folder: a socket path must stay under ~100 bytes.
-    home = Path(tempfile.mkdtemp(prefix="jobsys-restart-"))
-    st = embedded.start(home)
-    assert st.url is not None
-    try:
-        yield home, st.url
-    finally:
-        embedded.stop(home)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_worker_relistens_after_a_postgres_restart(throwaway_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     home, url = throwaway_server
     migrate.upgrade(url)
-    config_dir = write_app(tmp_path, poll=30)
     # A restart takes a few seconds: with the default lease (dead after 30 s) the
     # worker rides it out. (Cut off for longer than dead_after - heartbeat_interval,
     # it would fence itself with exit 75: tests/integration/test_fencing.py.)
-    queues = config_dir / "queues.yaml"
-    queues.write_text(
-        queues.read_text()
-        .replace("heartbeat_interval_seconds: 0.5", "heartbeat_interval_seconds: 1")
-        .replace("dead_after_seconds: 2", "dead_after_seconds: 30")
-    )
+    config_dir = write_app(tmp_path, poll=30, heartbeat=1, dead_after=30)
     env = environment(tmp_path, url, config_dir)
     listeners = "SELECT pid FROM pg_stat_activity WHERE application_name = 'jobsys-listener'"
     worker = WorkerProcess(env, tmp_path, "--lane", "base")

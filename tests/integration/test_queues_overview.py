@@ -32,7 +32,7 @@ def test_queues_json_counts(cli, db_url: str) -> None:  # type: ignore[no-untype
     asyncio.run(add_failures())
     result = cli("--database-url", db_url, "queues", "--json")
     assert result.exit_code == 0, result.stderr
-    rows = result.json()
+    rows = result.json()["items"]
     assert [r["queue"] for r in rows][:3] == ["sync", "engagements", "story_downloads"]
     assert len(rows) == 16
     keys = {"queue", "lane", "concurrency", "waiting", "running", "failed_last_hour"}
@@ -46,6 +46,7 @@ def test_queues_json_counts(cli, db_url: str) -> None:  # type: ignore[no-untype
     assert face == {
         "queue": "ai_face_queue", "lane": "ai_face_queue", "concurrency": 2, "waiting": 0,
         "scheduled": 0, "running": 0, "failed_last_hour": 0, "oldest_wait_seconds": None,
+        "pause": None,
     }  # fmt: skip
     table = cli("--database-url", db_url, "queues")
     assert table.exit_code == 0 and "profiles" in table.stdout

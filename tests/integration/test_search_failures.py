@@ -100,7 +100,7 @@ def test_error_search_equals_a_python_oracle(cli: Any, db_url: str) -> None:
             "--json",
         )  # fmt: skip
         assert result.exit_code == 0, (needle, result.stderr)
-        got = [f["id"] for f in result.json()["failures"]]
+        got = [f["id"] for f in result.json()["items"]]
         assert got == oracle(rows, needle), needle
         nonempty += bool(got)
     assert nonempty >= len(needles) - 2  # the oracle is not trivially empty
@@ -109,7 +109,7 @@ def test_error_search_equals_a_python_oracle(cli: Any, db_url: str) -> None:
         "--database-url", db_url, "failures", "list", "--error", "checkpoint",
         "--kind", "transient", "--json",
     ).json()  # fmt: skip
-    assert got["failures"] == []
+    assert got["items"] == []
 
 
 def test_retry_all_by_error_picks_the_same_failures(cli: Any, db_url: str) -> None:

@@ -45,34 +45,8 @@ def csrf(html: str) -> str:
     return match.group(1)
 
 
-def pages(seeded: ws.Seeded) -> list[str]:
-    f, j = seeded.failures, seeded.jobs
-    return [
-        "/admin/background_jobs",
-        "/admin/background_jobs/failures",
-        "/admin/background_jobs/failures?kind=authentication",
-        f"/admin/background_jobs/failures/{f['canary']}",
-        f"/admin/background_jobs/failures/{f['auth']}",
-        "/admin/jobs",
-        "/admin/jobs?status=failed&queue=profiles",
-        f"/admin/jobs/{j['canary']}",
-        f"/admin/jobs/{j['waiting']}",
-        "/admin/issues",
-        "/admin/issues?status=all",
-        f"/admin/issues/{seeded.issues['canary']}",
-        "/admin/pipelines",
-        f"/admin/pipelines/{seeded.pipeline}",
-        "/admin/schedule",
-        "/admin/fanout",
-        f"/admin/fanout/{seeded.fanout_run}",
-        f"/admin/retry?failure={f['runtime']}",
-        f"/admin/retry?issue={seeded.issues['auth']}",
-        "/admin/retry?all=1&kind=runtime",
-    ]
-
-
 def test_every_page_renders_with_data_and_headers(client: TestClient, seeded: ws.Seeded) -> None:
-    for path in pages(seeded):
+    for path in ws.pages(seeded):
         response = client.get(path)
         assert response.status_code == 200, (path, response.text[:500])
         assert "<main" in response.text
@@ -94,6 +68,11 @@ def test_every_page_renders_with_data_and_headers(client: TestClient, seeded: ws
     assert f'data-failure="{seeded.failures["runtime"]}"' not in auth_only
     detail = client.get(f"/admin/background_jobs/failures/{seeded.failures['runtime']}").text
     assert "KeyError" in detail and "Traceback" in detail and "edge_followed_by" in detail
+    workers = client.get("/admin/workers").text
+    assert "web-test-host" in workers and "4242" in workers
+    assert "web-test-host" in client.get("/admin/workers?state=running").text
+    bad_state = client.get("/admin/workers?state=sleepy")
+    assert bad_state.status_code == 400 and 'id="error-state"' in bad_state.text
     by_text = client.get("/admin/background_jobs/failures?error=EDGE_followed").text
     assert f'data-failure="{seeded.failures["runtime"]}"' in by_text
     assert f'data-failure="{seeded.failures["auth"]}"' not in by_text
@@ -147,6 +126,7 @@ def test_bad_job_filters_show_the_cli_message(client: TestClient) -> None:
         ("/admin/issues/999999", "no issue 999999"),
         ("/admin/pipelines/999999", "999999"),
         ("/admin/fanout/999999", "999999"),
+        ("/admin/workers/nohost:1", "no worker process &#39;nohost:1&#39;"),
         ("/admin/jobs/abc", "no job &#39;abc&#39;"),
         ("/admin/nothing-here", "no page at /admin/nothing-here"),
     ],
@@ -253,6 +233,25 @@ def test_cancel_a_job_and_a_pipeline_and_pause_a_schedule_entry(
     assert row["paused"] is True
     response = client.post("/admin/schedule/story_auto_replies/resume", data={"csrf_token": token})
     assert "story_auto_replies resumed" in response.text
+    response = client.post(
+        "/admin/queues/story_downloads/pause",
+        data={"csrf_token": token, "for": "30m", "reason": "upstream 429"},
+    )
+    assert "paused story_downloads until" in response.text
+    (row,) = fx.rows(db_url, "SELECT paused_by, reason FROM jobsys_queue_pauses")
+    assert row == {"paused_by": "web:tester", "reason": "upstream 429"}
+    queues = client.get("/admin/queues").text
+    assert "upstream 429" in queues and "paused" in queues
+    assert "upstream 429" in client.get("/admin/background_jobs").text
+    response = client.post("/admin/queues/story_downloads/resume", data={"csrf_token": token})
+    assert "resumed story_downloads" in response.text
+    events = fx.rows(db_url, "SELECT action, actor FROM jobsys_queue_pause_events ORDER BY id")
+    assert events == [
+        {"action": "pause", "actor": "web:tester"},
+        {"action": "resume", "actor": "web:tester"},
+    ]
+    bad = client.post("/admin/queues/no_such_queue/pause", data={"csrf_token": token})
+    assert bad.status_code == 400 and "no_such_queue" in bad.text
     unknown = client.post("/admin/schedule/no_such_entry/pause", data={"csrf_token": token})
     assert unknown.status_code in (400, 404) and "no_such_entry" in unknown.text
 
@@ -373,7 +372,7 @@ def test_secrets_canary_never_in_any_page(
 
     caplog.set_level(logging.DEBUG)
     seen = []
-    for path in pages(seeded):
+    for path in ws.pages(seeded):
         text = client.get(path).text
         assert ws.CANARY not in text, path
         seen.append(text)

@@ -51,7 +51,8 @@ def workers_json(cli: Any, db_url: str, app_dir: Path, *args: str) -> Any:
     env = {"JOBSYS_DATABASE_URL": db_url, "JOBSYS_CONFIG_DIR": str(app_dir)}
     result = cli("workers", *(args or ("list",)), "--json", env=env)
     assert result.exit_code == 0, result.stderr
-    return result.json()
+    doc = result.json()
+    return doc if args[:1] == ("show",) else doc["items"]  # type: ignore[index]
 
 
 def job_status(db_url: str, job_id: int) -> str:
@@ -93,7 +94,7 @@ def test_list_and_show_a_live_worker_with_its_running_job(
     # `jobsys workers --json` alone lists the same
     env = {"JOBSYS_DATABASE_URL": db_url, "JOBSYS_CONFIG_DIR": str(app_dir)}
     bare = cli("workers", "--json", env=env)
-    assert [w["id"] for w in bare.json()] == [row["id"]]  # type: ignore[union-attr]
+    assert [w["id"] for w in bare.json()["items"]] == [row["id"]]  # type: ignore[index]
     # show by host:pid, the way an operator reads it off `ps`
     shown = workers_json(cli, db_url, app_dir, "show", f"{row['host']}:{row['pid']}")
     assert shown["id"] == row["id"]

@@ -3,8 +3,9 @@
 The idea comes from sqlite-utils, whose tests fail when a command is missing from its
 docs. No database: the CLI is walked as a Typer app, the Makefile and README as text.
 
-- every leaf command of ``jobsys`` has a row in README's "Command reference" table,
-  and every row there names a real command with only options that command has;
+- every leaf command of ``jobsys`` (and every group that runs on its own) has a row in
+  README's "Command reference" table, and every row there names a real command with
+  only options that command has;
 - every ``make`` target with a ``## `` help comment appears in README as ``make <target>``;
 - README opens with one fenced block holding ``make run`` and ``make test``;
 - the table of contents lists the ``## `` sections, in order, with working anchors.
@@ -47,6 +48,8 @@ def leaf_paths(typer_app: typer.Typer, prefix: tuple[str, ...] = ()) -> Iterator
         assert group.typer_instance is not None
         group_name = group.name or group.typer_instance.info.name
         assert isinstance(group_name, str), f"a command group under {prefix} has no name"
+        if group.typer_instance.info.invoke_without_command:
+            yield " ".join((*prefix, group_name))  # a group that also runs on its own
         yield from leaf_paths(group.typer_instance, (*prefix, group_name))
 
 
@@ -99,12 +102,15 @@ def test_the_cli_walk_matches_the_built_cli() -> None:
     def built(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[str]:
         for name, sub in command.commands.items():
             if hasattr(sub, "commands"):
+                if sub.invoke_without_command:
+                    yield " ".join((*prefix, name))
                 yield from built(sub, (*prefix, name))
             elif not sub.hidden:
                 yield " ".join((*prefix, name))
 
     assert sorted(built(get_command(app))) == COMMANDS
     assert {"failures list", "issues retry", "jobs retry", "top", "retry"} <= set(COMMANDS)
+    assert {"queues", "queues pause"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("path", COMMANDS)

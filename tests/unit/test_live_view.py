@@ -267,3 +267,55 @@ def test_more_counts_hidden_lanes_not_rows() -> None:
         lane["lane"] for lane in snap["lanes"]
     })  # fmt: skip
     assert shown[-1].strip() == f"… {8 - visible} more", shown
+
+
+def _issue_more(lines: list[str]) -> str:
+    start = next(i for i, line in enumerate(lines) if line.startswith("OPEN ISSUES"))
+    section = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        section.append(line)
+    return section[-1].strip()
+
+
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (120, 40), (200, 50)])
+def test_more_counts_the_database_total_not_the_rows_loaded(width: int, height: int) -> None:
+    snap = snapshot(rows=8)
+    snap["open_issues"]["total"] = 17  # 8 loaded, 17 open in the database
+    lines = render(snap, width, height)
+    assert "OPEN ISSUES (17)" in "\n".join(lines)
+    shown = sum(1 for line in lines if line.startswith("  #") and "issue " in line and "x " in line)
+    assert _issue_more(lines) == f"… {17 - shown} more", lines
+
+
+def test_once_says_what_it_did_not_load() -> None:
+    snap = snapshot(rows=8)
+    snap["open_issues"]["total"] = 17
+    snap["failures_last_hour"] = 30
+    lines = render(snap, 120, None)
+    assert _issue_more(lines) == "… 9 more"
+    text = "\n".join(lines)
+    assert "RECENT FAILURES (30 failed attempts in the last hour)" in text
+    assert "… 22 more" in text  # 30 in the hour, 8 loaded
+
+
+def test_header_names_what_it_counts_and_agrees_with_the_table() -> None:
+    snap = snapshot()
+    snap["last_minute"] = {"window_seconds": 60, "succeeded": 7, "failed": 2, "retried": 3}
+    lines = render(snap, 120, None)
+    assert "60s: 7 ok 2 failed 3 retried  open issues 12" in lines[0]
+    rows = {
+        line.split()[0]: line for line in lines if line.split()[:1] in (["failed"], ["retried"])
+    }
+    # the table's rows are the same words: failed = for good, retried = attempts retried
+    assert rows["failed"].split()[1:] == [str(i) for i in range(10)]
+    assert rows["retried"].split()[1:] == ["1"] * 10
+
+
+def test_the_compact_view_labels_its_columns() -> None:
+    snap = snapshot()
+    snap["failures_last_hour"] = 44
+    text = "\n".join(render(snap, 59, 15))
+    assert "lanes (busy/concurrency, waiting): lane_7 1/2 w70" in text
+    assert "failed attempts 1h: 44" in text

@@ -1,0 +1,1 @@
+"""Flow control: pausing and resuming queues and lanes (and what makes a queue wait)."""

@@ -1,0 +1,58 @@
+"""Queue pauses in effect, and the audit of every pause and resume.
+
+One row per paused queue (a lane's pause is a row per queue of the lane), so the
+claim checks one small table by primary key. A pause with ``until`` ends by itself:
+from that time on the claim ignores the row (it is deleted by the next resume or
+replaced by the next pause).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
+from sqlalchemy.dialects.postgresql import TIMESTAMP
+from sqlalchemy.orm import Mapped, mapped_column
+
+from jobsys.db.base import Base
+
+PAUSE_ACTIONS = ("pause", "resume")
+
+
+class QueuePause(Base):
+    __tablename__ = "jobsys_queue_pauses"
+
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    paused_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+    paused_by: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: The pause ends by itself at this time (``--for``); NULL: until resumed.
+    until: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    #: What the operator named: the queue, its lane, or ``--all``.
+    target: Mapped[str] = mapped_column(Text)
+
+
+class QueuePauseEvent(Base):
+    """One row per queue per pause or resume: who, when, why, until."""
+
+    __tablename__ = "jobsys_queue_pause_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    queue: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    until: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    target: Mapped[str] = mapped_column(Text)
+    #: Whether a pause was in effect on the queue just before this action.
+    was_paused: Mapped[bool]
+    created_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+
+    __table_args__ = (
+        CheckConstraint(f"action IN {PAUSE_ACTIONS!r}", name="action"),
+        Index("ix_jobsys_queue_pause_events_queue", "queue", "created_at"),
+    )

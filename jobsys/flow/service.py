@@ -1,0 +1,150 @@
+"""``jobsys queues pause|resume``: name what to pause, do it, say what changed.
+
+A name is a queue or a lane (a lane's pause is a pause of each of its queues); a
+queue's name wins when a lane has the same name (a capsule serving the queue of its
+own name pauses the same queue either way).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jobsys import timespec
+from jobsys.errors import UsageError, did_you_mean
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
+    from jobsys.settings import Settings
+
+#: What the audit and the pause rows name when every queue was paused at once.
+ALL_TARGET = "--all"
+
+
+def targets(config: Config, name: str | None, *, every: bool) -> tuple[str, list[str]]:
+    """(what the operator named, the queues it means); unknown names are a usage error."""
+    if every and name is not None:
+        raise UsageError(f"give a queue or lane name, or --all, not both (got {name!r} and --all)")
+    if every:
+        return ALL_TARGET, list(config.all_queues)
+    if name is None:
+        raise UsageError("name a queue or lane, or give --all", hint="See `jobsys queues`.")
+    if name in config.queue_to_lane:
+        return name, [name]
+    if name in config.lanes:
+        return name, list(config.lanes[name].queues)
+    names = [*config.all_queues, *(lane for lane in config.lanes if lane not in config.all_queues)]
+    raise UsageError(
+        f"unknown queue or lane {name!r}{did_you_mean(name, names)}",
+        hint="`jobsys queues` lists the queues and their lanes.",
+    )
+
+
+def why_paused(pause: dict[str, Any]) -> str:
+    """``queue paused 3m ago by alice: upstream 429 (resumes in 27m)``."""
+    text = f"queue paused {timespec.coarse(pause['paused_seconds'])} ago by {pause['paused_by']}"
+    if pause.get("target") and pause["target"] != pause["queue"]:
+        text += " (all queues)" if pause["target"] == ALL_TARGET else f" (lane {pause['target']})"
+    if pause.get("reason"):
+        text += f": {pause['reason']}"
+    if pause.get("remaining_seconds") is not None:
+        text += f" (resumes in {timespec.coarse(pause['remaining_seconds'])})"
+    return text
+
+
+def pause_view(pause: dict[str, Any]) -> dict[str, Any]:
+    """A pause as ``queues --json`` and the dashboard show it."""
+    return {
+        "paused_at": pause["paused_at"],
+        "paused_by": pause["paused_by"],
+        "reason": pause["reason"],
+        "until": pause["until"],
+        "target": pause["target"],
+        "why": why_paused(pause),
+    }
+
+
+async def set_paused(
+    settings: Settings,
+    name: str | None,
+    *,
+    paused: bool,
+    every: bool = False,
+    for_: str | None = None,
+    reason: str | None = None,
+    config: Config | None = None,
+) -> dict[str, Any]:
+    """Pause or resume what ``name`` (or ``every``) means for every worker; the result
+    says which queues changed and which already were in that state."""
+    from jobsys.config.application import load_config
+    from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.flow import store
+
+    if not paused and (for_ is not None or reason is not None):
+        raise UsageError("--for and --reason go with pause, not resume")
+    for_seconds = timespec.parse_duration(for_, "--for").total_seconds() if for_ else None
+    config = config or load_config(settings, with_tasks=False)
+    target, queues = targets(config, name, every=every)
+    async with connect(resolve(settings, config).url) as conn:
+        await check_schema(conn)
+        before = await store.set_paused(
+            conn,
+            queues,
+            paused=paused,
+            actor=settings.operator,
+            target=target,
+            reason=reason,
+            for_seconds=for_seconds,
+        )
+        pauses = await store.active_pauses(conn, queues)
+    unchanged = [q for q in queues if (q in before) == paused]
+    return {
+        "action": "pause" if paused else "resume",
+        "target": target,
+        "queues": queues,
+        "changed": [q for q in queues if q not in unchanged],
+        "unchanged": unchanged,
+        "by": settings.operator,
+        "reason": reason if paused else None,
+        "until": pauses[0]["until"] if paused and pauses else None,
+        "paused": {p["queue"]: pause_view(p) for p in pauses},
+    }
+
+
+async def why_waiting(conn: Any, config: Config, job: dict[str, Any]) -> str | None:
+    """Why a waiting job (``todo``) has not started, in the operator's words; None for a
+    job that is not waiting. ``job`` needs queue, scheduled_at and lock."""
+    from jobsys.flow import store
+
+    if job["status"] != "todo":
+        return None
+    lane = config.lanes.get(config.lane_of(job["queue"]) or "")
+    if lane is None:
+        return f"no lane serves queue {job['queue']}: add it to a lane in queues.yaml"
+    pauses = await store.active_pauses(conn, [job["queue"]])
+    if pauses:
+        return why_paused(pauses[0])
+    facts = await store.wait_facts(
+        conn,
+        scheduled_at=job["scheduled_at"],
+        lock=job["lock"],
+        lane=lane.name,
+        lane_queues=list(lane.queues),
+        dead_after_seconds=config.queues.worker.dead_after_seconds,
+    )
+    if facts["scheduled_later"]:
+        return f"scheduled for {job['scheduled_at'].isoformat()}"
+    if facts["lock_holder"] is not None:
+        return f"lock {job['lock']!r} is held by running job {facts['lock_holder']}"
+    if not facts["lane_processes"]:
+        return f"no live worker runs lane {lane.name}: start `jobsys worker --lane {lane.name}`"
+    return (
+        f"due; waiting for a free slot of lane {lane.name} ({facts['lane_running']} running, "
+        f"{facts['lane_processes']} worker process(es) x {lane.concurrency})"
+    )
+
+
+async def pauses_by_queue(conn: Any, queues: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Pauses in effect, by queue, as :func:`pause_view` shapes them."""
+    from jobsys.flow import store
+
+    return {p["queue"]: pause_view(p) for p in await store.active_pauses(conn, queues)}

@@ -1,0 +1,137 @@
+"""SQL of flow control: queue pauses, their audit, and the pause notification.
+
+A pause or resume runs as one transaction that first takes a transaction-level
+advisory lock per queue (in name order, so two operators acting on overlapping sets
+cannot deadlock): concurrent actions on a queue are serialised, the audit rows come
+in the order the actions took effect, and the last one wins. The NOTIFY is sent in
+the same transaction, so workers hear of a pause only once it is visible.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jobsys.db import query
+from jobsys.engine.queries import PAUSE_ACTIVE, WAIT_FACTS
+
+#: Workers LISTEN here; the payload names the queues and the action.
+CHANNEL = "jobsys_queue_pauses"
+
+#: The rule the claim applies (``jobsys.engine.queries.CLAIM_JOBS``, with
+#: ``NOT_PAUSED``) and every read here.
+ACTIVE = PAUSE_ACTIVE
+
+LOCK_QUEUES = """
+SELECT count(pg_advisory_xact_lock(hashtext('jobsys_queue_pause'), hashtext(q.queue)))
+  FROM unnest(%(queues)s::text[]) AS q(queue)
+"""
+
+ACTIVE_BEFORE = f"""
+SELECT pause.queue FROM jobsys_queue_pauses AS pause
+ WHERE pause.queue = ANY(%(queues)s::text[]) AND {ACTIVE}
+"""
+
+PAUSE = """
+INSERT INTO jobsys_queue_pauses AS pause (queue, paused_at, paused_by, reason, until, target)
+SELECT q.queue, now(), %(actor)s, %(reason)s,
+       now() + make_interval(secs => %(for_seconds)s), %(target)s
+  FROM unnest(%(queues)s::text[]) AS q(queue)
+ON CONFLICT (queue) DO UPDATE
+   SET paused_at = EXCLUDED.paused_at, paused_by = EXCLUDED.paused_by,
+       reason = EXCLUDED.reason, until = EXCLUDED.until, target = EXCLUDED.target
+"""
+
+RESUME = """
+DELETE FROM jobsys_queue_pauses WHERE queue = ANY(%(queues)s::text[])
+"""
+
+RECORD = """
+INSERT INTO jobsys_queue_pause_events (queue, action, actor, reason, until, target, was_paused)
+SELECT q.queue, %(action)s, %(actor)s, %(reason)s,
+       now() + make_interval(secs => %(for_seconds)s), %(target)s,
+       q.queue = ANY(%(was_paused)s::text[])
+  FROM unnest(%(queues)s::text[]) AS q(queue)
+"""
+
+NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+#: Pauses in effect on ``queues`` (all queues when NULL), with their age and time left
+#: by the database's clock.
+ACTIVE_PAUSES = f"""
+SELECT pause.queue, pause.paused_at, pause.paused_by, pause.reason, pause.until, pause.target,
+       extract(epoch FROM now() - pause.paused_at)::float8 AS paused_seconds,
+       extract(epoch FROM pause.until - now())::float8 AS remaining_seconds
+  FROM jobsys_queue_pauses AS pause
+ WHERE {ACTIVE}
+   AND (%(queues)s::text[] IS NULL OR pause.queue = ANY(%(queues)s::text[]))
+ ORDER BY pause.queue
+"""
+
+EVENTS = """
+SELECT id, queue, action, actor, reason, until, target, was_paused, created_at
+  FROM jobsys_queue_pause_events
+ WHERE (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+ ORDER BY id DESC
+ LIMIT %(limit)s
+"""
+
+
+async def set_paused(
+    conn: Any,
+    queues: list[str],
+    *,
+    paused: bool,
+    actor: str,
+    target: str,
+    reason: str | None = None,
+    for_seconds: float | None = None,
+) -> list[str]:
+    """Pause (or resume) ``queues`` in one transaction, record one audit row per queue
+    and announce it; returns the queues that were paused just before."""
+    queues = sorted(set(queues))
+    params = {
+        "queues": queues,
+        "actor": actor,
+        "target": target,
+        "reason": reason if paused else None,
+        "for_seconds": for_seconds if paused else None,
+        "action": "pause" if paused else "resume",
+    }
+    async with conn.transaction():
+        await query.execute(conn, LOCK_QUEUES, params)
+        before = [r["queue"] for r in await query.fetch_all(conn, ACTIVE_BEFORE, params)]
+        await query.execute(conn, PAUSE if paused else RESUME, params)
+        await query.execute(conn, RECORD, {**params, "was_paused": before})
+        payload = json.dumps({"action": params["action"], "queues": queues})
+        await query.execute(conn, NOTIFY, {"channel": CHANNEL, "payload": payload})
+    return before
+
+
+async def active_pauses(conn: Any, queues: list[str] | None = None) -> list[dict[str, Any]]:
+    return await query.fetch_all(conn, ACTIVE_PAUSES, {"queues": queues})
+
+
+async def wait_facts(
+    conn: Any,
+    *,
+    scheduled_at: Any,
+    lock: str | None,
+    lane: str,
+    lane_queues: list[str],
+    dead_after_seconds: float,
+) -> dict[str, Any]:
+    params = {
+        "scheduled_at": scheduled_at,
+        "lock": lock,
+        "lane": lane,
+        "lane_queues": lane_queues,
+        "dead_after": dead_after_seconds,
+    }
+    row = await query.fetch_one(conn, WAIT_FACTS, params)
+    assert row is not None
+    return row
+
+
+async def events(conn: Any, queues: list[str] | None, limit: int) -> list[dict[str, Any]]:
+    return await query.fetch_all(conn, EVENTS, {"queues": queues, "limit": limit})

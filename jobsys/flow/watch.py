@@ -1,0 +1,106 @@
+"""A worker process's view of the pauses on its queues, kept fresh by NOTIFY.
+
+The claim itself skips paused queues (``jobsys.engine.queries.NOT_PAUSED`` inside the
+claim), so a pause is honoured at the next claim whether or not this process heard
+of it. What the watch adds is promptness the other way round: an idle lane waits for
+a NOTIFY of a new job or for its poll, and neither comes when a queue is resumed or
+a ``--for`` pause runs out. The watch wakes the lanes of a queue the moment it is
+resumed (from the notification) and when its pause ends by itself (it sleeps until
+the earliest end), and logs every change once, for whoever reads the worker's log.
+
+Shape: :meth:`PauseWatch.run_once` (one read, returns when to look again) wrapped
+by :meth:`PauseWatch.run` (waits for a notification, that time, or the poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from jobsys.flow import store
+from jobsys.flow.service import why_paused
+
+logger = logging.getLogger("jobsys.flow")
+
+#: Wake a little after a pause's end, so the claim (by the database's clock) sees it over.
+EXPIRY_SLACK_SECONDS = 0.05
+
+
+class PauseWatch:
+    def __init__(
+        self,
+        pool: Any,
+        queues: list[str],
+        *,
+        wake: Callable[[list[str]], None],
+        poll_interval_seconds: float,
+    ) -> None:
+        self.pool = pool
+        self.queues = list(queues)
+        self.wake = wake
+        self.poll_interval_seconds = poll_interval_seconds
+        #: Pauses in effect on this process's queues at the last read, by queue.
+        self.paused: dict[str, dict[str, Any]] = {}
+        self._changed = asyncio.Event()
+        self._healthy = True
+
+    def notified(self, action: str, queues: list[str]) -> None:
+        """A pause or resume was committed (NOTIFY on :data:`store.CHANNEL`)."""
+        mine = [q for q in queues if q in self.queues]
+        if not mine:
+            return
+        if action == "resume":
+            self.wake(mine)  # no need to wait for the read: the claim decides anyway
+        self._changed.set()
+
+    def reconnected(self) -> None:
+        """The LISTEN connection was lost and is back: notifications may have been missed."""
+        self._changed.set()
+
+    async def run_once(self, conn: Any) -> float | None:
+        """Read the pauses; wake the lanes of queues no longer paused; return the
+        seconds until the earliest pause ends by itself (None: none does)."""
+        rows = {r["queue"]: r for r in await store.active_pauses(conn, self.queues)}
+        for queue in sorted(rows.keys() - self.paused.keys()):
+            logger.info(
+                f"{queue}: {why_paused(rows[queue])}; its jobs wait",
+                extra={"action": "queue_paused", "queue": queue},
+            )
+        resumed = sorted(self.paused.keys() - rows.keys())
+        for queue in resumed:
+            logger.info(f"queue {queue} resumed", extra={"action": "queue_resumed", "queue": queue})
+        self.paused = rows
+        if resumed:
+            self.wake(resumed)
+        ends = [r["remaining_seconds"] for r in rows.values() if r["remaining_seconds"] is not None]
+        return max(min(ends), 0.0) + EXPIRY_SLACK_SECONDS if ends else None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._changed.clear()
+            timeout = self.poll_interval_seconds
+            try:
+                async with self.pool.connection() as conn:
+                    next_end = await self.run_once(conn)
+                if next_end is not None:
+                    timeout = min(timeout, next_end)
+                self._healthy = True
+            except Exception as exc:
+                if self._healthy:
+                    logger.warning(
+                        f"cannot read queue pauses ({type(exc).__name__}); retrying "
+                        f"every {self.poll_interval_seconds:g} s (claims still honour them)",
+                        extra={"action": "pause_watch_failed"},
+                    )
+                self._healthy = False
+            waits = [
+                asyncio.ensure_future(self._changed.wait()),
+                asyncio.ensure_future(stop.wait()),
+            ]
+            try:
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()

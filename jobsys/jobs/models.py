@@ -1,0 +1,45 @@
+"""The ``jobsys_bulk_actions`` table: the audit row of every bulk action on jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.orm import Mapped, mapped_column
+
+from jobsys.db.base import Base
+
+BULK_ACTIONS = ("jobs_cancel", "jobs_delete", "queues_purge")
+BULK_STATUSES = ("running", "finished")
+
+
+class BulkAction(Base):
+    """Who ran which bulk action, when, with which filter, on how many jobs. Updated in
+    each chunk's own transaction, so an interrupted action's row says what it did."""
+
+    __tablename__ = "jobsys_bulk_actions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    #: Jobs the filter matched when the action started.
+    matched: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    #: What was done so far, per outcome (cancelled, abort_requested, deleted).
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    status: Mapped[str] = mapped_column(Text, server_default="running")
+    started_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(f"action IN {BULK_ACTIONS!r}", name="action"),
+        CheckConstraint(f"status IN {BULK_STATUSES!r}", name="status"),
+        Index("ix_jobsys_bulk_actions_started", text("started_at DESC")),
+    )
