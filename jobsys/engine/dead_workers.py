@@ -41,6 +41,9 @@ SELECT j.id, j.queue_name, j.task_name, j.args, j.attempts, j.worker_id,
        j.abort_requested,
        w.id IS NOT NULL AS worker_row_exists,
        extract(epoch FROM {_NOW} - w.last_heartbeat)::float8 AS heartbeat_age_seconds,
+       extract(epoch FROM {_NOW} - (SELECT max(e.at) FROM procrastinate_events e
+                                      WHERE e.job_id = j.id AND e.type = 'started')
+              )::float8 AS running_seconds,
        (SELECT count(*) FROM jobsys_failures f
          WHERE f.job_id = j.id AND f.reason = 'worker_lost') AS lost_count,
        (SELECT p.hostname FROM jobsys_worker_processes p

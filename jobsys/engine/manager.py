@@ -72,6 +72,17 @@ async def hand_to_reaper(connector: Any, job_id: int) -> None:
     await connector.execute_query_async(queries.HAND_TO_REAPER, job_id=job_id)
 
 
+async def orphaned_jobs(
+    connector: Any, worker_id: int, running: list[int], min_age_seconds: float
+) -> list[int]:
+    """Jobs ``doing`` for ``worker_id`` it does not run, started over ``min_age_seconds``
+    ago."""
+    rows = await connector.execute_query_all_async(
+        queries.ORPHANED_JOBS, worker_id=worker_id, running=running, min_age=min_age_seconds
+    )
+    return [int(r["id"]) for r in rows]
+
+
 async def cancel_job(conn: Any, job_id: int, *, abort: bool = False) -> bool:
     """Procrastinate's cancel on ``conn``: a waiting job is cancelled; with ``abort``, a
     running one is asked to stop. False when the job is in neither state."""

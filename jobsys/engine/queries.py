@@ -175,6 +175,20 @@ HAND_TO_REAPER = """
 UPDATE procrastinate_jobs SET worker_id = NULL WHERE id = %(job_id)s AND status = 'doing'
 """
 
+#: Jobs ``doing`` for ``worker_id`` that it is not running (not in ``running``), started
+#: over ``min_age`` seconds ago (so not a claim whose jobs are being started right now).
+ORPHANED_JOBS = """
+SELECT j.id
+  FROM procrastinate_jobs j
+ WHERE j.status = 'doing' AND j.worker_id = %(worker_id)s
+   AND NOT (j.id = ANY(%(running)s::bigint[]))
+   AND NOT EXISTS (SELECT 1 FROM procrastinate_events e
+                    WHERE e.job_id = j.id AND e.type = 'started'
+                      AND e.at > now() - make_interval(secs => %(min_age)s))
+ ORDER BY j.id
+ LIMIT 100
+"""
+
 
 # --- Worker heartbeats, drain, queue overview (lanes) ---------------------------------
 
@@ -760,3 +774,36 @@ UPDATE jobsys_issues i
          WHERE f.issue_id = i.id AND j.status IS DISTINCT FROM 'succeeded')
 RETURNING id
 """
+
+
+# --- Unique jobs (jobsys.engine.inserts, jobsys.jobs.unique) --------------------------
+
+#: Namespace of the unique-key advisory locks (the first key of the pair).
+UNIQUE_LOCK_NAMESPACE = 727_100_015
+
+#: Held until the inserting transaction ends: one key's look-up and insert never
+#: interleave across sessions (READ COMMITTED: the look-up after the lock sees every
+#: job a previous holder committed).
+UNIQUE_LOCK = f"SELECT pg_advisory_xact_lock({UNIQUE_LOCK_NAMESPACE}, hashtext(%(key)s))"
+
+#: The newest job of this key that counts: in an active state at any age, or in a
+#: finished state deferred within the period.
+UNIQUE_EXISTING = """
+SELECT u.job_id
+  FROM jobsys_unique_jobs u
+  JOIN procrastinate_jobs j ON j.id = u.job_id
+ WHERE u.key = %(key)s
+   AND (
+        ('waiting' = ANY(%(active)s::text[])
+          AND j.status = 'todo' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now()))
+     OR ('scheduled' = ANY(%(active)s::text[])
+          AND j.status = 'todo' AND j.scheduled_at > now())
+     OR ('running' = ANY(%(active)s::text[]) AND j.status = 'doing')
+     OR (j.status::text = ANY(%(finished)s::text[])
+          AND u.created_at > now() - make_interval(secs => %(for_seconds)s))
+   )
+ ORDER BY u.job_id DESC
+ LIMIT 1
+"""
+
+UNIQUE_REMEMBER = "INSERT INTO jobsys_unique_jobs (job_id, key) VALUES (%(job_id)s, %(key)s)"

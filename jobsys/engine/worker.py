@@ -23,6 +23,11 @@ What this subclass changes, and why (Procrastinate 3.10's ``worker.py``):
   (``procrastinate_jobs_queueing_lock_idx_v1``) is merged into that sibling: the job
   is finished ``failed``, its failure row says it will not be retried and why
   (``retry_state.outcome = merged_into_waiting_sibling``), the sibling runs once.
+- **No job ``doing`` for this lane without it running it.** Every
+  ``orphan_check_seconds`` (the reaper's period) the lane looks for jobs in ``doing``
+  under its worker id that it is not running, started over
+  :data:`ORPHAN_MIN_AGE_SECONDS` ago (whatever the cause), and hands them to the
+  reaper (``job_orphaned``).
 - **Several jobs per round trip.** The fetch loop claims as many due jobs as the
   lane has free slots (up to ``MAX_CLAIM``) in one statement with Procrastinate's own
   candidate rule (``jobsys.engine.queries.CLAIM_JOBS``), instead of one job per call. A
@@ -65,6 +70,8 @@ QUEUEING_LOCK_INDEX = "procrastinate_jobs_queueing_lock_idx_v1"
 #: A timed-out sync job settled by its exiting worker runs again no sooner than this:
 #: its thread dies only with the process, which exits right after.
 SYNC_TIMEOUT_RETRY_MARGIN_SECONDS = 10.0
+#: A job claimed this recently may still be on its way to the running set.
+ORPHAN_MIN_AGE_SECONDS = 2.0
 #: The most jobs one fetch claims (a lane claims at most its free slots).
 MAX_CLAIM = 100
 #: After the grace period, how long cancelled async jobs get to record their requeue.
@@ -104,6 +111,7 @@ class LaneWorker(Worker):
         worker_middleware: list[Any],
         concurrency: int | None = None,
         config: Any = None,
+        orphan_check_seconds: float = 5.0,
         claim_order: Callable[[], tuple[list[str], bool]] | None = None,
     ) -> None:
         super().__init__(
@@ -126,6 +134,7 @@ class LaneWorker(Worker):
             worker_middleware=worker_middleware,
         )
         self.lane = lane
+        self.orphan_check_seconds = orphan_check_seconds
         self.started = asyncio.Event()
         self.abandoned: list[job_context.JobContext] = []
         self.jobs_done = 0
@@ -205,7 +214,36 @@ class LaneWorker(Worker):
 
     def _start_side_tasks(self) -> list[asyncio.Task[Any]]:
         self.started.set()
-        return [asyncio.create_task(self._poll_jobs_to_abort(), name="poll_jobs_to_abort")]
+        return [
+            asyncio.create_task(self._poll_jobs_to_abort(), name="poll_jobs_to_abort"),
+            asyncio.create_task(self._hand_over_orphans(), name="hand_over_orphans"),
+        ]
+
+    async def _hand_over_orphans(self) -> None:
+        """Hand to the reaper every job ``doing`` under this lane that it does not run."""
+        while True:
+            await asyncio.sleep(self.orphan_check_seconds)
+            if self.worker_id is None or self._claim_uncertain:
+                continue  # an uncertain claim's jobs are started by the next claim
+            running = [c.job.id for c in self._running_jobs.values() if c.job.id is not None]
+            try:
+                orphans = await manager.orphaned_jobs(
+                    self.app.connector, self.worker_id, running, ORPHAN_MIN_AGE_SECONDS
+                )
+                for job_id in orphans:
+                    if any(c.job.id == job_id for c in self._running_jobs.values()):
+                        continue
+                    await manager.hand_to_reaper(self.app.connector, job_id)
+                    logger.error(
+                        f"lane {self.lane.name}: job {job_id} is doing under this lane but "
+                        "nothing here runs it; handed to the reaper",
+                        extra={"action": "job_orphaned", "lane": self.lane.name, "job_id": job_id},
+                    )
+            except Exception as exc:  # the next check tries again; never kills the lane
+                logger.warning(
+                    f"lane {self.lane.name}: orphan check failed: {type(exc).__name__}",
+                    extra={"action": "orphan_check_failed", "lane": self.lane.name},
+                )
 
     async def _fetch_and_process_jobs(self) -> None:
         delay = FETCH_RETRY_MIN_SECONDS

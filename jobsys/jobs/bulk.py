@@ -270,7 +270,9 @@ async def _run_chunks(
             page["after"] = rows[-1]["id"]
             kept = _kept(rows, contains, redactor)
             if request.action == "jobs_delete":
-                done["deleted"] += await store.change(conn, store.DELETE, [r["id"] for r in kept])
+                ids = [r["id"] for r in kept]
+                done["deleted"] += await store.change(conn, store.DELETE, ids)
+                await store.change(conn, store.FORGET_UNIQUE, ids)
             else:
                 todo = [r["id"] for r in kept if r["status"] == "todo"]
                 done["cancelled"] += await store.change(conn, store.CANCEL, todo)

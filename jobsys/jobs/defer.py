@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 from jobsys import tasks as task_registry
 from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean
 from jobsys.jobs import validate
-from jobsys.jobs.enqueue import NewJob
+from jobsys.jobs.enqueue import NewJob, UniqueKey
+from jobsys.jobs.unique import UniqueSpec
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -121,6 +122,7 @@ def plan(
     queueing_lock: str | None = None,
     priority: int | None = None,
     many: bool = False,
+    unique: UniqueSpec | None = None,
 ) -> list[Planned]:
     """Validate everything; return the jobs to insert (raises :class:`UsageError`)."""
     spec = resolve_task(task)
@@ -152,13 +154,29 @@ def plan(
                 lock=lock,
                 queueing_lock=queueing_lock,
                 scheduled_at=due,
+                unique=_unique_key(unique or spec.unique, spec.name, args),
             )
         )
     return planned
 
 
+def _unique_key(spec: UniqueSpec | None, task: str, args: dict[str, Any]) -> UniqueKey | None:
+    """What the engine needs to keep a unique job unique (``jobsys.jobs.unique``)."""
+    if spec is None:
+        return None
+    active, finished = spec.procrastinate_statuses()
+    return UniqueKey(spec.key(task, args), spec.for_seconds, tuple(active), tuple(finished))
+
+
 async def insert(connection: Any, planned: list[Planned]) -> list[int]:
-    """Insert ``planned`` jobs on ``connection`` in one statement, inside a savepoint."""
+    """Insert ``planned`` jobs on ``connection`` in one statement, inside a savepoint;
+    their ids (a unique job's duplicate: the existing job's id)."""
+    return [job_id for job_id, _ in await insert_with_outcome(connection, planned)]
+
+
+async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[tuple[int, bool]]:
+    """:func:`insert`, with for each job whether it was a duplicate of a unique job that
+    counts (nothing was inserted for it; its id is the existing job's)."""
     from jobsys.engine.api import AlreadyEnqueued
     from jobsys.jobs.enqueue import NewJobs, enqueue
 
@@ -180,7 +198,7 @@ async def insert(connection: Any, planned: list[Planned]) -> list[int]:
             "in the queue; nothing was deferred",
             hint="Wait for it to start, or defer without --queueing-lock.",
         ) from None
-    return done.ids
+    return done.outcome or [(job_id, False) for job_id in done.ids]
 
 
 @contextlib.asynccontextmanager

@@ -350,6 +350,7 @@ class Runtime:
                 shutdown_grace_seconds=worker_settings.shutdown_grace_seconds,
                 worker_middleware=self.middlewares,
                 config=self.config,
+                orphan_check_seconds=worker_settings.reap_interval_seconds,
                 # order: strict / weights (one draw per claim); default: priority, then id
                 claim_order=functools.partial(claim_order, lane, random.Random()),
             )

@@ -108,14 +108,15 @@ def test_once_unreachable_database_exits_69(cli) -> None:  # type: ignore[no-unt
 def spawn_dashboard(
     env: dict[str, str], *, timeout: float, term: str = "xterm-256color"
 ) -> pexpect.spawn:
-    """``jobsys dashboard`` in an 80x24 pty, sized by the pty (not COLUMNS/LINES), on
-    the terminal type the test names (never the caller's)."""
+    """``jobsys dashboard --watch`` (the read-only live screen) in an 80x24 pty, sized
+    by the pty (not COLUMNS/LINES), on the terminal type the test names (never the
+    caller's)."""
     env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES", "TERM")}
     if term:
         env["TERM"] = term
     return pexpect.spawn(
         sys.executable,
-        ["-m", "jobsys", "dashboard"],
+        ["-m", "jobsys", "dashboard", "--watch"],
         env=env,
         dimensions=(24, 80),
         encoding="utf-8",
@@ -162,7 +163,7 @@ def test_live_dashboard_small_terminal_and_ctrl_c(db_url: str, tmp_path: Path) -
     env["TERM"] = "xterm-256color"
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "jobsys", "top"],
+        ["-m", "jobsys", "top", "--watch"],
         env=env,
         dimensions=(10, 40),
         encoding="utf-8",

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from _retry_support import bulk_failed_jobs, make_issue, sql
+from rt_support import report
 
 from jobsys.db.connect import connect
 from jobsys.retry import engine
@@ -254,7 +255,18 @@ def test_two_bulk_retries_at_once_both_exit_0(db_url: str, tmp_path: Path) -> No
     outputs = two_operators_at_once(
         jobsys_env(db_url, tmp_path), "retry", "--all", "--everything", "--yes", "--json"
     )
+    import json
+
+    counts = [json.loads(o.stdout)["counts"] for o in outputs]
+    report(
+        "concurrent-bulk-retries",
+        exits="/".join(str(o.returncode) for o in outputs),
+        retried=sum(c.get("retried", 0) for c in counts),
+        jobs=50,
+        skipped_already_retried=sum(c.get("skipped_already_retried", 0) for c in counts),
+    )
     assert [o.returncode for o in outputs] == [0, 0], [o.stderr for o in outputs]
+    assert sum(c.get("retried", 0) for c in counts) == 50
     once_each(
         db_url,
         [r["id"] for r in sql(db_url, "SELECT max(id) AS id FROM jobsys_failures GROUP BY job_id")],

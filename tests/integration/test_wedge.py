@@ -172,3 +172,30 @@ def test_a_job_deferred_to_another_lanes_queue_runs_under_that_lanes_timeout(
         (home, "timeout")
     ]
     assert [tag for event, tag, _ in events(tmp_path) if event == "end"] == ["m"]
+
+
+def test_a_job_doing_under_a_live_worker_that_does_not_run_it_is_settled(
+    db_url: str, tmp_path: Path
+) -> None:
+    env = environment(tmp_path, db_url, app(tmp_path))
+    worker = WorkerProcess(env, tmp_path, "--lane", "base", "--log-format", "json")
+    try:
+        worker.wait_for_output('"worker_ready"', timeout=30)
+        (lane_worker,) = query(db_url, "SELECT id FROM procrastinate_workers")[0]
+        # A job marked doing for the live lane that never reached its running set (what
+        # an unhandled outcome write used to leave): a queue the lane does not serve, so
+        # only this fetch can claim it.
+        job = defer(db_url, "rt.sleep", "elsewhere", {"tag": "orphan"})
+        query(db_url, "SELECT procrastinate_fetch_job_v2(%s, %s)", (["elsewhere"], lane_worker))
+        assert status(db_url, job) == "doing"
+        claimed_at = time.monotonic()
+        # Found after ORPHAN_MIN_AGE_SECONDS (2 s) by the next check, settled by the next
+        # reaper pass (both every REAP_EVERY).
+        wait_until(lambda: status(db_url, job) == "failed", 2 + 2 * REAP_EVERY + 5, "settled")
+        assert time.monotonic() - claimed_at < 2 + 2 * REAP_EVERY + 5
+        assert '"job_orphaned"' in worker.output()
+        assert query(db_url, "SELECT job_id, reason FROM jobsys_failures") == [(job, "worker_lost")]
+        assert events(tmp_path) == []  # never run
+        assert worker.proc.poll() is None, worker.output()
+    finally:
+        worker.kill()
