@@ -8,9 +8,10 @@ visible (and NOTIFYing workers) only when it commits. The insert runs in a savep
 so a queueing-lock conflict raises :class:`AlreadyQueuedError` and leaves the
 caller's transaction usable.
 
-Without a connection: inside a worker the process's pool is used; elsewhere a
-connection is opened to the database of the environment (``JOBSYS_DATABASE_URL``,
-``database.url`` in config, or the embedded server).
+Without a connection: inside a worker the process's pool is used; elsewhere the
+process's producer pool (``jobsys.db.producers``: opened on first use, shared by every
+thread and event loop, safe across fork) on the database of the environment
+(``JOBSYS_DATABASE_URL``, ``database.url`` in config, or the embedded server).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def deactivate() -> None:
 def _environment() -> _Environment:
     global _active
     if _active is None:
-        from jobsys.app import load_config
+        from jobsys.config.application import load_config
         from jobsys.settings import from_env
 
         _active = _Environment(config=load_config(from_env()))
@@ -211,22 +212,35 @@ async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[t
 
 @contextlib.asynccontextmanager
 async def _connection(env: _Environment, given: Any) -> AsyncIterator[Any]:
-    """The connection to insert with."""
+    """The connection to insert with: the caller's, or the worker's pool's."""
     if given is not None:
         yield given
         return
-    if env.app is not None:
-        from jobsys.engine.app import connection
+    assert env.app is not None
+    from jobsys.engine.app import connection
 
-        async with connection(env.app) as conn:
-            yield conn
-        return
-    from jobsys.db.connect import connect, resolve
-    from jobsys.settings import from_env
-
-    url = env.url or resolve(from_env(), env.config).url
-    async with connect(url) as conn:
+    async with connection(env.app) as conn:
         yield conn
+
+
+async def _insert(env: _Environment, given: Any, planned: list[Planned]) -> list[int]:
+    """Insert on the caller's connection, the worker's pool, or else the process's
+    producer pool (``jobsys.db.producers``): never a connection per call."""
+    if given is None and env.app is None:
+        from jobsys.db import producers
+
+        return await producers.run(_producer_url(env), lambda conn: insert(conn, planned))
+    async with _connection(env, given) as conn:
+        return await insert(conn, planned)
+
+
+def _producer_url(env: _Environment) -> str:
+    if env.url is None:
+        from jobsys.db.connect import resolve
+        from jobsys.settings import from_env
+
+        env.url = resolve(from_env(), env.config).url  # resolved once per process
+    return env.url
 
 
 async def defer(
@@ -254,8 +268,7 @@ async def defer(
         queueing_lock=queueing_lock,
         priority=priority,
     )
-    async with _connection(env, connection) as conn:
-        return (await insert(conn, planned))[0]
+    return (await _insert(env, connection, planned))[0]
 
 
 async def defer_many(
@@ -282,8 +295,7 @@ async def defer_many(
         priority=priority,
         many=True,
     )
-    async with _connection(env, connection) as conn:
-        return await insert(conn, planned)
+    return await _insert(env, connection, planned)
 
 
 def _run_sync(coro: Any) -> Any:
@@ -298,7 +310,10 @@ def _run_sync(coro: Any) -> Any:
     if env is not None and env.loop is not None and env.loop.is_running():
         # A sync task in a worker thread: run on the worker's loop and its pool.
         return asyncio.run_coroutine_threadsafe(coro, env.loop).result()
-    return asyncio.run(coro)
+    from jobsys.db import producers
+
+    # Elsewhere: on the producer pool's own loop (no event loop per call).
+    return producers.run_sync(coro)
 
 
 def defer_sync(task: TaskRef, args: dict[str, Any] | None = None, **options: Any) -> int:
