@@ -68,7 +68,7 @@ def deactivate() -> None:
 def _environment() -> _Environment:
     global _active
     if _active is None:
-        from jobsys.app import load_config
+        from jobsys.config.application import load_config
         from jobsys.settings import from_env
 
         _active = _Environment(config=load_config(from_env()))

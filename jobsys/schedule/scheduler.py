@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobsys import clock
+from jobsys import clock, cron
 from jobsys.jobs.enqueue import NewJob, NewJobs, enqueue
-from jobsys.schedule import cron, store
+from jobsys.schedule import store
 from jobsys.schedule.fanout import start_fanout
 from jobsys.schedule.plan import PlannedEntry, Schedule, build
 
