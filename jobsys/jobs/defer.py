@@ -198,9 +198,21 @@ async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[t
         # the insert behind the caller's back: open the caller's transaction first,
         # so ours becomes a savepoint inside it.
         await connection.execute("SELECT 1")
+    # On an autocommit connection outside a transaction (the producer pool's, a
+    # worker's pool's) the insert is one statement that commits by itself: BEGIN and
+    # COMMIT around it would only add two round trips. Unique jobs take a lock, look,
+    # then insert: those need the transaction.
+    own_statement = (
+        connection.autocommit
+        and connection.info.transaction_status == TransactionStatus.IDLE
+        and not any(p.unique for p in planned)
+    )
     try:
-        async with connection.transaction():
+        if own_statement:
             done = await enqueue(connection, NewJobs(planned))
+        else:
+            async with connection.transaction():
+                done = await enqueue(connection, NewJobs(planned))
     except AlreadyEnqueued:
         raise AlreadyQueuedError(
             f"a job with queueing lock {planned[0].queueing_lock!r} is already waiting "
