@@ -37,7 +37,7 @@ FAILURE_FILTERS = (
     "until",
     "error",
 )
-JOB_FILTERS = ("queue", "lane", "task", "status", "account", "since")
+JOB_FILTERS = ("queue", "lane", "task", "status", "account", "since", "arg", "arg_contains")
 RECENT_JOBS = 10
 DEFAULT_LIMIT = 50
 _OPTION = re.compile(r"^(?:[\w ]*?)--([a-z-]+)")
@@ -254,6 +254,8 @@ async def jobs(request: Request, user: User) -> Response:
             account=_text(q, "account"),
             since=_text(q, "since"),
             limit=_limit(q),
+            args=tuple(v for v in q.getlist("arg") if v),
+            arg_contains=_text(q, "arg_contains"),
         )
         return await list_jobs(console(request).settings, chosen)
 

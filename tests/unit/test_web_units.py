@@ -89,3 +89,19 @@ def test_formatting() -> None:
     assert fmt.seconds(0.25) == "250 ms"
     assert fmt.seconds(245) == "4m05s"
     assert fmt.seconds(None) == "-"
+
+
+def test_the_web_package_has_no_sql_and_no_procrastinate() -> None:
+    """An edge like cli/: it calls the domains' service functions; SQL stays in their
+    store modules and Procrastinate behind jobsys.engine."""
+    import re
+    from pathlib import Path
+
+    import jobsys.web
+
+    sql = re.compile(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b")
+    for path in Path(jobsys.web.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert not sql.search(text), path
+        assert not re.search(r"^\s*(from|import) procrastinate", text, re.MULTILINE), path
+        assert not re.search(r"^\s*(from|import) jobsys\.cli", text, re.MULTILINE), path
