@@ -161,6 +161,14 @@ def plan(
     return planned
 
 
+def task_unique_key(task: str, args: dict[str, Any]) -> UniqueKey | None:
+    """The unique key of a job of ``task`` (registered with ``unique_for``) and ``args``;
+    None for any other task. For inserts that build their ``NewJob`` themselves (schedule
+    ticks)."""
+    spec = task_registry.get(task)
+    return _unique_key(spec.unique if spec else None, task, args)
+
+
 def _unique_key(spec: UniqueSpec | None, task: str, args: dict[str, Any]) -> UniqueKey | None:
     """What the engine needs to keep a unique job unique (``jobsys.jobs.unique``)."""
     if spec is None:
