@@ -2,7 +2,8 @@
 PgQueuer's ``enqueue``, one job per call, same database, same run.
 
 - single: 1,000 calls one after another (``jobsys.defer`` vs ``Queries.enqueue`` on
-  one asyncpg connection), interleaved in rounds of 100;
+  one asyncpg connection), interleaved in rounds of 100; and 100 calls the way a
+  defer without a connection ran before the pool (a connection opened per call);
 - concurrent: 50 producers at once, 20 calls each (jobsys's pool vs an asyncpg pool of
   the same size, PgQueuer's ``AsyncpgPoolDriver``); the peak of connections each
   side held, seen by the server (``pg_stat_activity``);
@@ -94,6 +95,16 @@ async def _measure(url: str) -> dict[str, Any]:
     results["single_jobsys_per_s"] = round(SINGLE_CALLS / ours, 1)
     results["single_pgqueuer_per_s"] = round(SINGLE_CALLS / theirs, 1)
     results["single_ratio"] = round(theirs / ours, 2)
+
+    # What a defer without a connection cost before the producer pool: a connection
+    # opened and closed per call (jobsys.db.connect), the insert on it.
+    from jobsys.db.connect import connect
+
+    started = time.perf_counter()
+    for _ in range(ROUND):
+        async with connect(url) as own:
+            await jobsys.defer("bench.noop", connection=own)
+    results["single_connection_per_call_per_s"] = round(ROUND / (time.perf_counter() - started), 1)
 
     async def jobsys_producer() -> None:
         for _ in range(CALLS_PER_PRODUCER):

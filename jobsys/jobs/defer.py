@@ -161,6 +161,14 @@ def plan(
     return planned
 
 
+def task_unique_key(task: str, args: dict[str, Any]) -> UniqueKey | None:
+    """The unique key of a job of ``task`` (registered with ``unique_for``) and ``args``;
+    None for any other task. For inserts that build their ``NewJob`` themselves (schedule
+    ticks)."""
+    spec = task_registry.get(task)
+    return _unique_key(spec.unique if spec else None, task, args)
+
+
 def _unique_key(spec: UniqueSpec | None, task: str, args: dict[str, Any]) -> UniqueKey | None:
     """What the engine needs to keep a unique job unique (``jobsys.jobs.unique``)."""
     if spec is None:
@@ -190,9 +198,21 @@ async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[t
         # the insert behind the caller's back: open the caller's transaction first,
         # so ours becomes a savepoint inside it.
         await connection.execute("SELECT 1")
+    # On an autocommit connection outside a transaction (the producer pool's, a
+    # worker's pool's) the insert is one statement that commits by itself: BEGIN and
+    # COMMIT around it would only add two round trips. Unique jobs take a lock, look,
+    # then insert: those need the transaction.
+    own_statement = (
+        connection.autocommit
+        and connection.info.transaction_status == TransactionStatus.IDLE
+        and not any(p.unique for p in planned)
+    )
     try:
-        async with connection.transaction():
+        if own_statement:
             done = await enqueue(connection, NewJobs(planned))
+        else:
+            async with connection.transaction():
+                done = await enqueue(connection, NewJobs(planned))
     except AlreadyEnqueued:
         raise AlreadyQueuedError(
             f"a job with queueing lock {planned[0].queueing_lock!r} is already waiting "
