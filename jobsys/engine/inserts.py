@@ -27,6 +27,18 @@ from jobsys.engine import manager, queries
 
 
 @dataclass(frozen=True)
+class UniqueKey:
+    """A unique job's key (``jobsys.jobs.unique`` computes it): a job of the same key
+    counts when its status is in ``active`` (``waiting``, ``scheduled``, ``running``)
+    at any age, or in ``finished`` and deferred within ``for_seconds``."""
+
+    key: str
+    for_seconds: float
+    active: tuple[str, ...]
+    finished: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class NewJob:
     task: str
     queue: str
@@ -35,6 +47,7 @@ class NewJob:
     lock: str | None = None
     queueing_lock: str | None = None
     scheduled_at: datetime | None = None
+    unique: UniqueKey | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,9 @@ class Inserted:
     last_id: int | None = None
     items: int = 0
     last_item: int | None = None
+    #: New jobs with a unique key: per job given, (id, duplicate); a duplicate's id is
+    #: the existing job's, and nothing was inserted for it.
+    outcome: list[tuple[int, bool]] = field(default_factory=list)
 
 
 async def insert(conn: Any, source: Source) -> Inserted:
@@ -94,9 +110,63 @@ async def insert(conn: Any, source: Source) -> Inserted:
 
 
 async def _new_jobs(conn: Any, source: NewJobs) -> Inserted:
+    if any(j.unique for j in source.jobs):
+        return await _unique_jobs(conn, source)
+    return await _defer(conn, source.jobs)
+
+
+async def _unique_jobs(conn: Any, source: NewJobs) -> Inserted:
+    """Under each key's transaction-level advisory lock (taken in key order, so two
+    batches never deadlock), the job that counts when there is one, else a new job and
+    its key row, in the caller's transaction: racing defers of a key are serialised
+    by the database, never check-then-insert. Duplicates inside one batch map to the
+    first of them."""
+    from psycopg.rows import dict_row
+
+    jobs = list(source.jobs)
+    found: dict[str, int] = {}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        for key_spec in sorted({j.unique for j in jobs if j.unique}, key=lambda u: u.key):
+            await cur.execute(queries.UNIQUE_LOCK, {"key": key_spec.key})
+            params = {
+                "key": key_spec.key,
+                "active": list(key_spec.active),
+                "finished": list(key_spec.finished),
+                "for_seconds": key_spec.for_seconds,
+            }
+            await cur.execute(queries.UNIQUE_EXISTING, params)
+            row = await cur.fetchone()
+            if row is not None:
+                found[key_spec.key] = int(row["job_id"])
+    fresh: list[int] = []
+    claimed: set[str] = set()
+    for index, job in enumerate(jobs):
+        key = job.unique.key if job.unique else None
+        if key is None or (key not in found and key not in claimed):
+            fresh.append(index)
+            if key is not None:
+                claimed.add(key)
+    done = await _defer(conn, [jobs[i] for i in fresh])
+    new_ids = dict(zip(fresh, done.ids, strict=True))
+    for index, job_id in new_ids.items():
+        unique = jobs[index].unique
+        if unique is not None:
+            await conn.execute(queries.UNIQUE_REMEMBER, {"job_id": job_id, "key": unique.key})
+            found.setdefault(unique.key, job_id)
+    outcome = []
+    for index, job in enumerate(jobs):
+        if index in new_ids:
+            outcome.append((new_ids[index], False))
+        else:
+            assert job.unique is not None  # only unique jobs are ever left out
+            outcome.append((found[job.unique.key], True))
+    return Inserted("deferred", done.count, done.ids, done.first_id, done.last_id, outcome=outcome)
+
+
+async def _defer(conn: Any, new_jobs: Sequence[NewJob]) -> Inserted:
     from procrastinate import jobs
 
-    if not source.jobs:
+    if not new_jobs:
         return Inserted("deferred", 0)
     to_defer = [
         jobs.Job(
@@ -109,7 +179,7 @@ async def _new_jobs(conn: Any, source: NewJobs) -> Inserted:
             task_kwargs=j.args,
             scheduled_at=j.scheduled_at,
         )
-        for j in source.jobs
+        for j in new_jobs
     ]
     done = await manager.offline_job_manager().batch_defer_jobs_async(to_defer, connection=conn)
     ids = [int(job.id) for job in done if job.id is not None]

@@ -755,3 +755,55 @@ SELECT (SELECT count(*) FROM batch) AS items,
        (SELECT min(id) FROM deferred, unnest(ids) id) AS first_job,
        (SELECT max(id) FROM deferred, unnest(ids) id) AS last_job
 """
+
+
+# --- Issues (issues) ----------------------------------------------------------------
+
+# Open job-failure issues whose every failure's job has since succeeded (Procrastinate
+# retries a job under its own id, so the job's status tells): nobody needs to look at
+# them. Resolved with reason "healed"; a new failure reopens them as a regression.
+RESOLVE_HEALED = """
+UPDATE jobsys_issues i
+   SET status = 'resolved', resolved_at = now(), resolved_by = 'auto',
+       details = i.details || '{"resolved_reason": "healed"}'::jsonb
+ WHERE i.kind = 'job_failure' AND i.status = 'open'
+   AND EXISTS (SELECT 1 FROM jobsys_failures f WHERE f.issue_id = i.id)
+   AND NOT EXISTS (
+        SELECT 1 FROM jobsys_failures f
+          LEFT JOIN procrastinate_jobs j ON j.id = f.job_id
+         WHERE f.issue_id = i.id AND j.status IS DISTINCT FROM 'succeeded')
+RETURNING id
+"""
+
+
+# --- Unique jobs (jobsys.engine.inserts, jobsys.jobs.unique) --------------------------
+
+#: Namespace of the unique-key advisory locks (the first key of the pair).
+UNIQUE_LOCK_NAMESPACE = 727_100_015
+
+#: Held until the inserting transaction ends: one key's look-up and insert never
+#: interleave across sessions (READ COMMITTED: the look-up after the lock sees every
+#: job a previous holder committed).
+UNIQUE_LOCK = f"SELECT pg_advisory_xact_lock({UNIQUE_LOCK_NAMESPACE}, hashtext(%(key)s))"
+
+#: The newest job of this key that counts: in an active state at any age, or in a
+#: finished state deferred within the period.
+UNIQUE_EXISTING = """
+SELECT u.job_id
+  FROM jobsys_unique_jobs u
+  JOIN procrastinate_jobs j ON j.id = u.job_id
+ WHERE u.key = %(key)s
+   AND (
+        ('waiting' = ANY(%(active)s::text[])
+          AND j.status = 'todo' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now()))
+     OR ('scheduled' = ANY(%(active)s::text[])
+          AND j.status = 'todo' AND j.scheduled_at > now())
+     OR ('running' = ANY(%(active)s::text[]) AND j.status = 'doing')
+     OR (j.status::text = ANY(%(finished)s::text[])
+          AND u.created_at > now() - make_interval(secs => %(for_seconds)s))
+   )
+ ORDER BY u.job_id DESC
+ LIMIT 1
+"""
+
+UNIQUE_REMEMBER = "INSERT INTO jobsys_unique_jobs (job_id, key) VALUES (%(job_id)s, %(key)s)"

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobsys.engine.inserts import FanoutBatch, Inserted, NewJob, NewJobs, Retry, Source
+from jobsys.engine.inserts import (
+    FanoutBatch,
+    Inserted,
+    NewJob,
+    NewJobs,
+    Retry,
+    Source,
+    UniqueKey,
+)
 
-__all__ = ["FanoutBatch", "Inserted", "NewJob", "NewJobs", "Retry", "enqueue"]
+__all__ = ["FanoutBatch", "Inserted", "NewJob", "NewJobs", "Retry", "UniqueKey", "enqueue"]
 
 
 async def enqueue(conn: Any, source: Source) -> Inserted:

@@ -120,7 +120,8 @@ async def run_once(conn: Any, auto: AutoRetry, *, now: datetime | None = None) -
     if result.counts or result.reconciled:
         logger.info(
             "automatic retry: %s",
-            dict(result.counts),
+            ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in result.counts.items())
+            or f"{result.reconciled} outcomes recorded",
             extra={"action": "auto_retry", **result.as_dict()},
         )
     return result
@@ -129,7 +130,7 @@ async def run_once(conn: Any, auto: AutoRetry, *, now: datetime | None = None) -
 @task(queue="maintenance", name=TASK_NAME, rerun_safe=True, pass_context=True)
 async def retry_failed_jobs(context: Any) -> dict[str, Any]:
     """Retry failed jobs automatically (backoff, cap) and replay resolved outages."""
-    from jobsys.app import config_for
+    from jobsys.config.application import config_for
 
     auto = config_for(context).queues.retry.auto
     async with context.app.connector.pool.connection() as conn:

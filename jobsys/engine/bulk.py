@@ -80,6 +80,9 @@ DELETE FROM procrastinate_jobs
    AND status IN ('succeeded', 'failed', 'cancelled', 'aborted')
 """
 
+#: The unique keys of deleted jobs (jobsys.jobs.unique): they would count for nothing.
+FORGET_UNIQUE = "DELETE FROM jobsys_unique_jobs WHERE job_id = ANY(%(ids)s::bigint[])"
+
 START_AUDIT = """
 INSERT INTO jobsys_bulk_actions (action, actor, filters, matched)
 VALUES (%(action)s, %(actor)s, %(filters)s::jsonb, %(matched)s)

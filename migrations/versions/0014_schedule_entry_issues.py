@@ -5,16 +5,16 @@ A fan-out whose source table does not exist (yet) is set aside by the scheduler
 it is reported as an open issue of kind ``schedule_entry`` (one per entry), resolved
 automatically once the table exists.
 
-Revision ID: 0013_schedule_entry_issues
-Revises: 0012_claim_at_depth
+Revision ID: 0014_schedule_entry_issues
+Revises: 0013_unique_jobs
 """
 
 from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0013_schedule_entry_issues"
-down_revision: str | Sequence[str] | None = "0012_claim_at_depth"
+revision: str = "0014_schedule_entry_issues"
+down_revision: str | Sequence[str] | None = "0013_unique_jobs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
