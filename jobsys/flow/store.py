@@ -88,6 +88,49 @@ SELECT %(scheduled_at)s::timestamptz > now() AS scheduled_later,
            AND last_heartbeat > now() - make_interval(secs => %(dead_after)s)) AS lane_processes
 """
 
+# --- flow limits: the ledger of starts per bucket (jobsys.flow.limits) -------------
+
+#: Serialises claims that touch a bucket (in name order: no deadlock), until commit.
+LOCK_BUCKETS = """
+SELECT count(pg_advisory_xact_lock(hashtext('jobsys_flow'), hashtext(b.bucket)))
+  FROM unnest(%(buckets)s::text[]) AS b(bucket)
+"""
+
+#: Run after LOCK_BUCKETS in its own statement, so it sees every claim committed
+#: before the lock was granted. ``span``: the rate window of each bucket (0: no rate).
+BUCKET_STATE = """
+SELECT b.bucket,
+       (SELECT count(*) FROM jobsys_flow_starts AS s
+          JOIN procrastinate_jobs AS j ON j.id = s.job_id
+         WHERE s.bucket = b.bucket AND j.status = 'doing') AS running,
+       (SELECT coalesce(array_agg(extract(epoch FROM s.started_at - clock_timestamp())::float8
+                                  ORDER BY s.started_at), '{}')
+          FROM jobsys_flow_starts AS s
+         WHERE s.bucket = b.bucket
+           AND s.started_at > clock_timestamp() - make_interval(secs => b.span)) AS recent
+  FROM unnest(%(buckets)s::text[], %(spans)s::float8[]) AS b(bucket, span)
+"""
+
+RECORD_STARTS = """
+INSERT INTO jobsys_flow_starts (bucket, job_id, started_at)
+SELECT s.bucket, s.job_id, clock_timestamp()
+  FROM unnest(%(buckets)s::text[], %(ids)s::bigint[]) AS s(bucket, job_id)
+"""
+
+#: A job under a rate starts: its ledger row takes the real start time.
+MARK_START = """
+UPDATE jobsys_flow_starts SET started_at = clock_timestamp()
+ WHERE id = (SELECT max(id) FROM jobsys_flow_starts WHERE job_id = %(job_id)s)
+"""
+
+#: Starts older than every window whose job is no longer running count for nothing.
+PRUNE_STARTS = """
+DELETE FROM jobsys_flow_starts AS s
+ WHERE s.started_at < now() - make_interval(secs => %(keep_seconds)s)
+   AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs AS j
+                    WHERE j.id = s.job_id AND j.status = 'doing')
+"""
+
 EVENTS = """
 SELECT id, queue, action, actor, reason, until, target, was_paused, created_at
   FROM jobsys_queue_pause_events
@@ -151,6 +194,28 @@ async def wait_facts(
     row = await query.fetch_one(conn, WAIT_FACTS, params)
     assert row is not None
     return row
+
+
+async def bucket_states(
+    conn: Any, buckets: list[str], spans: list[float], *, lock: bool = True
+) -> list[dict[str, Any]]:
+    """Lock ``buckets`` for this transaction (unless only looking), then read what runs
+    and what started."""
+    if lock:
+        await query.execute(conn, LOCK_BUCKETS, {"buckets": buckets})
+    return await query.fetch_all(conn, BUCKET_STATE, {"buckets": buckets, "spans": spans})
+
+
+async def record_starts(conn: Any, buckets: list[str], ids: list[int]) -> None:
+    await query.execute(conn, RECORD_STARTS, {"buckets": buckets, "ids": ids})
+
+
+async def mark_start(conn: Any, job_id: int) -> None:
+    await query.execute(conn, MARK_START, {"job_id": job_id})
+
+
+async def prune_starts(conn: Any, keep_seconds: float) -> int:
+    return await query.execute(conn, PRUNE_STARTS, {"keep_seconds": keep_seconds})
 
 
 async def events(conn: Any, queues: list[str] | None, limit: int) -> list[dict[str, Any]]:

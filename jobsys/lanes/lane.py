@@ -36,6 +36,7 @@ from procrastinate import exceptions, job_context, jobs, retry, utils
 from procrastinate.worker import Worker
 
 from jobsys.config import LaneSpec
+from jobsys.flow import limits as flow_limits
 from jobsys.flow.order import claim_order
 from jobsys.lanes import store
 
@@ -49,6 +50,8 @@ FETCH_RETRY_MIN_SECONDS = 0.2
 PERSIST_RETRY_MAX_SECONDS = 5.0
 #: The most jobs one fetch claims (a lane claims at most its free slots).
 MAX_CLAIM = 100
+#: Every this many limited claims, one also prunes the ledger of starts.
+PRUNE_EVERY_CLAIMS = 200
 #: After the grace period, how long cancelled async jobs get to record their requeue.
 ABORT_SETTLE_SECONDS = 5.0
 SYNC_ABORT_SETTLE_SECONDS = 0.5
@@ -110,6 +113,18 @@ class LaneWorker(Worker):
         #: A claim failed on a connection error: it may have committed on the server.
         self._claim_uncertain = False
         self._rng = random.Random()  # the draw of order: weights
+        #: Flow limits this lane's claims honour (queues.yaml ``throttle``).
+        self.limits = flow_limits.for_lane(config, lane)
+        #: Buckets found full: bucket -> monotonic time to try again; those full by
+        #: concurrency are tried again as soon as a job of this lane ends.
+        self._full: dict[str, float] = {}
+        self._full_by_concurrency: set[str] = set()
+        self._limited_claims = 0
+        self._wake_timer: asyncio.TimerHandle | None = None
+        #: Claimed jobs under a rate: jobsys.flow.watch.start_middleware records their
+        #: real start just before they run.
+        #: Job id -> the monotonic time before which it must not start.
+        self.rated_ids: dict[int, float] = {}
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -232,9 +247,58 @@ class LaneWorker(Worker):
                 )
         if len(rows) < slots:
             queues, in_order = claim_order(self.lane, self._rng)
-            rows += await store.claim_jobs(
-                self.app.connector, queues, self.worker_id, slots - len(rows), in_order=in_order
+            if self.limits:
+                rows += await self._claim_limited(queues, in_order, slots - len(rows))
+            else:
+                rows += await store.claim_jobs(
+                    self.app.connector, queues, self.worker_id, slots - len(rows), in_order=in_order
+                )
+        return rows
+
+    async def _claim_limited(self, queues: list[str], in_order: bool, slots: int) -> list[Any]:
+        """The claim under flow limits; buckets found full are skipped until they reopen,
+        and the lane wakes itself then (no NOTIFY says a window has room again)."""
+        import psycopg
+
+        assert self.worker_id is not None
+        now = time.monotonic()
+        self._full = {b: t for b, t in self._full.items() if t > now}
+        self._full_by_concurrency &= set(self._full)
+        self._limited_claims += 1
+        prune = (
+            max(limit.window_seconds for limit in self.limits)
+            if self._limited_claims % PRUNE_EVERY_CLAIMS == 0
+            else None
+        )
+        try:
+            rows, full, started = await store.claim_limited(
+                self.app.connector.pool,  # type: ignore[attr-defined]
+                queues,
+                self.worker_id,
+                slots,
+                in_order=in_order,
+                limits=self.limits,
+                full=sorted(self._full),
+                prune_seconds=prune,
             )
+        except psycopg.errors.UniqueViolation as exc:
+            raise exceptions.UniqueViolation(
+                constraint_name=exc.diag.constraint_name, queueing_lock=None
+            ) from exc
+        except psycopg.Error as exc:
+            raise exceptions.ConnectorException(str(exc)) from exc
+        answered = time.monotonic()  # later than the database's "now": never early
+        for job_id, wait in started.items():
+            self.rated_ids[job_id] = answered + wait
+        for bucket, seconds in full.items():
+            self._full[bucket] = answered + seconds
+            if seconds == flow_limits.CONCURRENCY_RECHECK_SECONDS:
+                self._full_by_concurrency.add(bucket)
+        if self._full:
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
+            delay = max(min(self._full.values()) - time.monotonic(), 0.0) + 0.001
+            self._wake_timer = asyncio.get_running_loop().call_later(delay, self._new_job_event.set)
         return rows
 
     def _start_job(self, job: jobs.Job) -> None:
@@ -259,6 +323,12 @@ class LaneWorker(Worker):
             if job.lock is not None:
                 # The next job of this lock just became claimable, and nothing sends a
                 # NOTIFY for that: fetch now rather than at the next poll.
+                self._new_job_event.set()
+            if self._full_by_concurrency:
+                # A key at its concurrency may have room now.
+                for bucket in self._full_by_concurrency:
+                    self._full.pop(bucket, None)
+                self._full_by_concurrency.clear()
                 self._new_job_event.set()
 
         job_task.add_done_callback(on_job_complete)

@@ -37,12 +37,8 @@ BY_PRIORITY = "jobs.priority DESC, jobs.id ASC"
 BY_QUEUE_ORDER = "array_position(%(queues)s::varchar[], jobs.queue_name), " + BY_PRIORITY
 
 
-def _claim_jobs(order_by: str) -> str:
-    return f"""
-WITH candidate AS (
-    SELECT jobs.id AS candidate_id
-      FROM procrastinate_jobs AS jobs
-     WHERE jobs.status = 'todo'
+#: Which waiting jobs a lane may claim now (``jobs`` is procrastinate_jobs).
+CLAIMABLE = f"""jobs.status = 'todo'
        AND jobs.queue_name = ANY(%(queues)s::varchar[])
        AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
        AND (
@@ -60,7 +56,15 @@ WITH candidate AS (
                   )
            )
        )
-       AND {NOT_PAUSED}
+       AND {NOT_PAUSED}"""
+
+
+def _claim_jobs(order_by: str) -> str:
+    return f"""
+WITH candidate AS (
+    SELECT jobs.id AS candidate_id
+      FROM procrastinate_jobs AS jobs
+     WHERE {CLAIMABLE}
      ORDER BY {order_by}
      LIMIT %(limit)s
        FOR UPDATE OF jobs SKIP LOCKED
@@ -79,6 +83,47 @@ CLAIM_JOBS = _claim_jobs(BY_PRIORITY)
 #: it costs more than CLAIM_JOBS with a deep backlog; lanes keep the default unless
 #: they need the order.
 CLAIM_JOBS_IN_ORDER = _claim_jobs(BY_QUEUE_ORDER)
+
+#: The first step of a claim under flow limits (jobsys.flow.limits): due jobs, locked,
+#: each with the bucket of the limit it falls under (NULL: none): ``kind:target:key``.
+#: A task's limit wins over its queue's. Buckets known to be full are skipped here, so
+#: a key at its limit does not hide the other keys' jobs behind it.
+
+
+def _limited_candidates(order_by: str) -> str:
+    return f"""
+SELECT jobs.id, limits.kind || ':' || limits.target || ':'
+                || coalesce(jobs.args ->> limits.key, '') AS bucket
+  FROM procrastinate_jobs AS jobs
+  LEFT JOIN LATERAL (
+      SELECT t.kind, t.target, t.key
+        FROM unnest(%(limit_kinds)s::text[], %(limit_targets)s::text[], %(limit_keys)s::text[])
+             AS t(kind, target, key)
+       WHERE (t.kind = 'task' AND t.target = jobs.task_name)
+          OR (t.kind = 'queue' AND t.target = jobs.queue_name)
+       ORDER BY t.kind = 'task' DESC
+       LIMIT 1
+  ) AS limits ON true
+ WHERE {CLAIMABLE}
+   AND (limits.kind IS NULL
+        OR NOT (limits.kind || ':' || limits.target || ':' || coalesce(jobs.args ->> limits.key, '')
+                = ANY(%(full)s::text[])))
+ ORDER BY {order_by}
+ LIMIT %(scan)s
+   FOR UPDATE OF jobs SKIP LOCKED
+"""
+
+
+LIMITED_CANDIDATES_BY_PRIORITY = _limited_candidates(BY_PRIORITY)
+LIMITED_CANDIDATES_IN_ORDER = _limited_candidates(BY_QUEUE_ORDER)
+
+#: The last step of a limited claim: the chosen jobs (still locked) become ``doing``.
+TAKE_JOBS = f"""
+UPDATE procrastinate_jobs
+   SET status = 'doing', worker_id = %(worker_id)s
+ WHERE id = ANY(%(ids)s::bigint[])
+RETURNING {JOB_COLUMNS}
+"""
 
 # Jobs this worker claimed but is not running: a claim whose reply was lost (the
 # connection dropped after the server committed it). Nobody else runs them while this
@@ -264,6 +309,76 @@ async def claim_jobs(
     )
     rank = {q: i for i, q in enumerate(queues)} if in_order else {}
     return sorted(rows, key=lambda r: (rank.get(r["queue_name"], 0), -r["priority"], r["id"]))
+
+
+async def claim_limited(
+    pool: Any,
+    queues: list[str],
+    worker_id: int,
+    limit: int,
+    *,
+    in_order: bool,
+    limits: list[Any],
+    full: list[str],
+    prune_seconds: float | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, float], dict[int, float]]:
+    """The claim under flow limits (jobsys.flow.limits), in one transaction: lock due
+    jobs (skipping ``full`` buckets), lock their buckets, read them afresh, take what
+    fits, record the starts. Returns the rows taken (in claim order) and the buckets
+    found full, each with the seconds after which to try it again, and the ids taken
+    under a rate with the seconds before which each must not start (their start is
+    recorded again when they start: jobsys.flow.watch.start_middleware)."""
+    from jobsys.db import query
+    from jobsys.flow import limits as flow_limits
+    from jobsys.flow import store as flow_store
+
+    params = {
+        "queues": queues,
+        "scan": max(limit * flow_limits.SCAN_PER_SLOT, flow_limits.SCAN_MIN),
+        "limit_kinds": [x.kind for x in limits],
+        "limit_targets": [x.target for x in limits],
+        "limit_keys": [x.per_key for x in limits],
+        "full": full,
+    }
+    async with pool.connection() as conn, conn.transaction():
+        candidates = await query.fetch_all(
+            conn,
+            LIMITED_CANDIDATES_IN_ORDER if in_order else LIMITED_CANDIDATES_BY_PRIORITY,
+            params,
+        )
+        buckets = sorted({c["bucket"] for c in candidates if c["bucket"]})
+        states: dict[str, flow_limits.BucketState] = {}
+        if buckets:
+            spans = []
+            for bucket in buckets:
+                found = flow_limits.limit_of(bucket, limits)
+                spans.append(found.window_seconds if found else 0.0)
+            for row in await flow_store.bucket_states(conn, buckets, spans):
+                states[row["bucket"]] = flow_limits.BucketState(
+                    int(row["running"]), tuple(row["recent"])
+                )
+        decision = flow_limits.decide(
+            [(c["id"], c["bucket"]) for c in candidates], states, limits, limit
+        )
+        rows: list[dict[str, Any]] = []
+        if decision.ids:
+            rows = await query.fetch_all(
+                conn, TAKE_JOBS, {"worker_id": worker_id, "ids": decision.ids}
+            )
+            started = [(b, i) for b, i in zip(decision.buckets, decision.ids, strict=True) if b]
+            if started:
+                await flow_store.record_starts(
+                    conn, [b for b, _ in started], [i for _, i in started]
+                )
+        if prune_seconds is not None:
+            await flow_store.prune_starts(conn, prune_seconds)
+    order = {job_id: n for n, job_id in enumerate(decision.ids)}
+    rated = {
+        job_id: decision.not_before.get(job_id, 0.0)
+        for job_id, bucket in zip(decision.ids, decision.buckets, strict=True)
+        if bucket and (found := flow_limits.limit_of(bucket, limits)) and found.rate
+    }
+    return sorted(rows, key=lambda r: order[r["id"]]), decision.full, rated
 
 
 async def unstarted_jobs(
