@@ -12,7 +12,7 @@ WEB_HOST ?= 127.0.0.1
 WEB_PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install run web worker db-upgrade lint fmt typecheck test test-fast chaos bench clean
+.PHONY: help install run web worker db-upgrade lint fmt typecheck test test-fast chaos chaos-soak bench clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,11 +71,15 @@ CHAOS_SUITE ?= \
 	tests/integration/test_failures_nothing_lost.py \
 	tests/integration/test_retry_bulk.py::test_two_jobsys_processes_behind_a_barrier \
 	tests/integration/test_retry_bulk.py::test_two_operators_racing_100_times_retry_once \
+	tests/integration/test_retry_bulk.py::test_two_bulk_retries_at_once_both_exit_0 \
 	tests/integration/test_failures_redaction.py \
 	tests/integration/test_live_subscriber.py
 
 chaos: $(STAMP) ## Fault harness, fast tier: real workers, a throwaway server, a TCP proxy (prints figures)
-	$(BIN)/python -m pytest -s tests/chaos $(CHAOS_SUITE) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -s -m "not soak" tests/chaos $(CHAOS_SUITE) $(PYTEST_ARGS)
+
+chaos-soak: $(STAMP) ## Fault harness, slow tier: a long-transaction bloat soak (CHAOS_SOAK_SECONDS, default 120)
+	$(BIN)/python -m pytest -s -m soak --timeout 1800 tests/chaos $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'

@@ -1,5 +1,5 @@
 """Where the claim's time goes at depth: EXPLAIN (ANALYZE, BUFFERS) of the lane's claim
-(``jobsys.lanes.store.CLAIM_JOBS``) with 3,000, 20,000 and 100,000 jobs waiting.
+(``jobsys.engine.queries.CLAIM_JOBS``) with 3,000, 20,000 and 100,000 jobs waiting.
 
 The statistics are stale on purpose (the table was analyzed while it held only
 finished jobs, as happens on a server with ``autovacuum = off`` or one whose autovacuum
@@ -31,7 +31,7 @@ DEFER_LOCKED = (
 
 
 def _claim_sql() -> str:
-    from jobsys.lanes.store import CLAIM_JOBS
+    from jobsys.engine.queries import CLAIM_JOBS
 
     return CLAIM_JOBS
 

@@ -197,13 +197,13 @@ async def capture_overhead(url: str, config: Any) -> dict[str, float]:
     is drained and, should a middleware ever leave work running after its job (one with
     a ``drain()``), when that work is done too: it is counted.
     """
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
     from jobsys.failures.capture import capture_middleware
 
     await skip_seeded_job_ids(url)
 
     async def run(middlewares: list[Any]) -> float:
-        app = build_procrastinate_app(url, config=config, max_size=4)
+        app = build_engine_app(url, config=config, max_size=4)
         async with app.open_async():
             for i in range(CAPTURE_JOBS):
                 await app.tasks["bench.fail"].defer_async(account_id=i % 50)
@@ -268,12 +268,12 @@ async def capture_path_ms(url: str, config: Any, capture: Any) -> float:
     """Median time of the capture itself (describe + write), per failure."""
     from procrastinate.jobs import Job
 
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
     from jobsys.failures.capture import build_row
 
     first_id = await skip_seeded_job_ids(url)  # no failure recorded yet for these ids
     before = await count_failures(url)
-    app = build_procrastinate_app(url, config=config, max_size=2)
+    app = build_engine_app(url, config=config, max_size=2)
     samples = []
     async with app.open_async():
         for i in range(CAPTURE_JOBS):

@@ -140,7 +140,7 @@ async def middleware_burst(
     from procrastinate import jobs as pjobs
     from procrastinate.job_context import JobContext
 
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
     from jobsys.live import coalesce
     from jobsys.live.middleware import live_events
     from jobsys.live.publish import CHANNEL
@@ -149,7 +149,7 @@ async def middleware_burst(
     middleware = live_events(shared)
     listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
     await listener.execute(f"LISTEN {CHANNEL}")
-    app = build_procrastinate_app(url)
+    app = build_engine_app(url)
     async with app.open_async():
         stop = asyncio.Event()
         flusher = asyncio.create_task(
@@ -209,6 +209,7 @@ def snapshot_cost(url: str) -> dict[str, Any]:
     from bench.live_data import populate
     from jobsys.config import load
     from jobsys.db.connect import connect
+    from jobsys.engine import queries
     from jobsys.live import metrics, snapshot, store
 
     started = time.perf_counter()
@@ -238,11 +239,11 @@ def snapshot_cost(url: str) -> dict[str, Any]:
                 "limit": 50,
             }
             t = time.perf_counter()
-            await store.fetch_all(conn, store.LIST_JOBS, params)
+            await store.fetch_all(conn, queries.LIST_JOBS, params)
             list_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
             await store.fetch_all(
-                conn, store.LIST_JOBS, {**params, "statuses": ["failed"], "queues": ["profiles"]}
+                conn, queries.LIST_JOBS, {**params, "statuses": ["failed"], "queues": ["profiles"]}
             )
             list_filtered_ms = (time.perf_counter() - t) * 1000
         return {

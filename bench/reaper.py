@@ -100,7 +100,7 @@ async def _pickup_latencies(url: str, conn: Any, config: Any) -> list[float]:
     """From the start of the reaper pass that requeues a job to that job starting on an
     idle, listening worker (polling every minute, so only the NOTIFY explains it)."""
     from jobsys import task
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
     from jobsys.lanes.reaper import reap_once
 
     started: dict[int, float] = {}
@@ -109,7 +109,7 @@ async def _pickup_latencies(url: str, conn: Any, config: Any) -> list[float]:
     async def ping(context: Any) -> None:
         started[context.job.id] = time.perf_counter()
 
-    app = build_procrastinate_app(url, max_size=4)
+    app = build_engine_app(url, max_size=4)
     samples = []
     async with app.open_async():
         worker = asyncio.create_task(

@@ -90,9 +90,9 @@ async def _jobsys_bulk(url: str, issue: int) -> tuple[float, int]:
 
 
 async def _procrastinate_one_by_one(url: str, ids: list[int]) -> float:
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
 
-    app = build_procrastinate_app(url)
+    app = build_engine_app(url)
     async with app.open_async():
         started = time.perf_counter()
         for job_id in ids:

@@ -20,10 +20,9 @@ from jobsys.errors import ConfigError, did_you_mean
 if TYPE_CHECKING:
     from pathlib import Path
 
-    import procrastinate
-
     from jobsys.config.models import ScheduleFile
     from jobsys.config.yamlfile import LocatedDocument
+    from jobsys.engine.api import App
     from jobsys.settings import Settings
 
 DEMO_MODULE = "jobsys.demo.tasks"
@@ -208,7 +207,7 @@ class WorkerService(Protocol):
 
     name: str
 
-    async def run(self, app: procrastinate.App, stop: asyncio.Event) -> None: ...
+    async def run(self, app: App, stop: asyncio.Event) -> None: ...
 
 
 def worker_services(config: Config) -> list[WorkerService]:
@@ -235,19 +234,17 @@ def lifecycle_hooks(config: Config) -> list[Any]:
     return [SdNotifyHook()]
 
 
-def build_procrastinate_app(
+def build_engine_app(
     url: str, config: Config | None = None, *, min_size: int = 1, max_size: int = 10
-) -> procrastinate.App:
+) -> App:
     """A Procrastinate App on ``url`` with every registered jobsys task attached.
 
-    Its pool hands out autocommit connections (see ``jobsys.lanes.pool``): wrap
+    Its pool hands out autocommit connections (see ``jobsys.engine.pool``): wrap
     multi-statement work in ``async with conn.transaction():``.
     """
-    import procrastinate
+    from jobsys.engine.app import build_app
 
-    from jobsys.lanes import pool
-
-    app = procrastinate.App(connector=pool.connector(url, min_size=min_size, max_size=max_size))
+    app = build_app(url, min_size=min_size, max_size=max_size)
     for spec in task_registry.registry().values():
         register_on(app, spec, config)
     return app
@@ -256,15 +253,18 @@ def build_procrastinate_app(
 def register_on(app: Any, spec: task_registry.TaskSpec, config: Config | None = None) -> None:
     """Register ``spec`` on a Procrastinate app, with its timeout (``lanes.execution``)
     and its failure-kind retry policy (``failures.policy``)."""
+    from jobsys.engine.app import register_task
     from jobsys.lanes import execution
 
-    app.task(
+    register_task(
+        app,
+        execution.runnable(spec, config),
         name=spec.name,
         queue=spec.queue,
         priority=spec.priority,
         pass_context=spec.pass_context,
         retry=retry_for(spec, config),
-    )(execution.runnable(spec, config))
+    )
 
 
 def retry_for(spec: task_registry.TaskSpec, config: Config | None) -> Any:

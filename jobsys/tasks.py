@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from jobsys.jobs.unique import UniqueSpec, unique_spec
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -32,6 +34,8 @@ class TaskSpec:
     service: str | None = None
     priority: int = 0
     pass_context: bool = False
+    #: At most one such job per key in the states that count (``unique_for``).
+    unique: UniqueSpec | None = None
 
     @property
     def is_async(self) -> bool:
@@ -87,6 +91,9 @@ def task(
     service: str | None = None,
     priority: int = 0,
     pass_context: bool = False,
+    unique_for: str | float | None = None,
+    unique_keys: tuple[str, ...] | None = None,
+    unique_states: tuple[str, ...] | None = None,
 ) -> Callable[[F], F]: ...
 def task(
     func: F | None = None,
@@ -102,6 +109,9 @@ def task(
     service: str | None = None,
     priority: int = 0,
     pass_context: bool = False,
+    unique_for: str | float | None = None,
+    unique_keys: tuple[str, ...] | None = None,
+    unique_states: tuple[str, ...] | None = None,
 ) -> F | Callable[[F], F]:
     """Declare a jobsys task.
 
@@ -109,7 +119,12 @@ def task(
     check`` and at worker start). ``timeout`` defaults to the lane's. ``rerun_safe``
     says whether the reaper may re-queue the job after its worker died mid-run; if
     False such jobs fail with reason ``worker_lost`` for a human to decide.
+    ``unique_for`` (``"1h"``) makes a defer of the same task and key (all args, or
+    ``unique_keys``) while one counts (``unique_states``, default waiting, scheduled,
+    running, and succeeded within the period) return that job instead
+    (``jobsys.jobs.unique``).
     """
+    unique = unique_spec(unique_for, unique_keys, unique_states, where="unique_for")
 
     def decorate(f: F) -> F:
         spec = TaskSpec(
@@ -125,6 +140,7 @@ def task(
             service=service,
             priority=priority,
             pass_context=pass_context,
+            unique=unique,
         )
         register(spec)
         f.jobsys_task = spec  # type: ignore[attr-defined]

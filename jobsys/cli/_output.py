@@ -387,6 +387,48 @@ def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
             )
 
 
+def bulk_verb(report: Mapping[str, Any]) -> str:
+    return "delete" if report["action"] == "jobs_delete" else "cancel"
+
+
+def bulk_report(report: Mapping[str, Any], *, to_stderr: bool = False) -> None:
+    """A bulk action (``jobs cancel --all``, ``jobs delete --all``, ``queues purge``):
+    what matched, per kind, a sample, and what was done (or, dry run, would be)."""
+    console = stderr_console() if to_stderr else stdout_console()
+    from rich.table import Table
+
+    from jobsys.cli import _table
+
+    def line(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    verb = bulk_verb(report)
+    filters = ", ".join(f"{k}={v}" for k, v in report["filters"].items()) or "none"
+    line(f"{report['total']} jobs to {verb} (filters: {filters})")
+    tbl = Table(header_style="bold")
+    tbl.add_column("matched")
+    tbl.add_column("jobs", justify="right")
+    for kind, count in sorted(report["matched"].items()):
+        tbl.add_row(kind, str(count))
+    if report["matched"]:
+        print_renderable(console, tbl)
+    running = report["matched"].get("running", 0)
+    if running and verb == "cancel" and not report["filters"].get("abort_running"):
+        line(f"{running} running jobs are left alone (--abort-running asks them to abort)")
+    if report["sample"]:
+        line("sample:")
+        for job in report["sample"]:
+            line(
+                f"  job {job['id']} {job['status']} {job['queue']} {job['task']} "
+                f"{_table.clip(to_json(job['args']), 80)}"
+            )
+    if report["dry_run"]:
+        line("dry run: nothing was changed")
+    elif report["audit_id"] is not None:
+        done = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report["done"].items())
+        line(f"done: {done} (audit row {report['audit_id']})")
+
+
 # --- Live operations: events and the dashboard --------------------------------------
 
 

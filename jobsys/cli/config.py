@@ -40,7 +40,9 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     try:
         config = load_config(settings(ctx))
         # Fan-out sources need the database; checked when it answers, skipped otherwise.
-        source_problems, sources_checked = run(config_source_check(settings(ctx), config))
+        source_problems, source_warnings, sources_checked = run(
+            config_source_check(settings(ctx), config)
+        )
         if source_problems:
             raise ConfigError(source_problems)
     except ConfigError as exc:
@@ -53,9 +55,12 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
         raise typer.Exit(exc.exit_code) from None
     result = summary(config)
     result["fanout_sources_checked"] = sources_checked
+    result["warnings"] = source_warnings
     if json:
         _output.emit_json(result)
     else:
+        for line in source_warnings:
+            _output.say(f"warning: {line}")
         queues = sum(len(lane["queues"]) for lane in result["lanes"])
         _output.say(
             f"configuration OK: {len(result['lanes'])} lanes, {queues} queues, "

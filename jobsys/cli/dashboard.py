@@ -74,8 +74,15 @@ def dashboard(
     json: Annotated[
         bool, typer.Option("--json", help="With --once: the snapshot as JSON.")
     ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch", help="The read-only live screen (a wallboard): no panes, no actions."
+        ),
+    ] = False,
 ) -> None:
-    """Live view of lanes, throughput, failures, issues, schedule and workers (q quits)."""
+    """Lanes, failures, issues, schedule, workers, pipelines and jobs: select a row,
+    open it (enter), act on it after a confirmation; ? lists the keys, q quits."""
     from jobsys.cli import _dashboard_view, _output
     from jobsys.cli._context import run
     from jobsys.live.dashboard import Dashboard, snapshot_once
@@ -109,6 +116,12 @@ def dashboard(
             settings(ctx), print_plain, max_redraws_per_second=PLAIN_REDRAWS_PER_SECOND
         )
         run(_live(engine))
+        return
+
+    if not watch:
+        from jobsys.cli._tui import run_app
+
+        run_app(settings(ctx))
         return
 
     with _output.live_screen() as update:

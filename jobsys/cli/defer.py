@@ -32,6 +32,18 @@ def defer(
     priority: Annotated[
         int | None, typer.Option("--priority", help="Higher runs first. Default: the task's.")
     ] = None,
+    unique_for: Annotated[
+        str | None,
+        typer.Option(
+            "--unique-for",
+            help="Unique for this period (1h): a job of the same task and key that counts "
+            "is returned instead.",
+        ),
+    ] = None,
+    unique_key: Annotated[
+        list[str] | None,
+        typer.Option("--unique-key", help="An arg that makes jobs the same (repeatable)."),
+    ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Defer a job and print its id. Bad input exits 2 and inserts nothing."""
@@ -49,12 +61,17 @@ def defer(
             lock=lock,
             queueing_lock=queueing_lock,
             priority=priority,
+            unique_for=unique_for,
+            unique_keys=tuple(unique_key or ()),
         )
     )
     if json:
         _output.emit_json(result)
         return
     _output.print_text(str(result["job_id"]))
+    if result["duplicate"]:
+        _output.say(f"already queued as job {result['job_id']}; nothing was deferred")
+        return
     when = _output.iso(result["scheduled_at"]) or "now"
     _output.say(
         f"deferred {result['task']} on {result['queue']} (lane {result['lane']}), due {when}"

@@ -31,6 +31,12 @@ LIST_COLUMNS = (
 def list_(
     ctx: typer.Context,
     status: Annotated[str, typer.Option(help="open, muted, resolved or all.")] = "open",
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every issue, whatever its status (--status all).")
+    ] = False,
+    sort: Annotated[
+        str, typer.Option(help="impact (accounts, occurrences, recency) or recent.")
+    ] = "impact",
     kind: Annotated[
         str | None, typer.Option(help="job_failure, queue_health or service_outage.")
     ] = None,
@@ -38,17 +44,23 @@ def list_(
     wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """List issues, most recently seen first (open ones by default)."""
+    """What needs someone: open issues, most accounts and occurrences first (issues
+    whose failures were all retried and succeeded resolve themselves as healed);
+    --all for every issue."""
     from jobsys.cli import _output
     from jobsys.issues import service
 
+    status = "all" if all_ else status
     service.check_status(status)
     service.check_kind(kind)
-    result = run(service.list_issues(settings(ctx), status=status, kind=kind, limit=limit))
+    result = run(
+        service.list_issues(settings(ctx), status=status, kind=kind, limit=limit, sort=sort)
+    )
     if json:
         _output.emit_list(result["issues"], total=result["total"], status=status)
     else:
-        _output.table(result["issues"], LIST_COLUMNS, empty=f"no {status} issues", wide=wide)
+        rows = [{**i, "status": status_text(i)} for i in result["issues"]]
+        _output.table(rows, LIST_COLUMNS, empty=f"no {status} issues", wide=wide)
 
 
 @app.command()
@@ -63,6 +75,7 @@ def show(ctx: typer.Context, issue_id: IdArg, json: JsonOpt = False) -> None:
         return
     failures = issue.pop("recent_failures")
     accounts = issue.pop("accounts")
+    issue["status"] = status_text(issue)
     _output.key_values(issue, title=f"issue {issue_id}")
     _output.table(
         failures,
@@ -79,6 +92,16 @@ def show(ctx: typer.Context, issue_id: IdArg, json: JsonOpt = False) -> None:
     )
     if accounts:
         _output.print_text("affected accounts: " + ", ".join(accounts))
+
+
+def status_text(issue: dict[str, Any]) -> str:
+    """``resolved (healed)``: the status, and why when it resolved by itself."""
+    reason = (issue.get("details") or {}).get("resolved_reason")
+    return (
+        f"{issue['status']} ({reason})"
+        if issue["status"] == "resolved" and reason
+        else (issue["status"])
+    )
 
 
 def _done(result: dict[str, Any], json: bool, verb: str) -> None:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from jobsys.cli._context import settings
 from jobsys.cli._options import JsonOpt, WideOpt
 from jobsys.cli._table import Col
+from jobsys.errors import UsageError
 
-app = typer.Typer(help="Jobs browser: list and inspect jobs, cancel one.")
+if TYPE_CHECKING:
+    from jobsys.jobs.bulk import BulkRequest
+    from jobsys.live.browser import JobFilters
+
+app = typer.Typer(help="Jobs browser: list and inspect jobs; cancel or delete, one or by filter.")
 
 LIST_COLUMNS = (
     Col("id", kind="id", priority=0),
@@ -27,44 +34,63 @@ LIST_COLUMNS = (
 JobId = Annotated[int, typer.Argument(help="The job id.", min=1)]
 
 
+QueueOpt = Annotated[
+    list[str] | None, typer.Option("--queue", "-q", help="Only this queue (repeatable).")
+]
+LaneOpt = Annotated[str | None, typer.Option("--lane", help="Only the queues of this lane.")]
+TaskOpt = Annotated[str | None, typer.Option("--task", help="Only this task name.")]
+StatusOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--status",
+        "-s",
+        help="todo|doing|succeeded|failed|cancelled|aborted (or waiting, running); repeatable.",
+    ),
+]
+AccountOpt = Annotated[
+    str | None,
+    typer.Option("--account", help="Only jobs for this account (its task's account argument)."),
+]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="Deferred since: 15m, 2h, 1d or an ISO-8601 time.")
+]
+ArgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--arg",
+        help="KEY=VALUE the args contain (dots for nested keys: customer.id=7); repeatable.",
+    ),
+]
+ArgContainsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--arg-contains", help="Text in any arg value (case-insensitive; secrets excluded)."
+    ),
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Count and show a sample; change nothing.")
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+EverythingOpt = Annotated[
+    bool, typer.Option("--everything", help="Allow --all without any filter.")
+]
+ChunkOpt = Annotated[
+    int | None,
+    typer.Option("--chunk-size", help="Jobs per transaction, each one short (default 1000)."),
+]
+
+
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    queue: Annotated[
-        list[str] | None, typer.Option("--queue", "-q", help="Only this queue (repeatable).")
-    ] = None,
-    lane: Annotated[
-        str | None, typer.Option("--lane", help="Only the queues of this lane.")
-    ] = None,
-    task: Annotated[str | None, typer.Option("--task", help="Only this task name.")] = None,
-    status: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--status",
-            "-s",
-            help="todo|doing|succeeded|failed|cancelled|aborted (or waiting, running); repeatable.",
-        ),
-    ] = None,
-    account: Annotated[
-        str | None,
-        typer.Option("--account", help="Only jobs for this account (its task's account argument)."),
-    ] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="Deferred since: 15m, 2h, 1d or an ISO-8601 time.")
-    ] = None,
-    arg: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--arg",
-            help="KEY=VALUE the args contain (dots for nested keys: customer.id=7); repeatable.",
-        ),
-    ] = None,
-    arg_contains: Annotated[
-        str | None,
-        typer.Option(
-            "--arg-contains", help="Text in any arg value (case-insensitive; secrets excluded)."
-        ),
-    ] = None,
+    queue: QueueOpt = None,
+    lane: LaneOpt = None,
+    task: TaskOpt = None,
+    status: StatusOpt = None,
+    account: AccountOpt = None,
+    since: SinceOpt = None,
+    arg: ArgOpt = None,
+    arg_contains: ArgContainsOpt = None,
     limit: Annotated[
         int, typer.Option("--limit", "-n", help="At most this many (newest first).")
     ] = 50,
@@ -74,9 +100,30 @@ def list_(
     """List jobs, newest first, with their args redacted."""
     from jobsys.cli import _output
     from jobsys.cli._context import run
-    from jobsys.live.browser import JobFilters, list_jobs
+    from jobsys.live.browser import list_jobs
 
-    filters = JobFilters(
+    filters = _filters(queue, lane, task, status, account, since, arg, arg_contains, limit)
+    jobs = run(list_jobs(settings(ctx), filters))
+    if json:
+        _output.emit_list(jobs, limit=limit)
+        return
+    _output.table(jobs, LIST_COLUMNS, empty="no jobs match", wide=wide)
+
+
+def _filters(
+    queue: list[str] | None,
+    lane: str | None,
+    task: str | None,
+    status: list[str] | None,
+    account: str | None,
+    since: str | None,
+    arg: list[str] | None,
+    arg_contains: str | None,
+    limit: int = 50,
+) -> JobFilters:
+    from jobsys.live.browser import JobFilters
+
+    return JobFilters(
         queues=tuple(queue or ()),
         lane=lane,
         task=task,
@@ -87,11 +134,85 @@ def list_(
         args=tuple(arg or ()),
         arg_contains=arg_contains,
     )
-    jobs = run(list_jobs(settings(ctx), filters))
+
+
+def verb_of(request: BulkRequest) -> str:
+    return "deleting" if request.action == "jobs_delete" else "cancelling"
+
+
+def execute_bulk(ctx: typer.Context, request: BulkRequest, *, yes: bool, json: bool) -> None:
+    """Run a bulk action: preview and ask (on stderr) unless --yes or --dry-run, a
+    progress bar on stderr, the report on stdout (one JSON document with --json)."""
+    from jobsys.cli import _output
+    from jobsys.cli._context import run
+    from jobsys.jobs.bulk import bulk_action
+
+    def confirm(report: dict[str, Any]) -> bool:
+        if yes:
+            return True
+        _output.bulk_report(report, to_stderr=True)
+        return _output.confirm(f"{_output.bulk_verb(report)} {report['total']} jobs?")
+
+    # The bar opens with the first chunk, after any confirmation prompt.
+    bars = contextlib.ExitStack()
+    update: list[Callable[[int, int], None]] = []
+
+    def progress(done: int, total: int) -> None:
+        if not update:
+            update.append(bars.enter_context(_output.progress_bar(verb_of(request))))
+        update[0](done, total)
+
+    with bars:
+        report = run(bulk_action(settings(ctx), request, confirm=confirm, progress=progress))
     if json:
-        _output.emit_list(jobs, limit=limit)
-        return
-    _output.table(jobs, LIST_COLUMNS, empty="no jobs match", wide=wide)
+        _output.emit_json(report)
+    else:
+        _output.bulk_report(report)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Delete every finished job the filters match.")
+    ] = False,
+    before: Annotated[
+        str | None,
+        typer.Option("--before", help="No activity since: 7d, 12h or an ISO-8601 time (past)."),
+    ] = None,
+    queue: QueueOpt = None,
+    lane: LaneOpt = None,
+    task: TaskOpt = None,
+    status: StatusOpt = None,
+    account: AccountOpt = None,
+    since: SinceOpt = None,
+    arg: ArgOpt = None,
+    arg_contains: ArgContainsOpt = None,
+    everything: EverythingOpt = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    chunk_size: ChunkOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Delete finished jobs (succeeded, failed, cancelled, aborted) by filter, in chunks.
+
+    Never a waiting or running job. Their failure rows stay (they hold their own copy
+    of task, queue, args and account). Without --yes, previews and asks."""
+    from jobsys.jobs.bulk import BulkRequest
+
+    if not all_:
+        raise UsageError(
+            "give --all and filters: `jobsys jobs delete --all --status succeeded --before 7d`."
+        )
+    request = BulkRequest(
+        action="jobs_delete",
+        filters=_filters(queue, lane, task, status, account, since, arg, arg_contains),
+        before=before,
+        everything=everything,
+        dry_run=dry_run,
+        chunk=chunk_size,
+    )
+    execute_bulk(ctx, request, yes=yes, json=json)
 
 
 @app.command()
@@ -141,12 +262,52 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
 
 
 @app.command()
-def cancel(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
-    """Cancel a waiting job, or ask a running one to abort (others: refused, exit 2)."""
+def cancel(
+    ctx: typer.Context,
+    job_id: Annotated[int | None, typer.Argument(help="The job id.", min=1)] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Cancel every waiting job the filters match.")
+    ] = False,
+    abort_running: Annotated[
+        bool, typer.Option("--abort-running", help="With --all: ask running ones to abort too.")
+    ] = False,
+    queue: QueueOpt = None,
+    lane: LaneOpt = None,
+    task: TaskOpt = None,
+    status: StatusOpt = None,
+    account: AccountOpt = None,
+    since: SinceOpt = None,
+    arg: ArgOpt = None,
+    arg_contains: ArgContainsOpt = None,
+    everything: EverythingOpt = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    chunk_size: ChunkOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Cancel one job (waiting: cancelled; running: abort requested; others refused,
+    exit 2), or with --all every waiting and scheduled job the filters match, in
+    chunks (running ones only with --abort-running). Without --yes, previews and asks."""
     from jobsys.cli import _output
     from jobsys.cli._context import run
+    from jobsys.jobs.bulk import BulkRequest
     from jobsys.live.browser import cancel_job
 
+    if job_id is not None and all_:
+        raise UsageError("give a job id or --all with filters, not both.")
+    if job_id is None:
+        if not all_:
+            raise UsageError("give a job id, or --all with filters (see --help).")
+        request = BulkRequest(
+            action="jobs_cancel",
+            filters=_filters(queue, lane, task, status, account, since, arg, arg_contains),
+            abort_running=abort_running,
+            everything=everything,
+            dry_run=dry_run,
+            chunk=chunk_size,
+        )
+        execute_bulk(ctx, request, yes=yes, json=json)
+        return
     result = run(cancel_job(settings(ctx), job_id))
     if json:
         _output.emit_json(result)

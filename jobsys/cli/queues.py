@@ -1,5 +1,6 @@
 """``jobsys queues``: every configured queue, its lane, how busy it is, and whether it
-is paused; ``queues pause`` / ``queues resume`` for a queue, a lane, or all of them."""
+is paused; ``queues pause`` / ``queues resume`` for a queue, a lane, or all of them;
+``queues purge NAME`` cancels every waiting job of a queue."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ LIST_COLUMNS = (
 )
 
 app = typer.Typer(
-    help="Queues: how busy each one is; pause and resume a queue, a lane or all of them.",
+    help="Queues: how busy each is; pause or resume a queue, a lane or all; purge one.",
     invoke_without_command=True,
 )
 
@@ -130,3 +131,25 @@ def _report(result: dict[str, Any], json: bool) -> None:
     if result["unchanged"]:
         state = "was already paused (pause updated)" if paused else "was not paused"
         _output.say(f"{', '.join(result['unchanged'])}: {state}")
+
+
+@app.command()
+def purge(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The queue to empty.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count and show a sample; change nothing.")
+    ] = False,
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Cancel every waiting and scheduled job of a queue (running ones are left alone),
+    in chunks, with an audit row; previews and asks unless --yes."""
+    from jobsys.cli.jobs import execute_bulk
+    from jobsys.jobs.bulk import BulkRequest
+    from jobsys.live.browser import JobFilters
+
+    request = BulkRequest(
+        action="queues_purge", filters=JobFilters(queues=(name,)), dry_run=dry_run
+    )
+    execute_bulk(ctx, request, yes=yes, json=json)

@@ -104,9 +104,24 @@ def issues_retry(
     yes: YesOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Retry the failures of an issue (same rules and exit codes as `jobsys retry`)."""
+    """Retry the failures of an issue (same rules and exit codes as `jobsys retry`).
+    While the service its failures depend on has an open outage, it warns and asks
+    (unless --yes): the retried jobs would most likely fail again."""
+    from jobsys.cli import _output
+    from jobsys.errors import EXIT_USAGE
+    from jobsys.issues.service import open_outage_for
     from jobsys.retry.service import RetryRequest
 
+    outage = None if dry_run else run(open_outage_for(settings(ctx), issue_id))
+    if outage is not None:
+        _output.say(
+            f"warning: service {outage['service']!r} has an open outage (issue "
+            f"{outage['id']}: {outage['title']}); retried jobs would most likely fail "
+            "again. Once it resolves, the failures that joined it are retried by themselves."
+        )
+        if not yes and not _output.confirm("Retry during the outage anyway?"):
+            _output.say("nothing was retried")
+            raise typer.Exit(EXIT_USAGE)
     execute(ctx, RetryRequest(issue=issue_id, limit=limit, dry_run=dry_run), yes=yes, json=json)
 
 
@@ -144,11 +159,15 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
     already = [d for d in report.decisions if d.decision == SKIPPED_ALREADY_RETRIED]
     # A superseded failure whose own retry ran and failed again: its newest failure
     # speaks for the job, so a bulk re-run has nothing to do for it. One never retried
-    # (the job failed again on its own attempts) still needs its newer failure retried.
+    # (the job failed again on its own attempts) still needs its newer failure retried,
+    # unless that one was retried, by this run or a racing one: then the job is done,
+    # and the exit code depends on the work, not on who got there first.
+    handled_jobs = {d.job_id for d in report.decisions if d.retried} | {d.job_id for d in already}
     superseded = sum(
         1
         for d in report.decisions
-        if d.decision == SKIPPED_SUPERSEDED and d.earlier_outcome == OUTCOME_FAILED_AGAIN
+        if d.decision == SKIPPED_SUPERSEDED
+        and (d.earlier_outcome == OUTCOME_FAILED_AGAIN or d.job_id in handled_jobs)
     )
     bulk = not request.ids and request.job is None
     if bulk and len(already) + superseded == report.refused:

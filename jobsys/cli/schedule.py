@@ -41,6 +41,9 @@ def list_(ctx: typer.Context, wide: WideOpt = False, json: JsonOpt = False) -> N
         _output.emit_list(rows)
     else:
         _output.table(rows, LIST_COLUMNS, empty="no schedule entries", wide=wide)
+        for row in rows:
+            if row["problem"]:
+                _output.say(f"warning: {row['name']}: {row['problem']}")
 
 
 @app.command("run")
@@ -130,6 +133,8 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     if json:
         _output.emit_json(result)
     else:
+        for line in result["warnings"]:
+            _output.say(f"warning: {line}")
         note = (
             ""
             if result["fanout_sources_checked"]

@@ -158,20 +158,27 @@ def _validate_schedule(
     if not isinstance(entries, dict):
         schedule = _validate(doc, ScheduleFile, problems)
         return schedule, schedule is not None
-    head = _validate(
-        doc, ScheduleFile, problems, data={k: v for k, v in doc.data.items() if k != "entries"}
-    )
+    head_data = {k: v for k, v in doc.data.items() if k != "entries"}
+    head = _validate(doc, ScheduleFile, problems, data=head_data)
+    head_whole = head is not None
+    if head is None:
+        # Reported above; the entries are still checked (cron, timezone, tasks) with
+        # the keys that are valid, so one run says every problem.
+        known = {k: v for k, v in head_data.items() if k in ScheduleFile.model_fields}
+        head = _validate(doc, ScheduleFile, [], data=known) or _validate(
+            doc, ScheduleFile, [], data={}
+        )
+        if head is None:
+            return None, False
     good: dict[str, Any] = {}
     for name, raw in entries.items():
         entry = _validate(doc, ScheduleEntry, problems, data=raw, prefix=("entries", name))
         if entry is not None:
             good[name] = entry
-    if head is None:
-        return None, False
     partial = _validate(
         doc, ScheduleFile, problems, data={"defaults": head.defaults, "entries": good}
     )
-    return partial, partial is not None and len(good) == len(entries)
+    return partial, head_whole and partial is not None and len(good) == len(entries)
 
 
 def declared_app_modules(directory: Path) -> tuple[str, ...]:

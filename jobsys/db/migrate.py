@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from jobsys import engine
 from jobsys.db import url as db_url
 from jobsys.db.connect import driver_options
 from jobsys.errors import DatabaseUnavailable, SchemaError, UsageError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-IGNORED_PREFIXES = ("procrastinate_",)
+IGNORED_PREFIXES = (engine.OBJECT_PREFIX,)
 #: Every table of jobsys's own schema starts so (``jobsys.db.models``).
 OWNED_PREFIX = "jobsys_"
 

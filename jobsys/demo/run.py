@@ -80,14 +80,13 @@ async def burst(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> dict[st
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         ids = await store.account_ids(conn, BURST_PER_ACCOUNT_TASK)
-        manager = defer.offline_job_manager()
         for task in ACCOUNT_TASKS:
             planned = defer.plan(config, task, [{"account_id": i} for i in ids], many=True)
-            deferred[task] = len(await defer.insert(manager, conn, planned))
+            deferred[task] = len(await defer.insert(conn, planned))
         for task in AI_TASKS:
             media = [{"media_id": random.randint(1, 10**6)} for _ in range(BURST_PER_AI_TASK)]
             planned = defer.plan(config, task, media, many=True)
-            deferred[task] = len(await defer.insert(manager, conn, planned))
+            deferred[task] = len(await defer.insert(conn, planned))
         from jobsys.demo import pipelines
 
         for story_id in await store.next_story_ids(conn, BURST_PIPELINES):

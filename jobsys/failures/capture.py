@@ -59,11 +59,9 @@ def context_value(args: dict[str, Any], key: str | None) -> str | None:
 
 def will_retry(exc: BaseException, context: Any, worker: Any) -> bool:
     """Whether Procrastinate will run the job again, decided as its worker does."""
-    from procrastinate import exceptions, job_context
+    from jobsys.engine.api import AbortReason, JobAborted
 
-    if isinstance(exc, exceptions.JobAborted) and (
-        context.abort_reason() != job_context.AbortReason.SHUTDOWN
-    ):
+    if isinstance(exc, JobAborted) and (context.abort_reason() != AbortReason.SHUTDOWN):
         return False
     task = worker.app.tasks.get(context.job.task_name)
     if task is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from jobsys import engine
 from jobsys.errors import AuthenticationError, JobTimeoutError, TransientError
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ RUNTIME = "runtime"
 KINDS = (AUTHENTICATION, TRANSIENT, RUNTIME)
 
 #: Names under which Procrastinate reports aborts (cancelled async task, aborted sync task).
-ABORT_CLASSES = ("asyncio.exceptions.CancelledError", "procrastinate.exceptions.JobAborted")
+ABORT_CLASSES = ("asyncio.exceptions.CancelledError", engine.JOB_ABORTED_CLASS)
 
 
 @dataclass(frozen=True)

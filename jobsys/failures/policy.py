@@ -15,8 +15,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from procrastinate import BaseRetryStrategy, RetryDecision
-
+from jobsys.engine.api import BaseRetryStrategy, RetryDecision
 from jobsys.failures import classify
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobsys import engine
 from jobsys import tasks as task_registry
 from jobsys.db.query import autocommit
 from jobsys.failures import classify, store
@@ -31,9 +32,8 @@ from jobsys.failures.recorder import group_pending, record_failure
 from jobsys.failures.spool import PoisonRecord, Spool
 
 if TYPE_CHECKING:
-    import procrastinate
-
     from jobsys.config import Config
+    from jobsys.engine.api import App
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ GRACE_SECONDS = 120.0
 LOOKBACK_SECONDS = 24 * 3600.0
 BATCH = 500
 UNCAPTURED_CLASS = "jobsys.UncapturedFailure"
-TASK_NOT_FOUND_CLASS = "procrastinate.exceptions.TaskNotFound"
+TASK_NOT_FOUND_CLASS = engine.TASK_NOT_FOUND_CLASS
 
 
 @dataclass
@@ -159,7 +159,7 @@ class FailureMaintenance:
         self.grace = grace_seconds
         self.after_id: int | None = None
 
-    async def run_once(self, app: procrastinate.App) -> PassResult:
+    async def run_once(self, app: App) -> PassResult:
         pool = app.connector.pool  # type: ignore[attr-defined]
         result = PassResult()
         result.replayed, result.spool_remaining = await replay_spool(pool, self.config, self.spool)
@@ -184,7 +184,7 @@ class FailureMaintenance:
             )
         return result
 
-    async def run(self, app: procrastinate.App, stop: asyncio.Event) -> None:
+    async def run(self, app: App, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.run_once(app)
             with contextlib.suppress(TimeoutError):

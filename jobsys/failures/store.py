@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from jobsys.db.query import fetch_all, fetch_one, like_contains
+from jobsys.engine.queries import EVENTS_SETTLED, EVENTS_START, UNRECORDED_ATTEMPTS
 
 #: The insert, with ``{issue_id}`` left open: a bound parameter here, an expression
 #: where the issue is looked up in the same statement (``issues.store.RECORD_WITH_ISSUE``).
@@ -161,47 +162,6 @@ SELECT {SHOW_COLUMNS} FROM jobsys_failures
  ORDER BY id
  LIMIT %(limit)s
  FOR UPDATE SKIP LOCKED
-"""
-
-# Failed attempts Procrastinate recorded (``failed``/``deferred_for_retry`` events)
-# with no failure row. An attempt's number is the count of the job's events that
-# consumed an attempt up to it: the same ``job.attempts + 1`` capture writes.
-UNRECORDED_ATTEMPTS = """
-WITH recent AS (
-    SELECT DISTINCT job_id FROM procrastinate_events
-     WHERE id > %(after_id)s AND id <= %(upto)s
-       AND type IN ('failed', 'deferred_for_retry')
-       AND at < now() - make_interval(secs => %(grace)s)
-), numbered AS (
-    SELECT e.id AS event_id, e.job_id, e.type, e.at,
-           count(*) FILTER (
-               WHERE e.type IN ('deferred_for_retry', 'failed', 'succeeded', 'aborted', 'retried')
-           ) OVER (PARTITION BY e.job_id ORDER BY e.id) AS attempt
-      FROM procrastinate_events e
-     WHERE e.job_id IN (SELECT job_id FROM recent)
-)
-SELECT n.event_id, n.job_id, n.type, n.at, n.attempt::int AS attempt,
-       j.task_name, j.queue_name, j.args
-  FROM numbered n
-  JOIN procrastinate_jobs j ON j.id = n.job_id
- WHERE n.event_id > %(after_id)s AND n.event_id <= %(upto)s
-   AND n.type IN ('failed', 'deferred_for_retry')
-   AND n.at < now() - make_interval(secs => %(grace)s)
-   AND NOT EXISTS (
-       SELECT 1 FROM jobsys_failures f WHERE f.job_id = n.job_id AND f.attempt = n.attempt)
- ORDER BY n.event_id
- LIMIT %(limit)s
-"""
-# Where a reconciliation pass may start: events older than the lookback are not scanned.
-EVENTS_START = """
-SELECT COALESCE(min(id) - 1, (SELECT COALESCE(max(id), 0) FROM procrastinate_events))
-       AS after_id
-  FROM procrastinate_events
- WHERE at >= now() - make_interval(secs => %(lookback)s)
-"""
-EVENTS_SETTLED = """
-SELECT COALESCE(max(id), %(after_id)s) AS upto FROM procrastinate_events
- WHERE id > %(after_id)s AND at < now() - make_interval(secs => %(grace)s)
 """
 
 

@@ -66,6 +66,9 @@ class Decision:
     full: dict[str, float]  # bucket -> seconds after which to try it again
     #: job id -> seconds from now before which it must not start (rate lead).
     not_before: dict[int, float] = field(default_factory=dict)
+    #: Every id taken under a rate -> its not_before (0: at once): their real start is
+    #: recorded just before they run (jobsys.flow.watch.start_middleware).
+    rated: dict[int, float] = field(default_factory=dict)
 
 
 def limits_of(config: Config) -> list[Limit]:
@@ -152,4 +155,52 @@ def decide(
         decision.buckets.append(bucket)
         if wait > 0:
             decision.not_before[job_id] = wait
+        if limit is not None and limit.rate:
+            decision.rated[job_id] = wait
     return decision
+
+
+@dataclass(frozen=True)
+class LanePolicy:
+    """What the engine's limited claim (jobsys.engine.manager.claim_limited) asks of
+    flow control for one lane: the limits as query parameters, each bucket's window,
+    and the choice of what fits."""
+
+    limits: tuple[Limit, ...]
+
+    def sql_params(self) -> dict[str, list[str | None]]:
+        return {
+            "limit_kinds": [x.kind for x in self.limits],
+            "limit_targets": [x.target for x in self.limits],
+            "limit_keys": [x.per_key for x in self.limits],
+        }
+
+    def scan(self, slots: int) -> int:
+        return max(slots * SCAN_PER_SLOT, SCAN_MIN)
+
+    def window_of(self, bucket: str) -> float:
+        found = limit_of(bucket, list(self.limits))
+        return found.window_seconds if found else 0.0
+
+    @property
+    def longest_window_seconds(self) -> float:
+        return max((x.window_seconds for x in self.limits), default=0.0)
+
+    def decide(
+        self,
+        candidates: list[tuple[int, str | None]],
+        states: dict[str, tuple[int, tuple[float, ...]]],
+        slots: int,
+    ) -> Decision:
+        return decide(
+            candidates,
+            {b: BucketState(running, recent) for b, (running, recent) in states.items()},
+            list(self.limits),
+            slots,
+        )
+
+
+def policy_for_lane(config: Config | None, lane: LaneSpec) -> LanePolicy | None:
+    """The lane's policy, or None when no limit concerns it (the one-statement claim)."""
+    limits = for_lane(config, lane)
+    return LanePolicy(tuple(limits)) if limits else None

@@ -158,7 +158,7 @@ async def _why_limited(conn: Any, config: Config, job: dict[str, Any]) -> str | 
     if found is None:
         return None
     limit, bucket = found
-    (state,) = await store.bucket_states(conn, [bucket], [limit.window_seconds], lock=False)
+    (state,) = await store.bucket_states(conn, [bucket], [limit.window_seconds])
     who = (
         f"{limit.per_key} {bucket.removeprefix(limit.prefix)}"
         if limit.per_key

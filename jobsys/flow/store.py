@@ -13,20 +13,15 @@ import json
 from typing import Any
 
 from jobsys.db import query
+from jobsys.engine import manager
+from jobsys.engine.queries import PAUSE_ACTIVE, WAIT_FACTS
 
 #: Workers LISTEN here; the payload names the queues and the action.
 CHANNEL = "jobsys_queue_pauses"
 
-#: The rule the claim applies (``jobsys.lanes.store.CLAIM_JOBS``) and every read here.
-ACTIVE = "(pause.until IS NULL OR pause.until > now())"
-
-#: What the claim adds to its candidate rule: no job of a paused queue is taken, by
-#: a worker that heard of the pause or not. ``jobs`` is the claim's alias of
-#: ``procrastinate_jobs``; one primary-key probe per candidate.
-NOT_PAUSED = f"""NOT EXISTS (
-           SELECT 1 FROM jobsys_queue_pauses AS pause
-            WHERE pause.queue = jobs.queue_name AND {ACTIVE}
-       )"""
+#: The rule the claim applies (``jobsys.engine.queries.CLAIM_JOBS``, with
+#: ``NOT_PAUSED``) and every read here.
+ACTIVE = PAUSE_ACTIVE
 
 LOCK_QUEUES = """
 SELECT count(pg_advisory_xact_lock(hashtext('jobsys_queue_pause'), hashtext(q.queue)))
@@ -74,61 +69,10 @@ SELECT pause.queue, pause.paused_at, pause.paused_by, pause.reason, pause.until,
  ORDER BY pause.queue
 """
 
-#: What a waiting job waits for besides a pause: its schedule, a running holder of its
-#: lock, and how busy its lane's queues are.
-WAIT_FACTS = """
-SELECT %(scheduled_at)s::timestamptz > now() AS scheduled_later,
-       (SELECT id FROM procrastinate_jobs
-         WHERE %(lock)s::text IS NOT NULL AND lock = %(lock)s AND status = 'doing'
-         LIMIT 1) AS lock_holder,
-       (SELECT count(*) FROM procrastinate_jobs
-         WHERE status = 'doing' AND queue_name = ANY(%(lane_queues)s::text[])) AS lane_running,
-       (SELECT count(*) FROM jobsys_worker_processes
-         WHERE status = 'running' AND %(lane)s = ANY(lanes)
-           AND last_heartbeat > now() - make_interval(secs => %(dead_after)s)) AS lane_processes
-"""
-
-# --- flow limits: the ledger of starts per bucket (jobsys.flow.limits) -------------
-
-#: Serialises claims that touch a bucket (in name order: no deadlock), until commit.
-LOCK_BUCKETS = """
-SELECT count(pg_advisory_xact_lock(hashtext('jobsys_flow'), hashtext(b.bucket)))
-  FROM unnest(%(buckets)s::text[]) AS b(bucket)
-"""
-
-#: Run after LOCK_BUCKETS in its own statement, so it sees every claim committed
-#: before the lock was granted. ``span``: the rate window of each bucket (0: no rate).
-BUCKET_STATE = """
-SELECT b.bucket,
-       (SELECT count(*) FROM jobsys_flow_starts AS s
-          JOIN procrastinate_jobs AS j ON j.id = s.job_id
-         WHERE s.bucket = b.bucket AND j.status = 'doing') AS running,
-       (SELECT coalesce(array_agg(extract(epoch FROM s.started_at - clock_timestamp())::float8
-                                  ORDER BY s.started_at), '{}')
-          FROM jobsys_flow_starts AS s
-         WHERE s.bucket = b.bucket
-           AND s.started_at > clock_timestamp() - make_interval(secs => b.span)) AS recent
-  FROM unnest(%(buckets)s::text[], %(spans)s::float8[]) AS b(bucket, span)
-"""
-
-RECORD_STARTS = """
-INSERT INTO jobsys_flow_starts (bucket, job_id, started_at)
-SELECT s.bucket, s.job_id, clock_timestamp()
-  FROM unnest(%(buckets)s::text[], %(ids)s::bigint[]) AS s(bucket, job_id)
-"""
-
 #: A job under a rate starts: its ledger row takes the real start time.
 MARK_START = """
 UPDATE jobsys_flow_starts SET started_at = clock_timestamp()
  WHERE id = (SELECT max(id) FROM jobsys_flow_starts WHERE job_id = %(job_id)s)
-"""
-
-#: Starts older than every window whose job is no longer running count for nothing.
-PRUNE_STARTS = """
-DELETE FROM jobsys_flow_starts AS s
- WHERE s.started_at < now() - make_interval(secs => %(keep_seconds)s)
-   AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs AS j
-                    WHERE j.id = s.job_id AND j.status = 'doing')
 """
 
 EVENTS = """
@@ -196,26 +140,13 @@ async def wait_facts(
     return row
 
 
-async def bucket_states(
-    conn: Any, buckets: list[str], spans: list[float], *, lock: bool = True
-) -> list[dict[str, Any]]:
-    """Lock ``buckets`` for this transaction (unless only looking), then read what runs
-    and what started."""
-    if lock:
-        await query.execute(conn, LOCK_BUCKETS, {"buckets": buckets})
-    return await query.fetch_all(conn, BUCKET_STATE, {"buckets": buckets, "spans": spans})
-
-
-async def record_starts(conn: Any, buckets: list[str], ids: list[int]) -> None:
-    await query.execute(conn, RECORD_STARTS, {"buckets": buckets, "ids": ids})
+async def bucket_states(conn: Any, buckets: list[str], spans: list[float]) -> list[dict[str, Any]]:
+    """What runs and what started recently in each bucket (for showing: no lock)."""
+    return await manager.bucket_states(conn, buckets, spans)
 
 
 async def mark_start(conn: Any, job_id: int) -> None:
     await query.execute(conn, MARK_START, {"job_id": job_id})
-
-
-async def prune_starts(conn: Any, keep_seconds: float) -> int:
-    return await query.execute(conn, PRUNE_STARTS, {"keep_seconds": keep_seconds})
 
 
 async def events(conn: Any, queues: list[str] | None, limit: int) -> list[dict[str, Any]]:

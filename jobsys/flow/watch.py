@@ -1,6 +1,6 @@
 """A worker process's view of the pauses on its queues, kept fresh by NOTIFY.
 
-The claim itself skips paused queues (``jobsys.flow.store.NOT_PAUSED`` inside the
+The claim itself skips paused queues (``jobsys.engine.queries.NOT_PAUSED`` inside the
 claim), so a pause is honoured at the next claim whether or not this process heard
 of it. What the watch adds is promptness the other way round: an idle lane waits for
 a NOTIFY of a new job or for its poll, and neither comes when a queue is resumed or

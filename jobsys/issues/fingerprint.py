@@ -15,6 +15,8 @@ import sysconfig
 from collections.abc import Iterable
 from types import TracebackType
 
+from jobsys import engine
+
 MAX_TITLE_CHARS = 200
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -35,7 +37,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 _SPACES = re.compile(r"\s+")
 
 #: Modules whose frames are never "the application's code".
-LIBRARY_PREFIXES = ("jobsys.", "procrastinate.", "psycopg.", "psycopg_pool.", "asyncio.")
+LIBRARY_PREFIXES = ("jobsys.", f"{engine.PACKAGE}.", "psycopg.", "psycopg_pool.", "asyncio.")
 #: ...except the bundled demo, which is an application.
 APPLICATION_PREFIXES = ("jobsys.demo.",)
 _LIBRARY_DIRS = tuple(
@@ -56,7 +58,7 @@ def is_application_frame(module: str, filename: str, app_packages: Iterable[str]
         return True
     if any(dotted.startswith(pkg + ".") for pkg in app_packages if pkg):
         return True
-    if dotted.startswith(LIBRARY_PREFIXES) or module in ("jobsys", "procrastinate"):
+    if dotted.startswith(LIBRARY_PREFIXES) or module in ("jobsys", engine.PACKAGE):
         return False
     return not filename.startswith(_LIBRARY_DIRS) and not filename.startswith("<")
 

@@ -181,11 +181,14 @@ async def apply(
 
 async def check_queues(conn: Any, config: Config) -> dict[str, Any]:
     """Measure, evaluate, upsert and resolve ``queue_health`` issues; also resolve
-    ``job_failure`` issues quiet for ``issues.auto_resolve_after_seconds``."""
+    ``job_failure`` issues quiet for ``issues.auto_resolve_after_seconds``, and those
+    whose every failure's job has since succeeded (``healed``)."""
     breaches = evaluate(config, *await measure(conn, config))
     result = await apply(conn, QUEUE_HEALTH, "queue_health:", breaches)
     quiet = await issues_store.resolve_quiet(conn, config.queues.issues.auto_resolve_after_seconds)
-    for issue_id in quiet:
+    healed = await issues_store.resolve_healed(conn)
+    for issue_id in quiet + healed:
         await publish(conn, "issues_changed", {"issue_id": issue_id})
     result["quiet_resolved"] = quiet
+    result["healed"] = healed
     return result

@@ -45,19 +45,37 @@ def _missing(issue_id: int) -> NotFoundError:
 
 
 async def list_issues(
-    settings: Settings, *, status: str = "open", kind: str | None = None, limit: int = 50
+    settings: Settings,
+    *,
+    status: str = "open",
+    kind: str | None = None,
+    limit: int = 50,
+    sort: str = "impact",
 ) -> dict[str, Any]:
+    """Issues of ``status``; by default the open ones, what hurts most first
+    (accounts affected, occurrences, then recency; ``sort="recent"``: recency)."""
     check_status(status)
     check_kind(kind)
     check_limit(limit)
+    if sort not in store.ORDER_BY:
+        raise UsageError(
+            f"--sort {sort!r} is not an order.", hint=f"Use one of {', '.join(store.ORDER_BY)}."
+        )
     async with command_connection(settings) as conn:
-        rows = await store.list_issues(conn, status=status, kind=kind, limit=limit)
+        rows = await store.list_issues(conn, status=status, kind=kind, limit=limit, sort=sort)
         total = (
             len(rows)
             if len(rows) < limit
             else await store.count_issues(conn, status=status, kind=kind)
         )
     return {"issues": rows, "count": len(rows), "total": total, "status": status}
+
+
+async def open_outage_for(settings: Settings, issue_id: int) -> dict[str, Any] | None:
+    """The open ``service_outage`` issue of the service ``issue_id``'s failures depend
+    on (None: no service, or it is up)."""
+    async with command_connection(settings) as conn:
+        return await store.open_outage_for(conn, issue_id)
 
 
 async def show_issue(settings: Settings, issue_id: int) -> dict[str, Any]:

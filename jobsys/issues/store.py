@@ -17,6 +17,7 @@ from typing import Any
 from jobsys.db.query import execute, fetch_all, fetch_one, one_round_trip
 from jobsys.failures.store import INSERT_FAILURE_TEMPLATE
 
+STATUS_OPEN_CLAUSE = "(status = 'open' OR (status = 'muted' AND muted_until <= now()))"
 EFFECTIVE_STATUS = "CASE WHEN status = 'muted' AND muted_until <= now() THEN 'open' ELSE status END"
 COLUMNS = f"""
     id, fingerprint, kind, title, {EFFECTIVE_STATUS} AS status, muted_until, first_seen,
@@ -221,12 +222,44 @@ UPDATE jobsys_issues
 RETURNING id
 """
 
+# Open job-failure issues whose every failure's job has since succeeded (Procrastinate
+# retries a job under its own id, so the job's status tells): nobody needs to look at
+# them. Resolved with reason "healed"; a new failure reopens them as a regression.
+RESOLVE_HEALED = """
+UPDATE jobsys_issues i
+   SET status = 'resolved', resolved_at = now(), resolved_by = 'auto',
+       details = i.details || '{"resolved_reason": "healed"}'::jsonb
+ WHERE i.kind = 'job_failure' AND i.status = 'open'
+   AND EXISTS (SELECT 1 FROM jobsys_failures f WHERE f.issue_id = i.id)
+   AND NOT EXISTS (
+        SELECT 1 FROM jobsys_failures f
+          LEFT JOIN procrastinate_jobs j ON j.id = f.job_id
+         WHERE f.issue_id = i.id AND j.status IS DISTINCT FROM 'succeeded')
+RETURNING id
+"""
+
+# An open service outage of the service an issue's failures depend on.
+OPEN_OUTAGE_FOR = """
+SELECT o.id, o.title, o.service, o.first_seen
+  FROM jobsys_issues i
+  JOIN jobsys_issues o ON o.kind = 'service_outage' AND o.service = i.service
+   AND o.status IN ('open', 'muted')
+ WHERE i.id = %(id)s
+ ORDER BY o.first_seen
+ LIMIT 1
+"""
+
+#: ``issues list`` order: what hurts most first (accounts, occurrences), then recency.
+ORDER_BY = {
+    "impact": "affected_accounts DESC, occurrences DESC, last_seen DESC, id DESC",
+    "recent": "last_seen DESC, id DESC",
+}
 LIST_ISSUES = f"""
 SELECT {COLUMNS}
   FROM jobsys_issues
  WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)
    AND {{status_clause}}
- ORDER BY last_seen DESC, id DESC
+ ORDER BY {{order}}
  LIMIT %(limit)s
 """
 COUNT_ISSUES = """
@@ -236,7 +269,7 @@ SELECT count(*) AS n
    AND {status_clause}
 """
 STATUS_CLAUSES = {
-    "open": "(status = 'open' OR (status = 'muted' AND muted_until <= now()))",
+    "open": STATUS_OPEN_CLAUSE,
     "muted": "(status = 'muted' AND muted_until > now())",
     "resolved": "status = 'resolved'",
     "all": "TRUE",
@@ -336,10 +369,18 @@ async def resolve_quiet(conn: Any, seconds: float) -> list[int]:
     return [int(r["id"]) for r in await fetch_all(conn, RESOLVE_QUIET, {"seconds": seconds})]
 
 
+async def resolve_healed(conn: Any) -> list[int]:
+    return [int(r["id"]) for r in await fetch_all(conn, RESOLVE_HEALED, {})]
+
+
+async def open_outage_for(conn: Any, issue_id: int) -> dict[str, Any] | None:
+    return await fetch_one(conn, OPEN_OUTAGE_FOR, {"id": issue_id})
+
+
 async def list_issues(
-    conn: Any, *, status: str, kind: str | None, limit: int
+    conn: Any, *, status: str, kind: str | None, limit: int, sort: str = "impact"
 ) -> list[dict[str, Any]]:
-    sql = LIST_ISSUES.format(status_clause=STATUS_CLAUSES[status])
+    sql = LIST_ISSUES.format(status_clause=STATUS_CLAUSES[status], order=ORDER_BY[sort])
     return await fetch_all(conn, sql, {"kind": kind, "limit": limit})
 
 

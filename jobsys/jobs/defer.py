@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from jobsys import tasks as task_registry
 from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean
 from jobsys.jobs import validate
+from jobsys.jobs.enqueue import NewJob, UniqueKey
+from jobsys.jobs.unique import UniqueSpec
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -72,17 +74,8 @@ def _environment() -> _Environment:
     return _active
 
 
-@dataclass(frozen=True)
-class Planned:
-    """A validated job, ready to insert."""
-
-    task: str
-    queue: str
-    args: dict[str, Any]
-    priority: int
-    lock: str | None
-    queueing_lock: str | None
-    scheduled_at: datetime | None
+#: A validated job, ready to insert.
+Planned = NewJob
 
 
 def resolve_task(task: TaskRef) -> task_registry.TaskSpec:
@@ -129,6 +122,7 @@ def plan(
     queueing_lock: str | None = None,
     priority: int | None = None,
     many: bool = False,
+    unique: UniqueSpec | None = None,
 ) -> list[Planned]:
     """Validate everything; return the jobs to insert (raises :class:`UsageError`)."""
     spec = resolve_task(task)
@@ -160,30 +154,34 @@ def plan(
                 lock=lock,
                 queueing_lock=queueing_lock,
                 scheduled_at=due,
+                unique=_unique_key(unique or spec.unique, spec.name, args),
             )
         )
     return planned
 
 
-async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> list[int]:
-    """Insert ``planned`` jobs on ``connection`` in one statement, inside a savepoint."""
-    from procrastinate import exceptions, jobs
+def _unique_key(spec: UniqueSpec | None, task: str, args: dict[str, Any]) -> UniqueKey | None:
+    """What the engine needs to keep a unique job unique (``jobsys.jobs.unique``)."""
+    if spec is None:
+        return None
+    active, finished = spec.procrastinate_statuses()
+    return UniqueKey(spec.key(task, args), spec.for_seconds, tuple(active), tuple(finished))
+
+
+async def insert(connection: Any, planned: list[Planned]) -> list[int]:
+    """Insert ``planned`` jobs on ``connection`` in one statement, inside a savepoint;
+    their ids (a unique job's duplicate: the existing job's id)."""
+    return [job_id for job_id, _ in await insert_with_outcome(connection, planned)]
+
+
+async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[tuple[int, bool]]:
+    """:func:`insert`, with for each job whether it was a duplicate of a unique job that
+    counts (nothing was inserted for it; its id is the existing job's)."""
+    from jobsys.engine.api import AlreadyEnqueued
+    from jobsys.jobs.enqueue import NewJobs, enqueue
 
     if not planned:
         return []
-    to_defer = [
-        jobs.Job(
-            id=None,
-            queue=p.queue,
-            task_name=p.task,
-            priority=p.priority,
-            lock=p.lock,
-            queueing_lock=p.queueing_lock,
-            task_kwargs=p.args,
-            scheduled_at=p.scheduled_at,
-        )
-        for p in planned
-    ]
     from psycopg.pq import TransactionStatus
 
     if not connection.autocommit and connection.info.transaction_status == TransactionStatus.IDLE:
@@ -193,64 +191,34 @@ async def insert(job_manager: Any, connection: Any, planned: list[Planned]) -> l
         await connection.execute("SELECT 1")
     try:
         async with connection.transaction():
-            done = await job_manager.batch_defer_jobs_async(to_defer, connection=connection)
-            await announce_deferred(connection, [int(job.id) for job in done if job.id is not None])
-    except exceptions.AlreadyEnqueued:
+            done = await enqueue(connection, NewJobs(planned))
+    except AlreadyEnqueued:
         raise AlreadyQueuedError(
             f"a job with queueing lock {planned[0].queueing_lock!r} is already waiting "
             "in the queue; nothing was deferred",
             hint="Wait for it to start, or defer without --queueing-lock.",
         ) from None
-    return [int(job.id) for job in done if job.id is not None]
-
-
-async def announce_deferred(connection: Any, ids: list[int], count: int | None = None) -> None:
-    """``jobs_changed`` for the dashboard after ``count`` (default: ``len(ids)``) jobs
-    were deferred on ``connection``, whoever inserted them (this API, the scheduler, a
-    fan-out batch): coalesced inside a worker, else delivered with the caller's commit
-    (never on rollback, never breaking the transaction)."""
-    from jobsys.live import coalesce
-    from jobsys.live.publish import publish_safely
-
-    data = {"deferred": len(ids) if count is None else count, "ids": ids[:10]}
-    if coalesce.flusher_running():
-        coalesce.shared().add("jobs_changed", data)
-    else:
-        await publish_safely(connection, "jobs_changed", data)
+    return done.outcome or [(job_id, False) for job_id in done.ids]
 
 
 @contextlib.asynccontextmanager
-async def _connection(env: _Environment, given: Any) -> AsyncIterator[tuple[Any, Any]]:
-    """(job_manager, connection) to insert with."""
-    import procrastinate
-
+async def _connection(env: _Environment, given: Any) -> AsyncIterator[Any]:
+    """The connection to insert with."""
     if given is not None:
-        job_manager = env.app.job_manager if env.app is not None else offline_job_manager()
-        yield job_manager, given
+        yield given
         return
     if env.app is not None:
-        async with env.app.connector.pool.connection() as conn:
-            yield env.app.job_manager, conn
+        from jobsys.engine.app import connection
+
+        async with connection(env.app) as conn:
+            yield conn
         return
     from jobsys.db.connect import connect, resolve
     from jobsys.settings import from_env
 
     url = env.url or resolve(from_env(), env.config).url
     async with connect(url) as conn:
-        yield procrastinate.manager.JobManager(_offline_connector()), conn
-
-
-def _offline_connector() -> Any:
-    import procrastinate
-
-    # Never opened: with an explicit connection it only formats and runs the query.
-    return procrastinate.PsycopgConnector()
-
-
-def offline_job_manager() -> Any:
-    import procrastinate
-
-    return procrastinate.manager.JobManager(_offline_connector())
+        yield conn
 
 
 async def defer(
@@ -278,8 +246,8 @@ async def defer(
         queueing_lock=queueing_lock,
         priority=priority,
     )
-    async with _connection(env, connection) as (job_manager, conn):
-        return (await insert(job_manager, conn, planned))[0]
+    async with _connection(env, connection) as conn:
+        return (await insert(conn, planned))[0]
 
 
 async def defer_many(
@@ -306,8 +274,8 @@ async def defer_many(
         priority=priority,
         many=True,
     )
-    async with _connection(env, connection) as (job_manager, conn):
-        return await insert(job_manager, conn, planned)
+    async with _connection(env, connection) as conn:
+        return await insert(conn, planned)
 
 
 def _run_sync(coro: Any) -> Any:

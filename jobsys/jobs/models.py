@@ -43,3 +43,19 @@ class BulkAction(Base):
         CheckConstraint(f"status IN {BULK_STATUSES!r}", name="status"),
         Index("ix_jobsys_bulk_actions_started", text("started_at DESC")),
     )
+
+
+class UniqueJob(Base):
+    """The unique key of a job deferred as unique (``jobsys.jobs.unique``). No foreign
+    key to Procrastinate's table: look-ups join it, so the row of a deleted job counts
+    for nothing (bulk delete removes it too)."""
+
+    __tablename__ = "jobsys_unique_jobs"
+
+    job_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("now()")
+    )
+
+    __table_args__ = (Index("ix_jobsys_unique_jobs_key", "key", text("job_id DESC")),)

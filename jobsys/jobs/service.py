@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys import timespec
 from jobsys.errors import UsageError
 from jobsys.jobs import validate
+from jobsys.jobs.unique import unique_spec
 
 if TYPE_CHECKING:
     from jobsys.settings import Settings
@@ -23,6 +24,8 @@ async def defer_from_cli(
     lock: str | None = None,
     queueing_lock: str | None = None,
     priority: int | None = None,
+    unique_for: str | None = None,
+    unique_keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     from jobsys.app import load_config
     from jobsys.db.connect import check_schema, connect, resolve
@@ -37,6 +40,7 @@ async def defer_from_cli(
         else None
     )
     schedule_at = timespec.parse_iso(at, "--at") if at is not None else None
+    unique = unique_spec(unique_for, unique_keys, where="--unique-for")
     config = load_config(settings)
     planned = defer.plan(
         config,
@@ -48,13 +52,15 @@ async def defer_from_cli(
         lock=lock,
         queueing_lock=queueing_lock,
         priority=priority,
+        unique=unique,
     )
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
-        (job_id,) = await defer.insert(defer.offline_job_manager(), conn, planned)
+        [(job_id, duplicate)] = await defer.insert_with_outcome(conn, planned)
     job = planned[0]
     return {
         "job_id": job_id,
+        "duplicate": duplicate,
         "task": job.task,
         "queue": job.queue,
         "lane": config.lane_of(job.queue),

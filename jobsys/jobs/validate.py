@@ -2,8 +2,9 @@
 
 Arguments must be a JSON object that survives a round trip through JSON and
 Postgres ``jsonb`` unchanged: no NaN/Infinity, no NUL characters (jsonb rejects
-them), only JSON types (a tuple would come back a list, a datetime not at all), and
-no larger than the configured limit. Errors name the key path
+them), no lone surrogates (``"\ud800"``: not Unicode, cannot be encoded), no deeper
+nesting than ``MAX_DEPTH``, only JSON types (a tuple would come back a list, a
+datetime not at all), and no larger than the configured limit. Errors name the key path
 (``args.items[3]: NaN is not valid JSON``) and are raised before anything is written.
 """
 
@@ -64,6 +65,9 @@ def _walk(value: Any, path: str, depth: int) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise UsageError(f"{path}: NUL characters (\\u0000) cannot be stored")
+        surrogate = _lone_surrogate(value)
+        if surrogate is not None:
+            raise UsageError(f"{path}: a lone surrogate ({surrogate}) is not valid Unicode")
         return
     if isinstance(value, list):
         for index, item in enumerate(value):
@@ -77,12 +81,24 @@ def _walk(value: Any, path: str, depth: int) -> None:
                 )
             if "\x00" in key:
                 raise UsageError(f"{path}: a key contains a NUL character (\\u0000)")
+            surrogate = _lone_surrogate(key)
+            if surrogate is not None:
+                raise UsageError(f"{path}: a key contains a lone surrogate ({surrogate})")
             _walk(item, _key_path(path, key), depth + 1)
         return
     raise UsageError(
         f"{path}: {type(value).__name__} is not a JSON type "
         "(use objects, arrays, strings, numbers, booleans, null)"
     )
+
+
+def _lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate of ``text`` as ``\\udXXX`` (None: valid Unicode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"\\u{ord(text[exc.start]):04x}"
+    return None
 
 
 def parse_json_args(text: str) -> Any:
@@ -98,6 +114,8 @@ def parse_json_args(text: str) -> Any:
 
     try:
         return json.loads(text, object_pairs_hook=no_duplicates)
+    except RecursionError:
+        raise UsageError(f"--args: nested more than {MAX_DEPTH} levels deep") from None
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"--args is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",

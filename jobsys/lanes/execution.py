@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from jobsys.errors import JobTimeoutError
@@ -21,25 +22,39 @@ if TYPE_CHECKING:
     from jobsys.tasks import TaskSpec
 
 
-def effective_timeout(spec: TaskSpec, config: Config | None) -> float | None:
-    """The task's own timeout, else its lane's, else None (no config: no limit)."""
-    if spec.timeout_seconds is not None:
+#: The queue of the job running in this asyncio task (set by the lane worker): a job
+#: deferred with ``queue="b"`` runs under the timeout of b's lane, not the lane of the
+#: queue its task declares.
+JOB_QUEUE: ContextVar[str | None] = ContextVar("jobsys_job_queue", default=None)
+
+
+def effective_timeout(
+    spec: TaskSpec | None, config: Config | None, queue: str | None = None
+) -> float | None:
+    """The task's own timeout, else the timeout of the lane serving ``queue`` (the
+    job's queue; default: the task's declared queue), else None (no config: no limit).
+    The worker, its sync watchdog and the reaper all use this one rule."""
+    if spec is not None and spec.timeout_seconds is not None:
         return spec.timeout_seconds
-    if config is None:
+    queue = queue or (spec.queue if spec is not None else None)
+    if config is None or queue is None:
         return None
-    lane = config.lane_of(spec.queue)
+    lane = config.lane_of(queue)
     return config.lanes[lane].timeout_seconds if lane is not None else None
 
 
 def runnable(spec: TaskSpec, config: Config | None) -> Callable[..., Any]:
-    """The function Procrastinate registers for ``spec``: async ones under their timeout."""
-    timeout = effective_timeout(spec, config)
+    """The function Procrastinate registers for ``spec``: async ones under the timeout
+    of the lane running the job (read per call from :data:`JOB_QUEUE`)."""
     func = spec.func
-    if not spec.is_async or timeout is None:
+    if not spec.is_async or (config is None and spec.timeout_seconds is None):
         return func
 
     @functools.wraps(func)
     async def run_with_timeout(*args: Any, **kwargs: Any) -> Any:
+        timeout = effective_timeout(spec, config, JOB_QUEUE.get())
+        if timeout is None:
+            return await func(*args, **kwargs)
         try:
             async with asyncio.timeout(timeout) as limit:
                 return await func(*args, **kwargs)

@@ -41,8 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from jobsys.engine.worker import wait_or_timeout
 from jobsys.lanes import store
-from jobsys.lanes.lane import wait_or_timeout
 
 logger = logging.getLogger("jobsys.lanes.heartbeat")
 

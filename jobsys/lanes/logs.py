@@ -16,6 +16,7 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from jobsys import engine
 from jobsys.failures.redaction import Redactor
 
 LogFormat = Literal["text", "json"]
@@ -142,7 +143,7 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(fmt: LogFormat, redactor: Redactor, *, debug: bool = False) -> None:
-    """Route ``jobsys`` and ``procrastinate`` logs to stderr in ``fmt``."""
+    """Route ``jobsys`` and Procrastinate logs to stderr in ``fmt``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(QuietRoutineJobs(debug))
@@ -154,10 +155,10 @@ def configure(fmt: LogFormat, redactor: Redactor, *, debug: bool = False) -> Non
     handler._jobsys = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
-    logging.getLogger("procrastinate").setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger(engine.LOGGER).setLevel(logging.DEBUG if debug else logging.INFO)
     # Procrastinate's worker logs every job start and end at INFO: building those
     # records costs measurable throughput and they would drown the journal. Without
     # --debug only its warnings and errors (failed jobs) pass; retries and failures
     # are recorded in full by failure capture, lane events by jobsys's own loggers.
-    logging.getLogger("procrastinate.worker").setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger(engine.WORKER_LOGGER).setLevel(logging.DEBUG if debug else logging.WARNING)
     logging.getLogger("psycopg").setLevel(logging.WARNING)

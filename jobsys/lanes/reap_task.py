@@ -12,7 +12,7 @@ from jobsys.app import config_for
 from jobsys.tasks import task
 
 if TYPE_CHECKING:
-    from procrastinate import JobContext
+    from jobsys.engine.api import JobContext
 
 
 REAP_TASK = "jobsys.reap"

@@ -12,13 +12,18 @@ A worker is dead when its ``procrastinate_workers`` heartbeat is older than
 each of its ``doing`` jobs, in one short transaction that holds the job row
 (``FOR UPDATE SKIP LOCKED``, so racing reapers handle each job once):
 
-- abort requested before the worker died: finished as ``aborted`` (what was asked);
+- abort requested before the worker died, and the job had run past its timeout x
+  ``stuck_after_timeout_factor`` (the reaper's own stuck rule asked, or an operator
+  asked for the same reason): finished ``failed`` with a failure row of reason
+  ``timeout`` (``JobTimeoutError``, transient, retryable: automatic retry may run it
+  again), never a silent ``aborted``;
+- abort requested otherwise: finished as ``aborted`` (what the operator asked);
 - task registered and ``rerun_safe``: requeued through Procrastinate's
   ``retry_job`` (status ``todo``, attempts + 1), a ``worker_lost`` failure row with
   ``will_retry = true`` explains the extra attempt, and a NOTIFY wakes a listening
   worker at once (Procrastinate's retry path sends none); the job is detached from
   the dead worker first, so pruning that worker cannot lock it while the woken
-  worker tries to claim it (``reaper_store.DETACH_FROM_WORKER``);
+  worker tries to claim it (``jobsys.engine.dead_workers.DETACH_FROM_WORKER``);
 - otherwise (unsafe, unknown task, or lost its worker ``max_crash_requeues`` times):
   finished as ``failed`` with a ``worker_lost`` failure row for a human to decide.
 
@@ -47,15 +52,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys import tasks as task_registry
+from jobsys.engine import dead_workers as store
 from jobsys.failures.redaction import Redactor
 from jobsys.failures.store import FailureRow, insert_failure
-from jobsys.lanes import reaper_store as store
+from jobsys.lanes import execution
 from jobsys.lanes.heartbeat import database_continuity
 
 if TYPE_CHECKING:
-    import procrastinate
-
     from jobsys.config import Config
+    from jobsys.engine.api import App
 
 logger = logging.getLogger("jobsys.reaper")
 
@@ -66,6 +71,7 @@ MAX_JOBS_PER_PASS = 1000
 #: worker's supervisor restarts it (and the process exits non-zero if it cannot).
 MAX_CONSECUTIVE_ERRORS = 10
 WORKER_LOST_ERROR_CLASS = "jobsys.WorkerLost"
+TIMEOUT_ERROR_CLASS = "jobsys.errors.JobTimeoutError"
 
 
 @dataclass
@@ -122,12 +128,9 @@ def _context_value(args: dict[str, Any], key: str | None) -> str | None:
 
 
 def job_timeout_seconds(config: Config, task_name: str, queue: str) -> float | None:
-    """The task's timeout, else its lane's; None when neither is known."""
-    spec = task_registry.get(task_name)
-    if spec is not None and spec.timeout_seconds is not None:
-        return spec.timeout_seconds
-    lane = config.lanes.get(config.lane_of(queue) or "")
-    return lane.timeout_seconds if lane is not None else None
+    """The task's timeout, else the lane of the job's queue (the worker's rule:
+    :func:`jobsys.lanes.execution.effective_timeout`); None when neither is known."""
+    return execution.effective_timeout(task_registry.get(task_name), config, queue)
 
 
 def _worker_lost_message(job: dict[str, Any], dead_after: float) -> str:
@@ -158,7 +161,13 @@ def _log(level: int, action: str, message: str, job: dict[str, Any], **extra: An
 
 
 def _worker_lost_row(
-    job: dict[str, Any], config: Config, redactor: Redactor, message: str, will_retry: bool
+    job: dict[str, Any],
+    config: Config,
+    redactor: Redactor,
+    message: str,
+    will_retry: bool,
+    *,
+    timed_out: bool = False,
 ) -> FailureRow:
     spec = task_registry.get(job["task_name"])
     args = job["args"] if isinstance(job["args"], dict) else {}
@@ -168,11 +177,11 @@ def _worker_lost_row(
         queue=job["queue_name"],
         lane=config.lane_of(job["queue_name"]),
         attempt=int(job["attempts"]) + 1,
-        error_class=WORKER_LOST_ERROR_CLASS,
+        error_class=TIMEOUT_ERROR_CLASS if timed_out else WORKER_LOST_ERROR_CLASS,
         message=message,
-        kind="runtime",
+        kind="transient" if timed_out else "runtime",
         retryable=True,
-        reason="worker_lost",
+        reason="timeout" if timed_out else "worker_lost",
         args=redactor.redact(args),
         account_id=_context_value(args, spec.account_arg if spec else None),
         profile_id=_context_value(args, spec.profile_arg if spec else None),
@@ -187,6 +196,25 @@ def _worker_lost_row(
 async def _settle(conn: Any, job: dict[str, Any], config: Config, redactor: Redactor) -> str:
     """Requeue or fail one claimed job of a dead worker; return what was done."""
     job_id = int(job["id"])
+    factor = config.queues.worker.stuck_after_timeout_factor
+    timeout = job_timeout_seconds(config, job["task_name"], job["queue_name"])
+    running = job["running_seconds"]
+    if (
+        job["abort_requested"]
+        and timeout is not None
+        and running is not None
+        and running > timeout * factor
+    ):
+        message = (
+            f"ran {running:.0f} s, past {factor:g} x its {timeout:g} s timeout; the abort "
+            f"requested for it was never honoured and "
+            f"{_worker_lost_message(job, config.queues.worker.dead_after_seconds)}: failed"
+        )
+        row = _worker_lost_row(job, config, redactor, message, False, timed_out=True)
+        await insert_failure(conn, row)
+        await store.finish_job(conn, job_id, "failed")
+        _log(logging.ERROR, "job_timed_out_worker_lost", "timed out, worker died: failed", job)
+        return "failed"
     if job["abort_requested"]:
         await store.finish_job(conn, job_id, "aborted")
         _log(logging.INFO, "job_aborted_worker_lost", "abort requested, worker died", job)
@@ -349,7 +377,7 @@ class ReaperService:
         self.passes = 0
         self.last_result: ReapResult | None = None
 
-    async def run(self, app: procrastinate.App, stop: asyncio.Event) -> None:
+    async def run(self, app: App, stop: asyncio.Event) -> None:
         interval = self.config.queues.worker.reap_interval_seconds
         errors = 0
         while not stop.is_set():

@@ -28,6 +28,7 @@ import functools
 import json
 import logging
 import os
+import random
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,13 +37,17 @@ from typing import Any
 
 from jobsys import tasks as task_registry
 from jobsys.config import Config, LaneSpec
+from jobsys.engine import pool
+from jobsys.engine.listener import Listener
+from jobsys.engine.worker import LaneWorker, wait_or_timeout
 from jobsys.errors import ConfigError, DatabaseUnavailable
+from jobsys.flow.limits import policy_for_lane
+from jobsys.flow.order import claim_order
+from jobsys.flow.store import CHANNEL as PAUSES_CHANNEL
 from jobsys.flow.watch import PauseWatch
-from jobsys.lanes import execution, lifecycle, pool, store
+from jobsys.lanes import execution, lifecycle, store
 from jobsys.lanes.heartbeat import ProcessHeartbeat
 from jobsys.lanes.identity import ProcessIdentity
-from jobsys.lanes.lane import LaneWorker, wait_or_timeout
-from jobsys.lanes.listener import Listener
 from jobsys.lanes.supervisor import Backoff, supervise
 
 logger = logging.getLogger("jobsys.lanes.runtime")
@@ -54,6 +59,9 @@ EXIT_FENCED = 75
 DRAIN_CHECK_SECONDS = 0.2
 STARTUP_RETRY_SECONDS = 1.0
 SERVICES_STOP_SECONDS = 10.0
+#: After a sync job's timeout, how long the other running jobs get before they are
+#: requeued (at most the shutdown grace): the worker must exit within timeout + 5 s.
+SYNC_TIMEOUT_GRACE_SECONDS = 2.0
 
 
 @dataclass
@@ -123,6 +131,8 @@ class Runtime:
         self.pauses: PauseWatch | None = None
         self.heartbeat: ProcessHeartbeat | None = None
         self.listening = False
+        #: Sync jobs past their timeout: job id -> timeout (seconds).
+        self._timed_out: dict[int, float] = {}
         self.state = "starting"
         self._stop_requested = asyncio.Event()
         self._hard = False
@@ -220,7 +230,7 @@ class Runtime:
                 await asyncio.sleep(STARTUP_RETRY_SECONDS)
 
     async def run(self) -> RuntimeResult:
-        from jobsys.app import build_procrastinate_app
+        from jobsys.app import build_engine_app
         from jobsys.jobs import defer
 
         await self._check_database()
@@ -232,9 +242,7 @@ class Runtime:
             ThreadPoolExecutor(max_workers=total + 4, thread_name_prefix="jobsys-job")
         )
         size = pool.pool_size(self.lanes)
-        self.app = build_procrastinate_app(
-            self.url, self.config, min_size=min(4, size), max_size=size
-        )
+        self.app = build_engine_app(self.url, self.config, min_size=min(4, size), max_size=size)
         await self.app.open_async()
         defer.activate(self.config, self.app, self.url)
         try:
@@ -266,6 +274,7 @@ class Runtime:
             ),
             on_reconnected=self._reconnected,
             on_pauses_changed=self.pauses.notified,
+            pauses_channel=PAUSES_CHANNEL,
         )
         task = asyncio.create_task(self.listener.run(stop), name="listener")
         self.listening = await self.listener.round_trip(self.app.connector.pool)
@@ -342,6 +351,10 @@ class Runtime:
                 shutdown_grace_seconds=worker_settings.shutdown_grace_seconds,
                 worker_middleware=self.middlewares,
                 config=self.config,
+                orphan_check_seconds=worker_settings.reap_interval_seconds,
+                # order: strict / weights (one draw per claim); default: priority, then id
+                claim_order=functools.partial(claim_order, lane, random.Random()),
+                limits=policy_for_lane(self.config, lane),
             )
             for lane in self.lanes
         ]
@@ -399,6 +412,13 @@ class Runtime:
         await self._stop_background(background)
         heartbeat_stop.set()
         await heartbeat_task
+        # Last, right before the process exits and kills their threads: timed-out sync
+        # jobs get their failure row and are retried or failed per policy.
+        for worker in self.workers:
+            for context in worker.abandoned:
+                timeout = self._timed_out.get(context.job.id or 0)
+                if timeout is not None:
+                    await worker.settle_timed_out(context, timeout)
         if not abandoned:
             # With abandoned jobs we leave the row 'draining' and let its heartbeat go
             # stale: the reaper recovers them once this process is surely gone.
@@ -486,20 +506,29 @@ class Runtime:
                     spec = task_registry.get(job.task_name)
                     if job.id is None or spec is None or spec.is_async:
                         continue
-                    timeout = execution.effective_timeout(spec, self.config)
+                    timeout = execution.effective_timeout(spec, self.config, job.queue)
                     if timeout is None or now - context.start_timestamp <= timeout:
                         continue
                     if job.id in overdue_reported:
                         continue
                     overdue_reported.add(job.id)
+                    self._timed_out[job.id] = timeout
                     logger.error(
                         f"sync job {job.task_name}[{job.id}] ran past its timeout of "
                         f"{timeout:g} s and cannot be cancelled: this worker stops taking "
                         "jobs and exits so its supervisor restarts it",
                         extra={"action": "sync_job_timeout", "job_id": job.id},
                     )
-                    self.request_stop("sync job timeout", exit_code=EXIT_JOBS_ABANDONED)
+                    self.request_stop(
+                        f"sync job {job.task_name}[{job.id}] timed out",
+                        exit_code=EXIT_JOBS_ABANDONED,
+                    )
                     self._stop_lanes()
+                    grace = min(
+                        self.config.queues.worker.shutdown_grace_seconds,
+                        SYNC_TIMEOUT_GRACE_SECONDS,
+                    )
+                    asyncio.get_running_loop().call_later(grace, self.hard_stop)
 
     async def _status(self, stop: asyncio.Event) -> None:
         assert self.heartbeat is not None

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from jobsys.engine.worker import wait_or_timeout
 from jobsys.errors import DatabaseUnavailable
-from jobsys.lanes.lane import wait_or_timeout
 
 logger = logging.getLogger("jobsys.lanes.supervisor")
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from jobsys.engine import queries
 from jobsys.errors import NotFoundError, RefusedError, UsageError, did_you_mean
 from jobsys.jobs import search
 from jobsys.live import store
@@ -47,7 +48,7 @@ class JobFilters:
     arg_contains: str | None = None
 
 
-def _statuses(values: tuple[str, ...]) -> list[str] | None:
+def parse_statuses(values: tuple[str, ...]) -> list[str] | None:
     if not values:
         return None
     result = []
@@ -103,7 +104,7 @@ def _account_docs(account: str | None, task: str | None) -> list[str] | None:
     return [json.dumps({name: value}) for name in sorted(names) for value in values]
 
 
-def _redactor(config: Config) -> Redactor:
+def redactor_of(config: Config) -> Redactor:
     from jobsys.failures.redaction import Redactor
 
     redaction = config.queues.redaction
@@ -126,6 +127,19 @@ def _job_row(row: dict[str, Any], config: Config, redactor: Redactor) -> dict[st
     }
 
 
+def filter_params(filters: JobFilters, config: Config, redactor: Redactor) -> dict[str, Any]:
+    """The bound parameters of the filters ``jobs list`` and the bulk actions share
+    (every value checked first: bad input is a UsageError, exit 2)."""
+    return {
+        "queues": _queues(filters, config),
+        "task": filters.task,
+        "account_docs": _account_docs(filters.account, filters.task),
+        "since": parse_time(filters.since, "--since", datetime.now(UTC)) if filters.since else None,
+        "arg_docs": search.arg_documents(search.parse_arg(a, redactor) for a in filters.args),
+        "arg_contains": search.check_contains(filters.arg_contains),
+    }
+
+
 async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, Any]]:
     """Jobs matching ``filters``, newest first."""
     from jobsys.app import load_config
@@ -134,15 +148,10 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
     config = load_config(settings)
     if not 1 <= filters.limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be between 1 and {MAX_LIMIT}")
-    redactor = _redactor(config)
+    redactor = redactor_of(config)
     params: dict[str, Any] = {
-        "queues": _queues(filters, config),
-        "task": filters.task,
-        "statuses": _statuses(filters.statuses),
-        "account_docs": _account_docs(filters.account, filters.task),
-        "since": parse_time(filters.since, "--since", datetime.now(UTC)) if filters.since else None,
-        "arg_docs": search.arg_documents(search.parse_arg(a, redactor) for a in filters.args),
-        "arg_contains": search.check_contains(filters.arg_contains),
+        **filter_params(filters, config, redactor),
+        "statuses": parse_statuses(filters.statuses),
         "min_id": None,
         "max_id": None,
         "limit": filters.limit,
@@ -151,7 +160,7 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
         await check_schema(conn)
         if params["since"] is not None:
             first = await store.fetch_one(
-                conn, store.FIRST_JOB_SINCE, {"since": params["since"] - SINCE_SCAN_MARGIN}
+                conn, queries.FIRST_JOB_SINCE, {"since": params["since"] - SINCE_SCAN_MARGIN}
             )
             if first is None:
                 return []
@@ -167,11 +176,11 @@ async def _matching_rows(
     the text (the database's candidates may match on a secret), page after page until
     ``limit`` are found or none are left."""
     if contains is None:
-        return await store.fetch_all(conn, store.LIST_JOBS, params)
+        return await store.fetch_all(conn, queries.LIST_JOBS, params)
     found: list[dict[str, Any]] = []
     page = dict(params)
     while True:
-        rows = await store.fetch_all(conn, store.LIST_JOBS, page)
+        rows = await store.fetch_all(conn, queries.LIST_JOBS, page)
         for row in rows:
             if search.contains_text(redactor.redact(search.raw_json(row["args_text"])), contains):
                 found.append(row)
@@ -189,13 +198,13 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
     from jobsys.flow.service import why_waiting
 
     config = load_config(settings)
-    redactor = _redactor(config)
+    redactor = redactor_of(config)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
-        row = await store.fetch_one(conn, store.GET_JOB, {"job_id": job_id})
+        row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})
         if row is None:
             raise NotFoundError(f"no job {job_id}", hint="List jobs with `jobsys jobs list`.")
-        history = await store.fetch_all(conn, store.JOB_EVENTS, {"job_id": job_id})
+        history = await store.fetch_all(conn, queries.JOB_EVENTS, {"job_id": job_id})
         failures = await store.fetch_all(conn, store.JOB_FAILURES, {"job_id": job_id})
         retries = await store.fetch_all(conn, store.JOB_RETRY_EVENTS, {"job_id": job_id})
         pipeline = await store.fetch_one(conn, store.JOB_PIPELINE, {"job_id": job_id})
@@ -225,7 +234,7 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
 
 async def cancel_job(settings: Settings, job_id: int) -> dict[str, Any]:
     """Waiting: cancelled. Running: abort requested. Anything else: refused (exit 2)."""
-    from jobsys.app import build_procrastinate_app, load_config
+    from jobsys.app import build_engine_app, load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.live.publish import publish_safely
 
@@ -233,11 +242,11 @@ async def cancel_job(settings: Settings, job_id: int) -> dict[str, Any]:
     url = resolve(settings, config).url
     async with connect(url) as conn:
         await check_schema(conn)
-        app = build_procrastinate_app(url, min_size=1, max_size=1)
+        app = build_engine_app(url, min_size=1, max_size=1)
         async with app.open_async():
             outcome = None
             for _ in range(2):  # a waiting job may start between our read and the cancel
-                row = await store.fetch_one(conn, store.GET_JOB, {"job_id": job_id})
+                row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})
                 if row is None:
                     raise NotFoundError(
                         f"no job {job_id}", hint="List jobs with `jobsys jobs list`."

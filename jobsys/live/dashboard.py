@@ -77,7 +77,7 @@ class Dashboard:
     async def _follow(self, url: str) -> None:
         from jobsys.live.subscriber import Lost, Synced, subscribe
 
-        async for message in subscribe(url, with_procrastinate=True):
+        async for message in subscribe(url, with_job_inserts=True):
             if isinstance(message, Lost):
                 self._events_error = message.error
             elif isinstance(message, Synced):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from jobsys.engine import queries
 from jobsys.flow import store as flow_store
 from jobsys.live import store
 
@@ -73,13 +74,13 @@ async def collect(conn: Any, config: Config) -> list[Family]:
     from jobsys.schedule import cron
 
     started = time.perf_counter()
-    counts = {r["queue"]: r for r in await store.fetch_all(conn, store.QUEUE_COUNTS)}
+    counts = {r["queue"]: r for r in await store.fetch_all(conn, queries.QUEUE_COUNTS)}
     queues = sorted({*config.all_queues, *counts})
     waits = {
         r["queue"]: r["oldest_wait_seconds"]
-        for r in await store.fetch_all(conn, store.OLDEST_WAIT, {"queues": queues})
+        for r in await store.fetch_all(conn, queries.OLDEST_WAIT, {"queues": queues})
     }
-    finished = await store.fetch_all(conn, store.THROUGHPUT, {"minutes": FINISHED_WINDOW_MINUTES})
+    finished = await store.fetch_all(conn, queries.THROUGHPUT, {"minutes": FINISHED_WINDOW_MINUTES})
     failures = {
         r["kind"]: r["failures"]
         for r in await store.fetch_all(
@@ -90,7 +91,7 @@ async def collect(conn: Any, config: Config) -> list[Family]:
         r["kind"]: r["issues"] for r in await store.fetch_all(conn, store.OPEN_ISSUES_BY_KIND)
     }
     processes = await store.fetch_all(conn, store.WORKER_PROCESSES, {"limit": 1000})
-    pworkers = await store.fetch_all(conn, store.PROCRASTINATE_WORKERS, {"limit": 1000})
+    pworkers = await store.fetch_all(conn, queries.ENGINE_WORKERS, {"limit": 1000})
     states = {r["name"]: r for r in await store.fetch_all(conn, store.SCHEDULE_STATE)}
     paused_queues = {r["queue"] for r in await flow_store.active_pauses(conn)}
     database_seconds = time.perf_counter() - started

@@ -29,7 +29,7 @@ def _record(coalescer: Coalescer, context: Any, what: str) -> None:
 
 
 def _outcome(exc: BaseException) -> str:
-    from procrastinate.exceptions import JobAborted
+    from jobsys.engine.api import JobAborted
 
     if isinstance(exc, (JobAborted, asyncio.CancelledError)):
         return "aborted"

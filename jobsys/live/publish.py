@@ -96,3 +96,16 @@ async def publish_safely(conn: Any, topic: str, data: dict[str, Any] | None = No
             extra={"action": "live_publish_failed", "topic": topic},
         )
         return False
+
+
+async def announce_jobs_changed(connection: Any, data: dict[str, Any]) -> None:
+    """``jobs_changed`` for the dashboard after jobs were inserted or retried on
+    ``connection`` (``jobsys.jobs.enqueue`` is the one caller): coalesced inside a
+    worker, else delivered with the caller's commit (never on rollback, never breaking
+    the transaction)."""
+    from jobsys.live import coalesce
+
+    if coalesce.flusher_running():
+        coalesce.shared().add("jobs_changed", data)
+    else:
+        await publish_safely(connection, "jobs_changed", data)

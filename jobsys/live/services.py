@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from jobsys.engine.queries import METRICS_HEADLINE, RECENT_OUTCOMES
 from jobsys.live import coalesce, store
 
 if TYPE_CHECKING:
@@ -29,19 +30,6 @@ METRICS_TOPIC = "dashboard_metrics_changed"
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT_SECONDS = 5.0
 
-METRICS_HEADLINE = """
-SELECT count(*) FILTER (WHERE status = 'todo'
-                          AND (scheduled_at IS NULL OR scheduled_at <= now())) AS waiting,
-       count(*) FILTER (WHERE status = 'doing') AS running
-  FROM procrastinate_jobs
- WHERE status IN ('todo', 'doing')
-"""
-RECENT_OUTCOMES = """
-SELECT count(*) FILTER (WHERE type = 'succeeded') AS succeeded,
-       count(*) FILTER (WHERE type = 'failed') AS failed
-  FROM procrastinate_events
- WHERE type IN ('succeeded', 'failed') AND at >= now() - interval '1 minute'
-"""
 OPEN_ISSUE_COUNT = "SELECT count(*) AS open_issues FROM jobsys_issues WHERE status = 'open'"
 
 

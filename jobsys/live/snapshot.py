@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from jobsys.engine import queries
 from jobsys.flow import store as flow_store
 from jobsys.flow.service import pause_view
 from jobsys.live import store
@@ -123,14 +124,14 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
     """Everything the dashboard shows, read in one go."""
     timer = _Timer()
     now = datetime.now(UTC)
-    counts = await timer.rows(conn, "queue_counts", store.QUEUE_COUNTS, {})
+    counts = await timer.rows(conn, "queue_counts", queries.QUEUE_COUNTS, {})
     queues = sorted({*config.all_queues, *(r["queue"] for r in counts)})
-    waits = await timer.rows(conn, "oldest_wait", store.OLDEST_WAIT, {"queues": queues})
+    waits = await timer.rows(conn, "oldest_wait", queries.OLDEST_WAIT, {"queues": queues})
     throughput = await timer.rows(
-        conn, "throughput", store.THROUGHPUT, {"minutes": THROUGHPUT_MINUTES}
+        conn, "throughput", queries.THROUGHPUT, {"minutes": THROUGHPUT_MINUTES}
     )
     last_minute = await timer.rows(
-        conn, "last_minute", store.LAST_MINUTE, {"seconds": RATE_WINDOW_SECONDS}
+        conn, "last_minute", queries.LAST_MINUTE, {"seconds": RATE_WINDOW_SECONDS}
     )
     failures_hour = await timer.rows(
         conn, "failures_last_hour", store.FAILURES_SINCE, {"seconds": FAILURES_WINDOW_SECONDS}
@@ -138,7 +139,7 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
     pickup = await timer.rows(
         conn,
         "pickup_latency",
-        store.PICKUP_LATENCY,
+        queries.PICKUP_LATENCY,
         {"seconds": PICKUP_WINDOW_SECONDS, "samples": PICKUP_SAMPLES},
     )
     failures = await timer.rows(
@@ -153,7 +154,7 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
         conn, "worker_processes", store.WORKER_PROCESSES, {"limit": WORKERS}
     )
     pworkers = await timer.rows(
-        conn, "procrastinate_workers", store.PROCRASTINATE_WORKERS, {"limit": WORKERS}
+        conn, "procrastinate_workers", queries.ENGINE_WORKERS, {"limit": WORKERS}
     )
     pauses = await timer.rows(conn, "queue_pauses", flow_store.ACTIVE_PAUSES, {"queues": None})
     latency = pickup[0] if pickup else {}

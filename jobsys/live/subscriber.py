@@ -13,7 +13,7 @@
 
 A connection that dies silently is noticed by a ``SELECT 1`` every
 ``keepalive_seconds`` of quiet. Procrastinate's own channel can be followed too
-(``with_procrastinate=True``): its ``job_inserted`` notifications become
+(``with_job_inserts=True``): its ``job_inserted`` notifications become
 ``jobs_changed`` events, so deferrals by any code are seen.
 """
 
@@ -30,11 +30,12 @@ from typing import Any
 
 from jobsys.db import url as db_url
 from jobsys.db.connect import driver_options
+from jobsys.engine import channels
 from jobsys.live.publish import CHANNEL
 
 logger = logging.getLogger(__name__)
 
-PROCRASTINATE_CHANNEL = "procrastinate_any_queue_v1"
+JOB_INSERTS_CHANNEL = channels.ANY_QUEUE_CHANNEL
 APPLICATION_NAME = "jobsys-subscriber"
 DEFAULT_KEEPALIVE_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 5
@@ -95,9 +96,9 @@ def decode(channel: str, text: str) -> Event | None:
         return None
     if not isinstance(body, dict):
         return None
-    if channel == PROCRASTINATE_CHANNEL:
+    if channel == JOB_INSERTS_CHANNEL:
         job_id = body.get("job_id")
-        kind = {"job_inserted": "deferred", "abort_job_requested": "abort_requested"}.get(
+        kind = {channels.JOB_INSERTED: "deferred", channels.ABORT_REQUESTED: "abort_requested"}.get(
             str(body.get("type"))
         )
         if kind is None or not isinstance(job_id, int):
@@ -113,7 +114,7 @@ async def subscribe(
     url: str,
     *,
     topics: Iterable[str] | None = None,
-    with_procrastinate: bool = False,
+    with_job_inserts: bool = False,
     keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
     backoff: Backoff | None = None,
     fail_first: bool = False,
@@ -127,7 +128,7 @@ async def subscribe(
     from psycopg import sql
 
     wanted = set(topics) if topics is not None else None
-    channels = [CHANNEL, *([PROCRASTINATE_CHANNEL] if with_procrastinate else [])]
+    listened = [CHANNEL, *([JOB_INSERTS_CHANNEL] if with_job_inserts else [])]
     backoff = backoff or Backoff()
     connected_before = False
     while True:
@@ -148,7 +149,7 @@ async def subscribe(
             await asyncio.sleep(delay)
             continue
         try:
-            for channel in channels:
+            for channel in listened:
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             backoff.reset()
             yield Synced(reconnected=connected_before, backend_pid=conn.info.backend_pid)
@@ -178,7 +179,7 @@ def _describe(exc: Exception, url: str) -> str:
 
 
 __all__ = [
-    "PROCRASTINATE_CHANNEL",
+    "JOB_INSERTS_CHANNEL",
     "Backoff",
     "Event",
     "Lost",

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from jobsys import tasks as task_registry
+from jobsys.jobs.enqueue import Retry, enqueue
 from jobsys.live.publish import publish
 from jobsys.retry import pipeline_store, rules, store
 from jobsys.retry.rules import AutoPolicy, Decision, Mode, RetryFacts
@@ -117,13 +118,13 @@ async def _apply(
 ) -> None:
     import psycopg
 
-    to_retry = [d.job_id for _, d in decisions if d.retried]
+    to_retry = {d.job_id: jobs[d.job_id]["queue_name"] for _, d in decisions if d.retried}
     try:
         async with conn.transaction():  # a savepoint: a lock race must not lose the chunk
-            await store.retry_jobs(conn, to_retry)
+            await enqueue(conn, Retry(to_retry))
     except psycopg.errors.UniqueViolation:
         # A job with the same queueing lock was deferred since we looked: find which.
-        decisions = await _retry_one_by_one(conn, decisions)
+        decisions = await _retry_one_by_one(conn, decisions, jobs)
     retried = [(f, d) for f, d in decisions if d.retried]
     await pipeline_store.reopen_steps(
         conn,
@@ -158,19 +159,11 @@ async def _apply(
         batch_id=batch_id,
         now=now,
     )
-    first_per_queue: dict[str, int] = {}
-    for _, d in retried:
-        job = jobs.get(d.job_id)
-        if job:
-            first_per_queue.setdefault(job["queue_name"], d.job_id)
-    await store.notify_queues(conn, first_per_queue)
-    if retried:
-        await publish(conn, "jobs_changed", {"retried": len(retried)})
     await publish(conn, "job_failures_changed", {"retry_decisions": len(decisions)})
 
 
 async def _retry_one_by_one(
-    conn: Any, decisions: list[tuple[dict[str, Any], Decision]]
+    conn: Any, decisions: list[tuple[dict[str, Any], Decision]], jobs: dict[int, dict[str, Any]]
 ) -> list[tuple[dict[str, Any], Decision]]:
     import dataclasses
 
@@ -181,7 +174,7 @@ async def _retry_one_by_one(
         if d.retried:
             try:
                 async with conn.transaction():
-                    await store.retry_jobs(conn, [d.job_id])
+                    await enqueue(conn, Retry({d.job_id: jobs[d.job_id]["queue_name"]}))
             except psycopg.errors.UniqueViolation:
                 d = dataclasses.replace(
                     d,

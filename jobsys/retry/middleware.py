@@ -20,10 +20,9 @@ logger = logging.getLogger(__name__)
 
 def _outcome(exc: BaseException, context: Any, worker: Any) -> tuple[str, bool]:
     """(outcome, final) of a job that raised ``exc``, as the worker will see it."""
-    from procrastinate import exceptions
-    from procrastinate.job_context import AbortReason
+    from jobsys.engine.api import AbortReason, JobAborted
 
-    if isinstance(exc, (exceptions.JobAborted, asyncio.CancelledError)):
+    if isinstance(exc, (JobAborted, asyncio.CancelledError)):
         if context.abort_reason() == AbortReason.SHUTDOWN:
             return "failed", False  # the worker stops; the job runs again elsewhere
         return "cancelled", True
@@ -48,7 +47,7 @@ async def pipeline_middleware(call_next: Any, context: Any, worker: Any) -> Any:
     if ref is None:
         return await call_next()
     if ref.pipeline_status == "cancelled":
-        from procrastinate import exceptions
+        from jobsys.engine.api import JobAborted
 
         logger.info(
             "pipeline cancelled: step not run",
@@ -58,7 +57,7 @@ async def pipeline_middleware(call_next: Any, context: Any, worker: Any) -> Any:
                 "pipeline_id": ref.pipeline_id,
             },
         )
-        raise exceptions.JobAborted(f"pipeline {ref.pipeline_id} was cancelled")
+        raise JobAborted(f"pipeline {ref.pipeline_id} was cancelled")
     try:
         result = await call_next()
     except BaseException as exc:

@@ -3,8 +3,9 @@
 Every transition locks the pipeline row first (``FOR UPDATE``), so two parallel
 steps finishing at the same moment see each other: the last one to finish
 enqueues the next stage, exactly once, in the same transaction as marking itself
-succeeded. Jobs are deferred and cancelled through Procrastinate's JobManager on
-the caller's connection, so they commit (or roll back) with the pipeline rows.
+succeeded. Jobs are deferred (``jobsys.jobs.enqueue``) and cancelled
+(``jobsys.engine.manager``) on the caller's connection, so they commit (or roll back)
+with the pipeline rows.
 
 Step statuses follow their job: ``pending`` (waiting, or not enqueued yet),
 ``running``, ``succeeded``, ``failed`` (final failure), ``cancelled``.
@@ -12,12 +13,12 @@ Step statuses follow their job: ``pending`` (waiting, or not enqueued yet),
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from jobsys import tasks as task_registry
+from jobsys.engine.queries import SHOW_STEPS
 from jobsys.errors import NotFoundError, RefusedError, UsageError
 from jobsys.retry import pipelines
 from jobsys.retry.models import TERMINAL_STATUSES
@@ -120,38 +121,12 @@ SELECT id, name, entity, status, args, created_at, updated_at, finished_at, canc
 FROM jobsys_pipelines WHERE id = %(id)s
 """
 
-SHOW_STEPS = """
-SELECT s.id, s.step, s.stage, s.task, s.queue, s.status, s.job_id, s.attempts,
-       s.updated_at, s.finished_at,
-       j.status::text AS job_status, j.attempts AS job_attempts, j.abort_requested,
-       coalesce(f.failures, 0) AS failures, f.failure_ids, f.last_error
-FROM jobsys_pipeline_steps s
-LEFT JOIN procrastinate_jobs j ON j.id = s.job_id
-LEFT JOIN LATERAL (
-    SELECT count(*) AS failures, array_agg(x.id ORDER BY x.id) AS failure_ids,
-           (array_agg(x.error_class || ': ' || x.message ORDER BY x.id DESC))[1] AS last_error
-    FROM jobsys_failures x
-    WHERE x.pipeline_step_id = s.id OR (s.job_id IS NOT NULL AND x.job_id = s.job_id)
-) f ON true
-WHERE s.pipeline_id = %(id)s
-ORDER BY s.stage, s.id
-"""
-
 
 @dataclass(frozen=True)
 class StepRef:
     step_id: int
     pipeline_id: int
     pipeline_status: str
-
-
-@functools.cache
-def _job_manager() -> Any:
-    """Procrastinate's JobManager for external connections only (never opened)."""
-    import procrastinate
-    from procrastinate.manager import JobManager
-
-    return JobManager(procrastinate.PsycopgConnector())
 
 
 async def _rows(conn: Any, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -170,25 +145,23 @@ def _queue_of(s: pipelines.Step) -> tuple[str, int]:
 
 
 async def _defer_steps(conn: Any, steps: list[dict[str, Any]], args: dict[str, Any]) -> None:
-    from procrastinate.jobs import Job
+    from jobsys.jobs.enqueue import NewJob, NewJobs, enqueue
 
     jobs = []
     for row in steps:
         spec = task_registry.get(row["task"])
         jobs.append(
-            Job(
+            NewJob(
+                task=row["task"],
                 queue=row["queue"],
-                task_name=row["task"],
+                args=dict(args),
                 priority=spec.priority if spec else 0,
-                lock=None,
-                queueing_lock=None,
-                task_kwargs=dict(args),
             )
         )
-    deferred = await _job_manager().batch_defer_jobs_async(jobs, connection=conn)
-    for row, job in zip(steps, deferred, strict=True):
-        await conn.execute(SET_STEP_JOB, {"id": row["id"], "job_id": job.id})
-        row["job_id"], row["status"] = job.id, "pending"
+    deferred = await enqueue(conn, NewJobs(jobs))
+    for row, job_id in zip(steps, deferred.ids, strict=True):
+        await conn.execute(SET_STEP_JOB, {"id": row["id"], "job_id": job_id})
+        row["job_id"], row["status"] = job_id, "pending"
 
 
 async def start_pipeline(conn: Any, name: str, *, entity: str | None, args: dict[str, Any]) -> int:
@@ -307,7 +280,8 @@ async def cancel_pipeline(conn: Any, pipeline_id: int, *, actor: str) -> dict[st
     A failed pipeline may be cancelled (its failed steps are then never retried); a
     succeeded one is refused; cancelling a cancelled one changes nothing.
     """
-    manager = _job_manager()
+    from jobsys.engine.manager import cancel_job
+
     async with conn.transaction():
         rows = await _rows(conn, LOCK_PIPELINE, {"id": pipeline_id})
         if not rows:
@@ -328,11 +302,9 @@ async def cancel_pipeline(conn: Any, pipeline_id: int, *, actor: str) -> dict[st
             if s["status"] not in ("pending", "running"):
                 continue
             job_id = s["job_id"]
-            if job_id is not None and await manager.cancel_job_by_id_async(job_id, connection=conn):
+            if job_id is not None and await cancel_job(conn, job_id):
                 cancelled.append(job_id)
-            elif job_id is not None and await manager.cancel_job_by_id_async(
-                job_id, abort=True, connection=conn
-            ):
+            elif job_id is not None and await cancel_job(conn, job_id, abort=True):
                 aborting.append(job_id)
                 continue  # its step ends when the running job stops
             await conn.execute(SET_STEP_STATUS, {"id": s["id"], "status": "cancelled"})

@@ -5,10 +5,10 @@ Lock order, the same on every path so two retries never deadlock: failure rows
 (by id), then pipeline rows (by id), then job rows (by id). The pipeline code takes
 pipelines before jobs too.
 
-Jobs are retried with Procrastinate's own ``procrastinate_retry_job`` function (what
-``JobManager.retry_job_by_id_async`` runs), called here on the caller's connection
-so the retry and its decision rows commit together: that JobManager method takes no
-``connection`` in Procrastinate 3.10.
+Jobs are retried through ``jobsys.jobs.enqueue`` (Procrastinate's own retry function,
+what ``JobManager.retry_job_by_id_async`` runs) on the caller's connection, so the retry
+and its decision rows commit together: that JobManager method takes no ``connection``
+in Procrastinate 3.10. Statements that read jobs are in ``jobsys.engine.queries``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from jobsys.engine.queries import (
+    AUTO_CANDIDATES,
+    LATEST_FAILURE_OF_JOB,
+    LOAD_JOBS,
+    RECONCILE_OUTCOMES,
+    REPLAY_CANDIDATES,
+)
 from jobsys.failures import store as failures_store
 from jobsys.failures.filters import FailureFilter
-
-#: The function behind Procrastinate's ``retry_job`` query (a test checks they agree).
-PROCRASTINATE_RETRY_FUNCTION = "procrastinate_retry_job_v2"
 
 #: Each chunk's transaction waits at most this long for a row lock, then gives up.
 LOCK_TIMEOUT = "10s"
@@ -77,16 +81,6 @@ ORDER BY p.id
 """
 LOCK_SUFFIX_STEPS = "FOR UPDATE OF p"
 
-LOAD_JOBS = """
-SELECT j.id, j.status::text AS status, j.queue_name, j.queueing_lock,
-       (j.queueing_lock IS NOT NULL AND EXISTS (
-            SELECT 1 FROM procrastinate_jobs o
-            WHERE o.queueing_lock = j.queueing_lock AND o.status = 'todo' AND o.id <> j.id
-       )) AS lock_conflict
-FROM procrastinate_jobs j
-WHERE j.id = ANY(%(ids)s)
-ORDER BY j.id
-"""
 LOCK_SUFFIX_JOBS = "FOR UPDATE OF j"
 
 # Per job, over all its failure rows: the ones with a pending jobsys retry, the
@@ -104,11 +98,6 @@ WHERE job_id = ANY(%(ids)s)
 GROUP BY job_id
 """
 
-RETRY_JOBS = f"""
-SELECT {PROCRASTINATE_RETRY_FUNCTION}(id, now(), NULL, NULL, NULL)
-FROM unnest(%(ids)s::bigint[]) AS id
-"""
-
 RECORD_EVENTS = """
 INSERT INTO jobsys_retry_events
     (failure_id, job_id, decision, new_job_id, actor, batch_id, created_at)
@@ -123,62 +112,6 @@ FROM jsonb_to_recordset(%(rows)s::jsonb) AS s(id bigint, state jsonb)
 WHERE f.id = s.id
 """
 
-# Wake the workers of each queue: Procrastinate NOTIFYs on insert only, and a retry
-# is an update. Same payload as its insert trigger.
-NOTIFY_QUEUE = "SELECT pg_notify(%(channel)s, %(payload)s)"
-
-# Outcomes of pending retries whose job has finished since (reconcile on read).
-RECONCILE_OUTCOMES = """
-WITH done AS (
-    SELECT f.id,
-           CASE j.status::text
-               WHEN 'succeeded' THEN 'succeeded'
-               WHEN 'failed' THEN 'failed_again'
-               WHEN 'cancelled' THEN 'cancelled'
-               WHEN 'aborted' THEN 'cancelled'
-               ELSE 'succeeded'
-           END AS outcome
-    FROM jobsys_failures f
-    LEFT JOIN procrastinate_jobs j ON j.id = f.job_id
-    WHERE f.retry_state->>'outcome' = 'pending'
-      AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing'))
-    ORDER BY f.id
-    LIMIT %(limit)s
-    FOR UPDATE OF f SKIP LOCKED
-)
-UPDATE jobsys_failures f
-SET retry_state = f.retry_state
-    || jsonb_build_object('outcome', done.outcome, 'outcome_at', to_jsonb(%(now)s::timestamptz))
-FROM done WHERE f.id = done.id
-RETURNING f.id
-"""
-
-# Automatic retry: final transient failures (the newest per job) whose job is still
-# failed and not handed over to a pending retry. A failure refused earlier is looked
-# at again only when that refusal can have changed: backoff when due, an outage once
-# replayed, others after ``recheck_before``; cap and terminal pipeline never. The
-# rules decide; this only keeps each batch to likely candidates.
-AUTO_CANDIDATES = """
-SELECT f.id
-FROM jobsys_failures f
-JOIN procrastinate_jobs j ON j.id = f.job_id AND j.status = 'failed'
-LEFT JOIN jobsys_issues i ON i.id = f.issue_id
-WHERE f.kind = 'transient' AND f.retryable AND NOT f.will_retry
-  AND coalesce(f.retry_state->>'outcome', '') <> 'pending'
-  AND NOT EXISTS (SELECT 1 FROM jobsys_failures n WHERE n.job_id = f.job_id AND n.id > f.id)
-  AND CASE coalesce(f.retry_state->>'last_decision', '')
-      WHEN '' THEN true
-      WHEN 'skipped_auto_cap' THEN false
-      WHEN 'skipped_terminal_pipeline' THEN false
-      WHEN 'skipped_backoff' THEN (f.retry_state->>'auto_due_at')::timestamptz <= %(now)s
-      -- the outage replay takes them once their issue resolves; leftovers come back here
-      WHEN 'skipped_outage_open' THEN i.status = 'resolved' AND i.details ? 'replayed_at'
-      ELSE f.retry_state->>'auto_checked_at' IS NULL
-           OR (f.retry_state->>'auto_checked_at')::timestamptz < %(recheck_before)s
-      END
-ORDER BY f.occurred_at, f.id
-LIMIT %(limit)s
-"""
 
 # Outage replay: service_outage issues resolved and not replayed since.
 RESOLVED_OUTAGES = """
@@ -189,15 +122,6 @@ WHERE kind = 'service_outage' AND status = 'resolved'
 ORDER BY id
 """
 
-REPLAY_CANDIDATES = """
-SELECT f.id
-FROM jobsys_failures f
-JOIN procrastinate_jobs j ON j.id = f.job_id AND j.status = 'failed'
-WHERE f.issue_id = %(issue_id)s AND f.id > %(after)s
-  AND NOT EXISTS (SELECT 1 FROM jobsys_failures n WHERE n.job_id = f.job_id AND n.id > f.id)
-ORDER BY f.id
-LIMIT %(limit)s
-"""
 
 MARK_REPLAYED = """
 UPDATE jobsys_issues
@@ -241,13 +165,6 @@ async def next_ids(conn: Any, flt: FailureFilter, *, after: int, limit: int) -> 
         conn, NEXT_IDS.format(where=where), {**params, "after": after, "limit": limit}
     )
     return [int(r["id"]) for r in rows]
-
-
-LATEST_FAILURE_OF_JOB = """
-SELECT
-    (SELECT max(id) FROM jobsys_failures WHERE job_id = %(job_id)s) AS failure_id,
-    EXISTS (SELECT 1 FROM procrastinate_jobs WHERE id = %(job_id)s) AS job_exists
-"""
 
 
 async def latest_failure_of_job(conn: Any, job_id: int) -> tuple[int | None, bool]:
@@ -294,13 +211,6 @@ async def job_aggregates(conn: Any, job_ids: Iterable[int]) -> dict[int, dict[st
     return {int(r["job_id"]): r for r in rows}
 
 
-async def retry_jobs(conn: Any, job_ids: Sequence[int]) -> None:
-    """Retry failed jobs (already locked and checked) through Procrastinate's function,
-    to run at once (the database's clock: ``now`` of a decision may be simulated)."""
-    if job_ids:
-        await conn.execute(RETRY_JOBS, {"ids": list(job_ids)})
-
-
 async def record(
     conn: Any,
     *,
@@ -318,15 +228,6 @@ async def record(
         )
     if states:
         await conn.execute(UPDATE_STATES, {"rows": json.dumps(states, default=str)})
-
-
-async def notify_queues(conn: Any, first_job_per_queue: dict[str, int]) -> None:
-    from procrastinate.manager import get_channel_for_queues
-
-    for queue, job_id in sorted(first_job_per_queue.items()):
-        payload = json.dumps({"type": "job_inserted", "job_id": job_id})
-        for channel in (*get_channel_for_queues([queue]), *get_channel_for_queues(None)):
-            await conn.execute(NOTIFY_QUEUE, {"channel": channel, "payload": payload})
 
 
 async def reconcile_outcomes(conn: Any, *, now: datetime, limit: int) -> int:

@@ -8,8 +8,8 @@ same transaction. Each batch (:func:`run_batch`) is ONE transaction:
 1. lock the run row; if the job's cursor is not the run's cursor, this is a duplicate
    execution (a batch re-run after a crash that happened after its commit): do nothing;
 2. read the next ``batch_size`` ids after the cursor, ascending, and insert one job per
-   id with Procrastinate's ``procrastinate_defer_jobs_v1`` in the same statement (the
-   ids never leave the server: memory is flat in the number of rows);
+   id in the same statement (``jobsys.jobs.enqueue`` with a ``FanoutBatch``: the ids
+   never leave the server, memory is flat in the number of rows);
 3. record progress (cursor, batches_done, items_enqueued);
 4. enqueue the continuation with the new cursor, or mark the run finished.
 
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from jobsys.jobs.defer import announce_deferred
+from jobsys.jobs.enqueue import FanoutBatch, NewJob, NewJobs, enqueue
 from jobsys.schedule import store
 
 logger = logging.getLogger(__name__)
@@ -193,14 +193,13 @@ async def start_fanout(
 async def _enqueue_batch(
     conn: Any, run_id: int, queue: str, spec: dict[str, Any], *, cursor: int | None
 ) -> int:
-    job_id = await store.defer_job(
-        conn,
+    batch_job = NewJob(
         task=BATCH_TASK,
         queue=spec.get("batch_queue") or queue,
         priority=int(spec.get("priority") or 0),
         args={"run_id": run_id, "cursor": cursor},
     )
-    await announce_deferred(conn, [job_id])
+    (job_id,) = (await enqueue(conn, NewJobs([batch_job]))).ids
     return job_id
 
 
@@ -217,24 +216,24 @@ async def run_batch(conn: Any, run_id: int, cursor: int | None) -> BatchResult:
             )
             return BatchResult(run_id, duplicate=True)
         spec = run["spec"]
-        row = await store.run_batch_query(
+        batch = await enqueue(
             conn,
-            spec,
-            {
-                "cursor": cursor,
-                "limit": run["batch_size"],
-                "queue": run["queue"],
-                "task": run["task"],
-                "priority": int(spec.get("priority") or 0),
-                "item_arg": spec["item_arg"],
-            },
-            first=cursor is None,
+            FanoutBatch(
+                table=spec["table"],
+                id_column=spec["id_column"],
+                where=spec.get("where"),
+                cursor=cursor,
+                limit=run["batch_size"],
+                task=run["task"],
+                queue=run["queue"],
+                priority=int(spec.get("priority") or 0),
+                args=spec.get("args") or {},
+                item_arg=spec["item_arg"],
+            ),
         )
-        items = int(row["items"])
-        job_ids = (row["first_job"], row["last_job"])
-        if items:
-            await announce_deferred(conn, [], count=items)
-        new_cursor = cursor if row["last_item"] is None else int(row["last_item"])
+        items = batch.items
+        job_ids = (batch.first_id, batch.last_id)
+        new_cursor = cursor if batch.last_item is None else int(batch.last_item)
         more = (
             items == run["batch_size"]
             and new_cursor is not None

@@ -38,22 +38,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys import clock
-from jobsys.jobs.defer import announce_deferred
+from jobsys.jobs.enqueue import NewJob, NewJobs, enqueue
 from jobsys.schedule import cron, store
 from jobsys.schedule.fanout import start_fanout
 from jobsys.schedule.plan import PlannedEntry, Schedule, build
 
 if TYPE_CHECKING:
-    import procrastinate
-
     from jobsys.config import Config
+    from jobsys.engine.api import App
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ MIN_SLEEP_SECONDS = 0.02
 WAKE_MARGIN_SECONDS = 0.01
 #: Warn when the host clock is this far from the database clock.
 SKEW_WARNING_SECONDS = 5.0
+#: How often an entry set aside for a missing source table is looked at again.
+WAITING_RECHECK_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -111,11 +114,11 @@ async def fire(conn: Any, entry: PlannedEntry, tick_at: datetime, *, status: str
     if not await store.claim_tick(conn, entry.name, tick_at, status):
         return Fired(entry.name, tick_at, "duplicate")
     if entry.fanout is None:
-        job_id = await store.defer_job(
-            conn, task=entry.task, queue=entry.queue, priority=entry.priority, args=entry.args
+        tick_job = NewJob(
+            task=entry.task, queue=entry.queue, priority=entry.priority, args=entry.args
         )
+        (job_id,) = (await enqueue(conn, NewJobs([tick_job]))).ids
         await store.set_tick_job(conn, entry.name, tick_at, job_id, status)
-        await announce_deferred(conn, [job_id])
         return Fired(entry.name, tick_at, status, job_id=job_id)
     f = entry.fanout
     started = await start_fanout(
@@ -246,28 +249,57 @@ class Scheduler:
 
     def __init__(self, schedule: Schedule | Config) -> None:
         self.schedule = as_schedule(schedule)
+        #: Fan-out entries set aside because their source table does not exist (yet):
+        #: entry name -> the located problem. The rest of the schedule runs.
+        self.waiting: dict[str, str] = {}
         self._skew_warned = False
 
     async def check(self, conn: Any) -> None:
-        """Refuse to start on a fan-out source the database cannot serve."""
+        """Refuse a fan-out source the database cannot serve (a bad id column or
+        filter); set aside the entries whose source table does not exist yet."""
         from jobsys.errors import ConfigError
-        from jobsys.schedule.sources import problems_for
+        from jobsys.schedule.sources import source_problems_of
 
-        problems = await problems_for(conn, self.schedule)
-        if problems:
-            raise ConfigError(problems, hint="Fix schedule.yaml, then run `jobsys schedule check`.")
+        problems = await source_problems_of(conn, self.schedule)
+        errors = [p.line for p in problems if not p.waiting_for_table]
+        if errors:
+            raise ConfigError(errors, hint="Fix schedule.yaml, then run `jobsys schedule check`.")
+        self._set_waiting({p.entry: p.line for p in problems if p.waiting_for_table})
+
+    def _set_waiting(self, waiting: dict[str, str]) -> None:
+        for name in sorted(waiting.keys() - self.waiting.keys()):
+            logger.error(
+                f"schedule entry {name} set aside: {waiting[name]}; the rest of the schedule "
+                f"runs, and the entry is taken up once its table exists (checked every "
+                f"{WAITING_RECHECK_SECONDS:g} s)",
+                extra={"action": "fanout_source_missing", "entry": name},
+            )
+        for name in sorted(self.waiting.keys() - waiting.keys()):
+            logger.info(
+                f"schedule entry {name}: its source table exists now; taken up",
+                extra={"action": "fanout_source_restored", "entry": name},
+            )
+        self.waiting = waiting
+
+    @property
+    def plan(self) -> Schedule:
+        """The schedule the ticks follow: every entry but those set aside."""
+        if not self.waiting:
+            return self.schedule
+        entries = {n: e for n, e in self.schedule.entries.items() if n not in self.waiting}
+        return dataclasses.replace(self.schedule, entries=entries)
 
     async def reload(self, conn: Any, load: Callable[[], Config]) -> bool:
         """Swap in the plan of ``load()`` only if it is entirely valid (configuration and
         fan-out sources); otherwise keep the running plan. Returns whether it swapped."""
         from jobsys.errors import ConfigError
 
-        previous = self.schedule
+        previous, previous_waiting = self.schedule, self.waiting
         try:
             self.schedule = build(load())
             await self.check(conn)
         except ConfigError as exc:
-            self.schedule = previous
+            self.schedule, self.waiting = previous, previous_waiting
             logger.error(
                 "schedule reload refused, keeping the running schedule: %s",
                 "; ".join(exc.problems),
@@ -277,15 +309,29 @@ class Scheduler:
         logger.info("schedule reloaded", extra={"action": "schedule_reloaded"})
         return True
 
-    async def run(self, app: procrastinate.App, stop: asyncio.Event) -> None:
+    async def run(self, app: App, stop: asyncio.Event) -> None:
+        from jobsys.errors import ConfigError
+
         async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
             await self.check(conn)
+        checked_at = time.monotonic()
         while not stop.is_set():
             async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
-                result = await tick_once(conn, self.schedule)
+                if self.waiting and time.monotonic() - checked_at >= WAITING_RECHECK_SECONDS:
+                    checked_at = time.monotonic()
+                    try:
+                        await self.check(conn)
+                    except ConfigError as exc:  # a source broke since: keep what runs
+                        logger.error(
+                            "; ".join(exc.problems), extra={"action": "fanout_source_broken"}
+                        )
+                result = await tick_once(conn, self.plan)
             self._warn_skew(result)
+            wait = result.sleep_seconds
+            if self.waiting:
+                wait = min(wait, WAITING_RECHECK_SECONDS)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=result.sleep_seconds)
+                await asyncio.wait_for(stop.wait(), timeout=wait)
 
     def _warn_skew(self, result: TickResult) -> None:
         skewed = abs(result.host_skew_seconds) >= SKEW_WARNING_SECONDS

@@ -75,6 +75,7 @@ async def list_entries(settings: Settings) -> list[dict[str, Any]]:
         last = await store.last_ticks(conn, names)
         missed = await store.missed_counts(conn, names)
         now = await store.db_now(conn)
+        problems = {p.entry: p.line for p in await _source_problems(conn, schedule)}
     rows = []
     for name in names:
         entry = schedule.entries[name]
@@ -103,9 +104,20 @@ async def list_entries(settings: Settings) -> list[dict[str, Any]]:
                 "last_run_id": tick["run_id"] if tick else None,
                 "missed": missed.get(name, 0),
                 "description": entry.description,
+                # A fan-out source the scheduler cannot serve (its table missing: the
+                # entry is set aside until it exists).
+                "problem": problems.get(name),
             }
         )
     return rows
+
+
+async def _source_problems(conn: Any, schedule: Schedule) -> list[Any]:
+    from jobsys.schedule.sources import source_problems_of
+
+    if not any(e.fanout for e in schedule.entries.values()):
+        return []
+    return await source_problems_of(conn, schedule)
 
 
 async def run_entry(settings: Settings, name: str) -> dict[str, Any]:
@@ -172,9 +184,10 @@ async def set_paused(settings: Settings, name: str, paused: bool) -> dict[str, A
 
 async def check(settings: Settings) -> dict[str, Any]:
     """The schedule part of ``config check`` plus, when the database answers, the
-    fan-out sources. Raises :class:`ConfigError` with every problem."""
+    fan-out sources. Raises :class:`ConfigError` with every problem; a source table
+    that does not exist yet is a warning (``warnings``), not a problem."""
     _, schedule = _load(settings)
-    problems, checked = await source_check(settings, schedule)
+    problems, warnings, checked = await source_check(settings, schedule)
     if problems:
         raise ConfigError(problems, hint="Fix schedule.yaml, then run `jobsys schedule check`.")
     return {
@@ -182,31 +195,41 @@ async def check(settings: Settings) -> dict[str, Any]:
         "entries": sorted(schedule.entries),
         "fanout_sources_checked": checked,
         "problems": [],
+        "warnings": warnings,
     }
 
 
-async def config_source_check(settings: Settings, config: Config) -> tuple[list[str], bool]:
+async def config_source_check(
+    settings: Settings, config: Config
+) -> tuple[list[str], list[str], bool]:
     """:func:`source_check` for a loaded configuration (``jobsys config check``)."""
     from jobsys.schedule.plan import build
 
     return await source_check(settings, build(config))
 
 
-async def source_check(settings: Settings, schedule: Schedule) -> tuple[list[str], bool]:
-    """Fan-out source problems; ``(problems, checked)``: not checked when no database
+async def source_check(settings: Settings, schedule: Schedule) -> tuple[list[str], list[str], bool]:
+    """Fan-out source ``(problems, warnings, checked)``: warnings name source tables
+    that do not exist yet (the scheduler waits for them); not checked when no database
     answers (``config check`` runs in pipelines without one). Never starts a server."""
     from jobsys.db.connect import check_schema, connect, resolve
-    from jobsys.schedule.sources import problems_for
+    from jobsys.schedule.sources import source_problems_of
 
     if not any(e.fanout for e in schedule.entries.values()):
-        return [], True
+        return [], [], True
     try:
         target = resolve(settings, None, start=False)
         async with connect(target.url) as conn:
             await check_schema(conn)
-            return await problems_for(conn, schedule), True
+            found = await source_problems_of(conn, schedule)
     except JobsysError:
-        return [], False
+        return [], [], False
+    warnings = [
+        f"{p.line} (the entry waits for it: the scheduler skips it until it exists)"
+        for p in found
+        if p.waiting_for_table
+    ]
+    return [p.line for p in found if not p.waiting_for_table], warnings, True
 
 
 def _run_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """SQL of the schedule domain: entry state, ticks, fan-out runs, retention.
 
-The one module of ``jobsys.schedule`` that holds SQL. Job inserts go through
-Procrastinate's own ``procrastinate_defer_jobs_v1`` function (the one its JobManager's
-``defer_jobs`` query calls), run on the caller's connection so that a job and the row
-that accounts for it (a tick, a run's cursor) commit or roll back together.
+The one module of ``jobsys.schedule`` that holds SQL (statements that read jobs are in
+``jobsys.engine.queries``). Jobs are inserted by ``jobsys.jobs.enqueue`` on the
+caller's connection, so that a job and the row that accounts for it (a tick, a run's
+cursor) commit or roll back together.
 Every function takes a psycopg ``AsyncConnection``; none opens a transaction itself
 unless its docstring says so.
 """
@@ -14,14 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-# --- jobs (Procrastinate's defer function, on our connection) ------------------------
-
-DEFER_JOB = """
-SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[
-    ROW(%(queue)s, %(task)s, %(priority)s, NULL, NULL, %(args)s::jsonb, NULL)
-        ::procrastinate_job_to_defer_v1
-])) AS id
-"""
+from jobsys.engine.queries import ACTIVE_RUNS, DELETE_FINISHED_JOBS, LAST_TICKS, PENDING_ITEMS
 
 # --- entry state and ticks -----------------------------------------------------------
 
@@ -87,16 +80,6 @@ ON CONFLICT (name) DO UPDATE
 RETURNING name, paused, paused_at, paused_by, high_water
 """
 
-LAST_TICKS = """
-SELECT DISTINCT ON (t.name)
-       t.name, t.tick_at, t.status, t.job_id, j.status::text AS job_status,
-       r.id AS run_id, r.status AS run_status
-  FROM jobsys_schedule_ticks t
-  LEFT JOIN procrastinate_jobs j ON j.id = t.job_id
-  LEFT JOIN jobsys_fanout_runs r ON r.entry = t.name AND r.tick_at = t.tick_at
- WHERE t.name = ANY(%(names)s::text[]) AND t.status <> 'missed'
- ORDER BY t.name, t.tick_at DESC
-"""
 
 MISSED_COUNTS = """
 SELECT name, count(*) AS missed
@@ -110,17 +93,6 @@ def jsonb(value: Any) -> Any:
     from psycopg.types.json import Jsonb
 
     return Jsonb(value)
-
-
-async def defer_job(
-    conn: Any, *, task: str, queue: str, priority: int, args: dict[str, Any]
-) -> int:
-    """Insert one Procrastinate job on ``conn`` (inside the caller's transaction)."""
-    cur = await conn.execute(
-        DEFER_JOB, {"task": task, "queue": queue, "priority": priority, "args": jsonb(args)}
-    )
-    row = await cur.fetchone()
-    return int(_first(row))
 
 
 async def db_now(conn: Any) -> datetime:
@@ -225,34 +197,6 @@ RUN_AT_TICK = (
     "SELECT id, status FROM jobsys_fanout_runs WHERE entry = %(entry)s AND tick_at = %(tick_at)s"
 )
 
-#: The entry's runs still going: enqueueing (``running``), waiting (``queued``), or the
-#: latest ``finished`` one while one of its item jobs is still waiting or running (a
-#: one-batch run finishes enqueueing within a second; its items take minutes). Only
-#: the latest finished run is looked at: an id-range scan of its items, not of history.
-#: A job of run ``r``'s items still waiting or running. (queue, status) pairs: the
-#: planner then probes the index of active jobs instead of walking the whole id range of
-#: a large finished run.
-_ACTIVE_ITEM = """(j.queue_name, j.status) IN ((r.queue, 'todo'), (r.queue, 'doing'))
-   AND j.id BETWEEN r.first_item_job_id AND r.last_item_job_id
-   AND j.task_name = r.task"""
-
-ACTIVE_RUNS = f"""
-SELECT id, status, false AS items_pending FROM jobsys_fanout_runs
- WHERE entry = %(entry)s AND status IN ('running', 'queued')
-UNION ALL
-SELECT r.id, r.status, true FROM jobsys_fanout_runs r
- WHERE r.id = (SELECT max(id) FROM jobsys_fanout_runs
-                WHERE entry = %(entry)s AND status = 'finished')
-   AND EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE {_ACTIVE_ITEM})
- ORDER BY id
-"""
-
-#: How many of run ``id``'s item jobs are still waiting or running (``fanout show``).
-PENDING_ITEMS = f"""
-SELECT count(j.id) AS n
-  FROM jobsys_fanout_runs r JOIN procrastinate_jobs j ON {_ACTIVE_ITEM}
- WHERE r.id = %(id)s
-"""
 
 LOCK_RUN = "SELECT * FROM jobsys_fanout_runs WHERE id = %(id)s FOR UPDATE"
 
@@ -311,43 +255,6 @@ def source_identifier(table: str) -> Any:
     from psycopg import sql
 
     return sql.Identifier(*table.split("."))
-
-
-def batch_query(spec: dict[str, Any], *, first: bool) -> Any:
-    """Read the next ids after the cursor and defer one job per id, in one statement.
-
-    The ids never leave the server: memory stays flat in the number of rows, and the
-    jobs are inserted by Procrastinate's ``procrastinate_defer_jobs_v1``. ``where`` is
-    the operator's SQL fragment from schedule.yaml (validated at start); everything
-    else is an identifier or a bound parameter.
-    """
-    from psycopg import sql
-
-    ident = sql.Identifier(spec["id_column"])
-    after = sql.SQL("TRUE") if first else sql.SQL("{} > %(cursor)s").format(ident)
-    where = sql.SQL(spec.get("where") or "TRUE")
-    return sql.SQL(
-        """
-WITH batch AS MATERIALIZED (
-    SELECT {id}::bigint AS item FROM {table}
-     WHERE {after} AND ({where})
-     ORDER BY {id}
-     LIMIT %(limit)s
-), deferred AS (
-    SELECT procrastinate_defer_jobs_v1(ARRAY(
-        SELECT ROW(%(queue)s, %(task)s, %(priority)s, NULL, NULL,
-                   %(args)s::jsonb || jsonb_build_object(%(item_arg)s::text, item), NULL)
-                   ::procrastinate_job_to_defer_v1
-          FROM batch ORDER BY item
-    )) AS ids
-)
-SELECT (SELECT count(*) FROM batch) AS items,
-       (SELECT max(item) FROM batch) AS last_item,
-       (SELECT coalesce(cardinality(ids), 0) FROM deferred) AS deferred,
-       (SELECT min(id) FROM deferred, unnest(ids) id) AS first_job,
-       (SELECT max(id) FROM deferred, unnest(ids) id) AS last_job
-"""
-    ).format(id=ident, table=source_identifier(spec["table"]), after=after, where=where)
 
 
 def more_query(spec: dict[str, Any]) -> Any:
@@ -464,16 +371,6 @@ async def table_exists(conn: Any, table: str) -> bool:
     return bool(row and row["found"])
 
 
-async def run_batch_query(
-    conn: Any, spec: dict[str, Any], params: dict[str, Any], *, first: bool
-) -> dict[str, Any]:
-    row = await _one(
-        conn, batch_query(spec, first=first), {**params, "args": jsonb(spec.get("args") or {})}
-    )
-    assert row is not None
-    return row
-
-
 async def has_more(conn: Any, spec: dict[str, Any], cursor: int) -> bool:
     row = await _one(conn, more_query(spec), {"cursor": cursor})
     return bool(row and row["more"])
@@ -486,24 +383,6 @@ async def remaining(conn: Any, spec: dict[str, Any], cursor: int | None) -> int:
 
 # --- retention ------------------------------------------------------------------------
 
-#: Finished jobs whose last event is older than ``before``, oldest ids first; failed jobs
-#: still referenced by a recent failure row are kept. Events go with them (ON DELETE
-#: CASCADE). SKIP LOCKED: never wait on a job someone is touching.
-DELETE_FINISHED_JOBS = """
-WITH doomed AS (
-    SELECT j.id FROM procrastinate_jobs j
-     WHERE j.status = ANY(%(statuses)s::procrastinate_job_status[])
-       AND NOT EXISTS (SELECT 1 FROM procrastinate_events e
-                        WHERE e.job_id = j.id AND e.at >= %(before)s)
-       AND NOT (j.status = 'failed' AND EXISTS (
-               SELECT 1 FROM jobsys_failures f
-                WHERE f.job_id = j.id AND f.occurred_at >= %(before)s))
-     ORDER BY j.id
-     LIMIT %(limit)s
-       FOR UPDATE OF j SKIP LOCKED
-)
-DELETE FROM procrastinate_jobs j USING doomed WHERE j.id = doomed.id
-"""
 
 DELETE_OLD_TICKS = """
 WITH doomed AS (

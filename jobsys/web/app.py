@@ -263,7 +263,7 @@ def guarded(handler: Handler, *, back: tuple[str, str] | None = None, act: bool 
 
 
 def _safe_next(value: str | None) -> str:
-    if value and value.startswith("/") and not value.startswith("//"):
+    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
         return value
     return "/admin/background_jobs"
 

@@ -27,6 +27,10 @@ from jobsys.live.publish import TOPICS
 
 logger = logging.getLogger(__name__)
 
+#: Events of one topic arriving within this window go to browsers as one message
+#: (counts summed, a few ids kept: :func:`jobsys.live.coalesce.merge`), so 100 events a
+#: second cost each browser at most 10 messages a second per topic.
+COALESCE_SECONDS = 0.1
 #: Events a slow browser may have pending before it is told to resync instead.
 CLIENT_QUEUE_SIZE = 256
 #: A comment line this often keeps proxies from closing a quiet stream.
@@ -47,6 +51,8 @@ class LiveHub:
         self.events_received = 0
         self._clients: set[asyncio.Queue[bytes | None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._flush: asyncio.TimerHandle | None = None
 
     @property
     def clients(self) -> int:
@@ -57,6 +63,9 @@ class LiveHub:
             self._task = asyncio.create_task(self._follow(), name="jobsys-web-live")
 
     async def stop(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -84,7 +93,7 @@ class LiveHub:
         from jobsys.live.subscriber import Event, Lost, Synced, subscribe
 
         wanted = set(self.topics)
-        async for message in subscribe(self.url, topics=None, with_procrastinate=True):
+        async for message in subscribe(self.url, topics=None, with_job_inserts=True):
             if isinstance(message, Synced):
                 self.listen_connections += 1
                 self.connected, self.error = True, None
@@ -100,7 +109,21 @@ class LiveHub:
                 self.broadcast(self.status())
             elif isinstance(message, Event) and message.topic in wanted:
                 self.events_received += 1
-                self.broadcast(sse(message.topic, message.data))
+                self._coalesce(message.topic, message.data)
+
+    def _coalesce(self, topic: str, data: dict[str, Any]) -> None:
+        from jobsys.live.coalesce import merge
+
+        merge(self._pending.setdefault(topic, {}), data)
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(
+                COALESCE_SECONDS, self._send_pending
+            )
+
+    def _send_pending(self) -> None:
+        pending, self._pending, self._flush = self._pending, {}, None
+        for topic, data in pending.items():
+            self.broadcast(sse(topic, data))
 
     async def stream(self) -> AsyncIterator[bytes]:
         """One browser's events, starting with the current status, until it goes away."""

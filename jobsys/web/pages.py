@@ -7,6 +7,7 @@ the rest of the page still there), never a 500.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -124,8 +125,10 @@ async def dashboard(request: Request, user: User) -> Response:
     from jobsys.live.dashboard import snapshot_once
 
     settings = console(request).settings
-    snapshot = await snapshot_once(settings)
-    jobs = await list_jobs(settings, JobFilters(limit=RECENT_JOBS))
+    # Two connections side by side: the page costs the slower read, not their sum.
+    snapshot, jobs = await asyncio.gather(
+        snapshot_once(settings), list_jobs(settings, JobFilters(limit=RECENT_JOBS))
+    )
     return render(
         request,
         "dashboard.html",
@@ -347,6 +350,38 @@ async def queues(request: Request, user: User) -> Response:
     )
 
 
+async def workers(request: Request, user: User) -> Response:
+    from jobsys.lanes.workers import STATES, list_workers
+
+    q = request.query_params
+
+    async def load() -> list[dict[str, Any]]:
+        return await list_workers(
+            console(request).settings,
+            every=_bool(q, "all") or False,
+            states=tuple(v for v in q.getlist("state") if v),
+        )
+
+    context = {"title": "Workers", "states": STATES, "topics": ALL_TOPICS}
+    return await _listing(
+        request, user, "workers.html", load, key="workers", empty=[], context=context
+    )
+
+
+async def worker(request: Request, user: User) -> Response:
+    from jobsys.lanes.workers import show_worker
+
+    found = await show_worker(console(request).settings, request.path_params["worker_id"])
+    return _detail(
+        request,
+        user,
+        "worker.html",
+        f"Worker {found['host']}:{found['pid']}",
+        {"w": found},
+        ALL_TOPICS,
+    )
+
+
 async def schedule(request: Request, user: User) -> Response:
     from jobsys.schedule import service
 
@@ -407,6 +442,11 @@ def routes() -> list[Route]:
             guarded(pipeline, back=("/admin/pipelines", "Back to the pipelines")),
         ),
         Route("/admin/queues", guarded(queues)),
+        Route("/admin/workers", guarded(workers)),
+        Route(
+            "/admin/workers/{worker_id}",
+            guarded(worker, back=("/admin/workers", "Back to the workers")),
+        ),
         Route("/admin/schedule", guarded(schedule)),
         Route("/admin/fanout", guarded(fanouts)),
         Route(

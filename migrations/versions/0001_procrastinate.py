@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from jobsys.db.procrastinate_schema import PINNED_VERSION, snapshot_sql
+from jobsys.engine.schema import PINNED_VERSION, snapshot_sql
 
 revision: str = "0001_procrastinate"
 down_revision: str | Sequence[str] | None = None

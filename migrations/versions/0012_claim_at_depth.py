@@ -1,11 +1,14 @@
 """lanes: a claim whose cost does not grow with the backlog
 
-Two changes on Procrastinate's job table (the drift check ignores ``procrastinate_*``
+Changes on Procrastinate's job table (the drift check ignores ``procrastinate_*``
 objects, so they are not in the models):
 
-- an index of waiting and running jobs by ``lock``: the claim's lock rule
-  (``jobsys.lanes.store.CLAIM_JOBS``) looks up the other jobs of a candidate's lock by
-  it instead of walking every waiting row; jobs without a lock are not in it;
+- an index of waiting jobs by queue, priority and id: the claim
+  (``jobsys.lanes.store.CLAIM_JOBS``) walks each of a lane's queues in fetch order
+  through it and stops after the jobs it takes;
+- an index of waiting and running jobs by ``lock``: the claim's lock rule looks up the
+  other jobs of a candidate's lock by it instead of walking every waiting row; jobs
+  without a lock are not in it;
 - autovacuum settings for a queue table: every job leaves two or three dead row
   versions behind (todo -> doing -> done), and the default thresholds (20% of the
   table) let hundreds of thousands pile up and the planner's statistics go stale
@@ -33,6 +36,12 @@ depends_on: str | Sequence[str] | None = None
 #: index on ``lock``, stale statistics made every partial index over waiting jobs look
 #: like one row, and it walked one of those instead).
 ACTIVE_LOCK = "CASE WHEN status IN ('todo', 'doing') THEN lock END"
+#: The queue of a waiting job, else NULL: the claim walks each of its queues in
+#: (priority, id) order through this index. An expression for the same reason: with a
+#: plain ``status = 'todo'`` in the claim, stale statistics let the planner walk
+#: Procrastinate's priority index instead, through every waiting job of every queue
+#: (a lane whose queues are empty walked a whole backlog of another lane's queue).
+WAITING_QUEUE = "CASE WHEN status = 'todo' THEN queue_name END"
 
 AUTOVACUUM = {
     "autovacuum_vacuum_scale_factor": "0.01",
@@ -48,10 +57,16 @@ def upgrade() -> None:
         "CREATE INDEX IF NOT EXISTS ix_jobsys_jobs_active_lock "
         f"ON procrastinate_jobs (({ACTIVE_LOCK})) WHERE lock IS NOT NULL"
     )
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS ix_jobsys_jobs_waiting_by_queue "
+        f"ON procrastinate_jobs (({WAITING_QUEUE}), priority DESC, id) "
+        f"WHERE ({WAITING_QUEUE}) IS NOT NULL"
+    )
     settings = ", ".join(f"{key} = {value}" for key, value in AUTOVACUUM.items())
     op.execute(f"ALTER TABLE procrastinate_jobs SET ({settings})")
 
 
 def downgrade() -> None:
     op.execute(f"ALTER TABLE procrastinate_jobs RESET ({', '.join(AUTOVACUUM)})")
+    op.execute("DROP INDEX IF EXISTS ix_jobsys_jobs_waiting_by_queue")
     op.execute("DROP INDEX IF EXISTS ix_jobsys_jobs_active_lock")

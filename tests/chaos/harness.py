@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from chaos_tasks import LEDGER_DDL
@@ -220,11 +219,3 @@ def throwaway_server() -> Iterator[tuple[Path, str]]:
     finally:
         embedded.stop(home)
         shutil.rmtree(home, ignore_errors=True)
-
-
-def report(scenario: str, **figures: Any) -> None:
-    """One line of measured figures per scenario run (``make chaos`` shows them)."""
-    text = "  ".join(
-        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
-    )
-    print(f"\nCHAOS {scenario}: {text}", flush=True)

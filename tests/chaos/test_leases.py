@@ -22,12 +22,12 @@ from harness import (
     ledger,
     overlaps,
     query,
-    report,
     requeue_times,
     throwaway_server,
     wait_until,
     write_config,
 )
+from rt_support import report
 
 from jobsys.db import embedded
 
@@ -111,6 +111,20 @@ def test_network_freeze_fences_before_requeue_no_overlap(
     )
 
 
+def test_network_freeze_with_the_default_lease(db_url: str, tmp_path: Path) -> None:
+    """The same freeze with jobsys's defaults (heartbeat 2 s, dead after 30 s)."""
+    _cut_off_and_recovered(
+        db_url,
+        tmp_path,
+        cut="freeze",
+        heartbeat=2.0,
+        dead_after=30.0,
+        reap=5.0,
+        outage=None,
+        scenario="network-freeze-default-lease",
+    )
+
+
 def test_worker_cut_off_60s_fences_before_requeue(db_url: str, tmp_path: Path) -> None:
     """Default lease (heartbeat 2 s, dead after 30 s): A's connections dropped and
     refused for 60 s."""
@@ -166,3 +180,32 @@ def test_database_outage_shorter_than_the_lease_is_ridden_out(
         finally:
             for w in workers:
                 w.stop()
+
+
+def test_connections_reset_mid_job_are_ridden_out(db_url: str, tmp_path: Path) -> None:
+    """Every connection of A reset (TCP RST) twice while its jobs run, with a short
+    lease: A reconnects, keeps its jobs, nothing runs twice, nobody requeues."""
+    config = write_config(tmp_path, heartbeat=1.0, dead_after=6.0, reap=1.0)
+    with (
+        ChaosProxy(db_url) as proxy,
+        busy_worker_and_a_peer(tmp_path, proxy.url, db_url, config, seconds=8) as (a, b, jobs),
+    ):
+        for _ in range(2):
+            time.sleep(1.5)
+            proxy.reset()
+        reset_at = time.time()
+        wait_until(lambda: _all_succeeded(db_url, jobs), 60, "every job")
+        runs = ledger(db_url)
+        report(
+            "connections-reset-mid-job",
+            resets=2,
+            proxy_connections=proxy.connections,
+            reset_to_all_done_s=time.time() - reset_at,
+            runs=len(runs),
+            reruns=len(runs) - len(jobs),
+            requeues=len(requeue_times(db_url)),
+            worker_exits=int(not a.alive()) + int(not b.alive()),
+        )
+        assert a.alive(), a.output()[-3000:]
+        assert len(runs) == len(jobs) and requeue_times(db_url) == []
+        assert '"action": "fenced"' not in a.output()

@@ -18,12 +18,12 @@ from harness import (
     ledger,
     overlaps,
     query,
-    report,
     requeue_times,
     throwaway_server,
     wait_until,
     write_config,
 )
+from rt_support import report
 
 from jobsys.db import embedded
 

@@ -89,9 +89,9 @@ def capture_middleware(issue_id: int | None = None) -> Callable[..., Awaitable[A
 
 @contextlib.asynccontextmanager
 async def procrastinate_app(url: str) -> AsyncIterator[Any]:
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
 
-    app = build_procrastinate_app(url, max_size=4)
+    app = build_engine_app(url, max_size=4)
     async with app.open_async():
         yield app
 

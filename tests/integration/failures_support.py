@@ -153,9 +153,9 @@ async def run_worker(
 
 
 def build_app(db_url: str, config: Config, max_size: int = 10) -> Any:
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
 
-    return build_procrastinate_app(db_url, config=config, max_size=max_size)
+    return build_engine_app(db_url, config=config, max_size=max_size)
 
 
 def rows(db_url: str, sql: str, params: Any = None) -> list[dict[str, Any]]:

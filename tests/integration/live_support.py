@@ -110,10 +110,10 @@ class EventsProcess:
 
 async def run_worker_until_idle(url: str, config: Config, queues: list[str]) -> None:
     """A plain Procrastinate worker with jobsys's middlewares and the live services."""
-    from jobsys.app import build_procrastinate_app, worker_middlewares
+    from jobsys.app import build_engine_app, worker_middlewares
     from jobsys.live.services import EventFlusher
 
-    app = build_procrastinate_app(url)
+    app = build_engine_app(url)
     async with app.open_async():
         stop = asyncio.Event()
         flusher = asyncio.create_task(

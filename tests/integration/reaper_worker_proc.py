@@ -1,4 +1,4 @@
-"""A plain Procrastinate worker over ``jobsys.app.build_procrastinate_app`` running the
+"""A plain Procrastinate worker over ``jobsys.app.build_engine_app`` running the
 reaper test tasks, for tests that need a real process to ``kill -9``.
 
 Environment: REAPER_TEST_DB (URL), REAPER_CONCURRENCY, REAPER_HEARTBEAT_SECONDS,
@@ -12,11 +12,11 @@ import os
 
 import reaper_tasks  # noqa: F401  (registers the tasks)
 
-from jobsys.app import build_procrastinate_app
+from jobsys.app import build_engine_app
 
 
 async def main() -> None:
-    app = build_procrastinate_app(os.environ["REAPER_TEST_DB"], max_size=20)
+    app = build_engine_app(os.environ["REAPER_TEST_DB"], max_size=20)
     async with app.open_async():
         await app.run_worker_async(
             queues=["default"],

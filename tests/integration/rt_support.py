@@ -184,3 +184,11 @@ def defer_rows(db_url: str, task: str, queue: str, args_list: list[dict[str, Any
                 "NULL)::procrastinate_job_to_defer_v1])",
                 (queue, task, json.dumps(args)),
             )
+
+
+def report(scenario: str, **figures: Any) -> None:
+    """One line of measured figures of a fault scenario (``make chaos`` prints them)."""
+    text = "  ".join(
+        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+    )
+    print(f"\nCHAOS {scenario}: {text}", flush=True)

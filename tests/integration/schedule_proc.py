@@ -19,7 +19,7 @@ class TickPrinter(logging.Handler):
 
 
 async def main(mode: str, url: str, arg: str) -> None:
-    from jobsys.app import build_procrastinate_app, import_modules, load_config
+    from jobsys.app import build_engine_app, import_modules, load_config
     from jobsys.settings import Settings
 
     stop = asyncio.Event()
@@ -31,12 +31,12 @@ async def main(mode: str, url: str, arg: str) -> None:
         config = load_config(Settings(database_url=url, config_dir=Path(arg)))
         logging.getLogger("jobsys").addHandler(TickPrinter())
         logging.getLogger("jobsys").setLevel(logging.INFO)
-        app = build_procrastinate_app(url, max_size=2)
+        app = build_engine_app(url, max_size=2)
         async with app.open_async():
             await Scheduler(config).run(app, stop)
     else:
         import_modules(())
-        app = build_procrastinate_app(url, max_size=4)
+        app = build_engine_app(url, max_size=4)
         async with app.open_async():
             worker = asyncio.create_task(
                 app.run_worker_async(queues=[arg], concurrency=1, install_signal_handlers=False)

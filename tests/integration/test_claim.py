@@ -1,4 +1,4 @@
-"""Claiming several jobs per round trip (``jobsys.lanes.store.claim_jobs``) keeps
+"""Claiming several jobs per round trip (``jobsys.engine.manager.claim_jobs``) keeps
 Procrastinate's fetch semantics: the same jobs, in the same order, as that many calls
 of Procrastinate's own ``fetch_job``; concurrent claimers never share a job or run
 two jobs of one lock at once."""
@@ -15,16 +15,16 @@ import psycopg
 import pytest
 from procrastinate.jobs import Status
 
-from jobsys.lanes import store
+from jobsys.engine import manager, queries
 
 QUEUES = ["q1", "q2"]
 
 
 @pytest.fixture
 async def app(db_url: str) -> AsyncIterator[Any]:
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
 
-    procrastinate_app = build_procrastinate_app(db_url, max_size=6)
+    procrastinate_app = build_engine_app(db_url, max_size=6)
     async with procrastinate_app.open_async():
         yield procrastinate_app
 
@@ -72,27 +72,27 @@ async def test_a_batch_claims_what_repeated_single_fetches_claim(
                 break
             oracle.append(job.id)
         reset_to_todo(db_url)
-        claimed = await store.claim_jobs(app.connector, QUEUES, worker_id, limit)
+        claimed = await manager.claim_jobs(app.connector, QUEUES, worker_id, limit)
         reset_to_todo(db_url)
         assert [r["id"] for r in claimed] == oracle, f"limit {limit}"
         assert all(r["status"] == "doing" and r["worker_id"] == worker_id for r in claimed)
     # Something was actually claimable and something was not (the rule was exercised).
-    total = await store.claim_jobs(app.connector, QUEUES, worker_id, 1000)
+    total = await manager.claim_jobs(app.connector, QUEUES, worker_id, 1000)
     assert 0 < len(total) < 60
 
 
 async def test_only_one_job_per_lock_is_claimed_until_it_finishes(app: Any, db_url: str) -> None:
     insert_jobs(db_url, [("q1", 0, "acct-7", -1)] * 3 + [("q1", 0, None, -1)])
     worker_id = await app.job_manager.register_worker()
-    first = await store.claim_jobs(app.connector, QUEUES, worker_id, 10)
+    first = await manager.claim_jobs(app.connector, QUEUES, worker_id, 10)
     locks = [r["lock"] for r in first]
     assert len(locks) == 2 and set(locks) == {"acct-7", None}
-    assert await store.claim_jobs(app.connector, QUEUES, worker_id, 10) == []
+    assert await manager.claim_jobs(app.connector, QUEUES, worker_id, 10) == []
     locked = next(r for r in first if r["lock"] == "acct-7")
     await app.job_manager.finish_job_by_id_async(
         locked["id"], status=Status.SUCCEEDED, delete_job=False
     )
-    again = await store.claim_jobs(app.connector, QUEUES, worker_id, 10)
+    again = await manager.claim_jobs(app.connector, QUEUES, worker_id, 10)
     assert [r["lock"] for r in again] == ["acct-7"] and again[0]["id"] > locked["id"]
 
 
@@ -106,7 +106,7 @@ async def test_concurrent_claimers_never_share_a_job(app: Any, db_url: str) -> N
     claimed: dict[int, list[int]] = {w: [] for w in workers}
 
     async def claimer(worker_id: int) -> None:
-        while rows := await store.claim_jobs(app.connector, QUEUES, worker_id, 7):
+        while rows := await manager.claim_jobs(app.connector, QUEUES, worker_id, 7):
             claimed[worker_id].extend(r["id"] for r in rows)
 
     await asyncio.gather(*(claimer(w) for w in workers))
@@ -188,8 +188,8 @@ async def test_jobs_of_a_claim_whose_reply_was_lost_still_run(db_url: str) -> No
     import procrastinate
 
     from jobsys.config.loader import LaneSpec
-    from jobsys.lanes import pool
-    from jobsys.lanes.lane import LaneWorker
+    from jobsys.engine import pool
+    from jobsys.engine.worker import LaneWorker
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
@@ -244,8 +244,8 @@ async def test_a_lane_survives_a_lock_conflict_while_claiming(db_url: str) -> No
     import procrastinate
 
     from jobsys.config.loader import LaneSpec
-    from jobsys.lanes import pool
-    from jobsys.lanes.lane import LaneWorker
+    from jobsys.engine import pool
+    from jobsys.engine.worker import LaneWorker
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         first, later = [
@@ -312,12 +312,12 @@ def claim_buffers(db_url: str, waiting: int) -> int:
         conn.execute("ANALYZE procrastinate_jobs")
         conn.execute(defer, (waiting,))
         for _ in range(20):
-            for row in conn.execute(store.CLAIM_JOBS, params).fetchall():
+            for row in conn.execute(queries.CLAIM_JOBS, params).fetchall():
                 conn.execute(
                     "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = %s", row[:1]
                 )
         explained = conn.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + store.CLAIM_JOBS, params
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.CLAIM_JOBS, params
         ).fetchone()
     assert explained is not None
     plan = explained[0][0]["Plan"]

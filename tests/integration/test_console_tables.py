@@ -107,9 +107,10 @@ def _tokens(item: dict[str, Any]) -> set[str]:
 
 
 def check_table(lines: list[str], items: list[dict[str, Any]], header: list[str], width: int):  # type: ignore[no-untyped-def]
-    assert all(len(line) <= width for line in lines), [ln for ln in lines if len(ln) > width]
     start = next(i for i, line in enumerate(lines) if line.split()[: len(header)] == header)
     rows = lines[start + 1 : start + 1 + len(items)]
+    table = [lines[start], *rows]  # (messages on stderr are one line each, folded by the tty)
+    assert all(len(line) <= width for line in table), [ln for ln in table if len(ln) > width]
     after = lines[start + 1 + len(items) :]
     # one line per row: the line after the last row is not a continuation of a row
     assert all(not line.startswith(" ") or not line.strip() for line in after[:1]), after

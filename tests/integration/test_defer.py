@@ -35,6 +35,10 @@ def count_jobs(db_url: str) -> int:
         ('{"account_id": 1}', ["--in", "10 parsecs"], "is not a duration"),
         ('{"account_id": 1}', ["--in", "10m", "--at", "2030-01-01"], "not both"),
         ('{"account_id": 1}', ["--at", "tomorrow"], "is not an ISO-8601 time"),
+        ('{"account_id": "\\ud800"}', [], "args.account_id: a lone surrogate (\\ud800)"),
+        ('{"a": {"\\udfff": 1}}', [], "args.a: a key contains a lone surrogate (\\udfff)"),
+        ('{"a": ' * 5000 + "1" + "}" * 5000, [], "--args: nested more than 64 levels deep"),
+        ("[" * 5000 + "]" * 5000, [], "--args: nested more than 64 levels deep"),
     ],
 )
 def test_bad_input_exits_2_and_inserts_nothing(  # type: ignore[no-untyped-def]
@@ -121,6 +125,7 @@ async def test_api_validation_names_the_key_path(api_env: dict[str, str], db_url
         ({"tag": datetime.now(UTC)}, "args.tag: datetime is not a JSON type"),
         ({"tag": {"deep": [{1: "x"}]}}, "args.tag.deep[0]: key 1 is int"),
         ({"tag": {"odd key": float("inf")}}, 'args.tag["odd key"]: Infinity'),
+        ({"tag": "x", "p": "\ud800"}, "args.p: a lone surrogate"),
     ]
     for args, message in bad:
         with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("(", r"\(")):

@@ -145,7 +145,10 @@ async def _start_story_pipelines_in_a_worker(db_url: str, config):  # type: igno
     try:
         async with app.open_async():
             await fx.defer(app, [("demo.start_story_pipelines", {})])
-            await fx.run_worker(app, config, queues=["story_downloads"], concurrency=4)
+            # One slot: a wait=False worker stops at its first empty fetch, and with
+            # free slots that fetch can run before the start job has deferred the
+            # downloads (the test then saw half the downloads pending).
+            await fx.run_worker(app, config, queues=["story_downloads"], concurrency=1)
     finally:
         defer.deactivate()
 

@@ -10,6 +10,7 @@ import failures_support as fx
 import psycopg
 import pytest
 from failures_support import spool_home  # noqa: F401  (fixture)
+from rt_support import report
 
 from jobsys.failures.reconcile import FailureMaintenance
 
@@ -41,9 +42,16 @@ async def test_100_of_100_failures_arrive_after_a_20s_table_lock(
         finally:
             await locker.rollback()
             await locker.close()
-        print(f"100 jobs failed in {worked:.1f}s under the lock")
         service = FailureMaintenance(config, spool_home, grace_seconds=3600)
         result = await service.run_once(app)
+    report(
+        "failure-capture-table-locked",
+        lock_s=float(LOCK_SECONDS),
+        jobs_failed=100,
+        jobs_settled_under_lock_s=worked,
+        replayed_from_spool=result.replayed,
+        spool_remaining=result.spool_remaining,
+    )
     assert result.replayed == 100 and result.spool_remaining == 0
     (count,) = fx.rows(
         db_url, "SELECT count(*) AS n, count(DISTINCT job_id) AS jobs FROM jobsys_failures"

@@ -10,6 +10,7 @@ import failures_support as fx
 import psycopg
 import pytest
 from failures_support import spool_home  # noqa: F401  (fixture)
+from rt_support import report
 
 from jobsys.failures import logredact
 
@@ -75,6 +76,12 @@ async def test_canary_appears_nowhere(db_url: str, cli, caplog: pytest.LogCaptur
         texts[" ".join(command)] = result.stdout + result.stderr
     assert "rejected" in texts["failures show " + fid + " --json"]  # the output is real
     assert "Traceback" in texts["failures show " + fid]
+    report(
+        "secrets-canary",
+        places_checked=len(texts),
+        canary_found=sum(CANARY in t for t in texts.values()),
+        cookie_found=sum(COOKIE in t for t in texts.values()),
+    )
     for where, text in texts.items():
         assert CANARY not in text, where
         assert COOKIE not in text, where

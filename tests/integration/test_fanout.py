@@ -344,7 +344,7 @@ async def test_retention_deletes_old_finished_jobs_in_batches(db_url: str) -> No
 async def test_retention_task_runs_in_a_real_worker(
     db_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from jobsys.app import build_procrastinate_app, load_config
+    from jobsys.app import build_engine_app, load_config
     from jobsys.settings import Settings
 
     folder = config_dir(
@@ -360,7 +360,7 @@ async def test_retention_task_runs_in_a_real_worker(
             "INSERT INTO jobsys_schedule_ticks (name, tick_at, status) VALUES"
             " ('a', now() - interval '100 days', 'enqueued'), ('a', now(), 'enqueued')"
         )
-    app = build_procrastinate_app(db_url, max_size=3)
+    app = build_engine_app(db_url, max_size=3)
     async with app.open_async():
         await app.configure_task("jobsys.purge_retention", queue="maintenance").defer_async()
         await app.run_worker_async(

@@ -14,8 +14,8 @@ import psycopg
 from rt_support import query
 
 from jobsys.config import load
-from jobsys.flow.limits import for_lane
-from jobsys.lanes import store
+from jobsys.engine import manager
+from jobsys.flow.limits import policy_for_lane
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,17 +40,17 @@ def insert(db_url: str, accounts: list[int]) -> None:
 
 def claim(db_url: str, config_dir: Path, slots: int) -> list[tuple[Any, ...]]:
     config = load(config_dir)
-    limits = for_lane(config, config.lanes["base"])
+    policy = policy_for_lane(config, config.lanes["base"])
 
     async def go() -> list[tuple[Any, ...]]:
-        from jobsys.app import build_procrastinate_app
+        from jobsys.app import build_engine_app
 
-        app = build_procrastinate_app(db_url, max_size=2)
+        app = build_engine_app(db_url, max_size=2)
         async with app.open_async():
             worker_id = await app.job_manager.register_worker()
-            rows, _full, _rated = await store.claim_limited(
+            rows, _full, _rated = await manager.claim_limited(
                 app.connector.pool, list(config.lanes["base"].queues), worker_id, slots,
-                in_order=False, limits=limits, full=[],
+                in_order=False, policy=policy, full=[],
             )  # fmt: skip
         return [(r["id"], r["args"]["account_id"]) for r in rows]
 

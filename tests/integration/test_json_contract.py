@@ -63,6 +63,8 @@ ACTIONS = {
     ("issues", "retry"),
     ("queues", "pause"),
     ("queues", "resume"),
+    ("queues", "purge"),
+    ("jobs", "delete"),
     ("demo", "seed"),
 }
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")

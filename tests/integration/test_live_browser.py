@@ -9,13 +9,13 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobsys.app import build_procrastinate_app
+from jobsys.app import build_engine_app
 
 CANARY = "canary-5a1b-hunter2"
 
 
 async def _defer(url: str, queue: str, task: str, **kwargs: Any) -> int:
-    app = build_procrastinate_app(url)
+    app = build_engine_app(url)
     async with app.open_async():
         return await app.configure_task(task, queue=queue).defer_async(**kwargs)
 
@@ -230,7 +230,7 @@ def test_worker_metrics_endpoint_serves_the_same(db_url: str, settings) -> None:
     assert kinds.count(MetricsTicker) == 1
 
     async def scenario() -> tuple[str, int]:
-        app = build_procrastinate_app(db_url)
+        app = build_engine_app(db_url)
         async with app.open_async():
             endpoint = MetricsEndpoint(config, "127.0.0.1", 0)  # 0: any free port
             stop = asyncio.Event()

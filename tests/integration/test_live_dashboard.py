@@ -13,7 +13,7 @@ import pytest
 from live_support import jobsys_env, run_worker_until_idle
 
 from jobsys import task
-from jobsys.app import build_procrastinate_app, load_config
+from jobsys.app import build_engine_app, load_config
 from jobsys.live import coalesce
 from jobsys.settings import Settings
 
@@ -29,7 +29,7 @@ def _fresh_coalescer(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def _defer(url: str, task_name: str, count: int, queue: str | None = None) -> list[int]:
-    app = build_procrastinate_app(url)
+    app = build_engine_app(url)
     async with app.open_async():
         deferrer = app.configure_task(task_name, queue=queue)
         return [await deferrer.defer_async(account_id=i) for i in range(count)]
@@ -107,14 +107,15 @@ def test_once_unreachable_database_exits_69(cli) -> None:  # type: ignore[no-unt
 def spawn_dashboard(
     env: dict[str, str], *, timeout: float, term: str = "xterm-256color"
 ) -> pexpect.spawn:
-    """``jobsys dashboard`` in an 80x24 pty, sized by the pty (not COLUMNS/LINES), on
-    the terminal type the test names (never the caller's)."""
+    """``jobsys dashboard --watch`` (the read-only live screen) in an 80x24 pty, sized
+    by the pty (not COLUMNS/LINES), on the terminal type the test names (never the
+    caller's)."""
     env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES", "TERM")}
     if term:
         env["TERM"] = term
     return pexpect.spawn(
         sys.executable,
-        ["-m", "jobsys", "dashboard"],
+        ["-m", "jobsys", "dashboard", "--watch"],
         env=env,
         dimensions=(24, 80),
         encoding="utf-8",
@@ -161,7 +162,7 @@ def test_live_dashboard_small_terminal_and_ctrl_c(db_url: str, tmp_path: Path) -
     env["TERM"] = "xterm-256color"
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "jobsys", "top"],
+        ["-m", "jobsys", "top", "--watch"],
         env=env,
         dimensions=(10, 40),
         encoding="utf-8",

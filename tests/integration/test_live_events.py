@@ -14,7 +14,7 @@ from live_support import EventsProcess, run_worker_until_idle
 
 import jobsys
 from jobsys import task
-from jobsys.app import build_procrastinate_app, load_config
+from jobsys.app import build_engine_app, load_config
 from jobsys.config import Config
 from jobsys.failures.store import FailureRow, insert_failure
 from jobsys.live import coalesce
@@ -62,7 +62,7 @@ def events(db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 async def defer(url: str, task_name: str, count: int, **kwargs: Any) -> list[int]:
-    app = build_procrastinate_app(url)
+    app = build_engine_app(url)
     async with app.open_async():
         deferrer = app.configure_task(task_name)
         return [await deferrer.defer_async(account_id=i, **kwargs) for i in range(count)]

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import psycopg
+from rt_support import report
 
 from jobsys.live.publish import publish
 from jobsys.live.subscriber import APPLICATION_NAME, Backoff, Event, Lost, Synced, subscribe
@@ -91,6 +92,14 @@ def test_terminated_five_times_events_keep_arriving_nothing_missed(db_url: str) 
         await produce(1)  # one more event so the consumer checks `done`
         await asyncio.wait_for(consumer, timeout=10)
 
+        report(
+            "live-subscriber-terminated",
+            terminations=TERMINATIONS,
+            reconnects=sum(s.reconnected for s in syncs),
+            events_written=written,
+            shown=view,
+            missed=written - view,
+        )
         assert lost >= TERMINATIONS
         assert len(syncs) == TERMINATIONS + 1
         assert [s.reconnected for s in syncs] == [False] + [True] * TERMINATIONS

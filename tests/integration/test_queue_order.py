@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from rt_support import WorkerProcess, defer_rows, environment, events, wait_until, write_app
 
-from jobsys.lanes import store
+from jobsys.engine import manager
 
 
 def insert(db_url: str, rows: list[tuple[str, int]]) -> None:
@@ -27,12 +27,12 @@ def insert(db_url: str, rows: list[tuple[str, int]]) -> None:
 
 def claim(db_url: str, queues: list[str], limit: int, *, in_order: bool) -> list[tuple[Any, ...]]:
     async def go() -> list[tuple[Any, ...]]:
-        from jobsys.app import build_procrastinate_app
+        from jobsys.app import build_engine_app
 
-        app = build_procrastinate_app(db_url, max_size=2)
+        app = build_engine_app(db_url, max_size=2)
         async with app.open_async():
             worker_id = await app.job_manager.register_worker()
-            rows = await store.claim_jobs(
+            rows = await manager.claim_jobs(
                 app.connector, queues, worker_id, limit, in_order=in_order
             )
         with psycopg.connect(db_url, autocommit=True) as conn:

@@ -33,12 +33,13 @@ def claim(db_url: str, queues: list[str], limit: int = 100) -> list[str]:
     """The queues of the jobs a lane's claim takes now (then put back)."""
 
     async def go() -> list[str]:
-        from jobsys.app import build_procrastinate_app
+        from jobsys.app import build_engine_app
+        from jobsys.engine import manager
 
-        app = build_procrastinate_app(db_url, max_size=2)
+        app = build_engine_app(db_url, max_size=2)
         async with app.open_async():
             worker_id = await app.job_manager.register_worker()
-            rows = await store.claim_jobs(app.connector, queues, worker_id, limit)
+            rows = await manager.claim_jobs(app.connector, queues, worker_id, limit)
         query(db_url, "UPDATE procrastinate_jobs SET status = 'todo', worker_id = NULL")
         return sorted(r["queue_name"] for r in rows)
 

@@ -239,6 +239,31 @@ async def test_abort_requested_before_death_ends_aborted(conn: Any) -> None:
     assert (await job_states(conn, [job]))[job][0] == "aborted"
 
 
+async def test_the_reapers_own_stuck_abort_is_a_timeout_failure_not_a_silent_abort(
+    conn: Any,
+) -> None:
+    # A hung job: the stuck rule asks for an abort under its live worker, nothing
+    # honours it, then the worker dies. Settled as failed with a timeout row.
+    worker = await add_worker(conn, heartbeat_age_seconds=0)
+    [job] = await add_running_jobs(conn, worker, [("reaper_test.slow", {})])  # timeout 0.5 s
+    cur = await conn.execute("SELECT now() AS now")
+    now = (await cur.fetchone())["now"]
+    config = reaper_config(stuck_after_timeout_factor=3.0)
+    assert (await reap_once(conn, config, now=now + timedelta(seconds=10))).stuck == [job]
+    # The worker dies (no heartbeat past dead_after_seconds = 30 s).
+    result = await reap_once(conn, config, now=now + timedelta(seconds=45))
+    assert result.failed == [job] and result.aborted == []
+    assert (await job_states(conn, [job]))[job][0] == "failed"
+    row = (await failures(conn))[job]
+    assert (row["kind"], row["reason"], row["error_class"]) == (
+        "transient",
+        "timeout",
+        "jobsys.errors.JobTimeoutError",
+    )
+    assert row["retryable"] is True and row["will_retry"] is False
+    assert "past 3 x its 0.5 s timeout" in row["message"]
+
+
 async def test_job_that_keeps_killing_workers_is_failed_after_max_crash_requeues(
     conn: Any,
 ) -> None:
@@ -363,12 +388,12 @@ async def test_quiet_pass_logs_nothing(conn: Any, caplog: pytest.LogCaptureFixtu
 
 
 async def test_reaper_service_reaps_and_stops_promptly(db_url: str, conn: Any) -> None:
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
 
     dead = await add_worker(conn, heartbeat_age_seconds=300)
     [job] = await add_running_jobs(conn, dead, [("reaper_test.unsafe", {})])
     service = ReaperService(reaper_config(reap_interval_seconds=0.2))
-    app = build_procrastinate_app(db_url, max_size=2)
+    app = build_engine_app(db_url, max_size=2)
     stop = asyncio.Event()
     async with app.open_async():
         running = asyncio.create_task(service.run(app, stop))
@@ -385,7 +410,7 @@ async def test_reaper_service_reaps_and_stops_promptly(db_url: str, conn: Any) -
 
 async def test_reap_task_runs_a_pass_on_a_real_worker(db_url: str, conn: Any) -> None:
     import jobsys.lanes.reap_task  # noqa: F401  (a BUILTIN_MODULES entry)
-    from jobsys.app import build_procrastinate_app
+    from jobsys.app import build_engine_app
 
     dead = await add_worker(conn, heartbeat_age_seconds=300)
     [job] = await add_running_jobs(conn, dead, [("reaper_test.safe", {})])
@@ -393,7 +418,7 @@ async def test_reap_task_runs_a_pass_on_a_real_worker(db_url: str, conn: Any) ->
         "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
         "VALUES ('maintenance', 'jobsys.reap', '{\"timestamp\": 1}')"
     )
-    app = build_procrastinate_app(db_url, max_size=2)
+    app = build_engine_app(db_url, max_size=2)
     async with app.open_async():
         await app.run_worker_async(
             queues=["maintenance"],

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from _retry_support import bulk_failed_jobs, make_issue, sql
+from rt_support import report
 
 from jobsys.db.connect import connect
 from jobsys.retry import engine
@@ -35,6 +36,29 @@ def jobsys_env(db_url: str, tmp_path: Path) -> dict[str, str]:
         "JOBSYS_APP": "jobsys.demo.tasks,_retry_support",
         "PYTHONPATH": str(HERE),
     }
+
+
+def two_operators_at_once(env: dict[str, str], *argv: str) -> list[Any]:
+    """``jobsys ARGV`` run by two operators (op0, op1) released by one barrier."""
+    barrier = threading.Barrier(2)
+    outputs: list[Any] = [None, None]
+
+    def operator(slot: int) -> None:
+        barrier.wait()
+        outputs[slot] = subprocess.run(
+            [JOBSYS, *argv],
+            env={**env, "JOBSYS_OPERATOR": f"op{slot}"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    threads = [threading.Thread(target=operator, args=(slot,)) for slot in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outputs
 
 
 def once_each(db_url: str, failure_ids: list[int]) -> None:
@@ -186,26 +210,7 @@ def test_two_jobsys_processes_behind_a_barrier(db_url: str, tmp_path: Path) -> N
     ids = bulk_failed_jobs(db_url, iterations)
     env = jobsys_env(db_url, tmp_path)
     for failure_id in ids:
-        barrier = threading.Barrier(2)
-        outputs: list[Any] = [None, None]
-
-        def operator(
-            slot: int, failure_id: int = failure_id, barrier: Any = barrier, outputs: Any = outputs
-        ) -> None:
-            barrier.wait()
-            outputs[slot] = subprocess.run(
-                [JOBSYS, "retry", str(failure_id), "--json"],
-                env={**env, "JOBSYS_OPERATOR": f"op{slot}"},
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-
-        threads = [threading.Thread(target=operator, args=(slot,)) for slot in (0, 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        outputs = two_operators_at_once(env, "retry", str(failure_id), "--json")
         import json
 
         decisions = sorted(json.loads(o.stdout)["results"][0]["decision"] for o in outputs)
@@ -213,3 +218,56 @@ def test_two_jobsys_processes_behind_a_barrier(db_url: str, tmp_path: Path) -> N
         assert sorted(o.returncode for o in outputs) == [0, 3]
         assert not any("Traceback" in o.stderr for o in outputs)
     once_each(db_url, ids)
+
+
+def _jobs_failed_twice(db_url: str, count: int) -> None:
+    """``count`` failed jobs, each with two failures (its own second attempt failed
+    too): the older one of each job is superseded by the newer."""
+    import psycopg
+    from _retry_support import INSERT_FAILURE, failure_params
+
+    first = bulk_failed_jobs(db_url, count)
+    jobs = [r["job_id"] for r in sql(db_url, "SELECT job_id FROM jobsys_failures ORDER BY id")]
+    with psycopg.connect(db_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany(
+            INSERT_FAILURE, [failure_params(job, attempt=2, kind="runtime") for job in jobs]
+        )
+    assert len(first) == count
+
+
+def test_bulk_retry_exit_code_depends_on_the_work_not_the_race(  # type: ignore[no-untyped-def]
+    cli, db_url: str, tmp_path: Path
+) -> None:
+    """Jobs whose newer failure was retried (by this run or a racing one) are done:
+    their superseded older failures do not make a bulk retry "partly done" (exit 3)."""
+    _jobs_failed_twice(db_url, 20)
+    first = cli("--database-url", db_url, "retry", "--all", "--everything", "--yes", "--json")
+    assert first.json()["counts"] == {"retried": 20, "skipped_superseded": 20}
+    assert first.exit_code == 0, first.stderr
+    # What the racing colleague sees a moment later (the retried jobs have not run).
+    second = cli("--database-url", db_url, "retry", "--all", "--everything", "--yes", "--json")
+    assert second.json()["counts"] == {"skipped_already_retried": 20, "skipped_superseded": 20}
+    assert second.exit_code == 0, second.stderr
+
+
+def test_two_bulk_retries_at_once_both_exit_0(db_url: str, tmp_path: Path) -> None:
+    _jobs_failed_twice(db_url, 50)
+    outputs = two_operators_at_once(
+        jobsys_env(db_url, tmp_path), "retry", "--all", "--everything", "--yes", "--json"
+    )
+    import json
+
+    counts = [json.loads(o.stdout)["counts"] for o in outputs]
+    report(
+        "concurrent-bulk-retries",
+        exits="/".join(str(o.returncode) for o in outputs),
+        retried=sum(c.get("retried", 0) for c in counts),
+        jobs=50,
+        skipped_already_retried=sum(c.get("skipped_already_retried", 0) for c in counts),
+    )
+    assert [o.returncode for o in outputs] == [0, 0], [o.stderr for o in outputs]
+    assert sum(c.get("retried", 0) for c in counts) == 50
+    once_each(
+        db_url,
+        [r["id"] for r in sql(db_url, "SELECT max(id) AS id FROM jobsys_failures GROUP BY job_id")],
+    )

@@ -15,6 +15,7 @@ from rt_support import (
     events,
     max_overlap,
     query,
+    report,
     wait_until,
     write_app,
 )
@@ -162,6 +163,11 @@ def test_listener_killed_is_reestablished_and_jobs_start_promptly(
         started = wait_until(
             lambda: [e for e in events(tmp_path) if e[:2] == ("start", "after")], 10, "pickup"
         )
+        report(
+            "listen-connection-terminated",
+            pickup_after_reconnect_s=started[0][2] - deferred_at,
+            poll_interval_s=30.0,
+        )
         # Polling is every 30 s: a pickup within 2 s came from NOTIFY.
         assert started[0][2] - deferred_at < 2.0
         worker.signal()
@@ -197,17 +203,33 @@ def test_async_job_past_its_timeout_is_cancelled_and_fails(db_url: str, tmp_path
 
 
 def test_hung_sync_job_makes_the_worker_exit_nonzero(db_url: str, tmp_path: Path) -> None:
-    env = environment(tmp_path, db_url, write_app(tmp_path, grace=0.5))
+    # Grace 10 s: the exit must not wait for it (timeout 1 s + 5 s at most).
+    env = environment(tmp_path, db_url, write_app(tmp_path, grace=10))
     defer_rows(db_url, "rt.sync_hang", "q_timeout", [{"tag": "s"}])
-    worker = WorkerProcess(env, tmp_path, "--lane", "timeouts")
+    defer_rows(db_url, "rt.sleep", "q_base", [{"tag": "other", "seconds": 30}])
+    worker = WorkerProcess(env, tmp_path, "--lane", "timeouts", "--lane", "base")
     try:
+        worker.wait_for_output("sync_job_timeout", timeout=20)
+        timed_out_at = time.monotonic()
         assert worker.wait(20) == 70, worker.output()
+        assert time.monotonic() - timed_out_at < 5.0
     finally:
         worker.kill()
     out = worker.output()
-    assert "sync_job_timeout" in out and "jobs_abandoned" in out
-    # Left for the reaper: still 'doing', its worker row kept, the process not 'stopped'.
-    assert query(db_url, "SELECT status::text, worker_id IS NOT NULL FROM procrastinate_jobs") == [
-        ("doing", True)
-    ]
-    assert query(db_url, "SELECT status FROM jobsys_worker_processes") == [("draining",)]
+    assert "sync_job_timeout" in out and "rt.sync_hang[" in out and "jobs_abandoned" in out
+    # Settled by the exiting worker: one timeout failure row, retried per policy (a
+    # timeout is transient) and not before the process is gone.
+    assert query(
+        db_url,
+        "SELECT status::text, attempts, scheduled_at > now() FROM procrastinate_jobs "
+        "WHERE task_name = 'rt.sync_hang'",
+    ) == [("todo", 1, True)]
+    assert query(
+        db_url,
+        "SELECT kind, reason, will_retry, error_class FROM jobsys_failures "
+        "WHERE task = 'rt.sync_hang'",
+    ) == [("transient", "timeout", True, "jobsys.errors.JobTimeoutError")]
+    # The other lane's job was requeued, not waited for.
+    assert query(
+        db_url, "SELECT status::text FROM procrastinate_jobs WHERE task_name = 'rt.sleep'"
+    ) == [("todo",)]

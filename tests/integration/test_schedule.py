@@ -201,21 +201,21 @@ maintenance: optional  # a test schedule: no maintenance entries
 async def test_bad_fanout_sources_refuse_to_start_with_located_errors(
     db_url: str, tmp_path: Path, cli: Any
 ) -> None:
+    """A bad id column or filter is a configuration error; a table that does not exist
+    (yet) is a warning: the scheduler sets that entry aside and runs the rest."""
     with psycopg.connect(db_url, autocommit=True) as c:
         c.execute("CREATE TABLE named (id integer primary key, name text)")
     config = load(db_url, tmp_path, FANOUT_BAD)
+    scheduler = Scheduler(config)
     async with connect(db_url) as conn:
         with pytest.raises(ConfigError) as exc:
-            await Scheduler(config).check(conn)
+            await scheduler.check(conn)
     problems = exc.value.problems
-    assert len(problems) == 3
-    assert (
-        "schedule.yaml:6: entries.no_table.fanout.table: table 'nowhere' does not exist"
-        in (problems[0])
-    )
-    assert "schedule.yaml:12: entries.text_id.fanout.id_column:" in problems[1]
-    assert "must be an integer type" in problems[1]
-    assert "schedule.yaml:18: entries.bad_where.fanout.where:" in problems[2]
+    assert len(problems) == 2
+    assert "schedule.yaml:12: entries.text_id.fanout.id_column:" in problems[0]
+    assert "must be an integer type" in problems[0]
+    assert "schedule.yaml:18: entries.bad_where.fanout.where:" in problems[1]
+    missing = "schedule.yaml:6: entries.no_table.fanout.table: table 'nowhere' does not exist"
     for command in (["schedule", "check"], ["config", "check"]):
         result = await acli(
             cli, "--database-url", db_url, "--config-dir", str(config.directory), *command, "--json"
@@ -226,6 +226,76 @@ async def test_bad_fanout_sources_refuse_to_start_with_located_errors(
     result = await acli(cli, "--config-dir", str(config.directory), "config", "check", "--json")
     assert result.exit_code == 0
     assert result.json()["fanout_sources_checked"] is False
+    # Only the missing table: a warning, exit 0, in every check and in `schedule list`.
+    (tmp_path / "m").mkdir()
+    only_missing = load(db_url, tmp_path / "m", FANOUT_BAD.split("  text_id:")[0] + MAINT)
+    for command in (["schedule", "check"], ["config", "check"]):
+        result = await acli(
+            cli,
+            "--database-url",
+            db_url,
+            "--config-dir",
+            str(only_missing.directory),
+            *command,
+            "--json",
+        )
+        assert result.exit_code == 0, (command, result.stdout, result.stderr)
+        (warning,) = result.json()["warnings"]
+        assert missing in warning and "the scheduler skips it until it exists" in warning
+    listed = await acli(
+        cli,
+        "--database-url",
+        db_url,
+        "--config-dir",
+        str(only_missing.directory),
+        "schedule",
+        "list",
+        "--json",
+    )
+    assert listed.exit_code == 0
+    ((name, problem),) = [(r["name"], r["problem"]) for r in listed.json()["items"]]
+    assert name == "no_table" and problem.endswith(missing)
+
+
+MAINT = "maintenance: optional\n"
+
+
+async def test_a_fanout_waiting_for_its_table_does_not_stop_the_rest(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler service runs the other entries and takes the fan-out up once its
+    table exists (the shipped demo schedule on a fresh database)."""
+    config = load(db_url, tmp_path, WAITING_FANOUT)
+    scheduler = Scheduler(config)
+    async with connect(db_url) as conn:
+        await scheduler.check(conn)  # no ConfigError: the entry is set aside
+        assert list(scheduler.waiting) == ["later"]
+        assert list(scheduler.plan.entries) == ["every_second"]
+        await tick_once(conn, scheduler.plan)  # registers the entries
+        await asyncio.sleep(1.05)
+        result = await tick_once(conn, scheduler.plan)
+        assert {f.entry for f in result.fired} == {"every_second"}
+    assert any(r.__dict__.get("action") == "fanout_source_missing" for r in caplog.records)
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute("CREATE TABLE later_rows (id integer primary key)")
+    async with connect(db_url) as conn:
+        await scheduler.check(conn)
+    assert scheduler.waiting == {} and "later" in scheduler.plan.entries
+
+
+WAITING_FANOUT = """
+entries:
+  every_second:
+    cron: "* * * * * *"
+    task: demo.process_account
+    args: {account_id: 1}
+  later:
+    cron: "0 * * * *"
+    fanout:
+      table: later_rows
+      task: demo.process_account
+maintenance: optional
+"""
 
 
 async def test_reload_keeps_the_running_schedule_when_the_new_one_is_bad(
@@ -241,6 +311,8 @@ async def test_reload_keeps_the_running_schedule_when_the_new_one_is_bad(
     async with connect(db_url) as conn:
         assert await scheduler.reload(conn, bad) is False
         assert list(scheduler.schedule.entries) == ["every_second"]
+        with psycopg.connect(db_url, autocommit=True) as c:
+            c.execute("CREATE TABLE named (id integer primary key, name text)")
         bad_source = load(db_url, tmp_path / "x", FANOUT_BAD)
         assert await scheduler.reload(conn, lambda: bad_source) is False
         assert list(scheduler.schedule.entries) == ["every_second"]

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from rt_support import report
 from schedule_support import HERE, PROC, REPO, config_dir, wait_for
 
 from jobsys.db.connect import connect
@@ -106,10 +107,18 @@ def test_three_schedulers_with_skewed_clocks_pause_and_resume(
         " FROM jobsys_schedule_ticks t LEFT JOIN procrastinate_jobs j ON j.id = t.job_id"
         " ORDER BY t.tick_at",
     )
+    job_ids = [r[2] for r in rows]
+    report(
+        "three-schedulers-skewed-clocks",
+        offsets_s="0/-90/+90",
+        ticks=len(rows),
+        duplicate_jobs=len(job_ids) - len(set(job_ids)),
+        not_enqueued=sum(r[1] != "enqueued" for r in rows),
+        max_enqueue_delay_s=max((r[3] - r[0]).total_seconds() for r in rows),
+    )
     assert {r[1] for r in rows} == {"enqueued"}, "nothing missed, nothing skipped"
     assert all(r[4] == "demo.purge_expired_post_media" for r in rows)
     # Exactly once: one job per tick, and no job without its tick.
-    job_ids = [r[2] for r in rows]
     assert len(set(job_ids)) == len(job_ids)
     assert query(db_url, "SELECT count(*) FROM procrastinate_jobs")[0][0] == len(rows)
     fired = [json.loads(line) for out in outputs for line in out.splitlines() if line]
@@ -224,6 +233,13 @@ def test_fanout_survives_sigkill_mid_batch_and_between_batches(db_url: str) -> N
         db_url,
         "SELECT (args->>'account_id')::bigint FROM procrastinate_jobs"
         " WHERE task_name = 'tests.item' ORDER BY 1",
+    )
+    report(
+        "fanout-sigkill-mid-batch-and-between",
+        items=len(ids),
+        distinct_items=len({r[0] for r in ids}),
+        lost_items=10000 - len({r[0] for r in ids}),
+        kills=2,
     )
     assert [r[0] for r in ids] == list(range(1, 10001)), "each id exactly once"
     statuses = query(

@@ -167,7 +167,7 @@ def test_malformed_or_secret_arg_is_a_usage_error(
 
 
 def test_arg_searches_use_their_indexes(db_url: str) -> None:
-    from jobsys.live import store
+    from jobsys.engine import queries
 
     params = {
         "queues": None, "task": None, "statuses": None, "account_docs": None, "min_id": None,
@@ -177,8 +177,8 @@ def test_arg_searches_use_their_indexes(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("SET enable_seqscan = off")
         conn.execute("SET enable_indexscan = off")  # not the primary key's order walk
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + store.LIST_JOBS, params))
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + queries.LIST_JOBS, params))
         assert "ix_jobsys_jobs_args_path" in plan, plan
         params.update(arg_docs=None, arg_contains="story 9812")
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + store.LIST_JOBS, params))
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + queries.LIST_JOBS, params))
         assert "ix_jobsys_jobs_args_text_trgm" in plan, plan

@@ -153,3 +153,84 @@ def test_the_stream_needs_a_login_when_logins_are_configured(
             assert response.status_code == 200
             first = next(line for line in response.iter_lines() if line.startswith("event:"))
             assert first == "event: status"
+
+
+def test_a_database_that_goes_away_shows_in_pages_and_stream_and_recovers(
+    throwaway_server, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from jobsys.db import embedded, migrate
+
+    home, url = throwaway_server
+    migrate.upgrade(url)
+    settings = Settings(
+        database_url=url, home=tmp_path / "home", config_dir=fx.CONFIG_DIR, operator="tester"
+    )
+    with ws.serve(settings, url) as base, httpx2.Client(timeout=30) as client:
+        (stream,) = open_streams(base, 1)
+        stream.wait_for(connected)
+        assert client.get(f"{base}/admin/background_jobs").status_code == 200
+
+        embedded.stop(home)
+        stream.wait_for(lambda e, d: e == "status" and d["connected"] is False, 15)
+        down = client.get(f"{base}/admin/background_jobs")
+        assert down.status_code == 503
+        assert "Database unreachable" in down.text and "Traceback" not in down.text
+        lost_at = len(stream.events)
+
+        assert embedded.start(home).running
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            connected(*item) for item in stream.events[lost_at:]
+        ):
+            time.sleep(0.1)
+        assert any(connected(*item) for item in stream.events[lost_at:]), stream.events
+        assert client.get(f"{base}/admin/background_jobs").status_code == 200
+        stream.stop.set()
+
+
+@pytest.mark.slow
+def test_demo_run_serves_the_console_beside_it_and_prints_its_url(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`make run` is `jobsys demo run --web 127.0.0.1:8080`: the real binary, port 0 here."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        **os.environ,
+        "JOBSYS_DATABASE_URL": db_url,
+        "JOBSYS_CONFIG_DIR": str(fx.CONFIG_DIR),
+        "JOBSYS_HOME": str(tmp_path / "home"),
+    }
+    jobsys = str(Path(sys.executable).with_name("jobsys"))
+    proc = subprocess.Popen(
+        [jobsys, "demo", "run", "--accounts", "5", "--web", "127.0.0.1:0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        url = None
+        lines = []
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Web console: "):
+                url = line.split("Web console: ", 1)[1].strip()
+        assert url is not None, "".join(lines)
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/admin/background_jobs")
+        page = httpx2.get(url, timeout=30)
+        assert page.status_code == 200 and "Lanes and queues" in page.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

@@ -68,6 +68,11 @@ def test_every_page_renders_with_data_and_headers(client: TestClient, seeded: ws
     assert f'data-failure="{seeded.failures["runtime"]}"' not in auth_only
     detail = client.get(f"/admin/background_jobs/failures/{seeded.failures['runtime']}").text
     assert "KeyError" in detail and "Traceback" in detail and "edge_followed_by" in detail
+    workers = client.get("/admin/workers").text
+    assert "web-test-host" in workers and "4242" in workers
+    assert "web-test-host" in client.get("/admin/workers?state=running").text
+    bad_state = client.get("/admin/workers?state=sleepy")
+    assert bad_state.status_code == 400 and 'id="error-state"' in bad_state.text
     by_text = client.get("/admin/background_jobs/failures?error=EDGE_followed").text
     assert f'data-failure="{seeded.failures["runtime"]}"' in by_text
     assert f'data-failure="{seeded.failures["auth"]}"' not in by_text
@@ -121,6 +126,7 @@ def test_bad_job_filters_show_the_cli_message(client: TestClient) -> None:
         ("/admin/issues/999999", "no issue 999999"),
         ("/admin/pipelines/999999", "999999"),
         ("/admin/fanout/999999", "999999"),
+        ("/admin/workers/nohost:1", "no worker process &#39;nohost:1&#39;"),
         ("/admin/jobs/abc", "no job &#39;abc&#39;"),
         ("/admin/nothing-here", "no page at /admin/nothing-here"),
     ],

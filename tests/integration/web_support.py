@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import failures_support as fx
 
@@ -14,6 +16,7 @@ from jobsys.settings import Settings
 from jobsys.web.auth import Credentials
 
 CANARY = "canary-web-9e1d-SECRET"
+WORKER_ID = "web-test-host:4242:1"
 
 
 @dataclass
@@ -29,6 +32,7 @@ async def _seed(settings: Settings, db_url: str) -> Seeded:
     from jobsys.db.connect import connect
     from jobsys.demo import pipelines
     from jobsys.demo.run import seed as demo_seed
+    from jobsys.lanes.store import register_process
     from jobsys.schedule.service import run_entry
 
     config = fx.repo_config()
@@ -56,6 +60,17 @@ async def _seed(settings: Settings, db_url: str) -> Seeded:
         seeded.issues[label] = row["issue_id"]
     async with connect(db_url) as conn:
         seeded.pipeline = await pipelines.start(conn, 501, 9)
+        await register_process(
+            conn,
+            {
+                "id": WORKER_ID,
+                "hostname": "web-test-host",
+                "pid": 4242,
+                "lanes": ["base", "ai"],
+                "concurrency": json.dumps({"base": 10, "ai": 2}),
+                "started_at": datetime.now(UTC),
+            },
+        )
     await demo_seed(settings, 20)
     run = await run_entry(settings, "continuous_account_processing")
     seeded.fanout_run = run["run_id"]
@@ -80,6 +95,8 @@ def pages(seeded: Seeded) -> list[str]:
         "/admin/pipelines",
         f"/admin/pipelines/{seeded.pipeline}",
         "/admin/queues",
+        "/admin/workers",
+        f"/admin/workers/{WORKER_ID}",
         "/admin/schedule",
         "/admin/fanout",
         f"/admin/fanout/{seeded.fanout_run}",

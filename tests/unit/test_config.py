@@ -288,3 +288,21 @@ def test_a_disabled_maintenance_entry_counts_as_listed(cfg_dir: Path) -> None:
         text.replace("    task: jobsys.reap\n", "    task: jobsys.reap\n    enabled: false\n")
     )
     assert load(cfg_dir).schedule.entries["reap_dead_workers"].enabled is False
+
+
+def test_unknown_top_level_schedule_key_does_not_hide_the_entries_problems(
+    cfg_dir: Path,
+) -> None:
+    schedule = cfg_dir / "schedule.yaml"
+    text = schedule.read_text()
+    start = text.index('cron: "')
+    first_cron = text[start : text.index("\n", start)]
+    schedule.write_text(
+        "entires: {}\n"
+        + text.replace(first_cron, 'cron: "61 * * * *"', 1)
+        + "  bad_zone:\n    cron: '0 * * * *'\n    timezone: Mars/Olympus\n    task: jobsys.reap\n"
+    )
+    problems = problems_of(cfg_dir, with_tasks=True)
+    assert any("entires: unknown key (did you mean 'entries'?)" in p for p in problems), problems
+    assert any("invalid cron expression '61 * * * *'" in p for p in problems), problems
+    assert any("unknown timezone 'Mars/Olympus'" in p for p in problems), problems

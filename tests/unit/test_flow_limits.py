@@ -135,3 +135,9 @@ def test_decide_rate_window_and_lead() -> None:
     fresh = decide([(1, "queue:q:"), (2, "queue:q:"), (3, "queue:q:")], {}, [limit], slots=5)
     assert fresh.ids == [1, 2] and fresh.not_before == {}
     assert fresh.full["queue:q:"] == pytest.approx(window - RATE_LEAD_SECONDS)
+
+
+def test_the_engine_worker_rechecks_concurrency_as_flow_decides() -> None:
+    from jobsys.engine import worker
+
+    assert worker.CONCURRENCY_RECHECK_SECONDS == CONCURRENCY_RECHECK_SECONDS

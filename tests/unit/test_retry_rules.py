@@ -255,6 +255,6 @@ def test_filter_where_binds_every_value() -> None:
 def test_the_batched_retry_calls_procrastinates_own_function() -> None:
     from procrastinate import sql
 
-    from jobsys.retry.store import PROCRASTINATE_RETRY_FUNCTION
+    from jobsys.engine.queries import RETRY_FUNCTION
 
-    assert f"{PROCRASTINATE_RETRY_FUNCTION}(" in sql.queries["retry_job"]
+    assert f"{RETRY_FUNCTION}(" in sql.queries["retry_job"]

@@ -8,7 +8,7 @@
   var banner = document.getElementById("live-banner");
   if (!main || !window.EventSource) { return; }
   var topics = (main.getAttribute("data-topics") || "").split(" ").filter(Boolean);
-  var timer = null, inflight = false, again = false, DELAY_MS = 100;
+  var timer = null, inflight = false, again = false, DELAY_MS = 50;
 
   function show(text) { banner.textContent = text; banner.hidden = false; }
   function hide() { banner.hidden = true; banner.textContent = ""; }
@@ -26,10 +26,15 @@
     inflight = true;
     fetch(window.location.href, { credentials: "same-origin", headers: { "X-Requested-With": "jobsys-live" } })
       .then(function (response) {
-        if (response.status === 503) { show("Database unreachable: showing the last data read; reconnecting…"); }
+        if (response.status >= 500) {
+          // Keep the data on screen; the stream's status event says when to re-read.
+          show("Database unreachable: showing the last data read; reconnecting…");
+          return null;
+        }
         return response.text();
       })
       .then(function (html) {
+        if (html === null) { return; }
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.querySelector("main");
         if (fresh && !busy()) {

@@ -14,9 +14,23 @@ What this subclass changes, and why (Procrastinate 3.10's ``worker.py``):
   cannot be cancelled, are reported as abandoned so the process can exit and the
   reaper recover them. A hard stop skips the grace period.
 
+- **Every outcome write is supervised.** A connection error is retried until the
+  database takes it; any other error is logged with the job id and retried
+  :data:`PERSIST_MAX_ERRORS` times, then the job is handed to the reaper (detached
+  from this worker: a ``doing`` job without a worker is settled by the reaper's
+  dead-worker rules at its next pass), never left ``doing`` under a live worker. A
+  retry that collides with a waiting sibling on the queueing lock's unique index
+  (``procrastinate_jobs_queueing_lock_idx_v1``) is merged into that sibling: the job
+  is finished ``failed``, its failure row says it will not be retried and why
+  (``retry_state.outcome = merged_into_waiting_sibling``), the sibling runs once.
+- **No job ``doing`` for this lane without it running it.** Every
+  ``orphan_check_seconds`` (the reaper's period) the lane looks for jobs in ``doing``
+  under its worker id that it is not running, started over
+  :data:`ORPHAN_MIN_AGE_SECONDS` ago (whatever the cause), and hands them to the
+  reaper (``job_orphaned``).
 - **Several jobs per round trip.** The fetch loop claims as many due jobs as the
   lane has free slots (up to ``MAX_CLAIM``) in one statement with Procrastinate's own
-  candidate rule (``jobsys.lanes.store.CLAIM_JOBS``), instead of one job per call. A
+  candidate rule (``jobsys.engine.queries.CLAIM_JOBS``), instead of one job per call. A
   worker only claims what it can start at once, so jobs never wait in ``doing``
   behind a busy worker while another one idles.
 """
@@ -25,33 +39,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import inspect
 import logging
-import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from procrastinate import exceptions, job_context, jobs, retry, utils
 from procrastinate.worker import Worker
 
 from jobsys.config import LaneSpec
-from jobsys.flow import limits as flow_limits
-from jobsys.flow.order import claim_order
-from jobsys.lanes import store
+from jobsys.engine import manager
+from jobsys.errors import JobTimeoutError
+from jobsys.lanes import execution
 
 logger = logging.getLogger("jobsys.lanes")
 
+#: Every this many limited claims, one also prunes the ledger of starts.
+PRUNE_EVERY_CLAIMS = 200
+#: Must equal jobsys.flow.limits.CONCURRENCY_RECHECK_SECONDS (a test checks): a bucket
+#: full by concurrency is tried again when a job of the lane ends.
+CONCURRENCY_RECHECK_SECONDS = 1.0
 #: Procrastinate prunes workers whose heartbeat is older than this when a worker
 #: starts. Pruning detaches running jobs from their worker (``ON DELETE SET NULL``),
 #: which would let a live job be taken for a dead one; the reaper prunes instead.
 PRUNE_NEVER_SECONDS = 10 * 365 * 24 * 3600.0
 FETCH_RETRY_MIN_SECONDS = 0.2
 PERSIST_RETRY_MAX_SECONDS = 5.0
+#: Non-connection errors writing one job's outcome before it is handed to the reaper.
+PERSIST_MAX_ERRORS = 3
+#: The unique index that keeps one waiting job per queueing lock.
+QUEUEING_LOCK_INDEX = "procrastinate_jobs_queueing_lock_idx_v1"
+#: A timed-out sync job settled by its exiting worker runs again no sooner than this:
+#: its thread dies only with the process, which exits right after.
+SYNC_TIMEOUT_RETRY_MARGIN_SECONDS = 10.0
+#: A job claimed this recently may still be on its way to the running set.
+ORPHAN_MIN_AGE_SECONDS = 2.0
 #: The most jobs one fetch claims (a lane claims at most its free slots).
 MAX_CLAIM = 100
-#: Every this many limited claims, one also prunes the ledger of starts.
-PRUNE_EVERY_CLAIMS = 200
 #: After the grace period, how long cancelled async jobs get to record their requeue.
 ABORT_SETTLE_SECONDS = 5.0
 SYNC_ABORT_SETTLE_SECONDS = 0.5
@@ -62,6 +89,12 @@ def is_connection_error(exc: BaseException) -> bool:
     import psycopg
 
     return any(isinstance(e, psycopg.OperationalError) for e in utils.causes(exc))
+
+
+def is_queueing_lock_conflict(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, exceptions.UniqueViolation) and exc.constraint_name == QUEUEING_LOCK_INDEX
+    )
 
 
 async def wait_or_timeout(event: asyncio.Event, seconds: float) -> bool:
@@ -83,6 +116,9 @@ class LaneWorker(Worker):
         worker_middleware: list[Any],
         concurrency: int | None = None,
         config: Any = None,
+        orphan_check_seconds: float = 5.0,
+        claim_order: Callable[[], tuple[list[str], bool]] | None = None,
+        limits: Any = None,
     ) -> None:
         super().__init__(
             app,
@@ -104,6 +140,7 @@ class LaneWorker(Worker):
             worker_middleware=worker_middleware,
         )
         self.lane = lane
+        self.orphan_check_seconds = orphan_check_seconds
         self.started = asyncio.Event()
         self.abandoned: list[job_context.JobContext] = []
         self.jobs_done = 0
@@ -112,18 +149,19 @@ class LaneWorker(Worker):
         self._wakes = 0
         #: A claim failed on a connection error: it may have committed on the server.
         self._claim_uncertain = False
-        self._rng = random.Random()  # the draw of order: weights
-        #: Flow limits this lane's claims honour (queues.yaml ``throttle``).
-        self.limits = flow_limits.for_lane(config, lane)
+        #: (the queues this claim takes, in order; whether that order binds)
+        self.claim_order = claim_order or (lambda: (list(self.lane.queues), False))
+        #: The lane's flow limits (jobsys.flow.limits.LanePolicy; None: no limit concerns
+        #: it, and the claim is one statement).
+        self.limits = limits
         #: Buckets found full: bucket -> monotonic time to try again; those full by
         #: concurrency are tried again as soon as a job of this lane ends.
         self._full: dict[str, float] = {}
         self._full_by_concurrency: set[str] = set()
         self._limited_claims = 0
         self._wake_timer: asyncio.TimerHandle | None = None
-        #: Claimed jobs under a rate: jobsys.flow.watch.start_middleware records their
-        #: real start just before they run.
-        #: Job id -> the monotonic time before which it must not start.
+        #: Jobs claimed under a rate -> the monotonic time before which each must not
+        #: start; jobsys.flow.watch.start_middleware waits for it and records the start.
         self.rated_ids: dict[int, float] = {}
 
     # --- what the runtime calls ---------------------------------------------------
@@ -144,6 +182,48 @@ class LaneWorker(Worker):
     def running(self) -> list[job_context.JobContext]:
         return list(self._running_jobs.values())
 
+    async def settle_timed_out(self, context: job_context.JobContext, timeout: float) -> bool:
+        """Record a sync job that ran past ``timeout`` (its thread cannot be stopped) as
+        failed with :class:`JobTimeoutError`, through the worker middlewares (so its
+        failure row is written like any other), and retry or fail it per its task's
+        policy. Called by the runtime right before the process exits, which kills the
+        thread; a retry is not due before ``SYNC_TIMEOUT_RETRY_MARGIN_SECONDS``."""
+        from procrastinate import middleware
+
+        job = context.job
+        error = JobTimeoutError(
+            f"{job.task_name} ran past its timeout of {timeout:g} s and, being sync, could "
+            "not be cancelled: its worker exited (70)"
+        )
+
+        async def raise_timeout() -> Any:
+            raise error
+
+        with contextlib.suppress(JobTimeoutError):
+            await middleware.compose(self.worker_middleware, raise_timeout, context, self)()
+        task = self.app.tasks.get(job.task_name)
+        retry_exception = task.get_retry_exception(exception=error, job=job) if task else None
+        decision = retry_exception.retry_decision if retry_exception else None
+        if decision is not None:
+            earliest = utils.utcnow() + datetime.timedelta(
+                seconds=SYNC_TIMEOUT_RETRY_MARGIN_SECONDS
+            )
+            decision = retry.RetryDecision(
+                retry_at=max(decision.retry_at or earliest, earliest),
+                priority=decision.priority,
+                queue=decision.queue,
+                lock=decision.lock,
+            )
+        status = jobs.Status.FAILED
+        try:
+            await asyncio.wait_for(
+                self._persist_job_status(job, status, decision, context, None),
+                timeout=PERSIST_RETRY_MAX_SECONDS,
+            )
+        except (TimeoutError, exceptions.ConnectorException):
+            return False  # still doing, under this dying worker: the reaper settles it
+        return True
+
     def is_sync_task(self, task_name: str) -> bool:
         task = self.app.tasks.get(task_name)
         return task is not None and not inspect.iscoroutinefunction(task.func)
@@ -152,7 +232,36 @@ class LaneWorker(Worker):
 
     def _start_side_tasks(self) -> list[asyncio.Task[Any]]:
         self.started.set()
-        return [asyncio.create_task(self._poll_jobs_to_abort(), name="poll_jobs_to_abort")]
+        return [
+            asyncio.create_task(self._poll_jobs_to_abort(), name="poll_jobs_to_abort"),
+            asyncio.create_task(self._hand_over_orphans(), name="hand_over_orphans"),
+        ]
+
+    async def _hand_over_orphans(self) -> None:
+        """Hand to the reaper every job ``doing`` under this lane that it does not run."""
+        while True:
+            await asyncio.sleep(self.orphan_check_seconds)
+            if self.worker_id is None or self._claim_uncertain:
+                continue  # an uncertain claim's jobs are started by the next claim
+            running = [c.job.id for c in self._running_jobs.values() if c.job.id is not None]
+            try:
+                orphans = await manager.orphaned_jobs(
+                    self.app.connector, self.worker_id, running, ORPHAN_MIN_AGE_SECONDS
+                )
+                for job_id in orphans:
+                    if any(c.job.id == job_id for c in self._running_jobs.values()):
+                        continue
+                    await manager.hand_to_reaper(self.app.connector, job_id)
+                    logger.error(
+                        f"lane {self.lane.name}: job {job_id} is doing under this lane but "
+                        "nothing here runs it; handed to the reaper",
+                        extra={"action": "job_orphaned", "lane": self.lane.name, "job_id": job_id},
+                    )
+            except Exception as exc:  # the next check tries again; never kills the lane
+                logger.warning(
+                    f"lane {self.lane.name}: orphan check failed: {type(exc).__name__}",
+                    extra={"action": "orphan_check_failed", "lane": self.lane.name},
+                )
 
     async def _fetch_and_process_jobs(self) -> None:
         delay = FETCH_RETRY_MIN_SECONDS
@@ -237,7 +346,7 @@ class LaneWorker(Worker):
             # abort request (they are not running here) would ever move them. Start them
             # first, before claiming more.
             running = [c.job.id for c in self._running_jobs.values() if c.job.id is not None]
-            rows = await store.unstarted_jobs(self.app.connector, self.worker_id, running, slots)
+            rows = await manager.unstarted_jobs(self.app.connector, self.worker_id, running, slots)
             self._claim_uncertain = len(rows) == slots  # a full page: look again next time
             if rows:
                 logger.warning(
@@ -246,11 +355,11 @@ class LaneWorker(Worker):
                     extra={"action": "claim_recovered", "lane": self.lane.name},
                 )
         if len(rows) < slots:
-            queues, in_order = claim_order(self.lane, self._rng)
-            if self.limits:
+            queues, in_order = self.claim_order()
+            if self.limits is not None:
                 rows += await self._claim_limited(queues, in_order, slots - len(rows))
             else:
-                rows += await store.claim_jobs(
+                rows += await manager.claim_jobs(
                     self.app.connector, queues, self.worker_id, slots - len(rows), in_order=in_order
                 )
         return rows
@@ -266,18 +375,18 @@ class LaneWorker(Worker):
         self._full_by_concurrency &= set(self._full)
         self._limited_claims += 1
         prune = (
-            max(limit.window_seconds for limit in self.limits)
+            self.limits.longest_window_seconds
             if self._limited_claims % PRUNE_EVERY_CLAIMS == 0
             else None
         )
         try:
-            rows, full, started = await store.claim_limited(
+            rows, full, rated = await manager.claim_limited(
                 self.app.connector.pool,  # type: ignore[attr-defined]
                 queues,
                 self.worker_id,
                 slots,
                 in_order=in_order,
-                limits=self.limits,
+                policy=self.limits,
                 full=sorted(self._full),
                 prune_seconds=prune,
             )
@@ -288,11 +397,11 @@ class LaneWorker(Worker):
         except psycopg.Error as exc:
             raise exceptions.ConnectorException(str(exc)) from exc
         answered = time.monotonic()  # later than the database's "now": never early
-        for job_id, wait in started.items():
+        for job_id, wait in rated.items():
             self.rated_ids[job_id] = answered + wait
         for bucket, seconds in full.items():
             self._full[bucket] = answered + seconds
-            if seconds == flow_limits.CONCURRENCY_RECHECK_SECONDS:
+            if seconds == CONCURRENCY_RECHECK_SECONDS:
                 self._full_by_concurrency.add(bucket)
         if self._full:
             if self._wake_timer is not None:
@@ -300,6 +409,11 @@ class LaneWorker(Worker):
             delay = max(min(self._full.values()) - time.monotonic(), 0.0) + 0.001
             self._wake_timer = asyncio.get_running_loop().call_later(delay, self._new_job_event.set)
         return rows
+
+    async def _process_job(self, context: job_context.JobContext) -> None:
+        # The timeout is the one of the lane running the job (its queue's lane).
+        execution.JOB_QUEUE.set(context.job.queue)
+        await super()._process_job(context)
 
     def _start_job(self, job: jobs.Job) -> None:
         job_id = job.id
@@ -353,22 +467,91 @@ class LaneWorker(Worker):
                 extra={"action": "job_requeued_on_shutdown", "lane": self.lane.name},
             )
         delay = FETCH_RETRY_MIN_SECONDS
+        errors = 0
         while True:
             try:
                 await super()._persist_job_status(job, status, retry_decision, context, job_result)
                 self.jobs_done += 1
                 return
             except exceptions.ConnectorException as exc:
-                if not is_connection_error(exc) or self._hard_stop.is_set():
-                    raise
-                logger.warning(
-                    f"lane {self.lane.name}: cannot record the outcome of job {job.id} "
-                    f"({status.value}); retrying in {delay:.1f} s",
-                    extra={"action": "persist_retry", "lane": self.lane.name},
-                )
-                if await wait_or_timeout(self._hard_stop, delay):
-                    raise
-                delay = min(delay * 2, PERSIST_RETRY_MAX_SECONDS)
+                if is_connection_error(exc):
+                    if self._hard_stop.is_set():
+                        raise
+                    logger.warning(
+                        f"lane {self.lane.name}: cannot record the outcome of job {job.id} "
+                        f"({status.value}); retrying in {delay:.1f} s",
+                        extra={"action": "persist_retry", "lane": self.lane.name, "job_id": job.id},
+                    )
+                    if await wait_or_timeout(self._hard_stop, delay):
+                        raise
+                    delay = min(delay * 2, PERSIST_RETRY_MAX_SECONDS)
+                    continue
+                # The retry would be a second waiting job of the lock: merge it into the
+                # sibling already waiting, and finish this one. (No sibling any more: it
+                # started meanwhile, and the retry may pass at the next try.)
+                if (
+                    retry_decision is not None
+                    and is_queueing_lock_conflict(exc)
+                    and await self._merge_into_waiting_sibling(job)
+                ):
+                    status, retry_decision = jobs.Status.FAILED, None
+                    continue
+                error: Exception = exc
+            except Exception as exc:  # a bug or an unexpected answer: never a wedge
+                error = exc
+            errors += 1
+            logger.error(
+                f"lane {self.lane.name}: cannot record the outcome of job {job.id} "
+                f"({status.value}): {type(error).__name__}: {error} "
+                f"({errors}/{PERSIST_MAX_ERRORS})",
+                extra={"action": "persist_failed", "lane": self.lane.name, "job_id": job.id},
+            )
+            if errors >= PERSIST_MAX_ERRORS:
+                await self._hand_to_reaper(job)
+                return
+            if await wait_or_timeout(self._hard_stop, delay):
+                await self._hand_to_reaper(job)
+                return
+            delay = min(delay * 2, PERSIST_RETRY_MAX_SECONDS)
+
+    async def _merge_into_waiting_sibling(self, job: jobs.Job) -> bool:
+        assert job.id is not None
+        sibling = await manager.merge_retry_into_sibling(self.app.connector, job.id)
+        if sibling is None:
+            return False
+        logger.warning(
+            f"lane {self.lane.name}: job {job.id} cannot be retried: job {sibling} with the "
+            f"same queueing lock {job.queueing_lock!r} is already waiting and will do the "
+            "work; finishing this one as failed",
+            extra={
+                "action": "retry_merged",
+                "lane": self.lane.name,
+                "job_id": job.id,
+                "sibling_job_id": sibling,
+                "queueing_lock": job.queueing_lock,
+            },
+        )
+        return True
+
+    async def _hand_to_reaper(self, job: jobs.Job) -> None:
+        """Detach the job from this worker: the reaper's dead-worker rules settle a
+        ``doing`` job without a worker at their next pass."""
+        assert job.id is not None
+        try:
+            await manager.hand_to_reaper(self.app.connector, job.id)
+        except Exception as exc:
+            logger.critical(
+                f"lane {self.lane.name}: job {job.id} could be neither recorded nor handed "
+                f"to the reaper ({type(exc).__name__}); it stays doing until this worker "
+                "stops",
+                extra={"action": "persist_lost", "lane": self.lane.name, "job_id": job.id},
+            )
+            return
+        logger.error(
+            f"lane {self.lane.name}: job {job.id} handed to the reaper (its outcome could "
+            "not be recorded)",
+            extra={"action": "job_handed_to_reaper", "lane": self.lane.name, "job_id": job.id},
+        )
 
     async def _shutdown(self, side_tasks: list[asyncio.Task[Any]]) -> None:
         await utils.cancel_and_capture_errors(side_tasks)

@@ -10,8 +10,10 @@ the NOTIFY are ours.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from jobsys.engine import channels
+from jobsys.engine.manager import procrastinate_query
 
 #: The database's idea of "now": an explicit time (tests) or the transaction's clock.
 _NOW = "coalesce(%(now)s::timestamptz, now())"
@@ -39,6 +41,9 @@ SELECT j.id, j.queue_name, j.task_name, j.args, j.attempts, j.worker_id,
        j.abort_requested,
        w.id IS NOT NULL AS worker_row_exists,
        extract(epoch FROM {_NOW} - w.last_heartbeat)::float8 AS heartbeat_age_seconds,
+       extract(epoch FROM {_NOW} - (SELECT max(e.at) FROM procrastinate_events e
+                                      WHERE e.job_id = j.id AND e.type = 'started')
+              )::float8 AS running_seconds,
        (SELECT count(*) FROM jobsys_failures f
          WHERE f.job_id = j.id AND f.reason = 'worker_lost') AS lost_count,
        (SELECT p.hostname FROM jobsys_worker_processes p
@@ -66,8 +71,7 @@ UPDATE procrastinate_jobs SET worker_id = NULL WHERE id = %(job_id)s
 #: The same wake-up Procrastinate's insert trigger sends; its retry path sends none,
 #: so without this a requeued job would wait for the next poll.
 NOTIFY_JOB_READY = """
-SELECT pg_notify('procrastinate_queue_v1#' || %(queue)s, %(payload)s),
-       pg_notify('procrastinate_any_queue_v1', %(payload)s)
+SELECT pg_notify(%(queue_channel)s, %(payload)s), pg_notify(%(any_channel)s, %(payload)s)
 """
 
 #: Jobs running under a LIVE worker, with how long they have run (from their latest
@@ -103,18 +107,6 @@ RETURNING id
 """
 
 
-def procrastinate_query(name: str) -> str:
-    """Procrastinate's named query (``retry_job``, ``finish_job``, ``cancel_job``)."""
-    from procrastinate import sql
-
-    return str(sql.queries[name])
-
-
-def job_ready_payload(job_id: int) -> str:
-    """The payload Procrastinate's listener expects for a job ready to run."""
-    return json.dumps({"type": "job_inserted", "job_id": job_id})
-
-
 async def finish_job(conn: Any, job_id: int, status: str) -> None:
     """Procrastinate's ``finish_job``: ``doing`` to ``failed``/``aborted``/``succeeded``."""
     await execute(
@@ -140,7 +132,15 @@ async def requeue_job(conn: Any, job_id: int, queue: str) -> None:
             "new_lock": None,
         },
     )
-    await execute(conn, NOTIFY_JOB_READY, {"queue": queue, "payload": job_ready_payload(job_id)})
+    await execute(
+        conn,
+        NOTIFY_JOB_READY,
+        {
+            "queue_channel": channels.queue_channel(queue),
+            "any_channel": channels.ANY_QUEUE_CHANNEL,
+            "payload": channels.job_ready_payload(job_id),
+        },
+    )
 
 
 async def request_abort(conn: Any, job_id: int) -> None:

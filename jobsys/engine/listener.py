@@ -1,7 +1,7 @@
 """One LISTEN connection per worker process, re-established after it is lost.
 
-Procrastinate NOTIFYs ``procrastinate_queue_v1#<queue>`` on every job insert and
-abort request. Each lane's Worker would open its own listener, and in 3.10 a lost
+Procrastinate NOTIFYs its per-queue channel (``jobsys.engine.channels``) on every
+job insert and abort request. Each lane's Worker would open its own listener, and in 3.10 a lost
 one stays lost after a server restart (the worker silently degrades to polling).
 Here one connection listens for every selected queue, hands each notification to
 the lane serving that queue, and reconnects with capped exponential backoff; after a
@@ -25,12 +25,11 @@ from collections.abc import Callable
 from typing import Any
 
 from jobsys.db.connect import driver_options
-from jobsys.flow.store import CHANNEL as PAUSES_CHANNEL
-from jobsys.lanes.lane import wait_or_timeout
+from jobsys.engine import channels
+from jobsys.engine.worker import wait_or_timeout
 
 logger = logging.getLogger("jobsys.lanes.listener")
 
-CHANNEL_PREFIX = "procrastinate_queue_v1#"
 APPLICATION_NAME = "jobsys-listener"
 CONNECT_TIMEOUT_SECONDS = 5
 RECONNECT_MIN_SECONDS = 0.2
@@ -38,10 +37,6 @@ RECONNECT_MAX_SECONDS = 10.0
 #: How long a LISTEN connection may sit without traffic before we ping it.
 IDLE_PING_SECONDS = 1.0
 ROUND_TRIP_TIMEOUT_SECONDS = 3.0
-
-
-def queue_of(channel: str) -> str | None:
-    return channel[len(CHANNEL_PREFIX) :] if channel.startswith(CHANNEL_PREFIX) else None
 
 
 class Listener:
@@ -54,6 +49,7 @@ class Listener:
         on_abort_requested: Callable[[str, int], None],
         on_reconnected: Callable[[], None],
         on_pauses_changed: Callable[[str, list[str]], None] | None = None,
+        pauses_channel: str | None = None,
     ) -> None:
         self.url = url
         self.queues = queues
@@ -61,6 +57,8 @@ class Listener:
         self.on_abort_requested = on_abort_requested
         self.on_reconnected = on_reconnected
         self.on_pauses_changed = on_pauses_changed
+        #: The channel queue pauses are announced on (``jobsys.flow``), when listened to.
+        self.pauses_channel = pauses_channel
         self.connected = asyncio.Event()
         self.backend_pid: int | None = None
         self.reconnects = 0
@@ -119,10 +117,10 @@ class Listener:
     async def _listen(self, conn: Any) -> None:
         from psycopg import sql
 
-        channels = [*(CHANNEL_PREFIX + q for q in self.queues), self._probe_channel]
-        if self.on_pauses_changed is not None:
-            channels.append(PAUSES_CHANNEL)
-        for channel in channels:
+        listened = [*(channels.queue_channel(q) for q in self.queues), self._probe_channel]
+        if self.on_pauses_changed is not None and self.pauses_channel is not None:
+            listened.append(self.pauses_channel)
+        for channel in listened:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
     async def _pump(self, conn: Any, stop: asyncio.Event) -> None:
@@ -140,17 +138,17 @@ class Listener:
             message = json.loads(payload)
         except ValueError:
             return
-        if channel == PAUSES_CHANNEL and self.on_pauses_changed is not None:
+        if channel == self.pauses_channel and self.on_pauses_changed is not None:
             queues = message.get("queues") if isinstance(message, dict) else None
             if isinstance(queues, list):
                 self.on_pauses_changed(str(message.get("action")), [str(q) for q in queues])
             return
-        queue = queue_of(channel)
+        queue = channels.queue_of(channel)
         if queue is None or not isinstance(message, dict):
             return
-        if message.get("type") == "job_inserted":
+        if message.get("type") == channels.JOB_INSERTED:
             self.on_job_inserted(queue)
-        elif message.get("type") == "abort_job_requested" and "job_id" in message:
+        elif message.get("type") == channels.ABORT_REQUESTED and "job_id" in message:
             self.on_abort_requested(queue, int(message["job_id"]))
 
     async def round_trip(self, pool: Any) -> bool:

@@ -1,0 +1,519 @@
+"""The interactive dashboard (``jobsys dashboard`` on a terminal Textual can drive).
+
+Panes (lanes, failures, issues, schedule, workers, pipelines, jobs) are tables of the
+same rows and columns as the list commands (``Col`` specs and cells from ``_table``);
+``enter`` opens a row's detail (the data of its ``show`` command); actions ask first,
+a retry shows the dry-run verdicts before it asks. Every read and action goes through
+the same domain functions as the CLI. Imported only by ``jobsys dashboard``: Textual
+is never loaded for ``--help`` or any other command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+
+from jobsys.cli import _dashboard_view
+from jobsys.cli._table import Col, cell, clip, layout
+from jobsys.settings import Settings
+
+REFRESH_SECONDS = 2.0
+ROWS = 200  # rows loaded per pane
+MUTE_FOR = "2h"
+
+HELP = """keys
+  1-7 / tab      panes: lanes, failures, issues, schedule, workers, pipelines, jobs
+  up/down        select a row          enter   its detail (as `show` prints it)
+  /              filter the pane       escape  clear the filter
+  r              retry (failures: the failure; issues: its failures), after the dry run
+  s              resolve an issue      m  mute it for 2h     o  reopen it
+  p              pause / resume a schedule entry
+  c              cancel a job or a pipeline
+  ?              this help             q  quit
+Every action asks first (y confirms, any other key cancels)."""
+
+
+@dataclass(frozen=True)
+class Pane:
+    id: str
+    title: str
+    key: str  # the row field that identifies a row
+    columns: tuple[Col, ...]
+
+
+def _panes() -> tuple[Pane, ...]:
+    from jobsys.cli import failures, issues, jobs, pipelines, schedule, workers
+
+    lanes = (
+        Col("lane", priority=0),
+        Col("busy", kind="number", priority=0),
+        Col("concurrency", kind="number", priority=1),
+        Col("waiting", kind="number", priority=0),
+        Col("oldest_wait_seconds", "oldest wait", kind="duration", priority=1),
+        Col("paused", kind="text", priority=2),
+        Col("queues", kind="text", priority=3),
+    )
+    return (
+        Pane("lanes", "1 lanes", "lane", lanes),
+        Pane("failures", "2 failures", "id", failures.LIST_COLUMNS),
+        Pane("issues", "3 issues", "id", issues.LIST_COLUMNS),
+        Pane("schedule", "4 schedule", "name", schedule.LIST_COLUMNS),
+        Pane("workers", "5 workers", "id", workers.LIST_COLUMNS),
+        Pane("pipelines", "6 pipelines", "id", pipelines.LIST_COLUMNS),
+        Pane("jobs", "7 jobs", "id", jobs.LIST_COLUMNS),
+    )
+
+
+# --- Reads: the list commands' domain functions -------------------------------------
+
+
+async def load(settings: Settings) -> dict[str, Any]:
+    """Every pane's rows and the snapshot for the header, read once."""
+    from jobsys.failures import filters
+    from jobsys.failures import service as failures_service
+    from jobsys.issues import service as issues_service
+    from jobsys.lanes import workers as workers_service
+    from jobsys.live.browser import JobFilters, list_jobs
+    from jobsys.live.dashboard import snapshot_once
+    from jobsys.retry.pipeline_service import list_pipelines
+    from jobsys.schedule import service as schedule_service
+
+    snapshot = await snapshot_once(settings)
+    failures = await failures_service.list_failures(settings, filters.failure_filters(), limit=ROWS)
+    issues = await issues_service.list_issues(settings, limit=ROWS)
+    jobs = await list_jobs(settings, JobFilters(statuses=("todo", "doing"), limit=ROWS))
+    return {
+        "snapshot": snapshot,
+        "lanes": [
+            {
+                **lane,
+                "lane": lane["lane"] or f"(no lane) {lane['queues'][0]}",
+                "paused": ", ".join(lane.get("paused_queues") or []) or None,
+                "queues": ", ".join(lane["queues"]),
+            }
+            for lane in _dashboard_view.busiest_first(snapshot["lanes"])
+        ],
+        "failures": [
+            {**f, "error": f"{f['error_class'].rsplit('.', 1)[-1]}: {f['message']}"}
+            for f in failures["failures"]
+        ],
+        "issues": [{**i, "status": _issue_status(i)} for i in issues["issues"]],
+        "schedule": await schedule_service.list_entries(settings),
+        "workers": [
+            {**w, "lanes_text": ", ".join(w["lanes"]), "running_text": str(len(w["running_jobs"]))}
+            for w in await workers_service.list_workers(settings)
+        ],
+        "pipelines": await list_pipelines(settings, status=None, since=None, limit=ROWS),
+        "jobs": jobs,
+    }
+
+
+def _issue_status(issue: dict[str, Any]) -> str:
+    from jobsys.cli.issues import status_text
+
+    return status_text(issue)
+
+
+async def detail(settings: Settings, pane: str, key: Any) -> dict[str, Any]:
+    """What the pane's ``show`` command shows for this row."""
+    if pane == "failures":
+        from jobsys.cli.failures import text_view
+        from jobsys.failures.service import show_failure
+
+        return text_view(await show_failure(settings, int(key)))
+    if pane == "issues":
+        from jobsys.issues.service import show_issue
+
+        return await show_issue(settings, int(key))
+    if pane == "workers":
+        from jobsys.lanes.workers import show_worker
+
+        return await show_worker(settings, str(key))
+    if pane == "pipelines":
+        from jobsys.retry.pipeline_service import show_pipeline
+
+        return await show_pipeline(settings, int(key))
+    if pane == "jobs":
+        from jobsys.live.browser import show_job
+
+        return await show_job(settings, int(key))
+    raise KeyError(pane)
+
+
+def detail_lines(data: dict[str, Any], width: int) -> list[str]:
+    """``key: value`` lines; a list of objects as a table under its name."""
+    now = datetime.now(UTC)
+    lines: list[str] = []
+    tables: list[tuple[str, list[dict[str, Any]]]] = []
+    for key, value in data.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            tables.append((key, value))
+            continue
+        if isinstance(value, dict) and isinstance(value.get("steps"), list):
+            tables.append((f"{key} steps", value["steps"]))
+            value = {k: v for k, v in value.items() if k != "steps"}
+        shown = cell(
+            value,
+            Col(key, kind="time" if key.endswith("_at") else "name"),
+            now=now,
+            absolute_times=True,
+        )
+        lines.append(f"{key.replace('_', ' ')}: {shown}")
+    for name, rows in tables:
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        cols = [
+            Col(k, kind="time" if k.endswith("_at") else "text", priority=i)
+            for i, k in enumerate(keys)
+        ]
+        shown_table = layout(rows, cols, width=width, absolute_times=True, now=now)
+        lines += ["", name.replace("_", " "), shown_table.header, *shown_table.lines]
+    return lines
+
+
+# --- Screens ----------------------------------------------------------------------
+
+
+class TextScreen(ModalScreen[None]):
+    """A detail or the help: scrollable text; escape, q or enter closes it."""
+
+    BINDINGS = [
+        Binding("escape", "close", "close"),
+        Binding("q", "close", "close"),
+        Binding("enter", "close", "close"),
+    ]
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(self.text, markup=False)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """What an action will do; y confirms, any other key cancels."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(f"{self.text}\n\ny: do it · any other key: cancel", markup=False)
+
+    def on_key(self, event: Any) -> None:
+        event.stop()
+        self.dismiss(event.key == "y")
+
+
+class DashboardApp(App[None]):
+    TITLE = "jobsys dashboard"
+    CSS = """
+    #summary { height: auto; }
+    #filter { dock: bottom; display: none; }
+    #filter.shown { display: block; }
+    ModalScreen { align: center middle; }
+    ModalScreen VerticalScroll { width: 90%; height: 80%; border: round $accent;
+                                 background: $surface; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("question_mark", "help", "keys"),
+        Binding("slash", "filter", "filter"),
+        Binding("escape", "clear_filter", "clear filter", show=False),
+        Binding("enter", "detail", "detail"),
+        Binding("r", "retry", "retry"),
+        Binding("s", "resolve", "resolve"),
+        Binding("m", "mute", "mute 2h"),
+        Binding("o", "reopen", "reopen"),
+        Binding("p", "pause", "pause/resume"),
+        Binding("c", "cancel", "cancel"),
+        *(Binding(str(i + 1), f"pane({i})", show=False) for i in range(7)),
+    ]
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.panes = _panes()
+        self.data: dict[str, Any] = {}
+        self.filter_text = ""
+        self.status = ""  # the database's state (cannot read it), cleared by a good read
+        self.note = ""  # what the last action did, until the next one
+
+    # layout and refresh
+
+    def compose(self) -> ComposeResult:
+        yield Static("connecting…", id="summary", markup=False)
+        with TabbedContent(id="panes"):
+            for pane in self.panes:
+                with TabPane(pane.title, id=pane.id):
+                    yield DataTable(id=f"table-{pane.id}", cursor_type="row")
+        yield Input(
+            placeholder="filter: text in any cell (enter applies, escape clears)", id="filter"
+        )
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.set_interval(REFRESH_SECONDS, self.reload)
+        await self.reload()
+        self.query_one(f"#table-{self.panes[0].id}", DataTable).focus()
+
+    async def reload(self) -> None:
+        from jobsys.errors import JobsysError
+
+        try:
+            self.data = await load(self.settings)
+            self.status = ""
+        except (JobsysError, OSError) as exc:
+            self.status = f"cannot read the database: {exc}"
+        self.draw()
+
+    def draw(self) -> None:
+        snapshot = self.data.get("snapshot")
+        width = self.size.width or 80
+        head = _dashboard_view.header(snapshot, self.status, width, live=True)
+        where = f"  filter: {self.filter_text!r}" if self.filter_text else ""
+        self.query_one("#summary", Static).update(
+            "\n".join(
+                [head[0], (self.status or self.note or "? keys · enter detail · / filter") + where]
+            )
+        )
+        now = datetime.now(UTC)
+        for pane in self.panes:
+            table = self.query_one(f"#table-{pane.id}", DataTable)
+            keep = table.cursor_row
+            rows = [
+                row
+                for row in self.data.get(pane.id, [])
+                if not self.filter_text
+                or any(
+                    self.filter_text.lower()
+                    in cell(row.get(c.key), c, now=now, absolute_times=False).lower()
+                    for c in pane.columns
+                )
+            ]
+            # The list commands' fitting: least important columns give way, text is cut
+            # with an ellipsis, one line per row (DataTable pads each cell by one a side).
+            shown = layout(rows, pane.columns, width=max(20, width - 2), now=now)
+            table.clear(columns=True)
+            table.add_columns(*(c.title for c in shown.columns))
+            for row in rows:
+                table.add_row(
+                    *(
+                        clip(cell(row.get(c.key), c, now=now, absolute_times=False), w)
+                        for c, w in zip(shown.columns, shown.widths, strict=True)
+                    ),
+                    key=str(row.get(pane.key)),
+                )
+            if table.row_count:
+                table.move_cursor(row=min(keep, table.row_count - 1))
+
+    # selection
+
+    def current(self) -> tuple[str, str | None]:
+        pane = self.query_one("#panes", TabbedContent).active
+        table = self.query_one(f"#table-{pane}", DataTable)
+        if not table.row_count:
+            return pane, None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return pane, key
+
+    def row(self, pane: str, key: str | None) -> dict[str, Any] | None:
+        spec = next(p for p in self.panes if p.id == pane)
+        return next((r for r in self.data.get(pane, []) if str(r.get(spec.key)) == key), None)
+
+    def action_pane(self, index: int) -> None:
+        pane = self.panes[index].id
+        self.query_one("#panes", TabbedContent).active = pane
+        self.query_one(f"#table-{pane}", DataTable).focus()
+
+    def action_help(self) -> None:
+        self.push_screen(TextScreen(HELP))
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("shown")
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.filter_text = event.value.strip()
+        event.input.remove_class("shown")
+        self.action_pane([p.id for p in self.panes].index(self.current()[0]))
+        self.draw()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.remove_class("shown")
+        self.filter_text = ""
+        self.draw()
+
+    async def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        await self.action_detail()  # the table takes enter for itself: same as the key
+
+    async def action_detail(self) -> None:
+        pane, key = self.current()
+        if key is None:
+            return
+        if pane in ("lanes", "schedule"):
+            data = self.row(pane, key) or {}
+        else:
+            data = await self._guard(detail(self.settings, pane, key))
+            if data is None:
+                return
+        self.push_screen(TextScreen("\n".join(detail_lines(data, max(40, self.size.width - 8)))))
+
+    # actions, each asked first
+
+    async def _guard(self, work: Awaitable[Any]) -> Any:
+        """Run a read or an action; a refusal or error is shown, never a crash."""
+        from jobsys.errors import JobsysError
+
+        try:
+            return await work
+        except (JobsysError, OSError) as exc:
+            self.note = f"refused: {exc}"
+            self.draw()
+            return None
+
+    def _ask(self, text: str, then: Callable[[], Awaitable[Any]], done: str) -> None:
+        async def answered(yes: bool | None) -> None:
+            if not yes:
+                self.note = "cancelled: nothing was changed"
+            elif await self._guard(then()) is not None:
+                self.note = done
+            await self.reload()
+
+        self.push_screen(ConfirmScreen(text), answered)
+
+    async def action_retry(self) -> None:
+        from jobsys.retry.service import RetryRequest
+        from jobsys.retry.service import retry as retry_service
+
+        pane, key = self.current()
+        if key is None or pane not in ("failures", "issues"):
+            return
+        request = (
+            RetryRequest(ids=(int(key),)) if pane == "failures" else RetryRequest(issue=int(key))
+        )
+        preview = await self._guard(
+            retry_service(self.settings, _dry(request), confirm=None, progress=None)
+        )
+        if preview is None:
+            return
+        lines = [
+            f"retry {'failure' if pane == 'failures' else 'the failures of issue'} {key}",
+            "dry run:",
+        ]
+        lines += [f"  {reason}: {count}" for reason, count in preview.counts.items()]
+        lines += [
+            f"  failure {d.failure_id} (job {d.job_id}): {_verdict(d)}"
+            for d in preview.decisions[:12]
+        ]
+        if pane == "issues":
+            from jobsys.issues.service import open_outage_for
+
+            outage = await self._guard(open_outage_for(self.settings, int(key)))
+            if outage:
+                lines.insert(
+                    1,
+                    f"warning: service {outage['service']!r} has an open outage "
+                    f"(issue {outage['id']}): the jobs would likely fail again",
+                )
+        if not preview.would_retry:
+            self.push_screen(TextScreen("\n".join([*lines, "", "nothing would be retried"])))
+            return
+        self._ask(
+            "\n".join([*lines, "", f"retry {preview.would_retry} of {preview.matched}?"]),
+            lambda: retry_service(self.settings, request, confirm=None, progress=None),
+            f"retried ({pane} {key})",
+        )
+
+    def _issue_action(self, verb: str, call: Callable[[int], Awaitable[Any]]) -> None:
+        pane, key = self.current()
+        if key is None or pane != "issues":
+            return
+        issue = self.row(pane, key) or {}
+        self._ask(
+            f"{verb} issue {key}: {issue.get('title', '')}?",
+            lambda: call(int(key)),
+            f"issue {key}: {verb}d",
+        )
+
+    def action_resolve(self) -> None:
+        from jobsys.issues.service import resolve_issue
+
+        self._issue_action("resolve", lambda i: resolve_issue(self.settings, i))
+
+    def action_mute(self) -> None:
+        from jobsys.issues.service import mute_issue
+
+        self._issue_action(f"mute ({MUTE_FOR})", lambda i: mute_issue(self.settings, i, MUTE_FOR))
+
+    def action_reopen(self) -> None:
+        from jobsys.issues.service import reopen_issue
+
+        self._issue_action("reopen", lambda i: reopen_issue(self.settings, i))
+
+    def action_pause(self) -> None:
+        from jobsys.schedule.service import set_paused
+
+        pane, key = self.current()
+        if key is None or pane != "schedule":
+            return
+        paused = bool((self.row(pane, key) or {}).get("paused"))
+        verb = "resume" if paused else "pause"
+        self._ask(
+            f"{verb} schedule entry {key}?",
+            lambda: set_paused(self.settings, key, not paused),
+            f"{key}: {verb}d",
+        )
+
+    def action_cancel(self) -> None:
+        pane, key = self.current()
+        if key is None or pane not in ("jobs", "pipelines"):
+            return
+        if pane == "jobs":
+            from jobsys.live.browser import cancel_job
+
+            self._ask(
+                f"cancel job {key}? (a running job is asked to abort)",
+                lambda: cancel_job(self.settings, int(key)),
+                f"job {key}: cancel asked",
+            )
+        else:
+            from jobsys.retry.pipeline_service import cancel_pipeline
+
+            self._ask(
+                f"cancel pipeline {key}?",
+                lambda: cancel_pipeline(self.settings, int(key)),
+                f"pipeline {key}: cancelled",
+            )
+
+
+def _dry(request: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(request, dry_run=True)
+
+
+def _verdict(decision: Any) -> str:
+    if decision.decision == "retried":
+        return "would be retried"
+    return f"would be refused, {decision.decision}: {decision.detail}"
+
+
+def run_app(settings: Settings) -> None:
+    DashboardApp(settings).run()

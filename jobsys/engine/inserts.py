@@ -1,0 +1,240 @@
+"""The one path by which jobs become runnable: new jobs, fan-out batches, retries.
+
+``jobsys.jobs.enqueue.enqueue`` is its only caller (an import contract says so): it
+announces every insert on ``jobs_changed`` the same way, which this layer cannot do
+itself (live events are a domain above it). Every source runs on the caller's
+connection, inside the caller's transaction, so a job commits or rolls back with the
+row that accounts for it (a tick, a run's cursor, a pipeline step, a retry decision).
+
+- :class:`NewJobs`: Procrastinate's own ``defer_jobs`` (``batch_defer_jobs_async``),
+  one statement for any number of jobs; a queueing-lock conflict raises
+  ``procrastinate.exceptions.AlreadyEnqueued`` and inserts nothing.
+- :class:`FanoutBatch`: ``queries.FANOUT_BATCH``, the next ids of a source table
+  deferred one job each without leaving the server.
+- :class:`Retry`: failed jobs back to ``todo`` (``queries.RETRY_JOBS``, Procrastinate's
+  ``retry_job`` function), then their queues woken (an update sends no NOTIFY); a
+  queueing-lock conflict raises ``psycopg.errors.UniqueViolation``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from jobsys.engine import manager, queries
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    """A unique job's key (``jobsys.jobs.unique`` computes it): a job of the same key
+    counts when its status is in ``active`` (``waiting``, ``scheduled``, ``running``)
+    at any age, or in ``finished`` and deferred within ``for_seconds``."""
+
+    key: str
+    for_seconds: float
+    active: tuple[str, ...]
+    finished: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NewJob:
+    task: str
+    queue: str
+    args: dict[str, Any]
+    priority: int = 0
+    lock: str | None = None
+    queueing_lock: str | None = None
+    scheduled_at: datetime | None = None
+    unique: UniqueKey | None = None
+
+
+@dataclass(frozen=True)
+class NewJobs:
+    jobs: Sequence[NewJob]
+
+
+@dataclass(frozen=True)
+class FanoutBatch:
+    """The next ``limit`` ids of ``table.id_column`` after ``cursor`` (None: from the
+    start) matching ``where``, one job of ``task`` each, the id in ``args[item_arg]``."""
+
+    table: str
+    id_column: str
+    where: str | None
+    cursor: int | None
+    limit: int
+    task: str
+    queue: str
+    priority: int
+    args: dict[str, Any]
+    item_arg: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Failed jobs to run again now: job id -> its queue (to wake it)."""
+
+    jobs: Mapping[int, str]
+
+
+Source = NewJobs | FanoutBatch | Retry
+
+
+@dataclass(frozen=True)
+class Inserted:
+    """What an insert did: ``kind`` (``deferred`` or ``retried``), how many jobs, their
+    ids (a fan-out batch: none, the range is in ``first_id``/``last_id``) and, for a
+    fan-out batch, its ``items`` and ``last_item``."""
+
+    kind: str
+    count: int
+    ids: list[int] = field(default_factory=list)
+    first_id: int | None = None
+    last_id: int | None = None
+    items: int = 0
+    last_item: int | None = None
+    #: New jobs with a unique key: per job given, (id, duplicate); a duplicate's id is
+    #: the existing job's, and nothing was inserted for it.
+    outcome: list[tuple[int, bool]] = field(default_factory=list)
+
+
+async def insert(conn: Any, source: Source) -> Inserted:
+    """Run ``source`` on ``conn``. Only ``jobsys.jobs.enqueue`` calls this."""
+    if isinstance(source, NewJobs):
+        return await _new_jobs(conn, source)
+    if isinstance(source, FanoutBatch):
+        return await _fanout_batch(conn, source)
+    return await _retry(conn, source)
+
+
+async def _new_jobs(conn: Any, source: NewJobs) -> Inserted:
+    if any(j.unique for j in source.jobs):
+        return await _unique_jobs(conn, source)
+    return await _defer(conn, source.jobs)
+
+
+async def _unique_jobs(conn: Any, source: NewJobs) -> Inserted:
+    """Under each key's transaction-level advisory lock (taken in key order, so two
+    batches never deadlock), the job that counts when there is one, else a new job and
+    its key row, in the caller's transaction: racing defers of a key are serialised
+    by the database, never check-then-insert. Duplicates inside one batch map to the
+    first of them."""
+    from psycopg.rows import dict_row
+
+    jobs = list(source.jobs)
+    found: dict[str, int] = {}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        for key_spec in sorted({j.unique for j in jobs if j.unique}, key=lambda u: u.key):
+            await cur.execute(queries.UNIQUE_LOCK, {"key": key_spec.key})
+            params = {
+                "key": key_spec.key,
+                "active": list(key_spec.active),
+                "finished": list(key_spec.finished),
+                "for_seconds": key_spec.for_seconds,
+            }
+            await cur.execute(queries.UNIQUE_EXISTING, params)
+            row = await cur.fetchone()
+            if row is not None:
+                found[key_spec.key] = int(row["job_id"])
+    fresh: list[int] = []
+    claimed: set[str] = set()
+    for index, job in enumerate(jobs):
+        key = job.unique.key if job.unique else None
+        if key is None or (key not in found and key not in claimed):
+            fresh.append(index)
+            if key is not None:
+                claimed.add(key)
+    done = await _defer(conn, [jobs[i] for i in fresh])
+    new_ids = dict(zip(fresh, done.ids, strict=True))
+    for index, job_id in new_ids.items():
+        unique = jobs[index].unique
+        if unique is not None:
+            await conn.execute(queries.UNIQUE_REMEMBER, {"job_id": job_id, "key": unique.key})
+            found.setdefault(unique.key, job_id)
+    outcome = []
+    for index, job in enumerate(jobs):
+        if index in new_ids:
+            outcome.append((new_ids[index], False))
+        else:
+            assert job.unique is not None  # only unique jobs are ever left out
+            outcome.append((found[job.unique.key], True))
+    return Inserted("deferred", done.count, done.ids, done.first_id, done.last_id, outcome=outcome)
+
+
+async def _defer(conn: Any, new_jobs: Sequence[NewJob]) -> Inserted:
+    from procrastinate import jobs
+
+    if not new_jobs:
+        return Inserted("deferred", 0)
+    to_defer = [
+        jobs.Job(
+            id=None,
+            queue=j.queue,
+            task_name=j.task,
+            priority=j.priority,
+            lock=j.lock,
+            queueing_lock=j.queueing_lock,
+            task_kwargs=j.args,
+            scheduled_at=j.scheduled_at,
+        )
+        for j in new_jobs
+    ]
+    done = await manager.offline_job_manager().batch_defer_jobs_async(to_defer, connection=conn)
+    ids = [int(job.id) for job in done if job.id is not None]
+    return Inserted("deferred", len(ids), ids, min(ids, default=None), max(ids, default=None))
+
+
+def fanout_batch_query(source: FanoutBatch) -> Any:
+    """``queries.FANOUT_BATCH`` composed for ``source``'s table, column and filter."""
+    from psycopg import sql
+
+    ident = sql.Identifier(source.id_column)
+    first = source.cursor is None
+    after = sql.SQL("TRUE") if first else sql.SQL("{} > %(cursor)s").format(ident)
+    return sql.SQL(queries.FANOUT_BATCH).format(
+        id=ident,
+        table=sql.Identifier(*source.table.split(".")),
+        after=after,
+        where=sql.SQL(source.where or "TRUE"),
+    )
+
+
+async def _fanout_batch(conn: Any, source: FanoutBatch) -> Inserted:
+    from psycopg.rows import dict_row
+    from psycopg.types.json import Jsonb
+
+    params = {
+        "cursor": source.cursor,
+        "limit": source.limit,
+        "queue": source.queue,
+        "task": source.task,
+        "priority": source.priority,
+        "item_arg": source.item_arg,
+        "args": Jsonb(source.args),
+    }
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(fanout_batch_query(source), params)
+        row = await cur.fetchone()
+    assert row is not None
+    return Inserted(
+        "deferred",
+        int(row["deferred"]),
+        first_id=row["first_job"],
+        last_id=row["last_job"],
+        items=int(row["items"]),
+        last_item=row["last_item"],
+    )
+
+
+async def _retry(conn: Any, source: Retry) -> Inserted:
+    ids = sorted(source.jobs)
+    if not ids:
+        return Inserted("retried", 0)
+    await conn.execute(queries.RETRY_JOBS, {"ids": ids})
+    first_per_queue: dict[str, int] = {}
+    for job_id in ids:
+        first_per_queue.setdefault(source.jobs[job_id], job_id)
+    await manager.wake_queues(conn, first_per_queue)
+    return Inserted("retried", len(ids), ids, ids[0], ids[-1])

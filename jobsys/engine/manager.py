@@ -1,0 +1,160 @@
+"""Named operations on Procrastinate's jobs, beside its own ``JobManager``.
+
+Procrastinate's ``manager.py`` is the model: every operation has a name, its SQL is in
+:mod:`jobsys.engine.queries` (or is Procrastinate's own named query), and callers never
+see a ``procrastinate_*`` name. Operations that take a ``connection`` run on it, inside
+the caller's transaction; those that take a ``connector`` use the worker's pool.
+
+Inserting jobs is not here: it has one path, :mod:`jobsys.engine.inserts`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from jobsys.engine import queries
+
+
+@functools.cache
+def offline_job_manager() -> Any:
+    """Procrastinate's JobManager for explicit connections only (its connector is
+    never opened: with a connection given it only formats and runs the query)."""
+    import procrastinate
+    from procrastinate.manager import JobManager
+
+    return JobManager(procrastinate.PsycopgConnector())
+
+
+def procrastinate_query(name: str) -> str:
+    """Procrastinate's own named query (``retry_job``, ``finish_job``, ``cancel_job``)."""
+    from procrastinate import sql
+
+    return str(sql.queries[name])
+
+
+async def claim_jobs(
+    connector: Any, queues: list[str], worker_id: int, limit: int, *, in_order: bool = False
+) -> list[dict[str, Any]]:
+    """Mark up to ``limit`` due jobs of ``queues`` as ``doing`` for ``worker_id``, in
+    Procrastinate's fetch order (priority, then id), or with ``in_order`` queue by queue
+    in the order of ``queues``; their rows, in that order."""
+    rows = await connector.execute_query_all_async(
+        queries.CLAIM_JOBS_IN_ORDER if in_order else queries.CLAIM_JOBS,
+        queues=queues,
+        worker_id=worker_id,
+        limit=limit,
+    )
+    rank = {q: i for i, q in enumerate(queues)} if in_order else {}
+    return sorted(rows, key=lambda r: (rank.get(r["queue_name"], 0), -r["priority"], r["id"]))
+
+
+async def claim_limited(
+    pool: Any,
+    queues: list[str],
+    worker_id: int,
+    limit: int,
+    *,
+    in_order: bool,
+    policy: Any,
+    full: list[str],
+    prune_seconds: float | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, float], dict[int, float]]:
+    """The claim under flow limits, in one transaction; ``policy``
+    (jobsys.flow.limits.LanePolicy) says what fits. Returns the rows taken (in claim
+    order), the buckets found full (seconds until worth trying again) and the ids taken
+    under a rate (seconds before which each must not start)."""
+    from jobsys.db import query
+
+    params = {"queues": queues, "scan": policy.scan(limit), "full": full, **policy.sql_params()}
+    async with pool.connection() as conn, conn.transaction():
+        candidates = await query.fetch_all(
+            conn, queries.LIMITED_CANDIDATES_IN_ORDER if in_order else queries.LIMITED_CANDIDATES,
+            params,
+        )  # fmt: skip
+        buckets = sorted({c["bucket"] for c in candidates if c["bucket"]})
+        states: dict[str, tuple[int, tuple[float, ...]]] = {}
+        if buckets:
+            await query.execute(conn, queries.LOCK_BUCKETS, {"buckets": buckets})
+            spans = [policy.window_of(b) for b in buckets]
+            for row in await query.fetch_all(
+                conn, queries.BUCKET_STATE, {"buckets": buckets, "spans": spans}
+            ):
+                states[row["bucket"]] = (int(row["running"]), tuple(row["recent"]))
+        decision = policy.decide([(c["id"], c["bucket"]) for c in candidates], states, limit)
+        rows: list[dict[str, Any]] = []
+        if decision.ids:
+            rows = await query.fetch_all(
+                conn, queries.TAKE_JOBS, {"worker_id": worker_id, "ids": decision.ids}
+            )
+            started = [(b, i) for b, i in zip(decision.buckets, decision.ids, strict=True) if b]
+            if started:
+                await query.execute(
+                    conn,
+                    queries.RECORD_STARTS,
+                    {"buckets": [b for b, _ in started], "ids": [i for _, i in started]},
+                )
+        if prune_seconds is not None:
+            await query.execute(conn, queries.PRUNE_STARTS, {"keep_seconds": prune_seconds})
+    order = {job_id: n for n, job_id in enumerate(decision.ids)}
+    return sorted(rows, key=lambda r: order[r["id"]]), decision.full, decision.rated
+
+
+async def bucket_states(conn: Any, buckets: list[str], spans: list[float]) -> list[dict[str, Any]]:
+    """What runs and what started recently in each bucket (no lock: for showing)."""
+    from jobsys.db import query
+
+    return await query.fetch_all(conn, queries.BUCKET_STATE, {"buckets": buckets, "spans": spans})
+
+
+async def unstarted_jobs(
+    connector: Any, worker_id: int, running: list[int], limit: int
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` jobs in ``doing`` for ``worker_id`` that are not in ``running``."""
+    return list(
+        await connector.execute_query_all_async(
+            queries.UNSTARTED_JOBS, worker_id=worker_id, running=running, limit=limit
+        )
+    )
+
+
+async def merge_retry_into_sibling(connector: Any, job_id: int) -> int | None:
+    """A retry of ``job_id`` collided with a sibling waiting under its queueing lock:
+    note it on the job's latest failure; the sibling's id (None: no sibling)."""
+    rows = await connector.execute_query_all_async(queries.MERGE_RETRY_INTO_SIBLING, job_id=job_id)
+    return int(rows[0]["id"]) if rows else None
+
+
+async def hand_to_reaper(connector: Any, job_id: int) -> None:
+    """Detach a ``doing`` job from its worker: the reaper's dead-worker rules settle it."""
+    await connector.execute_query_async(queries.HAND_TO_REAPER, job_id=job_id)
+
+
+async def orphaned_jobs(
+    connector: Any, worker_id: int, running: list[int], min_age_seconds: float
+) -> list[int]:
+    """Jobs ``doing`` for ``worker_id`` it does not run, started over ``min_age_seconds``
+    ago."""
+    rows = await connector.execute_query_all_async(
+        queries.ORPHANED_JOBS, worker_id=worker_id, running=running, min_age=min_age_seconds
+    )
+    return [int(r["id"]) for r in rows]
+
+
+async def cancel_job(conn: Any, job_id: int, *, abort: bool = False) -> bool:
+    """Procrastinate's cancel on ``conn``: a waiting job is cancelled; with ``abort``, a
+    running one is asked to stop. False when the job is in neither state."""
+    return bool(
+        await offline_job_manager().cancel_job_by_id_async(job_id, abort=abort, connection=conn)
+    )
+
+
+async def wake_queues(conn: Any, first_job_per_queue: dict[str, int]) -> None:
+    """Wake the workers of each queue, as Procrastinate's insert trigger does (it sends
+    nothing when a job goes back to ``todo`` by an update)."""
+    from jobsys.engine import channels
+
+    for queue, job_id in sorted(first_job_per_queue.items()):
+        payload = channels.job_ready_payload(job_id)
+        for channel in (channels.queue_channel(queue), channels.ANY_QUEUE_CHANNEL):
+            await conn.execute(queries.NOTIFY, {"channel": channel, "payload": payload})

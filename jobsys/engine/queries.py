@@ -1,0 +1,895 @@
+"""Every SQL statement of jobsys that names a Procrastinate object, by name.
+
+Procrastinate's own ``sql/queries.sql`` is the model: one statement per name, with a
+comment saying what it is for, read whole in one file. Procrastinate's tables
+(``procrastinate_jobs``, ``procrastinate_events``, ``procrastinate_workers``), its
+functions (``procrastinate_defer_jobs_v1``, ``procrastinate_retry_job_v2``, ...) and
+its channels are named here and in the rest of ``jobsys.engine`` only; every other
+module runs these statements by name, through :mod:`jobsys.engine.manager` or its own
+store module. The reaper's statements are in :mod:`jobsys.engine.dead_workers`, beside
+the operations that run them. The schema these rely on is pinned in :mod:`jobsys.engine.schema`, and
+``tests/integration/test_engine_schema_contract.py`` checks every function signature
+used here.
+
+Statements join jobsys's own tables where a read needs both (failures, issues,
+pipeline steps): the join is in the database, the statement is here.
+"""
+
+from __future__ import annotations
+
+from jobsys.db.query import like_contains
+
+# --- Claiming jobs (the lane worker) --------------------------------------------------
+
+#: A queue pause in force (``jobsys_queue_pauses``, owned by ``jobsys.flow``).
+PAUSE_ACTIVE = "(pause.until IS NULL OR pause.until > now())"
+
+#: What the claim adds to its candidate rule: no job of a paused queue is taken, by
+#: a worker that heard of the pause or not. ``jobs`` is the claim's alias of
+#: ``procrastinate_jobs``; one primary-key probe per candidate.
+NOT_PAUSED = f"""NOT EXISTS (
+           SELECT 1 FROM jobsys_queue_pauses AS pause
+            WHERE pause.queue = jobs.queue_name AND {PAUSE_ACTIVE}
+       )"""
+
+#: What a waiting job waits for besides a pause: its schedule, a running holder of its
+#: lock, and how busy its lane's queues are.
+WAIT_FACTS = """
+SELECT %(scheduled_at)s::timestamptz > now() AS scheduled_later,
+       (SELECT id FROM procrastinate_jobs
+         WHERE %(lock)s::text IS NOT NULL AND lock = %(lock)s AND status = 'doing'
+         LIMIT 1) AS lock_holder,
+       (SELECT count(*) FROM procrastinate_jobs
+         WHERE status = 'doing' AND queue_name = ANY(%(lane_queues)s::text[])) AS lane_running,
+       (SELECT count(*) FROM jobsys_worker_processes
+         WHERE status = 'running' AND %(lane)s = ANY(lanes)
+           AND last_heartbeat > now() - make_interval(secs => %(dead_after)s)) AS lane_processes
+"""
+
+# Procrastinate's ``procrastinate_fetch_job_v2`` (schema pinned in
+# jobsys.engine.schema) with ``LIMIT %(limit)s`` instead of ``LIMIT 1``: the
+# same candidate rule, order and row locks, several jobs per round trip. The lock rule
+# holds inside one batch too: of two waiting jobs sharing a lock, the later one sees the
+# earlier as a waiting job ahead of it and is not a candidate. RETURNING has no order;
+# the caller sorts. jobsys adds one rule: no job of a paused queue (flow.store.ACTIVE).
+#
+# Written for a cost that does not grow with the backlog (``make bench`` claim: one
+# claim of 10 took 2.6 / 37 / 840 ms at 3,000 / 20,000 / 100,000 waiting with
+# Procrastinate's text, under 1 ms at each with this one), whatever the table's
+# statistics say (a queue table's are stale more often than not):
+#
+# - Each of the lane's queues is walked on its own, in (priority, id) order, through
+#   ``ix_jobsys_jobs_waiting_by_queue``, and the first ``limit`` of each are merged: a
+#   lane never steps over another lane's backlog. The index's key is an expression
+#   (the queue of a waiting job) that only this query names, so the planner cannot
+#   prefer an index that reads every waiting job and sorts them, as it did with stale
+#   statistics.
+# - The lock rule is ``lock IS NULL OR NOT EXISTS``: Procrastinate's ``NOT EXISTS
+#   (... WHERE jobs.lock IS NOT NULL AND ...)`` became an anti join that walked every
+#   waiting row once per candidate, lock or none. A job with a lock finds the others
+#   of its lock through ``ix_jobsys_jobs_active_lock`` (again an expression only this
+#   query names).
+# - A paused queue is left out before its jobs are read (one probe per queue).
+#
+# Indexes in migration 0012. Rows locked by a queue's walk but not kept by the merge
+# are released when the statement ends (autocommit).
+#: What a claim returns: the row Procrastinate's ``Job.from_row`` reads (its own
+#: ``fetch_job`` query selects the same columns).
+JOB_COLUMNS = """id, status, task_name, priority, lock, queueing_lock, args, scheduled_at,
+       queue_name, attempts, worker_id"""
+
+#: Procrastinate's order: priority, then id, across the lane's queues.
+BY_PRIORITY = "per_queue.priority DESC, per_queue.id ASC"
+#: ``order: strict`` / ``weights``: the queues in the order given, then as above.
+BY_QUEUE_ORDER = "lane_queue.position, " + BY_PRIORITY
+
+
+def _claim_jobs(order_by: str) -> str:
+    return f"""
+WITH candidate AS (
+    SELECT per_queue.id AS candidate_id
+      FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
+     CROSS JOIN LATERAL (
+        SELECT jobs.id, jobs.priority
+          FROM procrastinate_jobs AS jobs
+         WHERE (CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lane_queue.name
+           AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+           AND (
+               jobs.lock IS NULL
+               OR NOT EXISTS (
+                   SELECT 1
+                     FROM procrastinate_jobs AS other_jobs
+                    WHERE other_jobs.lock IS NOT NULL
+                      AND (CASE WHEN other_jobs.status IN ('todo', 'doing')
+                                THEN other_jobs.lock END) = jobs.lock
+                      AND (
+                          other_jobs.status = 'doing'
+                          OR other_jobs.priority > jobs.priority
+                          OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)
+                      )
+               )
+           )
+         ORDER BY jobs.priority DESC, jobs.id ASC
+         LIMIT %(limit)s
+           FOR UPDATE OF jobs SKIP LOCKED
+     ) AS per_queue
+     WHERE NOT EXISTS (
+               SELECT 1 FROM jobsys_queue_pauses AS pause
+                WHERE pause.queue = lane_queue.name AND {PAUSE_ACTIVE}
+           )
+     ORDER BY {order_by}
+     LIMIT %(limit)s
+)
+UPDATE procrastinate_jobs
+   SET status = 'doing', worker_id = %(worker_id)s
+  FROM candidate
+ WHERE procrastinate_jobs.id = candidate.candidate_id
+RETURNING {JOB_COLUMNS}
+"""
+
+
+CLAIM_JOBS = _claim_jobs(BY_PRIORITY)
+#: The claim of a lane with ``order: strict`` or ``weights``: the first queue's due jobs
+#: first (priority orders jobs within a queue). Each queue is walked on its own either
+#: way, so it costs what CLAIM_JOBS costs.
+CLAIM_JOBS_IN_ORDER = _claim_jobs(BY_QUEUE_ORDER)
+
+# --- Claiming under flow limits (jobsys.flow.limits, queues.yaml ``throttle``) --------
+#
+# A lane with limits claims in one transaction of a few statements (the policy object
+# decides in Python what fits): LIMITED_CANDIDATES locks due jobs, each with the bucket
+# of the limit it falls under (``kind:target:key``; NULL: none; a task's limit wins
+# over its queue's), walking each queue as CLAIM_JOBS does and passing over buckets
+# the worker knows are full (so a key at its limit does not hide the keys behind it);
+# LOCK_BUCKETS serialises claims per bucket; BUCKET_STATE, a statement after the lock,
+# sees every claim committed before it; TAKE_JOBS and RECORD_STARTS take the chosen.
+
+
+def _limited_candidates(order_by: str) -> str:
+    bucket = "limits.kind || ':' || limits.target || ':' || coalesce(jobs.args ->> limits.key, '')"
+    return f"""
+SELECT per_queue.id, per_queue.bucket
+  FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
+ CROSS JOIN LATERAL (
+    SELECT jobs.id, jobs.priority, {bucket} AS bucket
+      FROM procrastinate_jobs AS jobs
+      LEFT JOIN LATERAL (
+          SELECT t.kind, t.target, t.key
+            FROM unnest(%(limit_kinds)s::text[], %(limit_targets)s::text[],
+                        %(limit_keys)s::text[]) AS t(kind, target, key)
+           WHERE (t.kind = 'task' AND t.target = jobs.task_name)
+              OR (t.kind = 'queue' AND t.target = jobs.queue_name)
+           ORDER BY t.kind = 'task' DESC
+           LIMIT 1
+      ) AS limits ON true
+     WHERE (CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lane_queue.name
+       AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+       AND (
+           jobs.lock IS NULL
+           OR NOT EXISTS (
+               SELECT 1
+                 FROM procrastinate_jobs AS other_jobs
+                WHERE other_jobs.lock IS NOT NULL
+                  AND (CASE WHEN other_jobs.status IN ('todo', 'doing')
+                            THEN other_jobs.lock END) = jobs.lock
+                  AND (
+                      other_jobs.status = 'doing'
+                      OR other_jobs.priority > jobs.priority
+                      OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)
+                  )
+           )
+       )
+       AND (limits.kind IS NULL OR NOT ({bucket} = ANY(%(full)s::text[])))
+     ORDER BY jobs.priority DESC, jobs.id ASC
+     LIMIT %(scan)s
+       FOR UPDATE OF jobs SKIP LOCKED
+ ) AS per_queue
+ WHERE NOT EXISTS (
+           SELECT 1 FROM jobsys_queue_pauses AS pause
+            WHERE pause.queue = lane_queue.name AND {PAUSE_ACTIVE}
+       )
+ ORDER BY {order_by}
+ LIMIT %(scan)s
+"""
+
+
+LIMITED_CANDIDATES = _limited_candidates(BY_PRIORITY)
+LIMITED_CANDIDATES_IN_ORDER = _limited_candidates(BY_QUEUE_ORDER)
+
+#: Serialises claims that touch a bucket (in name order: no deadlock), until commit.
+LOCK_BUCKETS = """
+SELECT count(pg_advisory_xact_lock(hashtext('jobsys_flow'), hashtext(b.bucket)))
+  FROM unnest(%(buckets)s::text[]) AS b(bucket)
+"""
+
+#: Per bucket: its jobs running now (recorded starts whose job is ``doing``) and its
+#: starts in the last ``span`` seconds, oldest first, in seconds from now (<= 0).
+BUCKET_STATE = """
+SELECT b.bucket,
+       (SELECT count(*) FROM jobsys_flow_starts AS s
+          JOIN procrastinate_jobs AS j ON j.id = s.job_id
+         WHERE s.bucket = b.bucket AND j.status = 'doing') AS running,
+       (SELECT coalesce(array_agg(extract(epoch FROM s.started_at - clock_timestamp())::float8
+                                  ORDER BY s.started_at), '{}')
+          FROM jobsys_flow_starts AS s
+         WHERE s.bucket = b.bucket
+           AND s.started_at > clock_timestamp() - make_interval(secs => b.span)) AS recent
+  FROM unnest(%(buckets)s::text[], %(spans)s::float8[]) AS b(bucket, span)
+"""
+
+#: The chosen jobs (locked by LIMITED_CANDIDATES) become ``doing``.
+TAKE_JOBS = f"""
+UPDATE procrastinate_jobs
+   SET status = 'doing', worker_id = %(worker_id)s
+ WHERE id = ANY(%(ids)s::bigint[])
+RETURNING {JOB_COLUMNS}
+"""
+
+RECORD_STARTS = """
+INSERT INTO jobsys_flow_starts (bucket, job_id, started_at)
+SELECT s.bucket, s.job_id, clock_timestamp()
+  FROM unnest(%(buckets)s::text[], %(ids)s::bigint[]) AS s(bucket, job_id)
+"""
+
+#: Starts older than every window whose job no longer runs count for nothing.
+PRUNE_STARTS = """
+DELETE FROM jobsys_flow_starts AS s
+ WHERE s.started_at < now() - make_interval(secs => %(keep_seconds)s)
+   AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs AS j
+                    WHERE j.id = s.job_id AND j.status = 'doing')
+"""
+
+# Jobs this worker claimed but is not running: a claim whose reply was lost (the
+# connection dropped after the server committed it). Nobody else runs them while this
+# worker's heartbeat lives, so the worker itself must take them up.
+UNSTARTED_JOBS = f"""
+SELECT {JOB_COLUMNS}
+  FROM procrastinate_jobs
+ WHERE status = 'doing' AND worker_id = %(worker_id)s
+   AND NOT (id = ANY(%(running)s::bigint[]))
+ ORDER BY priority DESC, id ASC
+ LIMIT %(limit)s
+"""
+
+#: A retry of ``job_id`` collided with the job already waiting under the same queueing
+#: lock: that sibling will do the work. The job's latest failure row (written before
+#: the outcome) stops promising a retry and says why. Returns the sibling's id.
+MERGE_RETRY_INTO_SIBLING = """
+WITH sibling AS (
+    SELECT s.id, s.queueing_lock
+      FROM procrastinate_jobs j
+      JOIN procrastinate_jobs s
+        ON s.queueing_lock = j.queueing_lock AND s.status = 'todo' AND s.id <> j.id
+     WHERE j.id = %(job_id)s
+     LIMIT 1
+), noted AS (
+    UPDATE jobsys_failures f
+       SET will_retry = false,
+           retry_state = f.retry_state || jsonb_build_object(
+               'outcome', 'merged_into_waiting_sibling',
+               'sibling_job_id', (SELECT id FROM sibling),
+               'queueing_lock', (SELECT queueing_lock FROM sibling))
+     WHERE f.id = (SELECT max(id) FROM jobsys_failures WHERE job_id = %(job_id)s)
+       AND EXISTS (SELECT 1 FROM sibling)
+)
+SELECT id FROM sibling
+"""
+
+#: A ``doing`` job without a worker is one the reaper's dead-worker rules settle.
+HAND_TO_REAPER = """
+UPDATE procrastinate_jobs SET worker_id = NULL WHERE id = %(job_id)s AND status = 'doing'
+"""
+
+#: Jobs ``doing`` for ``worker_id`` that it is not running (not in ``running``), started
+#: over ``min_age`` seconds ago (so not a claim whose jobs are being started right now).
+ORPHANED_JOBS = """
+SELECT j.id
+  FROM procrastinate_jobs j
+ WHERE j.status = 'doing' AND j.worker_id = %(worker_id)s
+   AND NOT (j.id = ANY(%(running)s::bigint[]))
+   AND NOT EXISTS (SELECT 1 FROM procrastinate_events e
+                    WHERE e.job_id = j.id AND e.type = 'started'
+                      AND e.at > now() - make_interval(secs => %(min_age)s))
+ ORDER BY j.id
+ LIMIT 100
+"""
+
+
+# --- Worker heartbeats, drain, queue overview (lanes) ---------------------------------
+
+# One round trip keeps the process row and every lane's procrastinate_workers row
+# alive together, so the reaper never sees a live process with a stale lane. A running
+# process whose lane rows are gone (a reaper took it for dead) is fenced: the heartbeat
+# reports it and the process exits; the row says ``fenced`` from this same statement,
+# since the process writes nothing more (``jobsys workers``).
+HEARTBEAT = """
+WITH process AS (
+    UPDATE jobsys_worker_processes
+       SET last_heartbeat = now(),
+           status = CASE
+               WHEN %(status)s = 'running'
+                AND (SELECT count(*) FROM procrastinate_workers
+                      WHERE id = ANY(%(worker_ids)s::bigint[]))
+                    < cardinality(%(worker_ids)s::bigint[])
+               THEN 'fenced'
+               ELSE %(status)s
+           END
+     WHERE id = %(id)s
+ RETURNING id
+), workers AS (
+    UPDATE procrastinate_workers
+       SET last_heartbeat = now()
+     WHERE id = ANY(%(worker_ids)s::bigint[])
+ RETURNING id
+)
+SELECT (SELECT count(*) FROM process) AS processes, (SELECT count(*) FROM workers) AS workers
+"""
+
+# Drain: nothing due in the selected queues, nothing running on this process's lanes.
+# Jobs of a paused queue do not count: the drain would wait for them forever.
+DRAIN_STATE = f"""
+SELECT count(*) FILTER (
+           WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+             AND {NOT_PAUSED}
+       ) AS waiting,
+       count(*) FILTER (WHERE status = 'doing' AND worker_id = ANY(%(worker_ids)s::bigint[]))
+           AS running
+  FROM procrastinate_jobs AS jobs
+ WHERE queue_name = ANY(%(queues)s::text[]) AND status IN ('todo', 'doing')
+"""
+
+WAITING_BY_QUEUE = """
+SELECT queue_name AS queue, count(*) AS waiting
+  FROM procrastinate_jobs
+ WHERE queue_name = ANY(%(queues)s::text[])
+   AND status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+ GROUP BY queue_name
+"""
+
+# The queue overview in one statement. The oldest wait: a job waits since its
+# scheduled_at (schedule_in/at, retries) or, when it has none, since its 'deferred'
+# event; among unscheduled jobs the lowest id is the oldest, so one event lookup per
+# queue suffices (procrastinate_events is indexed by job_id).
+QUEUE_OVERVIEW = """
+WITH configured AS (
+    SELECT q.queue, q.ord FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS q(queue, ord)
+), live AS (
+    SELECT queue_name,
+           count(*) FILTER (
+               WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+           ) AS waiting,
+           count(*) FILTER (WHERE status = 'todo' AND scheduled_at > now()) AS scheduled,
+           count(*) FILTER (WHERE status = 'doing') AS running,
+           min(scheduled_at) FILTER (
+               WHERE status = 'todo' AND scheduled_at <= now()
+           ) AS oldest_scheduled_at,
+           min(id) FILTER (WHERE status = 'todo' AND scheduled_at IS NULL) AS oldest_unscheduled_id
+      FROM procrastinate_jobs
+     WHERE status IN ('todo', 'doing') AND queue_name = ANY(%(queues)s::text[])
+     GROUP BY queue_name
+)
+SELECT c.queue,
+       coalesce(l.waiting, 0) AS waiting,
+       coalesce(l.scheduled, 0) AS scheduled,
+       coalesce(l.running, 0) AS running,
+       (SELECT count(*) FROM jobsys_failures f
+         WHERE f.queue = c.queue AND f.occurred_at > now() - interval '1 hour') AS failed_last_hour,
+       extract(epoch FROM now() - least(
+           l.oldest_scheduled_at,
+           (SELECT min(e.at) FROM procrastinate_events e
+             WHERE e.job_id = l.oldest_unscheduled_id AND e.type = 'deferred')
+       ))::float8 AS oldest_wait_seconds
+  FROM configured c
+  LEFT JOIN live l ON l.queue_name = c.queue
+ ORDER BY c.ord
+"""
+
+
+# --- jobsys workers (lanes) ----------------------------------------------------------
+
+#: The jobs running on these processes' lanes, with how long since their latest start.
+RUNNING_ON_PROCESSES = """
+SELECT p.id AS process_id, j.id, j.task_name AS task, j.queue_name AS queue,
+       j.abort_requested,
+       extract(epoch FROM now() - s.started_at)::float8 AS running_seconds
+  FROM jobsys_worker_processes p
+  JOIN procrastinate_jobs j
+    ON j.worker_id = ANY(p.procrastinate_worker_ids) AND j.status = 'doing'
+  LEFT JOIN LATERAL (
+       SELECT max(e.at) AS started_at FROM procrastinate_events e
+        WHERE e.job_id = j.id AND e.type = 'started'
+  ) s ON true
+ WHERE p.id = ANY(%(ids)s::text[])
+ ORDER BY p.id, j.id
+"""
+
+
+# --- Dashboard and metrics (live) -----------------------------------------------------
+
+QUEUE_COUNTS = """
+SELECT queue_name AS queue,
+       count(*) FILTER (WHERE status = 'doing') AS running,
+       count(*) FILTER (WHERE status = 'todo'
+                          AND (scheduled_at IS NULL OR scheduled_at <= now())) AS waiting,
+       count(*) FILTER (WHERE status = 'todo' AND scheduled_at > now()) AS scheduled
+  FROM procrastinate_jobs
+ WHERE status IN ('todo', 'doing')
+ GROUP BY queue_name
+"""
+
+# The oldest due job of each queue (lowest id), and since when it has been waiting:
+# its last (re)deferral or its scheduled time, whichever is later.
+OLDEST_WAIT = """
+SELECT q.queue,
+       extract(epoch FROM now() - greatest(j.scheduled_at, e.at))::float8 AS oldest_wait_seconds
+  FROM unnest(%(queues)s::text[]) AS q(queue)
+  JOIN LATERAL (
+        SELECT id, scheduled_at
+          FROM procrastinate_jobs
+         WHERE queue_name = q.queue AND status = 'todo'
+           AND (scheduled_at IS NULL OR scheduled_at <= now())
+         ORDER BY id
+         LIMIT 1) j ON true
+  LEFT JOIN LATERAL (
+        SELECT max(at) AS at
+          FROM procrastinate_events
+         WHERE job_id = j.id AND type IN ('deferred', 'deferred_for_retry', 'retried')) e ON true
+"""
+
+THROUGHPUT = """
+SELECT date_trunc('minute', at) AS minute,
+       count(*) FILTER (WHERE type = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE type = 'failed') AS failed,
+       count(*) FILTER (WHERE type = 'deferred_for_retry') AS retried
+  FROM procrastinate_events
+ WHERE type IN ('succeeded', 'failed', 'deferred_for_retry')
+   AND at >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1)
+ GROUP BY 1
+ ORDER BY 1
+"""
+
+# Pickup latency of the latest starts: from when the job became due to when it started.
+PICKUP_LATENCY = """
+SELECT count(*) AS samples,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY wait)::float8 AS p50_seconds,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY wait)::float8 AS p95_seconds,
+       max(wait)::float8 AS max_seconds
+  FROM (
+        SELECT extract(epoch FROM s.at - greatest(
+                   d.at, CASE WHEN j.scheduled_at <= s.at THEN j.scheduled_at END)) AS wait
+          FROM (SELECT job_id, at
+                  FROM procrastinate_events
+                 WHERE type = 'started' AND at >= now() - make_interval(secs => %(seconds)s)
+                 ORDER BY at DESC
+                 LIMIT %(samples)s) s
+          JOIN LATERAL (
+                SELECT max(at) AS at
+                  FROM procrastinate_events e
+                 WHERE e.job_id = s.job_id
+                   AND e.type IN ('deferred', 'deferred_for_retry', 'retried')
+                   AND e.at <= s.at) d ON true
+          LEFT JOIN procrastinate_jobs j ON j.id = s.job_id
+       ) waits
+ WHERE wait IS NOT NULL
+"""
+
+# The last full sliding minute (the header's rates), not the current calendar minute.
+LAST_MINUTE = """
+SELECT count(*) FILTER (WHERE type = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE type = 'failed') AS failed,
+       count(*) FILTER (WHERE type = 'deferred_for_retry') AS retried
+  FROM procrastinate_events
+ WHERE type IN ('succeeded', 'failed', 'deferred_for_retry')
+   AND at >= now() - make_interval(secs => %(seconds)s)
+"""
+
+ENGINE_WORKERS = """
+SELECT id, extract(epoch FROM now() - last_heartbeat)::float8 AS heartbeat_age_seconds
+  FROM procrastinate_workers
+ ORDER BY id
+ LIMIT %(limit)s
+"""
+
+# --- Dashboard metrics headline (live services) ---------------------------------------
+
+METRICS_HEADLINE = """
+SELECT count(*) FILTER (WHERE status = 'todo'
+                          AND (scheduled_at IS NULL OR scheduled_at <= now())) AS waiting,
+       count(*) FILTER (WHERE status = 'doing') AS running
+  FROM procrastinate_jobs
+ WHERE status IN ('todo', 'doing')
+"""
+
+RECENT_OUTCOMES = """
+SELECT count(*) FILTER (WHERE type = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE type = 'failed') AS failed
+  FROM procrastinate_events
+ WHERE type IN ('succeeded', 'failed') AND at >= now() - interval '1 minute'
+"""
+
+
+# --- Jobs browser ---------------------------------------------------------------------
+
+# The first job deferred at or after a time: a lower bound on the ids to scan for
+# ``--since`` (the exact test is on the deferral time below).
+FIRST_JOB_SINCE = """
+SELECT job_id
+  FROM procrastinate_events
+ WHERE type = 'deferred' AND at >= %(since)s
+ ORDER BY at
+ LIMIT 1
+"""
+
+#: The filters ``jobs list`` and the bulk actions share, over ``procrastinate_jobs j``
+#: (jobsys.live.browser.filter_params binds them; an unset one is NULL).
+JOB_FILTER = f"""
+       (%(queues)s::text[] IS NULL OR j.queue_name = ANY(%(queues)s::text[]))
+   AND (%(task)s::text IS NULL OR j.task_name = %(task)s::text)
+   AND (%(account_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(account_docs)s::jsonb[]))
+   AND (%(arg_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(arg_docs)s::jsonb[]))
+   AND (%(arg_contains)s::text IS NULL
+        OR jobsys_args_text(j.args) ILIKE {like_contains("arg_contains")})
+"""
+
+LIST_JOBS = f"""
+SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS status,
+       j.attempts, j.priority, j.scheduled_at, d.at AS created_at, j.args,
+       j.args::text AS args_text, j.abort_requested, j.worker_id
+  FROM procrastinate_jobs j
+  LEFT JOIN LATERAL (
+        SELECT min(at) AS at
+          FROM procrastinate_events e
+         WHERE e.job_id = j.id AND e.type = 'deferred') d ON true
+ WHERE {JOB_FILTER}
+   AND (%(statuses)s::text[] IS NULL
+        OR j.status = ANY(%(statuses)s::text[]::procrastinate_job_status[]))
+   AND (%(min_id)s::bigint IS NULL OR j.id >= %(min_id)s::bigint)
+   AND (%(max_id)s::bigint IS NULL OR j.id < %(max_id)s::bigint)
+   AND (%(since)s::timestamptz IS NULL OR d.at >= %(since)s::timestamptz)
+ ORDER BY j.id DESC
+ LIMIT %(limit)s
+"""
+
+GET_JOB = """
+SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS status,
+       j.attempts, j.priority, j.lock, j.queueing_lock, j.scheduled_at, j.args,
+       j.abort_requested, j.worker_id,
+       (SELECT min(at) FROM procrastinate_events e
+         WHERE e.job_id = j.id AND e.type = 'deferred') AS created_at
+  FROM procrastinate_jobs j
+ WHERE j.id = %(job_id)s
+"""
+
+JOB_EVENTS = """
+SELECT type::text AS type, at
+  FROM procrastinate_events
+ WHERE job_id = %(job_id)s
+ ORDER BY at, id
+"""
+
+
+# --- Health checks (issues) -----------------------------------------------------------
+
+# A waiting job is ready since its scheduled time, else since it was (re)queued.
+QUEUE_WAITING = """
+SELECT j.queue_name AS queue, count(*) AS waiting,
+       EXTRACT(EPOCH FROM now() - min(COALESCE(j.scheduled_at, e.at, now()))) AS oldest_wait_seconds
+  FROM procrastinate_jobs j
+  LEFT JOIN LATERAL (
+      SELECT max(at) AS at FROM procrastinate_events
+       WHERE job_id = j.id AND type IN ('deferred', 'deferred_for_retry', 'retried')
+  ) e ON TRUE
+ WHERE j.status = 'todo' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+ GROUP BY j.queue_name
+"""
+
+# Attempts that ended in the window, per queue: failed ones (final or to be retried)
+# against all finished ones.
+QUEUE_OUTCOMES = """
+SELECT j.queue_name AS queue,
+       count(*) FILTER (WHERE e.type IN ('failed', 'deferred_for_retry')) AS failed,
+       count(*) AS finished
+  FROM procrastinate_events e
+  JOIN procrastinate_jobs j ON j.id = e.job_id
+ WHERE e.type IN ('failed', 'deferred_for_retry', 'succeeded')
+   AND e.at >= now() - make_interval(secs => %(window)s)
+ GROUP BY j.queue_name
+"""
+
+# Running jobs whose Procrastinate worker is gone or silent.
+QUEUE_STALLED = """
+SELECT j.queue_name AS queue, count(*) AS stalled
+  FROM procrastinate_jobs j
+  LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
+ WHERE j.status = 'doing'
+   AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => %(dead_after)s))
+ GROUP BY j.queue_name
+"""
+
+
+# --- Failure reconciliation (failures) ------------------------------------------------
+
+# Failed attempts Procrastinate recorded (``failed``/``deferred_for_retry`` events)
+# with no failure row. An attempt's number is the count of the job's events that
+# consumed an attempt up to it: the same ``job.attempts + 1`` capture writes.
+UNRECORDED_ATTEMPTS = """
+WITH recent AS (
+    SELECT DISTINCT job_id FROM procrastinate_events
+     WHERE id > %(after_id)s AND id <= %(upto)s
+       AND type IN ('failed', 'deferred_for_retry')
+       AND at < now() - make_interval(secs => %(grace)s)
+), numbered AS (
+    SELECT e.id AS event_id, e.job_id, e.type, e.at,
+           count(*) FILTER (
+               WHERE e.type IN ('deferred_for_retry', 'failed', 'succeeded', 'aborted', 'retried')
+           ) OVER (PARTITION BY e.job_id ORDER BY e.id) AS attempt
+      FROM procrastinate_events e
+     WHERE e.job_id IN (SELECT job_id FROM recent)
+)
+SELECT n.event_id, n.job_id, n.type, n.at, n.attempt::int AS attempt,
+       j.task_name, j.queue_name, j.args
+  FROM numbered n
+  JOIN procrastinate_jobs j ON j.id = n.job_id
+ WHERE n.event_id > %(after_id)s AND n.event_id <= %(upto)s
+   AND n.type IN ('failed', 'deferred_for_retry')
+   AND n.at < now() - make_interval(secs => %(grace)s)
+   AND NOT EXISTS (
+       SELECT 1 FROM jobsys_failures f WHERE f.job_id = n.job_id AND f.attempt = n.attempt)
+ ORDER BY n.event_id
+ LIMIT %(limit)s
+"""
+
+# Where a reconciliation pass may start: events older than the lookback are not scanned.
+EVENTS_START = """
+SELECT COALESCE(min(id) - 1, (SELECT COALESCE(max(id), 0) FROM procrastinate_events))
+       AS after_id
+  FROM procrastinate_events
+ WHERE at >= now() - make_interval(secs => %(lookback)s)
+"""
+
+EVENTS_SETTLED = """
+SELECT COALESCE(max(id), %(after_id)s) AS upto FROM procrastinate_events
+ WHERE id > %(after_id)s AND at < now() - make_interval(secs => %(grace)s)
+"""
+
+
+# --- Schedule, fan-out runs, retention (schedule) -------------------------------------
+
+LAST_TICKS = """
+SELECT DISTINCT ON (t.name)
+       t.name, t.tick_at, t.status, t.job_id, j.status::text AS job_status,
+       r.id AS run_id, r.status AS run_status
+  FROM jobsys_schedule_ticks t
+  LEFT JOIN procrastinate_jobs j ON j.id = t.job_id
+  LEFT JOIN jobsys_fanout_runs r ON r.entry = t.name AND r.tick_at = t.tick_at
+ WHERE t.name = ANY(%(names)s::text[]) AND t.status <> 'missed'
+ ORDER BY t.name, t.tick_at DESC
+"""
+
+#: The entry's runs still going: enqueueing (``running``), waiting (``queued``), or the
+#: latest ``finished`` one while one of its item jobs is still waiting or running (a
+#: one-batch run finishes enqueueing within a second; its items take minutes). Only
+#: the latest finished run is looked at: an id-range scan of its items, not of history.
+#: A job of run ``r``'s items still waiting or running. (queue, status) pairs: the
+#: planner then probes the index of active jobs instead of walking the whole id range of
+#: a large finished run.
+_ACTIVE_ITEM = """(j.queue_name, j.status) IN ((r.queue, 'todo'), (r.queue, 'doing'))
+   AND j.id BETWEEN r.first_item_job_id AND r.last_item_job_id
+   AND j.task_name = r.task"""
+
+ACTIVE_RUNS = f"""
+SELECT id, status, false AS items_pending FROM jobsys_fanout_runs
+ WHERE entry = %(entry)s AND status IN ('running', 'queued')
+UNION ALL
+SELECT r.id, r.status, true FROM jobsys_fanout_runs r
+ WHERE r.id = (SELECT max(id) FROM jobsys_fanout_runs
+                WHERE entry = %(entry)s AND status = 'finished')
+   AND EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE {_ACTIVE_ITEM})
+ ORDER BY id
+"""
+
+#: How many of run ``id``'s item jobs are still waiting or running (``fanout show``).
+PENDING_ITEMS = f"""
+SELECT count(j.id) AS n
+  FROM jobsys_fanout_runs r JOIN procrastinate_jobs j ON {_ACTIVE_ITEM}
+ WHERE r.id = %(id)s
+"""
+
+#: Finished jobs whose last event is older than ``before``, oldest ids first; failed jobs
+#: still referenced by a recent failure row are kept. Events go with them (ON DELETE
+#: CASCADE). SKIP LOCKED: never wait on a job someone is touching.
+DELETE_FINISHED_JOBS = """
+WITH doomed AS (
+    SELECT j.id FROM procrastinate_jobs j
+     WHERE j.status = ANY(%(statuses)s::procrastinate_job_status[])
+       AND NOT EXISTS (SELECT 1 FROM procrastinate_events e
+                        WHERE e.job_id = j.id AND e.at >= %(before)s)
+       AND NOT (j.status = 'failed' AND EXISTS (
+               SELECT 1 FROM jobsys_failures f
+                WHERE f.job_id = j.id AND f.occurred_at >= %(before)s))
+     ORDER BY j.id
+     LIMIT %(limit)s
+       FOR UPDATE OF j SKIP LOCKED
+)
+DELETE FROM procrastinate_jobs j USING doomed WHERE j.id = doomed.id
+"""
+
+
+# --- Retry (retry) --------------------------------------------------------------------
+
+LOAD_JOBS = """
+SELECT j.id, j.status::text AS status, j.queue_name, j.queueing_lock,
+       (j.queueing_lock IS NOT NULL AND EXISTS (
+            SELECT 1 FROM procrastinate_jobs o
+            WHERE o.queueing_lock = j.queueing_lock AND o.status = 'todo' AND o.id <> j.id
+       )) AS lock_conflict
+FROM procrastinate_jobs j
+WHERE j.id = ANY(%(ids)s)
+ORDER BY j.id
+"""
+
+# Outcomes of pending retries whose job has finished since (reconcile on read).
+RECONCILE_OUTCOMES = """
+WITH done AS (
+    SELECT f.id,
+           CASE j.status::text
+               WHEN 'succeeded' THEN 'succeeded'
+               WHEN 'failed' THEN 'failed_again'
+               WHEN 'cancelled' THEN 'cancelled'
+               WHEN 'aborted' THEN 'cancelled'
+               ELSE 'succeeded'
+           END AS outcome
+    FROM jobsys_failures f
+    LEFT JOIN procrastinate_jobs j ON j.id = f.job_id
+    WHERE f.retry_state->>'outcome' = 'pending'
+      AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing'))
+    ORDER BY f.id
+    LIMIT %(limit)s
+    FOR UPDATE OF f SKIP LOCKED
+)
+UPDATE jobsys_failures f
+SET retry_state = f.retry_state
+    || jsonb_build_object('outcome', done.outcome, 'outcome_at', to_jsonb(%(now)s::timestamptz))
+FROM done WHERE f.id = done.id
+RETURNING f.id
+"""
+
+# Automatic retry: final transient failures (the newest per job) whose job is still
+# failed and not handed over to a pending retry. A failure refused earlier is looked
+# at again only when that refusal can have changed: backoff when due, an outage once
+# replayed, others after ``recheck_before``; cap and terminal pipeline never. The
+# rules decide; this only keeps each batch to likely candidates.
+AUTO_CANDIDATES = """
+SELECT f.id
+FROM jobsys_failures f
+JOIN procrastinate_jobs j ON j.id = f.job_id AND j.status = 'failed'
+LEFT JOIN jobsys_issues i ON i.id = f.issue_id
+WHERE f.kind = 'transient' AND f.retryable AND NOT f.will_retry
+  AND coalesce(f.retry_state->>'outcome', '') <> 'pending'
+  AND NOT EXISTS (SELECT 1 FROM jobsys_failures n WHERE n.job_id = f.job_id AND n.id > f.id)
+  AND CASE coalesce(f.retry_state->>'last_decision', '')
+      WHEN '' THEN true
+      WHEN 'skipped_auto_cap' THEN false
+      WHEN 'skipped_terminal_pipeline' THEN false
+      WHEN 'skipped_backoff' THEN (f.retry_state->>'auto_due_at')::timestamptz <= %(now)s
+      -- the outage replay takes them once their issue resolves; leftovers come back here
+      WHEN 'skipped_outage_open' THEN i.status = 'resolved' AND i.details ? 'replayed_at'
+      ELSE f.retry_state->>'auto_checked_at' IS NULL
+           OR (f.retry_state->>'auto_checked_at')::timestamptz < %(recheck_before)s
+      END
+ORDER BY f.occurred_at, f.id
+LIMIT %(limit)s
+"""
+
+REPLAY_CANDIDATES = """
+SELECT f.id
+FROM jobsys_failures f
+JOIN procrastinate_jobs j ON j.id = f.job_id AND j.status = 'failed'
+WHERE f.issue_id = %(issue_id)s AND f.id > %(after)s
+  AND NOT EXISTS (SELECT 1 FROM jobsys_failures n WHERE n.job_id = f.job_id AND n.id > f.id)
+ORDER BY f.id
+LIMIT %(limit)s
+"""
+
+LATEST_FAILURE_OF_JOB = """
+SELECT
+    (SELECT max(id) FROM jobsys_failures WHERE job_id = %(job_id)s) AS failure_id,
+    EXISTS (SELECT 1 FROM procrastinate_jobs WHERE id = %(job_id)s) AS job_exists
+"""
+
+
+# --- Pipelines ------------------------------------------------------------------------
+
+SHOW_STEPS = """
+SELECT s.id, s.step, s.stage, s.task, s.queue, s.status, s.job_id, s.attempts,
+       s.updated_at, s.finished_at,
+       j.status::text AS job_status, j.attempts AS job_attempts, j.abort_requested,
+       coalesce(f.failures, 0) AS failures, f.failure_ids, f.last_error
+FROM jobsys_pipeline_steps s
+LEFT JOIN procrastinate_jobs j ON j.id = s.job_id
+LEFT JOIN LATERAL (
+    SELECT count(*) AS failures, array_agg(x.id ORDER BY x.id) AS failure_ids,
+           (array_agg(x.error_class || ': ' || x.message ORDER BY x.id DESC))[1] AS last_error
+    FROM jobsys_failures x
+    WHERE x.pipeline_step_id = s.id OR (s.job_id IS NOT NULL AND x.job_id = s.job_id)
+) f ON true
+WHERE s.pipeline_id = %(id)s
+ORDER BY s.stage, s.id
+"""
+
+
+# --- Waking workers -------------------------------------------------------------------
+
+#: One NOTIFY on one of Procrastinate's channels (``jobsys.engine.channels``).
+NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+
+# --- Inserting and retrying jobs (jobsys.engine.inserts) ------------------------------
+
+#: The function behind Procrastinate's ``retry_job`` query (the contract test checks
+#: they agree).
+RETRY_FUNCTION = "procrastinate_retry_job_v2"
+
+#: Failed jobs back to ``todo``, runnable at once by the database's clock.
+RETRY_JOBS = f"""
+SELECT {RETRY_FUNCTION}(id, now(), NULL, NULL, NULL)
+FROM unnest(%(ids)s::bigint[]) AS id
+"""
+
+#: One fan-out batch: read the next ids of the source after the cursor and defer one
+#: job per id, in one statement (the ids never leave the server). ``{id}``, ``{table}``,
+#: ``{after}`` and ``{where}`` are composed by ``jobsys.engine.inserts`` (identifiers,
+#: and the operator's filter validated at start); everything else is a bound parameter.
+FANOUT_BATCH = """
+WITH batch AS MATERIALIZED (
+    SELECT {id}::bigint AS item FROM {table}
+     WHERE {after} AND ({where})
+     ORDER BY {id}
+     LIMIT %(limit)s
+), deferred AS (
+    SELECT procrastinate_defer_jobs_v1(ARRAY(
+        SELECT ROW(%(queue)s, %(task)s, %(priority)s, NULL, NULL,
+                   %(args)s::jsonb || jsonb_build_object(%(item_arg)s::text, item), NULL)
+                   ::procrastinate_job_to_defer_v1
+          FROM batch ORDER BY item
+    )) AS ids
+)
+SELECT (SELECT count(*) FROM batch) AS items,
+       (SELECT max(item) FROM batch) AS last_item,
+       (SELECT coalesce(cardinality(ids), 0) FROM deferred) AS deferred,
+       (SELECT min(id) FROM deferred, unnest(ids) id) AS first_job,
+       (SELECT max(id) FROM deferred, unnest(ids) id) AS last_job
+"""
+
+
+# --- Unique jobs (jobsys.engine.inserts, jobsys.jobs.unique) --------------------------
+
+#: Namespace of the unique-key advisory locks (the first key of the pair).
+UNIQUE_LOCK_NAMESPACE = 727_100_015
+
+#: Held until the inserting transaction ends: one key's look-up and insert never
+#: interleave across sessions (READ COMMITTED: the look-up after the lock sees every
+#: job a previous holder committed).
+UNIQUE_LOCK = f"SELECT pg_advisory_xact_lock({UNIQUE_LOCK_NAMESPACE}, hashtext(%(key)s))"
+
+#: The newest job of this key that counts: in an active state at any age, or in a
+#: finished state deferred within the period.
+UNIQUE_EXISTING = """
+SELECT u.job_id
+  FROM jobsys_unique_jobs u
+  JOIN procrastinate_jobs j ON j.id = u.job_id
+ WHERE u.key = %(key)s
+   AND (
+        ('waiting' = ANY(%(active)s::text[])
+          AND j.status = 'todo' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now()))
+     OR ('scheduled' = ANY(%(active)s::text[])
+          AND j.status = 'todo' AND j.scheduled_at > now())
+     OR ('running' = ANY(%(active)s::text[]) AND j.status = 'doing')
+     OR (j.status::text = ANY(%(finished)s::text[])
+          AND u.created_at > now() - make_interval(secs => %(for_seconds)s))
+   )
+ ORDER BY u.job_id DESC
+ LIMIT 1
+"""
+
+UNIQUE_REMEMBER = "INSERT INTO jobsys_unique_jobs (job_id, key) VALUES (%(job_id)s, %(key)s)"

@@ -1,0 +1,122 @@
+"""The interactive dashboard driven with keys in a real pty, its screen read through a
+terminal emulator (pyte): select a failure, retry it after the dry-run preview,
+resolve an issue; the database shows both. ``--help`` never imports Textual."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pyte
+from _retry_support import bulk_failed_jobs, make_issue, sql
+from live_support import jobsys_env
+from rt_support import wait_until
+
+HERE = Path(__file__).resolve().parent
+SIZE = (120, 40)
+
+
+class Screen:
+    """A pty running ``jobsys dashboard`` and the screen it draws."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+        env["TERM"] = "xterm-256color"
+        self.child = pexpect.spawn(
+            sys.executable,
+            ["-m", "jobsys", "dashboard"],
+            env=env,
+            dimensions=(SIZE[1], SIZE[0]),
+            timeout=30,
+        )
+        self.screen = pyte.Screen(*SIZE)
+        self.stream = pyte.ByteStream(self.screen)
+
+    def text(self) -> str:
+        return "\n".join(self.screen.display)
+
+    def wait_for(self, *needles: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(pexpect.TIMEOUT):
+                self.stream.feed(self.child.read_nonblocking(65536, timeout=0.2))
+            if all(n in self.text() for n in needles):
+                return self.text()
+        raise AssertionError(f"{needles} not on screen:\n{self.text()}")
+
+    def press(self, keys: str) -> None:
+        self.child.send(keys)
+
+
+def test_select_retry_after_the_preview_and_resolve_with_keys(db_url: str, tmp_path: Path) -> None:
+    issue = make_issue(db_url)
+    sql(db_url, "UPDATE jobsys_issues SET title = 'KeyError in t_retry.work' WHERE id = %s",
+        (issue,))  # fmt: skip
+    [failure] = bulk_failed_jobs(db_url, 1, issue_id=issue)
+    env = jobsys_env(db_url, tmp_path / "home")
+    env.update(JOBSYS_APP="jobsys.demo.tasks,_retry_support", PYTHONPATH=str(HERE))
+    screen = Screen(env)
+    try:
+        screen.wait_for("1 lanes", "2 failures", "3 issues", "open issues 1")
+        screen.press("2")  # the failures pane; its first row is selected
+        screen.wait_for("t_retry.work", "KeyError: edge_followed_by")
+        screen.press("\r")  # its detail: what `failures show` shows
+        screen.wait_for(f"id: {failure}", "message: edge_followed_by", "retry: no retry")
+        screen.press("\r")  # closes it (escape + a key would read as alt+key)
+        screen.wait_for("t_retry.work", "KeyError: edge_followed_by")
+        screen.press("r")  # retry: the dry-run verdict first, nothing changed yet
+        screen.wait_for("dry run:", f"failure {failure} (job", "would be retried", "retry 1 of 1?")
+        assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
+        screen.press("y")
+        wait_until(lambda: sql(db_url, "SELECT decision FROM jobsys_retry_events")
+                   == [{"decision": "retried"}], 15, "the retry")  # fmt: skip
+        screen.press("3")  # the issues pane
+        screen.wait_for("KeyError in t_retry.work")
+        screen.press("s")
+        screen.wait_for(f"resolve issue {issue}: KeyError in t_retry.work?")
+        screen.press("y")
+        status = "SELECT status FROM jobsys_issues WHERE id = %s"
+        wait_until(lambda: sql(db_url, status, (issue,)) == [{"status": "resolved"}], 15,
+                   "the resolve")  # fmt: skip
+        screen.press("?")
+        screen.wait_for("p              pause / resume a schedule entry")
+        screen.press("\r")
+        screen.press("q")
+        screen.child.expect(pexpect.EOF)
+    finally:
+        screen.child.close(force=True)
+    assert screen.child.exitstatus == 0
+
+
+def test_a_refused_action_changes_nothing(db_url: str, tmp_path: Path) -> None:
+    issue = make_issue(db_url)
+    screen = Screen(jobsys_env(db_url, tmp_path / "home"))
+    try:
+        screen.wait_for("open issues 1")
+        screen.press("3")
+        screen.wait_for("test issue")
+        screen.press("s")
+        screen.wait_for(f"resolve issue {issue}")
+        screen.press("n")
+        screen.wait_for("cancelled: nothing was changed")
+        screen.press("q")
+        screen.child.expect(pexpect.EOF)
+    finally:
+        screen.child.close(force=True)
+    assert sql(db_url, "SELECT status FROM jobsys_issues") == [{"status": "open"}]
+
+
+def test_help_does_not_import_textual() -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "jobsys", "dashboard", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--watch" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+    assert not any(name.split(".")[0] == "textual" for name in imported)

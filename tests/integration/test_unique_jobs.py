@@ -1,0 +1,115 @@
+"""Unique jobs: enforced by the database across processes (an advisory lock per key
+held by the inserting transaction), duplicates answered with the existing job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+HERE = Path(__file__).resolve().parent
+CONFIG_DIR = HERE.parents[1] / "config"
+
+
+def sql(db_url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+@pytest.mark.slow
+def test_100_concurrent_defers_from_4_processes_make_one_job(db_url: str) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "UNIQUE_DB": db_url,
+        "UNIQUE_CONFIG": str(CONFIG_DIR),
+        "UNIQUE_DEFERS": "25",
+        "UNIQUE_CONNECTIONS": "5",  # 20 sessions race at once
+        "UNIQUE_START": str(time.time() + 8),  # all four up and connected by then
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "unique_proc.py")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outcomes += json.loads(out)
+    assert len(outcomes) == 100
+    [(job_id,)] = sql(db_url, "SELECT id FROM procrastinate_jobs")
+    assert sorted(outcomes, key=lambda o: o[1]) == [[job_id, False]] + [[job_id, True]] * 99
+    assert sql(db_url, "SELECT job_id FROM jobsys_unique_jobs") == [(job_id,)]
+
+
+def test_defer_unique_for_answers_with_the_existing_job(cli: Any, db_url: str) -> None:
+    task = "demo.ai_face_match"
+
+    def go(args: dict[str, Any], *more: str) -> Any:
+        result = cli(
+            "--database-url", db_url, "defer", task, "--args", json.dumps(args),
+            "--unique-for", "1h", "--unique-key", "account_id", "--json", *more,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        return result.json()
+
+    first = go({"account_id": 1, "media_id": 1})
+    assert first["duplicate"] is False
+    again = go({"account_id": 1, "media_id": 2})  # same key arg, other args differ
+    assert (again["job_id"], again["duplicate"]) == (first["job_id"], True)
+    other = go({"account_id": 2, "media_id": 1})
+    assert other["duplicate"] is False and other["job_id"] != first["job_id"]
+    # the human form says so, exit 0
+    text = cli(
+        "--database-url", db_url, "defer", task, "--args", '{"account_id": 1, "media_id": 3}',
+        "--unique-for", "1h", "--unique-key", "account_id",
+    )  # fmt: skip
+    assert text.exit_code == 0
+    assert text.stdout.strip() == str(first["job_id"])
+    assert f"already queued as job {first['job_id']}" in text.stderr
+    # running and succeeded (within the period) still count
+    set_status = "UPDATE procrastinate_jobs SET status = %s WHERE id = %s"
+    sql(db_url, set_status, ("doing", first["job_id"]))
+    assert go({"account_id": 1, "media_id": 4})["job_id"] == first["job_id"]
+    sql(db_url, set_status, ("succeeded", first["job_id"]))
+    assert go({"account_id": 1, "media_id": 4})["job_id"] == first["job_id"]
+    # ...but not once the period is over
+    sql(db_url, "UPDATE jobsys_unique_jobs SET created_at = now() - interval '2 hours'")
+    fresh = go({"account_id": 1, "media_id": 5})
+    assert fresh["duplicate"] is False and fresh["job_id"] != first["job_id"]
+    # a cancelled job does not count
+    sql(db_url, set_status, ("cancelled", fresh["job_id"]))
+    assert go({"account_id": 1, "media_id": 6})["duplicate"] is False
+    count = sql(db_url, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s", (task,))
+    assert count == [(4,)]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--unique-for", "soon"), "is not a duration"),
+        (("--unique-for", "0s"), "out of range"),
+        (("--unique-key", "account_id"), "need a period"),
+    ],
+)
+def test_bad_unique_options_exit_2(cli: Any, db_url: str, args: tuple[str, ...], says: str) -> None:
+    result = cli(
+        "--database-url", db_url, "defer", "demo.ai_face_match", "--args",
+        '{"account_id": 1, "media_id": 1}', *args,
+    )  # fmt: skip
+    assert result.exit_code == 2 and says in result.stderr
+    assert sql(db_url, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]
