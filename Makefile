@@ -41,9 +41,10 @@ worker: $(STAMP) ## Run a worker on every configured lane
 db-upgrade: $(STAMP) ## Apply the database migrations (starts the embedded server if needed)
 	$(JOBSYS) db upgrade
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, import contracts (lint-imports)
 	$(BIN)/ruff check jobsys tests migrations bench
 	$(BIN)/ruff format --check jobsys tests migrations bench
+	$(BIN)/lint-imports
 
 fmt: $(STAMP) ## Format and auto-fix with ruff
 	$(BIN)/ruff format jobsys tests migrations bench

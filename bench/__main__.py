@@ -23,7 +23,18 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: name -> module under bench/ exposing run() -> dict
-MODULES = ("runtime", "depth", "claim", "schedule", "failures", "retry", "live", "reaper", "web")
+MODULES = (
+    "runtime",
+    "depth",
+    "claim",
+    "producers",
+    "schedule",
+    "failures",
+    "retry",
+    "live",
+    "reaper",
+    "web",
+)
 
 
 def median_wall(cmd: list[str], runs: int = 7, env: dict[str, str] | None = None) -> float:

@@ -197,8 +197,8 @@ async def capture_overhead(url: str, config: Any) -> dict[str, float]:
     is drained and, should a middleware ever leave work running after its job (one with
     a ``drain()``), when that work is done too: it is counted.
     """
-    from jobsys.app import build_engine_app
     from jobsys.failures.capture import capture_middleware
+    from jobsys.lanes.execution import build_engine_app
 
     await skip_seeded_job_ids(url)
 
@@ -268,8 +268,8 @@ async def capture_path_ms(url: str, config: Any, capture: Any) -> float:
     """Median time of the capture itself (describe + write), per failure."""
     from procrastinate.jobs import Job
 
-    from jobsys.app import build_engine_app
     from jobsys.failures.capture import build_row
+    from jobsys.lanes.execution import build_engine_app
 
     first_id = await skip_seeded_job_ids(url)  # no failure recorded yet for these ids
     before = await count_failures(url)

@@ -140,7 +140,7 @@ async def middleware_burst(
     from procrastinate import jobs as pjobs
     from procrastinate.job_context import JobContext
 
-    from jobsys.app import build_engine_app
+    from jobsys.lanes.execution import build_engine_app
     from jobsys.live import coalesce
     from jobsys.live.middleware import live_events
     from jobsys.live.publish import CHANNEL

@@ -100,7 +100,7 @@ async def _pickup_latencies(url: str, conn: Any, config: Any) -> list[float]:
     """From the start of the reaper pass that requeues a job to that job starting on an
     idle, listening worker (polling every minute, so only the NOTIFY explains it)."""
     from jobsys import task
-    from jobsys.app import build_engine_app
+    from jobsys.lanes.execution import build_engine_app
     from jobsys.lanes.reaper import reap_once
 
     started: dict[int, float] = {}

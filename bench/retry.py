@@ -90,7 +90,7 @@ async def _jobsys_bulk(url: str, issue: int) -> tuple[float, int]:
 
 
 async def _procrastinate_one_by_one(url: str, ids: list[int]) -> float:
-    from jobsys.app import build_engine_app
+    from jobsys.lanes.execution import build_engine_app
 
     app = build_engine_app(url)
     async with app.open_async():

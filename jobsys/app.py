@@ -1,176 +1,28 @@
-"""The one place that assembles a running jobsys: configuration, application task
-modules, and the Procrastinate App (connector, tasks) built from them.
+"""The one place that assembles a running worker process: the middlewares wrapping
+every job, the background services and lifecycle hooks each domain contributes, and
+``run_worker``, which starts them. Only the edges (``jobsys.cli``) import it.
 
-Application modules come from ``--app``/``JOBSYS_APP``, else ``app.modules`` in
-``queues.yaml``, else the bundled demo. jobsys's own maintenance tasks are always
-loaded (``BUILTIN_MODULES``).
+Loading the configuration and the application's task modules is
+``jobsys.config.application``; building the Procrastinate App with every task is
+``jobsys.lanes.execution.build_engine_app``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import logging
+import os
+import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
-from jobsys import tasks as task_registry
-from jobsys.config import Config, display_path
-from jobsys.config import load as load_config_files
-from jobsys.errors import ConfigError, did_you_mean
+from jobsys.config import Config
+from jobsys.errors import UsageError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from jobsys.config.models import ScheduleFile
-    from jobsys.config.yamlfile import LocatedDocument
     from jobsys.engine.api import App
+    from jobsys.lanes.logs import LogFormat
+    from jobsys.lanes.runtime import RuntimeResult
     from jobsys.settings import Settings
-
-DEMO_MODULE = "jobsys.demo.tasks"
-#: jobsys's own tasks (maintenance, health checks, automatic retry, fan-out batches).
-BUILTIN_MODULES: tuple[str, ...] = (
-    "jobsys.lanes.reap_task",
-    "jobsys.schedule.tasks",
-    "jobsys.retry.auto",
-    "jobsys.issues.tasks",
-)
-
-
-def app_modules(settings: Settings, config: Config | None) -> tuple[str, ...]:
-    if settings.app_modules:
-        return settings.app_modules
-    if config is not None and config.queues.app.modules:
-        return config.queues.app.modules
-    return (DEMO_MODULE,)
-
-
-def import_modules(modules: tuple[str, ...]) -> list[str]:
-    """Import task modules; return a problem line per module that fails."""
-    problems = []
-    for name in (*BUILTIN_MODULES, *modules):
-        try:
-            importlib.import_module(name)
-        except task_registry.DuplicateTaskError as exc:
-            problems.append(f"app module {name!r}: {exc}")
-        except Exception as exc:
-            problems.append(
-                f"app module {name!r} cannot be imported: {type(exc).__name__}: {exc} "
-                "(check --app / JOBSYS_APP / app.modules in queues.yaml)"
-            )
-    return problems
-
-
-def task_problems(
-    directory: Path,
-    schedule: ScheduleFile,
-    known_queues: set[str] | None,
-    schedule_doc: LocatedDocument | None,
-) -> list[str]:
-    """Tasks naming unknown queues (when the queues are known), schedule entries naming
-    unknown tasks."""
-    registry = task_registry.registry()
-    problems = []
-    for spec in sorted(registry.values(), key=lambda s: s.name):
-        if known_queues is not None and spec.queue not in known_queues:
-            problems.append(
-                f"task {spec.name!r}: unknown queue {spec.queue!r} "
-                f"(queues are declared in {display_path(directory / 'queues.yaml')})"
-            )
-    where = display_path(directory / "schedule.yaml")
-    for key, task_name in _task_refs(schedule, schedule_doc):
-        if task_name not in registry:
-            hint = did_you_mean(task_name, registry)
-            line = schedule_doc.line_of(key) if schedule_doc else 1
-            problems.append(f"{where}:{line}: {'.'.join(key)}: unknown task {task_name!r}{hint}")
-    return problems
-
-
-def _task_refs(
-    schedule: ScheduleFile, schedule_doc: LocatedDocument | None
-) -> list[tuple[tuple[str, ...], str]]:
-    """(key path, task name) of every task a schedule entry names. From the raw file when
-    there is one, so an entry invalid for another reason (a typo in a key) still has its
-    task checked in the same run: every problem at once."""
-    raw = schedule_doc.data.get("entries") if schedule_doc is not None else None
-    entries: dict[str, Any]
-    if isinstance(raw, dict):
-        entries = {str(k): v for k, v in raw.items() if isinstance(v, dict)}
-    else:
-        entries = {n: e.model_dump() for n, e in schedule.entries.items()}
-    refs: list[tuple[tuple[str, ...], str]] = []
-    for name, entry in entries.items():
-        if isinstance(entry.get("task"), str):
-            refs.append((("entries", name, "task"), entry["task"]))
-        fanout = entry.get("fanout")
-        if isinstance(fanout, dict) and isinstance(fanout.get("task"), str):
-            refs.append((("entries", name, "fanout", "task"), fanout["task"]))
-    return refs
-
-
-def load_config(settings: Settings, *, with_tasks: bool = True) -> Config:
-    """Load and validate the configuration; with ``with_tasks``, import the application
-    and check every task reference. Raises :class:`ConfigError` listing every problem
-    of both files and of the task references at once."""
-    if not with_tasks:
-        return load_config_files(settings.config_dir)
-    from jobsys.config.loader import declared_app_modules
-
-    declared = declared_app_modules(settings.config_dir)
-    modules = settings.app_modules or declared or (DEMO_MODULE,)
-    import_problems = import_modules(modules)
-    try:
-        config = load_config_files(
-            settings.config_dir, task_checker=None if import_problems else task_problems
-        )
-    except ConfigError as exc:
-        raise ConfigError([*import_problems, *exc.problems], hint=exc.hint) from None
-    if import_problems:
-        raise ConfigError(import_problems, hint="Fix the application modules, then retry.")
-    return config
-
-
-def effective_config(settings: Settings) -> dict[str, Any]:
-    """``jobsys config show``: both files as loaded, defaults included, with what is in
-    effect where the file leaves it open: the database actually used (password masked)
-    and its ``source`` (``flag``, ``env``, ``config`` or ``embedded``), and each lane's
-    queues (a capsule lane with none listed serves the queue of its own name). Never
-    starts the embedded server."""
-    from jobsys.config.loader import BASE_LANE
-    from jobsys.db import embedded
-    from jobsys.db.url import mask
-
-    config = load_config(settings, with_tasks=False)
-    queues = config.queues.model_dump(mode="json")
-    url: str | None
-    if settings.database_url:
-        url, source = settings.database_url, settings.database_url_source or "env"
-    elif config.queues.database.url:
-        url, source = config.queues.database.url, "config"
-    else:
-        url, source = embedded.status(settings.home).url, "embedded"
-    queues["database"] = {
-        "url": mask(url) if url else None,
-        "source": source,
-        "config_url": mask(config.queues.database.url) if config.queues.database.url else None,
-    }
-    for name, lane in config.lanes.items():
-        section = queues["base"] if name == BASE_LANE else queues["capsules"][name]
-        section["queues"] = list(lane.queues)
-    return {
-        "directory": str(config.directory),
-        "queues": queues,
-        "schedule": config.schedule.model_dump(mode="json"),
-    }
-
-
-def config_for(context: Any) -> Config:
-    """The configuration a built-in task runs with: the worker's own (passed in the job
-    context by the runtime), else the process's files (a plain Procrastinate worker)."""
-    given = (getattr(context, "additional_context", None) or {}).get("config")
-    if isinstance(given, Config):
-        return given
-    from jobsys.settings import from_env
-
-    return load_config(from_env(), with_tasks=False)
 
 
 def worker_middlewares(config: Config) -> list[Any]:
@@ -234,43 +86,49 @@ def lifecycle_hooks(config: Config) -> list[Any]:
     return [SdNotifyHook()]
 
 
-def build_engine_app(
-    url: str, config: Config | None = None, *, min_size: int = 1, max_size: int = 10
-) -> App:
-    """A Procrastinate App on ``url`` with every registered jobsys task attached.
+async def run_worker(
+    settings: Settings,
+    *,
+    lanes: list[str] | None = None,
+    drain: bool = False,
+    log_format: LogFormat = "text",
+    concurrency_scale: float = 1.0,
+) -> RuntimeResult:
+    from jobsys.config.application import load_config
+    from jobsys.db.connect import resolve
+    from jobsys.errors import ConfigError
+    from jobsys.failures.redaction import Redactor
+    from jobsys.lanes import logs
+    from jobsys.lanes.runtime import Runtime, scaled
+    from jobsys.lanes.service import select_lanes, under_systemd
 
-    Its pool hands out autocommit connections (see ``jobsys.engine.pool``): wrap
-    multi-statement work in ``async with conn.transaction():``.
-    """
-    from jobsys.engine.app import build_app
-
-    app = build_app(url, min_size=min_size, max_size=max_size)
-    for spec in task_registry.registry().values():
-        register_on(app, spec, config)
-    return app
-
-
-def register_on(app: Any, spec: task_registry.TaskSpec, config: Config | None = None) -> None:
-    """Register ``spec`` on a Procrastinate app, with its timeout (``lanes.execution``)
-    and its failure-kind retry policy (``failures.policy``)."""
-    from jobsys.engine.app import register_task
-    from jobsys.lanes import execution
-
-    register_task(
-        app,
-        execution.runnable(spec, config),
-        name=spec.name,
-        queue=spec.queue,
-        priority=spec.priority,
-        pass_context=spec.pass_context,
-        retry=retry_for(spec, config),
+    if not 0 < concurrency_scale <= 100:
+        raise UsageError("--concurrency-scale must be above 0 and at most 100")
+    try:
+        config = load_config(settings)
+    except ConfigError as exc:
+        raise under_systemd(exc, lanes) from exc
+    selected = scaled(select_lanes(config, lanes), concurrency_scale)
+    redaction = config.queues.redaction
+    logs.configure(
+        log_format,
+        Redactor(keys=redaction.keys, replacement=redaction.replacement),
+        debug=settings.debug,
     )
-
-
-def retry_for(spec: task_registry.TaskSpec, config: Config | None) -> Any:
-    """The failure-kind retry policy (authentication never, transient with backoff)."""
-    if config is None:
-        return False
-    from jobsys.failures.policy import retry_strategy
-
-    return retry_strategy(spec, config)
+    runtime = Runtime(
+        config,
+        resolve(settings, config).url,
+        selected,
+        drain=drain,
+        services=worker_services(config),
+        hooks=lifecycle_hooks(config),
+        middlewares=worker_middlewares(config),
+    )
+    result = await runtime.run()
+    if result.abandoned_job_ids:
+        # Threads of abandoned sync jobs cannot be stopped, and the interpreter would
+        # wait for them forever at exit: leave now, the reaper takes over.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(result.exit_code)
+    return result

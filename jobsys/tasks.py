@@ -3,7 +3,8 @@
 A task is a plain function (sync or async) plus a :class:`TaskSpec`: its stable
 name, its queue, its timeout, its retry policy, which arguments carry the account
 and profile context, and whether it is safe to re-run after a crash. Registration
-is import-time and process-wide; ``jobsys.app`` turns specs into Procrastinate tasks.
+is import-time and process-wide; ``jobsys.lanes.execution`` turns specs into Procrastinate
+tasks.
 """
 
 from __future__ import annotations

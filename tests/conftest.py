@@ -40,10 +40,16 @@ _scrub_env()  # a developer's shell must not leak into tests
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for key in list(os.environ):
         if key.startswith("JOBSYS_"):
             monkeypatch.delenv(key)
+    yield
+    # jobsys.defer without a connection pools connections per process: none may
+    # outlive the test (its database is dropped next).
+    from jobsys.db import producers
+
+    producers.close()
 
 
 @pytest.fixture(scope="session")

@@ -32,9 +32,9 @@ def summary(config: Any) -> dict[str, Any]:
 @app.command()
 def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     """Validate both files and the tasks they name; print every problem at once (exit 2)."""
-    from jobsys.app import load_config
     from jobsys.cli import _output
     from jobsys.cli._context import run
+    from jobsys.config.application import load_config
     from jobsys.schedule.service import config_source_check
 
     try:
@@ -72,8 +72,8 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
 def show(ctx: typer.Context, json: JsonOpt = False) -> None:
     """Print the effective configuration, defaults included: the database in use (password
     masked) and where it comes from, each lane's queues."""
-    from jobsys.app import effective_config
     from jobsys.cli import _output
+    from jobsys.config.application import effective_config
 
     data = effective_config(settings(ctx))
     if json:

@@ -76,8 +76,8 @@ def pause(
     """Stop every worker on every host from starting jobs of NAME (a queue or a lane)
     within a second. Waiting jobs stay waiting, running jobs finish, new jobs are still
     enqueued. --all asks first unless --yes."""
-    from jobsys.app import load_config
     from jobsys.cli import _output
+    from jobsys.config.application import load_config
     from jobsys.flow import service
 
     config = load_config(settings(ctx), with_tasks=False)

@@ -41,10 +41,10 @@ def worker(
     it lost its lease on its jobs (cut off from the database, or taken for dead), so
     it exited at once and left them to the reaper.
     """
-    from jobsys.lanes import service
+    from jobsys.app import run_worker
 
     result = run(
-        service.run_worker(
+        run_worker(
             settings(ctx),
             lanes=lane,
             drain=drain,

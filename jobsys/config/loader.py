@@ -320,7 +320,7 @@ def _check_queue_refs(
 def _check_schedule(
     doc: yamlfile.LocatedDocument, schedule: ScheduleFile, known_queues: set[str] | None
 ) -> list[str]:
-    from jobsys.schedule.cron import CronInvalid, timezone_of, validate
+    from jobsys.cron import CronInvalid, timezone_of, validate
 
     problems = []
     where = display_path(doc.path)
@@ -398,7 +398,8 @@ def load(
     """Load both files from ``directory``; raise :class:`ConfigError` listing every problem.
 
     ``task_checker`` validates task references against the loaded task registry; it
-    is passed in by callers that have imported the application (``jobsys.app``).
+    is passed in by callers that have imported the application
+    (``jobsys.config.application``).
     """
     problems: list[str] = []
     queues_path = directory / QUEUES_FILE

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from jobsys.app import DEMO_MODULE
+from jobsys.config.application import DEMO_MODULE
 
 if TYPE_CHECKING:
     from jobsys.lanes.runtime import RuntimeResult
@@ -68,7 +68,7 @@ async def seed(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> dict[str
 
 async def burst(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> dict[str, Any]:
     """Seed if needed, then defer the initial burst of demo jobs; returns counts."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.demo import store
     from jobsys.jobs import defer
@@ -106,9 +106,9 @@ async def run(
     ``announce`` sees the burst's counts and ``ai_service``: what the simulated AI
     service does (or why it is not simulated: its port is taken).
     """
-    from jobsys.app import load_config
+    from jobsys.app import run_worker
+    from jobsys.config.application import load_config
     from jobsys.demo import ai_service
-    from jobsys.lanes import service
 
     settings = _with_demo(settings)
     simulated = ai_service.start_for(load_config(settings, with_tasks=False))
@@ -120,6 +120,6 @@ async def run(
         }
         if announce is not None:
             announce(result)
-        return await service.run_worker(settings)
+        return await run_worker(settings)
     finally:
         ai_service.stop_active()

@@ -1,6 +1,6 @@
 """Building a Procrastinate ``App``: its connector (see :mod:`.pool`) and its tasks.
 
-``jobsys.app`` decides which tasks run and how (timeouts, retry policy); this module
+``jobsys.lanes.execution`` decides which tasks run and how (timeouts, retry policy); this module
 only hands them to Procrastinate.
 """
 

@@ -862,6 +862,25 @@ SELECT (SELECT count(*) FROM batch) AS items,
 """
 
 
+# --- Issues (issues) ----------------------------------------------------------------
+
+# Open job-failure issues whose every failure's job has since succeeded (Procrastinate
+# retries a job under its own id, so the job's status tells): nobody needs to look at
+# them. Resolved with reason "healed"; a new failure reopens them as a regression.
+RESOLVE_HEALED = """
+UPDATE jobsys_issues i
+   SET status = 'resolved', resolved_at = now(), resolved_by = 'auto',
+       details = i.details || '{"resolved_reason": "healed"}'::jsonb
+ WHERE i.kind = 'job_failure' AND i.status = 'open'
+   AND EXISTS (SELECT 1 FROM jobsys_failures f WHERE f.issue_id = i.id)
+   AND NOT EXISTS (
+        SELECT 1 FROM jobsys_failures f
+          LEFT JOIN procrastinate_jobs j ON j.id = f.job_id
+         WHERE f.issue_id = i.id AND j.status IS DISTINCT FROM 'succeeded')
+RETURNING id
+"""
+
+
 # --- Unique jobs (jobsys.engine.inserts, jobsys.jobs.unique) --------------------------
 
 #: Namespace of the unique-key advisory locks (the first key of the pair).

@@ -52,8 +52,8 @@ from procrastinate.worker import Worker
 
 from jobsys.config import LaneSpec
 from jobsys.engine import manager
+from jobsys.engine.context import JOB_QUEUE
 from jobsys.errors import JobTimeoutError
-from jobsys.lanes import execution
 
 logger = logging.getLogger("jobsys.lanes")
 
@@ -129,7 +129,7 @@ class LaneWorker(Worker):
             fetch_job_polling_interval=poll_interval_seconds,
             shutdown_graceful_timeout=shutdown_grace_seconds,
             listen_notify=False,
-            # ``config``: built-in tasks read it (jobsys.app.config_for), not the files.
+            # ``config``: built-in tasks read it (config.application.config_for), not the files.
             additional_context={
                 "lane": lane.name,
                 "worker_process": process_id,
@@ -412,7 +412,7 @@ class LaneWorker(Worker):
 
     async def _process_job(self, context: job_context.JobContext) -> None:
         # The timeout is the one of the lane running the job (its queue's lane).
-        execution.JOB_QUEUE.set(context.job.queue)
+        JOB_QUEUE.set(context.job.queue)
         await super()._process_job(context)
 
     def _start_job(self, job: jobs.Job) -> None:

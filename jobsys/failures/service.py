@@ -64,7 +64,7 @@ def _name_notes(settings: Settings, filters: FailureFilter) -> list[str]:
     configuration files being healthy."""
     if filters.queue is None and filters.lane is None:
         return []
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.errors import ConfigError
 
     try:

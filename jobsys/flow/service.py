@@ -75,7 +75,7 @@ async def set_paused(
 ) -> dict[str, Any]:
     """Pause or resume what ``name`` (or ``every``) means for every worker; the result
     says which queues changed and which already were in that state."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.flow import store
 

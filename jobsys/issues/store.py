@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from jobsys.db.query import execute, fetch_all, fetch_one, one_round_trip
+from jobsys.engine.queries import RESOLVE_HEALED
 from jobsys.failures.store import INSERT_FAILURE_TEMPLATE
 
 STATUS_OPEN_CLAUSE = "(status = 'open' OR (status = 'muted' AND muted_until <= now()))"
@@ -222,21 +223,6 @@ UPDATE jobsys_issues
 RETURNING id
 """
 
-# Open job-failure issues whose every failure's job has since succeeded (Procrastinate
-# retries a job under its own id, so the job's status tells): nobody needs to look at
-# them. Resolved with reason "healed"; a new failure reopens them as a regression.
-RESOLVE_HEALED = """
-UPDATE jobsys_issues i
-   SET status = 'resolved', resolved_at = now(), resolved_by = 'auto',
-       details = i.details || '{"resolved_reason": "healed"}'::jsonb
- WHERE i.kind = 'job_failure' AND i.status = 'open'
-   AND EXISTS (SELECT 1 FROM jobsys_failures f WHERE f.issue_id = i.id)
-   AND NOT EXISTS (
-        SELECT 1 FROM jobsys_failures f
-          LEFT JOIN procrastinate_jobs j ON j.id = f.job_id
-         WHERE f.issue_id = i.id AND j.status IS DISTINCT FROM 'succeeded')
-RETURNING id
-"""
 
 # An open service outage of the service an issue's failures depend on.
 OPEN_OUTAGE_FOR = """

@@ -5,7 +5,7 @@
 - ``jobsys.check_service_health`` (entry ``check_ai_service_health``, every minute):
   HTTP checks of ``health.services``.
 
-The configuration comes from the worker (``jobsys.app.config_for``).
+The configuration comes from the worker (``jobsys.config.application.config_for``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from jobsys.app import config_for
+from jobsys.config.application import config_for
 from jobsys.tasks import task
 
 MAINTENANCE_QUEUE = "maintenance"

@@ -1,7 +1,7 @@
 """Bulk actions on jobs by filter: ``jobs cancel --all``, ``jobs delete --all``,
 ``queues purge NAME``.
 
-One shape for all three (see ``jobsys.jobs.bulk_store`` for the SQL):
+One shape for all three (see ``jobsys.engine.bulk`` for the SQL):
 
 - the filters of ``jobs list`` (queue, lane, task, status, account, since, ``--arg``,
   ``--arg-contains``), plus ``--before`` for delete; every value is checked before
@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from jobsys.engine import bulk as store
 from jobsys.errors import RefusedError, UsageError
-from jobsys.jobs import bulk_store as store
 from jobsys.jobs import search
 from jobsys.live.browser import JobFilters, filter_params, parse_statuses, redactor_of
 from jobsys.timespec import parse_time
@@ -143,7 +143,7 @@ async def bulk_action(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run (or with ``dry_run`` preview) one bulk action; the report as a dict."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.live.publish import publish_safely
 

@@ -8,9 +8,10 @@ visible (and NOTIFYing workers) only when it commits. The insert runs in a savep
 so a queueing-lock conflict raises :class:`AlreadyQueuedError` and leaves the
 caller's transaction usable.
 
-Without a connection: inside a worker the process's pool is used; elsewhere a
-connection is opened to the database of the environment (``JOBSYS_DATABASE_URL``,
-``database.url`` in config, or the embedded server).
+Without a connection: inside a worker the process's pool is used; elsewhere the
+process's producer pool (``jobsys.db.producers``: opened on first use, shared by every
+thread and event loop, safe across fork) on the database of the environment
+(``JOBSYS_DATABASE_URL``, ``database.url`` in config, or the embedded server).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def deactivate() -> None:
 def _environment() -> _Environment:
     global _active
     if _active is None:
-        from jobsys.app import load_config
+        from jobsys.config.application import load_config
         from jobsys.settings import from_env
 
         _active = _Environment(config=load_config(from_env()))
@@ -160,6 +161,14 @@ def plan(
     return planned
 
 
+def task_unique_key(task: str, args: dict[str, Any]) -> UniqueKey | None:
+    """The unique key of a job of ``task`` (registered with ``unique_for``) and ``args``;
+    None for any other task. For inserts that build their ``NewJob`` themselves (schedule
+    ticks)."""
+    spec = task_registry.get(task)
+    return _unique_key(spec.unique if spec else None, task, args)
+
+
 def _unique_key(spec: UniqueSpec | None, task: str, args: dict[str, Any]) -> UniqueKey | None:
     """What the engine needs to keep a unique job unique (``jobsys.jobs.unique``)."""
     if spec is None:
@@ -189,9 +198,21 @@ async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[t
         # the insert behind the caller's back: open the caller's transaction first,
         # so ours becomes a savepoint inside it.
         await connection.execute("SELECT 1")
+    # On an autocommit connection outside a transaction (the producer pool's, a
+    # worker's pool's) the insert is one statement that commits by itself: BEGIN and
+    # COMMIT around it would only add two round trips. Unique jobs take a lock, look,
+    # then insert: those need the transaction.
+    own_statement = (
+        connection.autocommit
+        and connection.info.transaction_status == TransactionStatus.IDLE
+        and not any(p.unique for p in planned)
+    )
     try:
-        async with connection.transaction():
+        if own_statement:
             done = await enqueue(connection, NewJobs(planned))
+        else:
+            async with connection.transaction():
+                done = await enqueue(connection, NewJobs(planned))
     except AlreadyEnqueued:
         raise AlreadyQueuedError(
             f"a job with queueing lock {planned[0].queueing_lock!r} is already waiting "
@@ -203,22 +224,35 @@ async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[t
 
 @contextlib.asynccontextmanager
 async def _connection(env: _Environment, given: Any) -> AsyncIterator[Any]:
-    """The connection to insert with."""
+    """The connection to insert with: the caller's, or the worker's pool's."""
     if given is not None:
         yield given
         return
-    if env.app is not None:
-        from jobsys.engine.app import connection
+    assert env.app is not None
+    from jobsys.engine.app import connection
 
-        async with connection(env.app) as conn:
-            yield conn
-        return
-    from jobsys.db.connect import connect, resolve
-    from jobsys.settings import from_env
-
-    url = env.url or resolve(from_env(), env.config).url
-    async with connect(url) as conn:
+    async with connection(env.app) as conn:
         yield conn
+
+
+async def _insert(env: _Environment, given: Any, planned: list[Planned]) -> list[int]:
+    """Insert on the caller's connection, the worker's pool, or else the process's
+    producer pool (``jobsys.db.producers``): never a connection per call."""
+    if given is None and env.app is None:
+        from jobsys.db import producers
+
+        return await producers.run(_producer_url(env), lambda conn: insert(conn, planned))
+    async with _connection(env, given) as conn:
+        return await insert(conn, planned)
+
+
+def _producer_url(env: _Environment) -> str:
+    if env.url is None:
+        from jobsys.db.connect import resolve
+        from jobsys.settings import from_env
+
+        env.url = resolve(from_env(), env.config).url  # resolved once per process
+    return env.url
 
 
 async def defer(
@@ -246,8 +280,7 @@ async def defer(
         queueing_lock=queueing_lock,
         priority=priority,
     )
-    async with _connection(env, connection) as conn:
-        return (await insert(conn, planned))[0]
+    return (await _insert(env, connection, planned))[0]
 
 
 async def defer_many(
@@ -274,8 +307,7 @@ async def defer_many(
         priority=priority,
         many=True,
     )
-    async with _connection(env, connection) as conn:
-        return await insert(conn, planned)
+    return await _insert(env, connection, planned)
 
 
 def _run_sync(coro: Any) -> Any:
@@ -290,7 +322,10 @@ def _run_sync(coro: Any) -> Any:
     if env is not None and env.loop is not None and env.loop.is_running():
         # A sync task in a worker thread: run on the worker's loop and its pool.
         return asyncio.run_coroutine_threadsafe(coro, env.loop).result()
-    return asyncio.run(coro)
+    from jobsys.db import producers
+
+    # Elsewhere: on the producer pool's own loop (no event loop per call).
+    return producers.run_sync(coro)
 
 
 def defer_sync(task: TaskRef, args: dict[str, Any] | None = None, **options: Any) -> int:

@@ -27,7 +27,7 @@ async def defer_from_cli(
     unique_for: str | None = None,
     unique_keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.jobs import defer
 

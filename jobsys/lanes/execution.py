@@ -12,20 +12,15 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from jobsys.engine.context import JOB_QUEUE
 from jobsys.errors import JobTimeoutError
 
 if TYPE_CHECKING:
     from jobsys.config import Config
+    from jobsys.engine.api import App
     from jobsys.tasks import TaskSpec
-
-
-#: The queue of the job running in this asyncio task (set by the lane worker): a job
-#: deferred with ``queue="b"`` runs under the timeout of b's lane, not the lane of the
-#: queue its task declares.
-JOB_QUEUE: ContextVar[str | None] = ContextVar("jobsys_job_queue", default=None)
 
 
 def effective_timeout(
@@ -66,3 +61,45 @@ def runnable(spec: TaskSpec, config: Config | None) -> Callable[..., Any]:
             raise  # the task's own TimeoutError: its failure, not ours
 
     return run_with_timeout
+
+
+def build_engine_app(
+    url: str, config: Config | None = None, *, min_size: int = 1, max_size: int = 10
+) -> App:
+    """A Procrastinate App on ``url`` with every registered jobsys task attached.
+
+    Its pool hands out autocommit connections (see ``jobsys.engine.pool``): wrap
+    multi-statement work in ``async with conn.transaction():``.
+    """
+    from jobsys import tasks as task_registry
+    from jobsys.engine.app import build_app
+
+    app = build_app(url, min_size=min_size, max_size=max_size)
+    for spec in task_registry.registry().values():
+        register_on(app, spec, config)
+    return app
+
+
+def register_on(app: Any, spec: TaskSpec, config: Config | None = None) -> None:
+    """Register ``spec`` on a Procrastinate app, with its timeout (:func:`runnable`)
+    and its failure-kind retry policy (``failures.policy``)."""
+    from jobsys.engine.app import register_task
+
+    register_task(
+        app,
+        runnable(spec, config),
+        name=spec.name,
+        queue=spec.queue,
+        priority=spec.priority,
+        pass_context=spec.pass_context,
+        retry=retry_for(spec, config),
+    )
+
+
+def retry_for(spec: TaskSpec, config: Config | None) -> Any:
+    """The failure-kind retry policy (authentication never, transient with backoff)."""
+    if config is None:
+        return False
+    from jobsys.failures.policy import retry_strategy
+
+    return retry_strategy(spec, config)

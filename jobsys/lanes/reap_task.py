@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jobsys.app import config_for
+from jobsys.config.application import config_for
 from jobsys.tasks import task
 
 if TYPE_CHECKING:

@@ -140,7 +140,10 @@ def _worker_lost_message(job: dict[str, Any], dead_after: float) -> str:
             f"({job['heartbeat_age_seconds']:.0f} s ago, dead after {dead_after:g} s) "
             "while running this job"
         )
-    return "the worker running this job is gone (its worker row was pruned)"
+    return (
+        "the worker running this job is gone (its worker row was pruned), or its lane "
+        "handed it over (job_orphaned or job_handed_to_reaper in that worker's log)"
+    )
 
 
 def _log(level: int, action: str, message: str, job: dict[str, Any], **extra: Any) -> None:

@@ -230,8 +230,8 @@ class Runtime:
                 await asyncio.sleep(STARTUP_RETRY_SECONDS)
 
     async def run(self) -> RuntimeResult:
-        from jobsys.app import build_engine_app
         from jobsys.jobs import defer
+        from jobsys.lanes.execution import build_engine_app
 
         await self._check_database()
         loop = asyncio.get_running_loop()

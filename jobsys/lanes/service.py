@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 from jobsys.errors import ConfigError, UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from jobsys.config import Config, LaneSpec
-    from jobsys.lanes.logs import LogFormat
-    from jobsys.lanes.runtime import RuntimeResult
     from jobsys.settings import Settings
 
 
@@ -47,56 +43,10 @@ def under_systemd(
     return ConfigError(exc.problems, hint=hint)
 
 
-async def run_worker(
-    settings: Settings,
-    *,
-    lanes: list[str] | None = None,
-    drain: bool = False,
-    log_format: LogFormat = "text",
-    concurrency_scale: float = 1.0,
-) -> RuntimeResult:
-    from jobsys import app as jobsys_app
-    from jobsys.db.connect import resolve
-    from jobsys.failures.redaction import Redactor
-    from jobsys.lanes import logs
-    from jobsys.lanes.runtime import Runtime, scaled
-
-    if not 0 < concurrency_scale <= 100:
-        raise UsageError("--concurrency-scale must be above 0 and at most 100")
-    try:
-        config = jobsys_app.load_config(settings)
-    except ConfigError as exc:
-        raise under_systemd(exc, lanes) from exc
-    selected = scaled(select_lanes(config, lanes), concurrency_scale)
-    redaction = config.queues.redaction
-    logs.configure(
-        log_format,
-        Redactor(keys=redaction.keys, replacement=redaction.replacement),
-        debug=settings.debug,
-    )
-    runtime = Runtime(
-        config,
-        resolve(settings, config).url,
-        selected,
-        drain=drain,
-        services=jobsys_app.worker_services(config),
-        hooks=jobsys_app.lifecycle_hooks(config),
-        middlewares=jobsys_app.worker_middlewares(config),
-    )
-    result = await runtime.run()
-    if result.abandoned_job_ids:
-        # Threads of abandoned sync jobs cannot be stopped, and the interpreter would
-        # wait for them forever at exit: leave now, the reaper takes over.
-        logging.shutdown()
-        sys.stderr.flush()
-        os._exit(result.exit_code)
-    return result
-
-
 async def queue_overview(settings: Settings) -> list[dict[str, Any]]:
     """Every configured queue: lane, concurrency, waiting, running, failures, oldest
     wait, and the pause in effect on it (None when it is not paused)."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.flow.service import pauses_by_queue
     from jobsys.lanes import store

@@ -52,7 +52,7 @@ def render_units(
     group: str | None = None,
 ) -> dict[str, Any]:
     """Render the units of every configured lane; write them under ``out`` if given."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
 
     config = load_config(settings, with_tasks=False)
     warnings: list[str] = []

@@ -70,7 +70,7 @@ async def list_workers(
     settings: Settings, *, every: bool = False, states: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """Live processes and those that ended in the last day (``every``: all of them)."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.lanes import store
 
@@ -97,7 +97,7 @@ async def list_workers(
 async def show_worker(settings: Settings, ref: str) -> dict[str, Any]:
     """One process by its id, or by a prefix of it such as ``host:pid``; with its
     running jobs and the failed attempts it ran."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.lanes import store
 

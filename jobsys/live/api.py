@@ -31,7 +31,7 @@ _url_cache: str | None = None
 def _database_url() -> str:
     global _url_cache
     if _url_cache is None:
-        from jobsys.app import load_config
+        from jobsys.config.application import load_config
         from jobsys.db.connect import resolve
         from jobsys.settings import from_env
 

@@ -142,7 +142,7 @@ def filter_params(filters: JobFilters, config: Config, redactor: Redactor) -> di
 
 async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, Any]]:
     """Jobs matching ``filters``, newest first."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
 
     config = load_config(settings)
@@ -193,7 +193,7 @@ async def _matching_rows(
 
 async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
     """One job with its history, failures, retry state and pipeline. Unknown: exit 1."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.flow.service import why_waiting
 
@@ -234,8 +234,9 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
 
 async def cancel_job(settings: Settings, job_id: int) -> dict[str, Any]:
     """Waiting: cancelled. Running: abort requested. Anything else: refused (exit 2)."""
-    from jobsys.app import build_engine_app, load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.lanes.execution import build_engine_app
     from jobsys.live.publish import publish_safely
 
     config = load_config(settings, with_tasks=False)

@@ -30,7 +30,7 @@ Draw = Callable[[dict[str, Any] | None, str], None]
 
 async def snapshot_once(settings: Settings) -> dict[str, Any]:
     """One snapshot (``dashboard --once``): unreachable database exits 69."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.live import snapshot
 
@@ -107,7 +107,7 @@ class Dashboard:
         """Read and draw until :meth:`quit`."""
         import psycopg
 
-        from jobsys.app import load_config
+        from jobsys.config.application import load_config
         from jobsys.db import url as db_url
         from jobsys.db.connect import resolve
 

@@ -69,9 +69,9 @@ def render(families: list[Family]) -> str:
 
 
 async def collect(conn: Any, config: Config) -> list[Family]:
+    from jobsys import cron
     from jobsys.failures.models import KINDS
     from jobsys.issues.models import ISSUE_KINDS
-    from jobsys.schedule import cron
 
     started = time.perf_counter()
     counts = {r["queue"]: r for r in await store.fetch_all(conn, queries.QUEUE_COUNTS)}

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 async def exposition(settings: Settings) -> str:
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.live import metrics
 

@@ -92,7 +92,7 @@ def lanes(
 
 
 def next_runs(config: Config, states: list[Any], now: datetime) -> list[dict[str, Any]]:
-    from jobsys.schedule import cron
+    from jobsys import cron
 
     by_name = {row["name"]: row for row in states}
     runs = []

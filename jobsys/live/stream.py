@@ -47,7 +47,7 @@ async def follow(
     on_notice: Callable[[str], None],
 ) -> None:
     """Stream events until cancelled. The first connection failing raises (exit 69)."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import resolve
     from jobsys.live.subscriber import Event, Lost, Synced, subscribe
 

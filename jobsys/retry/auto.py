@@ -129,7 +129,7 @@ async def run_once(conn: Any, auto: AutoRetry, *, now: datetime | None = None) -
 @task(queue="maintenance", name=TASK_NAME, rerun_safe=True, pass_context=True)
 async def retry_failed_jobs(context: Any) -> dict[str, Any]:
     """Retry failed jobs automatically (backoff, cap) and replay resolved outages."""
-    from jobsys.app import config_for
+    from jobsys.config.application import config_for
 
     auto = config_for(context).queues.retry.auto
     async with context.app.connector.pool.connection() as conn:

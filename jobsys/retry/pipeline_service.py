@@ -21,7 +21,7 @@ DEFAULT_LIST_LIMIT = 100
 
 @asynccontextmanager
 async def _connection(settings: Settings) -> AsyncIterator[tuple[Any, Config]]:
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
 
     config = load_config(settings, with_tasks=False)

@@ -144,7 +144,7 @@ async def retry(
     progress: Progress | None = None,
 ) -> RetryReport:
     """Retry the failures ``request`` names. ``confirm`` (unless --yes) sees a dry run first."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
 
     _validate(request)

@@ -12,9 +12,9 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobsys import cron
 from jobsys import tasks as task_registry
 from jobsys.config.loader import SCHEDULE_FILE
-from jobsys.schedule import cron
 from jobsys.schedule.fanout import BATCH_TASK, FanoutSource, Overlap
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def _task_defaults(name: str) -> tuple[str | None, int]:
 
 
 def build(config: Config) -> Schedule:
-    """The plan of ``config`` (tasks must be imported: ``jobsys.app.load_config``)."""
+    """The plan of ``config`` (tasks must be imported: ``config.application.load_config``)."""
     entries = {}
     for name, entry in config.schedule.entries.items():
         tz = config.schedule_timezone(entry)

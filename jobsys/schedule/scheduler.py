@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobsys import clock
+from jobsys import clock, cron
 from jobsys.jobs.enqueue import NewJob, NewJobs, enqueue
-from jobsys.schedule import cron, store
+from jobsys.schedule import store
 from jobsys.schedule.fanout import start_fanout
 from jobsys.schedule.plan import PlannedEntry, Schedule, build
 
@@ -114,10 +114,19 @@ async def fire(conn: Any, entry: PlannedEntry, tick_at: datetime, *, status: str
     if not await store.claim_tick(conn, entry.name, tick_at, status):
         return Fired(entry.name, tick_at, "duplicate")
     if entry.fanout is None:
+        from jobsys.jobs.defer import task_unique_key
+
         tick_job = NewJob(
-            task=entry.task, queue=entry.queue, priority=entry.priority, args=entry.args
+            task=entry.task,
+            queue=entry.queue,
+            priority=entry.priority,
+            args=entry.args,
+            # A task declared unique_for: a tick while its job still counts links that
+            # job instead of enqueuing another.
+            unique=task_unique_key(entry.task, entry.args),
         )
-        (job_id,) = (await enqueue(conn, NewJobs([tick_job]))).ids
+        done = await enqueue(conn, NewJobs([tick_job]))
+        ((job_id, _duplicate),) = done.outcome or [(done.ids[0], False)]
         await store.set_tick_job(conn, entry.name, tick_at, job_id, status)
         return Fired(entry.name, tick_at, status, job_id=job_id)
     f = entry.fanout

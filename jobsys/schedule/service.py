@@ -22,7 +22,7 @@ DEFAULT_RUN_LIMIT = 50
 
 
 def _load(settings: Settings) -> tuple[Config, Schedule]:
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.schedule.plan import build
 
     config = load_config(settings)

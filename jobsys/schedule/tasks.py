@@ -33,7 +33,7 @@ async def fanout_batch(context: Any, run_id: int, cursor: int | None) -> None:
 )
 async def purge_retention(context: Any) -> dict[str, int]:
     """Delete finished jobs, old ticks and finished fan-out runs past their retention."""
-    from jobsys.app import config_for
+    from jobsys.config.application import config_for
     from jobsys.schedule.retention import purge
 
     config = config_for(context)

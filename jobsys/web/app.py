@@ -393,7 +393,7 @@ def create_app(
 
 
 def _resolve_url(settings: Settings) -> str:
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import resolve
 
     return resolve(settings, load_config(settings, with_tasks=False)).url

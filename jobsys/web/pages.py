@@ -37,7 +37,7 @@ FAILURE_FILTERS = (
     "until",
     "error",
 )
-JOB_FILTERS = ("queue", "lane", "task", "status", "account", "since")
+JOB_FILTERS = ("queue", "lane", "task", "status", "account", "since", "arg", "arg_contains")
 RECENT_JOBS = 10
 DEFAULT_LIMIT = 50
 _OPTION = re.compile(r"^(?:[\w ]*?)--([a-z-]+)")
@@ -218,12 +218,26 @@ async def failure(request: Request, user: User) -> Response:
         job = await show_job(settings, found["job_id"])
     except NotFoundError:  # deleted by retention: the failure row outlives its job
         job = None
+    found["retry_state"] = _current_outcome(found["retry_state"], job)
     return render(
         request,
         "failure.html",
         {"title": f"Failure {found['id']}", "f": found, "job": job, "topics": FAILURE_TOPICS},
         user=user,
     )
+
+
+def _current_outcome(state: dict[str, Any], job: dict[str, Any] | None) -> dict[str, Any]:
+    """A pending retry's outcome as its job shows it now (the retry rules' own
+    ``outcome_of``): the worker finishing the retried job announces ``jobs_changed``,
+    the page re-reads, and the outcome changes without waiting for the periodic check
+    that records it (``outcome_at`` stays empty until that check has run)."""
+    from jobsys.retry.rules import OUTCOME_PENDING, outcome_of
+
+    if state.get("outcome") != OUTCOME_PENDING:
+        return state
+    now = outcome_of(OUTCOME_PENDING, job["status"] if job is not None else None)
+    return state if now == OUTCOME_PENDING else {**state, "outcome": now, "outcome_seen": True}
 
 
 def _path_id(request: Request, key: str, what: str) -> int:
@@ -254,6 +268,8 @@ async def jobs(request: Request, user: User) -> Response:
             account=_text(q, "account"),
             since=_text(q, "since"),
             limit=_limit(q),
+            args=tuple(v for v in q.getlist("arg") if v),
+            arg_contains=_text(q, "arg_contains"),
         )
         return await list_jobs(console(request).settings, chosen)
 

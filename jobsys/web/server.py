@@ -64,7 +64,7 @@ def prepare(
     """Check the bind against the credentials, resolve the database, build the app and
     bind the socket: everything that can fail, with a readable message. Returns the
     app, the socket and the dashboard's URL."""
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.db.connect import resolve
     from jobsys.web.app import create_app
 

@@ -89,7 +89,7 @@ def capture_middleware(issue_id: int | None = None) -> Callable[..., Awaitable[A
 
 @contextlib.asynccontextmanager
 async def procrastinate_app(url: str) -> AsyncIterator[Any]:
-    from jobsys.app import build_engine_app
+    from jobsys.lanes.execution import build_engine_app
 
     app = build_engine_app(url, max_size=4)
     async with app.open_async():

@@ -153,7 +153,7 @@ async def run_worker(
 
 
 def build_app(db_url: str, config: Config, max_size: int = 10) -> Any:
-    from jobsys.app import build_engine_app
+    from jobsys.lanes.execution import build_engine_app
 
     return build_engine_app(db_url, config=config, max_size=max_size)
 

@@ -110,7 +110,8 @@ class EventsProcess:
 
 async def run_worker_until_idle(url: str, config: Config, queues: list[str]) -> None:
     """A plain Procrastinate worker with jobsys's middlewares and the live services."""
-    from jobsys.app import build_engine_app, worker_middlewares
+    from jobsys.app import worker_middlewares
+    from jobsys.lanes.execution import build_engine_app
     from jobsys.live.services import EventFlusher
 
     app = build_engine_app(url)

@@ -1,4 +1,4 @@
-"""A plain Procrastinate worker over ``jobsys.app.build_engine_app`` running the
+"""A plain Procrastinate worker over ``jobsys.lanes.execution.build_engine_app`` running the
 reaper test tasks, for tests that need a real process to ``kill -9``.
 
 Environment: REAPER_TEST_DB (URL), REAPER_CONCURRENCY, REAPER_HEARTBEAT_SECONDS,
@@ -12,7 +12,7 @@ import os
 
 import reaper_tasks  # noqa: F401  (registers the tasks)
 
-from jobsys.app import build_engine_app
+from jobsys.lanes.execution import build_engine_app
 
 
 async def main() -> None:

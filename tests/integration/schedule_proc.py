@@ -19,7 +19,8 @@ class TickPrinter(logging.Handler):
 
 
 async def main(mode: str, url: str, arg: str) -> None:
-    from jobsys.app import build_engine_app, import_modules, load_config
+    from jobsys.config.application import import_modules, load_config
+    from jobsys.lanes.execution import build_engine_app
     from jobsys.settings import Settings
 
     stop = asyncio.Event()

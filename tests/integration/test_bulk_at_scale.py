@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from rt_support import WorkerProcess, environment, query, wait_until, write_app
 
-from jobsys.lanes.store import CLAIM_JOBS
+from jobsys.engine.queries import CLAIM_JOBS
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ QUEUES = ["q1", "q2"]
 
 @pytest.fixture
 async def app(db_url: str) -> AsyncIterator[Any]:
-    from jobsys.app import build_engine_app
+    from jobsys.lanes.execution import build_engine_app
 
     procrastinate_app = build_engine_app(db_url, max_size=6)
     async with procrastinate_app.open_async():

@@ -17,7 +17,7 @@ def test_demo_seed_is_idempotent(cli, db_url: str) -> None:  # type: ignore[no-u
 
 
 async def test_demo_burst_reaches_every_lane(settings, db_url: str) -> None:  # type: ignore[no-untyped-def]
-    from jobsys.app import load_config
+    from jobsys.config.application import load_config
     from jobsys.demo import run
 
     result = await run.burst(settings, accounts=50)

@@ -19,7 +19,7 @@ import pytest
 from _retry_support import bulk_failed_jobs
 
 from jobsys import task
-from jobsys.app import load_config
+from jobsys.config.application import load_config
 from jobsys.db.connect import connect
 from jobsys.retry import engine as retry_engine
 from jobsys.retry.pipeline_store import start_pipeline

@@ -344,7 +344,8 @@ async def test_retention_deletes_old_finished_jobs_in_batches(db_url: str) -> No
 async def test_retention_task_runs_in_a_real_worker(
     db_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from jobsys.app import build_engine_app, load_config
+    from jobsys.config.application import load_config
+    from jobsys.lanes.execution import build_engine_app
     from jobsys.settings import Settings
 
     folder = config_dir(
@@ -436,7 +437,7 @@ def test_manual_run_is_skipped_while_the_previous_runs_items_are_pending(
 
     # A scheduled tick meets the same policy.
     async def tick() -> Any:
-        from jobsys.app import load_config
+        from jobsys.config.application import load_config
         from jobsys.schedule.plan import build
         from jobsys.schedule.scheduler import fire
         from jobsys.settings import Settings

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobsys.app import build_engine_app
+from jobsys.lanes.execution import build_engine_app
 
 CANARY = "canary-5a1b-hunter2"
 
@@ -221,7 +221,8 @@ def test_worker_metrics_endpoint_serves_the_same(db_url: str, settings) -> None:
     import urllib.error
     import urllib.request
 
-    from jobsys.app import load_config, worker_services
+    from jobsys.app import worker_services
+    from jobsys.config.application import load_config
     from jobsys.live.services import EventFlusher, MetricsEndpoint, MetricsTicker
 
     config = load_config(settings)

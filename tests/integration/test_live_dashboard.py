@@ -13,7 +13,8 @@ import pytest
 from live_support import jobsys_env, run_worker_until_idle
 
 from jobsys import task
-from jobsys.app import build_engine_app, load_config
+from jobsys.config.application import load_config
+from jobsys.lanes.execution import build_engine_app
 from jobsys.live import coalesce
 from jobsys.settings import Settings
 

@@ -14,9 +14,10 @@ from live_support import EventsProcess, run_worker_until_idle
 
 import jobsys
 from jobsys import task
-from jobsys.app import build_engine_app, load_config
 from jobsys.config import Config
+from jobsys.config.application import load_config
 from jobsys.failures.store import FailureRow, insert_failure
+from jobsys.lanes.execution import build_engine_app
 from jobsys.live import coalesce
 from jobsys.live.publish import MAX_PAYLOAD_BYTES, publish
 from jobsys.live.services import MetricsTicker

@@ -27,7 +27,7 @@ def insert(db_url: str, rows: list[tuple[str, int]]) -> None:
 
 def claim(db_url: str, queues: list[str], limit: int, *, in_order: bool) -> list[tuple[Any, ...]]:
     async def go() -> list[tuple[Any, ...]]:
-        from jobsys.app import build_engine_app
+        from jobsys.lanes.execution import build_engine_app
 
         app = build_engine_app(db_url, max_size=2)
         async with app.open_async():

@@ -33,8 +33,8 @@ def claim(db_url: str, queues: list[str], limit: int = 100) -> list[str]:
     """The queues of the jobs a lane's claim takes now (then put back)."""
 
     async def go() -> list[str]:
-        from jobsys.app import build_engine_app
         from jobsys.engine import manager
+        from jobsys.lanes.execution import build_engine_app
 
         app = build_engine_app(db_url, max_size=2)
         async with app.open_async():

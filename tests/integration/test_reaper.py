@@ -388,7 +388,7 @@ async def test_quiet_pass_logs_nothing(conn: Any, caplog: pytest.LogCaptureFixtu
 
 
 async def test_reaper_service_reaps_and_stops_promptly(db_url: str, conn: Any) -> None:
-    from jobsys.app import build_engine_app
+    from jobsys.lanes.execution import build_engine_app
 
     dead = await add_worker(conn, heartbeat_age_seconds=300)
     [job] = await add_running_jobs(conn, dead, [("reaper_test.unsafe", {})])
@@ -410,7 +410,7 @@ async def test_reaper_service_reaps_and_stops_promptly(db_url: str, conn: Any) -
 
 async def test_reap_task_runs_a_pass_on_a_real_worker(db_url: str, conn: Any) -> None:
     import jobsys.lanes.reap_task  # noqa: F401  (a BUILTIN_MODULES entry)
-    from jobsys.app import build_engine_app
+    from jobsys.lanes.execution import build_engine_app
 
     dead = await add_worker(conn, heartbeat_age_seconds=300)
     [job] = await add_running_jobs(conn, dead, [("reaper_test.safe", {})])

@@ -2,7 +2,7 @@
 long job, and how fast a listening worker picks up a recovered job.
 
 Workers are plain Procrastinate workers (``reaper_worker_proc.py``) over
-``jobsys.app.build_engine_app``; every run of a test task records its start
+``jobsys.lanes.execution.build_engine_app``; every run of a test task records its start
 and end in ``reaper_runs`` so overlaps can be checked.
 """
 

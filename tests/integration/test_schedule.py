@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from schedule_support import config_dir
 
-from jobsys.app import load_config
 from jobsys.config import Config
+from jobsys.config.application import load_config
 from jobsys.db.connect import connect
 from jobsys.errors import ConfigError
 from jobsys.schedule.scheduler import Scheduler, tick_once

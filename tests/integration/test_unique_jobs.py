@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from jobsys import task
+
 HERE = Path(__file__).resolve().parent
 CONFIG_DIR = HERE.parents[1] / "config"
 
@@ -113,3 +115,31 @@ def test_bad_unique_options_exit_2(cli: Any, db_url: str, args: tuple[str, ...],
     )  # fmt: skip
     assert result.exit_code == 2 and says in result.stderr
     assert sql(db_url, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]
+
+
+@task(queue="maintenance", name="uq.tick", unique_for="1h")
+def unique_tick() -> None:
+    return None
+
+
+async def test_a_schedule_tick_of_a_unique_task_links_the_job_that_counts(db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from jobsys.db.connect import connect
+    from jobsys.schedule.plan import PlannedEntry
+    from jobsys.schedule.scheduler import fire
+
+    entry = PlannedEntry(
+        name="tick", cron="* * * * *", timezone="UTC", task="uq.tick", queue="maintenance",
+        priority=0,
+    )  # fmt: skip
+    async with connect(db_url) as conn:
+        fired = []
+        for minute in (1, 2):
+            async with conn.transaction():
+                tick_at = datetime(2030, 1, 1, 0, minute, tzinfo=UTC)
+                fired.append(await fire(conn, entry, tick_at, status="enqueued"))
+    assert fired[0].job_id == fired[1].job_id is not None
+    assert sql(db_url, "SELECT count(*) FROM procrastinate_jobs") == [(1,)]
+    ticks = sql(db_url, "SELECT job_id FROM jobsys_schedule_ticks ORDER BY tick_at")
+    assert ticks == [(fired[0].job_id,), (fired[0].job_id,)]

@@ -76,6 +76,11 @@ def test_every_page_renders_with_data_and_headers(client: TestClient, seeded: ws
     by_text = client.get("/admin/background_jobs/failures?error=EDGE_followed").text
     assert f'data-failure="{seeded.failures["runtime"]}"' in by_text
     assert f'data-failure="{seeded.failures["auth"]}"' not in by_text
+    by_arg = client.get("/admin/jobs?arg=account_id=5").text
+    assert f'data-job="{seeded.jobs["waiting"]}"' in by_arg
+    assert f'data-job="{seeded.jobs["canary"]}"' not in by_arg
+    bad_arg = client.get("/admin/jobs?arg=no-equals-sign")
+    assert bad_arg.status_code == 400 and 'id="error-arg"' in bad_arg.text
     jobs = client.get("/admin/jobs?status=todo").text
     assert f'data-job="{seeded.jobs["waiting"]}"' in jobs
     assert f'data-job="{seeded.jobs["canary"]}"' not in jobs

@@ -199,3 +199,29 @@ def test_a_job_doing_under_a_live_worker_that_does_not_run_it_is_settled(
         assert worker.proc.poll() is None, worker.output()
     finally:
         worker.kill()
+
+
+def test_a_hung_sync_job_with_a_10_s_timeout_leaves_one_failure_row(
+    db_url: str, tmp_path: Path
+) -> None:
+    # The case: lane concurrency 2, timeout 10 s, default 30 s grace.
+    config = app(tmp_path)
+    queues = config / "queues.yaml"
+    queues.write_text(queues.read_text().replace("timeout_seconds: 1", "timeout_seconds: 10"))
+    queues.write_text(queues.read_text().replace("shutdown_grace_seconds: 10.0", ""))
+    env = environment(tmp_path, db_url, config)
+    job = defer(db_url, "rt.sync_hang", "q_timeout", {"tag": "s"})
+    worker = WorkerProcess(env, tmp_path, "--lane", "timeouts", "--log-format", "json")
+    try:
+        assert worker.wait(40) == 70, worker.output()
+        exited_at = time.time()
+    finally:
+        worker.kill()
+    (started_at,) = [at for event, tag, at in events(tmp_path) if (event, tag) == ("start", "s")]
+    assert exited_at - started_at < 15
+    assert f"rt.sync_hang[{job}]" in worker.output()
+    assert query(db_url, "SELECT job_id, reason, will_retry FROM jobsys_failures") == [
+        (job, "timeout", True)
+    ]
+    # Retried per policy (a timeout is transient): waiting, not before the thread died.
+    assert status(db_url, job) == "todo"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jobsys.app import load_config
 from jobsys.config import load
+from jobsys.config.application import load_config
 from jobsys.errors import ConfigError
 from jobsys.settings import Settings
 

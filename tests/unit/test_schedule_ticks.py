@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobsys import clock
-from jobsys.schedule import cron
-from jobsys.schedule.cron import due_ticks, timezone_of
+from jobsys import clock, cron
+from jobsys.cron import due_ticks, timezone_of
 
 NOON = datetime(2026, 3, 2, 12, 0, 0, 400_000, tzinfo=UTC)
 

@@ -1,0 +1,171 @@
+"""Loading the configuration together with the application it configures.
+
+Application modules come from ``--app``/``JOBSYS_APP``, else ``app.modules`` in
+``queues.yaml``, else the bundled demo. jobsys's own maintenance tasks are always
+loaded (``BUILTIN_MODULES``). :func:`load_config` imports them, then validates both
+files and every task reference at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from jobsys import tasks as task_registry
+from jobsys.config.loader import Config, display_path
+from jobsys.config.loader import load as load_config_files
+from jobsys.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from jobsys.config.models import ScheduleFile
+    from jobsys.config.yamlfile import LocatedDocument
+    from jobsys.settings import Settings
+
+DEMO_MODULE = "jobsys.demo.tasks"
+#: jobsys's own tasks (maintenance, health checks, automatic retry, fan-out batches).
+BUILTIN_MODULES: tuple[str, ...] = (
+    "jobsys.lanes.reap_task",
+    "jobsys.schedule.tasks",
+    "jobsys.retry.auto",
+    "jobsys.issues.tasks",
+)
+
+
+def app_modules(settings: Settings, config: Config | None) -> tuple[str, ...]:
+    if settings.app_modules:
+        return settings.app_modules
+    if config is not None and config.queues.app.modules:
+        return config.queues.app.modules
+    return (DEMO_MODULE,)
+
+
+def import_modules(modules: tuple[str, ...]) -> list[str]:
+    """Import task modules; return a problem line per module that fails."""
+    problems = []
+    for name in (*BUILTIN_MODULES, *modules):
+        try:
+            importlib.import_module(name)
+        except task_registry.DuplicateTaskError as exc:
+            problems.append(f"app module {name!r}: {exc}")
+        except Exception as exc:
+            problems.append(
+                f"app module {name!r} cannot be imported: {type(exc).__name__}: {exc} "
+                "(check --app / JOBSYS_APP / app.modules in queues.yaml)"
+            )
+    return problems
+
+
+def task_problems(
+    directory: Path,
+    schedule: ScheduleFile,
+    known_queues: set[str] | None,
+    schedule_doc: LocatedDocument | None,
+) -> list[str]:
+    """Tasks naming unknown queues (when the queues are known), schedule entries naming
+    unknown tasks."""
+    registry = task_registry.registry()
+    problems = []
+    for spec in sorted(registry.values(), key=lambda s: s.name):
+        if known_queues is not None and spec.queue not in known_queues:
+            problems.append(
+                f"task {spec.name!r}: unknown queue {spec.queue!r} "
+                f"(queues are declared in {display_path(directory / 'queues.yaml')})"
+            )
+    where = display_path(directory / "schedule.yaml")
+    for key, task_name in _task_refs(schedule, schedule_doc):
+        if task_name not in registry:
+            hint = did_you_mean(task_name, registry)
+            line = schedule_doc.line_of(key) if schedule_doc else 1
+            problems.append(f"{where}:{line}: {'.'.join(key)}: unknown task {task_name!r}{hint}")
+    return problems
+
+
+def _task_refs(
+    schedule: ScheduleFile, schedule_doc: LocatedDocument | None
+) -> list[tuple[tuple[str, ...], str]]:
+    """(key path, task name) of every task a schedule entry names. From the raw file when
+    there is one, so an entry invalid for another reason (a typo in a key) still has its
+    task checked in the same run: every problem at once."""
+    raw = schedule_doc.data.get("entries") if schedule_doc is not None else None
+    entries: dict[str, Any]
+    if isinstance(raw, dict):
+        entries = {str(k): v for k, v in raw.items() if isinstance(v, dict)}
+    else:
+        entries = {n: e.model_dump() for n, e in schedule.entries.items()}
+    refs: list[tuple[tuple[str, ...], str]] = []
+    for name, entry in entries.items():
+        if isinstance(entry.get("task"), str):
+            refs.append((("entries", name, "task"), entry["task"]))
+        fanout = entry.get("fanout")
+        if isinstance(fanout, dict) and isinstance(fanout.get("task"), str):
+            refs.append((("entries", name, "fanout", "task"), fanout["task"]))
+    return refs
+
+
+def load_config(settings: Settings, *, with_tasks: bool = True) -> Config:
+    """Load and validate the configuration; with ``with_tasks``, import the application
+    and check every task reference. Raises :class:`ConfigError` listing every problem
+    of both files and of the task references at once."""
+    if not with_tasks:
+        return load_config_files(settings.config_dir)
+    from jobsys.config.loader import declared_app_modules
+
+    declared = declared_app_modules(settings.config_dir)
+    modules = settings.app_modules or declared or (DEMO_MODULE,)
+    import_problems = import_modules(modules)
+    try:
+        config = load_config_files(
+            settings.config_dir, task_checker=None if import_problems else task_problems
+        )
+    except ConfigError as exc:
+        raise ConfigError([*import_problems, *exc.problems], hint=exc.hint) from None
+    if import_problems:
+        raise ConfigError(import_problems, hint="Fix the application modules, then retry.")
+    return config
+
+
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """``jobsys config show``: both files as loaded, defaults included, with what is in
+    effect where the file leaves it open: the database actually used (password masked)
+    and its ``source`` (``flag``, ``env``, ``config`` or ``embedded``), and each lane's
+    queues (a capsule lane with none listed serves the queue of its own name). Never
+    starts the embedded server."""
+    from jobsys.config.loader import BASE_LANE
+    from jobsys.db import embedded
+    from jobsys.db.url import mask
+
+    config = load_config(settings, with_tasks=False)
+    queues = config.queues.model_dump(mode="json")
+    url: str | None
+    if settings.database_url:
+        url, source = settings.database_url, settings.database_url_source or "env"
+    elif config.queues.database.url:
+        url, source = config.queues.database.url, "config"
+    else:
+        url, source = embedded.status(settings.home).url, "embedded"
+    queues["database"] = {
+        "url": mask(url) if url else None,
+        "source": source,
+        "config_url": mask(config.queues.database.url) if config.queues.database.url else None,
+    }
+    for name, lane in config.lanes.items():
+        section = queues["base"] if name == BASE_LANE else queues["capsules"][name]
+        section["queues"] = list(lane.queues)
+    return {
+        "directory": str(config.directory),
+        "queues": queues,
+        "schedule": config.schedule.model_dump(mode="json"),
+    }
+
+
+def config_for(context: Any) -> Config:
+    """The configuration a built-in task runs with: the worker's own (passed in the job
+    context by the runtime), else the process's files (a plain Procrastinate worker)."""
+    given = (getattr(context, "additional_context", None) or {}).get("config")
+    if isinstance(given, Config):
+        return given
+    from jobsys.settings import from_env
+
+    return load_config(from_env(), with_tasks=False)

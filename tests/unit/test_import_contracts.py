@@ -1,0 +1,64 @@
+"""The import contracts in ``pyproject.toml`` (``[tool.importlinter]``) hold, and they
+can fail: a copy of the package with one deliberate back-edge (the engine importing
+the assembly above it) is refused, naming the import. ``make lint`` runs the same
+``lint-imports`` over the real tree."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(
+        [LINT_IMPORTS, "--no-cache", "--config", str(root / "pyproject.toml")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def copy_package(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "jobsys", tmp_path / "jobsys", ignore=shutil.ignore_patterns("*.pyc"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+def test_the_contracts_hold(tmp_path: Path) -> None:
+    result = lint_imports(copy_package(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "broken" not in result.stdout.lower().replace("0 broken", "")
+
+
+def test_a_back_edge_breaks_the_layers(tmp_path: Path) -> None:
+    root = copy_package(tmp_path)
+    channels = root / "jobsys" / "engine" / "channels.py"
+    channels.write_text(
+        channels.read_text(encoding="utf-8") + "\nfrom jobsys.app import worker_services\n",
+        encoding="utf-8",
+    )
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert "jobsys.engine is not allowed to import jobsys.app" in result.stdout
+    assert "jobsys.engine.channels -> jobsys.app" in result.stdout
+
+
+def test_procrastinate_outside_the_engine_breaks_the_door(tmp_path: Path) -> None:
+    root = copy_package(tmp_path)
+    store = root / "jobsys" / "schedule" / "store.py"
+    store.write_text(
+        store.read_text(encoding="utf-8") + "\nimport procrastinate\n", encoding="utf-8"
+    )
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert "jobsys.schedule.store -> procrastinate" in result.stdout
