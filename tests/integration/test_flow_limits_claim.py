@@ -43,7 +43,7 @@ def claim(db_url: str, config_dir: Path, slots: int) -> list[tuple[Any, ...]]:
     policy = policy_for_lane(config, config.lanes["base"])
 
     async def go() -> list[tuple[Any, ...]]:
-        from jobsys.app import build_engine_app
+        from jobsys.lanes.execution import build_engine_app
 
         app = build_engine_app(db_url, max_size=2)
         async with app.open_async():
