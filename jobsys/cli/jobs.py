@@ -226,8 +226,13 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
     if json:
         _output.emit_json(job)
         return
-    nested = ("history", "failures", "retries", "pipeline")
-    _output.key_values({k: v for k, v in job.items() if k not in nested}, title=f"job {job_id}")
+    from jobsys.cli.failures import retry_lines
+
+    nested = ("history", "failures", "retries", "pipeline", "retry_state")
+    head = {k: v for k, v in job.items() if k not in nested}
+    if job["failures"]:  # the retry state of its latest failure, in words
+        head.update(retry_lines(job.get("retry_state") or {}, job["failures"][-1].get("retryable")))
+    _output.key_values(head, title=f"job {job_id}")
     _output.table(job["history"], ["type", "at"], title="history", empty="no history", wide=None)
     if job["failures"]:
         _output.table(
