@@ -36,7 +36,7 @@ def worker_middlewares(config: Config) -> list[Any]:
     from jobsys.failures.capture import capture_middleware
     from jobsys.flow.watch import start_middleware
     from jobsys.live import services as live_services
-    from jobsys.retry.middleware import pipeline_middleware
+    from jobsys.pipelines.middleware import pipeline_middleware
 
     logredact.install(config)  # Procrastinate logs job args; keep secrets out
     middlewares: list[Any] = []

@@ -521,7 +521,7 @@ SELECT job_id
 """
 
 #: The filters ``jobs list`` and the bulk actions share, over ``procrastinate_jobs j``
-#: (jobsys.live.browser.filter_params binds them; an unset one is NULL).
+#: (jobsys.jobs.browser.filter_params binds them; an unset one is NULL).
 JOB_FILTER = f"""
        (%(queues)s::text[] IS NULL OR j.queue_name = ANY(%(queues)s::text[]))
    AND (%(task)s::text IS NULL OR j.task_name = %(task)s::text)
