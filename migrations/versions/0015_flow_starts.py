@@ -1,7 +1,7 @@
 """flow: the ledger of starts under flow limits (rates and per-key concurrency)
 
-Revision ID: 0014_flow_starts
-Revises: 0013_unique_jobs
+Revision ID: 0015_flow_starts
+Revises: 0014_schedule_entry_issues
 """
 
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0014_flow_starts"
-down_revision: str | Sequence[str] | None = "0013_unique_jobs"
+revision: str = "0015_flow_starts"
+down_revision: str | Sequence[str] | None = "0014_schedule_entry_issues"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
