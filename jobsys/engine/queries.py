@@ -326,16 +326,25 @@ SELECT (SELECT count(*) FROM process) AS processes, (SELECT count(*) FROM worker
 """
 
 # Drain: nothing due in the selected queues, nothing running on this process's lanes.
-# Jobs of a paused queue do not count: the drain would wait for them forever.
+# Jobs of a paused queue do not count: the drain would wait for them forever. The drain
+# only asks whether a due job waits (``waiting`` is 0 or 1): counting them all cost
+# 74 ms a check at 20,000 waiting, on the CPU the drain's own jobs needed.
 DRAIN_STATE = f"""
-SELECT count(*) FILTER (
-           WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
-             AND {NOT_PAUSED}
+SELECT (
+           SELECT count(*) FROM (
+               SELECT 1
+                 FROM procrastinate_jobs AS jobs
+                WHERE status = 'todo' AND queue_name = ANY(%(queues)s::text[])
+                  AND (scheduled_at IS NULL OR scheduled_at <= now())
+                  AND {NOT_PAUSED}
+                LIMIT 1
+           ) AS due
        ) AS waiting,
-       count(*) FILTER (WHERE status = 'doing' AND worker_id = ANY(%(worker_ids)s::bigint[]))
-           AS running
-  FROM procrastinate_jobs AS jobs
- WHERE queue_name = ANY(%(queues)s::text[]) AND status IN ('todo', 'doing')
+       (
+           SELECT count(*)
+             FROM procrastinate_jobs
+            WHERE status = 'doing' AND worker_id = ANY(%(worker_ids)s::bigint[])
+       ) AS running
 """
 
 WAITING_BY_QUEUE = """
