@@ -20,7 +20,9 @@ help: ## List every target with one line each
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# setuptools' editable install warns (BuildBackendWarning, a boxed UserWarning) on every
+	@# install; it is about folders named like the package, not something to act on here.
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install jobsys with its dev tools

@@ -7,6 +7,9 @@ interleaved so that load from elsewhere on the machine hits both alike:
 - jobsys: a full ``jobsys worker --drain`` (every middleware of
   ``jobsys.app.worker_middlewares`` on), the base lane at concurrency 10; the span is
   the first ``started`` to the last ``succeeded`` job event (database clock);
+- at the first backlog, also jobsys draining the same no-op written as a sync
+  function (``bench.noop_sync``: run in the lane's thread pool), for the sync/async
+  ratio;
 - PgQueuer 1.6 (``bench.pgqueuer_worker``) at ``batch_size=10``; the span is the first
   ``picked`` to the last ``successful`` row of ``pgqueuer_log`` (database clock; its
   acknowledgements are buffered, so the span includes its last flush).
@@ -79,9 +82,11 @@ def _drain(
     }
 
 
-def _jobsys_drain(url: str, env: dict[str, str], count: int) -> dict[str, float]:
+def _jobsys_drain(
+    url: str, env: dict[str, str], count: int, task: str = "bench.noop"
+) -> dict[str, float]:
     _reset(url)
-    _defer_noops(url, count)
+    _defer_noops(url, count, task)
     command = [sys.executable, "-m", "jobsys", "worker", "--drain"]
     command += ["--concurrency-scale", str(CONCURRENCY_SCALE)]
     return _drain(url, command, env, count, EVENTS_SPAN, "procrastinate_jobs")
@@ -130,9 +135,13 @@ def run() -> dict[str, Any]:
             for round_ in range(rounds):
                 # Alternate who goes first, so a slow spell elsewhere hits both alike.
                 order = ("jobsys", "pgqueuer") if round_ % 2 == 0 else ("pgqueuer", "jobsys")
+                if depth == _depths()[0]:
+                    order = (*order, "jobsys_sync")  # the same no-op as a plain function
                 for system in order:
                     if system == "jobsys":
                         sample = _jobsys_drain(url, env, depth)
+                    elif system == "jobsys_sync":
+                        sample = _jobsys_drain(url, env, depth, "bench.noop_sync")
                     else:
                         sample = _pgqueuer_drain(url, depth, install=not installed)
                         installed = True
@@ -156,6 +165,13 @@ def run() -> dict[str, Any]:
             "jobsys_dead_tuples_after": max(s["dead_tuples_after"] for s in ours),
         }
     depths = _depths()
+    sync = [s["jobs_per_s"] for s in samples[("jobsys_sync", depths[0])]]
+    results[f"d{depths[0]}"]["jobsys_sync_jobs_per_s"] = sync
+    results["sync_vs_async"] = round(
+        statistics.median(sync)
+        / max(statistics.median(s["jobs_per_s"] for s in samples[("jobsys", depths[0])]), 1e-9),
+        2,
+    )
     if len(depths) > 1:
         shallow = statistics.median(s["jobs_per_s"] for s in samples[("jobsys", depths[0])])
         deep = statistics.median(s["jobs_per_s"] for s in samples[("jobsys", depths[-1])])

@@ -17,3 +17,8 @@ async def noop() -> None:
 async def mark(seq: int) -> None:
     with open(os.environ["BENCH_MARKS"], "a") as f:
         f.write(f"{seq} {time.time():.6f}\n")
+
+
+@task(queue="bench", name="bench.noop_sync")
+def noop_sync() -> None:
+    return None

@@ -15,8 +15,8 @@ $J config check
 $J systemd render --json | grep -q '"jobsys-worker@.service"'
 $J schedule list --json | grep -q '"name": "retention"'
 $J db status --json | grep -q '"up_to_date": true'
-$J failures list --json | grep -q '"failures": \[\]'
-$J issues list --json | grep -q '"issues": \[\]'
+$J failures list --json | grep -q '"items": \[\]'
+$J issues list --json | grep -q '"items": \[\]'
 if $J --help >/dev/null && [ -n "$($J db url)" ]; then echo "embedded smoke: ok"; fi
 $J db stop
 if $J db status >/dev/null 2>&1; then echo "server still answering after stop" >&2; exit 1; fi

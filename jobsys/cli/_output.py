@@ -183,7 +183,14 @@ def format_cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.1f}"
-    if isinstance(value, (dict, list)):
+    if isinstance(value, dict):
+        # an object for a human: "signal: down, value: 0, threshold: 0", not raw JSON
+        parts = [
+            f"{k}: " + (to_json(v) if isinstance(v, (dict, list)) else format_cell(v))
+            for k, v in value.items()
+        ]
+        return ", ".join(parts) or "-"
+    if isinstance(value, list):
         return to_json(value)
     return str(value)
 
@@ -295,20 +302,31 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     if not console.is_terminal:
         yield lambda done, total: None
         return
-    with Progress(
+    bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
-    ) as bar:
-        task_id = bar.add_task(description, total=None)
+    )
+    task_ids: list[Any] = []
 
-        def update(done: int, total: int) -> None:
-            bar.update(task_id, completed=done, total=total)
+    def update(done: int, total: int) -> None:
+        # Drawn on the first real progress only: a refused request or a lone id never
+        # shows an empty "0/?" bar.
+        if not task_ids:
+            if total <= 1:
+                return
+            bar.start()
+            task_ids.append(bar.add_task(description, total=total))
+        bar.update(task_ids[0], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if task_ids:
+            bar.stop()
 
 
 def retry_verdicts(report: Any) -> None:

@@ -59,6 +59,13 @@ def status(ctx: typer.Context, json: JsonOpt = False) -> None:
         shown = {k: v for k, v in result.items() if k != "embedded"}
         _output.key_values(shown)
     if not result["reachable"]:
+        if result["source"] == "embedded" and not result["embedded"]["running"]:
+            _output.say("the embedded server is stopped: start it with `jobsys db start`")
+        else:
+            _output.say(
+                "the database does not answer: is the server running and the URL right "
+                "(--database-url, JOBSYS_DATABASE_URL or database.url in queues.yaml)?"
+            )
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -87,7 +94,10 @@ def upgrade(
     else:
         before = ", ".join(result["from"]) or "empty"
         after = ", ".join(result["to"]) or "empty"
-        _output.say(f"schema {before} -> {after} ({result['url']})")
+        if before == after:
+            _output.say(f"schema already up to date at {after} ({result['url']})")
+        else:
+            _output.say(f"schema {before} -> {after} ({result['url']})")
 
 
 @app.command()

@@ -79,8 +79,26 @@ def run_demo(
     finally:
         if serving is not None:
             serving.stop()
+        _say_postgres_runs(ctx)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+def _say_postgres_runs(ctx: typer.Context) -> None:
+    """After Ctrl-C: the workers stopped, the embedded PostgreSQL did not."""
+    from jobsys.cli import _output
+    from jobsys.db.service import embedded_left_running
+    from jobsys.errors import JobsysError
+
+    try:
+        running = embedded_left_running(settings(ctx))
+    except (JobsysError, OSError):  # a note, never a reason to fail the stop
+        return
+    if running:
+        _output.say(
+            "note: the embedded PostgreSQL server is still running (the data stays); "
+            f"`{jobsys_command()} db stop` stops it"
+        )
 
 
 def _start_web(ctx: typer.Context, where: str) -> Any:

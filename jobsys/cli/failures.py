@@ -150,7 +150,14 @@ def text_view(failure: dict[str, Any]) -> dict[str, Any]:
     out["issue"] = (
         f"{issue['id']} ({issue['status'] or 'gone'}): {issue['title'] or '-'}" if issue else None
     )
-    state = failure.get("retry_state") or {}
+    out.update(retry_lines(failure.get("retry_state") or {}, failure.get("retryable")))
+    return out
+
+
+def retry_lines(state: dict[str, Any], retryable: Any) -> dict[str, Any]:
+    """A retry state as words: the last decision and why, by whom, when; the outcome;
+    retries made (``failures show``, ``jobs show``), instead of its raw JSON."""
+    out: dict[str, Any] = {}
     if state.get("last_decision"):
         detail = state.get("last_detail") or ""
         said = "" if detail in ("", state["last_decision"]) else f": {detail}"
@@ -159,9 +166,7 @@ def text_view(failure: dict[str, Any]) -> dict[str, Any]:
             f"(by {state.get('actor') or 'someone'} at {state.get('decided_at') or '-'})"
         )
     else:
-        out["retry"] = "no retry decision yet" + (
-            "" if failure.get("retryable") else " (not retryable)"
-        )
+        out["retry"] = "no retry decision yet" + ("" if retryable else " (not retryable)")
     if state.get("outcome"):
         out["retry_outcome"] = state["outcome"]
     if state.get("attempts"):

@@ -27,6 +27,23 @@ def web(
             help="Users, one `name role hash` a line (see `jobsys web-user`).",
         ),
     ] = None,
+    secure_cookies: Annotated[
+        bool,
+        typer.Option(
+            "--secure-cookies",
+            help="Mark the session cookie Secure (served behind TLS); "
+            "also JOBSYS_WEB_SECURE_COOKIES=1.",
+        ),
+    ] = False,
+    trust_proxy: Annotated[
+        bool,
+        typer.Option(
+            "--trust-proxy",
+            help="Believe X-Forwarded-Proto/-For from a reverse proxy (Secure cookie on "
+            "https, login limit per real client); only when the proxy alone reaches the "
+            "console. Also JOBSYS_WEB_TRUST_PROXY=1.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the web console until Ctrl-C (default http://127.0.0.1:8080/admin/background_jobs).
 
@@ -36,7 +53,14 @@ def web(
     from jobsys.cli import _output
     from jobsys.web.server import prepare, run_foreground
 
-    web_app, sock, url = prepare(settings(ctx), host, port, users_file)
+    web_app, sock, url = prepare(
+        settings(ctx),
+        host,
+        port,
+        users_file,
+        secure_cookies=secure_cookies,
+        trust_proxy=trust_proxy,
+    )
     _output.say(f"jobsys web console: {url} (Ctrl-C to stop)")
     run_foreground(web_app, sock)
 

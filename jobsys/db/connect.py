@@ -89,6 +89,14 @@ def resolve(settings: Settings, config: Config | None = None, *, start: bool = T
         return _checked(Target(config.queues.database.url, "config"))
     from jobsys.db import embedded
 
+    if start and embedded.stopped_by_operator(settings.home):
+        st = embedded.status(settings.home)
+        if not st.running:
+            raise DatabaseUnavailable(
+                "the embedded PostgreSQL server was stopped with `jobsys db stop`; "
+                "commands do not start it again by themselves.",
+                hint="Start it with `jobsys db start` (or `make run`).",
+            )
     st = embedded.start(settings.home) if start else embedded.status(settings.home)
     if st.url is None:
         raise DatabaseUnavailable(

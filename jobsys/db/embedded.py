@@ -148,6 +148,24 @@ def _server_user() -> str | None:
     return "embedded_postgres" if os.geteuid() == 0 else None
 
 
+#: Written by ``jobsys db stop`` under the home: commands then refuse to start the
+#: server again by themselves until ``jobsys db start`` (or ``db upgrade``) clears it.
+STOPPED_MARKER = "stopped-by-operator"
+
+
+def mark_stopped(home: Path, stopped: bool) -> None:
+    marker = home / STOPPED_MARKER
+    if stopped:
+        home.mkdir(parents=True, exist_ok=True)
+        marker.write_text("jobsys db stop\n")
+    else:
+        marker.unlink(missing_ok=True)
+
+
+def stopped_by_operator(home: Path) -> bool:
+    return (home / STOPPED_MARKER).exists()
+
+
 def stop(home: Path) -> bool:
     """Stop the server if it runs; return whether it was running."""
     with _locked(home):

@@ -51,6 +51,7 @@ def start(settings: Settings) -> dict[str, Any]:
             f"configuration uses {configured.masked} ({configured.origin}); nothing was done.",
             hint=f"To start the embedded server, run without {configured.origin}.",
         )
+    embedded.mark_stopped(settings.home, False)
     return _embedded_dict(embedded.start(settings.home))
 
 
@@ -60,6 +61,8 @@ def stop(settings: Settings) -> dict[str, Any]:
     worse than a stopped one. ``configured`` says which other database is in use."""
     configured = _configured(settings)
     was_running = embedded.stop(settings.home)
+    if configured is None:
+        embedded.mark_stopped(settings.home, True)
     return {
         "home": str(settings.home),
         "was_running": was_running,
@@ -101,11 +104,20 @@ async def status(settings: Settings) -> dict[str, Any]:
     return result
 
 
+def embedded_left_running(settings: Settings) -> bool:
+    """True when this configuration uses the embedded server and it is running."""
+    return _configured(settings) is None and embedded.status(settings.home).running
+
+
 def url(settings: Settings) -> str:
     return _target(settings).masked
 
 
 def upgrade(settings: Settings, revision: str = "head") -> dict[str, Any]:
+    """Migrate; with the embedded server, start it (``make run``'s first step, an
+    explicit start even after ``jobsys db stop``)."""
+    if _configured(settings) is None:
+        embedded.mark_stopped(settings.home, False)
     target = _target(settings)
     before = migrate.current(target.url)
     migrate.upgrade(target.url, revision)

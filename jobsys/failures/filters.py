@@ -68,7 +68,8 @@ def failure_filters(
     now = now or datetime.now(UTC)
     if kind is not None and kind not in KINDS:
         raise UsageError(
-            f"--kind {kind!r} is not a failure kind.", hint=f"Use one of {', '.join(KINDS)}."
+            f"--kind {kind!r} is not a failure kind{did_you_mean(kind, KINDS)}.",
+            hint=f"Use one of {', '.join(KINDS)}.",
         )
     for option, value in (("--issue", issue), ("--before", before)):
         if value is not None and value < 1:

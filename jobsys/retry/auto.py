@@ -120,7 +120,8 @@ async def run_once(conn: Any, auto: AutoRetry, *, now: datetime | None = None) -
     if result.counts or result.reconciled:
         logger.info(
             "automatic retry: %s",
-            dict(result.counts),
+            ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in result.counts.items())
+            or f"{result.reconciled} outcomes recorded",
             extra={"action": "auto_retry", **result.as_dict()},
         )
     return result

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from jobsys import errors
 from jobsys.settings import Settings
 from jobsys.web import format as fmt
-from jobsys.web.auth import ADMIN, Credentials, User
+from jobsys.web.auth import ADMIN, LOGIN_ATTEMPTS, Credentials, LoginLimiter, User
 from jobsys.web.live import LiveHub
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class Console:
     credentials: Credentials
     hub: LiveHub | None
     templates: Jinja2Templates
+    logins: LoginLimiter
 
     def actor_settings(self, user: User) -> Settings:
         """The settings an action runs with: the web user is the actor in the audit."""
@@ -101,6 +102,52 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class Transport:
+    """TLS in front of the console: the session cookie gets ``Secure`` when
+    ``secure_cookies`` is set, or when the request came over HTTPS. With
+    ``trust_proxy`` (only for a console reachable through that proxy alone), a proxy's
+    ``X-Forwarded-Proto: https`` counts as HTTPS and the last ``X-Forwarded-For``
+    address is the client (the login limit counts per client)."""
+
+    def __init__(self, app: ASGIApp, *, secure_cookies: bool, trust_proxy: bool) -> None:
+        self.app, self.secure_cookies, self.trust_proxy = app, secure_cookies, trust_proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.trust_proxy:
+            scope = _forwarded(scope)
+        secure = self.secure_cookies or scope.get("scheme") == "https"
+
+        async def with_secure(message: Message) -> None:
+            if secure and message["type"] == "http.response.start":
+                message["headers"] = [
+                    (k, v + b"; secure")
+                    if k.lower() == b"set-cookie"
+                    and v.startswith(SESSION_COOKIE.encode() + b"=")
+                    and b"; secure" not in v.lower()
+                    else (k, v)
+                    for k, v in message.get("headers", [])
+                ]
+            await send(message)
+
+        await self.app(scope, receive, with_secure)
+
+
+def _forwarded(scope: Scope) -> Scope:
+    headers = {k.lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    scope = dict(scope)
+    proto = headers.get(b"x-forwarded-proto", "").split(",")[-1].strip().lower()
+    if proto in ("http", "https"):
+        scope["scheme"] = proto
+    hops = [h.strip() for h in headers.get(b"x-forwarded-for", "").split(",") if h.strip()]
+    if hops:
+        port = scope["client"][1] if scope.get("client") else 0
+        scope["client"] = (hops[-1], port)
+    return scope
 
 
 # --- who is asking -------------------------------------------------------------------
@@ -154,6 +201,7 @@ def render(
     *,
     status_code: int = 200,
     user: User | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     c = console(request)
     full = {
@@ -165,7 +213,9 @@ def render(
         "flash": request.session.pop("flash", None),
         **context,
     }
-    return c.templates.TemplateResponse(request, template, full, status_code=status_code)
+    return c.templates.TemplateResponse(
+        request, template, full, status_code=status_code, headers=headers
+    )
 
 
 def problem(
@@ -284,8 +334,24 @@ async def login(request: Request) -> Response:
         )
     form = await request.form()
     name, password, token = (str(form.get(k) or "") for k in ("username", "password", "token"))
+    client = request.client.host if request.client else "unknown"
+    wait = c.logins.wait_seconds(client, "" if token else name)
+    if wait is not None:
+        logger.info("web login limited", extra={"action": "web_login_limited"})
+        return render(
+            request,
+            "login.html",
+            {
+                "next": nxt,
+                "error": f"Too many failed logins from this address or for this user: "
+                f"wait {wait} s and try again.",
+            },
+            status_code=429,
+            headers={"retry-after": str(wait)},
+        )
     user = c.credentials.by_token(token) if token else c.credentials.by_password(name, password)
     if user is None:
+        c.logins.failed(client, "" if token else name)
         logger.info("web login refused", extra={"action": "web_login_refused"})
         return render(
             request,
@@ -343,13 +409,18 @@ def create_app(
     database_url: str | None = None,
     secret_key: str | None = None,
     live: bool = True,
+    secure_cookies: bool = False,
+    trust_proxy: bool = False,
+    login_attempts: str = LOGIN_ATTEMPTS,
 ) -> Starlette:
-    """The console. ``database_url`` feeds the live hub (None: resolved at start-up)."""
+    """The console. ``database_url`` feeds the live hub (None: resolved at start-up);
+    ``secure_cookies``/``trust_proxy``: see :class:`Transport`; ``login_attempts``:
+    failed logins allowed per client and per user (``limits`` notation)."""
     from jobsys.web import actions, pages
 
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     fmt.install(templates.env)
-    state = Console(settings, credentials, None, templates)
+    state = Console(settings, credentials, None, templates, LoginLimiter(login_attempts))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -376,6 +447,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(Transport, secure_cookies=secure_cookies, trust_proxy=trust_proxy),
             Middleware(SecurityHeaders),
             Middleware(
                 SessionMiddleware,

@@ -26,12 +26,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from limits import RateLimitItem, parse, storage, strategies
+
 from jobsys.errors import ConfigError, UsageError
 
 ADMIN = "admin"
 READ_ONLY = "read-only"
 ROLES = (ADMIN, READ_ONLY)
 TOKEN_USERS = {ADMIN: "token", READ_ONLY: "token-read-only"}
+#: Failed logins allowed per client address and, separately, per user name.
+LOGIN_ATTEMPTS = "5/minute"
 # scrypt cost: ~50 ms per check on a small server; checked once per login, then cached.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES = 16
@@ -184,3 +188,33 @@ def check_bind(host: str, creds: Credentials) -> None:
             "(JOBSYS_WEB_USERS_FILE, lines from `jobsys web-user NAME`); "
             "or bind to 127.0.0.1.",
         )
+
+
+class LoginLimiter:
+    """At most ``rate`` failed logins per client address and per user name (a moving
+    window, in this process's memory: one web process is one limit). Over the limit,
+    even the right password is refused until the window has room again, so guessing
+    is slowed for one address and for one account attacked from many addresses."""
+
+    def __init__(self, rate: str = LOGIN_ATTEMPTS) -> None:
+        self.item: RateLimitItem = parse(rate)
+        self.limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+
+    def _keys(self, client: str, user: str) -> list[tuple[str, str]]:
+        return [("client", client), ("user", user)] if user else [("client", client)]
+
+    def wait_seconds(self, client: str, user: str) -> int | None:
+        """None when another attempt is allowed; else seconds until one is."""
+        blocked = [
+            key for key in self._keys(client, user) if not self.limiter.test(self.item, *key)
+        ]
+        if not blocked:
+            return None
+        import time
+
+        reset = max(self.limiter.get_window_stats(self.item, *key).reset_time for key in blocked)
+        return max(1, int(reset - time.time()) + 1)
+
+    def failed(self, client: str, user: str) -> None:
+        for key in self._keys(client, user):
+            self.limiter.hit(self.item, *key)

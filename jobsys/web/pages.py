@@ -121,7 +121,7 @@ def _detail(
 
 
 async def dashboard(request: Request, user: User) -> Response:
-    from jobsys.live.browser import JobFilters, list_jobs
+    from jobsys.jobs.browser import JobFilters, list_jobs
     from jobsys.live.dashboard import snapshot_once
 
     settings = console(request).settings
@@ -209,7 +209,7 @@ def _set(q: QueryParams, names: tuple[str, ...]) -> list[tuple[str, str]]:
 
 async def failure(request: Request, user: User) -> Response:
     from jobsys.failures.service import show_failure
-    from jobsys.live.browser import show_job
+    from jobsys.jobs.browser import show_job
 
     settings = console(request).settings
     found = await show_failure(settings, _path_id(request, "failure_id", "failure"))
@@ -218,12 +218,26 @@ async def failure(request: Request, user: User) -> Response:
         job = await show_job(settings, found["job_id"])
     except NotFoundError:  # deleted by retention: the failure row outlives its job
         job = None
+    found["retry_state"] = _current_outcome(found["retry_state"], job)
     return render(
         request,
         "failure.html",
         {"title": f"Failure {found['id']}", "f": found, "job": job, "topics": FAILURE_TOPICS},
         user=user,
     )
+
+
+def _current_outcome(state: dict[str, Any], job: dict[str, Any] | None) -> dict[str, Any]:
+    """A pending retry's outcome as its job shows it now (the retry rules' own
+    ``outcome_of``): the worker finishing the retried job announces ``jobs_changed``,
+    the page re-reads, and the outcome changes without waiting for the periodic check
+    that records it (``outcome_at`` stays empty until that check has run)."""
+    from jobsys.retry.rules import OUTCOME_PENDING, outcome_of
+
+    if state.get("outcome") != OUTCOME_PENDING:
+        return state
+    now = outcome_of(OUTCOME_PENDING, job["status"] if job is not None else None)
+    return state if now == OUTCOME_PENDING else {**state, "outcome": now, "outcome_seen": True}
 
 
 def _path_id(request: Request, key: str, what: str) -> int:
@@ -241,7 +255,7 @@ def _path_id(request: Request, key: str, what: str) -> int:
 
 
 async def jobs(request: Request, user: User) -> Response:
-    from jobsys.live.browser import JobFilters, list_jobs
+    from jobsys.jobs.browser import JobFilters, list_jobs
 
     q = request.query_params
 
@@ -264,7 +278,7 @@ async def jobs(request: Request, user: User) -> Response:
 
 
 async def job(request: Request, user: User) -> Response:
-    from jobsys.live.browser import show_job
+    from jobsys.jobs.browser import show_job
 
     found = await show_job(console(request).settings, _path_id(request, "job_id", "job"))
     return _detail(request, user, "job.html", f"Job {found['id']}", {"j": found}, JOB_TOPICS)
@@ -310,8 +324,8 @@ async def issue(request: Request, user: User) -> Response:
 
 
 async def pipelines(request: Request, user: User) -> Response:
+    from jobsys.pipelines.service import list_pipelines
     from jobsys.retry.models import PIPELINE_STATUSES
-    from jobsys.retry.pipeline_service import list_pipelines
 
     q = request.query_params
 
@@ -330,7 +344,7 @@ async def pipelines(request: Request, user: User) -> Response:
 
 
 async def pipeline(request: Request, user: User) -> Response:
-    from jobsys.retry.pipeline_service import show_pipeline
+    from jobsys.pipelines.service import show_pipeline
 
     found = await show_pipeline(
         console(request).settings, _path_id(request, "pipeline_id", "pipeline")

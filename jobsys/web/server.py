@@ -58,8 +58,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def env_flag(name: str) -> bool:
+    """A yes/no setting from the environment (1/true/yes/on), e.g. JOBSYS_WEB_TRUST_PROXY."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise UsageError(f"{name}={value!r}: expected 1/true/yes/on or 0/false/no/off.")
+
+
 def prepare(
-    settings: Settings, host: str, port: int, users_file: Path | None = None
+    settings: Settings,
+    host: str,
+    port: int,
+    users_file: Path | None = None,
+    *,
+    secure_cookies: bool = False,
+    trust_proxy: bool = False,
 ) -> tuple[Any, socket.socket, str]:
     """Check the bind against the credentials, resolve the database, build the app and
     bind the socket: everything that can fail, with a readable message. Returns the
@@ -76,6 +92,8 @@ def prepare(
         credentials,
         database_url=url,
         secret_key=os.environ.get("JOBSYS_WEB_SECRET") or None,
+        secure_cookies=secure_cookies or env_flag("JOBSYS_WEB_SECURE_COOKIES"),
+        trust_proxy=trust_proxy or env_flag("JOBSYS_WEB_TRUST_PROXY"),
     )
     sock = bind(host, port)
     shown = f"[{host}]" if ":" in host else host

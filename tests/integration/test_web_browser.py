@@ -193,6 +193,7 @@ def test_a_failure_retried_from_its_page_runs_and_its_retry_state_changes(
     live(browser)
     decision = text(browser, "#retry-decision")
     assert decision.startswith("retried") and "web:tester" in decision
+    assert text(browser, "#retry-outcome") == "pending"
     rows_before = len(browser.find_elements("css selector", "#attempts tbody tr"))
     browser.execute_script("window.__sameDocument = 'yes';")
 
@@ -208,6 +209,8 @@ def test_a_failure_retried_from_its_page_runs_and_its_retry_state_changes(
         lambda d: len(d.find_elements("css selector", "#attempts tbody tr")) == rows_before + 1,
         10,
     )
+    # The retry's outcome follows the retried job, not the periodic check that records it.
+    wait(browser, lambda d: text(d, "#retry-outcome").startswith("failed_again"), 10)
     assert browser.execute_script("return window.__sameDocument") == "yes"
     shot(browser, "failure_after_retry")
     assert console_errors(browser) == []

@@ -4,8 +4,10 @@ actions through the CLI's rules, login, CSRF, the read-only role and the canary.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import failures_support as fx
 import pytest
@@ -28,9 +30,16 @@ def seeded(settings: Settings, db_url: str) -> ws.Seeded:
     return ws.seed(settings, db_url)
 
 
-def client_for(settings: Settings, db_url: str, creds: Credentials | None = None) -> TestClient:
-    app = create_app(settings, creds or Credentials(), database_url=db_url, live=False)
-    return TestClient(app, base_url="http://127.0.0.1")
+def client_for(
+    settings: Settings,
+    db_url: str,
+    creds: Credentials | None = None,
+    *,
+    base_url: str = "http://127.0.0.1",
+    **options: Any,
+) -> TestClient:
+    app = create_app(settings, creds or Credentials(), database_url=db_url, live=False, **options)
+    return TestClient(app, base_url=base_url)
 
 
 @pytest.fixture
@@ -289,6 +298,73 @@ def login(client: TestClient, **fields: str) -> None:
     page = client.get("/admin/login")
     response = client.post("/admin/login", data={**fields, "csrf_token": csrf(page.text)})
     assert response.status_code == 200, response.text  # followed the redirect
+
+
+def session_cookie(client: TestClient, **headers: str) -> str:
+    """The session cookie a new visitor of the login page is given."""
+    client.cookies.clear()
+    response = client.get("/admin/login", headers=headers)
+    (line,) = [
+        v for k, v in response.headers.multi_items() if k == "set-cookie" and "jobsys_web=" in v
+    ]
+    return str(line).lower()
+
+
+def test_the_session_cookie_is_secure_when_configured_or_behind_a_trusted_tls_proxy(
+    settings: Settings, db_url: str, tmp_path: Path
+) -> None:
+    creds = load_credentials({}, users_file=users_file(tmp_path))
+    https = {"x-forwarded-proto": "https"}
+    with client_for(settings, db_url, creds) as plain:
+        assert "; secure" not in session_cookie(plain)
+        # An untrusted client cannot claim TLS (nor turn Secure off when it is on).
+        assert "; secure" not in session_cookie(plain, **https)
+    with client_for(settings, db_url, creds, base_url="https://127.0.0.1") as tls:
+        assert "; secure" in session_cookie(tls)
+    with client_for(settings, db_url, creds, secure_cookies=True) as forced:
+        cookie = session_cookie(forced)
+        assert "; secure" in cookie and "samesite=strict" in cookie and "httponly" in cookie
+    with client_for(settings, db_url, creds, trust_proxy=True) as proxied:
+        assert "; secure" in session_cookie(proxied, **https)
+        assert "; secure" not in session_cookie(proxied)
+
+
+def test_failed_logins_are_limited_per_client_and_per_user(
+    settings: Settings, db_url: str, tmp_path: Path
+) -> None:
+    creds = load_credentials({}, users_file=users_file(tmp_path))
+
+    def attempt(client: TestClient, name: str, password: str, **headers: str) -> Any:
+        page = client.get("/admin/login")
+        data = {"username": name, "password": password, "csrf_token": csrf(page.text)}
+        return client.post("/admin/login", data=data, headers=headers, follow_redirects=False)
+
+    with client_for(settings, db_url, creds, trust_proxy=True) as client:
+        for _ in range(5):
+            assert (
+                attempt(client, "ada", "wrong", **{"x-forwarded-for": "10.0.0.1"}).status_code
+                == 401
+            )
+        # The sixth try is refused even with the right password, with a clear message.
+        limited = attempt(client, "ada", "ada-password", **{"x-forwarded-for": "10.0.0.1"})
+        assert limited.status_code == 429
+        assert "Too many failed logins" in limited.text and "try again" in limited.text
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        # Per user: ada from another address is limited too; max from another is not.
+        other = {"x-forwarded-for": "10.0.0.2"}
+        assert attempt(client, "ada", "ada-password", **other).status_code == 429
+        assert attempt(client, "max", "max-password", **other).status_code == 303
+        # Per client: the limited address cannot try another user either.
+        assert (
+            attempt(client, "max", "max-password", **{"x-forwarded-for": "10.0.0.1"}).status_code
+            == 429
+        )
+    with client_for(settings, db_url, creds, login_attempts="2/second") as client:
+        for _ in range(2):
+            assert attempt(client, "ada", "wrong").status_code == 401
+        assert attempt(client, "ada", "ada-password").status_code == 429
+        time.sleep(1.1)  # the window moves on: the right password works again
+        assert attempt(client, "ada", "ada-password").status_code == 303
 
 
 def test_login_roles_and_the_read_only_role_cannot_act(
