@@ -3,7 +3,7 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0014_schedule_entry_issues"
+HEAD_REVISION = "0015_flow_starts"
 KNOWN_REVISIONS = (
     "0001_procrastinate",
     "0002_jobsys_core",
@@ -19,4 +19,5 @@ KNOWN_REVISIONS = (
     "0012_claim_at_depth",
     "0013_unique_jobs",
     "0014_schedule_entry_issues",
+    "0015_flow_starts",
 )
