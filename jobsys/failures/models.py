@@ -62,7 +62,7 @@ class Failure(Base):
         Index("ix_jobsys_failures_queue_occurred", "queue", text("occurred_at DESC")),
         Index("ix_jobsys_failures_account_occurred", "account_id", text("occurred_at DESC")),
         Index("ix_jobsys_failures_issue_occurred", "issue_id", text("occurred_at DESC")),
-        # A kind paired with a queue, task or lane (0014): the matching rows only, in
+        # A kind paired with a queue, task or lane (0016): the matching rows only, in
         # the list's order, however rare the pair.
         *(
             Index(

@@ -9,8 +9,8 @@ these three read exactly the matching rows, already in the list's order. Pairs w
 selective column (account, profile, issue) or with a time range (``since``/``until``:
 the second column of each single-column index) were fast already.
 
-Revision ID: 0014_failures_kind_pairs
-Revises: 0013_unique_jobs
+Revision ID: 0016_failures_kind_pairs
+Revises: 0015_flow_starts
 """
 
 from collections.abc import Sequence
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0014_failures_kind_pairs"
-down_revision: str | Sequence[str] | None = "0013_unique_jobs"
+revision: str = "0016_failures_kind_pairs"
+down_revision: str | Sequence[str] | None = "0015_flow_starts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
