@@ -64,7 +64,7 @@ def pages(url: str) -> dict[str, Any]:
     from jobsys.failures import filters
     from jobsys.failures import service as failures_service
     from jobsys.issues import service as issues_service
-    from jobsys.live import browser
+    from jobsys.jobs import browser
     from jobsys.live.dashboard import snapshot_once
     from jobsys.web.app import create_app
     from jobsys.web.auth import Credentials

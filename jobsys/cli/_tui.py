@@ -81,10 +81,10 @@ async def load(settings: Settings) -> dict[str, Any]:
     from jobsys.failures import filters
     from jobsys.failures import service as failures_service
     from jobsys.issues import service as issues_service
+    from jobsys.jobs.browser import JobFilters, list_jobs
     from jobsys.lanes import workers as workers_service
-    from jobsys.live.browser import JobFilters, list_jobs
     from jobsys.live.dashboard import snapshot_once
-    from jobsys.retry.pipeline_service import list_pipelines
+    from jobsys.pipelines.service import list_pipelines
     from jobsys.schedule import service as schedule_service
 
     snapshot = await snapshot_once(settings)
@@ -139,11 +139,11 @@ async def detail(settings: Settings, pane: str, key: Any) -> dict[str, Any]:
 
         return await show_worker(settings, str(key))
     if pane == "pipelines":
-        from jobsys.retry.pipeline_service import show_pipeline
+        from jobsys.pipelines.service import show_pipeline
 
         return await show_pipeline(settings, int(key))
     if pane == "jobs":
-        from jobsys.live.browser import show_job
+        from jobsys.jobs.browser import show_job
 
         return await show_job(settings, int(key))
     raise KeyError(pane)
@@ -494,7 +494,7 @@ class DashboardApp(App[None]):
         if key is None or pane not in ("jobs", "pipelines"):
             return
         if pane == "jobs":
-            from jobsys.live.browser import cancel_job
+            from jobsys.jobs.browser import cancel_job
 
             self._ask(
                 f"cancel job {key}? (a running job is asked to abort)",
@@ -502,7 +502,7 @@ class DashboardApp(App[None]):
                 f"job {key}: cancel asked",
             )
         else:
-            from jobsys.retry.pipeline_service import cancel_pipeline
+            from jobsys.pipelines.service import cancel_pipeline
 
             self._ask(
                 f"cancel pipeline {key}?",

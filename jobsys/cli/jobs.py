@@ -14,8 +14,8 @@ from jobsys.cli._table import Col
 from jobsys.errors import UsageError
 
 if TYPE_CHECKING:
+    from jobsys.jobs.browser import JobFilters
     from jobsys.jobs.bulk import BulkRequest
-    from jobsys.live.browser import JobFilters
 
 app = typer.Typer(help="Jobs browser: list and inspect jobs; cancel or delete, one or by filter.")
 
@@ -100,7 +100,7 @@ def list_(
     """List jobs, newest first, with their args redacted."""
     from jobsys.cli import _output
     from jobsys.cli._context import run
-    from jobsys.live.browser import list_jobs
+    from jobsys.jobs.browser import list_jobs
 
     filters = _filters(queue, lane, task, status, account, since, arg, arg_contains, limit)
     jobs = run(list_jobs(settings(ctx), filters))
@@ -121,7 +121,7 @@ def _filters(
     arg_contains: str | None,
     limit: int = 50,
 ) -> JobFilters:
-    from jobsys.live.browser import JobFilters
+    from jobsys.jobs.browser import JobFilters
 
     return JobFilters(
         queues=tuple(queue or ()),
@@ -220,7 +220,7 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
     """Show one job: args (redacted), status history, failures, retry state, pipeline."""
     from jobsys.cli import _output
     from jobsys.cli._context import run
-    from jobsys.live.browser import show_job
+    from jobsys.jobs.browser import show_job
 
     job = run(show_job(settings(ctx), job_id))
     if json:
@@ -295,8 +295,8 @@ def cancel(
     chunks (running ones only with --abort-running). Without --yes, previews and asks."""
     from jobsys.cli import _output
     from jobsys.cli._context import run
+    from jobsys.jobs.browser import cancel_job
     from jobsys.jobs.bulk import BulkRequest
-    from jobsys.live.browser import cancel_job
 
     if job_id is not None and all_:
         raise UsageError("give a job id or --all with filters, not both.")

@@ -55,7 +55,7 @@ def list_(
 ) -> None:
     """List pipelines, newest first."""
     from jobsys.cli import _output
-    from jobsys.retry.pipeline_service import list_pipelines
+    from jobsys.pipelines.service import list_pipelines
 
     rows = run(list_pipelines(settings(ctx), status=status, since=since, limit=limit))
     if json:
@@ -72,7 +72,7 @@ def show(
 ) -> None:
     """Show a pipeline and its steps: status, job ids, attempts, failures."""
     from jobsys.cli import _output
-    from jobsys.retry.pipeline_service import show_pipeline
+    from jobsys.pipelines.service import show_pipeline
 
     data = run(show_pipeline(settings(ctx), pipeline_id))
     if json:
@@ -91,7 +91,7 @@ def cancel(
 ) -> None:
     """Cancel a pipeline: waiting steps are cancelled, running ones asked to abort."""
     from jobsys.cli import _output
-    from jobsys.retry.pipeline_service import cancel_pipeline
+    from jobsys.pipelines.service import cancel_pipeline
 
     result = run(cancel_pipeline(settings(ctx), pipeline_id))
     if json:

@@ -146,8 +146,8 @@ def purge(
     """Cancel every waiting and scheduled job of a queue (running ones are left alone),
     in chunks, with an audit row; previews and asks unless --yes."""
     from jobsys.cli.jobs import execute_bulk
+    from jobsys.jobs.browser import JobFilters
     from jobsys.jobs.bulk import BulkRequest
-    from jobsys.live.browser import JobFilters
 
     request = BulkRequest(
         action="queues_purge", filters=JobFilters(queues=(name,)), dry_run=dry_run

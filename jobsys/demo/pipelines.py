@@ -19,8 +19,8 @@ from typing import Any
 
 from jobsys import TransientError, task
 from jobsys.demo import ai_service
-from jobsys.retry.pipeline_store import start_pipeline
-from jobsys.retry.pipelines import pipeline, step
+from jobsys.pipelines.definitions import pipeline, step
+from jobsys.pipelines.store import start_pipeline
 
 PIPELINE_NAME = "demo.story_media"
 #: Probability that an AI step fails with a transient AI-service error.

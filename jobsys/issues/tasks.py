@@ -49,6 +49,6 @@ async def check_queue_health(context: Any) -> dict[str, Any]:
 @task(name="jobsys.check_service_health", **HEALTH_TASK)  # type: ignore[call-overload]
 async def check_service_health(context: Any) -> dict[str, Any]:
     """Open or resolve ``service_outage`` issues (the seed's CheckAiMicroserviceHealthJob)."""
-    from jobsys.issues.services import check_services
+    from jobsys.issues.probes import check_services
 
     return await _run_check(context, check_services)

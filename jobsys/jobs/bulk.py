@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys.engine import bulk as store
 from jobsys.errors import RefusedError, UsageError
 from jobsys.jobs import search
-from jobsys.live.browser import JobFilters, filter_params, parse_statuses, redactor_of
+from jobsys.jobs.browser import JobFilters, filter_params, parse_statuses, redactor_of
 from jobsys.timespec import parse_time
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ from typing import Any
 from jobsys import tasks as task_registry
 from jobsys.jobs.enqueue import Retry, enqueue
 from jobsys.live.publish import publish
-from jobsys.retry import pipeline_store, rules, store
+from jobsys.pipelines import store as pipeline_store
+from jobsys.retry import rules, store
 from jobsys.retry.rules import AutoPolicy, Decision, Mode, RetryFacts
 from jobsys.retry.state import next_state
 

@@ -139,7 +139,7 @@ async def issue_action(request: Request, user: User) -> Response:
 
 
 async def job_cancel(request: Request, user: User) -> Response:
-    from jobsys.live.browser import cancel_job
+    from jobsys.jobs.browser import cancel_job
 
     job_id = _id(request, "job_id")
     result = await cancel_job(console(request).actor_settings(user), job_id)
@@ -152,7 +152,7 @@ async def job_cancel(request: Request, user: User) -> Response:
 
 
 async def pipeline_cancel(request: Request, user: User) -> Response:
-    from jobsys.retry.pipeline_service import cancel_pipeline
+    from jobsys.pipelines.service import cancel_pipeline
 
     pipeline_id = _id(request, "pipeline_id")
     result = await cancel_pipeline(console(request).actor_settings(user), pipeline_id)

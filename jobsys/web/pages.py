@@ -121,7 +121,7 @@ def _detail(
 
 
 async def dashboard(request: Request, user: User) -> Response:
-    from jobsys.live.browser import JobFilters, list_jobs
+    from jobsys.jobs.browser import JobFilters, list_jobs
     from jobsys.live.dashboard import snapshot_once
 
     settings = console(request).settings
@@ -186,7 +186,10 @@ async def failures(request: Request, user: User) -> Response:
     async def load() -> dict[str, Any]:
         chosen = failure_filter(q)
         limit = filters.check_limit(_limit(q))
-        return await service.list_failures(console(request).settings, chosen, limit=limit)
+        group_by = filters.check_group_by(q.get("group_by") or None)
+        return await service.list_failures(
+            console(request).settings, chosen, limit=limit, group_by=group_by
+        )
 
     return await _listing(
         request,
@@ -194,9 +197,12 @@ async def failures(request: Request, user: User) -> Response:
         "failures.html",
         load,
         key="result",
-        empty={"failures": [], "notes": [], "next_before": None},
+        empty={"failures": [], "groups": [], "notes": [], "next_before": None},
         context={
             "title": "Failures",
+            "group_choices": filters.GROUP_BY,
+            # each group's key as the list filter that shows its failures
+            "group_filters": {"task": "task", "queue": "queue", "kind": "kind", "issue": "issue"},
             "retry_link": "/admin/retry?" + urlencode([("all", "1"), *_set(q, FAILURE_FILTERS)]),
             "topics": FAILURE_TOPICS,
         },
@@ -209,7 +215,7 @@ def _set(q: QueryParams, names: tuple[str, ...]) -> list[tuple[str, str]]:
 
 async def failure(request: Request, user: User) -> Response:
     from jobsys.failures.service import show_failure
-    from jobsys.live.browser import show_job
+    from jobsys.jobs.browser import show_job
 
     settings = console(request).settings
     found = await show_failure(settings, _path_id(request, "failure_id", "failure"))
@@ -255,7 +261,7 @@ def _path_id(request: Request, key: str, what: str) -> int:
 
 
 async def jobs(request: Request, user: User) -> Response:
-    from jobsys.live.browser import JobFilters, list_jobs
+    from jobsys.jobs.browser import JobFilters, list_jobs
 
     q = request.query_params
 
@@ -278,7 +284,7 @@ async def jobs(request: Request, user: User) -> Response:
 
 
 async def job(request: Request, user: User) -> Response:
-    from jobsys.live.browser import show_job
+    from jobsys.jobs.browser import show_job
 
     found = await show_job(console(request).settings, _path_id(request, "job_id", "job"))
     return _detail(request, user, "job.html", f"Job {found['id']}", {"j": found}, JOB_TOPICS)
@@ -324,8 +330,8 @@ async def issue(request: Request, user: User) -> Response:
 
 
 async def pipelines(request: Request, user: User) -> Response:
+    from jobsys.pipelines.service import list_pipelines
     from jobsys.retry.models import PIPELINE_STATUSES
-    from jobsys.retry.pipeline_service import list_pipelines
 
     q = request.query_params
 
@@ -344,7 +350,7 @@ async def pipelines(request: Request, user: User) -> Response:
 
 
 async def pipeline(request: Request, user: User) -> Response:
-    from jobsys.retry.pipeline_service import show_pipeline
+    from jobsys.pipelines.service import show_pipeline
 
     found = await show_pipeline(
         console(request).settings, _path_id(request, "pipeline_id", "pipeline")

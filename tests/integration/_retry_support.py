@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 
 from jobsys import AuthenticationError, TransientError, task
 from jobsys.failures.store import INSERT_FAILURE, FailureRow, insert_failure
-from jobsys.retry.middleware import pipeline_middleware
+from jobsys.pipelines.middleware import pipeline_middleware
 
 TEST_QUEUE = "default"
 

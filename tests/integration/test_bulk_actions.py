@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from jobsys.jobs.browser import JobFilters
 from jobsys.jobs.bulk import BulkRequest, bulk_action
-from jobsys.live.browser import JobFilters
 from jobsys.settings import Settings
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"

@@ -20,7 +20,7 @@ from jobsys.config.models import Health, ServiceCheck
 from jobsys.db.connect import connect
 from jobsys.demo import ai_service, pipelines
 from jobsys.demo.ai_service import Cycle, SimulatedAiService
-from jobsys.issues.services import check_services
+from jobsys.issues.probes import check_services
 from jobsys.jobs import defer
 
 AI_QUEUES = ["ai", "ai_visual_queue", "ai_face_queue", "ai_ocr_queue", "ai_metadata_queue"]

@@ -21,9 +21,9 @@ from _retry_support import bulk_failed_jobs
 from jobsys import task
 from jobsys.config.application import load_config
 from jobsys.db.connect import connect
+from jobsys.pipelines.definitions import pipeline, step
+from jobsys.pipelines.store import start_pipeline
 from jobsys.retry import engine as retry_engine
-from jobsys.retry.pipeline_store import start_pipeline
-from jobsys.retry.pipelines import pipeline, step
 from jobsys.schedule.fanout import FanoutSource, run_batch, start_fanout
 from jobsys.schedule.plan import PlannedEntry
 from jobsys.schedule.scheduler import fire

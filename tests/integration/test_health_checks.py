@@ -15,7 +15,7 @@ from jobsys.db.connect import connect
 from jobsys.failures.recorder import record_failure
 from jobsys.failures.store import FailureRow
 from jobsys.issues.health import check_queues
-from jobsys.issues.services import check_services
+from jobsys.issues.probes import check_services
 
 
 class _Health(http.server.BaseHTTPRequestHandler):

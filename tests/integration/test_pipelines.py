@@ -11,9 +11,9 @@ from _retry_support import BEHAVIOUR, RAN, _act, procrastinate_app, sql, wait_fo
 
 from jobsys import task
 from jobsys.db.connect import connect
-from jobsys.retry.middleware import pipeline_middleware
-from jobsys.retry.pipeline_store import start_pipeline
-from jobsys.retry.pipelines import pipeline, step
+from jobsys.pipelines.definitions import pipeline, step
+from jobsys.pipelines.middleware import pipeline_middleware
+from jobsys.pipelines.store import start_pipeline
 
 LANES = {
     "download": "story_downloads",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys.errors import UsageError
-from jobsys.retry import pipeline_store
+from jobsys.pipelines import store as pipeline_store
 from jobsys.retry.models import PIPELINE_STATUSES
 from jobsys.timespec import parse_time
 

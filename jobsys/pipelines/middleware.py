@@ -13,7 +13,8 @@ import asyncio
 import logging
 from typing import Any
 
-from jobsys.retry import pipeline_store, pipelines
+from jobsys.pipelines import definitions as pipelines
+from jobsys.pipelines import store as pipeline_store
 
 logger = logging.getLogger(__name__)
 
