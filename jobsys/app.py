@@ -34,6 +34,7 @@ def worker_middlewares(config: Config) -> list[Any]:
     """
     from jobsys.failures import logredact
     from jobsys.failures.capture import capture_middleware
+    from jobsys.flow.watch import start_middleware
     from jobsys.live import services as live_services
     from jobsys.pipelines.middleware import pipeline_middleware
 
@@ -41,7 +42,8 @@ def worker_middlewares(config: Config) -> list[Any]:
     middlewares: list[Any] = []
     middlewares.extend(live_services.middlewares(config))  # outer: counts every outcome
     middlewares.append(capture_middleware(config))  # records, then re-raises
-    middlewares.append(pipeline_middleware)  # innermost: sees the task's own outcome
+    middlewares.append(pipeline_middleware)  # sees the task's own outcome
+    middlewares.append(start_middleware)  # innermost: a rated job's real start
     return middlewares
 
 

@@ -216,6 +216,21 @@ def _build_lanes(queues: QueuesFile) -> dict[str, LaneSpec]:
     return lanes
 
 
+def _check_throttles(
+    doc: yamlfile.LocatedDocument, queues: QueuesFile, known: set[str]
+) -> list[str]:
+    """Each ``throttle`` entry names a configured queue or a task (a dotted name)."""
+    problems = []
+    for name in queues.throttle:
+        if name not in known and "." not in name:
+            path = ("throttle", name)
+            problems.append(
+                f"{display_path(doc.path)}:{doc.line_of(path)}: {_dotted(path)}: not a queue "
+                f"of any lane nor a task name (module.name){did_you_mean(name, known)}"
+            )
+    return problems
+
+
 def _check_weights(doc: yamlfile.LocatedDocument, queues: QueuesFile) -> list[str]:
     """Every queue named in a lane's ``weights`` is one of the lane's queues."""
     problems = []
@@ -410,6 +425,7 @@ def load(
         lanes = _build_lanes(queues)
         problems.extend(_check_queue_refs(queues_doc, queues, known))
         problems.extend(_check_weights(queues_doc, queues))
+        problems.extend(_check_throttles(queues_doc, queues, known))
     if schedule is not None and schedule_doc is not None:
         problems.extend(_check_schedule(schedule_doc, schedule, known or None))
     if schedule_doc is not None:

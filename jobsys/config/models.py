@@ -230,6 +230,58 @@ class Limits(Strict):
     max_args_bytes: int = Field(DEFAULT_MAX_ARGS_BYTES, ge=64)
 
 
+RATE_RE = re.compile(
+    r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$"
+)
+RATE_UNIT_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
+                     "h": 3600, "hour": 3600, "d": 86400, "day": 86400}  # fmt: skip
+RATE_EXAMPLES = "30/m, 5/s, 100/h or 10/30s"
+ARG_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``30/m`` -> (30, 60.0): at most that many starts in any window of that length."""
+    match = RATE_RE.match(text)
+    if not match:
+        raise ValueError(f"rate {text!r} is not N/unit (e.g. {RATE_EXAMPLES})")
+    count, span, unit = int(match.group(1)), float(match.group(2) or 1), match.group(3)
+    if count < 1 or span <= 0:
+        raise ValueError(f"rate {text!r} must allow at least 1 start in a window longer than 0")
+    return count, span * RATE_UNIT_SECONDS[unit]
+
+
+class Throttle(Strict):
+    """Flow limits of one queue or task (``throttle`` in queues.yaml)."""
+
+    #: The job argument whose value is the key (e.g. ``account_id``): the limits then
+    #: apply to each key on its own; without it, to the queue or task as a whole.
+    per_key: str | None = None
+    #: At most this many starts in any window of this length, e.g. ``30/m``.
+    rate: str | None = None
+    #: At most this many running at once.
+    concurrency: int | None = Field(None, ge=1, le=100_000)
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
+
+    @field_validator("per_key")
+    @classmethod
+    def _arg_name(cls, value: str | None) -> str | None:
+        if value is not None and not ARG_NAME_RE.match(value):
+            raise ValueError(f"{value!r} is not an argument name ([A-Za-z_][A-Za-z0-9_]*)")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> Throttle:
+        if self.rate is None and self.concurrency is None:
+            raise ValueError("give rate, concurrency or both")
+        return self
+
+
 class QueuesFile(Strict):
     database: Database = Database()
     app: AppSection = AppSection()
@@ -245,6 +297,8 @@ class QueuesFile(Strict):
     live: Live = Live()
     metrics: Metrics = Metrics()
     limits: Limits = Limits()
+    #: Queue or task name -> its flow limits (rate, concurrency, per key).
+    throttle: dict[str, Throttle] = {}
 
     @field_validator("capsules")
     @classmethod

@@ -3,7 +3,7 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0013_unique_jobs"
+HEAD_REVISION = "0015_flow_starts"
 KNOWN_REVISIONS = (
     "0001_procrastinate",
     "0002_jobsys_core",
@@ -18,4 +18,6 @@ KNOWN_REVISIONS = (
     "0011_queue_pauses",
     "0012_claim_at_depth",
     "0013_unique_jobs",
+    "0014_schedule_entry_issues",
+    "0015_flow_starts",
 )

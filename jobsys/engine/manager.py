@@ -49,6 +49,64 @@ async def claim_jobs(
     return sorted(rows, key=lambda r: (rank.get(r["queue_name"], 0), -r["priority"], r["id"]))
 
 
+async def claim_limited(
+    pool: Any,
+    queues: list[str],
+    worker_id: int,
+    limit: int,
+    *,
+    in_order: bool,
+    policy: Any,
+    full: list[str],
+    prune_seconds: float | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, float], dict[int, float]]:
+    """The claim under flow limits, in one transaction; ``policy``
+    (jobsys.flow.limits.LanePolicy) says what fits. Returns the rows taken (in claim
+    order), the buckets found full (seconds until worth trying again) and the ids taken
+    under a rate (seconds before which each must not start)."""
+    from jobsys.db import query
+
+    params = {"queues": queues, "scan": policy.scan(limit), "full": full, **policy.sql_params()}
+    async with pool.connection() as conn, conn.transaction():
+        candidates = await query.fetch_all(
+            conn, queries.LIMITED_CANDIDATES_IN_ORDER if in_order else queries.LIMITED_CANDIDATES,
+            params,
+        )  # fmt: skip
+        buckets = sorted({c["bucket"] for c in candidates if c["bucket"]})
+        states: dict[str, tuple[int, tuple[float, ...]]] = {}
+        if buckets:
+            await query.execute(conn, queries.LOCK_BUCKETS, {"buckets": buckets})
+            spans = [policy.window_of(b) for b in buckets]
+            for row in await query.fetch_all(
+                conn, queries.BUCKET_STATE, {"buckets": buckets, "spans": spans}
+            ):
+                states[row["bucket"]] = (int(row["running"]), tuple(row["recent"]))
+        decision = policy.decide([(c["id"], c["bucket"]) for c in candidates], states, limit)
+        rows: list[dict[str, Any]] = []
+        if decision.ids:
+            rows = await query.fetch_all(
+                conn, queries.TAKE_JOBS, {"worker_id": worker_id, "ids": decision.ids}
+            )
+            started = [(b, i) for b, i in zip(decision.buckets, decision.ids, strict=True) if b]
+            if started:
+                await query.execute(
+                    conn,
+                    queries.RECORD_STARTS,
+                    {"buckets": [b for b, _ in started], "ids": [i for _, i in started]},
+                )
+        if prune_seconds is not None:
+            await query.execute(conn, queries.PRUNE_STARTS, {"keep_seconds": prune_seconds})
+    order = {job_id: n for n, job_id in enumerate(decision.ids)}
+    return sorted(rows, key=lambda r: order[r["id"]]), decision.full, decision.rated
+
+
+async def bucket_states(conn: Any, buckets: list[str], spans: list[float]) -> list[dict[str, Any]]:
+    """What runs and what started recently in each bucket (no lock: for showing)."""
+    from jobsys.db import query
+
+    return await query.fetch_all(conn, queries.BUCKET_STATE, {"buckets": buckets, "spans": spans})
+
+
 async def unstarted_jobs(
     connector: Any, worker_id: int, running: list[int], limit: int
 ) -> list[dict[str, Any]]:

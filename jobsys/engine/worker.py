@@ -57,6 +57,11 @@ from jobsys.errors import JobTimeoutError
 
 logger = logging.getLogger("jobsys.lanes")
 
+#: Every this many limited claims, one also prunes the ledger of starts.
+PRUNE_EVERY_CLAIMS = 200
+#: Must equal jobsys.flow.limits.CONCURRENCY_RECHECK_SECONDS (a test checks): a bucket
+#: full by concurrency is tried again when a job of the lane ends.
+CONCURRENCY_RECHECK_SECONDS = 1.0
 #: Procrastinate prunes workers whose heartbeat is older than this when a worker
 #: starts. Pruning detaches running jobs from their worker (``ON DELETE SET NULL``),
 #: which would let a live job be taken for a dead one; the reaper prunes instead.
@@ -113,6 +118,7 @@ class LaneWorker(Worker):
         config: Any = None,
         orphan_check_seconds: float = 5.0,
         claim_order: Callable[[], tuple[list[str], bool]] | None = None,
+        limits: Any = None,
     ) -> None:
         super().__init__(
             app,
@@ -145,6 +151,18 @@ class LaneWorker(Worker):
         self._claim_uncertain = False
         #: (the queues this claim takes, in order; whether that order binds)
         self.claim_order = claim_order or (lambda: (list(self.lane.queues), False))
+        #: The lane's flow limits (jobsys.flow.limits.LanePolicy; None: no limit concerns
+        #: it, and the claim is one statement).
+        self.limits = limits
+        #: Buckets found full: bucket -> monotonic time to try again; those full by
+        #: concurrency are tried again as soon as a job of this lane ends.
+        self._full: dict[str, float] = {}
+        self._full_by_concurrency: set[str] = set()
+        self._limited_claims = 0
+        self._wake_timer: asyncio.TimerHandle | None = None
+        #: Jobs claimed under a rate -> the monotonic time before which each must not
+        #: start; jobsys.flow.watch.start_middleware waits for it and records the start.
+        self.rated_ids: dict[int, float] = {}
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -338,9 +356,58 @@ class LaneWorker(Worker):
                 )
         if len(rows) < slots:
             queues, in_order = self.claim_order()
-            rows += await manager.claim_jobs(
-                self.app.connector, queues, self.worker_id, slots - len(rows), in_order=in_order
+            if self.limits is not None:
+                rows += await self._claim_limited(queues, in_order, slots - len(rows))
+            else:
+                rows += await manager.claim_jobs(
+                    self.app.connector, queues, self.worker_id, slots - len(rows), in_order=in_order
+                )
+        return rows
+
+    async def _claim_limited(self, queues: list[str], in_order: bool, slots: int) -> list[Any]:
+        """The claim under flow limits; buckets found full are skipped until they reopen,
+        and the lane wakes itself then (no NOTIFY says a window has room again)."""
+        import psycopg
+
+        assert self.worker_id is not None
+        now = time.monotonic()
+        self._full = {b: t for b, t in self._full.items() if t > now}
+        self._full_by_concurrency &= set(self._full)
+        self._limited_claims += 1
+        prune = (
+            self.limits.longest_window_seconds
+            if self._limited_claims % PRUNE_EVERY_CLAIMS == 0
+            else None
+        )
+        try:
+            rows, full, rated = await manager.claim_limited(
+                self.app.connector.pool,  # type: ignore[attr-defined]
+                queues,
+                self.worker_id,
+                slots,
+                in_order=in_order,
+                policy=self.limits,
+                full=sorted(self._full),
+                prune_seconds=prune,
             )
+        except psycopg.errors.UniqueViolation as exc:
+            raise exceptions.UniqueViolation(
+                constraint_name=exc.diag.constraint_name, queueing_lock=None
+            ) from exc
+        except psycopg.Error as exc:
+            raise exceptions.ConnectorException(str(exc)) from exc
+        answered = time.monotonic()  # later than the database's "now": never early
+        for job_id, wait in rated.items():
+            self.rated_ids[job_id] = answered + wait
+        for bucket, seconds in full.items():
+            self._full[bucket] = answered + seconds
+            if seconds == CONCURRENCY_RECHECK_SECONDS:
+                self._full_by_concurrency.add(bucket)
+        if self._full:
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
+            delay = max(min(self._full.values()) - time.monotonic(), 0.0) + 0.001
+            self._wake_timer = asyncio.get_running_loop().call_later(delay, self._new_job_event.set)
         return rows
 
     async def _process_job(self, context: job_context.JobContext) -> None:
@@ -370,6 +437,12 @@ class LaneWorker(Worker):
             if job.lock is not None:
                 # The next job of this lock just became claimable, and nothing sends a
                 # NOTIFY for that: fetch now rather than at the next poll.
+                self._new_job_event.set()
+            if self._full_by_concurrency:
+                # A key at its concurrency may have room now.
+                for bucket in self._full_by_concurrency:
+                    self._full.pop(bucket, None)
+                self._full_by_concurrency.clear()
                 self._new_job_event.set()
 
         job_task.add_done_callback(on_job_complete)

@@ -56,3 +56,24 @@ class QueuePauseEvent(Base):
         CheckConstraint(f"action IN {PAUSE_ACTIONS!r}", name="action"),
         Index("ix_jobsys_queue_pause_events_queue", "queue", "created_at"),
     )
+
+
+class FlowStart(Base):
+    """One row per job started under a flow limit: its bucket (``kind:target:key``)
+    and when it was claimed. Rates count the rows in the window; concurrency counts the
+    rows whose job still runs. Rows older than every window whose job ended are pruned
+    by the claims."""
+
+    __tablename__ = "jobsys_flow_starts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    bucket: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=text("clock_timestamp()")
+    )
+
+    __table_args__ = (
+        Index("ix_jobsys_flow_starts_bucket", "bucket", "started_at"),
+        Index("ix_jobsys_flow_starts_job", "job_id"),
+    )

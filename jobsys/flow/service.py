@@ -135,12 +135,43 @@ async def why_waiting(conn: Any, config: Config, job: dict[str, Any]) -> str | N
         return f"scheduled for {job['scheduled_at'].isoformat()}"
     if facts["lock_holder"] is not None:
         return f"lock {job['lock']!r} is held by running job {facts['lock_holder']}"
+    limited = await _why_limited(conn, config, job)
+    if limited:
+        return limited
     if not facts["lane_processes"]:
         return f"no live worker runs lane {lane.name}: start `jobsys worker --lane {lane.name}`"
     return (
         f"due; waiting for a free slot of lane {lane.name} ({facts['lane_running']} running, "
         f"{facts['lane_processes']} worker process(es) x {lane.concurrency})"
     )
+
+
+async def _why_limited(conn: Any, config: Config, job: dict[str, Any]) -> str | None:
+    """``account_id 42 at its limit 2/2 running`` or ``account_id 42 at its rate 10/10
+    starts per 1m``: the job's flow limit (queues.yaml ``throttle``) when full now."""
+    from jobsys.flow import limits as flow_limits
+    from jobsys.flow import store
+
+    found = flow_limits.bucket_of(
+        job["task"], job["queue"], job["args"] or {}, flow_limits.limits_of(config)
+    )
+    if found is None:
+        return None
+    limit, bucket = found
+    (state,) = await store.bucket_states(conn, [bucket], [limit.window_seconds])
+    who = (
+        f"{limit.per_key} {bucket.removeprefix(limit.prefix)}"
+        if limit.per_key
+        else f"{limit.kind} {limit.target}"
+    )
+    if limit.concurrency and state["running"] >= limit.concurrency:
+        return f"{who} at its limit {state['running']}/{limit.concurrency} running"
+    if limit.rate and len(state["recent"]) >= limit.rate[0]:
+        return (
+            f"{who} at its rate {len(state['recent'])}/{limit.rate[0]} starts per "
+            f"{timespec.coarse(limit.rate[1])}"
+        )
+    return None
 
 
 async def pauses_by_queue(conn: Any, queues: list[str] | None = None) -> dict[str, dict[str, Any]]:

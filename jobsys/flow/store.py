@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from jobsys.db import query
+from jobsys.engine import manager
 from jobsys.engine.queries import PAUSE_ACTIVE, WAIT_FACTS
 
 #: Workers LISTEN here; the payload names the queues and the action.
@@ -66,6 +67,12 @@ SELECT pause.queue, pause.paused_at, pause.paused_by, pause.reason, pause.until,
  WHERE {ACTIVE}
    AND (%(queues)s::text[] IS NULL OR pause.queue = ANY(%(queues)s::text[]))
  ORDER BY pause.queue
+"""
+
+#: A job under a rate starts: its ledger row takes the real start time.
+MARK_START = """
+UPDATE jobsys_flow_starts SET started_at = clock_timestamp()
+ WHERE id = (SELECT max(id) FROM jobsys_flow_starts WHERE job_id = %(job_id)s)
 """
 
 EVENTS = """
@@ -131,6 +138,15 @@ async def wait_facts(
     row = await query.fetch_one(conn, WAIT_FACTS, params)
     assert row is not None
     return row
+
+
+async def bucket_states(conn: Any, buckets: list[str], spans: list[float]) -> list[dict[str, Any]]:
+    """What runs and what started recently in each bucket (for showing: no lock)."""
+    return await manager.bucket_states(conn, buckets, spans)
+
+
+async def mark_start(conn: Any, job_id: int) -> None:
+    await query.execute(conn, MARK_START, {"job_id": job_id})
 
 
 async def events(conn: Any, queues: list[str] | None, limit: int) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -104,3 +105,25 @@ class PauseWatch:
             finally:
                 for task in waits:
                     task.cancel()
+
+
+async def start_middleware(call_next: Any, context: Any, worker: Any) -> Any:
+    """Innermost worker middleware: a job claimed under a rate has its start in the
+    ledger moved from its claim to now, just before it runs, so later claims count
+    windows from real starts (a job whose start was delayed cannot squeeze the next
+    window). Failing to record it is logged; the claim time then stands."""
+    rated = getattr(worker, "rated_ids", None)
+    job_id = context.job.id
+    if rated is not None and job_id in rated:
+        # Claimed ahead of its window (RATE_LEAD_SECONDS at most): start on time.
+        await asyncio.sleep(max(rated.pop(job_id) - time.monotonic(), 0.0))
+        try:
+            async with worker.app.connector.pool.connection() as conn:
+                await store.mark_start(conn, job_id)
+        except Exception as exc:
+            logger.warning(
+                f"could not record the start of job {job_id} ({type(exc).__name__}); "
+                "its claim time stands",
+                extra={"action": "flow_start_unrecorded", "job_id": job_id},
+            )
+    return await call_next()

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from jobsys.db.base import Base
 
-ISSUE_KINDS = ("job_failure", "queue_health", "service_outage")
+ISSUE_KINDS = ("job_failure", "queue_health", "service_outage", "schedule_entry")
 ISSUE_STATUSES = ("open", "resolved", "muted")
 
 

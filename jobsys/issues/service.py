@@ -18,7 +18,7 @@ from jobsys.settings import Settings
 from jobsys.timespec import parse_duration
 
 #: Mirrors ``jobsys.issues.models`` (a test keeps them equal) without importing SQLAlchemy.
-ISSUE_KINDS = ("job_failure", "queue_health", "service_outage")
+ISSUE_KINDS = ("job_failure", "queue_health", "service_outage", "schedule_entry")
 STATUS_CHOICES = tuple(store.STATUS_CLAUSES)
 SHOW_FAILURES = 10
 SHOW_ACCOUNTS = 50

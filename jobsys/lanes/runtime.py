@@ -41,6 +41,7 @@ from jobsys.engine import pool
 from jobsys.engine.listener import Listener
 from jobsys.engine.worker import LaneWorker, wait_or_timeout
 from jobsys.errors import ConfigError, DatabaseUnavailable
+from jobsys.flow.limits import policy_for_lane
 from jobsys.flow.order import claim_order
 from jobsys.flow.store import CHANNEL as PAUSES_CHANNEL
 from jobsys.flow.watch import PauseWatch
@@ -353,6 +354,7 @@ class Runtime:
                 orphan_check_seconds=worker_settings.reap_interval_seconds,
                 # order: strict / weights (one draw per claim); default: priority, then id
                 claim_order=functools.partial(claim_order, lane, random.Random()),
+                limits=policy_for_lane(self.config, lane),
             )
             for lane in self.lanes
         ]

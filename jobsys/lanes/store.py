@@ -71,7 +71,7 @@ async def mark_stopped(conn: Any, process_id: str) -> None:
 
 
 async def drain_state(conn: Any, queues: list[str], worker_ids: list[int]) -> tuple[int, int]:
-    """(due jobs waiting in ``queues``, jobs running on ``worker_ids``)."""
+    """(1 if a due job waits in ``queues`` else 0, jobs running on ``worker_ids``)."""
     rows = await _rows(conn, DRAIN_STATE, {"queues": queues, "worker_ids": worker_ids})
     return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 

@@ -246,6 +246,44 @@ async def tick_once(conn: Any, schedule: Schedule | Config) -> TickResult:
     return result
 
 
+#: The issues of entries set aside: ``schedule_entry:<name>``.
+WAITING_ISSUE_PREFIX = "schedule_entry:"
+
+
+async def report_waiting(conn: Any, waiting: dict[str, str]) -> None:
+    """One open ``schedule_entry`` issue per entry set aside (``jobsys issues list``);
+    the others' issues are resolved (their table exists now)."""
+    import json
+
+    from jobsys.issues import store as issues_store
+    from jobsys.live.publish import publish
+
+    changed = []
+    async with conn.transaction():
+        for name, problem in sorted(waiting.items()):
+            row = await issues_store.upsert_health_issue(
+                conn,
+                {
+                    "fingerprint": WAITING_ISSUE_PREFIX + name,
+                    "kind": "schedule_entry",
+                    "title": f"schedule entry {name} is set aside: its source table is missing",
+                    "queue": None,
+                    "service": None,
+                    "details": json.dumps({"entry": name, "problem": problem}),
+                },
+            )
+            changed.append(int(row["id"]))
+        for row in await issues_store.resolve_healthy(
+            conn,
+            "schedule_entry",
+            WAITING_ISSUE_PREFIX,
+            [WAITING_ISSUE_PREFIX + name for name in waiting],
+        ):
+            changed.append(int(row["id"]))
+        for issue_id in changed:
+            await publish(conn, "issues_changed", {"issue_id": issue_id})
+
+
 class Scheduler:
     """The scheduler as a ``jobsys worker`` service (``jobsys.app.worker_services``).
 
@@ -261,6 +299,7 @@ class Scheduler:
         #: Fan-out entries set aside because their source table does not exist (yet):
         #: entry name -> the located problem. The rest of the schedule runs.
         self.waiting: dict[str, str] = {}
+        self._reported = False  # the issues of entries set aside, brought up to date
         self._skew_warned = False
 
     async def check(self, conn: Any) -> None:
@@ -273,7 +312,11 @@ class Scheduler:
         errors = [p.line for p in problems if not p.waiting_for_table]
         if errors:
             raise ConfigError(errors, hint="Fix schedule.yaml, then run `jobsys schedule check`.")
-        self._set_waiting({p.entry: p.line for p in problems if p.waiting_for_table})
+        waiting = {p.entry: p.line for p in problems if p.waiting_for_table}
+        if waiting != self.waiting or not self._reported:
+            await report_waiting(conn, waiting)
+            self._reported = True
+        self._set_waiting(waiting)
 
     def _set_waiting(self, waiting: dict[str, str]) -> None:
         for name in sorted(waiting.keys() - self.waiting.keys()):

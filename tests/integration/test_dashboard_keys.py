@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pexpect
 import pyte
+import pytest
 from _retry_support import bulk_failed_jobs, make_issue, sql
 from live_support import jobsys_env
 from rt_support import wait_until
@@ -23,17 +24,17 @@ SIZE = (120, 40)
 class Screen:
     """A pty running ``jobsys dashboard`` and the screen it draws."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], size: tuple[int, int] = SIZE) -> None:
         env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
         env["TERM"] = "xterm-256color"
         self.child = pexpect.spawn(
             sys.executable,
             ["-m", "jobsys", "dashboard"],
             env=env,
-            dimensions=(SIZE[1], SIZE[0]),
+            dimensions=(size[1], size[0]),
             timeout=30,
         )
-        self.screen = pyte.Screen(*SIZE)
+        self.screen = pyte.Screen(*size)
         self.stream = pyte.ByteStream(self.screen)
 
     def text(self) -> str:
@@ -90,6 +91,34 @@ def test_select_retry_after_the_preview_and_resolve_with_keys(db_url: str, tmp_p
     finally:
         screen.child.close(force=True)
     assert screen.child.exitstatus == 0
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_every_pane_row_is_one_line_at_each_size(
+    db_url: str, tmp_path: Path, size: tuple[int, int]
+) -> None:
+    issue = make_issue(db_url)
+    long_title = "AuthenticationError: Instagram asks account <n> to log in again " * 3
+    sql(db_url, "UPDATE jobsys_issues SET title = %s WHERE id = %s", (long_title, issue))
+    failures = bulk_failed_jobs(db_url, 3, issue_id=issue)
+    screen = Screen(jobsys_env(db_url, tmp_path / "home"), size)
+    try:
+        text = screen.wait_for("open issues 1", "1 lanes")
+        assert "waiting 0  running 0  60s: " in text.splitlines()[0]
+        screen.press("2")
+        text = screen.wait_for("t_retry.work")
+        rows = [line for line in text.splitlines() if "t_retry.work" in line]
+        # one line per failure, each starting with its whole id
+        assert sorted(int(line.split()[0]) for line in rows) == sorted(failures), rows
+        screen.press("3")
+        text = screen.wait_for("AuthenticationError: Instagram")
+        [row] = [line for line in text.splitlines() if "AuthenticationError" in line]
+        assert row.split()[0] == str(issue)
+        assert "…" in row or long_title.strip() in row  # cut with an ellipsis, not wrapped
+        screen.press("q")
+        screen.child.expect(pexpect.EOF)
+    finally:
+        screen.child.close(force=True)
 
 
 def test_a_refused_action_changes_nothing(db_url: str, tmp_path: Path) -> None:

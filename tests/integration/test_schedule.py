@@ -276,11 +276,14 @@ async def test_a_fanout_waiting_for_its_table_does_not_stop_the_rest(
         result = await tick_once(conn, scheduler.plan)
         assert {f.entry for f in result.fired} == {"every_second"}
     assert any(r.__dict__.get("action") == "fanout_source_missing" for r in caplog.records)
+    issues = "SELECT kind, fingerprint, status FROM jobsys_issues ORDER BY id"
+    assert rows(db_url, issues) == [("schedule_entry", "schedule_entry:later", "open")]
     with psycopg.connect(db_url, autocommit=True) as c:
         c.execute("CREATE TABLE later_rows (id integer primary key)")
     async with connect(db_url) as conn:
         await scheduler.check(conn)
     assert scheduler.waiting == {} and "later" in scheduler.plan.entries
+    assert rows(db_url, issues) == [("schedule_entry", "schedule_entry:later", "resolved")]
 
 
 WAITING_FANOUT = """

@@ -1,0 +1,95 @@
+"""The claim under flow limits against a real database: it takes what fits, passes over
+keys at their limit to the others, records starts, and ``jobs show`` says which limit
+holds a job."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from rt_support import query
+
+from jobsys.config import load
+from jobsys.engine import manager
+from jobsys.flow.limits import policy_for_lane
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def config_with(tmp_path: Path, throttle: str) -> Path:
+    target = tmp_path / "config"
+    shutil.copytree(REPO / "config", target)
+    path = target / "queues.yaml"
+    path.write_text(path.read_text().replace("\nthrottle: {}\n", "\nthrottle:\n" + throttle))
+    return target
+
+
+def insert(db_url: str, accounts: list[int]) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for account in accounts:
+            conn.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+                "VALUES ('profiles', 'demo.refresh_profile', %s)",
+                (json.dumps({"account_id": account}),),
+            )
+
+
+def claim(db_url: str, config_dir: Path, slots: int) -> list[tuple[Any, ...]]:
+    config = load(config_dir)
+    policy = policy_for_lane(config, config.lanes["base"])
+
+    async def go() -> list[tuple[Any, ...]]:
+        from jobsys.lanes.execution import build_engine_app
+
+        app = build_engine_app(db_url, max_size=2)
+        async with app.open_async():
+            worker_id = await app.job_manager.register_worker()
+            rows, _full, _rated = await manager.claim_limited(
+                app.connector.pool, list(config.lanes["base"].queues), worker_id, slots,
+                in_order=False, policy=policy, full=[],
+            )  # fmt: skip
+        return [(r["id"], r["args"]["account_id"]) for r in rows]
+
+    return asyncio.run(go())
+
+
+def test_concurrency_per_key_passes_over_full_keys(db_url: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    config_dir = config_with(tmp_path, "  profiles: {per_key: account_id, concurrency: 2}\n")
+    insert(db_url, [1, 1, 1, 1, 1, 2, 2, 2, 3])
+    first = claim(db_url, config_dir, 10)
+    assert sorted(a for _, a in first) == [1, 1, 2, 2, 3]
+    assert claim(db_url, config_dir, 10) == []  # everyone at the limit or done
+    ledger = "SELECT bucket, count(*) FROM jobsys_flow_starts GROUP BY 1 ORDER BY 1"
+    assert query(db_url, ledger) == [
+        ("queue:profiles:1", 2), ("queue:profiles:2", 2), ("queue:profiles:3", 1)
+    ]  # fmt: skip
+    waiting = query(db_url, "SELECT min(id) FROM procrastinate_jobs WHERE status = 'todo' "
+                            "AND args->>'account_id' = '1'")[0][0]  # fmt: skip
+    query(db_url, "INSERT INTO jobsys_worker_processes (id, hostname, pid, lanes) "
+                  "VALUES ('h:1', 'h', 1, '{base}')")  # fmt: skip
+    shown = cli("--database-url", db_url, "jobs", "show", str(waiting), "--json",
+                env={"JOBSYS_CONFIG_DIR": str(config_dir)})  # fmt: skip
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.json()["waiting_because"] == "account_id 1 at its limit 2/2 running"
+    # One of account 1's jobs ends: the next claim takes exactly one more of it.
+    query(db_url, "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = %s",
+          (first[0][0],))  # fmt: skip
+    assert [a for _, a in claim(db_url, config_dir, 10)] == [1]
+
+
+def test_rate_per_key(db_url: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    config_dir = config_with(tmp_path, "  profiles: {per_key: account_id, rate: 2/h}\n")
+    insert(db_url, [7, 7, 7, 8])
+    assert sorted(a for _, a in claim(db_url, config_dir, 10)) == [7, 7, 8]
+    query(db_url, "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE status = 'doing'")
+    assert claim(db_url, config_dir, 10) == []  # finished, but the hour's window is full
+    waiting = query(db_url, "SELECT id FROM procrastinate_jobs WHERE status = 'todo'")[0][0]
+    query(db_url, "INSERT INTO jobsys_worker_processes (id, hostname, pid, lanes) "
+                  "VALUES ('h:1', 'h', 1, '{base}')")  # fmt: skip
+    shown = cli("--database-url", db_url, "jobs", "show", str(waiting), "--json",
+                env={"JOBSYS_CONFIG_DIR": str(config_dir)})  # fmt: skip
+    assert shown.json()["waiting_because"] == "account_id 7 at its rate 2/2 starts per 1h"
