@@ -134,8 +134,8 @@ def _settings(url: str) -> Any:
 
 
 def bulk_cancel(url: str) -> dict[str, float]:
+    from jobsys.jobs.browser import JobFilters
     from jobsys.jobs.bulk import BulkRequest, bulk_action
-    from jobsys.live.browser import JobFilters
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -175,8 +175,8 @@ def bulk_cancel(url: str) -> dict[str, float]:
 
 def bulk_delete(url: str) -> dict[str, float]:
     from jobsys.engine.queries import CLAIM_JOBS
+    from jobsys.jobs.browser import JobFilters
     from jobsys.jobs.bulk import BulkRequest, bulk_action
-    from jobsys.live.browser import JobFilters
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
