@@ -63,7 +63,8 @@ def list_(
         int | None, typer.Option(help="Page on: only failures older than this failure id.")
     ] = None,
     group_by: Annotated[
-        str | None, typer.Option("--group-by", help="Count per fingerprint, task or kind.")
+        str | None,
+        typer.Option("--group-by", help="Count per fingerprint, task, queue, kind or issue."),
     ] = None,
     wide: WideOpt = False,
     json: JsonOpt = False,
