@@ -134,8 +134,7 @@ def _settings(url: str) -> Any:
 
 
 def bulk_cancel(url: str) -> dict[str, float]:
-    from jobsys.live.browser import JobFilters
-
+    from jobsys.jobs.browser import JobFilters
     from jobsys.jobs.bulk import BulkRequest, bulk_action
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -175,9 +174,8 @@ def bulk_cancel(url: str) -> dict[str, float]:
 
 
 def bulk_delete(url: str) -> dict[str, float]:
-    from jobsys.live.browser import JobFilters
-
     from jobsys.engine.queries import CLAIM_JOBS
+    from jobsys.jobs.browser import JobFilters
     from jobsys.jobs.bulk import BulkRequest, bulk_action
 
     with psycopg.connect(url, autocommit=True) as conn:
