@@ -125,6 +125,11 @@ def cases(queues: list[str]) -> dict[str, list[str]]:
         "since": ["--since", "1h"],
         "until": ["--until", "7d"],
         "retryable": ["--not-retryable"],
+        # Two filters at once; a pair matching no row reads the most (0016's indexes).
+        "kind+queue": ["--kind", "authentication", "--queue", "profiles"],
+        "kind+task": ["--kind", "authentication", "--task", "app.task_2"],
+        "kind+lane": ["--kind", "transient", "--lane", "frame_generation"],
+        "queue+since": ["--queue", "profiles", "--since", "1h"],
     }
 
 

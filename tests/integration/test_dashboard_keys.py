@@ -5,6 +5,7 @@ resolve an issue; the database shows both. ``--help`` never imports Textual."""
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,8 @@ import pytest
 from _retry_support import bulk_failed_jobs, make_issue, sql
 from live_support import jobsys_env
 from rt_support import wait_until
+
+from jobsys.cli import failures
 
 HERE = Path(__file__).resolve().parent
 SIZE = (120, 40)
@@ -137,6 +140,45 @@ def test_a_refused_action_changes_nothing(db_url: str, tmp_path: Path) -> None:
     finally:
         screen.child.close(force=True)
     assert sql(db_url, "SELECT status FROM jobsys_issues") == [{"status": "open"}]
+
+
+def test_a_pane_longer_than_the_screen_scrolls_inside_it_at_80x24(
+    db_url: str, tmp_path: Path
+) -> None:
+    """40 failures with long messages on an 80x24 terminal: the failures pane scrolls
+    by itself, so the header keeps one line and each row's error ends in an ellipsis
+    before the pane's scrollbar instead of running past the right edge."""
+    issue = make_issue(db_url)
+    bulk_failed_jobs(db_url, 40, issue_id=issue)
+    sql(db_url, "UPDATE jobsys_failures SET message = repeat('edge_followed_by ', 10)")
+    screen = Screen(jobsys_env(db_url, tmp_path / "home"), size=(80, 24))
+    try:
+        screen.wait_for("1 lanes", "2 failures")
+        screen.press("2")
+        screen.wait_for("t_retry.work", "KeyError: edge_follow")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until the pane is drawn down to the footer
+            text = screen.wait_for("t_retry.work")
+            rows = [line for line in screen.screen.display if "t_retry.work" in line]
+            if len(rows) >= 15:
+                break
+        lines = screen.screen.display
+        assert len(rows) >= 15, text
+        assert "waiting 0" in lines[0], text
+        assert lines[1].startswith("? keys"), text  # the header did not wrap
+        titles = {c.title for c in failures.LIST_COLUMNS}
+        header = next(line for line in lines if line.startswith(" id "))
+        # every column shown whole, none cut by the scrollbar or the right edge
+        assert set(re.split(r"\s{2,}", header.strip())) <= titles, text
+        assert len(header.rstrip()) <= 78, text  # the last two columns are the scrollbar's
+        for row in rows:
+            assert "KeyError: edge_follow" in row and "…" in row, text
+            assert len(row.rstrip()) <= 78, text
+        screen.press("q")
+        screen.child.expect(pexpect.EOF)
+    finally:
+        screen.child.close(force=True)
+    assert screen.child.exitstatus == 0
 
 
 def test_help_does_not_import_textual() -> None:
