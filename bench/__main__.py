@@ -34,6 +34,7 @@ MODULES = (
     "live",
     "reaper",
     "web",
+    "jobmgmt",
     "flow",
 )
 

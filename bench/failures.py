@@ -125,12 +125,19 @@ def cases(queues: list[str]) -> dict[str, list[str]]:
         "since": ["--since", "1h"],
         "until": ["--until", "7d"],
         "retryable": ["--not-retryable"],
+        # Two filters at once; a pair matching no row reads the most (0016's indexes).
+        "kind+queue": ["--kind", "authentication", "--queue", "profiles"],
+        "kind+task": ["--kind", "authentication", "--task", "app.task_2"],
+        "kind+lane": ["--kind", "transient", "--lane", "frame_generation"],
+        "queue+since": ["--queue", "profiles", "--since", "1h"],
     }
 
 
 async def explain_times(url: str, argv: dict[str, list[str]]) -> dict[str, dict[str, float]]:
     from jobsys.db.connect import connect
+    from jobsys.engine.queries import FIND_HEALED
     from jobsys.failures import filters, store
+    from jobsys.failures.service import COUNT_CAP
     from jobsys.issues import store as issues_store
 
     out: dict[str, dict[str, float]] = {}
@@ -150,8 +157,17 @@ async def explain_times(url: str, argv: dict[str, list[str]]) -> dict[str, dict[
                 columns=store.LIST_COLUMNS, where=store.where_clause(params)
             )
             out[f"failures list {name}"] = await _explain(conn, sql, params)
-        sql = issues_store.LIST_ISSUES.format(status_clause=issues_store.STATUS_CLAUSES["open"])
+            # the list envelope's total: counted up to the cap (jobsys.failures.service)
+            count = store.COUNT_FAILURES.format(where=store.where_clause(params))
+            out[f"failures total {name}"] = await _explain(
+                conn, count, {**params, "cap": COUNT_CAP + 1}
+            )
+        sql = issues_store.LIST_ISSUES.format(
+            status_clause=issues_store.STATUS_CLAUSES["open"],
+            order=issues_store.ORDER_BY["impact"],
+        )
         out["issues list"] = await _explain(conn, sql, {"kind": None, "limit": 50})
+        out["issues healed pass"] = await _explain(conn, FIND_HEALED, {})
     return out
 
 

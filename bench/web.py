@@ -110,6 +110,32 @@ def pages(url: str) -> dict[str, Any]:
                 )
             ),
         ),
+        "failures_kind_task": (
+            "/admin/background_jobs/failures?kind=authentication&task=app.task_2",
+            peer(
+                lambda: failures_service.list_failures(
+                    settings,
+                    filters.failure_filters(kind="authentication", task="app.task_2"),
+                    limit=50,
+                )
+            ),
+        ),
+        "failures_queue_since": (
+            "/admin/background_jobs/failures?queue=profiles&since=1h",
+            peer(
+                lambda: failures_service.list_failures(
+                    settings, filters.failure_filters(queue="profiles", since="1h"), limit=50
+                )
+            ),
+        ),
+        "failures_by_queue": (
+            "/admin/background_jobs/failures?group_by=queue&kind=transient",
+            peer(
+                lambda: failures_service.list_failures(
+                    settings, filters.failure_filters(kind="transient"), limit=50, group_by="queue"
+                )
+            ),
+        ),
         "failure_detail": (
             f"/admin/background_jobs/failures/{failure_id}",
             peer(lambda: failures_service.show_failure(settings, failure_id)),

@@ -63,7 +63,7 @@ def header(
         return [clip(f"jobsys dashboard  {now}", width), clip(status or "loading…", width)]
     t = totals(snapshot)
     first = (
-        f"jobsys {now}  waiting {t['waiting']}  running {t['running']}  "
+        f"{now}  waiting {t['waiting']}  running {t['running']}  "
         f"60s: {t['succeeded_last_minute']} ok {t['failed_last_minute']} failed "
         f"{t['retried_last_minute']} retried  open issues {t['open_issues']}"
     )

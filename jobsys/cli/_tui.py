@@ -27,6 +27,7 @@ from jobsys.settings import Settings
 
 REFRESH_SECONDS = 2.0
 ROWS = 200  # rows loaded per pane
+SCROLLBAR_WIDTH = 2  # Textual's default vertical scrollbar, kept free in every pane
 MUTE_FOR = "2h"
 
 HELP = """keys
@@ -220,8 +221,13 @@ class ConfirmScreen(ModalScreen[bool]):
 
 class DashboardApp(App[None]):
     TITLE = "jobsys dashboard"
+    # The panes fill what the summary and the footer leave, so a long table scrolls
+    # inside its pane: the screen itself never scrolls (its scrollbar would narrow the
+    # summary, wrapping the header line, and push the table past the right edge).
     CSS = """
     #summary { height: auto; }
+    #panes { height: 1fr; }
+    #panes DataTable { height: 1fr; }
     #filter { dock: bottom; display: none; }
     #filter.shown { display: block; }
     ModalScreen { align: center middle; }
@@ -305,8 +311,10 @@ class DashboardApp(App[None]):
                 )
             ]
             # The list commands' fitting: least important columns give way, text is cut
-            # with an ellipsis, one line per row (DataTable pads each cell by one a side).
-            shown = layout(rows, pane.columns, width=max(20, width - 2), now=now)
+            # with an ellipsis, one line per row (DataTable pads each cell by one a side,
+            # and a pane longer than the screen shows a vertical scrollbar beside it).
+            room = width - 2 - SCROLLBAR_WIDTH
+            shown = layout(rows, pane.columns, width=max(20, room), now=now)
             table.clear(columns=True)
             table.add_columns(*(c.title for c in shown.columns))
             for row in rows:

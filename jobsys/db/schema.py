@@ -3,7 +3,7 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0015_flow_starts"
+HEAD_REVISION = "0016_failures_kind_pairs"
 KNOWN_REVISIONS = (
     "0001_procrastinate",
     "0002_jobsys_core",
@@ -20,4 +20,5 @@ KNOWN_REVISIONS = (
     "0013_unique_jobs",
     "0014_schedule_entry_issues",
     "0015_flow_starts",
+    "0016_failures_kind_pairs",
 )

@@ -18,7 +18,7 @@ from jobsys.failures.classify import KINDS
 from jobsys.timespec import parse_time
 
 MAX_LIMIT = 10_000
-GROUP_BY = ("fingerprint", "task", "kind")
+GROUP_BY = ("fingerprint", "task", "queue", "kind", "issue")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,18 @@ class Failure(Base):
         Index("ix_jobsys_failures_queue_occurred", "queue", text("occurred_at DESC")),
         Index("ix_jobsys_failures_account_occurred", "account_id", text("occurred_at DESC")),
         Index("ix_jobsys_failures_issue_occurred", "issue_id", text("occurred_at DESC")),
+        # A kind paired with a queue, task or lane (0016): the matching rows only, in
+        # the list's order, however rare the pair.
+        *(
+            Index(
+                f"ix_jobsys_failures_{column}_kind_occurred",
+                column,
+                "kind",
+                text("occurred_at DESC"),
+                text("id DESC"),
+            )
+            for column in ("queue", "task", "lane")
+        ),
         Index("ix_jobsys_failures_job", "job_id"),
         # `failures list --profile/--lane` stay index scans at millions of rows (0003).
         Index("ix_jobsys_failures_profile_occurred", "profile_id", text("occurred_at DESC")),

@@ -15,11 +15,9 @@ Each pass (:func:`run_once`) does three things, each also callable alone:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +28,7 @@ from jobsys.failures import classify, store
 from jobsys.failures.capture import context_value, redactor_for, spool_directory
 from jobsys.failures.recorder import group_pending, record_failure
 from jobsys.failures.spool import PoisonRecord, Spool
+from jobsys.periodic import Periodic
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -140,10 +139,12 @@ async def replay_spool(pool: Any, config: Config, spool: Spool) -> tuple[int, in
     return result.replayed, result.remaining
 
 
-class FailureMaintenance:
-    """WorkerService: spool replay, reconciliation from events, grouping of pending rows."""
+class FailureMaintenance(Periodic):
+    """WorkerService: spool replay, reconciliation from events, grouping of pending rows.
+    A failed pass raises at once (the supervisor restarts the service with backoff)."""
 
     name = "failures"
+    log = logger
 
     def __init__(
         self,
@@ -153,11 +154,18 @@ class FailureMaintenance:
         interval_seconds: float = INTERVAL_SECONDS,
         grace_seconds: float = GRACE_SECONDS,
     ) -> None:
+        super().__init__()
         self.config = config
         self.spool = Spool(spool_directory(home))
         self.interval = interval_seconds
         self.grace = grace_seconds
         self.after_id: int | None = None
+
+    def interval_seconds(self) -> float:
+        return self.interval
+
+    async def run_pass(self, app: App, now: datetime) -> PassResult:
+        return await self.run_once(app)
 
     async def run_once(self, app: App) -> PassResult:
         pool = app.connector.pool  # type: ignore[attr-defined]
@@ -183,9 +191,3 @@ class FailureMaintenance:
                 extra={"action": "failures_maintenance", **vars(result)},
             )
         return result
-
-    async def run(self, app: App, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self.run_once(app)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)

@@ -110,7 +110,13 @@ FILTER_CLAUSES = {
         pattern=like_contains("error")
     ),
 }
-GROUP_COLUMNS = {"fingerprint": "fingerprint", "task": "task", "kind": "kind"}
+GROUP_COLUMNS = {
+    "fingerprint": "fingerprint",
+    "task": "task",
+    "queue": "queue",
+    "kind": "kind",
+    "issue": "issue_id",
+}
 
 LIST_FAILURES = """
 SELECT {columns} FROM jobsys_failures f

@@ -43,7 +43,6 @@ Events (``action`` in the log record): ``job_requeued``, ``job_worker_lost``,
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -57,6 +56,7 @@ from jobsys.failures.redaction import Redactor
 from jobsys.failures.store import FailureRow, insert_failure
 from jobsys.lanes import execution
 from jobsys.lanes.heartbeat import database_continuity
+from jobsys.periodic import Periodic
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -364,7 +364,7 @@ async def reap_once(
     return result
 
 
-class ReaperService:
+class ReaperService(Periodic):
     """The reaper loop every ``jobsys worker`` process runs (a ``WorkerService``).
 
     Options: ``config.queues.worker.reap_interval_seconds`` (period),
@@ -374,30 +374,17 @@ class ReaperService:
     """
 
     name = "reaper"
+    max_consecutive_errors = MAX_CONSECUTIVE_ERRORS
+    log = logger
 
     def __init__(self, config: Config) -> None:
+        super().__init__()
         self.config = config
-        self.passes = 0
         self.last_result: ReapResult | None = None
 
-    async def run(self, app: App, stop: asyncio.Event) -> None:
-        interval = self.config.queues.worker.reap_interval_seconds
-        errors = 0
-        while not stop.is_set():
-            try:
-                self.last_result = await reap_once(app, self.config)
-                self.passes += 1
-                errors = 0
-            except Exception as exc:
-                errors += 1
-                logger.warning(
-                    "reaper pass failed (%d in a row): %s: %s",
-                    errors,
-                    type(exc).__name__,
-                    exc,
-                    extra={"action": "reaper_error", "consecutive_errors": errors},
-                )
-                if errors >= MAX_CONSECUTIVE_ERRORS:
-                    raise
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+    def interval_seconds(self) -> float:
+        return self.config.queues.worker.reap_interval_seconds
+
+    async def run_pass(self, app: App, now: datetime) -> ReapResult:
+        # The reaper compares times on the database's clock, never the host's ``now``.
+        return await reap_once(app, self.config)

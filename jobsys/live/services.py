@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys.engine.queries import METRICS_HEADLINE, RECENT_OUTCOMES
 from jobsys.live import coalesce, store
+from jobsys.periodic import Periodic
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -44,10 +46,24 @@ class EventFlusher:
         await shared.run(coalesce.connection_sender(app.connector.pool), stop)
 
 
-@dataclass
-class MetricsTicker:
-    interval_seconds: float
-    name: str = "live_metrics_tick"
+class MetricsTicker(Periodic):
+    """Publishes the dashboard's headline numbers every ``interval_seconds``; a failed
+    tick is logged and the next one tried (it never stops the worker)."""
+
+    name = "live_metrics_tick"
+    max_consecutive_errors = None
+    log = logger
+
+    def __init__(self, interval_seconds: float) -> None:
+        super().__init__()
+        self.tick_seconds = interval_seconds
+
+    def interval_seconds(self) -> float:
+        return self.tick_seconds
+
+    async def run_pass(self, app: Any, now: datetime) -> dict[str, int]:
+        async with app.connector.pool.connection() as conn:
+            return await self.run_once(conn)
 
     async def run_once(self, conn: Any) -> dict[str, int]:
         """Read the headline numbers and publish them; return what was published."""
@@ -59,17 +75,6 @@ class MetricsTicker:
             data.update({k: int(v or 0) for k, v in (row or {}).items()})
         await publish(conn, METRICS_TOPIC, data)
         return data
-
-    async def run(self, app: Any, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                async with app.connector.pool.connection() as conn:
-                    await self.run_once(conn)
-            except Exception as exc:
-                logger.warning(
-                    "metrics tick failed: %s", exc, extra={"action": "live_metrics_tick_failed"}
-                )
-            await coalesce.sleep_or_stop(stop, self.interval_seconds)
 
 
 @dataclass

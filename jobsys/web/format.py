@@ -33,10 +33,10 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-def with_param(query: Any, key: str, value: Any) -> str:
-    """The query string ``query`` (Starlette's QueryParams) with ``key`` set to ``value``:
-    paging links keep every filter."""
-    items = [(k, v) for k, v in query.multi_items() if k != key]
+def with_param(query: Any, key: str, value: Any, drop: tuple[str, ...] = ()) -> str:
+    """The query string ``query`` (Starlette's QueryParams) with ``key`` set to ``value``
+    and the ``drop`` ones left out: paging and group links keep every filter."""
+    items = [(k, v) for k, v in query.multi_items() if k != key and k not in drop]
     return urlencode([*items, (key, str(value))])
 
 

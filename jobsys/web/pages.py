@@ -186,7 +186,10 @@ async def failures(request: Request, user: User) -> Response:
     async def load() -> dict[str, Any]:
         chosen = failure_filter(q)
         limit = filters.check_limit(_limit(q))
-        return await service.list_failures(console(request).settings, chosen, limit=limit)
+        group_by = filters.check_group_by(q.get("group_by") or None)
+        return await service.list_failures(
+            console(request).settings, chosen, limit=limit, group_by=group_by
+        )
 
     return await _listing(
         request,
@@ -194,9 +197,12 @@ async def failures(request: Request, user: User) -> Response:
         "failures.html",
         load,
         key="result",
-        empty={"failures": [], "notes": [], "next_before": None},
+        empty={"failures": [], "groups": [], "notes": [], "next_before": None},
         context={
             "title": "Failures",
+            "group_choices": filters.GROUP_BY,
+            # each group's key as the list filter that shows its failures
+            "group_filters": {"task": "task", "queue": "queue", "kind": "kind", "issue": "issue"},
             "retry_link": "/admin/retry?" + urlencode([("all", "1"), *_set(q, FAILURE_FILTERS)]),
             "topics": FAILURE_TOPICS,
         },

@@ -165,6 +165,16 @@ def test_list_json_contract_pagination_and_group_by(cli, db_url: str) -> None:  
         "transient": 10,
         "authentication": 10,
     }
+    for group_by, column in (("queue", "queue"), ("issue", "issue_id")):
+        groups = cli(
+            "--database-url", db_url, "failures", "list", "--group-by", group_by, "--json"
+        ).json()
+        expected = fx.rows(
+            db_url, f"SELECT {column} AS key, count(*) AS n FROM jobsys_failures GROUP BY 1"
+        )
+        assert {g["key"]: g["count"] for g in groups["items"]} == {
+            r["key"]: r["n"] for r in expected
+        }
     show = cli("--database-url", db_url, "failures", "show", str(rows[0]["id"]), "--json").json()
     assert FAILURE_KEYS | {"args", "traceback"} <= set(show)
     issues = cli("--database-url", db_url, "issues", "list", "--json").json()

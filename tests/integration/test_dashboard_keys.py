@@ -5,6 +5,7 @@ resolve an issue; the database shows both. ``--help`` never imports Textual."""
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 import time
@@ -12,9 +13,12 @@ from pathlib import Path
 
 import pexpect
 import pyte
+import pytest
 from _retry_support import bulk_failed_jobs, make_issue, sql
 from live_support import jobsys_env
 from rt_support import wait_until
+
+from jobsys.cli import failures
 
 HERE = Path(__file__).resolve().parent
 SIZE = (120, 40)
@@ -23,17 +27,17 @@ SIZE = (120, 40)
 class Screen:
     """A pty running ``jobsys dashboard`` and the screen it draws."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], size: tuple[int, int] = SIZE) -> None:
         env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
         env["TERM"] = "xterm-256color"
         self.child = pexpect.spawn(
             sys.executable,
             ["-m", "jobsys", "dashboard"],
             env=env,
-            dimensions=(SIZE[1], SIZE[0]),
+            dimensions=(size[1], size[0]),
             timeout=30,
         )
-        self.screen = pyte.Screen(*SIZE)
+        self.screen = pyte.Screen(*size)
         self.stream = pyte.ByteStream(self.screen)
 
     def text(self) -> str:
@@ -92,6 +96,34 @@ def test_select_retry_after_the_preview_and_resolve_with_keys(db_url: str, tmp_p
     assert screen.child.exitstatus == 0
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_every_pane_row_is_one_line_at_each_size(
+    db_url: str, tmp_path: Path, size: tuple[int, int]
+) -> None:
+    issue = make_issue(db_url)
+    long_title = "AuthenticationError: Instagram asks account <n> to log in again " * 3
+    sql(db_url, "UPDATE jobsys_issues SET title = %s WHERE id = %s", (long_title, issue))
+    failures = bulk_failed_jobs(db_url, 3, issue_id=issue)
+    screen = Screen(jobsys_env(db_url, tmp_path / "home"), size)
+    try:
+        text = screen.wait_for("open issues 1", "1 lanes")
+        assert "waiting 0  running 0  60s: " in text.splitlines()[0]
+        screen.press("2")
+        text = screen.wait_for("t_retry.work")
+        rows = [line for line in text.splitlines() if "t_retry.work" in line]
+        # one line per failure, each starting with its whole id
+        assert sorted(int(line.split()[0]) for line in rows) == sorted(failures), rows
+        screen.press("3")
+        text = screen.wait_for("AuthenticationError: Instagram")
+        [row] = [line for line in text.splitlines() if "AuthenticationError" in line]
+        assert row.split()[0] == str(issue)
+        assert "…" in row or long_title.strip() in row  # cut with an ellipsis, not wrapped
+        screen.press("q")
+        screen.child.expect(pexpect.EOF)
+    finally:
+        screen.child.close(force=True)
+
+
 def test_a_refused_action_changes_nothing(db_url: str, tmp_path: Path) -> None:
     issue = make_issue(db_url)
     screen = Screen(jobsys_env(db_url, tmp_path / "home"))
@@ -108,6 +140,45 @@ def test_a_refused_action_changes_nothing(db_url: str, tmp_path: Path) -> None:
     finally:
         screen.child.close(force=True)
     assert sql(db_url, "SELECT status FROM jobsys_issues") == [{"status": "open"}]
+
+
+def test_a_pane_longer_than_the_screen_scrolls_inside_it_at_80x24(
+    db_url: str, tmp_path: Path
+) -> None:
+    """40 failures with long messages on an 80x24 terminal: the failures pane scrolls
+    by itself, so the header keeps one line and each row's error ends in an ellipsis
+    before the pane's scrollbar instead of running past the right edge."""
+    issue = make_issue(db_url)
+    bulk_failed_jobs(db_url, 40, issue_id=issue)
+    sql(db_url, "UPDATE jobsys_failures SET message = repeat('edge_followed_by ', 10)")
+    screen = Screen(jobsys_env(db_url, tmp_path / "home"), size=(80, 24))
+    try:
+        screen.wait_for("1 lanes", "2 failures")
+        screen.press("2")
+        screen.wait_for("t_retry.work", "KeyError: edge_follow")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until the pane is drawn down to the footer
+            text = screen.wait_for("t_retry.work")
+            rows = [line for line in screen.screen.display if "t_retry.work" in line]
+            if len(rows) >= 15:
+                break
+        lines = screen.screen.display
+        assert len(rows) >= 15, text
+        assert "waiting 0" in lines[0], text
+        assert lines[1].startswith("? keys"), text  # the header did not wrap
+        titles = {c.title for c in failures.LIST_COLUMNS}
+        header = next(line for line in lines if line.startswith(" id "))
+        # every column shown whole, none cut by the scrollbar or the right edge
+        assert set(re.split(r"\s{2,}", header.strip())) <= titles, text
+        assert len(header.rstrip()) <= 78, text  # the last two columns are the scrollbar's
+        for row in rows:
+            assert "KeyError: edge_follow" in row and "…" in row, text
+            assert len(row.rstrip()) <= 78, text
+        screen.press("q")
+        screen.child.expect(pexpect.EOF)
+    finally:
+        screen.child.close(force=True)
+    assert screen.child.exitstatus == 0
 
 
 def test_help_does_not_import_textual() -> None:

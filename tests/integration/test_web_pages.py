@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import failures_support as fx
 import pytest
@@ -109,6 +110,7 @@ def test_root_redirects_to_the_dashboard(client: TestClient) -> None:
         ("issue=abc", "issue", "--issue: 'abc' is not a valid integer."),
         ("issue=0", "issue", "--issue 0 is not a valid id"),
         ("limit=0", None, "--limit: 0 is out of range."),
+        ("group_by=colour", "group_by", "--group-by: 'colour' is not one of"),
     ],
 )
 def test_bad_failure_filters_show_the_cli_message_next_to_the_filter(
@@ -120,6 +122,43 @@ def test_bad_failure_filters_show_the_cli_message_next_to_the_filter(
     if field:
         assert f'id="error-{field}"' in response.text
     assert 'id="failure-filters"' in response.text  # the page, not an error page
+
+
+@pytest.mark.parametrize(
+    ("group_by", "column", "field"),
+    [
+        ("task", "task", "task"),
+        ("queue", "queue", "queue"),
+        ("kind", "kind", "kind"),
+        ("issue", "issue_id", "issue"),
+        ("fingerprint", "fingerprint", None),
+    ],
+)
+def test_failures_grouped_like_the_cli_with_links_to_each_group(
+    client: TestClient, db_url: str, seeded: ws.Seeded, group_by: str, column: str, field: str
+) -> None:
+    # A stable URL: the grouping and the filters are in the query string.
+    response = client.get(f"/admin/background_jobs/failures?kind=runtime&group_by={group_by}")
+    assert response.status_code == 200, response.text
+    counts = fx.rows(
+        db_url,
+        f"SELECT {column}::text AS key, count(*) AS n FROM jobsys_failures "
+        f"WHERE kind = 'runtime' GROUP BY {column}",
+    )
+    assert counts, "the seed has runtime failures"
+    shown = dict(
+        re.findall(r'<tr data-group="([^"]*)">.*?<td class="num">(\d+)</td>', response.text, re.S)
+    )
+    assert shown == {str(r["key"]): str(r["n"]) for r in counts}
+    assert 'id="failures"' not in response.text  # the groups, not the rows
+    if field is not None:
+        key = str(counts[0]["key"])
+        kept = "" if field == "kind" else "kind=runtime&amp;"
+        link = f"/admin/background_jobs/failures?{kept}{field}={quote(key)}"
+        assert link in response.text  # a group links to its failures, filters kept
+        listed = client.get(link.replace("&amp;", "&"))
+        assert listed.status_code == 200
+        assert len(re.findall(r"<tr data-failure=", listed.text)) == min(int(counts[0]["n"]), 50)
 
 
 def test_bad_job_filters_show_the_cli_message(client: TestClient) -> None:
