@@ -136,7 +136,7 @@ def list_document(
     notes = list(notes)
     if total is None and (limit is None or len(items) < limit):
         total = len(items)
-    if total is None:
+    if total is None and limit is not None:
         notes.append(f"total not counted: at least {len(items)} match (--limit {limit})")
     return {"items": items, "count": len(items), "total": total, "notes": notes, **extra}
 

@@ -97,10 +97,13 @@ def list_(
             result["groups"], total=result["total"], notes=result["notes"], group_by=group_by
         )
     elif json:
+        from jobsys.failures.service import COUNT_CAP
+
+        capped = [] if result["total"] is not None else [f"more than {COUNT_CAP} match"]
         _output.emit_list(
             result["failures"],
             total=result["total"],
-            notes=result["notes"],
+            notes=[*result["notes"], *capped],
             next_before=result["next_before"],
         )
     elif group_by is not None:

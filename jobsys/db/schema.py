@@ -3,7 +3,7 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0016_failures_kind_pairs"
+HEAD_REVISION = "0017_drop_args_text_trgm"
 KNOWN_REVISIONS = (
     "0001_procrastinate",
     "0002_jobsys_core",
@@ -21,4 +21,5 @@ KNOWN_REVISIONS = (
     "0014_schedule_entry_issues",
     "0015_flow_starts",
     "0016_failures_kind_pairs",
+    "0017_drop_args_text_trgm",
 )

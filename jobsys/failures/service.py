@@ -14,7 +14,7 @@ from jobsys.failures.filters import FailureFilter, unknown_names
 from jobsys.settings import Settings
 
 #: A list's ``total`` is counted up to this many matches (past it: None, "more than").
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000  # 170 ms at 10,000 on a 1,000,000-row filter (make bench); ~10x less here
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
