@@ -35,6 +35,7 @@ MODULES = (
     "reaper",
     "web",
     "jobmgmt",
+    "flow",
 )
 
 

@@ -58,7 +58,9 @@ def list_(
         str | None,
         typer.Option(help="Text in the message or error class (case-insensitive, literal)."),
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many rows (or groups).")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="At most this many rows (or groups).")
+    ] = 50,
     before: Annotated[
         int | None, typer.Option(help="Page on: only failures older than this failure id.")
     ] = None,

@@ -33,7 +33,9 @@ def list_(
         str | None,
         typer.Option("--status", help="queued, running, finished, failed or cancelled."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="At most this many, newest first.")
+    ] = 50,
     wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:

@@ -40,7 +40,7 @@ def list_(
     kind: Annotated[
         str | None, typer.Option(help="job_failure, queue_health or service_outage.")
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many issues.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many issues.")] = 50,
     wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:

@@ -49,7 +49,9 @@ def list_(
     since: Annotated[
         str | None, typer.Option("--since", help="Created at or after: 2h, 7d, or an ISO time.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="At most this many, newest first.")
+    ] = 100,
     wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:

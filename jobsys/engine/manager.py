@@ -69,9 +69,8 @@ async def claim_limited(
     params = {"queues": queues, "scan": policy.scan(limit), "full": full, **policy.sql_params()}
     async with pool.connection() as conn, conn.transaction():
         candidates = await query.fetch_all(
-            conn, queries.LIMITED_CANDIDATES_IN_ORDER if in_order else queries.LIMITED_CANDIDATES,
-            params,
-        )  # fmt: skip
+            conn, queries.limited_candidates(policy.kinds, in_order=in_order), params
+        )
         buckets = sorted({c["bucket"] for c in candidates if c["bucket"]})
         states: dict[str, tuple[int, tuple[float, ...]]] = {}
         if buckets:
@@ -89,10 +88,18 @@ async def claim_limited(
             )
             started = [(b, i) for b, i in zip(decision.buckets, decision.ids, strict=True) if b]
             if started:
+                ahead = [
+                    decision.rated[i] + policy.unmarked_pad_seconds if i in decision.rated else 0.0
+                    for _, i in started
+                ]
                 await query.execute(
                     conn,
                     queries.RECORD_STARTS,
-                    {"buckets": [b for b, _ in started], "ids": [i for _, i in started]},
+                    {
+                        "buckets": [b for b, _ in started],
+                        "ids": [i for _, i in started],
+                        "ahead": ahead,
+                    },
                 )
         if prune_seconds is not None:
             await query.execute(conn, queries.PRUNE_STARTS, {"keep_seconds": prune_seconds})

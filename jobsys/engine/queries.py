@@ -145,23 +145,23 @@ CLAIM_JOBS_IN_ORDER = _claim_jobs(BY_QUEUE_ORDER)
 # sees every claim committed before it; TAKE_JOBS and RECORD_STARTS take the chosen.
 
 
-def _limited_candidates(order_by: str) -> str:
-    bucket = "limits.kind || ':' || limits.target || ':' || coalesce(jobs.args ->> limits.key, '')"
+def limited_candidates(kinds: list[str], *, in_order: bool) -> str:
+    """LIMITED_CANDIDATES for limits of these kinds (``task`` ones first: they win),
+    parameters ``limit_target_N``, ``limit_prefix_N``, ``limit_key_N`` each. The bucket
+    is a plain CASE over the row, so each queue is still walked in index order."""
+    whens = " ".join(
+        f"WHEN jobs.{'task_name' if kind == 'task' else 'queue_name'} = %(limit_target_{i})s "
+        f"THEN %(limit_prefix_{i})s || coalesce(jobs.args ->> %(limit_key_{i})s::text, '')"
+        for i, kind in enumerate(kinds)
+    )
+    bucket = f"(CASE {whens} END)"
+    order_by = BY_QUEUE_ORDER if in_order else BY_PRIORITY
     return f"""
 SELECT per_queue.id, per_queue.bucket
   FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
  CROSS JOIN LATERAL (
     SELECT jobs.id, jobs.priority, {bucket} AS bucket
       FROM procrastinate_jobs AS jobs
-      LEFT JOIN LATERAL (
-          SELECT t.kind, t.target, t.key
-            FROM unnest(%(limit_kinds)s::text[], %(limit_targets)s::text[],
-                        %(limit_keys)s::text[]) AS t(kind, target, key)
-           WHERE (t.kind = 'task' AND t.target = jobs.task_name)
-              OR (t.kind = 'queue' AND t.target = jobs.queue_name)
-           ORDER BY t.kind = 'task' DESC
-           LIMIT 1
-      ) AS limits ON true
      WHERE (CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lane_queue.name
        AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
        AND (
@@ -179,7 +179,7 @@ SELECT per_queue.id, per_queue.bucket
                   )
            )
        )
-       AND (limits.kind IS NULL OR NOT ({bucket} = ANY(%(full)s::text[])))
+       AND ({bucket} IS NULL OR NOT ({bucket} = ANY(%(full)s::text[])))
      ORDER BY jobs.priority DESC, jobs.id ASC
      LIMIT %(scan)s
        FOR UPDATE OF jobs SKIP LOCKED
@@ -192,9 +192,6 @@ SELECT per_queue.id, per_queue.bucket
  LIMIT %(scan)s
 """
 
-
-LIMITED_CANDIDATES = _limited_candidates(BY_PRIORITY)
-LIMITED_CANDIDATES_IN_ORDER = _limited_candidates(BY_QUEUE_ORDER)
 
 #: Serialises claims that touch a bucket (in name order: no deadlock), until commit.
 LOCK_BUCKETS = """
@@ -225,10 +222,14 @@ UPDATE procrastinate_jobs
 RETURNING {JOB_COLUMNS}
 """
 
+#: ``ahead``: seconds after now the start is recorded at until the job records its real
+#: start (a rated job: its planned start plus a pad, so a claim meanwhile never counts
+#: it earlier than it will run).
 RECORD_STARTS = """
 INSERT INTO jobsys_flow_starts (bucket, job_id, started_at)
-SELECT s.bucket, s.job_id, clock_timestamp()
-  FROM unnest(%(buckets)s::text[], %(ids)s::bigint[]) AS s(bucket, job_id)
+SELECT s.bucket, s.job_id, clock_timestamp() + make_interval(secs => s.ahead)
+  FROM unnest(%(buckets)s::text[], %(ids)s::bigint[], %(ahead)s::float8[])
+       AS s(bucket, job_id, ahead)
 """
 
 #: Starts older than every window whose job no longer runs count for nothing.

@@ -33,6 +33,9 @@ CONCURRENCY_RECHECK_SECONDS = 1.0
 #: A job under a rate may be claimed this long before its window has room; it then
 #: waits in its worker until that moment (so claiming never costs the window time).
 RATE_LEAD_SECONDS = 0.2
+#: Until a rated job records its real start, its start counts as its planned start plus
+#: this much: a claim in between must not count it earlier than it will run.
+UNMARKED_PAD_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -167,13 +170,24 @@ class LanePolicy:
     and the choice of what fits."""
 
     limits: tuple[Limit, ...]
+    unmarked_pad_seconds: float = UNMARKED_PAD_SECONDS
 
-    def sql_params(self) -> dict[str, list[str | None]]:
-        return {
-            "limit_kinds": [x.kind for x in self.limits],
-            "limit_targets": [x.target for x in self.limits],
-            "limit_keys": [x.per_key for x in self.limits],
-        }
+    @property
+    def ordered(self) -> list[Limit]:
+        """Task limits first: a task's limit wins over its queue's."""
+        return sorted(self.limits, key=lambda x: x.kind != "task")
+
+    @property
+    def kinds(self) -> list[str]:
+        return [x.kind for x in self.ordered]
+
+    def sql_params(self) -> dict[str, str | None]:
+        params: dict[str, str | None] = {}
+        for i, limit in enumerate(self.ordered):
+            params[f"limit_target_{i}"] = limit.target
+            params[f"limit_prefix_{i}"] = limit.prefix
+            params[f"limit_key_{i}"] = limit.per_key
+        return params
 
     def scan(self, slots: int) -> int:
         return max(slots * SCAN_PER_SLOT, SCAN_MIN)

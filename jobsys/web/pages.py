@@ -203,7 +203,12 @@ async def failures(request: Request, user: User) -> Response:
             "group_choices": filters.GROUP_BY,
             # each group's key as the list filter that shows its failures
             "group_filters": {"task": "task", "queue": "queue", "kind": "kind", "issue": "issue"},
-            "retry_link": "/admin/retry?" + urlencode([("all", "1"), *_set(q, FAILURE_FILTERS)]),
+            # without a filter the retry page refuses (as `retry --all` does): no button
+            "retry_link": (
+                "/admin/retry?" + urlencode([("all", "1"), *chosen])
+                if (chosen := _set(q, FAILURE_FILTERS))
+                else None
+            ),
             "topics": FAILURE_TOPICS,
         },
     )

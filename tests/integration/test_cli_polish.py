@@ -45,6 +45,19 @@ def test_piped_tables_are_not_squeezed_to_80_columns(db_url: str, tmp_path: Path
     assert url_line.split()[-1] == db_url  # the whole URL on its line (no password here)
 
 
+def test_every_list_with_a_limit_takes_n_as_jobs_list_does(cli: Any, db_url: str) -> None:
+    """An operator who learnt `jobs list -n 5` types the same on the other lists."""
+    issue = make_issue(db_url)
+    make_issue(db_url)
+    bulk_failed_jobs(db_url, 3, issue_id=issue)
+    for command, expected in ((("failures", "list"), 1), (("issues", "list"), 1),
+                              (("jobs", "list"), 1), (("pipelines", "list"), 0),
+                              (("fanout", "list"), 0)):  # fmt: skip
+        result = cli("--database-url", db_url, *command, "-n", "1", "--json")
+        assert result.exit_code == 0, (command, result.stderr)
+        assert result.json()["count"] == expected, command
+
+
 def test_per_id_dry_run_says_it_is_one(cli: Any, db_url: str) -> None:
     [failure] = bulk_failed_jobs(db_url, 1)
     [auth] = bulk_failed_jobs(db_url, 1, kind="authentication")

@@ -222,6 +222,18 @@ def test_a_refused_retry_shows_its_verdict(client: TestClient, seeded: ws.Seeded
     assert "skipped_authentication" in done.text and "0 retried, 1 refused" in done.text
 
 
+def test_the_bulk_retry_button_only_when_a_filter_is_set(
+    client: TestClient, seeded: ws.Seeded
+) -> None:
+    """Unfiltered, the retry page would refuse (409, as `retry --all`): no button leads
+    there; a filtered list links to the dry run of exactly its filters."""
+    unfiltered = client.get("/admin/background_jobs/failures")
+    assert unfiltered.status_code == 200 and 'data-failure="' in unfiltered.text
+    assert "/admin/retry?all=1" not in unfiltered.text
+    filtered = client.get("/admin/background_jobs/failures?kind=runtime")
+    assert 'href="/admin/retry?all=1&amp;kind=runtime"' in filtered.text
+
+
 def test_bulk_retry_by_filter_and_by_issue(
     client: TestClient, seeded: ws.Seeded, db_url: str
 ) -> None:
