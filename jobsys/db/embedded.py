@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jobsys.errors import EmbeddedServerError
 
@@ -166,8 +166,9 @@ def stopped_by_operator(home: Path) -> bool:
     return (home / STOPPED_MARKER).exists()
 
 
-def stop(home: Path) -> bool:
-    """Stop the server if it runs; return whether it was running."""
+def stop(home: Path, *, mode: Literal["fast", "immediate"] = "fast") -> bool:
+    """Stop the server if it runs; return whether it was running. ``immediate`` is a
+    crash stop (no checkpoint): the next start replays the WAL (the fault harness uses it)."""
     with _locked(home):
         current = status(home)
         if not current.running or current.pid is None:
@@ -176,7 +177,7 @@ def stop(home: Path) -> bool:
         pg_ctl = server_mod.POSTGRES_BIN_PATH / "pg_ctl"
         try:
             subprocess.run(
-                [str(pg_ctl), "-D", str(pgdata(home)), "-m", "fast", "-w", "stop"],
+                [str(pg_ctl), "-D", str(pgdata(home)), "-m", mode, "-w", "stop"],
                 check=True,
                 capture_output=True,
                 timeout=STOP_TIMEOUT_SECONDS,

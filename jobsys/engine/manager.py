@@ -132,9 +132,13 @@ async def merge_retry_into_sibling(connector: Any, job_id: int) -> int | None:
     return int(rows[0]["id"]) if rows else None
 
 
-async def hand_to_reaper(connector: Any, job_id: int) -> None:
-    """Detach a ``doing`` job from its worker: the reaper's dead-worker rules settle it."""
-    await connector.execute_query_async(queries.HAND_TO_REAPER, job_id=job_id)
+async def hand_to_reaper(connector: Any, job_id: int, *, worker_id: int | None = None) -> bool:
+    """Detach a ``doing`` job from its worker (only from ``worker_id`` when given): the
+    reaper's dead-worker rules settle it. False when no such job was detached."""
+    rows = await connector.execute_query_all_async(
+        queries.HAND_TO_REAPER, job_id=job_id, worker_id=worker_id
+    )
+    return bool(rows)
 
 
 async def orphaned_jobs(

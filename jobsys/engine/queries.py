@@ -278,7 +278,10 @@ SELECT id FROM sibling
 
 #: A ``doing`` job without a worker is one the reaper's dead-worker rules settle.
 HAND_TO_REAPER = """
-UPDATE procrastinate_jobs SET worker_id = NULL WHERE id = %(job_id)s AND status = 'doing'
+UPDATE procrastinate_jobs SET worker_id = NULL
+ WHERE id = %(job_id)s AND status = 'doing'
+   AND (%(worker_id)s::bigint IS NULL OR worker_id = %(worker_id)s::bigint)
+RETURNING id
 """
 
 #: Jobs ``doing`` for ``worker_id`` that it is not running (not in ``running``), started

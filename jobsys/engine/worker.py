@@ -23,11 +23,14 @@ What this subclass changes, and why (Procrastinate 3.10's ``worker.py``):
   (``procrastinate_jobs_queueing_lock_idx_v1``) is merged into that sibling: the job
   is finished ``failed``, its failure row says it will not be retried and why
   (``retry_state.outcome = merged_into_waiting_sibling``), the sibling runs once.
-- **No job ``doing`` for this lane without it running it.** Every
+- **No job ``doing`` for this lane without it running it.** Every half
   ``orphan_check_seconds`` (the reaper's period) the lane looks for jobs in ``doing``
-  under its worker id that it is not running, started over
-  :data:`ORPHAN_MIN_AGE_SECONDS` ago (whatever the cause), and hands them to the
-  reaper (``job_orphaned``).
+  under its worker id that it is not running, started over a quarter period ago (at
+  most :data:`ORPHAN_MIN_AGE_SECONDS`; whatever the cause), hands them to the reaper
+  (``job_orphaned``) and passes them to ``settle_orphans`` (the reaper's rules) at once,
+  so such a job is settled by the reaper's dead-worker rules within one reaper period
+  of being orphaned. A check is skipped while a claim of this lane is in flight (its
+  jobs may be committed ``doing`` and not yet in the running set).
 - **Several jobs per round trip.** The fetch loop claims as many due jobs as the
   lane has free slots (up to ``MAX_CLAIM``) in one statement with Procrastinate's own
   candidate rule (``jobsys.engine.queries.CLAIM_JOBS``), instead of one job per call. A
@@ -44,7 +47,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from procrastinate import exceptions, job_context, jobs, retry, utils
@@ -117,6 +120,7 @@ class LaneWorker(Worker):
         concurrency: int | None = None,
         config: Any = None,
         orphan_check_seconds: float = 5.0,
+        settle_orphans: Callable[[list[int]], Awaitable[object]] | None = None,
         claim_order: Callable[[], tuple[list[str], bool]] | None = None,
         limits: Any = None,
     ) -> None:
@@ -141,6 +145,9 @@ class LaneWorker(Worker):
         )
         self.lane = lane
         self.orphan_check_seconds = orphan_check_seconds
+        self.settle_orphans = settle_orphans
+        #: Claims whose reply has not reached the running set yet.
+        self._claims_in_flight = 0
         self.started = asyncio.Event()
         self.abandoned: list[job_context.JobContext] = []
         self.jobs_done = 0
@@ -239,29 +246,44 @@ class LaneWorker(Worker):
 
     async def _hand_over_orphans(self) -> None:
         """Hand to the reaper every job ``doing`` under this lane that it does not run."""
+        min_age = min(ORPHAN_MIN_AGE_SECONDS, self.orphan_check_seconds / 4)
         while True:
-            await asyncio.sleep(self.orphan_check_seconds)
-            if self.worker_id is None or self._claim_uncertain:
+            await asyncio.sleep(self.orphan_check_seconds / 2)
+            if self.worker_id is None or self._claim_uncertain or self._claims_in_flight:
                 continue  # an uncertain claim's jobs are started by the next claim
-            running = [c.job.id for c in self._running_jobs.values() if c.job.id is not None]
             try:
                 orphans = await manager.orphaned_jobs(
-                    self.app.connector, self.worker_id, running, ORPHAN_MIN_AGE_SECONDS
+                    self.app.connector, self.worker_id, self._running_ids(), min_age
                 )
+                if self._claims_in_flight or self._claim_uncertain:
+                    continue  # a claim may have committed jobs not yet in the running set
+                # No claim in flight now: every job claimed before the query is running
+                # here (or done) by now, so what is not in the running set is an orphan.
+                running = set(self._running_ids())
+                handed: list[int] = []
                 for job_id in orphans:
-                    if any(c.job.id == job_id for c in self._running_jobs.values()):
+                    if job_id in running:
                         continue
-                    await manager.hand_to_reaper(self.app.connector, job_id)
+                    if not await manager.hand_to_reaper(
+                        self.app.connector, job_id, worker_id=self.worker_id
+                    ):
+                        continue  # finished, or no longer ours, meanwhile
+                    handed.append(job_id)
                     logger.error(
                         f"lane {self.lane.name}: job {job_id} is doing under this lane but "
                         "nothing here runs it; handed to the reaper",
                         extra={"action": "job_orphaned", "lane": self.lane.name, "job_id": job_id},
                     )
+                if handed and self.settle_orphans is not None:
+                    await self.settle_orphans(handed)
             except Exception as exc:  # the next check tries again; never kills the lane
                 logger.warning(
                     f"lane {self.lane.name}: orphan check failed: {type(exc).__name__}",
                     extra={"action": "orphan_check_failed", "lane": self.lane.name},
                 )
+
+    def _running_ids(self) -> list[int]:
+        return [c.job.id for c in self._running_jobs.values() if c.job.id is not None]
 
     async def _fetch_and_process_jobs(self) -> None:
         delay = FETCH_RETRY_MIN_SECONDS
@@ -324,7 +346,14 @@ class LaneWorker(Worker):
                     slots += 1
                 if self._stop_event.is_set():
                     break
-                claimed = [jobs.Job.from_row(row) for row in await self._claim(slots)]
+                # Counted until the claimed jobs are in the running set (no await
+                # between the claim's reply and _start_job below): the orphan check
+                # skips while a claim is in flight.
+                self._claims_in_flight += 1
+                try:
+                    claimed = [jobs.Job.from_row(row) for row in await self._claim(slots)]
+                finally:
+                    self._claims_in_flight -= 1
             finally:
                 for _ in range(slots - len(claimed)):
                     self._job_semaphore.release()

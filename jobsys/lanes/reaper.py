@@ -264,10 +264,21 @@ async def _settle_dead_worker_jobs(
     }
     async with conn.transaction():
         candidates = await store.fetch_all(conn, store.LIST_DEAD_WORKER_JOBS, params)
-    for candidate in candidates:
+    await _settle_each(conn, config, redactor, params, [int(c["id"]) for c in candidates], result)
+
+
+async def _settle_each(
+    conn: Any,
+    config: Config,
+    redactor: Redactor,
+    params: dict[str, Any],
+    job_ids: list[int],
+    result: ReapResult,
+) -> None:
+    for job_id in job_ids:
         async with conn.transaction():
             job = await store.fetch_one(
-                conn, store.CLAIM_DEAD_WORKER_JOB, {**params, "job_id": candidate["id"]}
+                conn, store.CLAIM_DEAD_WORKER_JOB, {**params, "job_id": job_id}
             )
             if job is None:  # another reaper has it, or the worker finished it after all
                 continue
@@ -361,6 +372,20 @@ async def reap_once(
             ", ".join(f"{k} {v}" for k, v in result.counts().items() if v),
             extra={"action": "reaper_pass", **result.counts()},
         )
+    return result
+
+
+async def settle_handed_over(conn_or_app: Any, config: Config, job_ids: list[int]) -> ReapResult:
+    """Settle now, by the dead-worker rules, jobs a live lane has just handed over
+    (``doing`` without a worker: ``job_orphaned``), instead of at the next pass. No
+    worker is judged here, so the outage rule of :func:`reap_once` does not apply."""
+    result = ReapResult()
+    redactor = Redactor(
+        keys=config.queues.redaction.keys, replacement=config.queues.redaction.replacement
+    )
+    params = {"now": None, "dead_after": config.queues.worker.dead_after_seconds}
+    async with _connection(conn_or_app) as conn:
+        await _settle_each(conn, config, redactor, params, job_ids, result)
     return result
 
 

@@ -48,6 +48,7 @@ from jobsys.flow.watch import PauseWatch
 from jobsys.lanes import execution, lifecycle, store
 from jobsys.lanes.heartbeat import ProcessHeartbeat
 from jobsys.lanes.identity import ProcessIdentity
+from jobsys.lanes.reaper import settle_handed_over
 from jobsys.lanes.supervisor import Backoff, supervise
 
 logger = logging.getLogger("jobsys.lanes.runtime")
@@ -352,6 +353,8 @@ class Runtime:
                 worker_middleware=self.middlewares,
                 config=self.config,
                 orphan_check_seconds=worker_settings.reap_interval_seconds,
+                # a lane that hands an orphan over settles it in the same check
+                settle_orphans=functools.partial(settle_handed_over, self.app, self.config),
                 # order: strict / weights (one draw per claim); default: priority, then id
                 claim_order=functools.partial(claim_order, lane, random.Random()),
                 limits=policy_for_lane(self.config, lane),

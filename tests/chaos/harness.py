@@ -56,9 +56,20 @@ def write_config(
 
 
 class Worker:
-    """``jobsys worker`` in a subprocess; ``exited_at`` is its wall-clock exit time."""
+    """``jobsys worker`` in a subprocess; ``exited_at`` is its wall-clock exit time.
+    ``clock_offset_s`` shifts this process's host clock (``JOBSYS_CLOCK_OFFSET_SECONDS``,
+    read through ``jobsys.clock``) to play a host whose clock is off."""
 
-    def __init__(self, name: str, tmp: Path, url: str, ledger_url: str, config: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        tmp: Path,
+        url: str,
+        ledger_url: str,
+        config: Path,
+        *,
+        clock_offset_s: float = 0.0,
+    ) -> None:
         self.name = name
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")}
         env.update(
@@ -68,6 +79,7 @@ class Worker:
             JOBSYS_HOME=str(tmp / "home"),
             PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
             CHAOS_LEDGER_URL=ledger_url,
+            JOBSYS_CLOCK_OFFSET_SECONDS=str(clock_offset_s),
         )
         self.log_path = tmp / f"worker-{name}.log"
         self._log = self.log_path.open("w")
@@ -114,18 +126,25 @@ class Worker:
 
 @contextmanager
 def busy_worker_and_a_peer(
-    tmp: Path, a_url: str, db_url: str, config: Path, *, seconds: float
+    tmp: Path,
+    a_url: str,
+    db_url: str,
+    config: Path,
+    *,
+    seconds: float,
+    clock_offsets_s: tuple[float, float] = (0.0, 0.0),
 ) -> Iterator[tuple[Worker, Worker, list[int]]]:
     """Worker A (on ``a_url``: direct, or a proxy) running 4 jobs of ``seconds``, then
-    worker B (direct), whose reaper may recover A's jobs; both stopped at the end."""
+    worker B (direct), whose reaper may recover A's jobs; both stopped at the end.
+    ``clock_offsets_s`` = (A's, B's) host-clock offsets."""
     create_ledger(db_url)
-    a = Worker("a", tmp, a_url, db_url, config)
+    a = Worker("a", tmp, a_url, db_url, config, clock_offset_s=clock_offsets_s[0])
     b: Worker | None = None
     try:
         a.wait_ready()
         jobs = defer(db_url, 4, seconds=seconds)
         wait_until(lambda: len(ledger(db_url)) == 4, 30, "A running the 4 jobs")
-        b = Worker("b", tmp, db_url, db_url, config)
+        b = Worker("b", tmp, db_url, db_url, config, clock_offset_s=clock_offsets_s[1])
         b.wait_ready()
         yield a, b, jobs
     except BaseException:
