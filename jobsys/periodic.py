@@ -13,6 +13,7 @@ Tests drive :meth:`run_pass` directly instead of sleeping.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -24,7 +25,7 @@ from jobsys import clock
 logger = logging.getLogger("jobsys.periodic")
 
 
-class Periodic:
+class Periodic(abc.ABC):
     #: The service's name (``WorkerService.name``), in log actions too.
     name: str = "periodic"
     #: Failed passes in a row after which :meth:`run` raises (None: never, log only).
@@ -37,13 +38,13 @@ class Periodic:
         self.consecutive_errors = 0
         self.last_result: Any = None
 
+    @abc.abstractmethod
     def interval_seconds(self) -> float:
         """Seconds between the end of one pass and the start of the next."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def run_pass(self, app: Any, now: datetime) -> Any:
         """One pass; its small result (kept as ``last_result``)."""
-        raise NotImplementedError
 
     async def run(self, app: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
