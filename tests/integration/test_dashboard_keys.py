@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pexpect
@@ -51,6 +52,19 @@ class Screen:
             if all(n in self.text() for n in needles):
                 return self.text()
         raise AssertionError(f"{needles} not on screen:\n{self.text()}")
+
+    def lines_with(
+        self, needle: str, settled: Callable[[list[str]], bool], timeout: float = 20
+    ) -> list[str]:
+        """The screen's lines holding ``needle`` once ``settled(lines)`` holds: a pane
+        is drawn over several writes, so one read can catch it half redrawn."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.wait_for(needle).splitlines() if needle in line]
+            if settled(lines) or time.monotonic() > deadline:
+                return lines
+            with contextlib.suppress(pexpect.TIMEOUT):
+                self.stream.feed(self.child.read_nonblocking(65536, timeout=0.2))
 
     def press(self, keys: str) -> None:
         self.child.send(keys)
@@ -109,10 +123,14 @@ def test_every_pane_row_is_one_line_at_each_size(
         text = screen.wait_for("open issues 1", "1 lanes")
         assert "waiting 0  running 0  60s: " in text.splitlines()[0]
         screen.press("2")
-        text = screen.wait_for("t_retry.work")
-        rows = [line for line in text.splitlines() if "t_retry.work" in line]
+
+        def ids(lines: list[str]) -> list[str]:
+            return sorted(line.split()[0] for line in lines)
+
+        want = sorted(str(f) for f in failures)
+        rows = screen.lines_with("t_retry.work", lambda lines: ids(lines) == want)
         # one line per failure, each starting with its whole id
-        assert sorted(int(line.split()[0]) for line in rows) == sorted(failures), rows
+        assert ids(rows) == want, rows
         screen.press("3")
         text = screen.wait_for("AuthenticationError: Instagram")
         [row] = [line for line in text.splitlines() if "AuthenticationError" in line]
