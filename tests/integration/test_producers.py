@@ -18,11 +18,13 @@ from jobsys.errors import DatabaseUnavailable, UsageError
 
 def backends(db_url: str) -> int:
     """Connections the producer pool holds on the test database, seen by the server."""
-    name = db_url.rsplit("/", 1)[1].split("?")[0]
+    # current_database(), not the URL's last path segment: the embedded server's URL
+    # ends in ?host=/socket/dir, whose last segment is no database name.
     rows = query(
         db_url,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
-        (name, producers.APPLICATION_NAME),
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = %s",
+        (producers.APPLICATION_NAME,),
     )
     return int(rows[0][0])
 
