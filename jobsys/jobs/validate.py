@@ -93,7 +93,7 @@ def _walk(value: Any, path: str, depth: int) -> None:
 
 
 def _lone_surrogate(text: str) -> str | None:
-    """The first lone surrogate of ``text`` as ``\\udXXX`` (None: valid Unicode)."""
+    """The first lone surrogate of ``text`` as a ``\\ud800``-style escape (None: valid Unicode)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
