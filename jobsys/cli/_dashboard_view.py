@@ -204,15 +204,15 @@ def worker_rows(snapshot: dict[str, Any]) -> list[str]:
     ]
     if not rows:
         rows = [
-            f"procrastinate worker {w['id']:<6} heartbeat {age(w['heartbeat_age_seconds']):>6}"
-            for w in snapshot["workers"]["procrastinate"]
+            f"lane worker {w['id']:<6} heartbeat {age(w['heartbeat_age_seconds']):>6}"
+            for w in snapshot["workers"]["lane_workers"]
         ]
     return rows
 
 
 def worker_count(snapshot: dict[str, Any]) -> int:
     workers = snapshot["workers"]
-    return len(workers["processes"]) or len(workers["procrastinate"])
+    return len(workers["processes"]) or len(workers["lane_workers"])
 
 
 #: (title, rows, minimum rows, rows a cut must keep, items per row: None for one each,

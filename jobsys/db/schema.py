@@ -3,9 +3,11 @@
 A test checks these against ``migrations/versions`` so they cannot drift.
 """
 
-HEAD_REVISION = "0017_drop_args_text_trgm"
+from jobsys.engine.schema import INSTALL_REVISION
+
+HEAD_REVISION = "0018_lane_worker_ids"
 KNOWN_REVISIONS = (
-    "0001_procrastinate",
+    INSTALL_REVISION,
     "0002_jobsys_core",
     "0003_schedule",
     "0004_retry",
@@ -22,4 +24,5 @@ KNOWN_REVISIONS = (
     "0015_flow_starts",
     "0016_failures_kind_pairs",
     "0017_drop_args_text_trgm",
+    "0018_lane_worker_ids",
 )

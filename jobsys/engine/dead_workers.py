@@ -47,11 +47,11 @@ SELECT j.id, j.queue_name, j.task_name, j.args, j.attempts, j.worker_id,
        (SELECT count(*) FROM jobsys_failures f
          WHERE f.job_id = j.id AND f.reason = 'worker_lost') AS lost_count,
        (SELECT p.hostname FROM jobsys_worker_processes p
-         WHERE j.worker_id = ANY(p.procrastinate_worker_ids) LIMIT 1) AS process_host,
+         WHERE j.worker_id = ANY(p.lane_worker_ids) LIMIT 1) AS process_host,
        (SELECT p.pid FROM jobsys_worker_processes p
-         WHERE j.worker_id = ANY(p.procrastinate_worker_ids) LIMIT 1) AS process_pid,
+         WHERE j.worker_id = ANY(p.lane_worker_ids) LIMIT 1) AS process_pid,
        (SELECT p.id FROM jobsys_worker_processes p
-         WHERE j.worker_id = ANY(p.procrastinate_worker_ids) LIMIT 1) AS process_id
+         WHERE j.worker_id = ANY(p.lane_worker_ids) LIMIT 1) AS process_id
 {_DEAD_WORKER_JOBS_WHERE}
    AND j.id = %(job_id)s
    FOR UPDATE OF j SKIP LOCKED

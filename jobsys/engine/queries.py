@@ -407,7 +407,7 @@ SELECT p.id AS process_id, j.id, j.task_name AS task, j.queue_name AS queue,
        extract(epoch FROM now() - s.started_at)::float8 AS running_seconds
   FROM jobsys_worker_processes p
   JOIN procrastinate_jobs j
-    ON j.worker_id = ANY(p.procrastinate_worker_ids) AND j.status = 'doing'
+    ON j.worker_id = ANY(p.lane_worker_ids) AND j.status = 'doing'
   LEFT JOIN LATERAL (
        SELECT max(e.at) AS started_at FROM procrastinate_events e
         WHERE e.job_id = j.id AND e.type = 'started'

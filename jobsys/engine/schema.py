@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 PINNED_VERSION = "3.10.0"
+#: The Alembic revision that installs the snapshot (the first one).
+INSTALL_REVISION = "0001_procrastinate"
 SNAPSHOT_DIR = Path(__file__).resolve().parents[2] / "migrations" / "procrastinate"
 
 

@@ -173,7 +173,7 @@ def _unique_key(spec: UniqueSpec | None, task: str, args: dict[str, Any]) -> Uni
     """What the engine needs to keep a unique job unique (``jobsys.jobs.unique``)."""
     if spec is None:
         return None
-    active, finished = spec.procrastinate_statuses()
+    active, finished = spec.counting_states()
     return UniqueKey(spec.key(task, args), spec.for_seconds, tuple(active), tuple(finished))
 
 

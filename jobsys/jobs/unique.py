@@ -44,10 +44,10 @@ class UniqueSpec:
         text = json.dumps([task, chosen], sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def procrastinate_statuses(self) -> tuple[list[str], list[str]]:
-        """(active statuses that count at any age, finished ones that count within the
-        period), as Procrastinate's status names (``waiting``/``scheduled`` are
-        ``todo``, told apart by ``scheduled_at``)."""
+    def counting_states(self) -> tuple[list[str], list[str]]:
+        """(active states that count at any age, finished ones that count within the
+        period); the engine maps them to its statuses (``waiting``/``scheduled`` are
+        one status there, told apart by ``scheduled_at``)."""
         active = [s for s in self.states if s in ACTIVE]
         finished = [s for s in self.states if s in FINISHED]
         return active, finished

@@ -24,7 +24,7 @@ class WorkerProcess(Base):
     #: The ``procrastinate_workers`` ids of this process's lanes (one per lane): their
     #: heartbeats are kept alive by the process heartbeat, so the reaper can tell which
     #: running jobs belong to a live process.
-    procrastinate_worker_ids: Mapped[list[int]] = mapped_column(
+    lane_worker_ids: Mapped[list[int]] = mapped_column(
         ARRAY(BigInteger), server_default=text("'{}'")
     )
     #: Lane name to its number of slots in this process (``--concurrency-scale``

@@ -372,7 +372,7 @@ class Runtime:
             self._stop_lanes()
         self.heartbeat.worker_ids = [w.worker_id for w in self.workers if w.worker_id]
         async with self.app.connector.pool.connection() as conn:
-            await store.set_procrastinate_workers(conn, self.identity.id, self.heartbeat.worker_ids)
+            await store.set_lane_workers(conn, self.identity.id, self.heartbeat.worker_ids)
 
         background = {
             listener_task: "listener",

@@ -27,8 +27,8 @@ VALUES (
 )
 """
 
-SET_PROCRASTINATE_WORKERS = """
-UPDATE jobsys_worker_processes SET procrastinate_worker_ids = %(worker_ids)s WHERE id = %(id)s
+SET_LANE_WORKERS = """
+UPDATE jobsys_worker_processes SET lane_worker_ids = %(worker_ids)s WHERE id = %(id)s
 """
 
 
@@ -52,8 +52,8 @@ async def register_process(conn: Any, params: dict[str, Any]) -> None:
     await _rows(conn, REGISTER_PROCESS, params)
 
 
-async def set_procrastinate_workers(conn: Any, process_id: str, worker_ids: list[int]) -> None:
-    await _rows(conn, SET_PROCRASTINATE_WORKERS, {"id": process_id, "worker_ids": worker_ids})
+async def set_lane_workers(conn: Any, process_id: str, worker_ids: list[int]) -> None:
+    await _rows(conn, SET_LANE_WORKERS, {"id": process_id, "worker_ids": worker_ids})
 
 
 async def heartbeat(
@@ -95,7 +95,7 @@ async def queue_overview(conn: Any, queues: list[str]) -> list[dict[str, Any]]:
 #: fenced, stopped) since ``%(ended_since)s``; with ``%(every)s``, every row.
 PROCESS_COLUMNS = """
        id, hostname AS host, pid, lanes, concurrency, status, started_at, last_heartbeat,
-       stopped_at, procrastinate_worker_ids,
+       stopped_at, lane_worker_ids,
        extract(epoch FROM now() - last_heartbeat)::float8 AS heartbeat_age_seconds
 """
 

@@ -91,7 +91,7 @@ async def collect(conn: Any, config: Config) -> list[Family]:
         r["kind"]: r["issues"] for r in await store.fetch_all(conn, store.OPEN_ISSUES_BY_KIND)
     }
     processes = await store.fetch_all(conn, store.WORKER_PROCESSES, {"limit": 1000})
-    pworkers = await store.fetch_all(conn, queries.ENGINE_WORKERS, {"limit": 1000})
+    lane_workers = await store.fetch_all(conn, queries.ENGINE_WORKERS, {"limit": 1000})
     states = {r["name"]: r for r in await store.fetch_all(conn, store.SCHEDULE_STATE)}
     paused_queues = {r["queue"] for r in await flow_store.active_pauses(conn)}
     database_seconds = time.perf_counter() - started
@@ -144,12 +144,12 @@ async def collect(conn: Any, config: Config) -> list[Family]:
             lanes=",".join(row["lanes"] or []),
             status=row["status"],
         )
-    pheartbeat = Family(
-        "jobsys_procrastinate_worker_heartbeat_age_seconds",
-        "Seconds since each Procrastinate worker (one per lane per process) last beat.",
+    lane_heartbeat = Family(
+        "jobsys_lane_worker_heartbeat_age_seconds",
+        "Seconds since each lane worker (one per lane per process) last beat.",
     )
-    for row in pworkers:
-        pheartbeat.add(row["heartbeat_age_seconds"], worker_id=row["id"])
+    for row in lane_workers:
+        lane_heartbeat.add(row["heartbeat_age_seconds"], worker_id=row["id"])
 
     lag = Family(
         "jobsys_schedule_lag_seconds",
@@ -179,5 +179,6 @@ async def collect(conn: Any, config: Config) -> list[Family]:
     )
     scrape.add(round(database_seconds, 6))
     return [
-        jobs, oldest, paused, done, fail, open_issues, heartbeat, pheartbeat, lag, next_run, scrape
+        jobs, oldest, paused, done, fail, open_issues, heartbeat, lane_heartbeat, lag,
+        next_run, scrape
     ]  # fmt: skip

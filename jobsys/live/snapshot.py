@@ -153,8 +153,8 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
     processes = await timer.rows(
         conn, "worker_processes", store.WORKER_PROCESSES, {"limit": WORKERS}
     )
-    pworkers = await timer.rows(
-        conn, "procrastinate_workers", queries.ENGINE_WORKERS, {"limit": WORKERS}
+    lane_workers = await timer.rows(
+        conn, "lane_workers", queries.ENGINE_WORKERS, {"limit": WORKERS}
     )
     pauses = await timer.rows(conn, "queue_pauses", flow_store.ACTIVE_PAUSES, {"queues": None})
     latency = pickup[0] if pickup else {}
@@ -193,7 +193,7 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
         },
         "workers": {
             "processes": [dict(r) for r in processes],
-            "procrastinate": [dict(r) for r in pworkers],
+            "lane_workers": [dict(r) for r in lane_workers],
         },
     }
 

@@ -111,7 +111,7 @@ def test_sigterm_lets_a_long_job_finish_once_and_exits_0(db_url: str, tmp_path: 
             db_url,
             "SELECT p.status, extract(epoch FROM now() - p.last_heartbeat), "
             "(SELECT max(extract(epoch FROM now() - w.last_heartbeat)) FROM procrastinate_workers w"
-            " WHERE w.id = ANY(p.procrastinate_worker_ids)) FROM jobsys_worker_processes p",
+            " WHERE w.id = ANY(p.lane_worker_ids)) FROM jobsys_worker_processes p",
         )
         status, process_age, lane_age = ages[0]
         assert status == "draining"

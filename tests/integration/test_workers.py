@@ -183,7 +183,7 @@ def test_a_worker_taken_for_dead_fences_itself_and_says_so(
     query(
         db_url,
         "DELETE FROM procrastinate_workers WHERE id = ANY("
-        "SELECT unnest(procrastinate_worker_ids) FROM jobsys_worker_processes WHERE id = %s)",
+        "SELECT unnest(lane_worker_ids) FROM jobsys_worker_processes WHERE id = %s)",
         (row["id"],),
     )
     assert worker.wait(15) == 75  # EXIT_FENCED

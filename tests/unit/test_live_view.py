@@ -105,7 +105,7 @@ def snapshot(rows: int = 12) -> dict[str, Any]:
                 }
                 for i in range(rows)
             ],
-            "procrastinate": [],
+            "lane_workers": [],
         },
     }
 
