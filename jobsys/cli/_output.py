@@ -174,11 +174,14 @@ def print_text(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def format_cell(value: Any) -> str:
+def format_cell(value: Any, now: datetime | None = None) -> str:
+    """One value of a ``show`` for a human; times as ``2026-12-05 19:13:00 UTC (3m ago)``."""
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        return iso(value) or "-"
+        from jobsys.cli._table import human
+
+        return human(value, now or datetime.now(UTC))
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -186,7 +189,7 @@ def format_cell(value: Any) -> str:
     if isinstance(value, dict):
         # an object for a human: "signal: down, value: 0, threshold: 0", not raw JSON
         parts = [
-            f"{k}: " + (to_json(v) if isinstance(v, (dict, list)) else format_cell(v))
+            f"{k}: " + (to_json(v) if isinstance(v, (dict, list)) else format_cell(v, now))
             for k, v in value.items()
         ]
         return ", ".join(parts) or "-"
@@ -257,15 +260,16 @@ def table(
 
 
 def key_values(data: Mapping[str, Any], *, title: str | None = None) -> None:
-    """Render one object as aligned ``key: value`` lines on stdout."""
-    from rich.table import Table
-
-    tbl = Table(title=title, show_header=False, box=None, pad_edge=False)
-    tbl.add_column(style="bold")
-    tbl.add_column(overflow="fold")
-    for key, value in data.items():
-        tbl.add_row(key.replace("_", " "), format_cell(value))
-    print_renderable(stdout_console(), tbl)
+    """Render one object as aligned ``key: value`` lines on stdout: plain lines, no
+    padding after the value (a long value runs on; the terminal folds it)."""
+    now = datetime.now(UTC)
+    width = max((len(key) for key in data), default=0)
+    lines = [title] if title else []
+    lines += [
+        f"{key.replace('_', ' '):<{width}}  {format_cell(value, now)}".rstrip()
+        for key, value in data.items()
+    ]
+    print_text("\n".join(lines))
 
 
 def error(message: str, hint: str | None = None) -> None:

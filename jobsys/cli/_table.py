@@ -91,6 +91,13 @@ def absolute(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def human(value: datetime, now: datetime) -> str:
+    """``2026-12-05 19:13:00 UTC (3m ago)``: what a ``show`` prints for a time."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({relative(value, now)})"
+
+
 def _parse_time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value

@@ -101,7 +101,8 @@ def _times_are_iso(value: Any, where: str) -> None:
             _times_are_iso(inner, where)
 
 
-def test_every_read_prints_one_document_and_lists_share_one_envelope(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+def one_of_each(db_url: str) -> dict[str, Any]:
+    """An issue, failures, a job, a pipeline, a fan-out run and a worker: their ids."""
     issue = make_issue(db_url)
     failure = bulk_failed_jobs(db_url, 3, issue_id=issue)[0]
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -124,6 +125,11 @@ def test_every_read_prints_one_document_and_lists_share_one_envelope(cli, db_url
         )
     ids = {"run": run, "pipeline": pipeline, "job": job_id, "failure": failure, "issue": issue}
     ids["worker"] = "hostA:4242"
+    return ids
+
+
+def test_every_read_prints_one_document_and_lists_share_one_envelope(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    ids = one_of_each(db_url)
     for path in sorted(LISTS):
         result = cli("--database-url", db_url, *path, "--json")
         assert result.exit_code == 0, (path, result.stderr)
@@ -157,3 +163,22 @@ def test_the_same_thing_has_the_same_key_everywhere(cli, db_url: str) -> None:  
     assert {"id", "task", "queue", "status", "kind"} <= set(issue_row)
     assert {"queue", "lane"} <= set(queue)
     assert {"name", "task", "queue"} <= set(entry)
+
+
+SHOWS = [p for p in READS if p[-1] == "show" and p[0] != "config"] + [("db", "status")]
+ISO_ANYWHERE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+")
+HUMAN_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((now|\d+[smhd] ago)\)")
+
+
+def test_every_show_prints_human_times_without_trailing_spaces(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """``show`` without --json: times as ``2026-12-05 19:13:00 UTC (3m ago)``, never
+    ISO with microseconds; no line ends in padding."""
+    ids = one_of_each(db_url)
+    for path in SHOWS:
+        args = [a.format(**ids) for a in READS.get(path, [])]
+        result = cli("--database-url", db_url, *path, *args)
+        assert result.exit_code == 0, (path, result)
+        assert not ISO_ANYWHERE.search(result.stdout), (path, result.stdout)
+        assert all(line == line.rstrip() for line in result.stdout.splitlines()), path
+        if path != ("db", "status"):
+            assert HUMAN_TIME.search(result.stdout), (path, result.stdout)

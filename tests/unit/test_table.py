@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobsys.cli._table import GAP, Col, absolute, layout, relative
+from jobsys.cli._table import GAP, Col, absolute, human, layout, relative
 from jobsys.timespec import short
 
 NOW = datetime(2026, 12, 5, 21, 30, tzinfo=UTC)
@@ -167,3 +167,11 @@ def test_absolute_time_and_durations() -> None:
         "2h10m",
         "3.5d",
     ]
+
+
+def test_a_show_time_is_absolute_to_the_second_in_utc_with_its_age() -> None:
+    from datetime import timezone
+
+    now = datetime(2026, 12, 5, 19, 16, 0, 52869, tzinfo=UTC)
+    at = datetime(2026, 12, 5, 20, 13, 0, 52869, tzinfo=timezone(timedelta(hours=1)))
+    assert human(at, now) == "2026-12-05 19:13:00 UTC (3m ago)"
