@@ -32,6 +32,11 @@ GROUP_COLUMNS = (
     Col("accounts", kind="number", priority=1),
     Col("last_seen", kind="time", priority=1),
 )
+# --group-by fingerprint / issue: the group's issue (its newest) and its title.
+ISSUE_COLUMNS = (
+    Col("issue_id", "issue", kind="id", priority=2),
+    Col("issue_title", "title", kind="text", priority=2, min=16),
+)
 
 
 @app.command("list")
@@ -111,7 +116,11 @@ def list_(
     elif group_by is not None:
         _output.table(
             result["groups"],
-            [Col("key", group_by, kind="text", priority=0, min=16), *GROUP_COLUMNS],
+            [
+                Col("key", group_by, kind="text", priority=0, min=16),
+                *GROUP_COLUMNS,
+                *{"fingerprint": ISSUE_COLUMNS, "issue": ISSUE_COLUMNS[1:]}.get(group_by, ()),
+            ],
             empty="no failures match",
             wide=wide,
         )

@@ -144,6 +144,23 @@ SELECT {column} AS key, count(*) AS count, max(occurred_at) AS last_seen,
  ORDER BY count(*) DESC, {column} NULLS LAST
  LIMIT %(limit)s
 """
+# Groups by fingerprint or issue name their issue: the newest one the group's failures
+# were counted in (issue ids only grow), with its title, looked up per group shown.
+GROUP_FAILURES_WITH_ISSUE = """
+SELECT g.key, g.count, g.last_seen, g.accounts, i.id AS issue_id, i.title AS issue_title
+  FROM (
+    SELECT {column} AS key, count(*) AS count, max(occurred_at) AS last_seen,
+           count(DISTINCT account_id) AS accounts, max(issue_id) AS newest_issue
+      FROM jobsys_failures f
+     WHERE {where}
+     GROUP BY {column}
+     ORDER BY count(*) DESC, {column} NULLS LAST
+     LIMIT %(limit)s
+  ) g
+  LEFT JOIN jobsys_issues i ON i.id = g.newest_issue
+ ORDER BY g.count DESC, g.key NULLS LAST
+"""
+WITH_ISSUE = ("fingerprint", "issue")
 
 # One failure, with the title and status of its issue (``failures show``).
 GET_FAILURE = f"""
@@ -203,7 +220,8 @@ async def count_failures(
 async def group_failures(
     conn: Any, filters: dict[str, Any], group_by: str, limit: int
 ) -> list[dict[str, Any]]:
-    sql = GROUP_FAILURES.format(column=GROUP_COLUMNS[group_by], where=where_clause(filters))
+    query = GROUP_FAILURES_WITH_ISSUE if group_by in WITH_ISSUE else GROUP_FAILURES
+    sql = query.format(column=GROUP_COLUMNS[group_by], where=where_clause(filters))
     return await fetch_all(conn, sql, {**filters, "limit": limit})
 
 

@@ -175,6 +175,28 @@ def test_list_json_contract_pagination_and_group_by(cli, db_url: str) -> None:  
         assert {g["key"]: g["count"] for g in groups["items"]} == {
             r["key"]: r["n"] for r in expected
         }
+    # groups by fingerprint or issue name their issue and its title (JSON and table)
+    titles = {r["id"]: r["title"] for r in fx.rows(db_url, "SELECT id, title FROM jobsys_issues")}
+    newest = fx.rows(
+        db_url,
+        "SELECT fingerprint AS key, max(issue_id) AS issue FROM jobsys_failures GROUP BY 1",
+    )
+    by_fingerprint = cli(
+        "--database-url", db_url, "failures", "list", "--group-by", "fingerprint", "--json"
+    ).json()["items"]
+    assert {g["key"]: (g["issue_id"], g["issue_title"]) for g in by_fingerprint} == {
+        r["key"]: (r["issue"], titles[r["issue"]]) for r in newest
+    }
+    by_issue = cli(
+        "--database-url", db_url, "failures", "list", "--group-by", "issue", "--json"
+    ).json()["items"]
+    assert all(g["issue_title"] == titles[g["key"]] for g in by_issue)
+    text = cli("--database-url", db_url, "failures", "list", "--group-by", "fingerprint")
+    header, *lines = text.stdout.splitlines()
+    assert header.split() == ["fingerprint", "count", "accounts", "last", "seen", "issue", "title"]
+    for group in by_fingerprint:
+        [line] = [line for line in lines if line.startswith(group["key"])]
+        assert f"  {group['issue_id']}  {group['issue_title']}" in line, line
     show = cli("--database-url", db_url, "failures", "show", str(rows[0]["id"]), "--json").json()
     assert FAILURE_KEYS | {"args", "traceback"} <= set(show)
     issues = cli("--database-url", db_url, "issues", "list", "--json").json()
