@@ -9,7 +9,8 @@ and a clock jump forward replays every tick in the gap (300 jobs after +300 s). 
 catch-up is bounded by time (10 min), not by count, and a missed tick leaves no trace.
 
 So jobsys runs its own loop, clocked by the database (River's periodic enqueuer shape:
-:func:`tick_once` returns a small :class:`TickResult`; :class:`Scheduler` is a thin loop):
+:func:`tick_once` returns a small :class:`TickResult`; :class:`Scheduler` is a
+:class:`jobsys.periodic.Periodic` service whose pass ticks):
 
 - time is the database's ``clock_timestamp()``, one clock for every host; the host
   clock (``jobsys.clock``) only measures this host's skew, for a warning;
@@ -36,11 +37,8 @@ tick (:meth:`Scheduler.check`), and a bad source stops the scheduler from starti
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys import clock, cron
 from jobsys.jobs.enqueue import NewJob, NewJobs, enqueue
+from jobsys.periodic import Periodic
 from jobsys.schedule import store
 from jobsys.schedule.fanout import start_fanout
 from jobsys.schedule.plan import PlannedEntry, Schedule, build
@@ -198,10 +197,14 @@ async def _tick_entry(
         )
 
 
-async def tick_once(conn: Any, schedule: Schedule | Config) -> TickResult:
+async def tick_once(
+    conn: Any, schedule: Schedule | Config, *, now: datetime | None = None
+) -> TickResult:
     """Enqueue every due tick of every enabled, non-paused entry; return what happened
     and when the next tick is due. Safe to run concurrently from any number of
-    processes. ``conn``: a psycopg ``AsyncConnection`` with no transaction open."""
+    processes. ``conn``: a psycopg ``AsyncConnection`` with no transaction open;
+    ``now``: this host's clock (default ``jobsys.clock``), only to measure its skew
+    (ticks follow the database clock)."""
     plan = as_schedule(schedule)
     active = plan.active
     names = [e.name for e in active]
@@ -211,7 +214,8 @@ async def tick_once(conn: Any, schedule: Schedule | Config) -> TickResult:
             await store.ensure_entries(conn, [n for n in names if n not in states])
             states = {row["name"]: row for row in await store.read_entries(conn, names)}
         db_now = await store.db_now(conn)
-    result = TickResult(db_now=db_now, host_skew_seconds=(clock.now() - db_now).total_seconds())
+    host_now = clock.now() if now is None else now
+    result = TickResult(db_now=db_now, host_skew_seconds=(host_now - db_now).total_seconds())
     for entry in active:
         state = states.get(entry.name)
         if state is None or state["paused"]:
@@ -284,23 +288,32 @@ async def report_waiting(conn: Any, waiting: dict[str, str]) -> None:
             await publish(conn, "issues_changed", {"issue_id": issue_id})
 
 
-class Scheduler:
+class Scheduler(Periodic):
     """The scheduler as a ``jobsys worker`` service (``jobsys.app.worker_services``).
 
-    Options: the plan built from the worker's validated configuration. Events (log
-    ``action``): ``schedule_tick``, ``schedule_ticks_missed``, ``schedule_clock_skew``,
-    ``schedule_reloaded``, ``schedule_reload_refused``, ``fanout_*``.
+    Options: the plan built from the worker's validated configuration. A pass
+    (:meth:`pass_on`) checks the fan-out sources on the first pass (and the entries set
+    aside every ``WAITING_RECHECK_SECONDS``), then ticks; the next pass is due when the
+    soonest tick is (at most ``MAX_SLEEP_SECONDS`` away). A failed pass stops the
+    service (the worker's supervisor restarts it). Events (log ``action``):
+    ``schedule_tick``, ``schedule_ticks_missed``, ``schedule_clock_skew``,
+    ``schedule_reloaded``, ``schedule_reload_refused``, ``fanout_*``, ``scheduler_error``.
     """
 
     name = "scheduler"
+    max_consecutive_errors = 1
+    log = logger
 
     def __init__(self, schedule: Schedule | Config) -> None:
+        super().__init__()
         self.schedule = as_schedule(schedule)
         #: Fan-out entries set aside because their source table does not exist (yet):
         #: entry name -> the located problem. The rest of the schedule runs.
         self.waiting: dict[str, str] = {}
         self._reported = False  # the issues of entries set aside, brought up to date
         self._skew_warned = False
+        #: When the sources were last checked (None: not yet, the first pass does).
+        self.checked_at: datetime | None = None
 
     async def check(self, conn: Any) -> None:
         """Refuse a fan-out source the database cannot serve (a bad id column or
@@ -361,29 +374,35 @@ class Scheduler:
         logger.info("schedule reloaded", extra={"action": "schedule_reloaded"})
         return True
 
-    async def run(self, app: App, stop: asyncio.Event) -> None:
+    def interval_seconds(self) -> float:
+        result = self.last_result
+        wait = result.sleep_seconds if isinstance(result, TickResult) else MAX_SLEEP_SECONDS
+        if self.waiting:
+            wait = min(wait, WAITING_RECHECK_SECONDS)
+        return wait
+
+    async def run_pass(self, app: App, now: datetime) -> TickResult:
+        async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            return await self.pass_on(conn, now)
+
+    async def pass_on(self, conn: Any, now: datetime) -> TickResult:
+        """One pass on ``conn`` at host time ``now``: the sources checked (the first
+        pass: a bad one raises ``ConfigError``; later, the entries set aside once
+        ``WAITING_RECHECK_SECONDS`` have passed), then every due tick."""
         from jobsys.errors import ConfigError
 
-        async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+        if self.checked_at is None:
             await self.check(conn)
-        checked_at = time.monotonic()
-        while not stop.is_set():
-            async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
-                if self.waiting and time.monotonic() - checked_at >= WAITING_RECHECK_SECONDS:
-                    checked_at = time.monotonic()
-                    try:
-                        await self.check(conn)
-                    except ConfigError as exc:  # a source broke since: keep what runs
-                        logger.error(
-                            "; ".join(exc.problems), extra={"action": "fanout_source_broken"}
-                        )
-                result = await tick_once(conn, self.plan)
-            self._warn_skew(result)
-            wait = result.sleep_seconds
-            if self.waiting:
-                wait = min(wait, WAITING_RECHECK_SECONDS)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait)
+            self.checked_at = now
+        elif self.waiting and (now - self.checked_at).total_seconds() >= WAITING_RECHECK_SECONDS:
+            self.checked_at = now
+            try:
+                await self.check(conn)
+            except ConfigError as exc:  # a source broke since: keep what runs
+                logger.error("; ".join(exc.problems), extra={"action": "fanout_source_broken"})
+        result = await tick_once(conn, self.plan, now=now)
+        self._warn_skew(result)
+        return result
 
     def _warn_skew(self, result: TickResult) -> None:
         skewed = abs(result.host_skew_seconds) >= SKEW_WARNING_SECONDS

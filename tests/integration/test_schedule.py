@@ -286,6 +286,36 @@ async def test_a_fanout_waiting_for_its_table_does_not_stop_the_rest(
     assert rows(db_url, issues) == [("schedule_entry", "schedule_entry:later", "resolved")]
 
 
+
+async def test_a_pass_rechecks_entries_set_aside_by_the_injected_clock(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler's pass takes ``now``: an entry set aside is looked at again only
+    once ``WAITING_RECHECK_SECONDS`` have passed on that clock, the next pass is due
+    within that period, and a host clock far off the database's is warned about once."""
+    from jobsys import clock
+    from jobsys.schedule.scheduler import SKEW_WARNING_SECONDS, WAITING_RECHECK_SECONDS
+
+    config = load(db_url, tmp_path, WAITING_FANOUT)
+    scheduler = Scheduler(config)
+    start = clock.now()
+    async with connect(db_url) as conn:
+        first = await scheduler.pass_on(conn, start)
+        scheduler.last_result = first
+        assert list(scheduler.waiting) == ["later"] and scheduler.checked_at == start
+        assert scheduler.interval_seconds() <= WAITING_RECHECK_SECONDS
+        with psycopg.connect(db_url, autocommit=True) as c:
+            c.execute("CREATE TABLE later_rows (id integer primary key)")
+        early = start + timedelta(seconds=WAITING_RECHECK_SECONDS - 1)
+        await scheduler.pass_on(conn, early)
+        assert list(scheduler.waiting) == ["later"]  # not rechecked yet
+        skewed = start + timedelta(seconds=WAITING_RECHECK_SECONDS + 5 * SKEW_WARNING_SECONDS)
+        result = await scheduler.pass_on(conn, skewed)
+    assert scheduler.waiting == {} and scheduler.checked_at == skewed
+    assert result.host_skew_seconds >= SKEW_WARNING_SECONDS
+    skew = [r for r in caplog.records if r.__dict__.get("action") == "schedule_clock_skew"]
+    assert len(skew) == 1
+
 WAITING_FANOUT = """
 entries:
   every_second:
