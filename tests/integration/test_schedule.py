@@ -286,7 +286,6 @@ async def test_a_fanout_waiting_for_its_table_does_not_stop_the_rest(
     assert rows(db_url, issues) == [("schedule_entry", "schedule_entry:later", "resolved")]
 
 
-
 async def test_a_pass_rechecks_entries_set_aside_by_the_injected_clock(
     db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -315,6 +314,7 @@ async def test_a_pass_rechecks_entries_set_aside_by_the_injected_clock(
     assert result.host_skew_seconds >= SKEW_WARNING_SECONDS
     skew = [r for r in caplog.records if r.__dict__.get("action") == "schedule_clock_skew"]
     assert len(skew) == 1
+
 
 WAITING_FANOUT = """
 entries:
