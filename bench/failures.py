@@ -152,10 +152,8 @@ async def explain_times(url: str, argv: dict[str, list[str]]) -> dict[str, dict[
                 since=pairs.get("--since"), until=pairs.get("--until"),
                 retryable=False if "--not-retryable" in args else None,
             )  # fmt: skip
-            params = {**chosen.params(), "limit": 50}
-            sql = store.LIST_FAILURES.format(
-                columns=store.LIST_COLUMNS, where=store.where_clause(params)
-            )
+            params = store.text_params({**chosen.params(), "limit": 50})
+            sql = store.list_query(params)
             out[f"failures list {name}"] = await _explain(conn, sql, params)
             # the list envelope's total: counted up to the cap (jobsys.failures.service)
             count = store.COUNT_FAILURES.format(where=store.where_clause(params))

@@ -43,12 +43,6 @@ COUNT_MATCHING = (
     "SELECT count(*) AS n FROM (SELECT 1 FROM jobsys_failures f WHERE {where} LIMIT %(limit)s) m"
 )
 
-NEXT_IDS = """
-SELECT f.id FROM jobsys_failures f
-WHERE {where} AND f.id > %(after)s
-ORDER BY f.id
-LIMIT %(limit)s
-"""
 
 EXISTING_IDS = "SELECT id FROM jobsys_failures WHERE id = ANY(%(ids)s)"
 
@@ -161,8 +155,9 @@ async def count_matching(conn: Any, flt: FailureFilter, limit: int) -> int:
 
 async def next_ids(conn: Any, flt: FailureFilter, *, after: int, limit: int) -> list[int]:
     where, params = filter_where(flt)
+    sql = failures_store.ordered("f.id", f"{where} AND f.id > %(after)s", params, "id", "f.id")
     rows = await _rows(
-        conn, NEXT_IDS.format(where=where), {**params, "after": after, "limit": limit}
+        conn, sql, failures_store.text_params({**params, "after": after, "limit": limit})
     )
     return [int(r["id"]) for r in rows]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import failures_support as fx
 import psycopg
+import pytest
 
 PIECES = [
     "checkpoint required",
@@ -110,6 +111,45 @@ def test_error_search_equals_a_python_oracle(cli: Any, db_url: str) -> None:
         "--kind", "transient", "--json",
     ).json()  # fmt: skip
     assert got["items"] == []
+
+
+@pytest.mark.parametrize("few", [3, 40, 100_000])
+def test_both_shapes_of_the_error_search_page_like_the_oracle(
+    cli: Any, db_url: str, monkeypatch: pytest.MonkeyPatch, few: int
+) -> None:
+    """``--error`` takes up to ``BY_TEXT_FEW`` matches by the trigram indexes and sorts
+    them, or walks the list's order when there are that many: each needle here lands on
+    both sides of 3 and 40 (and under 100,000), pages (``--before``) included."""
+    from jobsys.failures import store
+
+    monkeypatch.setattr(store, "BY_TEXT_FEW", few)
+    rows = seed(db_url, 300)
+    for needle in ("checkpoint", "100%", "a_b", "ärger", "日本", "no such text anywhere"):
+        want = oracle(rows, needle)
+        got: list[int] = []
+        before: list[str] = []
+        while True:
+            result = cli(
+                "--database-url", db_url, "failures", "list", "--error", needle, "-n", "7",
+                *before, "--json",
+            )  # fmt: skip
+            assert result.exit_code == 0, result.stderr
+            doc = result.json()
+            got += [f["id"] for f in doc["items"]]
+            if doc["next_before"] is None:
+                break
+            before = ["--before", str(doc["next_before"])]
+        assert got == want, (needle, few)
+        retried = cli(
+            "--database-url", db_url, "retry", "--all", "--error", needle, "--dry-run",
+            "--limit", "10000", "--json",
+        )  # fmt: skip
+        if not want:  # nothing matches: nothing retried, exit 1
+            assert retried.exit_code == 1 and "no failure matches" in retried.stderr
+            continue
+        assert retried.exit_code == 0, retried.stderr
+        results = retried.json()["results"]
+        assert sorted(r["failure_id"] for r in results) == sorted(want), needle
 
 
 def test_retry_all_by_error_picks_the_same_failures(cli: Any, db_url: str) -> None:
