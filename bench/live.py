@@ -144,6 +144,7 @@ async def middleware_burst(
     from jobsys.live import coalesce
     from jobsys.live.middleware import live_events
     from jobsys.live.publish import CHANNEL
+    from jobsys.live.services import EventFlusher
 
     shared = coalesce.Coalescer(max_per_second=rate)
     middleware = live_events(shared)
@@ -152,9 +153,7 @@ async def middleware_burst(
     app = build_engine_app(url)
     async with app.open_async():
         stop = asyncio.Event()
-        flusher = asyncio.create_task(
-            shared.run(coalesce.connection_sender(app.connector.pool), stop)
-        )
+        flusher = asyncio.create_task(EventFlusher(rate, coalescer=shared).run(app, stop))
 
         async def ok() -> None:
             return None

@@ -8,6 +8,7 @@ service: it counts passes and consecutive errors, logs a failed pass (``<name>_e
 with ``consecutive_errors``) and, after ``max_consecutive_errors`` failures in a row,
 raises so the worker's supervisor restarts the service with backoff. A pass logs only
 when it did something (that is the pass's business: the loop adds nothing on success).
+A service woken by events rather than a clock overrides :meth:`Periodic.wait_next`.
 Tests drive :meth:`run_pass` directly instead of sleeping.
 """
 
@@ -69,5 +70,10 @@ class Periodic(abc.ABC):
             else:
                 self.passes += 1
                 self.consecutive_errors = 0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval_seconds())
+            await self.wait_next(stop)
+
+    async def wait_next(self, stop: asyncio.Event) -> None:
+        """Wait until the next pass is due, or ``stop``: ``interval_seconds()`` after this
+        one (a service woken by events, the live-events flusher, waits for them)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=self.interval_seconds())

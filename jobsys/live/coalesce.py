@@ -2,8 +2,8 @@
 
 A worker finishing 10,000 jobs in a second must not send 10,000 notifications. The
 :class:`Coalescer` merges what happens in a process per topic (counts summed, a few
-ids kept) and :meth:`Coalescer.run` flushes each topic at most
-``max_per_second`` times a second, in one transaction per flush.
+ids kept) and the flusher service (``jobsys.live.services.EventFlusher``) flushes each
+topic at most ``max_per_second`` times a second, in one transaction per flush.
 
 Flushing is on the trailing edge, at least ``SETTLE_SECONDS`` after the first
 change: the worker middleware records an outcome just *before* Procrastinate
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -73,14 +72,8 @@ def merge(into: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 class Coalescer:
     """Per-topic pending changes of one process, flushed at a bounded rate."""
 
-    def __init__(
-        self,
-        max_per_second: int = DEFAULT_MAX_PER_SECOND,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, max_per_second: int = DEFAULT_MAX_PER_SECOND) -> None:
         self.max_per_second = max_per_second
-        self._clock = clock
         self._pending: dict[str, dict[str, Any]] = {}
         self._wake: asyncio.Event | None = None
         self.flushed_notifications = 0
@@ -128,44 +121,30 @@ class Coalescer:
         self.flushed_notifications += len(taken)
         return len(taken)
 
-    async def run(self, send: Flusher, stop: asyncio.Event) -> None:
-        """Flush at most ``max_per_second`` times a second per topic until ``stop``."""
+    def listen(self) -> None:
+        """A flusher starts draining: changes from now on wake :meth:`changed`."""
         self._wake = asyncio.Event()
         if self._pending:
             self._wake.set()
-        last_flush = -float("inf")
-        failures = 0
-        try:
-            while not stop.is_set():
-                await _wait_either(self._wake, stop)
-                if stop.is_set():
-                    break
-                now = self._clock()
-                delay = max(SETTLE_SECONDS, last_flush + self.interval - now)
-                await sleep_or_stop(stop, delay)
-                self._wake.clear()
-                last_flush = self._clock()
-                try:
-                    await self.flush_once(send)
-                    failures = 0
-                except Exception as exc:
-                    failures += 1
-                    backoff = min(30.0, self.interval * 2**failures)
-                    logger.warning(
-                        "live events not flushed (retrying in %.1fs): %s",
-                        backoff,
-                        exc,
-                        extra={"action": "live_flush_failed"},
-                    )
-                    self._wake.set()
-                    await sleep_or_stop(stop, backoff)
-        finally:
-            # Last changes of a stopping worker still go out, best effort.
-            try:
-                await asyncio.wait_for(self.flush_once(send), timeout=2.0)
-            except Exception:
-                logger.debug("final live flush failed", exc_info=True)
-            self._wake = None
+
+    def stop_listening(self) -> None:
+        self._wake = None
+
+    async def changed(self, stop: asyncio.Event) -> None:
+        """Wait for a change not flushed yet (or ``stop``); between :meth:`listen` and
+        :meth:`stop_listening` only."""
+        assert self._wake is not None, "listen() first"
+        await _wait_either(self._wake, stop)
+
+    def mark_flushing(self) -> None:
+        """A flush starts: changes from now on wake :meth:`changed` again."""
+        if self._wake is not None:
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Make :meth:`changed` return at once (a failed flush put changes back)."""
+        if self._wake is not None:
+            self._wake.set()
 
 
 async def _wait_either(event: asyncio.Event, stop: asyncio.Event) -> None:

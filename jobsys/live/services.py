@@ -7,14 +7,17 @@
 - :class:`MetricsEndpoint` serves ``GET /metrics`` (Prometheus text) on
   ``metrics.host:metrics.port`` when a port is configured.
 
-Each follows the WorkerService shape (``run(app, stop)``); the ticker's work is one
-``run_once`` returning what it published, so tests need no sleeping.
+Each follows the WorkerService shape (``run(app, stop)``); the flusher and the ticker
+are :class:`jobsys.periodic.Periodic` services whose pass returns what it sent, so
+tests drive a pass instead of sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -35,15 +38,82 @@ REQUEST_TIMEOUT_SECONDS = 5.0
 OPEN_ISSUE_COUNT = "SELECT count(*) AS open_issues FROM jobsys_issues WHERE status = 'open'"
 
 
-@dataclass
-class EventFlusher:
-    max_per_second: int
-    name: str = "live_events"
+#: A failed flush is retried after ``interval * 2 ** errors in a row``, at most this.
+MAX_FLUSH_BACKOFF_SECONDS = 30.0
+#: The last changes of a stopping worker still go out, within this long (best effort).
+FINAL_FLUSH_SECONDS = 2.0
+
+
+class EventFlusher(Periodic):
+    """Drains the process's coalescer (``coalesce.shared()``) into NOTIFYs.
+
+    A pass sends what is pending, one NOTIFY per topic in one transaction, and returns
+    how many it sent. The next pass waits for a change, then at least
+    ``coalesce.SETTLE_SECONDS`` and ``1 / max_per_second`` after the last flush. A
+    failed flush puts its changes back and is retried after a backoff (doubling, at
+    most ``MAX_FLUSH_BACKOFF_SECONDS``); it never stops the worker. On stop, what is
+    pending is flushed once more. Events: ``live_events_error``.
+    """
+
+    name = "live_events"
+    max_consecutive_errors = None
+    log = logger
+
+    def __init__(
+        self,
+        max_per_second: int,
+        *,
+        coalescer: coalesce.Coalescer | None = None,
+        send: coalesce.Flusher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.max_per_second = max_per_second
+        self.coalescer = coalescer
+        self.send = send
+        self._clock = clock
+        self._last_flush = -float("inf")
+
+    def interval_seconds(self) -> float:
+        return 1.0 / self.max_per_second
 
     async def run(self, app: Any, stop: asyncio.Event) -> None:
-        shared = coalesce.shared()
-        shared.max_per_second = self.max_per_second
-        await shared.run(coalesce.connection_sender(app.connector.pool), stop)
+        if self.coalescer is None:
+            self.coalescer = coalesce.shared()
+        if self.send is None:
+            self.send = coalesce.connection_sender(app.connector.pool)
+        self.coalescer.max_per_second = self.max_per_second
+        self.coalescer.listen()
+        try:
+            await self.wait_next(stop)
+            await super().run(app, stop)
+        finally:
+            try:
+                await asyncio.wait_for(self.flush(), timeout=FINAL_FLUSH_SECONDS)
+            except Exception:
+                logger.debug("final live flush failed", exc_info=True)
+            self.coalescer.stop_listening()
+
+    async def run_pass(self, app: Any, now: datetime) -> int:
+        return await self.flush()
+
+    async def flush(self) -> int:
+        assert self.coalescer is not None and self.send is not None, "run() sets them"
+        return await self.coalescer.flush_once(self.send)
+
+    async def wait_next(self, stop: asyncio.Event) -> None:
+        assert self.coalescer is not None, "run() sets it"
+        if self.consecutive_errors:
+            backoff = self.interval_seconds() * 2**self.consecutive_errors
+            self.coalescer.wake()
+            await coalesce.sleep_or_stop(stop, min(MAX_FLUSH_BACKOFF_SECONDS, backoff))
+        await self.coalescer.changed(stop)
+        if stop.is_set():
+            return
+        delay = self._last_flush + self.interval_seconds() - self._clock()
+        await coalesce.sleep_or_stop(stop, max(coalesce.SETTLE_SECONDS, delay))
+        self.coalescer.mark_flushing()
+        self._last_flush = self._clock()
 
 
 class MetricsTicker(Periodic):
