@@ -10,6 +10,7 @@ is never loaded for ``--help`` or any other command.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,10 @@ from jobsys.cli import _dashboard_view
 from jobsys.cli._table import Col, cell, clip, layout
 from jobsys.settings import Settings
 
-REFRESH_SECONDS = 2.0
+#: A refresh follows each event on these topics (and every deferral), debounced.
+TOPICS = ("jobs_changed", "job_failures_changed", "issues_changed", "dashboard_metrics_changed")
+DEBOUNCE_SECONDS = 0.03  # events this close together make one refresh
+POLL_SECONDS = 5.0  # the fallback: rates move, and a lost event is caught up
 ROWS = 200  # rows loaded per pane
 SCROLLBAR_WIDTH = 2  # Textual's default vertical scrollbar, kept free in every pane
 MUTE_FOR = "2h"
@@ -87,10 +91,18 @@ async def load(settings: Settings) -> dict[str, Any]:
     from jobsys.pipelines.service import list_pipelines
     from jobsys.schedule import service as schedule_service
 
-    snapshot = await snapshot_once(settings)
-    failures = await failures_service.list_failures(settings, filters.failure_filters(), limit=ROWS)
-    issues = await issues_service.list_issues(settings, limit=ROWS)
-    jobs = await list_jobs(settings, JobFilters(statuses=("todo", "doing"), limit=ROWS))
+    # The reads run side by side, each on its own connection: a refresh takes as long
+    # as the slowest of them, not their sum (it follows every event).
+    reads: list[Any] = await asyncio.gather(
+        snapshot_once(settings),
+        failures_service.list_failures(settings, filters.failure_filters(), limit=ROWS),
+        issues_service.list_issues(settings, limit=ROWS),
+        list_jobs(settings, JobFilters(statuses=("todo", "doing"), limit=ROWS)),
+        schedule_service.list_entries(settings),
+        workers_service.list_workers(settings),
+        list_pipelines(settings, status=None, since=None, limit=ROWS),
+    )
+    snapshot, failures, issues, jobs, schedule, workers, pipelines = reads
     return {
         "snapshot": snapshot,
         "lanes": [
@@ -107,12 +119,12 @@ async def load(settings: Settings) -> dict[str, Any]:
             for f in failures["failures"]
         ],
         "issues": [{**i, "status": _issue_status(i)} for i in issues["issues"]],
-        "schedule": await schedule_service.list_entries(settings),
+        "schedule": schedule,
         "workers": [
             {**w, "lanes_text": ", ".join(w["lanes"]), "running_text": str(len(w["running_jobs"]))}
-            for w in await workers_service.list_workers(settings)
+            for w in workers
         ],
-        "pipelines": await list_pipelines(settings, status=None, since=None, limit=ROWS),
+        "pipelines": pipelines,
         "jobs": jobs,
     }
 
@@ -257,6 +269,10 @@ class DashboardApp(App[None]):
         self.filter_text = ""
         self.status = ""  # the database's state (cannot read it), cleared by a good read
         self.note = ""  # what the last action did, until the next one
+        self.reloads = 0
+        self.events_lost = False  # the event connection is down: the poll alone refreshes
+        self._soon: Any = None  # the pending event refresh (a Textual timer)
+        self._reading = asyncio.Lock()
 
     # layout and refresh
 
@@ -272,25 +288,47 @@ class DashboardApp(App[None]):
         yield Footer()
 
     async def on_mount(self) -> None:
-        self.set_interval(REFRESH_SECONDS, self.reload)
+        self.set_interval(POLL_SECONDS, self.reload)
         await self.reload()
         self.query_one(f"#table-{self.panes[0].id}", DataTable).focus()
+        self.run_worker(self.follow(), group="events", exit_on_error=False)
+
+    async def follow(self) -> None:
+        """Refresh on every event of :data:`TOPICS` and every deferral (and after a
+        reconnection, which may have missed some), :data:`DEBOUNCE_SECONDS` after it."""
+        from jobsys.config.application import load_config
+        from jobsys.db.connect import resolve
+        from jobsys.live.subscriber import Lost, subscribe
+
+        url = resolve(self.settings, load_config(self.settings, with_tasks=False)).url
+        async for message in subscribe(url, topics=TOPICS, with_job_inserts=True):
+            self.events_lost = isinstance(message, Lost)
+            if self._soon is None:
+                self._soon = self.set_timer(DEBOUNCE_SECONDS, self._refresh_soon)
+
+    async def _refresh_soon(self) -> None:
+        self._soon = None
+        await self.reload()
 
     async def reload(self) -> None:
         from jobsys.errors import JobsysError
 
-        try:
-            self.data = await load(self.settings)
-            self.status = ""
-        except (JobsysError, OSError) as exc:
-            self.status = f"cannot read the database: {exc}"
-        self.draw()
+        async with self._reading:  # the poll and an event never read side by side
+            try:
+                self.data = await load(self.settings)
+                self.status = ""
+            except (JobsysError, OSError) as exc:
+                self.status = f"cannot read the database: {exc}"
+            self.reloads += 1
+            self.draw()
 
     def draw(self) -> None:
         snapshot = self.data.get("snapshot")
         width = self.size.width or 80
         head = _dashboard_view.header(snapshot, self.status, width, live=True)
         where = f"  filter: {self.filter_text!r}" if self.filter_text else ""
+        if self.events_lost:
+            where += f"  (live events lost: refreshing every {POLL_SECONDS:.0f}s)"
         self.query_one("#summary", Static).update(
             "\n".join(
                 [head[0], (self.status or self.note or "? keys · enter detail · / filter") + where]

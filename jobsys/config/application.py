@@ -104,10 +104,44 @@ def _task_refs(
     return refs
 
 
+_LOADED: dict[tuple[Any, ...], Config] = {}
+MAX_KEPT = 8  # configurations kept (directories x applications x with_tasks)
+
+
+def _file_stats(directory: Path) -> tuple[Any, ...] | None:
+    from jobsys.config.loader import QUEUES_FILE, SCHEDULE_FILE
+
+    try:
+        return tuple(
+            (s.st_ino, s.st_size, s.st_mtime_ns)
+            for s in ((directory / name).stat() for name in (QUEUES_FILE, SCHEDULE_FILE))
+        )
+    except OSError:
+        return None
+
+
 def load_config(settings: Settings, *, with_tasks: bool = True) -> Config:
     """Load and validate the configuration; with ``with_tasks``, import the application
     and check every task reference. Raises :class:`ConfigError` listing every problem
-    of both files and of the task references at once."""
+    of both files and of the task references at once.
+
+    A configuration that loaded is kept, and validated again only when a file changed
+    (its size, inode or modification time) or another application is asked for: a
+    process that reads it per request (the dashboard refreshes on every event) parses
+    the YAML once. The objects are frozen, so one is shared safely."""
+    stats = _file_stats(settings.config_dir)
+    key = (str(settings.config_dir.resolve()), stats, with_tasks, settings.app_modules)
+    config = _LOADED.get(key) if stats is not None else None
+    if config is None:
+        config = _load(settings, with_tasks=with_tasks)
+        if stats is not None and _file_stats(settings.config_dir) == stats:
+            if len(_LOADED) >= MAX_KEPT:
+                _LOADED.clear()
+            _LOADED[key] = config
+    return config
+
+
+def _load(settings: Settings, *, with_tasks: bool) -> Config:
     if not with_tasks:
         return load_config_files(settings.config_dir)
     from jobsys.config.loader import declared_app_modules

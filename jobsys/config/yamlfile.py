@@ -103,7 +103,9 @@ def read(path: Path) -> LocatedDocument:
     except (OSError, UnicodeDecodeError) as exc:
         raise YamlProblem(1, f"cannot read: {exc}") from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        # libyaml's composer when PyYAML has it: the same nodes and marks, ~10x faster
+        # (the pure-Python one took ~80 ms for both files: every command reads them)
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 1
         raise YamlProblem(line, f"invalid YAML: {exc.problem}") from None
