@@ -786,7 +786,9 @@ WHERE f.kind = 'transient' AND f.retryable AND NOT f.will_retry
       WHEN 'skipped_terminal_pipeline' THEN false
       WHEN 'skipped_backoff' THEN (f.retry_state->>'auto_due_at')::timestamptz <= %(now)s
       -- the outage replay takes them once their issue resolves; leftovers come back here
-      WHEN 'skipped_outage_open' THEN i.status = 'resolved' AND i.details ? 'replayed_at'
+      WHEN 'skipped_outage_open' THEN i.status = 'resolved' AND EXISTS (
+           SELECT 1 FROM jobsys_outage_replays r
+            WHERE r.issue_id = i.id AND r.replayed_at IS NOT NULL)
       ELSE f.retry_state->>'auto_checked_at' IS NULL
            OR (f.retry_state->>'auto_checked_at')::timestamptz < %(recheck_before)s
       END

@@ -5,7 +5,7 @@ While it is open, transient failures naming that service (``TransientError(servi
 or ``@task(service=...)``) are counted in it instead of opening issues of their own
 (see ``jobsys.failures.recorder``). On recovery it resolves itself; the automatic retry
 (``jobsys.retry.auto``) then replays the failures whose ``issue_id`` is the outage, in
-batches, and records ``details.replayed_at``, whoever resolved the issue.
+batches, and records ``jobsys_outage_replays.replayed_at``, whoever resolved the issue.
 
 A check probes up to ``failures_before_outage`` times, so one lost packet is not an outage.
 """

@@ -13,7 +13,7 @@ Each run, in short transactions:
    outage is still open), actor ``auto``;
 3. replays the failures that joined a ``service_outage`` issue once it is resolved,
    ``batch_size`` per run (no spike), without cap or backoff; the issue records
-   ``details.replayed_at`` when done, whoever resolved it.
+   ``jobsys_outage_replays.replayed_at`` when done, whoever resolved it.
 
 Events: the ``jobs_changed`` and ``job_failures_changed`` live topics when it decided
 something. Logs only when it did something.

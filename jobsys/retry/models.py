@@ -85,6 +85,24 @@ class RetryEvent(Base):
     __table_args__ = (Index("ix_jobsys_retry_events_failure", "failure_id", "created_at"),)
 
 
+class OutageReplay(Base):
+    """The replay of a resolved ``service_outage`` issue's failures
+    (``jobsys.retry.auto``): how far an unfinished one got, how many jobs it retried,
+    and when it last went through them all."""
+
+    __tablename__ = "jobsys_outage_replays"
+
+    issue_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("jobsys_issues.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: When the replay last went through every failure of the issue (None: not yet).
+    replayed_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    #: The last failure id an unfinished replay took (None: none in progress).
+    cursor: Mapped[int | None] = mapped_column(BigInteger)
+    #: Jobs retried by this issue's replays, in all.
+    retried: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
 # Indexes the retry pipeline adds to ``jobsys_failures`` (the failures domain owns the
 # table; these serve only the retry queries, so they live with them).
 from jobsys.failures.models import Failure  # noqa: E402

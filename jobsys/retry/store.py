@@ -107,35 +107,31 @@ WHERE f.id = s.id
 """
 
 
-# Outage replay: service_outage issues resolved and not replayed since.
+# Outage replay (``jobsys_outage_replays``): service_outage issues resolved and not
+# replayed since.
 RESOLVED_OUTAGES = """
-SELECT id, resolved_at FROM jobsys_issues
-WHERE kind = 'service_outage' AND status = 'resolved'
-  AND (details->>'replayed_at' IS NULL
-       OR (details->>'replayed_at')::timestamptz < coalesce(resolved_at, last_seen))
-ORDER BY id
+SELECT i.id, i.resolved_at FROM jobsys_issues i
+LEFT JOIN jobsys_outage_replays r ON r.issue_id = i.id
+WHERE i.kind = 'service_outage' AND i.status = 'resolved'
+  AND (r.replayed_at IS NULL OR r.replayed_at < coalesce(i.resolved_at, i.last_seen))
+ORDER BY i.id
 """
 
-
-MARK_REPLAYED = """
-UPDATE jobsys_issues
-SET details = details || jsonb_build_object(
-    'replayed_at', to_jsonb(%(now)s::timestamptz), 'replay_cursor', NULL,
-    'replay_retried', coalesce((details->>'replay_retried')::bigint, 0) + %(retried)s)
-WHERE id = %(id)s
-"""
-
-SAVE_REPLAY_CURSOR = """
-UPDATE jobsys_issues
-SET details = details || jsonb_build_object(
-    'replay_cursor', %(cursor)s::bigint,
-    'replay_retried', coalesce((details->>'replay_retried')::bigint, 0) + %(retried)s)
-WHERE id = %(id)s
+#: ``%(cursor)s`` NULL: the replay went through every failure (``replayed_at`` now).
+SAVE_REPLAY_PROGRESS = """
+INSERT INTO jobsys_outage_replays AS r (issue_id, replayed_at, cursor, retried)
+VALUES (
+    %(id)s, CASE WHEN %(cursor)s::bigint IS NULL THEN %(now)s::timestamptz END,
+    %(cursor)s::bigint, %(retried)s
+)
+ON CONFLICT (issue_id) DO UPDATE
+SET replayed_at = coalesce(excluded.replayed_at, r.replayed_at),
+    cursor = excluded.cursor,
+    retried = r.retried + excluded.retried
 """
 
 REPLAY_CURSOR = """
-SELECT coalesce((details->>'replay_cursor')::bigint, 0) AS cursor
-FROM jobsys_issues WHERE id = %(id)s
+SELECT coalesce(cursor, 0) AS cursor FROM jobsys_outage_replays WHERE issue_id = %(id)s
 """
 
 
@@ -257,9 +253,7 @@ async def replay_candidates(conn: Any, issue_id: int, *, after: int, limit: int)
 async def save_replay_progress(
     conn: Any, issue_id: int, *, cursor: int | None, retried: int, now: datetime
 ) -> None:
-    if cursor is None:
-        await conn.execute(MARK_REPLAYED, {"id": issue_id, "now": now, "retried": retried})
-    else:
-        await conn.execute(
-            SAVE_REPLAY_CURSOR, {"id": issue_id, "cursor": cursor, "retried": retried}
-        )
+    """Where an unfinished replay stopped (``cursor``), or that it finished (None)."""
+    await conn.execute(
+        SAVE_REPLAY_PROGRESS, {"id": issue_id, "cursor": cursor, "retried": retried, "now": now}
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import psycopg
 import pytest
 
@@ -47,6 +49,44 @@ def test_downgrade_upgrade_round_trip(empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url)
     assert migrate.current(empty_db_url) == [HEAD_REVISION]
     assert migrate.drift(empty_db_url) == []
+
+
+def test_outage_replay_bookkeeping_moves_out_of_issue_details_and_back(
+    empty_db_url: str,
+) -> None:
+    """0019 moves ``replayed_at``/``replay_cursor``/``replay_retried`` from an issue's
+    ``details`` into ``jobsys_outage_replays`` (other keys stay); its downgrade moves
+    them back."""
+    migrate.upgrade(empty_db_url, "0018_lane_worker_ids")
+    details = '{"service": "ai", "replayed_at": "2026-01-02T03:04:05+00:00", "replay_retried": 7}'
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobsys_issues (id, fingerprint, kind, title, details) VALUES"
+            " (1, 'a', 'service_outage', 'a', %s::jsonb), (2, 'b', 'service_outage', 'b',"
+            " '{\"replay_cursor\": 42}'), (3, 'c', 'job_failure', 'c', '{\"x\": 1}')",
+            (details,),
+        )
+    migrate.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        moved = conn.execute(
+            "SELECT issue_id, replayed_at = '2026-01-02T03:04:05Z', cursor, retried"
+            " FROM jobsys_outage_replays ORDER BY issue_id"
+        ).fetchall()
+        left = conn.execute("SELECT details FROM jobsys_issues ORDER BY id").fetchall()
+    assert moved == [(1, True, None, 7), (2, None, 42, 0)]
+    assert [r[0] for r in left] == [{"service": "ai"}, {}, {"x": 1}]
+    migrate.downgrade(empty_db_url, "0018_lane_worker_ids")
+    with psycopg.connect(empty_db_url) as conn:
+        back = conn.execute("SELECT details FROM jobsys_issues ORDER BY id").fetchall()
+    first = back[0][0]
+    assert datetime.fromisoformat(first.pop("replayed_at")) == datetime(
+        2026, 1, 2, 3, 4, 5, tzinfo=UTC
+    )
+    assert [first] + [r[0] for r in back[1:]] == [
+        {"service": "ai", "replay_retried": 7},
+        {"replay_cursor": 42, "replay_retried": 0},
+        {"x": 1},
+    ]
 
 
 def test_drift_is_detected(db_url: str) -> None:

@@ -116,7 +116,11 @@ async def test_outage_resolution_replays_its_failures_in_batches(db_url: str) ->
     assert sum(r["counts"].get("retried", 0) for r in replay) == 5
     assert sum(r["counts"].get("skipped_authentication", 0) for r in replay) == 1
     assert [job_status(db_url, j) for j in jobs] == ["todo"] * 5
-    details = sql(db_url, "SELECT details FROM jobsys_issues WHERE id = %s", (outage,))[0][
-        "details"
-    ]
-    assert details["replayed_at"] and details["replay_retried"] == 5
+    (replay,) = sql(
+        db_url,
+        "SELECT replayed_at, cursor, retried FROM jobsys_outage_replays WHERE issue_id = %s",
+        (outage,),
+    )
+    assert replay["replayed_at"] and replay["cursor"] is None and replay["retried"] == 5
+    details = sql(db_url, "SELECT details FROM jobsys_issues WHERE id = %s", (outage,))[0]
+    assert not {"replayed_at", "replay_cursor", "replay_retried"} & set(details["details"])
