@@ -52,33 +52,26 @@ def on_screen(app: _tui.DashboardApp, pane: str, key: int) -> bool:
     return any(row.value == str(key) for row in table.rows)
 
 
+#: A runtime failure of a ``tests.live.work`` job (its job id added per failure).
+FAILED = {
+    "task": "tests.live.work", "queue": "default", "lane": "base", "attempt": 1,
+    "error_class": "builtins.ValueError", "message": "bad input", "kind": "runtime",
+    "retryable": True, "account_id": "acct7",
+}  # fmt: skip
+
+
 async def record(url: str, settings: Settings, job_id: int) -> int:
+    """A failure recorded the way a worker does it (its issue counted, published)."""
     from jobsys.failures.recorder import record_failure
 
+    config = load_config(settings, with_tasks=False)
     async with connect(url) as conn:
-        failure: Any = await record_failure(
-            conn,
-            FailureRow(
-                job_id=job_id,
-                task="tests.live.work",
-                queue="default",
-                lane="base",
-                attempt=1,
-                error_class="builtins.ValueError",
-                message="bad input",
-                kind="runtime",
-                retryable=True,
-                account_id="acct7",
-            ),
-            load_config(settings, with_tasks=False),
-        )
-    async with connect(url) as conn:
+        await record_failure(conn, FailureRow(job_id=job_id, **FAILED), config)
         cursor = await conn.execute(
             "SELECT id FROM jobsys_failures WHERE job_id = %s ORDER BY id DESC LIMIT 1", (job_id,)
         )
-        row = await cursor.fetchone()
-    assert row is not None, failure
-    return int(row["id"] if isinstance(row, dict) else row[0])
+        row: Any = await cursor.fetchone()
+    return int(row["id"])
 
 
 async def test_a_deferral_and_a_failure_show_without_waiting_for_the_poll(
