@@ -45,7 +45,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from jobsys.jobs.enqueue import FanoutBatch, NewJob, NewJobs, enqueue
-from jobsys.schedule import store
+from jobsys.schedule import fanout_store
 
 logger = logging.getLogger(__name__)
 
@@ -142,12 +142,12 @@ async def start_fanout(
         source, item_arg=item_arg, args=args or {}, priority=priority, batch_queue=batch_queue
     )
     async with conn.transaction():
-        await store.lock_fanout_entry(conn, entry)
+        await fanout_store.lock_fanout_entry(conn, entry)
         if tick_at is not None:
-            existing = await store.run_at_tick(conn, entry, tick_at)
+            existing = await fanout_store.run_at_tick(conn, entry, tick_at)
             if existing is not None:
                 return FanoutStart("existing", int(existing["id"]))
-        active = await store.active_runs(conn, entry)
+        active = await fanout_store.active_runs(conn, entry)
         running = [r for r in active if r["status"] == "running"]
         queued = [r for r in active if r["status"] == "queued"]
         if queued or (overlap == "skip" and active):
@@ -164,7 +164,7 @@ async def start_fanout(
                 "skipped", None, blocked_by=blocker, items_pending=bool(blocking["items_pending"])
             )
         status = "queued" if running else "running"
-        run_id = await store.insert_run(
+        run_id = await fanout_store.insert_run(
             conn,
             {
                 "entry": entry,
@@ -206,7 +206,7 @@ async def _enqueue_batch(
 async def run_batch(conn: Any, run_id: int, cursor: int | None) -> BatchResult:
     """Run one batch of ``run_id`` expected at ``cursor``, in one transaction."""
     async with conn.transaction():
-        run = await store.lock_run(conn, run_id)
+        run = await fanout_store.lock_run(conn, run_id)
         if run is None or run["status"] != "running" or run["cursor"] != cursor:
             logger.info(
                 "fan-out run %s: batch at cursor %s already done, nothing to do",
@@ -237,15 +237,15 @@ async def run_batch(conn: Any, run_id: int, cursor: int | None) -> BatchResult:
         more = (
             items == run["batch_size"]
             and new_cursor is not None
-            and await store.has_more(conn, spec, new_cursor)
+            and await fanout_store.has_more(conn, spec, new_cursor)
         )
         if more:
-            await store.record_batch(
+            await fanout_store.record_batch(
                 conn, run_id, cursor=new_cursor, items=items, status="running", job_ids=job_ids
             )
             job_id = await _enqueue_batch(conn, run_id, run["queue"], spec, cursor=new_cursor)
             return BatchResult(run_id, items=items, cursor=new_cursor, continuation_job_id=job_id)
-        await store.record_batch(
+        await fanout_store.record_batch(
             conn, run_id, cursor=new_cursor, items=items, status="finished", job_ids=job_ids
         )
         promoted = await _start_next_queued(conn, run["entry"])
@@ -260,12 +260,12 @@ async def run_batch(conn: Any, run_id: int, cursor: int | None) -> BatchResult:
 
 
 async def _start_next_queued(conn: Any, entry: str) -> int | None:
-    await store.lock_fanout_entry(conn, entry)
-    queued = await store.next_queued(conn, entry)
+    await fanout_store.lock_fanout_entry(conn, entry)
+    queued = await fanout_store.next_queued(conn, entry)
     if queued is None:
         return None
     run_id = int(queued["id"])
-    await store.start_queued(conn, run_id)
+    await fanout_store.start_queued(conn, run_id)
     await _enqueue_batch(conn, run_id, queued["queue"], queued["spec"], cursor=None)
     return run_id
 
@@ -275,9 +275,9 @@ async def source_problems(conn: Any, source: FanoutSource) -> list[tuple[str, st
     ``table``, ``id_column``, ``where``; empty when it can."""
     import psycopg
 
-    if not await store.table_exists(conn, quoted(source.table)):
+    if not await fanout_store.table_exists(conn, quoted(source.table)):
         return [("table", f"table {source.table!r} does not exist")]
-    kind = await store.column_type(conn, quoted(source.table), source.id_column)
+    kind = await fanout_store.column_type(conn, quoted(source.table), source.id_column)
     if kind is None:
         return [("id_column", f"table {source.table!r} has no column {source.id_column!r}")]
     if kind not in INTEGER_TYPES:
@@ -291,7 +291,7 @@ async def source_problems(conn: Any, source: FanoutSource) -> list[tuple[str, st
     spec = make_spec(source, item_arg="id", args={}, priority=0)
     try:
         async with conn.transaction(force_rollback=True):
-            await conn.execute(store.probe_query(spec))
+            await conn.execute(fanout_store.probe_query(spec))
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return [("where", f"{source.where!r} is not valid SQL for {source.table}: {first}")]

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobsys.config.models import Retention
-from jobsys.schedule import store
+from jobsys.schedule import retention_store, store
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ async def purge(conn: Any, retention: Retention) -> PurgeResult:
     for label, what, params in _targets(retention, now):
         total = 0
         for _ in range(MAX_BATCHES_PER_RUN):
-            deleted = await store.delete_batch(
+            deleted = await retention_store.delete_batch(
                 conn, what, {**params, "limit": retention.batch_size}
             )
             total += deleted

@@ -259,7 +259,7 @@ async def list_runs(
     limit: int = DEFAULT_RUN_LIMIT,
 ) -> list[dict[str, Any]]:
     from jobsys.config import load
-    from jobsys.schedule import store
+    from jobsys.schedule import fanout_store
     from jobsys.schedule.models import FANOUT_STATUSES
 
     if status is not None and status not in FANOUT_STATUSES:
@@ -270,27 +270,27 @@ async def list_runs(
         raise UsageError("--limit must be at least 1.")
     config = load(settings.config_dir)
     async with _database(settings, config) as conn:
-        rows = await store.list_runs(conn, entry=entry, status=status, limit=limit)
+        rows = await fanout_store.list_runs(conn, entry=entry, status=status, limit=limit)
     return [_run_row(r) for r in rows]
 
 
 async def show_run(settings: Settings, run_id: int) -> dict[str, Any]:
     from jobsys.config import load
-    from jobsys.schedule import store
+    from jobsys.schedule import fanout_store
 
     config = load(settings.config_dir)
     async with _database(settings, config) as conn:
-        row = await store.get_run(conn, run_id)
+        row = await fanout_store.get_run(conn, run_id)
         if row is None:
             raise NotFoundError(
                 f"no fan-out run {run_id}.", hint="List runs with `jobsys fanout list`."
             )
         left = None
         if row["status"] in ("running", "queued"):
-            left = await store.remaining(conn, row["spec"], row["cursor"])
+            left = await fanout_store.remaining(conn, row["spec"], row["cursor"])
         # A finished run still holds its entry's next run back (overlap: skip) while
         # any of these is waiting or running: the number `schedule run` refers to.
-        pending = await store.pending_items(conn, run_id)
+        pending = await fanout_store.pending_items(conn, run_id)
     from jobsys.failures.redaction import Redactor
 
     redaction = config.queues.redaction
