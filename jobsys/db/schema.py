@@ -5,7 +5,7 @@ A test checks these against ``migrations/versions`` so they cannot drift.
 
 from jobsys.engine.schema import INSTALL_REVISION
 
-HEAD_REVISION = "0019_outage_replays"
+HEAD_REVISION = "0020_failures_pair_statistics"
 KNOWN_REVISIONS = (
     INSTALL_REVISION,
     "0002_jobsys_core",
@@ -26,4 +26,5 @@ KNOWN_REVISIONS = (
     "0017_drop_args_text_trgm",
     "0018_lane_worker_ids",
     "0019_outage_replays",
+    "0020_failures_pair_statistics",
 )

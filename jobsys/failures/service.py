@@ -25,12 +25,25 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_failures(
-    settings: Settings, filters: FailureFilter, *, limit: int, group_by: str | None = None
+    settings: Settings,
+    filters: FailureFilter,
+    *,
+    limit: int,
+    group_by: str | None = None,
+    window: int | None = None,
 ) -> dict[str, Any]:
-    """Newest first, keyset-paginated by (occurred_at, id); or counts per group."""
+    """Newest first, keyset-paginated by (occurred_at, id); or counts per group.
+
+    With ``window``, groups count only the newest ``window`` matching failures and
+    the result says so (``window``: how many were counted, the oldest counted, and
+    whether that was all of them)."""
     notes = _name_notes(settings, filters)
     params = filters.params()
     async with command_connection(settings) as conn:
+        if group_by is not None and window is not None:
+            params.pop("before", None)
+            rows = await store.group_failures_window(conn, params, group_by, limit, window)
+            return _windowed_groups(group_by, rows, window, notes)
         if group_by is not None:
             params.pop("before", None)
             groups = await store.group_failures(conn, params, group_by, limit)
@@ -55,6 +68,26 @@ async def list_failures(
         "total": total,
         "next_before": next_before,
         "notes": notes,
+    }
+
+
+def _windowed_groups(
+    group_by: str, rows: list[dict[str, Any]], window: int, notes: list[str]
+) -> dict[str, Any]:
+    first = rows[0] if rows else {}
+    counted = int(first.get("window_failures") or 0)
+    groups = [{k: v for k, v in row.items() if not k.startswith("window_")} for row in rows]
+    return {
+        "group_by": group_by,
+        "groups": groups,
+        "total": int(first.get("window_groups") or 0),
+        "notes": notes,
+        "window": {
+            "newest": window,
+            "counted": counted,
+            "oldest": first.get("window_oldest"),
+            "complete": counted < window,
+        },
     }
 
 

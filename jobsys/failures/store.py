@@ -205,6 +205,23 @@ SELECT g.key, g.count, g.last_seen, g.accounts, i.id AS issue_id, i.title AS iss
 """
 WITH_ISSUE = ("fingerprint", "issue")
 
+# Counts per group over the newest %(window)s matching failures only (the web console's
+# bounded view: its cost does not grow with the table). Each row also carries the
+# window's totals: how many groups and failures it holds and its oldest failure.
+GROUP_FAILURES_WINDOW = """
+SELECT {column} AS key, count(*) AS count, max(occurred_at) AS last_seen,
+       count(DISTINCT account_id) AS accounts,
+       count(*) OVER () AS window_groups, sum(count(*)) OVER () AS window_failures,
+       min(min(occurred_at)) OVER () AS window_oldest
+  FROM (SELECT {column}, occurred_at, account_id FROM jobsys_failures f
+         WHERE {where}
+         ORDER BY occurred_at DESC, id DESC
+         LIMIT %(window)s) f
+ GROUP BY {column}
+ ORDER BY count(*) DESC, {column} NULLS LAST
+ LIMIT %(limit)s
+"""
+
 # One failure, with the title and status of its issue (``failures show``).
 GET_FAILURE = f"""
 SELECT f.*, i.title AS issue_title, i.status AS issue_status
@@ -272,6 +289,15 @@ async def group_failures(
     query = GROUP_FAILURES_WITH_ISSUE if group_by in WITH_ISSUE else GROUP_FAILURES
     sql = query.format(column=GROUP_COLUMNS[group_by], where=where_clause(filters))
     return await fetch_all(conn, sql, {**filters, "limit": limit})
+
+
+async def group_failures_window(
+    conn: Any, filters: dict[str, Any], group_by: str, limit: int, window: int
+) -> list[dict[str, Any]]:
+    """:func:`group_failures` over the newest ``window`` matching failures; every row
+    has ``window_groups``, ``window_failures`` and ``window_oldest``."""
+    sql = GROUP_FAILURES_WINDOW.format(column=GROUP_COLUMNS[group_by], where=where_clause(filters))
+    return await fetch_all(conn, sql, {**filters, "limit": limit, "window": window})
 
 
 async def get_failure(conn: Any, failure_id: int) -> dict[str, Any] | None:

@@ -161,6 +161,50 @@ def test_failures_grouped_like_the_cli_with_links_to_each_group(
         assert len(re.findall(r"<tr data-failure=", listed.text)) == min(int(counts[0]["n"]), 50)
 
 
+def test_the_group_view_counts_a_bounded_window_and_says_which(
+    client: TestClient, db_url: str, seeded: ws.Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobsys.web import pages
+
+    (all_failures,) = fx.rows(db_url, "SELECT count(*) AS n FROM jobsys_failures")
+    total = int(all_failures["n"])
+    assert total > 2, "the seed has more failures than the window below"
+    whole = client.get("/admin/background_jobs/failures?group_by=kind")
+    assert f"over all {total:,} matching failures" in whole.text  # under the window: all
+    assert 'id="group-window"' not in whole.text
+
+    monkeypatch.setattr(pages, "GROUP_WINDOW", 2)
+    newest = fx.rows(
+        db_url,
+        "SELECT kind, occurred_at FROM jobsys_failures ORDER BY occurred_at DESC, id DESC LIMIT 2",
+    )
+    response = client.get("/admin/background_jobs/failures?group_by=kind")
+    assert response.status_code == 200, response.text
+    assert "over the newest 2 matching failures (back to " in response.text
+    assert "Older matching failures are not in these counts" in response.text
+    counts = re.findall(
+        r'<tr data-group="([^"]*)">.*?<td class="num">(\d+)</td>', response.text, re.S
+    )
+    expected: dict[str, int] = {}
+    for row in newest:
+        expected[row["kind"]] = expected.get(row["kind"], 0) + 1
+    assert {k: int(n) for k, n in counts} == expected
+    link = "/admin/background_jobs/failures?group_by=kind&amp;window=all"
+    assert link in response.text
+    every = client.get(link.replace("&amp;", "&"))
+    assert every.status_code == 200
+    assert "every matching failure counted" in every.text
+    shown = sum(
+        int(n)
+        for _, n in re.findall(
+            r'<tr data-group="([^"]*)">.*?<td class="num">(\d+)</td>', every.text, re.S
+        )
+    )
+    assert shown == total
+    bad = client.get("/admin/background_jobs/failures?group_by=kind&window=most")
+    assert bad.status_code == 400 and "--window &#39;most&#39;" in bad.text
+
+
 def test_bad_job_filters_show_the_cli_message(client: TestClient) -> None:
     response = client.get("/admin/jobs?status=sleeping")
     assert response.status_code == 400
