@@ -33,6 +33,7 @@ POLL_SECONDS = 5.0  # the fallback: rates move, and a lost event is caught up
 ROWS = 200  # rows loaded per pane
 SCROLLBAR_WIDTH = 2  # Textual's default vertical scrollbar, kept free in every pane
 MUTE_FOR = "2h"
+NOTHING = "\x00nothing"  # the row key of an empty pane's explanation: selects nothing
 
 HELP = """keys
   1-7 / tab      panes: lanes, failures, issues, schedule, workers, pipelines, jobs
@@ -40,7 +41,8 @@ HELP = """keys
   /              filter the pane       escape  clear the filter
   r              retry (failures: the failure; issues: its failures), after the dry run
   s              resolve an issue      m  mute it for 2h     o  reopen it
-  p              pause / resume a schedule entry
+  a              issues: every issue (muted, resolved) / those that need attention
+  p              pause / resume a schedule entry, or a lane (its queues) in lanes
   c              cancel a job or a pipeline
   ?              this help             q  quit
 Every action asks first (y confirms, any other key cancels)."""
@@ -52,6 +54,7 @@ class Pane:
     title: str
     key: str  # the row field that identifies a row
     columns: tuple[Col, ...]
+    empty: str  # what an empty pane says instead of a bare header
 
 
 def _panes() -> tuple[Pane, ...]:
@@ -67,21 +70,40 @@ def _panes() -> tuple[Pane, ...]:
         Col("queues", kind="text", priority=3),
     )
     return (
-        Pane("lanes", "1 lanes", "lane", lanes),
-        Pane("failures", "2 failures", "id", failures.LIST_COLUMNS),
-        Pane("issues", "3 issues", "id", issues.LIST_COLUMNS),
-        Pane("schedule", "4 schedule", "name", schedule.LIST_COLUMNS),
-        Pane("workers", "5 workers", "id", workers.LIST_COLUMNS),
-        Pane("pipelines", "6 pipelines", "id", pipelines.LIST_COLUMNS),
-        Pane("jobs", "7 jobs", "id", jobs.LIST_COLUMNS),
+        Pane("lanes", "1 lanes", "lane", lanes, "no lanes configured (config/queues.yaml)"),
+        Pane("failures", "2 failures", "id", failures.LIST_COLUMNS, "no failures recorded"),
+        Pane(
+            "issues",
+            "3 issues",
+            "id",
+            issues.LIST_COLUMNS,
+            "no issue needs attention (`jobsys issues list --all` for every issue)",
+        ),
+        Pane("schedule", "4 schedule", "name", schedule.LIST_COLUMNS, "no schedule entries"),
+        Pane(
+            "workers",
+            "5 workers",
+            "id",
+            workers.LIST_COLUMNS,
+            "no worker process is running (start one: `jobsys worker`)",
+        ),
+        Pane("pipelines", "6 pipelines", "id", pipelines.LIST_COLUMNS, "no pipelines"),
+        Pane(
+            "jobs",
+            "7 jobs",
+            "id",
+            jobs.LIST_COLUMNS,
+            "idle: no job is waiting or running (finished ones: `jobsys jobs list -s succeeded`)",
+        ),
     )
 
 
 # --- Reads: the list commands' domain functions -------------------------------------
 
 
-async def load(settings: Settings) -> dict[str, Any]:
-    """Every pane's rows and the snapshot for the header, read once."""
+async def load(settings: Settings, *, all_issues: bool = False) -> dict[str, Any]:
+    """Every pane's rows and the snapshot for the header, read once; the issues pane
+    holds what needs attention (``issues list``), or every issue (``--all``)."""
     from jobsys.failures import filters
     from jobsys.failures import service as failures_service
     from jobsys.issues import service as issues_service
@@ -96,7 +118,7 @@ async def load(settings: Settings) -> dict[str, Any]:
     reads: list[Any] = await asyncio.gather(
         snapshot_once(settings),
         failures_service.list_failures(settings, filters.failure_filters(), limit=ROWS),
-        issues_service.list_issues(settings, limit=ROWS),
+        issues_service.list_issues(settings, limit=ROWS, status="all" if all_issues else "open"),
         list_jobs(settings, JobFilters(statuses=("todo", "doing"), limit=ROWS)),
         schedule_service.list_entries(settings),
         workers_service.list_workers(settings),
@@ -111,6 +133,7 @@ async def load(settings: Settings) -> dict[str, Any]:
                 "lane": lane["lane"] or f"(no lane) {lane['queues'][0]}",
                 "paused": ", ".join(lane.get("paused_queues") or []) or None,
                 "queues": ", ".join(lane["queues"]),
+                "target": lane["lane"] or lane["queues"][0],  # what `queues pause` takes
             }
             for lane in _dashboard_view.busiest_first(snapshot["lanes"])
         ],
@@ -256,6 +279,7 @@ class DashboardApp(App[None]):
         Binding("s", "resolve", "resolve"),
         Binding("m", "mute", "mute 2h"),
         Binding("o", "reopen", "reopen"),
+        Binding("a", "all_issues", "all issues", show=False),
         Binding("p", "pause", "pause/resume"),
         Binding("c", "cancel", "cancel"),
         *(Binding(str(i + 1), f"pane({i})", show=False) for i in range(7)),
@@ -270,6 +294,7 @@ class DashboardApp(App[None]):
         self.status = ""  # the database's state (cannot read it), cleared by a good read
         self.note = ""  # what the last action did, until the next one
         self.reloads = 0
+        self.all_issues = False  # the issues pane: every issue, not only the open ones
         self.events_lost = False  # the event connection is down: the poll alone refreshes
         self._soon: Any = None  # the pending event refresh (a Textual timer)
         self._reading = asyncio.Lock()
@@ -315,7 +340,7 @@ class DashboardApp(App[None]):
 
         async with self._reading:  # the poll and an event never read side by side
             try:
-                self.data = await load(self.settings)
+                self.data = await load(self.settings, all_issues=self.all_issues)
                 self.status = ""
             except (JobsysError, OSError) as exc:
                 self.status = f"cannot read the database: {exc}"
@@ -355,6 +380,14 @@ class DashboardApp(App[None]):
             shown = layout(rows, pane.columns, width=max(20, room), now=now)
             table.clear(columns=True)
             table.add_columns(*(c.title for c in shown.columns))
+            if not rows:  # say why the pane is empty; this row selects nothing
+                why = (
+                    f"nothing matches the filter {self.filter_text!r} (escape clears it)"
+                    if self.filter_text
+                    else pane.empty
+                )
+                blanks = [""] * (len(shown.columns) - 1)
+                table.add_row(clip(why, max(20, room)), *blanks, key=NOTHING)
             for row in rows:
                 table.add_row(
                     *(
@@ -374,7 +407,7 @@ class DashboardApp(App[None]):
         if not table.row_count:
             return pane, None
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        return pane, key
+        return pane, None if key == NOTHING else key
 
     def row(self, pane: str, key: str | None) -> dict[str, Any] | None:
         spec = next(p for p in self.panes if p.id == pane)
@@ -384,6 +417,11 @@ class DashboardApp(App[None]):
         pane = self.panes[index].id
         self.query_one("#panes", TabbedContent).active = pane
         self.query_one(f"#table-{pane}", DataTable).focus()
+
+    async def action_all_issues(self) -> None:
+        self.all_issues = not self.all_issues
+        self.note = "issues: every issue" if self.all_issues else "issues: those open"
+        await self.reload()
 
     def action_help(self) -> None:
         self.push_screen(TextScreen(HELP))
@@ -517,7 +555,10 @@ class DashboardApp(App[None]):
         from jobsys.schedule.service import set_paused
 
         pane, key = self.current()
-        if key is None or pane != "schedule":
+        if key is None or pane not in ("schedule", "lanes"):
+            return
+        if pane == "lanes":
+            self._pause_lane(self.row(pane, key) or {})
             return
         paused = bool((self.row(pane, key) or {}).get("paused"))
         verb = "resume" if paused else "pause"
@@ -525,6 +566,26 @@ class DashboardApp(App[None]):
             f"{verb} schedule entry {key}?",
             lambda: set_paused(self.settings, key, not paused),
             f"{key}: {verb}d",
+        )
+
+    def _pause_lane(self, lane: dict[str, Any]) -> None:
+        """Pause a lane's queues for every worker (``jobsys queues pause``); a lane
+        with any queue paused is resumed (all its queues)."""
+        from jobsys.flow.service import set_paused
+
+        target = lane.get("target")
+        if not target:
+            return
+        paused = bool(lane.get("paused"))
+        verb = "resume" if paused else "pause"
+        what = f"{verb} {target} ({lane.get('queues')})"
+        if paused:
+            what += f", paused now: {lane['paused']}"
+        self._ask(
+            f"{what}? {'Workers start its jobs again' if paused else 'No worker starts its jobs'}"
+            " within a second.",
+            lambda: set_paused(self.settings, target, paused=not paused),
+            f"{target}: {verb}d",
         )
 
     def action_cancel(self) -> None:

@@ -1,0 +1,121 @@
+"""The dashboard's keys act on the database: mute and reopen an issue, pause and
+resume a schedule entry and a lane, cancel a job, filter a pane. Driven in-process
+with Textual's pilot (no terminal: the same whatever ``TERM`` the suite runs under);
+each action asks first and the test answers ``y``, then reads the database.
+``test_dashboard_keys`` drives retry and resolve through a real pty."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from _retry_support import make_issue, sql
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+
+from jobsys.cli import _tui
+from jobsys.lanes.execution import build_engine_app
+from jobsys.settings import Settings
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+def rows(app: _tui.DashboardApp, pane: str) -> list[list[str]]:
+    table = app.query_one(f"#table-{pane}", DataTable)
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def select(pilot: Pilot[None], app: _tui.DashboardApp, pane: str, key: str) -> None:
+    """Open ``pane`` (its number key) and move the cursor to the row ``key``."""
+    await pilot.press(str([p.id for p in app.panes].index(pane) + 1))
+    await until(lambda: app.row(pane, key) is not None, f"{pane} row {key}")
+    table = app.query_one(f"#table-{pane}", DataTable)
+    table.move_cursor(row=table.get_row_index(key))
+    await pilot.pause()
+    assert app.current() == (pane, key)
+
+
+async def act(pilot: Pilot[None], app: _tui.DashboardApp, key: str, question: str) -> None:
+    """Press an action's key, check what it asks, confirm with ``y``."""
+    await pilot.press(key)
+    await until(lambda: isinstance(app.screen, _tui.ConfirmScreen), f"the question of {key!r}")
+    assert question in app.screen.text, app.screen.text  # type: ignore[attr-defined]
+    await pilot.press("y")
+
+
+def status_of(url: str, issue: int) -> dict[str, Any]:
+    [row] = sql(url, "SELECT status, muted_until FROM jobsys_issues WHERE id = %s", (issue,))
+    return row
+
+
+async def test_mute_reopen_pause_resume_cancel_and_filter_with_keys(
+    db_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_tui, "POLL_SECONDS", 0.5)
+    issue = make_issue(db_url)
+    engine = build_engine_app(db_url)
+    async with engine.open_async():
+        job = await engine.configure_task("tests.keys.work", queue="default").defer_async(n=1)
+    app = _tui.DashboardApp(settings)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await until(lambda: app.reloads >= 1, "the first read")
+
+        # an issue: mute it (it leaves the pane), show every issue, reopen it
+        await select(pilot, app, "issues", str(issue))
+        await act(pilot, app, "m", f"mute (2h) issue {issue}: test issue?")
+        await until(lambda: status_of(db_url, issue)["status"] == "muted", "the mute")
+        assert status_of(db_url, issue)["muted_until"] is not None
+        await until(lambda: app.row("issues", str(issue)) is None, "the muted issue leaving")
+        await pilot.press("a")  # every issue, the muted one too
+        await select(pilot, app, "issues", str(issue))
+        await act(pilot, app, "o", f"reopen issue {issue}")
+        await until(lambda: status_of(db_url, issue)["status"] == "open", "the reopen")
+
+        # a schedule entry: pause, then resume
+        entry = str(app.data["schedule"][0]["name"])
+        paused = "SELECT paused FROM jobsys_schedule_entries WHERE name = %s"
+        await select(pilot, app, "schedule", entry)
+        await act(pilot, app, "p", f"pause schedule entry {entry}?")
+        await until(lambda: sql(db_url, paused, (entry,)) == [{"paused": True}], "the pause")
+        await until(lambda: (app.row("schedule", entry) or {}).get("paused"), "paused shown")
+        await act(pilot, app, "p", f"resume schedule entry {entry}?")
+        await until(lambda: sql(db_url, paused, (entry,)) == [{"paused": False}], "the resume")
+
+        # the base lane: pause its queues for every worker, then resume them
+        pauses = "SELECT queue, target FROM jobsys_queue_pauses ORDER BY queue"
+        await select(pilot, app, "lanes", "base")
+        queues = app.data["lanes"][[r["lane"] for r in app.data["lanes"]].index("base")]
+        await act(pilot, app, "p", f"pause base ({queues['queues']})?")
+        want = [{"queue": q, "target": "base"} for q in sorted(queues["queues"].split(", "))]
+        await until(lambda: sql(db_url, pauses) == want, "the lane's pause")
+        await until(lambda: (app.row("lanes", "base") or {}).get("paused"), "paused shown")
+        await act(pilot, app, "p", "resume base")
+        await until(lambda: sql(db_url, pauses) == [], "the lane's resume")
+
+        # a waiting job: cancel it
+        await select(pilot, app, "jobs", str(job))
+        await act(pilot, app, "c", f"cancel job {job}?")
+        status = "SELECT status FROM procrastinate_jobs WHERE id = %s"
+        await until(lambda: sql(db_url, status, (job,)) == [{"status": "cancelled"}], "cancel")
+        await until(lambda: app.row("jobs", str(job)) is None, "the cancelled job leaving")
+        assert rows(app, "jobs")[0][0].startswith("idle: no job is waiting or running")
+        assert app.current() == ("jobs", None)  # the explanation selects nothing
+
+        # `/` filters the pane; a filter that matches nothing says so; escape clears it
+        await pilot.press("2", "3", "slash", *"zzz-none", "enter")
+        await until(lambda: app.filter_text == "zzz-none", "the filter")
+        assert rows(app, "issues")[0][0].startswith("nothing matches the filter 'zzz-none'")
+        await pilot.press("slash", *"test iss", "enter")
+        await until(lambda: app.filter_text == "test iss", "the second filter")
+        assert [r[0] for r in rows(app, "issues")] == [str(issue)]
+        await pilot.press("escape", "escape")
+        await until(lambda: app.filter_text == "", "the filter cleared")
