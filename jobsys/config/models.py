@@ -310,6 +310,11 @@ class QueuesFile(Strict):
         return value
 
 
+UniqueState = Literal[
+    "waiting", "scheduled", "running", "succeeded", "failed", "cancelled", "aborted"
+]
+
+
 class Fanout(Strict):
     table: str
     id_column: str = "id"
@@ -322,6 +327,32 @@ class Fanout(Strict):
     overlap: Literal["skip", "queue"] = "skip"
     #: Queue of the batch jobs; None: the per-item queue, behind the items (backpressure).
     batch_queue: str | None = None
+    #: Items' jobs unique (``unique_for: 1h``, as a task's option): an item whose job
+    #: still counts is not enqueued again. None: the per-item task's own option, if any.
+    unique_for: str | None = None
+    #: The args that make two item jobs the same (default: all, the item's id included).
+    unique_keys: list[str] | None = None
+    #: The states that count (default: waiting, scheduled, running, succeeded).
+    unique_states: list[UniqueState] | None = None
+
+    @field_validator("unique_for")
+    @classmethod
+    def _unique_for(cls, value: str | None) -> str | None:
+        from jobsys.errors import UsageError
+        from jobsys.timespec import parse_duration
+
+        if value is not None:
+            try:
+                parse_duration(value, "unique_for")
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _unique_needs_a_period(self) -> Fanout:
+        if self.unique_for is None and (self.unique_keys or self.unique_states):
+            raise ValueError("unique_keys and unique_states need unique_for (a period, e.g. 1h)")
+        return self
 
     @field_validator("table", "id_column")
     @classmethod

@@ -18,7 +18,7 @@ row that accounts for it (a tick, a run's cursor, a pipeline step, a retry decis
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -70,6 +70,10 @@ class FanoutBatch:
     priority: int
     args: dict[str, Any]
     item_arg: str
+    #: Items' jobs unique (``jobsys.jobs.unique``): an item's args -> its job's key. The
+    #: batch then reads its items and inserts them as :class:`NewJobs` with their keys
+    #: (an item whose job still counts is not deferred again); None: one statement.
+    unique: Callable[[dict[str, Any]], UniqueKey | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,28 +120,32 @@ async def _new_jobs(conn: Any, source: NewJobs) -> Inserted:
 
 
 async def _unique_jobs(conn: Any, source: NewJobs) -> Inserted:
-    """Under each key's transaction-level advisory lock (taken in key order, so two
-    batches never deadlock), the job that counts when there is one, else a new job and
-    its key row, in the caller's transaction: racing defers of a key are serialised
-    by the database, never check-then-insert. Duplicates inside one batch map to the
-    first of them."""
+    """Under every key's transaction-level advisory lock (taken in one statement, in lock
+    order, so two inserts never deadlock), the job that counts when there is one, else
+    a new job and its key row, in the caller's transaction: racing defers of a key are
+    serialised by the database, never check-then-insert. Duplicates inside one insert
+    map to the first of them. Set-based: four statements for any number of jobs."""
     from psycopg.rows import dict_row
 
     jobs = list(source.jobs)
+    specs: dict[tuple[float, tuple[str, ...], tuple[str, ...]], set[str]] = {}
+    for job in jobs:
+        if job.unique:
+            u = job.unique
+            specs.setdefault((u.for_seconds, u.active, u.finished), set()).add(u.key)
     found: dict[str, int] = {}
     async with conn.cursor(row_factory=dict_row) as cur:
-        for key_spec in sorted({j.unique for j in jobs if j.unique}, key=lambda u: u.key):
-            await cur.execute(queries.UNIQUE_LOCK, {"key": key_spec.key})
+        await cur.execute(queries.UNIQUE_LOCKS, {"keys": sorted(set().union(*specs.values()))})
+        for (for_seconds, active, finished), keys in specs.items():
             params = {
-                "key": key_spec.key,
-                "active": list(key_spec.active),
-                "finished": list(key_spec.finished),
-                "for_seconds": key_spec.for_seconds,
+                "keys": sorted(keys),
+                "active": list(active),
+                "finished": list(finished),
+                "for_seconds": for_seconds,
             }
             await cur.execute(queries.UNIQUE_EXISTING, params)
-            row = await cur.fetchone()
-            if row is not None:
-                found[key_spec.key] = int(row["job_id"])
+            for row in await cur.fetchall():
+                found[row["key"]] = int(row["job_id"])
     fresh: list[int] = []
     claimed: set[str] = set()
     for index, job in enumerate(jobs):
@@ -148,11 +156,14 @@ async def _unique_jobs(conn: Any, source: NewJobs) -> Inserted:
                 claimed.add(key)
     done = await _defer(conn, [jobs[i] for i in fresh])
     new_ids = dict(zip(fresh, done.ids, strict=True))
-    for index, job_id in new_ids.items():
-        unique = jobs[index].unique
-        if unique is not None:
-            await conn.execute(queries.UNIQUE_REMEMBER, {"job_id": job_id, "key": unique.key})
-            found.setdefault(unique.key, job_id)
+    remembered = [(job_id, k.key) for i, job_id in new_ids.items() if (k := jobs[i].unique)]
+    if remembered:
+        await conn.execute(
+            queries.UNIQUE_REMEMBER,
+            {"job_ids": [j for j, _ in remembered], "keys": [k for _, k in remembered]},
+        )
+        for job_id, key in remembered:
+            found.setdefault(key, job_id)
     outcome = []
     for index, job in enumerate(jobs):
         if index in new_ids:
@@ -186,14 +197,15 @@ async def _defer(conn: Any, new_jobs: Sequence[NewJob]) -> Inserted:
     return Inserted("deferred", len(ids), ids, min(ids, default=None), max(ids, default=None))
 
 
-def fanout_batch_query(source: FanoutBatch) -> Any:
-    """``queries.FANOUT_BATCH`` composed for ``source``'s table, column and filter."""
+def fanout_batch_query(source: FanoutBatch, query: str = queries.FANOUT_BATCH) -> Any:
+    """``query`` (``queries.FANOUT_BATCH`` or ``FANOUT_ITEMS``) composed for ``source``'s
+    table, column and filter."""
     from psycopg import sql
 
     ident = sql.Identifier(source.id_column)
     first = source.cursor is None
     after = sql.SQL("TRUE") if first else sql.SQL("{} > %(cursor)s").format(ident)
-    return sql.SQL(queries.FANOUT_BATCH).format(
+    return sql.SQL(query).format(
         id=ident,
         table=sql.Identifier(*source.table.split(".")),
         after=after,
@@ -204,6 +216,9 @@ def fanout_batch_query(source: FanoutBatch) -> Any:
 async def _fanout_batch(conn: Any, source: FanoutBatch) -> Inserted:
     from psycopg.rows import dict_row
     from psycopg.types.json import Jsonb
+
+    if source.unique is not None:
+        return await _unique_fanout_batch(conn, source, source.unique)
 
     params = {
         "cursor": source.cursor,
@@ -225,6 +240,34 @@ async def _fanout_batch(conn: Any, source: FanoutBatch) -> Inserted:
         last_id=row["last_job"],
         items=int(row["items"]),
         last_item=row["last_item"],
+    )
+
+
+async def _unique_fanout_batch(
+    conn: Any, source: FanoutBatch, key_of: Callable[[dict[str, Any]], UniqueKey | None]
+) -> Inserted:
+    """A batch whose items' jobs are unique: the items read, then deferred as new jobs
+    with their keys (:func:`_unique_jobs`: an item whose job counts is left out)."""
+    from psycopg.rows import dict_row
+
+    params = {"cursor": source.cursor, "limit": source.limit}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(fanout_batch_query(source, queries.FANOUT_ITEMS), params)
+        items = [int(row["item"]) for row in await cur.fetchall()]
+    jobs = []
+    for item in items:
+        args = {**source.args, source.item_arg: item}
+        jobs.append(NewJob(source.task, source.queue, args, source.priority, unique=key_of(args)))
+    done = await _unique_jobs(conn, NewJobs(jobs)) if jobs else Inserted("deferred", 0)
+    return Inserted(
+        "deferred",
+        done.count,
+        done.ids,
+        done.first_id,
+        done.last_id,
+        items=len(items),
+        last_item=items[-1] if items else None,
+        outcome=done.outcome,
     )
 
 

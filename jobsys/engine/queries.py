@@ -851,17 +851,21 @@ SELECT {RETRY_FUNCTION}(id, now(), NULL, NULL, NULL)
 FROM unnest(%(ids)s::bigint[]) AS id
 """
 
-#: One fan-out batch: read the next ids of the source after the cursor and defer one
-#: job per id, in one statement (the ids never leave the server). ``{id}``, ``{table}``,
+#: The next ids of a fan-out's source after the cursor. ``{id}``, ``{table}``,
 #: ``{after}`` and ``{where}`` are composed by ``jobsys.engine.inserts`` (identifiers,
 #: and the operator's filter validated at start); everything else is a bound parameter.
-FANOUT_BATCH = """
-WITH batch AS MATERIALIZED (
-    SELECT {id}::bigint AS item FROM {table}
-     WHERE {after} AND ({where})
-     ORDER BY {id}
-     LIMIT %(limit)s
-), deferred AS (
+#: A batch of unique jobs reads them (the caller computes each item's key).
+FANOUT_ITEMS = """
+SELECT {id}::bigint AS item FROM {table}
+ WHERE {after} AND ({where})
+ ORDER BY {id}
+ LIMIT %(limit)s
+"""
+
+#: One fan-out batch: read the items and defer one job per item, in one statement (the
+#: ids never leave the server).
+FANOUT_BATCH = f"""
+WITH batch AS MATERIALIZED ({FANOUT_ITEMS}), deferred AS (
     SELECT procrastinate_defer_jobs_v1(ARRAY(
         SELECT ROW(%(queue)s, %(task)s, %(priority)s, NULL, NULL,
                    %(args)s::jsonb || jsonb_build_object(%(item_arg)s::text, item), NULL)
@@ -908,16 +912,20 @@ UNIQUE_LOCK_NAMESPACE = 727_100_015
 
 #: Held until the inserting transaction ends: one key's look-up and insert never
 #: interleave across sessions (READ COMMITTED: the look-up after the lock sees every
-#: job a previous holder committed).
-UNIQUE_LOCK = f"SELECT pg_advisory_xact_lock({UNIQUE_LOCK_NAMESPACE}, hashtext(%(key)s))"
+#: job a previous holder committed). All the keys of an insert at once, in lock order
+#: (two inserts sharing keys never deadlock); the subquery's order is the call order.
+UNIQUE_LOCKS = f"""
+SELECT count(pg_advisory_xact_lock({UNIQUE_LOCK_NAMESPACE}, h)) AS locked
+  FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY 1) s
+"""
 
-#: The newest job of this key that counts: in an active state at any age, or in a
-#: finished state deferred within the period.
+#: Per key, the newest job that counts: in an active state at any age, or in a
+#: finished state deferred within the period (keys with nothing that counts: no row).
 UNIQUE_EXISTING = """
-SELECT u.job_id
+SELECT DISTINCT ON (u.key) u.key, u.job_id
   FROM jobsys_unique_jobs u
   JOIN procrastinate_jobs j ON j.id = u.job_id
- WHERE u.key = %(key)s
+ WHERE u.key = ANY(%(keys)s::text[])
    AND (
         ('waiting' = ANY(%(active)s::text[])
           AND j.status = 'todo' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now()))
@@ -927,8 +935,10 @@ SELECT u.job_id
      OR (j.status::text = ANY(%(finished)s::text[])
           AND u.created_at > now() - make_interval(secs => %(for_seconds)s))
    )
- ORDER BY u.job_id DESC
- LIMIT 1
+ ORDER BY u.key, u.job_id DESC
 """
 
-UNIQUE_REMEMBER = "INSERT INTO jobsys_unique_jobs (job_id, key) VALUES (%(job_id)s, %(key)s)"
+UNIQUE_REMEMBER = """
+INSERT INTO jobsys_unique_jobs (job_id, key)
+SELECT * FROM unnest(%(job_ids)s::bigint[], %(keys)s::text[])
+"""

@@ -155,7 +155,7 @@ def plan(
                 lock=lock,
                 queueing_lock=queueing_lock,
                 scheduled_at=due,
-                unique=_unique_key(unique or spec.unique, spec.name, args),
+                unique=unique_key(unique or spec.unique, spec.name, args),
             )
         )
     return planned
@@ -166,11 +166,12 @@ def task_unique_key(task: str, args: dict[str, Any]) -> UniqueKey | None:
     None for any other task. For inserts that build their ``NewJob`` themselves (schedule
     ticks)."""
     spec = task_registry.get(task)
-    return _unique_key(spec.unique if spec else None, task, args)
+    return unique_key(spec.unique if spec else None, task, args)
 
 
-def _unique_key(spec: UniqueSpec | None, task: str, args: dict[str, Any]) -> UniqueKey | None:
-    """What the engine needs to keep a unique job unique (``jobsys.jobs.unique``)."""
+def unique_key(spec: UniqueSpec | None, task: str, args: dict[str, Any]) -> UniqueKey | None:
+    """What the engine needs to keep a unique job unique (``jobsys.jobs.unique``); None
+    when ``spec`` is."""
     if spec is None:
         return None
     active, finished = spec.counting_states()

@@ -35,16 +35,24 @@ Overlap (a new tick while the entry's previous run is not finished):
 
 Two racing ticks for the same (entry, tick) create one run: ``(entry, tick_at)`` is
 unique.
+
+Unique items (``unique_for``, the entry's or else the per-item task's own option,
+fixed in the run's spec at start): a batch reads its items, then inserts them as unique
+jobs (``jobsys.jobs.unique``), so an item whose job still counts (say, deferred by hand
+for the same account within the hour, or left waiting by the previous run) is not
+enqueued again; the batch counts it as an item all the same (its cursor moves on).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from jobsys.jobs.enqueue import FanoutBatch, NewJob, NewJobs, enqueue
+from jobsys.jobs.enqueue import FanoutBatch, NewJob, NewJobs, UniqueKey, enqueue
+from jobsys.jobs.unique import UniqueSpec
 from jobsys.schedule import fanout_store
 
 logger = logging.getLogger(__name__)
@@ -105,6 +113,7 @@ def make_spec(
     args: dict[str, Any],
     priority: int,
     batch_queue: str | None = None,
+    unique: UniqueSpec | None = None,
 ) -> dict[str, Any]:
     return {
         "table": source.table,
@@ -114,7 +123,24 @@ def make_spec(
         "args": dict(args),
         "priority": priority,
         "batch_queue": batch_queue,
+        "unique": None
+        if unique is None
+        else {
+            "for_seconds": unique.for_seconds,
+            "keys": None if unique.keys is None else list(unique.keys),
+            "states": list(unique.states),
+        },
     }
+
+
+def item_keys(spec: dict[str, Any], task: str) -> Callable[[dict[str, Any]], UniqueKey | None]:
+    """An item's args -> its job's unique key, from the run's spec (``unique``)."""
+    from jobsys.jobs.defer import unique_key
+
+    u = spec["unique"]
+    keys = None if u["keys"] is None else tuple(u["keys"])
+    unique = UniqueSpec(float(u["for_seconds"]), keys, tuple(u["states"]))
+    return lambda args: unique_key(unique, task, args)
 
 
 async def start_fanout(
@@ -131,15 +157,26 @@ async def start_fanout(
     overlap: Overlap = "skip",
     tick_at: datetime | None = None,
     batch_queue: str | None = None,
+    unique: UniqueSpec | None = None,
 ) -> FanoutStart:
     """Start a fan-out run of ``entry`` (in the caller's transaction, if any).
 
     ``tick_at`` makes the start idempotent: a second call with the same (entry,
     tick_at) returns the existing run (status ``existing``). The source is not
     validated here: call :func:`source_problems` first (the scheduler does at start).
+    ``unique``: the items' jobs are unique jobs (None: if ``task`` was registered with
+    ``unique_for``, by that).
     """
+    from jobsys import tasks
+
+    registered = tasks.get(task)
     spec = make_spec(
-        source, item_arg=item_arg, args=args or {}, priority=priority, batch_queue=batch_queue
+        source,
+        item_arg=item_arg,
+        args=args or {},
+        priority=priority,
+        batch_queue=batch_queue,
+        unique=unique or (registered.unique if registered else None),
     )
     async with conn.transaction():
         await fanout_store.lock_fanout_entry(conn, entry)
@@ -229,6 +266,7 @@ async def run_batch(conn: Any, run_id: int, cursor: int | None) -> BatchResult:
                 priority=int(spec.get("priority") or 0),
                 args=spec.get("args") or {},
                 item_arg=spec["item_arg"],
+                unique=item_keys(spec, run["task"]) if spec.get("unique") else None,
             ),
         )
         items = batch.items

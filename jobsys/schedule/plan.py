@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys import cron
 from jobsys import tasks as task_registry
 from jobsys.config.loader import SCHEDULE_FILE
+from jobsys.jobs.unique import UniqueSpec, unique_spec
 from jobsys.schedule.fanout import BATCH_TASK, FanoutSource, Overlap
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ class FanoutPlan:
     args: dict[str, Any]
     overlap: Overlap
     batch_queue: str | None = None
+    #: The entry's ``unique_for`` (None: the per-item task's own, if it has one).
+    unique: UniqueSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ def build(config: Config) -> Schedule:
                 args=dict(f.args),
                 overlap=f.overlap,
                 batch_queue=f.batch_queue,
+                unique=unique_spec(
+                    f.unique_for, f.unique_keys, f.unique_states, where=f"{name}.fanout.unique_for"
+                ),
             )
             task, queue, priority = f.task, fanout.queue, fanout.priority
         else:

@@ -142,6 +142,7 @@ async def fire(conn: Any, entry: PlannedEntry, tick_at: datetime, *, status: str
         overlap=f.overlap,
         tick_at=tick_at,
         batch_queue=f.batch_queue,
+        unique=f.unique,
     )
     tick_status = "skipped" if started.status == "skipped" else status
     await store.set_tick_job(conn, entry.name, tick_at, started.batch_job_id, tick_status)

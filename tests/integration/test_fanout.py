@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from schedule_support import config_dir
 
+from jobsys import task
 from jobsys.config.models import Retention
 from jobsys.db.connect import connect
 from jobsys.schedule.fanout import FanoutSource, run_batch, start_fanout
@@ -471,3 +472,95 @@ def test_manual_run_is_skipped_while_the_previous_runs_items_are_pending(
     third = cli(*base, "schedule", "run", "one_batch_queued")
     assert third.exit_code == 2
     assert f"fan-out run {started.stdout.strip()} is still in progress" in third.stderr
+
+
+@task(queue="sync", name="tests.fanout_unique_item", unique_for="1h", unique_keys=("account_id",))
+def unique_item(account_id: int, mode: str = "") -> None:
+    return None
+
+
+def item_jobs(db_url: str, task_name: str) -> list[tuple[int, str]]:
+    with psycopg.connect(db_url) as c:
+        rows = c.execute(
+            "SELECT (args->>'account_id')::int, status::text FROM procrastinate_jobs"
+            " WHERE task_name = %s ORDER BY id",
+            (task_name,),
+        ).fetchall()
+    return [(int(a), str(s)) for a, s in rows]
+
+
+async def test_items_of_a_unique_task_are_enqueued_once_while_their_job_counts(
+    db_url: str,
+) -> None:
+    """A per-item task registered with ``unique_for``: a run enqueues no item whose job
+    still counts (one deferred by hand, or left by an earlier run), in every batch; an
+    item whose job stopped counting (cancelled) is enqueued again."""
+    from jobsys.jobs.defer import task_unique_key
+    from jobsys.jobs.enqueue import NewJob, NewJobs, enqueue
+
+    make_accounts(db_url, 30)
+    name = "tests.fanout_unique_item"
+    async with connect(db_url) as conn:
+        by_hand = NewJob(
+            name, "sync", {"account_id": 7, "mode": "manual"},
+            unique=task_unique_key(name, {"account_id": 7}),
+        )  # fmt: skip
+        async with conn.transaction():
+            [(hand_id, duplicate)] = (await enqueue(conn, NewJobs([by_hand]))).outcome
+        assert not duplicate
+        first = await start_fanout(
+            conn, entry="a", source=SOURCE, task=name, queue="sync", batch_size=7,
+            args={"mode": "fanout"},
+        )  # fmt: skip
+        assert first.run_id is not None
+        assert await drain(conn, first.run_id) == 5  # 30 items in batches of 7
+    jobs = item_jobs(db_url, name)
+    assert sorted(a for a, _ in jobs) == list(range(1, 31))  # 7 once: the manual job
+    assert len(jobs) == 30
+    seven = "SELECT id FROM procrastinate_jobs WHERE args->>'account_id' = '7'"
+    assert scalar(db_url, seven) == hand_id
+    with psycopg.connect(db_url) as c:
+        run = c.execute(
+            "SELECT status, items_enqueued, cursor FROM jobsys_fanout_runs WHERE id = %s",
+            (first.run_id,),
+        ).fetchone()
+    assert run == ("finished", 30, 30)  # the item left out still counts as done
+
+    # Items 1-10 cancelled: they count no more; the rest are still waiting.
+    query_ = "UPDATE procrastinate_jobs SET status = 'cancelled' WHERE task_name = %s"
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute(query_ + " AND (args->>'account_id')::int <= 10", (name,))
+    async with connect(db_url) as conn:
+        second = await start_fanout(
+            conn, entry="b", source=SOURCE, task=name, queue="sync", batch_size=7
+        )
+        assert second.run_id is not None
+        await drain(conn, second.run_id)
+    again = item_jobs(db_url, name)[30:]
+    assert sorted(a for a, _ in again) == list(range(1, 11))
+    assert {s for _, s in again} == {"todo"}
+
+
+async def test_a_fanout_entry_can_make_its_items_unique(db_url: str) -> None:
+    """``unique_for`` on the entry (schedule.yaml's fanout) for a task without it, with
+    its keys: two runs over the same rows enqueue each item once."""
+    from jobsys.jobs.unique import unique_spec
+
+    make_accounts(db_url, 12)
+    unique = unique_spec("1h", ["account_id"])
+    async with connect(db_url) as conn:
+        for entry in ("x", "y"):
+            run = await start_fanout(
+                conn, entry=entry, source=SOURCE, task=ITEM, queue="sync", batch_size=5,
+                args={"entry": entry}, unique=unique,
+            )  # fmt: skip
+            assert run.run_id is not None
+            await drain(conn, run.run_id)
+        plain = await start_fanout(
+            conn, entry="z", source=SOURCE, task=ITEM, queue="sync", batch_size=5
+        )
+        assert plain.run_id is not None
+        await drain(conn, plain.run_id)
+    jobs = item_jobs(db_url, ITEM)
+    # x: 12 items; y: none (each still counts); z (not unique): 12 more.
+    assert [a for a, _ in jobs] == list(range(1, 13)) * 2

@@ -306,3 +306,55 @@ def test_unknown_top_level_schedule_key_does_not_hide_the_entries_problems(
     assert any("entires: unknown key (did you mean 'entries'?)" in p for p in problems), problems
     assert any("invalid cron expression '61 * * * *'" in p for p in problems), problems
     assert any("unknown timezone 'Mars/Olympus'" in p for p in problems), problems
+
+
+def test_fanout_unique_options_reach_the_plan(cfg_dir: Path) -> None:
+    from jobsys.jobs.unique import UniqueSpec
+    from jobsys.schedule.plan import build
+
+    schedule = cfg_dir / "schedule.yaml"
+    text = schedule.read_text()
+    marker = "      task: demo.process_account\n      queue: sync\n"
+    assert marker in text
+    schedule.write_text(
+        text.replace(
+            marker,
+            marker + "      unique_for: 2h\n      unique_keys: [account_id]\n"
+            "      unique_states: [waiting, running]\n",
+            1,
+        )
+    )
+    plan = build(load_config(Settings(config_dir=cfg_dir)))
+    fanouts = {n: e.fanout for n, e in plan.entries.items() if e.fanout}
+    chosen = [f.unique for f in fanouts.values() if f.unique]
+    assert chosen == [UniqueSpec(7200.0, ("account_id",), ("waiting", "running"))]
+
+
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        ("      unique_for: soon\n", "fanout.unique_for: unique_for 'soon' is not a duration"),
+        ("      unique_keys: [account_id]\n", "unique_keys and unique_states need unique_for"),
+        (
+            "      unique_for: 1h\n      unique_states: [done]\n",
+            "fanout.unique_states.0: input should be 'waiting'",
+        ),
+    ],
+)
+def test_bad_fanout_unique_options_are_located_problems(
+    cfg_dir: Path, lines: str, says: str
+) -> None:
+    schedule = cfg_dir / "schedule.yaml"
+    marker = "      task: demo.process_account\n      queue: sync\n"
+    schedule.write_text(schedule.read_text().replace(marker, marker + lines, 1))
+    joined = "\n".join(problems_of(cfg_dir))
+    assert says in joined, joined
+
+
+def test_fanout_unique_states_are_the_jobs_states() -> None:
+    from typing import get_args
+
+    from jobsys.config.models import UniqueState
+    from jobsys.jobs.unique import STATES
+
+    assert set(get_args(UniqueState)) == set(STATES)
