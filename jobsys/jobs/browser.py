@@ -236,36 +236,32 @@ async def cancel_job(settings: Settings, job_id: int) -> dict[str, Any]:
     """Waiting: cancelled. Running: abort requested. Anything else: refused (exit 2)."""
     from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
-    from jobsys.lanes.execution import build_engine_app
+    from jobsys.engine import manager
     from jobsys.live.publish import publish_safely
 
     config = load_config(settings, with_tasks=False)
     url = resolve(settings, config).url
     async with connect(url) as conn:
         await check_schema(conn)
-        app = build_engine_app(url, min_size=1, max_size=1)
-        async with app.open_async():
-            outcome = None
-            for _ in range(2):  # a waiting job may start between our read and the cancel
-                row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})
-                if row is None:
-                    raise NotFoundError(
-                        f"no job {job_id}", hint="List jobs with `jobsys jobs list`."
-                    )
-                status = row["status"]
-                if status not in ("todo", "doing"):
-                    raise RefusedError(
-                        f"job {job_id} is {status}: only waiting (todo) or running (doing) "
-                        "jobs can be cancelled",
-                        hint="A failed job is retried with `jobsys jobs retry`, not cancelled."
-                        if status == "failed"
-                        else None,
-                    )
-                running = status == "doing"
-                if await app.job_manager.cancel_job_by_id_async(job_id, abort=running):
-                    outcome = "abort_requested" if running else "cancelled"
-                    break
-            if outcome is None:
-                raise RefusedError(f"job {job_id} changed state while cancelling; try again")
+        outcome = None
+        for _ in range(2):  # a waiting job may start between our read and the cancel
+            row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})
+            if row is None:
+                raise NotFoundError(f"no job {job_id}", hint="List jobs with `jobsys jobs list`.")
+            status = row["status"]
+            if status not in ("todo", "doing"):
+                raise RefusedError(
+                    f"job {job_id} is {status}: only waiting (todo) or running (doing) "
+                    "jobs can be cancelled",
+                    hint="A failed job is retried with `jobsys jobs retry`, not cancelled."
+                    if status == "failed"
+                    else None,
+                )
+            running = status == "doing"
+            if await manager.cancel_job(conn, job_id, abort=running):
+                outcome = "abort_requested" if running else "cancelled"
+                break
+        if outcome is None:
+            raise RefusedError(f"job {job_id} changed state while cancelling; try again")
         await publish_safely(conn, "jobs_changed", {outcome: 1, "ids": [job_id]})
     return {"id": job_id, "previous_status": status, "result": outcome}
