@@ -6,6 +6,7 @@ from jobsys.flow import models as flow_models
 from jobsys.issues import models as issues_models
 from jobsys.jobs import models as jobs_models
 from jobsys.lanes import models as lanes_models
+from jobsys.pipelines import models as pipelines_models
 from jobsys.retry import models as retry_models
 from jobsys.schedule import models as schedule_models
 
@@ -18,6 +19,7 @@ __all__ = [
     "jobs_models",
     "lanes_models",
     "metadata",
+    "pipelines_models",
     "retry_models",
     "schedule_models",
 ]

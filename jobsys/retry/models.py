@@ -1,67 +1,15 @@
-"""Pipelines, their steps, and the audit of every retry decision."""
+"""The audit of every retry decision and the outage-replay bookkeeping (pipelines' tables
+are ``jobsys.pipelines.models``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, UniqueConstraint, text
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy import BigInteger, ForeignKey, Index, Text, text
+from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jobsys.db.base import Base
-
-PIPELINE_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
-
-
-class Pipeline(Base):
-    __tablename__ = "jobsys_pipelines"
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(Text)
-    entity: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text, server_default="pending")
-    args: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    created_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
-    finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
-    cancelled_by: Mapped[str | None] = mapped_column(Text)
-
-    __table_args__ = (
-        CheckConstraint(f"status IN {PIPELINE_STATUSES!r}", name="status"),
-        Index("ix_jobsys_pipelines_status_created", "status", text("created_at DESC")),
-    )
-
-
-class PipelineStep(Base):
-    __tablename__ = "jobsys_pipeline_steps"
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    pipeline_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("jobsys_pipelines.id", ondelete="CASCADE")
-    )
-    step: Mapped[str] = mapped_column(Text)
-    stage: Mapped[int]
-    task: Mapped[str] = mapped_column(Text)
-    queue: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text, server_default="pending")
-    job_id: Mapped[int | None] = mapped_column(BigInteger)
-    attempts: Mapped[int] = mapped_column(server_default="0")
-    updated_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
-    finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
-
-    __table_args__ = (
-        CheckConstraint(f"status IN {PIPELINE_STATUSES!r}", name="status"),
-        UniqueConstraint("pipeline_id", "step"),
-        Index("ix_jobsys_pipeline_steps_job", "job_id"),
-    )
 
 
 class RetryEvent(Base):

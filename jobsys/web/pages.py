@@ -357,7 +357,7 @@ async def issue(request: Request, user: User) -> Response:
 
 async def pipelines(request: Request, user: User) -> Response:
     from jobsys.pipelines.service import list_pipelines
-    from jobsys.retry.models import PIPELINE_STATUSES
+    from jobsys.pipelines.models import PIPELINE_STATUSES
 
     q = request.query_params
 
