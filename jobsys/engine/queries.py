@@ -276,6 +276,17 @@ WITH sibling AS (
 SELECT id FROM sibling
 """
 
+#: The outcomes of several jobs in one statement (one commit): Procrastinate's own
+#: ``procrastinate_finish_job_v1`` once per job, in the arrays' order (the caller
+#: sorts by id: one row-lock order for every writer), so its rules and triggers are
+#: unchanged and a job no longer ``doing`` fails the statement as it failed the single
+#: call (jobsys.engine.acks).
+FINISH_JOBS = """
+SELECT procrastinate_finish_job_v1(t.id, t.status::procrastinate_job_status, t.del)
+  FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(deletes)s::boolean[])
+       AS t(id, status, del)
+"""
+
 #: A ``doing`` job without a worker is one the reaper's dead-worker rules settle.
 HAND_TO_REAPER = """
 UPDATE procrastinate_jobs SET worker_id = NULL

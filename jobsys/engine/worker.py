@@ -55,6 +55,7 @@ from procrastinate.worker import Worker
 
 from jobsys.config import LaneSpec
 from jobsys.engine import manager
+from jobsys.engine.acks import FinishBatcher, is_connection_error
 from jobsys.engine.context import JOB_QUEUE
 from jobsys.errors import JobTimeoutError
 
@@ -85,13 +86,6 @@ MAX_CLAIM = 100
 #: After the grace period, how long cancelled async jobs get to record their requeue.
 ABORT_SETTLE_SECONDS = 5.0
 SYNC_ABORT_SETTLE_SECONDS = 0.5
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """A database that cannot be reached (worth retrying), not a query that failed."""
-    import psycopg
-
-    return any(isinstance(e, psycopg.OperationalError) for e in utils.causes(exc))
 
 
 def is_queueing_lock_conflict(exc: BaseException) -> bool:
@@ -170,6 +164,9 @@ class LaneWorker(Worker):
         #: Jobs claimed under a rate -> the monotonic time before which each must not
         #: start; jobsys.flow.watch.start_middleware waits for it and records the start.
         self.rated_ids: dict[int, float] = {}
+        #: Outcomes are written in batches (jobsys.engine.acks); a batch is written at
+        #: once when every running job of the lane waits for its own.
+        self.acks = FinishBatcher(app.connector, waiting_jobs=lambda: len(self._running_jobs))
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -499,7 +496,12 @@ class LaneWorker(Worker):
         errors = 0
         while True:
             try:
-                await super()._persist_job_status(job, status, retry_decision, context, job_result)
+                if retry_decision is None:  # final: batched
+                    await self._acknowledge(job, status)
+                else:
+                    await super()._persist_job_status(
+                        job, status, retry_decision, context, job_result
+                    )
                 self.jobs_done += 1
                 return
             except exceptions.ConnectorException as exc:
@@ -542,6 +544,18 @@ class LaneWorker(Worker):
                 await self._hand_to_reaper(job)
                 return
             delay = min(delay * 2, PERSIST_RETRY_MAX_SECONDS)
+
+    async def _acknowledge(self, job: jobs.Job, status: jobs.Status) -> None:
+        """Procrastinate's finish of a job, in the lane's batch of acknowledgements
+        (jobsys.engine.acks); returns once it is committed."""
+        assert job.id is not None
+        delete_job = {
+            jobs.DeleteJobCondition.ALWAYS: True,
+            jobs.DeleteJobCondition.NEVER: False,
+            jobs.DeleteJobCondition.SUCCESSFUL: status == jobs.Status.SUCCEEDED,
+        }[self.delete_jobs]
+        await self.acks.finish(job.id, status.value, delete_job=delete_job)
+        self._job_ids_to_abort.pop(job.id, None)
 
     async def _merge_into_waiting_sibling(self, job: jobs.Job) -> bool:
         assert job.id is not None
