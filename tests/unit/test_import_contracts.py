@@ -62,3 +62,17 @@ def test_procrastinate_outside_the_engine_breaks_the_door(tmp_path: Path) -> Non
     result = lint_imports(root)
     assert result.returncode != 0
     assert "jobsys.schedule.store -> procrastinate" in result.stdout
+
+
+def test_a_cycle_between_domains_breaks_the_acyclic_contract(tmp_path: Path) -> None:
+    """The domains may use each other (one layer), but not in a circle: the jobs domain
+    importing the scheduler, which defers through the jobs domain, is refused."""
+    root = copy_package(tmp_path)
+    unique = root / "jobsys" / "jobs" / "unique.py"
+    unique.write_text(
+        unique.read_text(encoding="utf-8") + "\nimport jobsys.schedule.plan\n", encoding="utf-8"
+    )
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert "No import cycles between jobsys's rooms BROKEN" in result.stdout
+    assert "Layers: cli -> web, demo -> app -> domains -> engine, db, config KEPT" in result.stdout
