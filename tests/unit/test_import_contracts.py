@@ -34,6 +34,17 @@ def copy_package(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def with_import(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` over a copy of the package whose ``module`` (a path under
+    ``jobsys/``) ends with ``line``; the result must be a failure."""
+    root = copy_package(tmp_path)
+    path = root / "jobsys" / module
+    path.write_text(path.read_text(encoding="utf-8") + f"\n{line}\n", encoding="utf-8")
+    result = lint_imports(root)
+    assert result.returncode != 0
+    return result
+
+
 def test_the_contracts_hold(tmp_path: Path) -> None:
     result = lint_imports(copy_package(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -41,38 +52,19 @@ def test_the_contracts_hold(tmp_path: Path) -> None:
 
 
 def test_a_back_edge_breaks_the_layers(tmp_path: Path) -> None:
-    root = copy_package(tmp_path)
-    channels = root / "jobsys" / "engine" / "channels.py"
-    channels.write_text(
-        channels.read_text(encoding="utf-8") + "\nfrom jobsys.app import worker_services\n",
-        encoding="utf-8",
-    )
-    result = lint_imports(root)
-    assert result.returncode != 0
+    result = with_import(tmp_path, "engine/channels.py", "from jobsys.app import worker_services")
     assert "jobsys.engine is not allowed to import jobsys.app" in result.stdout
     assert "jobsys.engine.channels -> jobsys.app" in result.stdout
 
 
 def test_procrastinate_outside_the_engine_breaks_the_door(tmp_path: Path) -> None:
-    root = copy_package(tmp_path)
-    store = root / "jobsys" / "schedule" / "store.py"
-    store.write_text(
-        store.read_text(encoding="utf-8") + "\nimport procrastinate\n", encoding="utf-8"
-    )
-    result = lint_imports(root)
-    assert result.returncode != 0
+    result = with_import(tmp_path, "schedule/store.py", "import procrastinate")
     assert "jobsys.schedule.store -> procrastinate" in result.stdout
 
 
 def test_a_cycle_between_domains_breaks_the_acyclic_contract(tmp_path: Path) -> None:
     """The domains may use each other (one layer), but not in a circle: the jobs domain
     importing the scheduler, which defers through the jobs domain, is refused."""
-    root = copy_package(tmp_path)
-    unique = root / "jobsys" / "jobs" / "unique.py"
-    unique.write_text(
-        unique.read_text(encoding="utf-8") + "\nimport jobsys.schedule.plan\n", encoding="utf-8"
-    )
-    result = lint_imports(root)
-    assert result.returncode != 0
+    result = with_import(tmp_path, "jobs/unique.py", "import jobsys.schedule.plan")
     assert "No import cycles between jobsys's rooms BROKEN" in result.stdout
     assert "Layers: cli -> web, demo -> app -> domains -> engine, db, config KEPT" in result.stdout
