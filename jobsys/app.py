@@ -123,6 +123,7 @@ async def run_worker(
         services=worker_services(config),
         hooks=lifecycle_hooks(config),
         middlewares=worker_middlewares(config),
+        home=settings.home,
     )
     result = await runtime.run()
     if result.abandoned_job_ids:

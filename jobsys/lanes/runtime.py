@@ -33,6 +33,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jobsys import tasks as task_registry
@@ -45,7 +46,7 @@ from jobsys.flow.limits import policy_for_lane
 from jobsys.flow.order import claim_order
 from jobsys.flow.store import CHANNEL as PAUSES_CHANNEL
 from jobsys.flow.watch import PauseWatch
-from jobsys.lanes import execution, lifecycle, store
+from jobsys.lanes import execution, fence_notes, lifecycle, store
 from jobsys.lanes.heartbeat import ProcessHeartbeat
 from jobsys.lanes.identity import ProcessIdentity
 from jobsys.lanes.reaper import settle_handed_over
@@ -114,7 +115,10 @@ class Runtime:
         middlewares: list[Any] | None = None,
         install_signal_handlers: bool = True,
         backoff: Backoff | None = None,
+        home: Path | None = None,
     ) -> None:
+        """``home``: where a fenced process leaves its note (``fence_notes``), and where
+        this one reports the notes of earlier processes."""
         self.config = config
         self.url = url
         self.lanes = lanes
@@ -124,6 +128,7 @@ class Runtime:
         self.middlewares = list(middlewares or [])
         self.install_signal_handlers = install_signal_handlers
         self.backoff = backoff or Backoff()
+        self.home = home
         self.identity = ProcessIdentity.current()
         self.queues = [q for lane in lanes for q in lane.queues]
         self.workers: list[LaneWorker] = []
@@ -191,9 +196,25 @@ class Runtime:
             "to the reaper",
             extra={"action": "fenced", "reason": reason},
         )
+        if self.home is not None:
+            fence_notes.leave(self.home, self.identity.id, reason)
         lifecycle.call(self.hooks, "stopping", self.snapshot())
         logging.shutdown()
         os._exit(EXIT_FENCED)
+
+    async def _report_fence_notes(self, conn: Any) -> None:
+        """Earlier processes of this home that fenced while the database was away: their
+        rows say ``fenced`` from now on (``fence_notes``)."""
+        if self.home is None:
+            return
+        for note in fence_notes.pending(self.home):
+            await store.mark_fenced(conn, note.process_id, note.fenced_at)
+            fence_notes.done(note)
+            logger.info(
+                f"process {note.process_id} fenced itself at {note.fenced_at.isoformat()} "
+                f"({note.reason}); recorded",
+                extra={"action": "fence_reported", "fenced_process": note.process_id},
+            )
 
     def _stop_lanes(self) -> None:
         for worker in self.workers:
@@ -312,6 +333,7 @@ class Runtime:
                     "started_at": self.identity.started_at,
                 },
             )
+            await self._report_fence_notes(conn)
         self.heartbeat = ProcessHeartbeat(
             self.url,
             self.identity.id,

@@ -38,6 +38,14 @@ UPDATE jobsys_worker_processes
  WHERE id = %(id)s
 """
 
+#: A process that fenced itself while the database was away (``fence_notes``): its
+#: row still says running, draining or (reaped) dead.
+MARK_FENCED = """
+UPDATE jobsys_worker_processes
+   SET status = 'fenced', stopped_at = coalesce(stopped_at, %(at)s)
+ WHERE id = %(id)s AND status IN ('running', 'draining', 'dead')
+"""
+
 
 async def _rows(conn: Any, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     # Works on pool connections (tuple rows) and jobsys.db.connect ones (dict rows) alike.
@@ -64,6 +72,10 @@ async def heartbeat(
         conn, HEARTBEAT, {"id": process_id, "worker_ids": worker_ids, "status": status}
     )
     return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+
+async def mark_fenced(conn: Any, process_id: str, at: Any) -> None:
+    await _rows(conn, MARK_FENCED, {"id": process_id, "at": at})
 
 
 async def mark_stopped(conn: Any, process_id: str) -> None:

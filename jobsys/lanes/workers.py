@@ -4,8 +4,9 @@ A process's state comes from its row and the database clock: ``running`` and
 ``draining`` are what its heartbeat last wrote, as long as that beat is younger than
 ``worker.dead_after_seconds``; older, it is ``dead`` (whether or not a reaper has
 marked it yet: from then on its jobs may be recovered). ``fenced`` is written by the
-process's own last beat when it found its lanes taken for dead (it exits at once);
-``stopped`` is a clean exit.
+process's own last beat when it found its lanes taken for dead (it exits at once), or,
+when its lease ran out with the database unreachable, by the next worker process of
+the same home (``jobsys.lanes.fence_notes``); ``stopped`` is a clean exit.
 """
 
 from __future__ import annotations

@@ -190,3 +190,44 @@ def test_a_worker_taken_for_dead_fences_itself_and_says_so(
     [fenced] = workers_json(cli, db_url, app_dir, "list", "--state", "fenced")
     assert fenced["id"] == row["id"]
     assert json.dumps(fenced)  # one JSON-ready document
+
+
+def test_a_worker_fenced_while_its_database_is_unreachable_shows_as_fenced(
+    cli: Any, db_url: str, app_dir: Path, start: Any, tmp_path: Path
+) -> None:
+    """Cut off from the database, a worker fences itself when its lease runs out and
+    exits 75; it cannot write that anywhere but its home, so its row reads ``dead``
+    until the next worker started with the same home reports the note: ``fenced``."""
+    from chaos_proxy import ChaosProxy
+
+    with ChaosProxy(db_url) as proxy:
+        env = environment(tmp_path, proxy.url, app_dir)
+        worker = WorkerProcess(env, tmp_path, "--lane", "base")
+        try:
+            worker.wait_for_output("worker_ready")
+            [row] = workers_json(cli, db_url, app_dir)
+            assert row["state"] == "running"
+            proxy.drop()  # every connection cut, every new one refused
+            assert worker.wait(20) == 75, worker.output()
+        finally:
+            worker.kill()
+    assert "fenced" in worker.output()
+    [seen] = wait_until(
+        lambda: [w for w in workers_json(cli, db_url, app_dir) if w["state"] == "dead"],
+        15,
+        "the stale row to read dead",
+    )
+    assert seen["id"] == row["id"]
+    notes = list((tmp_path / "home" / "fenced").glob("*.json"))
+    assert len(notes) == 1 and row["id"] in notes[0].read_text()
+
+    start("fast")  # the next worker of this home reports the note
+    [fenced] = wait_until(
+        lambda: workers_json(cli, db_url, app_dir, "list", "--state", "fenced"),
+        15,
+        "the fenced process to show as fenced",
+    )
+    assert fenced["id"] == row["id"] and fenced["stopped_at"] is not None
+    assert not list((tmp_path / "home" / "fenced").glob("*.json"))
+    states = {w["id"]: w["state"] for w in workers_json(cli, db_url, app_dir)}
+    assert sorted(states.values()) == ["fenced", "running"]
