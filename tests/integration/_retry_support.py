@@ -243,14 +243,3 @@ def make_issue(url: str, *, kind: str = "job_failure", status: str = "open") -> 
         (kind, status),
     )
     return int(rows[0]["id"])
-
-
-async def wait_for(predicate: Callable[[], Any], *, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)

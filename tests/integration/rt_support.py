@@ -7,11 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from waiting import wait_until as wait_until
 
 QUEUES_YAML = """
 base:
@@ -133,16 +133,6 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def events(tmp: Path) -> list[tuple[str, str, float]]:

@@ -4,8 +4,6 @@ subprocess entry point's path, waiting on conditions with deadlines."""
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,17 +20,3 @@ def config_dir(tmp: Path, schedule_yaml: str) -> Path:
     shutil.copy(REPO / "config" / "queues.yaml", folder / "queues.yaml")
     (folder / "schedule.yaml").write_text(schedule_yaml)
     return folder
-
-
-def wait_for(
-    condition: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = ""
-) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(interval)

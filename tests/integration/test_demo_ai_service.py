@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import failures_support as fx
 import pytest
 from failures_support import spool_home  # noqa: F401  (fixture)
+from waiting import wait_until
 
 import jobsys.demo.tasks as demo_tasks
 from jobsys import TransientError
@@ -44,11 +45,10 @@ def _status(url: str) -> int:
 
 def _wait_for_status(url: str, status: int, deadline_seconds: float = 5.0) -> float:
     start = time.monotonic()
-    while time.monotonic() - start < deadline_seconds:
-        if _status(url) == status:
-            return time.monotonic() - start
-        time.sleep(0.02)
-    raise AssertionError(f"{url} never answered {status}")
+    wait_until(
+        lambda: _status(url) == status, deadline_seconds, f"{url} to answer {status}", interval=0.02
+    )
+    return time.monotonic() - start
 
 
 @pytest.fixture

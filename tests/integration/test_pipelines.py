@@ -7,7 +7,8 @@ import contextlib
 import datetime
 from typing import Any
 
-from _retry_support import BEHAVIOUR, RAN, _act, procrastinate_app, sql, wait_for
+from _retry_support import BEHAVIOUR, RAN, _act, procrastinate_app, sql
+from waiting import wait_until_async
 
 from jobsys import task
 from jobsys.db.connect import connect
@@ -185,14 +186,16 @@ async def test_cancel_cancels_waiting_steps_and_aborts_running_ones(cli, db_url:
     assert status(db_url, waiting) == "cancelled"
     async with procrastinate_app(db_url) as app:
         worker = asyncio.create_task(run_worker(app, wait=True))
-        await wait_for(lambda: steps(db_url, running)["download"]["status"] == "running")
+        await wait_until_async(lambda: steps(db_url, running)["download"]["status"] == "running")
         result = await asyncio.to_thread(
             cli, "--database-url", db_url, "pipelines", "cancel", str(running), "--json"
         )
         assert result.json()["abort_requested_jobs"] == [
             steps(db_url, running)["download"]["job_id"]
         ]
-        await wait_for(lambda: steps(db_url, running)["download"]["job_status"] == "aborted")
+        await wait_until_async(
+            lambda: steps(db_url, running)["download"]["job_status"] == "aborted"
+        )
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await worker

@@ -19,6 +19,7 @@ import pytest
 import reaper_tasks  # noqa: F401  (registers reaper_test.*)
 from conftest import CONFIG_DIR
 from psycopg.rows import dict_row
+from waiting import wait_until_async
 
 from jobsys.config import Config
 from jobsys.config import load as load_config_files
@@ -133,16 +134,16 @@ async def test_dead_worker_jobs_are_requeued_or_failed(db_url: str, conn: Any) -
 
 async def _wait_for_lock_wait(conn: Any, backend_pid: int) -> None:
     """Until ``backend_pid`` is blocked on a lock (deadline: a few seconds)."""
-    for _ in range(500):
+
+    async def blocked() -> bool:
         cur = await conn.execute(
             "SELECT wait_event_type = 'Lock' AS blocked FROM pg_stat_activity WHERE pid = %s",
             (backend_pid,),
         )
         row = await cur.fetchone()
-        if row is not None and row["blocked"]:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"backend {backend_pid} never waited on a lock")
+        return row is not None and bool(row["blocked"])
+
+    await wait_until_async(blocked, 5, f"backend {backend_pid} to wait on a lock", interval=0.01)
 
 
 async def test_requeued_job_can_be_claimed_while_its_dead_worker_is_pruned(

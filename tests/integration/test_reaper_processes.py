@@ -23,6 +23,7 @@ import pytest
 from psycopg.rows import dict_row
 from reaper_tasks import RUNS_DDL
 from test_reaper import add_worker, reaper_config
+from waiting import wait_until_async
 
 from jobsys.lanes.reaper import reap_once
 
@@ -72,17 +73,11 @@ def spawn(db_url: str) -> Iterator[Any]:
                 proc.wait()
 
 
-async def wait_for(conn: Any, query: str, params: Any = None, *, timeout: float = 20) -> Any:
-    """Poll ``query`` until its first column is truthy; return that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        cur = await conn.execute(query, params)
-        row = await cur.fetchone()
-        value = next(iter(row.values())) if row else None
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for: {query}"
-        await asyncio.sleep(0.05)
+async def first_value(conn: Any, query: str, params: Any = None) -> Any:
+    """The first column of ``query``'s first row (None when it has no row)."""
+    cur = await conn.execute(query, params)
+    row = await cur.fetchone()
+    return next(iter(row.values())) if row else None
 
 
 async def defer(conn: Any, task: str, args: str, count: int) -> list[int]:
@@ -101,7 +96,8 @@ async def test_kill_9_mid_job_every_job_settles_once(conn: Any, spawn: Any) -> N
     safe = await defer(conn, "reaper_test.safe", '{"seconds": 600}', 3)
     unsafe = await defer(conn, "reaper_test.unsafe", '{"seconds": 600}', 3)
     doomed = spawn(concurrency=6)
-    await wait_for(conn, "SELECT count(*) = 6 FROM reaper_runs")
+    six = "SELECT count(*) = 6 FROM reaper_runs"
+    await wait_until_async(lambda: first_value(conn, six), 20, six)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(timeout=10)
     cur = await conn.execute("SELECT clock_timestamp() AS t")
@@ -156,7 +152,8 @@ async def test_live_worker_with_a_long_job_is_never_reaped(conn: Any, spawn: Any
     )
     [job] = await defer(conn, "reaper_test.unsafe", '{"seconds": 7}', 1)  # > dead_after
     spawn(concurrency=1)
-    await wait_for(conn, "SELECT count(*) FROM reaper_runs")
+    runs = "SELECT count(*) FROM reaper_runs"
+    await wait_until_async(lambda: first_value(conn, runs), 20, runs)
     passes = 0
     while True:
         cur = await conn.execute(
@@ -228,9 +225,8 @@ async def test_requeued_job_starts_promptly_on_a_jobsys_worker(
         pickup = started[0][2] - requeued_at
         # Polling is every 60 s: anything under 5 s came from the NOTIFY.
         assert pickup < 5.0, f"recovered job took {pickup:.2f} s to start"
-        await wait_for(
-            conn, "SELECT status = 'succeeded' FROM procrastinate_jobs WHERE id = %s", (job,)
-        )
+        succeeded = "SELECT status = 'succeeded' FROM procrastinate_jobs WHERE id = %s"
+        await wait_until_async(lambda: first_value(conn, succeeded, (job,)), 20, succeeded)
     finally:
         worker.kill()
         # Other in-process tests must not see rt.* tasks (their queues are not theirs).

@@ -18,7 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 from rt_support import report
-from schedule_support import HERE, PROC, REPO, config_dir, wait_for
+from schedule_support import HERE, PROC, REPO, config_dir
+from waiting import wait_until
 
 from jobsys.db.connect import connect
 from jobsys.schedule.fanout import FanoutSource, start_fanout
@@ -77,7 +78,7 @@ def test_three_schedulers_with_skewed_clocks_pause_and_resume(
     ]
     base = ("--database-url", db_url, "--config-dir", str(folder))
     try:
-        wait_for(
+        wait_until(
             lambda: query(db_url, "SELECT count(*) FROM jobsys_schedule_ticks")[0][0] >= 8,
             timeout=60,
             what="8 ticks",
@@ -87,7 +88,7 @@ def test_three_schedulers_with_skewed_clocks_pause_and_resume(
         time.sleep(4)
         assert cli(*base, "schedule", "resume", "every_second").exit_code == 0
         resumed_at = query(db_url, "SELECT high_water FROM jobsys_schedule_entries")[0][0]
-        wait_for(
+        wait_until(
             lambda: (
                 query(
                     db_url,
@@ -153,7 +154,7 @@ def stalled_backend(db_url: str) -> int | None:
 def kill_in_trigger(db_url: str, proc: subprocess.Popen[str], trigger: str) -> None:
     """SIGKILL ``proc`` while its transaction sleeps in ``trigger``, then end that
     transaction the way Postgres does when a client dies (rollback)."""
-    pid = wait_for(lambda: stalled_backend(db_url), timeout=60, what="a stalled batch")
+    pid = wait_until(lambda: stalled_backend(db_url), timeout=60, what="a stalled batch")
     proc.kill()
     proc.communicate(timeout=10)  # reap it and close its pipes
     query(db_url, "SELECT pg_terminate_backend(%s)", pid)
@@ -225,7 +226,7 @@ def test_fanout_survives_sigkill_mid_batch_and_between_batches(db_url: str) -> N
     # 3. Resume: the re-run of batch 7000 is a no-op; the continuation finishes the run.
     worker = spawn("worker", db_url, "batches")
     try:
-        wait_for(lambda: run_state(db_url, run_id)[0] == "finished", timeout=60, what="finish")
+        wait_until(lambda: run_state(db_url, run_id)[0] == "finished", timeout=60, what="finish")
     finally:
         stop(worker)
     assert run_state(db_url, run_id) == ("finished", 10000, 20, 10000)

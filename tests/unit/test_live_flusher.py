@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 import pytest
+from waiting import wait_until_async
 
 from jobsys import clock
 from jobsys.live.coalesce import Coalescer
@@ -72,9 +73,7 @@ async def test_a_change_wakes_the_flusher_and_stop_flushes_what_is_left() -> Non
     task = asyncio.create_task(flusher.run(None, stop))
     await asyncio.sleep(0)
     coalescer.add("jobs_changed", {"started": 1})
-    async with asyncio.timeout(5):
-        while not sent:
-            await asyncio.sleep(0.01)
+    await wait_until_async(lambda: sent, 5, "the first flush")
     coalescer.add("jobs_changed", {"succeeded": 1})
     stop.set()
     await asyncio.wait_for(task, 5)
