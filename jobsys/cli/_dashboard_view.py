@@ -152,7 +152,7 @@ def throughput_rows(snapshot: dict[str, Any]) -> list[str]:
         else "pickup latency: no job started in the last 5 minutes"
     )
     return [
-        f"{'minute':<9}" + "".join(f"{hhmm(m['minute']):>6}" for m in minutes),
+        f"{'minute':<9}" + "".join(f"{hhmm(m['minute_at']):>6}" for m in minutes),
         f"{'ok':<9}{ok}",
         f"{'failed':<9}{failed}",
         f"{'retried':<9}{retried}",
@@ -192,7 +192,7 @@ def schedule_rows(snapshot: dict[str, Any]) -> list[str]:
             else f"{hhmm(upcoming)} in {age((upcoming - taken).total_seconds())}"
         )
         kind = "fan-out" if run["fanout"] else "task"
-        rows.append(f"{when:<15} {clip(run['entry'], 30):<30} {kind:<7} {run['task'] or ''}")
+        rows.append(f"{when:<15} {clip(run['name'], 30):<30} {kind:<7} {run['task'] or ''}")
     return rows
 
 

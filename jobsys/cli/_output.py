@@ -205,7 +205,7 @@ def _as_col(spec: Any) -> Any:
     if isinstance(spec, Col):
         return spec
     key, header = (spec, "") if isinstance(spec, str) else spec
-    if key.endswith("_at") or key in ("first_seen", "last_seen", "next_run", "last_run", "at"):
+    if key.endswith("_at") or key in ("first_seen", "last_seen", "at"):
         return Col(key, header, kind="time")
     if key == "id" or key.endswith("_id"):
         return Col(key, header, kind="id")

@@ -28,8 +28,8 @@ LIST_COLUMNS = (
     Col("reason", wide_only=True),
 )
 GROUP_COLUMNS = (
-    Col("count", kind="number", priority=0),
-    Col("accounts", kind="number", priority=1),
+    Col("occurrences", "count", kind="number", priority=0),
+    Col("affected_accounts", "accounts", kind="number", priority=1),
     Col("last_seen", kind="time", priority=1),
 )
 # --group-by fingerprint / issue: the group's issue (its newest) and its title.

@@ -233,7 +233,8 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
     if job["failures"]:  # the retry state of its latest failure, in words
         head.update(retry_lines(job.get("retry_state") or {}, job["failures"][-1].get("retryable")))
     _output.key_values(head, title=f"job {job_id}")
-    _output.table(job["history"], ["type", "at"], title="history", empty="no history", wide=None)
+    history = ["type", ("occurred_at", "at")]
+    _output.table(job["history"], history, title="history", empty="no history", wide=None)
     if job["failures"]:
         _output.table(
             job["failures"],

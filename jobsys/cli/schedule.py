@@ -17,8 +17,8 @@ NameArg = Annotated[str, typer.Argument(help="The entry's name in schedule.yaml.
 LIST_COLUMNS = (
     Col("name", priority=0),
     Col("cron", priority=1),
-    Col("next_run", kind="time", priority=0),
-    Col("last_run", kind="time", priority=2),
+    Col("next_run_at", "next run", kind="time", priority=0),
+    Col("last_run_at", "last run", kind="time", priority=2),
     Col("last_status", "last", priority=2),
     Col("paused", priority=1),
     Col("task", priority=3),

@@ -585,7 +585,7 @@ SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS statu
 """
 
 JOB_EVENTS = """
-SELECT type::text AS type, at
+SELECT type::text AS type, at AS occurred_at
   FROM procrastinate_events
  WHERE job_id = %(job_id)s
  ORDER BY at, id

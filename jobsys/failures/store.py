@@ -179,8 +179,8 @@ SELECT count(*) AS n FROM (
 """
 
 GROUP_FAILURES = """
-SELECT {column} AS key, count(*) AS count, max(occurred_at) AS last_seen,
-       count(DISTINCT account_id) AS accounts
+SELECT {column} AS key, count(*) AS occurrences, max(occurred_at) AS last_seen,
+       count(DISTINCT account_id) AS affected_accounts
   FROM jobsys_failures f
  WHERE {where}
  GROUP BY {column}
@@ -190,10 +190,11 @@ SELECT {column} AS key, count(*) AS count, max(occurred_at) AS last_seen,
 # Groups by fingerprint or issue name their issue: the newest one the group's failures
 # were counted in (issue ids only grow), with its title, looked up per group shown.
 GROUP_FAILURES_WITH_ISSUE = """
-SELECT g.key, g.count, g.last_seen, g.accounts, i.id AS issue_id, i.title AS issue_title
+SELECT g.key, g.occurrences, g.last_seen, g.affected_accounts,
+       i.id AS issue_id, i.title AS issue_title
   FROM (
-    SELECT {column} AS key, count(*) AS count, max(occurred_at) AS last_seen,
-           count(DISTINCT account_id) AS accounts, max(issue_id) AS newest_issue
+    SELECT {column} AS key, count(*) AS occurrences, max(occurred_at) AS last_seen,
+           count(DISTINCT account_id) AS affected_accounts, max(issue_id) AS newest_issue
       FROM jobsys_failures f
      WHERE {where}
      GROUP BY {column}
@@ -201,7 +202,7 @@ SELECT g.key, g.count, g.last_seen, g.accounts, i.id AS issue_id, i.title AS iss
      LIMIT %(limit)s
   ) g
   LEFT JOIN jobsys_issues i ON i.id = g.newest_issue
- ORDER BY g.count DESC, g.key NULLS LAST
+ ORDER BY g.occurrences DESC, g.key NULLS LAST
 """
 WITH_ISSUE = ("fingerprint", "issue")
 
@@ -209,8 +210,8 @@ WITH_ISSUE = ("fingerprint", "issue")
 # bounded view: its cost does not grow with the table). Each row also carries the
 # window's totals: how many groups and failures it holds and its oldest failure.
 GROUP_FAILURES_WINDOW = """
-SELECT {column} AS key, count(*) AS count, max(occurred_at) AS last_seen,
-       count(DISTINCT account_id) AS accounts,
+SELECT {column} AS key, count(*) AS occurrences, max(occurred_at) AS last_seen,
+       count(DISTINCT account_id) AS affected_accounts,
        count(*) OVER () AS window_groups, sum(count(*)) OVER () AS window_failures,
        min(min(occurred_at)) OVER () AS window_oldest
   FROM (SELECT {column}, occurred_at, account_id FROM jobsys_failures f

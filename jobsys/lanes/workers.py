@@ -49,7 +49,7 @@ def describe(
         "slots": sum(concurrency.values()) if concurrency else None,
         "state": state,
         "started_at": row["started_at"],
-        "last_heartbeat": row["last_heartbeat"],
+        "last_heartbeat_at": row["last_heartbeat"],
         "heartbeat_age_seconds": round(age, 3),
         "stopped_at": row["stopped_at"],
         "running_jobs": [

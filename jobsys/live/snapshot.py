@@ -106,7 +106,7 @@ def next_runs(config: Config, states: list[Any], now: datetime) -> list[dict[str
             upcoming = None
         runs.append(
             {
-                "entry": name,
+                "name": name,
                 "cron": entry.cron,
                 "task": entry.fanout.task if entry.fanout else entry.task,
                 "fanout": entry.fanout is not None,
@@ -116,7 +116,7 @@ def next_runs(config: Config, states: list[Any], now: datetime) -> list[dict[str
             }
         )
     far = datetime.max.replace(tzinfo=UTC)
-    runs.sort(key=lambda r: (r["next_run_at"] or far, r["entry"]))
+    runs.sort(key=lambda r: (r["next_run_at"] or far, r["name"]))
     return runs
 
 
@@ -210,7 +210,7 @@ def _minutes(rows: list[Any], now: datetime) -> list[dict[str, Any]]:
         row = by_minute.get(minute, {})
         result.append(
             {
-                "minute": minute,
+                "minute_at": minute,  # the minute's start
                 "succeeded": int(row.get("succeeded", 0)),
                 "failed": int(row.get("failed", 0)),
                 "retried": int(row.get("retried", 0)),

@@ -160,7 +160,7 @@ def test_list_json_contract_pagination_and_group_by(cli, db_url: str) -> None:  
         "--database-url", db_url, "failures", "list", "--group-by", "kind", "--json"
     ).json()
     assert (groups["count"], groups["total"], groups["group_by"]) == (3, 3, "kind")
-    assert {g["key"]: g["count"] for g in groups["items"]} == {
+    assert {g["key"]: g["occurrences"] for g in groups["items"]} == {
         "runtime": 10,
         "transient": 10,
         "authentication": 10,
@@ -172,7 +172,7 @@ def test_list_json_contract_pagination_and_group_by(cli, db_url: str) -> None:  
         expected = fx.rows(
             db_url, f"SELECT {column} AS key, count(*) AS n FROM jobsys_failures GROUP BY 1"
         )
-        assert {g["key"]: g["count"] for g in groups["items"]} == {
+        assert {g["key"]: g["occurrences"] for g in groups["items"]} == {
             r["key"]: r["n"] for r in expected
         }
     # groups by fingerprint or issue name their issue and its title (JSON and table)

@@ -250,10 +250,11 @@ def test_cli_contracts(db_url: str, tmp_path: Path, cli: Any) -> None:
     listed = cli(*base, "schedule", "list", "--json")
     assert listed.exit_code == 0
     entries = {e["name"]: e for e in listed.json()["items"]}
-    for key in ("name", "cron", "timezone", "task", "queue", "next_run", "last_run", "paused"):
+    keys = ("name", "cron", "timezone", "task", "queue", "next_run_at", "last_run_at", "paused")
+    for key in keys:
         assert key in entries["purge"]
     assert entries["purge"]["last_status"] == "todo"
-    assert entries["purge"]["last_run"].endswith("Z")
+    assert entries["purge"]["last_run_at"].endswith("Z")
     assert entries["accounts_fanout"]["last_status"] == "run running"
     assert entries["accounts_fanout"]["task"] == "demo.process_account"
 

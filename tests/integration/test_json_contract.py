@@ -89,12 +89,15 @@ def test_every_json_command_is_covered_here() -> None:
 
 
 def _times_are_iso(value: Any, where: str) -> None:
+    """Every time is ISO-8601 UTC with a Z, and every time's key says it is one
+    (``*_at``, or ``first_seen``/``last_seen``): ``next_run`` was a time, ``at`` too."""
     if isinstance(value, dict):
         for key, inner in value.items():
-            if (key.endswith("_at") or key in ("first_seen", "last_seen")) and isinstance(
-                inner, str
-            ):
+            named = key.endswith("_at") or key in ("first_seen", "last_seen")
+            if named and isinstance(inner, str):
                 assert ISO_Z.match(inner), (where, key, inner)
+            if isinstance(inner, str) and ISO_Z.match(inner):
+                assert named, (where, key, "a time under a key that does not say so")
             _times_are_iso(inner, where)
     elif isinstance(value, list):
         for inner in value:
@@ -163,6 +166,22 @@ def test_the_same_thing_has_the_same_key_everywhere(cli, db_url: str) -> None:  
     assert {"id", "task", "queue", "status", "kind"} <= set(issue_row)
     assert {"queue", "lane"} <= set(queue)
     assert {"name", "task", "queue"} <= set(entry)
+    # how many failures and accounts: `occurrences` and `affected_accounts` for an issue
+    # and for a group of failures alike (`count` is the envelope's: rows printed)
+    counted = {"occurrences", "affected_accounts", "last_seen"}
+    assert counted <= set(issue_row)
+    for group_by in ("fingerprint", "task", "issue"):
+        groups = cli(*url, "failures", "list", "--group-by", group_by, "--json").json()
+        assert groups["items"] and all(counted <= set(g) for g in groups["items"]), group_by
+        assert not {"count", "accounts"} & {k for g in groups["items"] for k in g}, group_by
+    # a schedule entry: the same keys in `schedule list` and the dashboard's next runs
+    dashboard = cli(*url, "dashboard", "--once", "--json").json()
+    [soonest, *_] = dashboard["schedule"]["next_runs"]
+    entries = cli(*url, "schedule", "list", "--json").json()["items"]
+    [same] = [e for e in entries if e["name"] == soonest["name"]]
+    shared = {"name", "task", "cron", "paused", "next_run_at"}
+    assert shared <= set(same) and shared <= set(soonest)
+    assert dashboard["open_issues"]["latest"][0].keys() & counted == counted
 
 
 SHOWS = [p for p in READS if p[-1] == "show" and p[0] != "config"] + [("db", "status")]

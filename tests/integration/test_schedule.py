@@ -153,7 +153,7 @@ async def test_pause_stops_every_tick_and_resume_does_not_catch_up(
             cli, "--database-url", db_url, "--config-dir", folder, "schedule", "list", "--json"
         )
         assert listed.json()["items"][0]["paused"] is True
-        assert listed.json()["items"][0]["next_run"] is None
+        assert listed.json()["items"][0]["next_run_at"] is None
         resumed = await acli(
             cli,
             "--database-url",

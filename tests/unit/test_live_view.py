@@ -32,7 +32,7 @@ def snapshot(rows: int = 12) -> dict[str, Any]:
         ],
         "throughput": [
             {
-                "minute": NOW - timedelta(minutes=9 - i),
+                "minute_at": NOW - timedelta(minutes=9 - i),
                 "succeeded": 100 + i,
                 "failed": i,
                 "retried": 1,
@@ -73,7 +73,7 @@ def snapshot(rows: int = 12) -> dict[str, Any]:
         "schedule": {
             "next_runs": [
                 {
-                    "entry": f"entry_{i}",
+                    "name": f"entry_{i}",
                     "cron": "* * * * *",
                     "task": "demo.t",
                     "fanout": True,
