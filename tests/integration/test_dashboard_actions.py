@@ -6,8 +6,6 @@ each action asks first and the test answers ``y``, then reads the database.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +13,7 @@ import pytest
 from _retry_support import make_issue, sql
 from textual.pilot import Pilot
 from textual.widgets import DataTable
+from waiting import wait_until_async
 
 from jobsys.cli import _tui
 from jobsys.lanes.execution import build_engine_app
@@ -22,11 +21,7 @@ from jobsys.settings import Settings
 
 
 async def until(check: Callable[[], Any], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.02)
+    await wait_until_async(check, timeout, what, interval=0.02)
 
 
 def rows(app: _tui.DashboardApp, pane: str) -> list[list[str]]:

@@ -5,7 +5,6 @@ pilot (no terminal: the same whatever ``TERM`` the suite runs under)."""
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 from textual.widgets import DataTable
+from waiting import wait_until_async
 
 from jobsys.cli import _tui
 from jobsys.config.application import load_config
@@ -36,10 +36,7 @@ def _fresh_coalescer(monkeypatch: pytest.MonkeyPatch) -> None:
 async def until(check: Callable[[], bool], timeout: float, what: str) -> float:
     """Seconds until ``check()`` holds (polled every 5 ms)."""
     start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.005)
+    await wait_until_async(check, timeout, what, interval=0.005)
     return time.monotonic() - start
 
 
