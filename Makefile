@@ -65,12 +65,12 @@ test-fast: $(STAMP) ## Only the tests, no lint or type check
 # and the process tests of the suite that cover the other faults of an operator's bad
 # night. CI runs `make chaos CHAOS_SUITE=`: the suite already ran those twice.
 CHAOS_SUITE ?= \
-	tests/integration/test_reaper_processes.py \
-	tests/integration/test_runtime.py::test_sigterm_lets_a_long_job_finish_once_and_exits_0 \
-	tests/integration/test_runtime.py::test_grace_expired_job_is_requeued_not_lost \
-	tests/integration/test_runtime.py::test_listener_killed_is_reestablished_and_jobs_start_promptly \
-	tests/integration/test_postgres_restart.py \
-	tests/integration/test_schedule_processes.py \
+	tests/acceptance/test_reaper_processes.py \
+	tests/acceptance/test_runtime.py::test_sigterm_lets_a_long_job_finish_once_and_exits_0 \
+	tests/acceptance/test_runtime.py::test_grace_expired_job_is_requeued_not_lost \
+	tests/acceptance/test_runtime.py::test_listener_killed_is_reestablished_and_jobs_start_promptly \
+	tests/acceptance/test_postgres_restart.py \
+	tests/acceptance/test_schedule_processes.py \
 	tests/integration/test_failures_nothing_lost.py \
 	tests/integration/test_retry_bulk.py::test_two_jobsys_processes_behind_a_barrier \
 	tests/integration/test_retry_bulk.py::test_two_operators_racing_100_times_retry_once \

@@ -29,6 +29,13 @@ CONFIG_DIR = REPO / "config"
 TEST_URL_VAR = "JOBSYS_TEST_DATABASE_URL"
 _CALLER_TEST_URL = os.environ.get(TEST_URL_VAR)
 
+# The tiers: unit/ (no database), integration/ (in-process, real PostgreSQL),
+# acceptance/ (the real binary and worker processes). Acceptance tests share the
+# integration tier's support modules (rt_support, schedule_support, ...).
+_INTEGRATION = str(REPO / "tests" / "integration")
+if _INTEGRATION not in sys.path:
+    sys.path.append(_INTEGRATION)
+
 
 def _scrub_env() -> None:
     for key in list(os.environ):

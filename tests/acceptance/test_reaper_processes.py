@@ -29,7 +29,8 @@ from jobsys.lanes.reaper import reap_once
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).resolve().parent
+#: The integration tier's folder: the worker script and the tasks it imports.
+HERE = Path(__file__).resolve().parents[1] / "integration"
 HEARTBEAT_SECONDS = 1.0
 DEAD_AFTER_SECONDS = 4.0
 
