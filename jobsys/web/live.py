@@ -27,14 +27,17 @@ from jobsys.live.publish import TOPICS
 
 logger = logging.getLogger(__name__)
 
-#: Events of one topic arriving within this window go to browsers as one message
-#: (counts summed, a few ids kept: :func:`jobsys.live.coalesce.merge`), so 100 events a
-#: second cost each browser at most 10 messages a second per topic.
+#: The hub reads the LISTEN socket at most once per this many seconds (the first event
+#: after a quiet spell at once): everything read together goes to each browser as one
+#: message, each topic once (counts summed, a few ids kept:
+#: :func:`jobsys.live.coalesce.merge`), serialised once for every browser. At 100
+#: events a second that is 10 reads and at most 10 messages a second per browser.
 COALESCE_SECONDS = 0.1
 #: Events a slow browser may have pending before it is told to resync instead.
 CLIENT_QUEUE_SIZE = 256
 #: A comment line this often keeps proxies from closing a quiet stream.
 HEARTBEAT_SECONDS = 15.0
+KEEPALIVE = b": keepalive\n\n"
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -50,26 +53,25 @@ class LiveHub:
         self.listen_connections = 0  # how many LISTEN connections this process opened
         self.events_received = 0
         self._clients: set[asyncio.Queue[bytes | None]] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._pending: dict[str, dict[str, Any]] = {}
-        self._flush: asyncio.TimerHandle | None = None
 
     @property
     def clients(self) -> int:
         return len(self._clients)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._follow(), name="jobsys-web-live")
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._follow(), name="jobsys-web-live"),
+                asyncio.create_task(self._heartbeat(), name="jobsys-web-heartbeat"),
+            ]
 
     async def stop(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         for queue in list(self._clients):
             self._put(queue, None)
 
@@ -89,11 +91,19 @@ class LiveHub:
         for queue in list(self._clients):
             self._put(queue, item)
 
+    async def _heartbeat(self) -> None:
+        """One keep-alive for every browser (not a timer per browser and message)."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            self.broadcast(KEEPALIVE)
+
     async def _follow(self) -> None:
-        from jobsys.live.subscriber import Event, Lost, Synced, subscribe
+        from jobsys.live.subscriber import Drained, Event, Lost, Synced, subscribe
 
         wanted = set(self.topics)
-        async for message in subscribe(self.url, topics=None, with_job_inserts=True):
+        async for message in subscribe(
+            self.url, topics=None, with_job_inserts=True, batch_seconds=COALESCE_SECONDS
+        ):
             if isinstance(message, Synced):
                 self.listen_connections += 1
                 self.connected, self.error = True, None
@@ -110,20 +120,19 @@ class LiveHub:
             elif isinstance(message, Event) and message.topic in wanted:
                 self.events_received += 1
                 self._coalesce(message.topic, message.data)
+            elif isinstance(message, Drained):
+                self._send_pending()
 
     def _coalesce(self, topic: str, data: dict[str, Any]) -> None:
         from jobsys.live.coalesce import merge
 
         merge(self._pending.setdefault(topic, {}), data)
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(
-                COALESCE_SECONDS, self._send_pending
-            )
 
     def _send_pending(self) -> None:
-        pending, self._pending, self._flush = self._pending, {}, None
-        for topic, data in pending.items():
-            self.broadcast(sse(topic, data))
+        """What one read gathered, to every browser as one message (serialised once)."""
+        pending, self._pending = self._pending, {}
+        if pending and self._clients:
+            self.broadcast(b"".join(sse(topic, data) for topic, data in pending.items()))
 
     async def stream(self) -> AsyncIterator[bytes]:
         """One browser's events, starting with the current status, until it goes away."""
@@ -132,11 +141,7 @@ class LiveHub:
         try:
             yield b"retry: 2000\n\n" + self.status()
             while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
-                    continue
+                item = await queue.get()
                 if item is None:
                     return
                 yield item

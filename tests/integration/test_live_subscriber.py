@@ -135,3 +135,48 @@ def test_events_command_survives_termination(db_url: str, tmp_path: Path) -> Non
     finally:
         assert proc.stop() == 0
     assert any("reconnected" in line for line in proc.stderr)
+
+
+def test_batched_reads_deliver_every_event_in_fewer_wakeups(db_url: str) -> None:
+    """``batch_seconds``: the first event after a quiet spell comes at once; a stream of
+    them arrives a read at a time, each read closed by ``Drained``, none lost."""
+    from jobsys.live.subscriber import Drained
+
+    sent = 60
+
+    async def scenario() -> tuple[list[int], int, float]:
+        writer = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+        seen: list[int] = []
+        drains = 0
+        first_after = -1.0
+        started = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        async def consume() -> None:
+            nonlocal drains, first_after
+            async for message in subscribe(db_url, topics=["jobs_changed"], batch_seconds=0.5):
+                if isinstance(message, Synced):
+                    started.set()
+                elif isinstance(message, Event):
+                    if not seen:
+                        first_after = loop.time() - published_at
+                    seen.append(int(message.data["n"]))
+                elif isinstance(message, Drained):
+                    drains += 1
+                if len(seen) == sent:
+                    return
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.wait_for(started.wait(), 10)
+        published_at = loop.time()
+        for n in range(sent):  # 200 a second for 0.3 s
+            await publish(writer, "jobs_changed", {"n": n})
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(consumer, 10)
+        await writer.close()
+        return seen, drains, first_after
+
+    seen, drains, first_after = asyncio.run(scenario())
+    assert seen == list(range(sent))  # every event, in order
+    assert drains < sent / 6  # reads gathered several events each (0.3 s of events)
+    assert first_after < 0.4  # the first one was not held back by the 0.5 s batch

@@ -1,14 +1,17 @@
 // jobsys web console: live updates over server-sent events, no inline script.
 // One EventSource per page; on a topic this page shows (data-topics on <main>), the
-// page re-reads itself and swaps <main> in place (no reload). The banner shows when
-// the database or the console is unreachable and hides when the stream resyncs.
+// page re-reads itself and swaps <main> in place (no reload): the first change after
+// a quiet spell within DELAY_MS, then at most one re-read per MIN_GAP_MS however many
+// events come (100 events a second must not become 10 page reads a second per tab).
+// The banner shows when the database or the console is unreachable and hides when
+// the stream resyncs.
 (function () {
   "use strict";
   var main = document.querySelector("main");
   var banner = document.getElementById("live-banner");
   if (!main || !window.EventSource) { return; }
   var topics = (main.getAttribute("data-topics") || "").split(" ").filter(Boolean);
-  var timer = null, inflight = false, again = false, DELAY_MS = 50;
+  var timer = null, inflight = false, again = false, last = 0, DELAY_MS = 50, MIN_GAP_MS = 1000;
 
   function show(text) { banner.textContent = text; banner.hidden = false; }
   function hide() { banner.hidden = true; banner.textContent = ""; }
@@ -18,12 +21,15 @@
   }
   function refresh() {
     if (!topics.length || main.getAttribute("data-live") === "off") { return; }
-    if (timer === null) { timer = window.setTimeout(load, DELAY_MS); }
+    if (timer === null) {
+      timer = window.setTimeout(load, Math.max(DELAY_MS, last + MIN_GAP_MS - Date.now()));
+    }
   }
   function load() {
     timer = null;
     if (inflight || busy()) { again = true; if (!inflight) { window.setTimeout(refresh, 500); } return; }
     inflight = true;
+    last = Date.now();
     fetch(window.location.href, { credentials: "same-origin", headers: { "X-Requested-With": "jobsys-live" } })
       .then(function (response) {
         if (response.status >= 500) {
