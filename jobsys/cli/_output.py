@@ -62,25 +62,6 @@ def stderr_console() -> Any:
     return _stderr
 
 
-def print_renderable(console: Any, renderable: Any) -> None:
-    """Print a table; when not on a terminal, widen the console so no word is cut."""
-    if console.is_terminal:
-        console.print(renderable)
-        return
-    from rich.measure import Measurement
-
-    needed = Measurement.get(console, console.options.update_width(10_000), renderable).minimum
-    width = console.width
-    if needed <= width:
-        console.print(renderable)
-        return
-    console.width = needed
-    try:
-        console.print(renderable)
-    finally:
-        console.width = width
-
-
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -219,10 +200,13 @@ def table(
     title: str | None = None,
     empty: str = "nothing to show",
     wide: bool | None = False,
+    to_stderr: bool = False,
 ) -> None:
-    """Render rows as a table on stdout, one line per row (see ``_table``).
+    """Render rows as a table on stdout (stderr with ``to_stderr``), one line per row
+    (see ``_table``).
 
-    ``wide`` None: a table inside a ``show`` (fitted, absolute times, no --wide hint).
+    ``wide`` None: a table inside a ``show`` or a report (fitted, absolute times, no
+    --wide hint).
 
     ``columns`` are ``_table.Col`` objects, keys or (key, header) pairs. On a terminal
     the table fits its width (least important columns give way, long text ends in an
@@ -235,7 +219,7 @@ def table(
     if not rows:
         say(empty)
         return
-    console = stdout_console()
+    console = stderr_console() if to_stderr else stdout_console()
     width = int(console.width) if console.is_terminal else None
     shown = layout(
         rows,
@@ -251,7 +235,8 @@ def table(
         for line in shown.lines:
             console.print(Text(line), no_wrap=True, overflow="crop")
     else:  # piped, or --wide: whole lines (a terminal folds the wide ones)
-        print_text("\n".join((shown.header, *shown.lines)))
+        stream = sys.stderr if to_stderr else sys.stdout
+        stream.write("\n".join((shown.header, *shown.lines)) + "\n")
     if shown.dropped and console.is_terminal and wide is not None:
         from jobsys.cli._table import clip
 
@@ -377,19 +362,19 @@ def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
     The heading is a line of its own, not the table's title: Rich wraps a title to
     the width of this narrow table."""
     console = stderr_console() if to_stderr else stdout_console()
-    from rich.table import Table
+    from jobsys.cli._table import Col
 
     noun = "failure" if report.matched == 1 else "failures"
     heading = f"{report.matched} {noun} matched"
     if report.dry_run:
         heading += "; dry run, nothing was changed"
     console.print(heading, markup=False, highlight=False, soft_wrap=True)
-    tbl = Table(header_style="bold")
-    tbl.add_column("decision")
-    tbl.add_column("failures", justify="right")
-    for reason, count in report.counts.items():
-        tbl.add_row(reason, str(count))
-    print_renderable(console, tbl)
+    table(
+        [{"decision": reason, "failures": count} for reason, count in report.counts.items()],
+        [Col("decision", priority=0), Col("failures", kind="number", priority=0)],
+        wide=None,
+        to_stderr=to_stderr,
+    )
     sample = report.sample()
     if sample:
         title = "sample:" if report.dry_run else "sample of refused:"
@@ -417,8 +402,6 @@ def bulk_report(report: Mapping[str, Any], *, to_stderr: bool = False) -> None:
     """A bulk action (``jobs cancel --all``, ``jobs delete --all``, ``queues purge``):
     what matched, per kind, a sample, and what was done (or, dry run, would be)."""
     console = stderr_console() if to_stderr else stdout_console()
-    from rich.table import Table
-
     from jobsys.cli import _table
 
     def line(text: str) -> None:
@@ -427,13 +410,13 @@ def bulk_report(report: Mapping[str, Any], *, to_stderr: bool = False) -> None:
     verb = bulk_verb(report)
     filters = ", ".join(f"{k}={v}" for k, v in report["filters"].items()) or "none"
     line(f"{report['total']} jobs to {verb} (filters: {filters})")
-    tbl = Table(header_style="bold")
-    tbl.add_column("matched")
-    tbl.add_column("jobs", justify="right")
-    for kind, count in sorted(report["matched"].items()):
-        tbl.add_row(kind, str(count))
     if report["matched"]:
-        print_renderable(console, tbl)
+        table(
+            [{"matched": kind, "jobs": count} for kind, count in sorted(report["matched"].items())],
+            [_table.Col("matched", priority=0), _table.Col("jobs", kind="number", priority=0)],
+            wide=None,
+            to_stderr=to_stderr,
+        )
     running = report["matched"].get("running", 0)
     if running and verb == "cancel" and not report["filters"].get("abort_running"):
         line(f"{running} running jobs are left alone (--abort-running asks them to abort)")
