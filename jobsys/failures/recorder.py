@@ -133,7 +133,9 @@ async def record_failure(
     settings = None
     if lock_timeout_ms is not None:
         settings = _timeouts(lock_timeout_ms, statement_timeout_ms or 10 * lock_timeout_ms)
-    found = await issues_store.record_with_issue(conn, _record_params(row), settings)
+    found = await issues_store.record_with_issue(
+        conn, store.INSERT_FAILURE_TEMPLATE, _record_params(row), settings
+    )
     return found[0] if found else None
 
 

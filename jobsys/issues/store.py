@@ -11,12 +11,12 @@ says so in reads, and the next write makes it so on disk.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
 from jobsys.db.query import execute, fetch_all, fetch_one, one_round_trip
 from jobsys.engine.queries import RESOLVE_HEALED
-from jobsys.failures.store import INSERT_FAILURE_TEMPLATE
 
 STATUS_OPEN_CLAUSE = "(status = 'open' OR (status = 'muted' AND muted_until <= now()))"
 EFFECTIVE_STATUS = "CASE WHEN status = 'muted' AND muted_until <= now() THEN 'open' ELSE status END"
@@ -100,8 +100,15 @@ RETURNING id
 _EXPECTED_ISSUE = f"""COALESCE(
     (SELECT id FROM jobsys_issues WHERE {_OPEN_OUTAGE.format(fingerprint="%(outage)s")}),
     (SELECT id FROM jobsys_issues WHERE fingerprint = %(fingerprint)s))"""
-RECORD_WITH_ISSUE = f"""
-WITH f AS ({INSERT_FAILURE_TEMPLATE.format(issue_id=_EXPECTED_ISSUE)}
+
+
+@functools.cache
+def record_with_issue_query(insert_failure: str) -> str:
+    """The capture path's first statement around ``insert_failure``: the failures
+    domain's INSERT of one failure row (``jobsys.failures.store``), with an
+    ``{issue_id}`` placeholder for the issue it is expected to join."""
+    return f"""
+WITH f AS ({insert_failure.format(issue_id=_EXPECTED_ISSUE)}
 ), outage AS (
     UPDATE jobsys_issues
        SET {_JOIN_OUTAGE_SET.format(failure_id="(SELECT id FROM f)")}
@@ -123,7 +130,7 @@ SELECT set_config('jobsys.recorded_failure', COALESCE((SELECT id FROM f)::text, 
 """
 
 
-# The rest of RECORD_WITH_ISSUE's recording, in the same transaction, with the issue row
+# The rest of record_with_issue_query's recording, in the same transaction, with the issue row
 # already locked: the account entry and its counter, the link if the guess was wrong, the
 # live events (their ids added to payloads made by ``jobsys.live.publish.payload``).
 def _count_account(issue_id: str, source: str) -> str:
@@ -302,15 +309,19 @@ async def upsert_failure_issue(conn: Any, params: dict[str, Any]) -> int:
 
 
 async def record_with_issue(
-    conn: Any, params: dict[str, Any], settings: dict[str, str] | None = None
+    conn: Any,
+    insert_failure: str,
+    params: dict[str, Any],
+    settings: dict[str, str] | None = None,
 ) -> tuple[int, int] | None:
-    """Record a new failure, count it in its issue, add its account, publish its events:
-    ONE round trip, one transaction (``settings``: SET_LOCAL_TIMEOUTS' values, applied
-    first). (failure id, issue id), or None when that attempt was already recorded."""
+    """Record a new failure (``insert_failure``: see :func:`record_with_issue_query`),
+    count it in its issue, add its account, publish its events: ONE round trip, one
+    transaction (``settings``: SET_LOCAL_TIMEOUTS' values, applied first). (failure id,
+    issue id), or None when that attempt was already recorded."""
     async with one_round_trip(conn):
         if settings is not None:
             await conn.execute(SET_LOCAL_TIMEOUTS, settings)
-        cur = await conn.execute(RECORD_WITH_ISSUE, params)
+        cur = await conn.execute(record_with_issue_query(insert_failure), params)
         await conn.execute(FINISH_RECORDED, params)
     row = await cur.fetchone()
     assert row is not None  # one row, always
