@@ -209,7 +209,8 @@ def snapshot_cost(url: str) -> dict[str, Any]:
     from jobsys.config import load
     from jobsys.db.connect import connect
     from jobsys.engine import queries
-    from jobsys.live import metrics, snapshot, store
+    from jobsys.live import snapshot, store
+    from jobsys.metrics import exposition as metrics
 
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:

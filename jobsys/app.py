@@ -67,6 +67,7 @@ def worker_services(config: Config) -> list[WorkerService]:
     from jobsys.failures.reconcile import FailureMaintenance
     from jobsys.lanes.reaper import ReaperService
     from jobsys.live import services as live_services
+    from jobsys.metrics import endpoint as metrics_endpoint
     from jobsys.schedule.scheduler import Scheduler
     from jobsys.settings import from_env
 
@@ -75,6 +76,7 @@ def worker_services(config: Config) -> list[WorkerService]:
     services.append(Scheduler(config))
     services.append(FailureMaintenance(config, from_env().home))
     services.extend(live_services.services(config))
+    services.extend(metrics_endpoint.services(config))
     return services
 
 

@@ -11,6 +11,6 @@ def metrics(ctx: typer.Context) -> None:
     """Print the metrics in Prometheus text format (workers serve the same on metrics.port)."""
     from jobsys.cli import _output
     from jobsys.cli._context import run
-    from jobsys.live.metrics_service import exposition
+    from jobsys.metrics.service import exposition
 
     _output.print_text(run(exposition(settings(ctx))))

@@ -4,8 +4,6 @@
   ``live.max_notifications_per_second`` per topic.
 - :class:`MetricsTicker` publishes ``dashboard_metrics_changed`` every
   ``live.metrics_interval_seconds`` with a few headline numbers.
-- :class:`MetricsEndpoint` serves ``GET /metrics`` (Prometheus text) on
-  ``metrics.host:metrics.port`` when a port is configured.
 
 Each follows the WorkerService shape (``run(app, stop)``); the flusher and the ticker
 are :class:`jobsys.periodic.Periodic` services whose pass returns what it sent, so
@@ -18,7 +16,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +29,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 METRICS_TOPIC = "dashboard_metrics_changed"
-MAX_REQUEST_BYTES = 8192
-REQUEST_TIMEOUT_SECONDS = 5.0
 
 OPEN_ISSUE_COUNT = "SELECT count(*) AS open_issues FROM jobsys_issues WHERE status = 'open'"
 
@@ -147,68 +142,6 @@ class MetricsTicker(Periodic):
         return data
 
 
-@dataclass
-class MetricsEndpoint:
-    config: Config
-    host: str
-    port: int
-    name: str = "metrics_endpoint"
-    bound_port: int | None = field(default=None, init=False)
-
-    async def run(self, app: Any, stop: asyncio.Event) -> None:
-        pool = app.connector.pool
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                await self._serve(pool, reader, writer)
-            except Exception as exc:
-                logger.warning("metrics request failed: %s", exc)
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(handle, self.host, self.port)
-        self.bound_port = server.sockets[0].getsockname()[1]
-        logger.info(
-            "serving metrics on http://%s:%s/metrics",
-            self.host,
-            self.bound_port,
-            extra={"action": "metrics_endpoint_started"},
-        )
-        async with server:
-            await stop.wait()
-
-    async def _serve(
-        self, pool: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        from jobsys.live import metrics
-
-        head = await asyncio.wait_for(
-            reader.readuntil(b"\r\n\r\n"), timeout=REQUEST_TIMEOUT_SECONDS
-        )
-        parts = head[:MAX_REQUEST_BYTES].split(b"\r\n", 1)[0].split()
-        method, path = (parts[0], parts[1].split(b"?")[0]) if len(parts) >= 2 else (b"", b"")
-        if method != b"GET" or path not in (b"/metrics", b"/"):
-            body, status, ctype = b"not found\n", "404 Not Found", "text/plain"
-        else:
-            try:
-                async with pool.connection() as conn:
-                    text = metrics.render(await metrics.collect(conn, self.config))
-                body, status, ctype = text.encode(), "200 OK", metrics.CONTENT_TYPE
-            except Exception as exc:
-                logger.warning("metrics collection failed: %s", exc)
-                body, status, ctype = (
-                    b"database unavailable\n",
-                    "503 Service Unavailable",
-                    "text/plain",
-                )
-        writer.write(
-            f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            + body
-        )
-        await writer.drain()
-
-
 def services(config: Config) -> list[Any]:
     """The live services of a worker process (``jobsys.app.worker_services``)."""
     live = config.queues.live
@@ -216,10 +149,6 @@ def services(config: Config) -> list[Any]:
         EventFlusher(max_per_second=live.max_notifications_per_second),
         MetricsTicker(interval_seconds=live.metrics_interval_seconds),
     ]
-    if config.queues.metrics.port is not None:
-        result.append(
-            MetricsEndpoint(config, config.queues.metrics.host, config.queues.metrics.port)
-        )
     return result
 
 

@@ -223,7 +223,8 @@ def test_worker_metrics_endpoint_serves_the_same(db_url: str, settings) -> None:
 
     from jobsys.app import worker_services
     from jobsys.config.application import load_config
-    from jobsys.live.services import EventFlusher, MetricsEndpoint, MetricsTicker
+    from jobsys.live.services import EventFlusher, MetricsTicker
+    from jobsys.metrics.endpoint import MetricsEndpoint
 
     config = load_config(settings)
     kinds = [type(s) for s in worker_services(config)]

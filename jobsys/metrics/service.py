@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 async def exposition(settings: Settings) -> str:
     from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
-    from jobsys.live import metrics
+    from jobsys.metrics import exposition as metrics
 
     config = load_config(settings, with_tasks=False)
     async with connect(resolve(settings, config).url) as conn:
