@@ -68,6 +68,18 @@ def max_size() -> int:
     return size
 
 
+#: The most calls one combined statement carries.
+COMBINE_MAX_CALLS = 500
+
+
+@dataclass
+class _Combiner:
+    """Calls waiting to share one statement (see :func:`run_combined`)."""
+
+    pending: list[tuple[Any, asyncio.Future[Any]]] = field(default_factory=list)
+    writers: int = 0
+
+
 @dataclass
 class _Shared:
     """The pools of this process and the loop they live on."""
@@ -77,6 +89,7 @@ class _Shared:
     thread: threading.Thread
     pools: dict[str, Any] = field(default_factory=dict)
     opening: dict[str, asyncio.Lock] = field(default_factory=dict)
+    combiners: dict[tuple[str, Any], _Combiner] = field(default_factory=dict)
 
 
 _lock = threading.Lock()
@@ -158,6 +171,93 @@ async def _with_connection(shared: _Shared, url: str, work: Callable[[Any], Awai
                 raise
     except PoolTimeout as exc:
         raise translate(exc, url) from None
+
+
+async def run_combined(
+    url: str,
+    item: Any,
+    work: Callable[[Any, list[Any]], Awaitable[list[Any]]],
+) -> Any:
+    """``work(connection, items)`` for ``item`` together with the other items submitted
+    to the same ``work`` at the same moment: one statement (one round trip, one commit)
+    for calls that arrive while the others are being written, from any loop or thread.
+    A call alone is written at once (no delay is added). ``work`` returns one result
+    per item; if it raises for a batch of several, each item is written on its own, so
+    one call's error (a queueing-lock conflict) is that call's alone."""
+    shared = _start()
+    if on_pool_loop():
+        return await _combine(shared, url, item, work)
+    return await asyncio.wrap_future(_submit(_combine(shared, url, item, work)))
+
+
+async def _combine(
+    shared: _Shared, url: str, item: Any, work: Callable[[Any, list[Any]], Awaitable[list[Any]]]
+) -> Any:
+    combiner = shared.combiners.setdefault((url, work), _Combiner())
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    combiner.pending.append((item, future))
+    if combiner.writers < max(max_size(), MIN_SIZE):
+        # One writer per connection the pool may open: the calls that arrive while
+        # every writer is busy go out together with the next statement.
+        combiner.writers += 1
+        asyncio.get_running_loop().create_task(_write_combined(shared, url, combiner, work))
+    return await future
+
+
+async def _write_combined(
+    shared: _Shared,
+    url: str,
+    combiner: _Combiner,
+    work: Callable[[Any, list[Any]], Awaitable[list[Any]]],
+) -> None:
+    try:
+        while combiner.pending:
+            batch = combiner.pending[:COMBINE_MAX_CALLS]
+            del combiner.pending[:COMBINE_MAX_CALLS]
+            try:
+                results = await _with_connection(shared, url, _bound(work, [i for i, _ in batch]))
+            except BaseException as exc:
+                if len(batch) == 1 or not isinstance(exc, Exception):
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for one in batch:  # one call's error must not fail the others
+                    await _write_one(shared, url, one, work)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+    finally:
+        combiner.writers -= 1
+
+
+def _bound(
+    work: Callable[[Any, list[Any]], Awaitable[list[Any]]], items: list[Any]
+) -> Callable[[Any], Awaitable[list[Any]]]:
+    """``work`` for these ``items``: a function of the connection only."""
+
+    def on(conn: Any) -> Awaitable[list[Any]]:
+        return work(conn, items)
+
+    return on
+
+
+async def _write_one(
+    shared: _Shared,
+    url: str,
+    one: tuple[Any, asyncio.Future[Any]],
+    work: Callable[[Any, list[Any]], Awaitable[list[Any]]],
+) -> None:
+    item, future = one
+    try:
+        (result,) = await _with_connection(shared, url, _bound(work, [item]))
+    except Exception as exc:
+        if not future.done():
+            future.set_exception(exc)
+    else:
+        if not future.done():
+            future.set_result(result)
 
 
 def _submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:

@@ -6,8 +6,9 @@ itself (live events are a domain above it). Every source runs on the caller's
 connection, inside the caller's transaction, so a job commits or rolls back with the
 row that accounts for it (a tick, a run's cursor, a pipeline step, a retry decision).
 
-- :class:`NewJobs`: Procrastinate's own ``defer_jobs`` (``batch_defer_jobs_async``),
-  one statement for any number of jobs; a queueing-lock conflict raises
+- :class:`NewJobs`: Procrastinate's own ``procrastinate_defer_jobs_v1``
+  (``queries.DEFER_JOBS``), one statement for any number of jobs, which may also send
+  the announcement (:class:`Announce`); a queueing-lock conflict raises
   ``procrastinate.exceptions.AlreadyEnqueued`` and inserts nothing.
 - :class:`FanoutBatch`: ``queries.FANOUT_BATCH``, the next ids of a source table
   deferred one job each without leaving the server.
@@ -24,6 +25,9 @@ from datetime import datetime
 from typing import Any
 
 from jobsys.engine import manager, queries
+
+#: Procrastinate's unique index of one waiting job per queueing lock.
+QUEUEING_LOCK_INDEX = "procrastinate_jobs_queueing_lock_idx_v1"
 
 
 @dataclass(frozen=True)
@@ -102,21 +106,36 @@ class Inserted:
     #: New jobs with a unique key: per job given, (id, duplicate); a duplicate's id is
     #: the existing job's, and nothing was inserted for it.
     outcome: list[tuple[int, bool]] = field(default_factory=list)
+    #: The insert statement sent the announcement itself (see :class:`Announce`).
+    announced: bool = False
 
 
-async def insert(conn: Any, source: Source) -> Inserted:
-    """Run ``source`` on ``conn``. Only ``jobsys.jobs.enqueue`` calls this."""
+@dataclass(frozen=True)
+class Announce:
+    """A NOTIFY on ``channel`` sent by the insert statement of new jobs itself (no round
+    trip of its own), delivered when the insert commits: the JSON object
+    ``{"topic": topic, "deferred": <jobs inserted>, "ids": <the first ten ids>}``
+    (at most about 250 bytes)."""
+
+    channel: str
+    topic: str
+
+
+async def insert(conn: Any, source: Source, announce: Announce | None = None) -> Inserted:
+    """Run ``source`` on ``conn``. Only ``jobsys.jobs.enqueue`` calls this. New jobs
+    are announced by their insert statement itself when ``announce`` is given
+    (``Inserted.announced``); the caller announces anything else."""
     if isinstance(source, NewJobs):
-        return await _new_jobs(conn, source)
+        return await _new_jobs(conn, source, announce)
     if isinstance(source, FanoutBatch):
         return await _fanout_batch(conn, source)
     return await _retry(conn, source)
 
 
-async def _new_jobs(conn: Any, source: NewJobs) -> Inserted:
+async def _new_jobs(conn: Any, source: NewJobs, announce: Announce | None) -> Inserted:
     if any(j.unique for j in source.jobs):
         return await _unique_jobs(conn, source)
-    return await _defer(conn, source.jobs)
+    return await _defer(conn, source.jobs, announce)
 
 
 async def _unique_jobs(conn: Any, source: NewJobs) -> Inserted:
@@ -174,27 +193,53 @@ async def _unique_jobs(conn: Any, source: NewJobs) -> Inserted:
     return Inserted("deferred", done.count, done.ids, done.first_id, done.last_id, outcome=outcome)
 
 
-async def _defer(conn: Any, new_jobs: Sequence[NewJob]) -> Inserted:
-    from procrastinate import jobs
+async def _defer(
+    conn: Any, new_jobs: Sequence[NewJob], announce: Announce | None = None
+) -> Inserted:
+    """Procrastinate's ``procrastinate_defer_jobs_v1`` for every job in one statement
+    (``queries.DEFER_JOBS``: the jobs sent as one array per column, not as one composite
+    value per job, which the driver would build in Python), with ``announce``'s NOTIFY
+    in the same statement: one round trip, and on an autocommit connection one commit."""
+    import json
+
+    import psycopg
+    from procrastinate import exceptions
+    from psycopg.rows import tuple_row
 
     if not new_jobs:
         return Inserted("deferred", 0)
-    to_defer = [
-        jobs.Job(
-            id=None,
-            queue=j.queue,
-            task_name=j.task,
-            priority=j.priority,
-            lock=j.lock,
-            queueing_lock=j.queueing_lock,
-            task_kwargs=j.args,
-            scheduled_at=j.scheduled_at,
-        )
-        for j in new_jobs
-    ]
-    done = await manager.offline_job_manager().batch_defer_jobs_async(to_defer, connection=conn)
-    ids = [int(job.id) for job in done if job.id is not None]
-    return Inserted("deferred", len(ids), ids, min(ids, default=None), max(ids, default=None))
+    params = {
+        "queues": [j.queue for j in new_jobs],
+        "tasks": [j.task for j in new_jobs],
+        "priorities": [j.priority for j in new_jobs],
+        "locks": [j.lock for j in new_jobs],
+        "queueing_locks": [j.queueing_lock for j in new_jobs],
+        "args": [json.dumps(j.args, separators=(",", ":")) for j in new_jobs],
+        "scheduled": [j.scheduled_at for j in new_jobs],
+        "channel": announce.channel if announce else None,
+        "topic": announce.topic if announce else None,
+    }
+    try:
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(queries.DEFER_JOBS, params)
+            row = await cur.fetchone()
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == QUEUEING_LOCK_INDEX:
+            raise exceptions.AlreadyEnqueued(
+                "Job cannot be enqueued: there is already a job in the queue with the "
+                f"queueing lock {new_jobs[0].queueing_lock}"
+            ) from exc
+        raise
+    assert row is not None
+    ids = [int(i) for i in row[0]]
+    return Inserted(
+        "deferred",
+        len(ids),
+        ids,
+        min(ids, default=None),
+        max(ids, default=None),
+        announced=announce is not None,
+    )
 
 
 def fanout_batch_query(source: FanoutBatch, query: str = queries.FANOUT_BATCH) -> Any:

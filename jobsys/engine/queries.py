@@ -276,6 +276,31 @@ WITH sibling AS (
 SELECT id FROM sibling
 """
 
+#: New jobs through Procrastinate's ``procrastinate_defer_jobs_v1`` (its triggers and
+#: NOTIFYs to workers unchanged), one array per column (``unnest`` rebuilds the
+#: composite values in the database; the ids come back in the order given), and when
+#: ``channel`` is set the announcement of the insert in the same statement
+#: (jobsys.engine.inserts.Announce): one round trip however many jobs.
+DEFER_JOBS = """
+SELECT ids,
+       CASE WHEN %(channel)s::text IS NOT NULL THEN pg_notify(
+           %(channel)s::text,
+           jsonb_build_object(
+               'topic', %(topic)s::text, 'deferred', cardinality(ids), 'ids', ids[1:10]
+           )::text
+       ) END AS announced
+  FROM procrastinate_defer_jobs_v1(ARRAY(
+         SELECT ROW(j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock,
+                    j.args::jsonb, j.scheduled_at)::procrastinate_job_to_defer_v1
+           FROM unnest(%(queues)s::text[], %(tasks)s::text[], %(priorities)s::int[],
+                       %(locks)s::text[], %(queueing_locks)s::text[], %(args)s::text[],
+                       %(scheduled)s::timestamptz[])
+                WITH ORDINALITY AS j(queue_name, task_name, priority, lock, queueing_lock,
+                                     args, scheduled_at, n)
+          ORDER BY j.n
+       )) AS ids
+"""
+
 #: The outcomes of several jobs in one statement (one commit): Procrastinate's own
 #: ``procrastinate_finish_job_v1`` once per job, in the arrays' order (the caller
 #: sorts by id: one row-lock order for every writer), so its rules and triggers are

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -99,10 +100,19 @@ def resolve_task(task: TaskRef) -> task_registry.TaskSpec:
     return spec
 
 
-def _check_fits(spec: task_registry.TaskSpec, args: dict[str, Any], path: str) -> None:
+@functools.lru_cache(maxsize=1024)
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+    """A task function's signature, read once (it costs about as much as the insert's
+    own Python work)."""
     try:
-        signature = inspect.signature(spec.func)
+        return inspect.signature(func)
     except (TypeError, ValueError):
+        return None
+
+
+def _check_fits(spec: task_registry.TaskSpec, args: dict[str, Any], path: str) -> None:
+    signature = _signature(spec.func)
+    if signature is None:
         return
     leading = [None] if spec.pass_context else []
     try:
@@ -242,9 +252,24 @@ async def _insert(env: _Environment, given: Any, planned: list[Planned]) -> list
     if given is None and env.app is None:
         from jobsys.db import producers
 
-        return await producers.run(_producer_url(env), lambda conn: insert(conn, planned))
+        url = _producer_url(env)
+        if any(p.unique for p in planned):
+            return await producers.run(url, lambda conn: insert(conn, planned))
+        # Calls made at the same moment (concurrent requests) share one statement.
+        ids: list[int] = await producers.run_combined(url, planned, _insert_combined)
+        return ids
     async with _connection(env, given) as conn:
         return await insert(conn, planned)
+
+
+async def _insert_combined(connection: Any, items: list[list[Planned]]) -> list[list[int]]:
+    """The jobs of several ``defer`` calls in one statement; each call's ids."""
+    ids = await insert(connection, [job for planned in items for job in planned])
+    out, start = [], 0
+    for planned in items:
+        out.append(ids[start : start + len(planned)])
+        start += len(planned)
+    return out
 
 
 def _producer_url(env: _Environment) -> str:

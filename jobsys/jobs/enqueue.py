@@ -27,10 +27,14 @@ __all__ = ["FanoutBatch", "Inserted", "NewJob", "NewJobs", "Retry", "UniqueKey",
 async def enqueue(conn: Any, source: Source) -> Inserted:
     """Insert (or retry) the jobs of ``source`` on ``conn``; announce them when any."""
     from jobsys.engine import inserts
-    from jobsys.live.publish import announce_jobs_changed
+    from jobsys.live.publish import announce_jobs_changed, jobs_changed_channel
 
-    done = await inserts.insert(conn, source)
-    if done.count:
+    # New jobs outside a worker: the insert statement sends the NOTIFY itself (one round
+    # trip); inside a worker announcements are coalesced instead.
+    channel = jobs_changed_channel()
+    announce = inserts.Announce(channel, "jobs_changed") if channel else None
+    done = await inserts.insert(conn, source, announce)
+    if done.count and not done.announced:
         if done.kind == "retried":
             data: dict[str, Any] = {"retried": done.count}
         else:

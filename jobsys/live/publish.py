@@ -98,6 +98,15 @@ async def publish_safely(conn: Any, topic: str, data: dict[str, Any] | None = No
         return False
 
 
+def jobs_changed_channel() -> str | None:
+    """The channel an insert statement may NOTIFY ``jobs_changed`` on by itself (its
+    payload ``{"topic": "jobs_changed", "deferred": n, "ids": [first ten]}``); None
+    inside a worker, where :func:`announce_jobs_changed` coalesces instead."""
+    from jobsys.live import coalesce
+
+    return None if coalesce.flusher_running() else CHANNEL
+
+
 async def announce_jobs_changed(connection: Any, data: dict[str, Any]) -> None:
     """``jobs_changed`` for the dashboard after jobs were inserted or retried on
     ``connection`` (``jobsys.jobs.enqueue`` is the one caller): coalesced inside a

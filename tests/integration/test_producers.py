@@ -5,9 +5,11 @@ threads and event loops, and never the parent's connections in a forked child.""
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import threading
 
+import psycopg
 import pytest
 from rt_support import query
 from test_defer import api_env  # noqa: F401  (fixture: the API on the test topology)
@@ -67,6 +69,36 @@ async def test_fifty_concurrent_producers_open_at_most_the_pool_size(
     assert count_jobs(db_url) == 50
     assert 1 <= peak <= 4
     assert backends(db_url) <= 4
+
+
+async def test_concurrent_defers_share_statements_and_a_conflict_fails_alone(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+) -> None:
+    """Defers made at the same moment go out together (fewer commits than calls), each
+    call gets its own job's id, and a queueing-lock conflict fails only its own call."""
+    import jobsys
+    from jobsys.errors import AlreadyQueuedError
+
+    await jobsys.defer("rt.sleep", {"tag": "warm"})  # the pool is open
+    listener = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    await listener.execute("LISTEN jobsys_events")
+    ids = await asyncio.gather(*(jobsys.defer("rt.sleep", {"tag": f"c{n}"}) for n in range(40)))
+    # One statement, one announcement: fewer of them than calls, every job counted.
+    announced = []
+    async for note in listener.notifies(timeout=2.0):
+        announced.append(json.loads(note.payload)["deferred"])
+    await listener.close()
+    assert sum(announced) == 40 and len(announced) < 40, announced
+    tags = dict(query(db_url, "SELECT id, args->>'tag' FROM procrastinate_jobs"))
+    assert [tags[i] for i in ids] == [f"c{n}" for n in range(40)]  # each call's own id
+
+    calls = [jobsys.defer("rt.sleep", {"tag": f"d{n}"}) for n in range(5)]
+    calls += [jobsys.defer("rt.sleep", {"tag": t}, queueing_lock="L") for t in ("a", "b")]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert [type(r) for r in results].count(AlreadyQueuedError) == 1, results
+    assert len({r for r in results if isinstance(r, int)}) == 6
+    assert count_jobs(db_url) == 1 + 40 + 6
 
 
 def test_sync_defers_from_many_threads_share_the_pool(
