@@ -6,8 +6,12 @@ queries live as named SQL in each domain's ``store`` module.
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+from datetime import datetime
+from typing import Annotated
+
+from sqlalchemy import MetaData, text
+from sqlalchemy.dialects.postgresql import TIMESTAMP
+from sqlalchemy.orm import DeclarativeBase, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -20,3 +24,9 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    #: Every ``Mapped[datetime]`` column is a ``timestamptz``.
+    type_annotation_map = {datetime: TIMESTAMP(timezone=True)}
+
+
+#: A ``timestamptz`` column that defaults to the inserting transaction's ``now()``.
+NowTimestamp = Annotated[datetime, mapped_column(server_default=text("now()"))]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, UniqueConstraint, text
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base
+from jobsys.db.base import Base, NowTimestamp
 
 KINDS = ("authentication", "transient", "runtime")
 REASONS = ("exception", "timeout", "worker_lost", "task_not_found", "aborted")
@@ -47,9 +46,7 @@ class Failure(Base):
         BigInteger, ForeignKey("jobsys_pipeline_steps.id", ondelete="SET NULL")
     )
     retry_state: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    occurred_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
+    occurred_at: Mapped[NowTimestamp]
 
     __table_args__ = (
         CheckConstraint(f"kind IN {KINDS!r}", name="kind"),

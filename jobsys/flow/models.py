@@ -11,10 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
-from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base
+from jobsys.db.base import Base, NowTimestamp
 
 PAUSE_ACTIONS = ("pause", "resume")
 
@@ -23,13 +22,11 @@ class QueuePause(Base):
     __tablename__ = "jobsys_queue_pauses"
 
     queue: Mapped[str] = mapped_column(Text, primary_key=True)
-    paused_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
+    paused_at: Mapped[NowTimestamp]
     paused_by: Mapped[str] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     #: The pause ends by itself at this time (``--for``); NULL: until resumed.
-    until: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    until: Mapped[datetime | None]
     #: What the operator named: the queue, its lane, or ``--all``.
     target: Mapped[str] = mapped_column(Text)
 
@@ -44,13 +41,11 @@ class QueuePauseEvent(Base):
     action: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
-    until: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    until: Mapped[datetime | None]
     target: Mapped[str] = mapped_column(Text)
     #: Whether a pause was in effect on the queue just before this action.
     was_paused: Mapped[bool]
-    created_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
+    created_at: Mapped[NowTimestamp]
 
     __table_args__ = (
         CheckConstraint(f"action IN {PAUSE_ACTIONS!r}", name="action"),
@@ -69,9 +64,7 @@ class FlowStart(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     bucket: Mapped[str] = mapped_column(Text)
     job_id: Mapped[int] = mapped_column(BigInteger)
-    started_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("clock_timestamp()")
-    )
+    started_at: Mapped[datetime] = mapped_column(server_default=text("clock_timestamp()"))
 
     __table_args__ = (
         Index("ix_jobsys_flow_starts_bucket", "bucket", "started_at"),

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, text
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base
+from jobsys.db.base import Base, NowTimestamp
 
 ISSUE_KINDS = ("job_failure", "queue_health", "service_outage", "schedule_entry")
 ISSUE_STATUSES = ("open", "resolved", "muted")
@@ -23,18 +23,14 @@ class Issue(Base):
     kind: Mapped[str] = mapped_column(Text)
     title: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, server_default="open")
-    muted_until: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
-    first_seen: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
-    last_seen: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
+    muted_until: Mapped[datetime | None]
+    first_seen: Mapped[NowTimestamp]
+    last_seen: Mapped[NowTimestamp]
     occurrences: Mapped[int] = mapped_column(BigInteger, server_default="0")
     affected_accounts: Mapped[int] = mapped_column(server_default="0")
     latest_failure_id: Mapped[int | None] = mapped_column(BigInteger)
     regression: Mapped[bool] = mapped_column(server_default=text("false"))
-    resolved_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    resolved_at: Mapped[datetime | None]
     resolved_by: Mapped[str | None] = mapped_column(Text)
     task: Mapped[str | None] = mapped_column(Text)
     error_class: Mapped[str | None] = mapped_column(Text)

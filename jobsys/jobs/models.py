@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base
+from jobsys.db.base import Base, NowTimestamp
 
 BULK_ACTIONS = ("jobs_cancel", "jobs_delete", "queues_purge")
 BULK_STATUSES = ("running", "finished")
@@ -30,13 +30,9 @@ class BulkAction(Base):
     #: What was done so far, per outcome (cancelled, abort_requested, deleted).
     counts: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     status: Mapped[str] = mapped_column(Text, server_default="running")
-    started_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
-    finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    started_at: Mapped[NowTimestamp]
+    updated_at: Mapped[NowTimestamp]
+    finished_at: Mapped[datetime | None]
 
     __table_args__ = (
         CheckConstraint(f"action IN {BULK_ACTIONS!r}", name="action"),
@@ -54,8 +50,6 @@ class UniqueJob(Base):
 
     job_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     key: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
+    created_at: Mapped[NowTimestamp]
 
     __table_args__ = (Index("ix_jobsys_unique_jobs_key", "key", text("job_id DESC")),)

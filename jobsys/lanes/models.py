@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base
+from jobsys.db.base import Base, NowTimestamp
 
 PROCESS_STATUSES = ("running", "draining", "stopped", "dead", "fenced")
 
@@ -31,13 +31,9 @@ class WorkerProcess(Base):
     #: and each host's configuration can make them differ from queues.yaml's).
     concurrency: Mapped[dict[str, int]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     status: Mapped[str] = mapped_column(Text, server_default="running")
-    started_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
-    last_heartbeat: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
-    stopped_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    started_at: Mapped[NowTimestamp]
+    last_heartbeat: Mapped[NowTimestamp]
+    stopped_at: Mapped[datetime | None]
 
     __table_args__ = (
         CheckConstraint(f"status IN {PROCESS_STATUSES!r}", name="status"),

@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Text, text
-from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base
+from jobsys.db.base import Base, NowTimestamp
 
 
 class RetryEvent(Base):
@@ -26,9 +25,7 @@ class RetryEvent(Base):
     new_job_id: Mapped[int | None] = mapped_column(BigInteger)
     actor: Mapped[str] = mapped_column(Text)
     batch_id: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
+    created_at: Mapped[NowTimestamp]
 
     __table_args__ = (Index("ix_jobsys_retry_events_failure", "failure_id", "created_at"),)
 
@@ -44,7 +41,7 @@ class OutageReplay(Base):
         BigInteger, ForeignKey("jobsys_issues.id", ondelete="CASCADE"), primary_key=True
     )
     #: When the replay last went through every failure of the issue (None: not yet).
-    replayed_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    replayed_at: Mapped[datetime | None]
     #: The last failure id an unfinished replay took (None: none in progress).
     cursor: Mapped[int | None] = mapped_column(BigInteger)
     #: Jobs retried by this issue's replays, in all.

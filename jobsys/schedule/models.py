@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base
+from jobsys.db.base import Base, NowTimestamp
 
 #: ``skipped``: a fan-out tick that found the entry's previous run still going (overlap: skip).
 TICK_STATUSES = ("enqueued", "missed", "manual", "skipped")
@@ -22,25 +22,21 @@ class ScheduleEntryState(Base):
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     paused: Mapped[bool] = mapped_column(server_default=text("false"))
-    paused_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    paused_at: Mapped[datetime | None]
     paused_by: Mapped[str | None] = mapped_column(Text)
     #: The latest tick enqueued or recorded missed; ticks at or before it never run again.
-    high_water: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
+    high_water: Mapped[datetime | None]
+    updated_at: Mapped[NowTimestamp]
 
 
 class ScheduleTick(Base):
     __tablename__ = "jobsys_schedule_ticks"
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
-    tick_at: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True), primary_key=True)
+    tick_at: Mapped[datetime] = mapped_column(primary_key=True)
     status: Mapped[str] = mapped_column(Text)
     job_id: Mapped[int | None] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
+    created_at: Mapped[NowTimestamp]
 
     __table_args__ = (CheckConstraint(f"status IN {TICK_STATUSES!r}", name="status"),)
 
@@ -50,7 +46,7 @@ class FanoutRun(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     entry: Mapped[str] = mapped_column(Text)
-    tick_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    tick_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(Text, server_default="running")
     source: Mapped[str] = mapped_column(Text)
     #: Everything a batch needs (table, id_column, where, item_arg, args, priority), so a
@@ -66,13 +62,9 @@ class FanoutRun(Base):
     #: still going (overlap: skip) while one of them is waiting or running.
     first_item_job_id: Mapped[int | None] = mapped_column(BigInteger)
     last_item_job_id: Mapped[int | None] = mapped_column(BigInteger)
-    started_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        TIMESTAMP(timezone=True), server_default=text("now()")
-    )
-    finished_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    started_at: Mapped[NowTimestamp]
+    updated_at: Mapped[NowTimestamp]
+    finished_at: Mapped[datetime | None]
 
     __table_args__ = (
         CheckConstraint(f"status IN {FANOUT_STATUSES!r}", name="status"),
