@@ -90,8 +90,11 @@ def connected(event: str, data: dict) -> bool:
 
 @pytest.mark.usefixtures("spool_home")
 def test_many_browsers_share_one_listen_and_see_a_cli_deferral(
-    server: str, db_url: str, settings: Settings, cli
+    server: str, db_url: str, settings: Settings, cli, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    caplog.set_level(logging.DEBUG)
     streams = open_streams(server, BROWSERS)
     for stream in streams:
         stream.wait_for(connected)
@@ -114,6 +117,9 @@ def test_many_browsers_share_one_listen_and_see_a_cli_deferral(
         stream.wait_for(lambda e, d: e == "job_failures_changed")
         assert ws.CANARY not in "\n".join(stream.raw)
         stream.stop.set()
+    # The log of everything above: the console serving the streams, the worker that
+    # ran (and failed) the canary's jobs, the subscriber.
+    assert caplog.records and ws.CANARY not in caplog.text
 
 
 def test_a_dropped_database_connection_is_reported_then_recovered(server: str, db_url: str) -> None:

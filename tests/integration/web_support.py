@@ -83,6 +83,7 @@ def pages(seeded: Seeded) -> list[str]:
         "/admin/background_jobs",
         "/admin/background_jobs/failures",
         "/admin/background_jobs/failures?kind=authentication",
+        "/admin/background_jobs/failures?group_by=queue",
         f"/admin/background_jobs/failures/{f['canary']}",
         f"/admin/background_jobs/failures/{f['auth']}",
         "/admin/jobs",
