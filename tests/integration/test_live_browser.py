@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import wait_until_async
 
 from jobsys.lanes.execution import build_engine_app
 
@@ -237,8 +238,7 @@ def test_worker_metrics_endpoint_serves_the_same(db_url: str, settings) -> None:
             endpoint = MetricsEndpoint(config, "127.0.0.1", 0)  # 0: any free port
             stop = asyncio.Event()
             serving = asyncio.create_task(endpoint.run(app, stop))
-            while endpoint.bound_port is None:
-                await asyncio.sleep(0.01)
+            await wait_until_async(lambda: endpoint.bound_port, 10, "the endpoint to listen")
             base = f"http://127.0.0.1:{endpoint.bound_port}"
 
             def get(path: str) -> tuple[int, str]:

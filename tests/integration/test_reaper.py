@@ -398,11 +398,13 @@ async def test_reaper_service_reaps_and_stops_promptly(db_url: str, conn: Any) -
     stop = asyncio.Event()
     async with app.open_async():
         running = asyncio.create_task(service.run(app, stop))
-        deadline = asyncio.get_running_loop().time() + 10
-        while (await job_states(conn, [job]))[job][0] == "doing":
-            assert asyncio.get_running_loop().time() < deadline, "service never reaped"
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)  # a few more (quiet) passes
+
+        async def reaped() -> bool:
+            return (await job_states(conn, [job]))[job][0] != "doing"
+
+        await wait_until_async(reaped, 10, "the service to reap the job")
+        passes = service.passes
+        await wait_until_async(lambda: service.passes >= passes + 1, 5, "a further (quiet) pass")
         stop.set()
         await asyncio.wait_for(running, timeout=2)
     assert service.passes >= 2
