@@ -28,11 +28,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install jobsys with its dev tools
 	@echo "jobsys installed in $(VENV)"
 
-run: $(STAMP) ## Start the database, migrate, run the demo and its web console on :8080 (Ctrl-C)
+run: $(STAMP) ## The demo: database, migrations, workers, web :8080 (Ctrl-C)
 	$(JOBSYS) db upgrade
 	$(JOBSYS) demo run --web $(WEB_HOST):$(WEB_PORT)
 
-web: $(STAMP) ## Serve the web console on http://127.0.0.1:8080/admin/background_jobs
+web: $(STAMP) ## Web console on 127.0.0.1:8080 (/admin/background_jobs)
 	$(JOBSYS) db upgrade
 	$(JOBSYS) web --host $(WEB_HOST) --port $(WEB_PORT)
 
@@ -40,7 +40,7 @@ worker: $(STAMP) ## Run a worker on every configured lane
 	$(JOBSYS) db upgrade
 	$(JOBSYS) worker
 
-db-upgrade: $(STAMP) ## Apply the database migrations (starts the embedded server if needed)
+db-upgrade: $(STAMP) ## Apply the migrations (starts the embedded server if needed)
 	$(JOBSYS) db upgrade
 
 lint: $(STAMP) ## ruff lint and format check, import contracts (lint-imports)
@@ -55,7 +55,7 @@ fmt: $(STAMP) ## Format and auto-fix with ruff
 typecheck: $(STAMP) ## mypy over the jobsys package
 	$(BIN)/mypy
 
-test: lint typecheck ## Lint, type-check and run the whole test suite against a real PostgreSQL
+test: lint typecheck ## Lint, type-check, the whole test suite (real PostgreSQL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## Only the tests, no lint or type check
@@ -78,17 +78,17 @@ CHAOS_SUITE ?= \
 	tests/integration/test_failures_redaction.py \
 	tests/integration/test_live_subscriber.py
 
-chaos: $(STAMP) ## Fault harness, fast tier: real workers, a throwaway server, a TCP proxy (prints figures)
+chaos: $(STAMP) ## Fault harness, fast: real workers, own server, a TCP proxy
 	$(BIN)/python -m pytest -s -m "not soak" tests/chaos $(CHAOS_SUITE) $(PYTEST_ARGS)
 
-chaos-soak: $(STAMP) ## Fault harness, slow tier: a long-transaction bloat soak (CHAOS_SOAK_SECONDS, default 120)
+chaos-soak: $(STAMP) ## Fault harness, slow: bloat soak (CHAOS_SOAK_SECONDS=120)
 	$(BIN)/python -m pytest -s -m soak --timeout 1800 tests/chaos $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## Benchmarks side by side with plain Procrastinate and PgQueuer; writes bench/results/*.json
+bench: $(BENCH_STAMP) ## Benchmarks beside Procrastinate, PgQueuer: bench/results/
 	$(BIN)/python -m bench
 
 clean: ## Stop the embedded server and remove .venv and .jobsys

@@ -102,3 +102,46 @@ def test_the_embedded_server_stays_stopped_after_db_stop(cli: Any) -> None:
     finally:
         cli("db", "stop", env=env)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_ctrl_c_in_the_demo_says_the_embedded_postgres_still_runs(
+    throwaway_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    """`make run`, then Ctrl-C: the workers stop, the embedded server does not, and the
+    terminal says so (with the command that stops it)."""
+    import os
+    import socket
+
+    from jobsys.db import embedded
+
+    home, _url = throwaway_server
+    config = tmp_path / "config"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "config", config)
+    with socket.socket() as probe:  # the simulated AI service on a free port, not 8765
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    queues = config / "queues.yaml"
+    queues.write_text(queues.read_text().replace("127.0.0.1:8765", f"127.0.0.1:{port}"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")}
+    env.update(JOBSYS_HOME=str(home), JOBSYS_CONFIG_DIR=str(config), TERM="dumb")
+    import subprocess
+
+    jobsys = [sys.executable, "-m", "jobsys"]
+    subprocess.run([*jobsys, "db", "upgrade"], env=env, check=True, capture_output=True)
+    child = pexpect.spawn(jobsys[0], [*jobsys[1:], "demo", "run", "--accounts", "20"], env=env,
+                          timeout=90)  # fmt: skip
+    try:
+        child.expect("Ctrl-C to stop")
+        child.expect(r"\[worker_ready\]")  # the lanes run: Ctrl-C stops them cleanly
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    said = " ".join(ANSI.sub("", child.before.decode()).split())
+    note = re.compile(
+        r"note: the embedded PostgreSQL server is still running \(the data stays\); "
+        r"`\S*jobsys db stop` stops it"  # the command as this shell reaches it
+    )
+    assert note.search(said), said
+    assert child.exitstatus == 0, said
+    assert embedded.status(home).running

@@ -147,6 +147,21 @@ def test_the_makefile_has_documented_targets() -> None:
     assert {"help", "run", "test", "bench"} <= set(make_targets())
 
 
+def test_make_help_fits_80_columns() -> None:
+    """`make help` as an 80-column terminal shows it: one line per target, none wrapped."""
+    import shutil
+    import subprocess
+
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    shown = subprocess.run(
+        [make, "--no-print-directory", "help"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert len(shown) == len(make_targets())  # one line per documented target
+    assert [line for line in shown if len(line) > 80] == []
+
+
 @pytest.mark.parametrize("target", make_targets())
 def test_every_make_target_is_in_the_readme(target: str) -> None:
     assert re.search(r"`make " + re.escape(target) + r"(?![\w-])", README), (
