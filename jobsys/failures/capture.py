@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys import tasks as task_registry
 from jobsys.failures import classify
+from jobsys.failures import fingerprint as fp
 from jobsys.failures.recorder import record_failure
 from jobsys.failures.redaction import Redactor
 from jobsys.failures.spool import Spool
 from jobsys.failures.store import FailureRow
-from jobsys.issues import fingerprint as fp
 
 if TYPE_CHECKING:
     from jobsys.config import Config

@@ -4,7 +4,7 @@ in one transaction. Used by capture, the spool replay, reconciliation and (throu
 
 Lock order, always: the failure row, then one issue row, then its account entry. No
 transaction ever holds two issue rows, so concurrent recorders cannot deadlock. A new
-failure is recorded in one round trip (``issues.store.record_with_issue``: two
+failure is recorded in one round trip (``issue_store.record_with_issue``: two
 statements sent together), so a hot issue's row is held for the length of that
 round trip only, and a failing job does not wait for more than one.
 """
@@ -15,9 +15,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from jobsys.failures import store
-from jobsys.issues import fingerprint as fp
-from jobsys.issues import store as issues_store
+from jobsys.failures import fingerprint as fp
+from jobsys.failures import issue_store, store
 from jobsys.live import publish as live
 
 if TYPE_CHECKING:
@@ -59,11 +58,11 @@ async def _count_in_issue(conn: Any, failure_id: int, row: store.FailureRow) -> 
     assert row.occurred_at is not None
     issue_id = None
     if row.kind == "transient" and row.service:
-        issue_id = await issues_store.join_outage(
+        issue_id = await issue_store.join_outage(
             conn, fp.service_outage(row.service), failure_id, row.occurred_at
         )
     if issue_id is None:
-        issue_id = await issues_store.upsert_failure_issue(
+        issue_id = await issue_store.upsert_failure_issue(
             conn, {**_issue_params(row), "failure_id": failure_id}
         )
     return issue_id
@@ -71,7 +70,7 @@ async def _count_in_issue(conn: Any, failure_id: int, row: store.FailureRow) -> 
 
 async def _finish(conn: Any, failure_id: int, issue_id: int, row: store.FailureRow) -> None:
     """One statement: the affected account, the failure's link, the live events."""
-    await issues_store.finish_failure(
+    await issue_store.finish_failure(
         conn,
         {
             "issue_id": issue_id,
@@ -133,7 +132,7 @@ async def record_failure(
     settings = None
     if lock_timeout_ms is not None:
         settings = _timeouts(lock_timeout_ms, statement_timeout_ms or 10 * lock_timeout_ms)
-    found = await issues_store.record_with_issue(
+    found = await issue_store.record_with_issue(
         conn, store.INSERT_FAILURE_TEMPLATE, _record_params(row), settings
     )
     return found[0] if found else None

@@ -15,7 +15,7 @@ from jobsys.db.query import fetch_all, fetch_one, like_contains
 from jobsys.engine.queries import EVENTS_SETTLED, EVENTS_START, UNRECORDED_ATTEMPTS
 
 #: The insert, with ``{issue_id}`` left open: a bound parameter here, an expression
-#: where the issue is looked up in the same statement (``issues.store.record_with_issue_query``).
+#: where the issue is looked up in the same statement (``issue_store.record_with_issue_query``).
 INSERT_FAILURE_TEMPLATE = """
 INSERT INTO jobsys_failures (
     job_id, task, queue, lane, attempt, args, error_class, message, traceback,

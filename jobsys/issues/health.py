@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jobsys.issues import fingerprint as fp
+from jobsys.failures import fingerprint as fp
 from jobsys.issues import health_store
 from jobsys.issues import store as issues_store
 from jobsys.live.publish import publish

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from jobsys.issues import fingerprint as fp
+from jobsys.failures import fingerprint as fp
 from jobsys.issues.health import Breach, apply
 
 if TYPE_CHECKING:

@@ -15,9 +15,9 @@ from jobsys.config import load
 from jobsys.config.models import Classification
 from jobsys.errors import JobTimeoutError, UsageError
 from jobsys.failures import filters
+from jobsys.failures import fingerprint as fp
 from jobsys.failures.classify import classify
 from jobsys.failures.policy import KindRetryStrategy
-from jobsys.issues import fingerprint as fp
 from jobsys.tasks import TaskSpec
 from jobsys.timespec import parse_time
 
