@@ -6,7 +6,8 @@
 - delete many finished jobs in chunks while a concurrent claim runs with a 200 ms
   lock timeout (any lock held longer in its way fails it); interrupted half way
   (SIGINT) and run again, it finishes the rest. The issue's 1,000,000 rows are in
-  ``make bench`` (bench/bulk.py); here 100,000, to keep the suite's time.
+  ``make bench`` (bench/jobmgmt.py, interrupted and rerun there too); here 100,000,
+  to keep the suite's time.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def jobsys_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background (nohup ... &) ignores SIGINT, and so would
+        # this child: give it Ctrl-C back, so the interrupt test sends a real one.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
