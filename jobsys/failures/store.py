@@ -208,7 +208,9 @@ WITH_ISSUE = ("fingerprint", "issue")
 
 # Counts per group over the newest %(window)s matching failures only (the web console's
 # bounded view: its cost does not grow with the table). Each row also carries the
-# window's totals: how many groups and failures it holds and its oldest failure.
+# window's totals: how many groups and failures it holds and its oldest failure. The
+# window is ordered by time alone (no id tie-break), so each filter's
+# (column, occurred_at DESC) index gives it in order.
 GROUP_FAILURES_WINDOW = """
 SELECT {column} AS key, count(*) AS occurrences, max(occurred_at) AS last_seen,
        count(DISTINCT account_id) AS affected_accounts,
@@ -216,7 +218,7 @@ SELECT {column} AS key, count(*) AS occurrences, max(occurred_at) AS last_seen,
        min(min(occurred_at)) OVER () AS window_oldest
   FROM (SELECT {column}, occurred_at, account_id FROM jobsys_failures f
          WHERE {where}
-         ORDER BY occurred_at DESC, id DESC
+         ORDER BY occurred_at DESC
          LIMIT %(window)s) f
  GROUP BY {column}
  ORDER BY count(*) DESC, {column} NULLS LAST
