@@ -11,6 +11,7 @@ Inserting jobs is not here: it has one path, :mod:`jobsys.engine.inserts`.
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 from jobsys.engine import queries
@@ -59,32 +60,96 @@ async def claim_limited(
     policy: Any,
     full: list[str],
     prune_seconds: float | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, float], dict[int, float]]:
-    """The claim under flow limits, in one transaction; ``policy``
-    (jobsys.flow.limits.LanePolicy) says what fits. Returns the rows taken (in claim
-    order), the buckets found full (seconds until worth trying again) and the ids taken
-    under a rate (seconds before which each must not start)."""
+    binding: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, float], dict[int, tuple[float, float]]]:
+    """The claim under flow limits; ``policy`` (jobsys.flow.limits.LanePolicy) says
+    what fits. One round trip (LOCK_LIMITS and queries.claim_limited_fast, pipelined in
+    one transaction) takes what fits now; only when it left candidates (a bucket at its
+    limit) does the exact path claim the rest, in one transaction. With ``binding`` (the
+    caller knows a bucket at its limit) the exact path claims at once. Returns the rows
+    taken (in claim order), the buckets found full (seconds until worth trying again)
+    and the ids taken under a rate: (seconds before which each must not start, the
+    round trip of the reading its start was planned from: how much later than its
+    planned start by the database's clock it may start when it starts on time)."""
+    from psycopg.rows import dict_row
+
     from jobsys.db import query
 
-    params = {"queues": queues, "scan": policy.scan(limit), "full": full, **policy.sql_params()}
-    async with pool.connection() as conn, conn.transaction():
+    params = {
+        "queues": queues,
+        "worker_id": worker_id,
+        "limit": limit,
+        "full": full,
+        "pad": policy.unmarked_pad_seconds,
+        **policy.params,
+    }
+    async with pool.connection() as conn:
+        rows: list[dict[str, Any]] = []
+        rated: dict[int, tuple[float, float]] = {}
+        held = 1
+        if not binding:
+            sent = time.monotonic()
+            async with query.one_round_trip(conn):
+                await conn.execute(queries.LOCK_LIMITS, params)
+                cur = conn.cursor(row_factory=dict_row)
+                sql = queries.claim_limited_fast(policy.kinds, in_order=in_order)
+                await cur.execute(sql, params)
+            answer = await cur.fetchall()
+            fast = sorted((r for r in answer if r["id"] is not None), key=lambda r: r["rank"])
+            held = sum(int(r["held"]) for r in answer if r["id"] is None)
+            rtt = time.monotonic() - sent
+            rated = {int(r["id"]): (0.0, rtt) for r in fast if r["rated"]}
+            rows = [{k: v for k, v in r.items() if k not in _FAST_EXTRA} for r in fast]
+        full_now: dict[str, float] = {}
+        if held and len(rows) < limit:
+            more, full_now, more_rated = await _claim_limited_exact(
+                conn, params, policy, in_order=in_order, limit=limit - len(rows)
+            )
+            rows += more
+            rated.update(more_rated)
+        if prune_seconds is not None:
+            await query.execute(conn, queries.PRUNE_STARTS, {"keep_seconds": prune_seconds})
+    return rows, full_now, rated
+
+
+#: Columns of the fast claim's answer that are not the job's.
+_FAST_EXTRA = ("bucket", "rated", "rank", "held")
+
+
+async def _claim_limited_exact(
+    conn: Any, params: dict[str, Any], policy: Any, *, in_order: bool, limit: int
+) -> tuple[list[dict[str, Any]], dict[str, float], dict[int, tuple[float, float]]]:
+    """The exact limited claim, in one transaction: the limits locked, candidates, their
+    buckets' state, the choice in Python, take and record."""
+    from jobsys.db import query
+
+    params = {**params, "scan": policy.scan(limit)}
+    async with conn.transaction():
         candidates = await query.fetch_all(
             conn, queries.limited_candidates(policy.kinds, in_order=in_order), params
         )
         buckets = sorted({c["bucket"] for c in candidates if c["bucket"]})
         states: dict[str, tuple[int, tuple[float, ...]]] = {}
+        base = None
         if buckets:
-            await query.execute(conn, queries.LOCK_BUCKETS, {"buckets": buckets})
+            await query.execute(conn, queries.LOCK_BUCKETS, {**params, "buckets": buckets})
             spans = [policy.window_of(b) for b in buckets]
+            sent = time.monotonic()
             for row in await query.fetch_all(
                 conn, queries.BUCKET_STATE, {"buckets": buckets, "spans": spans}
             ):
                 states[row["bucket"]] = (int(row["running"]), tuple(row["recent"]))
+                base = row["read_at"] if base is None else max(base, row["read_at"])
+        # The waits are from the state's reading (by the database's clock, before this
+        # reply): counted from here, not from the commit's reply, a rated job starts on
+        # time instead of a few round trips late in every window.
+        read_at = time.monotonic()
+        rtt = read_at - sent if buckets else 0.0
         decision = policy.decide([(c["id"], c["bucket"]) for c in candidates], states, limit)
         rows: list[dict[str, Any]] = []
         if decision.ids:
             rows = await query.fetch_all(
-                conn, queries.TAKE_JOBS, {"worker_id": worker_id, "ids": decision.ids}
+                conn, queries.TAKE_JOBS, {"worker_id": params["worker_id"], "ids": decision.ids}
             )
             started = [(b, i) for b, i in zip(decision.buckets, decision.ids, strict=True) if b]
             if started:
@@ -99,12 +164,16 @@ async def claim_limited(
                         "buckets": [b for b, _ in started],
                         "ids": [i for _, i in started],
                         "ahead": ahead,
+                        "base": base,
                     },
                 )
-        if prune_seconds is not None:
-            await query.execute(conn, queries.PRUNE_STARTS, {"keep_seconds": prune_seconds})
     order = {job_id: n for n, job_id in enumerate(decision.ids)}
-    return sorted(rows, key=lambda r: order[r["id"]]), decision.full, decision.rated
+    late = time.monotonic() - read_at
+    return (
+        sorted(rows, key=lambda r: order[r["id"]]),
+        decision.full,
+        {job_id: (max(wait - late, 0.0), rtt) for job_id, wait in decision.rated.items()},
+    )
 
 
 async def bucket_states(conn: Any, buckets: list[str], spans: list[float]) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ pipeline steps): the join is in the database, the statement is here.
 
 from __future__ import annotations
 
+import functools
+
 from jobsys.db.query import like_contains
 
 # --- Claiming jobs (the lane worker) --------------------------------------------------
@@ -136,31 +138,51 @@ CLAIM_JOBS_IN_ORDER = _claim_jobs(BY_QUEUE_ORDER)
 
 # --- Claiming under flow limits (jobsys.flow.limits, queues.yaml ``throttle``) --------
 #
-# A lane with limits claims in one transaction of a few statements (the policy object
-# decides in Python what fits): LIMITED_CANDIDATES locks due jobs, each with the bucket
-# of the limit it falls under (``kind:target:key``; NULL: none; a task's limit wins
-# over its queue's), walking each queue as CLAIM_JOBS does and passing over buckets
-# the worker knows are full (so a key at its limit does not hide the keys behind it);
-# LOCK_BUCKETS serialises claims per bucket; BUCKET_STATE, a statement after the lock,
-# sees every claim committed before it; TAKE_JOBS and RECORD_STARTS take the chosen.
+# A lane with limits claims in one round trip while no limit binds: LOCK_LIMITS then
+# ``claim_limited_fast``, pipelined in one implicit transaction. The lock (one
+# transaction-level advisory lock per limit of the lane, taken in a statement of its
+# own) serialises the claims under a limit across processes and hosts, and the claim
+# statement's snapshot, taken after it, sees every claim committed before: its reads of
+# the ledger of starts (``jobsys_flow_starts``) are exact. It locks due jobs as
+# CLAIM_JOBS does, each with the bucket of the limit it falls under (``kind:target:key``;
+# NULL: none; a task's limit wins over its queue's), and takes those that fit their
+# bucket's limits now. Jobs it leaves (a bucket at its limit) are counted in its summary
+# row; the caller then claims the rest through the exact path, one transaction:
+# LIMITED_CANDIDATES (passing over buckets the worker knows are full, so a key at its
+# limit does not hide the keys behind it), LOCK_BUCKETS (the limits shared, each bucket
+# exclusive: exact claims on other keys do not wait for each other), BUCKET_STATE in a
+# statement after the lock (it sees every claim committed before), the choice in Python
+# (jobsys.flow.limits.decide: a rated job may be taken shortly before its window has
+# room), TAKE_JOBS and RECORD_STARTS.
 
 
-def limited_candidates(kinds: list[str], *, in_order: bool) -> str:
-    """LIMITED_CANDIDATES for limits of these kinds (``task`` ones first: they win),
-    parameters ``limit_target_N``, ``limit_prefix_N``, ``limit_key_N`` each. The bucket
-    is a plain CASE over the row, so each queue is still walked in index order."""
+def _limit_case(kinds: tuple[str, ...], then: str) -> str:
     whens = " ".join(
         f"WHEN jobs.{'task_name' if kind == 'task' else 'queue_name'} = %(limit_target_{i})s "
-        f"THEN %(limit_prefix_{i})s || coalesce(jobs.args ->> %(limit_key_{i})s::text, '')"
+        f"THEN {then.format(i=i, n=i + 1)}"
         for i, kind in enumerate(kinds)
     )
-    bucket = f"(CASE {whens} END)"
+    return f"(CASE {whens} END)"
+
+
+def _bucket(kinds: tuple[str, ...]) -> str:
+    return _limit_case(
+        kinds, "%(limit_prefix_{i})s || coalesce(jobs.args ->> %(limit_key_{i})s::text, '')"
+    )
+
+
+def _limited_walk(kinds: tuple[str, ...], *, in_order: bool, scan: str) -> str:
+    """Due, unpaused jobs of the lane's queues with their bucket and limit number
+    (1-based; NULL: none), each queue walked in index order as CLAIM_JOBS does, buckets
+    in ``full`` passed over, at most ``scan`` of them, locked."""
+    bucket = _bucket(kinds)
     order_by = BY_QUEUE_ORDER if in_order else BY_PRIORITY
     return f"""
-SELECT per_queue.id, per_queue.bucket
+SELECT per_queue.id, per_queue.bucket, per_queue.limit_no,
+       row_number() OVER (ORDER BY {order_by}) AS rank
   FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
  CROSS JOIN LATERAL (
-    SELECT jobs.id, jobs.priority, {bucket} AS bucket
+    SELECT jobs.id, jobs.priority, {bucket} AS bucket, {_limit_case(kinds, "{n}")} AS limit_no
       FROM procrastinate_jobs AS jobs
      WHERE (CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lane_queue.name
        AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
@@ -181,7 +203,7 @@ SELECT per_queue.id, per_queue.bucket
        )
        AND ({bucket} IS NULL OR NOT ({bucket} = ANY(%(full)s::text[])))
      ORDER BY jobs.priority DESC, jobs.id ASC
-     LIMIT %(scan)s
+     LIMIT {scan}
        FOR UPDATE OF jobs SKIP LOCKED
  ) AS per_queue
  WHERE NOT EXISTS (
@@ -189,20 +211,125 @@ SELECT per_queue.id, per_queue.bucket
             WHERE pause.queue = lane_queue.name AND {PAUSE_ACTIVE}
        )
  ORDER BY {order_by}
- LIMIT %(scan)s
+ LIMIT {scan}
 """
 
 
-#: Serialises claims that touch a bucket (in name order: no deadlock), until commit.
+@functools.cache
+def limited_candidates(kinds: tuple[str, ...], *, in_order: bool) -> str:
+    """LIMITED_CANDIDATES for limits of these kinds (``task`` ones first: they win),
+    parameters ``limit_target_N``, ``limit_prefix_N``, ``limit_key_N`` each. The bucket
+    is a plain CASE over the row, so each queue is still walked in index order."""
+    return _limited_walk(kinds, in_order=in_order, scan="%(scan)s")
+
+
+@functools.cache
+def claim_limited_fast(kinds: tuple[str, ...], *, in_order: bool) -> str:
+    """The limited claim's statement, run after LOCK_LIMITS (see above). Besides LIMITED_CANDIDATES'
+    parameters: ``limit``, ``worker_id``, ``pad`` (seconds a rated job's start is
+    recorded ahead until it records its real start) and, per limit number, the arrays
+    ``concurrency``, ``rate_count``, ``span`` (NULL: no such limit). Returns the jobs
+    taken (with ``bucket`` and ``rated``) and one summary row (``id`` NULL) whose
+    ``held`` counts the candidates left to the exact path.
+
+    A bucket's running jobs (its recorded starts whose job is ``doing``) are looked up
+    only when its recorded starts alone could reach its concurrency with this claim.
+    The text is sent with its runs of blanks collapsed: psycopg caches the conversion
+    of statements up to 4,096 characters only."""
+    return _collapsed(f"""
+WITH candidate AS MATERIALIZED (
+{_limited_walk(kinds, in_order=in_order, scan="%(limit)s")}
+),
+counted AS (
+    SELECT limited.bucket,
+           (%(concurrency)s::int[])[limited.limit_no] AS concurrency,
+           (%(rate_count)s::int[])[limited.limit_no] AS rate_count,
+           ledger.rows, ledger.recent
+      FROM (SELECT DISTINCT c.bucket, c.limit_no FROM candidate AS c
+             WHERE c.bucket IS NOT NULL) AS limited
+     CROSS JOIN LATERAL (
+        SELECT count(*) AS rows,
+               count(*) FILTER (WHERE s.started_at > clock_timestamp()
+                   - make_interval(secs => (%(span)s::float8[])[limited.limit_no])) AS recent
+          FROM jobsys_flow_starts AS s
+         WHERE s.bucket = limited.bucket
+     ) AS ledger
+),
+state AS (
+    SELECT counted.*,
+           CASE WHEN counted.concurrency IS NULL THEN 0
+                WHEN counted.rows + %(limit)s <= counted.concurrency THEN counted.rows
+                ELSE (SELECT count(*) FROM jobsys_flow_starts AS s
+                       WHERE s.bucket = counted.bucket
+                         AND (SELECT j.status FROM procrastinate_jobs AS j
+                               WHERE j.id = s.job_id) = 'doing')
+           END AS running
+      FROM counted
+),
+ranked AS (
+    SELECT c.id, c.bucket, c.rank, state.rate_count IS NOT NULL AS rated,
+           c.bucket IS NULL
+           OR ((state.concurrency IS NULL
+                    OR state.running + row_number() OVER per_bucket <= state.concurrency)
+               AND (state.rate_count IS NULL
+                    OR state.recent + row_number() OVER per_bucket <= state.rate_count)
+           ) AS fits
+      FROM candidate AS c LEFT JOIN state ON state.bucket = c.bucket
+    WINDOW per_bucket AS (PARTITION BY c.bucket ORDER BY c.rank)
+),
+taken AS (
+    UPDATE procrastinate_jobs
+       SET status = 'doing', worker_id = %(worker_id)s
+      FROM ranked
+     WHERE procrastinate_jobs.id = ranked.id AND ranked.fits
+    RETURNING {JOB_COLUMNS.replace("id,", "procrastinate_jobs.id,", 1)},
+              ranked.bucket, ranked.rated, ranked.rank
+),
+recorded AS (
+    INSERT INTO jobsys_flow_starts (bucket, job_id, started_at)
+    SELECT taken.bucket, taken.id,
+           clock_timestamp() + make_interval(secs => CASE WHEN taken.rated
+                                                          THEN %(pad)s ELSE 0 END)
+      FROM taken
+     WHERE taken.bucket IS NOT NULL
+)
+SELECT taken.*, NULL::bigint AS held FROM taken
+UNION ALL
+SELECT {", ".join("NULL" for _ in JOB_COLUMNS.split(","))}, NULL, NULL, NULL,
+       (SELECT count(*) FROM ranked WHERE NOT ranked.fits)
+""")
+
+
+def _collapsed(sql: str) -> str:
+    """``sql`` (no ``--`` comments, no string literals with blanks) on one line."""
+    return " ".join(sql.split())
+
+
+#: The one-round-trip claim's lock: serialises it with every claim under the given
+#: limits (their ``prefix``, sorted: no deadlock) until its transaction ends, so the
+#: statement after it sees every claim committed before. It also lets that statement
+#: run its prepared plan without planning it again for its parameters (the plan does
+#: not depend on their values, and planning it costs about as much as running it).
+LOCK_LIMITS = """
+SELECT count(pg_advisory_xact_lock(hashtext('jobsys_flow'), hashtext(l.prefix))),
+       set_config('plan_cache_mode', 'force_generic_plan', true)
+  FROM unnest(%(prefixes)s::text[]) AS l(prefix)
+"""
+
+#: The exact claim's locks: its limits shared (it excludes the one-round-trip claim, not
+#: other exact claims), then each bucket it may take from (sorted), until commit.
 LOCK_BUCKETS = """
-SELECT count(pg_advisory_xact_lock(hashtext('jobsys_flow'), hashtext(b.bucket)))
-  FROM unnest(%(buckets)s::text[]) AS b(bucket)
+SELECT (SELECT count(pg_advisory_xact_lock_shared(hashtext('jobsys_flow'), hashtext(l.prefix)))
+          FROM unnest(%(prefixes)s::text[]) AS l(prefix)),
+       (SELECT count(pg_advisory_xact_lock(hashtext('jobsys_flow_bucket'), hashtext(b.bucket)))
+          FROM unnest(%(buckets)s::text[]) AS b(bucket))
 """
 
 #: Per bucket: its jobs running now (recorded starts whose job is ``doing``) and its
-#: starts in the last ``span`` seconds, oldest first, in seconds from now (<= 0).
+#: starts in the last ``span`` seconds, oldest first, in seconds from now (<= 0), and
+#: that now (``read_at``).
 BUCKET_STATE = """
-SELECT b.bucket,
+SELECT b.bucket, clock_timestamp() AS read_at,
        (SELECT count(*) FROM jobsys_flow_starts AS s
           JOIN procrastinate_jobs AS j ON j.id = s.job_id
          WHERE s.bucket = b.bucket AND j.status = 'doing') AS running,
@@ -222,12 +349,13 @@ UPDATE procrastinate_jobs
 RETURNING {JOB_COLUMNS}
 """
 
-#: ``ahead``: seconds after now the start is recorded at until the job records its real
-#: start (a rated job: its planned start plus a pad, so a claim meanwhile never counts
-#: it earlier than it will run).
+#: ``ahead``: seconds after ``base`` (the state's ``read_at``; now when NULL) the start
+#: is recorded at until the job records its start (a rated job: its planned start plus a
+#: pad, so a claim meanwhile never counts it earlier than it will run).
 RECORD_STARTS = """
 INSERT INTO jobsys_flow_starts (bucket, job_id, started_at)
-SELECT s.bucket, s.job_id, clock_timestamp() + make_interval(secs => s.ahead)
+SELECT s.bucket, s.job_id,
+       coalesce(%(base)s::timestamptz, clock_timestamp()) + make_interval(secs => s.ahead)
   FROM unnest(%(buckets)s::text[], %(ids)s::bigint[], %(ahead)s::float8[])
        AS s(bucket, job_id, ahead)
 """

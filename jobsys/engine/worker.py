@@ -163,7 +163,7 @@ class LaneWorker(Worker):
         self._wake_timer: asyncio.TimerHandle | None = None
         #: Jobs claimed under a rate -> the monotonic time before which each must not
         #: start; jobsys.flow.watch.start_middleware waits for it and records the start.
-        self.rated_ids: dict[int, float] = {}
+        self.rated_ids: dict[int, tuple[float, float]] = {}
         #: Outcomes are written in batches (jobsys.engine.acks); a batch is written at
         #: once when every running job of the lane waits for its own.
         self.acks = FinishBatcher(app.connector, waiting_jobs=lambda: len(self._running_jobs))
@@ -415,6 +415,7 @@ class LaneWorker(Worker):
                 policy=self.limits,
                 full=sorted(self._full),
                 prune_seconds=prune,
+                binding=bool(self._full),
             )
         except psycopg.errors.UniqueViolation as exc:
             raise exceptions.UniqueViolation(
@@ -423,8 +424,8 @@ class LaneWorker(Worker):
         except psycopg.Error as exc:
             raise exceptions.ConnectorException(str(exc)) from exc
         answered = time.monotonic()  # later than the database's "now": never early
-        for job_id, wait in rated.items():
-            self.rated_ids[job_id] = answered + wait
+        for job_id, (wait, rtt) in rated.items():
+            self.rated_ids[job_id] = (answered + wait, rtt)
         for bucket, seconds in full.items():
             self._full[bucket] = answered + seconds
             if seconds == CONCURRENCY_RECHECK_SECONDS:

@@ -12,16 +12,20 @@ so two workers on two hosts never both take the last free place.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobsys.config.models import parse_rate
 
 if TYPE_CHECKING:
     from jobsys.config import Config, LaneSpec
 
-#: Starts are counted over the window plus this much: a job's real start follows its
-#: claim by a few milliseconds, and that jitter must not let N+1 starts into a window.
+#: Starts are counted over the window plus this much: a job's start is recorded as its
+#: planned start when it really starts within half of this after it (else as its real
+#: start less that half: jobsys.flow.store.MARK_START), and the other half covers the
+#: moment between that record and the task's first line; neither may let N+1 real
+#: starts into a window.
 RATE_MARGIN_SECONDS = 0.02
 #: How many due jobs a limited claim looks at per free slot (jobs over their limits are
 #: passed over, not waited behind).
@@ -178,15 +182,26 @@ class LanePolicy:
         return sorted(self.limits, key=lambda x: x.kind != "task")
 
     @property
-    def kinds(self) -> list[str]:
-        return [x.kind for x in self.ordered]
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(x.kind for x in self.ordered)
 
-    def sql_params(self) -> dict[str, str | None]:
-        params: dict[str, str | None] = {}
+    @functools.cached_property
+    def params(self) -> dict[str, Any]:
+        """:meth:`sql_params`, computed once (the policy is frozen)."""
+        return self.sql_params()
+
+    def sql_params(self) -> dict[str, Any]:
+        """The limits as the claim's parameters: ``limit_*_N`` per limit, and arrays by
+        limit number (``concurrency``, ``rate_count``, ``span``; None: no such limit)."""
+        params: dict[str, Any] = {}
         for i, limit in enumerate(self.ordered):
             params[f"limit_target_{i}"] = limit.target
             params[f"limit_prefix_{i}"] = limit.prefix
             params[f"limit_key_{i}"] = limit.per_key
+        params["prefixes"] = sorted(x.prefix for x in self.limits)
+        params["concurrency"] = [x.concurrency for x in self.ordered]
+        params["rate_count"] = [x.rate[0] if x.rate else None for x in self.ordered]
+        params["span"] = [x.window_seconds for x in self.ordered]
         return params
 
     def scan(self, slots: int) -> int:

@@ -69,9 +69,22 @@ SELECT pause.queue, pause.paused_at, pause.paused_by, pause.reason, pause.until,
  ORDER BY pause.queue
 """
 
-#: A job under a rate starts: its ledger row takes the real start time.
+#: A job under a rate starts: its ledger row (its planned start plus ``pad`` until now)
+#: takes its planned start plus how late it started (``late``, measured by the worker
+#: and bounded by the round trip its plan came from) less ``slack``, or, with ``late``
+#: NULL (recorded before it starts), the later of its planned start and now less
+#: ``slack``. Windows are counted ``2 * slack`` longer than the limit's window
+#: (jobsys.flow.limits.RATE_MARGIN_SECONDS), so real starts still never exceed the
+#: limit, and a window does not reopen later by the workers' latency every time.
 MARK_START = """
-UPDATE jobsys_flow_starts SET started_at = clock_timestamp()
+UPDATE jobsys_flow_starts
+   SET started_at = CASE
+       WHEN %(late)s::float8 IS NULL
+       THEN greatest(started_at - make_interval(secs => %(pad)s),
+                     clock_timestamp() - make_interval(secs => %(slack)s))
+       ELSE started_at - make_interval(secs => %(pad)s)
+            + make_interval(secs => greatest(%(late)s::float8 - %(slack)s, 0))
+   END
  WHERE id = (SELECT max(id) FROM jobsys_flow_starts WHERE job_id = %(job_id)s)
 """
 
@@ -145,8 +158,11 @@ async def bucket_states(conn: Any, buckets: list[str], spans: list[float]) -> li
     return await manager.bucket_states(conn, buckets, spans)
 
 
-async def mark_start(conn: Any, job_id: int) -> None:
-    await query.execute(conn, MARK_START, {"job_id": job_id})
+async def mark_start(
+    conn: Any, job_id: int, *, pad: float, slack: float, late: float | None
+) -> None:
+    params = {"job_id": job_id, "pad": pad, "slack": slack, "late": late}
+    await query.execute(conn, MARK_START, params)
 
 
 async def events(conn: Any, queues: list[str] | None, limit: int) -> list[dict[str, Any]]:

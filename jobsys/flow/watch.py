@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jobsys.flow import store
+from jobsys.flow.limits import RATE_MARGIN_SECONDS, UNMARKED_PAD_SECONDS
 from jobsys.flow.service import why_paused
 
 logger = logging.getLogger("jobsys.flow")
@@ -107,23 +108,43 @@ class PauseWatch:
                     task.cancel()
 
 
+#: Start records being written while their jobs run (kept until done).
+_MARKING: set[asyncio.Task[None]] = set()
+
+
 async def start_middleware(call_next: Any, context: Any, worker: Any) -> Any:
-    """Innermost worker middleware: a job claimed under a rate has its start in the
-    ledger moved from its claim to now, just before it runs, so later claims count
-    windows from real starts (a job whose start was delayed cannot squeeze the next
-    window). Failing to record it is logged; the claim time then stands."""
+    """Innermost worker middleware: a job claimed under a rate waits for its planned
+    start, and its start in the ledger moves from its claim to when it really starts
+    (jobsys.flow.store.MARK_START), so later claims count windows from real starts (a
+    job whose start was delayed cannot squeeze the next window). A job on time (late by
+    less than the pad its claim recorded) starts at once and the record is written
+    beside it; a later one is recorded first. Failing to record it is logged; the claim
+    time then stands."""
     rated = getattr(worker, "rated_ids", None)
     job_id = context.job.id
     if rated is not None and job_id in rated:
         # Claimed ahead of its window (RATE_LEAD_SECONDS at most): start on time.
-        await asyncio.sleep(max(rated.pop(job_id) - time.monotonic(), 0.0))
-        try:
-            async with worker.app.connector.pool.connection() as conn:
-                await store.mark_start(conn, job_id)
-        except Exception as exc:
-            logger.warning(
-                f"could not record the start of job {job_id} ({type(exc).__name__}); "
-                "its claim time stands",
-                extra={"action": "flow_start_unrecorded", "job_id": job_id},
-            )
+        not_before, rtt = rated.pop(job_id)
+        await asyncio.sleep(max(not_before - time.monotonic(), 0.0))
+        late = max(time.monotonic() - not_before, 0.0) + rtt
+        if late < UNMARKED_PAD_SECONDS:
+            task = asyncio.create_task(_mark(worker, job_id, late))
+            _MARKING.add(task)
+            task.add_done_callback(_MARKING.discard)
+        else:
+            await _mark(worker, job_id, None)
     return await call_next()
+
+
+async def _mark(worker: Any, job_id: int, late: float | None) -> None:
+    try:
+        async with worker.app.connector.pool.connection() as conn:
+            await store.mark_start(
+                conn, job_id, pad=UNMARKED_PAD_SECONDS, slack=RATE_MARGIN_SECONDS / 2, late=late
+            )
+    except Exception as exc:
+        logger.warning(
+            f"could not record the start of job {job_id} ({type(exc).__name__}); "
+            "its claim time stands",
+            extra={"action": "flow_start_unrecorded", "job_id": job_id},
+        )

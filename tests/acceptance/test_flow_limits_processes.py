@@ -3,7 +3,8 @@
 
 - rate 5/s per account, 4 workers x concurrency 10, 2,000 jobs over 20 accounts: in
   every 1-second window, per account, at most 5 starts (real starts, and the claims'
-  ledger); the pace is kept without the poll (the 90% target is in ``make bench``);
+  ledger), and the pace at least 90% of the limit's maximum (the windows reopen by
+  themselves, on time: not at the poll, not a few round trips late);
 - concurrency 2 per account: never more than 2 running at once per account (sampled
   and from the ledger), and the other accounts' jobs, queued behind a hot account's
   backlog, start at once.
@@ -131,9 +132,7 @@ def test_rate_per_account_across_four_workers(db_url: str, tmp_path: Path) -> No
     after_burst = len(everything) - accounts * limit
     rate = after_burst / (everything[-1] - everything[0])
     print(f"throughput after the first window: {rate:.1f} starts/s (max {accounts * limit})")
-    # The pace itself (>= 90% of the limit's maximum) is measured by `make bench`
-    # (bench/flow.py); here: the windows reopen by themselves, not at the 30 s poll.
-    assert rate >= 0.5 * accounts * limit, f"{rate:.1f} starts/s"
+    assert rate >= 0.9 * accounts * limit, f"{rate:.1f} starts/s"
 
 
 def test_concurrency_per_account_without_blocking_other_accounts(
