@@ -167,6 +167,9 @@ class LaneWorker(Worker):
         #: Outcomes are written in batches (jobsys.engine.acks); a batch is written at
         #: once when every running job of the lane waits for its own.
         self.acks = FinishBatcher(app.connector, waiting_jobs=lambda: len(self._running_jobs))
+        #: Jobs whose task returned and whose slot was given back before their
+        #: acknowledgement committed (they stay in the running set until it does).
+        self._slot_given_back: set[int] = set()
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -460,7 +463,10 @@ class LaneWorker(Worker):
 
         def on_job_complete(task: asyncio.Task[Any]) -> None:
             del self._running_jobs[task]
-            self._job_semaphore.release()
+            if job_id in self._slot_given_back:
+                self._slot_given_back.discard(job_id)  # its task ended before its ack
+            else:
+                self._job_semaphore.release()
             if job.lock is not None:
                 # The next job of this lock just became claimable, and nothing sends a
                 # NOTIFY for that: fetch now rather than at the next poll.
@@ -555,6 +561,12 @@ class LaneWorker(Worker):
             jobs.DeleteJobCondition.NEVER: False,
             jobs.DeleteJobCondition.SUCCESSFUL: status == jobs.Status.SUCCEEDED,
         }[self.delete_jobs]
+        if job.id not in self._slot_given_back:
+            # Its task has returned: the slot may take the next job while the outcome
+            # is being written (the claim's round trip overlaps the batch's commit).
+            # The job stays in the running set until the ack commits.
+            self._slot_given_back.add(job.id)
+            self._job_semaphore.release()
         await self.acks.finish(job.id, status.value, delete_job=delete_job)
         self._job_ids_to_abort.pop(job.id, None)
 
