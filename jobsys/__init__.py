@@ -30,8 +30,42 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         from jobsys.jobs import defer as defer_module
 
-        return getattr(defer_module, name)
+        return _configured_first(getattr(defer_module, name))
     raise AttributeError(f"module 'jobsys' has no attribute {name!r}")
+
+
+def _configure_from_environment() -> None:
+    """This module is the application's edge: the first defer in a process that nothing
+    configured (not a worker, no ``configure``) loads the environment's configuration
+    (``JOBSYS_*``, the config folder, the task modules) once, here, and hands it down."""
+    from jobsys.jobs import defer as defer_module
+
+    if not defer_module.configured():
+        from jobsys.config.application import load_config
+        from jobsys.settings import from_env
+
+        defer_module.configure(load_config(from_env()))
+
+
+def _configured_first(func: Any) -> Any:
+    import functools
+    import inspect
+
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def deferring(*args: Any, **kwargs: Any) -> Any:
+            _configure_from_environment()
+            return await func(*args, **kwargs)
+
+        return deferring
+
+    @functools.wraps(func)
+    def deferring_sync(*args: Any, **kwargs: Any) -> Any:
+        _configure_from_environment()
+        return func(*args, **kwargs)
+
+    return deferring_sync
 
 
 async def publish(

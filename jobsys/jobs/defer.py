@@ -56,9 +56,15 @@ def activate(config: Config, app: Any, url: str) -> None:
 
 
 def configure(config: Config, url: str | None = None) -> None:
-    """Use ``config`` (and ``url``) instead of loading them from the environment."""
+    """Defers made in this process plan against ``config`` (and insert on ``url``,
+    else the database of the environment). The public API (``jobsys.defer``) calls it
+    with the environment's configuration on the first defer when nothing else did."""
     global _active
     _active = _Environment(config=config, url=url)
+
+
+def configured() -> bool:
+    return _active is not None
 
 
 def deactivate() -> None:
@@ -67,12 +73,12 @@ def deactivate() -> None:
 
 
 def _environment() -> _Environment:
-    global _active
     if _active is None:
-        from jobsys.config.application import load_config
-        from jobsys.settings import from_env
-
-        _active = _Environment(config=load_config(from_env()))
+        raise UsageError(
+            "no configuration to defer with",
+            hint="Defer through jobsys.defer (it loads the environment's configuration), "
+            "or call jobsys.jobs.defer.configure(config) first.",
+        )
     return _active
 
 
