@@ -46,6 +46,10 @@ class JobFilters:
     #: ``--arg KEY=VALUE`` and ``--arg-contains TEXT`` (jobsys.jobs.search).
     args: tuple[str, ...] = ()
     arg_contains: str | None = None
+    #: Only jobs with ``from_id <= id < below_id`` (None: no bound): a search walked
+    #: a range of ids at a time (the web console's ``arg_contains``).
+    from_id: int | None = None
+    below_id: int | None = None
 
 
 def parse_statuses(values: tuple[str, ...]) -> list[str] | None:
@@ -152,8 +156,8 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
     params: dict[str, Any] = {
         **filter_params(filters, config, redactor),
         "statuses": parse_statuses(filters.statuses),
-        "min_id": None,
-        "max_id": None,
+        "min_id": filters.from_id,
+        "max_id": filters.below_id,
         "limit": filters.limit,
     }
     async with connect(resolve(settings, config).url) as conn:
@@ -164,7 +168,7 @@ async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, A
             )
             if first is None:
                 return []
-            params["min_id"] = first["job_id"]
+            params["min_id"] = max(first["job_id"], filters.from_id or 0)
         rows = await _matching_rows(conn, params, filters.arg_contains, redactor)
     return [_job_row(row, config, redactor) for row in rows]
 

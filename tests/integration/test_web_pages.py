@@ -206,6 +206,36 @@ def test_the_group_view_counts_a_bounded_window_and_says_which(
     assert bad.status_code == 400 and "--window &#39;most&#39;" in bad.text
 
 
+def test_a_text_search_in_the_args_walks_a_range_at_a_time_and_goes_on(
+    client: TestClient, seeded: ws.Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobsys.web import pages
+
+    whole = client.get("/admin/jobs?arg_contains=ana")  # a few jobs: one range holds all
+    assert f'data-job="{seeded.jobs["canary"]}"' in whole.text
+    assert "Searched the args of every job from" in whole.text
+    monkeypatch.setattr(pages, "SEARCH_CHUNK_IDS", 5)
+    monkeypatch.setattr(pages, "SEARCH_BUDGET_SECONDS", 0.0)  # one range a page
+    path, pages_walked, found = "/admin/jobs?arg_contains=ana", 0, []
+    while True:
+        response = client.get(path)
+        assert response.status_code == 200, response.text
+        pages_walked += 1
+        found += re.findall(r'<tr data-job="(\d+)">', response.text)
+        more = re.search(
+            r'<a href="(/admin/jobs\?[^"]*below=\d+)">search older jobs</a>', response.text
+        )
+        if more is None:
+            assert "Searched the args of every job from" in response.text
+            break
+        assert re.search(r"Searched the args of jobs \d+ down to \d+", response.text)
+        path = more.group(1).replace("&amp;", "&")
+        assert pages_walked < 100
+    assert pages_walked > 1 and found == [str(seeded.jobs["canary"])]
+    bad = client.get("/admin/jobs?arg_contains=ana&below=x")
+    assert bad.status_code == 400 and "--below" in bad.text
+
+
 def test_bad_job_filters_show_the_cli_message(client: TestClient) -> None:
     response = client.get("/admin/jobs?status=sleeping")
     assert response.status_code == 400
