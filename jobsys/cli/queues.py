@@ -18,6 +18,7 @@ LIST_COLUMNS = (
     Col("waiting", kind="number", priority=0),
     Col("running", kind="number", priority=0),
     Col("paused", kind="text", priority=1, min=12, want=24),
+    Col("held", kind="text", priority=1, min=12, want=32),
     Col("concurrency", kind="number", priority=3),
     Col("scheduled", kind="number", priority=3),
     Col("failed_last_hour", "failed 1h", kind="number", priority=2),
@@ -39,7 +40,8 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confir
 @app.callback()
 def queues(ctx: typer.Context, wide: WideOpt = False, json: JsonOpt = False) -> None:
     """Each queue with its lane, concurrency, jobs waiting, scheduled, running,
-    failures in the last hour, the age of the oldest waiting job, and its pause."""
+    failures in the last hour, the age of the oldest waiting job, its pause, and the
+    keys a rate or concurrency limit holds (``held``)."""
     if ctx.invoked_subcommand is not None:
         return
     from jobsys.cli import _output
@@ -50,10 +52,22 @@ def queues(ctx: typer.Context, wide: WideOpt = False, json: JsonOpt = False) -> 
         _output.emit_list(rows)
         return
     _output.table(
-        [{**row, "paused": row["pause"]["why"] if row["pause"] else None} for row in rows],
+        [
+            {**row, "paused": row["pause"]["why"] if row["pause"] else None, "held": _held(row)}
+            for row in rows
+        ],
         LIST_COLUMNS,
         wide=wide,
     )
+
+
+def _held(row: dict[str, Any]) -> str | None:
+    """The first key a limit holds, and how many more."""
+    held = row["held"]
+    if not held:
+        return None
+    more = f" (+{len(held) - 1} more keys)" if len(held) > 1 else ""
+    return held[0]["why"] + more
 
 
 @app.command()

@@ -183,6 +183,17 @@ async def bucket_states(conn: Any, buckets: list[str], spans: list[float]) -> li
     return await query.fetch_all(conn, queries.BUCKET_STATE, {"buckets": buckets, "spans": spans})
 
 
+async def waiting_keys(
+    conn: Any, queues: list[str], key: str | None, *, scan: int, limit: int
+) -> list[dict[str, Any]]:
+    """The next due waiting jobs of ``queues`` grouped by queue, task and argument
+    ``key`` (queries.WAITING_KEYS)."""
+    from jobsys.db import query
+
+    params = {"queues": queues, "key": key, "scan": scan, "limit": limit}
+    return await query.fetch_all(conn, queries.WAITING_KEYS, params)
+
+
 async def unstarted_jobs(
     connector: Any, worker_id: int, running: list[int], limit: int
 ) -> list[dict[str, Any]]:

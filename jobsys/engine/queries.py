@@ -360,6 +360,26 @@ SELECT s.bucket, s.job_id,
        AS s(bucket, job_id, ahead)
 """
 
+#: The next due waiting jobs of ``queues`` (at most ``scan`` per queue, in claim order),
+#: grouped by queue, task and the value of argument ``key`` (NULL: not grouped by one):
+#: which keys wait, for ``queues`` to say which of them a flow limit holds.
+WAITING_KEYS = """
+SELECT next_jobs.queue, next_jobs.task, next_jobs.key, count(*) AS waiting
+  FROM unnest(%(queues)s::varchar[]) AS lane_queue(name)
+ CROSS JOIN LATERAL (
+    SELECT jobs.id, jobs.queue_name AS queue, jobs.task_name AS task,
+           jobs.args ->> %(key)s::text AS key
+      FROM procrastinate_jobs AS jobs
+     WHERE (CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lane_queue.name
+       AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+     ORDER BY jobs.priority DESC, jobs.id ASC
+     LIMIT %(scan)s
+ ) AS next_jobs
+ GROUP BY 1, 2, 3
+ ORDER BY min(next_jobs.id)
+ LIMIT %(limit)s
+"""
+
 #: Starts older than every window whose job no longer runs count for nothing.
 PRUNE_STARTS = """
 DELETE FROM jobsys_flow_starts AS s

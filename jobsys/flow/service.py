@@ -146,9 +146,41 @@ async def why_waiting(conn: Any, config: Config, job: dict[str, Any]) -> str | N
     )
 
 
+#: ``queues`` looks at this many next due jobs per queue for the keys a limit holds,
+#: and names at most this many held keys per queue.
+HOLD_SCAN_JOBS = 1_000
+HOLD_KEYS_SHOWN = 20
+
+
+#: A rate's window as its ``N/unit`` writes it.
+_UNITS = {1.0: "s", 60.0: "m", 3600.0: "h", 86400.0: "d"}
+
+
+def why_held(limit: Any, bucket: str, state: dict[str, Any]) -> str | None:
+    """``account_id 42 at its limit 2/2 running`` or ``account_id 42: rate 5/s
+    reached, next slot in 0.3 s``: why the limit holds the bucket's jobs now (None: it
+    does not). ``state`` as jobsys.flow.store.bucket_states reads it."""
+    from jobsys.flow.limits import RATE_MARGIN_SECONDS
+
+    who = (
+        f"{limit.per_key} {bucket.removeprefix(limit.prefix)}"
+        if limit.per_key
+        else f"{limit.kind} {limit.target}"
+    )
+    if limit.concurrency and state["running"] >= limit.concurrency:
+        return f"{who} at its limit {state['running']}/{limit.concurrency} running"
+    recent = list(state["recent"])
+    if limit.rate and len(recent) >= limit.rate[0]:
+        count, window = limit.rate
+        next_slot = max(recent[len(recent) - count] + window + RATE_MARGIN_SECONDS, 0.0)
+        unit = _UNITS.get(window, timespec.coarse(window))
+        when = f"{next_slot:.1f} s" if next_slot < 60 else timespec.coarse(next_slot)
+        return f"{who}: rate {count}/{unit} reached, next slot in {when}"
+    return None
+
+
 async def _why_limited(conn: Any, config: Config, job: dict[str, Any]) -> str | None:
-    """``account_id 42 at its limit 2/2 running`` or ``account_id 42 at its rate 10/10
-    starts per 1m``: the job's flow limit (queues.yaml ``throttle``) when full now."""
+    """The job's flow limit (queues.yaml ``throttle``) when it holds the job now."""
     from jobsys.flow import limits as flow_limits
     from jobsys.flow import store
 
@@ -159,19 +191,49 @@ async def _why_limited(conn: Any, config: Config, job: dict[str, Any]) -> str | 
         return None
     limit, bucket = found
     (state,) = await store.bucket_states(conn, [bucket], [limit.window_seconds])
-    who = (
-        f"{limit.per_key} {bucket.removeprefix(limit.prefix)}"
-        if limit.per_key
-        else f"{limit.kind} {limit.target}"
-    )
-    if limit.concurrency and state["running"] >= limit.concurrency:
-        return f"{who} at its limit {state['running']}/{limit.concurrency} running"
-    if limit.rate and len(state["recent"]) >= limit.rate[0]:
-        return (
-            f"{who} at its rate {len(state['recent'])}/{limit.rate[0]} starts per "
-            f"{timespec.coarse(limit.rate[1])}"
+    return why_held(limit, bucket, state)
+
+
+async def holds_by_queue(
+    conn: Any, config: Config, queues: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Per queue, the keys a flow limit holds now among its next due jobs: each with
+    its bucket, how many of those jobs wait in it, and why (:func:`why_held`)."""
+    from jobsys.flow import limits as flow_limits
+    from jobsys.flow import store
+
+    limits = flow_limits.limits_of(config)
+    concerned = [q for q in queues if any(x.kind == "task" or x.target == q for x in limits)]
+    if not concerned:
+        return {}
+    waiting: dict[tuple[str, str], int] = {}  # (queue, bucket) -> jobs
+    for key in sorted({x.per_key or "" for x in limits}):
+        rows = await store.waiting_keys(
+            conn, concerned, key or None, scan=HOLD_SCAN_JOBS, limit=HOLD_SCAN_JOBS
         )
-    return None
+        for row in rows:
+            found = flow_limits.bucket_of(
+                row["task"], row["queue"], {key: row["key"]} if key else {}, limits
+            )
+            if found is not None and (found[0].per_key or "") == key:
+                slot = (row["queue"], found[1])
+                waiting[slot] = waiting.get(slot, 0) + int(row["waiting"])
+    by_bucket = {
+        b: limit
+        for b in sorted({b for _, b in waiting})
+        if (limit := flow_limits.limit_of(b, limits))
+    }
+    buckets = list(by_bucket)
+    spans = [by_bucket[b].window_seconds for b in buckets]
+    states = {row["bucket"]: row for row in await store.bucket_states(conn, buckets, spans)}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for (queue, bucket), count in sorted(waiting.items(), key=lambda kv: -kv[1]):
+        limit = by_bucket.get(bucket)
+        why = why_held(limit, bucket, states[bucket]) if limit else None
+        if why is None or len(out.get(queue, [])) >= HOLD_KEYS_SHOWN:
+            continue
+        out.setdefault(queue, []).append({"bucket": bucket, "waiting": count, "why": why})
+    return out
 
 
 async def pauses_by_queue(conn: Any, queues: list[str] | None = None) -> dict[str, dict[str, Any]]:

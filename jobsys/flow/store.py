@@ -158,6 +158,12 @@ async def bucket_states(conn: Any, buckets: list[str], spans: list[float]) -> li
     return await manager.bucket_states(conn, buckets, spans)
 
 
+async def waiting_keys(
+    conn: Any, queues: list[str], key: str | None, *, scan: int, limit: int
+) -> list[dict[str, Any]]:
+    return await manager.waiting_keys(conn, queues, key, scan=scan, limit=limit)
+
+
 async def mark_start(
     conn: Any, job_id: int, *, pad: float, slack: float, late: float | None
 ) -> None:

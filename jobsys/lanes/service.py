@@ -45,10 +45,11 @@ def under_systemd(
 
 async def queue_overview(settings: Settings) -> list[dict[str, Any]]:
     """Every configured queue: lane, concurrency, waiting, running, failures, oldest
-    wait, and the pause in effect on it (None when it is not paused)."""
+    wait, the pause in effect on it (None when it is not paused), and the keys a flow
+    limit holds among its next due jobs (``held``: bucket, waiting, why)."""
     from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
-    from jobsys.flow.service import pauses_by_queue
+    from jobsys.flow.service import holds_by_queue, pauses_by_queue
     from jobsys.lanes import store
 
     config = load_config(settings, with_tasks=False)
@@ -56,6 +57,7 @@ async def queue_overview(settings: Settings) -> list[dict[str, Any]]:
         await check_schema(conn)
         rows = await store.queue_overview(conn, list(config.all_queues))
         pauses = await pauses_by_queue(conn, list(config.all_queues))
+        holds = await holds_by_queue(conn, config, list(config.all_queues))
     out = []
     for row in rows:
         lane = config.lanes[config.queue_to_lane[row["queue"]]]
@@ -71,6 +73,7 @@ async def queue_overview(settings: Settings) -> list[dict[str, Any]]:
                 "failed_last_hour": int(row["failed_last_hour"]),
                 "oldest_wait_seconds": None if wait is None else round(max(float(wait), 0.0), 3),
                 "pause": pauses.get(row["queue"]),
+                "held": holds.get(row["queue"], []),
             }
         )
     return out

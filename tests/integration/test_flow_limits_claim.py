@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -92,4 +93,47 @@ def test_rate_per_key(db_url: str, tmp_path: Path, cli) -> None:  # type: ignore
                   "VALUES ('h:1', 'h', 1, '{base}')")  # fmt: skip
     shown = cli("--database-url", db_url, "jobs", "show", str(waiting), "--json",
                 env={"JOBSYS_CONFIG_DIR": str(config_dir)})  # fmt: skip
-    assert shown.json()["waiting_because"] == "account_id 7 at its rate 2/2 starts per 1h"
+    assert re.fullmatch(  # the window's end is 1 h after the first start, less the time since
+        r"account_id 7: rate 2/h reached, next slot in (1h|59m)", shown.json()["waiting_because"]
+    )
+
+
+def test_queues_names_the_keys_a_limit_holds(db_url: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    config_dir = config_with(
+        tmp_path,
+        "  profiles: {per_key: account_id, concurrency: 2}\n"
+        "  story_downloads: {per_key: account_id, rate: 2/h}\n",
+    )
+    insert(db_url, [1, 1, 1, 1, 2])
+    assert sorted(a for _, a in claim(db_url, config_dir, 10)) == [1, 1, 2]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for _ in range(3):
+            conn.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+                "VALUES ('story_downloads', 'demo.download_story', '{\"account_id\": 9}')"
+            )
+    config = load(config_dir)
+    assert "story_downloads" in config.lanes["base"].queues
+    assert len(claim(db_url, config_dir, 10)) == 2  # account 9's two starts of the hour
+    env = {"JOBSYS_CONFIG_DIR": str(config_dir)}
+    listed = cli("--database-url", db_url, "queues", "--json", env=env)
+    assert listed.exit_code == 0, listed.stderr
+    rows = {row["queue"]: row for row in listed.json()["items"]}
+    assert rows["profiles"]["held"] == [
+        {"bucket": "queue:profiles:1", "waiting": 2, "why": "account_id 1 at its limit 2/2 running"}
+    ]
+    (held,) = rows["story_downloads"]["held"]
+    assert (held["bucket"], held["waiting"]) == ("queue:story_downloads:9", 1)
+    assert re.fullmatch(r"account_id 9: rate 2/h reached, next slot in (1h|59m)", held["why"])
+    assert all(
+        row["held"] == [] for q, row in rows.items() if q not in ("profiles", "story_downloads")
+    )
+    table = cli("--database-url", db_url, "queues", "--wide", env={**env, "COLUMNS": "250"})
+    assert table.exit_code == 0, table.stderr
+    assert "account_id 1 at its limit 2/2 running" in table.stdout
+    # Once account 1's jobs end, nothing holds it.
+    query(db_url, "UPDATE procrastinate_jobs SET status = 'succeeded' "
+                  "WHERE status = 'doing' AND queue_name = 'profiles'")  # fmt: skip
+    listed = cli("--database-url", db_url, "queues", "--json", env=env)
+    rows = {row["queue"]: row for row in listed.json()["items"]}
+    assert rows["profiles"]["held"] == []

@@ -46,7 +46,7 @@ def test_queues_json_counts(cli, db_url: str) -> None:  # type: ignore[no-untype
     assert face == {
         "queue": "ai_face_queue", "lane": "ai_face_queue", "concurrency": 2, "waiting": 0,
         "scheduled": 0, "running": 0, "failed_last_hour": 0, "oldest_wait_seconds": None,
-        "pause": None,
+        "pause": None, "held": [],
     }  # fmt: skip
     table = cli("--database-url", db_url, "queues")
     assert table.exit_code == 0 and "profiles" in table.stdout
