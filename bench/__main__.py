@@ -36,6 +36,7 @@ MODULES = (
     "web",
     "jobmgmt",
     "flow",
+    "reads",
 )
 
 

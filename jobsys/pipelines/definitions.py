@@ -26,6 +26,10 @@ from typing import Any
 
 from jobsys import tasks as task_registry
 
+#: A pipeline's statuses (the table's check constraint), and those it never leaves.
+PIPELINE_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
 
 @dataclass(frozen=True)
 class Step:

@@ -10,9 +10,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jobsys.db.base import Base, NowTimestamp
+from jobsys.pipelines.definitions import PIPELINE_STATUSES, TERMINAL_STATUSES
 
-PIPELINE_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+__all__ = ["PIPELINE_STATUSES", "TERMINAL_STATUSES", "Pipeline", "PipelineStep"]
 
 
 class Pipeline(Base):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys.errors import UsageError
 from jobsys.pipelines import store as pipeline_store
-from jobsys.pipelines.models import PIPELINE_STATUSES
+from jobsys.pipelines.definitions import PIPELINE_STATUSES
 from jobsys.timespec import parse_time
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from jobsys import tasks as task_registry
 from jobsys.engine.queries import SHOW_STEPS
 from jobsys.errors import NotFoundError, RefusedError, UsageError
 from jobsys.pipelines import definitions as pipelines
-from jobsys.pipelines.models import TERMINAL_STATUSES
+from jobsys.pipelines.definitions import TERMINAL_STATUSES
 
 INSERT_PIPELINE = """
 INSERT INTO jobsys_pipelines (name, entity, status, args)

@@ -55,6 +55,10 @@ from jobsys.jobs.enqueue import FanoutBatch, NewJob, NewJobs, UniqueKey, enqueue
 from jobsys.jobs.unique import UniqueSpec
 from jobsys.schedule import fanout_store
 
+#: A fan-out run's statuses; ``queued``: waiting behind the entry's running run
+#: (overlap: queue).
+FANOUT_STATUSES = ("queued", "running", "finished", "failed", "cancelled")
+
 logger = logging.getLogger(__name__)
 
 BATCH_TASK = "jobsys.fanout_batch"

@@ -10,11 +10,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jobsys.db.base import Base, NowTimestamp
+from jobsys.schedule.fanout import FANOUT_STATUSES
 
 #: ``skipped``: a fan-out tick that found the entry's previous run still going (overlap: skip).
 TICK_STATUSES = ("enqueued", "missed", "manual", "skipped")
-#: ``queued``: waiting behind the entry's running run (overlap: queue).
-FANOUT_STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 
 
 class ScheduleEntryState(Base):

@@ -260,7 +260,7 @@ async def list_runs(
 ) -> list[dict[str, Any]]:
     from jobsys.config import load
     from jobsys.schedule import fanout_store
-    from jobsys.schedule.models import FANOUT_STATUSES
+    from jobsys.schedule.fanout import FANOUT_STATUSES
 
     if status is not None and status not in FANOUT_STATUSES:
         raise UsageError(

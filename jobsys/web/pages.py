@@ -397,7 +397,7 @@ async def issue(request: Request, user: User) -> Response:
 
 
 async def pipelines(request: Request, user: User) -> Response:
-    from jobsys.pipelines.models import PIPELINE_STATUSES
+    from jobsys.pipelines.definitions import PIPELINE_STATUSES
     from jobsys.pipelines.service import list_pipelines
 
     q = request.query_params
