@@ -37,6 +37,12 @@ class TaskSpec:
     pass_context: bool = False
     #: At most one such job per key in the states that count (``unique_for``).
     unique: UniqueSpec | None = None
+    #: Flow limits declared on the task (as ``throttle`` in queues.yaml, which wins):
+    #: at most ``rate`` starts (``"30/m"``) and ``concurrency`` running, per value of
+    #: argument ``per_key`` when given. Checked by ``jobsys config check``.
+    rate: str | None = None
+    concurrency: int | None = None
+    per_key: str | None = None
 
     @property
     def is_async(self) -> bool:
@@ -95,6 +101,9 @@ def task(
     unique_for: str | float | None = None,
     unique_keys: tuple[str, ...] | None = None,
     unique_states: tuple[str, ...] | None = None,
+    rate: str | None = None,
+    concurrency: int | None = None,
+    per_key: str | None = None,
 ) -> Callable[[F], F]: ...
 def task(
     func: F | None = None,
@@ -113,6 +122,9 @@ def task(
     unique_for: str | float | None = None,
     unique_keys: tuple[str, ...] | None = None,
     unique_states: tuple[str, ...] | None = None,
+    rate: str | None = None,
+    concurrency: int | None = None,
+    per_key: str | None = None,
 ) -> F | Callable[[F], F]:
     """Declare a jobsys task.
 
@@ -123,7 +135,9 @@ def task(
     ``unique_for`` (``"1h"``) makes a defer of the same task and key (all args, or
     ``unique_keys``) while one counts (``unique_states``, default waiting, scheduled,
     running, and succeeded within the period) return that job instead
-    (``jobsys.jobs.unique``).
+    (``jobsys.jobs.unique``). ``rate`` (``"30/m"``), ``concurrency`` and ``per_key``
+    (an argument's name) limit how fast and how many of the task's jobs start, across
+    every worker, as ``throttle`` in queues.yaml does (an entry there for the task wins).
     """
     unique = unique_spec(unique_for, unique_keys, unique_states, where="unique_for")
 
@@ -142,6 +156,9 @@ def task(
             priority=priority,
             pass_context=pass_context,
             unique=unique,
+            rate=rate,
+            concurrency=concurrency,
+            per_key=per_key,
         )
         register(spec)
         f.jobsys_task = spec  # type: ignore[attr-defined]

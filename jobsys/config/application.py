@@ -73,6 +73,7 @@ def task_problems(
                 f"task {spec.name!r}: unknown queue {spec.queue!r} "
                 f"(queues are declared in {display_path(directory / 'queues.yaml')})"
             )
+        problems.extend(_throttle_problems(spec))
     where = display_path(directory / "schedule.yaml")
     for key, task_name in _task_refs(schedule, schedule_doc):
         if task_name not in registry:
@@ -80,6 +81,38 @@ def task_problems(
             line = schedule_doc.line_of(key) if schedule_doc else 1
             problems.append(f"{where}:{line}: {'.'.join(key)}: unknown task {task_name!r}{hint}")
     return problems
+
+
+def _throttle_problems(spec: task_registry.TaskSpec) -> list[str]:
+    """The task's own flow limits (``rate=``, ``concurrency=``, ``per_key=``), checked
+    as queues.yaml's ``throttle`` entries are, named by the decorator's file:line."""
+    import inspect
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from jobsys.config.models import Throttle
+
+    if spec.rate is None and spec.concurrency is None and spec.per_key is None:
+        return []
+    try:
+        Throttle(rate=spec.rate, concurrency=spec.concurrency, per_key=spec.per_key)
+    except ValidationError as exc:
+        try:
+            where = (
+                f"{display_path(Path(inspect.getsourcefile(spec.func) or '?'))}:"
+                f"{inspect.getsourcelines(spec.func)[1]}"
+            )
+        except (OSError, TypeError):
+            where = f"{spec.func.__module__}:{spec.func.__code__.co_firstlineno}"
+        return [
+            f"{where}: task {spec.name!r}: "
+            + ".".join(str(p) for p in error["loc"])
+            + (": " if error["loc"] else "")
+            + str(error["msg"]).removeprefix("Value error, ")
+            for error in exc.errors()
+        ]
+    return []
 
 
 def _task_refs(

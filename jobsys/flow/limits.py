@@ -79,6 +79,12 @@ class Decision:
 
 
 def limits_of(config: Config) -> list[Limit]:
+    """queues.yaml's ``throttle`` entries, then the limits declared on the tasks this
+    process has registered (``@task(rate=..., concurrency=..., per_key=...)``) that
+    queues.yaml does not override. A task's limit that does not parse (``config check``
+    refuses it) is left out."""
+    from jobsys import tasks
+
     queues = set(config.all_queues)
     out = []
     for target, throttle in sorted(config.queues.throttle.items()):
@@ -91,6 +97,16 @@ def limits_of(config: Config) -> list[Limit]:
                 concurrency=throttle.concurrency,
             )
         )
+    for name, spec in sorted(tasks.registry().items()):
+        if name in config.queues.throttle or (spec.rate is None and spec.concurrency is None):
+            continue
+        try:
+            rate = parse_rate(spec.rate) if spec.rate else None
+        except ValueError:
+            continue
+        if spec.concurrency is not None and spec.concurrency < 1:
+            continue
+        out.append(Limit("task", name, spec.per_key, rate, spec.concurrency))
     return out
 
 

@@ -52,7 +52,10 @@ async def queue_overview(settings: Settings) -> list[dict[str, Any]]:
     from jobsys.flow.service import holds_by_queue, pauses_by_queue
     from jobsys.lanes import store
 
-    config = load_config(settings, with_tasks=False)
+    try:  # with the application's tasks: their own flow limits explain holds too
+        config = load_config(settings)
+    except ConfigError:
+        config = load_config(settings, with_tasks=False)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         rows = await store.queue_overview(conn, list(config.all_queues))

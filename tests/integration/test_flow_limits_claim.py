@@ -137,3 +137,26 @@ def test_queues_names_the_keys_a_limit_holds(db_url: str, tmp_path: Path, cli) -
     listed = cli("--database-url", db_url, "queues", "--json", env=env)
     rows = {row["queue"]: row for row in listed.json()["items"]}
     assert rows["profiles"]["held"] == []
+
+
+def test_a_limit_declared_on_the_task(db_url: str) -> None:
+    from jobsys import tasks
+
+    before = tasks.get("demo.refresh_profile")
+    tasks.unregister("demo.refresh_profile")
+    try:
+
+        @tasks.task(
+            queue="profiles", name="demo.refresh_profile", concurrency=1, per_key="account_id"
+        )
+        def refresh(account_id: int) -> None: ...
+
+        insert(db_url, [1, 1, 2, 2, 3])
+        taken = claim(db_url, REPO / "config", 10)
+        assert sorted(a for _, a in taken) == [1, 2, 3]
+        assert query(db_url, "SELECT DISTINCT split_part(bucket, ':', 2) "
+                             "FROM jobsys_flow_starts") == [("demo.refresh_profile",)]  # fmt: skip
+    finally:
+        tasks.unregister("demo.refresh_profile")
+        if before is not None:
+            tasks.register(before)
