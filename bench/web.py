@@ -73,7 +73,7 @@ def pages(url: str) -> dict[str, Any]:
     from jobsys.schedule.service import list_entries, list_runs
     from jobsys.web.app import create_app
     from jobsys.web.auth import Credentials
-    from jobsys.web.pages import GROUP_WINDOW
+    from jobsys.web.pages import GROUP_WINDOW, SEARCH_CHUNK_IDS
 
     settings = _settings(url)
     with psycopg.connect(url) as conn:
@@ -178,6 +178,21 @@ def pages(url: str) -> dict[str, Any]:
             peer(
                 lambda: browser.list_jobs(
                     settings, browser.JobFilters(statuses=("failed",), queues=("profiles",))
+                )
+            ),
+        ),
+        # A text no job holds: the page searches SEARCH_CHUNK_IDS ids at a time for
+        # about SEARCH_BUDGET_SECONDS; its peer is one such range (the CLI scans all).
+        "jobs_arg_contains_rare": (
+            "/admin/jobs?arg_contains=no-such-text",
+            peer(
+                lambda: browser.list_jobs(
+                    settings,
+                    browser.JobFilters(
+                        arg_contains="no-such-text",
+                        from_id=job_id - SEARCH_CHUNK_IDS,
+                        below_id=job_id + 1,
+                    ),
                 )
             ),
         ),
