@@ -57,31 +57,76 @@ def test_strict_order_takes_queues_in_their_listed_order(db_url: str) -> None:
                                                         ("profiles", 3)]  # fmt: skip
 
 
-def test_no_default_job_starts_while_a_sync_job_is_claimable(db_url: str, tmp_path: Path) -> None:
+def _ordered_app(tmp_path: Path, order: str) -> Path:
     config = write_app(tmp_path, poll=30)
     queues = config / "queues.yaml"
-    text = queues.read_text()
     queues.write_text(
-        text.replace(
+        queues.read_text().replace(
             "  queues: [q_base, maintenance]",
-            "  order: strict\n  queues: [q_sync, q_default, q_base, maintenance]",
+            f"{order}\n  queues: [q_sync, q_default, q_base, maintenance]",
         )
     )
-    env = environment(tmp_path, db_url, config)
-    # Everything is due before the worker starts; default jobs even rank higher.
+    return config
+
+
+def _claimed_at(db_url: str) -> dict[str, list[float]]:
+    """Queue -> when each of its jobs was claimed (Procrastinate's ``started`` events)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT j.queue_name, extract(epoch FROM e.at)::float8 FROM procrastinate_events e "
+            "JOIN procrastinate_jobs j ON j.id = e.job_id WHERE e.type = 'started'"
+        ).fetchall()
+    out: dict[str, list[float]] = {}
+    for queue, at in rows:
+        out.setdefault(queue, []).append(at)
+    return out
+
+
+def test_no_default_job_starts_while_a_sync_job_is_claimable(db_url: str, tmp_path: Path) -> None:
+    """Two worker processes: a default job is taken only once every sync job has been
+    taken (by either), so it starts after the last sync job's claim."""
+    env = environment(tmp_path, db_url, _ordered_app(tmp_path, "  order: strict"))
+    # Everything is due before the workers start; default jobs even rank higher.
     defer_rows(db_url, "rt.sleep", "q_default",
-               [{"tag": f"d-{i}", "seconds": 0.02} for i in range(30)])  # fmt: skip
+               [{"tag": f"d-{i}", "seconds": 0.02} for i in range(40)])  # fmt: skip
     defer_rows(db_url, "rt.sleep", "q_sync",
-               [{"tag": f"s-{i}", "seconds": 0.02} for i in range(30)])  # fmt: skip
+               [{"tag": f"s-{i}", "seconds": 0.02} for i in range(40)])  # fmt: skip
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("UPDATE procrastinate_jobs SET priority = 10 WHERE queue_name = 'q_default'")
-    worker = WorkerProcess(env, tmp_path, "--lane", "base")
+    workers = [WorkerProcess(env, tmp_path, "--lane", "base") for _ in range(2)]
     try:
-        wait_until(lambda: len([e for e in events(tmp_path) if e[0] == "end"]) == 60, 60,
-                   "all 60 jobs")  # fmt: skip
+        wait_until(lambda: len([e for e in events(tmp_path) if e[0] == "end"]) == 80, 60,
+                   "all 80 jobs")  # fmt: skip
     finally:
-        worker.kill()
+        for worker in workers:
+            worker.kill()
+    claimed = _claimed_at(db_url)
     starts = sorted((at, tag) for event, tag, at in events(tmp_path) if event == "start")
-    last_sync = max(at for at, tag in starts if tag.startswith("s-"))
     first_default = min(at for at, tag in starts if tag.startswith("d-"))
-    assert last_sync <= first_default, [tag for _, tag in starts][:40]
+    # A claim locks the sync jobs it takes before it commits (its ``started`` events
+    # carry its start time); a claim that passes over them to default jobs runs after.
+    assert max(claimed["q_sync"]) <= first_default, [tag for _, tag in starts][:50]
+
+
+def test_weights_share_the_claims_in_proportion(db_url: str, tmp_path: Path) -> None:
+    """``weights: {q_sync: 3, q_default: 1}`` with two worker processes and both queues
+    busy throughout: about three sync jobs start for one default job."""
+    order = "  order: weights\n  weights: {q_sync: 3, q_default: 1}"
+    env = environment(tmp_path, db_url, _ordered_app(tmp_path, order))
+    defer_rows(db_url, "rt.sleep", "q_default",
+               [{"tag": f"d-{i}", "seconds": 0.01} for i in range(300)])  # fmt: skip
+    defer_rows(db_url, "rt.sleep", "q_sync",
+               [{"tag": f"s-{i}", "seconds": 0.01} for i in range(300)])  # fmt: skip
+    workers = [WorkerProcess(env, tmp_path, "--lane", "base") for _ in range(2)]
+    try:
+        wait_until(lambda: len([e for e in events(tmp_path) if e[0] == "start"]) >= 240, 60,
+                   "240 starts")  # fmt: skip
+    finally:
+        for worker in workers:
+            worker.kill()
+    # The first 200 starts: both queues still have jobs waiting (300 each).
+    first = [tag for _, tag in sorted((at, tag) for e, tag, at in events(tmp_path)
+                                      if e == "start")][:200]  # fmt: skip
+    share = sum(1 for tag in first if tag.startswith("s-")) / len(first)
+    print(f"sync share of the first 200 starts: {share:.2f} (weight 3 of 4: 0.75)")
+    assert 0.62 <= share <= 0.88, share
