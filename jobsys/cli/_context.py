@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: the resolved settings on the Typer context, and the sync edge."""
+"""Shared CLI plumbing: the resolved settings and the configuration (loaded at the edge,
+passed down to the services) on the Typer context, and the sync edge."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import shutil
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from jobsys.settings import Settings
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
 
 T = TypeVar("T")
 
@@ -20,6 +24,21 @@ def settings(ctx: typer.Context) -> Settings:
     obj = ctx.find_root().obj
     assert isinstance(obj, Settings), "the root callback sets the settings"
     return obj
+
+
+def config(ctx: typer.Context, *, with_tasks: bool = False) -> Config:
+    """The configuration, loaded here at the edge and handed down to the service; with
+    ``with_tasks``, the application is imported and every task reference checked (what
+    defers or runs tasks needs)."""
+    return config_of(settings(ctx), with_tasks=with_tasks)
+
+
+def config_of(given: Settings, *, with_tasks: bool = False) -> Config:
+    """The configuration of ``given`` settings, for the CLI's long-running screens: kept
+    by ``load_config`` and read again only when a file changed."""
+    from jobsys.config.application import load_config
+
+    return load_config(given, with_tasks=with_tasks)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

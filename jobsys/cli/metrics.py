@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from jobsys.cli._context import settings
+from jobsys.cli._context import config, settings
 
 
 def metrics(ctx: typer.Context) -> None:
@@ -13,4 +13,4 @@ def metrics(ctx: typer.Context) -> None:
     from jobsys.cli._context import run
     from jobsys.metrics.service import exposition
 
-    _output.print_text(run(exposition(settings(ctx))))
+    _output.print_text(run(exposition(settings(ctx), config(ctx))))

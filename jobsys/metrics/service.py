@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from jobsys.config import Config
     from jobsys.settings import Settings
 
 
-async def exposition(settings: Settings) -> str:
-    from jobsys.config.application import load_config
+async def exposition(settings: Settings, config: Config) -> str:
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.metrics import exposition as metrics
 
-    config = load_config(settings, with_tasks=False)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         return metrics.render(await metrics.collect(conn, config))

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -37,6 +37,9 @@ from jobsys.settings import Settings
 from jobsys.web import format as fmt
 from jobsys.web.auth import ADMIN, LOGIN_ATTEMPTS, Credentials, LoginLimiter, User
 from jobsys.web.live import LiveHub
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,14 @@ class Console:
     def actor_settings(self, user: User) -> Settings:
         """The settings an action runs with: the web user is the actor in the audit."""
         return replace(self.settings, operator=f"web:{user.name}")
+
+    def config(self, *, with_tasks: bool = False) -> Config:
+        """The configuration the services are handed, loaded here at the edge: kept by
+        ``load_config`` and read again only when a file changed, so a running console
+        follows the files as it did when each service loaded them itself."""
+        from jobsys.config.application import load_config
+
+        return load_config(self.settings, with_tasks=with_tasks)
 
 
 def console(request: Request) -> Console:
