@@ -23,6 +23,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from jobsys.cli import _dashboard_view
+from jobsys.cli._context import config_of
 from jobsys.cli._table import Col, cell, clip, layout
 from jobsys.settings import Settings
 
@@ -113,6 +114,7 @@ async def load(settings: Settings, *, all_issues: bool = False) -> dict[str, Any
     from jobsys.pipelines.service import list_pipelines
     from jobsys.schedule import service as schedule_service
 
+    config = config_of(settings)
     # The reads run side by side, each on its own connection: a refresh takes as long
     # as the slowest of them, not their sum (it follows every event).
     reads: list[Any] = await asyncio.gather(
@@ -122,7 +124,7 @@ async def load(settings: Settings, *, all_issues: bool = False) -> dict[str, Any
         list_jobs(settings, JobFilters(statuses=("todo", "doing"), limit=ROWS)),
         schedule_service.list_entries(settings),
         workers_service.list_workers(settings),
-        list_pipelines(settings, status=None, since=None, limit=ROWS),
+        list_pipelines(settings, config, status=None, since=None, limit=ROWS),
     )
     snapshot, failures, issues, jobs, schedule, workers, pipelines = reads
     return {
@@ -176,7 +178,7 @@ async def detail(settings: Settings, pane: str, key: Any) -> dict[str, Any]:
     if pane == "pipelines":
         from jobsys.pipelines.service import show_pipeline
 
-        return await show_pipeline(settings, int(key))
+        return await show_pipeline(settings, config_of(settings), int(key))
     if pane == "jobs":
         from jobsys.jobs.browser import show_job
 
@@ -605,7 +607,7 @@ class DashboardApp(App[None]):
 
             self._ask(
                 f"cancel pipeline {key}?",
-                lambda: cancel_pipeline(self.settings, int(key)),
+                lambda: cancel_pipeline(self.settings, config_of(self.settings), int(key)),
                 f"pipeline {key}: cancelled",
             )
 

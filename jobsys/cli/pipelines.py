@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from jobsys.cli._context import run, settings
+from jobsys.cli._context import config, run, settings
 from jobsys.cli._options import JsonOpt, WideOpt
 from jobsys.cli._table import Col
 
@@ -59,7 +59,7 @@ def list_(
     from jobsys.cli import _output
     from jobsys.pipelines.service import list_pipelines
 
-    rows = run(list_pipelines(settings(ctx), status=status, since=since, limit=limit))
+    rows = run(list_pipelines(settings(ctx), config(ctx), status=status, since=since, limit=limit))
     if json:
         _output.emit_list(rows, limit=limit)
     else:
@@ -76,7 +76,7 @@ def show(
     from jobsys.cli import _output
     from jobsys.pipelines.service import show_pipeline
 
-    data = run(show_pipeline(settings(ctx), pipeline_id))
+    data = run(show_pipeline(settings(ctx), config(ctx), pipeline_id))
     if json:
         _output.emit_json(data)
         return
@@ -95,7 +95,7 @@ def cancel(
     from jobsys.cli import _output
     from jobsys.pipelines.service import cancel_pipeline
 
-    result = run(cancel_pipeline(settings(ctx), pipeline_id))
+    result = run(cancel_pipeline(settings(ctx), config(ctx), pipeline_id))
     if json:
         _output.emit_json(result)
     elif result["already_cancelled"]:

@@ -20,18 +20,21 @@ DEFAULT_LIST_LIMIT = 100
 
 
 @asynccontextmanager
-async def _connection(settings: Settings) -> AsyncIterator[tuple[Any, Config]]:
-    from jobsys.config.application import load_config
+async def _connection(settings: Settings, config: Config) -> AsyncIterator[Any]:
     from jobsys.db.connect import check_schema, connect, resolve
 
-    config = load_config(settings, with_tasks=False)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
-        yield conn, config
+        yield conn
 
 
 async def list_pipelines(
-    settings: Settings, *, status: str | None, since: str | None, limit: int = DEFAULT_LIST_LIMIT
+    settings: Settings,
+    config: Config,
+    *,
+    status: str | None,
+    since: str | None,
+    limit: int = DEFAULT_LIST_LIMIT,
 ) -> list[dict[str, Any]]:
     if status is not None and status not in PIPELINE_STATUSES:
         raise UsageError(
@@ -41,15 +44,15 @@ async def list_pipelines(
     if limit < 1:
         raise UsageError("--limit must be at least 1.")
     start = parse_time(since, "--since", datetime.now(UTC)) if since else None
-    async with _connection(settings) as (conn, _):
+    async with _connection(settings, config) as conn:
         return await pipeline_store.list_pipelines(conn, status=status, since=start, limit=limit)
 
 
-async def show_pipeline(settings: Settings, pipeline_id: int) -> dict[str, Any]:
+async def show_pipeline(settings: Settings, config: Config, pipeline_id: int) -> dict[str, Any]:
     """The pipeline and its steps; its args redacted (they are every step's job args)."""
     from jobsys.failures.redaction import Redactor
 
-    async with _connection(settings) as (conn, config):
+    async with _connection(settings, config) as conn:
         data = await pipeline_store.show_pipeline(conn, pipeline_id)
     redaction = config.queues.redaction
     data["args"] = Redactor(keys=redaction.keys, replacement=redaction.replacement).redact(
@@ -58,6 +61,6 @@ async def show_pipeline(settings: Settings, pipeline_id: int) -> dict[str, Any]:
     return data
 
 
-async def cancel_pipeline(settings: Settings, pipeline_id: int) -> dict[str, Any]:
-    async with _connection(settings) as (conn, _):
+async def cancel_pipeline(settings: Settings, config: Config, pipeline_id: int) -> dict[str, Any]:
+    async with _connection(settings, config) as conn:
         return await pipeline_store.cancel_pipeline(conn, pipeline_id, actor=settings.operator)

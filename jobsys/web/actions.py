@@ -155,7 +155,8 @@ async def pipeline_cancel(request: Request, user: User) -> Response:
     from jobsys.pipelines.service import cancel_pipeline
 
     pipeline_id = _id(request, "pipeline_id")
-    result = await cancel_pipeline(console(request).actor_settings(user), pipeline_id)
+    c = console(request)
+    result = await cancel_pipeline(c.actor_settings(user), c.config(), pipeline_id)
     if result["already_cancelled"]:
         said = "was already cancelled"
     else:

@@ -403,8 +403,10 @@ async def pipelines(request: Request, user: User) -> Response:
     q = request.query_params
 
     async def load() -> list[dict[str, Any]]:
+        c = console(request)
         return await list_pipelines(
-            console(request).settings,
+            c.settings,
+            c.config(),
             status=_text(q, "status"),
             since=_text(q, "since"),
             limit=_limit(q),
@@ -419,8 +421,9 @@ async def pipelines(request: Request, user: User) -> Response:
 async def pipeline(request: Request, user: User) -> Response:
     from jobsys.pipelines.service import show_pipeline
 
+    c = console(request)
     found = await show_pipeline(
-        console(request).settings, _path_id(request, "pipeline_id", "pipeline")
+        c.settings, c.config(), _path_id(request, "pipeline_id", "pipeline")
     )
     return _detail(
         request, user, "pipeline.html", f"Pipeline {found['id']}", {"p": found}, JOB_TOPICS
