@@ -1,6 +1,7 @@
 """The web console in a real headless browser: Debian's Chromium through chromedriver
 (Selenium). Every page renders with data (screenshots kept in tests/artifacts/web/),
-live updates without reload, a retry from a failure's page, a refusal's reason, the
+live updates without reload, a retry from a failure's page, a refusal's reason, a queue
+paused and resumed from its page (audited with the web user), the
 database banner, and no console errors.
 
 Skipped only when Chromium is not installed and this is not CI (``.ci/run`` installs
@@ -225,6 +226,30 @@ def test_a_refusal_shows_its_reason(browser: Any, server: str, seeded: ws.Seeded
         "skipped_authentication" in verdicts and "Nothing would be retried" in browser.page_source
     )
     shot(browser, "retry_refused")
+    assert console_errors(browser) == []
+
+
+def test_a_queue_paused_and_resumed_from_its_page_is_audited_with_the_web_user(
+    browser: Any, server: str, db_url: str, settings: Settings
+) -> None:
+    row = '#queues tr[data-queue="story_downloads"]'
+    browser.get(server + "/admin/queues")
+    live(browser)
+    browser.execute_script(
+        "const f = document.querySelector(arguments[0] + ' form.pause-form');"
+        "f.querySelector('select[name=for]').value = '30m';"
+        "f.querySelector('input[name=reason]').value = 'upstream 429';",
+        row,
+    )
+    click(browser, f"{row} form.pause-form button")
+    wait(browser, lambda d: "upstream 429" in text(d, f"{row} td.pause"))
+    assert "paused" in text(browser, f"{row} td.pause")
+    shot(browser, "queue_paused")
+    click(browser, f"{row} form.action button")  # now the Resume button
+    wait(browser, lambda d: text(d, f"{row} td.pause").strip() == "no")
+    events = fx.rows(db_url, "SELECT action, actor FROM jobsys_queue_pause_events ORDER BY id")
+    actor = f"web:{settings.operator}"
+    assert events == [{"action": "pause", "actor": actor}, {"action": "resume", "actor": actor}]
     assert console_errors(browser) == []
 
 
