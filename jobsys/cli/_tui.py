@@ -123,7 +123,7 @@ async def load(settings: Settings, *, all_issues: bool = False) -> dict[str, Any
         issues_service.list_issues(settings, limit=ROWS, status="all" if all_issues else "open"),
         list_jobs(settings, JobFilters(statuses=("todo", "doing"), limit=ROWS)),
         schedule_service.list_entries(settings),
-        workers_service.list_workers(settings),
+        workers_service.list_workers(settings, config),
         list_pipelines(settings, config, status=None, since=None, limit=ROWS),
     )
     snapshot, failures, issues, jobs, schedule, workers, pipelines = reads
@@ -174,7 +174,7 @@ async def detail(settings: Settings, pane: str, key: Any) -> dict[str, Any]:
     if pane == "workers":
         from jobsys.lanes.workers import show_worker
 
-        return await show_worker(settings, str(key))
+        return await show_worker(settings, config_of(settings), str(key))
     if pane == "pipelines":
         from jobsys.pipelines.service import show_pipeline
 

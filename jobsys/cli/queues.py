@@ -45,9 +45,10 @@ def queues(ctx: typer.Context, wide: WideOpt = False, json: JsonOpt = False) -> 
     if ctx.invoked_subcommand is not None:
         return
     from jobsys.cli import _output
+    from jobsys.config.application import load_config_tasks_if_they_load
     from jobsys.lanes import service
 
-    rows = run(service.queue_overview(settings(ctx)))
+    rows = run(service.queue_overview(settings(ctx), load_config_tasks_if_they_load(settings(ctx))))
     if json:
         _output.emit_list(rows)
         return

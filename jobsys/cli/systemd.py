@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from jobsys.cli._context import settings
+from jobsys.cli._context import config, settings
 from jobsys.cli._options import JsonOpt
 
 app = typer.Typer(help="systemd: unit files that run the lanes as services.")
@@ -51,6 +51,7 @@ def render(
 
     result = render_units(
         settings(ctx),
+        config(ctx),
         out=out,
         per_lane=per_lane,
         exec_path=exec_path,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from jobsys.cli._context import run, settings
+from jobsys.cli._context import config, run, settings
 from jobsys.cli._options import JsonOpt, WideOpt
 from jobsys.cli._table import Col
 
@@ -74,7 +74,9 @@ def list_(
     from jobsys.cli import _output
     from jobsys.lanes import workers as service
 
-    rows = run(service.list_workers(settings(ctx), every=every, states=tuple(state or ())))
+    rows = run(
+        service.list_workers(settings(ctx), config(ctx), every=every, states=tuple(state or ()))
+    )
     if json:
         _output.emit_list(rows)
         return
@@ -98,7 +100,7 @@ def show(
     from jobsys.cli import _output
     from jobsys.lanes import workers as service
 
-    worker = run(service.show_worker(settings(ctx), worker_id))
+    worker = run(service.show_worker(settings(ctx), config(ctx), worker_id))
     if json:
         _output.emit_json(worker)
         return

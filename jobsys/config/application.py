@@ -174,6 +174,16 @@ def load_config(settings: Settings, *, with_tasks: bool = True) -> Config:
     return config
 
 
+def load_config_tasks_if_they_load(settings: Settings) -> Config:
+    """The configuration with the application's tasks (their own flow limits explain
+    holds too), else the files alone when the application does not import: an overview
+    must not depend on the application's code being healthy."""
+    try:
+        return load_config(settings)
+    except ConfigError:
+        return load_config(settings, with_tasks=False)
+
+
 def _load(settings: Settings, *, with_tasks: bool) -> Config:
     if not with_tasks:
         return load_config_files(settings.config_dir)

@@ -43,19 +43,17 @@ def under_systemd(
     return ConfigError(exc.problems, hint=hint)
 
 
-async def queue_overview(settings: Settings) -> list[dict[str, Any]]:
+async def queue_overview(settings: Settings, config: Config) -> list[dict[str, Any]]:
     """Every configured queue: lane, concurrency, waiting, running, failures, oldest
     wait, the pause in effect on it (None when it is not paused), and the keys a flow
-    limit holds among its next due jobs (``held``: bucket, waiting, why)."""
-    from jobsys.config.application import load_config
+    limit holds among its next due jobs (``held``: bucket, waiting, why). ``config``
+    with the application's tasks when they load
+    (``config.application.load_config_tasks_if_they_load``): their own flow limits
+    explain holds too."""
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.flow.service import holds_by_queue, pauses_by_queue
     from jobsys.lanes import store
 
-    try:  # with the application's tasks: their own flow limits explain holds too
-        config = load_config(settings)
-    except ConfigError:
-        config = load_config(settings, with_tasks=False)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         rows = await store.queue_overview(conn, list(config.all_queues))

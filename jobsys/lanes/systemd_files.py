@@ -13,6 +13,7 @@ from jobsys.errors import UsageError
 from jobsys.lanes import systemd
 
 if TYPE_CHECKING:
+    from jobsys.config import Config
     from jobsys.settings import Settings
 
 
@@ -42,6 +43,7 @@ def _write(path: Path, content: str) -> bool:
 
 def render_units(
     settings: Settings,
+    config: Config,
     *,
     out: Path | None = None,
     per_lane: bool = False,
@@ -52,9 +54,6 @@ def render_units(
     group: str | None = None,
 ) -> dict[str, Any]:
     """Render the units of every configured lane; write them under ``out`` if given."""
-    from jobsys.config.application import load_config
-
-    config = load_config(settings, with_tasks=False)
     warnings: list[str] = []
     config_dir = str(config.directory)
     if working_directory is not None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
+    from jobsys.config import Config
     from jobsys.settings import Settings
 
 #: Ended processes (dead, fenced, stopped) stay in ``workers list`` this long.
@@ -68,10 +69,9 @@ def describe(
 
 
 async def list_workers(
-    settings: Settings, *, every: bool = False, states: tuple[str, ...] = ()
+    settings: Settings, config: Config, *, every: bool = False, states: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
     """Live processes and those that ended in the last day (``every``: all of them)."""
-    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.lanes import store
 
@@ -80,7 +80,6 @@ async def list_workers(
         raise UsageError(
             f"--state {unknown[0]!r} is not a worker state.", hint=f"Use {', '.join(STATES)}."
         )
-    config = load_config(settings, with_tasks=False)
     dead_after = config.queues.worker.dead_after_seconds
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
@@ -95,17 +94,15 @@ async def list_workers(
     return [w for w in out if not states or w["state"] in states]
 
 
-async def show_worker(settings: Settings, ref: str) -> dict[str, Any]:
+async def show_worker(settings: Settings, config: Config, ref: str) -> dict[str, Any]:
     """One process by its id, or by a prefix of it such as ``host:pid``; with its
     running jobs and the failed attempts it ran."""
-    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.lanes import store
 
     ref = ref.strip()
     if not ref:
         raise UsageError("give a worker id (see `jobsys workers list`), or host:pid.")
-    config = load_config(settings, with_tasks=False)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         rows = await store.worker_processes_by_ref(conn, ref)

@@ -431,9 +431,11 @@ async def pipeline(request: Request, user: User) -> Response:
 
 
 async def queues(request: Request, user: User) -> Response:
+    from jobsys.config.application import load_config_tasks_if_they_load
     from jobsys.lanes.service import queue_overview
 
-    rows = await queue_overview(console(request).settings)
+    settings = console(request).settings
+    rows = await queue_overview(settings, load_config_tasks_if_they_load(settings))
     return render(
         request,
         "queues.html",
@@ -448,8 +450,10 @@ async def workers(request: Request, user: User) -> Response:
     q = request.query_params
 
     async def load() -> list[dict[str, Any]]:
+        c = console(request)
         return await list_workers(
-            console(request).settings,
+            c.settings,
+            c.config(),
             every=_bool(q, "all") or False,
             states=tuple(v for v in q.getlist("state") if v),
         )
@@ -463,7 +467,8 @@ async def workers(request: Request, user: User) -> Response:
 async def worker(request: Request, user: User) -> Response:
     from jobsys.lanes.workers import show_worker
 
-    found = await show_worker(console(request).settings, request.path_params["worker_id"])
+    c = console(request)
+    found = await show_worker(c.settings, c.config(), request.path_params["worker_id"])
     return _detail(
         request,
         user,
