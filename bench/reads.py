@@ -148,6 +148,9 @@ def command_times(url: str, ids: dict[str, Any]) -> dict[str, float]:
     jobsys = str(Path(sys.executable).with_name("jobsys"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")}
     env.update(JOBSYS_CONFIG_DIR=str(CONFIG_DIR), JOBSYS_DATABASE_URL=url)
+    # as an installation runs: its modules' bytecode cached (the warm-up writes it); a
+    # shell with PYTHONDONTWRITEBYTECODE compiles every jobsys module on every run
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     out = {"jobsys --help (start-up alone)": wall([jobsys, "--help"], env)}
     for name, args in COMMANDS.items():
         argv = [jobsys, *(a.format(**ids) for a in args), "--json"]
