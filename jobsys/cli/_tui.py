@@ -122,7 +122,7 @@ async def load(settings: Settings, *, all_issues: bool = False) -> dict[str, Any
         failures_service.list_failures(settings, filters.failure_filters(), limit=ROWS),
         issues_service.list_issues(settings, limit=ROWS, status="all" if all_issues else "open"),
         list_jobs(settings, JobFilters(statuses=("todo", "doing"), limit=ROWS)),
-        schedule_service.list_entries(settings),
+        schedule_service.list_entries(settings, config_of(settings, with_tasks=True)),
         workers_service.list_workers(settings, config),
         list_pipelines(settings, config, status=None, since=None, limit=ROWS),
     )
@@ -566,7 +566,9 @@ class DashboardApp(App[None]):
         verb = "resume" if paused else "pause"
         self._ask(
             f"{verb} schedule entry {key}?",
-            lambda: set_paused(self.settings, key, not paused),
+            lambda: set_paused(
+                self.settings, config_of(self.settings, with_tasks=True), key, not paused
+            ),
             f"{key}: {verb}d",
         )
 

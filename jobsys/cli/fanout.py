@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from jobsys.cli._context import run, settings
+from jobsys.cli._context import config, run, settings
 from jobsys.cli._options import JsonOpt, WideOpt
 from jobsys.cli._table import Col
 
@@ -43,7 +43,9 @@ def list_(
     from jobsys.cli import _output
     from jobsys.schedule import service
 
-    rows = run(service.list_runs(settings(ctx), entry=entry, status=status, limit=limit))
+    rows = run(
+        service.list_runs(settings(ctx), config(ctx), entry=entry, status=status, limit=limit)
+    )
     if json:
         _output.emit_list(rows, limit=limit)
     else:
@@ -60,7 +62,7 @@ def show(
     from jobsys.cli import _output
     from jobsys.schedule import service
 
-    result = run(service.show_run(settings(ctx), run_id))
+    result = run(service.show_run(settings(ctx), config(ctx), run_id))
     if json:
         _output.emit_json(result)
     else:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from jobsys.cli._context import run, settings
+from jobsys.cli._context import config, run, settings
 from jobsys.cli._options import JsonOpt, WideOpt
 from jobsys.cli._table import Col
 
@@ -36,7 +36,7 @@ def list_(ctx: typer.Context, wide: WideOpt = False, json: JsonOpt = False) -> N
     from jobsys.cli import _output
     from jobsys.schedule import service
 
-    rows = run(service.list_entries(settings(ctx)))
+    rows = run(service.list_entries(settings(ctx), config(ctx, with_tasks=True)))
     if json:
         _output.emit_list(rows)
     else:
@@ -56,7 +56,7 @@ def run_(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
     from jobsys.errors import EXIT_USAGE
     from jobsys.schedule import service
 
-    result = run(service.run_entry(settings(ctx), name))
+    result = run(service.run_entry(settings(ctx), config(ctx, with_tasks=True), name))
     if json:
         _output.emit_json(result)
     if result["status"] == "skipped":
@@ -93,7 +93,7 @@ def pause(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
     from jobsys.cli import _output
     from jobsys.schedule import service
 
-    result = run(service.set_paused(settings(ctx), name, True))
+    result = run(service.set_paused(settings(ctx), config(ctx, with_tasks=True), name, True))
     if json:
         _output.emit_json(result)
     else:
@@ -106,7 +106,7 @@ def resume(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
     from jobsys.cli import _output
     from jobsys.schedule import service
 
-    result = run(service.set_paused(settings(ctx), name, False))
+    result = run(service.set_paused(settings(ctx), config(ctx, with_tasks=True), name, False))
     if json:
         _output.emit_json(result)
     else:
@@ -121,7 +121,7 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     from jobsys.schedule import service
 
     try:
-        result = run(service.check(settings(ctx)))
+        result = run(service.check(settings(ctx), config(ctx, with_tasks=True)))
     except ConfigError as exc:
         if json:
             _output.emit_json({"ok": False, "problems": exc.problems})

@@ -21,12 +21,11 @@ if TYPE_CHECKING:
 DEFAULT_RUN_LIMIT = 50
 
 
-def _load(settings: Settings) -> tuple[Config, Schedule]:
-    from jobsys.config.application import load_config
+def _plan(config: Config) -> Schedule:
+    """The schedule of ``config`` (loaded by the edge with the application's tasks)."""
     from jobsys.schedule.plan import build
 
-    config = load_config(settings)
-    return config, build(config)
+    return build(config)
 
 
 @contextlib.asynccontextmanager
@@ -64,11 +63,11 @@ def _outcome(tick: dict[str, Any] | None) -> str | None:
     return tick["job_status"] or "job deleted"
 
 
-async def list_entries(settings: Settings) -> list[dict[str, Any]]:
+async def list_entries(settings: Settings, config: Config) -> list[dict[str, Any]]:
     """Every entry of schedule.yaml with its state: paused, next run, last run."""
     from jobsys.schedule import store
 
-    config, schedule = _load(settings)
+    schedule = _plan(config)
     names = sorted(schedule.entries)
     async with _database(settings, config) as conn:
         states = {row["name"]: row for row in await store.read_entries(conn, names)}
@@ -120,7 +119,7 @@ async def _source_problems(conn: Any, schedule: Schedule) -> list[Any]:
     return await source_problems_of(conn, schedule)
 
 
-async def run_entry(settings: Settings, name: str) -> dict[str, Any]:
+async def run_entry(settings: Settings, config: Config, name: str) -> dict[str, Any]:
     """Enqueue ``name`` now, once (a ``manual`` tick at the database's now).
 
     A fan-out goes through its entry's ``overlap`` policy exactly as a scheduled tick
@@ -132,7 +131,7 @@ async def run_entry(settings: Settings, name: str) -> dict[str, Any]:
     from jobsys.schedule import store
     from jobsys.schedule.scheduler import fire
 
-    config, schedule = _load(settings)
+    schedule = _plan(config)
     entry = entry_named(schedule, name)
     async with _database(settings, config) as conn, conn.transaction():
         fired = await fire(conn, entry, await store.db_now(conn), status="manual")
@@ -166,11 +165,11 @@ async def run_entry(settings: Settings, name: str) -> dict[str, Any]:
     }
 
 
-async def set_paused(settings: Settings, name: str, paused: bool) -> dict[str, Any]:
+async def set_paused(settings: Settings, config: Config, name: str, paused: bool) -> dict[str, Any]:
     """Pause or resume ``name`` for every scheduler (persisted in the database)."""
     from jobsys.schedule import store
 
-    config, schedule = _load(settings)
+    schedule = _plan(config)
     entry_named(schedule, name)
     async with _database(settings, config) as conn:
         row = await store.set_paused(conn, name, paused, settings.operator)
@@ -182,11 +181,11 @@ async def set_paused(settings: Settings, name: str, paused: bool) -> dict[str, A
     }
 
 
-async def check(settings: Settings) -> dict[str, Any]:
+async def check(settings: Settings, config: Config) -> dict[str, Any]:
     """The schedule part of ``config check`` plus, when the database answers, the
     fan-out sources. Raises :class:`ConfigError` with every problem; a source table
     that does not exist yet is a warning (``warnings``), not a problem."""
-    _, schedule = _load(settings)
+    schedule = _plan(config)
     problems, warnings, checked = await source_check(settings, schedule)
     if problems:
         raise ConfigError(problems, hint="Fix schedule.yaml, then run `jobsys schedule check`.")
@@ -253,12 +252,12 @@ def _run_row(row: dict[str, Any]) -> dict[str, Any]:
 
 async def list_runs(
     settings: Settings,
+    config: Config,
     *,
     entry: str | None = None,
     status: str | None = None,
     limit: int = DEFAULT_RUN_LIMIT,
 ) -> list[dict[str, Any]]:
-    from jobsys.config import load
     from jobsys.schedule import fanout_store
     from jobsys.schedule.fanout import FANOUT_STATUSES
 
@@ -268,17 +267,14 @@ async def list_runs(
         )
     if limit < 1:
         raise UsageError("--limit must be at least 1.")
-    config = load(settings.config_dir)
     async with _database(settings, config) as conn:
         rows = await fanout_store.list_runs(conn, entry=entry, status=status, limit=limit)
     return [_run_row(r) for r in rows]
 
 
-async def show_run(settings: Settings, run_id: int) -> dict[str, Any]:
-    from jobsys.config import load
+async def show_run(settings: Settings, config: Config, run_id: int) -> dict[str, Any]:
     from jobsys.schedule import fanout_store
 
-    config = load(settings.config_dir)
     async with _database(settings, config) as conn:
         row = await fanout_store.get_run(conn, run_id)
         if row is None:

@@ -174,7 +174,8 @@ async def schedule_action(request: Request, user: User) -> Response:
     if request.path_params["action"] not in ("pause", "resume"):
         raise NotFoundError(f"no schedule action {request.path_params['action']!r}")
     paused = request.path_params["action"] == "pause"
-    await service.set_paused(console(request).actor_settings(user), name, paused)
+    c = console(request)
+    await service.set_paused(c.actor_settings(user), c.config(with_tasks=True), name, paused)
     said = "paused; ticks are not enqueued until it is resumed" if paused else "resumed"
     return _done(request, "/admin/schedule", f"{name} {said}")
 

@@ -482,7 +482,8 @@ async def worker(request: Request, user: User) -> Response:
 async def schedule(request: Request, user: User) -> Response:
     from jobsys.schedule import service
 
-    entries = await service.list_entries(console(request).settings)
+    c = console(request)
+    entries = await service.list_entries(c.settings, c.config(with_tasks=True))
     return render(
         request,
         "schedule.html",
@@ -497,8 +498,10 @@ async def fanouts(request: Request, user: User) -> Response:
     q = request.query_params
 
     async def load() -> list[dict[str, Any]]:
+        c = console(request)
         return await service.list_runs(
-            console(request).settings,
+            c.settings,
+            c.config(),
             entry=_text(q, "entry"),
             status=_text(q, "status"),
             limit=_limit(q),
@@ -513,8 +516,9 @@ async def fanouts(request: Request, user: User) -> Response:
 async def fanout(request: Request, user: User) -> Response:
     from jobsys.schedule import service
 
+    c = console(request)
     found = await service.show_run(
-        console(request).settings, _path_id(request, "run_id", "fan-out run")
+        c.settings, c.config(), _path_id(request, "run_id", "fan-out run")
     )
     return _detail(
         request, user, "fanout.html", f"Fan-out run {found['id']}", {"r": found}, JOB_TOPICS

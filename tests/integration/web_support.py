@@ -29,6 +29,7 @@ class Seeded:
 
 
 async def _seed(settings: Settings, db_url: str) -> Seeded:
+    from jobsys.config.application import load_config
     from jobsys.db.connect import connect
     from jobsys.demo import pipelines
     from jobsys.demo.run import seed as demo_seed
@@ -72,7 +73,7 @@ async def _seed(settings: Settings, db_url: str) -> Seeded:
             },
         )
     await demo_seed(settings, 20)
-    run = await run_entry(settings, "continuous_account_processing")
+    run = await run_entry(settings, load_config(settings), "continuous_account_processing")
     seeded.fanout_run = run["run_id"]
     return seeded
 
