@@ -62,7 +62,10 @@ def test_terminated_five_times_events_keep_arriving_nothing_missed(db_url: str) 
                         "VALUES (gen_random_uuid()::text, 'job_failure', 'x')"
                     )
                     await publish(writer, "issues_changed", {"opened": 1})
-                written += 1
+                    # Counted before the commit: the consumer may read the new row as
+                    # soon as the commit's notification lands, before this task resumes,
+                    # and it stops only when what it shows equals what was written.
+                    written += 1
                 await asyncio.sleep(0.01)
 
         consumer = asyncio.create_task(consume())
