@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from rt_support import (
     WorkerProcess,
     defer_rows,
@@ -130,5 +131,40 @@ def test_a_pause_survives_a_postgres_restart_and_ends_by_itself(
         assert asked_at + 2.0 < started < paused_at + 2.0 + PROMPT_SECONDS
         worker.signal()
         assert worker.wait(30) == 0, worker.output()
+    finally:
+        worker.kill()
+
+
+@pytest.mark.parametrize(
+    "throttle", [None, "q_base: {per_key: tag, rate: 1000/s, concurrency: 50}"]
+)
+def test_a_worker_that_missed_the_notification_still_honours_the_pause(
+    db_url: str, tmp_path: Path, throttle: str | None
+) -> None:
+    """A pause written without its NOTIFY (what a worker whose LISTEN dropped sees):
+    the claim itself skips the queue, on a plain lane and on a lane with flow limits
+    (its one-round-trip claim and its exact path), while the other queue is served."""
+    config = write_app(tmp_path, poll=30)
+    if throttle is not None:
+        queues = config / "queues.yaml"
+        queues.write_text(queues.read_text() + f"throttle:\n  {throttle}\n")
+    env = environment(tmp_path, db_url, config)
+    worker = WorkerProcess(env, tmp_path, "--lane", "base", "--lane", "fast")
+    try:
+        worker.wait_for_output("worker_ready", timeout=60)
+        query(db_url, "INSERT INTO jobsys_queue_pauses (queue, paused_by, target) "
+                      "VALUES ('q_base', 'silent', 'q_base')")  # fmt: skip
+        # The defers NOTIFY the worker, which claims at once: q_fast's jobs start,
+        # q_base's wait.
+        defer_rows(db_url, "rt.sleep", "q_base", [{"tag": f"b-{i}"} for i in range(5)])
+        defer_rows(db_url, "rt.sleep_fast", "q_fast", [{"tag": f"f-{i}"} for i in range(5)])
+        wait_until(lambda: len(starts(tmp_path, "f-")) == 5, 30, "the other queue's jobs")
+        time.sleep(1.0)
+        assert starts(tmp_path, "b-") == [], worker.output()
+        assert "q_base: queue paused" not in worker.output()  # it never heard of it
+        # The pause ends (again silently): the next claim takes the jobs.
+        query(db_url, "DELETE FROM jobsys_queue_pauses")
+        defer_rows(db_url, "rt.sleep_fast", "q_fast", [{"tag": "f-wake"}])  # a claim
+        wait_until(lambda: len(starts(tmp_path, "b-")) == 5, 30, "q_base's jobs after the pause")
     finally:
         worker.kill()
