@@ -114,15 +114,16 @@ async def load(settings: Settings, *, all_issues: bool = False) -> dict[str, Any
     from jobsys.pipelines.service import list_pipelines
     from jobsys.schedule import service as schedule_service
 
-    config = config_of(settings)
+    # The files, and the files with the application's tasks (what plans or explains jobs).
+    config, with_tasks = config_of(settings), config_of(settings, with_tasks=True)
     # The reads run side by side, each on its own connection: a refresh takes as long
     # as the slowest of them, not their sum (it follows every event).
     reads: list[Any] = await asyncio.gather(
         snapshot_once(settings),
         failures_service.list_failures(settings, filters.failure_filters(), limit=ROWS),
         issues_service.list_issues(settings, limit=ROWS, status="all" if all_issues else "open"),
-        list_jobs(settings, JobFilters(statuses=("todo", "doing"), limit=ROWS)),
-        schedule_service.list_entries(settings, config_of(settings, with_tasks=True)),
+        list_jobs(settings, with_tasks, JobFilters(statuses=("todo", "doing"), limit=ROWS)),
+        schedule_service.list_entries(settings, with_tasks),
         workers_service.list_workers(settings, config),
         list_pipelines(settings, config, status=None, since=None, limit=ROWS),
     )
@@ -182,7 +183,7 @@ async def detail(settings: Settings, pane: str, key: Any) -> dict[str, Any]:
     if pane == "jobs":
         from jobsys.jobs.browser import show_job
 
-        return await show_job(settings, int(key))
+        return await show_job(settings, config_of(settings, with_tasks=True), int(key))
     raise KeyError(pane)
 
 
@@ -601,7 +602,7 @@ class DashboardApp(App[None]):
 
             self._ask(
                 f"cancel job {key}? (a running job is asked to abort)",
-                lambda: cancel_job(self.settings, int(key)),
+                lambda: cancel_job(self.settings, config_of(self.settings), int(key)),
                 f"job {key}: cancel asked",
             )
         else:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from jobsys.cli._context import run, settings
+from jobsys.cli._context import config, run, settings
 
 
 def defer(
@@ -53,6 +53,7 @@ def defer(
     result = run(
         service.defer_from_cli(
             settings(ctx),
+            config(ctx, with_tasks=True),
             task,
             args,
             queue=queue,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from jobsys.cli._context import settings
+from jobsys.cli._context import config, settings
 from jobsys.cli._options import JsonOpt, WideOpt
 from jobsys.cli._table import Col
 from jobsys.errors import UsageError
@@ -103,7 +103,7 @@ def list_(
     from jobsys.jobs.browser import list_jobs
 
     filters = _filters(queue, lane, task, status, account, since, arg, arg_contains, limit)
-    jobs = run(list_jobs(settings(ctx), filters))
+    jobs = run(list_jobs(settings(ctx), config(ctx, with_tasks=True), filters))
     if json:
         _output.emit_list(jobs, limit=limit)
         return
@@ -163,7 +163,15 @@ def execute_bulk(ctx: typer.Context, request: BulkRequest, *, yes: bool, json: b
         update[0](done, total)
 
     with bars:
-        report = run(bulk_action(settings(ctx), request, confirm=confirm, progress=progress))
+        report = run(
+            bulk_action(
+                settings(ctx),
+                config(ctx, with_tasks=True),
+                request,
+                confirm=confirm,
+                progress=progress,
+            )
+        )
     if json:
         _output.emit_json(report)
     else:
@@ -222,7 +230,7 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
     from jobsys.cli._context import run
     from jobsys.jobs.browser import show_job
 
-    job = run(show_job(settings(ctx), job_id))
+    job = run(show_job(settings(ctx), config(ctx, with_tasks=True), job_id))
     if json:
         _output.emit_json(job)
         return
@@ -314,7 +322,7 @@ def cancel(
         )
         execute_bulk(ctx, request, yes=yes, json=json)
         return
-    result = run(cancel_job(settings(ctx), job_id))
+    result = run(cancel_job(settings(ctx), config(ctx), job_id))
     if json:
         _output.emit_json(result)
     elif result["result"] == "cancelled":

@@ -144,12 +144,12 @@ def filter_params(filters: JobFilters, config: Config, redactor: Redactor) -> di
     }
 
 
-async def list_jobs(settings: Settings, filters: JobFilters) -> list[dict[str, Any]]:
-    """Jobs matching ``filters``, newest first."""
-    from jobsys.config.application import load_config
+async def list_jobs(
+    settings: Settings, config: Config, filters: JobFilters
+) -> list[dict[str, Any]]:
+    """Jobs matching ``filters``, newest first (``config`` with the application's tasks)."""
     from jobsys.db.connect import check_schema, connect, resolve
 
-    config = load_config(settings)
     if not 1 <= filters.limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be between 1 and {MAX_LIMIT}")
     redactor = redactor_of(config)
@@ -195,13 +195,12 @@ async def _matching_rows(
         page["max_id"] = rows[-1]["id"]
 
 
-async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
-    """One job with its history, failures, retry state and pipeline. Unknown: exit 1."""
-    from jobsys.config.application import load_config
+async def show_job(settings: Settings, config: Config, job_id: int) -> dict[str, Any]:
+    """One job with its history, failures, retry state and pipeline. Unknown: exit 1.
+    ``config`` with the application's tasks (their flow limits say why a job waits)."""
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.flow.service import why_waiting
 
-    config = load_config(settings)
     redactor = redactor_of(config)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
@@ -236,14 +235,12 @@ async def show_job(settings: Settings, job_id: int) -> dict[str, Any]:
     return job
 
 
-async def cancel_job(settings: Settings, job_id: int) -> dict[str, Any]:
+async def cancel_job(settings: Settings, config: Config, job_id: int) -> dict[str, Any]:
     """Waiting: cancelled. Running: abort requested. Anything else: refused (exit 2)."""
-    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.engine import manager
     from jobsys.live.publish import publish_safely
 
-    config = load_config(settings, with_tasks=False)
     url = resolve(settings, config).url
     async with connect(url) as conn:
         await check_schema(conn)

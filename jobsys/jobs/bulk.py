@@ -35,6 +35,7 @@ from jobsys.jobs.browser import JobFilters, filter_params, parse_statuses, redac
 from jobsys.timespec import parse_time
 
 if TYPE_CHECKING:
+    from jobsys.config import Config
     from jobsys.failures.redaction import Redactor
     from jobsys.settings import Settings
 
@@ -137,19 +138,19 @@ def _kept(rows: list[dict[str, Any]], contains: str | None, redactor: Redactor) 
 
 async def bulk_action(
     settings: Settings,
+    config: Config,
     request: BulkRequest,
     *,
     confirm: Callable[[dict[str, Any]], bool] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run (or with ``dry_run`` preview) one bulk action; the report as a dict."""
-    from jobsys.config.application import load_config
+    """Run (or with ``dry_run`` preview) one bulk action; the report as a dict.
+    ``config`` with the application's tasks."""
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.live.publish import publish_safely
 
     now = datetime.now(UTC)
     before = _check(request, now)
-    config = load_config(settings)
     redactor = redactor_of(config)
     statuses = _statuses(request)
     contains = request.filters.arg_contains

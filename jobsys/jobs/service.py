@@ -10,11 +10,13 @@ from jobsys.jobs import validate
 from jobsys.jobs.unique import unique_spec
 
 if TYPE_CHECKING:
+    from jobsys.config import Config
     from jobsys.settings import Settings
 
 
 async def defer_from_cli(
     settings: Settings,
+    config: Config,
     task: str,
     args_text: str,
     *,
@@ -27,7 +29,6 @@ async def defer_from_cli(
     unique_for: str | None = None,
     unique_keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.jobs import defer
 
@@ -41,7 +42,6 @@ async def defer_from_cli(
     )
     schedule_at = timespec.parse_iso(at, "--at") if at is not None else None
     unique = unique_spec(unique_for, unique_keys, where="--unique-for")
-    config = load_config(settings)
     planned = defer.plan(
         config,
         task,

@@ -142,7 +142,8 @@ async def job_cancel(request: Request, user: User) -> Response:
     from jobsys.jobs.browser import cancel_job
 
     job_id = _id(request, "job_id")
-    result = await cancel_job(console(request).actor_settings(user), job_id)
+    c = console(request)
+    result = await cancel_job(c.actor_settings(user), c.config(), job_id)
     said = (
         "cancelled (it was waiting)"
         if result["result"] == "cancelled"

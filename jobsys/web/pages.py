@@ -136,10 +136,12 @@ async def dashboard(request: Request, user: User) -> Response:
     from jobsys.jobs.browser import JobFilters, list_jobs
     from jobsys.live.dashboard import snapshot_once
 
-    settings = console(request).settings
+    c = console(request)
+    settings = c.settings
     # Two connections side by side: the page costs the slower read, not their sum.
     snapshot, jobs = await asyncio.gather(
-        snapshot_once(settings), list_jobs(settings, JobFilters(limit=RECENT_JOBS))
+        snapshot_once(settings),
+        list_jobs(settings, c.config(with_tasks=True), JobFilters(limit=RECENT_JOBS)),
     )
     return render(
         request,
@@ -251,11 +253,12 @@ async def failure(request: Request, user: User) -> Response:
     from jobsys.failures.service import show_failure
     from jobsys.jobs.browser import show_job
 
-    settings = console(request).settings
+    c = console(request)
+    settings = c.settings
     found = await show_failure(settings, _path_id(request, "failure_id", "failure"))
     job: dict[str, Any] | None
     try:
-        job = await show_job(settings, found["job_id"])
+        job = await show_job(settings, c.config(with_tasks=True), found["job_id"])
     except NotFoundError:  # deleted by retention: the failure row outlives its job
         job = None
     found["retry_state"] = _current_outcome(found["retry_state"], job)
@@ -313,10 +316,11 @@ async def jobs(request: Request, user: User) -> Response:
             arg_contains=_text(q, "arg_contains"),
             below_id=_int(q, "below"),
         )
-        settings = console(request).settings
+        c = console(request)
+        settings, config = c.settings, c.config(with_tasks=True)
         if chosen.arg_contains is None:
-            return await list_jobs(settings, chosen)
-        rows, walked = await _search_jobs(settings, chosen)
+            return await list_jobs(settings, config, chosen)
+        rows, walked = await _search_jobs(settings, config, chosen)
         searched.update(walked)
         return rows
 
@@ -324,7 +328,9 @@ async def jobs(request: Request, user: User) -> Response:
     return await _listing(request, user, "jobs.html", load, key="jobs", empty=[], context=context)
 
 
-async def _search_jobs(settings: Any, chosen: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+async def _search_jobs(
+    settings: Any, config: Any, chosen: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``arg_contains`` a range of ids at a time, newest first, within the budget:
     the matches, and the ids searched (``top`` down to ``down_to``; ``next_below``
     continues, None when every older job was searched)."""
@@ -332,7 +338,7 @@ async def _search_jobs(settings: Any, chosen: Any) -> tuple[list[dict[str, Any]]
 
     top = chosen.below_id
     if top is None:
-        newest = await list_jobs(settings, JobFilters(limit=1))
+        newest = await list_jobs(settings, config, JobFilters(limit=1))
         top = newest[0]["id"] + 1 if newest else 1
     found: list[dict[str, Any]] = []
     low, started = top, time.monotonic()
@@ -340,6 +346,7 @@ async def _search_jobs(settings: Any, chosen: Any) -> tuple[list[dict[str, Any]]
         bound = max(1, low - SEARCH_CHUNK_IDS)
         found += await list_jobs(
             settings,
+            config,
             replace(chosen, from_id=bound, below_id=low, limit=chosen.limit - len(found)),
         )
         low = bound
@@ -353,7 +360,10 @@ async def _search_jobs(settings: Any, chosen: Any) -> tuple[list[dict[str, Any]]
 async def job(request: Request, user: User) -> Response:
     from jobsys.jobs.browser import show_job
 
-    found = await show_job(console(request).settings, _path_id(request, "job_id", "job"))
+    c = console(request)
+    found = await show_job(
+        c.settings, c.config(with_tasks=True), _path_id(request, "job_id", "job")
+    )
     return _detail(request, user, "job.html", f"Job {found['id']}", {"j": found}, JOB_TOPICS)
 
 

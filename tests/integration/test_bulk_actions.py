@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from jobsys.config.application import load_config
 from jobsys.jobs.browser import JobFilters
 from jobsys.jobs.bulk import BulkRequest, bulk_action
 from jobsys.settings import Settings
@@ -245,6 +246,7 @@ def test_interrupted_then_rerun_finishes_the_rest(db_url: str, tmp_path: Path) -
     settings = Settings(
         database_url=db_url, home=tmp_path / "home", config_dir=CONFIG_DIR, operator="tester"
     )
+    config = load_config(settings)
     request = BulkRequest(action="queues_purge", filters=JobFilters(queues=("sync",)), chunk=150)
     chunks: list[int] = []
 
@@ -254,11 +256,11 @@ def test_interrupted_then_rerun_finishes_the_rest(db_url: str, tmp_path: Path) -
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        asyncio.run(bulk_action(settings, request, progress=stop_after_three))
+        asyncio.run(bulk_action(settings, config, request, progress=stop_after_three))
     assert statuses(db_url) == {"cancelled": 450, "todo": 550}
     # the audit row says what the interrupted run did
     [(_, actor, _, matched, counts, status)] = audits(db_url)
     assert (actor, matched, counts, status) == ("tester", 1000, {"cancelled": 450}, "running")
-    report = asyncio.run(bulk_action(settings, request))
+    report = asyncio.run(bulk_action(settings, config, request))
     assert report["done"] == {"cancelled": 550} and report["total"] == 550
     assert statuses(db_url) == {"cancelled": 1000}
