@@ -11,6 +11,7 @@ is never loaded for ``--help`` or any other command.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,9 @@ from jobsys.settings import Settings
 #: A refresh follows each event on these topics (and every deferral), debounced.
 TOPICS = ("jobs_changed", "job_failures_changed", "issues_changed", "dashboard_metrics_changed")
 DEBOUNCE_SECONDS = 0.03  # events this close together make one refresh
+#: Event refreshes start at least this far apart (each opens a connection per pane):
+#: a busy stream of events refreshes 5 times a second, not back to back.
+MIN_REFRESH_INTERVAL_SECONDS = 0.2
 POLL_SECONDS = 5.0  # the fallback: rates move, and a lost event is caught up
 ROWS = 200  # rows loaded per pane
 SCROLLBAR_WIDTH = 2  # Textual's default vertical scrollbar, kept free in every pane
@@ -300,6 +304,7 @@ class DashboardApp(App[None]):
         self.all_issues = False  # the issues pane: every issue, not only the open ones
         self.events_lost = False  # the event connection is down: the poll alone refreshes
         self._soon: Any = None  # the pending event refresh (a Textual timer)
+        self._last_read = -float("inf")  # when the last read started (monotonic)
         self._reading = asyncio.Lock()
 
     # layout and refresh
@@ -332,7 +337,8 @@ class DashboardApp(App[None]):
         async for message in subscribe(url, topics=TOPICS, with_job_inserts=True):
             self.events_lost = isinstance(message, Lost)
             if self._soon is None:
-                self._soon = self.set_timer(DEBOUNCE_SECONDS, self._refresh_soon)
+                wait = self._last_read + MIN_REFRESH_INTERVAL_SECONDS - time.monotonic()
+                self._soon = self.set_timer(max(DEBOUNCE_SECONDS, wait), self._refresh_soon)
 
     async def _refresh_soon(self) -> None:
         self._soon = None
@@ -342,6 +348,7 @@ class DashboardApp(App[None]):
         from jobsys.errors import JobsysError
 
         async with self._reading:  # the poll and an event never read side by side
+            self._last_read = time.monotonic()
             try:
                 self.data = await load(self.settings, all_issues=self.all_issues)
                 self.status = ""
