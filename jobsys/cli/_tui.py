@@ -483,10 +483,13 @@ class DashboardApp(App[None]):
             return None
 
     def _ask(self, text: str, then: Callable[[], Awaitable[Any]], done: str) -> None:
+        async def action() -> Any:  # ``then()`` too under the guard: it loads the config
+            return await then()
+
         async def answered(yes: bool | None) -> None:
             if not yes:
                 self.note = "cancelled: nothing was changed"
-            elif await self._guard(then()) is not None:
+            elif await self._guard(action()) is not None:
                 self.note = done
             await self.reload()
 
@@ -502,9 +505,13 @@ class DashboardApp(App[None]):
         request = (
             RetryRequest(ids=(int(key),)) if pane == "failures" else RetryRequest(issue=int(key))
         )
-        preview = await self._guard(
-            retry_service(self.settings, _dry(request), confirm=None, progress=None)
-        )
+
+        async def retry(dry: bool) -> Any:  # the config is loaded under the guard
+            config = config_of(self.settings, with_tasks=True)
+            chosen = _dry(request) if dry else request
+            return await retry_service(self.settings, config, chosen, confirm=None, progress=None)
+
+        preview = await self._guard(retry(dry=True))
         if preview is None:
             return
         lines = [
@@ -531,7 +538,7 @@ class DashboardApp(App[None]):
             return
         self._ask(
             "\n".join([*lines, "", f"retry {preview.would_retry} of {preview.matched}?"]),
-            lambda: retry_service(self.settings, request, confirm=None, progress=None),
+            lambda: retry(dry=False),
             f"retried ({pane} {key})",
         )
 
@@ -596,7 +603,7 @@ class DashboardApp(App[None]):
         self._ask(
             f"{what}? {'Workers start its jobs again' if paused else 'No worker starts its jobs'}"
             " within a second.",
-            lambda: set_paused(self.settings, target, paused=not paused),
+            lambda: set_paused(self.settings, config_of(self.settings), target, paused=not paused),
             f"{target}: {verb}d",
         )
 

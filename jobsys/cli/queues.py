@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from jobsys.cli._context import run, settings
+from jobsys.cli._context import config, run, settings
 from jobsys.cli._options import JsonOpt, WideOpt
 from jobsys.cli._table import Col
 
@@ -92,27 +92,20 @@ def pause(
     within a second. Waiting jobs stay waiting, running jobs finish, new jobs are still
     enqueued. --all asks first unless --yes."""
     from jobsys.cli import _output
-    from jobsys.config.application import load_config
     from jobsys.flow import service
 
-    config = load_config(settings(ctx), with_tasks=False)
+    loaded = config(ctx)
     if every:
-        service.targets(config, name, every=True)  # refuse a name beside --all first
-        count = len(config.all_queues)
+        service.targets(loaded, name, every=True)  # refuse a name beside --all first
+        count = len(loaded.all_queues)
         if not yes and not _output.confirm(
-            f"Pause all {count} queues of {len(config.lanes)} lanes? No job starts until "
+            f"Pause all {count} queues of {len(loaded.lanes)} lanes? No job starts until "
             "`jobsys queues resume --all`"
         ):
             raise typer.Abort()
     result = run(
         service.set_paused(
-            settings(ctx),
-            name,
-            paused=True,
-            every=every,
-            for_=for_,
-            reason=reason,
-            config=config,
+            settings(ctx), loaded, name, paused=True, every=every, for_=for_, reason=reason
         )
     )
     _report(result, json)
@@ -125,7 +118,9 @@ def resume(
     """Let workers start jobs of NAME (a queue or a lane) again, within a second."""
     from jobsys.flow import service
 
-    _report(run(service.set_paused(settings(ctx), name, paused=False, every=every)), json)
+    _report(
+        run(service.set_paused(settings(ctx), config(ctx), name, paused=False, every=every)), json
+    )
 
 
 def _report(result: dict[str, Any], json: bool) -> None:

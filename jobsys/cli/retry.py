@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from jobsys.cli._context import run, settings
+from jobsys.cli._context import config, run, settings
 from jobsys.cli._options import JsonOpt
 from jobsys.errors import EXIT_PARTIAL
 
@@ -145,7 +145,11 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
     with _output.progress_bar("retrying") as progress:
         report = run(
             retry_service(
-                settings(ctx), request, confirm=None if yes else confirm, progress=progress
+                settings(ctx),
+                config(ctx, with_tasks=True),
+                request,
+                confirm=None if yes else confirm,
+                progress=progress,
             )
         )
     if json:

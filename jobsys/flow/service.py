@@ -65,24 +65,22 @@ def pause_view(pause: dict[str, Any]) -> dict[str, Any]:
 
 async def set_paused(
     settings: Settings,
+    config: Config,
     name: str | None,
     *,
     paused: bool,
     every: bool = False,
     for_: str | None = None,
     reason: str | None = None,
-    config: Config | None = None,
 ) -> dict[str, Any]:
     """Pause or resume what ``name`` (or ``every``) means for every worker; the result
     says which queues changed and which already were in that state."""
-    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.flow import store
 
     if not paused and (for_ is not None or reason is not None):
         raise UsageError("--for and --reason go with pause, not resume")
     for_seconds = timespec.parse_duration(for_, "--for").total_seconds() if for_ else None
-    config = config or load_config(settings, with_tasks=False)
     target, queues = targets(config, name, every=every)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)

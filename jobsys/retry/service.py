@@ -21,6 +21,7 @@ from jobsys.retry import engine, store
 from jobsys.retry.rules import RETRIED, Decision
 
 if TYPE_CHECKING:
+    from jobsys.config import Config
     from jobsys.settings import Settings
 
 #: How many verdicts a human summary shows per reason (refused ones; in a dry run all).
@@ -138,17 +139,17 @@ def _validate(request: RetryRequest) -> None:
 
 async def retry(
     settings: Settings,
+    config: Config,
     request: RetryRequest,
     *,
     confirm: Confirm | None = None,
     progress: Progress | None = None,
 ) -> RetryReport:
-    """Retry the failures ``request`` names. ``confirm`` (unless --yes) sees a dry run first."""
-    from jobsys.config.application import load_config
+    """Retry the failures ``request`` names. ``confirm`` (unless --yes) sees a dry run first.
+    ``config`` with the application's tasks: a retried job's task must be known."""
     from jobsys.db.connect import check_schema, connect, resolve
 
     _validate(request)
-    config = load_config(settings)  # imports the application: tasks must be known
     check_names(request.filter, config.all_queues, config.lanes)
     chunk = config.queues.retry.bulk_chunk_size
     async with connect(resolve(settings, config).url) as conn:

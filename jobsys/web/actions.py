@@ -64,7 +64,7 @@ async def retry_preview(request: Request, user: User) -> Response:
     c = console(request)
     q = request.query_params
     req, what, back = retry_request(q, dry_run=True)
-    report = await retry(c.actor_settings(user), req)
+    report = await retry(c.actor_settings(user), c.config(with_tasks=True), req)
     return render(
         request,
         "retry.html",
@@ -86,7 +86,8 @@ async def retry_run(request: Request, user: User) -> Response:
 
     form = await request.form()
     req, what, back = retry_request(form, dry_run=False)
-    report = await retry(console(request).actor_settings(user), req)
+    c = console(request)
+    report = await retry(c.actor_settings(user), c.config(with_tasks=True), req)
     return render(
         request,
         "retry.html",
@@ -189,11 +190,13 @@ async def queue_action(request: Request, user: User) -> Response:
     action = request.path_params["action"]
     if action not in ("pause", "resume"):
         raise NotFoundError(f"no queue action {action!r}; use pause or resume")
-    settings = console(request).actor_settings(user)
+    c = console(request)
+    settings, config = c.actor_settings(user), c.config()
     if action == "pause":
         form = await request.form()
         result = await service.set_paused(
             settings,
+            config,
             name,
             paused=True,
             for_=str(form.get("for") or "") or None,
@@ -203,7 +206,7 @@ async def queue_action(request: Request, user: User) -> Response:
         if result["until"] is not None:
             said += f" until {result['until']:%Y-%m-%d %H:%M} UTC"
     else:
-        result = await service.set_paused(settings, name, paused=False)
+        result = await service.set_paused(settings, config, name, paused=False)
         said = f"resumed {', '.join(result['queues'])}"
     return _done(request, "/admin/queues", said)
 

@@ -17,6 +17,7 @@ import pytest
 from _retry_support import bulk_failed_jobs, make_issue, sql
 from rt_support import report
 
+from jobsys.config.application import load_config
 from jobsys.db.connect import connect
 from jobsys.retry import engine
 from jobsys.retry.service import RetryRequest, retry
@@ -195,8 +196,8 @@ async def test_service_level_race_has_no_traceback(settings: Settings, db_url: s
         operator="colleague",
     )
     reports = await asyncio.gather(
-        retry(settings, RetryRequest(ids=(failure_id,))),
-        retry(other, RetryRequest(ids=(failure_id,))),
+        retry(settings, load_config(settings), RetryRequest(ids=(failure_id,))),
+        retry(other, load_config(other), RetryRequest(ids=(failure_id,))),
     )
     assert sorted(r.decisions[0].decision for r in reports) == [
         "retried",

@@ -198,23 +198,25 @@ async def test_issue_retry_refuses_authentication(settings, db_url: str) -> None
     import typer
 
     from jobsys.cli.retry import issues_retry
+    from jobsys.config.application import load_config
     from jobsys.errors import NotFoundError
     from jobsys.retry.service import RetryRequest, retry
 
+    config = load_config(settings)
     issue = make_issue(db_url)
     async with procrastinate_app(db_url) as app:
         _, runtime = await failed_job(app, "i1")
         _, auth = await failed_job(app, "i2", "auth")
     sql(db_url, "UPDATE jobsys_failures SET issue_id = %s", (issue,))
-    dry = await retry(settings, RetryRequest(issue=issue, dry_run=True))
+    dry = await retry(settings, config, RetryRequest(issue=issue, dry_run=True))
     assert (dry.counts, dry.dry_run) == ({"skipped_authentication": 1, "would_retry": 1}, True)
-    report = await retry(settings, RetryRequest(issue=issue))
+    report = await retry(settings, config, RetryRequest(issue=issue))
     assert {d.failure_id: d.decision for d in report.decisions} == {
         runtime: "retried",
         auth: "skipped_authentication",
     }
     with pytest.raises(NotFoundError, match="no issue 4242"):
-        await retry(settings, RetryRequest(issue=4242))
+        await retry(settings, config, RetryRequest(issue=4242))
     # The command function is ready to attach to the issues group.
     group = typer.Typer()
     group.command("retry")(issues_retry)
