@@ -74,7 +74,24 @@ async def publish(
     """Publish a live topic (ids and counts only): see :mod:`jobsys.live.api`."""
     from jobsys.live.api import publish as publish_live
 
-    await publish_live(topic, data, connection=connection)
+    await publish_live(topic, data, connection=connection, database_url=_database_url)
+
+
+_url_cache: str | None = None
+
+
+def _database_url() -> str:
+    """The database a publish outside a worker, with no connection given, goes to: the
+    environment's configuration, loaded here at the application's edge, once."""
+    global _url_cache
+    if _url_cache is None:
+        from jobsys.config.application import load_config
+        from jobsys.db.connect import resolve
+        from jobsys.settings import from_env
+
+        settings = from_env()
+        _url_cache = resolve(settings, load_config(settings, with_tasks=False)).url
+    return _url_cache
 
 
 __all__ = [

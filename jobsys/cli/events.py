@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from jobsys.cli._context import settings
+from jobsys.cli._context import config, settings
 
 
 def events(
@@ -38,6 +38,6 @@ def events(
             _output.event_line(event["received_at"], event["topic"], event["data"])
 
     try:
-        run(stream.follow(settings(ctx), topic or [], on_event, _output.say))
+        run(stream.follow(settings(ctx), config(ctx), topic or [], on_event, _output.say))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

@@ -18,6 +18,7 @@ Database problems are logged, never raised; a malformed topic name raises
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from jobsys.live import coalesce
@@ -25,26 +26,17 @@ from jobsys.live.publish import payload, publish_safely
 
 logger = logging.getLogger(__name__)
 
-_url_cache: str | None = None
-
-
-def _database_url() -> str:
-    global _url_cache
-    if _url_cache is None:
-        from jobsys.config.application import load_config
-        from jobsys.db.connect import resolve
-        from jobsys.settings import from_env
-
-        settings = from_env()
-        config = load_config(settings, with_tasks=False)
-        _url_cache = resolve(settings, config).url
-    return _url_cache
-
 
 async def publish(
-    topic: str, data: dict[str, Any] | None = None, *, connection: Any | None = None
+    topic: str,
+    data: dict[str, Any] | None = None,
+    *,
+    connection: Any | None = None,
+    database_url: Callable[[], str],
 ) -> None:
-    """Publish ``topic`` with ``data`` (ids and counts; anything else is dropped)."""
+    """Publish ``topic`` with ``data`` (ids and counts; anything else is dropped).
+    ``database_url`` is asked only on the third path (the edge, ``jobsys.publish``,
+    resolves it from the environment's configuration once)."""
     payload(topic, data)  # validates the topic before anything touches a connection
     if connection is not None:
         await publish_safely(connection, topic, data)
@@ -55,7 +47,7 @@ async def publish(
     try:
         from jobsys.db.connect import connect
 
-        async with connect(_database_url()) as conn:
+        async with connect(database_url()) as conn:
             await publish_safely(conn, topic, data)
     except Exception as exc:
         logger.warning(

@@ -28,13 +28,11 @@ DEFAULT_SLOW_REFRESH_SECONDS = 5.0
 Draw = Callable[[dict[str, Any] | None, str], None]
 
 
-async def snapshot_once(settings: Settings) -> dict[str, Any]:
+async def snapshot_once(settings: Settings, config: Config) -> dict[str, Any]:
     """One snapshot (``dashboard --once``): unreachable database exits 69."""
-    from jobsys.config.application import load_config
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.live import snapshot
 
-    config = load_config(settings, with_tasks=False)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         return await snapshot.take(conn, config)
@@ -44,12 +42,14 @@ class Dashboard:
     def __init__(
         self,
         settings: Settings,
+        config: Config,
         draw: Draw,
         *,
         max_redraws_per_second: float = DEFAULT_MAX_REDRAWS_PER_SECOND,
         slow_refresh_seconds: float = DEFAULT_SLOW_REFRESH_SECONDS,
     ) -> None:
         self.settings = settings
+        self.config = config
         self.draw = draw
         self.min_interval = 1.0 / max_redraws_per_second
         self.slow_refresh_seconds = slow_refresh_seconds
@@ -107,11 +107,10 @@ class Dashboard:
         """Read and draw until :meth:`quit`."""
         import psycopg
 
-        from jobsys.config.application import load_config
         from jobsys.db import url as db_url
         from jobsys.db.connect import resolve
 
-        config = load_config(self.settings, with_tasks=False)
+        config = self.config
         url = resolve(self.settings, config).url
         follower = asyncio.create_task(self._follow(url))
         conn: Any = None

@@ -42,16 +42,15 @@ def check_topics(topics: Sequence[str], config: Config) -> list[str] | None:
 
 async def follow(
     settings: Settings,
+    config: Config,
     topics: Sequence[str],
     on_event: Callable[[dict[str, Any]], None],
     on_notice: Callable[[str], None],
 ) -> None:
     """Stream events until cancelled. The first connection failing raises (exit 69)."""
-    from jobsys.config.application import load_config
     from jobsys.db.connect import resolve
     from jobsys.live.subscriber import Event, Lost, Synced, subscribe
 
-    config = load_config(settings, with_tasks=False)
     wanted = check_topics(topics, config)
     url = resolve(settings, config).url
     async for message in subscribe(url, topics=wanted, fail_first=True):

@@ -140,7 +140,7 @@ async def dashboard(request: Request, user: User) -> Response:
     settings = c.settings
     # Two connections side by side: the page costs the slower read, not their sum.
     snapshot, jobs = await asyncio.gather(
-        snapshot_once(settings),
+        snapshot_once(settings, c.config()),
         list_jobs(settings, c.config(with_tasks=True), JobFilters(limit=RECENT_JOBS)),
     )
     return render(

@@ -132,9 +132,7 @@ def test_every_topic_arrives_from_its_real_cause(events, db_url: str, config: Co
         published = asyncio.run(failure_issue_metrics_app())
     finally:
         del os.environ["JOBSYS_DATABASE_URL"]
-    from jobsys.live import api
-
-    api._url_cache = None
+    jobsys._url_cache = None
 
     # The failing job is recorded by failure capture (a worker middleware), which
     # publishes in its own transaction; the row inserted above is then a no-op.
