@@ -8,7 +8,8 @@ import typer
 
 from jobsys.cli._context import run, settings
 from jobsys.cli._options import JsonOpt, WideOpt
-from jobsys.cli._table import Col
+from jobsys.cli._table import Col, absolute
+from jobsys.errors import UsageError
 
 app = typer.Typer(help="Failures: every failed attempt, with its kind, context and issue.")
 
@@ -73,6 +74,13 @@ def list_(
         str | None,
         typer.Option("--group-by", help="Count per fingerprint, task, queue, kind or issue."),
     ] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            help="With --group-by: count the newest 5,000 matching failures (default),"
+            " or all (exact; seconds at a million).",
+        ),
+    ] = None,
     wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -96,12 +104,22 @@ def list_(
     )
     filters.check_limit(limit)
     filters.check_group_by(group_by)
-    result = run(service.list_failures(settings(ctx), chosen, limit=limit, group_by=group_by))
-    for note in result["notes"]:
+    if window is not None and group_by is None:
+        raise UsageError("--window counts groups: give it with --group-by.")
+    counted = filters.check_window(window) if group_by is not None else None
+    result = run(
+        service.list_failures(settings(ctx), chosen, limit=limit, group_by=group_by, window=counted)
+    )
+    notes = [*result["notes"], *_window_notes(result.get("window"))]
+    for note in notes:
         _output.say(f"note: {note}")
     if json and group_by is not None:
         _output.emit_list(
-            result["groups"], total=result["total"], notes=result["notes"], group_by=group_by
+            result["groups"],
+            total=result["total"],
+            notes=notes,
+            group_by=group_by,
+            window=result.get("window"),
         )
     elif json:
         from jobsys.failures.service import COUNT_CAP
@@ -135,6 +153,17 @@ def list_(
         _output.table(rows, LIST_COLUMNS, empty="no failures match", wide=wide)
         if result["next_before"] is not None:
             _output.say(f"more: add --before {result['next_before']}")
+
+
+def _window_notes(window: dict[str, Any] | None) -> list[str]:
+    """What a windowed group count left out, and how to count everything."""
+    if window is None or window["complete"]:
+        return []
+    return [
+        f"counted the newest {window['counted']:,} matching failures (back to"
+        f" {absolute(window['oldest'])}); older ones are not in these counts:"
+        " --window all counts every one (seconds at a million)"
+    ]
 
 
 @app.command()

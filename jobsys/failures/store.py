@@ -212,17 +212,26 @@ WITH_ISSUE = ("fingerprint", "issue")
 # window is ordered by time alone (no id tie-break), so each filter's
 # (column, occurred_at DESC) index gives it in order.
 GROUP_FAILURES_WINDOW = """
-SELECT {column} AS key, count(*) AS occurrences, max(occurred_at) AS last_seen,
-       count(DISTINCT account_id) AS affected_accounts,
+SELECT key, count(*) AS occurrences, max(occurred_at) AS last_seen,
+       count(DISTINCT account_id) AS affected_accounts{newest_issue},
        count(*) OVER () AS window_groups, sum(count(*)) OVER () AS window_failures,
        min(min(occurred_at)) OVER () AS window_oldest
-  FROM (SELECT {column}, occurred_at, account_id FROM jobsys_failures f
+  FROM (SELECT {column} AS key, occurred_at, account_id, issue_id FROM jobsys_failures f
          WHERE {where}
          ORDER BY occurred_at DESC
          LIMIT %(window)s) f
- GROUP BY {column}
- ORDER BY count(*) DESC, {column} NULLS LAST
+ GROUP BY key
+ ORDER BY count(*) DESC, key NULLS LAST
  LIMIT %(limit)s
+"""
+# The same by fingerprint or issue, naming the group's issue as GROUP_FAILURES_WITH_ISSUE.
+GROUP_FAILURES_WINDOW_WITH_ISSUE = """
+SELECT g.key, g.occurrences, g.last_seen, g.affected_accounts,
+       i.id AS issue_id, i.title AS issue_title,
+       g.window_groups, g.window_failures, g.window_oldest
+  FROM ({windowed}) g
+  LEFT JOIN jobsys_issues i ON i.id = g.newest_issue
+ ORDER BY g.occurrences DESC, g.key NULLS LAST
 """
 
 # One failure, with the title and status of its issue (``failures show``).
@@ -299,7 +308,14 @@ async def group_failures_window(
 ) -> list[dict[str, Any]]:
     """:func:`group_failures` over the newest ``window`` matching failures; every row
     has ``window_groups``, ``window_failures`` and ``window_oldest``."""
-    sql = GROUP_FAILURES_WINDOW.format(column=GROUP_COLUMNS[group_by], where=where_clause(filters))
+    with_issue = group_by in WITH_ISSUE
+    sql = GROUP_FAILURES_WINDOW.format(
+        column=GROUP_COLUMNS[group_by],
+        where=where_clause(filters),
+        newest_issue=", max(issue_id) AS newest_issue" if with_issue else "",
+    )
+    if with_issue:
+        sql = GROUP_FAILURES_WINDOW_WITH_ISSUE.format(windowed=sql)
     return await fetch_all(conn, sql, {**filters, "limit": limit, "window": window})
 
 

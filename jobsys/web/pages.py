@@ -42,10 +42,6 @@ FAILURE_FILTERS = (
 JOB_FILTERS = ("queue", "lane", "task", "status", "account", "since", "arg", "arg_contains")
 RECENT_JOBS = 10
 DEFAULT_LIMIT = 50
-#: The failures page's group view counts the newest this many matching failures
-#: (15-80 ms at 1,000,000; counting them all takes seconds), and says so;
-#: ``window=all`` counts every matching failure, as ``failures list --group-by`` does.
-GROUP_WINDOW = 5_000
 #: A text search in the args (``arg_contains``) has no index (migration 0017): the
 #: jobs page walks the ids newest first, this many at a time, until it has a page of
 #: matches or the budget is spent, then says how far it got and links to go on (the
@@ -206,7 +202,7 @@ async def failures(request: Request, user: User) -> Response:
             chosen,
             limit=limit,
             group_by=group_by,
-            window=_window(q),
+            window=filters.check_window(q.get("window")),
         )
 
     return await _listing(
@@ -230,18 +226,6 @@ async def failures(request: Request, user: User) -> Response:
             ),
             "topics": FAILURE_TOPICS,
         },
-    )
-
-
-def _window(q: QueryParams) -> int | None:
-    """How many of the newest matching failures the group view counts (None: all)."""
-    raw = q.get("window") or ""
-    if raw == "":
-        return GROUP_WINDOW
-    if raw == "all":
-        return None
-    raise UsageError(
-        f"--window {raw!r}: leave it out (the newest {GROUP_WINDOW:,} failures) or give all."
     )
 
 

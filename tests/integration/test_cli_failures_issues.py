@@ -69,6 +69,63 @@ def seed(db_url: str) -> list[dict[str, Any]]:
     return fx.rows(db_url, "SELECT * FROM jobsys_failures ORDER BY occurred_at DESC, id DESC")
 
 
+def test_groups_count_the_newest_window_and_say_how_to_count_all(  # type: ignore[no-untyped-def]
+    cli, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobsys.failures import filters
+
+    rows = seed(db_url)  # newest first, an hour apart: the newest 7 are exact
+    monkeypatch.setattr(filters, "GROUP_WINDOW", 7)
+    newest = rows[:7]
+    data = cli("--database-url", db_url, "failures", "list", "--group-by", "kind", "--json").json()
+    expected = {k: sum(1 for r in newest if r["kind"] == k) for k in {r["kind"] for r in newest}}
+    assert {g["key"]: g["occurrences"] for g in data["items"]} == expected
+    assert data["total"] == len(expected)
+    assert data["window"] == {
+        "newest": 7,
+        "counted": 7,
+        "oldest": newest[-1]["occurred_at"].isoformat().replace("+00:00", "Z"),
+        "complete": False,
+    }
+    [note] = data["notes"]
+    assert note.startswith("counted the newest 7 matching failures (back to ")
+    assert "--window all counts every one" in note
+    # fingerprint groups in the window name their issue, as the full count does
+    by_fingerprint = cli(
+        "--database-url", db_url, "failures", "list", "--group-by", "fingerprint", "--json"
+    ).json()["items"]
+    assert {g["key"]: (g["occurrences"], g["issue_id"]) for g in by_fingerprint} == {
+        fp: (
+            sum(1 for r in newest if r["fingerprint"] == fp),
+            max(r["issue_id"] for r in newest if r["fingerprint"] == fp),
+        )
+        for fp in {r["fingerprint"] for r in newest}
+    }
+    assert all(g["issue_title"] for g in by_fingerprint)
+    text = cli("--database-url", db_url, "failures", "list", "--group-by", "kind")
+    assert text.exit_code == 0 and text.stderr == f"note: {note}\n"
+    every = cli(
+        "--database-url", db_url, "failures", "list", "--group-by", "kind", "--window", "all"
+    )
+    assert every.exit_code == 0 and every.stderr == ""
+    exact = cli(
+        "--database-url", db_url, "failures", "list", "--group-by", "kind",
+        "--window", "all", "--json",
+    ).json()  # fmt: skip
+    assert (exact["window"], exact["notes"]) == (None, [])
+    assert sum(g["occurrences"] for g in exact["items"]) == len(rows)
+    monkeypatch.setattr(filters, "GROUP_WINDOW", len(rows) + 1)  # the window holds them all
+    whole = cli("--database-url", db_url, "failures", "list", "--group-by", "kind", "--json").json()
+    assert whole["notes"] == [] and whole["window"]["complete"] is True
+    assert {g["key"]: g["occurrences"] for g in whole["items"]} == {
+        g["key"]: g["occurrences"] for g in exact["items"]
+    }
+    bad = cli("--database-url", db_url, "failures", "list", "--group-by", "kind", "--window", "9")
+    assert bad.exit_code == 2 and "--window '9'" in bad.stderr
+    alone = cli("--database-url", db_url, "failures", "list", "--window", "all")
+    assert alone.exit_code == 2 and "give it with --group-by" in alone.stderr
+
+
 def test_filters_match_literally_like_a_python_oracle(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
     rows = seed(db_url)
     before = fx.rows(

@@ -164,7 +164,7 @@ def test_failures_grouped_like_the_cli_with_links_to_each_group(
 def test_the_group_view_counts_a_bounded_window_and_says_which(
     client: TestClient, db_url: str, seeded: ws.Seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobsys.web import pages
+    from jobsys.failures import filters
 
     (all_failures,) = fx.rows(db_url, "SELECT count(*) AS n FROM jobsys_failures")
     total = int(all_failures["n"])
@@ -173,7 +173,7 @@ def test_the_group_view_counts_a_bounded_window_and_says_which(
     assert f"over all {total:,} matching failures" in whole.text  # under the window: all
     assert 'id="group-window"' not in whole.text
 
-    monkeypatch.setattr(pages, "GROUP_WINDOW", 2)
+    monkeypatch.setattr(filters, "GROUP_WINDOW", 2)
     # The newest 2 by time (rows written in one transaction share it: any of those).
     candidates = fx.rows(
         db_url,
