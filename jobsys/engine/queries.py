@@ -176,39 +176,41 @@ def _limited_walk(kinds: tuple[str, ...], *, in_order: bool, scan: str) -> str:
     (1-based; NULL: none), each queue walked in index order as CLAIM_JOBS does, buckets
     in ``full`` passed over, at most ``scan`` of them, locked."""
     bucket = _bucket(kinds)
-    order_by = BY_QUEUE_ORDER if in_order else BY_PRIORITY
+    order_by = (BY_QUEUE_ORDER if in_order else BY_PRIORITY).replace("per_queue.", "pq.")
+    order_by = order_by.replace("lane_queue.", "lq.")
     return f"""
-SELECT per_queue.id, per_queue.bucket, per_queue.limit_no,
+SELECT pq.id, pq.bucket, pq.limit_no,
        row_number() OVER (ORDER BY {order_by}) AS rank
-  FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
+  FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lq(name, position)
  CROSS JOIN LATERAL (
-    SELECT jobs.id, jobs.priority, {bucket} AS bucket, {_limit_case(kinds, "{n}")} AS limit_no
+    SELECT jobs.id, jobs.priority, bk.bucket, bk.limit_no
       FROM procrastinate_jobs AS jobs
-     WHERE (CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lane_queue.name
+     CROSS JOIN LATERAL (SELECT {bucket} AS bucket, {_limit_case(kinds, "{n}")} AS limit_no) AS bk
+     WHERE (CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lq.name
        AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
        AND (
            jobs.lock IS NULL
            OR NOT EXISTS (
                SELECT 1
-                 FROM procrastinate_jobs AS other_jobs
-                WHERE other_jobs.lock IS NOT NULL
-                  AND (CASE WHEN other_jobs.status IN ('todo', 'doing')
-                            THEN other_jobs.lock END) = jobs.lock
+                 FROM procrastinate_jobs AS oj
+                WHERE oj.lock IS NOT NULL
+                  AND (CASE WHEN oj.status IN ('todo', 'doing')
+                            THEN oj.lock END) = jobs.lock
                   AND (
-                      other_jobs.status = 'doing'
-                      OR other_jobs.priority > jobs.priority
-                      OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)
+                      oj.status = 'doing'
+                      OR oj.priority > jobs.priority
+                      OR (oj.priority = jobs.priority AND oj.id < jobs.id)
                   )
            )
        )
-       AND ({bucket} IS NULL OR NOT ({bucket} = ANY(%(full)s::text[])))
+       AND coalesce(bk.bucket <> ALL(%(full)s::text[]), true)
      ORDER BY jobs.priority DESC, jobs.id ASC
      LIMIT {scan}
        FOR UPDATE OF jobs SKIP LOCKED
- ) AS per_queue
+ ) AS pq
  WHERE NOT EXISTS (
            SELECT 1 FROM jobsys_queue_pauses AS pause
-            WHERE pause.queue = lane_queue.name AND {PAUSE_ACTIVE}
+            WHERE pause.queue = lq.name AND {PAUSE_ACTIVE}
        )
  ORDER BY {order_by}
  LIMIT {scan}
@@ -241,18 +243,18 @@ WITH candidate AS MATERIALIZED (
 {_limited_walk(kinds, in_order=in_order, scan="%(limit)s")}
 ),
 counted AS (
-    SELECT limited.bucket,
-           (%(concurrency)s::int[])[limited.limit_no] AS concurrency,
-           (%(rate_count)s::int[])[limited.limit_no] AS rate_count,
+    SELECT b.bucket,
+           (%(concurrency)s::int[])[b.limit_no] AS concurrency,
+           (%(rate_count)s::int[])[b.limit_no] AS rate_count,
            ledger.rows, ledger.recent
       FROM (SELECT DISTINCT c.bucket, c.limit_no FROM candidate AS c
-             WHERE c.bucket IS NOT NULL) AS limited
+             WHERE c.bucket IS NOT NULL) AS b
      CROSS JOIN LATERAL (
         SELECT count(*) AS rows,
                count(*) FILTER (WHERE s.started_at > clock_timestamp()
-                   - make_interval(secs => (%(span)s::float8[])[limited.limit_no])) AS recent
+                   - make_interval(secs => (%(span)s::float8[])[b.limit_no])) AS recent
           FROM jobsys_flow_starts AS s
-         WHERE s.bucket = limited.bucket
+         WHERE s.bucket = b.bucket
      ) AS ledger
 ),
 state AS (
