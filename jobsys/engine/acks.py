@@ -9,8 +9,8 @@ Procrastinate's rules, its status-event triggers and its error on a job that is 
 
 A batch is written as soon as one of these holds, whichever comes first:
 
-- every running job of the lane is waiting for its acknowledgement (waiting longer
-  gains nothing: no other job can join);
+- every running job of the lane not in a batch being written is waiting for its
+  acknowledgement (waiting longer gains nothing: no other job can join);
 - it holds ``max_jobs`` outcomes;
 - its first outcome has waited ``max_delay_seconds`` (the most a batch adds to a
   job's end, :data:`FINISH_BATCH_MAX_DELAY_SECONDS`).
@@ -70,6 +70,8 @@ class FinishBatcher:
         self._pending: list[tuple[int, str, bool, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        #: Outcomes of batches being written (their jobs are still running jobs).
+        self._in_flight = 0
         #: Statements written and outcomes they carried (for tests and the bench).
         self.batches = 0
         self.outcomes = 0
@@ -79,7 +81,9 @@ class FinishBatcher:
         committed, raises what the write raised."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((job_id, status, delete_job, future))
-        if len(self._pending) >= min(self.max_jobs, max(self.waiting_jobs(), 1)):
+        # Outcomes already being written cannot join this batch.
+        could_join = self.waiting_jobs() - self._in_flight
+        if len(self._pending) >= min(self.max_jobs, max(could_join, 1)):
             self._flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.max_delay_seconds, self._flush)
@@ -92,9 +96,15 @@ class FinishBatcher:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        self._in_flight += len(batch)
         task = asyncio.create_task(self._write(batch), name="finish jobs")
         self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+
+        def written(done: asyncio.Task[None]) -> None:
+            self._flushes.discard(done)
+            self._in_flight -= len(batch)
+
+        task.add_done_callback(written)
 
     async def _write(self, batch: list[tuple[int, str, bool, asyncio.Future[None]]]) -> None:
         from procrastinate import exceptions
