@@ -16,17 +16,26 @@ is imported until a command needs it.
 from typing import TYPE_CHECKING, Any
 
 from jobsys.errors import AuthenticationError, TransientError
-from jobsys.tasks import TaskSpec, task
 
 if TYPE_CHECKING:
     from jobsys.jobs.defer import defer, defer_many, defer_many_sync, defer_sync
+    from jobsys.tasks import TaskSpec, task
 
 _LAZY = {"defer", "defer_many", "defer_many_sync", "defer_sync"}
+_TASKS = {"task", "TaskSpec"}
 
 
 def __getattr__(name: str) -> Any:
     # The defer API pulls in asyncio and the job planner: load it on first use, so
-    # that `jobsys --help` and task modules importing `jobsys.task` stay fast.
+    # that `jobsys --help` and task modules importing `jobsys.task` stay fast. The
+    # task decorator (and the unique-job rules behind it) too: every command imports
+    # this package, and only those that check or run tasks declare any.
+    if name in _TASKS:
+        from jobsys import tasks
+
+        value = getattr(tasks, name)
+        globals()[name] = value
+        return value
     if name in _LAZY:
         from jobsys.jobs import defer as defer_module
 

@@ -18,7 +18,6 @@ import random
 from typing import Any
 
 from jobsys import TransientError, task
-from jobsys.demo import ai_service
 from jobsys.pipelines.definitions import pipeline, step
 from jobsys.pipelines.store import start_pipeline
 
@@ -34,6 +33,10 @@ AI_JOBS_PER_TASK_PER_RUN = 1
 
 async def _work(story_id: int, *, ai: bool = False) -> None:
     if ai:
+        # imported here, as in demo.tasks: every read command that checks the tasks
+        # imports this module, and the simulated service's HTTP server is not cheap
+        from jobsys.demo import ai_service
+
         ai_service.raise_if_down(f"analysis of story {story_id}")  # the simulated outage
     await asyncio.sleep(random.uniform(*LATENCY_SECONDS))
     if ai and random.random() < AI_FAILURE_RATE:

@@ -26,12 +26,13 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobsys import task
 from jobsys.config.models import AutoRetry
-from jobsys.retry import engine, store
-from jobsys.retry.rules import AutoPolicy
+
+if TYPE_CHECKING:
+    from jobsys.retry.rules import AutoPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class AutoRetryResult:
 
 
 def policy_of(auto: AutoRetry) -> AutoPolicy:
+    from jobsys.retry.rules import AutoPolicy
+
     return AutoPolicy(
         max_attempts=auto.max_attempts,
         base_delay_seconds=auto.base_delay_seconds,
@@ -70,6 +73,10 @@ def policy_of(auto: AutoRetry) -> AutoPolicy:
 
 async def run_once(conn: Any, auto: AutoRetry, *, now: datetime | None = None) -> AutoRetryResult:
     """One pass of the automatic retry on ``conn`` (each step its own transaction)."""
+    # The retry machinery is imported when the task runs, not when the module is
+    # imported: every command that checks the application's tasks imports this one.
+    from jobsys.retry import engine, store
+
     now = now or datetime.now(UTC)
     result = AutoRetryResult()
     async with conn.transaction():

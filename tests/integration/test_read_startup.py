@@ -1,6 +1,9 @@
 """A read command loads only what it reads with: no ORM (SQLAlchemy, the migrations'
 models), no Alembic, no Procrastinate. Importing the ORM models alone took ~0.5 s of a
-`pipelines list` on a loaded 2-core machine (the bench's read target is 0.5 s in all)."""
+`pipelines list` on a loaded 2-core machine (the bench's read target is 0.5 s in all).
+Nor what a task only needs when it runs: the retry machinery behind the automatic retry
+task, and the demo's simulated AI service (an HTTP server), which every command that
+checks the application's tasks imported with their modules (~25 ms on 2 cores)."""
 
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ from pathlib import Path
 from test_json_contract import LISTS, READS, one_of_each
 
 HEAVY = ("sqlalchemy", "alembic", "procrastinate")
+#: Modules (full names) that a task imports when it runs, never at import time.
+RUN_TIME_ONLY = ("jobsys.retry.engine", "http.server")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
-def test_no_read_command_imports_the_orm_alembic_or_procrastinate(
+def test_no_read_command_imports_the_orm_alembic_procrastinate_or_run_time_modules(
     db_url: str, tmp_path: Path
 ) -> None:
     ids = one_of_each(db_url)
@@ -37,7 +42,10 @@ def test_no_read_command_imports_the_orm_alembic_or_procrastinate(
         )  # fmt: skip
         assert result.returncode in (0, 2), (argv, result.stderr[-500:])
         imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
-        found = sorted({name.split(".")[0] for name in imported} & set(HEAVY))
+        found = sorted(
+            ({name.split(".")[0] for name in imported} & set(HEAVY))
+            | (imported & set(RUN_TIME_ONLY))
+        )
         if found:
             heavy[" ".join(argv)] = found
     assert heavy == {}
