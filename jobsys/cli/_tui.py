@@ -124,7 +124,9 @@ async def load(settings: Settings, *, all_issues: bool = False) -> dict[str, Any
     # as the slowest of them, not their sum (it follows every event).
     reads: list[Any] = await asyncio.gather(
         snapshot_once(settings, config),
-        failures_service.list_failures(settings, filters.failure_filters(), limit=ROWS),
+        failures_service.list_failures(
+            settings, lambda: config, filters.failure_filters(), limit=ROWS
+        ),
         issues_service.list_issues(settings, limit=ROWS, status="all" if all_issues else "open"),
         list_jobs(settings, with_tasks, JobFilters(statuses=("todo", "doing"), limit=ROWS)),
         schedule_service.list_entries(settings, with_tasks),

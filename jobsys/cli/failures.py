@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from jobsys.cli._context import run, settings
+from jobsys.cli._context import config, run, settings
 from jobsys.cli._options import JsonOpt, WideOpt
 from jobsys.cli._table import Col, absolute
 from jobsys.errors import UsageError
@@ -108,7 +108,14 @@ def list_(
         raise UsageError("--window counts groups: give it with --group-by.")
     counted = filters.check_window(window) if group_by is not None else None
     result = run(
-        service.list_failures(settings(ctx), chosen, limit=limit, group_by=group_by, window=counted)
+        service.list_failures(
+            settings(ctx),
+            lambda: config(ctx),
+            chosen,
+            limit=limit,
+            group_by=group_by,
+            window=counted,
+        )
     )
     notes = [*result["notes"], *_window_notes(result.get("window"))]
     for note in notes:

@@ -5,13 +5,17 @@ Input is validated (``jobsys.failures.filters``) before anything touches the dat
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from jobsys.db.session import command_connection
 from jobsys.errors import NotFoundError
 from jobsys.failures import store
 from jobsys.failures.filters import FailureFilter, unknown_names
 from jobsys.settings import Settings
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
 
 #: A list's ``total`` is counted up to this many matches (past it: None, "more than").
 COUNT_CAP = 1_000  # 170 ms at 10,000 on a 1,000,000-row filter (make bench); ~10x less here
@@ -26,6 +30,7 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
 
 async def list_failures(
     settings: Settings,
+    config: Callable[[], Config],
     filters: FailureFilter,
     *,
     limit: int,
@@ -36,8 +41,9 @@ async def list_failures(
 
     With ``window``, groups count only the newest ``window`` matching failures and
     the result says so (``window``: how many were counted, the oldest counted, and
-    whether that was all of them)."""
-    notes = _name_notes(settings, filters)
+    whether that was all of them). ``config`` loads the configuration (the edge's
+    loader): asked only to check a --queue/--lane, and a broken file is a note."""
+    notes = _name_notes(config, filters)
     params = filters.params()
     async with command_connection(settings) as conn:
         if group_by is not None and window is not None:
@@ -91,21 +97,20 @@ def _windowed_groups(
     }
 
 
-def _name_notes(settings: Settings, filters: FailureFilter) -> list[str]:
+def _name_notes(config: Callable[[], Config], filters: FailureFilter) -> list[str]:
     """Notes on a --queue/--lane the configuration does not know. Read only when one is
     given, and never fatal: listing failures during an incident must not depend on the
     configuration files being healthy."""
     if filters.queue is None and filters.lane is None:
         return []
-    from jobsys.config.application import load_config
     from jobsys.errors import ConfigError
 
     try:
-        config = load_config(settings, with_tasks=False)
+        loaded = config()
     except ConfigError as exc:
         first = exc.problems[0] if exc.problems else "unreadable"
         return [f"--queue/--lane not checked against the configuration ({first})"]
-    return unknown_names(filters, config.all_queues, config.lanes)
+    return unknown_names(filters, loaded.all_queues, loaded.lanes)
 
 
 async def show_failure(settings: Settings, failure_id: int) -> dict[str, Any]:

@@ -197,8 +197,10 @@ async def failures(request: Request, user: User) -> Response:
         chosen = failure_filter(q)
         limit = filters.check_limit(_limit(q))
         group_by = filters.check_group_by(q.get("group_by") or None)
+        c = console(request)
         return await service.list_failures(
-            console(request).settings,
+            c.settings,
+            c.config,
             chosen,
             limit=limit,
             group_by=group_by,
