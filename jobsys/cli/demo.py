@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from jobsys.cli._context import jobsys_command, run, settings
+from jobsys.cli._context import config, config_of, jobsys_command, run, settings
 
 app = typer.Typer(help="The bundled demo (synthetic accounts, simulated failures).")
 
@@ -42,7 +42,7 @@ def seed(
     from jobsys.cli import _output
     from jobsys.demo import run as demo
 
-    result = run(demo.seed(settings(ctx), accounts))
+    result = run(demo.seed(settings(ctx), config(ctx), accounts))
     if json:
         _output.emit_json(result)
     else:
@@ -75,7 +75,10 @@ def run_demo(
             _output.say(f"Web console: {serving.url}/admin/background_jobs")
 
     try:
-        result = run(demo.run(settings(ctx), accounts, announce=announce))
+        given = demo.with_demo(settings(ctx))
+        result = run(
+            demo.run(given, config_of(given, with_tasks=True), accounts, announce=announce)
+        )
     finally:
         if serving is not None:
             serving.stop()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys.config.application import DEMO_MODULE
 
 if TYPE_CHECKING:
+    from jobsys.config import Config
     from jobsys.lanes.runtime import RuntimeResult
     from jobsys.settings import Settings
 
@@ -49,33 +50,35 @@ AI_TASKS = (
 )
 
 
-def _with_demo(settings: Settings) -> Settings:
+def with_demo(settings: Settings) -> Settings:
+    """The settings the demo runs with: the demo's tasks unless an application is named
+    (the edge loads the configuration of these)."""
     from dataclasses import replace
 
     return settings if settings.app_modules else replace(settings, app_modules=(DEMO_MODULE,))
 
 
-async def seed(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> dict[str, Any]:
-    from jobsys.config import load
+async def seed(
+    settings: Settings, config: Config, accounts: int = DEFAULT_ACCOUNTS
+) -> dict[str, Any]:
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.demo import store
 
-    config = load(settings.config_dir)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         return await store.seed(conn, accounts)
 
 
-async def burst(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> dict[str, Any]:
-    """Seed if needed, then defer the initial burst of demo jobs; returns counts."""
-    from jobsys.config.application import load_config
+async def burst(
+    settings: Settings, config: Config, accounts: int = DEFAULT_ACCOUNTS
+) -> dict[str, Any]:
+    """Seed if needed, then defer the initial burst of demo jobs; returns counts.
+    ``config``: of :func:`with_demo` settings, with the application's tasks."""
     from jobsys.db.connect import check_schema, connect, resolve
     from jobsys.demo import store
     from jobsys.jobs import defer
 
-    settings = _with_demo(settings)
-    config = load_config(settings)
-    seeded = await seed(settings, accounts)
+    seeded = await seed(settings, config, accounts)
     deferred: dict[str, int] = {}
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
@@ -97,23 +100,23 @@ async def burst(settings: Settings, accounts: int = DEFAULT_ACCOUNTS) -> dict[st
 
 async def run(
     settings: Settings,
+    config: Config,
     accounts: int = DEFAULT_ACCOUNTS,
     *,
     announce: Callable[[dict[str, Any]], None] | None = None,
 ) -> RuntimeResult:
     """Start the simulated AI service, seed, burst, then run every lane until stopped.
+    ``settings`` are :func:`with_demo`'s; ``config`` theirs, with the application's tasks.
 
     ``announce`` sees the burst's counts and ``ai_service``: what the simulated AI
     service does (or why it is not simulated: its port is taken).
     """
     from jobsys.app import run_worker
-    from jobsys.config.application import load_config
     from jobsys.demo import ai_service
 
-    settings = _with_demo(settings)
-    simulated = ai_service.start_for(load_config(settings, with_tasks=False))
+    simulated = ai_service.start_for(config)
     try:
-        result = await burst(settings, accounts)
+        result = await burst(settings, config, accounts)
         result["ai_service"] = {
             "simulated": simulated.service is not None,
             "message": simulated.message,

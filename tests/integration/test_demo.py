@@ -20,7 +20,8 @@ async def test_demo_burst_reaches_every_lane(settings, db_url: str) -> None:  # 
     from jobsys.config.application import load_config
     from jobsys.demo import run
 
-    result = await run.burst(settings, accounts=50)
+    demo_settings = run.with_demo(settings)
+    result = await run.burst(demo_settings, load_config(demo_settings), accounts=50)
     assert sum(result["deferred"].values()) > 0
     config = load_config(settings)
     queues = {row[0] for row in query(db_url, "SELECT DISTINCT queue_name FROM procrastinate_jobs")}

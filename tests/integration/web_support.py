@@ -72,7 +72,7 @@ async def _seed(settings: Settings, db_url: str) -> Seeded:
                 "started_at": datetime.now(UTC),
             },
         )
-    await demo_seed(settings, 20)
+    await demo_seed(settings, load_config(settings, with_tasks=False), 20)
     run = await run_entry(settings, load_config(settings), "continuous_account_processing")
     seeded.fanout_run = run["run_id"]
     return seeded
