@@ -127,6 +127,17 @@ def emit_list(items: Iterable[Any], **kwargs: Any) -> None:
     emit_json(list_document(items, **kwargs))
 
 
+def problems_found(problems: list[str], *, json: bool) -> None:
+    """A check that failed (``config check``, ``schedule check``): every problem, one a
+    line, and how many on stderr; with ``json``, one document ``{ok: false, problems}``."""
+    if json:
+        emit_json({"ok": False, "problems": problems})
+        return
+    for line in problems:
+        print_text(line)
+    say(f"{len(problems)} problem(s) found")
+
+
 def emit_json_line(data: Any) -> None:
     """One JSON object per line (streams such as ``jobsys events --json``)."""
     sys.stdout.write(to_json(data) + "\n")

@@ -46,12 +46,7 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
         if source_problems:
             raise ConfigError(source_problems)
     except ConfigError as exc:
-        if json:
-            _output.emit_json({"ok": False, "problems": exc.problems})
-        else:
-            for line in exc.problems:
-                _output.print_text(line)
-            _output.say(f"{len(exc.problems)} problem(s) found")
+        _output.problems_found(exc.problems, json=json)
         raise typer.Exit(exc.exit_code) from None
     result = summary(config)
     result["fanout_sources_checked"] = sources_checked

@@ -123,12 +123,7 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     try:
         result = run(service.check(settings(ctx), config(ctx, with_tasks=True)))
     except ConfigError as exc:
-        if json:
-            _output.emit_json({"ok": False, "problems": exc.problems})
-        else:
-            for line in exc.problems:
-                _output.print_text(line)
-            _output.say(f"{len(exc.problems)} problem(s) found")
+        _output.problems_found(exc.problems, json=json)
         raise typer.Exit(exc.exit_code) from None
     if json:
         _output.emit_json(result)
