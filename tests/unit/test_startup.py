@@ -37,6 +37,45 @@ def test_every_command_has_help() -> None:
         assert callback.__doc__, f"jobsys {' '.join(path)} has no help text"
 
 
+def test_a_run_builds_only_its_command_and_reads_as_the_whole_app(  # type: ignore[no-untyped-def]
+    capsys,
+) -> None:
+    """Typer converts every registered command on each run; ``main`` builds only the one
+    asked for, so each command's help, and its usage errors, must read the same as from
+    the whole app."""
+    import typer
+
+    from jobsys.cli import main
+
+    assert main.command_name(["--database-url", "jobs", "--debug", "failures", "list"]) == (
+        "failures"
+    )
+    assert main.command_name(["--app", "top", "-v", "top"]) == "top"
+    assert main.command_name(["--help"]) is None
+    assert main.command_name(["jobz", "list"]) is None  # a typo: the whole app suggests
+    names = [name for name, _ in main._ENTRIES]
+    assert sorted(getattr(typer.main.get_command(main.app), "commands", {})) == sorted(names)
+    assert list(getattr(typer.main.get_command(main.build("jobs")), "commands", {})) == ["jobs"]
+
+    def output(argv: list[str], *, alone: bool) -> tuple[int, str, str]:
+        if alone:
+            code = main.main(argv)
+        else:
+            code = main.app(args=argv, prog_name="jobsys", standalone_mode=False) or 0
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    for name in names:
+        for argv in ([name, "--help"], [name, "--no-such-option"]):
+            try:
+                expected = output(argv, alone=False)
+            except typer.TyperException as exc:
+                exc.show()
+                captured = capsys.readouterr()
+                expected = (exc.exit_code, captured.out, captured.err)
+            assert output(argv, alone=True) == expected, argv
+
+
 def test_piped_output_is_wide_and_whole(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """Not a terminal: COLUMNS or 200 wide, and a table wider than that keeps its words."""
     from jobsys.cli import _output
