@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -27,6 +27,9 @@ from jobsys.cli import _dashboard_view
 from jobsys.cli._context import config_of
 from jobsys.cli._table import Col, cell, clip, layout
 from jobsys.settings import Settings
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
 
 #: A refresh follows each event on these topics (and every deferral), debounced.
 TOPICS = ("jobs_changed", "job_failures_changed", "issues_changed", "dashboard_metrics_changed")
@@ -127,7 +130,9 @@ async def load(settings: Settings, *, all_issues: bool = False) -> dict[str, Any
         failures_service.list_failures(
             settings, lambda: config, filters.failure_filters(), limit=ROWS
         ),
-        issues_service.list_issues(settings, limit=ROWS, status="all" if all_issues else "open"),
+        issues_service.list_issues(
+            settings, lambda: config, limit=ROWS, status="all" if all_issues else "open"
+        ),
         list_jobs(settings, with_tasks, JobFilters(statuses=("todo", "doing"), limit=ROWS)),
         schedule_service.list_entries(settings, with_tasks),
         workers_service.list_workers(settings, config),
@@ -173,11 +178,11 @@ async def detail(settings: Settings, pane: str, key: Any) -> dict[str, Any]:
         from jobsys.cli.failures import text_view
         from jobsys.failures.service import show_failure
 
-        return text_view(await show_failure(settings, int(key)))
+        return text_view(await show_failure(settings, lambda: config_of(settings), int(key)))
     if pane == "issues":
         from jobsys.issues.service import show_issue
 
-        return await show_issue(settings, int(key))
+        return await show_issue(settings, lambda: config_of(settings), int(key))
     if pane == "workers":
         from jobsys.lanes.workers import show_worker
 
@@ -473,6 +478,10 @@ class DashboardApp(App[None]):
 
     # actions, each asked first
 
+    def _config(self) -> Config:
+        """The edge's configuration loader the issue and failure services are handed."""
+        return config_of(self.settings)
+
     async def _guard(self, work: Awaitable[Any]) -> Any:
         """Run a read or an action; a refusal or error is shown, never a crash."""
         from jobsys.errors import JobsysError
@@ -528,7 +537,7 @@ class DashboardApp(App[None]):
         if pane == "issues":
             from jobsys.issues.service import open_outage_for
 
-            outage = await self._guard(open_outage_for(self.settings, int(key)))
+            outage = await self._guard(open_outage_for(self.settings, self._config, int(key)))
             if outage:
                 lines.insert(
                     1,
@@ -558,17 +567,19 @@ class DashboardApp(App[None]):
     def action_resolve(self) -> None:
         from jobsys.issues.service import resolve_issue
 
-        self._issue_action("resolve", lambda i: resolve_issue(self.settings, i))
+        self._issue_action("resolve", lambda i: resolve_issue(self.settings, self._config, i))
 
     def action_mute(self) -> None:
         from jobsys.issues.service import mute_issue
 
-        self._issue_action(f"mute ({MUTE_FOR})", lambda i: mute_issue(self.settings, i, MUTE_FOR))
+        self._issue_action(
+            f"mute ({MUTE_FOR})", lambda i: mute_issue(self.settings, self._config, i, MUTE_FOR)
+        )
 
     def action_reopen(self) -> None:
         from jobsys.issues.service import reopen_issue
 
-        self._issue_action("reopen", lambda i: reopen_issue(self.settings, i))
+        self._issue_action("reopen", lambda i: reopen_issue(self.settings, self._config, i))
 
     def action_pause(self) -> None:
         from jobsys.schedule.service import set_paused

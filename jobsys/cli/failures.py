@@ -183,7 +183,7 @@ def show(
     from jobsys.cli import _output
     from jobsys.failures import service
 
-    failure = run(service.show_failure(settings(ctx), failure_id))
+    failure = run(service.show_failure(settings(ctx), lambda: config(ctx), failure_id))
     if json:
         _output.emit_json(failure)
         return

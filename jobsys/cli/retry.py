@@ -112,7 +112,7 @@ def issues_retry(
     from jobsys.issues.service import open_outage_for
     from jobsys.retry.service import RetryRequest
 
-    outage = None if dry_run else run(open_outage_for(settings(ctx), issue_id))
+    outage = None if dry_run else run(open_outage_for(settings(ctx), lambda: config(ctx), issue_id))
     if outage is not None:
         _output.say(
             f"warning: service {outage['service']!r} has an open outage (issue "

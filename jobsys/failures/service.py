@@ -42,10 +42,11 @@ async def list_failures(
     With ``window``, groups count only the newest ``window`` matching failures and
     the result says so (``window``: how many were counted, the oldest counted, and
     whether that was all of them). ``config`` loads the configuration (the edge's
-    loader): asked only to check a --queue/--lane, and a broken file is a note."""
+    loader): asked to check a --queue/--lane (a broken file is then a note) and, when
+    no URL is given, to find the database."""
     notes = _name_notes(config, filters)
     params = filters.params()
-    async with command_connection(settings) as conn:
+    async with command_connection(settings, config) as conn:
         if group_by is not None and window is not None:
             params.pop("before", None)
             rows = await store.group_failures_window(conn, params, group_by, limit, window)
@@ -113,9 +114,11 @@ def _name_notes(config: Callable[[], Config], filters: FailureFilter) -> list[st
     return unknown_names(filters, loaded.all_queues, loaded.lanes)
 
 
-async def show_failure(settings: Settings, failure_id: int) -> dict[str, Any]:
+async def show_failure(
+    settings: Settings, config: Callable[[], Config], failure_id: int
+) -> dict[str, Any]:
     """One failure; ``issue`` is its issue's ``{id, title, status}`` (None: no issue)."""
-    async with command_connection(settings) as conn:
+    async with command_connection(settings, config) as conn:
         row = await store.get_failure(conn, failure_id)
     if row is None:
         raise NotFoundError(

@@ -5,7 +5,8 @@ Every change publishes ``issues_changed``. Input is validated before any query.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from jobsys.db.session import command_connection
 from jobsys.errors import NotFoundError, UsageError
@@ -16,6 +17,9 @@ from jobsys.issues import store
 from jobsys.live.publish import publish
 from jobsys.settings import Settings
 from jobsys.timespec import parse_duration
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
 
 #: Mirrors ``jobsys.issues.models`` (a test keeps them equal) without importing SQLAlchemy.
 ISSUE_KINDS = ("job_failure", "queue_health", "service_outage", "schedule_entry")
@@ -46,6 +50,7 @@ def _missing(issue_id: int) -> NotFoundError:
 
 async def list_issues(
     settings: Settings,
+    config: Callable[[], Config],
     *,
     status: str = "open",
     kind: str | None = None,
@@ -61,7 +66,7 @@ async def list_issues(
         raise UsageError(
             f"--sort {sort!r} is not an order.", hint=f"Use one of {', '.join(store.ORDER_BY)}."
         )
-    async with command_connection(settings) as conn:
+    async with command_connection(settings, config) as conn:
         rows = await store.list_issues(conn, status=status, kind=kind, limit=limit, sort=sort)
         total = (
             len(rows)
@@ -71,15 +76,19 @@ async def list_issues(
     return {"issues": rows, "count": len(rows), "total": total, "status": status}
 
 
-async def open_outage_for(settings: Settings, issue_id: int) -> dict[str, Any] | None:
+async def open_outage_for(
+    settings: Settings, config: Callable[[], Config], issue_id: int
+) -> dict[str, Any] | None:
     """The open ``service_outage`` issue of the service ``issue_id``'s failures depend
     on (None: no service, or it is up)."""
-    async with command_connection(settings) as conn:
+    async with command_connection(settings, config) as conn:
         return await store.open_outage_for(conn, issue_id)
 
 
-async def show_issue(settings: Settings, issue_id: int) -> dict[str, Any]:
-    async with command_connection(settings) as conn:
+async def show_issue(
+    settings: Settings, config: Callable[[], Config], issue_id: int
+) -> dict[str, Any]:
+    async with command_connection(settings, config) as conn:
         issue = await store.get_issue(conn, issue_id)
         if issue is None:
             raise _missing(issue_id)
@@ -90,8 +99,10 @@ async def show_issue(settings: Settings, issue_id: int) -> dict[str, Any]:
     return issue
 
 
-async def _change(settings: Settings, issue_id: int, action: str, **kwargs: Any) -> dict[str, Any]:
-    async with command_connection(settings) as conn, conn.transaction():
+async def _change(
+    settings: Settings, config: Callable[[], Config], issue_id: int, action: str, **kwargs: Any
+) -> dict[str, Any]:
+    async with command_connection(settings, config) as conn, conn.transaction():
         if action == "resolve":
             row = await store.set_resolved(conn, issue_id, settings.operator)
         elif action == "mute":
@@ -104,16 +115,22 @@ async def _change(settings: Settings, issue_id: int, action: str, **kwargs: Any)
     return row
 
 
-async def resolve_issue(settings: Settings, issue_id: int) -> dict[str, Any]:
+async def resolve_issue(
+    settings: Settings, config: Callable[[], Config], issue_id: int
+) -> dict[str, Any]:
     """Resolve by hand (by ``settings.operator``); it reopens as a regression if it recurs."""
-    return await _change(settings, issue_id, "resolve")
+    return await _change(settings, config, issue_id, "resolve")
 
 
-async def mute_issue(settings: Settings, issue_id: int, duration: str) -> dict[str, Any]:
+async def mute_issue(
+    settings: Settings, config: Callable[[], Config], issue_id: int, duration: str
+) -> dict[str, Any]:
     """Mute for ``duration`` (``2h``): still counted, not shown by default, then open again."""
     seconds = parse_duration(duration, "--for").total_seconds()
-    return await _change(settings, issue_id, "mute", seconds=seconds)
+    return await _change(settings, config, issue_id, "mute", seconds=seconds)
 
 
-async def reopen_issue(settings: Settings, issue_id: int) -> dict[str, Any]:
-    return await _change(settings, issue_id, "reopen")
+async def reopen_issue(
+    settings: Settings, config: Callable[[], Config], issue_id: int
+) -> dict[str, Any]:
+    return await _change(settings, config, issue_id, "reopen")

@@ -122,19 +122,20 @@ async def issue_action(request: Request, user: User) -> Response:
     action = request.path_params["action"]
     if action not in ISSUE_ACTIONS:
         raise NotFoundError(f"no issue action {action!r}; use one of {', '.join(ISSUE_ACTIONS)}")
-    settings = console(request).actor_settings(user)
+    c = console(request)
+    settings = c.actor_settings(user)
     if action == "resolve":
-        row = await service.resolve_issue(settings, issue_id)
+        row = await service.resolve_issue(settings, c.config, issue_id)
         said = "resolved"
     elif action == "mute":
         form = await request.form()
         duration = str(form.get("for") or "")
         if not duration:
             raise UsageError("--for: say how long to mute, e.g. 2h.")
-        row = await service.mute_issue(settings, issue_id, duration)
+        row = await service.mute_issue(settings, c.config, issue_id, duration)
         said = f"muted until {row['muted_until']:%Y-%m-%d %H:%M} UTC"
     else:
-        row = await service.reopen_issue(settings, issue_id)
+        row = await service.reopen_issue(settings, c.config, issue_id)
         said = "reopened"
     return _done(request, f"/admin/issues/{issue_id}", f"issue {issue_id} {said}: {row['title']}")
 

@@ -241,7 +241,7 @@ async def failure(request: Request, user: User) -> Response:
 
     c = console(request)
     settings = c.settings
-    found = await show_failure(settings, _path_id(request, "failure_id", "failure"))
+    found = await show_failure(settings, c.config, _path_id(request, "failure_id", "failure"))
     job: dict[str, Any] | None
     try:
         job = await show_job(settings, c.config(with_tasks=True), found["job_id"])
@@ -363,8 +363,10 @@ async def issues(request: Request, user: User) -> Response:
     status = _text(q, "status") or "open"
 
     async def load() -> dict[str, Any]:
+        c = console(request)
         return await service.list_issues(
-            console(request).settings,
+            c.settings,
+            c.config,
             status=service.check_status(status),
             kind=service.check_kind(_text(q, "kind")),
             limit=_limit(q),
@@ -385,7 +387,8 @@ async def issues(request: Request, user: User) -> Response:
 async def issue(request: Request, user: User) -> Response:
     from jobsys.issues.service import show_issue
 
-    found = await show_issue(console(request).settings, _path_id(request, "issue_id", "issue"))
+    c = console(request)
+    found = await show_issue(c.settings, c.config, _path_id(request, "issue_id", "issue"))
     return _detail(request, user, "issue.html", f"Issue {found['id']}", {"i": found}, ISSUE_TOPICS)
 
 
