@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from jobsys.cli._context import run, settings
+from jobsys.cli._context import config, run, settings
 from jobsys.cli._options import JsonOpt
 from jobsys.errors import EXIT_FAILED
 
@@ -19,7 +19,7 @@ def start(ctx: typer.Context, json: JsonOpt = False) -> None:
     from jobsys.cli import _output
     from jobsys.db import service
 
-    result = service.start(settings(ctx))
+    result = service.start(settings(ctx), lambda: config(ctx))
     if json:
         _output.emit_json(result)
     else:
@@ -32,7 +32,7 @@ def stop(ctx: typer.Context, json: JsonOpt = False) -> None:
     from jobsys.cli import _output
     from jobsys.db import service
 
-    result = service.stop(settings(ctx))
+    result = service.stop(settings(ctx), lambda: config(ctx))
     if json:
         _output.emit_json(result)
     else:
@@ -52,7 +52,7 @@ def status(ctx: typer.Context, json: JsonOpt = False) -> None:
     from jobsys.cli import _output
     from jobsys.db import service
 
-    result = run(service.status(settings(ctx)))
+    result = run(service.status(settings(ctx), lambda: config(ctx)))
     if json:
         _output.emit_json(result)
     else:
@@ -75,7 +75,7 @@ def url(ctx: typer.Context) -> None:
     from jobsys.cli import _output
     from jobsys.db import service
 
-    _output.print_text(service.url(settings(ctx)))
+    _output.print_text(service.url(settings(ctx), lambda: config(ctx)))
 
 
 @app.command()
@@ -88,7 +88,7 @@ def upgrade(
     from jobsys.cli import _output
     from jobsys.db import service
 
-    result = service.upgrade(settings(ctx), revision)
+    result = service.upgrade(settings(ctx), lambda: config(ctx), revision)
     if json:
         _output.emit_json(result)
     else:
@@ -113,11 +113,11 @@ def downgrade(
 
     migrate.check_revision(revision)  # a typo is refused before any question
     if not yes and not _output.confirm(
-        f"Downgrade the schema of {service.url(settings(ctx))} to {revision}? "
+        f"Downgrade the schema of {service.url(settings(ctx), lambda: config(ctx))} to {revision}? "
         "Data in dropped tables is lost"
     ):
         raise typer.Abort()
-    result = service.downgrade(settings(ctx), revision)
+    result = service.downgrade(settings(ctx), lambda: config(ctx), revision)
     if json:
         _output.emit_json(result)
     else:
@@ -130,7 +130,7 @@ def current(ctx: typer.Context, json: JsonOpt = False) -> None:
     from jobsys.cli import _output
     from jobsys.db import service
 
-    result = run(service.current(settings(ctx)))
+    result = run(service.current(settings(ctx), lambda: config(ctx)))
     if json:
         _output.emit_json(result)
     else:
@@ -147,7 +147,7 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     from jobsys.cli import _output
     from jobsys.db import service
 
-    result = service.check(settings(ctx))
+    result = service.check(settings(ctx), lambda: config(ctx))
     if json:
         _output.emit_json(result)
     elif result["in_sync"]:

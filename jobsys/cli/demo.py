@@ -94,7 +94,7 @@ def _say_postgres_runs(ctx: typer.Context) -> None:
     from jobsys.errors import JobsysError
 
     try:
-        running = embedded_left_running(settings(ctx))
+        running = embedded_left_running(settings(ctx), lambda: config(ctx))
     except (JobsysError, OSError):  # a note, never a reason to fail the stop
         return
     if running:

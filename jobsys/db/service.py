@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from jobsys.db import embedded, migrate
 from jobsys.db.connect import Target, resolve
@@ -10,21 +11,25 @@ from jobsys.db.schema import HEAD_REVISION
 from jobsys.errors import DatabaseUnavailable, SchemaError, UsageError
 from jobsys.settings import Settings
 
+if TYPE_CHECKING:
+    from jobsys.config import Config
 
-def _config(settings: Settings) -> Any:
+#: The edge's configuration loader: asked only when the files may name the database.
+Loader = Callable[[], "Config"]
+
+
+def _config(settings: Settings, config: Loader) -> Config | None:
     """The configuration, when it may name the database (no URL given directly)."""
-    from jobsys.config import load
-
     if settings.database_url is None and (settings.config_dir / "queues.yaml").exists():
-        return load(settings.config_dir)
+        return config()
     return None
 
 
-def _target(settings: Settings, *, start: bool = True) -> Target:
-    return resolve(settings, _config(settings), start=start)
+def _target(settings: Settings, config: Loader, *, start: bool = True) -> Target:
+    return resolve(settings, _config(settings, config), start=start)
 
 
-def _configured(settings: Settings) -> Target | None:
+def _configured(settings: Settings, config: Loader) -> Target | None:
     """The database the flag, JOBSYS_DATABASE_URL or ``database.url`` names; None when
     nothing does (jobsys then uses the embedded server) or when a broken ``queues.yaml``
     cannot say: managing the embedded server must not depend on the config's health."""
@@ -33,18 +38,18 @@ def _configured(settings: Settings) -> Target | None:
     if settings.database_url:
         return resolve(settings, None, start=False)
     try:
-        config = _config(settings)
+        loaded = _config(settings, config)
     except ConfigError:
         return None
-    if config is not None and config.queues.database.url:
-        return resolve(settings, config, start=False)
+    if loaded is not None and loaded.queues.database.url:
+        return resolve(settings, loaded, start=False)
     return None
 
 
-def start(settings: Settings) -> dict[str, Any]:
+def start(settings: Settings, config: Loader) -> dict[str, Any]:
     """Start the embedded server; refused when another database is configured (nothing
     would use it)."""
-    configured = _configured(settings)
+    configured = _configured(settings, config)
     if configured is not None:
         raise UsageError(
             "jobsys db start manages the embedded PostgreSQL server only, and this "
@@ -55,11 +60,11 @@ def start(settings: Settings) -> dict[str, Any]:
     return _embedded_dict(embedded.start(settings.home))
 
 
-def stop(settings: Settings) -> dict[str, Any]:
+def stop(settings: Settings, config: Loader) -> dict[str, Any]:
     """Stop the embedded server of ``settings.home``, always: ``make clean`` deletes its
     data directory right after, and a server left running on a deleted directory is
     worse than a stopped one. ``configured`` says which other database is in use."""
-    configured = _configured(settings)
+    configured = _configured(settings, config)
     was_running = embedded.stop(settings.home)
     if configured is None:
         embedded.mark_stopped(settings.home, True)
@@ -81,8 +86,8 @@ def _embedded_dict(st: embedded.ServerStatus) -> dict[str, Any]:
     }
 
 
-async def status(settings: Settings) -> dict[str, Any]:
-    target = _configured(settings)
+async def status(settings: Settings, config: Loader) -> dict[str, Any]:
+    target = _configured(settings, config)
     result: dict[str, Any] = {"head_revision": HEAD_REVISION}
     if target is None:
         st = embedded.status(settings.home)
@@ -104,29 +109,29 @@ async def status(settings: Settings) -> dict[str, Any]:
     return result
 
 
-def embedded_left_running(settings: Settings) -> bool:
+def embedded_left_running(settings: Settings, config: Loader) -> bool:
     """True when this configuration uses the embedded server and it is running."""
-    return _configured(settings) is None and embedded.status(settings.home).running
+    return _configured(settings, config) is None and embedded.status(settings.home).running
 
 
-def url(settings: Settings) -> str:
-    return _target(settings).masked
+def url(settings: Settings, config: Loader) -> str:
+    return _target(settings, config).masked
 
 
-def upgrade(settings: Settings, revision: str = "head") -> dict[str, Any]:
+def upgrade(settings: Settings, config: Loader, revision: str = "head") -> dict[str, Any]:
     """Migrate; with the embedded server, start it (``make run``'s first step, an
     explicit start even after ``jobsys db stop``)."""
-    if _configured(settings) is None:
+    if _configured(settings, config) is None:
         embedded.mark_stopped(settings.home, False)
-    target = _target(settings)
+    target = _target(settings, config)
     before = migrate.current(target.url)
     migrate.upgrade(target.url, revision)
     after = migrate.current(target.url)
     return {"url": target.masked, "from": before, "to": after}
 
 
-def downgrade(settings: Settings, revision: str) -> dict[str, Any]:
-    target = _target(settings)
+def downgrade(settings: Settings, config: Loader, revision: str) -> dict[str, Any]:
+    target = _target(settings, config)
     before = migrate.current(target.url)
     migrate.downgrade(target.url, revision)
     return {"url": target.masked, "from": before, "to": migrate.current(target.url)}
@@ -140,8 +145,8 @@ async def _revisions(url: str) -> list[str]:
         return await revisions(conn)
 
 
-async def current(settings: Settings) -> dict[str, Any]:
-    target = _target(settings)
+async def current(settings: Settings, config: Loader) -> dict[str, Any]:
+    target = _target(settings, config)
     revisions = await _revisions(target.url)
     return {
         "url": target.masked,
@@ -151,9 +156,9 @@ async def current(settings: Settings) -> dict[str, Any]:
     }
 
 
-def check(settings: Settings) -> dict[str, Any]:
+def check(settings: Settings, config: Loader) -> dict[str, Any]:
     """Drift between models and database; raises :class:`SchemaError` when behind."""
-    target = _target(settings)
+    target = _target(settings, config)
     diffs = migrate.drift(target.url)
     return {"url": target.masked, "in_sync": not diffs, "differences": diffs}
 

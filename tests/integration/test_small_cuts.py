@@ -74,6 +74,7 @@ def test_show_commands_print_words_not_json(cli: Any, db_url: str) -> None:
 
 
 def test_the_embedded_server_stays_stopped_after_db_stop(cli: Any) -> None:
+    from jobsys.config.application import load_config
     from jobsys.db.service import embedded_left_running
     from jobsys.settings import Settings
 
@@ -82,9 +83,10 @@ def test_the_embedded_server_stays_stopped_after_db_stop(cli: Any) -> None:
     try:
         assert cli("db", "start", env=env).exit_code == 0
         settings = Settings(database_url=None, home=home, config_dir=Path("/nonexistent"))
-        assert embedded_left_running(settings)  # what the demo's Ctrl-C note checks
+        loader = lambda: load_config(settings, with_tasks=False)  # noqa: E731
+        assert embedded_left_running(settings, loader)  # what the demo's Ctrl-C note checks
         assert cli("db", "stop", env=env).exit_code == 0
-        assert not embedded_left_running(settings)
+        assert not embedded_left_running(settings, loader)
         refused = cli("queues", env=env)
         assert refused.exit_code == 69
         assert "was stopped with `jobsys db stop`" in refused.stderr
