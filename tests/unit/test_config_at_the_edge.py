@@ -1,6 +1,7 @@
 """Configuration is loaded once at the edge and passed down (issue #11): only the edges
 (the CLI, the web console, the worker's assembly ``app.py``, the public API in
-``jobsys/__init__.py``) and the configuration room itself call ``load_config``; every
+``jobsys/__init__.py``) and the configuration room itself call ``load_config`` (or
+import the files' reader ``jobsys.config.load``); every
 domain service takes the loaded configuration (or a loader the edge hands it) as a
 parameter. The walk reads the source (AST), so a call hidden behind a local import or
 an alias of the module is found too."""
@@ -16,6 +17,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "jobsys"
 EDGES = ("cli/", "web/", "app.py", "__init__.py", "config/")
 #: The functions that read the configuration files for a caller.
 LOADERS = {"load_config", "load_config_tasks_if_they_load"}
+#: The files' reader itself (``jobsys.config.load``): found by its import, the name
+#: ``load`` being too common to find by its calls.
+FILE_READERS = {"jobsys.config", "jobsys.config.loader"}
 
 
 def loader_uses(source: str) -> list[int]:
@@ -27,7 +31,10 @@ def loader_uses(source: str) -> list[int]:
             name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
             if name in LOADERS:
                 lines.append(node.lineno)
-        elif isinstance(node, ast.ImportFrom) and any(a.name in LOADERS for a in node.names):
+        elif isinstance(node, ast.ImportFrom) and any(
+            a.name in LOADERS or (a.name == "load" and node.module in FILE_READERS)
+            for a in node.names
+        ):
             lines.append(node.lineno)
     return sorted(set(lines))
 
@@ -68,7 +75,12 @@ def test_a_domain_service_loading_it_is_refused(tmp_path: Path) -> None:
         "def overview(settings):\n"
         "    import jobsys.config.application as application\n"
         "\n"
-        "    return application.load_config_tasks_if_they_load(settings)\n",
+        "    return application.load_config_tasks_if_they_load(settings)\n"
+        "\n"
+        "def runs(settings):\n"
+        "    from jobsys.config import Config, load\n"
+        "\n"
+        "    return load(settings.config_dir)\n",
         encoding="utf-8",
     )
     edge = tmp_path / "cli" / "jobs.py"
@@ -80,4 +92,5 @@ def test_a_domain_service_loading_it_is_refused(tmp_path: Path) -> None:
         "jobsys/jobs/service.py:2",
         "jobsys/jobs/service.py:4",
         "jobsys/jobs/service.py:10",
+        "jobsys/jobs/service.py:13",
     ]
