@@ -1,27 +1,30 @@
-"""The process-wide connection pool of code that defers jobs outside a worker.
+"""The connections of code that defers jobs outside a worker.
 
 ``jobsys.defer(...)`` without ``connection=`` in a web application, a script or a
 management command used to open a connection per call (about 10 ms, and 50
-connections at once for 50 concurrent requests). Such calls now share one pool per
-process and database:
+connections at once for 50 concurrent requests). Such calls now reuse connections:
 
-- **Opened on first use**, with ``min_size`` connections kept open, growing to
-  ``max_size`` (``JOBSYS_PRODUCER_POOL_SIZE``, default :data:`DEFAULT_MAX_SIZE`) under
-  concurrent use; callers beyond that wait for a free connection (up to
-  :data:`WAIT_SECONDS`, then :class:`~jobsys.errors.DatabaseUnavailable`). Idle
-  connections above ``min_size`` close after :data:`MAX_IDLE_SECONDS`.
-- **One event loop of its own**, on a daemon thread: the pool serves every caller
-  alike, async code on any event loop (each ``asyncio.run`` of a script, each worker
-  thread of a WSGI server) and sync code (``defer_sync``) from any thread. An async
-  caller awaits the result without blocking its loop.
+- **A pool per event loop**: an async caller defers on connections that belong to its
+  own event loop, so a call is the insert's round trip and nothing else (no hand-over
+  to another thread). The pool opens on the loop's first defer and closes when the
+  loop shuts down (``asyncio.run`` ends, a server's loop stops: its async generators
+  are finalised, and the pool with them); a loop closed without that is swept on the
+  next defer of the process. Sync code (``defer_sync``, any thread) runs on one loop of
+  the process's own, on a daemon thread, with its pool.
+- **Bounded per process**: all these pools together hold at most ``max_size``
+  connections (``JOBSYS_PRODUCER_POOL_SIZE``, default :data:`DEFAULT_MAX_SIZE`). A
+  caller beyond that waits for one (a loop with idle connections gives one up to a loop
+  that waits), up to :data:`WAIT_SECONDS`, then
+  :class:`~jobsys.errors.DatabaseUnavailable`. Idle connections beyond
+  :data:`MIN_SIZE` per pool close after :data:`MAX_IDLE_SECONDS`.
 - **Safe across fork**: a child process (gunicorn/uWSGI workers forked after the
   parent deferred, ``multiprocessing``) never touches the parent's connections (it
   keeps them referenced, unused, so that not even garbage collection closes a socket
-  the parent still uses) and opens its own pool on its first defer.
+  the parent still uses) and opens its own on its first defer.
 - **Closed** at interpreter exit, or explicitly with :func:`close` (an application's
   shutdown hook, README "Python API").
 
-Pool connections are autocommit: a defer opens its own short transaction.
+Connections are autocommit: a defer opens its own short transaction.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ import concurrent.futures
 import contextlib
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -42,7 +47,7 @@ T = TypeVar("T")
 
 #: Connections at most, per process and database (``JOBSYS_PRODUCER_POOL_SIZE``).
 DEFAULT_MAX_SIZE = 10
-#: Connections kept open once the pool has opened.
+#: Idle connections a pool keeps however long they idle.
 MIN_SIZE = 1
 #: A caller waits this long for a free connection before the database counts as away.
 WAIT_SECONDS = 10.0
@@ -81,96 +86,271 @@ class _Combiner:
 
 
 @dataclass
-class _Shared:
-    """The pools of this process and the loop they live on."""
+class _Pool:
+    """The connections of one event loop to one database."""
+
+    loop: asyncio.AbstractEventLoop
+    url: str
+    idle: list[tuple[Any, float]] = field(default_factory=list)  # (connection, since)
+    owned: set[Any] = field(default_factory=set)
+    combiners: dict[Any, _Combiner] = field(default_factory=dict)
+    closed: bool = False
+    #: The async generator whose finalisation (the loop shutting down) closes the pool.
+    sentinel: AsyncGenerator[None, None] | None = None
+
+
+@dataclass
+class _Process:
+    """The pools of this process, their loops' registry and the shared bound."""
 
     pid: int
-    loop: asyncio.AbstractEventLoop
-    thread: threading.Thread
-    pools: dict[str, Any] = field(default_factory=dict)
-    opening: dict[str, asyncio.Lock] = field(default_factory=dict)
-    combiners: dict[tuple[str, Any], _Combiner] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pools: dict[tuple[int, str], _Pool] = field(default_factory=dict)
+    used: int = 0  # connections open or being opened, over every pool
+    waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
+        default_factory=deque
+    )
+    loop: asyncio.AbstractEventLoop | None = None  # sync callers' loop, on its thread
+    thread: threading.Thread | None = None
 
 
 _lock = threading.Lock()
-_shared: _Shared | None = None
+_process: _Process | None = None
 #: Pools inherited from a parent process: never used, never closed, never collected.
-_inherited: list[_Shared] = []
+_inherited: list[_Process] = []
 
 
-def _start() -> _Shared:
-    global _shared
+def _current() -> _Process:
+    global _process
+    process = _process
+    if process is not None and process.pid == os.getpid():
+        return process
     with _lock:
-        if _shared is not None and _shared.pid == os.getpid():
-            return _shared
-        if _shared is not None:  # forked: the parent's pools are not ours
-            _inherited.append(_shared)
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="jobsys-producer-pool", daemon=True)
-        thread.start()
-        _shared = _Shared(pid=os.getpid(), loop=loop, thread=thread)
-        return _shared
+        if _process is not None and _process.pid == os.getpid():
+            return _process
+        if _process is not None:  # forked: the parent's pools are not ours
+            _inherited.append(_process)
+        _process = _Process(pid=os.getpid())
+        return _process
 
 
-async def _pool(shared: _Shared, url: str) -> Any:
-    """The open pool for ``url`` (on the pool's loop); opened on first use."""
-    pool = shared.pools.get(url)
-    if pool is not None:
+def _finish(conn: Any) -> None:
+    """Close a connection from any thread (psycopg's close only ends the libpq
+    connection, which needs no event loop)."""
+    with contextlib.suppress(Exception):
+        conn.pgconn.finish()
+
+
+def _give_back(process: _Process, count: int = 1) -> None:
+    """``count`` connections closed: wake as many callers waiting for one."""
+    with process.lock:
+        process.used -= count
+        wake = [process.waiters.popleft() for _ in range(min(count, len(process.waiters)))]
+    for loop, future in wake:
+        _wake(loop, future)
+
+
+def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    def done() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+        loop.call_soon_threadsafe(done)
+
+
+def _discard(process: _Process, pool: _Pool) -> None:
+    """Close ``pool`` at once, from any thread (its loop closed, or the process ends)."""
+    pool.closed = True
+    conns = list(pool.owned)
+    pool.owned.clear()
+    pool.idle.clear()
+    for conn in conns:
+        _finish(conn)
+    with process.lock:
+        if process.pools.get((id(pool.loop), pool.url)) is pool:
+            del process.pools[(id(pool.loop), pool.url)]
+    if conns:
+        _give_back(process, len(conns))
+
+
+def _sweep(process: _Process) -> None:
+    """Close the pools of loops that were closed without finalising their pool."""
+    with process.lock:
+        dead = [p for p in process.pools.values() if p.loop.is_closed()]
+    for pool in dead:
+        _discard(process, pool)
+
+
+async def _sentinel(process: _Process, pool: _Pool) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:  # the loop shuts its async generators down: it is about to close
+        await _aclose_pool(process, pool)
+
+
+async def _pool(process: _Process, url: str) -> _Pool:
+    """This loop's pool for ``url``; created on first use."""
+    loop = asyncio.get_running_loop()
+    pool = process.pools.get((id(loop), url))
+    if pool is not None and pool.loop is loop and not pool.closed:
         return pool
-    async with shared.opening.setdefault(url, asyncio.Lock()):
-        pool = shared.pools.get(url)
-        if pool is not None:
-            return pool
-        import psycopg
-        from psycopg.rows import dict_row
-        from psycopg_pool import AsyncConnectionPool
-
-        from jobsys.db.connect import CONNECT_TIMEOUT_SECONDS, driver_options, translate
-
-        async def configure(conn: Any) -> None:
-            await conn.set_autocommit(True)
-
-        pool = AsyncConnectionPool(
-            url,
-            min_size=MIN_SIZE,
-            max_size=max(max_size(), MIN_SIZE),
-            timeout=WAIT_SECONDS,
-            max_idle=MAX_IDLE_SECONDS,
-            kwargs={
-                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "row_factory": dict_row,
-                **driver_options(APPLICATION_NAME),
-            },
-            configure=configure,
-            open=False,
-            name="jobsys-producer",
-        )
-        try:
-            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
-        except (psycopg.OperationalError, psycopg.ProgrammingError, Exception) as exc:
-            await pool.close()
-            raise translate(exc, url) from None
-        shared.pools[url] = pool
-        return pool
+    _sweep(process)  # a new loop: an older one may have closed (ids are reused)
+    pool = _Pool(loop=loop, url=url)
+    with process.lock:
+        process.pools[(id(loop), url)] = pool
+    # The loop's async-generator hooks see this generator: when the loop shuts down
+    # (asyncio.run's end), it is finalised and the pool closes with it.
+    sentinel = pool.sentinel = _sentinel(process, pool)
+    await sentinel.asend(None)
+    return pool
 
 
-async def _with_connection(shared: _Shared, url: str, work: Callable[[Any], Awaitable[T]]) -> T:
+async def _connect(url: str) -> Any:
     import psycopg
+    from psycopg.rows import dict_row
+
+    from jobsys.db.connect import CONNECT_TIMEOUT_SECONDS, driver_options, translate
+
+    try:
+        return await psycopg.AsyncConnection.connect(
+            url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            row_factory=dict_row,
+            **driver_options(APPLICATION_NAME),
+        )
+    except Exception as exc:
+        raise translate(exc, url) from None
+
+
+def _close_stale(pool: _Pool, now: float) -> int:
+    """Close idle connections beyond MIN_SIZE unused for MAX_IDLE_SECONDS."""
+    stale = [c for c, since in pool.idle[:-MIN_SIZE] if now - since > MAX_IDLE_SECONDS]
+    for conn in stale:
+        pool.idle = [(c, s) for c, s in pool.idle if c is not conn]
+        pool.owned.discard(conn)
+        _finish(conn)
+    return len(stale)
+
+
+def _shed_idle(process: _Process, pool: _Pool) -> None:
+    """On ``pool``'s loop: give one idle connection up for a loop that waits."""
+    if pool.idle:
+        conn, _ = pool.idle.pop(0)
+        _forget(process, pool, conn)
+
+
+def _ask_for_idle(process: _Process, pool: _Pool) -> None:
+    """No connection left to open: ask another loop to give up an idle one."""
+    with process.lock:
+        others = [p for p in process.pools.values() if p is not pool and p.idle]
+    for other in others:
+        if other.loop.is_closed():
+            _discard(process, other)
+            return
+        if other.loop.is_running():
+            with contextlib.suppress(RuntimeError):
+                other.loop.call_soon_threadsafe(_shed_idle, process, other)
+                return
+
+
+async def _acquire(process: _Process, pool: _Pool) -> Any:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        while pool.idle:
+            conn, _ = pool.idle.pop()
+            if not conn.closed:
+                return conn
+            _forget(process, pool, conn)
+        limit = max(max_size(), MIN_SIZE)
+        with process.lock:
+            may_open = process.used < limit
+            if may_open:
+                process.used += 1
+        if may_open:
+            try:
+                conn = await _connect(pool.url)
+            except BaseException:
+                _give_back(process)
+                raise
+            if pool.closed:  # the loop shut down while connecting
+                _finish(conn)
+                _give_back(process)
+                raise _timeout(pool.url, "the producer pool closed")
+            pool.owned.add(conn)
+            return conn
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timeout(pool.url, f"no free connection after {WAIT_SECONDS:g} s")
+        future: asyncio.Future[None] = pool.loop.create_future()
+        with process.lock:
+            process.waiters.append((pool.loop, future))
+        _ask_for_idle(process, pool)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(future, remaining)
+        finally:
+            with process.lock, contextlib.suppress(ValueError):
+                process.waiters.remove((pool.loop, future))
+
+
+def _timeout(url: str, detail: str) -> Exception:
     from psycopg_pool import PoolTimeout
 
     from jobsys.db.connect import translate
 
-    pool = await _pool(shared, url)
+    return translate(PoolTimeout(detail), url)
+
+
+def _release(process: _Process, pool: _Pool, conn: Any) -> None:
+    import psycopg
+
+    reusable = (
+        not pool.closed
+        and not conn.closed
+        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    )
+    with process.lock:
+        waiter = process.waiters[0] if process.waiters else None
+    if reusable and (waiter is None or waiter[0] is pool.loop):
+        now = time.monotonic()
+        pool.idle.append((conn, now))
+        closed = _close_stale(pool, now)
+        if closed:
+            _give_back(process, closed)
+        if waiter is not None:
+            with process.lock, contextlib.suppress(ValueError):
+                process.waiters.remove(waiter)
+            _wake(*waiter)
+        return
+    # Broken, mid-transaction, or another loop waits for a connection: close it.
+    _forget(process, pool, conn)
+
+
+def _forget(process: _Process, pool: _Pool, conn: Any) -> None:
+    """Close ``conn`` and count it out (once: a pool closed meanwhile counted it)."""
+    _finish(conn)
+    if conn in pool.owned:
+        pool.owned.discard(conn)
+        _give_back(process)
+
+
+async def _with_connection(pool: _Pool, work: Callable[[Any], Awaitable[T]]) -> T:
+    import psycopg
+
+    from jobsys.db.connect import translate
+
+    process = _current()
+    conn = await _acquire(process, pool)
     try:
-        async with pool.connection() as conn:
-            try:
-                return await work(conn)
-            except psycopg.OperationalError as exc:
-                if conn.broken or conn.closed:
-                    raise translate(exc, url) from None
-                raise
-    except PoolTimeout as exc:
-        raise translate(exc, url) from None
+        return await work(conn)
+    except psycopg.OperationalError as exc:
+        if conn.broken or conn.closed:
+            raise translate(exc, pool.url) from None
+        raise
+    finally:
+        _release(process, pool, conn)
 
 
 async def run_combined(
@@ -179,34 +359,43 @@ async def run_combined(
     work: Callable[[Any, list[Any]], Awaitable[list[Any]]],
 ) -> Any:
     """``work(connection, items)`` for ``item`` together with the other items submitted
-    to the same ``work`` at the same moment: one statement (one round trip, one commit)
-    for calls that arrive while the others are being written, from any loop or thread.
-    A call alone is written at once (no delay is added). ``work`` returns one result
-    per item; if it raises for a batch of several, each item is written on its own, so
-    one call's error (a queueing-lock conflict) is that call's alone."""
-    shared = _start()
-    if on_pool_loop():
-        return await _combine(shared, url, item, work)
-    return await asyncio.wrap_future(_submit(_combine(shared, url, item, work)))
-
-
-async def _combine(
-    shared: _Shared, url: str, item: Any, work: Callable[[Any, list[Any]], Awaitable[list[Any]]]
-) -> Any:
-    combiner = shared.combiners.setdefault((url, work), _Combiner())
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    combiner.pending.append((item, future))
-    if combiner.writers < max(max_size(), MIN_SIZE):
-        # One writer per connection the pool may open: the calls that arrive while
-        # every writer is busy go out together with the next statement.
+    to the same ``work`` on the same loop at the same moment: one statement (one round
+    trip, one commit) for calls that arrive while the others are being written. A call
+    alone is written at once (no delay is added). ``work`` returns one result per item;
+    if it raises for a batch of several, each item is written on its own, so one call's
+    error (a queueing-lock conflict) is that call's alone."""
+    pool = await _pool(_current(), url)
+    combiner = pool.combiners.setdefault(work, _Combiner())
+    if not combiner.writers:
+        # Nothing is being written: this call goes out at once, in the caller's own
+        # task (no hand-over); calls arriving meanwhile wait for the next statement.
         combiner.writers += 1
-        asyncio.get_running_loop().create_task(_write_combined(shared, url, combiner, work))
+        try:
+            (result,) = await _with_connection(pool, _bound(work, [item]))
+        finally:
+            combiner.writers -= 1
+            _spawn_writer(pool, combiner, work)
+        return result
+    future: asyncio.Future[Any] = pool.loop.create_future()
+    combiner.pending.append((item, future))
+    _spawn_writer(pool, combiner, work)
     return await future
 
 
+def _spawn_writer(
+    pool: _Pool, combiner: _Combiner, work: Callable[[Any, list[Any]], Awaitable[list[Any]]]
+) -> None:
+    """A writer task for waiting calls, if they have none free. One writer per
+    connection the pool may open: the calls that arrive while every writer is busy go
+    out together with the next statement (a writer in a task, so that cancelling one
+    caller never cancels a statement that carries other calls)."""
+    if combiner.pending and combiner.writers < max(max_size(), MIN_SIZE):
+        combiner.writers += 1
+        pool.loop.create_task(_write_combined(pool, combiner, work))
+
+
 async def _write_combined(
-    shared: _Shared,
-    url: str,
+    pool: _Pool,
     combiner: _Combiner,
     work: Callable[[Any, list[Any]], Awaitable[list[Any]]],
 ) -> None:
@@ -215,7 +404,7 @@ async def _write_combined(
             batch = combiner.pending[:COMBINE_MAX_CALLS]
             del combiner.pending[:COMBINE_MAX_CALLS]
             try:
-                results = await _with_connection(shared, url, _bound(work, [i for i, _ in batch]))
+                results = await _with_connection(pool, _bound(work, [i for i, _ in batch]))
             except BaseException as exc:
                 if len(batch) == 1 or not isinstance(exc, Exception):
                     for _, future in batch:
@@ -223,7 +412,7 @@ async def _write_combined(
                             future.set_exception(exc)
                     continue
                 for one in batch:  # one call's error must not fail the others
-                    await _write_one(shared, url, one, work)
+                    await _write_one(pool, one, work)
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
@@ -244,14 +433,13 @@ def _bound(
 
 
 async def _write_one(
-    shared: _Shared,
-    url: str,
+    pool: _Pool,
     one: tuple[Any, asyncio.Future[Any]],
     work: Callable[[Any, list[Any]], Awaitable[list[Any]]],
 ) -> None:
     item, future = one
     try:
-        (result,) = await _with_connection(shared, url, _bound(work, [item]))
+        (result,) = await _with_connection(pool, _bound(work, [item]))
     except Exception as exc:
         if not future.done():
             future.set_exception(exc)
@@ -260,71 +448,95 @@ async def _write_one(
             future.set_result(result)
 
 
-def _submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    return asyncio.run_coroutine_threadsafe(coro, _start().loop)
-
-
-def on_pool_loop() -> bool:
-    """True when called from the pool's own loop (a defer already handed over)."""
-    shared = _shared
-    if shared is None or shared.pid != os.getpid():
-        return False
-    try:
-        return asyncio.get_running_loop() is shared.loop
-    except RuntimeError:
-        return False
-
-
 async def run(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Await ``work(connection)`` on a pooled connection to ``url``, from any loop."""
-    shared = _start()
-    if on_pool_loop():
-        return await _with_connection(shared, url, work)
-    return await asyncio.wrap_future(_submit(_with_connection(shared, url, work)))
+    """Await ``work(connection)`` on a pooled connection of this loop to ``url``."""
+    return await _with_connection(await _pool(_current(), url), work)
+
+
+def _sync_loop() -> asyncio.AbstractEventLoop:
+    """The loop sync callers' defers run on (started on first use, per process)."""
+    process = _current()
+    with process.lock:
+        if process.loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="jobsys-producer-pool", daemon=True
+            )
+            thread.start()
+            process.loop, process.thread = loop, thread
+        return process.loop
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on the pool's loop and wait for it (sync callers, any thread)."""
-    return _submit(coro).result()
+    """Run ``coro`` on the process's sync-callers loop and wait (any thread)."""
+    future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, _sync_loop())
+    return future.result()
 
 
 def open_connections() -> int:
     """Connections the pools of this process hold (open and in use)."""
-    shared = _shared
-    if shared is None or shared.pid != os.getpid():
+    process = _process
+    if process is None or process.pid != os.getpid():
         return 0
-    return sum(pool.get_stats().get("pool_size", 0) for pool in list(shared.pools.values()))
+    _sweep(process)
+    with process.lock:
+        return sum(len(pool.owned) for pool in process.pools.values())
 
 
-async def _close_pools(shared: _Shared) -> None:
-    pools, shared.pools = list(shared.pools.values()), {}
-    for pool in pools:
+async def _aclose_pool(process: _Process, pool: _Pool) -> None:
+    """On ``pool``'s loop: close its connections (those in use close when returned)."""
+    pool.closed = True
+    idle = [conn for conn, _ in pool.idle if conn in pool.owned]
+    pool.idle.clear()
+    for conn in idle:
+        pool.owned.discard(conn)
         with contextlib.suppress(Exception):
-            await pool.close(timeout=5.0)
+            await conn.close()
+    with process.lock:
+        if process.pools.get((id(pool.loop), pool.url)) is pool:
+            del process.pools[(id(pool.loop), pool.url)]
+    if idle:
+        _give_back(process, len(idle))
 
 
 def close() -> None:
     """Close this process's producer pools (the next defer opens them again)."""
-    global _shared
+    global _process
     with _lock:
-        shared, _shared = _shared, None
-    if shared is None or shared.pid != os.getpid():
-        if shared is not None:
-            _inherited.append(shared)
+        process, _process = _process, None
+    if process is None:
         return
-    if shared.loop.is_running():
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(_close_pools(shared), shared.loop).result(10)
-        shared.loop.call_soon_threadsafe(shared.loop.stop)
-        shared.thread.join(5)
-    if not shared.loop.is_running():
-        shared.loop.close()
+    if process.pid != os.getpid():
+        _inherited.append(process)
+        return
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    with process.lock:
+        pools = list(process.pools.values())
+    for pool in pools:
+        if pool.loop.is_running() and pool.loop is not running:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_aclose_pool(process, pool), pool.loop).result(10)
+        _discard(process, pool)
+    loop, thread = process.loop, process.thread
+    if loop is not None and thread is not None and loop.is_running():
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    if loop is not None and not loop.is_running():
+        loop.close()
 
 
 async def aclose() -> None:
     """:func:`close` for async code (an ASGI lifespan's shutdown)."""
-    if on_pool_loop():
-        raise UsageError("producers.aclose() cannot run on the producer pool's own loop")
+    process = _process
+    if process is not None and process.pid == os.getpid():
+        loop = asyncio.get_running_loop()
+        if loop is process.loop:
+            raise UsageError("producers.aclose() cannot run on the producer pool's own loop")
+        for pool in [p for p in list(process.pools.values()) if p.loop is loop]:
+            await _aclose_pool(process, pool)
     await asyncio.get_running_loop().run_in_executor(None, close)
 
 

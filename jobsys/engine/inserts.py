@@ -200,28 +200,18 @@ async def _defer(
     (``queries.DEFER_JOBS``: the jobs sent as one array per column, not as one composite
     value per job, which the driver would build in Python), with ``announce``'s NOTIFY
     in the same statement: one round trip, and on an autocommit connection one commit."""
-    import json
-
     import psycopg
     from procrastinate import exceptions
     from psycopg.rows import tuple_row
 
     if not new_jobs:
         return Inserted("deferred", 0)
-    params = {
-        "queues": [j.queue for j in new_jobs],
-        "tasks": [j.task for j in new_jobs],
-        "priorities": [j.priority for j in new_jobs],
-        "locks": [j.lock for j in new_jobs],
-        "queueing_locks": [j.queueing_lock for j in new_jobs],
-        "args": [json.dumps(j.args, separators=(",", ":")) for j in new_jobs],
-        "scheduled": [j.scheduled_at for j in new_jobs],
-        "channel": announce.channel if announce else None,
-        "topic": announce.topic if announce else None,
-    }
+    query, params = _defer_params(new_jobs)
+    params["channel"] = announce.channel if announce else None
+    params["topic"] = announce.topic if announce else None
     try:
         async with conn.cursor(row_factory=tuple_row) as cur:
-            await cur.execute(queries.DEFER_JOBS, params)
+            await cur.execute(query, params)
             row = await cur.fetchone()
     except psycopg.errors.UniqueViolation as exc:
         if exc.diag.constraint_name == QUEUEING_LOCK_INDEX:
@@ -240,6 +230,32 @@ async def _defer(
         max(ids, default=None),
         announced=announce is not None,
     )
+
+
+def _defer_params(new_jobs: Sequence[NewJob]) -> tuple[str, dict[str, Any]]:
+    """``queries.DEFER_JOB`` and its parameters for one job, else ``DEFER_JOBS``'s."""
+    import json
+
+    if len(new_jobs) == 1:
+        (job,) = new_jobs
+        return queries.DEFER_JOB, {
+            "queue": job.queue,
+            "task": job.task,
+            "priority": job.priority,
+            "lock": job.lock,
+            "queueing_lock": job.queueing_lock,
+            "args": json.dumps(job.args, separators=(",", ":")),
+            "scheduled": job.scheduled_at,
+        }
+    return queries.DEFER_JOBS, {
+        "queues": [j.queue for j in new_jobs],
+        "tasks": [j.task for j in new_jobs],
+        "priorities": [j.priority for j in new_jobs],
+        "locks": [j.lock for j in new_jobs],
+        "queueing_locks": [j.queueing_lock for j in new_jobs],
+        "args": [json.dumps(j.args, separators=(",", ":")) for j in new_jobs],
+        "scheduled": [j.scheduled_at for j in new_jobs],
+    }
 
 
 def fanout_batch_query(source: FanoutBatch, query: str = queries.FANOUT_BATCH) -> Any:

@@ -431,7 +431,7 @@ SELECT id FROM sibling
 #: composite values in the database; the ids come back in the order given), and when
 #: ``channel`` is set the announcement of the insert in the same statement
 #: (jobsys.engine.inserts.Announce): one round trip however many jobs.
-DEFER_JOBS = """
+_DEFER_ANNOUNCED = """
 SELECT ids,
        CASE WHEN %(channel)s::text IS NOT NULL THEN pg_notify(
            %(channel)s::text,
@@ -439,7 +439,11 @@ SELECT ids,
                'topic', %(topic)s::text, 'deferred', cardinality(ids), 'ids', ids[1:10]
            )::text
        ) END AS announced
-  FROM procrastinate_defer_jobs_v1(ARRAY(
+  FROM procrastinate_defer_jobs_v1("""
+
+DEFER_JOBS = (
+    _DEFER_ANNOUNCED
+    + """ARRAY(
          SELECT ROW(j.queue_name, j.task_name, j.priority, j.lock, j.queueing_lock,
                     j.args::jsonb, j.scheduled_at)::procrastinate_job_to_defer_v1
            FROM unnest(%(queues)s::text[], %(tasks)s::text[], %(priorities)s::int[],
@@ -450,6 +454,20 @@ SELECT ids,
           ORDER BY j.n
        )) AS ids
 """
+)
+
+#: :data:`DEFER_JOBS` for one job (a single ``defer``, the commonest call): the same
+#: function and NOTIFY with scalar parameters, which the driver sends for about a third
+#: less CPU than seven one-element arrays.
+DEFER_JOB = (
+    _DEFER_ANNOUNCED
+    + """ARRAY[
+         ROW(%(queue)s::text, %(task)s::text, %(priority)s::int, %(lock)s::text,
+             %(queueing_lock)s::text, %(args)s::jsonb,
+             %(scheduled)s::timestamptz)::procrastinate_job_to_defer_v1
+       ]) AS ids
+"""
+)
 
 #: The outcomes of several jobs in one statement (one commit): Procrastinate's own
 #: ``procrastinate_finish_job_v1`` once per job, in the arrays' order (the caller

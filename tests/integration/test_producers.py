@@ -128,11 +128,16 @@ def test_sync_defers_from_many_threads_share_the_pool(
     assert backends(db_url) <= producers.DEFAULT_MAX_SIZE
 
 
-def _defer_in_child(result: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _defer_in_child(result: multiprocessing.Queue, on_a_loop: bool = False) -> None:  # type: ignore[type-arg]
+    """A defer in a forked child: sync, or async on a new event loop of the child."""
     import jobsys
 
     try:
-        result.put(("ok", jobsys.defer_sync("rt.sleep", {"tag": "child"})))
+        if on_a_loop:
+            job_id = asyncio.run(jobsys.defer("rt.sleep", {"tag": "child"}))
+        else:
+            job_id = jobsys.defer_sync("rt.sleep", {"tag": "child"})
+        result.put(("ok", job_id))
     except BaseException as exc:
         result.put(("error", repr(exc)))
 
@@ -172,3 +177,137 @@ def test_a_bad_pool_size_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv(producers.SIZE_VARIABLE, "many")
     with pytest.raises(UsageError, match="JOBSYS_PRODUCER_POOL_SIZE='many'"):
         producers.max_size()
+
+
+def wait_for_backends(db_url: str, expected: int, timeout: float = 10.0) -> int:
+    """The server's count of producer connections once it reaches ``expected`` (a
+    closed connection leaves pg_stat_activity a moment later), or the last count."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    seen = backends(db_url)
+    while seen != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = backends(db_url)
+    return seen
+
+
+def test_each_loop_defers_on_its_own_pool_and_a_closing_loop_closes_it(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+) -> None:
+    """An async caller uses a pool of its own loop (no hand-over to another thread):
+    two loops at once hold a connection each, and a loop that shuts down
+    (``asyncio.run``'s end) closes its pool; one closed without that is swept."""
+    import jobsys
+
+    started = threading.Event()
+    release = threading.Event()
+    seen: dict[str, object] = {}
+
+    async def other_loop() -> None:
+        seen["other"] = await jobsys.defer("rt.sleep", {"tag": "other"})
+        started.set()
+        while not release.is_set():  # the loop stays up (and its pool open)
+            await asyncio.sleep(0.01)
+
+    thread = threading.Thread(target=asyncio.run, args=(other_loop(),))
+    thread.start()
+    assert started.wait(30)
+
+    async def main_loop() -> int:
+        job_id = await jobsys.defer("rt.sleep", {"tag": "main"})
+        await jobsys.defer("rt.sleep", {"tag": "main2"})
+        assert producers.open_connections() == 2  # one per loop
+        assert backends(db_url) == 2
+        return job_id
+
+    assert isinstance(asyncio.run(main_loop()), int)
+    # main_loop's loop shut down: its connection closed with it; the other's is open.
+    assert producers.open_connections() == 1
+    assert wait_for_backends(db_url, 1) == 1
+    release.set()
+    thread.join(30)
+    assert producers.open_connections() == 0
+    assert wait_for_backends(db_url, 0) == 0
+
+    # A loop closed without shutting its async generators down: swept on the next use.
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(jobsys.defer("rt.sleep", {"tag": "unfinalised"}))
+    assert producers.open_connections() == 1
+    loop.close()
+    assert producers.open_connections() == 0
+    assert wait_for_backends(db_url, 0) == 0
+    assert count_jobs(db_url) == 4
+
+
+def test_loops_share_the_bound_an_idle_loop_gives_its_connection_up(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At most the pool's size over every loop of the process: with a size of 1, a
+    loop that holds an idle connection gives it up to a loop that needs one."""
+    import jobsys
+
+    monkeypatch.setenv(producers.SIZE_VARIABLE, "1")
+    started = threading.Event()
+    release = threading.Event()
+    peak = 0
+
+    async def idle_loop() -> None:
+        await jobsys.defer("rt.sleep", {"tag": "idle"})
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+
+    thread = threading.Thread(target=asyncio.run, args=(idle_loop(),))
+    thread.start()
+    assert started.wait(30)
+
+    async def busy_loop() -> list[int]:
+        nonlocal peak
+        ids = []
+        for n in range(5):
+            ids.append(await jobsys.defer("rt.sleep", {"tag": f"busy{n}"}))
+            peak = max(peak, producers.open_connections(), backends(db_url))
+        calls = (jobsys.defer("rt.sleep", {"tag": f"g{n}"}) for n in range(10))
+        ids += await asyncio.gather(*calls)
+        peak = max(peak, producers.open_connections(), backends(db_url))
+        return ids
+
+    ids = asyncio.run(busy_loop())
+    release.set()
+    thread.join(30)
+    assert len(set(ids)) == 15
+    assert peak == 1
+    assert count_jobs(db_url) == 16
+
+
+def test_a_forked_child_leaves_the_parents_loop_pool_alone(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+) -> None:
+    """A loop's pool survives a fork untouched: the child (async, on its own loop)
+    opens its own connection, and the parent's loop keeps deferring on its own."""
+    import jobsys
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(jobsys.defer("rt.sleep", {"tag": "parent-before"}))
+        context = multiprocessing.get_context("fork")
+        result: multiprocessing.Queue = context.Queue()  # type: ignore[type-arg]
+        child = context.Process(target=_defer_in_child, args=(result, True))
+        child.start()
+        status, value = result.get(timeout=60)
+        child.join(30)
+        assert status == "ok", value
+        assert child.exitcode == 0
+        loop.run_until_complete(jobsys.defer("rt.sleep", {"tag": "parent-after"}))
+        assert producers.open_connections() == 1
+        assert wait_for_backends(db_url, 1) == 1
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    assert producers.open_connections() == 0
+    assert count_jobs(db_url) == 3
