@@ -9,8 +9,9 @@ so a queueing-lock conflict raises :class:`AlreadyQueuedError` and leaves the
 caller's transaction usable.
 
 Without a connection: inside a worker the process's pool is used; elsewhere the
-process's producer pool (``jobsys.db.producers``: opened on first use, shared by every
-thread and event loop, safe across fork) on the database of the environment
+process's producer pools (``jobsys.db.producers``: one per event loop, opened on first
+use and closed with the loop, bounded together, safe across fork) on the database of
+the environment
 (``JOBSYS_DATABASE_URL``, ``database.url`` in config, or the embedded server).
 """
 
@@ -356,7 +357,7 @@ def _run_sync(coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, env.loop).result()
     from jobsys.db import producers
 
-    # Elsewhere: on the producer pool's own loop (no event loop per call).
+    # Elsewhere: on the producers' own loop for sync callers (no event loop per call).
     return producers.run_sync(coro)
 
 
