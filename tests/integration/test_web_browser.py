@@ -235,13 +235,17 @@ def test_a_queue_paused_and_resumed_from_its_page_is_audited_with_the_web_user(
     row = '#queues tr[data-queue="story_downloads"]'
     browser.get(server + "/admin/queues")
     live(browser)
+    # Filled and sent in one script call: the stream's connect re-reads the page and
+    # swaps <main>, so a form filled in one call and clicked in the next could be a
+    # fresh, empty one (the pause then went out without its reason). An operator typing
+    # has the focus in the form, which holds the swap off.
     browser.execute_script(
         "const f = document.querySelector(arguments[0] + ' form.pause-form');"
         "f.querySelector('select[name=for]').value = '30m';"
-        "f.querySelector('input[name=reason]').value = 'upstream 429';",
+        "f.querySelector('input[name=reason]').value = 'upstream 429';"
+        "f.requestSubmit(f.querySelector('button'));",
         row,
     )
-    click(browser, f"{row} form.pause-form button")
     wait(browser, lambda d: "upstream 429" in text(d, f"{row} td.pause"))
     assert "paused" in text(browser, f"{row} td.pause")
     shot(browser, "queue_paused")
