@@ -156,36 +156,36 @@ CLAIM_JOBS_IN_ORDER = _claim_jobs(BY_QUEUE_ORDER)
 # room), TAKE_JOBS and RECORD_STARTS.
 
 
-def _limit_case(kinds: tuple[str, ...], then: str) -> str:
+def _limit_case(kinds: tuple[str, ...], then: str, row: str) -> str:
     whens = " ".join(
-        f"WHEN jobs.{'task_name' if kind == 'task' else 'queue_name'} = %(limit_target_{i})s "
-        f"THEN {then.format(i=i, n=i + 1)}"
+        f"WHEN {row}.{'task_name' if kind == 'task' else 'queue_name'} = %(limit_target_{i})s "
+        f"THEN {then.format(i=i, n=i + 1, row=row)}"
         for i, kind in enumerate(kinds)
     )
     return f"(CASE {whens} END)"
 
 
-def _bucket(kinds: tuple[str, ...]) -> str:
+def _bucket(kinds: tuple[str, ...], row: str) -> str:
     return _limit_case(
-        kinds, "%(limit_prefix_{i})s || coalesce(jobs.args ->> %(limit_key_{i})s::text, '')"
+        kinds, "%(limit_prefix_{i})s || coalesce({row}.args ->> %(limit_key_{i})s::text, '')", row
     )
 
 
 def _limited_walk(kinds: tuple[str, ...], *, in_order: bool, scan: str) -> str:
     """Due, unpaused jobs of the lane's queues with their bucket and limit number
     (1-based; NULL: none), each queue walked in index order as CLAIM_JOBS does, buckets
-    in ``full`` passed over, at most ``scan`` of them, locked."""
-    bucket = _bucket(kinds)
+    in ``full`` passed over, at most ``scan`` of them, locked. The bucket is computed
+    after the scan's LIMIT (only for the jobs it returns), and in the scan only when
+    ``full`` is not empty: a queue's scan may read every due job of the queue."""
     order_by = (BY_QUEUE_ORDER if in_order else BY_PRIORITY).replace("per_queue.", "pq.")
     order_by = order_by.replace("lane_queue.", "lq.")
     return f"""
-SELECT pq.id, pq.bucket, pq.limit_no,
+SELECT pq.id, {_bucket(kinds, "pq")} AS bucket, {_limit_case(kinds, "{n}", "pq")} AS limit_no,
        row_number() OVER (ORDER BY {order_by}) AS rank
   FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lq(name, position)
  CROSS JOIN LATERAL (
-    SELECT jobs.id, jobs.priority, bk.bucket, bk.limit_no
+    SELECT jobs.id, jobs.priority, jobs.queue_name, jobs.task_name, jobs.args
       FROM procrastinate_jobs AS jobs
-     CROSS JOIN LATERAL (SELECT {bucket} AS bucket, {_limit_case(kinds, "{n}")} AS limit_no) AS bk
      WHERE (CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lq.name
        AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
        AND (
@@ -203,7 +203,8 @@ SELECT pq.id, pq.bucket, pq.limit_no,
                   )
            )
        )
-       AND coalesce(bk.bucket <> ALL(%(full)s::text[]), true)
+       AND (cardinality(%(full)s::text[]) = 0
+            OR coalesce({_bucket(kinds, "jobs")} <> ALL(%(full)s::text[]), true))
      ORDER BY jobs.priority DESC, jobs.id ASC
      LIMIT {scan}
        FOR UPDATE OF jobs SKIP LOCKED
