@@ -243,13 +243,19 @@ def claim_limited_fast(kinds: tuple[str, ...], *, in_order: bool) -> str:
 WITH candidate AS MATERIALIZED (
 {_limited_walk(kinds, in_order=in_order, scan="%(limit)s")}
 ),
-counted AS (
-    SELECT b.bucket,
-           (%(concurrency)s::int[])[b.limit_no] AS concurrency,
-           (%(rate_count)s::int[])[b.limit_no] AS rate_count,
-           ledger.rows, ledger.recent
-      FROM (SELECT DISTINCT c.bucket, c.limit_no FROM candidate AS c
-             WHERE c.bucket IS NOT NULL) AS b
+state AS (
+    SELECT b.bucket, b.concurrency, b.rate_count, ledger.recent,
+           CASE WHEN b.concurrency IS NULL THEN 0
+                WHEN ledger.rows + %(limit)s <= b.concurrency THEN ledger.rows
+                ELSE (SELECT count(*) FROM jobsys_flow_starts AS s
+                       WHERE s.bucket = b.bucket
+                         AND (SELECT j.status FROM procrastinate_jobs AS j
+                               WHERE j.id = s.job_id) = 'doing')
+           END AS running
+      FROM (SELECT DISTINCT c.bucket, c.limit_no,
+                   (%(concurrency)s::int[])[c.limit_no] AS concurrency,
+                   (%(rate_count)s::int[])[c.limit_no] AS rate_count
+              FROM candidate AS c WHERE c.bucket IS NOT NULL) AS b
      CROSS JOIN LATERAL (
         SELECT count(*) AS rows,
                count(*) FILTER (WHERE s.started_at > clock_timestamp()
@@ -257,17 +263,6 @@ counted AS (
           FROM jobsys_flow_starts AS s
          WHERE s.bucket = b.bucket
      ) AS ledger
-),
-state AS (
-    SELECT counted.*,
-           CASE WHEN counted.concurrency IS NULL THEN 0
-                WHEN counted.rows + %(limit)s <= counted.concurrency THEN counted.rows
-                ELSE (SELECT count(*) FROM jobsys_flow_starts AS s
-                       WHERE s.bucket = counted.bucket
-                         AND (SELECT j.status FROM procrastinate_jobs AS j
-                               WHERE j.id = s.job_id) = 'doing')
-           END AS running
-      FROM counted
 ),
 ranked AS (
     SELECT c.id, c.bucket, c.rank, state.rate_count IS NOT NULL AS rated,
