@@ -85,7 +85,7 @@ chaos-soak: $(STAMP) ## Fault harness, slow: bloat soak (CHAOS_SOAK_SECONDS=120)
 	$(BIN)/python -m pytest -s -m soak --timeout 1800 tests/chaos $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) ## Benchmarks beside Procrastinate, PgQueuer: bench/results/

@@ -162,6 +162,19 @@ def test_make_help_fits_80_columns() -> None:
     assert [line for line in shown if len(line) > 80] == []
 
 
+def test_every_editable_install_silences_setuptools_box() -> None:
+    """setuptools prints a boxed BuildBackendWarning (a UserWarning) on every editable
+    install; `make run`, `make test` and `make bench` install that way, so each recipe
+    line that does sets the warnings filter (the bench's stamp once did not)."""
+    installs = [
+        line.strip()
+        for line in MAKEFILE.splitlines()
+        if "pip install" in line and " -e " in line and not line.lstrip().startswith("@#")
+    ]
+    assert len(installs) >= 2  # the dev install and the bench install
+    assert [line for line in installs if "PYTHONWARNINGS=ignore::UserWarning" not in line] == []
+
+
 @pytest.mark.parametrize("target", make_targets())
 def test_every_make_target_is_in_the_readme(target: str) -> None:
     assert re.search(r"`make " + re.escape(target) + r"(?![\w-])", README), (
