@@ -18,6 +18,7 @@ import random
 from typing import Any
 
 from jobsys import TransientError, task
+from jobsys.engine import pool
 from jobsys.pipelines.definitions import pipeline, step
 from jobsys.pipelines.store import start_pipeline
 
@@ -102,8 +103,11 @@ async def start_story_pipelines(context: Any) -> dict[str, Any]:
     from jobsys.demo import store
     from jobsys.demo.run import AI_TASKS
 
-    pool = context.app.connector.pool
-    async with pool.connection() as pooled, autocommit(pooled) as conn, conn.transaction():
+    async with (
+        pool.connection(context.app) as pooled,
+        autocommit(pooled) as conn,
+        conn.transaction(),
+    ):
         story_ids = await store.next_story_ids(conn, PIPELINES_PER_RUN)
         accounts = await store.account_ids(conn, PIPELINES_PER_RUN, shuffled=True)
         pipeline_ids = [

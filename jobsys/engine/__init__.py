@@ -9,7 +9,8 @@ Only this package imports ``procrastinate`` or names a ``procrastinate_*`` objec
   only by ``jobsys.jobs.enqueue``, which also announces every insert;
 - :mod:`.dead_workers`: the reaper's reads and state changes on jobs and workers;
 - :mod:`.worker`: ``LaneWorker``, one lane as a Procrastinate ``Worker``;
-- :mod:`.pool`: the connector and pool of a worker process;
+- :mod:`.pool`: the connector and pool of a worker process, and the one way to borrow
+  a connection of a running App (``pool.connection(app)``);
 - :mod:`.listener`: the one LISTEN connection of a worker process;
 - :mod:`.channels`: Procrastinate's NOTIFY channels and payloads;
 - :mod:`.app`: building a Procrastinate ``App`` from jobsys's task registry;

@@ -15,11 +15,15 @@ transaction only costs a BEGIN and a COMMIT round trip, and the check one more;
 dropping them makes a job's fetch and finish one round trip each. A connection
 broken by a server restart fails once and is discarded; the lane runner retries.
 Code that needs several statements to be atomic opens ``conn.transaction()``.
+
+Outside the engine, the pool of a running App is reached only through :func:`of` and
+:func:`connection` (the connector's ``pool`` is Procrastinate's attribute).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from jobsys.config import LaneSpec
@@ -70,3 +74,18 @@ def connector(url: str, *, min_size: int, max_size: int) -> Any:
 async def _autocommit(conn: Any) -> None:
     await conn.set_autocommit(True)
     await conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_SECONDS * 1000}")
+
+
+def of(app: Any) -> Any:
+    """The connection pool (psycopg ``AsyncConnectionPool``) of an open Procrastinate
+    ``App``: the one place outside Procrastinate that reads its ``connector.pool``."""
+    return app.connector.pool
+
+
+@contextlib.asynccontextmanager
+async def connection(app: Any, *, timeout: float | None = None) -> AsyncIterator[Any]:
+    """A connection borrowed from ``app``'s pool for the block (autocommit, see the
+    module docstring); ``timeout``: seconds to wait for one (default
+    ``POOL_TIMEOUT_SECONDS``)."""
+    async with of(app).connection(timeout=timeout) as conn:
+        yield conn

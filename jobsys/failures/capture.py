@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobsys import tasks as task_registry
+from jobsys.engine import pool
 from jobsys.failures import classify
 from jobsys.failures import fingerprint as fp
 from jobsys.failures.recorder import record_failure
@@ -203,7 +204,7 @@ class FailureCapture:
             )
             return
         try:
-            await self.write(row, worker.app.connector.pool)
+            await self.write(row, pool.of(worker.app))
         except asyncio.CancelledError:
             # Cancelled mid-write (a hard stop, an abort): the write may or may not have
             # committed. Spool without awaiting anything, then go on being cancelled; a

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys import engine
 from jobsys import tasks as task_registry
 from jobsys.db.query import autocommit
+from jobsys.engine import pool as engine_pool
 from jobsys.failures import classify, store
 from jobsys.failures.capture import context_value, redactor_for, spool_directory
 from jobsys.failures.recorder import group_pending, record_failure
@@ -168,7 +169,7 @@ class FailureMaintenance(Periodic):
         return await self.run_once(app)
 
     async def run_once(self, app: App) -> PassResult:
-        pool = app.connector.pool  # type: ignore[attr-defined]
+        pool = engine_pool.of(app)
         result = PassResult()
         result.replayed, result.spool_remaining = await replay_spool(pool, self.config, self.spool)
         async with pool.connection() as pooled, autocommit(pooled) as conn:

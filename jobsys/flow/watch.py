@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from jobsys.engine import pool
 from jobsys.flow import store
 from jobsys.flow.limits import RATE_MARGIN_SECONDS, UNMARKED_PAD_SECONDS
 from jobsys.flow.service import why_paused
@@ -138,7 +139,7 @@ async def start_middleware(call_next: Any, context: Any, worker: Any) -> Any:
 
 async def _mark(worker: Any, job_id: int, late: float | None) -> None:
     try:
-        async with worker.app.connector.pool.connection() as conn:
+        async with pool.connection(worker.app) as conn:
             await store.mark_start(
                 conn, job_id, pad=UNMARKED_PAD_SECONDS, slack=RATE_MARGIN_SECONDS / 2, late=late
             )

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jobsys.config.application import config_for
+from jobsys.engine import pool
 from jobsys.tasks import task
 
 MAINTENANCE_QUEUE = "maintenance"
@@ -33,7 +34,7 @@ async def _run_check(
     """One health pass on an autocommit pool connection; returns what opened/resolved."""
     from jobsys.db.query import autocommit
 
-    async with context.app.connector.pool.connection() as pooled, autocommit(pooled) as conn:
+    async with pool.connection(context.app) as pooled, autocommit(pooled) as conn:
         result = await check(conn, config_for(context))
     return {"open": result["open"], "resolved": result["resolved"]}
 

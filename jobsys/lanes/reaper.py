@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys import tasks as task_registry
 from jobsys.engine import dead_workers as store
+from jobsys.engine import pool
 from jobsys.failures.redaction import Redactor
 from jobsys.failures.store import FailureRow, insert_failure
 from jobsys.lanes import execution
@@ -113,11 +114,12 @@ class ReapResult:
 @contextlib.asynccontextmanager
 async def _connection(conn_or_app: Any) -> AsyncIterator[Any]:
     """A psycopg AsyncConnection as given, or one from a Procrastinate App's pool."""
-    connector = getattr(conn_or_app, "connector", None)
-    if connector is None:
+    from psycopg import AsyncConnection
+
+    if isinstance(conn_or_app, AsyncConnection):
         yield conn_or_app
         return
-    async with connector.pool.connection() as conn:
+    async with pool.connection(conn_or_app) as conn:
         yield conn
 
 

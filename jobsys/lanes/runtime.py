@@ -282,7 +282,7 @@ class Runtime:
         to start without it."""
         worker_settings = self.config.queues.worker
         self.pauses = PauseWatch(
-            self.app.connector.pool,
+            pool.of(self.app),
             self.queues,
             wake=lambda queues: self._wake_queues(by_queue, queues),
             poll_interval_seconds=worker_settings.poll_interval_seconds,
@@ -299,7 +299,7 @@ class Runtime:
             pauses_channel=PAUSES_CHANNEL,
         )
         task = asyncio.create_task(self.listener.run(stop), name="listener")
-        self.listening = await self.listener.round_trip(self.app.connector.pool)
+        self.listening = await self.listener.round_trip(pool.of(self.app))
         if not self.listening:
             if worker_settings.listen == "required":
                 stop.set()
@@ -321,7 +321,7 @@ class Runtime:
         listener_task = await self._start_listening(by_queue, background_stop)
         # The lease starts when the registration (the first beat) is sent.
         granted_at = time.monotonic()
-        async with self.app.connector.pool.connection() as conn:
+        async with pool.connection(self.app) as conn:
             await store.register_process(
                 conn,
                 {
@@ -393,7 +393,7 @@ class Runtime:
         if self._stop_requested.is_set():  # a signal arrived while the lanes started
             self._stop_lanes()
         self.heartbeat.worker_ids = [w.worker_id for w in self.workers if w.worker_id]
-        async with self.app.connector.pool.connection() as conn:
+        async with pool.connection(self.app) as conn:
             await store.set_lane_workers(conn, self.identity.id, self.heartbeat.worker_ids)
 
         background = {
@@ -448,7 +448,7 @@ class Runtime:
             # With abandoned jobs we leave the row 'draining' and let its heartbeat go
             # stale: the reaper recovers them once this process is surely gone.
             with contextlib.suppress(Exception):
-                async with self.app.connector.pool.connection(timeout=5) as conn:
+                async with pool.connection(self.app, timeout=5) as conn:
                     await store.mark_stopped(conn, self.identity.id)
         self.state = "stopped"
         result = RuntimeResult(
@@ -560,7 +560,7 @@ class Runtime:
         while not await wait_or_timeout(stop, self.heartbeat.interval_seconds):
             waiting: dict[str, int] | None = None
             try:
-                async with self.app.connector.pool.connection(timeout=1) as conn:
+                async with pool.connection(self.app, timeout=1) as conn:
                     by_queue = await store.waiting_by_queue(conn, self.queues)
                 waiting = {
                     lane.name: sum(by_queue.get(q, 0) for q in lane.queues) for lane in self.lanes
@@ -575,7 +575,7 @@ class Runtime:
             if any(w.running() for w in self.workers):
                 continue
             try:
-                async with self.app.connector.pool.connection() as conn:
+                async with pool.connection(self.app) as conn:
                     waiting, running = await store.drain_state(
                         conn, self.queues, self.heartbeat.worker_ids
                     )

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from jobsys.engine import pool
 from jobsys.engine.queries import METRICS_HEADLINE, RECENT_OUTCOMES
 from jobsys.live import coalesce, store
 from jobsys.periodic import Periodic
@@ -76,7 +77,7 @@ class EventFlusher(Periodic):
         if self.coalescer is None:
             self.coalescer = coalesce.shared()
         if self.send is None:
-            self.send = coalesce.connection_sender(app.connector.pool)
+            self.send = coalesce.connection_sender(pool.of(app))
         self.coalescer.max_per_second = self.max_per_second
         self.coalescer.listen()
         try:
@@ -127,7 +128,7 @@ class MetricsTicker(Periodic):
         return self.tick_seconds
 
     async def run_pass(self, app: Any, now: datetime) -> dict[str, int]:
-        async with app.connector.pool.connection() as conn:
+        async with pool.connection(app) as conn:
             return await self.run_once(conn)
 
     async def run_once(self, conn: Any) -> dict[str, int]:

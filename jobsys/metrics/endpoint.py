@@ -8,6 +8,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from jobsys.engine import pool as engine_pool
+
 if TYPE_CHECKING:
     from jobsys.config import Config
 
@@ -26,7 +28,7 @@ class MetricsEndpoint:
     bound_port: int | None = field(default=None, init=False)
 
     async def run(self, app: Any, stop: asyncio.Event) -> None:
-        pool = app.connector.pool
+        pool = engine_pool.of(app)
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
+from jobsys.engine import pool
 from jobsys.pipelines import definitions as pipelines
 from jobsys.pipelines import store as pipeline_store
 
@@ -38,7 +39,7 @@ async def pipeline_middleware(call_next: Any, context: Any, worker: Any) -> Any:
         return await call_next()
     ref = None
     try:
-        async with worker.app.connector.pool.connection() as conn:
+        async with pool.connection(worker.app) as conn:
             ref = await pipeline_store.begin_step(conn, job.id)
     except Exception:
         logger.exception(
@@ -71,7 +72,7 @@ async def pipeline_middleware(call_next: Any, context: Any, worker: Any) -> Any:
 
 async def _finish(worker: Any, ref: pipeline_store.StepRef, outcome: str, *, final: bool) -> None:
     try:
-        async with worker.app.connector.pool.connection() as conn:
+        async with pool.connection(worker.app) as conn:
             status = await pipeline_store.finish_step(conn, ref.step_id, outcome, final=final)
         logger.debug(
             "pipeline step finished",

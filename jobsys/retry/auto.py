@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys import task
 from jobsys.config.models import AutoRetry
+from jobsys.engine import pool
 
 if TYPE_CHECKING:
     from jobsys.retry.rules import AutoPolicy
@@ -140,6 +141,6 @@ async def retry_failed_jobs(context: Any) -> dict[str, Any]:
     from jobsys.config.application import config_for
 
     auto = config_for(context).queues.retry.auto
-    async with context.app.connector.pool.connection() as conn:
+    async with pool.connection(context.app) as conn:
         result = await run_once(conn, auto)
     return result.as_dict()

@@ -45,6 +45,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys import clock, cron
+from jobsys.engine import pool
 from jobsys.jobs.enqueue import NewJob, NewJobs, enqueue
 from jobsys.periodic import Periodic
 from jobsys.schedule import store
@@ -383,7 +384,7 @@ class Scheduler(Periodic):
         return wait
 
     async def run_pass(self, app: App, now: datetime) -> TickResult:
-        async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+        async with pool.connection(app) as conn:
             return await self.pass_on(conn, now)
 
     async def pass_on(self, conn: Any, now: datetime) -> TickResult:

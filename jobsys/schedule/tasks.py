@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobsys.engine import pool
 from jobsys.tasks import task
 
 
@@ -19,7 +20,7 @@ async def fanout_batch(context: Any, run_id: int, cursor: int | None) -> None:
     """One batch of a fan-out run (enqueued on the per-item queue, see fanout.py)."""
     from jobsys.schedule.fanout import run_batch
 
-    async with context.app.connector.pool.connection() as conn:
+    async with pool.connection(context.app) as conn:
         await run_batch(conn, run_id, cursor)
 
 
@@ -37,6 +38,6 @@ async def purge_retention(context: Any) -> dict[str, int]:
     from jobsys.schedule.retention import purge
 
     config = config_for(context)
-    async with context.app.connector.pool.connection() as conn:
+    async with pool.connection(context.app) as conn:
         result = await purge(conn, config.queues.retention)
     return result.deleted

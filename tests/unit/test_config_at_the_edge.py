@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "jobsys"
+from tests.source_walk import PACKAGE, found_outside
 
 #: Where loading the configuration belongs (paths under ``jobsys/``).
 EDGES = ("cli/", "web/", "app.py", "__init__.py", "config/")
@@ -40,13 +40,7 @@ def loader_uses(source: str) -> list[int]:
 
 
 def outside_the_edge(package: Path) -> list[str]:
-    found = []
-    for path in sorted(package.rglob("*.py")):
-        relative = path.relative_to(package).as_posix()
-        if relative.startswith(EDGES):
-            continue
-        found += [f"jobsys/{relative}:{n}" for n in loader_uses(path.read_text("utf-8"))]
-    return found
+    return found_outside(package, EDGES, loader_uses)
 
 
 def test_no_domain_loads_the_configuration_itself() -> None:

@@ -61,6 +61,7 @@ CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     ),
     "procrastinate.psycopg_connector:PsycopgConnector": (
         "_create_pool",
+        # read by engine.pool.of / engine.pool.connection (every borrowed connection)
         "pool",
         "execute_query_async",
         "execute_query_all_async",
@@ -97,6 +98,7 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "delete_jobs",
     ),
     "procrastinate.psycopg_connector:PsycopgConnector": ("_pool_factory",),
+    # connector: engine.pool.of reaches the pool through it
     "procrastinate.app:App": ("connector", "job_manager", "tasks"),
 }
 
