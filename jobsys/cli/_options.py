@@ -1,13 +1,79 @@
-"""Option declarations shared by every command (sqlite-utils' ``output_options``)."""
+"""Option declarations shared by every command (sqlite-utils' ``output_options``).
+
+An option that means the same in several commands (``--json``, ``--yes``, ``--dry-run``
+counting a sample, ``--everything``) is declared here once. A set of options several
+commands take together (the jobs filters, the worker listing) is declared once as a
+function and given to each command with :func:`option_group`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 WideOpt = Annotated[
     bool,
     typer.Option("--wide", "-w", help="Every column, complete values and absolute times (UTC)."),
 ]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+#: ``--dry-run`` of a bulk action (jobs, queues): what the change would touch.
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Count and show a sample; change nothing.")
+]
+EverythingOpt = Annotated[
+    bool, typer.Option("--everything", help="Allow --all without any filter.")
+]
+#: ``--limit`` of a list shown newest first (the default is the command's).
+NewestLimitOpt = Annotated[
+    int, typer.Option("--limit", "-n", help="At most this many, newest first.")
+]
+
+
+def option_group(**groups: Callable[..., Any]) -> Callable[[F], F]:
+    """Give a command a set of options declared once: each keyword names one of the
+    command's parameters and a function whose parameters are the options (Typer
+    ``Annotated`` declarations with their defaults). The command line and ``--help``
+    show those options where the parameter stands; the command receives what the
+    function returns for the values given."""
+
+    def decorate(command: F) -> F:
+        own = inspect.signature(command)
+        members = {name: _parameters(build) for name, build in groups.items()}
+        parameters: list[inspect.Parameter] = []
+        for parameter in own.parameters.values():
+            parameters += members.get(parameter.name) or _parameters(command, parameter.name)
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            for name, options in members.items():
+                values = {option.name: kwargs.pop(option.name) for option in options}
+                kwargs[name] = groups[name](**values)
+            return command(*args, **kwargs)
+
+        run.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        return run  # type: ignore[return-value]
+
+    return decorate
+
+
+def _parameters(function: Callable[..., Any], only: str | None = None) -> list[inspect.Parameter]:
+    """``function``'s parameters (or the one named ``only``) with their annotations as
+    objects: ``from __future__ import annotations`` leaves strings, which name what
+    the function's module defines."""
+    found = []
+    for parameter in inspect.signature(function).parameters.values():
+        if only is not None and parameter.name != only:
+            continue
+        annotation = parameter.annotation
+        if isinstance(annotation, str):
+            annotation = eval(annotation, function.__globals__)
+        found.append(parameter.replace(annotation=annotation))
+    return found

@@ -127,6 +127,32 @@ def emit_list(items: Iterable[Any], **kwargs: Any) -> None:
     emit_json(list_document(items, **kwargs))
 
 
+def result(data: Any, *, json: bool, line: str) -> None:
+    """An action's outcome: with ``json`` its result as one document on stdout, else
+    ``line`` for a human (stderr)."""
+    if json:
+        emit_json(data)
+    else:
+        say(line)
+
+
+def rows_or_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Any],
+    *,
+    json: bool,
+    wide: bool,
+    empty: str,
+    limit: int | None = None,
+) -> None:
+    """A list command's output: with ``json`` the rows in the list envelope (``limit``:
+    the page size asked for), else the table."""
+    if json:
+        emit_list(rows, limit=limit)
+    else:
+        table(rows, columns, empty=empty, wide=wide)
+
+
 def problems_found(problems: list[str], *, json: bool) -> None:
     """A check that failed (``config check``, ``schedule check``): every problem, one a
     line, and how many on stderr; with ``json``, one document ``{ok: false, problems}``."""

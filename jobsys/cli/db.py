@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import JsonOpt
+from jobsys.cli._options import JsonOpt, YesOpt
 from jobsys.errors import EXIT_FAILED
 
 app = typer.Typer(help="Database: start/stop the embedded server, migrate, check the schema.")
@@ -20,10 +20,11 @@ def start(ctx: typer.Context, json: JsonOpt = False) -> None:
     from jobsys.db import service
 
     result = service.start(settings(ctx), lambda: config(ctx))
-    if json:
-        _output.emit_json(result)
-    else:
-        _output.say(f"embedded PostgreSQL running (pid {result['pid']}) in {result['home']}")
+    _output.result(
+        result,
+        json=json,
+        line=f"embedded PostgreSQL running (pid {result['pid']}) in {result['home']}",
+    )
 
 
 @app.command()
@@ -104,7 +105,7 @@ def upgrade(
 def downgrade(
     ctx: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target revision, or 'base' for nothing.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Revert migrations down to REVISION (drops tables: asks first unless --yes)."""
@@ -118,10 +119,11 @@ def downgrade(
     ):
         raise typer.Abort()
     result = service.downgrade(settings(ctx), lambda: config(ctx), revision)
-    if json:
-        _output.emit_json(result)
-    else:
-        _output.say(f"schema {', '.join(result['from'])} -> {', '.join(result['to']) or 'empty'}")
+    _output.result(
+        result,
+        json=json,
+        line=f"schema {', '.join(result['from'])} -> {', '.join(result['to']) or 'empty'}",
+    )
 
 
 @app.command()

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import config, run, settings
+from jobsys.cli._options import JsonOpt
 
 
 def defer(
@@ -44,7 +45,7 @@ def defer(
         list[str] | None,
         typer.Option("--unique-key", help="An arg that makes jobs the same (repeatable)."),
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json: JsonOpt = False,
 ) -> None:
     """Defer a job and print its id. Bad input exits 2 and inserts nothing."""
     from jobsys.cli import _output

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from jobsys.cli._context import config, config_of, jobsys_command, run, settings
+from jobsys.cli._options import JsonOpt
 
 app = typer.Typer(help="The bundled demo (synthetic accounts, simulated failures).")
 
@@ -36,17 +37,14 @@ def banner(burst: dict[str, Any], jobsys: str) -> str:
 def seed(
     ctx: typer.Context,
     accounts: AccountsOpt = 200,
-    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json: JsonOpt = False,
 ) -> None:
     """Create the demo's accounts table and top it up to --accounts rows (idempotent)."""
     from jobsys.cli import _output
     from jobsys.demo import run as demo
 
     result = run(demo.seed(settings(ctx), config(ctx), accounts))
-    if json:
-        _output.emit_json(result)
-    else:
-        _output.say(f"demo_accounts: {result['accounts']} accounts")
+    _output.result(result, json=json, line=f"demo_accounts: {result['accounts']} accounts")
 
 
 @app.command("run")

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._options import JsonOpt, NewestLimitOpt, WideOpt
 from jobsys.cli._table import Col
 
 app = typer.Typer(help="Fan-out runs: list them, show how far one has come.")
@@ -33,9 +33,7 @@ def list_(
         str | None,
         typer.Option("--status", help="queued, running, finished, failed or cancelled."),
     ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", "-n", help="At most this many, newest first.")
-    ] = 50,
+    limit: NewestLimitOpt = 50,
     wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -46,10 +44,9 @@ def list_(
     rows = run(
         service.list_runs(settings(ctx), config(ctx), entry=entry, status=status, limit=limit)
     )
-    if json:
-        _output.emit_list(rows, limit=limit)
-    else:
-        _output.table(rows, LIST_COLUMNS, empty="no fan-out runs", wide=wide)
+    _output.rows_or_table(
+        rows, LIST_COLUMNS, json=json, wide=wide, empty="no fan-out runs", limit=limit
+    )
 
 
 @app.command()

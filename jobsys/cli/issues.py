@@ -109,10 +109,7 @@ def status_text(issue: dict[str, Any]) -> str:
 def _done(result: dict[str, Any], json: bool, verb: str) -> None:
     from jobsys.cli import _output
 
-    if json:
-        _output.emit_json(result)
-    else:
-        _output.say(f"issue {result['id']} {verb}: {result['title']}")
+    _output.result(result, json=json, line=f"issue {result['id']} {verb}: {result['title']}")
 
 
 @app.command()

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from jobsys.cli._context import config, settings
-from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._options import (
+    DryRunOpt,
+    EverythingOpt,
+    JsonOpt,
+    WideOpt,
+    YesOpt,
+    option_group,
+)
 from jobsys.cli._table import Col
 from jobsys.errors import UsageError
 
@@ -67,22 +75,13 @@ ArgContainsOpt = Annotated[
         "--arg-contains", help="Text in any arg value (case-insensitive; secrets excluded)."
     ),
 ]
-DryRunOpt = Annotated[
-    bool, typer.Option("--dry-run", help="Count and show a sample; change nothing.")
-]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-EverythingOpt = Annotated[
-    bool, typer.Option("--everything", help="Allow --all without any filter.")
-]
 ChunkOpt = Annotated[
     int | None,
     typer.Option("--chunk-size", help="Jobs per transaction, each one short (default 1000)."),
 ]
 
 
-@app.command("list")
-def list_(
-    ctx: typer.Context,
+def job_filters(
     queue: QueueOpt = None,
     lane: LaneOpt = None,
     task: TaskOpt = None,
@@ -91,6 +90,28 @@ def list_(
     since: SinceOpt = None,
     arg: ArgOpt = None,
     arg_contains: ArgContainsOpt = None,
+) -> JobFilters:
+    """The filters of ``jobs list``, ``jobs delete`` and ``jobs cancel``."""
+    from jobsys.jobs.browser import JobFilters
+
+    return JobFilters(
+        queues=tuple(queue or ()),
+        lane=lane,
+        task=task,
+        statuses=tuple(status or ()),
+        account=account,
+        since=since,
+        args=tuple(arg or ()),
+        arg_contains=arg_contains,
+    )
+
+
+@app.command("list")
+@option_group(filters=job_filters)
+def list_(
+    ctx: typer.Context,
+    *,
+    filters: JobFilters,
     limit: Annotated[
         int, typer.Option("--limit", "-n", help="At most this many (newest first).")
     ] = 50,
@@ -102,37 +123,10 @@ def list_(
     from jobsys.cli._context import run
     from jobsys.jobs.browser import list_jobs
 
-    filters = _filters(queue, lane, task, status, account, since, arg, arg_contains, limit)
+    filters = dataclasses.replace(filters, limit=limit)
     jobs = run(list_jobs(settings(ctx), config(ctx, with_tasks=True), filters))
-    if json:
-        _output.emit_list(jobs, limit=limit)
-        return
-    _output.table(jobs, LIST_COLUMNS, empty="no jobs match", wide=wide)
-
-
-def _filters(
-    queue: list[str] | None,
-    lane: str | None,
-    task: str | None,
-    status: list[str] | None,
-    account: str | None,
-    since: str | None,
-    arg: list[str] | None,
-    arg_contains: str | None,
-    limit: int = 50,
-) -> JobFilters:
-    from jobsys.jobs.browser import JobFilters
-
-    return JobFilters(
-        queues=tuple(queue or ()),
-        lane=lane,
-        task=task,
-        statuses=tuple(status or ()),
-        account=account,
-        since=since,
-        limit=limit,
-        args=tuple(arg or ()),
-        arg_contains=arg_contains,
+    _output.rows_or_table(
+        jobs, LIST_COLUMNS, json=json, wide=wide, empty="no jobs match", limit=limit
     )
 
 
@@ -179,6 +173,7 @@ def execute_bulk(ctx: typer.Context, request: BulkRequest, *, yes: bool, json: b
 
 
 @app.command()
+@option_group(filters=job_filters)
 def delete(
     ctx: typer.Context,
     all_: Annotated[
@@ -188,14 +183,8 @@ def delete(
         str | None,
         typer.Option("--before", help="No activity since: 7d, 12h or an ISO-8601 time (past)."),
     ] = None,
-    queue: QueueOpt = None,
-    lane: LaneOpt = None,
-    task: TaskOpt = None,
-    status: StatusOpt = None,
-    account: AccountOpt = None,
-    since: SinceOpt = None,
-    arg: ArgOpt = None,
-    arg_contains: ArgContainsOpt = None,
+    *,
+    filters: JobFilters,
     everything: EverythingOpt = False,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
@@ -214,7 +203,7 @@ def delete(
         )
     request = BulkRequest(
         action="jobs_delete",
-        filters=_filters(queue, lane, task, status, account, since, arg, arg_contains),
+        filters=filters,
         before=before,
         everything=everything,
         dry_run=dry_run,
@@ -276,6 +265,7 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
 
 
 @app.command()
+@option_group(filters=job_filters)
 def cancel(
     ctx: typer.Context,
     job_id: Annotated[int | None, typer.Argument(help="The job id.", min=1)] = None,
@@ -285,14 +275,8 @@ def cancel(
     abort_running: Annotated[
         bool, typer.Option("--abort-running", help="With --all: ask running ones to abort too.")
     ] = False,
-    queue: QueueOpt = None,
-    lane: LaneOpt = None,
-    task: TaskOpt = None,
-    status: StatusOpt = None,
-    account: AccountOpt = None,
-    since: SinceOpt = None,
-    arg: ArgOpt = None,
-    arg_contains: ArgContainsOpt = None,
+    *,
+    filters: JobFilters,
     everything: EverythingOpt = False,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
@@ -314,7 +298,7 @@ def cancel(
             raise UsageError("give a job id, or --all with filters (see --help).")
         request = BulkRequest(
             action="jobs_cancel",
-            filters=_filters(queue, lane, task, status, account, since, arg, arg_contains),
+            filters=filters,
             abort_running=abort_running,
             everything=everything,
             dry_run=dry_run,

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._options import JsonOpt, NewestLimitOpt, WideOpt
 from jobsys.cli._table import Col
 
 app = typer.Typer(help="Pipelines: multi-step work per entity (list, show, cancel).")
@@ -49,9 +49,7 @@ def list_(
     since: Annotated[
         str | None, typer.Option("--since", help="Created at or after: 2h, 7d, or an ISO time.")
     ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", "-n", help="At most this many, newest first.")
-    ] = 100,
+    limit: NewestLimitOpt = 100,
     wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -60,10 +58,9 @@ def list_(
     from jobsys.pipelines.service import list_pipelines
 
     rows = run(list_pipelines(settings(ctx), config(ctx), status=status, since=since, limit=limit))
-    if json:
-        _output.emit_list(rows, limit=limit)
-    else:
-        _output.table(rows, LIST_COLUMNS, empty="no pipeline matches", wide=wide)
+    _output.rows_or_table(
+        rows, LIST_COLUMNS, json=json, wide=wide, empty="no pipeline matches", limit=limit
+    )
 
 
 @app.command()

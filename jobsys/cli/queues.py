@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._options import DryRunOpt, JsonOpt, WideOpt, YesOpt
 from jobsys.cli._table import Col
 
 LIST_COLUMNS = (
@@ -34,7 +34,6 @@ NameArg = Annotated[
     str | None, typer.Argument(help="A queue, or a lane (all its queues).", show_default=False)
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every queue of every lane.")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
 @app.callback()
@@ -147,9 +146,7 @@ def _report(result: dict[str, Any], json: bool) -> None:
 def purge(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="The queue to empty.")],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Count and show a sample; change nothing.")
-    ] = False,
+    dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     json: JsonOpt = False,
 ) -> None:

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import JsonOpt
+from jobsys.cli._options import EverythingOpt, JsonOpt, YesOpt
 from jobsys.errors import EXIT_PARTIAL
 
 if TYPE_CHECKING:
     from jobsys.retry.service import RetryReport, RetryRequest
 
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the verdicts; change nothing.")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+#: ``--dry-run`` of a retry: the verdicts, not a count (not the bulk actions' option).
+VerdictsOpt = Annotated[bool, typer.Option("--dry-run", help="Show the verdicts; change nothing.")]
 LimitOpt = Annotated[
     int | None, typer.Option("--limit", help="Consider at most this many failures (oldest first).")
 ]
@@ -37,9 +37,7 @@ def retry(
     all_: Annotated[
         bool, typer.Option("--all", help="Retry every failure the filters match.")
     ] = False,
-    everything: Annotated[
-        bool, typer.Option("--everything", help="Allow --all without any filter.")
-    ] = False,
+    everything: EverythingOpt = False,
     kind: Annotated[
         str | None, typer.Option("--kind", help="authentication, transient or runtime.")
     ] = None,
@@ -59,7 +57,7 @@ def retry(
         typer.Option("--error", help="Text in the message or error class (case-insensitive)."),
     ] = None,
     limit: LimitOpt = None,
-    dry_run: DryRunOpt = False,
+    dry_run: VerdictsOpt = False,
     yes: YesOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -100,7 +98,7 @@ def issues_retry(
     ctx: typer.Context,
     issue_id: Annotated[int, typer.Argument(help="Issue id (see `jobsys issues list`).")],
     limit: LimitOpt = None,
-    dry_run: DryRunOpt = False,
+    dry_run: VerdictsOpt = False,
     yes: YesOpt = False,
     json: JsonOpt = False,
 ) -> None:

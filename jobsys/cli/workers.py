@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._options import JsonOpt, WideOpt, option_group
 from jobsys.cli._table import Col
 
 app = typer.Typer(
@@ -43,40 +45,30 @@ def _running_text(worker: dict[str, Any]) -> str:
 AllOpt = Annotated[
     bool, typer.Option("--all", help="Every process ever recorded, stopped ones too.")
 ]
+#: A listing of worker processes, run on a command's context.
+Listing = Callable[[typer.Context], None]
 StateOpt = Annotated[
     list[str] | None,
     typer.Option("--state", help="running, draining, fenced, dead or stopped; repeatable."),
 ]
 
 
-@app.callback()
-def workers(
-    ctx: typer.Context,
-    every: AllOpt = False,
-    state: StateOpt = None,
-    wide: WideOpt = False,
-    json: JsonOpt = False,
-) -> None:
-    """Worker processes; `jobsys workers` alone is `jobsys workers list`."""
-    if ctx.invoked_subcommand is None:
-        list_(ctx, every=every, state=state, wide=wide, json=json)
+def listing_options(
+    every: AllOpt = False, state: StateOpt = None, wide: WideOpt = False, json: JsonOpt = False
+) -> Listing:
+    """The options of ``jobsys workers`` and ``jobsys workers list``: the listing asked for."""
+    return functools.partial(
+        list_workers, every=every, states=tuple(state or ()), wide=wide, json=json
+    )
 
 
-@app.command("list")
-def list_(
-    ctx: typer.Context,
-    every: AllOpt = False,
-    state: StateOpt = None,
-    wide: WideOpt = False,
-    json: JsonOpt = False,
+def list_workers(
+    ctx: typer.Context, *, every: bool, states: tuple[str, ...], wide: bool, json: bool
 ) -> None:
-    """Live worker processes and those that ended in the last day, by host."""
     from jobsys.cli import _output
     from jobsys.lanes import workers as service
 
-    rows = run(
-        service.list_workers(settings(ctx), config(ctx), every=every, states=tuple(state or ()))
-    )
+    rows = run(service.list_workers(settings(ctx), config(ctx), every=every, states=states))
     if json:
         _output.emit_list(rows)
         return
@@ -86,6 +78,21 @@ def list_(
         empty="no worker processes (start one with `jobsys worker`)",
         wide=wide,
     )
+
+
+@app.callback()
+@option_group(listing=listing_options)
+def workers(ctx: typer.Context, *, listing: Listing) -> None:
+    """Worker processes; `jobsys workers` alone is `jobsys workers list`."""
+    if ctx.invoked_subcommand is None:
+        listing(ctx)
+
+
+@app.command("list")
+@option_group(listing=listing_options)
+def list_(ctx: typer.Context, *, listing: Listing) -> None:
+    """Live worker processes and those that ended in the last day, by host."""
+    listing(ctx)
 
 
 @app.command()

@@ -1,0 +1,48 @@
+"""``option_group``: a set of options declared once, given to several commands, shows
+in each command's help where its parameter stands and reaches the command as what
+the group's function builds (``jobs list/delete/cancel`` filters, ``workers``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from typer.testing import CliRunner
+
+from jobsys.cli._options import JsonOpt, option_group
+
+
+def window(
+    since: Annotated[str | None, typer.Option("--since", help="From then.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Until then.")] = None,
+) -> tuple[str | None, str | None]:
+    return (since, until)
+
+
+app = typer.Typer(add_completion=False)
+seen: list[object] = []
+
+
+@app.command()
+@option_group(span=window)
+def show(
+    name: str,
+    first: Annotated[bool, typer.Option("--first", help="First one.")] = False,
+    *,
+    span: tuple[str | None, str | None],
+    json: JsonOpt = False,
+) -> None:
+    seen.append((name, first, span, json))
+
+
+def test_the_group_reaches_the_command_built() -> None:
+    seen.clear()
+    result = CliRunner().invoke(app, ["n", "--until", "2h", "--json"])
+    assert result.exit_code == 0, result.output
+    assert seen == [("n", False, (None, "2h"), True)]
+
+
+def test_the_group_shows_where_its_parameter_stands() -> None:
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "100", "TERM": "dumb"})
+    flags = [w for w in result.output.split() if w.startswith("--")]
+    assert flags == ["--first", "--since", "--until", "--json", "--help"]
