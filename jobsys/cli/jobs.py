@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -130,6 +131,37 @@ def list_(
     )
 
 
+#: A bulk action run with the options given: ``bulk(ctx, action, filters, json=...,
+#: **request)``, the rest of the ``BulkRequest`` (``before``, ``abort_running``) by name.
+Bulk = Callable[..., None]
+
+
+def bulk_options(
+    everything: EverythingOpt = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    chunk_size: ChunkOpt = None,
+) -> Bulk:
+    """How ``jobs delete --all`` and ``jobs cancel --all`` run."""
+    return functools.partial(
+        run_bulk, everything=everything, dry_run=dry_run, chunk=chunk_size, yes=yes
+    )
+
+
+def run_bulk(
+    ctx: typer.Context,
+    action: str,
+    filters: JobFilters,
+    *,
+    yes: bool,
+    json: bool,
+    **request: Any,
+) -> None:
+    from jobsys.jobs.bulk import BulkRequest
+
+    execute_bulk(ctx, BulkRequest(action, filters, **request), yes=yes, json=json)
+
+
 def verb_of(request: BulkRequest) -> str:
     return "deleting" if request.action == "jobs_delete" else "cancelling"
 
@@ -173,7 +205,7 @@ def execute_bulk(ctx: typer.Context, request: BulkRequest, *, yes: bool, json: b
 
 
 @app.command()
-@option_group(filters=job_filters)
+@option_group(filters=job_filters, bulk=bulk_options)
 def delete(
     ctx: typer.Context,
     all_: Annotated[
@@ -185,31 +217,18 @@ def delete(
     ] = None,
     *,
     filters: JobFilters,
-    everything: EverythingOpt = False,
-    dry_run: DryRunOpt = False,
-    yes: YesOpt = False,
-    chunk_size: ChunkOpt = None,
+    bulk: Bulk,
     json: JsonOpt = False,
 ) -> None:
     """Delete finished jobs (succeeded, failed, cancelled, aborted) by filter, in chunks.
 
     Never a waiting or running job. Their failure rows stay (they hold their own copy
     of task, queue, args and account). Without --yes, previews and asks."""
-    from jobsys.jobs.bulk import BulkRequest
-
     if not all_:
         raise UsageError(
             "give --all and filters: `jobsys jobs delete --all --status succeeded --before 7d`."
         )
-    request = BulkRequest(
-        action="jobs_delete",
-        filters=filters,
-        before=before,
-        everything=everything,
-        dry_run=dry_run,
-        chunk=chunk_size,
-    )
-    execute_bulk(ctx, request, yes=yes, json=json)
+    bulk(ctx, "jobs_delete", filters, json=json, before=before)
 
 
 @app.command()
@@ -265,7 +284,7 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
 
 
 @app.command()
-@option_group(filters=job_filters)
+@option_group(filters=job_filters, bulk=bulk_options)
 def cancel(
     ctx: typer.Context,
     job_id: Annotated[int | None, typer.Argument(help="The job id.", min=1)] = None,
@@ -277,10 +296,7 @@ def cancel(
     ] = False,
     *,
     filters: JobFilters,
-    everything: EverythingOpt = False,
-    dry_run: DryRunOpt = False,
-    yes: YesOpt = False,
-    chunk_size: ChunkOpt = None,
+    bulk: Bulk,
     json: JsonOpt = False,
 ) -> None:
     """Cancel one job (waiting: cancelled; running: abort requested; others refused,
@@ -289,22 +305,13 @@ def cancel(
     from jobsys.cli import _output
     from jobsys.cli._context import run
     from jobsys.jobs.browser import cancel_job
-    from jobsys.jobs.bulk import BulkRequest
 
     if job_id is not None and all_:
         raise UsageError("give a job id or --all with filters, not both.")
     if job_id is None:
         if not all_:
             raise UsageError("give a job id, or --all with filters (see --help).")
-        request = BulkRequest(
-            action="jobs_cancel",
-            filters=filters,
-            abort_running=abort_running,
-            everything=everything,
-            dry_run=dry_run,
-            chunk=chunk_size,
-        )
-        execute_bulk(ctx, request, yes=yes, json=json)
+        bulk(ctx, "jobs_cancel", filters, json=json, abort_running=abort_running)
         return
     result = run(cancel_job(settings(ctx), config(ctx), job_id))
     if json:
