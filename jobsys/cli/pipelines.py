@@ -38,6 +38,8 @@ STEP_COLUMNS = (
     Col("last_error", kind="text", priority=1),
 )
 
+PipelineIdArg = Annotated[int, typer.Argument(help="Pipeline id.")]
+
 
 @app.command("list")
 def list_(
@@ -64,11 +66,7 @@ def list_(
 
 
 @app.command()
-def show(
-    ctx: typer.Context,
-    pipeline_id: Annotated[int, typer.Argument(help="Pipeline id.")],
-    json: JsonOpt = False,
-) -> None:
+def show(ctx: typer.Context, pipeline_id: PipelineIdArg, json: JsonOpt = False) -> None:
     """Show a pipeline and its steps: status, job ids, attempts, failures."""
     from jobsys.cli import _output
     from jobsys.pipelines.service import show_pipeline
@@ -83,11 +81,7 @@ def show(
 
 
 @app.command()
-def cancel(
-    ctx: typer.Context,
-    pipeline_id: Annotated[int, typer.Argument(help="Pipeline id.")],
-    json: JsonOpt = False,
-) -> None:
+def cancel(ctx: typer.Context, pipeline_id: PipelineIdArg, json: JsonOpt = False) -> None:
     """Cancel a pipeline: waiting steps are cancelled, running ones asked to abort."""
     from jobsys.cli import _output
     from jobsys.pipelines.service import cancel_pipeline

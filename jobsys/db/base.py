@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import BigInteger, MetaData, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, mapped_column
 
@@ -30,3 +30,5 @@ class Base(DeclarativeBase):
 
 #: A ``timestamptz`` column that defaults to the inserting transaction's ``now()``.
 NowTimestamp = Annotated[datetime, mapped_column(server_default=text("now()"))]
+#: A table's own ``bigint`` identity: ``id: Mapped[SerialId]``.
+SerialId = Annotated[int, mapped_column(BigInteger, primary_key=True, autoincrement=True)]

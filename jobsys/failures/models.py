@@ -8,7 +8,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, Uni
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp
+from jobsys.db.base import Base, NowTimestamp, SerialId
 
 KINDS = ("authentication", "transient", "runtime")
 REASONS = ("exception", "timeout", "worker_lost", "task_not_found", "aborted")
@@ -17,7 +17,7 @@ REASONS = ("exception", "timeout", "worker_lost", "task_not_found", "aborted")
 class Failure(Base):
     __tablename__ = "jobsys_failures"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    id: Mapped[SerialId]
     job_id: Mapped[int] = mapped_column(BigInteger)
     task: Mapped[str] = mapped_column(Text)
     queue: Mapped[str] = mapped_column(Text)

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp
+from jobsys.db.base import Base, NowTimestamp, SerialId
 
 PAUSE_ACTIONS = ("pause", "resume")
 
@@ -36,7 +36,7 @@ class QueuePauseEvent(Base):
 
     __tablename__ = "jobsys_queue_pause_events"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    id: Mapped[SerialId]
     queue: Mapped[str] = mapped_column(Text)
     action: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(Text)
@@ -61,7 +61,7 @@ class FlowStart(Base):
 
     __tablename__ = "jobsys_flow_starts"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    id: Mapped[SerialId]
     bucket: Mapped[str] = mapped_column(Text)
     job_id: Mapped[int] = mapped_column(BigInteger)
     started_at: Mapped[datetime] = mapped_column(server_default=text("clock_timestamp()"))

@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, tex
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp
+from jobsys.db.base import Base, NowTimestamp, SerialId
 
 ISSUE_KINDS = ("job_failure", "queue_health", "service_outage", "schedule_entry")
 ISSUE_STATUSES = ("open", "resolved", "muted")
@@ -18,7 +18,7 @@ ISSUE_STATUSES = ("open", "resolved", "muted")
 class Issue(Base):
     __tablename__ = "jobsys_issues"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    id: Mapped[SerialId]
     fingerprint: Mapped[str] = mapped_column(Text, unique=True)
     kind: Mapped[str] = mapped_column(Text)
     title: Mapped[str] = mapped_column(Text)

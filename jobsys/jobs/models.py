@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp
+from jobsys.db.base import Base, NowTimestamp, SerialId
 
 BULK_ACTIONS = ("jobs_cancel", "jobs_delete", "queues_purge")
 BULK_STATUSES = ("running", "finished")
@@ -21,7 +21,7 @@ class BulkAction(Base):
 
     __tablename__ = "jobsys_bulk_actions"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    id: Mapped[SerialId]
     action: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(Text)
     filters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))

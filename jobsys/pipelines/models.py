@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, Uni
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp
+from jobsys.db.base import Base, NowTimestamp, SerialId
 from jobsys.pipelines.definitions import PIPELINE_STATUSES, TERMINAL_STATUSES
 
 __all__ = ["PIPELINE_STATUSES", "TERMINAL_STATUSES", "Pipeline", "PipelineStep"]
@@ -18,7 +18,7 @@ __all__ = ["PIPELINE_STATUSES", "TERMINAL_STATUSES", "Pipeline", "PipelineStep"]
 class Pipeline(Base):
     __tablename__ = "jobsys_pipelines"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    id: Mapped[SerialId]
     name: Mapped[str] = mapped_column(Text)
     entity: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, server_default="pending")
@@ -37,7 +37,7 @@ class Pipeline(Base):
 class PipelineStep(Base):
     __tablename__ = "jobsys_pipeline_steps"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    id: Mapped[SerialId]
     pipeline_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("jobsys_pipelines.id", ondelete="CASCADE")
     )

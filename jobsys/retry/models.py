@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp
+from jobsys.db.base import Base, NowTimestamp, SerialId
 
 
 class RetryEvent(Base):
@@ -16,7 +16,7 @@ class RetryEvent(Base):
 
     __tablename__ = "jobsys_retry_events"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    id: Mapped[SerialId]
     failure_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("jobsys_failures.id", ondelete="CASCADE")
     )

@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp
+from jobsys.db.base import Base, NowTimestamp, SerialId
 from jobsys.schedule.fanout import FANOUT_STATUSES
 
 #: ``skipped``: a fan-out tick that found the entry's previous run still going (overlap: skip).
@@ -43,7 +43,7 @@ class ScheduleTick(Base):
 class FanoutRun(Base):
     __tablename__ = "jobsys_fanout_runs"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    id: Mapped[SerialId]
     entry: Mapped[str] = mapped_column(Text)
     tick_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(Text, server_default="running")

@@ -122,6 +122,8 @@ def _detail(
     data: dict[str, Any],
     topics: str,
 ) -> Response:
+    """A page of one thing, or of a list with no filters: its title, the live topics
+    that refresh it, and its data."""
     return render(request, template, {"title": title, "topics": topics, **data}, user=user)
 
 
@@ -139,12 +141,8 @@ async def dashboard(request: Request, user: User) -> Response:
         snapshot_once(settings, c.config()),
         list_jobs(settings, c.config(with_tasks=True), JobFilters(limit=RECENT_JOBS)),
     )
-    return render(
-        request,
-        "dashboard.html",
-        {"title": "Background jobs", "s": snapshot, "jobs": jobs, "topics": ALL_TOPICS},
-        user=user,
-    )
+    data = {"s": snapshot, "jobs": jobs}
+    return _detail(request, user, "dashboard.html", "Background jobs", data, ALL_TOPICS)
 
 
 # --- listings: one shape for every list page -------------------------------------------
@@ -435,12 +433,7 @@ async def queues(request: Request, user: User) -> Response:
 
     settings = console(request).settings
     rows = await queue_overview(settings, load_config_tasks_if_they_load(settings))
-    return render(
-        request,
-        "queues.html",
-        {"title": "Queues", "queues": rows, "topics": ALL_TOPICS},
-        user=user,
-    )
+    return _detail(request, user, "queues.html", "Queues", {"queues": rows}, ALL_TOPICS)
 
 
 async def workers(request: Request, user: User) -> Response:
@@ -483,12 +476,7 @@ async def schedule(request: Request, user: User) -> Response:
 
     c = console(request)
     entries = await service.list_entries(c.settings, c.config(with_tasks=True))
-    return render(
-        request,
-        "schedule.html",
-        {"title": "Schedule", "entries": entries, "topics": JOB_TOPICS},
-        user=user,
-    )
+    return _detail(request, user, "schedule.html", "Schedule", {"entries": entries}, JOB_TOPICS)
 
 
 async def fanouts(request: Request, user: User) -> Response:
