@@ -53,6 +53,7 @@ from typing import Any
 from procrastinate import exceptions, job_context, jobs, retry, utils
 from procrastinate.worker import Worker
 
+from jobsys import engine
 from jobsys.config import LaneSpec
 from jobsys.engine import manager
 from jobsys.engine.acks import FinishBatcher, is_connection_error
@@ -81,6 +82,18 @@ QUEUEING_LOCK_INDEX = "procrastinate_jobs_queueing_lock_idx_v1"
 SYNC_TIMEOUT_RETRY_MARGIN_SECONDS = 10.0
 #: A job claimed this recently may still be on its way to the running set.
 ORPHAN_MIN_AGE_SECONDS = 2.0
+#: The level Procrastinate's worker logs each per-job action at (its failed jobs,
+#: ``job_error``, are at ERROR and always built).
+_ENGINE_ACTION_LEVELS = {
+    "loaded_job_info": logging.DEBUG,
+    "start_job": logging.INFO,
+    "finish_task": logging.DEBUG,
+    "job_success": logging.INFO,
+    "job_aborted": logging.INFO,
+    "job_aborted_retry": logging.INFO,
+    "job_error_retry": logging.INFO,
+}
+_ENGINE_WORKER_LOGGER = logging.getLogger(engine.WORKER_LOGGER)
 #: The most jobs one fetch claims (a lane claims at most its free slots).
 MAX_CLAIM = 100
 #: After the grace period, how long cancelled async jobs get to record their requeue.
@@ -230,6 +243,26 @@ class LaneWorker(Worker):
         except (TimeoutError, exceptions.ConnectorException):
             return False  # still doing, under this dying worker: the reaper settles it
         return True
+
+    def _log_extra(
+        self,
+        action: str,
+        context: job_context.JobContext | None,
+        job_result: job_context.JobResult | None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Procrastinate builds a record's ``extra`` (the job's fields through
+        ``attrs.asdict``) three times per job before it asks the logger, which drops
+        them: its worker logger is at WARNING unless ``--debug`` (jobsys.lanes.logs).
+        Build it only when a record of that action's level would be emitted."""
+        level = _ENGINE_ACTION_LEVELS.get(action)
+        if (
+            level is not None
+            and not self.logger.isEnabledFor(level)
+            and not _ENGINE_WORKER_LOGGER.isEnabledFor(level)
+        ):
+            return {"action": action}
+        return super()._log_extra(action, context, job_result, **kwargs)
 
     def is_sync_task(self, task_name: str) -> bool:
         task = self.app.tasks.get(task_name)

@@ -5,36 +5,38 @@ locked with a batch in flight) are in tests/acceptance/test_batched_acks_faults.
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
 import psycopg
+import pytest
 from rt_support import query
 
 
-async def test_a_lane_writes_its_outcomes_in_batches(db_url: str) -> None:
-    """200 no-op jobs at concurrency 10: every outcome recorded, succeeded and failed
-    alike, in far fewer statements than jobs; Procrastinate's status events too."""
+def app_with_jobs(db_url: str, task: str, jobs: int, *, pool_size: int) -> Any:
+    """``jobs`` jobs of ``task`` waiting on q1 (args ``n`` 1, 2...) and an engine app."""
     import procrastinate
 
-    from jobsys.config.loader import LaneSpec
     from jobsys.engine import pool
-    from jobsys.engine.worker import LaneWorker
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
-            "SELECT 'q1', 'ack.t', jsonb_build_object('n', n) FROM generate_series(1, 200) n"
+            "SELECT 'q1', %s, jsonb_build_object('n', n) FROM generate_series(1, %s) n",
+            (task, jobs),
         )
-    app = procrastinate.App(connector=pool.connector(db_url, min_size=1, max_size=12))
+    return procrastinate.App(connector=pool.connector(db_url, min_size=1, max_size=pool_size))
 
-    @app.task(name="ack.t", queue="q1")
-    async def t(n: int) -> None:
-        if n % 10 == 0:
-            raise RuntimeError("every tenth fails")
+
+async def run_lane(app: Any, *, concurrency: int, jobs: int) -> Any:
+    """A lane of ``app`` on queue q1 until it has done ``jobs`` jobs; the stopped worker."""
+    from jobsys.config.loader import LaneSpec
+    from jobsys.engine.worker import LaneWorker
 
     async with app.open_async():
         worker = LaneWorker(
             app,
-            LaneSpec("l", ("q1",), 10, 60.0),
+            LaneSpec("l", ("q1",), concurrency, 60.0),
             process_id="p",
             poll_interval_seconds=0.2,
             shutdown_grace_seconds=5,
@@ -44,12 +46,26 @@ async def test_a_lane_writes_its_outcomes_in_batches(db_url: str) -> None:
         try:
             for _ in range(300):
                 await asyncio.sleep(0.1)
-                if worker.jobs_done == 200:
+                if worker.jobs_done == jobs:
                     break
         finally:
             worker.stop()
             await asyncio.wait_for(run, 20)
-    assert worker.jobs_done == 200
+    assert worker.jobs_done == jobs
+    return worker
+
+
+async def test_a_lane_writes_its_outcomes_in_batches(db_url: str) -> None:
+    """200 no-op jobs at concurrency 10: every outcome recorded, succeeded and failed
+    alike, in far fewer statements than jobs; Procrastinate's status events too."""
+    app = app_with_jobs(db_url, "ack.t", 200, pool_size=12)
+
+    @app.task(name="ack.t", queue="q1")
+    async def t(n: int) -> None:
+        if n % 10 == 0:
+            raise RuntimeError("every tenth fails")
+
+    worker = await run_lane(app, concurrency=10, jobs=200)
     assert worker.acks.outcomes == 200
     # A batch is written when every running job waits for it: about one per claim.
     assert worker.acks.batches <= 200 / 3, worker.acks.batches
@@ -95,3 +111,61 @@ async def test_a_job_no_longer_doing_fails_alone_in_its_batch(db_url: str) -> No
     assert isinstance(results[1], ConnectorException)
     got = dict(query(db_url, "SELECT id, status::text FROM procrastinate_jobs"))
     assert got == {ids[0]: "succeeded", ids[1]: "failed", ids[2]: "succeeded"}
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("level", [logging.WARNING, logging.DEBUG])
+async def test_job_log_records_are_built_only_when_emitted(
+    db_url: str, level: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Procrastinate builds each per-job record's ``extra`` (the job's fields) before it
+    asks its logger, three times a job; the lane builds it only when a record of that
+    level is emitted (LaneWorker._log_extra), and in full then."""
+    from procrastinate import jobs
+
+    from jobsys import engine
+
+    built: list[Any] = []
+    log_context = jobs.Job.log_context
+
+    def counted(self: Any) -> Any:
+        built.append(self.id)
+        return log_context(self)
+
+    monkeypatch.setattr(jobs.Job, "log_context", counted)
+    app = app_with_jobs(db_url, "logx.t", 5, pool_size=4)
+
+    @app.task(name="logx.t", queue="q1")
+    async def t(n: int) -> None:
+        if n == 1:
+            raise RuntimeError("the first fails")
+
+    logger = logging.getLogger(engine.WORKER_LOGGER)
+    handler, before = Records(), logger.level
+    logger.setLevel(level)
+    logger.addHandler(handler)
+    try:
+        await run_lane(app, concurrency=2, jobs=5)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+    per_job = [r for r in handler.records if getattr(r, "job", None) is not None]
+    actions = [getattr(r, "action", None) for r in per_job]
+    # The failed job's ERROR record passes at WARNING too, with the job's fields.
+    failed = next(r for r in per_job if getattr(r, "action", None) == "job_error")
+    assert failed.job["task_name"] == "logx.t"  # type: ignore[attr-defined]
+    if level == logging.WARNING:
+        assert actions == ["job_error"]
+        assert len(built) == 1, built  # only the record that was emitted
+    else:
+        assert actions.count("start_job") == 5
+        assert actions.count("job_success") == 4
+        assert len(built) >= 5 * 3 - 1

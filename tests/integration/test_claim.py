@@ -337,3 +337,55 @@ def test_a_claims_cost_does_not_grow_with_the_backlog(
     with fresh_database(pg_admin_url, template_db) as deep_url:
         deep = claim_buffers(deep_url, 20_000)
     assert deep < 2 * shallow + 50, (shallow, deep)
+
+
+def rows_read(plan: dict[str, Any], alias: str) -> int:
+    """Rows the plan's scans of ``alias`` returned, over all their loops."""
+    own = 0
+    if plan.get("Alias") == alias and "Scan" in plan["Node Type"]:
+        own = int(plan["Actual Rows"]) * int(plan["Actual Loops"])
+    return own + sum(rows_read(child, alias) for child in plan.get("Plans", []))
+
+
+def never_analyzed_claim_rows(db_url: str, planner: bool) -> tuple[int, float]:
+    """Waiting jobs one claim of 10 reads with 20,000 due on a job table that was never
+    analyzed (a new database, or ``autovacuum = off``), with or without the planner
+    setting the lane sends before its claim; and the table's ``reltuples``."""
+    params = {"queues": QUEUES, "worker_id": None, "limit": 10}
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name) "
+            "SELECT 'q1', 't' FROM generate_series(1, 20000)"
+        )
+        conn.commit()
+        row = conn.execute(
+            "SELECT reltuples FROM pg_class WHERE relname = 'procrastinate_jobs'"
+        ).fetchone()
+        assert row is not None
+        if planner:
+            conn.execute(queries.CLAIM_PLANNER)
+        explained = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + queries.CLAIM_JOBS, params
+        ).fetchone()
+        conn.rollback()
+    assert explained is not None
+    plan = explained[0][0]["Plan"]
+    assert plan["Actual Rows"] == 10
+    return rows_read(plan, "jobs"), row[0]
+
+
+def test_a_claim_on_a_table_never_analyzed_stops_at_its_limit(
+    db_url: str, pg_admin_url: str, template_db: str
+) -> None:
+    """With no statistics the planner read every waiting job of the queue through a
+    bitmap scan and sorted them (a claim's cost grew with the backlog: 20,000 rows for
+    10 jobs); with the setting the lane's claim sends first (manager.claim_jobs) it
+    walks the queue's index in order and stops after 10."""
+    from tests.conftest import fresh_database
+
+    with_setting, reltuples = never_analyzed_claim_rows(db_url, planner=True)
+    assert reltuples < 0, "the job table was analyzed: this test needs one that was not"
+    with fresh_database(pg_admin_url, template_db) as other_url:
+        without, _ = never_analyzed_claim_rows(other_url, planner=False)
+    assert with_setting <= 10, with_setting
+    assert without >= 20_000, without  # what the setting prevents (the plan it avoids)
