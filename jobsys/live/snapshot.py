@@ -120,6 +120,27 @@ def next_runs(config: Config, states: list[Any], now: datetime) -> list[dict[str
     return runs
 
 
+#: What a snapshot reads after the queues' counts and waits, in order: the name its time
+#: is reported under (``query_ms``), the query, its parameters.
+READS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("throughput", queries.THROUGHPUT, {"minutes": THROUGHPUT_MINUTES}),
+    ("last_minute", queries.LAST_MINUTE, {"seconds": RATE_WINDOW_SECONDS}),
+    ("failures_last_hour", store.FAILURES_SINCE, {"seconds": FAILURES_WINDOW_SECONDS}),
+    (
+        "pickup_latency",
+        queries.PICKUP_LATENCY,
+        {"seconds": PICKUP_WINDOW_SECONDS, "samples": PICKUP_SAMPLES},
+    ),
+    ("recent_failures", store.RECENT_FAILURES, {"limit": RECENT_FAILURES}),
+    ("open_issues", store.OPEN_ISSUES, {"limit": OPEN_ISSUES}),
+    ("schedule_state", store.SCHEDULE_STATE, {}),
+    ("running_fanouts", store.RUNNING_FANOUTS, {"limit": RUNNING_FANOUTS}),
+    ("worker_processes", store.WORKER_PROCESSES, {"limit": WORKERS}),
+    ("lane_workers", queries.ENGINE_WORKERS, {"limit": WORKERS}),
+    ("queue_pauses", flow_store.ACTIVE_PAUSES, {"queues": None}),
+)
+
+
 async def take(conn: Any, config: Config) -> dict[str, Any]:
     """Everything the dashboard shows, read in one go."""
     timer = _Timer()
@@ -127,47 +148,22 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
     counts = await timer.rows(conn, "queue_counts", queries.QUEUE_COUNTS, {})
     queues = sorted({*config.all_queues, *(r["queue"] for r in counts)})
     waits = await timer.rows(conn, "oldest_wait", queries.OLDEST_WAIT, {"queues": queues})
-    throughput = await timer.rows(
-        conn, "throughput", queries.THROUGHPUT, {"minutes": THROUGHPUT_MINUTES}
-    )
-    last_minute = await timer.rows(
-        conn, "last_minute", queries.LAST_MINUTE, {"seconds": RATE_WINDOW_SECONDS}
-    )
-    failures_hour = await timer.rows(
-        conn, "failures_last_hour", store.FAILURES_SINCE, {"seconds": FAILURES_WINDOW_SECONDS}
-    )
-    pickup = await timer.rows(
-        conn,
-        "pickup_latency",
-        queries.PICKUP_LATENCY,
-        {"seconds": PICKUP_WINDOW_SECONDS, "samples": PICKUP_SAMPLES},
-    )
-    failures = await timer.rows(
-        conn, "recent_failures", store.RECENT_FAILURES, {"limit": RECENT_FAILURES}
-    )
-    issues = await timer.rows(conn, "open_issues", store.OPEN_ISSUES, {"limit": OPEN_ISSUES})
-    states = await timer.rows(conn, "schedule_state", store.SCHEDULE_STATE, {})
-    fanouts = await timer.rows(
-        conn, "running_fanouts", store.RUNNING_FANOUTS, {"limit": RUNNING_FANOUTS}
-    )
-    processes = await timer.rows(
-        conn, "worker_processes", store.WORKER_PROCESSES, {"limit": WORKERS}
-    )
-    lane_workers = await timer.rows(
-        conn, "lane_workers", queries.ENGINE_WORKERS, {"limit": WORKERS}
-    )
-    pauses = await timer.rows(conn, "queue_pauses", flow_store.ACTIVE_PAUSES, {"queues": None})
-    latency = pickup[0] if pickup else {}
+    read = {name: await timer.rows(conn, name, sql, params) for name, sql, params in READS}
+    pauses, issues = read["queue_pauses"], read["open_issues"]
+    last_minute, failures_hour = read["last_minute"], read["failures_last_hour"]
+    latency = read["pickup_latency"][0] if read["pickup_latency"] else {}
     return {
         "taken_at": now,
         "database_ms": round(sum(timer.ms.values()), 2),
         "query_ms": timer.ms,
-        "lanes": lanes(config, counts, waits, processes, {p["queue"] for p in pauses}),
+        "lanes": lanes(
+            config, counts, waits, read["worker_processes"], {p["queue"] for p in pauses}
+        ),
         "pauses": [
             {"queue": p["queue"], "lane": config.lane_of(p["queue"]), **pause_view(p)}
             for p in pauses
         ],
-        "throughput": _minutes(throughput, now),
+        "throughput": _minutes(read["throughput"], now),
         # Jobs that succeeded, failed for good, and attempts that failed and will be
         # retried, in the last RATE_WINDOW_SECONDS (a full sliding minute).
         "last_minute": {
@@ -182,18 +178,18 @@ async def take(conn: Any, config: Config) -> dict[str, Any]:
             "p95_seconds": latency.get("p95_seconds"),
             "max_seconds": latency.get("max_seconds"),
         },
-        "recent_failures": [dict(r) for r in failures],
+        "recent_failures": [dict(r) for r in read["recent_failures"]],
         "open_issues": {
             "total": int(issues[0]["total_open"]) if issues else 0,
             "latest": [{k: v for k, v in r.items() if k != "total_open"} for r in issues],
         },
         "schedule": {
-            "next_runs": next_runs(config, states, now)[:NEXT_RUNS],
-            "running_fanouts": [dict(r) for r in fanouts],
+            "next_runs": next_runs(config, read["schedule_state"], now)[:NEXT_RUNS],
+            "running_fanouts": [dict(r) for r in read["running_fanouts"]],
         },
         "workers": {
-            "processes": [dict(r) for r in processes],
-            "lane_workers": [dict(r) for r in lane_workers],
+            "processes": [dict(r) for r in read["worker_processes"]],
+            "lane_workers": [dict(r) for r in read["lane_workers"]],
         },
     }
 
