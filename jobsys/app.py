@@ -65,6 +65,7 @@ class WorkerService(Protocol):
 def worker_services(config: Config) -> list[WorkerService]:
     """The services every worker process runs (each domain adds its own here)."""
     from jobsys.failures.reconcile import FailureMaintenance
+    from jobsys.jobs.search_index import SearchIndexer
     from jobsys.lanes.reaper import ReaperService
     from jobsys.live import services as live_services
     from jobsys.metrics import endpoint as metrics_endpoint
@@ -75,6 +76,7 @@ def worker_services(config: Config) -> list[WorkerService]:
     services.append(ReaperService(config))
     services.append(Scheduler(config))
     services.append(FailureMaintenance(config, from_env().home))
+    services.append(SearchIndexer())
     services.extend(live_services.services(config))
     services.extend(metrics_endpoint.services(config))
     return services

@@ -32,6 +32,11 @@ def include_object(
     business when its name says it is jobsys's."""
     if name and name.startswith(IGNORED_PREFIXES):
         return False
+    if type_ == "foreign_key_constraint" and any(
+        str(getattr(e, "target_fullname", "")).startswith(IGNORED_PREFIXES)
+        for e in getattr(obj, "elements", ())
+    ):
+        return False  # a key to Procrastinate's table is the migration's (jobsys_job_search)
     if type_ == "table" and reflected and compare_to is None:
         return bool(name and name.startswith(OWNED_PREFIX))
     table = getattr(obj, "table", None)

@@ -5,7 +5,7 @@ A test checks these against ``migrations/versions`` so they cannot drift.
 
 from jobsys.engine.schema import INSTALL_REVISION
 
-HEAD_REVISION = "0020_failures_pair_statistics"
+HEAD_REVISION = "0021_job_search_side_table"
 KNOWN_REVISIONS = (
     INSTALL_REVISION,
     "0002_jobsys_core",
@@ -27,4 +27,5 @@ KNOWN_REVISIONS = (
     "0018_lane_worker_ids",
     "0019_outage_replays",
     "0020_failures_pair_statistics",
+    "0021_job_search_side_table",
 )

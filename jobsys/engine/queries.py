@@ -743,18 +743,32 @@ SELECT job_id
  LIMIT 1
 """
 
-#: The filters ``jobs list`` and the bulk actions share, over ``procrastinate_jobs j``
-#: (jobsys.jobs.browser.filter_params binds them; an unset one is NULL).
-JOB_FILTER = f"""
+#: ``--arg-contains`` row by row: the text in the job's args' string and number values
+#: (0010's ``jobsys_args_text``; the caller re-checks the REDACTED args in Python).
+ARG_CONTAINS_ROW = f"jobsys_args_text(j.args) ILIKE {like_contains('arg_contains')}"
+
+#: ``--arg-contains`` through the index: the text in the job's searchable text
+#: (``jobsys_job_search``, the redacted values copied by the search-index pass,
+#: trigram-indexed: migration 0021). Only for jobs at or below the pass's cursor.
+ARG_CONTAINS_INDEXED = f"""EXISTS (SELECT 1 FROM jobsys_job_search s
+                WHERE s.job_id = j.id
+                  AND s.args_text ILIKE {like_contains("arg_contains")})"""
+
+_FILTER_BUT_CONTAINS = """
        (%(queues)s::text[] IS NULL OR j.queue_name = ANY(%(queues)s::text[]))
    AND (%(task)s::text IS NULL OR j.task_name = %(task)s::text)
    AND (%(account_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(account_docs)s::jsonb[]))
    AND (%(arg_docs)s::jsonb[] IS NULL OR j.args @> ANY(%(arg_docs)s::jsonb[]))
-   AND (%(arg_contains)s::text IS NULL
-        OR jobsys_args_text(j.args) ILIKE {like_contains("arg_contains")})
 """
 
-LIST_JOBS = f"""
+#: The filters ``jobs list`` and the bulk actions share, over ``procrastinate_jobs j``
+#: (jobsys.jobs.browser.filter_params binds them; an unset one is NULL). The bulk
+#: actions filter ``--arg-contains`` row by row (chunked by id anyway).
+JOB_FILTER = f"""{_FILTER_BUT_CONTAINS}
+   AND (%(arg_contains)s::text IS NULL OR {ARG_CONTAINS_ROW})
+"""
+
+_LIST_JOBS = """
 SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS status,
        j.attempts, j.priority, j.scheduled_at, d.at AS created_at, j.args,
        j.args::text AS args_text, j.abort_requested, j.worker_id
@@ -763,7 +777,7 @@ SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS statu
         SELECT min(at) AS at
           FROM procrastinate_events e
          WHERE e.job_id = j.id AND e.type = 'deferred') d ON true
- WHERE {JOB_FILTER}
+ WHERE {filter}
    AND (%(statuses)s::text[] IS NULL
         OR j.status = ANY(%(statuses)s::text[]::procrastinate_job_status[]))
    AND (%(min_id)s::bigint IS NULL OR j.id >= %(min_id)s::bigint)
@@ -771,6 +785,81 @@ SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS statu
    AND (%(since)s::timestamptz IS NULL OR d.at >= %(since)s::timestamptz)
  ORDER BY j.id DESC
  LIMIT %(limit)s
+"""
+
+LIST_JOBS = _LIST_JOBS.replace("{filter}", JOB_FILTER)
+#: ``jobs list --arg-contains`` over the jobs the search-index pass has copied
+#: (``id <= search_cursor``): the EXISTS not under an OR, so the planner makes it a
+#: semi-join and picks per text: a rare one from the trigram index (then sorted), a
+#: common one by walking both primary keys newest first (under an OR it stays a
+#: subplan hashing every match: 1.5 s for a common text at 1,000,000 jobs).
+LIST_JOBS_CONTAINING = _LIST_JOBS.replace(
+    "{filter}",
+    f"{_FILTER_BUT_CONTAINS}   AND j.id <= %(search_cursor)s::bigint\n"
+    f"   AND {ARG_CONTAINS_INDEXED}\n",
+)
+#: ... and over the newer jobs, not copied yet (``id > search_cursor``), row by row.
+LIST_JOBS_CONTAINING_TAIL = _LIST_JOBS.replace(
+    "{filter}",
+    f"{_FILTER_BUT_CONTAINS}   AND j.id > %(search_cursor)s::bigint\n   AND {ARG_CONTAINS_ROW}\n",
+)
+
+#: The search-index pass's cursor: every job at or below it has its search row.
+SEARCH_CURSOR = "SELECT indexed_up_to FROM jobsys_job_search_state"
+
+#: Where the pass may copy up to now: the pending stretch once no transaction that
+#: was running when it was recorded is still running (one of them could still commit a
+#: job inside it), else the cursor itself (``settled`` false: nothing to copy yet).
+SEARCH_SETTLED = """
+SELECT indexed_up_to,
+       pending_up_to,
+       pending_up_to IS NULL
+       OR NOT EXISTS (SELECT 1
+                        FROM pg_snapshot_xip(pending_snapshot::pg_snapshot) x
+                       WHERE pg_xact_status(x) = 'in progress') AS settled
+  FROM jobsys_job_search_state
+"""
+
+#: One batch of the pass: the jobs above the cursor up to ``upto``, oldest first, their
+#: redacted text copied and the cursor moved past them, in one statement. The state
+#: row is locked SKIP LOCKED (another worker's pass holds it: no row back, stop); the
+#: jobs FOR KEY SHARE (a delete under way is waited for, then the job is skipped).
+SEARCH_INDEX_BATCH = """
+WITH st AS (
+    SELECT indexed_up_to AS after, keys, jobsys_redacted_keys_pattern(keys) AS pattern
+      FROM jobsys_job_search_state
+       FOR UPDATE SKIP LOCKED),
+batch AS (
+    SELECT j.id, j.args
+      FROM procrastinate_jobs j, st
+     WHERE j.id > st.after AND j.id <= %(upto)s::bigint
+     ORDER BY j.id
+     LIMIT %(batch)s
+       FOR KEY SHARE OF j),
+copied AS (
+    INSERT INTO jobsys_job_search (job_id, args_text)
+    SELECT b.id, jobsys_redacted_args_text(b.args, st.keys, st.pattern)
+      FROM batch b, st
+        ON CONFLICT (job_id) DO NOTHING)
+UPDATE jobsys_job_search_state s
+   SET indexed_up_to = CASE WHEN (SELECT count(*) FROM batch) < %(batch)s
+                            THEN greatest(s.indexed_up_to, %(upto)s::bigint)
+                            ELSE (SELECT max(id) FROM batch) END
+  FROM st
+RETURNING s.indexed_up_to, (SELECT count(*) FROM batch) AS copied
+"""
+
+#: The highest job id handed out so far (read BEFORE the snapshot below is taken).
+SEARCH_HIGH_WATER = """
+SELECT coalesce(pg_sequence_last_value(
+           pg_get_serial_sequence('procrastinate_jobs', 'id')::regclass), 0) AS high
+"""
+
+#: The next stretch: up to ``high``, with the transactions running now (one of them may
+#: hold an id at or below ``high`` whose job is not visible yet).
+SEARCH_PENDING = """
+UPDATE jobsys_job_search_state
+   SET pending_up_to = %(high)s::bigint, pending_snapshot = pg_current_snapshot()::text
 """
 
 GET_JOB = """

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys.engine import queries
 from jobsys.errors import NotFoundError, RefusedError, UsageError, did_you_mean
-from jobsys.jobs import search
+from jobsys.jobs import search, search_index
 from jobsys.live import store
 from jobsys.timespec import parse_time
 
@@ -176,23 +176,29 @@ async def list_jobs(
 async def _matching_rows(
     conn: Any, params: dict[str, Any], contains: str | None, redactor: Redactor
 ) -> list[dict[str, Any]]:
-    """LIST_JOBS's rows; with ``--arg-contains``, only those whose REDACTED args hold
-    the text (the database's candidates may match on a secret), page after page until
-    ``limit`` are found or none are left."""
+    """LIST_JOBS's rows; with ``--arg-contains``, the jobs not indexed yet (above the
+    search-index pass's cursor) filtered row by row, then the indexed ones through the
+    trigram index (jobsys.jobs.search_index), newest first, keeping only those whose
+    REDACTED args hold the text (a candidate of the database may match on a secret),
+    page after page until ``limit`` are found or none are left."""
     if contains is None:
         return await store.fetch_all(conn, queries.LIST_JOBS, params)
     found: list[dict[str, Any]] = []
-    page = dict(params)
-    while True:
-        rows = await store.fetch_all(conn, queries.LIST_JOBS, page)
-        for row in rows:
-            if search.contains_text(redactor.redact(search.raw_json(row["args_text"])), contains):
-                found.append(row)
-                if len(found) == params["limit"]:
-                    return found
-        if len(rows) < page["limit"]:
-            return found
-        page["max_id"] = rows[-1]["id"]
+    cursor = await search_index.search_cursor(conn)
+    for query in (queries.LIST_JOBS_CONTAINING_TAIL, queries.LIST_JOBS_CONTAINING):
+        page = {**params, "search_cursor": cursor}
+        while True:
+            rows = await store.fetch_all(conn, query, page)
+            for row in rows:
+                redacted = redactor.redact(search.raw_json(row["args_text"]))
+                if search.contains_text(redacted, contains):
+                    found.append(row)
+                    if len(found) == params["limit"]:
+                        return found
+            if len(rows) < page["limit"]:
+                break
+            page["max_id"] = rows[-1]["id"]
+    return found
 
 
 async def show_job(settings: Settings, config: Config, job_id: int) -> dict[str, Any]:

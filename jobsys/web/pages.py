@@ -42,10 +42,11 @@ FAILURE_FILTERS = (
 JOB_FILTERS = ("queue", "lane", "task", "status", "account", "since", "arg", "arg_contains")
 RECENT_JOBS = 10
 DEFAULT_LIMIT = 50
-#: A text search in the args (``arg_contains``) has no index (migration 0017): the
-#: jobs page walks the ids newest first, this many at a time, until it has a page of
-#: matches or the budget is spent, then says how far it got and links to go on (the
-#: CLI scans to the end: 4.8 s for a rare text at 1,000,000 jobs).
+#: A text search in the args (``arg_contains``): the jobs page walks the ids newest
+#: first, this many at a time, until it has a page of matches or the budget is spent,
+#: then says how far it got and links to go on. Each range is searched as ``jobs list
+#: --arg-contains`` does (the trigram index up to the search-index pass's cursor, the
+#: newer jobs row by row: jobsys.jobs.search_index).
 SEARCH_CHUNK_IDS = 5_000
 SEARCH_BUDGET_SECONDS = 0.08
 _OPTION = re.compile(r"^(?:[\w ]*?)--([a-z-]+)")

@@ -4,6 +4,7 @@ non-ASCII; redacted keys refused or never searched; malformed input exits 2."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from jobsys.failures.redaction import Redactor
 from jobsys.jobs import search
+from jobsys.jobs.search_index import IndexResult, index_pass
 
 WORDS = [
     "story 9812",
@@ -61,6 +63,33 @@ def seed(db_url: str, count: int = 500) -> list[tuple[int, dict[str, Any]]]:
             )
         rows = conn.execute("SELECT id, args FROM procrastinate_jobs ORDER BY id DESC").fetchall()
     return [(int(r[0]), r[1]) for r in rows]
+
+
+def index_pass_sync(db_url: str, **kwargs: Any) -> IndexResult:
+    async def run() -> IndexResult:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            return await index_pass(conn, **kwargs)
+
+    return asyncio.run(run())
+
+
+def cursor_of(db_url: str) -> int:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT indexed_up_to FROM jobsys_job_search_state").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def index_until(db_url: str, job_id: int, **kwargs: Any) -> int:
+    """Search-index passes until the cursor reaches ``job_id`` (the first pass only
+    records the stretch; a later one copies it once its transactions are over; other
+    sessions of the shared server can delay that a little)."""
+    for _ in range(200):
+        index_pass_sync(db_url, **kwargs)
+        cursor = cursor_of(db_url)
+        if cursor >= job_id:
+            return cursor
+    raise AssertionError(f"the cursor stayed at {cursor_of(db_url)} below {job_id}")
 
 
 def at_path(args: Any, path: list[str]) -> Any:
@@ -124,10 +153,23 @@ def test_arg_search_equals_a_python_oracle(cli: Any, db_url: str) -> None:
     assert listed(cli, db_url, "--arg", "account_id=42", "--arg", "account_id=7") == []
 
 
+@pytest.mark.parametrize("indexed", ["none", "part", "all"])
 def test_arg_contains_equals_a_python_oracle_and_never_matches_secrets(
-    cli: Any, db_url: str
+    cli: Any, db_url: str, indexed: str
 ) -> None:
+    """Exact whatever the search-index pass has copied: nothing (every job in the tail
+    filtered row by row), part of the jobs, or all of them."""
     rows = seed(db_url)
+    newest, oldest = rows[0][0], rows[-1][0]
+    if indexed == "all":
+        assert index_until(db_url, newest) == newest
+    elif indexed == "part":
+        index_until(db_url, oldest, batch=150, max_batches=1)
+        assert oldest <= cursor_of(db_url) < newest
+        assert index_pass_sync(db_url, batch=150, max_batches=1).copied == 150
+        assert oldest + 150 <= cursor_of(db_url) < newest
+    else:
+        assert cursor_of(db_url) < oldest
     needles = ["9812", "STORY", "%", "_", "a_b", "'", '"hi"', "\\", "ärger", "Ω", "日本", "🙂"]
     needles += ["sekret", "42", "checkpoint", "no such text"]
     for needle in needles:
@@ -166,23 +208,153 @@ def test_malformed_or_secret_arg_is_a_usage_error(
     assert says in result.stderr and "Traceback" not in result.stderr
 
 
-def test_arg_uses_its_index_and_arg_contains_reads_newest_first(db_url: str) -> None:
+def test_arg_and_arg_contains_use_their_indexes(db_url: str) -> None:
     from jobsys.engine import queries
 
     params = {
         "queues": None, "task": None, "statuses": None, "account_docs": None, "min_id": None,
         "max_id": None, "since": None, "limit": 50, "arg_contains": None,
-        "arg_docs": ['{"account_id": 42}'],
+        "arg_docs": ['{"account_id": 42}'], "search_cursor": 1_000_000,
     }  # fmt: skip
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("SET enable_seqscan = off")
         conn.execute("SET enable_indexscan = off")  # not the primary key's order walk
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + queries.LIST_JOBS, params))
         assert "ix_jobsys_jobs_args_path" in plan, plan
-        # --arg-contains has no index of its own (0017 dropped the trigram one): it
-        # reads the jobs newest first by primary key and stops at the limit.
-        conn.execute("SET enable_indexscan = on")
+        # --arg-contains: the trigram index of the side table (0021), not the job table
         params.update(arg_docs=None, arg_contains="story 9812")
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + queries.LIST_JOBS, params))
-        assert "Index Scan Backward using procrastinate_jobs_pkey" in plan, plan
-        assert "trgm" not in plan, plan
+        listing = queries.LIST_JOBS_CONTAINING
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + listing, params))
+        assert "ix_jobsys_job_search_trgm" in plan, plan
+
+
+def insert_jobs(conn: Any, args: list[dict[str, Any]]) -> list[int]:
+    return [
+        r[0]
+        for r in conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+            "SELECT 'default', 'demo.noop', a FROM unnest(%s::jsonb[]) a RETURNING id",
+            ([json.dumps(a) for a in args],),
+        ).fetchall()
+    ]
+
+
+def test_the_pass_copies_the_redacted_text_and_advances_the_cursor(db_url: str) -> None:
+    """A defer writes no search row; the pass copies the redacted values only (nested
+    and dashed keys too) and moves the cursor past them; a status change leaves the row
+    alone; a deleted job takes its row with it."""
+    args = [
+        {"story": "story 9812", "api_token": "zebra-secret", "n": 2.5},
+        {"deep": {"X-Auth-Header": ["zebra-secret"], "list": [{"pwd": 1}, "ok"]}},
+        {"plain": "nothing secret"},
+    ]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ids = insert_jobs(conn, args)
+        side = "SELECT job_id, args_text FROM jobsys_job_search WHERE job_id = ANY(%s)"
+        assert conn.execute(side, (ids,)).fetchall() == []  # nothing at insert time
+        assert cursor_of(db_url) < ids[0]
+        assert index_until(db_url, ids[-1]) == ids[-1]
+        texts = dict(conn.execute(side, (ids,)).fetchall())
+        assert [sorted(texts[i].split("\n")) for i in ids] == [
+            ["2.5", "[REDACTED]", "story 9812"],
+            ["[REDACTED]", "[REDACTED]", "ok"],
+            ["nothing secret"],
+        ]
+        every = conn.execute("SELECT string_agg(args_text, ' ') FROM jobsys_job_search").fetchone()
+        assert every is not None and "zebra" not in every[0]
+        # a pass with nothing new copies nothing and keeps the cursor
+        assert index_pass_sync(db_url).copied == 0
+        assert cursor_of(db_url) == ids[-1]
+        before = conn.execute(
+            "SELECT xmin::text FROM jobsys_job_search WHERE job_id = %s", (ids[0],)
+        ).fetchone()
+        conn.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (ids[0],))
+        after = conn.execute(
+            "SELECT xmin::text FROM jobsys_job_search WHERE job_id = %s", (ids[0],)
+        ).fetchone()
+        assert before == after
+        conn.execute("DELETE FROM procrastinate_jobs WHERE id = ANY(%s)", (ids[1:],))
+        left = conn.execute(
+            "SELECT job_id FROM jobsys_job_search WHERE job_id = ANY(%s)", (ids,)
+        ).fetchall()
+        assert left == [(ids[0],)]
+
+
+def test_a_job_deferred_after_the_pass_is_found_in_the_tail(cli: Any, db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (old,) = insert_jobs(conn, [{"story": "story 9812 old"}])
+        index_until(db_url, old)
+        (new,) = insert_jobs(conn, [{"story": "story 9812 new"}])
+    assert cursor_of(db_url) < new
+    assert listed(cli, db_url, "--arg-contains", "story 9812") == [new, old]
+    assert listed(cli, db_url, "--arg-contains", "new") == [new]
+
+
+def test_the_cursor_never_passes_a_job_an_open_transaction_may_still_commit(
+    cli: Any, db_url: str
+) -> None:
+    """An id is handed out before its job commits: the pass waits for that transaction
+    rather than leave the job below the cursor without its search row."""
+    with (
+        psycopg.connect(db_url, autocommit=True) as conn,
+        psycopg.connect(db_url) as slow,
+    ):
+        (late,) = insert_jobs(slow, [{"story": "late story"}])  # not committed yet
+        (early,) = insert_jobs(conn, [{"story": "early story"}])
+        assert late < early
+        for _ in range(3):
+            index_pass_sync(db_url)
+        assert cursor_of(db_url) < late
+        slow.commit()
+        assert index_until(db_url, early) >= early
+        found = conn.execute(
+            "SELECT job_id FROM jobsys_job_search WHERE job_id = ANY(%s) ORDER BY job_id",
+            ([late, early],),
+        ).fetchall()
+        assert found == [(late,), (early,)]
+    assert listed(cli, db_url, "--arg-contains", "story") == [early, late]
+
+
+def test_the_worker_runs_the_search_index_pass(db_url: str, settings: Any) -> None:
+    """Every worker process runs one SearchIndexer; its pass works through the app's pool."""
+    from jobsys.app import worker_services
+    from jobsys.clock import now
+    from jobsys.config.application import load_config
+    from jobsys.jobs.search_index import SearchIndexer
+    from jobsys.lanes.execution import build_engine_app
+
+    indexers = [s for s in worker_services(load_config(settings)) if isinstance(s, SearchIndexer)]
+    assert len(indexers) == 1
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (job_id,) = insert_jobs(conn, [{"story": "through the worker"}])
+
+    async def passes() -> int:
+        app = build_engine_app(db_url)
+        async with app.open_async():
+            for _ in range(200):
+                await indexers[0].run_pass(app, now())
+                if cursor_of(db_url) >= job_id:
+                    return cursor_of(db_url)
+        return cursor_of(db_url)
+
+    assert asyncio.run(passes()) >= job_id
+
+
+def test_a_secret_value_is_not_found_even_when_the_side_text_is_stale(
+    cli: Any, db_url: str
+) -> None:
+    """The database's candidates are re-checked on the redacted args: a row of the side
+    table cannot make a job match by a secret."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (job_id,) = conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) VALUES "
+            "('default', 'demo.noop', '{\"api_token\": \"zebra-secret\"}') RETURNING id"
+        ).fetchone()
+        index_until(db_url, job_id)
+        conn.execute(
+            "UPDATE jobsys_job_search SET args_text = 'zebra-secret' || chr(10) || '[REDACTED]' "
+            "WHERE job_id = %s",
+            (job_id,),
+        )
+    assert listed(cli, db_url, "--arg-contains", "zebra") == []
+    assert listed(cli, db_url, "--arg-contains", "redacted") == [job_id]

@@ -1,0 +1,105 @@
+"""The search-index pass: keeps ``jobsys_job_search`` (the redacted args text of every
+job, trigram-indexed, migration 0021) filled off the producers' path.
+
+A defer writes nothing there (an insert trigger halved ``defer_many``). Instead every
+worker process runs :class:`SearchIndexer`: each pass copies the jobs above the cursor
+(``jobsys_job_search_state.indexed_up_to``) in batches, oldest first, and moves the
+cursor past them. ``jobs list --arg-contains`` uses the index for the jobs at or below
+the cursor and filters the newer ones row by row (``jobsys.jobs.browser``), so its
+results are exact whatever the lag; the lag only costs search time.
+
+A job id is handed out before its transaction commits, so the cursor never passes an
+id that an open transaction could still commit: a pass records the highest id handed
+out (``pending_up_to``) and then the running transactions (``pending_snapshot``), and a
+later pass copies up to it only when none of those is still running. A job is thus
+indexed one to two passes after it is deferred. Only one worker's pass copies at a time
+(the state row is locked SKIP LOCKED); the others find nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from jobsys.db.query import autocommit, execute, fetch_one
+from jobsys.engine import queries
+from jobsys.periodic import Periodic
+
+if TYPE_CHECKING:
+    from jobsys.engine.api import App
+
+logger = logging.getLogger("jobsys.jobs.search_index")
+
+INTERVAL_SECONDS = 5.0
+#: Jobs copied per statement (about 0.5-1 s of work at this size on a small machine).
+BATCH = 5_000
+#: Batches per pass at most: a backlog (the first pass after the upgrade on a big
+#: table) is worked off over several passes, never in one long burst.
+MAX_BATCHES = 20
+
+
+@dataclass
+class IndexResult:
+    copied: int = 0
+    indexed_up_to: int = 0
+    #: False when the last recorded stretch still waits for a running transaction.
+    settled: bool = True
+
+
+async def index_pass(
+    conn: Any, *, batch: int = BATCH, max_batches: int = MAX_BATCHES
+) -> IndexResult:
+    """One pass on an autocommit connection: copy what is settled, then record the next
+    stretch once the current one is copied."""
+    state = await fetch_one(conn, queries.SEARCH_SETTLED)
+    if state is None:
+        return IndexResult()
+    result = IndexResult(indexed_up_to=state["indexed_up_to"], settled=state["settled"])
+    upto = state["pending_up_to"] if state["settled"] else None
+    for _ in range(max_batches):
+        if upto is None or result.indexed_up_to >= upto:
+            break
+        row = await fetch_one(conn, queries.SEARCH_INDEX_BATCH, {"upto": upto, "batch": batch})
+        if row is None:  # another worker's pass holds the state row
+            return result
+        result.copied += row["copied"]
+        result.indexed_up_to = row["indexed_up_to"]
+    if result.settled and (upto is None or result.indexed_up_to >= upto):
+        high = await fetch_one(conn, queries.SEARCH_HIGH_WATER)
+        await execute(conn, queries.SEARCH_PENDING, {"high": high["high"] if high else 0})
+    return result
+
+
+async def search_cursor(conn: Any) -> int:
+    """The cursor: every job at or below it has its search row (0 before any pass)."""
+    row = await fetch_one(conn, queries.SEARCH_CURSOR)
+    return int(row["indexed_up_to"]) if row else 0
+
+
+class SearchIndexer(Periodic):
+    """WorkerService: the search-index pass every ``interval_seconds``."""
+
+    name = "search_index"
+    log = logger
+
+    def __init__(self, *, interval_seconds: float = INTERVAL_SECONDS) -> None:
+        super().__init__()
+        self.interval = interval_seconds
+
+    def interval_seconds(self) -> float:
+        return self.interval
+
+    async def run_pass(self, app: App, now: datetime) -> IndexResult:
+        pool = app.connector.pool  # type: ignore[attr-defined]
+        async with pool.connection() as pooled, autocommit(pooled) as conn:
+            result = await index_pass(conn)
+        if result.copied:
+            logger.info(
+                "search index: %s jobs copied, indexed up to job %s",
+                result.copied,
+                result.indexed_up_to,
+                extra={"action": "search_index", **vars(result)},
+            )
+        return result
