@@ -76,7 +76,7 @@ def worker_services(config: Config) -> list[WorkerService]:
     services.append(ReaperService(config))
     services.append(Scheduler(config))
     services.append(FailureMaintenance(config, from_env().home))
-    services.append(SearchIndexer())
+    services.append(SearchIndexer(config))
     services.extend(live_services.services(config))
     services.extend(metrics_endpoint.services(config))
     return services

@@ -840,13 +840,24 @@ copied AS (
     INSERT INTO jobsys_job_search (job_id, args_text)
     SELECT b.id, jobsys_redacted_args_text(b.args, st.keys, st.pattern)
       FROM batch b, st
-        ON CONFLICT (job_id) DO NOTHING)
+        ON CONFLICT (job_id) DO UPDATE SET args_text = EXCLUDED.args_text
+           WHERE jobsys_job_search.args_text IS DISTINCT FROM EXCLUDED.args_text)
 UPDATE jobsys_job_search_state s
    SET indexed_up_to = CASE WHEN (SELECT count(*) FROM batch) < %(batch)s
                             THEN greatest(s.indexed_up_to, %(upto)s::bigint)
                             ELSE (SELECT max(id) FROM batch) END
   FROM st
 RETURNING s.indexed_up_to, (SELECT count(*) FROM batch) AS copied
+"""
+
+#: A worker's configured redacted keys (normalised) the state row lacks: added (never
+#: removed), and the cursor set back to 0 so that every job's text is written again
+#: with them (the search reads the jobs above the cursor row by row meanwhile).
+SEARCH_KEYS = """
+UPDATE jobsys_job_search_state
+   SET keys = ARRAY(SELECT DISTINCT k FROM unnest(keys || %(keys)s::text[]) k ORDER BY k),
+       indexed_up_to = 0, pending_up_to = NULL, pending_snapshot = NULL
+ WHERE NOT keys @> %(keys)s::text[]
 """
 
 #: The highest job id handed out so far (read BEFORE the snapshot below is taken).

@@ -14,6 +14,12 @@ out (``pending_up_to``) and then the running transactions (``pending_snapshot``)
 later pass copies up to it only when none of those is still running. A job is thus
 indexed one to two passes after it is deferred. Only one worker's pass copies at a time
 (the state row is locked SKIP LOCKED); the others find nothing to do.
+
+The text is redacted in SQL (migration 0021's ``jobsys_redacted_args_text``, the rule
+of ``jobsys.failures.redaction.Redactor``) with the keys of the state row: the defaults
+of ``redaction.keys`` plus any a worker's configuration adds (a key added sets the
+cursor back to 0, so every text is written again with it). The search re-checks every
+candidate on the args redacted with the configured keys anyway.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from jobsys.engine import queries
 from jobsys.periodic import Periodic
 
 if TYPE_CHECKING:
+    from jobsys.config import Config
     from jobsys.engine.api import App
 
 logger = logging.getLogger("jobsys.jobs.search_index")
@@ -49,10 +56,17 @@ class IndexResult:
 
 
 async def index_pass(
-    conn: Any, *, batch: int = BATCH, max_batches: int = MAX_BATCHES
+    conn: Any,
+    *,
+    keys: tuple[str, ...] = (),
+    batch: int = BATCH,
+    max_batches: int = MAX_BATCHES,
 ) -> IndexResult:
     """One pass on an autocommit connection: copy what is settled, then record the next
-    stretch once the current one is copied."""
+    stretch once the current one is copied. ``keys``: the worker's redacted keys
+    (normalised); one the state lacks is added and every job's text written again."""
+    if keys:
+        await execute(conn, queries.SEARCH_KEYS, {"keys": list(keys)})
     state = await fetch_one(conn, queries.SEARCH_SETTLED)
     if state is None:
         return IndexResult()
@@ -72,6 +86,12 @@ async def index_pass(
     return result
 
 
+def configured_keys(config: Config) -> tuple[str, ...]:
+    """``redaction.keys`` as the SQL redaction compares them (lower case, ``_`` for
+    ``-``, as ``Redactor`` does)."""
+    return tuple(sorted({k.lower().replace("-", "_") for k in config.queues.redaction.keys}))
+
+
 async def search_cursor(conn: Any) -> int:
     """The cursor: every job at or below it has its search row (0 before any pass)."""
     row = await fetch_one(conn, queries.SEARCH_CURSOR)
@@ -84,8 +104,9 @@ class SearchIndexer(Periodic):
     name = "search_index"
     log = logger
 
-    def __init__(self, *, interval_seconds: float = INTERVAL_SECONDS) -> None:
+    def __init__(self, config: Config, *, interval_seconds: float = INTERVAL_SECONDS) -> None:
         super().__init__()
+        self.keys = configured_keys(config)
         self.interval = interval_seconds
 
     def interval_seconds(self) -> float:
@@ -94,7 +115,7 @@ class SearchIndexer(Periodic):
     async def run_pass(self, app: App, now: datetime) -> IndexResult:
         pool = app.connector.pool  # type: ignore[attr-defined]
         async with pool.connection() as pooled, autocommit(pooled) as conn:
-            result = await index_pass(conn)
+            result = await index_pass(conn, keys=self.keys)
         if result.copied:
             logger.info(
                 "search index: %s jobs copied, indexed up to job %s",

@@ -283,6 +283,34 @@ def test_the_pass_copies_the_redacted_text_and_advances_the_cursor(db_url: str) 
         assert left == [(ids[0],)]
 
 
+def test_a_configured_redacted_key_is_redacted_in_the_side_table_too(
+    db_url: str, settings: Any
+) -> None:
+    """A key the worker's ``redaction.keys`` adds (here ``Zebra-Key``) joins the state's
+    keys and every text is written again: a secret copied before is gone."""
+    from jobsys.config.application import load_config
+    from jobsys.jobs.search_index import configured_keys
+
+    assert "password" in configured_keys(load_config(settings))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (job_id,) = insert_jobs(conn, [{"zebra_key": "s3cret-value", "story": "kept"}])
+        index_until(db_url, job_id)
+        text = "SELECT args_text FROM jobsys_job_search WHERE job_id = %s"
+        assert "s3cret" in conn.execute(text, (job_id,)).fetchone()[0]
+        index_pass_sync(db_url, keys=("zebra_key",))
+        assert cursor_of(db_url) < job_id  # every text to be written again
+        index_until(db_url, job_id, keys=("zebra_key",))
+        assert sorted(conn.execute(text, (job_id,)).fetchone()[0].split("\n")) == [
+            "[REDACTED]",
+            "kept",
+        ]
+        keys = conn.execute("SELECT keys FROM jobsys_job_search_state").fetchone()[0]
+        assert "zebra_key" in keys and "password" in keys
+        # the same keys again: nothing to write again
+        index_pass_sync(db_url, keys=("zebra_key",))
+        assert cursor_of(db_url) >= job_id
+
+
 def test_a_job_deferred_after_the_pass_is_found_in_the_tail(cli: Any, db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         (old,) = insert_jobs(conn, [{"story": "story 9812 old"}])
