@@ -2,8 +2,9 @@
 ``queues purge``): the one place they read and change ``procrastinate_jobs``.
 
 Each chunk is one short transaction: it locks up to ``%(chunk)s`` matching rows in id
-order after a cursor (``FOR UPDATE SKIP LOCKED``: a row a worker is claiming is
-skipped, and a row we hold is skipped by the worker's claim), changes them by id with
+order after a cursor (``SKIP LOCKED``: ``FOR NO KEY UPDATE`` to cancel, as the claim
+locks, ``FOR UPDATE`` to delete; a row a worker is claiming is skipped, and a row we
+hold is skipped by the worker's claim), changes them by id with
 the status re-checked, and updates the audit row. Jobs change state the way
 Procrastinate's own ``procrastinate_cancel_job_v1`` changes them (``todo`` to
 ``cancelled``; ``doing`` gets ``abort_requested``), set-based so its triggers record
@@ -59,8 +60,12 @@ SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS statu
  LIMIT %(chunk)s
 """
 
-#: The next chunk, locked for this transaction.
+#: The next chunk to delete, locked for this transaction.
 PICK = PAGE + "   FOR UPDATE OF j SKIP LOCKED\n"
+#: The next chunk to cancel (a status change, not a delete): ``FOR NO KEY UPDATE``, the
+#: claim's lock, so a job whose row is only key-share locked (a foreign-key check,
+#: the search-index pass copying it) is cancelled, not passed over.
+PICK_TO_CHANGE = PAGE + "   FOR NO KEY UPDATE OF j SKIP LOCKED\n"
 
 LOCK_TIMEOUT = "SET LOCAL lock_timeout = '1s'"
 
@@ -106,8 +111,12 @@ async def count(conn: Any, params: dict[str, Any]) -> dict[str, int]:
     return {r["kind"]: int(r["n"]) for r in await fetch_all(conn, COUNT, params)}
 
 
-async def page(conn: Any, params: dict[str, Any], *, lock: bool) -> list[dict[str, Any]]:
-    return await fetch_all(conn, PICK if lock else PAGE, params)
+async def page(
+    conn: Any, params: dict[str, Any], *, lock: bool, deleting: bool = False
+) -> list[dict[str, Any]]:
+    if not lock:
+        return await fetch_all(conn, PAGE, params)
+    return await fetch_all(conn, PICK if deleting else PICK_TO_CHANGE, params)
 
 
 async def change(conn: Any, statement: str, ids: list[int]) -> int:

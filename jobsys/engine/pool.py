@@ -1,8 +1,8 @@
 """The one connection pool of a worker process: its size, and how it connects.
 
 Budget per process: ``sum(lane concurrency) + SERVICE_CONNECTIONS`` pooled, plus one
-dedicated LISTEN connection and one dedicated heartbeat connection (see README,
-"Connection budget").
+dedicated LISTEN connection, one dedicated heartbeat connection and the search-index
+pass's own (``jobsys.jobs.search_index``; see README, "Connection budget").
 
 Every pooled connection is bounded (README, "Leases and outages"): connect timeout,
 TCP keepalives and ``tcp_user_timeout`` (``jobsys.db.connect.bounded_connection_kwargs``)
@@ -80,6 +80,21 @@ def of(app: Any) -> Any:
     """The connection pool (psycopg ``AsyncConnectionPool``) of an open Procrastinate
     ``App``: the one place outside Procrastinate that reads its ``connector.pool``."""
     return app.connector.pool
+
+
+async def dedicated_connection(app: Any, application_name: str) -> Any:
+    """A new autocommit connection to the database of ``app``'s pool, outside the pool,
+    for a background service that must never take or wait for one of the connections
+    the lanes claim with (the search-index pass). Bounded on the network as the pool's
+    are; the caller sets its own timeouts and closes it."""
+    import psycopg
+
+    return await psycopg.AsyncConnection.connect(
+        of(app).conninfo,
+        autocommit=True,
+        **driver_options(application_name),
+        **bounded_connection_kwargs(CONNECT_TIMEOUT_SECONDS),
+    )
 
 
 @contextlib.asynccontextmanager

@@ -73,6 +73,16 @@ SELECT %(scheduled_at)s::timestamptz > now() AS scheduled_later,
 #   query names).
 # - A paused queue is left out before its jobs are read (one probe per queue).
 #
+# - Due jobs are locked ``FOR NO KEY UPDATE SKIP LOCKED`` (the claim changes
+#   ``status`` and ``worker_id``, never the key), not Procrastinate's ``FOR UPDATE``:
+#   a row some other transaction holds ``FOR KEY SHARE`` (a foreign-key check of a row
+#   that references the job; the search-index pass copying the job's text,
+#   ``SEARCH_INDEX_BATCH``) is taken, not skipped. ``FOR UPDATE`` skipped such rows,
+#   the claim found nothing and the lane slept until its next poll: the search pass
+#   holding every waiting job of a queue for its batch stalled the lanes for a whole
+#   ``poll_interval_seconds``. Claims, bulk changes and deletes, the reaper still
+#   exclude each other (``FOR NO KEY UPDATE`` conflicts with itself and ``FOR UPDATE``).
+#
 # Indexes in migration 0012. Rows locked by a queue's walk but not kept by the merge
 # are released when the statement ends (autocommit).
 #: What a claim returns: the row Procrastinate's ``Job.from_row`` reads (its own
@@ -113,7 +123,7 @@ WITH candidate AS (
            )
          ORDER BY jobs.priority DESC, jobs.id ASC
          LIMIT %(limit)s
-           FOR UPDATE OF jobs SKIP LOCKED
+           FOR NO KEY UPDATE OF jobs SKIP LOCKED
      ) AS per_queue
      WHERE NOT EXISTS (
                SELECT 1 FROM jobsys_queue_pauses AS pause
@@ -217,7 +227,7 @@ SELECT pq.id, {_bucket(kinds, "pq")} AS bucket, {_limit_case(kinds, "{n}", "pq")
             OR coalesce({_bucket(kinds, "jobs")} <> ALL(%(full)s::text[]), true))
      ORDER BY jobs.priority DESC, jobs.id ASC
      LIMIT {scan}
-       FOR UPDATE OF jobs SKIP LOCKED
+       FOR NO KEY UPDATE OF jobs SKIP LOCKED
  ) AS pq
  WHERE NOT EXISTS (
            SELECT 1 FROM jobsys_queue_pauses AS pause
@@ -823,7 +833,10 @@ SELECT indexed_up_to,
 #: One batch of the pass: the jobs above the cursor up to ``upto``, oldest first, their
 #: redacted text copied and the cursor moved past them, in one statement. The state
 #: row is locked SKIP LOCKED (another worker's pass holds it: no row back, stop); the
-#: jobs FOR KEY SHARE (a delete under way is waited for, then the job is skipped).
+#: jobs FOR KEY SHARE (a delete under way is waited for, then the job is skipped). A
+#: key-share lock does not hide a job from a claim (``FOR NO KEY UPDATE``, see
+#: CLAIM_JOBS) nor from a bulk cancel; a bulk delete's chunk is waited for, at most the
+#: pass connection's ``lock_timeout`` (``jobsys.jobs.search_index``).
 SEARCH_INDEX_BATCH = """
 WITH st AS (
     SELECT indexed_up_to AS after, keys, jobsys_redacted_keys_pattern(keys) AS pattern

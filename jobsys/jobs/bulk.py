@@ -265,12 +265,13 @@ async def _run_chunks(
         began = time.monotonic()
         async with conn.transaction():
             await store.lock_timeout(conn)
-            rows = await store.page(conn, page, lock=True)
+            deleting = request.action == "jobs_delete"
+            rows = await store.page(conn, page, lock=True, deleting=deleting)
             if not rows:
                 break
             page["after"] = rows[-1]["id"]
             kept = _kept(rows, contains, redactor)
-            if request.action == "jobs_delete":
+            if deleting:
                 ids = [r["id"] for r in kept]
                 done["deleted"] += await store.change(conn, store.DELETE, ids)
                 await store.change(conn, store.FORGET_UNIQUE, ids)

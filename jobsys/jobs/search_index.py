@@ -15,6 +15,12 @@ later pass copies up to it only when none of those is still running. A job is th
 indexed one to two passes after it is deferred. Only one worker's pass copies at a time
 (the state row is locked SKIP LOCKED); the others find nothing to do.
 
+The pass never gets in the lanes' way: it runs on a connection of its own, not the
+worker's pool (the lanes claim through it), in short autocommit statements with a
+``lock_timeout``; the jobs it copies are locked ``FOR KEY SHARE`` only for the batch's
+statement, which neither a claim nor a bulk cancel waits for or skips (both lock
+``FOR NO KEY UPDATE``, ``jobsys.engine.queries.CLAIM_JOBS``).
+
 The text is redacted in SQL (migration 0021's ``jobsys_redacted_args_text``, the rule
 of ``jobsys.failures.redaction.Redactor``) with the keys of the state row: the defaults
 of ``redaction.keys`` plus any a worker's configuration adds (a key added sets the
@@ -24,12 +30,14 @@ candidate on the args redacted with the configured keys anyway.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from jobsys.db.query import autocommit, execute, fetch_one
+from jobsys.db.query import execute, fetch_one
 from jobsys.engine import queries
 from jobsys.periodic import Periodic
 
@@ -45,6 +53,13 @@ BATCH = 5_000
 #: Batches per pass at most: a backlog (the first pass after the upgrade on a big
 #: table) is worked off over several passes, never in one long burst.
 MAX_BATCHES = 20
+#: The pass's own connection (never one of the lanes' pool): its name in
+#: ``pg_stat_activity``, and the bounds of what it may wait for. A batch waits for a
+#: job row locked ``FOR UPDATE`` (a bulk delete's chunk, the reaper): at most
+#: ``LOCK_TIMEOUT_MS``, then the pass gives up until the next one.
+APPLICATION_NAME = "jobsys-search-index"
+LOCK_TIMEOUT_MS = 2_000
+STATEMENT_TIMEOUT_MS = 60_000
 
 
 @dataclass
@@ -53,6 +68,8 @@ class IndexResult:
     indexed_up_to: int = 0
     #: False when the last recorded stretch still waits for a running transaction.
     settled: bool = True
+    #: True when the pass gave up on a job row locked longer than ``LOCK_TIMEOUT_MS``.
+    lock_waited: bool = False
 
 
 async def index_pass(
@@ -99,7 +116,14 @@ async def search_cursor(conn: Any) -> int:
 
 
 class SearchIndexer(Periodic):
-    """WorkerService: the search-index pass every ``interval_seconds``."""
+    """WorkerService: the search-index pass every ``interval_seconds``.
+
+    The pass runs on a connection of its own (``APPLICATION_NAME``, opened at the first
+    pass and kept; a broken one is replaced at the next), never on the worker's pool:
+    the pool is the lanes' claims and outcomes, and a pass of up to ``MAX_BATCHES``
+    statements must not keep a claim waiting for a connection. A pass that waits
+    longer than ``LOCK_TIMEOUT_MS`` for a job's row lock gives up until the next pass
+    (logged, not an error)."""
 
     name = "search_index"
     log = logger
@@ -108,14 +132,49 @@ class SearchIndexer(Periodic):
         super().__init__()
         self.keys = configured_keys(config)
         self.interval = interval_seconds
+        self._conn: Any = None
 
     def interval_seconds(self) -> float:
         return self.interval
 
+    async def run(self, app: Any, stop: asyncio.Event) -> None:
+        try:
+            await super().run(app, stop)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def connection(self, app: App) -> Any:
+        """The pass's own autocommit connection, to the database of ``app``'s pool."""
+        from jobsys.engine.pool import dedicated_connection
+
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = await dedicated_connection(app, APPLICATION_NAME)
+            await self._conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+            await self._conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        return self._conn
+
     async def run_pass(self, app: App, now: datetime) -> IndexResult:
-        pool = app.connector.pool  # type: ignore[attr-defined]
-        async with pool.connection() as pooled, autocommit(pooled) as conn:
+        import psycopg
+
+        conn = await self.connection(app)
+        try:
             result = await index_pass(conn, keys=self.keys)
+        except psycopg.errors.LockNotAvailable:
+            logger.info(
+                "search index: a job row stayed locked over %s ms; the next pass goes on",
+                LOCK_TIMEOUT_MS,
+                extra={"action": "search_index_lock_wait"},
+            )
+            return IndexResult(settled=False, lock_waited=True)
+        except psycopg.OperationalError:
+            await self.close()
+            raise
         if result.copied:
             logger.info(
                 "search index: %s jobs copied, indexed up to job %s",

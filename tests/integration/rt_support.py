@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,3 +183,12 @@ def report(scenario: str, **figures: Any) -> None:
         f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
     )
     print(f"\nCHAOS {scenario}: {text}", flush=True)
+
+
+def config_with(tmp_path: Path, throttle: str) -> Path:
+    """A copy of the shipped config/ with ``throttle`` (indented entries) set."""
+    target = tmp_path / "config"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "config", target)
+    path = target / "queues.yaml"
+    path.write_text(path.read_text().replace("\nthrottle: {}\n", "\nthrottle:\n" + throttle))
+    return target

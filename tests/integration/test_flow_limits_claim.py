@@ -7,26 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from rt_support import query
+from rt_support import config_with, query
 
 from jobsys.config import load
 from jobsys.engine import manager
 from jobsys.flow.limits import policy_for_lane
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def config_with(tmp_path: Path, throttle: str) -> Path:
-    target = tmp_path / "config"
-    shutil.copytree(REPO / "config", target)
-    path = target / "queues.yaml"
-    path.write_text(path.read_text().replace("\nthrottle: {}\n", "\nthrottle:\n" + throttle))
-    return target
 
 
 def insert(db_url: str, accounts: list[int]) -> None:

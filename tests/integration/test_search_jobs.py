@@ -347,7 +347,7 @@ def test_the_cursor_never_passes_a_job_an_open_transaction_may_still_commit(
 
 
 def test_the_worker_runs_the_search_index_pass(db_url: str, settings: Any) -> None:
-    """Every worker process runs one SearchIndexer; its pass works through the app's pool."""
+    """Every worker process runs one SearchIndexer; its pass runs on its own connection."""
     from jobsys.app import worker_services
     from jobsys.clock import now
     from jobsys.config.application import load_config
@@ -366,8 +366,9 @@ def test_the_worker_runs_the_search_index_pass(db_url: str, settings: Any) -> No
             while time.monotonic() < deadline:
                 await indexers[0].run_pass(app, now())
                 if cursor_of(db_url) >= job_id:
-                    return cursor_of(db_url)
+                    break
                 await asyncio.sleep(0.05)
+        await indexers[0].close()
         return cursor_of(db_url)
 
     assert asyncio.run(passes()) >= job_id
