@@ -1,4 +1,5 @@
-"""The Procrastinate classes the rest of jobsys uses, re-exported from one place.
+"""The Procrastinate classes the rest of jobsys uses, re-exported from one place, and
+the questions its middlewares ask of the worker's objects (:func:`strategy_retries`).
 
 Domains import this module lazily (inside functions), as they imported Procrastinate:
 it imports Procrastinate itself, which a command that never runs a job should not pay
@@ -6,6 +7,8 @@ for.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from procrastinate import App, BaseRetryStrategy, JobContext, RetryDecision
 from procrastinate.exceptions import (
@@ -31,4 +34,15 @@ __all__ = [
     "Status",
     "TaskNotFound",
     "UniqueViolation",
+    "strategy_retries",
 ]
+
+
+def strategy_retries(exc: BaseException, context: JobContext, worker: Any) -> bool:
+    """Whether the retry strategy of the job's task runs it again after ``exc``, as
+    Procrastinate's worker decides (``Task.get_retry_exception``); False for a task
+    the worker does not know."""
+    task = worker.app.tasks.get(context.job.task_name)
+    if task is None:
+        return False
+    return task.get_retry_exception(exception=exc, job=context.job) is not None

@@ -60,15 +60,12 @@ def context_value(args: dict[str, Any], key: str | None) -> str | None:
 
 def will_retry(exc: BaseException, context: Any, worker: Any) -> bool:
     """Whether Procrastinate will run the job again, decided as its worker does."""
-    from jobsys.engine.api import AbortReason, JobAborted
+    from jobsys.engine.api import AbortReason, JobAborted, strategy_retries
 
     if isinstance(exc, JobAborted) and (context.abort_reason() != AbortReason.SHUTDOWN):
         return False
-    task = worker.app.tasks.get(context.job.task_name)
-    if task is None:
-        return False
     try:
-        return task.get_retry_exception(exception=exc, job=context.job) is not None
+        return strategy_retries(exc, context, worker)
     except Exception:
         return False
 

@@ -22,15 +22,13 @@ logger = logging.getLogger(__name__)
 
 def _outcome(exc: BaseException, context: Any, worker: Any) -> tuple[str, bool]:
     """(outcome, final) of a job that raised ``exc``, as the worker will see it."""
-    from jobsys.engine.api import AbortReason, JobAborted
+    from jobsys.engine.api import AbortReason, JobAborted, strategy_retries
 
     if isinstance(exc, (JobAborted, asyncio.CancelledError)):
         if context.abort_reason() == AbortReason.SHUTDOWN:
             return "failed", False  # the worker stops; the job runs again elsewhere
         return "cancelled", True
-    task = worker.app.tasks.get(context.job.task_name)
-    retry = task.get_retry_exception(exception=exc, job=context.job) if task else None
-    return "failed", retry is None
+    return "failed", not strategy_retries(exc, context, worker)
 
 
 async def pipeline_middleware(call_next: Any, context: Any, worker: Any) -> Any:

@@ -73,6 +73,7 @@ CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "unregister_worker",
     ),
     "procrastinate.app:App": ("task", "open_async", "close_async"),
+    # engine.api.strategy_retries (the pipeline and failure-capture middlewares)
     "procrastinate.tasks:Task": ("get_retry_exception",),
     "procrastinate.jobs:Job": ("from_row", "evolve"),
     "procrastinate.job_context:JobContext": ("should_abort", "evolve"),

@@ -1,7 +1,8 @@
 """The engine is the only door to Procrastinate, in the code and not only in the imports
 (issue #11): outside ``jobsys/engine/`` no module reaches a Procrastinate object's
 ``connector`` (the pool of a running App is ``jobsys.engine.pool.of`` /
-``jobsys.engine.pool.connection``), and the word ``procrastinate`` stands only in
+``jobsys.engine.pool.connection``) or asks a task for its retry decision
+(``jobsys.engine.api.strategy_retries``), and the word ``procrastinate`` stands only in
 comments and docstrings (the issue's ``grep -rn procrastinate jobsys`` check, without
 a grep's false alarms). The import-linter contract cannot see either: both go through
 objects handed in, not imports. The walk reads the source (AST)."""
@@ -14,8 +15,9 @@ from tests.source_walk import PACKAGE, found_outside
 
 #: The door itself (paths under ``jobsys/``).
 DOOR = ("engine/",)
-#: Procrastinate's attributes only the engine reads.
-ENGINE_ATTRIBUTES = {"connector"}
+#: Procrastinate's attributes only the engine reads (the pool: ``engine.pool``; a task's
+#: retry decision: ``engine.api.strategy_retries``).
+ENGINE_ATTRIBUTES = {"connector", "get_retry_exception"}
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -73,10 +75,12 @@ def test_a_back_door_is_found() -> None:
         "        await conn.execute('SELECT * FROM procrastinate_jobs')\n"
         '    return getattr(conn_or_app, "connector", None)\n'
         "import procrastinate.exceptions\n"
+        "retried = task.get_retry_exception(exception=exc, job=job)\n"
     )
     assert back_doors(source) == [
         "5: .connector",
         "6: procrastinate in code",
         "7: 'connector'",
         "8: procrastinate in code",
+        "9: .get_retry_exception",
     ]
