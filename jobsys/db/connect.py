@@ -57,7 +57,32 @@ def driver_options(application_name: str = "jobsys") -> dict[str, Any]:
     ``DuplicatePreparedStatement``. Procrastinate's operations are single function
     calls, so planning each one again costs little.
     """
-    return {"prepare_threshold": None, "application_name": application_name}
+    return {"prepare_threshold": prepare_threshold(), "application_name": application_name}
+
+
+#: Opt-in server-side prepared statements (README "Performance"): only for a direct
+#: connection to PostgreSQL, or PgBouncer 1.21+ with ``max_prepared_statements`` set.
+PREPARE_VARIABLE = "JOBSYS_DB_PREPARE"
+#: With it on, a statement is prepared from its second run (psycopg's LRU of 100 per
+#: connection bounds what stays prepared).
+PREPARE_THRESHOLD = 1
+
+
+def prepare_threshold() -> int | None:
+    """psycopg's ``prepare_threshold``: None (never prepare, the default) unless
+    ``JOBSYS_DB_PREPARE`` is on."""
+    import os
+
+    raw = os.environ.get(PREPARE_VARIABLE, "").strip().lower()
+    if raw in ("", "0", "off", "false", "no"):
+        return None
+    if raw in ("1", "on", "true", "yes"):
+        return PREPARE_THRESHOLD
+    raise UsageError(
+        f"{PREPARE_VARIABLE}={raw!r} is neither on nor off.",
+        hint=f"Set {PREPARE_VARIABLE}=1 to prepare statements on the server (not behind "
+        "a transaction-mode PgBouncer older than 1.21), or unset it.",
+    )
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,41 @@ def test_a_bad_pool_size_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> No
         producers.max_size()
 
 
+@pytest.mark.parametrize("setting", ["", "1"])
+async def test_statements_are_prepared_on_the_server_only_when_opted_in(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+) -> None:
+    """Off by default (a transaction-mode PgBouncer before 1.21 cannot carry prepared
+    statements); ``JOBSYS_DB_PREPARE=1`` prepares a defer's statement from its second
+    run on the pool's connection."""
+    import jobsys
+    from jobsys.db.connect import PREPARE_VARIABLE
+
+    monkeypatch.setenv(PREPARE_VARIABLE, setting)
+    producers.close()  # connections opened from here on see the setting
+    for n in range(3):
+        await jobsys.defer("rt.sleep", {"tag": f"prep{n}"})
+
+    async def prepared(conn: psycopg.AsyncConnection) -> int:
+        cur = await conn.execute("SELECT count(*) AS n FROM pg_prepared_statements")
+        row = await cur.fetchone()
+        return int(row["n"]) if row else 0
+
+    count = await producers.run(db_url, prepared)
+    assert count == (1 if setting else 0)
+
+
+def test_a_bad_prepare_setting_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobsys.db.connect import PREPARE_VARIABLE, prepare_threshold
+
+    monkeypatch.setenv(PREPARE_VARIABLE, "sometimes")
+    with pytest.raises(UsageError, match="JOBSYS_DB_PREPARE='sometimes'"):
+        prepare_threshold()
+
+
 def wait_for_backends(db_url: str, expected: int, timeout: float = 10.0) -> int:
     """The server's count of producer connections once it reaches ``expected`` (a
     closed connection leaves pg_stat_activity a moment later), or the last count."""
