@@ -5,7 +5,7 @@ A test checks these against ``migrations/versions`` so they cannot drift.
 
 from jobsys.engine.schema import INSTALL_REVISION
 
-HEAD_REVISION = "0021_job_search_side_table"
+HEAD_REVISION = "0022_flow_claim_function"
 KNOWN_REVISIONS = (
     INSTALL_REVISION,
     "0002_jobsys_core",
@@ -28,4 +28,5 @@ KNOWN_REVISIONS = (
     "0019_outage_replays",
     "0020_failures_pair_statistics",
     "0021_job_search_side_table",
+    "0022_flow_claim_function",
 )

@@ -72,22 +72,21 @@ async def claim_limited(
     binding: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, float], dict[int, tuple[float, float]]]:
     """The claim under flow limits; ``policy`` (jobsys.flow.limits.LanePolicy) says
-    what fits. One round trip (LOCK_LIMITS and queries.claim_limited_fast, pipelined in
-    one transaction) takes what fits now; only when it left candidates (a bucket at its
-    limit) does the exact path claim the rest, in one transaction. With ``binding`` (the
-    caller knows a bucket at its limit) the exact path claims at once. Returns the rows
-    taken (in claim order), the buckets found full (seconds until worth trying again)
-    and the ids taken under a rate: (seconds before which each must not start, the
-    round trip of the reading its start was planned from: how much later than its
-    planned start by the database's clock it may start when it starts on time)."""
-    from psycopg.rows import dict_row
-
+    what fits. One statement (queries.CLAIM_LIMITED) takes what fits now; only when it
+    left candidates (a bucket at its limit) does the exact path claim the rest, in one
+    transaction. With ``binding`` (the caller knows a bucket at its limit) the exact
+    path claims at once. Returns the rows taken (in claim order), the buckets found
+    full (seconds until worth trying again) and the ids taken under a rate: (seconds
+    before which each must not start, the round trip of the reading its start was
+    planned from: how much later than its planned start by the database's clock it may
+    start when it starts on time)."""
     from jobsys.db import query
 
     params = {
         "queues": queues,
         "worker_id": worker_id,
         "limit": limit,
+        "in_order": in_order,
         "full": full,
         "pad": policy.unmarked_pad_seconds,
         **policy.params,
@@ -98,12 +97,7 @@ async def claim_limited(
         held = 1
         if not binding:
             sent = time.monotonic()
-            async with query.one_round_trip(conn):
-                await conn.execute(queries.LOCK_LIMITS, params)
-                cur = conn.cursor(row_factory=dict_row)
-                sql = queries.claim_limited_fast(policy.kinds, in_order=in_order)
-                await cur.execute(sql, params)
-            answer = await cur.fetchall()
+            answer = await query.fetch_all(conn, queries.CLAIM_LIMITED, params)
             fast = sorted((r for r in answer if r["id"] is not None), key=lambda r: r["rank"])
             held = sum(int(r["held"]) for r in answer if r["id"] is None)
             rtt = time.monotonic() - sent

@@ -158,14 +158,15 @@ CLAIM_JOBS_IN_ORDER = _claim_jobs(BY_QUEUE_ORDER)
 
 # --- Claiming under flow limits (jobsys.flow.limits, queues.yaml ``throttle``) --------
 #
-# A lane with limits claims in one round trip while no limit binds: LOCK_LIMITS then
-# ``claim_limited_fast``, pipelined in one implicit transaction. The lock (one
-# transaction-level advisory lock per limit of the lane, taken in a statement of its
-# own) serialises the claims under a limit across processes and hosts, and the claim
-# statement's snapshot, taken after it, sees every claim committed before: its reads of
-# the ledger of starts (``jobsys_flow_starts``) are exact. It locks due jobs as
-# CLAIM_JOBS does, each with the bucket of the limit it falls under (``kind:target:key``;
-# NULL: none; a task's limit wins over its queue's), and takes those that fit their
+# A lane with limits claims in one round trip while no limit binds: CLAIM_LIMITED, a
+# call of ``jobsys_claim_limited_v1`` (migration 0022: a PL/pgSQL function, so its
+# plan is kept by the server session and PgBouncer sees a plain call). It takes one
+# transaction-level advisory lock per limit of the lane, which serialises the claims
+# under a limit across processes and hosts; its query, a statement after the lock with
+# a snapshot of its own, sees every claim committed before: its reads of the ledger of
+# starts (``jobsys_flow_starts``) are exact. It locks due jobs as CLAIM_JOBS does, each
+# with the bucket of the limit it falls under (``kind:target:key``; NULL: none; a
+# task's limit wins over its queue's), and takes those that fit their
 # bucket's limits now. Jobs it leaves (a bucket at its limit) are counted in its summary
 # row; the caller then claims the rest through the exact path, one transaction:
 # LIMITED_CANDIDATES (passing over buckets the worker knows are full, so a key at its
@@ -246,92 +247,19 @@ def limited_candidates(kinds: tuple[str, ...], *, in_order: bool) -> str:
     return _limited_walk(kinds, in_order=in_order, scan="%(scan)s")
 
 
-@functools.cache
-def claim_limited_fast(kinds: tuple[str, ...], *, in_order: bool) -> str:
-    """The limited claim's statement, run after LOCK_LIMITS (see above). Besides LIMITED_CANDIDATES'
-    parameters: ``limit``, ``worker_id``, ``pad`` (seconds a rated job's start is
-    recorded ahead until it records its real start) and, per limit number, the arrays
-    ``concurrency``, ``rate_count``, ``span`` (NULL: no such limit). Returns the jobs
-    taken (with ``bucket`` and ``rated``) and one summary row (``id`` NULL) whose
-    ``held`` counts the candidates left to the exact path.
-
-    A bucket's running jobs (its recorded starts whose job is ``doing``) are looked up
-    only when its recorded starts alone could reach its concurrency with this claim.
-    The text is sent with its runs of blanks collapsed: psycopg caches the conversion
-    of statements up to 4,096 characters only."""
-    return _collapsed(f"""
-WITH candidate AS MATERIALIZED (
-{_limited_walk(kinds, in_order=in_order, scan="%(limit)s")}
-),
-state AS (
-    SELECT b.bucket, b.concurrency, b.rate_count, ledger.recent,
-           CASE WHEN b.concurrency IS NULL THEN 0
-                WHEN ledger.rows + %(limit)s <= b.concurrency THEN ledger.rows
-                ELSE (SELECT count(*) FROM jobsys_flow_starts AS s
-                       WHERE s.bucket = b.bucket
-                         AND (SELECT j.status FROM procrastinate_jobs AS j
-                               WHERE j.id = s.job_id) = 'doing')
-           END AS running
-      FROM (SELECT DISTINCT c.bucket, c.limit_no,
-                   (%(concurrency)s::int[])[c.limit_no] AS concurrency,
-                   (%(rate_count)s::int[])[c.limit_no] AS rate_count
-              FROM candidate AS c WHERE c.bucket IS NOT NULL) AS b
-     CROSS JOIN LATERAL (
-        SELECT count(*) AS rows,
-               count(*) FILTER (WHERE s.started_at > clock_timestamp()
-                   - make_interval(secs => (%(span)s::float8[])[b.limit_no])) AS recent
-          FROM jobsys_flow_starts AS s
-         WHERE s.bucket = b.bucket
-     ) AS ledger
-),
-ranked AS (
-    SELECT c.id, c.bucket, c.rank, state.rate_count IS NOT NULL AS rated,
-           c.bucket IS NULL
-           OR ((state.concurrency IS NULL
-                    OR state.running + row_number() OVER per_bucket <= state.concurrency)
-               AND (state.rate_count IS NULL
-                    OR state.recent + row_number() OVER per_bucket <= state.rate_count)
-           ) AS fits
-      FROM candidate AS c LEFT JOIN state ON state.bucket = c.bucket
-    WINDOW per_bucket AS (PARTITION BY c.bucket ORDER BY c.rank)
-),
-taken AS (
-    UPDATE procrastinate_jobs
-       SET status = 'doing', worker_id = %(worker_id)s
-      FROM ranked
-     WHERE procrastinate_jobs.id = ranked.id AND ranked.fits
-    RETURNING {JOB_COLUMNS.replace("id,", "procrastinate_jobs.id,", 1)},
-              ranked.bucket, ranked.rated, ranked.rank
-),
-recorded AS (
-    INSERT INTO jobsys_flow_starts (bucket, job_id, started_at)
-    SELECT taken.bucket, taken.id,
-           clock_timestamp() + make_interval(secs => CASE WHEN taken.rated
-                                                          THEN %(pad)s ELSE 0 END)
-      FROM taken
-     WHERE taken.bucket IS NOT NULL
-)
-SELECT taken.*, NULL::bigint AS held FROM taken
-UNION ALL
-SELECT {", ".join("NULL" for _ in JOB_COLUMNS.split(","))}, NULL, NULL, NULL,
-       (SELECT count(*) FROM ranked WHERE NOT ranked.fits)
-""")
-
-
-def _collapsed(sql: str) -> str:
-    """``sql`` (no ``--`` comments, no string literals with blanks) on one line."""
-    return " ".join(sql.split())
-
-
-#: The one-round-trip claim's lock: serialises it with every claim under the given
-#: limits (their ``prefix``, sorted: no deadlock) until its transaction ends, so the
-#: statement after it sees every claim committed before. It also lets that statement
-#: run its prepared plan without planning it again for its parameters (the plan does
-#: not depend on their values, and planning it costs about as much as running it).
-LOCK_LIMITS = """
-SELECT count(pg_advisory_xact_lock(hashtext('jobsys_flow'), hashtext(l.prefix))),
-       set_config('plan_cache_mode', 'force_generic_plan', true)
-  FROM unnest(%(prefixes)s::text[]) AS l(prefix)
+#: The one-round-trip claim (see above): ``jobsys_claim_limited_v1``, migration 0022, one
+#: statement whose plan the server keeps per session. Parameters: ``queues``,
+#: ``worker_id``, ``limit``, ``in_order``, ``pad`` (seconds a rated job's start is recorded
+#: ahead until it records its real start) and the lane's limits
+#: (jobsys.flow.limits.LanePolicy.params). Returns the jobs taken (with ``bucket``,
+#: ``rated`` and ``rank``) and one summary row (``id`` NULL) whose ``held`` counts the
+#: candidates left to the exact path.
+CLAIM_LIMITED = """
+SELECT * FROM jobsys_claim_limited_v1(
+    %(queues)s::varchar[], %(worker_id)s, %(limit)s, %(in_order)s, %(prefixes)s::text[],
+    %(limit_kinds)s::text[], %(limit_targets)s::text[], %(limit_prefixes)s::text[],
+    %(limit_keys)s::text[], %(concurrency)s::int[], %(rate_count)s::int[],
+    %(span)s::float8[], %(pad)s)
 """
 
 #: The exact claim's locks: its limits shared (it excludes the one-round-trip claim, not

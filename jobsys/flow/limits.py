@@ -208,13 +208,20 @@ class LanePolicy:
 
     def sql_params(self) -> dict[str, Any]:
         """The limits as the claim's parameters: ``limit_*_N`` per limit, and arrays by
-        limit number (``concurrency``, ``rate_count``, ``span``; None: no such limit)."""
+        limit number (``limit_kinds``, ``limit_targets``, ``limit_prefixes``,
+        ``limit_keys``, ``concurrency``, ``rate_count``, ``span``; None: no such limit);
+        ``prefixes``: the limits' prefixes sorted (the order their locks are taken in)."""
         params: dict[str, Any] = {}
         for i, limit in enumerate(self.ordered):
             params[f"limit_target_{i}"] = limit.target
             params[f"limit_prefix_{i}"] = limit.prefix
             params[f"limit_key_{i}"] = limit.per_key
         params["prefixes"] = sorted(x.prefix for x in self.limits)
+        # The same limits as arrays by limit number (the claim function's parameters).
+        params["limit_kinds"] = [x.kind for x in self.ordered]
+        params["limit_targets"] = [x.target for x in self.ordered]
+        params["limit_prefixes"] = [x.prefix for x in self.ordered]
+        params["limit_keys"] = [x.per_key for x in self.ordered]
         params["concurrency"] = [x.concurrency for x in self.ordered]
         params["rate_count"] = [x.rate[0] if x.rate else None for x in self.ordered]
         params["span"] = [x.window_seconds for x in self.ordered]
