@@ -5,9 +5,10 @@ the same claim without it, in the same run on the same database.
 queue paused. "With": five other queues paused (rows in ``jobsys_queue_pauses``) and a
 throttle on the queue that never binds (rate 1,000,000/s and concurrency 100,000 per
 ``account_id``, 50 accounts), so the lane claims through
-``jobsys.engine.manager.claim_limited``, exactly as a worker would (its one round trip:
-the limit's lock, then one statement that checks pauses, the key's recent starts and
-running jobs, takes and records the jobs). Each round defers
+``jobsys.engine.manager.claim_limited``, exactly as a worker would (one statement, a
+call of ``jobsys_claim_limited_v1``: the limit's lock, then one query that checks
+pauses, the key's recent starts and running jobs, takes and records the jobs). Each
+round defers
 ``JOBS`` jobs, then claims ``CLAIM_SIZE`` at a time and marks them succeeded until none
 is left; rounds alternate between the two so the machine's noise hits both. Reported:
 median jobs claimed per second of each, and their ratio (target >= 0.9).
