@@ -88,7 +88,7 @@ BEGIN
                )
              ORDER BY jobs.priority DESC, jobs.id ASC
              LIMIT p_limit
-               FOR UPDATE OF jobs SKIP LOCKED
+               FOR NO KEY UPDATE OF jobs SKIP LOCKED
          ) AS pq
           LEFT JOIN LATERAL (
             SELECT l.n AS limit_no, l.prefix || coalesce(pq.args ->> l.key, '') AS bucket
