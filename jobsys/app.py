@@ -113,12 +113,7 @@ async def run_worker(
     except ConfigError as exc:
         raise under_systemd(exc, lanes) from exc
     selected = scaled(select_lanes(config, lanes), concurrency_scale)
-    redaction = config.queues.redaction
-    logs.configure(
-        log_format,
-        Redactor(keys=redaction.keys, replacement=redaction.replacement),
-        debug=settings.debug,
-    )
+    logs.configure(log_format, Redactor.for_config(config), debug=settings.debug)
     runtime = Runtime(
         config,
         resolve(settings, config).url,

@@ -47,11 +47,6 @@ MAX_TRACEBACK_CHARS = 20_000
 _NOT_FAILURES = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
-def redactor_for(config: Config) -> Redactor:
-    section = config.queues.redaction
-    return Redactor(keys=section.keys, replacement=section.replacement)
-
-
 def context_value(args: dict[str, Any], key: str | None) -> str | None:
     if not key or key not in args or args[key] is None:
         return None
@@ -127,7 +122,7 @@ def build_row(
     spec = task_registry.get(job.task_name)
     verdict = classify.classify(exc, spec, config.queues.classification)
     raw_args = dict(job.task_kwargs or {})
-    redactor = redactor or redactor_for(config)
+    redactor = redactor or Redactor.for_config(config)
     args, (message, trace) = redactor.redact_with_text(
         raw_args, str(exc), format_traceback(exc)[-MAX_TRACEBACK_CHARS:]
     )
@@ -165,7 +160,7 @@ class FailureCapture:
     def __init__(self, config: Config, spool: Spool) -> None:
         self.config = config
         self.spool = spool
-        self.redactor = redactor_for(config)
+        self.redactor = Redactor.for_config(config)
 
     async def __call__(self, call_next: Any, context: Any, worker: Any) -> Any:
         try:

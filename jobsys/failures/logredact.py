@@ -61,8 +61,7 @@ def _has_args(job: Any) -> bool:
 
 def install(config: Config, logger: logging.Logger | None = None) -> RedactingFilter:
     """Add the filter to every handler of ``logger`` (default: root), once each."""
-    section = config.queues.redaction
-    redactor = Redactor(keys=section.keys, replacement=section.replacement)
+    redactor = Redactor.for_config(config)
     target = logger or logging.getLogger()
     flt = RedactingFilter(redactor)
     for handler in target.handlers:

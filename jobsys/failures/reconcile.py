@@ -26,8 +26,9 @@ from jobsys import tasks as task_registry
 from jobsys.db.query import autocommit
 from jobsys.engine import pool as engine_pool
 from jobsys.failures import classify, store
-from jobsys.failures.capture import context_value, redactor_for, spool_directory
+from jobsys.failures.capture import context_value, spool_directory
 from jobsys.failures.recorder import group_pending, record_failure
+from jobsys.failures.redaction import Redactor
 from jobsys.failures.spool import PoisonRecord, Spool
 from jobsys.periodic import Periodic
 
@@ -67,7 +68,7 @@ def row_from_event(
     """A failure row for an attempt only Procrastinate's events know about."""
     task = str(event["task_name"])
     spec = task_registry.get(task)
-    args = redactor_for(config).redact(dict(event["args"] or {}))
+    args = Redactor.for_config(config).redact(dict(event["args"] or {}))
     found = spec is not None or task in known_tasks
     if found:
         error_class = UNCAPTURED_CLASS

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobsys.config.models import DEFAULT_REDACTED_KEYS
+
+if TYPE_CHECKING:
+    from jobsys.config import Config
 
 DEFAULT_REPLACEMENT = "[REDACTED]"
 MAX_DEPTH = 32  # deeper structures are cut, not walked
@@ -28,6 +31,12 @@ class Redactor:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_needles", tuple(_normalise(k) for k in self.keys))
+
+    @classmethod
+    def for_config(cls, config: Config) -> Redactor:
+        """The redactor of ``config``'s ``redaction`` section (queues.yaml)."""
+        section = config.queues.redaction
+        return cls(keys=section.keys, replacement=section.replacement)
 
     def is_secret_key(self, key: object) -> bool:
         name = _normalise(str(key))

@@ -108,13 +108,6 @@ def _account_docs(account: str | None, task: str | None) -> list[str] | None:
     return [json.dumps({name: value}) for name in sorted(names) for value in values]
 
 
-def redactor_of(config: Config) -> Redactor:
-    from jobsys.failures.redaction import Redactor
-
-    redaction = config.queues.redaction
-    return Redactor(keys=redaction.keys, replacement=redaction.replacement)
-
-
 def _job_row(row: dict[str, Any], config: Config, redactor: Redactor) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -149,10 +142,11 @@ async def list_jobs(
 ) -> list[dict[str, Any]]:
     """Jobs matching ``filters``, newest first (``config`` with the application's tasks)."""
     from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.failures.redaction import Redactor
 
     if not 1 <= filters.limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be between 1 and {MAX_LIMIT}")
-    redactor = redactor_of(config)
+    redactor = Redactor.for_config(config)
     params: dict[str, Any] = {
         **filter_params(filters, config, redactor),
         "statuses": parse_statuses(filters.statuses),
@@ -205,9 +199,10 @@ async def show_job(settings: Settings, config: Config, job_id: int) -> dict[str,
     """One job with its history, failures, retry state and pipeline. Unknown: exit 1.
     ``config`` with the application's tasks (their flow limits say why a job waits)."""
     from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.failures.redaction import Redactor
     from jobsys.flow.service import why_waiting
 
-    redactor = redactor_of(config)
+    redactor = Redactor.for_config(config)
     async with connect(resolve(settings, config).url) as conn:
         await check_schema(conn)
         row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})

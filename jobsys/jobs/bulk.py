@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys.engine import bulk as store
 from jobsys.errors import RefusedError, UsageError
 from jobsys.jobs import search
-from jobsys.jobs.browser import JobFilters, filter_params, parse_statuses, redactor_of
+from jobsys.jobs.browser import JobFilters, filter_params, parse_statuses
 from jobsys.timespec import parse_time
 
 if TYPE_CHECKING:
@@ -147,11 +147,12 @@ async def bulk_action(
     """Run (or with ``dry_run`` preview) one bulk action; the report as a dict.
     ``config`` with the application's tasks."""
     from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.failures.redaction import Redactor
     from jobsys.live.publish import publish_safely
 
     now = datetime.now(UTC)
     before = _check(request, now)
-    redactor = redactor_of(config)
+    redactor = Redactor.for_config(config)
     statuses = _statuses(request)
     contains = request.filters.arg_contains
     params: dict[str, Any] = {

@@ -357,9 +357,7 @@ async def reap_once(
     (tests); by default the database's ``now()`` is used, never the host clock.
     """
     result = ReapResult()
-    redactor = Redactor(
-        keys=config.queues.redaction.keys, replacement=config.queues.redaction.replacement
-    )
+    redactor = Redactor.for_config(config)
     continuity = database_continuity()
     judge_the_dead = continuity is None or continuity >= config.queues.worker.dead_after_seconds
     async with _connection(conn_or_app) as conn:
@@ -382,9 +380,7 @@ async def settle_handed_over(conn_or_app: Any, config: Config, job_ids: list[int
     (``doing`` without a worker: ``job_orphaned``), instead of at the next pass. No
     worker is judged here, so the outage rule of :func:`reap_once` does not apply."""
     result = ReapResult()
-    redactor = Redactor(
-        keys=config.queues.redaction.keys, replacement=config.queues.redaction.replacement
-    )
+    redactor = Redactor.for_config(config)
     params = {"now": None, "dead_after": config.queues.worker.dead_after_seconds}
     async with _connection(conn_or_app) as conn:
         await _settle_each(conn, config, redactor, params, job_ids, result)

@@ -54,10 +54,7 @@ async def show_pipeline(settings: Settings, config: Config, pipeline_id: int) ->
 
     async with _connection(settings, config) as conn:
         data = await pipeline_store.show_pipeline(conn, pipeline_id)
-    redaction = config.queues.redaction
-    data["args"] = Redactor(keys=redaction.keys, replacement=redaction.replacement).redact(
-        data["args"]
-    )
+    data["args"] = Redactor.for_config(config).redact(data["args"])
     return data
 
 

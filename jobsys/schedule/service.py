@@ -289,11 +289,8 @@ async def show_run(settings: Settings, config: Config, run_id: int) -> dict[str,
         pending = await fanout_store.pending_items(conn, run_id)
     from jobsys.failures.redaction import Redactor
 
-    redaction = config.queues.redaction
     data = _run_row(row)
     data["remaining"] = left
     data["items_pending"] = pending
-    data["spec"] = Redactor(keys=redaction.keys, replacement=redaction.replacement).redact(
-        row["spec"]
-    )
+    data["spec"] = Redactor.for_config(config).redact(row["spec"])
     return data
