@@ -7,6 +7,7 @@ every prompt start after a resume or a pause's end came from the NOTIFY or the w
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -168,3 +169,69 @@ def test_a_worker_that_missed_the_notification_still_honours_the_pause(
         wait_until(lambda: len(starts(tmp_path, "b-")) == 5, 30, "q_base's jobs after the pause")
     finally:
         worker.kill()
+
+
+#: One operator in a process of its own: the same action on ``sync`` ``rounds`` times,
+#: each through the service the CLI's ``queues pause``/``resume`` runs (its own
+#: connection each time), all from the same moment as the other operator's process.
+OPERATOR = """
+import asyncio, os, sys, time
+from pathlib import Path
+from jobsys.config import load
+from jobsys.flow import service
+from jobsys.settings import from_env
+
+paused, rounds, start_at = sys.argv[1] == "pause", int(sys.argv[2]), float(sys.argv[3])
+
+async def main() -> None:
+    settings = from_env()
+    config = load(Path(os.environ["JOBSYS_CONFIG_DIR"]))
+    while time.time() < start_at:
+        await asyncio.sleep(0.001)
+    for _ in range(rounds):
+        await service.set_paused(settings, config, "sync", paused=paused)
+
+asyncio.run(main())
+"""
+
+
+def test_two_operators_in_two_processes_pausing_and_resuming_at_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Two operators (processes, each action on a connection of its own) pause and
+    resume one queue at the same moments, many times: every action of both is
+    recorded, each saw the state the one before it left (a serial history), and the
+    queue ends as the last recorded action left it."""
+    rounds = 60
+    env = environment(tmp_path, db_url, Path(__file__).resolve().parents[2] / "config")
+    start_at = time.time() + 3.0  # both processes imported and waiting by then
+    operators = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPERATOR, action, str(rounds), str(start_at)],
+            env={**env, "JOBSYS_OPERATOR": actor},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for action, actor in (("pause", "alice"), ("resume", "bob"))
+    ]
+    for proc in operators:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    log = query(
+        db_url,
+        "SELECT action, actor, was_paused FROM jobsys_queue_pause_events "
+        "WHERE queue = 'sync' ORDER BY id",
+    )
+    assert [a for a, _, _ in log].count("pause") == rounds
+    assert [a for a, _, _ in log].count("resume") == rounds
+    assert {(a, who) for a, who, _ in log} == {("pause", "alice"), ("resume", "bob")}
+    # They did act at once: the history alternates between them, not one block each.
+    switches = sum(1 for x, y in itertools.pairwise(log) if x[1] != y[1])
+    assert switches >= 3, log
+    state = False
+    for action, _, was_paused in log:
+        assert was_paused == state, log
+        state = action == "pause"
+    # The queue is as the last recorded action left it.
+    paused_now = query(db_url, "SELECT count(*) FROM jobsys_queue_pauses WHERE queue = 'sync'")
+    assert bool(paused_now[0][0]) == state
