@@ -52,8 +52,18 @@ def listen_required(db_url: str, tmp: Path, mode: str, *, poll: float) -> Iterat
         yield environment(tmp, bouncer_url, config)
 
 
-def test_transaction_mode_runs_every_job_once_by_polling(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "throttle", [None, "q_base: {per_key: tag, rate: 1000/s, concurrency: 50}"]
+)
+def test_transaction_mode_runs_every_job_once_by_polling(
+    db_url: str, tmp_path: Path, throttle: str | None
+) -> None:
+    """With a throttle on q_base its lane claims through the limited claim (one call of
+    ``jobsys_claim_limited_v1``, its plan kept by whichever server session runs it)."""
     config = write_app(tmp_path, poll=0.5)
+    if throttle is not None:
+        queues = config / "queues.yaml"
+        queues.write_text(queues.read_text() + f"throttle:\n  {throttle}\n")
     with pgbouncer(db_url, tmp_path, pool_mode="transaction") as bouncer_url:
         env = environment(tmp_path, bouncer_url, config)
         args = ("--lane", "base", "--lane", "fast", "--log-format", "json")
@@ -81,6 +91,16 @@ def test_transaction_mode_runs_every_job_once_by_polling(db_url: str, tmp_path: 
                 query(db_url, "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1")
             )
             assert statuses == {"succeeded": JOBS}
+            if throttle is not None:
+                # The limited claim recorded q_base's starts, each in its job's bucket
+                # (the worker prunes the ledger only every 200 claims).
+                ledger = query(
+                    db_url,
+                    "SELECT s.bucket = 'queue:q_base:' || (j.args ->> 'tag') "
+                    "FROM jobsys_flow_starts AS s JOIN procrastinate_jobs AS j "
+                    "ON j.id = s.job_id",
+                )
+                assert ledger and all(ok for (ok,) in ledger), ledger
             # The CLI through the same pooler.
             listed = subprocess.run(
                 [sys.executable, "-m", "jobsys", "jobs", "list", "--json", "--limit", "5"],
