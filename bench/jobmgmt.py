@@ -220,6 +220,7 @@ def _settings(url: str) -> Any:
 
 
 def bulk_cancel(url: str) -> dict[str, float]:
+    from jobsys.config.application import load_config
     from jobsys.jobs.browser import JobFilters
     from jobsys.jobs.bulk import BulkRequest, bulk_action
 
@@ -238,7 +239,8 @@ def bulk_cancel(url: str) -> dict[str, float]:
         )
         conn.execute("ANALYZE procrastinate_jobs")
         request = BulkRequest(action="queues_purge", filters=JobFilters(queues=("sync",)))
-        report = asyncio.run(bulk_action(_settings(url), request))
+        settings = _settings(url)
+        report = asyncio.run(bulk_action(settings, load_config(settings), request))
         ids = [
             r[0]
             for r in conn.execute(
