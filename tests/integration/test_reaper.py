@@ -403,6 +403,8 @@ async def test_reaper_service_reaps_and_stops_promptly(db_url: str, conn: Any) -
             return (await job_states(conn, [job]))[job][0] != "doing"
 
         await wait_until_async(reaped, 10, "the service to reap the job")
+        # The reap commits before its pass is counted: wait for the count too.
+        await wait_until_async(lambda: service.passes >= 1, 5, "the reaping pass counted")
         passes = service.passes
         await wait_until_async(lambda: service.passes >= passes + 1, 5, "a further (quiet) pass")
         stop.set()
