@@ -73,6 +73,33 @@ def test_concurrency_per_key_passes_over_full_keys(db_url: str, tmp_path: Path, 
     assert [a for _, a in claim(db_url, config_dir, 10)] == [1]
 
 
+def test_a_task_limit_wins_over_its_queues_and_a_limit_without_a_key_is_one_bucket(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The claim's bucket rule (jobsys_claim_limited_v1, as jobsys.flow.limits.bucket_of):
+    a job of a task with a limit falls under the task's limit, not its queue's; a limit
+    without ``per_key`` is one bucket for all its jobs; other tasks of the queue fall
+    under the queue's limit, per key."""
+    config_dir = config_with(
+        tmp_path,
+        "  profiles: {per_key: account_id, concurrency: 1}\n"
+        "  demo.refresh_profile: {concurrency: 2}\n",
+    )
+    insert(db_url, [1, 1, 2])  # demo.refresh_profile: the task's limit, 2 at once
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for account in (5, 5, 6):  # another task of the queue: the queue's limit, per key
+            conn.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+                "VALUES ('profiles', 'demo.other', %s)",
+                (json.dumps({"account_id": account}),),
+            )
+    assert sorted(a for _, a in claim(db_url, config_dir, 10)) == [1, 1, 5, 6]
+    ledger = "SELECT bucket, count(*) FROM jobsys_flow_starts GROUP BY 1 ORDER BY 1"
+    assert query(db_url, ledger) == [
+        ("queue:profiles:5", 1), ("queue:profiles:6", 1), ("task:demo.refresh_profile:", 2)
+    ]  # fmt: skip
+
+
 def test_rate_per_key(db_url: str, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     config_dir = config_with(tmp_path, "  profiles: {per_key: account_id, rate: 2/h}\n")
     insert(db_url, [7, 7, 7, 8])
