@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobsys.db.query import execute
 from jobsys.engine import channels
 from jobsys.engine.manager import procrastinate_query
 
@@ -150,25 +151,3 @@ async def request_abort(conn: Any, job_id: int) -> None:
         procrastinate_query("cancel_job"),
         {"job_id": job_id, "abort": True, "delete_job": False},
     )
-
-
-async def fetch_one(conn: Any, query: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    from psycopg.rows import dict_row
-
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, params)
-        row: dict[str, Any] | None = await cur.fetchone()
-        return row
-
-
-async def fetch_all(conn: Any, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    from psycopg.rows import dict_row
-
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, params)
-        return list(await cur.fetchall())
-
-
-async def execute(conn: Any, query: str, params: dict[str, Any]) -> None:
-    async with conn.cursor() as cur:
-        await cur.execute(query, params)

@@ -51,6 +51,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobsys import tasks as task_registry
+from jobsys.db.query import fetch_all, fetch_one
 from jobsys.engine import dead_workers as store
 from jobsys.engine import pool
 from jobsys.failures.redaction import Redactor
@@ -265,7 +266,7 @@ async def _settle_dead_worker_jobs(
         "limit": limit,
     }
     async with conn.transaction():
-        candidates = await store.fetch_all(conn, store.LIST_DEAD_WORKER_JOBS, params)
+        candidates = await fetch_all(conn, store.LIST_DEAD_WORKER_JOBS, params)
     await _settle_each(conn, config, redactor, params, [int(c["id"]) for c in candidates], result)
 
 
@@ -279,9 +280,7 @@ async def _settle_each(
 ) -> None:
     for job_id in job_ids:
         async with conn.transaction():
-            job = await store.fetch_one(
-                conn, store.CLAIM_DEAD_WORKER_JOB, {**params, "job_id": job_id}
-            )
+            job = await fetch_one(conn, store.CLAIM_DEAD_WORKER_JOB, {**params, "job_id": job_id})
             if job is None:  # another reaper has it, or the worker finished it after all
                 continue
             outcome = await _settle(conn, job, config, redactor)
@@ -295,7 +294,7 @@ async def _abort_stuck(conn: Any, config: Config, now: datetime | None, result: 
     # Only jobs older than the smallest possible threshold are worth a look.
     min_running = min(timeouts, default=0.0) * factor
     async with conn.transaction():
-        rows = await store.fetch_all(
+        rows = await fetch_all(
             conn,
             store.RUNNING_UNDER_LIVE_WORKERS,
             {
@@ -330,7 +329,7 @@ async def _mark_dead_workers(
 ) -> None:
     params = {"now": now, "dead_after": config.queues.worker.dead_after_seconds}
     async with conn.transaction():
-        rows = await store.fetch_all(conn, store.MARK_DEAD_PROCESSES, params)
+        rows = await fetch_all(conn, store.MARK_DEAD_PROCESSES, params)
     result.processes_marked_dead = [str(r["id"]) for r in rows]
     for process_id in result.processes_marked_dead:
         logger.warning(
@@ -339,7 +338,7 @@ async def _mark_dead_workers(
             extra={"action": "worker_process_dead", "worker_process": process_id},
         )
     async with conn.transaction():
-        rows = await store.fetch_all(conn, store.PRUNE_DEAD_WORKERS, params)
+        rows = await fetch_all(conn, store.PRUNE_DEAD_WORKERS, params)
     result.workers_pruned = [int(r["id"]) for r in rows]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from jobsys.db.query import fetch_all
 from jobsys.engine.queries import (
     AUTO_CANDIDATES,
     LATEST_FAILURE_OF_JOB,
@@ -135,24 +136,16 @@ SELECT coalesce(cursor, 0) AS cursor FROM jobsys_outage_replays WHERE issue_id =
 """
 
 
-async def _rows(conn: Any, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    from psycopg.rows import dict_row
-
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, params)
-        return list(await cur.fetchall())
-
-
 async def count_matching(conn: Any, flt: FailureFilter, limit: int) -> int:
     where, params = filter_where(flt)
-    rows = await _rows(conn, COUNT_MATCHING.format(where=where), {**params, "limit": limit})
+    rows = await fetch_all(conn, COUNT_MATCHING.format(where=where), {**params, "limit": limit})
     return int(rows[0]["n"])
 
 
 async def next_ids(conn: Any, flt: FailureFilter, *, after: int, limit: int) -> list[int]:
     where, params = filter_where(flt)
     sql = failures_store.ordered("f.id", f"{where} AND f.id > %(after)s", params, "id", "f.id")
-    rows = await _rows(
+    rows = await fetch_all(
         conn, sql, failures_store.text_params({**params, "after": after, "limit": limit})
     )
     return [int(r["id"]) for r in rows]
@@ -160,16 +153,16 @@ async def next_ids(conn: Any, flt: FailureFilter, *, after: int, limit: int) -> 
 
 async def latest_failure_of_job(conn: Any, job_id: int) -> tuple[int | None, bool]:
     """The job's most recent failure id (None if it has none), and whether the job exists."""
-    (row,) = await _rows(conn, LATEST_FAILURE_OF_JOB, {"job_id": job_id})
+    (row,) = await fetch_all(conn, LATEST_FAILURE_OF_JOB, {"job_id": job_id})
     return row["failure_id"], bool(row["job_exists"])
 
 
 async def existing_ids(conn: Any, ids: Sequence[int]) -> set[int]:
-    return {int(r["id"]) for r in await _rows(conn, EXISTING_IDS, {"ids": list(ids)})}
+    return {int(r["id"]) for r in await fetch_all(conn, EXISTING_IDS, {"ids": list(ids)})}
 
 
 async def issue(conn: Any, issue_id: int) -> dict[str, Any] | None:
-    rows = await _rows(conn, ISSUE_EXISTS, {"id": issue_id})
+    rows = await fetch_all(conn, ISSUE_EXISTS, {"id": issue_id})
     return rows[0] if rows else None
 
 
@@ -179,7 +172,7 @@ async def set_lock_timeout(conn: Any) -> None:
 
 async def load_failures(conn: Any, ids: Sequence[int], *, lock: bool) -> list[dict[str, Any]]:
     query = LOAD_FAILURES + (LOCK_SUFFIX_FAILURES if lock else "")
-    return await _rows(conn, query, {"ids": list(ids)})
+    return await fetch_all(conn, query, {"ids": list(ids)})
 
 
 async def load_steps(
@@ -189,16 +182,16 @@ async def load_steps(
     if not ids:
         return {}
     query = LOAD_STEPS + (LOCK_SUFFIX_STEPS if lock else "")
-    return {int(r["step_id"]): r for r in await _rows(conn, query, {"ids": ids})}
+    return {int(r["step_id"]): r for r in await fetch_all(conn, query, {"ids": ids})}
 
 
 async def load_jobs(conn: Any, job_ids: Iterable[int], *, lock: bool) -> dict[int, dict[str, Any]]:
     query = LOAD_JOBS + (LOCK_SUFFIX_JOBS if lock else "")
-    return {int(r["id"]): r for r in await _rows(conn, query, {"ids": sorted(set(job_ids))})}
+    return {int(r["id"]): r for r in await fetch_all(conn, query, {"ids": sorted(set(job_ids))})}
 
 
 async def job_aggregates(conn: Any, job_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    rows = await _rows(conn, JOB_AGGREGATES, {"ids": sorted(set(job_ids))})
+    rows = await fetch_all(conn, JOB_AGGREGATES, {"ids": sorted(set(job_ids))})
     return {int(r["job_id"]): r for r in rows}
 
 
@@ -223,28 +216,28 @@ async def record(
 
 async def reconcile_outcomes(conn: Any, *, now: datetime, limit: int) -> int:
     """Record the outcome of pending retries whose job finished; the number updated."""
-    return len(await _rows(conn, RECONCILE_OUTCOMES, {"now": now, "limit": limit}))
+    return len(await fetch_all(conn, RECONCILE_OUTCOMES, {"now": now, "limit": limit}))
 
 
 async def auto_candidates(
     conn: Any, *, now: datetime, recheck_before: datetime, limit: int
 ) -> list[int]:
     params = {"now": now, "recheck_before": recheck_before, "limit": limit}
-    rows = await _rows(conn, AUTO_CANDIDATES, params)
+    rows = await fetch_all(conn, AUTO_CANDIDATES, params)
     return [int(r["id"]) for r in rows]
 
 
 async def resolved_outages(conn: Any) -> list[int]:
-    return [int(r["id"]) for r in await _rows(conn, RESOLVED_OUTAGES, {})]
+    return [int(r["id"]) for r in await fetch_all(conn, RESOLVED_OUTAGES, {})]
 
 
 async def replay_cursor(conn: Any, issue_id: int) -> int:
-    rows = await _rows(conn, REPLAY_CURSOR, {"id": issue_id})
+    rows = await fetch_all(conn, REPLAY_CURSOR, {"id": issue_id})
     return int(rows[0]["cursor"]) if rows else 0
 
 
 async def replay_candidates(conn: Any, issue_id: int, *, after: int, limit: int) -> list[int]:
-    rows = await _rows(
+    rows = await fetch_all(
         conn, REPLAY_CANDIDATES, {"issue_id": issue_id, "after": after, "limit": limit}
     )
     return [int(r["id"]) for r in rows]
