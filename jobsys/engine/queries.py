@@ -90,22 +90,14 @@ SELECT %(scheduled_at)s::timestamptz > now() AS scheduled_later,
 JOB_COLUMNS = """id, status, task_name, priority, lock, queueing_lock, args, scheduled_at,
        queue_name, attempts, worker_id"""
 
-#: Procrastinate's order: priority, then id, across the lane's queues.
-BY_PRIORITY = "per_queue.priority DESC, per_queue.id ASC"
-#: ``order: strict`` / ``weights``: the queues in the order given, then as above.
-BY_QUEUE_ORDER = "lane_queue.position, " + BY_PRIORITY
-
-
-def _claim_jobs(order_by: str) -> str:
-    return f"""
-WITH candidate AS (
-    SELECT per_queue.id AS candidate_id
-      FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
-     CROSS JOIN LATERAL (
-        SELECT jobs.id, jobs.priority
-          FROM procrastinate_jobs AS jobs
-         WHERE (CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lane_queue.name
-           AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+#: Procrastinate's candidate rule, part one: a waiting job of the queue ``lane_queue``
+#: whose time has come (``jobs``: the statement's alias of ``procrastinate_jobs``; the
+#: CASE is the key of ``ix_jobsys_jobs_waiting_by_queue``).
+DUE = """(CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lane_queue.name
+           AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())"""
+#: Part two: no job of its lock runs or waits ahead of it (``lock IS NULL OR NOT
+#: EXISTS``, through ``ix_jobsys_jobs_active_lock``: see above). The claims' rule.
+DUE_AND_UNLOCKED = f"""{DUE}
            AND (
                jobs.lock IS NULL
                OR NOT EXISTS (
@@ -120,7 +112,23 @@ WITH candidate AS (
                           OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)
                       )
                )
-           )
+           )"""
+
+#: Procrastinate's order: priority, then id, across the lane's queues.
+BY_PRIORITY = "per_queue.priority DESC, per_queue.id ASC"
+#: ``order: strict`` / ``weights``: the queues in the order given, then as above.
+BY_QUEUE_ORDER = "lane_queue.position, " + BY_PRIORITY
+
+
+def _claim_jobs(order_by: str) -> str:
+    return f"""
+WITH candidate AS (
+    SELECT per_queue.id AS candidate_id
+      FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
+     CROSS JOIN LATERAL (
+        SELECT jobs.id, jobs.priority
+          FROM procrastinate_jobs AS jobs
+         WHERE {DUE_AND_UNLOCKED}
          ORDER BY jobs.priority DESC, jobs.id ASC
          LIMIT %(limit)s
            FOR NO KEY UPDATE OF jobs SKIP LOCKED
@@ -198,41 +206,25 @@ def _limited_walk(kinds: tuple[str, ...], *, in_order: bool, scan: str) -> str:
     in ``full`` passed over, at most ``scan`` of them, locked. The bucket is computed
     after the scan's LIMIT (only for the jobs it returns), and in the scan only when
     ``full`` is not empty: a queue's scan may read every due job of the queue."""
-    order_by = (BY_QUEUE_ORDER if in_order else BY_PRIORITY).replace("per_queue.", "pq.")
-    order_by = order_by.replace("lane_queue.", "lq.")
+    order_by = BY_QUEUE_ORDER if in_order else BY_PRIORITY
     return f"""
-SELECT pq.id, {_bucket(kinds, "pq")} AS bucket, {_limit_case(kinds, "{n}", "pq")} AS limit_no,
+SELECT per_queue.id, {_bucket(kinds, "per_queue")} AS bucket,
+       {_limit_case(kinds, "{n}", "per_queue")} AS limit_no,
        row_number() OVER (ORDER BY {order_by}) AS rank
-  FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lq(name, position)
+  FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
  CROSS JOIN LATERAL (
     SELECT jobs.id, jobs.priority, jobs.queue_name, jobs.task_name, jobs.args
       FROM procrastinate_jobs AS jobs
-     WHERE (CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lq.name
-       AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
-       AND (
-           jobs.lock IS NULL
-           OR NOT EXISTS (
-               SELECT 1
-                 FROM procrastinate_jobs AS oj
-                WHERE oj.lock IS NOT NULL
-                  AND (CASE WHEN oj.status IN ('todo', 'doing')
-                            THEN oj.lock END) = jobs.lock
-                  AND (
-                      oj.status = 'doing'
-                      OR oj.priority > jobs.priority
-                      OR (oj.priority = jobs.priority AND oj.id < jobs.id)
-                  )
-           )
-       )
+     WHERE {DUE_AND_UNLOCKED}
        AND (cardinality(%(full)s::text[]) = 0
             OR coalesce({_bucket(kinds, "jobs")} <> ALL(%(full)s::text[]), true))
      ORDER BY jobs.priority DESC, jobs.id ASC
      LIMIT {scan}
        FOR NO KEY UPDATE OF jobs SKIP LOCKED
- ) AS pq
+ ) AS per_queue
  WHERE NOT EXISTS (
            SELECT 1 FROM jobsys_queue_pauses AS pause
-            WHERE pause.queue = lq.name AND {PAUSE_ACTIVE}
+            WHERE pause.queue = lane_queue.name AND {PAUSE_ACTIVE}
        )
  ORDER BY {order_by}
  LIMIT {scan}
@@ -309,15 +301,14 @@ SELECT s.bucket, s.job_id,
 #: The next due waiting jobs of ``queues`` (at most ``scan`` per queue, in claim order),
 #: grouped by queue, task and the value of argument ``key`` (NULL: not grouped by one):
 #: which keys wait, for ``queues`` to say which of them a flow limit holds.
-WAITING_KEYS = """
+WAITING_KEYS = f"""
 SELECT next_jobs.queue, next_jobs.task, next_jobs.key, count(*) AS waiting
   FROM unnest(%(queues)s::varchar[]) AS lane_queue(name)
  CROSS JOIN LATERAL (
     SELECT jobs.id, jobs.queue_name AS queue, jobs.task_name AS task,
            jobs.args ->> %(key)s::text AS key
       FROM procrastinate_jobs AS jobs
-     WHERE (CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lane_queue.name
-       AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+     WHERE {DUE}
      ORDER BY jobs.priority DESC, jobs.id ASC
      LIMIT %(scan)s
  ) AS next_jobs
