@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._options import JsonOpt, WideOpt, option_group
 from jobsys.cli._table import Col, absolute
 from jobsys.errors import UsageError
+
+if TYPE_CHECKING:
+    from jobsys.failures.filters import FailureFilter
 
 app = typer.Typer(help="Failures: every failed attempt, with its kind, context and issue.")
 
@@ -40,29 +43,53 @@ ISSUE_COLUMNS = (
 )
 
 
-@app.command("list")
-def list_(
-    ctx: typer.Context,
-    kind: Annotated[str | None, typer.Option(help="authentication, transient or runtime.")] = None,
-    task: Annotated[str | None, typer.Option(help="Task name (exact).")] = None,
-    queue: Annotated[str | None, typer.Option(help="Queue name (exact).")] = None,
-    lane: Annotated[str | None, typer.Option(help="Lane name (exact).")] = None,
-    account: Annotated[str | None, typer.Option(help="Account id (exact).")] = None,
-    profile: Annotated[str | None, typer.Option(help="Profile id (exact).")] = None,
-    issue: Annotated[int | None, typer.Option(help="Issue id.")] = None,
+def failure_filter_options(
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="authentication, transient or runtime.")
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Task name (exact).")] = None,
+    queue: Annotated[str | None, typer.Option("--queue", help="Queue name (exact).")] = None,
+    lane: Annotated[str | None, typer.Option("--lane", help="Lane name (exact).")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Account id (exact).")] = None,
+    issue: Annotated[int | None, typer.Option("--issue", help="Issue id.")] = None,
     since: Annotated[
-        str | None, typer.Option(help="Duration back (2h, 30m, 7d) or ISO time.")
+        str | None, typer.Option("--since", help="Failed at or after: 2h, 30m, 7d or an ISO time.")
     ] = None,
     until: Annotated[
-        str | None, typer.Option(help="Duration back or ISO time (exclusive).")
-    ] = None,
-    retryable: Annotated[
-        bool | None,
-        typer.Option("--retryable/--not-retryable", help="Only retryable / not retryable ones."),
+        str | None, typer.Option("--until", help="Failed before: 2h, 30m, 7d or an ISO time.")
     ] = None,
     error: Annotated[
         str | None,
-        typer.Option(help="Text in the message or error class (case-insensitive, literal)."),
+        typer.Option(
+            "--error", help="Text in the message or error class (case-insensitive, literal)."
+        ),
+    ] = None,
+) -> FailureFilter:
+    """The filters of ``failures list`` and ``retry --all``: one set of failures."""
+    from jobsys.failures import filters
+
+    return filters.failure_filters(
+        kind=kind,
+        task=task,
+        queue=queue,
+        lane=lane,
+        account=account,
+        issue=issue,
+        since=since,
+        until=until,
+        error=error,
+    )
+
+
+@app.command("list")
+@option_group(chosen=failure_filter_options)
+def list_(
+    ctx: typer.Context,
+    chosen: FailureFilter,
+    profile: Annotated[str | None, typer.Option(help="Profile id (exact).")] = None,
+    retryable: Annotated[
+        bool | None,
+        typer.Option("--retryable/--not-retryable", help="Only retryable / not retryable ones."),
     ] = None,
     limit: Annotated[
         int, typer.Option("--limit", "-n", help="At most this many rows (or groups).")
@@ -88,20 +115,7 @@ def list_(
     from jobsys.cli import _output
     from jobsys.failures import filters, service
 
-    chosen = filters.failure_filters(
-        kind=kind,
-        task=task,
-        queue=queue,
-        lane=lane,
-        account=account,
-        profile=profile,
-        issue=issue,
-        since=since,
-        until=until,
-        retryable=retryable,
-        before=before,
-        error=error,
-    )
+    chosen = filters.narrowed(chosen, profile=profile, retryable=retryable, before=before)
     filters.check_limit(limit)
     filters.check_group_by(group_by)
     if window is not None and group_by is None:

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import EverythingOpt, JsonOpt, YesOpt
+from jobsys.cli._options import EverythingOpt, JsonOpt, YesOpt, option_group
+from jobsys.cli.failures import failure_filter_options
 from jobsys.errors import EXIT_PARTIAL
 
 if TYPE_CHECKING:
+    from jobsys.failures.filters import FailureFilter
     from jobsys.retry.service import RetryReport, RetryRequest
 
 #: ``--dry-run`` of a retry: the verdicts, not a count (not the bulk actions' option).
@@ -29,6 +31,7 @@ LimitOpt = Annotated[
 ]
 
 
+@option_group(chosen=failure_filter_options)
 def retry(
     ctx: typer.Context,
     failure_ids: Annotated[
@@ -38,24 +41,8 @@ def retry(
         bool, typer.Option("--all", help="Retry every failure the filters match.")
     ] = False,
     everything: EverythingOpt = False,
-    kind: Annotated[
-        str | None, typer.Option("--kind", help="authentication, transient or runtime.")
-    ] = None,
-    task: Annotated[str | None, typer.Option("--task", help="Task name.")] = None,
-    queue: Annotated[str | None, typer.Option("--queue", help="Queue name.")] = None,
-    lane: Annotated[str | None, typer.Option("--lane", help="Lane name.")] = None,
-    account: Annotated[str | None, typer.Option("--account", help="Account id.")] = None,
-    issue: Annotated[int | None, typer.Option("--issue", help="Issue id.")] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="Failed at or after: 2h, 7d, or an ISO time.")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option("--until", help="Failed before: 30m, or an ISO time.")
-    ] = None,
-    error: Annotated[
-        str | None,
-        typer.Option("--error", help="Text in the message or error class (case-insensitive)."),
-    ] = None,
+    *,
+    chosen: FailureFilter,
     limit: LimitOpt = None,
     dry_run: VerdictsOpt = False,
     yes: YesOpt = False,
@@ -69,23 +56,11 @@ def retry(
     or its job failed again since), 3 when any was refused for another reason.
     Without --yes, --all previews the verdicts and asks (on stderr).
     """
-    from jobsys.failures import filters
     from jobsys.retry.service import RetryRequest
 
-    flt = filters.failure_filters(
-        kind=kind,
-        task=task,
-        queue=queue,
-        lane=lane,
-        account=account,
-        issue=issue,
-        since=since,
-        until=until,
-        error=error,
-    )
     request = RetryRequest(
         ids=tuple(failure_ids or ()),
-        filter=flt,
+        filter=chosen,
         all=all_,
         everything=everything,
         limit=limit,

@@ -9,7 +9,7 @@ values only ever reach SQL as bound parameters.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,6 +110,19 @@ def failure_filters(
         before=before,
         error=error,
     )
+
+
+def narrowed(
+    flt: FailureFilter,
+    *,
+    profile: str | None = None,
+    retryable: bool | None = None,
+    before: int | None = None,
+) -> FailureFilter:
+    """``flt`` with the filters ``failures list`` takes beyond ``retry --all``'s,
+    checked as :func:`failure_filters` checks them."""
+    more = failure_filters(profile=profile, retryable=retryable, before=before)
+    return replace(flt, **more.params())
 
 
 def unknown_names(flt: FailureFilter, queues: Iterable[str], lanes: Iterable[str]) -> list[str]:

@@ -221,6 +221,20 @@ def test_filter_validation() -> None:
     assert chosen.params() == {"task": "t%", "retryable": False}
 
 
+def test_narrowed_adds_the_list_only_filters_checked_the_same_way() -> None:
+    common = filters.failure_filters(task="t", since="1h", now=NOW)
+    assert filters.narrowed(common, profile="p", retryable=True, before=9) == (
+        filters.failure_filters(
+            task="t", since="1h", profile="p", retryable=True, before=9, now=NOW
+        )
+    )
+    assert filters.narrowed(common) == common
+    with pytest.raises(UsageError, match="--profile must not be empty"):
+        filters.narrowed(common, profile=" ")
+    with pytest.raises(UsageError, match="--before 0 is not a valid id"):
+        filters.narrowed(common, before=0)
+
+
 def test_issue_kinds_mirror_the_model() -> None:
     from jobsys.issues.models import ISSUE_KINDS
     from jobsys.issues.service import ISSUE_KINDS as MIRROR
