@@ -120,17 +120,18 @@ BY_PRIORITY = "per_queue.priority DESC, per_queue.id ASC"
 BY_QUEUE_ORDER = "lane_queue.position, " + BY_PRIORITY
 
 
-def _claim_jobs(order_by: str) -> str:
-    return f"""
-WITH candidate AS (
-    SELECT per_queue.id AS candidate_id
-      FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
+def _lane_walk(columns: str, *, order_by: str, limit: str, also: str = "") -> str:
+    """The FROM of a claim: each of the lane's queues (``lane_queue``, unless paused)
+    walked on its own in (priority, id) order, its first ``limit`` due jobs of
+    ``columns`` locked (``per_queue``; ``also``: more conditions), merged by
+    ``order_by``."""
+    return f"""FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
      CROSS JOIN LATERAL (
-        SELECT jobs.id, jobs.priority
+        SELECT {columns}
           FROM procrastinate_jobs AS jobs
-         WHERE {DUE_AND_UNLOCKED}
+         WHERE {DUE_AND_UNLOCKED}{also}
          ORDER BY jobs.priority DESC, jobs.id ASC
-         LIMIT %(limit)s
+         LIMIT {limit}
            FOR NO KEY UPDATE OF jobs SKIP LOCKED
      ) AS per_queue
      WHERE NOT EXISTS (
@@ -138,7 +139,14 @@ WITH candidate AS (
                 WHERE pause.queue = lane_queue.name AND {PAUSE_ACTIVE}
            )
      ORDER BY {order_by}
-     LIMIT %(limit)s
+     LIMIT {limit}"""
+
+
+def _claim_jobs(order_by: str) -> str:
+    return f"""
+WITH candidate AS (
+    SELECT per_queue.id AS candidate_id
+      {_lane_walk("jobs.id, jobs.priority", order_by=order_by, limit="%(limit)s")}
 )
 UPDATE procrastinate_jobs
    SET status = 'doing', worker_id = %(worker_id)s
@@ -207,27 +215,15 @@ def _limited_walk(kinds: tuple[str, ...], *, in_order: bool, scan: str) -> str:
     after the scan's LIMIT (only for the jobs it returns), and in the scan only when
     ``full`` is not empty: a queue's scan may read every due job of the queue."""
     order_by = BY_QUEUE_ORDER if in_order else BY_PRIORITY
+    columns = "jobs.id, jobs.priority, jobs.queue_name, jobs.task_name, jobs.args"
+    also = f"""
+           AND (cardinality(%(full)s::text[]) = 0
+                OR coalesce({_bucket(kinds, "jobs")} <> ALL(%(full)s::text[]), true))"""
     return f"""
 SELECT per_queue.id, {_bucket(kinds, "per_queue")} AS bucket,
        {_limit_case(kinds, "{n}", "per_queue")} AS limit_no,
        row_number() OVER (ORDER BY {order_by}) AS rank
-  FROM unnest(%(queues)s::varchar[]) WITH ORDINALITY AS lane_queue(name, position)
- CROSS JOIN LATERAL (
-    SELECT jobs.id, jobs.priority, jobs.queue_name, jobs.task_name, jobs.args
-      FROM procrastinate_jobs AS jobs
-     WHERE {DUE_AND_UNLOCKED}
-       AND (cardinality(%(full)s::text[]) = 0
-            OR coalesce({_bucket(kinds, "jobs")} <> ALL(%(full)s::text[]), true))
-     ORDER BY jobs.priority DESC, jobs.id ASC
-     LIMIT {scan}
-       FOR NO KEY UPDATE OF jobs SKIP LOCKED
- ) AS per_queue
- WHERE NOT EXISTS (
-           SELECT 1 FROM jobsys_queue_pauses AS pause
-            WHERE pause.queue = lane_queue.name AND {PAUSE_ACTIVE}
-       )
- ORDER BY {order_by}
- LIMIT {scan}
+  {_lane_walk(columns, also=also, order_by=order_by, limit=scan)}
 """
 
 
