@@ -83,6 +83,12 @@ def test_every_page_renders_with_data_and_headers(client: TestClient, seeded: ws
     assert "web-test-host" in client.get("/admin/workers?state=running").text
     bad_state = client.get("/admin/workers?state=sleepy")
     assert bad_state.status_code == 400 and 'id="error-state"' in bad_state.text
+    # The select filters (workers' state, pipelines' status, issues' kind) are one macro.
+    assert '<select name="state" aria-invalid="true"' in bad_state.text
+    bad_kind = client.get("/admin/issues?kind=nope")
+    assert (
+        bad_kind.status_code == 400 and '<select name="kind" aria-invalid="true"' in bad_kind.text
+    )
     by_text = client.get("/admin/background_jobs/failures?error=EDGE_followed").text
     assert f'data-failure="{seeded.failures["runtime"]}"' in by_text
     assert f'data-failure="{seeded.failures["auth"]}"' not in by_text
