@@ -133,7 +133,8 @@ def search_times(url: str) -> dict[str, dict[str, float]]:
     for ``--error``, the plain ``ORDER BY ... LIMIT`` it ran before the BY_TEXT shape.
     ``--arg-contains``: the tail query (the last 10,000 jobs taken as not indexed yet)
     and the indexed one, as ``jobs list`` runs them; peer: the row-by-row filter over
-    every job it ran before the index (``row_by_row_db_ms``)."""
+    every job (``row_by_row_db_ms``: what the search costs without the index; with the
+    row filter's JSON-text shortcut since it has one)."""
     from jobsys.config import load as load_config_files
     from jobsys.engine import queries
     from jobsys.failures import store
