@@ -2,10 +2,10 @@
 ``queues purge``): the one place they read and change ``procrastinate_jobs``.
 
 Each chunk is one short transaction: it locks up to ``%(chunk)s`` matching rows in id
-order after a cursor (``SKIP LOCKED``: ``FOR NO KEY UPDATE`` to cancel, as the claim
-locks, ``FOR UPDATE`` to delete; a row a worker is claiming is skipped, and a row we
-hold is skipped by the worker's claim), changes them by id with
-the status re-checked, and updates the audit row. Jobs change state the way
+order after a cursor (to cancel ``FOR NO KEY UPDATE SKIP LOCKED``, as the claim locks:
+a row a worker is claiming is skipped, and a row we hold is skipped by the worker's
+claim; to delete ``FOR UPDATE``, waiting for a finished row another transaction holds),
+changes them by id with the status re-checked, and updates the audit row. Jobs change state the way
 Procrastinate's own ``procrastinate_cancel_job_v1`` changes them (``todo`` to
 ``cancelled``; ``doing`` gets ``abort_requested``), set-based so its triggers record
 the events and NOTIFY the abort; deletes go through its delete trigger (periodic
@@ -60,8 +60,12 @@ SELECT j.id, j.task_name AS task, j.queue_name AS queue, j.status::text AS statu
  LIMIT %(chunk)s
 """
 
-#: The next chunk to delete, locked for this transaction.
-PICK = PAGE + "   FOR UPDATE OF j SKIP LOCKED\n"
+#: The next chunk to delete, locked for this transaction. Not SKIP LOCKED: it takes
+#: finished jobs only, which no claim locks, and a finished row that is locked (the
+#: search-index pass's ``FOR KEY SHARE`` batch, a retry) is locked briefly; skipping it
+#: moved the cursor past it and left it undeleted, reported as done. The chunk waits
+#: for it up to ``LOCK_TIMEOUT`` and is then tried again (``jobsys.jobs.bulk``).
+PICK = PAGE + "   FOR UPDATE OF j\n"
 #: The next chunk to cancel (a status change, not a delete): ``FOR NO KEY UPDATE``, the
 #: claim's lock, so a job whose row is only key-share locked (a foreign-key check,
 #: the search-index pass copying it) is cancelled, not passed over.

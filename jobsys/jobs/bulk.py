@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 #: Jobs per chunk: each chunk's transaction locks at most this many rows, briefly.
 DEFAULT_CHUNK = 1000
 MAX_CHUNK = 10_000
+#: Times a delete's chunk may find a row still locked after ``LOCK_TIMEOUT`` before the
+#: action stops (each try waits up to 1 s; the search-index pass holds a batch ~1 s).
+CHUNK_LOCK_ATTEMPTS = 30
 SAMPLE = 10
 ACTIONS = ("jobs_cancel", "jobs_delete", "queues_purge")
 
@@ -260,29 +263,50 @@ async def _run_chunks(
         done = {"deleted": 0}
     else:
         done = {"cancelled": 0, "abort_requested": 0} if request.abort_running else {"cancelled": 0}
+    import psycopg
+
     page = dict(params)
     report["max_chunk_seconds"] = 0.0
+    waits = 0
     while True:
         began = time.monotonic()
-        async with conn.transaction():
-            await store.lock_timeout(conn)
-            deleting = request.action == "jobs_delete"
-            rows = await store.page(conn, page, lock=True, deleting=deleting)
-            if not rows:
-                break
-            page["after"] = rows[-1]["id"]
-            kept = _kept(rows, contains, redactor)
-            if deleting:
-                ids = [r["id"] for r in kept]
-                done["deleted"] += await store.change(conn, store.DELETE, ids)
-                await store.change(conn, store.FORGET_UNIQUE, ids)
-            else:
-                todo = [r["id"] for r in kept if r["status"] == "todo"]
-                done["cancelled"] += await store.change(conn, store.CANCEL, todo)
-                if request.abort_running:
-                    doing = [r["id"] for r in kept if r["status"] == "doing"]
-                    done["abort_requested"] += await store.change(conn, store.ABORT, doing)
-            await store.count_audit(conn, audit_id, json.dumps(done))
+        after, counted = page["after"], dict(done)
+        try:
+            async with conn.transaction():
+                await store.lock_timeout(conn)
+                deleting = request.action == "jobs_delete"
+                rows = await store.page(conn, page, lock=True, deleting=deleting)
+                if not rows:
+                    break
+                page["after"] = rows[-1]["id"]
+                kept = _kept(rows, contains, redactor)
+                if deleting:
+                    ids = [r["id"] for r in kept]
+                    done["deleted"] += await store.change(conn, store.DELETE, ids)
+                    await store.change(conn, store.FORGET_UNIQUE, ids)
+                else:
+                    todo = [r["id"] for r in kept if r["status"] == "todo"]
+                    done["cancelled"] += await store.change(conn, store.CANCEL, todo)
+                    if request.abort_running:
+                        doing = [r["id"] for r in kept if r["status"] == "doing"]
+                        done["abort_requested"] += await store.change(conn, store.ABORT, doing)
+                await store.count_audit(conn, audit_id, json.dumps(done))
+        except psycopg.errors.LockNotAvailable:
+            # A delete's chunk waited LOCK_TIMEOUT for a row another transaction holds
+            # (engine.bulk.PICK): rolled back, the same chunk again.
+            waits += 1
+            if waits > CHUNK_LOCK_ATTEMPTS:
+                so_far = ", ".join(f"{n} {what}" for what, n in done.items())
+                raise RefusedError(
+                    f"job rows stayed locked by another transaction through "
+                    f"{CHUNK_LOCK_ATTEMPTS} tries; stopped after {so_far} (audit row {audit_id}).",
+                    hint="Run the same command again to go on.",
+                ) from None
+            page["after"] = after
+            done.clear()
+            done.update(counted)
+            continue
+        waits = 0
         # How long this chunk's transaction held its row locks (commit included).
         took = time.monotonic() - began
         report["max_chunk_seconds"] = round(max(report["max_chunk_seconds"], took), 4)

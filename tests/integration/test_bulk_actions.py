@@ -264,3 +264,49 @@ def test_interrupted_then_rerun_finishes_the_rest(db_url: str, tmp_path: Path) -
     report = asyncio.run(bulk_action(settings, config, request))
     assert report["done"] == {"cancelled": 550} and report["total"] == 550
     assert statuses(db_url) == {"cancelled": 1000}
+
+
+def test_delete_waits_for_a_finished_job_another_transaction_holds(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A finished job whose row is key-share locked (the search-index pass copies it)
+    is deleted once the lock goes, not passed over: SKIP LOCKED left it in place while
+    the report said every matched job was deleted (found re-reading the session's
+    change, by holding FOR KEY SHARE on one job during `jobs delete --all`)."""
+    done = add_jobs(db_url, 5, status="succeeded", old=True)
+    held = done[2]
+    with psycopg.connect(db_url) as holder:
+        holder.execute("SELECT id FROM procrastinate_jobs WHERE id = %s FOR KEY SHARE", (held,))
+        loop = asyncio.new_event_loop()
+        try:
+            request = BulkRequest(action="jobs_delete", before="7d")
+            settings = Settings(database_url=db_url, home=tmp_path / "home", config_dir=CONFIG_DIR)
+            config = load_config(settings)
+            running = loop.create_task(bulk_action(settings, config, request))
+            # The delete reaches the held row and waits for it (0.3 s here; it gives up
+            # only after CHUNK_LOCK_ATTEMPTS lock timeouts of 1 s).
+            loop.run_until_complete(asyncio.sleep(0.3))
+            assert not running.done()
+            holder.commit()
+            report = loop.run_until_complete(running)
+        finally:
+            loop.close()
+    assert report["done"] == {"deleted": 5}
+    assert ids_where(db_url, f"id = ANY(ARRAY{done})") == set()
+
+
+def test_delete_stops_readably_when_a_row_stays_locked(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobsys.errors import RefusedError
+    from jobsys.jobs import bulk
+
+    done = add_jobs(db_url, 3, status="succeeded", old=True)
+    monkeypatch.setattr(bulk, "CHUNK_LOCK_ATTEMPTS", 1)
+    settings = Settings(database_url=db_url, home=tmp_path / "home", config_dir=CONFIG_DIR)
+    with psycopg.connect(db_url) as holder:
+        holder.execute("SELECT id FROM procrastinate_jobs WHERE id = %s FOR KEY SHARE", (done[1],))
+        request = BulkRequest(action="jobs_delete", before="7d", chunk=1)
+        with pytest.raises(RefusedError, match=r"stayed locked .* stopped after 1 deleted"):
+            asyncio.run(bulk_action(settings, load_config(settings), request))
+    assert ids_where(db_url, f"id = ANY(ARRAY{done})") == set(done[1:])
