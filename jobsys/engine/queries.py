@@ -165,8 +165,12 @@ CLAIM_JOBS = _claim_jobs(BY_PRIORITY)
 #: the ordered index scan's: 109 vs 114 at 10,000 waiting), so a claim of 10 read
 #: 10,000 rows: 4 ms of the server's CPU per claim in a drain of 10,000, O(backlog).
 #: Without bitmap scans the only plan left walks the index in order and stops at the
-#: LIMIT. ``SET LOCAL`` is transaction-scoped: safe behind a transaction-mode pooler.
-CLAIM_PLANNER = "SET LOCAL enable_bitmapscan = off"
+#: LIMIT. Transaction-scoped (``is_local``): safe behind a transaction-mode pooler.
+#: ``set_config``, not ``SET LOCAL``: the pool's connections are autocommit and the
+#: claim's transaction is the pipeline's implicit one, where ``SET LOCAL`` works but
+#: raises "WARNING: SET LOCAL can only be used in transaction blocks", a line in the
+#: server's log for every claim of every lane.
+CLAIM_PLANNER = "SELECT set_config('enable_bitmapscan', 'off', true)"
 #: The claim of a lane with ``order: strict`` or ``weights``: the first queue's due jobs
 #: first (priority orders jobs within a queue). Each queue is walked on its own either
 #: way, so it costs what CLAIM_JOBS costs.

@@ -389,3 +389,31 @@ def test_a_claim_on_a_table_never_analyzed_stops_at_its_limit(
         without, _ = never_analyzed_claim_rows(other_url, planner=False)
     assert with_setting <= 10, with_setting
     assert without >= 20_000, without  # what the setting prevents (the plan it avoids)
+
+
+def test_the_claims_planner_setting_holds_for_the_claim_only_and_warns_nothing(
+    db_url: str,
+) -> None:
+    """The lane's claim (manager.claim_jobs) runs CLAIM_PLANNER and the claim in the
+    implicit transaction of one pipeline on an autocommit pool connection: the setting
+    is in force for the claim, gone after it, and the server sends no warning (with
+    ``SET LOCAL`` it sent "SET LOCAL can only be used in transaction blocks" on every
+    claim, a line in the server log each; found in the 5432 log during review)."""
+    from jobsys.db import query
+
+    async def run() -> tuple[list[str], str, str]:
+        notices: list[str] = []
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            conn.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
+            async with query.one_round_trip(conn):
+                await conn.execute(queries.CLAIM_PLANNER)
+                cur = conn.cursor()
+                await cur.execute("SELECT current_setting('enable_bitmapscan')")
+            [(during,)] = await cur.fetchall()
+            after = await (await conn.execute("SHOW enable_bitmapscan")).fetchone()
+        assert after is not None
+        return notices, during, after[0]
+
+    notices, during, after = asyncio.run(run())
+    assert (during, after) == ("off", "on")
+    assert notices == []
