@@ -749,13 +749,19 @@ SEARCH_CURSOR = "SELECT indexed_up_to FROM jobsys_job_search_state"
 #: Where the pass may copy up to now: the pending stretch once no transaction that
 #: was running when it was recorded is still running (one of them could still commit a
 #: job inside it), else the cursor itself (``settled`` false: nothing to copy yet).
+#: "Running" is both the snapshot's transactions and the writers recorded from
+#: ``pg_locks`` (see SEARCH_PENDING): a writer still running holds its virtualxid lock.
 SEARCH_SETTLED = """
 SELECT indexed_up_to,
        pending_up_to,
        pending_up_to IS NULL
-       OR NOT EXISTS (SELECT 1
-                        FROM pg_snapshot_xip(pending_snapshot::pg_snapshot) x
-                       WHERE pg_xact_status(x) = 'in progress') AS settled
+       OR (NOT EXISTS (SELECT 1
+                         FROM pg_snapshot_xip(pending_snapshot::pg_snapshot) x
+                        WHERE pg_xact_status(x) = 'in progress')
+           AND NOT EXISTS (SELECT 1
+                             FROM pg_locks l
+                            WHERE l.locktype = 'virtualxid'
+                              AND l.virtualxid = ANY(pending_writers))) AS settled
   FROM jobsys_job_search_state
 """
 
@@ -798,7 +804,8 @@ RETURNING s.indexed_up_to, (SELECT count(*) FROM batch) AS copied
 SEARCH_KEYS = """
 UPDATE jobsys_job_search_state
    SET keys = ARRAY(SELECT DISTINCT k FROM unnest(keys || %(keys)s::text[]) k ORDER BY k),
-       indexed_up_to = 0, pending_up_to = NULL, pending_snapshot = NULL
+       indexed_up_to = 0, pending_up_to = NULL, pending_snapshot = NULL,
+       pending_writers = NULL
  WHERE NOT keys @> %(keys)s::text[]
 """
 
@@ -809,10 +816,24 @@ SELECT coalesce(pg_sequence_last_value(
 """
 
 #: The next stretch: up to ``high``, with the transactions running now (one of them may
-#: hold an id at or below ``high`` whose job is not visible yet).
+#: hold an id at or below ``high`` whose job is not visible yet). The snapshot alone
+#: misses one: a transaction gets its xid at its first write, and an INSERT draws its
+#: id (``nextval``) before it writes the row, so a producer between the two when the
+#: snapshot is taken is in no snapshot list, and its id would fall below the cursor
+#: unindexed. It does hold the job table's write lock (taken before the id is drawn,
+#: kept to its end), so the transactions holding it now (after ``high`` was read) are
+#: recorded by their virtual ids, which every transaction has.
 SEARCH_PENDING = """
 UPDATE jobsys_job_search_state
-   SET pending_up_to = %(high)s::bigint, pending_snapshot = pg_current_snapshot()::text
+   SET pending_up_to = %(high)s::bigint,
+       pending_snapshot = pg_current_snapshot()::text,
+       pending_writers = ARRAY(
+           SELECT DISTINCT l.virtualtransaction
+             FROM pg_locks l
+            WHERE l.locktype = 'relation'
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.relation = 'procrastinate_jobs'::regclass
+              AND l.mode = 'RowExclusiveLock')
 """
 
 GET_JOB = """

@@ -85,7 +85,9 @@ class JobSearchState(Base):
     (lower case, ``_`` for ``-``: the defaults of ``redaction.keys``), the cursor
     (``indexed_up_to``: every job at or below it has its ``jobsys_job_search`` row) and
     the next stretch (``pending_up_to``), taken once no transaction of
-    ``pending_snapshot`` (a ``pg_snapshot`` as text) is still running."""
+    ``pending_snapshot`` (a ``pg_snapshot`` as text) and none of ``pending_writers``
+    (the virtual transaction ids that held the job table's write lock) is still
+    running."""
 
     __tablename__ = "jobsys_job_search_state"
 
@@ -94,5 +96,6 @@ class JobSearchState(Base):
     indexed_up_to: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     pending_up_to: Mapped[int | None] = mapped_column(BigInteger)
     pending_snapshot: Mapped[str | None] = mapped_column(Text)
+    pending_writers: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
     __table_args__ = (CheckConstraint("only_row", name="only_row"),)

@@ -10,8 +10,10 @@ results are exact whatever the lag; the lag only costs search time.
 
 A job id is handed out before its transaction commits, so the cursor never passes an
 id that an open transaction could still commit: a pass records the highest id handed
-out (``pending_up_to``) and then the running transactions (``pending_snapshot``), and a
-later pass copies up to it only when none of those is still running. A job is thus
+out (``pending_up_to``) and then the running transactions (``pending_snapshot``, and
+the ``pending_writers`` holding the job table's write lock: a producer that has drawn
+its id but not yet written its row has no xid to be in a snapshot), and a later pass
+copies up to it only when none of those is still running. A job is thus
 indexed one to two passes after it is deferred. Only one worker's pass copies at a time
 (the state row is locked SKIP LOCKED); the others find nothing to do.
 

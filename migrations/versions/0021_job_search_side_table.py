@@ -10,7 +10,8 @@ time (an insert trigger halved ``defer_many``): the worker's search-index pass
 newer jobs row by row, so results stay exact. ``jobsys_job_search_state`` (one row)
 holds the redacted keys, the cursor (``indexed_up_to``: every job at or below it has
 its row) and the next stretch the pass may take once the transactions that could
-still insert into it have ended (``pending_up_to``, ``pending_snapshot``). The
+still insert into it have ended (``pending_up_to``, ``pending_snapshot``,
+``pending_writers``). The
 backfill is the pass's (it starts from 0), so the upgrade is instant.
 
 The text is the args' string and number values with the values of redacted keys
@@ -120,7 +121,8 @@ def upgrade() -> None:
         " keys text[] NOT NULL,"
         " indexed_up_to bigint DEFAULT 0 NOT NULL,"
         " pending_up_to bigint,"
-        " pending_snapshot text)"
+        " pending_snapshot text,"
+        " pending_writers text[])"
     )
     keys = ", ".join(f"'{k}'" for k in DEFAULT_KEYS)
     op.execute(f"INSERT INTO jobsys_job_search_state (keys) VALUES (ARRAY[{keys}])")

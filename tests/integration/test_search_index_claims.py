@@ -207,3 +207,59 @@ def test_a_pass_gives_up_on_a_row_locked_too_long_and_the_next_one_goes_on(
             "SELECT count(*) FROM jobsys_job_search WHERE job_id = %s", (job_id,)
         ).fetchone()
         assert found == (1,)
+
+
+def test_a_producer_that_drew_its_id_but_has_no_xid_yet_is_waited_for(
+    db_url: str, settings: Any
+) -> None:
+    """An INSERT draws its id before it writes the row, and a transaction gets its xid
+    only at its first write: a producer between the two is in no snapshot's list. The
+    pass must still wait for it (it holds the job table's write lock), else its job
+    commits below the cursor without a search row and ``--arg-contains`` never finds
+    it. Found in review; with the snapshot alone the cursor passed the id here."""
+    from jobsys.clock import now
+    from jobsys.config.application import load_config
+    from jobsys.lanes.execution import build_engine_app
+
+    indexer = SearchIndexer(load_config(settings))
+
+    async def passes(count: int) -> IndexResult:
+        app = build_engine_app(db_url, max_size=1)
+        result = IndexResult()
+        async with app.open_async():
+            for _ in range(count):
+                result = await indexer.run_pass(app, now())
+        await indexer.close()
+        return result
+
+    with psycopg.connect(db_url, autocommit=True) as conn, psycopg.connect(db_url) as producer:
+        insert(conn, "default", "demo.noop", [1])
+        # The producer: the table's write lock, then an id, and no xid (a nextval that
+        # writes WAL assigns one, one call in 32: draw again in a new transaction then).
+        for _ in range(3):
+            producer.execute("LOCK TABLE procrastinate_jobs IN ROW EXCLUSIVE MODE")
+            drawn = producer.execute(
+                "SELECT nextval(pg_get_serial_sequence('procrastinate_jobs', 'id'))"
+            ).fetchone()
+            xid = producer.execute("SELECT pg_current_xact_id_if_assigned()").fetchone()
+            if xid is not None and xid[0] is None:
+                break
+            producer.rollback()
+        assert drawn is not None and xid is not None and xid[0] is None, "no xid-less draw"
+        job_id = int(drawn[0])
+        # Passes record the stretch up to (at least) the drawn id and try to settle it.
+        asyncio.run(passes(4))
+        cursor = conn.execute("SELECT indexed_up_to FROM jobsys_job_search_state").fetchone()
+        assert cursor is not None and int(cursor[0]) < job_id, (cursor, job_id)
+        producer.execute(
+            "INSERT INTO procrastinate_jobs (id, queue_name, task_name, args) "
+            "VALUES (%s, 'default', 'demo.noop', %s)",
+            (job_id, json.dumps({"note": "drawn before the snapshot"})),
+        )
+        producer.commit()
+        done = asyncio.run(passes(3))
+        assert done.indexed_up_to >= job_id
+        found = conn.execute(
+            "SELECT args_text FROM jobsys_job_search WHERE job_id = %s", (job_id,)
+        ).fetchone()
+        assert found is not None and "drawn before the snapshot" in found[0]
