@@ -106,6 +106,8 @@ def _described_filters(request: BulkRequest) -> dict[str, Any]:
 def _check(request: BulkRequest, now: datetime) -> datetime | None:
     if request.action not in ACTIONS:
         raise UsageError(f"unknown bulk action {request.action!r}")
+    # As `jobs list` says it: an empty text is a mistake, not "no filter" (refused below).
+    search.check_contains(request.filters.arg_contains)
     if request.chunk is not None and not 1 <= request.chunk <= MAX_CHUNK:
         raise UsageError(f"--chunk-size must be between 1 and {MAX_CHUNK}.")
     before = None

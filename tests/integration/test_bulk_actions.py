@@ -124,6 +124,8 @@ def test_dry_run_counts_and_samples_and_changes_nothing(cli: Any, db_url: str) -
         (("jobs", "cancel", "--all", "--arg", "account_id"), "give KEY=VALUE"),
         (("jobs", "cancel", "--all", "--arg", "a..b=1"), "is not a key path"),
         (("jobs", "cancel", "--all", "--arg", "api_token=x"), "redacted argument"),
+        (("jobs", "delete", "--all", "--arg-contains", " "), "--arg-contains must not be empty"),
+        (("jobs", "cancel", "--all", "--arg-contains", ""), "--arg-contains must not be empty"),
         (("jobs", "cancel", "3", "--all"), "not both"),
         (("jobs", "delete", "--status", "failed"), "give --all"),
         (("queues", "purge", "nope"), "unknown queue"),
