@@ -25,7 +25,7 @@ import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from jobsys import tasks as task_registry
 from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean
@@ -87,6 +87,41 @@ def _environment() -> _Environment:
 Planned = NewJob
 
 
+class DeferManyOptions(TypedDict, total=False):
+    """Where and when jobs run: the keyword options of :func:`defer_many` (and its
+    ``_sync`` twin). Each may be left out or None.
+
+    - ``queue``: a configured queue (default: the task's);
+    - ``schedule_at`` (an aware datetime) or ``schedule_in`` (seconds or a timedelta):
+      not before then (default: now);
+    - ``lock``: jobs sharing a lock run one at a time;
+    - ``priority``: higher first (default: the task's).
+    """
+
+    queue: str | None
+    schedule_at: datetime | None
+    schedule_in: float | timedelta | None
+    lock: str | None
+    priority: int | None
+
+
+class DeferOptions(DeferManyOptions, total=False):
+    """The keyword options of :func:`defer` (and :func:`defer_sync`): those of
+    :class:`DeferManyOptions`, and ``queueing_lock``: at most one job with it waits in
+    the queue (another defer raises :class:`AlreadyQueuedError`)."""
+
+    queueing_lock: str | None
+
+
+def _check_options(options: dict[str, Any], *, many: bool) -> None:
+    """Refuse a keyword the caller's function does not take, as Python would have."""
+    known = (DeferManyOptions if many else DeferOptions).__optional_keys__
+    for name in options:
+        if name not in known:
+            caller = "defer_many" if many else "defer"
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
+
+
 def resolve_task(task: TaskRef) -> task_registry.TaskSpec:
     if isinstance(task, task_registry.TaskSpec):
         return task
@@ -133,31 +168,28 @@ def plan(
     task: TaskRef,
     args_list: Sequence[Any],
     *,
-    queue: str | None = None,
-    schedule_at: datetime | None = None,
-    schedule_in: float | timedelta | None = None,
-    lock: str | None = None,
-    queueing_lock: str | None = None,
-    priority: int | None = None,
     many: bool = False,
     unique: UniqueSpec | None = None,
+    **options: Unpack[DeferOptions],
 ) -> list[Planned]:
-    """Validate everything; return the jobs to insert (raises :class:`UsageError`)."""
+    """Validate everything; return the jobs to insert (raises :class:`UsageError`).
+    ``many``: the jobs of one :func:`defer_many` (which takes no ``queueing_lock``)."""
+    _check_options(dict(options), many=many)
     spec = resolve_task(task)
-    target = queue or spec.queue
+    target = options.get("queue") or spec.queue
     if target not in config.all_queues:
         raise UsageError(
             f"unknown queue {target!r}{did_you_mean(target, config.all_queues)}",
             hint="Queues are declared in config/queues.yaml (`jobsys queues` lists them).",
         )
-    due = validate.when(schedule_at, schedule_in)
+    due = validate.when(options.get("schedule_at"), options.get("schedule_in"))
+    priority, lock = options.get("priority"), options.get("lock")
+    queueing_lock = options.get("queueing_lock")
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
         raise UsageError(f"priority: {priority!r} must be an integer")
     for name, value in (("lock", lock), ("queueing_lock", queueing_lock)):
         if value is not None and (not isinstance(value, str) or not value or "\x00" in value):
             raise UsageError(f"{name}: must be a non-empty string without NUL characters")
-    if many and queueing_lock is not None and len(args_list) > 1:
-        raise UsageError("queueing_lock: one lock cannot be shared by several jobs")
     planned = []
     for index, args in enumerate(args_list):
         path = f"args[{index}]" if many else "args"
@@ -292,27 +324,14 @@ async def defer(
     task: TaskRef,
     args: dict[str, Any] | None = None,
     *,
-    queue: str | None = None,
-    schedule_at: datetime | None = None,
-    schedule_in: float | timedelta | None = None,
-    lock: str | None = None,
-    queueing_lock: str | None = None,
-    priority: int | None = None,
     connection: Any | None = None,
+    **options: Unpack[DeferOptions],
 ) -> int:
-    """Defer one job; return its id. Raises :class:`UsageError` before writing anything."""
+    """Defer one job; return its id. Raises :class:`UsageError` before writing anything.
+    ``options``: :class:`DeferOptions` (queue, schedule_at, schedule_in, lock,
+    queueing_lock, priority)."""
     env = _environment()
-    planned = plan(
-        env.config,
-        task,
-        [{} if args is None else args],
-        queue=queue,
-        schedule_at=schedule_at,
-        schedule_in=schedule_in,
-        lock=lock,
-        queueing_lock=queueing_lock,
-        priority=priority,
-    )
+    planned = plan(env.config, task, [{} if args is None else args], **options)
     return (await _insert(env, connection, planned))[0]
 
 
@@ -320,26 +339,14 @@ async def defer_many(
     task: TaskRef,
     args_list: Sequence[dict[str, Any]],
     *,
-    queue: str | None = None,
-    schedule_at: datetime | None = None,
-    schedule_in: float | timedelta | None = None,
-    lock: str | None = None,
-    priority: int | None = None,
     connection: Any | None = None,
+    **options: Unpack[DeferManyOptions],
 ) -> list[int]:
-    """Defer one job per args in one statement; all or none. Returns the ids in order."""
+    """Defer one job per args in one statement; all or none. Returns the ids in order.
+    ``options``: :class:`DeferManyOptions` (queue, schedule_at, schedule_in, lock,
+    priority)."""
     env = _environment()
-    planned = plan(
-        env.config,
-        task,
-        list(args_list),
-        queue=queue,
-        schedule_at=schedule_at,
-        schedule_in=schedule_in,
-        lock=lock,
-        priority=priority,
-        many=True,
-    )
+    planned = plan(env.config, task, list(args_list), many=True, **options)
     return await _insert(env, connection, planned)
 
 
@@ -361,13 +368,15 @@ def _run_sync(coro: Any) -> Any:
     return producers.run_sync(coro)
 
 
-def defer_sync(task: TaskRef, args: dict[str, Any] | None = None, **options: Any) -> int:
+def defer_sync(
+    task: TaskRef, args: dict[str, Any] | None = None, **options: Unpack[DeferOptions]
+) -> int:
     """:func:`defer` for sync code (scripts, sync tasks). No ``connection`` here."""
     return int(_run_sync(defer(task, args, **options)))
 
 
 def defer_many_sync(
-    task: TaskRef, args_list: Sequence[dict[str, Any]], **options: Any
+    task: TaskRef, args_list: Sequence[dict[str, Any]], **options: Unpack[DeferManyOptions]
 ) -> list[int]:
     """:func:`defer_many` for sync code."""
     return list(_run_sync(defer_many(task, args_list, **options)))
