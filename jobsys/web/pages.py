@@ -187,6 +187,28 @@ async def _listing(
     )
 
 
+async def _rows_listing(
+    request: Request,
+    user: User,
+    template: str,
+    list_rows: Callable[..., Awaitable[list[dict[str, Any]]]],
+    filters: Callable[[QueryParams], dict[str, Any]],
+    *,
+    key: str,
+    context: dict[str, Any],
+) -> Response:
+    """A list page whose rows are ``list_rows(settings, config, **filters(query))``, the
+    service call of its CLI command (``filters`` reads and checks the query string: a
+    bad value is shown as :func:`_listing` shows it)."""
+
+    async def load() -> list[dict[str, Any]]:
+        chosen = filters(request.query_params)
+        c = console(request)
+        return await list_rows(c.settings, c.config(), **chosen)
+
+    return await _listing(request, user, template, load, key=key, empty=[], context=context)
+
+
 async def failures(request: Request, user: User) -> Response:
     from jobsys.failures import filters, service
 
@@ -398,21 +420,14 @@ async def pipelines(request: Request, user: User) -> Response:
     from jobsys.pipelines.definitions import PIPELINE_STATUSES
     from jobsys.pipelines.service import list_pipelines
 
-    q = request.query_params
-
-    async def load() -> list[dict[str, Any]]:
-        c = console(request)
-        return await list_pipelines(
-            c.settings,
-            c.config(),
-            status=_text(q, "status"),
-            since=_text(q, "since"),
-            limit=_limit(q),
-        )
-
-    context = {"title": "Pipelines", "statuses": PIPELINE_STATUSES, "topics": JOB_TOPICS}
-    return await _listing(
-        request, user, "pipelines.html", load, key="pipelines", empty=[], context=context
+    return await _rows_listing(
+        request,
+        user,
+        "pipelines.html",
+        list_pipelines,
+        lambda q: {"status": _text(q, "status"), "since": _text(q, "since"), "limit": _limit(q)},
+        key="pipelines",
+        context={"title": "Pipelines", "statuses": PIPELINE_STATUSES, "topics": JOB_TOPICS},
     )
 
 
@@ -440,20 +455,17 @@ async def queues(request: Request, user: User) -> Response:
 async def workers(request: Request, user: User) -> Response:
     from jobsys.lanes.workers import STATES, list_workers
 
-    q = request.query_params
-
-    async def load() -> list[dict[str, Any]]:
-        c = console(request)
-        return await list_workers(
-            c.settings,
-            c.config(),
-            every=_bool(q, "all") or False,
-            states=tuple(v for v in q.getlist("state") if v),
-        )
-
-    context = {"title": "Workers", "states": STATES, "topics": ALL_TOPICS}
-    return await _listing(
-        request, user, "workers.html", load, key="workers", empty=[], context=context
+    return await _rows_listing(
+        request,
+        user,
+        "workers.html",
+        list_workers,
+        lambda q: {
+            "every": _bool(q, "all") or False,
+            "states": tuple(v for v in q.getlist("state") if v),
+        },
+        key="workers",
+        context={"title": "Workers", "states": STATES, "topics": ALL_TOPICS},
     )
 
 
@@ -483,21 +495,14 @@ async def schedule(request: Request, user: User) -> Response:
 async def fanouts(request: Request, user: User) -> Response:
     from jobsys.schedule import service
 
-    q = request.query_params
-
-    async def load() -> list[dict[str, Any]]:
-        c = console(request)
-        return await service.list_runs(
-            c.settings,
-            c.config(),
-            entry=_text(q, "entry"),
-            status=_text(q, "status"),
-            limit=_limit(q),
-        )
-
-    context = {"title": "Fan-out runs", "topics": JOB_TOPICS}
-    return await _listing(
-        request, user, "fanouts.html", load, key="runs", empty=[], context=context
+    return await _rows_listing(
+        request,
+        user,
+        "fanouts.html",
+        service.list_runs,
+        lambda q: {"entry": _text(q, "entry"), "status": _text(q, "status"), "limit": _limit(q)},
+        key="runs",
+        context={"title": "Fan-out runs", "topics": JOB_TOPICS},
     )
 
 
