@@ -7,10 +7,10 @@ queries live as named SQL in each domain's ``store`` module.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from sqlalchemy import BigInteger, MetaData, text
-from sqlalchemy.dialects.postgresql import TIMESTAMP
+from sqlalchemy import BigInteger, MetaData, Text, text
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, mapped_column
 
 NAMING_CONVENTION = {
@@ -24,11 +24,14 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    #: Every ``Mapped[datetime]`` column is a ``timestamptz``.
-    type_annotation_map = {datetime: TIMESTAMP(timezone=True)}
+    #: Every ``Mapped[datetime]`` column is a ``timestamptz``, every ``Mapped[str]``
+    #: column a ``text``.
+    type_annotation_map = {datetime: TIMESTAMP(timezone=True), str: Text()}
 
 
 #: A ``timestamptz`` column that defaults to the inserting transaction's ``now()``.
 NowTimestamp = Annotated[datetime, mapped_column(server_default=text("now()"))]
+#: A ``jsonb`` object column that defaults to ``{}``.
+JsonObject = Annotated[dict[str, Any], mapped_column(JSONB, server_default=text("'{}'::jsonb"))]
 #: A table's own ``bigint`` identity: ``id: Mapped[SerialId]``.
 SerialId = Annotated[int, mapped_column(BigInteger, primary_key=True, autoincrement=True)]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, UniqueConstraint, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp, SerialId
+from jobsys.db.base import Base, JsonObject, NowTimestamp, SerialId
 
 KINDS = ("authentication", "transient", "runtime")
 REASONS = ("exception", "timeout", "worker_lost", "task_not_found", "aborted")
@@ -19,33 +16,33 @@ class Failure(Base):
 
     id: Mapped[SerialId]
     job_id: Mapped[int] = mapped_column(BigInteger)
-    task: Mapped[str] = mapped_column(Text)
-    queue: Mapped[str] = mapped_column(Text)
-    lane: Mapped[str | None] = mapped_column(Text)
+    task: Mapped[str]
+    queue: Mapped[str]
+    lane: Mapped[str | None]
     attempt: Mapped[int] = mapped_column(default=1)
-    args: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    error_class: Mapped[str] = mapped_column(Text)
-    message: Mapped[str] = mapped_column(Text, server_default="")
-    traceback: Mapped[str | None] = mapped_column(Text)
-    account_id: Mapped[str | None] = mapped_column(Text)
-    profile_id: Mapped[str | None] = mapped_column(Text)
-    kind: Mapped[str] = mapped_column(Text)
-    reason: Mapped[str] = mapped_column(Text, server_default="exception")
+    args: Mapped[JsonObject]
+    error_class: Mapped[str]
+    message: Mapped[str] = mapped_column(server_default="")
+    traceback: Mapped[str | None]
+    account_id: Mapped[str | None]
+    profile_id: Mapped[str | None]
+    kind: Mapped[str]
+    reason: Mapped[str] = mapped_column(server_default="exception")
     retryable: Mapped[bool]
     will_retry: Mapped[bool] = mapped_column(server_default=text("false"))
-    worker: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None]
     #: The host and pid of the process that ran the attempt (``jobsys workers show``).
-    host: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None]
     pid: Mapped[int | None]
-    service: Mapped[str | None] = mapped_column(Text)
-    fingerprint: Mapped[str | None] = mapped_column(Text)
+    service: Mapped[str | None]
+    fingerprint: Mapped[str | None]
     issue_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("jobsys_issues.id", ondelete="SET NULL")
     )
     pipeline_step_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("jobsys_pipeline_steps.id", ondelete="SET NULL")
     )
-    retry_state: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    retry_state: Mapped[JsonObject]
     occurred_at: Mapped[NowTimestamp]
 
     __table_args__ = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, Index, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jobsys.db.base import Base, NowTimestamp, SerialId
@@ -21,14 +21,14 @@ PAUSE_ACTIONS = ("pause", "resume")
 class QueuePause(Base):
     __tablename__ = "jobsys_queue_pauses"
 
-    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    queue: Mapped[str] = mapped_column(primary_key=True)
     paused_at: Mapped[NowTimestamp]
-    paused_by: Mapped[str] = mapped_column(Text)
-    reason: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[str]
+    reason: Mapped[str | None]
     #: The pause ends by itself at this time (``--for``); NULL: until resumed.
     until: Mapped[datetime | None]
     #: What the operator named: the queue, its lane, or ``--all``.
-    target: Mapped[str] = mapped_column(Text)
+    target: Mapped[str]
 
 
 class QueuePauseEvent(Base):
@@ -37,12 +37,12 @@ class QueuePauseEvent(Base):
     __tablename__ = "jobsys_queue_pause_events"
 
     id: Mapped[SerialId]
-    queue: Mapped[str] = mapped_column(Text)
-    action: Mapped[str] = mapped_column(Text)
-    actor: Mapped[str] = mapped_column(Text)
-    reason: Mapped[str | None] = mapped_column(Text)
+    queue: Mapped[str]
+    action: Mapped[str]
+    actor: Mapped[str]
+    reason: Mapped[str | None]
     until: Mapped[datetime | None]
-    target: Mapped[str] = mapped_column(Text)
+    target: Mapped[str]
     #: Whether a pause was in effect on the queue just before this action.
     was_paused: Mapped[bool]
     created_at: Mapped[NowTimestamp]
@@ -62,7 +62,7 @@ class FlowStart(Base):
     __tablename__ = "jobsys_flow_starts"
 
     id: Mapped[SerialId]
-    bucket: Mapped[str] = mapped_column(Text)
+    bucket: Mapped[str]
     job_id: Mapped[int] = mapped_column(BigInteger)
     started_at: Mapped[datetime] = mapped_column(server_default=text("clock_timestamp()"))
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp, SerialId
+from jobsys.db.base import Base, JsonObject, NowTimestamp, SerialId
 
 ISSUE_KINDS = ("job_failure", "queue_health", "service_outage", "schedule_entry")
 ISSUE_STATUSES = ("open", "resolved", "muted")
@@ -19,10 +17,10 @@ class Issue(Base):
     __tablename__ = "jobsys_issues"
 
     id: Mapped[SerialId]
-    fingerprint: Mapped[str] = mapped_column(Text, unique=True)
-    kind: Mapped[str] = mapped_column(Text)
-    title: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text, server_default="open")
+    fingerprint: Mapped[str] = mapped_column(unique=True)
+    kind: Mapped[str]
+    title: Mapped[str]
+    status: Mapped[str] = mapped_column(server_default="open")
     muted_until: Mapped[datetime | None]
     first_seen: Mapped[NowTimestamp]
     last_seen: Mapped[NowTimestamp]
@@ -31,12 +29,12 @@ class Issue(Base):
     latest_failure_id: Mapped[int | None] = mapped_column(BigInteger)
     regression: Mapped[bool] = mapped_column(server_default=text("false"))
     resolved_at: Mapped[datetime | None]
-    resolved_by: Mapped[str | None] = mapped_column(Text)
-    task: Mapped[str | None] = mapped_column(Text)
-    error_class: Mapped[str | None] = mapped_column(Text)
-    queue: Mapped[str | None] = mapped_column(Text)
-    service: Mapped[str | None] = mapped_column(Text)
-    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    resolved_by: Mapped[str | None]
+    task: Mapped[str | None]
+    error_class: Mapped[str | None]
+    queue: Mapped[str | None]
+    service: Mapped[str | None]
+    details: Mapped[JsonObject]
 
     __table_args__ = (
         CheckConstraint(f"kind IN {ISSUE_KINDS!r}", name="kind"),
@@ -54,4 +52,4 @@ class IssueAccount(Base):
     issue_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("jobsys_issues.id", ondelete="CASCADE"), primary_key=True
     )
-    account_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(primary_key=True)

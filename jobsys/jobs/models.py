@@ -4,13 +4,12 @@ unique keys of unique jobs and the searchable text of every job."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Text, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp, SerialId
+from jobsys.db.base import Base, JsonObject, NowTimestamp, SerialId
 
 BULK_ACTIONS = ("jobs_cancel", "jobs_delete", "queues_purge")
 BULK_STATUSES = ("running", "finished")
@@ -23,14 +22,14 @@ class BulkAction(Base):
     __tablename__ = "jobsys_bulk_actions"
 
     id: Mapped[SerialId]
-    action: Mapped[str] = mapped_column(Text)
-    actor: Mapped[str] = mapped_column(Text)
-    filters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    action: Mapped[str]
+    actor: Mapped[str]
+    filters: Mapped[JsonObject]
     #: Jobs the filter matched when the action started.
     matched: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     #: What was done so far, per outcome (cancelled, abort_requested, deleted).
-    counts: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    status: Mapped[str] = mapped_column(Text, server_default="running")
+    counts: Mapped[JsonObject]
+    status: Mapped[str] = mapped_column(server_default="running")
     started_at: Mapped[NowTimestamp]
     updated_at: Mapped[NowTimestamp]
     finished_at: Mapped[datetime | None]
@@ -50,7 +49,7 @@ class UniqueJob(Base):
     __tablename__ = "jobsys_unique_jobs"
 
     job_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    key: Mapped[str] = mapped_column(Text)
+    key: Mapped[str]
     created_at: Mapped[NowTimestamp]
 
     __table_args__ = (Index("ix_jobsys_unique_jobs_key", "key", text("job_id DESC")),)
@@ -68,7 +67,7 @@ class JobSearch(Base):
     __tablename__ = "jobsys_job_search"
 
     job_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    args_text: Mapped[str] = mapped_column(Text)
+    args_text: Mapped[str]
 
     __table_args__ = (
         Index(
@@ -95,7 +94,7 @@ class JobSearchState(Base):
     keys: Mapped[list[str]] = mapped_column(ARRAY(Text))
     indexed_up_to: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     pending_up_to: Mapped[int | None] = mapped_column(BigInteger)
-    pending_snapshot: Mapped[str | None] = mapped_column(Text)
+    pending_snapshot: Mapped[str | None]
     pending_writers: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
     __table_args__ = (CheckConstraint("only_row", name="only_row"),)

@@ -17,8 +17,8 @@ class WorkerProcess(Base):
     __tablename__ = "jobsys_worker_processes"
 
     #: host:pid:start-time:random — unique per process, never reused after a restart.
-    id: Mapped[str] = mapped_column(Text, primary_key=True)
-    hostname: Mapped[str] = mapped_column(Text)
+    id: Mapped[str] = mapped_column(primary_key=True)
+    hostname: Mapped[str]
     pid: Mapped[int]
     lanes: Mapped[list[str]] = mapped_column(ARRAY(Text))
     #: The ``procrastinate_workers`` ids of this process's lanes (one per lane): their
@@ -30,7 +30,7 @@ class WorkerProcess(Base):
     #: Lane name to its number of slots in this process (``--concurrency-scale``
     #: and each host's configuration can make them differ from queues.yaml's).
     concurrency: Mapped[dict[str, int]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    status: Mapped[str] = mapped_column(Text, server_default="running")
+    status: Mapped[str] = mapped_column(server_default="running")
     started_at: Mapped[NowTimestamp]
     last_heartbeat: Mapped[NowTimestamp]
     stopped_at: Mapped[datetime | None]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, UniqueConstraint, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp, SerialId
+from jobsys.db.base import Base, JsonObject, NowTimestamp, SerialId
 from jobsys.pipelines.definitions import PIPELINE_STATUSES, TERMINAL_STATUSES
 
 __all__ = ["PIPELINE_STATUSES", "TERMINAL_STATUSES", "Pipeline", "PipelineStep"]
@@ -19,14 +17,14 @@ class Pipeline(Base):
     __tablename__ = "jobsys_pipelines"
 
     id: Mapped[SerialId]
-    name: Mapped[str] = mapped_column(Text)
-    entity: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text, server_default="pending")
-    args: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    name: Mapped[str]
+    entity: Mapped[str | None]
+    status: Mapped[str] = mapped_column(server_default="pending")
+    args: Mapped[JsonObject]
     created_at: Mapped[NowTimestamp]
     updated_at: Mapped[NowTimestamp]
     finished_at: Mapped[datetime | None]
-    cancelled_by: Mapped[str | None] = mapped_column(Text)
+    cancelled_by: Mapped[str | None]
 
     __table_args__ = (
         CheckConstraint(f"status IN {PIPELINE_STATUSES!r}", name="status"),
@@ -41,11 +39,11 @@ class PipelineStep(Base):
     pipeline_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("jobsys_pipelines.id", ondelete="CASCADE")
     )
-    step: Mapped[str] = mapped_column(Text)
+    step: Mapped[str]
     stage: Mapped[int]
-    task: Mapped[str] = mapped_column(Text)
-    queue: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    task: Mapped[str]
+    queue: Mapped[str]
+    status: Mapped[str] = mapped_column(server_default="pending")
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(server_default="0")
     updated_at: Mapped[NowTimestamp]

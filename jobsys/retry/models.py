@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Text, text
+from sqlalchemy import BigInteger, ForeignKey, Index, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jobsys.db.base import Base, NowTimestamp, SerialId
@@ -21,10 +21,10 @@ class RetryEvent(Base):
         BigInteger, ForeignKey("jobsys_failures.id", ondelete="CASCADE")
     )
     job_id: Mapped[int] = mapped_column(BigInteger)
-    decision: Mapped[str] = mapped_column(Text)
+    decision: Mapped[str]
     new_job_id: Mapped[int | None] = mapped_column(BigInteger)
-    actor: Mapped[str] = mapped_column(Text)
-    batch_id: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str]
+    batch_id: Mapped[str | None]
     created_at: Mapped[NowTimestamp]
 
     __table_args__ = (Index("ix_jobsys_retry_events_failure", "failure_id", "created_at"),)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, CheckConstraint, Index, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp, SerialId
+from jobsys.db.base import Base, JsonObject, NowTimestamp, SerialId
 from jobsys.schedule.fanout import FANOUT_STATUSES
 
 #: ``skipped``: a fan-out tick that found the entry's previous run still going (overlap: skip).
@@ -19,10 +17,10 @@ TICK_STATUSES = ("enqueued", "missed", "manual", "skipped")
 class ScheduleEntryState(Base):
     __tablename__ = "jobsys_schedule_entries"
 
-    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(primary_key=True)
     paused: Mapped[bool] = mapped_column(server_default=text("false"))
     paused_at: Mapped[datetime | None]
-    paused_by: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[str | None]
     #: The latest tick enqueued or recorded missed; ticks at or before it never run again.
     high_water: Mapped[datetime | None]
     updated_at: Mapped[NowTimestamp]
@@ -31,9 +29,9 @@ class ScheduleEntryState(Base):
 class ScheduleTick(Base):
     __tablename__ = "jobsys_schedule_ticks"
 
-    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(primary_key=True)
     tick_at: Mapped[datetime] = mapped_column(primary_key=True)
-    status: Mapped[str] = mapped_column(Text)
+    status: Mapped[str]
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[NowTimestamp]
 
@@ -44,15 +42,15 @@ class FanoutRun(Base):
     __tablename__ = "jobsys_fanout_runs"
 
     id: Mapped[SerialId]
-    entry: Mapped[str] = mapped_column(Text)
+    entry: Mapped[str]
     tick_at: Mapped[datetime | None]
-    status: Mapped[str] = mapped_column(Text, server_default="running")
-    source: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(server_default="running")
+    source: Mapped[str]
     #: Everything a batch needs (table, id_column, where, item_arg, args, priority), so a
     #: run finishes as it started even if schedule.yaml changes meanwhile.
-    spec: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    task: Mapped[str] = mapped_column(Text)
-    queue: Mapped[str] = mapped_column(Text)
+    spec: Mapped[JsonObject]
+    task: Mapped[str]
+    queue: Mapped[str]
     batch_size: Mapped[int]
     cursor: Mapped[int | None] = mapped_column(BigInteger)
     batches_done: Mapped[int] = mapped_column(server_default="0")
