@@ -8,12 +8,15 @@ embedded server under ``JOBSYS_HOME`` (started on demand).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobsys.db import url as db_url
 from jobsys.errors import DatabaseUnavailable, SchemaError, UsageError
+
+logger = logging.getLogger("jobsys.db.connect")
 
 if TYPE_CHECKING:
     import psycopg
@@ -58,6 +61,71 @@ def driver_options(application_name: str = "jobsys") -> dict[str, Any]:
     calls, so planning each one again costs little.
     """
     return {"prepare_threshold": prepare_threshold(), "application_name": application_name}
+
+
+#: Where a pooler refused a startup ``options`` parameter (PgBouncer before 1.20, or
+#: without the setting in ``track_extra_parameters``): connect there without it.
+_OPTIONS_REFUSED: set[str] = set()
+
+
+def session_options(settings: Mapping[str, int]) -> str:
+    """``settings`` (``statement_timeout``, ``lock_timeout``, in ms) as the libpq
+    ``options`` startup parameter: ``-c statement_timeout=300000 ...``."""
+    return " ".join(f"-c {name}={int(value)}" for name, value in sorted(settings.items()))
+
+
+async def connect_with_settings(
+    connect: Callable[..., Awaitable[Any]],
+    conninfo: str,
+    settings: Mapping[str, int],
+    **kwargs: Any,
+) -> Any:
+    """``connect(conninfo, **kwargs)`` with ``settings`` (a service's own bounds: a
+    ``statement_timeout``, a ``lock_timeout``) sent as startup ``options``.
+
+    Never a session ``SET``: behind a transaction-mode PgBouncer a session ``SET``
+    stays on the shared server connection and reaches other clients (and the next
+    statement of ours may run on a server connection without it). A startup parameter
+    stays with this connection: PostgreSQL applies it to its own session; PgBouncer
+    1.20+ applies it to each transaction of this client only when the setting is in
+    its ``track_extra_parameters`` and refuses it otherwise, as PgBouncer before 1.20
+    refuses ``options`` altogether: then this process connects to that address without
+    the settings from then on (logged once), and the pooler's ``query_timeout`` is the
+    bound (README, "Connection poolers")."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    if not settings or conninfo in _OPTIONS_REFUSED:
+        return await connect(conninfo, **kwargs)
+    given = kwargs.get("options") or conninfo_to_dict(conninfo).get("options") or ""
+    ours = session_options(settings)
+    try:
+        return await connect(conninfo, **{**kwargs, "options": f"{given} {ours}".strip()})
+    except psycopg.OperationalError as exc:
+        if "startup parameter" not in str(exc):
+            raise
+    _OPTIONS_REFUSED.add(conninfo)
+    logger.info(
+        "the server refused the startup parameter options (a pooler): connecting "
+        "without %s; the pooler's query_timeout bounds statements",
+        ours,
+        extra={"action": "startup_options_refused"},
+    )
+    return await connect(conninfo, **kwargs)
+
+
+def bounded_connection_class(settings: Mapping[str, int]) -> type[Any]:
+    """A psycopg ``AsyncConnection`` class that connects with ``settings`` as startup
+    options (:func:`connect_with_settings`), for a connection pool's
+    ``connection_class``."""
+    import psycopg
+
+    class BoundedConnection(psycopg.AsyncConnection):
+        @classmethod
+        async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+            return await connect_with_settings(super().connect, conninfo, settings, **kwargs)
+
+    return BoundedConnection
 
 
 #: Opt-in server-side prepared statements (README "Performance"): only for a direct

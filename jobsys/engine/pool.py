@@ -6,8 +6,9 @@ pass's own (``jobsys.jobs.search_index``; see README, "Connection budget").
 
 Every pooled connection is bounded (README, "Leases and outages"): connect timeout,
 TCP keepalives and ``tcp_user_timeout`` (``jobsys.db.connect.bounded_connection_kwargs``)
-and a ``statement_timeout`` of ``STATEMENT_TIMEOUT_SECONDS``, so no fetch or outcome
-write can hang for good on a dead network or a lock.
+and a ``statement_timeout`` of ``STATEMENT_TIMEOUT_SECONDS`` (a startup parameter, not a
+session ``SET``, which a transaction-mode PgBouncer would hand to other clients), so no
+fetch or outcome write can hang for good on a dead network or a lock.
 
 Pool connections are **autocommit** and are **not checked** on every checkout: each
 of Procrastinate's operations is one statement (a function call), so an implicit
@@ -27,7 +28,12 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from jobsys.config import LaneSpec
-from jobsys.db.connect import bounded_connection_kwargs, driver_options
+from jobsys.db.connect import (
+    bounded_connection_class,
+    bounded_connection_kwargs,
+    connect_with_settings,
+    driver_options,
+)
 
 #: Services (scheduler, reaper, ...) and the CLI-side work of a process (the
 #: heartbeat has its own connection).
@@ -64,6 +70,11 @@ def connector(url: str, *, min_size: int, max_size: int) -> Any:
         # Not kwargs={"autocommit": True}: Procrastinate's own LISTEN connection passes
         # autocommit=True itself, and a duplicate keyword breaks it.
         configure=_autocommit,
+        # The statement bound as a startup parameter, never a session SET: behind a
+        # transaction-mode PgBouncer a SET would reach other clients.
+        connection_class=bounded_connection_class(
+            {"statement_timeout": STATEMENT_TIMEOUT_SECONDS * 1000}
+        ),
         kwargs={
             **driver_options(APPLICATION_NAME),
             **bounded_connection_kwargs(CONNECT_TIMEOUT_SECONDS),
@@ -73,7 +84,6 @@ def connector(url: str, *, min_size: int, max_size: int) -> Any:
 
 async def _autocommit(conn: Any) -> None:
     await conn.set_autocommit(True)
-    await conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_SECONDS * 1000}")
 
 
 def of(app: Any) -> Any:
@@ -82,15 +92,20 @@ def of(app: Any) -> Any:
     return app.connector.pool
 
 
-async def dedicated_connection(app: Any, application_name: str) -> Any:
+async def dedicated_connection(
+    app: Any, application_name: str, settings: dict[str, int] | None = None
+) -> Any:
     """A new autocommit connection to the database of ``app``'s pool, outside the pool,
     for a background service that must never take or wait for one of the connections
     the lanes claim with (the search-index pass). Bounded on the network as the pool's
-    are; the caller sets its own timeouts and closes it."""
+    are; ``settings`` (its ``statement_timeout``, ``lock_timeout`` in ms) are sent as
+    startup options (``jobsys.db.connect.connect_with_settings``). The caller closes it."""
     import psycopg
 
-    return await psycopg.AsyncConnection.connect(
+    return await connect_with_settings(
+        psycopg.AsyncConnection.connect,
         of(app).conninfo,
+        settings or {},
         autocommit=True,
         **driver_options(application_name),
         **bounded_connection_kwargs(CONNECT_TIMEOUT_SECONDS),

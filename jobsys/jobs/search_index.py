@@ -156,9 +156,11 @@ class SearchIndexer(Periodic):
         from jobsys.engine.pool import dedicated_connection
 
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await dedicated_connection(app, APPLICATION_NAME)
-            await self._conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-            await self._conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            self._conn = await dedicated_connection(
+                app,
+                APPLICATION_NAME,
+                {"lock_timeout": LOCK_TIMEOUT_MS, "statement_timeout": STATEMENT_TIMEOUT_MS},
+            )
         return self._conn
 
     async def run_pass(self, app: App, now: datetime) -> IndexResult:

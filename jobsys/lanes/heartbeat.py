@@ -150,17 +150,21 @@ class ProcessHeartbeat:
     async def _connection(self) -> Any:
         import psycopg
 
-        from jobsys.db.connect import bounded_connection_kwargs, driver_options
+        from jobsys.db.connect import (
+            bounded_connection_kwargs,
+            connect_with_settings,
+            driver_options,
+        )
 
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(
+            self._conn = await connect_with_settings(
+                psycopg.AsyncConnection.connect,
                 self.url,
+                {"statement_timeout": int(self.beat_timeout * 1000)},
                 autocommit=True,
                 **driver_options(APPLICATION_NAME),
                 **bounded_connection_kwargs(CONNECT_TIMEOUT_SECONDS),
             )
-            timeout_ms = int(self.beat_timeout * 1000)
-            await self._conn.execute(f"SET statement_timeout = {timeout_ms}")
         return self._conn
 
     def _discard(self) -> None:

@@ -47,8 +47,11 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextlib.contextmanager
-def pgbouncer(db_url: str, tmp: Path, *, pool_mode: str) -> Iterator[str]:
-    """Start PgBouncer in ``pool_mode`` for ``db_url``'s database; yield its URL."""
+def pgbouncer(
+    db_url: str, tmp: Path, *, pool_mode: str, pool_size: int | None = None
+) -> Iterator[str]:
+    """Start PgBouncer in ``pool_mode`` for ``db_url``'s database; yield its URL.
+    ``pool_size``: its ``default_pool_size`` (server connections), else the example's."""
     binary = shutil.which("pgbouncer") or (
         "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
     )
@@ -74,6 +77,8 @@ def pgbouncer(db_url: str, tmp: Path, *, pool_mode: str) -> Iterator[str]:
     ini["databases"] = {dbname: f"host={host} port={port} dbname={dbname}"}
     ini["pgbouncer"]["listen_port"] = str(listen_port)
     ini["pgbouncer"]["pool_mode"] = pool_mode
+    if pool_size is not None:
+        ini["pgbouncer"]["default_pool_size"] = str(pool_size)
     ini["pgbouncer"]["auth_type"] = "trust"  # the test server trusts loopback
     ini["pgbouncer"]["auth_file"] = str(folder / "userlist.txt")
     ini["pgbouncer"]["unix_socket_dir"] = ""
