@@ -16,6 +16,7 @@ restarts the process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -120,15 +121,10 @@ class Notifier:
             self._socket = None
 
 
-_default: Notifier | None = None
-
-
+@functools.cache
 def default() -> Notifier:
     """The process's notifier (reads the environment once)."""
-    global _default
-    if _default is None:
-        _default = Notifier()
-    return _default
+    return Notifier()
 
 
 def ready(status: str | None = None) -> bool:

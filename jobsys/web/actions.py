@@ -59,45 +59,32 @@ def retry_request(params: Any, *, dry_run: bool) -> tuple[Any, str, str]:
 
 
 async def retry_preview(request: Request, user: User) -> Response:
-    from jobsys.retry.service import retry
-
-    c = console(request)
-    q = request.query_params
-    req, what, back = retry_request(q, dry_run=True)
-    report = await retry(c.actor_settings(user), c.config(with_tasks=True), req)
-    return render(
-        request,
-        "retry.html",
-        {
-            "title": "Retry: dry run",
-            "what": what,
-            "back": back,
-            "report": report.as_dict(),
-            "hidden": [(k, v) for k, v in q.multi_items() if k in RETRY_KEYS and v != ""],
-            "done": False,
-            "topics": "",
-        },
-        user=user,
-    )
+    return await _retry_page(request, user, request.query_params, dry_run=True)
 
 
 async def retry_run(request: Request, user: User) -> Response:
+    return await _retry_page(request, user, await request.form(), dry_run=False)
+
+
+async def _retry_page(request: Request, user: User, params: Any, *, dry_run: bool) -> Response:
+    """Run the retry ``params`` name (the dry run, or for real) and show its report; the
+    dry run's form carries the same parameters to POST."""
     from jobsys.retry.service import retry
 
-    form = await request.form()
-    req, what, back = retry_request(form, dry_run=False)
+    req, what, back = retry_request(params, dry_run=dry_run)
     c = console(request)
     report = await retry(c.actor_settings(user), c.config(with_tasks=True), req)
+    hidden = [(k, v) for k, v in params.multi_items() if k in RETRY_KEYS and v != ""]
     return render(
         request,
         "retry.html",
         {
-            "title": "Retry: done",
+            "title": "Retry: dry run" if dry_run else "Retry: done",
             "what": what,
             "back": back,
             "report": report.as_dict(),
-            "hidden": [],
-            "done": True,
+            "hidden": hidden if dry_run else [],
+            "done": not dry_run,
             "topics": "",
         },
         user=user,
@@ -213,36 +200,34 @@ async def queue_action(request: Request, user: User) -> Response:
 
 
 def routes() -> list[Route]:
-    def act(handler: Any, back: tuple[str, str]) -> Any:
-        return guarded(handler, back=back, act=True)
-
     failures = ("/admin/background_jobs/failures", "Back to the failures")
     return [
         Route("/admin/retry", guarded(retry_preview, back=failures)),
-        Route("/admin/retry", act(retry_run, failures), methods=["POST"]),
-        Route(
+        _action("/admin/retry", retry_run, failures),
+        _action(
             "/admin/issues/{issue_id}/{action:str}",
-            act(issue_action, ("/admin/issues", "Back to the issues")),
-            methods=["POST"],
+            issue_action,
+            ("/admin/issues", "Back to the issues"),
         ),
-        Route(
-            "/admin/jobs/{job_id}/cancel",
-            act(job_cancel, ("/admin/jobs", "Back to the jobs")),
-            methods=["POST"],
-        ),
-        Route(
+        _action("/admin/jobs/{job_id}/cancel", job_cancel, ("/admin/jobs", "Back to the jobs")),
+        _action(
             "/admin/pipelines/{pipeline_id}/cancel",
-            act(pipeline_cancel, ("/admin/pipelines", "Back to the pipelines")),
-            methods=["POST"],
+            pipeline_cancel,
+            ("/admin/pipelines", "Back to the pipelines"),
         ),
-        Route(
+        _action(
             "/admin/queues/{name}/{action:str}",
-            act(queue_action, ("/admin/queues", "Back to the queues")),
-            methods=["POST"],
+            queue_action,
+            ("/admin/queues", "Back to the queues"),
         ),
-        Route(
+        _action(
             "/admin/schedule/{name}/{action:str}",
-            act(schedule_action, ("/admin/schedule", "Back to the schedule")),
-            methods=["POST"],
+            schedule_action,
+            ("/admin/schedule", "Back to the schedule"),
         ),
     ]
+
+
+def _action(path: str, handler: Any, back: tuple[str, str]) -> Route:
+    """An action's route: POST only, behind the CSRF and role checks (``act``)."""
+    return Route(path, guarded(handler, back=back, act=True), methods=["POST"])
