@@ -97,6 +97,8 @@ DUE = """(CASE WHEN jobs.status = 'todo' THEN jobs.queue_name END) = lane_queue.
            AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())"""
 #: Part two: no job of its lock runs or waits ahead of it (``lock IS NULL OR NOT
 #: EXISTS``, through ``ix_jobsys_jobs_active_lock``: see above). The claims' rule.
+#: Migration 0022's ``jobsys_claim_limited_v1`` repeats it (and the walk's order, row
+#: lock and pause probe): change both, ``tests/integration/test_claim_rule_agreement.py``.
 DUE_AND_UNLOCKED = f"""{DUE}
            AND (
                jobs.lock IS NULL
