@@ -15,6 +15,7 @@ from jobsys.cli._options import (
     DryRunOpt,
     EverythingOpt,
     JsonOpt,
+    NewestLimitOpt,
     WideOpt,
     YesOpt,
     option_group,
@@ -113,9 +114,7 @@ def list_(
     ctx: typer.Context,
     *,
     filters: JobFilters,
-    limit: Annotated[
-        int, typer.Option("--limit", "-n", help="At most this many (newest first).")
-    ] = 50,
+    limit: NewestLimitOpt = 50,
     wide: WideOpt = False,
     json: JsonOpt = False,
 ) -> None:
