@@ -5,7 +5,7 @@ A test checks these against ``migrations/versions`` so they cannot drift.
 
 from jobsys.engine.schema import INSTALL_REVISION
 
-HEAD_REVISION = "0022_flow_claim_function"
+HEAD_REVISION = "0023_search_text_inlined"
 KNOWN_REVISIONS = (
     INSTALL_REVISION,
     "0002_jobsys_core",
@@ -29,4 +29,5 @@ KNOWN_REVISIONS = (
     "0020_failures_pair_statistics",
     "0021_job_search_side_table",
     "0022_flow_claim_function",
+    "0023_search_text_inlined",
 )

@@ -237,6 +237,44 @@ def test_arg_and_arg_contains_use_their_indexes(db_url: str) -> None:
         assert "ix_jobsys_job_search_trgm" in plan, plan
 
 
+def test_the_pass_redacts_inline_not_through_a_function_call(db_url: str) -> None:
+    """Migration 0023: the pass's redaction is inlined into its batch statement. Called
+    as a function (0021's STRICT body with a sub-select), it cost ~88 µs a job, nine
+    tenths of the pass; the plan must show the CASE, not the call."""
+    from jobsys.engine import queries
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN VERBOSE " + queries.SEARCH_INDEX_BATCH, {"upto": 10, "batch": 5}
+            )
+        )
+    assert "jobsys_redacted_args_text" not in plan, plan
+    assert "jobsys_args_text(" in plan and "jobsys_redacted_walk_text(" in plan, plan
+
+
+def test_the_pass_batch_is_costed_below_jit(db_url: str) -> None:
+    """The state table (one row) has no statistics; read without ``LIMIT 1`` the planner
+    took it for hundreds of rows, costed a batch above ``jit_above_cost`` and JIT-compiled
+    every batch (~0.5 s each, four fifths of the pass)."""
+    from jobsys.engine import queries
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+            "SELECT 'default', 'demo.noop', '{}' FROM generate_series(1, 20000)"
+        )
+        conn.execute("ANALYZE procrastinate_jobs")
+        plan = conn.execute(
+            "EXPLAIN (FORMAT JSON) " + queries.SEARCH_INDEX_BATCH,
+            {"upto": 10**9, "batch": 5000},
+        ).fetchone()
+        jit_above = conn.execute("SELECT current_setting('jit_above_cost')::float").fetchone()
+    assert plan is not None and jit_above is not None
+    assert plan[0][0]["Plan"]["Total Cost"] < jit_above[0], plan[0][0]["Plan"]
+
+
 def insert_jobs(conn: Any, args: list[dict[str, Any]]) -> list[int]:
     return [
         r[0]
