@@ -22,7 +22,7 @@ import contextlib
 import difflib
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
@@ -113,7 +113,7 @@ class DeferOptions(DeferManyOptions, total=False):
     queueing_lock: str | None
 
 
-def _check_options(options: dict[str, Any], *, many: bool) -> None:
+def _check_options(options: Mapping[str, object], *, many: bool) -> None:
     """Refuse a keyword the caller's function does not take, as Python would have."""
     known = (DeferManyOptions if many else DeferOptions).__optional_keys__
     for name in options:
@@ -174,7 +174,7 @@ def plan(
 ) -> list[Planned]:
     """Validate everything; return the jobs to insert (raises :class:`UsageError`).
     ``many``: the jobs of one :func:`defer_many` (which takes no ``queueing_lock``)."""
-    _check_options(dict(options), many=many)
+    _check_options(options, many=many)
     spec = resolve_task(task)
     target = options.get("queue") or spec.queue
     if target not in config.all_queues:
