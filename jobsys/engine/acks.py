@@ -2,10 +2,12 @@
 
 A lane used to write each job's outcome with its own ``procrastinate_finish_job_v1``
 call (one round trip and one commit per job). :class:`FinishBatcher` collects the
-outcomes of the lane's jobs whose task has returned and writes them together, with
-the same function called once per job in one statement (``queries.FINISH_JOBS``), so
-Procrastinate's rules, its status-event triggers and its error on a job that is not
-``doing`` any more are all unchanged.
+outcomes of the lane's jobs whose task has returned and writes them together in one
+set-based statement (``queries.FINISH_JOBS``: Procrastinate's rules for an outcome,
+applied to all rows at once; its status-event triggers fire per row as before). A job
+the statement could not finish (no longer ``todo`` or ``doing``) is then written alone
+through Procrastinate's own ``procrastinate_finish_job_v1`` (``queries.FINISH_JOB``),
+so its error is Procrastinate's, and that job's alone.
 
 A batch is written as soon as one of these holds, whichever comes first:
 
@@ -21,9 +23,8 @@ the outcome is committed, so the job keeps its slot, stays in the lane's running
 the process dies (kill -9, a fence) is simply not in the database: the job is still
 ``doing`` under a dead worker and the reaper settles it by the dead-worker rules, as
 for a job that was running. If the batch's statement fails on a connection error,
-every caller gets that error and retries as before; on any other error (one job of
-the batch no longer ``doing``, for example) each outcome is written on its own, so one
-job's error is that job's alone.
+every caller gets that error and retries as before; on any other error each outcome is
+written on its own, so one job's error is that job's alone.
 """
 
 from __future__ import annotations
@@ -109,9 +110,9 @@ class FinishBatcher:
     async def _write(self, batch: list[tuple[int, str, bool, asyncio.Future[None]]]) -> None:
         from procrastinate import exceptions
 
-        ordered = sorted(batch, key=lambda item: item[0])  # one row-lock order for all
+        ordered = sorted(batch, key=lambda item: item[0])
         try:
-            await self.connector.execute_query_async(
+            rows = await self.connector.execute_query_all_async(
                 queries.FINISH_JOBS,
                 ids=[job_id for job_id, _, _, _ in ordered],
                 statuses=[status for _, status, _, _ in ordered],
@@ -130,16 +131,20 @@ class FinishBatcher:
                 )
             await self._write_each(batch)
             return
+        written = {int(row["id"]) for row in rows}
         self.batches += 1
-        self.outcomes += len(batch)
-        for *_, future in batch:
-            _settle(future, None)
+        self.outcomes += len(written)
+        for job_id, _, _, future in batch:
+            if job_id in written:
+                _settle(future, None)
+        # Not finished by the batch: written alone, for Procrastinate's error.
+        await self._write_each([item for item in batch if item[0] not in written])
 
     async def _write_each(self, batch: list[tuple[int, str, bool, asyncio.Future[None]]]) -> None:
         for job_id, status, delete, future in batch:
             try:
                 await self.connector.execute_query_async(
-                    queries.FINISH_JOBS, ids=[job_id], statuses=[status], deletes=[delete]
+                    queries.FINISH_JOB, id=job_id, status=status, delete=delete
                 )
             except Exception as exc:
                 _settle(future, exc)

@@ -406,15 +406,52 @@ DEFER_JOB = (
 """
 )
 
-#: The outcomes of several jobs in one statement (one commit): Procrastinate's own
-#: ``procrastinate_finish_job_v1`` once per job, in the arrays' order (the caller
-#: sorts by id: one row-lock order for every writer), so its rules and triggers are
-#: unchanged and a job no longer ``doing`` fails the statement as it failed the single
-#: call (jobsys.engine.acks).
+#: The outcomes of several jobs in one statement (one commit), set-based: the rules of
+#: Procrastinate's ``procrastinate_finish_job_v1`` (only a ``todo``/``doing`` job is
+#: finished; ``attempts`` + 1 when it was ``doing``; ``abort_requested`` cleared; the
+#: row deleted instead when asked) applied to all rows at once. Calling that function
+#: once per job cost three times as much server time (a PL/pgSQL call and a plan per
+#: row: 5,000 outcomes 762 ms against 232 ms), and the status-event triggers fire per
+#: row either way. The rows are locked in id order first (one lock order for every
+#: writer). Returns the ids written; a job missing from them was no longer ``todo`` or
+#: ``doing`` (or the status was not an end status): the caller writes it alone with
+#: FINISH_JOB, which raises Procrastinate's own error for it.
+#: ``tests/integration/test_batched_acks.py`` holds both against each other.
 FINISH_JOBS = """
-SELECT procrastinate_finish_job_v1(t.id, t.status::procrastinate_job_status, t.del)
-  FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(deletes)s::boolean[])
-       AS t(id, status, del)
+WITH outcome AS (
+    SELECT t.id, t.status::procrastinate_job_status AS status, t.del
+      FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(deletes)s::boolean[])
+           AS t(id, status, del)
+     WHERE t.status IN ('succeeded', 'failed', 'aborted')),
+locked AS (
+    SELECT j.id, o.status, o.del
+      FROM procrastinate_jobs j
+      JOIN outcome o ON o.id = j.id
+     WHERE j.status IN ('todo', 'doing')
+     ORDER BY j.id
+       FOR NO KEY UPDATE OF j),
+deleted AS (
+    DELETE FROM procrastinate_jobs j
+     USING locked l
+     WHERE j.id = l.id AND l.del
+    RETURNING j.id),
+updated AS (
+    UPDATE procrastinate_jobs j
+       SET status = l.status,
+           abort_requested = false,
+           attempts = CASE j.status WHEN 'doing' THEN j.attempts + 1 ELSE j.attempts END
+      FROM locked l
+     WHERE j.id = l.id AND NOT l.del
+    RETURNING j.id)
+SELECT id FROM deleted
+UNION ALL
+SELECT id FROM updated
+"""
+
+#: One job's outcome through Procrastinate's own function (its checks and its error).
+FINISH_JOB = """
+SELECT procrastinate_finish_job_v1(%(id)s::bigint, %(status)s::procrastinate_job_status,
+                                   %(delete)s::boolean)
 """
 
 #: A ``doing`` job without a worker is one the reaper's dead-worker rules settle.

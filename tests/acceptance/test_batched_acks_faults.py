@@ -39,7 +39,7 @@ async def ack_fail(tag: str, seconds: float = 0.0) -> None:
 #: The lane's batched finish, blocked on a row lock (the batch is in flight).
 BLOCKED_BATCH = (
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-    "AND wait_event_type = 'Lock' AND query LIKE '%%procrastinate_finish_job_v1%%unnest%%'"
+    "AND wait_event_type = 'Lock' AND query LIKE '%%WITH outcome AS%%FOR NO KEY UPDATE%%'"
 )
 
 

@@ -169,3 +169,64 @@ async def test_job_log_records_are_built_only_when_emitted(
         assert actions.count("start_job") == 5
         assert actions.count("job_success") == 4
         assert len(built) >= 5 * 3 - 1
+
+
+def test_the_set_based_finish_follows_procrastinates_rules_row_for_row(db_url: str) -> None:
+    """``queries.FINISH_JOBS`` repeats the rules of ``procrastinate_finish_job_v1``. For
+    every starting state x outcome x delete, a twin job is finished by Procrastinate's
+    function: both end the same (row, status, attempts, abort flag, status events), and
+    where the function raises, the batch leaves the job alone and does not return it."""
+    from jobsys.engine import queries
+
+    starts = [
+        ("todo", 0, False), ("doing", 0, False), ("doing", 2, True),
+        ("succeeded", 1, False), ("failed", 1, False), ("aborted", 1, False),
+    ]  # fmt: skip
+    cases = [
+        (start, outcome, delete)
+        for start in starts
+        for outcome in ("succeeded", "failed", "aborted", "doing")
+        for delete in (False, True)
+    ]
+    insert = (
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, attempts,"
+        " abort_requested) VALUES ('q1', 'ack.t', '{}', %s, %s, %s) RETURNING id"
+    )
+    state = (
+        "SELECT status::text, attempts, abort_requested,"
+        " ARRAY(SELECT type::text FROM procrastinate_events e WHERE e.job_id = j.id"
+        "       ORDER BY e.id)"
+        " FROM procrastinate_jobs j WHERE id = %s"
+    )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        twins = []
+        for (status, attempts, abort), _outcome, _delete in cases:
+            abort = abort and status == "doing"  # the table's check constraint
+            ours = conn.execute(insert, (status, attempts, abort)).fetchone()
+            theirs = conn.execute(insert, (status, attempts, abort)).fetchone()
+            assert ours is not None and theirs is not None
+            twins.append((ours[0], theirs[0]))
+        written = {
+            row[0]
+            for row in conn.execute(
+                queries.FINISH_JOBS,
+                {
+                    "ids": [ours for ours, _ in twins],
+                    "statuses": [outcome for _, outcome, _ in cases],
+                    "deletes": [delete for _, _, delete in cases],
+                },
+            ).fetchall()
+        }
+        for (ours, theirs), (start, outcome, delete) in zip(twins, cases, strict=True):
+            try:
+                conn.execute(
+                    queries.FINISH_JOB, {"id": theirs, "status": outcome, "delete": delete}
+                )
+            except psycopg.errors.RaiseException:
+                raised = True
+            else:
+                raised = False
+            assert (ours not in written) == raised, (start, outcome, delete)
+            ended = [conn.execute(state, (job,)).fetchone() for job in (ours, theirs)]
+            assert ended[0] == ended[1], (start, outcome, delete, ended)
+        assert len(written) == 3 * 3 * 2  # todo, doing, doing+abort x end statuses x delete
