@@ -57,6 +57,40 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from jobsys.db import producers
 
     producers.close()
+    # Nor may jobsys.publish's URL, resolved from the environment once per process.
+    import jobsys
+
+    jobsys._url_cache = None
+
+
+@pytest.fixture(autouse=True)
+def _no_embedded_server_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uses ``tmp_path`` leaves no embedded PostgreSQL running under it.
+
+    Anything resolving the environment's database without a URL (a CLI command, a
+    task's ``jobsys.publish`` run by an in-process worker) starts the embedded server
+    under ``JOBSYS_HOME`` (``tmp_path/cli-home`` for the ``cli`` fixture), and by
+    design it keeps running after that (README, "Database"): such a test talked to
+    another database than its own, and left a server behind. It is stopped here and
+    the test fails, naming the home."""
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp is None:
+        return
+    homes = [p.parent.parent for p in (*tmp.glob("*/pgdata/postmaster.pid"),
+                                       *tmp.glob("*/*/pgdata/postmaster.pid"))]  # fmt: skip
+    if not homes:
+        return
+    from jobsys.db import embedded
+
+    running = [home for home in homes if embedded.status(home).running]
+    for home in running:
+        embedded.stop(home)
+    assert not running, (
+        f"an embedded PostgreSQL was left running under {[str(h) for h in running]} "
+        "(something resolved the environment's database without a URL: give the "
+        "test's JOBSYS_DATABASE_URL)"
+    )
 
 
 @pytest.fixture(scope="session")

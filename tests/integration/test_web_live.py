@@ -90,11 +90,21 @@ def connected(event: str, data: dict) -> bool:
 
 @pytest.mark.usefixtures("spool_home")
 def test_many_browsers_share_one_listen_and_see_a_cli_deferral(
-    server: str, db_url: str, settings: Settings, cli, caplog: pytest.LogCaptureFixture
+    server: str,
+    db_url: str,
+    settings: Settings,
+    cli,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # type: ignore[no-untyped-def]
     import logging
 
     caplog.set_level(logging.DEBUG)
+    # The seed's in-process worker also runs the deferred demo.refresh_profile, whose
+    # jobsys.publish (no connection, no jobsys worker's flusher) resolves the
+    # environment's database: without the URL it started an embedded server under the
+    # cli fixture's JOBSYS_HOME and left it running (conftest's _no_embedded_server_left).
+    monkeypatch.setenv("JOBSYS_DATABASE_URL", db_url)
     streams = open_streams(server, BROWSERS)
     for stream in streams:
         stream.wait_for(connected)
