@@ -173,7 +173,8 @@ async def _matching_rows(
     """LIST_JOBS's rows; with ``--arg-contains``, the jobs not indexed yet (above the
     search-index pass's cursor) filtered row by row, then the indexed ones through the
     trigram index (jobsys.jobs.search_index), newest first, keeping only those whose
-    REDACTED args hold the text (a candidate of the database may match on a secret),
+    args hold the text outside redacted values (``search.contains_text``: a candidate
+    of the database may match on a secret, or on the side text's ``[REDACTED]``),
     page after page until ``limit`` are found or none are left."""
     if contains is None:
         return await store.fetch_all(conn, queries.LIST_JOBS, params)
@@ -184,8 +185,7 @@ async def _matching_rows(
         while True:
             rows = await store.fetch_all(conn, query, page)
             for row in rows:
-                redacted = redactor.redact(search.raw_json(row["args_text"]))
-                if search.contains_text(redacted, contains):
+                if search.contains_text(row["args_text"], contains, redactor):
                     found.append(row)
                     if len(found) == params["limit"]:
                         return found

@@ -131,14 +131,11 @@ def _check(request: BulkRequest, now: datetime) -> datetime | None:
 
 
 def _kept(rows: list[dict[str, Any]], contains: str | None, redactor: Redactor) -> list[Any]:
-    """``rows`` whose redacted args hold ``contains`` (all of them when None)."""
+    """``rows`` whose args hold ``contains`` outside redacted values (all of them when
+    None)."""
     if contains is None:
         return rows
-    return [
-        r
-        for r in rows
-        if search.contains_text(redactor.redact(search.raw_json(r["args_text"])), contains)
-    ]
+    return [r for r in rows if search.contains_text(r["args_text"], contains, redactor)]
 
 
 async def bulk_action(

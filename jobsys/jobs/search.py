@@ -13,12 +13,14 @@ reach SQL as bound parameters (``args @> ANY(docs)``, GIN ``jsonb_path_ops``).
 number value in the args. Values of redacted keys are never searched: the database
 narrows the candidates (walking the jobs newest first, no index: a trigram index made
 every job status change twice as costly, migration 0017) and :func:`contains_text`
-re-checks each on the REDACTED args, so a secret cannot be found by its value. For
-the same reason ``--arg`` on a redacted key is refused.
+re-checks each on the args without their redacted values, so a secret cannot be found
+by its value, nor a job by the text that replaces a secret. For the same reason
+``--arg`` on a redacted key is refused.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Iterable
@@ -148,7 +150,24 @@ def scalar_texts(value: Any) -> Iterable[str]:
         yield json.dumps(value)
 
 
-def contains_text(redacted_args: Any, text: str) -> bool:
-    """Whether ``text`` occurs, case-insensitively, in a value of the redacted args."""
+#: What a redacted value becomes for the re-check: a NUL, which no ``--arg-contains``
+#: text holds (:func:`check_contains` refuses it) and no job's value can (``jsonb``
+#: refuses ``\u0000``).
+UNSEARCHABLE = "\x00"
+
+
+@functools.cache
+def _unsearchable(keys: tuple[str, ...]) -> Redactor:
+    return Redactor(keys=keys, replacement=UNSEARCHABLE)
+
+
+def contains_text(args_text: str, text: str, redactor: Redactor) -> bool:
+    """Whether ``text`` occurs, case-insensitively, in a value of the args (their JSON
+    text, ``args::text``), never in the value of a key ``redactor`` redacts: neither the
+    secret nor what ``jobs list`` shows in its place (``redaction.replacement``). So the
+    answer does not depend on the configured replacement, nor on how the search index's
+    side text marks a secret (``[REDACTED]``, migration 0021), nor on whether the job
+    is indexed yet."""
     needle = text.lower()
-    return any(needle in value.lower() for value in scalar_texts(redacted_args))
+    redacted = _unsearchable(redactor.keys).redact(raw_json(args_text))
+    return any(needle in value.lower() for value in scalar_texts(redacted))

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import CONFIG_DIR
 
 from jobsys.failures.redaction import Redactor
 from jobsys.jobs import search
@@ -118,7 +119,9 @@ def arg_oracle(rows: list[tuple[int, dict[str, Any]]], key: str, value: Any) -> 
 
 
 def contains_oracle(rows: list[tuple[int, dict[str, Any]]], text: str) -> list[int]:
-    redactor = Redactor()
+    """Rows with ``text`` in a value that is not redacted (the secret and its replacement
+    both out of reach)."""
+    redactor = Redactor(replacement="")
     return [
         job_id
         for job_id, args in rows
@@ -435,4 +438,57 @@ def test_a_secret_value_is_not_found_even_when_the_side_text_is_stale(
             (job_id,),
         )
     assert listed(cli, db_url, "--arg-contains", "zebra") == []
-    assert listed(cli, db_url, "--arg-contains", "redacted") == [job_id]
+    # Nor by the side text's marker of a secret: a redacted value is never searched.
+    assert listed(cli, db_url, "--arg-contains", "redacted") == []
+
+
+@pytest.mark.parametrize("replacement", ["<hidden by ops>", "[REDACTED]"])
+def test_neither_a_secret_nor_its_replacement_is_found_indexed_or_not(
+    cli: Any, db_url: str, tmp_path: Any, replacement: str
+) -> None:
+    """A redacted value is never searched (README, "Searching job args"): not its
+    secret, not what ``jobs list`` shows in its place (``redaction.replacement``),
+    whether the job is indexed yet or not. Before, ``redacted`` found a job with a
+    secret only once the pass had copied it (the side text marks a secret with the
+    literal ``[REDACTED]``, and the re-check ran on the args redacted with the
+    configured replacement, which then matched with the default one), and never before
+    (row by row the database reads the raw args)."""
+    import shutil
+
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, config)
+    queues = config / "queues.yaml"
+    queues.write_text(
+        queues.read_text().replace(
+            'replacement: "[REDACTED]"', f"replacement: {json.dumps(replacement)}"
+        )
+    )
+    env = {"JOBSYS_CONFIG_DIR": str(config)}
+
+    def found(text: str) -> list[int]:
+        result = cli("--database-url", db_url, "jobs", "list", "--arg-contains", text,
+                     "--json", env=env)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        return [j["id"] for j in result.json()["items"]]
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (secret, plain) = insert_jobs(
+            conn, [{"api_token": "zebra-secret", "story": "s1"}, {"story": "s2 redacted"}]
+        )
+    shown = cli("--database-url", db_url, "jobs", "show", str(secret), "--json", env=env)
+    assert shown.json()["args"]["api_token"] == replacement
+    expected = {
+        "hidden": [],
+        "HIDDEN BY": [],
+        "[REDACTED]": [],
+        "zebra": [],
+        "redacted": [plain],
+        "s1": [secret],
+        "s": [plain, secret],
+    }
+    assert cursor_of(db_url) < secret
+    before = {needle: found(needle) for needle in expected}  # row by row
+    index_until(db_url, plain)
+    after = {needle: found(needle) for needle in expected}  # through the index
+    assert before == expected
+    assert after == expected
