@@ -86,10 +86,9 @@ async def connect_with_settings(
     Never a session ``SET``: behind a transaction-mode PgBouncer a session ``SET``
     stays on the shared server connection and reaches other clients (and the next
     statement of ours may run on a server connection without it). A startup parameter
-    stays with this connection: PostgreSQL applies it to its own session; PgBouncer
-    1.20+ applies it to each transaction of this client only when the setting is in
-    its ``track_extra_parameters`` and refuses it otherwise, as PgBouncer before 1.20
-    refuses ``options`` altogether: then this process connects to that address without
+    stays with this connection: PostgreSQL applies it to its own session. PgBouncer
+    refuses it (1.18: ``options`` altogether; 1.20+: a setting not in its
+    ``track_extra_parameters``): then this process connects to that address without
     the settings from then on (logged once), and the pooler's ``query_timeout`` is the
     bound (README, "Connection poolers")."""
     import psycopg
