@@ -782,8 +782,9 @@ LIST_JOBS_CONTAINING_TAIL = _LIST_JOBS.replace(
     f"{_FILTER_BUT_CONTAINS}   AND j.id > %(search_cursor)s::bigint\n   AND {ARG_CONTAINS_ROW}\n",
 )
 
-#: The search-index pass's cursor: every job at or below it has its search row.
-SEARCH_CURSOR = "SELECT indexed_up_to FROM jobsys_job_search_state"
+#: The search-index pass's cursor: every job at or below it has its search row; and the
+#: keys its side text redacts (a reader that shows some of them must not use it).
+SEARCH_CURSOR = "SELECT indexed_up_to, keys FROM jobsys_job_search_state"
 
 #: Where the pass may copy up to now: the pending stretch once no transaction that
 #: was running when it was recorded is still running (one of them could still commit a

@@ -179,7 +179,7 @@ async def _matching_rows(
     if contains is None:
         return await store.fetch_all(conn, queries.LIST_JOBS, params)
     found: list[dict[str, Any]] = []
-    cursor = await search_index.search_cursor(conn)
+    cursor = await search_index.search_cursor(conn, redactor.keys)
     for query in (queries.LIST_JOBS_CONTAINING_TAIL, queries.LIST_JOBS_CONTAINING):
         page = {**params, "search_cursor": cursor}
         while True:

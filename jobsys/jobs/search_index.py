@@ -111,10 +111,21 @@ def configured_keys(config: Config) -> tuple[str, ...]:
     return tuple(sorted({k.lower().replace("-", "_") for k in config.queues.redaction.keys}))
 
 
-async def search_cursor(conn: Any) -> int:
-    """The cursor: every job at or below it has its search row (0 before any pass)."""
+async def search_cursor(conn: Any, reader_keys: tuple[str, ...] | None = None) -> int:
+    """The cursor: every job at or below it has its search row (0 before any pass).
+
+    With ``reader_keys`` (the searching process's ``redaction.keys``): 0 also when the
+    side text redacts a key none of them is part of (a configuration that replaced the
+    default keys): that text hides values the reader shows, so the index could miss a
+    match, and every job is read row by row instead."""
     row = await fetch_one(conn, queries.SEARCH_CURSOR)
-    return int(row["indexed_up_to"]) if row else 0
+    if row is None:
+        return 0
+    if reader_keys is not None:
+        needles = {k.lower().replace("-", "_") for k in reader_keys}
+        if not all(any(n in key for n in needles) for key in row["keys"]):
+            return 0
+    return int(row["indexed_up_to"])
 
 
 class SearchIndexer(Periodic):

@@ -442,6 +442,28 @@ def test_a_secret_value_is_not_found_even_when_the_side_text_is_stale(
     assert listed(cli, db_url, "--arg-contains", "redacted") == []
 
 
+def redaction_config(tmp_path: Any, old: str, new: str) -> dict[str, str]:
+    """The environment of a copy of the shipped config/ whose queues.yaml has ``old``
+    (its redaction section's text) replaced by ``new``."""
+    import shutil
+
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, config)
+    queues = config / "queues.yaml"
+    text = queues.read_text()
+    assert old in text
+    queues.write_text(text.replace(old, new))
+    return {"JOBSYS_CONFIG_DIR": str(config)}
+
+
+def found_by(cli: Any, db_url: str, env: dict[str, str], text: str) -> list[int]:
+    """``jobs list --arg-contains text`` ids with the configuration of ``env``."""
+    result = cli("--database-url", db_url, "jobs", "list", "--arg-contains", text, "--json",
+                 env=env)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    return [j["id"] for j in result.json()["items"]]
+
+
 @pytest.mark.parametrize("replacement", ["<hidden by ops>", "[REDACTED]"])
 def test_neither_a_secret_nor_its_replacement_is_found_indexed_or_not(
     cli: Any, db_url: str, tmp_path: Any, replacement: str
@@ -453,23 +475,12 @@ def test_neither_a_secret_nor_its_replacement_is_found_indexed_or_not(
     literal ``[REDACTED]``, and the re-check ran on the args redacted with the
     configured replacement, which then matched with the default one), and never before
     (row by row the database reads the raw args)."""
-    import shutil
-
-    config = tmp_path / "config"
-    shutil.copytree(CONFIG_DIR, config)
-    queues = config / "queues.yaml"
-    queues.write_text(
-        queues.read_text().replace(
-            'replacement: "[REDACTED]"', f"replacement: {json.dumps(replacement)}"
-        )
+    env = redaction_config(
+        tmp_path, 'replacement: "[REDACTED]"', f"replacement: {json.dumps(replacement)}"
     )
-    env = {"JOBSYS_CONFIG_DIR": str(config)}
 
     def found(text: str) -> list[int]:
-        result = cli("--database-url", db_url, "jobs", "list", "--arg-contains", text,
-                     "--json", env=env)  # fmt: skip
-        assert result.exit_code == 0, result.stderr
-        return [j["id"] for j in result.json()["items"]]
+        return found_by(cli, db_url, env, text)
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         (secret, plain) = insert_jobs(
@@ -492,3 +503,31 @@ def test_neither_a_secret_nor_its_replacement_is_found_indexed_or_not(
     after = {needle: found(needle) for needle in expected}  # through the index
     assert before == expected
     assert after == expected
+
+
+def test_a_reader_that_shows_a_value_the_side_text_hides_still_finds_it(
+    cli: Any, db_url: str, tmp_path: Any
+) -> None:
+    """A configuration whose ``redaction.keys`` replaced the defaults shows a
+    ``password`` value in clear, and ``--arg-contains`` finds it: before the pass
+    copies the job (row by row) and after (the side text holds the marker there, so
+    the reader does not use the index). Before, the job was lost once indexed."""
+    defaults = (
+        "keys: [password, passwd, pwd, secret, token, cookie, session, authorization, auth,"
+        "\n         api_key, apikey, private_key, credential, otp]"
+    )
+    env = redaction_config(tmp_path, defaults, "keys: [api_token]")
+
+    def found(text: str) -> list[int]:
+        return found_by(cli, db_url, env, text)
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (job_id,) = insert_jobs(conn, [{"password": "walrus-9", "api_token": "zebra-1"}])
+    shown = cli("--database-url", db_url, "jobs", "show", str(job_id), "--json", env=env)
+    assert shown.json()["args"]["password"] == "walrus-9"
+    assert (found("walrus"), found("zebra")) == ([job_id], [])
+    index_until(db_url, job_id)
+    assert (found("walrus"), found("zebra")) == ([job_id], [])
+    # With the default keys the index is used again (and both are hidden).
+    env["JOBSYS_CONFIG_DIR"] = str(CONFIG_DIR)
+    assert (found("walrus"), found("zebra")) == ([], [])
