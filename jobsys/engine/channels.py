@@ -1,8 +1,10 @@
 """Procrastinate's NOTIFY channels and the payloads its listeners understand.
 
 Procrastinate 3.10 NOTIFYs ``procrastinate_queue_v1#<queue>`` and
-``procrastinate_any_queue_v1`` on every job insert (its trigger) and abort request,
-with ``{"type": "job_inserted" | "abort_job_requested", "job_id": ...}``. A retried
+``procrastinate_any_queue_v1`` on every abort request (its trigger), with
+``{"type": "abort_job_requested", "job_id": ...}``; on an insert, jobsys's statement
+trigger (migration 0024, in place of Procrastinate's per-row one) sends
+``{"type": "job_inserted", "job_id": ...}`` on both once per queue that got jobs. A retried
 or requeued job is an update, which sends nothing: :mod:`jobsys.engine.manager`
 sends the same wake-up itself.
 """

@@ -120,22 +120,41 @@ def test_enum_values(db_url: str, enum: str, values: set[str]) -> None:
 
 
 def test_insert_and_abort_notifications_are_what_the_listener_parses(db_url: str) -> None:
+    """The abort wake-up is Procrastinate's trigger; the insert one is jobsys's since
+    migration 0024 (its behaviour: tests/integration/test_job_triggers.py)."""
     sources = dict(
         rows(
             db_url,
             "SELECT proname, prosrc FROM pg_proc WHERE proname IN "
-            "('procrastinate_notify_queue_job_inserted_v1', "
-            "'procrastinate_notify_queue_abort_job_v1')",
+            "('jobsys_job_events_insert_v1', 'procrastinate_notify_queue_abort_job_v1')",
         )
     )
-    for name, kind in (
-        ("procrastinate_notify_queue_job_inserted_v1", channels.JOB_INSERTED),
-        ("procrastinate_notify_queue_abort_job_v1", channels.ABORT_REQUESTED),
-    ):
-        source = str(sources[name])
-        assert f"'type', '{kind}', 'job_id', NEW.id" in source, name
-        assert f"'{channels.QUEUE_CHANNEL_PREFIX}' || NEW.queue_name" in source, name
-        assert f"'{channels.ANY_QUEUE_CHANNEL}'" in source, name
+    abort = str(sources["procrastinate_notify_queue_abort_job_v1"])
+    assert f"'type', '{channels.ABORT_REQUESTED}', 'job_id', NEW.id" in abort
+    inserted = str(sources["jobsys_job_events_insert_v1"])
+    assert f"'type', '{channels.JOB_INSERTED}', 'job_id'" in inserted
+    for source in (abort, inserted):
+        assert f"'{channels.QUEUE_CHANNEL_PREFIX}' || " in source
+        assert f"'{channels.ANY_QUEUE_CHANNEL}'" in source
+
+
+def test_the_job_table_triggers_are_jobsys_per_statement_ones(db_url: str) -> None:
+    """Migration 0024 replaced Procrastinate's per-row insert and status triggers. A
+    Procrastinate upgrade that brings them back would record every event twice."""
+    found = {
+        r[0]
+        for r in rows(
+            db_url,
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'procrastinate_jobs'::regclass "
+            "AND NOT tgisinternal",
+        )
+    }
+    assert {"jobsys_job_events_insert_v1", "jobsys_job_events_update_v1"} <= found
+    assert not found & {
+        "procrastinate_trigger_status_events_insert_v1",
+        "procrastinate_jobs_notify_queue_job_inserted_v1",
+        "procrastinate_trigger_status_events_update_v1",
+    }
 
 
 def test_the_fetch_rule_claim_jobs_copies_is_unchanged(db_url: str) -> None:
