@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -96,7 +97,14 @@ async def connect_with_settings(
 
     if not settings or conninfo in _OPTIONS_REFUSED:
         return await connect(conninfo, **kwargs)
-    given = kwargs.get("options") or conninfo_to_dict(conninfo).get("options") or ""
+    # An explicit ``options`` makes libpq ignore PGOPTIONS: carry it over, so that an
+    # operator's search_path (say) still applies to the worker's connections.
+    given = (
+        kwargs.get("options")
+        or conninfo_to_dict(conninfo).get("options")
+        or os.environ.get("PGOPTIONS")
+        or ""
+    )
     ours = session_options(settings)
     try:
         return await connect(conninfo, **{**kwargs, "options": f"{given} {ours}".strip()})

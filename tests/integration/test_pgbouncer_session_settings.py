@@ -76,3 +76,22 @@ def test_transaction_pooler_hands_no_setting_to_the_next_client(
             assert show(other) == {"statement_timeout": "0", "lock_timeout": "0"}
     # PgBouncer 1.18 refuses the startup options: jobsys connected without them.
     assert own == pooled == {"statement_timeout": "0", "lock_timeout": "0"}
+
+
+def test_pgoptions_still_apply_beside_the_bounds(
+    db_url: str, settings: Settings, monkeypatch: Any
+) -> None:
+    """libpq reads PGOPTIONS only when no ``options`` is given: the bounds must not
+    drop an operator's own (a search_path, say) from the worker's connections."""
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=jobsys_elsewhere,public")
+    own, pooled = asyncio.run(jobsys_work(db_url, settings))
+    assert own == {"statement_timeout": "1min", "lock_timeout": "2s"}
+    assert pooled == {"statement_timeout": "5min", "lock_timeout": "0"}
+
+    async def search_path() -> str:
+        app = build_engine_app(db_url, min_size=1, max_size=1)
+        async with app.open_async(), app.connector.pool.connection() as conn:
+            cur = await conn.execute("SHOW search_path")
+            return str((await cur.fetchone())[0])
+
+    assert asyncio.run(search_path()) == "jobsys_elsewhere,public"
