@@ -4,7 +4,8 @@ A lane used to write each job's outcome with its own ``procrastinate_finish_job_
 call (one round trip and one commit per job). :class:`FinishBatcher` collects the
 outcomes of the lane's jobs whose task has returned and writes them together in one
 set-based statement (``queries.FINISH_JOBS``: Procrastinate's rules for an outcome,
-applied to all rows at once; its status-event triggers fire per row as before). A job
+applied to all rows at once; the status events are written per statement, migration
+0024). A job
 the statement could not finish (no longer ``todo`` or ``doing``) is then written alone
 through Procrastinate's own ``procrastinate_finish_job_v1`` (``queries.FINISH_JOB``),
 so its error is Procrastinate's, and that job's alone.
@@ -110,7 +111,12 @@ class FinishBatcher:
     async def _write(self, batch: list[tuple[int, str, bool, asyncio.Future[None]]]) -> None:
         from procrastinate import exceptions
 
-        ordered = sorted(batch, key=lambda item: item[0])
+        # One outcome per job in the statement: a second outcome for the same job (a
+        # caller's mistake) goes on its own after it, and gets Procrastinate's error.
+        first: dict[int, tuple[int, str, bool, asyncio.Future[None]]] = {}
+        for item in batch:
+            first.setdefault(item[0], item)
+        ordered = sorted(first.values(), key=lambda item: item[0])
         try:
             rows = await self.connector.execute_query_all_async(
                 queries.FINISH_JOBS,
@@ -134,11 +140,12 @@ class FinishBatcher:
         written = {int(row["id"]) for row in rows}
         self.batches += 1
         self.outcomes += len(written)
-        for job_id, _, _, future in batch:
-            if job_id in written:
-                _settle(future, None)
-        # Not finished by the batch: written alone, for Procrastinate's error.
-        await self._write_each([item for item in batch if item[0] not in written])
+        done = [item for item in ordered if item[0] in written]
+        for *_, future in done:
+            _settle(future, None)
+        # Not finished by the batch (or a second outcome for one job): written alone,
+        # for Procrastinate's error.
+        await self._write_each([item for item in batch if item not in done])
 
     async def _write_each(self, batch: list[tuple[int, str, bool, asyncio.Future[None]]]) -> None:
         for job_id, status, delete, future in batch:

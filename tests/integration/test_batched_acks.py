@@ -230,3 +230,30 @@ def test_the_set_based_finish_follows_procrastinates_rules_row_for_row(db_url: s
             ended = [conn.execute(state, (job,)).fetchone() for job in (ours, theirs)]
             assert ended[0] == ended[1], (start, outcome, delete, ended)
         assert len(written) == 3 * 3 * 2  # todo, doing, doing+abort x end statuses x delete
+
+
+async def test_a_second_outcome_for_one_job_in_a_batch_fails_alone(db_url: str) -> None:
+    """Two outcomes for one job in one batch (a caller's mistake): the first is written,
+    the second gets Procrastinate's error as a second single write did, not a success."""
+    import procrastinate
+
+    from jobsys.engine import pool
+    from jobsys.engine.acks import FinishBatcher
+    from jobsys.engine.api import ConnectorException
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+            "VALUES ('q1', 'ack.t', '{}', 'doing') RETURNING id"
+        ).fetchone()
+    assert row is not None
+    app = procrastinate.App(connector=pool.connector(db_url, min_size=1, max_size=2))
+    async with app.open_async():
+        acks = FinishBatcher(app.connector, waiting_jobs=lambda: 2)
+        results = await asyncio.gather(
+            acks.finish(row[0], "succeeded"), acks.finish(row[0], "failed"),
+            return_exceptions=True,
+        )  # fmt: skip
+    assert results[0] is None and isinstance(results[1], ConnectorException), results
+    got = query(db_url, "SELECT status::text, attempts FROM procrastinate_jobs")
+    assert got == [("succeeded", 1)]
