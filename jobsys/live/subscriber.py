@@ -14,7 +14,10 @@
 A connection that dies silently is noticed by a ``SELECT 1`` every
 ``keepalive_seconds`` of quiet. Procrastinate's own channel can be followed too
 (``with_job_inserts=True``): its ``job_inserted`` notifications become
-``jobs_changed`` events, so deferrals by any code are seen.
+``jobs_changed`` events, so deferrals by any code are seen. Since migration 0024 one
+such notification stands for every job one statement put on its queue (it carries
+one of their ids): the event's ``deferred: 1`` means "jobs were deferred, re-read",
+not a count (jobsys's own defers announce their count on ``jobs_changed``).
 """
 
 from __future__ import annotations
