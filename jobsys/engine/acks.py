@@ -5,10 +5,10 @@ call (one round trip and one commit per job). :class:`FinishBatcher` collects th
 outcomes of the lane's jobs whose task has returned and writes them together in one
 set-based statement (``queries.FINISH_JOBS``: Procrastinate's rules for an outcome,
 applied to all rows at once; the status events are written per statement, migration
-0024). A job
-the statement could not finish (no longer ``todo`` or ``doing``) is then written alone
-through Procrastinate's own ``procrastinate_finish_job_v1`` (``queries.FINISH_JOB``),
-so its error is Procrastinate's, and that job's alone.
+0024). A job the statement could not finish (no longer ``todo`` or ``doing``), or a
+second outcome for one job, is then written alone through Procrastinate's own
+``procrastinate_finish_job_v1`` (``queries.FINISH_JOB``), so its error is
+Procrastinate's, and that job's alone.
 
 A batch is written as soon as one of these holds, whichever comes first:
 
