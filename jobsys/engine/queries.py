@@ -413,9 +413,9 @@ DEFER_JOB = (
 #: once per job cost three times as much server time (a PL/pgSQL call and a plan per
 #: row: 5,000 outcomes 762 ms against 232 ms); the status events are written once
 #: per statement (migration 0024). The rows are locked in id order first (one lock
-#: order for every writer). Returns the ids written; a job missing from them was no longer ``todo`` or
-#: ``doing`` (or the status was not an end status): the caller writes it alone with
-#: FINISH_JOB, which raises Procrastinate's own error for it.
+#: order for every writer). Returns the ids written; a job missing from them was no
+#: longer ``todo`` or ``doing`` (or the status was not an end status): the caller
+#: writes it alone with FINISH_JOB, which raises Procrastinate's own error for it.
 #: ``tests/integration/test_batched_acks.py`` holds both against each other.
 FINISH_JOBS = """
 WITH outcome AS (
