@@ -13,6 +13,12 @@ from typing import Any
 Params = Mapping[str, Any] | Sequence[Any] | None
 
 
+def columns(row: Mapping[str, Any], *names: str) -> dict[str, Any]:
+    """The named columns of a row, in that order: the fields a view passes on as they
+    are (``{**columns(row, "id", "status"), "age": ...}``)."""
+    return {name: row[name] for name in names}
+
+
 def like_contains(param: str) -> str:
     """SQL for an ILIKE pattern matching any text that contains the bound parameter
     ``%(param)s`` literally (``\\``, ``%`` and ``_`` escaped). Built in SQL from the bound

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from jobsys import AuthenticationError, TransientError, task
 
@@ -30,35 +31,28 @@ def _simulate(account_id: int, *, auth: bool = True) -> None:
         raise KeyError("edge_followed_by")
 
 
-@task(queue="sync", name="demo.process_account", rerun_safe=True)
-def process_account(account_id: int) -> None:
-    """Continuous account processing (the seed's EnqueueContinuousAccountProcessingJob)."""
-    _simulate(account_id)
+def _account_task(
+    name: str, queue: str, *, rerun_safe: bool, auth: bool = True
+) -> Callable[[int], None]:
+    """One of the seed's account tasks: ``demo.<name>`` on ``queue``, its work simulated
+    (``auth=False``: a task that never needs the account's login)."""
+
+    def run(account_id: int) -> None:
+        _simulate(account_id, auth=auth)
+
+    run.__name__ = run.__qualname__ = name
+    return task(queue=queue, name=f"demo.{name}", rerun_safe=rerun_safe)(run)
 
 
-@task(queue="messages", name="demo.send_story_auto_replies", rerun_safe=False)
-def send_story_auto_replies(account_id: int) -> None:
-    _simulate(account_id)
-
-
-@task(queue="engagements", name="demo.feed_auto_engagement", rerun_safe=False)
-def feed_auto_engagement(account_id: int) -> None:
-    _simulate(account_id)
-
-
-@task(queue="post_downloads", name="demo.scan_recent_profile_posts", rerun_safe=True)
-def scan_recent_profile_posts(account_id: int) -> None:
-    _simulate(account_id)
-
-
-@task(queue="sync", name="demo.sync_follow_graph", rerun_safe=True)
-def sync_follow_graph(account_id: int) -> None:
-    _simulate(account_id)
-
-
-@task(queue="avatars", name="demo.sync_avatar", rerun_safe=True)
-def sync_avatar(account_id: int) -> None:
-    _simulate(account_id, auth=False)
+#: Continuous account processing (the seed's EnqueueContinuousAccountProcessingJob).
+process_account = _account_task("process_account", "sync", rerun_safe=True)
+send_story_auto_replies = _account_task("send_story_auto_replies", "messages", rerun_safe=False)
+feed_auto_engagement = _account_task("feed_auto_engagement", "engagements", rerun_safe=False)
+scan_recent_profile_posts = _account_task(
+    "scan_recent_profile_posts", "post_downloads", rerun_safe=True
+)
+sync_follow_graph = _account_task("sync_follow_graph", "sync", rerun_safe=True)
+sync_avatar = _account_task("sync_avatar", "avatars", rerun_safe=True, auth=False)
 
 
 @task(queue="profiles", name="demo.refresh_profile", rerun_safe=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jobsys import timespec
+from jobsys.db.query import columns
 from jobsys.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
@@ -54,11 +55,7 @@ def why_paused(pause: dict[str, Any]) -> str:
 def pause_view(pause: dict[str, Any]) -> dict[str, Any]:
     """A pause as ``queues --json`` and the dashboard show it."""
     return {
-        "paused_at": pause["paused_at"],
-        "paused_by": pause["paused_by"],
-        "reason": pause["reason"],
-        "until": pause["until"],
-        "target": pause["target"],
+        **columns(pause, "paused_at", "paused_by", "reason", "until", "target"),
         "why": why_paused(pause),
     }
 

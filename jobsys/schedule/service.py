@@ -11,6 +11,7 @@ import difflib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from jobsys.db.query import columns
 from jobsys.errors import ConfigError, JobsysError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -233,19 +234,22 @@ async def source_check(settings: Settings, schedule: Schedule) -> tuple[list[str
 
 def _run_row(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "entry": row["entry"],
-        "status": row["status"],
-        "tick_at": row["tick_at"],
-        "source": row["source"],
-        "task": row["task"],
-        "queue": row["queue"],
-        "batch_size": row["batch_size"],
-        "batches_done": row["batches_done"],
-        "items_enqueued": row["items_enqueued"],
-        "cursor": row["cursor"],
-        "started_at": row["started_at"],
-        "finished_at": row["finished_at"],
+        **columns(
+            row,
+            "id",
+            "entry",
+            "status",
+            "tick_at",
+            "source",
+            "task",
+            "queue",
+            "batch_size",
+            "batches_done",
+            "items_enqueued",
+            "cursor",
+            "started_at",
+            "finished_at",
+        ),
         "duration_seconds": row["duration"].total_seconds() if row["duration"] else None,
     }
 
