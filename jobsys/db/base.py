@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from sqlalchemy import BigInteger, MetaData, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, MetaData, Text, text
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
-from sqlalchemy.orm import DeclarativeBase, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -35,3 +35,18 @@ NowTimestamp = Annotated[datetime, mapped_column(server_default=text("now()"))]
 JsonObject = Annotated[dict[str, Any], mapped_column(JSONB, server_default=text("'{}'::jsonb"))]
 #: A table's own ``bigint`` identity: ``id: Mapped[SerialId]``.
 SerialId = Annotated[int, mapped_column(BigInteger, primary_key=True, autoincrement=True)]
+
+
+def one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    """A check that ``column`` holds one of ``values``, named after the column
+    (``ck_<table>_<column>``)."""
+    return CheckConstraint(f"{column} IN {values!r}", name=column)
+
+
+class Progress:
+    """The columns of a row that records work while it goes (a pipeline, its steps, a
+    fan-out run, a bulk action): when it last moved, and when it finished (None: still
+    going)."""
+
+    updated_at: Mapped[NowTimestamp]
+    finished_at: Mapped[datetime | None]

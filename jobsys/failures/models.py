@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, JsonObject, NowTimestamp, SerialId
+from jobsys.db.base import Base, JsonObject, NowTimestamp, SerialId, one_of
 
 KINDS = ("authentication", "transient", "runtime")
 REASONS = ("exception", "timeout", "worker_lost", "task_not_found", "aborted")
@@ -46,8 +46,8 @@ class Failure(Base):
     occurred_at: Mapped[NowTimestamp]
 
     __table_args__ = (
-        CheckConstraint(f"kind IN {KINDS!r}", name="kind"),
-        CheckConstraint(f"reason IN {REASONS!r}", name="reason"),
+        one_of("kind", KINDS),
+        one_of("reason", REASONS),
         # One row per attempt: capture and reconciliation may both try to write it.
         UniqueConstraint("job_id", "attempt"),
         Index("ix_jobsys_failures_occurred", text("occurred_at DESC"), text("id DESC")),

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, text
+from sqlalchemy import BigInteger, Index, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp, SerialId
+from jobsys.db.base import Base, NowTimestamp, SerialId, one_of
 
 PAUSE_ACTIONS = ("pause", "resume")
 
@@ -48,7 +48,7 @@ class QueuePauseEvent(Base):
     created_at: Mapped[NowTimestamp]
 
     __table_args__ = (
-        CheckConstraint(f"action IN {PAUSE_ACTIONS!r}", name="action"),
+        one_of("action", PAUSE_ACTIONS),
         Index("ix_jobsys_queue_pause_events_queue", "queue", "created_at"),
     )
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, text
+from sqlalchemy import BigInteger, ForeignKey, Index, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, JsonObject, NowTimestamp, SerialId
+from jobsys.db.base import Base, JsonObject, NowTimestamp, SerialId, one_of
 
 ISSUE_KINDS = ("job_failure", "queue_health", "service_outage", "schedule_entry")
 ISSUE_STATUSES = ("open", "resolved", "muted")
@@ -37,8 +37,8 @@ class Issue(Base):
     details: Mapped[JsonObject]
 
     __table_args__ = (
-        CheckConstraint(f"kind IN {ISSUE_KINDS!r}", name="kind"),
-        CheckConstraint(f"status IN {ISSUE_STATUSES!r}", name="status"),
+        one_of("kind", ISSUE_KINDS),
+        one_of("status", ISSUE_STATUSES),
         Index("ix_jobsys_issues_status_last_seen", "status", text("last_seen DESC")),
         Index("ix_jobsys_issues_kind_status", "kind", "status"),
     )

@@ -3,19 +3,17 @@ unique keys of unique jobs and the searchable text of every job."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, JsonObject, NowTimestamp, SerialId
+from jobsys.db.base import Base, JsonObject, NowTimestamp, Progress, SerialId, one_of
 
 BULK_ACTIONS = ("jobs_cancel", "jobs_delete", "queues_purge")
 BULK_STATUSES = ("running", "finished")
 
 
-class BulkAction(Base):
+class BulkAction(Progress, Base):
     """Who ran which bulk action, when, with which filter, on how many jobs. Updated in
     each chunk's own transaction, so an interrupted action's row says what it did."""
 
@@ -31,12 +29,10 @@ class BulkAction(Base):
     counts: Mapped[JsonObject]
     status: Mapped[str] = mapped_column(server_default="running")
     started_at: Mapped[NowTimestamp]
-    updated_at: Mapped[NowTimestamp]
-    finished_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint(f"action IN {BULK_ACTIONS!r}", name="action"),
-        CheckConstraint(f"status IN {BULK_STATUSES!r}", name="status"),
+        one_of("action", BULK_ACTIONS),
+        one_of("status", BULK_STATUSES),
         Index("ix_jobsys_bulk_actions_started", text("started_at DESC")),
     )
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Text, text
+from sqlalchemy import BigInteger, Index, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, NowTimestamp
+from jobsys.db.base import Base, NowTimestamp, one_of
 
 PROCESS_STATUSES = ("running", "draining", "stopped", "dead", "fenced")
 
@@ -36,6 +36,6 @@ class WorkerProcess(Base):
     stopped_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint(f"status IN {PROCESS_STATUSES!r}", name="status"),
+        one_of("status", PROCESS_STATUSES),
         Index("ix_jobsys_worker_processes_status_heartbeat", "status", "last_heartbeat"),
     )

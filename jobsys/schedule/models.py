@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, text
+from sqlalchemy import BigInteger, Index, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from jobsys.db.base import Base, JsonObject, NowTimestamp, SerialId
+from jobsys.db.base import Base, JsonObject, NowTimestamp, Progress, SerialId, one_of
 from jobsys.schedule.fanout import FANOUT_STATUSES
 
 #: ``skipped``: a fan-out tick that found the entry's previous run still going (overlap: skip).
@@ -35,10 +35,10 @@ class ScheduleTick(Base):
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[NowTimestamp]
 
-    __table_args__ = (CheckConstraint(f"status IN {TICK_STATUSES!r}", name="status"),)
+    __table_args__ = (one_of("status", TICK_STATUSES),)
 
 
-class FanoutRun(Base):
+class FanoutRun(Progress, Base):
     __tablename__ = "jobsys_fanout_runs"
 
     id: Mapped[SerialId]
@@ -60,11 +60,9 @@ class FanoutRun(Base):
     first_item_job_id: Mapped[int | None] = mapped_column(BigInteger)
     last_item_job_id: Mapped[int | None] = mapped_column(BigInteger)
     started_at: Mapped[NowTimestamp]
-    updated_at: Mapped[NowTimestamp]
-    finished_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint(f"status IN {FANOUT_STATUSES!r}", name="status"),
+        one_of("status", FANOUT_STATUSES),
         Index("ix_jobsys_fanout_runs_entry_started", "entry", text("started_at DESC")),
         Index(
             "uq_jobsys_fanout_runs_entry_tick",
