@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -85,33 +85,29 @@ issues_cmd.app.command("retry")(retry_cmd.issues_retry)
 _VALUED = ("--database-url", "--config-dir", "--app")
 
 
+def _setting(flag: str, help: str) -> Any:
+    """A root option that a ``JOBSYS_*`` environment variable can give instead
+    (``--config-dir``: ``JOBSYS_CONFIG_DIR``), named in ``--help``."""
+    envvar = "JOBSYS_" + flag.removeprefix("--").replace("-", "_").upper()
+    return typer.Option(flag, envvar=envvar, help=help, show_envvar=True)
+
+
 def root(
     ctx: typer.Context,
     database_url: Annotated[
         str | None,
-        typer.Option(
-            "--database-url",
-            envvar="JOBSYS_DATABASE_URL",
-            help="PostgreSQL URL. Default: the embedded server under JOBSYS_HOME.",
-            show_envvar=True,
+        _setting(
+            "--database-url", "PostgreSQL URL. Default: the embedded server under JOBSYS_HOME."
         ),
     ] = None,
     config_dir: Annotated[
         Path | None,
-        typer.Option(
-            "--config-dir",
-            envvar="JOBSYS_CONFIG_DIR",
-            help="Folder with queues.yaml and schedule.yaml. Default: ./config.",
-            show_envvar=True,
-        ),
+        _setting("--config-dir", "Folder with queues.yaml and schedule.yaml. Default: ./config."),
     ] = None,
     app_modules: Annotated[
         str | None,
-        typer.Option(
-            "--app",
-            envvar="JOBSYS_APP",
-            help="Comma-separated modules defining your tasks. Default: app.modules, else demo.",
-            show_envvar=True,
+        _setting(
+            "--app", "Comma-separated modules defining your tasks. Default: app.modules, else demo."
         ),
     ] = None,
     debug: Annotated[
