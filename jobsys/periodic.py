@@ -34,14 +34,24 @@ class Periodic(abc.ABC):
     #: Where a failed pass is logged (a service sets its module's logger).
     log: logging.Logger = logger
 
-    def __init__(self) -> None:
+    def __init__(self, interval_seconds: float | None = None) -> None:
         self.passes = 0
         self.consecutive_errors = 0
         self.last_result: Any = None
+        #: The fixed time between passes (None: the service works it out in
+        #: :meth:`interval_seconds`).
+        self.interval = interval_seconds
 
-    @abc.abstractmethod
     def interval_seconds(self) -> float:
-        """Seconds between the end of one pass and the start of the next."""
+        """Seconds between the end of one pass and the start of the next: the fixed
+        ``interval`` the service was built with. A service whose period changes (the
+        scheduler, the live-events flusher) overrides this."""
+        if self.interval is None:
+            raise TypeError(
+                f"{type(self).__name__} has no interval: pass interval_seconds to "
+                "Periodic.__init__ or override interval_seconds()"
+            )
+        return self.interval
 
     @abc.abstractmethod
     async def run_pass(self, app: Any, now: datetime) -> Any:

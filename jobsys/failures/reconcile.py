@@ -156,15 +156,11 @@ class FailureMaintenance(Periodic):
         interval_seconds: float = INTERVAL_SECONDS,
         grace_seconds: float = GRACE_SECONDS,
     ) -> None:
-        super().__init__()
+        super().__init__(interval_seconds)
         self.config = config
         self.spool = Spool(spool_directory(home))
-        self.interval = interval_seconds
         self.grace = grace_seconds
         self.after_id: int | None = None
-
-    def interval_seconds(self) -> float:
-        return self.interval
 
     async def run_pass(self, app: App, now: datetime) -> PassResult:
         return await self.run_once(app)

@@ -142,13 +142,9 @@ class SearchIndexer(Periodic):
     log = logger
 
     def __init__(self, config: Config, *, interval_seconds: float = INTERVAL_SECONDS) -> None:
-        super().__init__()
+        super().__init__(interval_seconds)
         self.keys = configured_keys(config)
-        self.interval = interval_seconds
         self._conn: Any = None
-
-    def interval_seconds(self) -> float:
-        return self.interval
 
     async def run(self, app: Any, stop: asyncio.Event) -> None:
         try:

@@ -400,12 +400,9 @@ class ReaperService(Periodic):
     log = logger
 
     def __init__(self, config: Config) -> None:
-        super().__init__()
+        super().__init__(config.queues.worker.reap_interval_seconds)
         self.config = config
         self.last_result: ReapResult | None = None
-
-    def interval_seconds(self) -> float:
-        return self.config.queues.worker.reap_interval_seconds
 
     async def run_pass(self, app: App, now: datetime) -> ReapResult:
         # The reaper compares times on the database's clock, never the host's ``now``.

@@ -121,11 +121,7 @@ class MetricsTicker(Periodic):
     log = logger
 
     def __init__(self, interval_seconds: float) -> None:
-        super().__init__()
-        self.tick_seconds = interval_seconds
-
-    def interval_seconds(self) -> float:
-        return self.tick_seconds
+        super().__init__(interval_seconds)
 
     async def run_pass(self, app: Any, now: datetime) -> dict[str, int]:
         async with pool.connection(app) as conn:

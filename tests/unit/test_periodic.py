@@ -65,3 +65,16 @@ async def test_without_a_limit_it_never_raises() -> None:
     service = Scripted([False] * 5, stop, limit=None)
     await asyncio.wait_for(service.run(None, stop), 5)
     assert (service.passes, service.consecutive_errors) == (0, 5)
+
+
+class Fixed(Periodic):
+    """A service with a fixed period (the reaper, failure maintenance, metrics ticker)."""
+
+    async def run_pass(self, app: Any, now: datetime) -> None:
+        return None
+
+
+def test_a_fixed_interval_given_at_construction_is_the_period() -> None:
+    assert Fixed(2.5).interval_seconds() == 2.5
+    with pytest.raises(TypeError, match="Fixed has no interval"):
+        Fixed().interval_seconds()
