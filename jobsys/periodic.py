@@ -41,16 +41,19 @@ class Periodic(abc.ABC):
         #: The fixed time between passes (None: the service works it out in
         #: :meth:`interval_seconds`).
         self.interval = interval_seconds
+        # Refused here rather than at the first wait: by then one pass has run and the
+        # worker would count the TypeError as the service crashing.
+        if interval_seconds is None and type(self).interval_seconds is Periodic.interval_seconds:
+            raise TypeError(
+                f"{type(self).__name__} has no interval: pass interval_seconds to "
+                "Periodic.__init__ or override interval_seconds()"
+            )
 
     def interval_seconds(self) -> float:
         """Seconds between the end of one pass and the start of the next: the fixed
         ``interval`` the service was built with. A service whose period changes (the
         scheduler, the live-events flusher) overrides this."""
-        if self.interval is None:
-            raise TypeError(
-                f"{type(self).__name__} has no interval: pass interval_seconds to "
-                "Periodic.__init__ or override interval_seconds()"
-            )
+        assert self.interval is not None  # __init__ refuses a service without one
         return self.interval
 
     @abc.abstractmethod
