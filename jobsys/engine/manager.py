@@ -43,17 +43,13 @@ async def claim_jobs(
     from procrastinate.sync_psycopg_connector import wrap_exceptions
     from psycopg.rows import dict_row
 
-    from jobsys.db import query
-
-    sql = queries.CLAIM_JOBS_IN_ORDER if in_order else queries.CLAIM_JOBS
-    params = {"queues": queues, "worker_id": worker_id, "limit": limit}
+    params = {"queues": queues, "worker_id": worker_id, "limit": limit, "in_order": in_order}
     with wrap_exceptions():  # psycopg's errors as Procrastinate's, as its connector does
         async with connector.pool.connection() as conn:
-            # One round trip, one transaction: the planner setting, then the claim.
-            async with query.one_round_trip(conn):
-                await conn.execute(queries.CLAIM_PLANNER)
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(sql, params)
+            # One statement (queries.CLAIM: the claim and its planner setting in a
+            # function whose plan the server keeps).
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(queries.CLAIM, params)
             rows = await cur.fetchall()
     rank = {q: i for i, q in enumerate(queues)} if in_order else {}
     return sorted(rows, key=lambda r: (rank.get(r["queue_name"], 0), -r["priority"], r["id"]))

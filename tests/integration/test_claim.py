@@ -157,7 +157,7 @@ class ReplyDroppingProxy:
             while (data := await client_r.read(65536)) and not cut.is_set():
                 server_w.write(data)
                 await server_w.drain()
-                if self.armed and b"WITH candidate AS" in data:
+                if self.armed and b"jobsys_claim_v1(" in data:  # the claim (queries.CLAIM)
                     self.armed, self.dropped = False, self.dropped + 1
                     cut.set()
                     await asyncio.sleep(0.5)  # the server runs and commits the claim...
@@ -391,29 +391,92 @@ def test_a_claim_on_a_table_never_analyzed_stops_at_its_limit(
     assert without >= 20_000, without  # what the setting prevents (the plan it avoids)
 
 
-def test_the_claims_planner_setting_holds_for_the_claim_only_and_warns_nothing(
-    db_url: str,
+def lane_claim_rows_read(db_url: str, function_setting: bool) -> int:
+    """Waiting jobs the lane's claim (queries.CLAIM, migration 0025's function) reads for
+    10 with 20,000 due on a job table never analyzed, seven claims in a row (the server
+    keeps the function's plan); ``function_setting``: with the function's own settings
+    (``enable_bitmapscan = off``, ``plan_cache_mode = force_generic_plan``), else
+    without them.
+    The function's query plan is read from auto_explain (nested statements), the only
+    window into a PL/pgSQL function's plans."""
+    params = {"queues": QUEUES, "worker_id": None, "limit": 10, "in_order": False}
+    plans: list[dict[str, Any]] = []
+
+    def keep(diag: Any) -> None:
+        text = str(diag.message_primary)
+        if "WITH candidate" in text:
+            plans.append(json.loads(text[text.index("{") :])["Plan"])
+
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name) "
+            "SELECT 'q1', 't' FROM generate_series(1, 20000)"
+        )
+        conn.commit()
+        if not function_setting:
+            conn.execute("ALTER FUNCTION jobsys_claim_v1 RESET ALL")
+        conn.add_notice_handler(keep)
+        for setting in (
+            "LOAD 'auto_explain'",
+            "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_nested_statements = on",
+            "SET auto_explain.log_analyze = on",
+            "SET auto_explain.log_format = json",
+            "SET client_min_messages = log",
+        ):
+            conn.execute(setting)
+        for _ in range(7):
+            assert len(conn.execute(queries.CLAIM, params).fetchall()) == 10
+            conn.execute("UPDATE procrastinate_jobs SET status = 'todo' WHERE status = 'doing'")
+        conn.rollback()
+    assert len(plans) == 7
+    return max(rows_read(plan, "jobs") for plan in plans)
+
+
+def test_the_lanes_claim_function_stops_at_its_limit_on_a_table_never_analyzed(
+    db_url: str, pg_admin_url: str, template_db: str
 ) -> None:
-    """The lane's claim (manager.claim_jobs) runs CLAIM_PLANNER and the claim in the
-    implicit transaction of one pipeline on an autocommit pool connection: the setting
-    is in force for the claim, gone after it, and the server sends no warning (with
-    ``SET LOCAL`` it sent "SET LOCAL can only be used in transaction blocks" on every
-    claim, a line in the server log each; found in the 5432 log during review)."""
-    from jobsys.db import query
+    """The function carries the planner setting the lane sent before its claim
+    (CLAIM_PLANNER) and keeps a generic plan: it walks the queue's index in order and
+    stops after 10, on every call; without its settings it reads every waiting job.
+    (Either setting alone is enough for this table: the generic plan does not know
+    the limit is small and walks in order anyway; the function keeps both.)"""
+    from tests.conftest import fresh_database
 
-    async def run() -> tuple[list[str], str, str]:
+    assert lane_claim_rows_read(db_url, function_setting=True) <= 10
+    with fresh_database(pg_admin_url, template_db) as other_url:
+        assert lane_claim_rows_read(other_url, function_setting=False) >= 20_000
+
+
+def test_the_lanes_claim_settings_end_with_it(db_url: str) -> None:
+    """manager.claim_jobs on an autocommit pool connection: the function's settings
+    (``enable_bitmapscan``, ``plan_cache_mode``) are in force for the claim only, and
+    the server sends no warning (with ``SET LOCAL`` the claim sent "SET LOCAL can only
+    be used in transaction blocks" on every call)."""
+    from jobsys.lanes.execution import build_engine_app
+
+    async def run() -> tuple[list[str], tuple[str, str], int]:
         notices: list[str] = []
-        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-            conn.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
-            async with query.one_round_trip(conn):
-                await conn.execute(queries.CLAIM_PLANNER)
-                cur = conn.cursor()
-                await cur.execute("SELECT current_setting('enable_bitmapscan')")
-            [(during,)] = await cur.fetchall()
-            after = await (await conn.execute("SHOW enable_bitmapscan")).fetchone()
+        app = build_engine_app(db_url, min_size=1, max_size=1)
+        async with app.open_async():
+            worker_id = await app.job_manager.register_worker()
+            async with app.connector.pool.connection() as conn:
+                conn.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
+                (before,) = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+            insert_jobs(db_url, [("q1", 0, None, -10)] * 3)
+            rows = await manager.claim_jobs(app.connector, QUEUES, worker_id, 10)
+            async with app.connector.pool.connection() as conn:
+                (pid,) = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+                assert pid == before  # the pool's one connection ran the claim
+                cur = await conn.execute(
+                    "SELECT current_setting('enable_bitmapscan'), "
+                    "current_setting('plan_cache_mode')"
+                )
+                after = await cur.fetchone()
         assert after is not None
-        return notices, during, after[0]
+        return notices, (after[0], after[1]), len(rows)
 
-    notices, during, after = asyncio.run(run())
-    assert (during, after) == ("off", "on")
+    notices, after, claimed = asyncio.run(run())
+    assert claimed == 3
+    assert after == ("on", "auto")
     assert notices == []

@@ -1,8 +1,9 @@
-"""The claim rule is written twice: ``jobsys.engine.queries`` (``DUE_AND_UNLOCKED`` in
-``_lane_walk``: CLAIM_JOBS, CLAIM_JOBS_IN_ORDER and the exact limited claim) and
+"""The claim rule is written three times: ``jobsys.engine.queries`` (``DUE_AND_UNLOCKED``
+in ``_lane_walk``: CLAIM_JOBS, CLAIM_JOBS_IN_ORDER and the exact limited claim),
 migration 0022's PL/pgSQL ``jobsys_claim_limited_v1`` (the one-round-trip limited
-claim). Both must take the same jobs in the same order, or a lane with a throttle
-claims by another rule than one without (real PostgreSQL).
+claim) and migration 0025's ``jobsys_claim_v1`` (the lane's plain claim,
+``queries.CLAIM``). All must take the same jobs in the same order, or a lane claims by
+another rule than the one written in Python (real PostgreSQL).
 
 Two checks, each failing when either side changes alone: the installed function's
 source contains the Python fragments (aliases renamed), and on the same data (locks,
@@ -32,10 +33,12 @@ def normalised(sql: str) -> str:
     return re.sub(r"\s+", " ", sql).replace("( ", "(").replace(" )", ")").strip()
 
 
-def function_source(conn: Any) -> str:
-    (source,) = conn.execute(
-        "SELECT prosrc FROM pg_proc WHERE proname = 'jobsys_claim_limited_v1'"
-    ).fetchone()
+#: The functions that repeat the claim rule (migrations 0022 and 0025).
+FUNCTIONS = ["jobsys_claim_limited_v1", "jobsys_claim_v1"]
+
+
+def function_source(conn: Any, name: str) -> str:
+    (source,) = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = %s", (name,)).fetchone()
     for pattern, name in ALIASES.items():
         source = re.sub(pattern, name, source)
     return normalised(source)
@@ -52,16 +55,18 @@ def function_source(conn: Any) -> str:
     ],
     ids=["due_and_unlocked", "pause_active", "walk_order", "row_lock", "pause_probe"],
 )
-def test_the_function_repeats_the_claim_rule_word_for_word(db_url: str, fragment: str) -> None:
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_the_function_repeats_the_claim_rule_word_for_word(
+    db_url: str, fragment: str, function: str
+) -> None:
     """Also in the Python claim (the same fragment, the same form of the walk)."""
     with psycopg.connect(db_url) as conn:
-        source = function_source(conn)
+        source = function_source(conn, function)
     claim = normalised(queries.CLAIM_JOBS)
     assert normalised(fragment) in claim
     assert normalised(fragment) in source, (
-        "jobsys_claim_limited_v1 (migration 0022) no longer repeats this part of "
-        "jobsys.engine.queries' claim rule: change both (a new migration replaces the "
-        "function)"
+        f"{function} no longer repeats this part of jobsys.engine.queries' claim rule: "
+        "change both (a new migration replaces the function)"
     )
 
 
@@ -170,6 +175,38 @@ def function_claim(conn: Any, worker_id: int, limit: int, *, in_order: bool) -> 
     taken = [r for r in rows if r[0] is not None]
     assert [int(r[-1]) for r in rows if r[0] is None] == [0]  # nothing held back
     return [int(r[0]) for r in sorted(taken, key=lambda r: r[-2])]
+
+
+def lane_claim(conn: Any, worker_id: int, limit: int, *, in_order: bool) -> list[int]:
+    """The lane's claim (queries.CLAIM, migration 0025's function), in claim order."""
+    params = {"queues": LANE, "worker_id": worker_id, "limit": limit, "in_order": in_order}
+    rows = conn.execute(queries.CLAIM, params).fetchall()
+    rank = {q: i for i, q in enumerate(LANE)} if in_order else {}
+    # manager.claim_jobs's order (the function returns the rows unordered).
+    rows.sort(key=lambda r: (rank.get(r[8], 0), -r[3], r[0]))
+    return [int(r[0]) for r in rows]
+
+
+@pytest.mark.parametrize("in_order", [False, True], ids=["by_priority", "queue_order"])
+def test_the_lanes_claim_function_takes_what_the_python_claim_takes(
+    lane_data: tuple[str, int, int], in_order: bool
+) -> None:
+    """jobsys_claim_v1 against CLAIM_JOBS / CLAIM_JOBS_IN_ORDER (under the planner
+    setting the Python text was sent with) and the limited function's order: the same
+    first ``k`` jobs for every ``k``."""
+    url, worker_id, most = lane_data
+    with psycopg.connect(url) as conn:
+        everything = function_claim(conn, worker_id, most, in_order=in_order)
+        conn.rollback()
+        assert 10 < len(everything) < most
+        for k in range(1, len(everything) + 2):
+            conn.execute(queries.CLAIM_PLANNER)
+            plain = plain_claim(conn, worker_id, k, in_order=in_order)
+            conn.rollback()
+            claimed = lane_claim(conn, worker_id, k, in_order=in_order)
+            conn.rollback()
+            assert set(claimed) == plain, f"the first {k} jobs differ"
+            assert claimed == everything[:k]
 
 
 @pytest.mark.parametrize("in_order", [False, True], ids=["by_priority", "queue_order"])
