@@ -6,10 +6,12 @@ itself (live events are a domain above it). Every source runs on the caller's
 connection, inside the caller's transaction, so a job commits or rolls back with the
 row that accounts for it (a tick, a run's cursor, a pipeline step, a retry decision).
 
-- :class:`NewJobs`: Procrastinate's own ``procrastinate_defer_jobs_v1``
-  (``queries.DEFER_JOBS``), one statement for any number of jobs, which may also send
-  the announcement (:class:`Announce`); a queueing-lock conflict raises
-  ``procrastinate.exceptions.AlreadyEnqueued`` and inserts nothing.
+- :class:`NewJobs`: one statement for any number of jobs, which may also send the
+  announcement (:class:`Announce`): jobsys's ``jobsys_defer_jobs_v1`` (migration
+  0025, ``queries.DEFER_UNIFORM``) when the jobs share everything but their arguments,
+  else Procrastinate's own ``procrastinate_defer_jobs_v1`` (``queries.DEFER_JOBS``);
+  a queueing-lock conflict raises ``procrastinate.exceptions.AlreadyEnqueued`` and
+  inserts nothing.
 - :class:`FanoutBatch`: ``queries.FANOUT_BATCH``, the next ids of a source table
   deferred one job each without leaving the server.
 - :class:`Retry`: failed jobs back to ``todo`` (``queries.RETRY_JOBS``, Procrastinate's
@@ -52,6 +54,9 @@ class NewJob:
     queueing_lock: str | None = None
     scheduled_at: datetime | None = None
     unique: UniqueKey | None = None
+    #: ``args`` as JSON text when the caller has serialized them already (the planner
+    #: does, to check their size): sent as is, not serialized again.
+    args_json: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -196,10 +201,8 @@ async def _unique_jobs(conn: Any, source: NewJobs) -> Inserted:
 async def _defer(
     conn: Any, new_jobs: Sequence[NewJob], announce: Announce | None = None
 ) -> Inserted:
-    """Procrastinate's ``procrastinate_defer_jobs_v1`` for every job in one statement
-    (``queries.DEFER_JOBS``: the jobs sent as one array per column, not as one composite
-    value per job, which the driver would build in Python), with ``announce``'s NOTIFY
-    in the same statement: one round trip, and on an autocommit connection one commit."""
+    """Every job in one statement, with ``announce``'s NOTIFY in the same statement: one
+    round trip, and on an autocommit connection one commit (:func:`_defer_params`)."""
     import psycopg
     from procrastinate import exceptions
     from psycopg.rows import tuple_row
@@ -232,20 +235,45 @@ async def _defer(
     )
 
 
-def _defer_params(new_jobs: Sequence[NewJob]) -> tuple[str, dict[str, Any]]:
-    """``queries.DEFER_JOB`` and its parameters for one job, else ``DEFER_JOBS``'s."""
+#: Above this many characters of arguments, jobs go as one array element each
+#: (``DEFER_JOBS``) rather than as one JSON array (a ``jsonb`` value holds at most
+#: 256 MB).
+UNIFORM_MAX_ARGS_CHARS = 64 * 1024 * 1024
+
+
+def _args_json(job: NewJob) -> str:
     import json
 
-    if len(new_jobs) == 1:
-        (job,) = new_jobs
-        return queries.DEFER_JOB, {
-            "queue": job.queue,
-            "task": job.task,
-            "priority": job.priority,
-            "lock": job.lock,
-            "queueing_lock": job.queueing_lock,
-            "args": json.dumps(job.args, separators=(",", ":")),
-            "scheduled": job.scheduled_at,
+    if job.args_json is not None:
+        return job.args_json
+    return json.dumps(job.args, separators=(",", ":"))
+
+
+def _defer_params(new_jobs: Sequence[NewJob]) -> tuple[str, dict[str, Any]]:
+    """The statement for ``new_jobs`` and its parameters: jobs that share everything but
+    their arguments (every ``defer`` and ``defer_many``) go to ``jobsys_defer_jobs_v1``
+    (``queries.DEFER_UNIFORM``: plans cached in the server session, the columns sent
+    once, the arguments as one JSON array); others to Procrastinate's
+    ``procrastinate_defer_jobs_v1`` (``DEFER_JOBS``: one array per column, not one
+    composite value per job, which the driver would build in Python)."""
+    first = new_jobs[0]
+    columns = (first.queue, first.task, first.priority, first.lock, first.queueing_lock)
+    scheduled = first.scheduled_at
+    texts = [_args_json(j) for j in new_jobs]
+    uniform = all(
+        (j.queue, j.task, j.priority, j.lock, j.queueing_lock) == columns
+        and j.scheduled_at == scheduled
+        for j in new_jobs
+    )
+    if uniform and sum(map(len, texts)) <= UNIFORM_MAX_ARGS_CHARS:
+        return queries.DEFER_UNIFORM, {
+            "queue": first.queue,
+            "task": first.task,
+            "priority": first.priority,
+            "lock": first.lock,
+            "queueing_lock": first.queueing_lock,
+            "args": f"[{','.join(texts)}]",
+            "scheduled": scheduled,
         }
     return queries.DEFER_JOBS, {
         "queues": [j.queue for j in new_jobs],
@@ -253,7 +281,7 @@ def _defer_params(new_jobs: Sequence[NewJob]) -> tuple[str, dict[str, Any]]:
         "priorities": [j.priority for j in new_jobs],
         "locks": [j.lock for j in new_jobs],
         "queueing_locks": [j.queueing_lock for j in new_jobs],
-        "args": [json.dumps(j.args, separators=(",", ":")) for j in new_jobs],
+        "args": texts,
         "scheduled": [j.scheduled_at for j in new_jobs],
     }
 

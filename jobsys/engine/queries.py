@@ -159,7 +159,7 @@ RETURNING {JOB_COLUMNS}
 
 
 CLAIM_JOBS = _claim_jobs(BY_PRIORITY)
-#: The setting the lane's claim runs under (migration 0025's ``jobsys_claim_v1``
+#: The setting the lane's claim runs under (migration 0026's ``jobsys_claim_v1``
 #: carries it; run this before CLAIM_JOBS in the same transaction wherever that text is
 #: sent itself: bench, tests). On a job table that was never analyzed (a new database, or a
 #: server with ``autovacuum = off``) the planner expects a handful of waiting jobs per
@@ -179,7 +179,7 @@ CLAIM_PLANNER = "SELECT set_config('enable_bitmapscan', 'off', true)"
 #: way, so it costs what CLAIM_JOBS costs.
 CLAIM_JOBS_IN_ORDER = _claim_jobs(BY_QUEUE_ORDER)
 #: The lane's claim (``manager.claim_jobs``): CLAIM_JOBS, or with ``in_order``
-#: CLAIM_JOBS_IN_ORDER, as one statement: migration 0025's PL/pgSQL
+#: CLAIM_JOBS_IN_ORDER, as one statement: migration 0026's PL/pgSQL
 #: ``jobsys_claim_v1`` runs that query word for word
 #: (``tests/integration/test_claim_rule_agreement.py``) with CLAIM_PLANNER's setting as
 #: the function's own (``SET enable_bitmapscan = off``), and the server session keeps
@@ -405,18 +405,19 @@ DEFER_JOBS = (
 """
 )
 
-#: :data:`DEFER_JOBS` for one job (a single ``defer``, the commonest call): the same
-#: function and NOTIFY with scalar parameters, which the driver sends for about a third
-#: less CPU than seven one-element arrays.
-DEFER_JOB = (
-    _DEFER_ANNOUNCED
-    + """ARRAY[
-         ROW(%(queue)s::text, %(task)s::text, %(priority)s::int, %(lock)s::text,
-             %(queueing_lock)s::text, %(args)s::jsonb,
-             %(scheduled)s::timestamptz)::procrastinate_job_to_defer_v1
-       ]) AS ids
+#: New jobs that share everything but their arguments (a ``defer``, a ``defer_many``,
+#: the same call made at once by several requests) through jobsys's PL/pgSQL
+#: ``jobsys_defer_jobs_v1`` (migration 0025): the columns sent once, the arguments as
+#: one JSON array (one object per job, in order), the announcement sent by the function
+#: when ``channel`` is set. Its statements' plans are cached in the server session (a
+#: statement sent as text is parsed and planned on every call); the rows, triggers and
+#: queueing-lock violation are those of :data:`DEFER_JOBS`. Returns ``ids``.
+DEFER_UNIFORM = """
+SELECT jobsys_defer_jobs_v1(
+           %(queue)s::varchar, %(task)s::varchar, %(priority)s::int, %(lock)s::text,
+           %(queueing_lock)s::text, %(args)s::jsonb, %(scheduled)s::timestamptz,
+           %(channel)s::text, %(topic)s::text) AS ids
 """
-)
 
 #: The outcomes of several jobs in one statement (one commit), set-based: the rules of
 #: Procrastinate's ``procrastinate_finish_job_v1`` (only a ``todo``/``doing`` job is

@@ -190,21 +190,32 @@ def plan(
     for name, value in (("lock", lock), ("queueing_lock", queueing_lock)):
         if value is not None and (not isinstance(value, str) or not value or "\x00" in value):
             raise UsageError(f"{name}: must be a non-empty string without NUL characters")
+    max_bytes = config.queues.limits.max_args_bytes
+    unique_spec = unique or spec.unique
+    if priority is None:
+        priority = spec.priority
     planned = []
+    #: Argument names that fit the task's signature (binding depends on the names only:
+    #: the jobs of one defer_many mostly share theirs).
+    fitting: set[tuple[str, ...]] = set()
     for index, args in enumerate(args_list):
         path = f"args[{index}]" if many else "args"
-        validate.check_args(args, max_bytes=config.queues.limits.max_args_bytes, path=path)
-        _check_fits(spec, args, path)
+        text = validate.serialize_args(args, max_bytes=max_bytes, path=path)
+        names = tuple(args)
+        if names not in fitting:
+            _check_fits(spec, args, path)
+            fitting.add(names)
         planned.append(
             Planned(
                 task=spec.name,
                 queue=target,
                 args=args,
-                priority=spec.priority if priority is None else priority,
+                priority=priority,
                 lock=lock,
                 queueing_lock=queueing_lock,
                 scheduled_at=due,
-                unique=unique_key(unique or spec.unique, spec.name, args),
+                unique=unique_key(unique_spec, spec.name, args) if unique_spec else None,
+                args_json=text,
             )
         )
     return planned

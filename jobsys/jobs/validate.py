@@ -28,16 +28,23 @@ def _key_path(path: str, key: str) -> str:
 
 def check_args(args: Any, *, max_bytes: int, path: str = "args") -> int:
     """Raise :class:`UsageError` unless ``args`` is a storable JSON object; return its size."""
+    return len(serialize_args(args, max_bytes=max_bytes, path=path).encode())
+
+
+def serialize_args(args: Any, *, max_bytes: int, path: str = "args") -> str:
+    """:func:`check_args`, returning the JSON text it measured (the text the insert
+    sends: the arguments are serialized once)."""
     if not isinstance(args, dict):
         raise UsageError(f"{path}: must be a JSON object, not {_type_name(args)}")
     _walk(args, path, 0)
-    size = len(json.dumps(args, ensure_ascii=False, allow_nan=False).encode())
+    text = json.dumps(args, ensure_ascii=False, allow_nan=False)
+    size = len(text.encode())
     if size > max_bytes:
         raise UsageError(
             f"{path}: {size} bytes of JSON, more than the limit of {max_bytes} "
             "(limits.max_args_bytes in queues.yaml); pass an id and load the data in the task"
         )
-    return size
+    return text
 
 
 def _type_name(value: Any) -> str:

@@ -392,7 +392,7 @@ def test_a_claim_on_a_table_never_analyzed_stops_at_its_limit(
 
 
 def lane_claim_rows_read(db_url: str, function_setting: bool) -> int:
-    """Waiting jobs the lane's claim (queries.CLAIM, migration 0025's function) reads for
+    """Waiting jobs the lane's claim (queries.CLAIM, migration 0026's function) reads for
     10 with 20,000 due on a job table never analyzed, seven claims in a row (the server
     keeps the function's plan); ``function_setting``: with the function's own settings
     (``enable_bitmapscan = off``, ``plan_cache_mode = force_generic_plan``), else

@@ -1,7 +1,7 @@
 """The claim rule is written three times: ``jobsys.engine.queries`` (``DUE_AND_UNLOCKED``
 in ``_lane_walk``: CLAIM_JOBS, CLAIM_JOBS_IN_ORDER and the exact limited claim),
 migration 0022's PL/pgSQL ``jobsys_claim_limited_v1`` (the one-round-trip limited
-claim) and migration 0025's ``jobsys_claim_v1`` (the lane's plain claim,
+claim) and migration 0026's ``jobsys_claim_v1`` (the lane's plain claim,
 ``queries.CLAIM``). All must take the same jobs in the same order, or a lane claims by
 another rule than the one written in Python (real PostgreSQL).
 
@@ -33,7 +33,7 @@ def normalised(sql: str) -> str:
     return re.sub(r"\s+", " ", sql).replace("( ", "(").replace(" )", ")").strip()
 
 
-#: The functions that repeat the claim rule (migrations 0022 and 0025).
+#: The functions that repeat the claim rule (migrations 0022 and 0026).
 FUNCTIONS = ["jobsys_claim_limited_v1", "jobsys_claim_v1"]
 
 
@@ -178,7 +178,7 @@ def function_claim(conn: Any, worker_id: int, limit: int, *, in_order: bool) -> 
 
 
 def lane_claim(conn: Any, worker_id: int, limit: int, *, in_order: bool) -> list[int]:
-    """The lane's claim (queries.CLAIM, migration 0025's function), in claim order."""
+    """The lane's claim (queries.CLAIM, migration 0026's function), in claim order."""
     params = {"queues": LANE, "worker_id": worker_id, "limit": limit, "in_order": in_order}
     rows = conn.execute(queries.CLAIM, params).fetchall()
     rank = {q: i for i, q in enumerate(LANE)} if in_order else {}

@@ -18,16 +18,16 @@ queues walked on its own in (priority, id) order, the lock rule, the pause probe
 never analyzed the planner would read every waiting job of a queue through a bitmap
 scan (``tests/integration/test_claim.py``).
 
-Revision ID: 0025_lane_claim_function
-Revises: 0024_statement_job_triggers
+Revision ID: 0026_lane_claim_function
+Revises: 0025_defer_function
 """
 
 from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0025_lane_claim_function"
-down_revision: str | Sequence[str] | None = "0024_statement_job_triggers"
+revision: str = "0026_lane_claim_function"
+down_revision: str | Sequence[str] | None = "0025_defer_function"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,142 @@
+"""Migration 0025's ``jobsys_defer_jobs_v1`` (the insert of every ``defer`` and
+``defer_many``) writes what Procrastinate's ``procrastinate_defer_jobs_v1`` writes
+(real PostgreSQL): the same job rows, the same ``deferred``/``scheduled`` events, the
+same ``job_inserted`` wake-ups, the ids in the order given, the announcement, and a
+queueing-lock conflict that inserts nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from procrastinate.exceptions import AlreadyEnqueued
+
+from jobsys.engine import channels, inserts
+
+DUE = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+ROW = (
+    "SELECT queue_name, task_name, priority, lock, queueing_lock, args, status::text, "
+    "scheduled_at, attempts, abort_requested, worker_id FROM procrastinate_jobs "
+    "WHERE id = ANY(%s) ORDER BY id"
+)
+
+
+def procrastinates(conn: Any, jobs: list[inserts.NewJob]) -> list[int]:
+    """The same jobs through Procrastinate's own function."""
+    row = conn.execute(
+        "SELECT procrastinate_defer_jobs_v1(ARRAY(SELECT ROW(q, t, p, l, ql, a::jsonb, s)"
+        "::procrastinate_job_to_defer_v1 FROM unnest(%s::text[], %s::text[], %s::int[], "
+        "%s::text[], %s::text[], %s::text[], %s::timestamptz[]) WITH ORDINALITY "
+        "AS j(q, t, p, l, ql, a, s, n) ORDER BY n))",
+        (
+            [j.queue for j in jobs],
+            [j.task for j in jobs],
+            [j.priority for j in jobs],
+            [j.lock for j in jobs],
+            [j.queueing_lock for j in jobs],
+            [json.dumps(j.args) for j in jobs],
+            [j.scheduled_at for j in jobs],
+        ),
+    ).fetchone()
+    return [int(i) for i in row[0]]
+
+
+async def ours(db_url: str, jobs: list[inserts.NewJob], announce: Any = None) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        done = await inserts.insert(conn, inserts.NewJobs(jobs), announce)
+    return done.ids
+
+
+def written(conn: Any, ids: list[int]) -> tuple[list[tuple[Any, ...]], list[list[str]]]:
+    rows = conn.execute(ROW, (ids,)).fetchall()
+    by_job: dict[int, list[str]] = {i: [] for i in ids}
+    for job_id, kind in conn.execute(
+        "SELECT job_id, type::text FROM procrastinate_events WHERE job_id = ANY(%s) ORDER BY id",
+        (ids,),
+    ).fetchall():
+        by_job[job_id].append(kind)
+    return rows, [by_job[i] for i in ids]
+
+
+def batch(count: int, **columns: Any) -> list[inserts.NewJob]:
+    return [
+        inserts.NewJob("t.defer", "q1", {"n": n, "text": f"é {n}", "items": [n, None]}, **columns)
+        for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("columns", "count"),
+    [
+        ({}, 1),
+        ({}, 3),
+        ({"priority": 5, "lock": "acct-1"}, 1),
+        ({"priority": 5, "lock": "acct-1"}, 3),
+        ({"scheduled_at": DUE}, 1),
+        ({"scheduled_at": DUE}, 3),
+        ({"queueing_lock": "only-one"}, 1),  # one waiting job per queueing lock
+    ],
+)
+async def test_the_function_writes_what_procrastinates_writes(
+    db_url: str, columns: dict[str, Any], count: int
+) -> None:
+    jobs = batch(count, **columns)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("LISTEN procrastinate_any_queue_v1")
+        conn.execute(f'LISTEN "{channels.queue_channel("q1")}"')
+        new_ids = await ours(db_url, jobs)
+        assert new_ids == sorted(new_ids) and len(new_ids) == count
+        mine = written(conn, new_ids)
+        woken_by_ours = sorted(
+            (n.channel, json.loads(n.payload)) for n in conn.notifies(timeout=0.5)
+        )
+        conn.execute("DELETE FROM procrastinate_jobs")
+        theirs = written(conn, procrastinates(conn, jobs))
+        woken_by_theirs = sorted(
+            (n.channel, json.loads(n.payload)) for n in conn.notifies(timeout=0.5)
+        )
+    assert mine == theirs
+    assert [r[5] for r in mine[0]] == [j.args for j in jobs]  # the ids in the order given
+    assert [(c, p["type"]) for c, p in woken_by_ours] == [
+        (c, p["type"]) for c, p in woken_by_theirs
+    ]
+    assert woken_by_ours[0][1] == {"type": "job_inserted", "job_id": new_ids[0]}
+
+
+async def test_the_function_announces_the_insert_once(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("LISTEN jobsys_test_announce")
+        one = await ours(db_url, batch(1), inserts.Announce("jobsys_test_announce", "jobs_changed"))
+        many = await ours(db_url, batch(12), inserts.Announce("jobsys_test_announce", "t"))
+        quiet = await ours(db_url, batch(2))
+        got = [json.loads(n.payload) for n in conn.notifies(timeout=0.5)]
+    assert got == [
+        {"topic": "jobs_changed", "deferred": 1, "ids": one},
+        {"topic": "t", "deferred": 12, "ids": many[:10]},
+    ]
+    assert len(quiet) == 2
+
+
+async def test_a_queueing_lock_conflict_inserts_nothing(db_url: str) -> None:
+    await ours(db_url, batch(1, queueing_lock="only-one"))
+    with pytest.raises(AlreadyEnqueued):
+        await ours(db_url, batch(1, queueing_lock="only-one"))
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM procrastinate_jobs").fetchone() == (1,)
+
+
+async def test_jobs_that_differ_or_are_too_large_go_through_procrastinates_function(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mixed = [*batch(2), *batch(2, priority=3)]
+    assert inserts._defer_params(mixed)[0] == inserts.queries.DEFER_JOBS
+    assert inserts._defer_params(batch(2))[0] == inserts.queries.DEFER_UNIFORM
+    monkeypatch.setattr(inserts, "UNIFORM_MAX_ARGS_CHARS", 10)
+    assert inserts._defer_params(batch(2))[0] == inserts.queries.DEFER_JOBS
+    ids = await ours(db_url, mixed)
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(ROW, (ids,)).fetchall()
+    assert [(r[2], r[5]) for r in rows] == [(j.priority, j.args) for j in mixed]
