@@ -37,9 +37,11 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     if name in _LAZY:
-        from jobsys.jobs import defer as defer_module
-
-        return _configured_first(getattr(defer_module, name))
+        # Built once (a wrapper built per attribute access cost each defer about
+        # 10 µs); it looks the function up when called.
+        value = _configured_first(name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'jobsys' has no attribute {name!r}")
 
 
@@ -56,23 +58,26 @@ def _configure_from_environment() -> None:
         defer_module.configure(load_config(from_env()))
 
 
-def _configured_first(func: Any) -> Any:
+def _configured_first(name: str) -> Any:
     import functools
     import inspect
 
+    from jobsys.jobs import defer as defer_module
+
+    func = getattr(defer_module, name)
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
         async def deferring(*args: Any, **kwargs: Any) -> Any:
             _configure_from_environment()
-            return await func(*args, **kwargs)
+            return await getattr(defer_module, name)(*args, **kwargs)
 
         return deferring
 
     @functools.wraps(func)
     def deferring_sync(*args: Any, **kwargs: Any) -> Any:
         _configure_from_environment()
-        return func(*args, **kwargs)
+        return getattr(defer_module, name)(*args, **kwargs)
 
     return deferring_sync
 

@@ -303,14 +303,13 @@ def _timeout(url: str, detail: str) -> Exception:
     return translate(PoolTimeout(detail), url)
 
 
-def _release(process: _Process, pool: _Pool, conn: Any) -> None:
-    import psycopg
+#: libpq's ``PQTRANS_IDLE`` (``psycopg.pq.TransactionStatus.IDLE``): read from the
+#: connection's ``pgconn`` (its ``info`` builds two objects per read).
+_IDLE = 0
 
-    reusable = (
-        not pool.closed
-        and not conn.closed
-        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    )
+
+def _release(process: _Process, pool: _Pool, conn: Any) -> None:
+    reusable = not pool.closed and not conn.closed and conn.pgconn.transaction_status == _IDLE
     with process.lock:
         waiter = process.waiters[0] if process.waiters else None
     if reusable and (waiter is None or waiter[0] is pool.loop):
@@ -337,16 +336,16 @@ def _forget(process: _Process, pool: _Pool, conn: Any) -> None:
 
 
 async def _with_connection(pool: _Pool, work: Callable[[Any], Awaitable[T]]) -> T:
-    import psycopg
-
-    from jobsys.db.connect import translate
-
     process = _current()
     conn = await _acquire(process, pool)
     try:
         return await work(conn)
-    except psycopg.OperationalError as exc:
-        if conn.broken or conn.closed:
+    except Exception as exc:
+        import psycopg
+
+        if isinstance(exc, psycopg.OperationalError) and (conn.broken or conn.closed):
+            from jobsys.db.connect import translate
+
             raise translate(exc, pool.url) from None
         raise
     finally:

@@ -203,8 +203,6 @@ async def _defer(
 ) -> Inserted:
     """Every job in one statement, with ``announce``'s NOTIFY in the same statement: one
     round trip, and on an autocommit connection one commit (:func:`_defer_params`)."""
-    import psycopg
-    from procrastinate import exceptions
     from psycopg.rows import tuple_row
 
     if not new_jobs:
@@ -216,8 +214,14 @@ async def _defer(
         async with conn.cursor(row_factory=tuple_row) as cur:
             await cur.execute(query, params)
             row = await cur.fetchone()
-    except psycopg.errors.UniqueViolation as exc:
-        if exc.diag.constraint_name == QUEUEING_LOCK_INDEX:
+    except Exception as exc:
+        import psycopg
+        from procrastinate import exceptions
+
+        if (
+            isinstance(exc, psycopg.errors.UniqueViolation)
+            and exc.diag.constraint_name == QUEUEING_LOCK_INDEX
+        ):
             raise exceptions.AlreadyEnqueued(
                 "Job cannot be enqueued: there is already a job in the queue with the "
                 f"queueing lock {new_jobs[0].queueing_lock}"

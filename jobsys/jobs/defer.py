@@ -153,14 +153,24 @@ def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
 
 
 def _check_fits(spec: task_registry.TaskSpec, args: dict[str, Any], path: str) -> None:
-    signature = _signature(spec.func)
+    problem = _misfit(spec.func, spec.pass_context, tuple(args))
+    if problem is not None:
+        raise UsageError(f"{path}: does not fit task {spec.name}: {problem}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _misfit(func: Callable[..., Any], pass_context: bool, names: tuple[str, ...]) -> str | None:
+    """Why arguments of these names do not fit ``func`` (None: they fit). Binding
+    depends on the names only, so each task's argument names are checked once."""
+    signature = _signature(func)
     if signature is None:
-        return
-    leading = [None] if spec.pass_context else []
+        return None
+    leading = [None] if pass_context else []
     try:
-        signature.bind(*leading, **args)
+        signature.bind(*leading, **dict.fromkeys(names))
     except TypeError as exc:
-        raise UsageError(f"{path}: does not fit task {spec.name}: {exc}") from None
+        return str(exc)
+    return None
 
 
 def plan(
@@ -195,16 +205,10 @@ def plan(
     if priority is None:
         priority = spec.priority
     planned = []
-    #: Argument names that fit the task's signature (binding depends on the names only:
-    #: the jobs of one defer_many mostly share theirs).
-    fitting: set[tuple[str, ...]] = set()
     for index, args in enumerate(args_list):
         path = f"args[{index}]" if many else "args"
         text = validate.serialize_args(args, max_bytes=max_bytes, path=path)
-        names = tuple(args)
-        if names not in fitting:
-            _check_fits(spec, args, path)
-            fitting.add(names)
+        _check_fits(spec, args, path)
         planned.append(
             Planned(
                 task=spec.name,
@@ -247,14 +251,14 @@ async def insert(connection: Any, planned: list[Planned]) -> list[int]:
 async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[tuple[int, bool]]:
     """:func:`insert`, with for each job whether it was a duplicate of a unique job that
     counts (nothing was inserted for it; its id is the existing job's)."""
-    from jobsys.engine.api import AlreadyEnqueued
     from jobsys.jobs.enqueue import NewJobs, enqueue
 
     if not planned:
         return []
     from psycopg.pq import TransactionStatus
 
-    if not connection.autocommit and connection.info.transaction_status == TransactionStatus.IDLE:
+    idle = connection.pgconn.transaction_status == TransactionStatus.IDLE
+    if not connection.autocommit and idle:
         # psycopg would run transaction() as its own BEGIN/COMMIT here, committing
         # the insert behind the caller's back: open the caller's transaction first,
         # so ours becomes a savepoint inside it.
@@ -263,18 +267,18 @@ async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[t
     # worker's pool's) the insert is one statement that commits by itself: BEGIN and
     # COMMIT around it would only add two round trips. Unique jobs take a lock, look,
     # then insert: those need the transaction.
-    own_statement = (
-        connection.autocommit
-        and connection.info.transaction_status == TransactionStatus.IDLE
-        and not any(p.unique for p in planned)
-    )
+    own_statement = connection.autocommit and idle and not any(p.unique for p in planned)
     try:
         if own_statement:
             done = await enqueue(connection, NewJobs(planned))
         else:
             async with connection.transaction():
                 done = await enqueue(connection, NewJobs(planned))
-    except AlreadyEnqueued:
+    except Exception as exc:
+        from jobsys.engine.api import AlreadyEnqueued
+
+        if not isinstance(exc, AlreadyEnqueued):
+            raise
         raise AlreadyQueuedError(
             f"a job with queueing lock {planned[0].queueing_lock!r} is already waiting "
             "in the queue; nothing was deferred",

@@ -20,6 +20,9 @@ from jobsys.errors import UsageError
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_DEPTH = 64
+#: ``json.dumps(..., ensure_ascii=False, allow_nan=False)`` without building an encoder
+#: per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
 def _key_path(path: str, key: str) -> str:
@@ -37,7 +40,7 @@ def serialize_args(args: Any, *, max_bytes: int, path: str = "args") -> str:
     if not isinstance(args, dict):
         raise UsageError(f"{path}: must be a JSON object, not {_type_name(args)}")
     _walk(args, path, 0)
-    text = json.dumps(args, ensure_ascii=False, allow_nan=False)
+    text = _ENCODER.encode(args)
     size = len(text.encode())
     if size > max_bytes:
         raise UsageError(
