@@ -8,7 +8,8 @@ docs. No database: the CLI is walked as a Typer app, the Makefile and README as 
   only options that command has;
 - every ``make`` target with a ``## `` help comment appears in README as ``make <target>``;
 - README opens with one fenced block holding ``make run`` and ``make test``;
-- the table of contents lists the ``## `` sections, in order, with working anchors.
+- the table of contents lists the ``## `` sections, in order, with working anchors;
+- every migration under ``migrations/versions/`` has a row in README's migration table.
 """
 
 from __future__ import annotations
@@ -205,3 +206,14 @@ def test_the_contents_match_the_sections() -> None:
     anchors = {anchor(h) for h in re.findall(r"^#{2,3} (.+)$", README, re.MULTILINE)}
     broken = sorted(set(re.findall(r"\]\(#([\w-]+)\)", README)) - anchors)
     assert not broken, f"links to missing sections: {broken}"
+
+
+MIGRATIONS = REPO / "migrations" / "versions"
+
+
+@pytest.mark.parametrize("revision", sorted(p.stem for p in MIGRATIONS.glob("[0-9]*.py")))
+def test_every_migration_has_a_row_in_the_readme(revision: str) -> None:
+    # An operator reading `db upgrade`'s output or `db current` looks the revision up here.
+    assert f"| `{revision}` |" in README, (
+        f"migration {revision} has no row in README's migration table"
+    )
