@@ -163,7 +163,9 @@ def prepare_threshold() -> int | None:
 @dataclass(frozen=True)
 class Target:
     url: str
-    source: str  # "setting" | "config" | "embedded"
+    #: Where the URL came from, with ``config show``'s words: "flag" (--database-url),
+    #: "env" (JOBSYS_DATABASE_URL), "config" (queues.yaml) or "embedded".
+    source: str
 
     @property
     def masked(self) -> str:
@@ -173,7 +175,8 @@ class Target:
     def origin(self) -> str:
         """Where the URL was given, as an operator would look for it."""
         return {
-            "setting": "--database-url / JOBSYS_DATABASE_URL",
+            "flag": "--database-url",
+            "env": "JOBSYS_DATABASE_URL",
             "config": "database.url in queues.yaml",
         }.get(self.source, "the embedded server")
 
@@ -184,7 +187,7 @@ def resolve(settings: Settings, config: Config | None = None, *, start: bool = T
     A URL that is not PostgreSQL's (``mysql://...``, a bare host name) is a usage
     error (exit 2) naming the expected form, before any driver sees it."""
     if settings.database_url:
-        return _checked(Target(settings.database_url, "setting"))
+        return _checked(Target(settings.database_url, settings.database_url_source or "env"))
     if config is not None and config.queues.database.url:
         return _checked(Target(config.queues.database.url, "config"))
     from jobsys.db import embedded

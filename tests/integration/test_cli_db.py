@@ -218,3 +218,14 @@ def test_config_show_prints_the_effective_database_and_queues(cli, tmp_path) -> 
     database = monkey_env.json()["queues"]["database"]
     assert (database["source"], database["url"]) == ("embedded", None)
     assert not (tmp_path / "cli-home" / "pgdata").exists()
+
+
+def test_db_status_names_the_same_source_as_config_show(cli) -> None:  # type: ignore[no-untyped-def]
+    # Found by a new-operator test: `db status` said `setting` where `config show` said
+    # `env` or `flag`, and the README lists only the latter.
+    closed = "postgresql://dave:pw7731@127.0.0.1:1/x"
+    by_env = cli("db", "status", "--json", env={"JOBSYS_DATABASE_URL": closed})
+    by_flag = cli("--database-url", closed, "db", "status", "--json")
+    assert (by_env.json()["source"], by_flag.json()["source"]) == ("env", "flag")
+    shown = cli("--database-url", closed, "config", "show", "--json")
+    assert shown.json()["queues"]["database"]["source"] == "flag"
