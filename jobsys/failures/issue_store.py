@@ -15,14 +15,15 @@ from jobsys.db.query import execute, fetch_one, one_round_trip
 
 # A resolved issue that happens again (after it was resolved) reopens as a regression;
 # an expired mute opens; an active mute stays muted but keeps counting.
-REOPEN = """
+REOPENING = "i.status = 'resolved' AND EXCLUDED.last_seen > COALESCE(i.resolved_at, '-infinity')"
+# Why it resolved (``resolved_reason``) no longer holds once it reopens.
+DETAILS_ON_REOPEN = f"CASE WHEN {REOPENING} THEN i.details - 'resolved_reason' ELSE i.details END"
+REOPEN = f"""
     status = CASE
-        WHEN i.status = 'resolved' AND EXCLUDED.last_seen > COALESCE(i.resolved_at, '-infinity')
-            THEN 'open'
+        WHEN {REOPENING} THEN 'open'
         WHEN i.status = 'muted' AND i.muted_until <= now() THEN 'open'
         ELSE i.status END,
-    regression = i.regression OR (
-        i.status = 'resolved' AND EXCLUDED.last_seen > COALESCE(i.resolved_at, '-infinity')),
+    regression = i.regression OR ({REOPENING}),
     muted_until = CASE WHEN i.status = 'muted' AND i.muted_until > now()
         THEN i.muted_until END,
     resolved_at = CASE WHEN i.status = 'resolved'
@@ -38,6 +39,7 @@ ON CONFLICT (fingerprint) DO UPDATE SET
     last_seen = GREATEST(i.last_seen, EXCLUDED.last_seen),
     latest_failure_id = CASE WHEN EXCLUDED.last_seen >= i.last_seen
         THEN EXCLUDED.latest_failure_id ELSE i.latest_failure_id END,
+    details = {DETAILS_ON_REOPEN},
     {REOPEN}
 """
 _FAILURE_ISSUE_COLUMNS = """fingerprint, kind, title, status, occurrences, latest_failure_id,

@@ -16,7 +16,7 @@ from typing import Any
 
 from jobsys.db.query import fetch_all, fetch_one
 from jobsys.engine.queries import RESOLVE_HEALED
-from jobsys.failures.issue_store import REOPEN
+from jobsys.failures.issue_store import DETAILS_ON_REOPEN, REOPEN
 
 STATUS_OPEN_CLAUSE = "(status = 'open' OR (status = 'muted' AND muted_until <= now()))"
 EFFECTIVE_STATUS = "CASE WHEN status = 'muted' AND muted_until <= now() THEN 'open' ELSE status END"
@@ -38,7 +38,7 @@ ON CONFLICT (fingerprint) DO UPDATE SET
     occurrences = i.occurrences + 1,
     last_seen = EXCLUDED.last_seen,
     title = EXCLUDED.title,
-    details = i.details || EXCLUDED.details,
+    details = {DETAILS_ON_REOPEN} || EXCLUDED.details,
     {REOPEN}
 RETURNING id, status, (xmax = 0) AS created
 """
@@ -128,7 +128,8 @@ RETURNING {COLUMNS}
 
 SET_OPEN = f"""
 UPDATE jobsys_issues
-   SET status = 'open', muted_until = NULL, resolved_at = NULL, resolved_by = NULL
+   SET status = 'open', muted_until = NULL, resolved_at = NULL, resolved_by = NULL,
+       details = details - 'resolved_reason'
  WHERE id = %(id)s
 RETURNING {COLUMNS}
 """

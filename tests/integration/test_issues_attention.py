@@ -114,8 +114,21 @@ def test_an_issue_whose_failures_all_succeeded_since_heals_and_recurs(
     record(db_url, failed_jobs(db_url, 1))
     row = issue_row(db_url)
     assert (row["status"], row["regression"]) == ("open", True)
+    # why it resolved no longer holds (`issues show` printed `resolved_reason: healed`)
+    assert "resolved_reason" not in row["details"]
     listed = cli(*url, "issues", "list", "--json").json()["items"]
     assert [i["id"] for i in listed] == [healed]
+    assert "healed" not in cli(*url, "issues", "show", str(healed)).stdout
+
+    # resolved by hand after healing again, then reopened by hand: no stale reason either
+    resolved = fx.rows(
+        db_url,
+        "UPDATE jobsys_issues SET status = 'resolved', resolved_at = now(), "
+        """details = details || '{"resolved_reason": "healed"}' RETURNING id""",
+    )
+    assert resolved == [{"id": healed}]
+    assert cli(*url, "issues", "reopen", str(healed)).exit_code == 0
+    assert "resolved_reason" not in issue_row(db_url)["details"]
 
 
 def test_the_default_list_puts_the_worst_first(cli: Any, db_url: str) -> None:
