@@ -34,6 +34,7 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     """Validate both files and the tasks they name; print every problem at once (exit 2)."""
     from jobsys.cli import _output
     from jobsys.cli._context import run
+    from jobsys.cli.schedule import sources_note
     from jobsys.config.application import load_config
     from jobsys.schedule.service import config_source_check
 
@@ -60,6 +61,7 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
         _output.say(
             f"configuration OK: {len(result['lanes'])} lanes, {queues} queues, "
             f"{len(result['schedule_entries'])} schedule entries, {len(result['tasks'])} tasks"
+            + sources_note(sources_checked)
         )
 
 

@@ -107,6 +107,11 @@ def _set_paused(ctx: typer.Context, name: str, paused: bool, json: bool, line: s
     _output.result(result, json=json, line=line)
 
 
+def sources_note(checked: bool) -> str:
+    """What an OK line adds when the fan-out sources could not be checked."""
+    return "" if checked else " (database unreachable: fan-out sources not checked)"
+
+
 @app.command()
 def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     """Validate schedule.yaml (cron, timezones, tasks, queues, fan-out sources); exit 2."""
@@ -124,9 +129,7 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     else:
         for line in result["warnings"]:
             _output.say(f"warning: {line}")
-        note = (
-            ""
-            if result["fanout_sources_checked"]
-            else " (database unreachable: fan-out sources not checked)"
+        _output.say(
+            f"schedule OK: {len(result['entries'])} entries"
+            + sources_note(result["fanout_sources_checked"])
         )
-        _output.say(f"schedule OK: {len(result['entries'])} entries{note}")

@@ -226,6 +226,10 @@ async def test_bad_fanout_sources_refuse_to_start_with_located_errors(
     result = await acli(cli, "--config-dir", str(config.directory), "config", "check", "--json")
     assert result.exit_code == 0
     assert result.json()["fanout_sources_checked"] is False
+    for command in (["schedule", "check"], ["config", "check"]):
+        human = await acli(cli, "--config-dir", str(config.directory), *command)
+        assert human.exit_code == 0, (command, human.stderr)
+        assert "(database unreachable: fan-out sources not checked)" in human.stderr, command
     # Only the missing table: a warning, exit 0, in every check and in `schedule list`.
     (tmp_path / "m").mkdir()
     only_missing = load(db_url, tmp_path / "m", FANOUT_BAD.split("  text_id:")[0] + MAINT)
