@@ -80,6 +80,32 @@ def task_problems(
             hint = did_you_mean(task_name, registry)
             line = schedule_doc.line_of(key) if schedule_doc else 1
             problems.append(f"{where}:{line}: {'.'.join(key)}: unknown task {task_name!r}{hint}")
+    problems.extend(_item_unique_key_problems(where, schedule, schedule_doc))
+    return problems
+
+
+def _item_unique_key_problems(
+    where: str, schedule: ScheduleFile, schedule_doc: LocatedDocument | None
+) -> list[str]:
+    """A fan-out without its own ``unique_for`` makes its items unique by the per-item
+    task's declared ``unique_keys``: each must be an argument of the item jobs (the
+    entry's own ``unique_keys`` are checked with the file)."""
+    from jobsys.config.models import item_arg_names, unique_key_problems
+
+    problems = []
+    for name, entry in schedule.entries.items():
+        fanout = entry.fanout
+        spec = task_registry.get(fanout.task) if fanout is not None else None
+        if fanout is None or fanout.unique_for is not None or spec is None:
+            continue
+        keys = spec.unique.keys if spec.unique is not None else None
+        names = item_arg_names(fanout.args, fanout.item_arg)
+        key = ("entries", name, "fanout", "task")
+        line = schedule_doc.line_of(key) if schedule_doc else 1
+        for problem in unique_key_problems(keys or (), names, of="the item jobs' arguments"):
+            problems.append(
+                f"{where}:{line}: {'.'.join(key)}: task {fanout.task!r}'s unique_keys: {problem}"
+            )
     return problems
 
 

@@ -7,9 +7,19 @@ both files (queues referenced by the schedule, tasks' queues) lives in ``loader`
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Iterable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from jobsys.errors import did_you_mean
 
 NAME_RE = re.compile(r"^[a-z0-9_]{1,40}$")
 NAME_RULE = "must match [a-z0-9_]{1,40} (it becomes part of a NOTIFY channel name)"
@@ -310,6 +320,24 @@ class QueuesFile(Strict):
         return value
 
 
+def unique_key_problems(keys: Iterable[str], names: Collection[str], *, of: str) -> list[str]:
+    """Why each of ``keys`` that is not among ``names`` (the argument names a job is
+    deferred with; ``of`` says whose) is refused as a unique key (``jobsys.jobs.unique``:
+    it would read as null in every job's key, making jobs the same that are not)."""
+    shown = ", ".join(sorted(names)) or "none"
+    return [
+        f"unique key {key!r} is not one of {of} ({shown}){did_you_mean(key, names)}"
+        for key in keys
+        if key not in names
+    ]
+
+
+def item_arg_names(args: Mapping[str, Any], item_arg: str) -> set[str]:
+    """The argument names of a fan-out's item jobs: its static ``args`` and its
+    ``item_arg`` (a batch inserts ``{**args, item_arg: id}``, ``jobsys.engine.inserts``)."""
+    return {*args, item_arg}
+
+
 UniqueState = Literal[
     "waiting", "scheduled", "running", "succeeded", "failed", "cancelled", "aborted"
 ]
@@ -346,6 +374,18 @@ class Fanout(Strict):
                 parse_duration(value, "unique_for")
             except UsageError as exc:
                 raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("unique_keys")
+    @classmethod
+    def _unique_keys_are_item_args(
+        cls, value: list[str] | None, info: ValidationInfo
+    ) -> list[str] | None:
+        if value is not None and "item_arg" in info.data and "args" in info.data:
+            names = item_arg_names(info.data["args"], info.data["item_arg"])
+            problems = unique_key_problems(value, names, of="the item jobs' arguments")
+            if problems:
+                raise ValueError("; ".join(problems))
         return value
 
     @model_validator(mode="after")

@@ -209,6 +209,9 @@ def plan(
         path = f"args[{index}]" if many else "args"
         text = validate.serialize_args(args, max_bytes=max_bytes, path=path)
         _check_fits(spec, args, path)
+        keys = unique_spec.keys if unique_spec is not None else None
+        if keys and any(key not in args for key in keys):
+            _refuse_unique_keys(keys, args, path, None if unique else spec.name)
         planned.append(
             Planned(
                 task=spec.name,
@@ -223,6 +226,25 @@ def plan(
             )
         )
     return planned
+
+
+def _refuse_unique_keys(
+    keys: tuple[str, ...], args: dict[str, Any], path: str, declared_by: str | None
+) -> None:
+    """Refuse a unique key the job is not deferred with (``jobsys.jobs.unique``)."""
+    from jobsys.config.models import unique_key_problems
+
+    problems = unique_key_problems(keys, args, of="the job's arguments")
+    what = (
+        f"Task {declared_by} declares unique_keys={keys!r}: pass each in the args"
+        if declared_by
+        else "Name arguments the job is deferred with (--unique-key ARG)"
+    )
+    raise UsageError(
+        f"{path}: {problems[0]}",
+        hint=f"{what}; a missing one would give every such job the same key, and all "
+        "but the first would be dropped.",
+    )
 
 
 def task_unique_key(task: str, args: dict[str, Any]) -> UniqueKey | None:

@@ -8,6 +8,12 @@ when it is in an ACTIVE state the spec names (``waiting``, ``scheduled``,
 ``succeeded``) and was deferred within the period. A duplicate defer inserts
 nothing and returns the existing job's id.
 
+A unique key must be one of the job's arguments: a key the job is not deferred with
+reads as null in every job's key, so jobs that differ only in their other arguments
+would all be "the same" and all but the first dropped silently. ``defer`` refuses it
+(``jobsys.jobs.defer``), and so does the configuration for fan-out entries
+(``jobsys.config.models.unique_key_problems``).
+
 Enforcement is the database's (``jobsys.engine.inserts``): the insert takes a
 transaction-level advisory lock on the key, looks for a job that counts, and inserts
 (job and key row) only when there is none, all in one transaction, so two processes

@@ -106,6 +106,13 @@ def test_defer_unique_for_answers_with_the_existing_job(cli: Any, db_url: str) -
         (("--unique-for", "soon"), "is not a duration"),
         (("--unique-for", "0s"), "out of range"),
         (("--unique-key", "account_id"), "need a period"),
+        # A key the job is not deferred with would be null in every job's key: each
+        # other account's job would be answered with the first one.
+        (
+            ("--unique-for", "1h", "--unique-key", "nokey"),
+            "args: unique key 'nokey' is not one of the job's arguments (account_id, media_id)",
+        ),
+        (("--unique-for", "1h", "--unique-key", "acount_id"), "(did you mean 'account_id'?)"),
     ],
 )
 def test_bad_unique_options_exit_2(cli: Any, db_url: str, args: tuple[str, ...], says: str) -> None:
@@ -114,6 +121,32 @@ def test_bad_unique_options_exit_2(cli: Any, db_url: str, args: tuple[str, ...],
         '{"account_id": 1, "media_id": 1}', *args,
     )  # fmt: skip
     assert result.exit_code == 2 and says in result.stderr
+    assert sql(db_url, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]
+
+
+@task(queue="default", name="uq.typo", unique_for="1h", unique_keys=("acount_id",))
+def unique_typo(account_id: int) -> None:
+    return None
+
+
+async def test_the_api_refuses_a_declared_unique_key_the_job_is_not_deferred_with(
+    db_url: str,
+) -> None:
+    import jobsys
+    from jobsys.config import load
+    from jobsys.errors import UsageError
+    from jobsys.jobs import defer
+
+    defer.configure(load(CONFIG_DIR), url=db_url)
+    try:
+        with pytest.raises(UsageError, match=r"^args: unique key 'acount_id' is not one of the "
+                           r"job's arguments \(account_id\) \(did you mean 'account_id'\?\)"
+                           r" Task uq.typo declares unique_keys"):  # fmt: skip
+            await jobsys.defer("uq.typo", {"account_id": 1})
+        with pytest.raises(UsageError, match=r"^args\[0\]: unique key 'acount_id'"):
+            await jobsys.defer_many("uq.typo", [{"account_id": 1}, {"account_id": 2}])
+    finally:
+        defer.deactivate()
     assert sql(db_url, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]
 
 

@@ -339,6 +339,19 @@ def test_fanout_unique_options_reach_the_plan(cfg_dir: Path) -> None:
             "      unique_for: 1h\n      unique_states: [done]\n",
             "fanout.unique_states.0: input should be 'waiting'",
         ),
+        # A unique key no item job has would be null in every key: one job for all items.
+        (
+            "      unique_for: 1h\n      unique_keys: [acount_id]\n",
+            "schedule.yaml:22: entries.continuous_account_processing.fanout.unique_keys: "
+            "unique key 'acount_id' is not one of the item jobs' arguments (account_id) "
+            "(did you mean 'account_id'?)",
+        ),
+        (
+            "      item_arg: id\n      args: {mode: full}\n"
+            "      unique_for: 1h\n      unique_keys: [mode, account_id]\n",
+            "fanout.unique_keys: unique key 'account_id' is not one of the item jobs' "
+            "arguments (id, mode)",
+        ),
     ],
 )
 def test_bad_fanout_unique_options_are_located_problems(
@@ -349,6 +362,27 @@ def test_bad_fanout_unique_options_are_located_problems(
     schedule.write_text(schedule.read_text().replace(marker, marker + lines, 1))
     joined = "\n".join(problems_of(cfg_dir))
     assert says in joined, joined
+
+
+def test_a_fanout_items_task_with_a_unique_key_no_item_has_is_refused(cfg_dir: Path) -> None:
+    from jobsys import tasks
+
+    @tasks.task(queue="sync", name="t.items", unique_for="1h", unique_keys=("acount_id",))
+    def items(account_id: int) -> None: ...
+
+    schedule = cfg_dir / "schedule.yaml"
+    text = schedule.read_text()
+    schedule.write_text(text.replace("task: demo.process_account\n", "task: t.items\n", 1))
+    try:
+        problems = problems_of(cfg_dir, with_tasks=True)
+    finally:
+        tasks.unregister("t.items")
+    (problem,) = problems
+    assert problem.endswith(
+        "config/schedule.yaml:19: entries.continuous_account_processing.fanout.task: "
+        "task 't.items''s unique_keys: unique key 'acount_id' is not one of the item jobs' "
+        "arguments (account_id) (did you mean 'account_id'?)"
+    ), problem
 
 
 def test_fanout_unique_states_are_the_jobs_states() -> None:
