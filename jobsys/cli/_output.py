@@ -179,13 +179,40 @@ def confirm(question: str) -> bool:
     """Ask a yes/no question on stderr, default no; the answer is read from stdin.
 
     Not ``typer.confirm(err=True)``: that still writes the space after the prompt
-    to stdout, and stdout is for data only. End of input counts as no."""
-    sys.stderr.write(f"{question} [y/N]: ")
-    sys.stderr.flush()
-    answer = sys.stdin.readline()
+    to stdout, and stdout is for data only. End of input counts as no. The first
+    Ctrl-C ends the command (exit 130), see :func:`_sigint_interrupts`."""
+    with _sigint_interrupts():
+        sys.stderr.write(f"{question} [y/N]: ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline()
     if not answer.endswith("\n"):
         sys.stderr.write("\n")
     return answer.strip().lower() in ("y", "yes")
+
+
+@contextlib.contextmanager
+def _sigint_interrupts() -> Iterator[None]:
+    """Within: Ctrl-C raises KeyboardInterrupt, even inside ``asyncio.run``.
+
+    The services ask from within their coroutine, where asyncio's SIGINT handler only
+    cancels the task; a blocking read never notices, and the prompt would wait for a
+    second Ctrl-C. Python sets handlers in the main thread only; an ignored SIGINT
+    stays ignored."""
+    import signal
+    import threading
+
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")  # end the line of the prompt and its ^C
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def print_text(text: str) -> None:
