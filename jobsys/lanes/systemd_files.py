@@ -91,11 +91,17 @@ def render_units(
     if out is not None:
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} exists and is not a directory.")
-        out.mkdir(parents=True, exist_ok=True)
-        for row in rows:
-            path = out / row["name"]
-            row["changed"] = _write(path, row["content"])
-            row["path"] = str(path.absolute())
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for row in rows:
+                path = out / row["name"]
+                row["changed"] = _write(path, row["content"])
+                row["path"] = str(path.absolute())
+        except OSError as exc:  # under a file, in /proc, read-only, not allowed...
+            raise UsageError(
+                f"--out {out}: cannot write the unit files there: {exc.strerror or exc}",
+                hint="Give a folder you may write to (it is created if missing).",
+            ) from exc
         written = {row["name"] for row in rows}
         leftovers = sorted(
             p.name

@@ -149,6 +149,29 @@ def test_unsafe_values_are_refused_before_writing(cli, tmp_path: Path, args: lis
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("under", "says"),
+    [
+        ("afile/sub", ("Not a directory",)),
+        # root: no such file; anyone else: not allowed first
+        ("/proc/jobsys-units", ("No such file or directory", "Permission denied")),
+    ],
+)
+def test_an_out_folder_that_cannot_be_made_is_a_usage_error(  # type: ignore[no-untyped-def]
+    cli, tmp_path: Path, under: str, says: tuple[str, ...]
+) -> None:
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / under
+    result = cli("systemd", "render", "--out", str(out))
+    assert result.exit_code == 2, result
+    assert any(
+        result.stderr.startswith(f"error: --out {out}: cannot write the unit files there: {x}\n")
+        for x in says
+    ), result.stderr
+    assert "internal error" not in result.stderr
+    assert not out.exists()
+
+
 def test_percent_in_a_path_is_escaped(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("systemd", "render", "--json", "--working-directory", "/srv/100%jobs")
     assert result.exit_code == 0, result.stderr
