@@ -197,6 +197,11 @@ def plan(
     queueing_lock = options.get("queueing_lock")
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
         raise UsageError(f"priority: {priority!r} must be an integer")
+    if priority is not None and not validate.PRIORITY_MIN <= priority <= validate.PRIORITY_MAX:
+        raise UsageError(
+            f"priority: {priority} is out of range: a priority is from "
+            f"{validate.PRIORITY_MIN} to {validate.PRIORITY_MAX} (a PostgreSQL integer)"
+        )
     for name, value in (("lock", lock), ("queueing_lock", queueing_lock)):
         if value is not None and (not isinstance(value, str) or not value or "\x00" in value):
             raise UsageError(f"{name}: must be a non-empty string without NUL characters")

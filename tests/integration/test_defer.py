@@ -35,6 +35,8 @@ def count_jobs(db_url: str) -> int:
         ('{"account_id": 1}', ["--in", "10 parsecs"], "is not a duration"),
         ('{"account_id": 1}', ["--in", "10m", "--at", "2030-01-01"], "not both"),
         ('{"account_id": 1}', ["--at", "tomorrow"], "is not an ISO-8601 time"),
+        ('{"account_id": 1}', ["--priority", "99999999999"], "priority: 99999999999 is out of"),
+        ('{"account_id": 1}', ["--priority", "-2147483649"], "from -2147483648 to 2147483647"),
         ('{"account_id": "\\ud800"}', [], "args.account_id: a lone surrogate (\\ud800)"),
         ('{"a": {"\\udfff": 1}}', [], "args.a: a key contains a lone surrogate (\\udfff)"),
         ('{"a": ' * 5000 + "1" + "}" * 5000, [], "--args: nested more than 64 levels deep"),
@@ -134,8 +136,12 @@ async def test_api_validation_names_the_key_path(api_env: dict[str, str], db_url
         await jobsys.defer_many("rt.sleep", [{"tag": "a"}, {"tag": "b", "seconds": float("nan")}])
     with pytest.raises(UsageError, match="unknown queue 'nope'"):
         await jobsys.defer("rt.sleep", {"tag": "a"}, queue="nope")
+    with pytest.raises(UsageError, match=r"^priority: 2147483648 is out of range"):
+        await jobsys.defer_many("rt.sleep", [{"tag": "a"}], priority=2**31)
     assert count_jobs(db_url) == 0
-    ids = await jobsys.defer_many("rt.sleep", [{"tag": "a"}, {"tag": "b"}], schedule_in=60)
+    ids = await jobsys.defer_many(
+        "rt.sleep", [{"tag": "a"}, {"tag": "b"}], schedule_in=60, priority=2**31 - 1
+    )
     assert len(ids) == 2 and ids[1] == ids[0] + 1
     assert count_jobs(db_url) == 2
 
