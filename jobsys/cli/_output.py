@@ -7,8 +7,10 @@ no colour when piped or when ``NO_COLOR`` is set (Rich honours both).
 Piped output is not squeezed to a terminal's width: a console that is not a terminal
 is ``COLUMNS`` wide (``PIPED_WIDTH`` when unset), and a table that still needs more
 room to keep every word whole gets it (``jobsys queues | cat`` never shows
-``concurr/ency``). Messages on stderr are soft-wrapped: one line per message, the
-terminal folds it, never a hard break mid-sentence.
+``concurr/ency``), and a message or a ``key  value`` row is one line, whatever its
+length. On a terminal, text that is longer than the terminal is wide is folded here, at
+spaces (:func:`fold`), so the terminal never breaks a word (``aga/in``): a message's
+continuation lines are indented by two, a ``show`` row's go under its value column.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -26,6 +29,12 @@ from typing import Any
 
 #: Width of output that does not go to a terminal and has no ``COLUMNS`` (characters).
 PIPED_WIDTH = 200
+#: Indent of a folded message's continuation lines (characters).
+HANGING_INDENT = 2
+#: Room a folded line keeps for its text: a deeper indent falls back to HANGING_INDENT.
+MIN_FOLDED_TEXT = 30
+
+_WORDS = re.compile(r"\S+|\s+")
 
 _stdout: Any = None
 _stderr: Any = None
@@ -60,6 +69,46 @@ def stderr_console() -> Any:
     if _stderr is None or _stderr.file is not sys.stderr:
         _stderr = _console(sys.stderr)
     return _stderr
+
+
+def fold(text: str, width: int | None, indent: int | None = None) -> str:
+    """``text`` with each line longer than ``width`` cells broken at spaces, its
+    continuation lines indented by ``indent`` (default: the line's own indent plus
+    :data:`HANGING_INDENT`). A word longer than a line is left whole. ``width`` None
+    (not a terminal): ``text`` unchanged."""
+    if width is None:
+        return text
+    from rich.cells import cell_len
+
+    folded: list[str] = []
+    for line in text.split("\n"):
+        if cell_len(line) <= width:
+            folded.append(line)
+            continue
+        lead = len(line) - len(line.lstrip(" "))
+        hang = lead + HANGING_INDENT if indent is None else indent
+        if width - hang < MIN_FOLDED_TEXT:
+            hang = min(hang, HANGING_INDENT)
+        current, used, space = line[:lead], lead, ""
+        for token in _WORDS.findall(line[lead:]):
+            if token.isspace():
+                space = token
+                continue
+            size = cell_len(token)
+            if used + len(space) + size <= width or not current.strip():
+                current += space + token
+                used += len(space) + size
+            else:
+                folded.append(current)
+                current, used = " " * hang + token, hang + size
+            space = ""
+        folded.append(current)
+    return "\n".join(folded)
+
+
+def terminal_width(console: Any) -> int | None:
+    """The width text on ``console`` is folded to: its width on a terminal, else None."""
+    return int(console.width) if console.is_terminal else None
 
 
 def iso(value: datetime | None) -> str | None:
@@ -159,8 +208,8 @@ def problems_found(problems: list[str], *, json: bool) -> None:
     if json:
         emit_json({"ok": False, "problems": problems})
         return
-    for line in problems:
-        print_text(line)
+    for problem in problems:
+        line(problem)
     say(f"{len(problems)} problem(s) found")
 
 
@@ -171,8 +220,22 @@ def emit_json_line(data: Any) -> None:
 
 
 def say(message: str) -> None:
-    """Human chatter: stderr, so stdout stays clean for data."""
-    stderr_console().print(message, markup=False, highlight=False, soft_wrap=True)
+    """Human chatter: stderr, so stdout stays clean for data (folded on a terminal)."""
+    _say_on(stderr_console(), message)
+
+
+def _say_on(console: Any, message: str) -> None:
+    """One message on ``console``: folded at spaces on a terminal, whole when piped."""
+    console.print(
+        fold(message, terminal_width(console)), markup=False, highlight=False, soft_wrap=True
+    )
+
+
+def line(text: str) -> None:
+    """One line of human text on stdout: folded at spaces on a terminal (see
+    :func:`fold`), whole when piped. Data (YAML, ids, unit files) goes through
+    :func:`print_text`, which never folds."""
+    print_text(fold(text, terminal_width(stdout_console())))
 
 
 def confirm(question: str) -> bool:
@@ -309,23 +372,30 @@ def table(
 
 
 def key_values(data: Mapping[str, Any], *, title: str | None = None) -> None:
-    """Render one object as aligned ``key: value`` lines on stdout: plain lines, no
-    padding after the value (a long value runs on; the terminal folds it)."""
+    """Render one object as aligned ``key  value`` lines on stdout: plain lines, no
+    padding after the value. On a terminal a long value is folded at spaces, its
+    continuation lines under the value column; piped, each row is one line."""
     now = datetime.now(UTC)
     width = max((len(key) for key in data), default=0)
+    terminal = terminal_width(stdout_console())
     lines = [title] if title else []
-    lines += [
-        f"{key.replace('_', ' '):<{width}}  {format_cell(value, now)}".rstrip()
-        for key, value in data.items()
-    ]
+    for key, value in data.items():
+        text = format_cell(value, now)
+        if terminal is not None:  # a value's own lines go under the value column too
+            text = text.replace("\n", "\n" + " " * (width + 2))
+        row = f"{key.replace('_', ' '):<{width}}  {text}".rstrip()
+        lines.append(fold(row, terminal, indent=width + 2))
     print_text("\n".join(lines))
 
 
 def error(message: str, hint: str | None = None) -> None:
     console = stderr_console()
-    console.print(f"error: {message}", markup=False, style="red", highlight=False, soft_wrap=True)
+    width = terminal_width(console)
+    console.print(
+        fold(f"error: {message}", width), markup=False, style="red", highlight=False, soft_wrap=True
+    )
     if hint:
-        console.print(hint, markup=False, highlight=False, soft_wrap=True)
+        _say_on(console, hint)
 
 
 def unit_files_written(result: Mapping[str, Any]) -> None:
@@ -388,13 +458,13 @@ def retry_verdicts(report: Any) -> None:
     A dry run says so on every line ("would be retried") and in the count."""
     for d in report.decisions:
         if report.dry_run:
-            line = f"failure {d.failure_id} (job {d.job_id}): would be " + (
+            verdict = f"failure {d.failure_id} (job {d.job_id}): would be " + (
                 "retried" if d.decision == "retried" else f"refused, {d.decision}: {d.detail}"
             )
         else:
-            line = f"failure {d.failure_id} (job {d.job_id}): {d.decision}"
-            line = line if d.decision == "retried" else f"{line}: {d.detail}"
-        print_text(line)
+            verdict = f"failure {d.failure_id} (job {d.job_id}): {d.decision}"
+            verdict = verdict if d.decision == "retried" else f"{verdict}: {d.detail}"
+        line(verdict)
     if report.dry_run:
         say(
             f"dry run: {report.would_retry} would be retried, {report.refused} would be refused; "
@@ -432,7 +502,7 @@ def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
     heading = f"{report.matched} {noun} matched"
     if report.dry_run:
         heading += "; dry run, nothing was changed"
-    console.print(heading, markup=False, highlight=False, soft_wrap=True)
+    _say_on(console, heading)
     table(
         [{"decision": reason, "failures": count} for reason, count in report.counts.items()],
         [Col("decision", priority=0), Col("failures", kind="number", priority=0)],
@@ -442,7 +512,7 @@ def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
     sample = report.sample()
     if sample:
         title = "sample:" if report.dry_run else "sample of refused:"
-        console.print(title, markup=False, highlight=False, soft_wrap=True)
+        _say_on(console, title)
         for d in sample:
             if not report.dry_run:
                 verdict = f"{d.decision}: {d.detail}"
@@ -450,12 +520,7 @@ def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
                 verdict = "would be retried"
             else:
                 verdict = f"would be refused, {d.decision}: {d.detail}"
-            console.print(
-                f"  failure {d.failure_id} (job {d.job_id}): {verdict}",
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
-            )
+            _say_on(console, f"  failure {d.failure_id} (job {d.job_id}): {verdict}")
 
 
 def bulk_verb(report: Mapping[str, Any]) -> str:
@@ -469,7 +534,7 @@ def bulk_report(report: Mapping[str, Any], *, to_stderr: bool = False) -> None:
     from jobsys.cli import _table
 
     def line(text: str) -> None:
-        console.print(text, markup=False, highlight=False, soft_wrap=True)
+        _say_on(console, text)
 
     verb = bulk_verb(report)
     filters = ", ".join(f"{k}={v}" for k, v in report["filters"].items()) or "none"

@@ -93,7 +93,7 @@ def show(ctx: typer.Context, issue_id: IdArg, json: JsonOpt = False) -> None:
         wide=None,
     )
     if accounts:
-        _output.print_text("affected accounts: " + ", ".join(accounts))
+        _output.line("affected accounts: " + ", ".join(accounts))
 
 
 def status_text(issue: dict[str, Any]) -> str:

@@ -73,7 +73,9 @@ def populated(db_url: str) -> str:
     return db_url
 
 
-def screen(env: dict[str, str], args: list[str], size: tuple[int, int]) -> list[str]:
+def pty_run(env: dict[str, str], args: list[str], size: tuple[int, int]) -> tuple[int, list[str]]:
+    """``jobsys ARGS`` in a pty of ``size``: its exit code and the lines it wrote
+    (stdout and stderr) as written, before the terminal folds any."""
     env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
     env["TERM"] = "xterm-256color"
     child = pexpect.spawn(
@@ -86,9 +88,14 @@ def screen(env: dict[str, str], args: list[str], size: tuple[int, int]) -> list[
     )
     child.expect(pexpect.EOF)
     child.close()
-    assert child.exitstatus == 0, child.before
     text = ANSI.sub("", child.before or "").replace("\r\n", "\n")
-    return text.splitlines()
+    return child.exitstatus, text.splitlines()
+
+
+def screen(env: dict[str, str], args: list[str], size: tuple[int, int]) -> list[str]:
+    status, lines = pty_run(env, args, size)
+    assert status == 0, lines
+    return lines
 
 
 def _tokens(item: dict[str, Any]) -> set[str]:
@@ -109,7 +116,7 @@ def _tokens(item: dict[str, Any]) -> set[str]:
 def check_table(lines: list[str], items: list[dict[str, Any]], header: list[str], width: int):  # type: ignore[no-untyped-def]
     start = next(i for i, line in enumerate(lines) if line.split()[: len(header)] == header)
     rows = lines[start + 1 : start + 1 + len(items)]
-    table = [lines[start], *rows]  # (messages on stderr are one line each, folded by the tty)
+    table = [lines[start], *rows]
     assert all(len(line) <= width for line in table), [ln for ln in table if len(ln) > width]
     after = lines[start + 1 + len(items) :]
     # one line per row: the line after the last row is not a continuation of a row
@@ -166,3 +173,65 @@ def test_piped_lists_keep_complete_values(cli, populated: str) -> None:  # type:
     assert re.search(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ", result.stdout)  # absolute times
     issues = cli("--database-url", populated, "issues", "list")
     assert LONG_MESSAGE in issues.stdout
+
+
+def pty_lines(env: dict[str, str], args: list[str], width: int = 80) -> list[str]:
+    """What ``jobsys ARGS`` writes to a terminal ``width`` wide, whatever its exit code."""
+    return pty_run(env, args, (width, 24))[1]
+
+
+def assert_folded_at_words(lines: list[str], long: str, width: int = 80) -> list[str]:
+    """No line wider than the terminal (it would fold it mid-word), and ``long`` shown
+    with every word whole, in order, over consecutive lines; returns those lines."""
+    assert all(len(line) <= width for line in lines), [ln for ln in lines if len(ln) > width]
+    words = long.split()
+    tokens = [token for line in lines for token in line.split()]
+    starts = [i for i, token in enumerate(tokens) if token.endswith(words[0])]
+    assert any(tokens[i + 1 : i + len(words)] == words[1:] for i in starts), (long, lines)
+    return [line for line in lines if any(word in line.split() for word in words[-3:])]
+
+
+def test_show_rows_verdicts_and_notes_fold_at_words_at_80_columns(
+    populated: str, tmp_path: Path
+) -> None:
+    """Text outside tables at 80 columns: a ``show`` row longer than the terminal goes
+    on under its value column, verdict lines and stderr notes fold at spaces; nothing
+    is written wider than the terminal, so the terminal never breaks a word."""
+    env = jobsys_env(populated, tmp_path / "home")
+    issue = sql(populated, "SELECT id FROM jobsys_issues")[0]["id"]
+    lines = pty_lines(env, ["issues", "show", str(issue)])
+    title = next(i for i, line in enumerate(lines) if line.startswith("title "))
+    value_column = lines[title].index("AuthenticationError")
+    assert_folded_at_words(lines, LONG_MESSAGE)
+    # the continuation is indented under the value, not at column 0
+    assert lines[title + 1].startswith(" " * value_column), lines
+    assert lines[title + 1][value_column] != " ", lines
+
+    failure = sql(populated, "SELECT id FROM jobsys_failures WHERE kind = 'authentication'")
+    failure_id = str(failure[0]["id"])
+    assert_folded_at_words(pty_lines(env, ["failures", "show", failure_id]), LONG_MESSAGE)
+
+    verdicts = pty_lines(env, ["retry", failure_id])
+    refused = next(line for line in verdicts if line.startswith(f"failure {failure_id} "))
+    assert_folded_at_words(verdicts, refused)
+
+    dry_run = pty_lines(env, ["retry", "--all", "--kind", "authentication", "--dry-run"])
+    assert all(len(line) <= 80 for line in dry_run), dry_run
+
+    note = pty_lines(env, ["failures", "list", "--queue", "profils"])
+    said = next(i for i, line in enumerate(note) if "did you mean" in line)
+    assert all(len(line) <= 80 for line in note), note
+    assert note[said].endswith("(did you mean 'profiles'?);"), note
+    assert note[said + 1].startswith("  configured: "), note  # a message's continuation
+
+
+def test_piped_show_rows_and_messages_stay_one_line(cli, populated: str) -> None:  # type: ignore[no-untyped-def]
+    """Piped output is not fitted, even with COLUMNS=80: a ``show`` row and a note
+    are one line each."""
+    issue = sql(populated, "SELECT id FROM jobsys_issues")[0]["id"]
+    narrow = {"COLUMNS": "80"}
+    shown = cli("--database-url", populated, "issues", "show", str(issue), env=narrow)
+    title = f"AuthenticationError in {LONG_TASK}: {LONG_MESSAGE}"
+    assert any(ln.startswith("title ") and title in ln for ln in shown.stdout.splitlines())
+    note = cli("--database-url", populated, "failures", "list", "--queue", "profils", env=narrow)
+    assert "(did you mean 'profiles'?); configured: sync, " in note.stderr
