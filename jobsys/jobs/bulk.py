@@ -47,6 +47,10 @@ MAX_CHUNK = 10_000
 CHUNK_LOCK_ATTEMPTS = 30
 SAMPLE = 10
 ACTIONS = ("jobs_cancel", "jobs_delete", "queues_purge")
+#: The filter options every bulk command with filters takes (``jobs list``'s), and the
+#: actions that also take ``--before``: what the refusal of no filter suggests.
+FILTER_OPTIONS = ("--queue", "--task", "--status", "--arg")
+BEFORE_ACTIONS = ("jobs_delete",)
 
 Progress = Callable[[int, int], None]
 
@@ -112,7 +116,7 @@ def _check(request: BulkRequest, now: datetime) -> datetime | None:
         raise UsageError(f"--chunk-size must be between 1 and {MAX_CHUNK}.")
     before = None
     if request.before is not None:
-        if request.action != "jobs_delete":
+        if request.action not in BEFORE_ACTIONS:
             raise UsageError("--before applies to `jobs delete --all` only.")
         before = parse_time(request.before, "--before", now)
         if before > now:
@@ -125,9 +129,14 @@ def _check(request: BulkRequest, now: datetime) -> datetime | None:
     if not given and not request.everything:
         raise RefusedError(
             "refusing a bulk action on every job: no filter given; nothing was changed.",
-            hint="Give filters (--queue, --task, --status, --arg, --before...) or --everything.",
+            hint=f"Give filters ({', '.join(filter_options(request.action))}...) or --everything.",
         )
     return before
+
+
+def filter_options(action: str) -> tuple[str, ...]:
+    """The filter options of ``action``'s command, as its refusal names them."""
+    return FILTER_OPTIONS + (("--before",) if action in BEFORE_ACTIONS else ())
 
 
 def _kept(rows: list[dict[str, Any]], contains: str | None, redactor: Redactor) -> list[Any]:

@@ -113,8 +113,8 @@ def test_dry_run_counts_and_samples_and_changes_nothing(cli: Any, db_url: str) -
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (("jobs", "cancel", "--all"), "no filter given"),
-        (("jobs", "delete", "--all"), "no filter given"),
+        (("jobs", "cancel", "--all"), "filters (--queue, --task, --status, --arg...) or"),
+        (("jobs", "delete", "--all"), "filters (--queue, --task, --status, --arg, --before...)"),
         (("jobs", "cancel", "--all", "--status", "running"), "--abort-running"),
         (("jobs", "cancel", "--all", "--status", "succeeded"), "a bulk cancel takes"),
         (("jobs", "delete", "--all", "--status", "todo"), "only finished jobs can be deleted"),

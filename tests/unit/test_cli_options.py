@@ -46,3 +46,17 @@ def test_the_group_shows_where_its_parameter_stands() -> None:
     result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "100", "TERM": "dumb"})
     flags = [w for w in result.output.split() if w.startswith("--")]
     assert flags == ["--first", "--since", "--until", "--json", "--help"]
+
+
+def test_the_no_filter_refusal_names_only_options_its_command_has() -> None:
+    # `jobs cancel --all` suggested --before, which only `jobs delete` takes.
+    from typer.main import get_command
+
+    from jobsys.cli.main import app
+    from jobsys.jobs.bulk import filter_options
+
+    jobs = get_command(app).commands["jobs"]  # type: ignore[attr-defined]
+    for action, name in (("jobs_cancel", "cancel"), ("jobs_delete", "delete")):
+        options = {o for p in jobs.commands[name].params for o in p.opts}
+        assert set(filter_options(action)) <= options, (action, options)
+    assert "--before" in filter_options("jobs_delete")
