@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-_PASSWORD_IN_NETLOC = re.compile(r"^(?P<user>[^:@/]*):(?P<password>[^@]*)@")
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
 _SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):")
 _CONNINFO = re.compile(r"^\s*[A-Za-z_]+\s*=")
@@ -45,7 +44,10 @@ def mask(url: str | None) -> str:
     except ValueError:
         return "(unparseable database URL)"
     if parts.password is not None and parts.password != "":
-        netloc = _PASSWORD_IN_NETLOC.sub(lambda m: f"{m.group('user')}:***@", parts.netloc)
+        # The user info runs to the netloc's LAST '@' (urlsplit reads it so): an
+        # unencoded '@' in the password must not leave the rest of it printed.
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostinfo}"
         text = urlunsplit(parts._replace(netloc=netloc))
     return text
 
@@ -60,6 +62,11 @@ def scrub(text: str, url: str | None) -> str:
         password = None
     if password:
         text = text.replace(password, "***")
+        # libpq ends the password at its first '@' and reads the rest as the host,
+        # which its messages quote ("failed to resolve host 'Pw@127.0.0.1'").
+        _, at, rest = password.partition("@")
+        if at:
+            text = text.replace(f"{rest}@", "***@")
     return _PASSWORD_KV.sub(r"\1***", text)
 
 

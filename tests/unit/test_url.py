@@ -12,6 +12,22 @@ def test_scrub_removes_password_from_text() -> None:
     assert "s3cr3t" not in scrub('FATAL: password "s3cr3t" wrong', "postgresql://u:s3cr3t@h/db")
 
 
+def test_an_unencoded_at_in_the_password_leaves_none_of_it_printed() -> None:
+    # Everything up to the netloc's last '@' is the user info: 'bob:***@Pw@...' showed
+    # the password's tail.
+    url = "postgresql://bob:S3cret@Pw@127.0.0.1:56749/x"
+    assert mask(url) == "postgresql://bob:***@127.0.0.1:56749/x"
+    assert mask("postgresql://bob:a@b@c@h/x?sslmode=require") == (
+        "postgresql://bob:***@h/x?sslmode=require"
+    )
+    assert mask("postgresql://bob:@h@x/db") == "postgresql://bob:***@x/db"
+    # libpq reads 'Pw@127.0.0.1' as the host, and says so.
+    said = "failed to resolve host 'Pw@127.0.0.1': [Errno -2] Name or service not known"
+    assert scrub(said, url) == (
+        "failed to resolve host '***@127.0.0.1': [Errno -2] Name or service not known"
+    )
+
+
 def test_with_database_keeps_query() -> None:
     assert with_database("postgresql://p@/postgres?host=/tmp", "x") == "postgresql://p@/x?host=/tmp"
 
