@@ -238,19 +238,27 @@ def line(text: str) -> None:
     print_text(fold(text, terminal_width(stdout_console())))
 
 
-def confirm(question: str) -> bool:
-    """Ask a yes/no question on stderr, default no; the answer is read from stdin.
+def confirm(question: str) -> None:
+    """The one confirmation of every destructive command (``--yes`` skips it): ask
+    ``question`` on stderr, default no, and return only on a yes read from stdin.
 
-    Not ``typer.confirm(err=True)``: that still writes the space after the prompt
-    to stdout, and stdout is for data only. End of input counts as no. The first
-    Ctrl-C ends the command (exit 130), see :func:`_sigint_interrupts`."""
+    Anything else, or end of input (``</dev/null``, cron), is refused: "not confirmed;
+    nothing was changed." with the ``--yes`` hint, exit 2. The first Ctrl-C ends the
+    command, exit 130 (see :func:`_sigint_interrupts`). A command with nothing to act
+    on says so and does not ask. Not ``typer.confirm(err=True)``: that still writes
+    the space after the prompt to stdout, and stdout is for data only."""
+    from jobsys.errors import RefusedError
+
     with _sigint_interrupts():
         sys.stderr.write(f"{question} [y/N]: ")
         sys.stderr.flush()
         answer = sys.stdin.readline()
-    if not answer.endswith("\n"):
-        sys.stderr.write("\n")
-    return answer.strip().lower() in ("y", "yes")
+    if not answer.endswith("\n") or not sys.stdin.isatty():
+        sys.stderr.write("\n")  # a terminal echoed the answer's newline; nothing else did
+    if answer.strip().lower() not in ("y", "yes"):
+        raise RefusedError(
+            "not confirmed; nothing was changed.", hint="Pass --yes to confirm without a prompt."
+        )
 
 
 @contextlib.contextmanager
@@ -558,6 +566,8 @@ def bulk_report(report: Mapping[str, Any], *, to_stderr: bool = False) -> None:
             )
     if report["dry_run"]:
         line("dry run: nothing was changed")
+    elif report["total"] == 0:
+        line(f"nothing to {verb}; nothing was changed")
     elif report["audit_id"] is not None:
         done = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report["done"].items())
         line(f"done: {done} (audit row {report['audit_id']})")

@@ -113,11 +113,11 @@ def downgrade(
     from jobsys.db import migrate, service
 
     migrate.check_revision(revision)  # a typo is refused before any question
-    if not yes and not _output.confirm(
-        f"Downgrade the schema of {service.url(settings(ctx), lambda: config(ctx))} to {revision}? "
-        "Data in dropped tables is lost"
-    ):
-        raise typer.Abort()
+    if not yes:
+        _output.confirm(
+            f"Downgrade the schema of {service.url(settings(ctx), lambda: config(ctx))} to "
+            f"{revision}? Data in dropped tables is lost"
+        )
     result = service.downgrade(settings(ctx), lambda: config(ctx), revision)
     _output.result(
         result,

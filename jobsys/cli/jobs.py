@@ -176,7 +176,8 @@ def execute_bulk(ctx: typer.Context, request: BulkRequest, *, yes: bool, json: b
         if yes:
             return True
         _output.bulk_report(report, to_stderr=True)
-        return _output.confirm(f"{_output.bulk_verb(report)} {report['total']} jobs?")
+        _output.confirm(f"{_output.bulk_verb(report)} {report['total']} jobs?")
+        return True
 
     # The bar opens with the first chunk, after any confirmation prompt.
     bars = contextlib.ExitStack()

@@ -97,11 +97,11 @@ def pause(
     if every:
         service.targets(loaded, name, every=True)  # refuse a name beside --all first
         count = len(loaded.all_queues)
-        if not yes and not _output.confirm(
-            f"Pause all {count} queues of {len(loaded.lanes)} lanes? No job starts until "
-            "`jobsys queues resume --all`"
-        ):
-            raise typer.Abort()
+        if not yes:
+            _output.confirm(
+                f"Pause all {count} queues of {len(loaded.lanes)} lanes? No job starts until "
+                "`jobsys queues resume --all`"
+            )
     result = run(
         service.set_paused(
             settings(ctx), loaded, name, paused=True, every=every, for_=for_, reason=reason

@@ -81,7 +81,6 @@ def issues_retry(
     While the service its failures depend on has an open outage, it warns and asks
     (unless --yes): the retried jobs would most likely fail again."""
     from jobsys.cli import _output
-    from jobsys.errors import EXIT_USAGE
     from jobsys.issues.service import open_outage_for
     from jobsys.retry.service import RetryRequest
 
@@ -92,9 +91,8 @@ def issues_retry(
             f"{outage['id']}: {outage['title']}); retried jobs would most likely fail "
             "again. Once it resolves, the failures that joined it are retried by themselves."
         )
-        if not yes and not _output.confirm("Retry during the outage anyway?"):
-            _output.say("nothing was retried")
-            raise typer.Exit(EXIT_USAGE)
+        if not yes:
+            _output.confirm("Retry during the outage anyway?")
     execute(ctx, RetryRequest(issue=issue_id, limit=limit, dry_run=dry_run), yes=yes, json=json)
 
 
@@ -113,7 +111,8 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
             return True  # nothing would be retried: no question; the run says why
         # The prompt is chatter, on stderr: stdout stays clean for the data.
         noun = "failure" if preview.matched == 1 else "failures"
-        return _output.confirm(f"Retry {preview.would_retry} of {preview.matched} {noun}?")
+        _output.confirm(f"Retry {preview.would_retry} of {preview.matched} {noun}?")
+        return True
 
     with _output.progress_bar("retrying") as progress:
         report = run(

@@ -11,7 +11,8 @@ One shape for all three (see ``jobsys.engine.bulk`` for the SQL):
   delete takes finished jobs only. A ``--status`` outside that is a usage error;
 - a dry run counts what matches (waiting, scheduled, running, finished by status)
   and shows a sample, changing nothing; otherwise ``confirm`` sees the same report
-  first (the CLI asks unless ``--yes``);
+  first (the CLI asks unless ``--yes``), unless nothing matches: then nothing is
+  asked and nothing written (no audit row);
 - the work goes in chunks of ``chunk`` jobs, each one short transaction that also
   updates the audit row in ``jobsys_bulk_actions`` (who, when, filter, counts). Only
   jobs that existed when the action started are considered (id <= the highest id
@@ -208,8 +209,8 @@ async def bulk_action(
             for r in sample_rows[:SAMPLE]
         ]
         report["done"] = {}
-        if request.dry_run:
-            return report
+        if request.dry_run or report["total"] == 0:
+            return report  # a preview, or nothing to act on: nothing to ask, nothing written
         if confirm is not None and not confirm(report):
             raise RefusedError("not confirmed; nothing was changed.")
         audit_id = await store.start_audit(

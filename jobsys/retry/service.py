@@ -216,7 +216,7 @@ async def retry(
             # Without a terminal (a script, a pipe, cron) the prompt reads end of input,
             # which counts as no: the way through is --yes.
             raise RefusedError(
-                "not confirmed; nothing was retried.",
+                "not confirmed; nothing was changed.",
                 hint="Pass --yes to confirm without a prompt.",
             )
         return await run(False, progress)

@@ -179,7 +179,10 @@ def test_issues_retry_during_an_open_outage_warns_and_asks(cli: Any, db_url: str
     assert declined.exit_code == 2
     assert f"open outage (issue {outage}: ai service down)" in declined.stderr
     assert "Retry during the outage anyway?" in declined.stderr
-    assert "nothing was retried" in declined.stderr
+    assert declined.stderr.rstrip().splitlines()[-2:] == [
+        "error: not confirmed; nothing was changed.",
+        "Pass --yes to confirm without a prompt.",
+    ]
     dry = cli(*url, "issues", "retry", str(issue), "--dry-run")
     assert "open outage" not in dry.stderr  # a preview changes nothing: no question
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -402,7 +402,7 @@ def test_unconfirmed_without_a_terminal_hints_at_yes(cli, db_url: str) -> None: 
     assert result.exit_code == 2
     assert "Retry 2 of 2 failures? [y/N]: " in result.stderr
     assert result.stderr.rstrip().splitlines()[-2:] == [
-        "error: not confirmed; nothing was retried.",
+        "error: not confirmed; nothing was changed.",
         "Pass --yes to confirm without a prompt.",
     ]
     assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
