@@ -43,16 +43,23 @@ SCROLLBAR_WIDTH = 2  # Textual's default vertical scrollbar, kept free in every 
 MUTE_FOR = "2h"
 NOTHING = "\x00nothing"  # the row key of an empty pane's explanation: selects nothing
 
+#: The ``?`` screen. Its lines fit the help box of an 80-column terminal (90% of 80
+#: less the border and a scrollbar: 66 columns), so Textual never folds one at column
+#: 0; a long description goes on under its own column.
 HELP = """keys
-  1-7 / tab      panes: lanes, failures, issues, schedule, workers, pipelines, jobs
-  up/down        select a row          enter   its detail (as `show` prints it)
-  /              filter the pane       escape  clear the filter
-  r              retry (failures: the failure; issues: its failures), after the dry run
-  s              resolve an issue      m  mute it for 2h     o  reopen it
-  a              issues: every issue (muted, resolved) / those that need attention
-  p              pause / resume a schedule entry, or a lane (its queues) in lanes
-  c              cancel a job or a pipeline
-  ?              this help             q  quit
+  1-7, tab  panes: lanes, failures, issues, schedule, workers,
+            pipelines, jobs
+  up/down   select a row         enter   its detail (as `show`)
+  /         filter the pane      escape  clear the filter
+  r         retry, after the dry run (failures: the failure;
+            issues: its failures)
+  s         resolve an issue     m  mute it for 2h   o  reopen it
+  a         issues: every issue (muted, resolved) / those that
+            need attention
+  p         pause / resume a schedule entry, or a lane (its
+            queues) in lanes
+  c         cancel a job or a pipeline
+  ?         this help            q  quit
 Every action asks first (y confirms, any other key cancels)."""
 
 

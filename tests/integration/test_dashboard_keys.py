@@ -101,7 +101,7 @@ def test_select_retry_after_the_preview_and_resolve_with_keys(db_url: str, tmp_p
         wait_until(lambda: sql(db_url, status, (issue,)) == [{"status": "resolved"}], 15,
                    "the resolve")  # fmt: skip
         screen.press("?")
-        screen.wait_for("p              pause / resume a schedule entry")
+        screen.wait_for("p         pause / resume a schedule entry")
         screen.press("\r")
         screen.press("q")
         screen.child.expect(pexpect.EOF)
@@ -209,3 +209,23 @@ def test_help_does_not_import_textual() -> None:
     assert "--watch" in result.stdout
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
     assert not any(name.split(".")[0] == "textual" for name in imported)
+
+
+def test_the_help_fits_its_box_at_80x24(db_url: str, tmp_path: Path) -> None:
+    """``?`` on an 80x24 terminal: every line of the help is shown whole, as written
+    (a description too long for the box goes on under its column, not at column 0)."""
+    from jobsys.cli._tui import HELP
+
+    screen = Screen(jobsys_env(db_url, tmp_path / "home"), size=(80, 24))
+    try:
+        screen.wait_for("? keys")
+        screen.press("?")
+        text = screen.wait_for("this help", "Every action asks first")
+        box = [  # the help box's rows, between its borders
+            line[line.index("│") + 1 : line.rindex("│")].rstrip()
+            for line in screen.screen.display
+            if line.count("│") >= 2
+        ]
+        assert box == HELP.splitlines(), text
+    finally:
+        screen.child.close(force=True)
