@@ -14,9 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from jobsys.errors import UsageError
 from jobsys.jobs.unique import UniqueSpec, unique_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+#: A job's priority is a PostgreSQL ``integer`` (``procrastinate_jobs.priority``).
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,12 @@ def task(
     every worker, as ``throttle`` in queues.yaml does (an entry there for the task wins).
     """
     unique = unique_spec(unique_for, unique_keys, unique_states, where="unique_for")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        # Refused here, not by the database at the first defer ("internal error").
+        raise UsageError(
+            f"priority: {priority} is out of range: a priority is from {PRIORITY_MIN} to "
+            f"{PRIORITY_MAX} (a PostgreSQL integer)"
+        )
 
     def decorate(f: F) -> F:
         spec = TaskSpec(

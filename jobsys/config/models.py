@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from jobsys.errors import did_you_mean
+from jobsys.tasks import PRIORITY_MAX, PRIORITY_MIN
 
 NAME_RE = re.compile(r"^[a-z0-9_]{1,40}$")
 NAME_RULE = "must match [a-z0-9_]{1,40} (it becomes part of a NOTIFY channel name)"
@@ -67,6 +68,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+JobPriority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -420,7 +422,7 @@ class ScheduleEntry(Strict):
     timezone: str | None = None
     args: dict[str, Any] = {}
     queue: str | None = None
-    priority: int | None = None
+    priority: JobPriority | None = None
     enabled: bool = True
     description: str = ""
     fanout: Fanout | None = None

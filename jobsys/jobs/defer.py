@@ -32,6 +32,7 @@ from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean
 from jobsys.jobs import validate
 from jobsys.jobs.enqueue import NewJob, UniqueKey
 from jobsys.jobs.unique import UniqueSpec
+from jobsys.tasks import PRIORITY_MAX, PRIORITY_MIN
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -197,10 +198,10 @@ def plan(
     queueing_lock = options.get("queueing_lock")
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
         raise UsageError(f"priority: {priority!r} must be an integer")
-    if priority is not None and not validate.PRIORITY_MIN <= priority <= validate.PRIORITY_MAX:
+    if priority is not None and not PRIORITY_MIN <= priority <= PRIORITY_MAX:
         raise UsageError(
             f"priority: {priority} is out of range: a priority is from "
-            f"{validate.PRIORITY_MIN} to {validate.PRIORITY_MAX} (a PostgreSQL integer)"
+            f"{PRIORITY_MIN} to {PRIORITY_MAX} (a PostgreSQL integer)"
         )
     for name, value in (("lock", lock), ("queueing_lock", queueing_lock)):
         if value is not None and (not isinstance(value, str) or not value or "\x00" in value):

@@ -20,8 +20,6 @@ from jobsys.errors import UsageError
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_DEPTH = 64
-#: A job's priority is a PostgreSQL ``integer`` (``procrastinate_jobs.priority``).
-PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 #: ``json.dumps(..., ensure_ascii=False, allow_nan=False)`` without building an encoder
 #: per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)

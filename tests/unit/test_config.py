@@ -392,3 +392,30 @@ def test_fanout_unique_states_are_the_jobs_states() -> None:
     from jobsys.jobs.unique import STATES
 
     assert set(get_args(UniqueState)) == set(STATES)
+
+
+def test_a_priority_outside_postgresqls_integer_is_a_located_problem(cfg_dir: Path) -> None:
+    # It used to load, then end every tick in the database's NumericValueOutOfRange.
+    schedule = cfg_dir / "schedule.yaml"
+    schedule.write_text(
+        schedule.read_text().replace(
+            'cron: "15 4 * * *"', 'cron: "15 4 * * *"\n    priority: 99999999999'
+        )
+    )
+    (problem,) = problems_of(cfg_dir)
+    assert "entries.purge_expired_post_media.priority:" in problem, problem
+    assert "2147483647" in problem, problem
+
+
+def test_a_task_declared_with_a_priority_outside_the_range_is_refused() -> None:
+    from jobsys.errors import UsageError
+    from jobsys.tasks import task
+
+    with pytest.raises(UsageError, match="priority: 2147483648 is out of range"):
+
+        @task(queue="sync", name="tests.out_of_range_priority", priority=2**31)
+        def out_of_range() -> None: ...
+
+    from jobsys.tasks import registry
+
+    assert "tests.out_of_range_priority" not in registry()
