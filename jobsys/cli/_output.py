@@ -531,6 +531,26 @@ def retry_summary(report: Any, *, to_stderr: bool = False) -> None:
             _say_on(console, f"  failure {d.failure_id} (job {d.job_id}): {verdict}")
 
 
+#: Filters whose option is not ``--`` and their key (``queues``: ``--queue``, repeated).
+_FILTER_OPTIONS = {"queues": "--queue", "statuses": "--status", "args": "--arg"}
+
+
+def as_options(filters: Mapping[str, Any]) -> str:
+    """Filters as the operator types them: ``--queue sync --arg account_id=8812``
+    (``none`` when there are none)."""
+    import shlex
+
+    typed = []
+    for key, value in filters.items():
+        option = _FILTER_OPTIONS.get(key, "--" + key.replace("_", "-"))
+        if value is True:
+            typed.append(option)
+            continue
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            typed.append(f"{option} {shlex.quote(str(item))}")
+    return " ".join(typed) or "none"
+
+
 def bulk_verb(report: Mapping[str, Any]) -> str:
     return "delete" if report["action"] == "jobs_delete" else "cancel"
 
@@ -545,8 +565,7 @@ def bulk_report(report: Mapping[str, Any], *, to_stderr: bool = False) -> None:
         _say_on(console, text)
 
     verb = bulk_verb(report)
-    filters = ", ".join(f"{k}={v}" for k, v in report["filters"].items()) or "none"
-    line(f"{report['total']} jobs to {verb} (filters: {filters})")
+    line(f"{report['total']} jobs to {verb} (filters: {as_options(report['filters'])})")
     if report["matched"]:
         table(
             [{"matched": kind, "jobs": count} for kind, count in sorted(report["matched"].items())],

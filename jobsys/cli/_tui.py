@@ -219,7 +219,7 @@ def detail_lines(data: dict[str, Any], width: int) -> list[str]:
             value = {k: v for k, v in value.items() if k != "steps"}
         shown = cell(
             value,
-            Col(key, kind="time" if key.endswith("_at") else "name"),
+            Col(key, kind="time" if key.endswith("_at") or isinstance(value, datetime) else "name"),
             now=now,
             absolute_times=True,
         )

@@ -74,7 +74,7 @@ def defer(
     if result["duplicate"]:
         _output.say(f"already queued as job {result['job_id']}; nothing was deferred")
         return
-    when = _output.iso(result["scheduled_at"]) or "now"
+    when = _output.format_cell(result["scheduled_at"]) if result["scheduled_at"] else "now"
     _output.say(
         f"deferred {result['task']} on {result['queue']} (lane {result['lane']}), due {when}"
     )

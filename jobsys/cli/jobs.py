@@ -243,9 +243,12 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
         _output.emit_json(job)
         return
     from jobsys.cli.failures import retry_lines
+    from jobsys.flow.service import scheduled_for
 
     nested = ("history", "failures", "retries", "pipeline", "retry_state")
     head = {k: v for k, v in job.items() if k not in nested}
+    if job["scheduled_at"] and head["waiting_because"] == scheduled_for(job["scheduled_at"]):
+        head["waiting_because"] = f"scheduled for {_output.format_cell(job['scheduled_at'])}"
     if job["failures"]:  # the retry state of its latest failure, in words
         head.update(retry_lines(job.get("retry_state") or {}, job["failures"][-1].get("retryable")))
     _output.key_values(head, title=f"job {job_id}")

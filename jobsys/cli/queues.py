@@ -133,7 +133,7 @@ def _report(result: dict[str, Any], json: bool) -> None:
     if result["changed"]:
         line = f"{what} {', '.join(result['changed'])}"
         if paused and result["until"] is not None:
-            line += f" until {_output.iso(result['until'])}"
+            line += f" until {_output.format_cell(result['until'])}"
         if paused and result["reason"]:
             line += f": {result['reason']}"
         _output.say(line)

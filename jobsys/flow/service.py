@@ -14,6 +14,8 @@ from jobsys.db.query import columns
 from jobsys.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from jobsys.config import Config
     from jobsys.settings import Settings
 
@@ -105,6 +107,11 @@ async def set_paused(
     }
 
 
+def scheduled_for(at: datetime) -> str:
+    """Why a job due later waits, as ``jobs show --json`` says it (ISO-8601)."""
+    return f"scheduled for {at.isoformat()}"
+
+
 async def why_waiting(conn: Any, config: Config, job: dict[str, Any]) -> str | None:
     """Why a waiting job (``todo``) has not started, in the operator's words; None for a
     job that is not waiting. ``job`` needs queue, scheduled_at and lock."""
@@ -127,7 +134,7 @@ async def why_waiting(conn: Any, config: Config, job: dict[str, Any]) -> str | N
         dead_after_seconds=config.queues.worker.dead_after_seconds,
     )
     if facts["scheduled_later"]:
-        return f"scheduled for {job['scheduled_at'].isoformat()}"
+        return scheduled_for(job["scheduled_at"])
     if facts["lock_holder"] is not None:
         return f"lock {job['lock']!r} is held by running job {facts['lock_holder']}"
     limited = await _why_limited(conn, config, job)
