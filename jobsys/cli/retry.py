@@ -3,10 +3,10 @@
 ``issues`` group in ``cli/main.py``).
 
 Exit codes: 0 every failure was retried (or a dry run), or a bulk retry found the
-rest already retried or superseded by a newer failure of its job (nothing left to
-do); 3 some were refused for another reason, or a failure named by id was refused
-(each verdict says why); 1 unknown ids / nothing matches; 2 bad input or refused
-request.
+rest already done (``rules.already_done``: already retried, or superseded by a newer
+failure of a job that needs nothing more); 3 some were refused for another reason, or
+a failure named by id was refused (each verdict says why); 1 unknown ids / nothing
+matches; 2 bad input or refused request.
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ def retry(
 
     Refuses what must not run again (authentication failures, terminal pipelines,
     jobs already retried or not failed) and says why, per failure. Exit 0 when
-    every failure was retried (with --all: or had already been retried, by anyone,
-    or its job failed again since), 3 when any was refused for another reason.
-    Without --yes, --all previews the verdicts and asks (on stderr).
+    every failure was retried (with --all: or was already done: retried already, by
+    anyone, or its job failed again since and was retried or ran again after), 3
+    when any was refused for another reason. Without --yes, --all previews the
+    verdicts and asks (on stderr).
     """
     from jobsys.retry.service import RetryRequest
 
@@ -98,11 +99,7 @@ def issues_retry(
 
 def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool) -> None:
     from jobsys.cli import _output
-    from jobsys.retry.rules import (
-        OUTCOME_FAILED_AGAIN,
-        SKIPPED_ALREADY_RETRIED,
-        SKIPPED_SUPERSEDED,
-    )
+    from jobsys.retry.rules import SKIPPED_ALREADY_RETRIED, SKIPPED_SUPERSEDED, already_done
     from jobsys.retry.service import retry as retry_service
 
     def confirm(preview: RetryReport) -> bool:
@@ -133,20 +130,12 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
     if report.dry_run or not report.refused:
         return
     already = [d for d in report.decisions if d.decision == SKIPPED_ALREADY_RETRIED]
-    # A superseded failure whose own retry ran and failed again: its newest failure
-    # speaks for the job, so a bulk re-run has nothing to do for it. One never retried
-    # (the job failed again on its own attempts) still needs its newer failure retried,
-    # unless that one was retried, by this run or a racing one: then the job is done,
-    # and the exit code depends on the work, not on who got there first.
+    # The exit code depends on the work left, not on who got there first.
     handled_jobs = {d.job_id for d in report.decisions if d.retried} | {d.job_id for d in already}
-    superseded = sum(
-        1
-        for d in report.decisions
-        if d.decision == SKIPPED_SUPERSEDED
-        and (d.earlier_outcome == OUTCOME_FAILED_AGAIN or d.job_id in handled_jobs)
-    )
+    done = [d for d in report.decisions if already_done(d, handled_jobs)]
+    superseded = sum(1 for d in done if d.decision == SKIPPED_SUPERSEDED)
     bulk = not request.ids and request.job is None
-    if bulk and len(already) + superseded == report.refused:
+    if bulk and len(done) == report.refused:
         # Story 5: the colleague who runs the same bulk retry a second later is told
         # the work is done; that is success, not "partly done".
         actors = sorted({d.retried_by for d in already if d.retried_by})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -114,6 +115,8 @@ class Decision:
     due_at: datetime | None = None
     #: With ``skipped_already_retried``: who made the earlier retry, when known.
     retried_by: str | None = None
+    #: Procrastinate status of the job when decided (None: the row is gone).
+    job_status: str | None = None
 
     @property
     def retried(self) -> bool:
@@ -144,6 +147,43 @@ def outcome_of(outcome: str | None, job_status: str | None) -> str | None:
     if job_status == "failed":
         return OUTCOME_FAILED_AGAIN
     return OUTCOME_CANCELLED
+
+
+def _superseded(newer: tuple[int, str], job_status: str | None) -> str:
+    """Why a failure with a newer one is refused, and what is left to do: retry the
+    newer failure only while the job is still failed."""
+    since = f"the job failed again since (failure {newer[0]}, {newer[1]})"
+    if job_status == "failed":
+        return f"{since}: that failure decides; retry it instead"
+    now = {
+        "todo": "is waiting to run again",
+        "doing": "is running again",
+        "succeeded": "has succeeded since",
+        None: "no longer exists",
+    }.get(job_status, f"was {job_status} since")
+    return f"{since} and {now}: nothing left to retry"
+
+
+def already_done(decision: Decision, handled_jobs: AbstractSet[int]) -> bool:
+    """Whether, for a bulk retry (``--all``, ``issues retry``), a refusal means the work
+    is already done (story 5: re-running is harmless, and a colleague running the same
+    command is told so).
+
+    ``skipped_already_retried``, always. ``skipped_superseded`` when its job needs
+    nothing more: the failure's own retry was made (the newer failure is what came of
+    it), the job is no longer failed (its newer failure was retried, by anyone, or it
+    ran again, or it was cancelled or removed), or ``handled_jobs`` (the jobs this run
+    retried, or found already retried) has it. Left: a failure never retried whose job
+    is still failed and whose newer failure nobody retried: "retry it instead"."""
+    if decision.decision == SKIPPED_ALREADY_RETRIED:
+        return True
+    if decision.decision != SKIPPED_SUPERSEDED:
+        return False
+    return (
+        decision.earlier_outcome is not None
+        or decision.job_status != "failed"
+        or decision.job_id in handled_jobs
+    )
 
 
 def _terminal_pipeline(facts: RetryFacts) -> str | None:
@@ -179,6 +219,7 @@ def decide(
             detail=detail,
             new_job_id=facts.job_id if reason == RETRIED else None,
             earlier_outcome=earlier,
+            job_status=facts.job_status,
         )
 
     if facts.kind == "authentication":
@@ -190,12 +231,7 @@ def decide(
     if not facts.retryable:
         return verdict(SKIPPED_NOT_RETRYABLE, "classified as not retryable")
     if facts.newer_failure is not None:
-        newer_id, newer_kind = facts.newer_failure
-        return verdict(
-            SKIPPED_SUPERSEDED,
-            f"the job failed again since (failure {newer_id}, {newer_kind}): that failure "
-            "decides; retry it instead",
-        )
+        return verdict(SKIPPED_SUPERSEDED, _superseded(facts.newer_failure, facts.job_status))
     terminal = _terminal_pipeline(facts)
     if terminal:
         return verdict(SKIPPED_TERMINAL_PIPELINE, terminal)

@@ -302,6 +302,22 @@ async def test_older_failure_is_superseded_by_a_newer_authentication_failure(
         ]
 
 
+def rerun_is_already_done(cli: Any, args: tuple[str, ...]) -> dict[str, Any]:
+    """``args`` (a bulk retry of 3 failures, run once by alice, then one job failed
+    again) run again: exit 0 and "already done", in JSON and for a human."""
+    rerun = cli(*args, "--json")
+    assert rerun.exit_code == 0, rerun.stdout
+    data: dict[str, Any] = rerun.json()
+    assert data["counts"] == {"skipped_already_retried": 2, "skipped_superseded": 1}
+    human = cli(*args)
+    assert human.exit_code == 0, human.stderr
+    assert (
+        "already done: 2 failures were already retried (by alice), 1 failure superseded by a "
+        "newer failure of its job; nothing left to retry"
+    ) in human.stderr
+    return data
+
+
 def test_bulk_rerun_after_a_retried_job_failed_again_is_already_done(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
     """Story 5: re-running a bulk retry is harmless. A job we retried that failed again
     leaves its older failure superseded: for --all and `issues retry` that is work
@@ -313,21 +329,45 @@ def test_bulk_rerun_after_a_retried_job_failed_again_is_already_done(cli, db_url
     args = ("--database-url", db_url, "retry", "--all", "--issue", str(issue), "--yes")
     assert cli(*args, env={"JOBSYS_OPERATOR": "alice"}).exit_code == 0
     newer = fail_again(db_url, ids[0])  # the retried job hit the login wall: a newer failure
-    rerun = cli(*args, "--json")
-    assert rerun.exit_code == 0, rerun.stdout
-    assert rerun.json()["counts"] == {"skipped_already_retried": 2, "skipped_superseded": 1}
-    human = cli(*args)
-    assert human.exit_code == 0, human.stderr
-    assert (
-        "already done: 2 failures were already retried (by alice), 1 failure superseded by a "
-        "newer failure of its job; nothing left to retry"
-    ) in human.stderr
+    rerun_is_already_done(cli, args)
     by_issue = cli("--database-url", db_url, "issues", "retry", str(issue), "--yes")
     assert by_issue.exit_code == 0, by_issue.stderr
     by_id = cli("--database-url", db_url, "retry", str(ids[0]))
     assert by_id.exit_code == 3
     assert f"skipped_superseded: the job failed again since (failure {newer}" in by_id.stdout
     assert "retry it instead" in by_id.stdout
+
+
+def test_bulk_rerun_is_already_done_once_the_newer_failure_was_retried(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """newuser M1: a job we retried failed again (transient, in no issue) and that newer
+    failure was retried (as the automatic retry does). Re-running the bulk retry, while
+    the job waits and after it succeeded, is already done (exit 0), and the verdict
+    tells what became of the job instead of "retry it instead"."""
+    from _retry_support import bulk_failed_jobs, fail_again
+
+    issue = make_issue(db_url)
+    ids = bulk_failed_jobs(db_url, 3, issue_id=issue)
+    url = ("--database-url", db_url)
+    args = (*url, "retry", "--all", "--issue", str(issue), "--yes")
+    assert cli(*args, env={"JOBSYS_OPERATOR": "alice"}).exit_code == 0
+    newer = fail_again(db_url, ids[0], kind="transient")
+    assert cli(*url, "retry", str(newer)).exit_code == 0
+    [job] = sql(db_url, "SELECT job_id FROM jobsys_failures WHERE id = %s", (newer,))
+    for now in ("is waiting to run again", "has succeeded since"):
+        data = rerun_is_already_done(cli, args)
+        [detail] = [r["detail"] for r in data["results"] if r["failure_id"] == ids[0]]
+        assert detail == (
+            f"the job failed again since (failure {newer}, transient) and {now}: "
+            "nothing left to retry"
+        )
+        by_id = cli(*url, "retry", str(ids[0]))
+        assert by_id.exit_code == 3  # named by id: refused is refused
+        assert detail in by_id.stdout and "retry it instead" not in by_id.stdout
+        # the retried job runs and succeeds
+        sql(
+            db_url, "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (job["job_id"],)
+        )
+        sql(db_url, "SELECT procrastinate_finish_job_v1(%s, 'succeeded', false)", (job["job_id"],))
 
 
 def test_dry_run_json_claims_no_retry(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -415,8 +455,14 @@ def test_bulk_retry_of_a_failure_never_retried_but_superseded_is_partial(cli, db
 
     issue = make_issue(db_url)
     (failure,) = bulk_failed_jobs(db_url, 1, issue_id=issue)
-    fail_again(db_url, failure, kind="runtime")
+    newer = fail_again(db_url, failure, kind="runtime")
     result = cli("--database-url", db_url, "issues", "retry", str(issue), "--yes")
     assert result.exit_code == 3, result.stdout + result.stderr
     assert "nothing left to retry" not in result.stdout + result.stderr
+    assert "retry it instead" in result.stdout + result.stderr
     assert sql(db_url, "SELECT status::text AS s FROM procrastinate_jobs") == [{"s": "failed"}]
+    # Someone retries the newer failure: the job no longer needs this issue's retry.
+    assert cli("--database-url", db_url, "retry", str(newer)).exit_code == 0
+    again = cli("--database-url", db_url, "issues", "retry", str(issue), "--yes")
+    assert again.exit_code == 0, again.stdout + again.stderr
+    assert "already done: 1 failure superseded by a newer failure of its job" in again.stderr

@@ -258,3 +258,55 @@ def test_the_batched_retry_calls_procrastinates_own_function() -> None:
     from jobsys.engine.queries import RETRY_FUNCTION
 
     assert f"{RETRY_FUNCTION}(" in sql.queries["retry_job"]
+
+
+@pytest.mark.parametrize(
+    ("job_status", "tail"),
+    [
+        ("failed", ": that failure decides; retry it instead"),
+        ("todo", " and is waiting to run again: nothing left to retry"),
+        ("doing", " and is running again: nothing left to retry"),
+        ("succeeded", " and has succeeded since: nothing left to retry"),
+        ("cancelled", " and was cancelled since: nothing left to retry"),
+        (None, " and no longer exists: nothing left to retry"),
+    ],
+)
+def test_superseded_says_retry_the_newer_failure_only_while_the_job_is_failed(
+    job_status: str | None, tail: str
+) -> None:
+    d = decide(facts(newer_failure=(9, "transient"), job_status=job_status))
+    assert d.decision == rules.SKIPPED_SUPERSEDED
+    assert d.detail == "the job failed again since (failure 9, transient)" + tail
+
+
+@pytest.mark.parametrize(
+    ("changes", "handled", "done"),
+    [
+        # never retried, the job still failed, its newer failure retried by nobody: not done
+        ({}, set(), False),
+        # ... unless this run retried the job through another of its failures
+        ({}, {70}, True),
+        # its own retry was made: the newer failure is what came of it
+        ({"retry_state": {"outcome": "pending"}}, set(), True),
+        # the job is no longer failed: its newer failure was retried, or it ran again
+        ({"job_status": "todo"}, set(), True),
+        ({"job_status": "succeeded"}, set(), True),
+        ({"job_status": "succeeded", "retry_state": {"outcome": "pending"}}, set(), True),
+        ({"job_status": None}, set(), True),
+    ],
+)
+def test_a_superseded_failure_is_already_done_when_its_job_needs_nothing_more(
+    changes: dict[str, Any], handled: set[int], done: bool
+) -> None:
+    d = decide(facts(newer_failure=(9, "transient"), **changes))
+    assert d.decision == rules.SKIPPED_SUPERSEDED
+    assert rules.already_done(d, handled) is done
+
+
+def test_already_done_is_already_retried_or_superseded_only() -> None:
+    retried_before = decide(facts(job_status="todo", retry_state={"outcome": "pending"}))
+    assert retried_before.decision == rules.SKIPPED_ALREADY_RETRIED
+    assert rules.already_done(retried_before, set())
+    for refused in (decide(facts(kind="authentication")), decide(facts(job_status="cancelled"))):
+        assert not rules.already_done(refused, {70})
+    assert not rules.already_done(decide(facts()), {70})  # retried now: not a refusal
