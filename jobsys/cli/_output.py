@@ -106,6 +106,11 @@ def fold(text: str, width: int | None, indent: int | None = None) -> str:
     return "\n".join(folded)
 
 
+def fits_terminal(*, wide: bool) -> bool:
+    """Whether a table on stdout is fitted to a terminal (not ``--wide``, not piped)."""
+    return not wide and bool(stdout_console().is_terminal)
+
+
 def terminal_width(console: Any) -> int | None:
     """The width text on ``console`` is folded to: its width on a terminal, else None."""
     return int(console.width) if console.is_terminal else None

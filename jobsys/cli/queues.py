@@ -51,14 +51,32 @@ def queues(ctx: typer.Context, wide: WideOpt = False, json: JsonOpt = False) -> 
     if json:
         _output.emit_list(rows)
         return
+    # A fitted table has no room for who paused, why and for how long (story 9): its
+    # cell says how long is left, and each pause gets a line of its own under the table.
+    fitted = _output.fits_terminal(wide=wide)
     _output.table(
-        [
-            {**row, "paused": row["pause"]["why"] if row["pause"] else None, "held": _held(row)}
-            for row in rows
-        ],
+        [{**row, "paused": _paused(row["pause"], fitted), "held": _held(row)} for row in rows],
         LIST_COLUMNS,
         wide=wide,
     )
+    for row in rows if fitted else ():
+        if row["pause"]:
+            _output.line(f"{row['queue']}: {row['pause']['why']}")
+
+
+def _paused(pause: dict[str, Any] | None, fitted: bool) -> str | None:
+    """The ``paused`` cell: why, by whom, until when; fitted, only the time left
+    (``27m left``, or ``yes`` for a pause until resumed)."""
+    if pause is None or not fitted:
+        return pause["why"] if pause else None
+    from datetime import UTC, datetime
+
+    from jobsys.cli._table import relative
+
+    now = datetime.now(UTC)
+    if pause["until"] is None or pause["until"] <= now:
+        return "yes"
+    return relative(pause["until"], now).removeprefix("in ") + " left"
 
 
 def _held(row: dict[str, Any]) -> str | None:

@@ -235,3 +235,25 @@ def test_piped_show_rows_and_messages_stay_one_line(cli, populated: str) -> None
     assert any(ln.startswith("title ") and title in ln for ln in shown.stdout.splitlines())
     note = cli("--database-url", populated, "failures", "list", "--queue", "profils", env=narrow)
     assert "(did you mean 'profiles'?); configured: sync, " in note.stderr
+
+
+def test_queues_at_80_columns_show_who_paused_why_and_for_how_long(
+    cli, db_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Story 9 at 80 columns: the table's cell says how long a pause has left, and a
+    line of its own under the table says who paused the queue, why, and until when."""
+    pause = ("--database-url", db_url, "queues", "pause", "story_downloads", "--yes")
+    alice = {"JOBSYS_OPERATOR": "alice"}
+    assert cli(*pause, "--for", "30m", "--reason", "upstream 429", env=alice).exit_code == 0
+    lines = pty_lines(jobsys_env(db_url, tmp_path / "home"), ["queues"])
+    assert all(len(line) <= 80 for line in lines), lines
+    row = next(line for line in lines if line.startswith("story_downloads "))
+    assert re.search(r"  (29|30)m left(  |$)", row), lines
+    said = [line for line in lines if line.startswith("story_downloads: ")]
+    assert len(said) == 1 and re.fullmatch(
+        r"story_downloads: queue paused \d+s ago by alice: upstream 429 \(resumes in (29|30)m\)",
+        said[0],
+    ), lines
+    piped = cli("--database-url", db_url, "queues").stdout  # piped: the whole pause in its cell
+    assert re.search(r"by alice: upstream 429 \(resumes in (29|30)m\)  ", piped), piped
+    assert "story_downloads: " not in piped
