@@ -25,6 +25,7 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 
 from jobsys.cli import _dashboard_view
 from jobsys.cli._context import config_of
+from jobsys.cli._output import fold
 from jobsys.cli._table import Col, cell, clip, layout
 from jobsys.settings import Settings
 
@@ -40,6 +41,9 @@ MIN_REFRESH_INTERVAL_SECONDS = 0.2
 POLL_SECONDS = 5.0  # the fallback: rates move, and a lost event is caught up
 ROWS = 200  # rows loaded per pane
 SCROLLBAR_WIDTH = 2  # Textual's default vertical scrollbar, kept free in every pane
+#: A box (a detail, the help, a question) takes this share of the screen's width (the
+#: ``width: 90%`` of ``ModalScreen VerticalScroll`` in DashboardApp.CSS).
+BOX_PERCENT = 90
 MUTE_FOR = "2h"
 NOTHING = "\x00nothing"  # the row key of an empty pane's explanation: selects nothing
 
@@ -205,8 +209,15 @@ async def detail(settings: Settings, pane: str, key: Any) -> dict[str, Any]:
     raise KeyError(pane)
 
 
+def box_width(screen_width: int) -> int:
+    """Columns of text a box (detail, help, question) shows in one line: its share of
+    the screen less its border and a scrollbar."""
+    return screen_width * BOX_PERCENT // 100 - 2 - SCROLLBAR_WIDTH
+
+
 def detail_lines(data: dict[str, Any], width: int) -> list[str]:
-    """``key: value`` lines; a list of objects as a table under its name."""
+    """``key: value`` lines, a long value folded under itself (``width`` columns); a
+    list of objects as a table under its name."""
     now = datetime.now(UTC)
     lines: list[str] = []
     tables: list[tuple[str, list[dict[str, Any]]]] = []
@@ -223,7 +234,7 @@ def detail_lines(data: dict[str, Any], width: int) -> list[str]:
             now=now,
             absolute_times=True,
         )
-        lines.append(f"{key.replace('_', ' ')}: {shown}")
+        lines.append(fold(f"{key.replace('_', ' ')}: {shown}", width, indent=len(key) + 2))
     for name, rows in tables:
         keys = list(dict.fromkeys(k for row in rows for k in row))
         cols = [
@@ -253,7 +264,7 @@ class TextScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Static(self.text, markup=False)
+            yield Static(fold(self.text, box_width(self.app.size.width)), markup=False)
 
     def action_close(self) -> None:
         self.dismiss(None)
@@ -268,7 +279,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Static(f"{self.text}\n\ny: do it · any other key: cancel", markup=False)
+            text = fold(self.text, box_width(self.app.size.width))
+            yield Static(f"{text}\n\ny: do it · any other key: cancel", markup=False)
 
     def on_key(self, event: Any) -> None:
         event.stop()
@@ -481,7 +493,8 @@ class DashboardApp(App[None]):
             data = await self._guard(detail(self.settings, pane, key))
             if data is None:
                 return
-        self.push_screen(TextScreen("\n".join(detail_lines(data, max(40, self.size.width - 8)))))
+        width = max(40, box_width(self.size.width))
+        self.push_screen(TextScreen("\n".join(detail_lines(data, width))))
 
     # actions, each asked first
 

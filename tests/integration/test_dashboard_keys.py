@@ -160,19 +160,26 @@ def test_a_refused_action_changes_nothing(db_url: str, tmp_path: Path) -> None:
     assert sql(db_url, "SELECT status FROM jobsys_issues") == [{"status": "open"}]
 
 
+def failures_pane_at_80x24(db_url: str, tmp_path: Path, count: int) -> Screen:
+    """The dashboard at 80x24 on its failures pane: ``count`` failures of one issue,
+    each message ten words long."""
+    issue = make_issue(db_url)
+    bulk_failed_jobs(db_url, count, issue_id=issue)
+    sql(db_url, "UPDATE jobsys_failures SET message = repeat('edge_followed_by ', 10)")
+    screen = Screen(jobsys_env(db_url, tmp_path / "home"), size=(80, 24))
+    screen.wait_for("1 lanes", "2 failures")
+    screen.press("2")
+    return screen
+
+
 def test_a_pane_longer_than_the_screen_scrolls_inside_it_at_80x24(
     db_url: str, tmp_path: Path
 ) -> None:
     """40 failures with long messages on an 80x24 terminal: the failures pane scrolls
     by itself, so the header keeps one line and each row's error ends in an ellipsis
     before the pane's scrollbar instead of running past the right edge."""
-    issue = make_issue(db_url)
-    bulk_failed_jobs(db_url, 40, issue_id=issue)
-    sql(db_url, "UPDATE jobsys_failures SET message = repeat('edge_followed_by ', 10)")
-    screen = Screen(jobsys_env(db_url, tmp_path / "home"), size=(80, 24))
+    screen = failures_pane_at_80x24(db_url, tmp_path, 40)
     try:
-        screen.wait_for("1 lanes", "2 failures")
-        screen.press("2")
         screen.wait_for("t_retry.work", "KeyError: edge_follow")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # until the pane is drawn down to the footer
@@ -227,5 +234,33 @@ def test_the_help_fits_its_box_at_80x24(db_url: str, tmp_path: Path) -> None:
             if line.count("│") >= 2
         ]
         assert box == HELP.splitlines(), text
+    finally:
+        screen.child.close(force=True)
+
+
+def test_a_detail_folds_a_long_value_under_itself_at_80x24(db_url: str, tmp_path: Path) -> None:
+    """A failure's detail on an 80x24 terminal: its long message goes on under the
+    value (after ``message: ``), never at the box's left edge."""
+    screen = failures_pane_at_80x24(db_url, tmp_path, 1)
+    try:
+        screen.wait_for("t_retry.work")
+        screen.press("\r")
+        deadline = time.monotonic() + 20
+        while True:  # the box is drawn over several writes
+            text = screen.wait_for("message: edge_followed_by", "account id:")
+            box = [
+                line[line.index("│") + 1 : line.rindex("│")]
+                for line in screen.screen.display
+                if line.count("│") >= 2
+            ]
+            rows = [row.split(":")[0] for row in box]
+            if ("message" in rows and "account id" in rows) or time.monotonic() > deadline:
+                break
+        start, end = rows.index("message"), rows.index("account id")
+        assert end - start >= 2, text  # folded over at least two more lines
+        for row in box[start + 1 : end]:
+            assert row.startswith(" " * 9 + "edge_followed_by"), text
+        words = " ".join(row.strip(" ▂▁▇█▆▅▄▃") for row in box[start:end]).split()[1:]
+        assert words == ["edge_followed_by"] * 10, text  # every word whole
     finally:
         screen.child.close(force=True)
