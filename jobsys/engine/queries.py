@@ -1073,21 +1073,30 @@ WHERE j.id = ANY(%(ids)s)
 ORDER BY j.id
 """
 
-# Outcomes of pending retries whose job has finished since (reconcile on read).
+# Outcomes of pending retries whose job has finished since, or failed for good again
+# (a newer final failure: failed_again, whatever its own retry did to the job since;
+# ``jobsys.retry.rules.outcome_of``).
 RECONCILE_OUTCOMES = """
 WITH done AS (
     SELECT f.id,
-           CASE j.status::text
+           CASE WHEN n.failed_again THEN 'failed_again'
+           ELSE CASE j.status::text
                WHEN 'succeeded' THEN 'succeeded'
                WHEN 'failed' THEN 'failed_again'
                WHEN 'cancelled' THEN 'cancelled'
                WHEN 'aborted' THEN 'cancelled'
                ELSE 'succeeded'
-           END AS outcome
+           END END AS outcome
     FROM jobsys_failures f
     LEFT JOIN procrastinate_jobs j ON j.id = f.job_id
+    CROSS JOIN LATERAL (
+        SELECT EXISTS (
+            SELECT 1 FROM jobsys_failures g
+            WHERE g.job_id = f.job_id AND g.id > f.id AND NOT g.will_retry
+        ) AS failed_again
+    ) n
     WHERE f.retry_state->>'outcome' = 'pending'
-      AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing'))
+      AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing') OR n.failed_again)
     ORDER BY f.id
     LIMIT %(limit)s
     FOR UPDATE OF f SKIP LOCKED

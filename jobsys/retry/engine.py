@@ -90,6 +90,10 @@ async def decide_chunk(
                     if agg.get("latest_id") is not None and int(agg["latest_id"]) > int(f["id"])
                     else None
                 ),
+                failed_again_since=(
+                    agg.get("latest_final_id") is not None
+                    and int(agg["latest_final_id"]) > int(f["id"])
+                ),
             )
             decision = rules.decide(facts, mode=mode, now=now, policy=policy)
             if decision.retried:

@@ -16,7 +16,7 @@ retry's own limits (open outage, cap, backoff).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -99,6 +99,9 @@ class RetryFacts:
     outage_open: bool = False
     #: (id, kind) of a newer failure of the same job: that one, not this, decides.
     newer_failure: tuple[int, str] | None = None
+    #: The job failed for good again after this failure (a newer failure row that
+    #: Procrastinate does not retry by itself): a pending retry of this one failed again.
+    failed_again_since: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,14 +133,21 @@ def backoff_seconds(policy: AutoPolicy, attempts: int) -> float:
     return float(min(policy.base_delay_seconds * (2**exponent), policy.max_delay_seconds))
 
 
-def outcome_of(outcome: str | None, job_status: str | None) -> str | None:
+def outcome_of(
+    outcome: str | None, job_status: str | None, *, failed_again_since: bool = False
+) -> str | None:
     """The outcome of an earlier retry, given what its job did since.
 
     A retry puts the job back to ``todo`` in the same transaction that records
-    ``pending``, so a job found ``failed`` afterwards has failed again.
+    ``pending``, so a job found ``failed`` afterwards has failed again. So has one
+    with a newer final failure (``failed_again_since``), whatever became of the job
+    after it: a later success came from that newer failure's retry, which is that
+    failure's outcome, not this one's.
     """
     if outcome != OUTCOME_PENDING:
         return outcome
+    if failed_again_since:
+        return OUTCOME_FAILED_AGAIN
     if job_status in ("todo", "doing"):
         return OUTCOME_PENDING
     if job_status == "succeeded" or job_status is None:
@@ -147,6 +157,12 @@ def outcome_of(outcome: str | None, job_status: str | None) -> str | None:
     if job_status == "failed":
         return OUTCOME_FAILED_AGAIN
     return OUTCOME_CANCELLED
+
+
+def failed_again_after(failure_id: int, failures: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether ``failures`` (the job's failure rows: ``id``, ``will_retry``) hold a final
+    failure newer than ``failure_id``: ``outcome_of``'s ``failed_again_since``."""
+    return any(f["id"] > failure_id and not f.get("will_retry") for f in failures)
 
 
 def _superseded(newer: tuple[int, str], job_status: str | None) -> str:
@@ -208,7 +224,11 @@ def decide(
     policy: AutoPolicy | None = None,
 ) -> Decision:
     """The verdict for one failure. ``now`` and ``policy`` matter in ``auto`` mode."""
-    earlier = outcome_of(facts.retry_state.get("outcome"), facts.job_status)
+    earlier = outcome_of(
+        facts.retry_state.get("outcome"),
+        facts.job_status,
+        failed_again_since=facts.failed_again_since,
+    )
     sibling = outcome_of(OUTCOME_PENDING, facts.job_status) if facts.sibling_retry_pending else None
 
     def verdict(reason: str, detail: str) -> Decision:

@@ -79,7 +79,8 @@ LOCK_SUFFIX_STEPS = "FOR UPDATE OF p"
 LOCK_SUFFIX_JOBS = "FOR UPDATE OF j"
 
 # Per job, over all its failure rows: the ones with a pending jobsys retry, the
-# automatic retries made so far, and when it last failed.
+# automatic retries made so far, when it last failed, its newest failure and its
+# newest final one (not retried by Procrastinate itself: the job failed for good).
 JOB_AGGREGATES = """
 SELECT job_id,
        coalesce(array_agg(id) FILTER (WHERE retry_state->>'outcome' = 'pending'), '{}')
@@ -87,6 +88,7 @@ SELECT job_id,
        coalesce(sum((retry_state->>'auto_attempts')::int), 0)::int AS auto_attempts,
        max(occurred_at) AS last_failed_at,
        max(id) AS latest_id,
+       max(id) FILTER (WHERE NOT will_retry) AS latest_final_id,
        (array_agg(kind ORDER BY id DESC))[1] AS latest_kind
 FROM jobsys_failures
 WHERE job_id = ANY(%(ids)s)

@@ -268,7 +268,7 @@ async def failure(request: Request, user: User) -> Response:
         job = await show_job(settings, c.config(with_tasks=True), found["job_id"])
     except NotFoundError:  # deleted by retention: the failure row outlives its job
         job = None
-    found["retry_state"] = _current_outcome(found["retry_state"], job)
+    found["retry_state"] = _current_outcome(found["retry_state"], found["id"], job)
     return render(
         request,
         "failure.html",
@@ -277,16 +277,22 @@ async def failure(request: Request, user: User) -> Response:
     )
 
 
-def _current_outcome(state: dict[str, Any], job: dict[str, Any] | None) -> dict[str, Any]:
+def _current_outcome(
+    state: dict[str, Any], failure_id: int, job: dict[str, Any] | None
+) -> dict[str, Any]:
     """A pending retry's outcome as its job shows it now (the retry rules' own
     ``outcome_of``): the worker finishing the retried job announces ``jobs_changed``,
     the page re-reads, and the outcome changes without waiting for the periodic check
     that records it (``outcome_at`` stays empty until that check has run)."""
-    from jobsys.retry.rules import OUTCOME_PENDING, outcome_of
+    from jobsys.retry.rules import OUTCOME_PENDING, failed_again_after, outcome_of
 
     if state.get("outcome") != OUTCOME_PENDING:
         return state
-    now = outcome_of(OUTCOME_PENDING, job["status"] if job is not None else None)
+    now = outcome_of(
+        OUTCOME_PENDING,
+        job["status"] if job is not None else None,
+        failed_again_since=job is not None and failed_again_after(failure_id, job["failures"]),
+    )
     return state if now == OUTCOME_PENDING else {**state, "outcome": now, "outcome_seen": True}
 
 

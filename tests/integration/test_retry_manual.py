@@ -466,3 +466,70 @@ def test_bulk_retry_of_a_failure_never_retried_but_superseded_is_partial(cli, db
     again = cli("--database-url", db_url, "issues", "retry", str(issue), "--yes")
     assert again.exit_code == 0, again.stdout + again.stderr
     assert "already done: 1 failure superseded by a newer failure of its job" in again.stderr
+
+
+async def test_a_retry_whose_job_failed_again_is_failed_again_after_the_newer_retry(
+    cli, db_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """README Retry: a retry's outcome is what its retried job did. Failure A was
+    retried, the job failed for good again (failure B), B was retried and the job
+    succeeded: A's retry failed again, B's succeeded. Learnt by the periodic check
+    (even while the job waits) and by a later decision on A; an attempt that
+    Procrastinate retried by itself (will_retry) is not "failed again"."""
+    from datetime import UTC, datetime
+
+    from _retry_support import bulk_failed_jobs, fail_again
+
+    from jobsys.db.connect import connect
+    from jobsys.retry.store import reconcile_outcomes
+
+    def outcomes(failure: int) -> list[str | None]:
+        rows = sql(
+            db_url,
+            "SELECT retry_state->>'outcome' AS o FROM jobsys_failures WHERE job_id ="
+            " (SELECT job_id FROM jobsys_failures WHERE id = %s) ORDER BY id",
+            (failure,),
+        )
+        return [r["o"] for r in rows]
+
+    def job_ends(failure: int, status: str = "succeeded") -> None:
+        [row] = sql(db_url, "SELECT job_id FROM jobsys_failures WHERE id = %s", (failure,))
+        sql(
+            db_url, "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (row["job_id"],)
+        )
+        sql(db_url, "SELECT procrastinate_finish_job_v1(%s, %s, false)", (row["job_id"], status))
+
+    async def reconcile() -> int:
+        async with connect(db_url) as conn:
+            return await reconcile_outcomes(conn, now=datetime.now(UTC), limit=100)
+
+    url = ("--database-url", db_url)
+    by_check, by_decision, attempt = bulk_failed_jobs(db_url, 3)
+    assert (await acli(cli, *url, "retry", "--all", "--everything", "--yes")).exit_code == 0
+    for a in (by_check, by_decision):
+        b = fail_again(db_url, a, kind="transient")
+        assert (await acli(cli, *url, "retry", str(b))).exit_code == 0  # the job waits
+    assert await reconcile() == 2  # A's outcome is known while its job waits
+    assert outcomes(by_check) == ["failed_again", "pending"]
+    job_ends(by_check)
+    assert await reconcile() == 1
+    assert outcomes(by_check) == ["failed_again", "succeeded"]
+
+    # Learnt by a decision on A after the job succeeded (the stored pending put back).
+    sql(
+        db_url,
+        'UPDATE jobsys_failures SET retry_state = retry_state || \'{"outcome": "pending"}\''
+        " WHERE id = %s",
+        (by_decision,),
+    )
+    job_ends(by_decision)
+    code, data = await retry_json(cli, db_url, str(by_decision))
+    assert (code, verdict(data)) == (3, "skipped_superseded")
+    assert outcomes(by_decision) == ["failed_again", "pending"]
+
+    # A failed attempt that Procrastinate retried itself, then success: it succeeded.
+    newer = fail_again(db_url, attempt, kind="transient")
+    sql(db_url, "UPDATE jobsys_failures SET will_retry = true WHERE id = %s", (newer,))
+    job_ends(attempt)
+    assert await reconcile() == 2  # with the decision test's B, which succeeded
+    assert outcomes(attempt) == ["succeeded", None]

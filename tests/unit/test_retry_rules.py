@@ -310,3 +310,27 @@ def test_already_done_is_already_retried_or_superseded_only() -> None:
     for refused in (decide(facts(kind="authentication")), decide(facts(job_status="cancelled"))):
         assert not rules.already_done(refused, {70})
     assert not rules.already_done(decide(facts()), {70})  # retried now: not a refusal
+
+
+@pytest.mark.parametrize("job_status", ["todo", "doing", "succeeded", None, "cancelled"])
+def test_a_newer_final_failure_means_the_retry_failed_again(job_status: str | None) -> None:
+    """Whatever the job did after its newer failure (that failure's own retry), this
+    failure's retry failed again; a recorded outcome stays as recorded."""
+    assert outcome_of("pending", job_status, failed_again_since=True) == "failed_again"
+    assert outcome_of("succeeded", job_status, failed_again_since=True) == "succeeded"
+    decision = decide(
+        facts(
+            job_status=job_status,
+            retry_state={"outcome": "pending"},
+            newer_failure=(9, "transient"),
+            failed_again_since=True,
+        )
+    )
+    assert decision.earlier_outcome == "failed_again"
+
+
+def test_failed_again_after_counts_final_newer_failures_only() -> None:
+    rows = [{"id": 3, "will_retry": False}, {"id": 5, "will_retry": True}]
+    assert not rules.failed_again_after(3, rows)  # 5 was retried by Procrastinate itself
+    assert rules.failed_again_after(2, rows)
+    assert not rules.failed_again_after(5, [*rows, {"id": 4, "will_retry": False}])
