@@ -119,9 +119,58 @@ class TransientError(TaskError):
     """A passing problem (network, rate limit, service down). Retried with backoff."""
 
 
+#: How alike a name must be to a choice to be suggested (difflib's ratio, 0..1).
+SUGGEST_CUTOFF = 0.6
+
+
+def close_matches(word: str, choices: Iterable[str], *, n: int = 3) -> list[str]:
+    """The (at most ``n``) ``choices`` closest to ``word``, best first: the one
+    "did you mean" of jobsys.
+
+    Names are compared on what follows the words they start with in common, so that a
+    shared namespace does not make unrelated names look alike (``demo.nosuch`` is not
+    close to ``demo.ai_ocr``); the words of that rest also match in any order
+    (``demo.download_story`` finds ``demo.story.download``)."""
+    scored = []
+    for choice in dict.fromkeys(choices):
+        score = _likeness(word, choice)
+        if score >= SUGGEST_CUTOFF:
+            scored.append((-score, choice))
+    return [choice for _, choice in sorted(scored)[:n]]
+
+
+def _likeness(word: str, choice: str) -> float:
+    """0..1: how alike two names are past their common leading words (split at ``.``,
+    ``_`` and ``-``): the best of the rests' difflib ratio and of the share of their
+    words that match one another (in any order, each allowing a typo)."""
+    import difflib
+    import re
+
+    ours = [w for w in re.split(r"[._\-]+", word.lower()) if w] or [word]
+    theirs = [w for w in re.split(r"[._\-]+", choice.lower()) if w] or [choice]
+    shared = 0
+    while shared < min(len(ours), len(theirs)) - 1 and ours[shared] == theirs[shared]:
+        shared += 1
+    ours, theirs = ours[shared:], theirs[shared:]
+    as_text = difflib.SequenceMatcher(None, " ".join(ours), " ".join(theirs)).ratio()
+    unmatched = list(theirs)
+    for w in ours:
+        hit = next(
+            (t for t in unmatched if difflib.SequenceMatcher(None, w, t).ratio() >= 0.8), None
+        )
+        if hit is not None:
+            unmatched.remove(hit)
+    matched = len(theirs) - len(unmatched)
+    return max(as_text, 2 * matched / (len(ours) + len(theirs)))
+
+
+def suggestion(word: str, choices: Iterable[str], *, n: int = 3) -> str | None:
+    """``Did you mean 'x'?`` (a hint) for the closest of ``choices``, or None."""
+    close = close_matches(word, choices, n=n)
+    return f"Did you mean {', '.join(repr(c) for c in close)}?" if close else None
+
+
 def did_you_mean(word: str, choices: Iterable[str], *, n: int = 3) -> str:
     """`` (did you mean 'x'?)`` for the ``n`` closest of ``choices``, or an empty string."""
-    import difflib
-
-    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
+    close = close_matches(word, choices, n=n)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""

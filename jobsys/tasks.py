@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from jobsys.errors import UsageError
+from jobsys.errors import UsageError, did_you_mean
 from jobsys.jobs.unique import UniqueSpec, unique_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,6 +68,15 @@ def registry() -> dict[str, TaskSpec]:
 
 def get(name: str) -> TaskSpec | None:
     return _REGISTRY.get(name)
+
+
+def unregistered_notes(name: str | None) -> list[str]:
+    """A note when ``name`` (a ``--task`` filter) names no registered task: a typo must
+    not read as "nothing matches". A note, not an error: jobs and failures of a task
+    since removed stay findable."""
+    if name is None or name in _REGISTRY:
+        return []
+    return [f"no task {name!r} is registered{did_you_mean(name, _REGISTRY)}"]
 
 
 def register(spec: TaskSpec) -> TaskSpec:

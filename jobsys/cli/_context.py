@@ -33,6 +33,21 @@ def config(ctx: typer.Context, *, with_tasks: bool = False) -> Config:
     return config_of(settings(ctx), with_tasks=with_tasks)
 
 
+def task_notes(ctx: typer.Context, task: str | None) -> list[str]:
+    """A note when ``--task`` names no task of the application (imported to know). A
+    broken configuration skips the check: listing does not depend on it."""
+    if task is None:
+        return []
+    from jobsys.errors import ConfigError
+    from jobsys.tasks import unregistered_notes
+
+    try:
+        config(ctx, with_tasks=True)
+    except ConfigError:
+        return []
+    return unregistered_notes(task)
+
+
 def config_of(given: Settings, *, with_tasks: bool = False) -> Config:
     """The configuration of ``given`` settings, for the CLI's long-running screens: kept
     by ``load_config`` and read again only when a file changed."""

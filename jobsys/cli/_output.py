@@ -198,11 +198,15 @@ def rows_or_table(
     wide: bool,
     empty: str,
     limit: int | None = None,
+    notes: Sequence[str] = (),
 ) -> None:
     """A list command's output: with ``json`` the rows in the list envelope (``limit``:
-    the page size asked for), else the table."""
+    the page size asked for), else the table; each of ``notes`` said on stderr first
+    (and in the envelope's ``notes``)."""
+    for note in notes:
+        say(f"note: {note}")
     if json:
-        emit_list(rows, limit=limit)
+        emit_list(rows, limit=limit, notes=notes)
     else:
         table(rows, columns, empty=empty, wide=wide)
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from jobsys.cli._context import config, run, settings
+from jobsys.cli._context import config, run, settings, task_notes
 from jobsys.cli._options import JsonOpt, WideOpt, option_group
 from jobsys.cli._table import Col, absolute
 from jobsys.errors import UsageError
@@ -131,6 +131,7 @@ def list_(
             window=counted,
         )
     )
+    result["notes"] = [*result["notes"], *task_notes(ctx, chosen.task)]
     notes = [*result["notes"], *_window_notes(result.get("window"))]
     for note in notes:
         _output.say(f"note: {note}")

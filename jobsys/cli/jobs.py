@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from jobsys.cli._context import config, settings
+from jobsys.cli._context import config, settings, task_notes
 from jobsys.cli._options import (
     DryRunOpt,
     EverythingOpt,
@@ -126,7 +126,13 @@ def list_(
     filters = dataclasses.replace(filters, limit=limit)
     jobs = run(list_jobs(settings(ctx), config(ctx, with_tasks=True), filters))
     _output.rows_or_table(
-        jobs, LIST_COLUMNS, json=json, wide=wide, empty="no jobs match", limit=limit
+        jobs,
+        LIST_COLUMNS,
+        json=json,
+        wide=wide,
+        empty="no jobs match",
+        limit=limit,
+        notes=task_notes(ctx, filters.task),
     )
 
 

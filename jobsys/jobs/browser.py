@@ -76,8 +76,9 @@ def _queues(filters: JobFilters, config: Config) -> list[str] | None:
         return list(filters.queues) or None
     lane = config.lanes.get(filters.lane)
     if lane is None:
+        hint = did_you_mean(filters.lane, list(config.lanes))
         raise UsageError(
-            f"unknown lane {filters.lane!r}{did_you_mean(filters.lane, list(config.lanes))}"
+            f"unknown lane {filters.lane!r}" + (hint or f"; configured: {', '.join(config.lanes)}")
         )
     if filters.queues:
         both = [q for q in filters.queues if q in lane.queues]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -28,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from jobsys import tasks as task_registry
-from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean
+from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean, suggestion
 from jobsys.jobs import validate
 from jobsys.jobs.enqueue import NewJob, UniqueKey
 from jobsys.jobs.unique import UniqueSpec
@@ -133,9 +132,7 @@ def resolve_task(task: TaskRef) -> task_registry.TaskSpec:
         raise UsageError(f"{task!r} is not a jobsys task (decorate it with @jobsys.task)")
     spec = task_registry.get(task)
     if spec is None:
-        known = list(task_registry.registry())
-        close = difflib.get_close_matches(task, known, n=3, cutoff=0.6)
-        hint = f"Did you mean {', '.join(repr(c) for c in close)}?" if close else None
+        hint = suggestion(task, task_registry.registry())
         raise UsageError(
             f"unknown task {task!r}",
             hint=hint or "Is its module listed in --app / JOBSYS_APP / app.modules?",

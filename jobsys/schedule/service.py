@@ -7,12 +7,11 @@ database, does one thing, and returns plain data (dicts) for the CLI to render.
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from jobsys.db.query import columns
-from jobsys.errors import ConfigError, JobsysError, NotFoundError, UsageError
+from jobsys.errors import ConfigError, JobsysError, NotFoundError, UsageError, suggestion
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -44,8 +43,7 @@ def entry_named(schedule: Schedule, name: str) -> PlannedEntry:
     if entry is not None:
         return entry
     names = sorted(schedule.entries)
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f"Did you mean {', '.join(close)}?" if close else ""
+    hint = suggestion(name, names) or ""
     raise UsageError(
         f"no schedule entry named {name!r}.",
         hint=f"{hint} Entries: {', '.join(names) or '(none)'}.".strip(),

@@ -282,7 +282,7 @@ def test_cli_contracts(db_url: str, tmp_path: Path, cli: Any) -> None:
         result = cli(*base, *args)
         assert result.exit_code == code, (args, result.stderr)
         assert "Traceback" not in result.stderr
-    assert "Did you mean purge?" in cli(*base, "schedule", "run", "purg").stderr
+    assert "Did you mean 'purge'?" in cli(*base, "schedule", "run", "purg").stderr
     assert scalar(db_url, "SELECT count(*) FROM jobsys_schedule_ticks") == 2
 
 
