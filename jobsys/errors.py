@@ -68,6 +68,18 @@ class NotFoundError(JobsysError):
     exit_code = EXIT_FAILED
 
 
+def not_found(
+    what: str, ident: object, *, listed_by: str, then: str | None = None
+) -> NotFoundError:
+    """The one form of "that id does not exist": ``no failure 999.`` (with ``then``, what
+    follows from it: ``no failure 999; nothing was retried.``) and the command that
+    lists them: ``List them with `jobsys failures list`.``"""
+    return NotFoundError(
+        f"no {what} {ident}{'; ' + then if then else ''}.",
+        hint=f"List them with `{listed_by}`.",
+    )
+
+
 class PartialFailure(JobsysError):
     """Some of the requested operations were refused."""
 

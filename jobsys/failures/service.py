@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jobsys.db.session import command_connection
-from jobsys.errors import NotFoundError
+from jobsys.errors import not_found
 from jobsys.failures import store
 from jobsys.failures.filters import FailureFilter, unknown_names
 from jobsys.settings import Settings
@@ -65,7 +65,7 @@ async def list_failures(
         if filters.before is not None:
             at = await store.failure_position(conn, filters.before)
             if at is None:
-                raise NotFoundError(f"no failure {filters.before}")
+                raise not_found("failure", filters.before, listed_by="jobsys failures list")
             params["before_at"] = at
         rows = await store.list_failures(conn, params, limit)
     next_before = rows[-1]["id"] if len(rows) == limit else None
@@ -121,9 +121,7 @@ async def show_failure(
     async with command_connection(settings, config) as conn:
         row = await store.get_failure(conn, failure_id)
     if row is None:
-        raise NotFoundError(
-            f"no failure {failure_id}", hint="List them with `jobsys failures list`."
-        )
+        raise not_found("failure", failure_id, listed_by="jobsys failures list")
     out = public(row)
     title, status = out.pop("issue_title", None), out.pop("issue_status", None)
     out["issue"] = (

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jobsys.db.session import command_connection
-from jobsys.errors import NotFoundError, UsageError
+from jobsys.errors import NotFoundError, UsageError, not_found
 from jobsys.failures import store as failures_store
 from jobsys.failures.filters import check_limit
 from jobsys.failures.service import public as public_failure
@@ -43,9 +43,7 @@ def check_kind(kind: str | None) -> str | None:
 
 
 def _missing(issue_id: int) -> NotFoundError:
-    return NotFoundError(
-        f"no issue {issue_id}", hint="List them with `jobsys issues list --status all`."
-    )
+    return not_found("issue", issue_id, listed_by="jobsys issues list --status all")
 
 
 async def list_issues(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from jobsys.engine import queries
-from jobsys.errors import NotFoundError, RefusedError, UsageError, did_you_mean
+from jobsys.errors import RefusedError, UsageError, did_you_mean, not_found
 from jobsys.jobs import search, search_index
 from jobsys.live import store
 from jobsys.timespec import parse_time
@@ -208,7 +208,7 @@ async def show_job(settings: Settings, config: Config, job_id: int) -> dict[str,
         await check_schema(conn)
         row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})
         if row is None:
-            raise NotFoundError(f"no job {job_id}", hint="List jobs with `jobsys jobs list`.")
+            raise not_found("job", job_id, listed_by="jobsys jobs list")
         history = await store.fetch_all(conn, queries.JOB_EVENTS, {"job_id": job_id})
         failures = await store.fetch_all(conn, store.JOB_FAILURES, {"job_id": job_id})
         retries = await store.fetch_all(conn, store.JOB_RETRY_EVENTS, {"job_id": job_id})
@@ -250,7 +250,7 @@ async def cancel_job(settings: Settings, config: Config, job_id: int) -> dict[st
         for _ in range(2):  # a waiting job may start between our read and the cancel
             row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})
             if row is None:
-                raise NotFoundError(f"no job {job_id}", hint="List jobs with `jobsys jobs list`.")
+                raise not_found("job", job_id, listed_by="jobsys jobs list")
             status = row["status"]
             if status not in ("todo", "doing"):
                 raise RefusedError(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jobsys.errors import NotFoundError, UsageError
+from jobsys.errors import UsageError, not_found
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -107,10 +107,7 @@ async def show_worker(settings: Settings, config: Config, ref: str) -> dict[str,
         await check_schema(conn)
         rows = await store.worker_processes_by_ref(conn, ref)
         if not rows:
-            raise NotFoundError(
-                f"no worker process {ref!r}.",
-                hint="See `jobsys workers list --all` for every process id (host:pid:...).",
-            )
+            raise not_found("worker process", repr(ref), listed_by="jobsys workers list --all")
         if len(rows) > 1:
             raise UsageError(
                 f"{ref!r} matches {len(rows)} worker processes: "

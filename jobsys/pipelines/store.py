@@ -19,7 +19,7 @@ from typing import Any
 
 from jobsys import tasks as task_registry
 from jobsys.engine.queries import SHOW_STEPS
-from jobsys.errors import NotFoundError, RefusedError, UsageError
+from jobsys.errors import NotFoundError, RefusedError, UsageError, not_found
 from jobsys.pipelines import definitions as pipelines
 from jobsys.pipelines.definitions import TERMINAL_STATUSES
 
@@ -285,7 +285,7 @@ async def cancel_pipeline(conn: Any, pipeline_id: int, *, actor: str) -> dict[st
     async with conn.transaction():
         rows = await _rows(conn, LOCK_PIPELINE, {"id": pipeline_id})
         if not rows:
-            raise NotFoundError(f"no pipeline {pipeline_id}.", hint="See `jobsys pipelines list`.")
+            raise not_found("pipeline", pipeline_id, listed_by="jobsys pipelines list")
         pipe = rows[0]
         if pipe["status"] == "succeeded":
             raise RefusedError(f"pipeline {pipeline_id} already succeeded: nothing to cancel.")
@@ -327,7 +327,7 @@ async def list_pipelines(
 async def show_pipeline(conn: Any, pipeline_id: int) -> dict[str, Any]:
     rows = await _rows(conn, SHOW_PIPELINE, {"id": pipeline_id})
     if not rows:
-        raise NotFoundError(f"no pipeline {pipeline_id}.", hint="See `jobsys pipelines list`.")
+        raise not_found("pipeline", pipeline_id, listed_by="jobsys pipelines list")
     pipe = rows[0]
     pipe["terminal"] = pipe["status"] in TERMINAL_STATUSES
     pipe["steps"] = await _rows(conn, SHOW_STEPS, {"id": pipeline_id})

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from jobsys.errors import NotFoundError, RefusedError, UsageError
+from jobsys.errors import NotFoundError, RefusedError, UsageError, not_found
 from jobsys.failures.filters import FailureFilter, check_names
 from jobsys.retry import engine, store
 from jobsys.retry.rules import RETRIED, Decision
@@ -159,22 +159,24 @@ async def retry(
             flt = FailureFilter(issue=request.issue)
         if request.job is not None:
             failure_id, job_exists = await store.latest_failure_of_job(conn, request.job)
+            if failure_id is None and not job_exists:
+                raise not_found("job", request.job, listed_by="jobsys jobs list")
             if failure_id is None:
                 raise NotFoundError(
-                    f"no job {request.job}."
-                    if not job_exists
-                    else f"job {request.job} has no recorded failure; nothing to retry.",
+                    f"job {request.job} has no recorded failure; nothing to retry.",
                     hint="See `jobsys jobs show ID` and `jobsys failures list`.",
                 )
             request = replace(request, ids=(failure_id,), job=None)
         if flt.issue is not None and await store.issue(conn, flt.issue) is None:
-            raise NotFoundError(f"no issue {flt.issue}.", hint="See `jobsys issues list`.")
+            raise not_found("issue", flt.issue, listed_by="jobsys issues list --status all")
         if request.ids:
             missing = sorted(set(request.ids) - await store.existing_ids(conn, request.ids))
             if missing:
-                raise NotFoundError(
-                    f"no failure {', '.join(map(str, missing))}; nothing was retried.",
-                    hint="See `jobsys failures list`.",
+                raise not_found(
+                    "failure",
+                    ", ".join(map(str, missing)),
+                    listed_by="jobsys failures list",
+                    then="nothing was retried",
                 )
             unique = list(dict.fromkeys(request.ids))
             ids: list[int] | None = unique

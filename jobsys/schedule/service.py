@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from jobsys.db.query import columns
-from jobsys.errors import ConfigError, JobsysError, NotFoundError, UsageError, suggestion
+from jobsys.errors import ConfigError, JobsysError, UsageError, not_found, suggestion
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -280,9 +280,7 @@ async def show_run(settings: Settings, config: Config, run_id: int) -> dict[str,
     async with _database(settings, config) as conn:
         row = await fanout_store.get_run(conn, run_id)
         if row is None:
-            raise NotFoundError(
-                f"no fan-out run {run_id}.", hint="List runs with `jobsys fanout list`."
-            )
+            raise not_found("fan-out run", run_id, listed_by="jobsys fanout list")
         left = None
         if row["status"] in ("running", "queued"):
             left = await fanout_store.remaining(conn, row["spec"], row["cursor"])
