@@ -200,8 +200,13 @@ def show(
 
     failure = run(service.show_failure(settings(ctx), lambda: config(ctx), failure_id))
     if json:
-        _output.emit_json(failure)
+        _output.emit_json(failure)  # the retry state as recorded
         return
+    from jobsys.retry.service import retry_state_now
+
+    # In words, the retry state as its job is now (README Retry): not "waiting to run"
+    # and "pending" for a job that has succeeded since.
+    failure["retry_state"] = run(retry_state_now(settings(ctx), lambda: config(ctx), failure))
     trace = failure.pop("traceback", None)
     _output.key_values(text_view(failure), title=f"failure {failure_id}")
     if trace:

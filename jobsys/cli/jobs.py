@@ -255,8 +255,16 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
     head = {k: v for k, v in job.items() if k not in nested}
     if job["scheduled_at"] and head["waiting_because"] == scheduled_for(job["scheduled_at"]):
         head["waiting_because"] = f"scheduled for {_output.format_cell(job['scheduled_at'])}"
-    if job["failures"]:  # the retry state of its latest failure, in words
-        head.update(retry_lines(job.get("retry_state") or {}, job["failures"][-1].get("retryable")))
+    if job["failures"]:  # the retry state of its latest failure, in words, as true now
+        from jobsys.retry.rules import failed_again_after, state_now
+
+        latest = job["failures"][-1]
+        state = state_now(
+            job.get("retry_state") or {},
+            job["status"],
+            failed_again_since=failed_again_after(latest["id"], job["failures"]),
+        )
+        head.update(retry_lines(state, latest.get("retryable")))
     _output.key_values(head, title=f"job {job_id}")
     history = ["type", ("occurred_at", "at")]
     _output.table(job["history"], history, title="history", empty="no history", wide=None)

@@ -165,10 +165,17 @@ def failed_again_after(failure_id: int, failures: Iterable[Mapping[str, Any]]) -
     return any(f["id"] > failure_id and not f.get("will_retry") for f in failures)
 
 
+#: The start of a ``skipped_superseded`` detail; the rest says what became of the job.
+_SUPERSEDED_BY = "the job failed again since (failure "
+
+
 def _superseded(newer: tuple[int, str], job_status: str | None) -> str:
     """Why a failure with a newer one is refused, and what is left to do: retry the
     newer failure only while the job is still failed."""
-    since = f"the job failed again since (failure {newer[0]}, {newer[1]})"
+    return _superseded_now(f"{_SUPERSEDED_BY}{newer[0]}, {newer[1]})", job_status)
+
+
+def _superseded_now(since: str, job_status: str | None) -> str:
     if job_status == "failed":
         return f"{since}: that failure decides; retry it instead"
     now = {
@@ -178,6 +185,53 @@ def _superseded(newer: tuple[int, str], job_status: str | None) -> str:
         None: "no longer exists",
     }.get(job_status, f"was {job_status} since")
     return f"{since} and {now}: nothing left to retry"
+
+
+#: What a retried job did, by its retry's outcome (a verdict's last words).
+_RETRIED_JOB = {
+    OUTCOME_PENDING: "is waiting to run",
+    OUTCOME_SUCCEEDED: "succeeded",
+    OUTCOME_FAILED_AGAIN: "failed again since",
+    OUTCOME_CANCELLED: "was cancelled since",
+}
+_ALREADY_RETRIED_JOB = "; the job "
+
+
+def _retried_job(outcome: str, job_status: str | None) -> str:
+    if outcome == OUTCOME_PENDING and job_status == "doing":
+        return "is running"
+    return _RETRIED_JOB[outcome]
+
+
+def state_now(
+    state: Mapping[str, Any], job_status: str | None, *, failed_again_since: bool = False
+) -> dict[str, Any]:
+    """A failure's ``retry_state`` as true now, to show it (nothing is written).
+
+    A ``pending`` outcome becomes what its job shows (``outcome_of``; ``outcome_seen``
+    marks it as not recorded yet: the periodic check or the next decision records it,
+    with ``outcome_at``). The last decision's words about the job ("already retried by
+    alice; the job is waiting to run", "...and is running again: nothing left to
+    retry") say what the job does now; its reason code, actor and time stay as decided.
+    """
+    out = dict(state)
+    outcome = out.get("outcome")
+    if outcome == OUTCOME_PENDING:
+        now = outcome_of(outcome, job_status, failed_again_since=failed_again_since)
+        if now != OUTCOME_PENDING:
+            out.update(outcome=now, outcome_seen=True)
+            outcome = now
+    detail = str(out.get("last_detail") or "")
+    decision = out.get("last_decision")
+    if decision == SKIPPED_ALREADY_RETRIED and outcome in _RETRIED_JOB:
+        head, sep, _ = detail.rpartition(_ALREADY_RETRIED_JOB)
+        if sep:
+            out["last_detail"] = f"{head}{sep}{_retried_job(str(outcome), job_status)}"
+    elif decision == SKIPPED_SUPERSEDED and detail.startswith(_SUPERSEDED_BY):
+        since, sep, _ = detail.partition(")")
+        if sep:
+            out["last_detail"] = _superseded_now(since + sep, job_status)
+    return out
 
 
 def already_done(decision: Decision, handled_jobs: AbstractSet[int]) -> bool:
@@ -257,10 +311,11 @@ def decide(
         return verdict(SKIPPED_TERMINAL_PIPELINE, terminal)
     if earlier in (OUTCOME_PENDING, OUTCOME_SUCCEEDED):
         actor = facts.retry_state.get("actor")
-        state = "is waiting to run" if earlier == OUTCOME_PENDING else "succeeded"
+        job = _retried_job(earlier, facts.job_status)
         return dataclasses.replace(
             verdict(
-                SKIPPED_ALREADY_RETRIED, f"already retried by {actor or 'someone'}; the job {state}"
+                SKIPPED_ALREADY_RETRIED,
+                f"already retried by {actor or 'someone'}{_ALREADY_RETRIED_JOB}{job}",
             ),
             retried_by=actor or None,
         )

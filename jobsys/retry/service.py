@@ -238,3 +238,26 @@ async def _chunks(
             return
         yield part
         after, seen = part[-1], seen + len(part)
+
+
+async def retry_state_now(
+    settings: Settings, config: Callable[[], Config], failure: dict[str, Any]
+) -> dict[str, Any]:
+    """``failure``'s retry state as true now (``rules.state_now``, its job read now):
+    what ``failures show`` says; nothing is written. ``config`` as ``failures show``
+    loads it (only asked when no URL is given)."""
+    from jobsys.db.session import command_connection
+    from jobsys.retry.rules import state_now
+
+    state = failure.get("retry_state") or {}
+    if not state:
+        return {}
+    job_id = int(failure["job_id"])
+    async with command_connection(settings, config) as conn:
+        job = (await store.load_jobs(conn, [job_id], lock=False)).get(job_id)
+        latest = (await store.job_aggregates(conn, [job_id])).get(job_id, {}).get("latest_final_id")
+    return state_now(
+        state,
+        job["status"] if job else None,
+        failed_again_since=latest is not None and int(latest) > int(failure["id"]),
+    )

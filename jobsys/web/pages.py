@@ -280,20 +280,18 @@ async def failure(request: Request, user: User) -> Response:
 def _current_outcome(
     state: dict[str, Any], failure_id: int, job: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """A pending retry's outcome as its job shows it now (the retry rules' own
-    ``outcome_of``): the worker finishing the retried job announces ``jobs_changed``,
-    the page re-reads, and the outcome changes without waiting for the periodic check
-    that records it (``outcome_at`` stays empty until that check has run)."""
-    from jobsys.retry.rules import OUTCOME_PENDING, failed_again_after, outcome_of
+    """The retry state as its job shows it now (the retry rules' own ``state_now``):
+    the worker finishing the retried job announces ``jobs_changed``, the page re-reads,
+    and the outcome and the last decision's words about the job change without
+    waiting for the periodic check that records the outcome (``outcome_at`` stays
+    empty until that check has run)."""
+    from jobsys.retry.rules import failed_again_after, state_now
 
-    if state.get("outcome") != OUTCOME_PENDING:
-        return state
-    now = outcome_of(
-        OUTCOME_PENDING,
-        job["status"] if job is not None else None,
-        failed_again_since=job is not None and failed_again_after(failure_id, job["failures"]),
+    if job is None:
+        return state_now(state, None)
+    return state_now(
+        state, job["status"], failed_again_since=failed_again_after(failure_id, job["failures"])
     )
-    return state if now == OUTCOME_PENDING else {**state, "outcome": now, "outcome_seen": True}
 
 
 def _path_id(request: Request, key: str, what: str) -> int:

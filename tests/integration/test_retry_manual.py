@@ -533,3 +533,54 @@ async def test_a_retry_whose_job_failed_again_is_failed_again_after_the_newer_re
     job_ends(attempt)
     assert await reconcile() == 2  # with the decision test's B, which succeeded
     assert outcomes(attempt) == ["succeeded", None]
+
+
+def test_show_says_what_the_retried_job_does_now(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """newuser L10: a job retried, a second retry refused while it waited, then the job
+    succeeded. `jobs show` and `failures show` said "the job is waiting to run" and
+    outcome "pending" until the periodic check ran; now they say what the job did
+    (nothing written: --json keeps the recorded state until the check records it)."""
+    from _retry_support import bulk_failed_jobs, fail_again
+
+    url = ("--database-url", db_url)
+    alice = {"JOBSYS_OPERATOR": "alice"}
+    failure, chained = bulk_failed_jobs(db_url, 2)
+    jobs = {
+        r["id"]: r["job_id"]
+        for r in sql(
+            db_url,
+            "SELECT id, job_id FROM jobsys_failures WHERE id = ANY(%s)",
+            ([failure, chained],),
+        )
+    }
+    assert cli(*url, "retry", str(failure), str(chained), env=alice).exit_code == 0
+    assert cli(*url, "retry", str(failure), env=alice).exit_code == 3  # already retried
+
+    def shown(*args: str) -> str:
+        result = cli(*url, *args)
+        assert result.exit_code == 0, result.stderr
+        return " ".join(result.stdout.split())
+
+    waiting = "skipped_already_retried: already retried by alice; the job is waiting to run"
+    for args in (("jobs", "show", str(jobs[failure])), ("failures", "show", str(failure))):
+        out = shown(*args)
+        assert waiting in out and "retry outcome pending" in out, out
+    job = (jobs[failure],)
+    sql(db_url, "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", job)
+    sql(db_url, "SELECT procrastinate_finish_job_v1(%s, 'succeeded', false)", job)
+    for args in (("jobs", "show", str(jobs[failure])), ("failures", "show", str(failure))):
+        out = shown(*args)
+        assert "already retried by alice; the job succeeded (by alice at" in out, out
+        assert "waiting to run" not in out and "retry outcome succeeded" in out, out
+    recorded = cli(*url, "failures", "show", str(failure), "--json").json()["retry_state"]
+    assert recorded["outcome"] == "pending" and recorded["outcome_at"] is None
+
+    # A chain: the retried job failed again (B), B's retry made it succeed.
+    newer = fail_again(db_url, chained, kind="transient")
+    assert cli(*url, "retry", str(newer)).exit_code == 0
+    job = (jobs[chained],)
+    sql(db_url, "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", job)
+    sql(db_url, "SELECT procrastinate_finish_job_v1(%s, 'succeeded', false)", job)
+    assert "retry outcome failed_again" in shown("failures", "show", str(chained))
+    assert "retry outcome succeeded" in shown("failures", "show", str(newer))
+    assert "retry outcome succeeded" in shown("jobs", "show", str(jobs[chained]))

@@ -334,3 +334,47 @@ def test_failed_again_after_counts_final_newer_failures_only() -> None:
     assert not rules.failed_again_after(3, rows)  # 5 was retried by Procrastinate itself
     assert rules.failed_again_after(2, rows)
     assert not rules.failed_again_after(5, [*rows, {"id": 4, "will_retry": False}])
+
+
+def test_state_now_says_what_the_retried_job_does_now() -> None:
+    """newuser L10: shown, a retry state speaks of the job as it is now; the reason
+    code, actor and time stay as decided, and nothing else changes."""
+    waiting = {
+        "last_decision": "skipped_already_retried",
+        "last_detail": "already retried by alice; the job is waiting to run",
+        "actor": "bob",
+        "decided_at": "2026-12-06T10:42:20Z",
+        "outcome": "pending",
+        "outcome_at": None,
+    }
+    assert rules.state_now(waiting, "todo") == waiting
+    running = rules.state_now(waiting, "doing")
+    assert running["last_detail"] == "already retried by alice; the job is running"
+    assert running["outcome"] == "pending"
+    done = rules.state_now(waiting, "succeeded")
+    assert done == {
+        **waiting,
+        "last_detail": "already retried by alice; the job succeeded",
+        "outcome": "succeeded",
+        "outcome_seen": True,
+    }
+    # recorded by the periodic check, the words still spoke of a waiting job
+    recorded = rules.state_now({**waiting, "outcome": "succeeded"}, "succeeded")
+    assert recorded["last_detail"].endswith("the job succeeded")
+    assert "outcome_seen" not in recorded
+    again = rules.state_now(waiting, "succeeded", failed_again_since=True)
+    assert again["outcome"] == "failed_again"
+    assert again["last_detail"] == "already retried by alice; the job failed again since"
+    superseded = {
+        "last_decision": "skipped_superseded",
+        "last_detail": "the job failed again since (failure 50, transient) and is waiting to "
+        "run again: nothing left to retry",
+    }
+    assert rules.state_now(superseded, "succeeded")["last_detail"] == (
+        "the job failed again since (failure 50, transient) and has succeeded since: "
+        "nothing left to retry"
+    )
+    assert rules.state_now(superseded, "failed")["last_detail"].endswith("retry it instead")
+    other = {"last_decision": "skipped_not_retryable", "last_detail": "classified as not retryable"}
+    assert rules.state_now(other, "succeeded") == other
+    assert rules.state_now({}, None) == {}
