@@ -63,6 +63,9 @@ logger = logging.getLogger(__name__)
 
 BATCH_TASK = "jobsys.fanout_batch"
 INTEGER_TYPES = ("smallint", "integer", "bigint")
+#: The source tables the bundled demo creates (``jobsys.demo.store``) when seeded: a
+#: missing one says to run the seed (a unit test keeps the two in step).
+DEMO_SEEDED_TABLES = frozenset({"demo_accounts", "public.demo_accounts"})
 Overlap = Literal["skip", "queue"]
 
 
@@ -312,13 +315,19 @@ async def _start_next_queued(conn: Any, entry: str) -> int | None:
     return run_id
 
 
+def _create_hint(table: str) -> str:
+    if table in DEMO_SEEDED_TABLES:
+        return "the bundled demo creates it: run `jobsys demo seed`"
+    return "create it, or correct fanout.table"
+
+
 async def source_problems(conn: Any, source: FanoutSource) -> list[tuple[str, str]]:
     """Why ``source`` cannot be fanned out over, as (key, message) with key one of
     ``table``, ``id_column``, ``where``; empty when it can."""
     import psycopg
 
     if not await fanout_store.table_exists(conn, quoted(source.table)):
-        return [("table", f"table {source.table!r} does not exist")]
+        return [("table", f"table {source.table!r} does not exist ({_create_hint(source.table)})")]
     kind = await fanout_store.column_type(conn, quoted(source.table), source.id_column)
     if kind is None:
         return [("id_column", f"table {source.table!r} has no column {source.id_column!r}")]

@@ -258,7 +258,9 @@ async def test_bad_fanout_sources_refuse_to_start_with_located_errors(
     )
     assert listed.exit_code == 0
     ((name, problem),) = [(r["name"], r["problem"]) for r in listed.json()["items"]]
-    assert name == "no_table" and problem.endswith(missing)
+    assert name == "no_table" and problem.endswith(
+        f"{missing} (create it, or correct fanout.table)"
+    )
 
 
 MAINT = "maintenance: optional\n"
