@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +31,29 @@ def config(ctx: typer.Context, *, with_tasks: bool = False) -> Config:
     ``with_tasks``, the application is imported and every task reference checked (what
     defers or runs tasks needs)."""
     return config_of(settings(ctx), with_tasks=with_tasks)
+
+
+def read_config(ctx: typer.Context) -> Callable[[], Config]:
+    """The loader of a command that reads the configuration only to find the database
+    (issues, failures). With the database given (flag or environment) it runs on a
+    broken configuration, but says so once on stderr: the operator must learn that
+    defer and the worker refuse it. Without one, the loader raises as ever (exit 2)."""
+    given = settings(ctx)
+    if given.database_url is not None and (given.config_dir / "queues.yaml").exists():
+        from jobsys.cli import _output
+        from jobsys.errors import ConfigError
+
+        try:
+            config(ctx)
+        except ConfigError as exc:
+            more = len(exc.problems) - 1
+            _output.say(
+                f"warning: the configuration is invalid: {exc.problems[0] if exc.problems else exc}"
+                + (f" (and {more} more)" if more > 0 else "")
+                + "; this command does not need it, but defer and the worker refuse it:"
+                " run `jobsys config check`."
+            )
+    return lambda: config(ctx)
 
 
 def task_notes(ctx: typer.Context, task: str | None) -> list[str]:

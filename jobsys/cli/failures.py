@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from jobsys.cli._context import config, run, settings, task_notes
+from jobsys.cli._context import config, read_config, run, settings, task_notes
 from jobsys.cli._options import JsonOpt, WideOpt, option_group
 from jobsys.cli._table import Col, absolute
 from jobsys.errors import UsageError
@@ -124,7 +124,7 @@ def list_(
     result = run(
         service.list_failures(
             settings(ctx),
-            lambda: config(ctx),
+            read_config(ctx),
             chosen,
             limit=limit,
             group_by=group_by,
@@ -198,7 +198,7 @@ def show(
     from jobsys.cli import _output
     from jobsys.failures import service
 
-    failure = run(service.show_failure(settings(ctx), lambda: config(ctx), failure_id))
+    failure = run(service.show_failure(settings(ctx), read_config(ctx), failure_id))
     if json:
         _output.emit_json(failure)  # the retry state as recorded
         return

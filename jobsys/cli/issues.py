@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from jobsys.cli._context import config, run, settings
+from jobsys.cli._context import read_config, run, settings
 from jobsys.cli._options import JsonOpt, WideOpt
 from jobsys.cli._table import Col
 
@@ -55,7 +55,7 @@ def list_(
     service.check_kind(kind)
     result = run(
         service.list_issues(
-            settings(ctx), lambda: config(ctx), status=status, kind=kind, limit=limit, sort=sort
+            settings(ctx), read_config(ctx), status=status, kind=kind, limit=limit, sort=sort
         )
     )
     if json:
@@ -71,7 +71,7 @@ def show(ctx: typer.Context, issue_id: IdArg, json: JsonOpt = False) -> None:
     from jobsys.cli import _output
     from jobsys.issues import service
 
-    issue = run(service.show_issue(settings(ctx), lambda: config(ctx), issue_id))
+    issue = run(service.show_issue(settings(ctx), read_config(ctx), issue_id))
     if json:
         _output.emit_json(issue)
         return
@@ -117,9 +117,7 @@ def resolve(ctx: typer.Context, issue_id: IdArg, json: JsonOpt = False) -> None:
     """Resolve an issue (it reopens, marked a regression, if it happens again)."""
     from jobsys.issues import service
 
-    _done(
-        run(service.resolve_issue(settings(ctx), lambda: config(ctx), issue_id)), json, "resolved"
-    )
+    _done(run(service.resolve_issue(settings(ctx), read_config(ctx), issue_id)), json, "resolved")
 
 
 @app.command()
@@ -134,7 +132,7 @@ def mute(
     from jobsys.timespec import parse_duration
 
     parse_duration(for_, "--for")
-    result = run(service.mute_issue(settings(ctx), lambda: config(ctx), issue_id, for_))
+    result = run(service.mute_issue(settings(ctx), read_config(ctx), issue_id, for_))
     _done(result, json, f"muted until {result['muted_until']:%Y-%m-%d %H:%M} UTC")
 
 
@@ -143,4 +141,4 @@ def reopen(ctx: typer.Context, issue_id: IdArg, json: JsonOpt = False) -> None:
     """Reopen a resolved or muted issue."""
     from jobsys.issues import service
 
-    _done(run(service.reopen_issue(settings(ctx), lambda: config(ctx), issue_id)), json, "reopened")
+    _done(run(service.reopen_issue(settings(ctx), read_config(ctx), issue_id)), json, "reopened")
