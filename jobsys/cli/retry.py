@@ -123,7 +123,7 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
         )
     if json:
         _output.emit_json(report.as_dict())
-    elif request.ids:
+    elif request.ids or request.job is not None:  # named: one verdict line each
         _output.retry_verdicts(report)
     else:
         _output.retry_summary(report)

@@ -584,3 +584,24 @@ def test_show_says_what_the_retried_job_does_now(cli, db_url: str) -> None:  # t
     assert "retry outcome failed_again" in shown("failures", "show", str(chained))
     assert "retry outcome succeeded" in shown("failures", "show", str(newer))
     assert "retry outcome succeeded" in shown("jobs", "show", str(jobs[chained]))
+
+
+def test_jobs_retry_prints_the_verdict_line_of_retry_id(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """newuser L14: `jobs retry ID` printed the bulk summary ("1 failure matched ...
+    sample of refused"); it names one failure, so it prints `retry ID`'s verdict line."""
+    from _retry_support import bulk_failed_jobs
+
+    url = ("--database-url", db_url)
+    (failure,) = bulk_failed_jobs(db_url, 1)
+    [row] = sql(db_url, "SELECT job_id FROM jobsys_failures WHERE id = %s", (failure,))
+    job = row["job_id"]
+    line = f"failure {failure} (job {job}): "
+    dry = cli(*url, "jobs", "retry", str(job), "--dry-run")
+    assert (dry.exit_code, dry.stdout) == (0, f"{line}would be retried\n"), dry.stderr
+    done = cli(*url, "jobs", "retry", str(job))
+    assert (done.exit_code, done.stdout) == (0, f"{line}retried\n"), done.stderr
+    again = cli(*url, "jobs", "retry", str(job))
+    assert again.exit_code == 3
+    assert again.stdout.startswith(f"{line}skipped_already_retried: already retried by")
+    assert "matched" not in again.stdout + again.stderr
+    assert again.stdout == cli(*url, "retry", str(failure)).stdout  # as `retry ID` says

@@ -280,16 +280,27 @@ def test_retry_a_failure_dry_run_then_confirm_leaves_the_cli_audit_with_the_web_
     failure = seeded.failures["runtime"]
     preview = client.get(f"/admin/retry?failure={failure}")
     assert "would_retry" in preview.text
+    # newuser L14: the why column said it again ("retried retried"); it says what happens
+    assert verdict_row(preview.text) == ("would_retry", "the job would run again")
     assert fx.rows(db_url, "SELECT * FROM jobsys_retry_events") == []  # a dry run wrote nothing
     done = client.post(
         "/admin/retry", data={"failure": str(failure), "csrf_token": csrf(preview.text)}
     )
     assert done.status_code == 200, done.text
     assert "1 retried, 0 refused" in done.text
+    assert verdict_row(done.text) == ("retried", "the job runs again")
     (event,) = fx.rows(db_url, "SELECT failure_id, decision, actor FROM jobsys_retry_events")
     assert event == {"failure_id": failure, "decision": "retried", "actor": "web:tester"}
     page = client.get(f"/admin/background_jobs/failures/{failure}").text
     assert "retried" in page and "web:tester" in page
+
+
+def verdict_row(page: str) -> tuple[str, str]:
+    """The verdict and the why of the retry page's only row."""
+    (row,) = re.findall(
+        r'<span class="verdict verdict-[^"]*">([^<]*)</span></td><td>([^<]*)</td>', page
+    )
+    return row
 
 
 def test_a_refused_retry_shows_its_verdict(client: TestClient, seeded: ws.Seeded) -> None:
@@ -301,6 +312,8 @@ def test_a_refused_retry_shows_its_verdict(client: TestClient, seeded: ws.Seeded
         "/admin/retry", data={"failure": str(failure), "csrf_token": csrf(preview.text)}
     )
     assert "skipped_authentication" in done.text and "0 retried, 1 refused" in done.text
+    verdict, why = verdict_row(done.text)
+    assert verdict == "skipped_authentication" and why.startswith("authentication failure")
 
 
 def test_the_bulk_retry_button_only_when_a_filter_is_set(
