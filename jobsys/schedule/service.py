@@ -185,7 +185,7 @@ async def check(settings: Settings, config: Config) -> dict[str, Any]:
     fan-out sources. Raises :class:`ConfigError` with every problem; a source table
     that does not exist yet is a warning (``warnings``), not a problem."""
     schedule = _plan(config)
-    problems, warnings, checked = await source_check(settings, schedule)
+    problems, warnings, checked = await source_check(settings, config, schedule)
     if problems:
         raise ConfigError(problems, hint="Fix schedule.yaml, then run `jobsys schedule check`.")
     return {
@@ -203,22 +203,26 @@ async def config_source_check(
     """:func:`source_check` for a loaded configuration (``jobsys config check``)."""
     from jobsys.schedule.plan import build
 
-    return await source_check(settings, build(config))
+    return await source_check(settings, config, build(config))
 
 
-async def source_check(settings: Settings, schedule: Schedule) -> tuple[list[str], list[str], bool]:
+async def source_check(
+    settings: Settings, config: Config, schedule: Schedule
+) -> tuple[list[str], list[str], bool]:
     """Fan-out source ``(problems, warnings, checked)``: warnings name source tables
     that do not exist yet (the scheduler waits for them); not checked when no database
-    answers (``config check`` runs in pipelines without one). Never starts a server."""
-    from jobsys.db.connect import check_schema, connect, resolve
+    answers (``config check`` runs in pipelines without one). The database is the one
+    every command uses (flag, environment, then ``database.url`` in queues.yaml); the
+    sources are the application's tables, so jobsys's schema need not be installed yet.
+    Never starts a server."""
+    from jobsys.db.connect import connect, resolve
     from jobsys.schedule.sources import source_problems_of
 
     if not any(e.fanout for e in schedule.entries.values()):
         return [], [], True
     try:
-        target = resolve(settings, None, start=False)
+        target = resolve(settings, config, start=False)
         async with connect(target.url) as conn:
-            await check_schema(conn)
             found = await source_problems_of(conn, schedule)
     except JobsysError:
         return [], [], False

@@ -383,3 +383,25 @@ async def test_scheduled_jobs_are_announced_to_the_dashboard(db_url: str, tmp_pa
             if body["topic"] == "jobs_changed":
                 announced.extend(body["ids"])
     assert sorted(announced) == sorted(job_id for _, _, job_id in enqueued)
+
+
+async def test_source_checks_use_the_configured_database_and_need_no_jobsys_schema(
+    cli: Any, empty_db_url: str, tmp_path: Path
+) -> None:
+    """The fan-out sources are checked in the database every command uses, also when its
+    URL is only `database.url` in queues.yaml, and before `db upgrade` (they are the
+    application's tables). Both were reported as "database unreachable"."""
+    with psycopg.connect(empty_db_url, autocommit=True) as c:
+        c.execute("CREATE TABLE named (id integer primary key, name text)")
+    directory = config_dir(tmp_path, FANOUT_BAD.split("  text_id:")[0] + MAINT)
+    with (directory / "queues.yaml").open("a") as f:
+        f.write(f"\ndatabase:\n  url: {empty_db_url}\n")
+    for command in (["schedule", "check"], ["config", "check"]):
+        result = await asyncio.to_thread(
+            cli, "--config-dir", str(directory), *command, "--json", env={"JOBSYS_DATABASE_URL": ""}
+        )
+        assert result.exit_code == 0, (command, result.stdout, result.stderr)
+        data = result.json()
+        assert data["fanout_sources_checked"] is True, command
+        (warning,) = data["warnings"]
+        assert "table 'nowhere' does not exist" in warning, warning
