@@ -46,11 +46,20 @@ def piped_width() -> int:
     return int(columns) if columns.isdigit() and int(columns) > 0 else PIPED_WIDTH
 
 
+def on_terminal(console: Any) -> bool:
+    """Whether ``console`` writes to a real terminal: what fitting tables, folding text
+    and progress bars follow. Rich's ``is_terminal`` also says yes when FORCE_COLOR or
+    TTY_COMPATIBLE is set, which ask for colour in a CI log, not for piped lines cut to
+    a width."""
+    isatty = getattr(console.file, "isatty", None)
+    return bool(console.is_terminal and isatty is not None and isatty())
+
+
 def _console(file: Any) -> Any:
     from rich.console import Console
 
     console = Console(file=file, highlight=False, soft_wrap=False)
-    if not console.is_terminal:
+    if not on_terminal(console):
         # Rich would take the width of whichever standard stream is a terminal (stderr,
         # say, while stdout is piped), or 80: both squeeze piped tables.
         console.width = piped_width()
@@ -108,12 +117,12 @@ def fold(text: str, width: int | None, indent: int | None = None) -> str:
 
 def fits_terminal(*, wide: bool) -> bool:
     """Whether a table on stdout is fitted to a terminal (not ``--wide``, not piped)."""
-    return not wide and bool(stdout_console().is_terminal)
+    return not wide and on_terminal(stdout_console())
 
 
 def terminal_width(console: Any) -> int | None:
     """The width text on ``console`` is folded to: its width on a terminal, else None."""
-    return int(console.width) if console.is_terminal else None
+    return int(console.width) if on_terminal(console) else None
 
 
 def iso(value: datetime | None) -> str | None:
@@ -364,7 +373,7 @@ def table(
         say(empty)
         return
     console = stderr_console() if to_stderr else stdout_console()
-    width = int(console.width) if console.is_terminal else None
+    width = int(console.width) if on_terminal(console) else None
     shown = layout(
         rows,
         [_as_col(c) for c in columns],
@@ -374,14 +383,14 @@ def table(
     )
     if title:
         console.print(Text(title, style="bold"), no_wrap=True, overflow="ellipsis")
-    if console.is_terminal and not wide:
+    if on_terminal(console) and not wide:
         console.print(Text(shown.header, style="bold"), no_wrap=True, overflow="crop")
         for line in shown.lines:
             console.print(Text(line), no_wrap=True, overflow="crop")
     else:  # piped, or --wide: whole lines (a terminal folds the wide ones)
         stream = sys.stderr if to_stderr else sys.stdout
         stream.write("\n".join((shown.header, *shown.lines)) + "\n")
-    if shown.dropped and console.is_terminal and wide is not None:
+    if shown.dropped and on_terminal(console) and wide is not None:
         from jobsys.cli._table import clip
 
         names = ", ".join(shown.dropped)
@@ -439,7 +448,7 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = stderr_console()
-    if not console.is_terminal:
+    if not on_terminal(console):
         yield lambda done, total: None
         return
     bar = Progress(

@@ -257,3 +257,21 @@ def test_queues_at_80_columns_show_who_paused_why_and_for_how_long(
     piped = cli("--database-url", db_url, "queues").stdout  # piped: the whole pause in its cell
     assert re.search(r"by alice: upstream 429 \(resumes in (29|30)m\)  ", piped), piped
     assert "story_downloads: " not in piped
+
+
+@pytest.mark.parametrize("variable", ["FORCE_COLOR", "TTY_COMPATIBLE"])
+def test_piped_output_asking_for_colour_is_not_cut_to_a_width(  # type: ignore[no-untyped-def]
+    cli, populated: str, variable: str
+) -> None:
+    """FORCE_COLOR / TTY_COMPATIBLE (a CI log) make Rich call any stream a terminal; a
+    piped ``show`` row, note and table still keep whole lines (they were folded at 80)."""
+    env = {"COLUMNS": "80", variable: "1"}
+    issue = sql(populated, "SELECT id FROM jobsys_issues")[0]["id"]
+    shown = cli("--database-url", populated, "issues", "show", str(issue), env=env)
+    title = f"AuthenticationError in {LONG_TASK}: {LONG_MESSAGE}"
+    lines = ANSI.sub("", shown.stdout).splitlines()
+    assert any(ln.startswith("title ") and title in ln for ln in lines), lines
+    note = cli("--database-url", populated, "failures", "list", "--queue", "profils", env=env)
+    assert "(did you mean 'profiles'?); configured: sync, " in ANSI.sub("", note.stderr)
+    listed = cli("--database-url", populated, "issues", "list", env=env)
+    assert LONG_MESSAGE in ANSI.sub("", listed.stdout)
