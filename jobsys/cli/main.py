@@ -202,10 +202,19 @@ def main(argv: list[str] | None = None) -> int:
 
         message = f"internal error: {type(exc).__name__}: {exc}"
         _output.error(
-            scrub(message, from_env().database_url), "Run again with --debug for the traceback."
+            scrub(message, from_env().database_url, *_given_urls(argv or [])),
+            "Run again with --debug for the traceback.",
         )
         return errors.EXIT_FAILED
     return errors.EXIT_OK
+
+
+def _given_urls(argv: list[str]) -> list[str]:
+    """The values of ``--database-url`` in ``argv`` (their passwords are scrubbed)."""
+    import itertools
+
+    urls = [value for flag, value in itertools.pairwise(argv) if flag == "--database-url"]
+    return urls + [a.split("=", 1)[1] for a in argv if a.startswith("--database-url=")]
 
 
 def run() -> None:

@@ -6,6 +6,8 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+#: ``scheme://user:PASSWORD@host`` in a free text; the password runs to the word's last '@'.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)\S+(@[^\s@/]*)")
 _SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):")
 _CONNINFO = re.compile(r"^\s*[A-Za-z_]+\s*=")
 #: URL schemes libpq accepts.
@@ -52,21 +54,24 @@ def mask(url: str | None) -> str:
     return text
 
 
-def scrub(text: str, url: str | None) -> str:
-    """Remove ``url``'s password from a free text (driver messages quote conninfo)."""
-    if not url:
-        return text
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    if password:
-        text = text.replace(password, "***")
-        # libpq ends the password at its first '@' and reads the rest as the host,
-        # which its messages quote ("failed to resolve host 'Pw@127.0.0.1'").
-        _, at, rest = password.partition("@")
-        if at:
-            text = text.replace(f"{rest}@", "***@")
+def scrub(text: str, *urls: str | None) -> str:
+    """Remove the passwords of ``urls`` from a free text (driver messages quote
+    conninfo), and any password written in a URL or as ``password=`` in it."""
+    for url in urls:
+        if not url:
+            continue
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            text = text.replace(password, "***")
+            # libpq ends the password at its first '@' and reads the rest as the host,
+            # which its messages quote ("failed to resolve host 'Pw@127.0.0.1'").
+            _, at, rest = password.partition("@")
+            if at:
+                text = text.replace(f"{rest}@", "***@")
+    text = _URL_PASSWORD.sub(r"\1***\2", text)
     return _PASSWORD_KV.sub(r"\1***", text)
 
 

@@ -307,7 +307,10 @@ def guarded(handler: Handler, *, back: tuple[str, str] | None = None, act: bool 
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             from jobsys.db.url import scrub
 
-            return _db_unreachable(request, scrub(str(exc).strip().split("\n")[0], None), user)
+            message = str(exc).strip().split("\n")[0]
+            return _db_unreachable(
+                request, scrub(message, console(request).settings.database_url), user
+            )
         except errors.RefusedError as exc:
             return problem(
                 request, 409, "Refused", exc.message, hint=exc.hint, back=back, user=user

@@ -63,3 +63,37 @@ def test_resolve_refuses_a_url_that_is_not_postgres(tmp_path) -> None:  # type: 
     assert "mysql://u:***@h/x" in caught.value.message
     assert "s3cr3t" not in str(caught.value)
     assert "postgresql://" in (caught.value.hint or "")
+
+
+def test_a_password_in_any_url_of_a_free_text_is_scrubbed() -> None:
+    # Where the caller does not know the URL (the web's driver errors) or knows another.
+    text = "cannot connect to postgresql://bob:S3cret@Pw@127.0.0.1:1/x: refused"
+    assert scrub(text, None) == "cannot connect to postgresql://bob:***@127.0.0.1:1/x: refused"
+    assert scrub(text, "postgresql://other:pw@h/x").count("S3cret") == 0
+    # no user info, or no password: unchanged
+    plain = "at postgresql://bob@h:5432/x and postgresql://h:5432/y, see http://a.b/c:d"
+    assert scrub(plain, None) == plain
+
+
+def test_an_internal_error_scrubs_the_password_given_by_flag(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The last-resort handler scrubbed only JOBSYS_DATABASE_URL's password: one given
+    with --database-url, quoted by the driver as a host, was printed."""
+    from jobsys.cli import main as cli_main
+
+    url = "postgresql://bob:S3cret@Pw@127.0.0.1:1/x"
+
+    def failing(_name: object) -> object:
+        def app(**_kwargs: object) -> None:
+            raise RuntimeError("failed to resolve host 'Pw@127.0.0.1'")
+
+        return app
+
+    monkeypatch.setattr(cli_main, "build", failing)
+    monkeypatch.delenv("JOBSYS_DATABASE_URL", raising=False)
+    for argv in (
+        ["--database-url", url, "db", "status"],
+        [f"--database-url={url}", "db", "status"],
+    ):
+        assert cli_main.main(argv) == 1
+        err = capsys.readouterr().err
+        assert "internal error" in err and "Pw@" not in err, err
