@@ -40,6 +40,7 @@ from jobsys.settings import from_env, split_modules
 def _new_app() -> typer.Typer:
     return typer.Typer(
         name="jobsys",
+        cls=_Root,
         help="jobsys: background jobs on PostgreSQL alone, for the people who run them.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,  # locals in tracebacks can hold a database password
@@ -48,38 +49,86 @@ def _new_app() -> typer.Typer:
     )
 
 
-#: Every command and group in the order of ``jobsys --help``: (name, how to add it).
-_ENTRIES: tuple[tuple[str, Callable[[typer.Typer], object]], ...] = (
-    ("db", lambda a: a.add_typer(db_cmd.app, name="db", no_args_is_help=True)),
-    ("config", lambda a: a.add_typer(config_cmd.app, name="config", no_args_is_help=True)),
-    ("systemd", lambda a: a.add_typer(systemd_cmd.app, name="systemd", no_args_is_help=True)),
-    ("schedule", lambda a: a.add_typer(schedule_cmd.app, name="schedule", no_args_is_help=True)),
-    ("fanout", lambda a: a.add_typer(fanout_cmd.app, name="fanout", no_args_is_help=True)),
-    (
-        "pipelines",
-        lambda a: a.add_typer(pipelines_cmd.app, name="pipelines", no_args_is_help=True),
-    ),
-    ("retry", lambda a: a.command("retry")(retry_cmd.retry)),
-    ("events", lambda a: a.command(name="events")(events_cmd.events)),
-    ("jobs", lambda a: a.add_typer(jobs_cmd.app, name="jobs", no_args_is_help=True)),
-    ("metrics", lambda a: a.command(name="metrics")(metrics_cmd.metrics)),
-    ("dashboard", lambda a: a.command(name="dashboard")(dashboard_cmd.dashboard)),
-    (
-        "top",
-        lambda a: a.command(name="top", help="Alias of `jobsys dashboard`.")(
-            dashboard_cmd.dashboard
-        ),
-    ),
-    ("failures", lambda a: a.add_typer(failures_cmd.app, name="failures", no_args_is_help=True)),
-    ("issues", lambda a: a.add_typer(issues_cmd.app, name="issues", no_args_is_help=True)),
-    ("worker", lambda a: a.command("worker")(worker_cmd.worker)),
-    ("workers", lambda a: a.add_typer(workers_cmd.app, name="workers")),
-    ("defer", lambda a: a.command("defer")(defer_cmd.defer)),
-    ("queues", lambda a: a.add_typer(queues_cmd.app, name="queues")),
-    ("demo", lambda a: a.add_typer(demo_cmd.app, name="demo", no_args_is_help=True)),
-    ("web", lambda a: a.command("web")(web_cmd.web)),
-    ("web-user", lambda a: a.command("web-user")(web_cmd.web_user)),
+#: The headings of ``jobsys --help``, in the README command reference's order.
+HEADINGS = (
+    "Set up",
+    "Run work",
+    "Workers and queues",
+    "Schedule",
+    "Failures and retry",
+    "Pipelines and jobs",
+    "Watch",
+    "Demo and web console",
 )
+SETUP, RUN, OPERATE, SCHEDULE, FAILURES, JOBS, WATCH, DEMO_WEB = HEADINGS
+
+Entry = tuple[str, Callable[[typer.Typer], object]]
+
+
+def _group(name: str, sub: typer.Typer, heading: str, *, bare_lists: bool = False) -> Entry:
+    """A command group; with ``bare_lists`` the group alone runs (``jobsys queues``), else
+    it prints its help."""
+    options: dict[str, Any] = {} if bare_lists else {"no_args_is_help": True}
+    return name, lambda app: app.add_typer(sub, name=name, rich_help_panel=heading, **options)
+
+
+def _command(name: str, func: Callable[..., Any], heading: str, **options: Any) -> Entry:
+    return name, lambda app: app.command(name, rich_help_panel=heading, **options)(func)
+
+
+#: Every command and group in the order of ``jobsys --help``, which is the order of the
+#: README's command reference, each under its heading: (name, how to add it).
+_ENTRIES: tuple[Entry, ...] = (
+    _group("db", db_cmd.app, SETUP),
+    _group("config", config_cmd.app, SETUP),
+    _group("systemd", systemd_cmd.app, SETUP),
+    _command("worker", worker_cmd.worker, RUN),
+    _command("defer", defer_cmd.defer, RUN),
+    _group("workers", workers_cmd.app, OPERATE, bare_lists=True),
+    _group("queues", queues_cmd.app, OPERATE, bare_lists=True),
+    _group("schedule", schedule_cmd.app, SCHEDULE),
+    _group("fanout", fanout_cmd.app, SCHEDULE),
+    _group("failures", failures_cmd.app, FAILURES),
+    _group("issues", issues_cmd.app, FAILURES),
+    _command("retry", retry_cmd.retry, FAILURES),
+    _group("pipelines", pipelines_cmd.app, JOBS),
+    _group("jobs", jobs_cmd.app, JOBS),
+    _command("events", events_cmd.events, WATCH),
+    _command("dashboard", dashboard_cmd.dashboard, WATCH),
+    _command("top", dashboard_cmd.dashboard, WATCH, help="Alias of `jobsys dashboard`."),
+    _command("metrics", metrics_cmd.metrics, WATCH),
+    _group("demo", demo_cmd.app, DEMO_WEB),
+    _command("web", web_cmd.web, DEMO_WEB),
+    _command("web-user", web_cmd.web_user, DEMO_WEB),
+)
+
+
+class _Root(typer.core.TyperGroup):
+    """``jobsys --help``: the commands in ``_ENTRIES``' order (Typer lists single commands
+    before groups), under their headings (``rich_help_panel``; the plain help ignores it)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        order = {name: i for i, (name, _) in enumerate(_ENTRIES)}
+        return sorted(self.commands, key=lambda name: order.get(name, len(order)))
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        shown = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        commands = [(name, cmd) for name, cmd in shown if cmd is not None and not cmd.hidden]
+        if not commands:
+            return
+        widest = max(len(name) for name, _ in commands)
+        limit = formatter.width - 6 - widest
+        panels: dict[str, list[tuple[str, str]]] = {}
+        for name, cmd in commands:
+            panel = getattr(cmd, "rich_help_panel", None) or "Commands"
+            # Padded to the widest name: one column of help across the headings.
+            row = (name.ljust(widest), cmd.get_short_help_str(limit))
+            panels.setdefault(panel, []).append(row)
+        for panel, rows in panels.items():
+            with formatter.section(panel):
+                formatter.write_dl(rows)
+
+
 issues_cmd.app.command("retry")(retry_cmd.issues_retry)
 #: The root options that take a value (the command's name comes after them).
 _VALUED = ("--database-url", "--config-dir", "--app")
