@@ -9,8 +9,9 @@ tasks.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -52,6 +53,65 @@ class TaskSpec:
     @property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.func)
+
+    @property
+    def parameters(self) -> Parameters | None:
+        """The arguments its jobs may be deferred with (None: the signature cannot be
+        read, so anything goes)."""
+        return parameters(self.func, self.pass_context)
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """What a task function's signature says about its jobs' arguments."""
+
+    #: Those a job may pass by name (the context's, with ``pass_context``, is not one).
+    names: tuple[str, ...]
+    #: Those with a default -> the default (what an omitted one is in the function).
+    defaults: Mapping[str, Any]
+    #: It takes ``**kwargs``: any name may be passed.
+    any_name: bool
+
+
+@functools.lru_cache(maxsize=1024)
+def parameters(func: Callable[..., Any], pass_context: bool) -> Parameters | None:
+    """``func``'s :class:`Parameters`, read once (None: no readable signature)."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    given = list(signature.parameters.values())
+    if pass_context and given and given[0].kind is not inspect.Parameter.VAR_KEYWORD:
+        given = given[1:]  # the context, passed positionally by the lane
+    by_name = [
+        p
+        for p in given
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    return Parameters(
+        names=tuple(p.name for p in by_name),
+        defaults={p.name: p.default for p in by_name if p.default is not p.empty},
+        any_name=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in given),
+    )
+
+
+def _check_unique_keys(spec: TaskSpec) -> None:
+    """A declared unique key must be a parameter of the function: any other name is
+    null in every job's key (a typo), so all jobs but the first would be dropped as
+    "the same", on every path that defers the task (``jobsys.jobs.unique``)."""
+    params = spec.parameters
+    keys = spec.unique.keys if spec.unique is not None else None
+    if not keys or params is None or params.any_name:
+        return
+    for key in keys:
+        if key not in params.names:
+            shown = ", ".join(params.names) or "none"
+            raise UsageError(
+                f"task {spec.name!r}: unique_keys: {key!r} is not a parameter of "
+                f"{spec.func.__qualname__}({shown}){did_you_mean(key, params.names)}",
+                hint="A unique key names an argument of the task's jobs; any other name "
+                "would give every job the same key, and all but the first would be dropped.",
+            )
 
 
 _REGISTRY: dict[str, TaskSpec] = {}
@@ -149,9 +209,11 @@ def task(
     ``unique_for`` (``"1h"``) makes a defer of the same task and key (all args, or
     ``unique_keys``) while one counts (``unique_states``, default waiting, scheduled,
     running, and succeeded within the period) return that job instead
-    (``jobsys.jobs.unique``). ``rate`` (``"30/m"``), ``concurrency`` and ``per_key``
-    (an argument's name) limit how fast and how many of the task's jobs start, across
-    every worker, as ``throttle`` in queues.yaml does (an entry there for the task wins).
+    (``jobsys.jobs.unique``); each of ``unique_keys`` must be a parameter of the function
+    (UsageError here, unless it takes ``**kwargs``). ``rate`` (``"30/m"``),
+    ``concurrency`` and ``per_key`` (an argument's name) limit how fast and how many of
+    the task's jobs start, across every worker, as ``throttle`` in queues.yaml does (an
+    entry there for the task wins).
     """
     unique = unique_spec(unique_for, unique_keys, unique_states, where="unique_for")
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
@@ -180,6 +242,7 @@ def task(
             concurrency=concurrency,
             per_key=per_key,
         )
+        _check_unique_keys(spec)
         register(spec)
         f.jobsys_task = spec  # type: ignore[attr-defined]
         return f

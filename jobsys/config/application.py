@@ -87,24 +87,32 @@ def task_problems(
 def _item_unique_key_problems(
     where: str, schedule: ScheduleFile, schedule_doc: LocatedDocument | None
 ) -> list[str]:
-    """A fan-out without its own ``unique_for`` makes its items unique by the per-item
-    task's declared ``unique_keys``: each must be an argument of the item jobs (the
-    entry's own ``unique_keys`` are checked with the file)."""
+    """An entry's jobs are unique by their task's declared ``unique_keys`` (a fan-out's,
+    when it has no ``unique_for`` of its own; its own ``unique_keys`` are checked with
+    the file): each must be one of the jobs' arguments (a fan-out's item jobs:
+    ``item_arg`` and ``args``)."""
     from jobsys.config.models import item_arg_names, unique_key_problems
 
     problems = []
     for name, entry in schedule.entries.items():
         fanout = entry.fanout
-        spec = task_registry.get(fanout.task) if fanout is not None else None
-        if fanout is None or fanout.unique_for is not None or spec is None:
+        key: tuple[str, ...]
+        if fanout is not None and fanout.unique_for is None:
+            task, key, of = fanout.task, ("entries", name, "fanout", "task"), "the item jobs'"
+            names = item_arg_names(fanout.args, fanout.item_arg)
+        elif fanout is None and entry.task is not None:
+            task, key, of = entry.task, ("entries", name, "task"), "the entry's"
+            names = set(entry.args)
+        else:
             continue
-        keys = spec.unique.keys if spec.unique is not None else None
-        names = item_arg_names(fanout.args, fanout.item_arg)
-        key = ("entries", name, "fanout", "task")
+        spec = task_registry.get(task)
+        keys = spec.unique.keys if spec is not None and spec.unique is not None else None
+        if spec is None or not keys:
+            continue
         line = schedule_doc.line_of(key) if schedule_doc else 1
-        for problem in unique_key_problems(keys or (), names, of="the item jobs' arguments"):
+        for problem in unique_key_problems(keys, names, of=of + " arguments"):
             problems.append(
-                f"{where}:{line}: {'.'.join(key)}: task {fanout.task!r}'s unique_keys: {problem}"
+                f"{where}:{line}: {'.'.join(key)}: task {task!r}'s unique_keys: {problem}"
             )
     return problems
 

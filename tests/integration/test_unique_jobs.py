@@ -124,8 +124,39 @@ def test_bad_unique_options_exit_2(cli: Any, db_url: str, args: tuple[str, ...],
     assert sql(db_url, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]
 
 
-@task(queue="default", name="uq.typo", unique_for="1h", unique_keys=("acount_id",))
-def unique_typo(account_id: int) -> None:
+def test_a_declared_unique_key_that_is_not_a_parameter_is_refused_at_import() -> None:
+    # It would be null in every job's key, on every path (defer, schedule ticks,
+    # fan-outs): the jobs of accounts 2, 3... answered with account 1's, silently.
+    from jobsys import tasks
+    from jobsys.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+
+        @task(queue="default", name="uq.typo", unique_for="1h", unique_keys=("acount_id",))
+        def typo(account_id: int, force: bool = False) -> None: ...
+
+    assert str(info.value).startswith(
+        "task 'uq.typo': unique_keys: 'acount_id' is not a parameter of "
+        "test_a_declared_unique_key_that_is_not_a_parameter_is_refused_at_import.<locals>."
+        "typo(account_id, force) (did you mean 'account_id'?)"
+    ), info.value
+    assert tasks.get("uq.typo") is None
+    # the job context is not an argument of the jobs
+    with pytest.raises(UsageError, match=r"'context' is not a parameter of .*ctx\(account_id\)"):
+
+        @task(name="uq.ctx", pass_context=True, unique_for="1h", unique_keys=("context",))
+        def ctx(context: Any, account_id: int) -> None: ...
+
+    # a function taking **kwargs takes any name
+    @task(queue="default", name="uq.kwargs", unique_for="1h", unique_keys=("acount_id",))
+    def anything(**args: Any) -> None: ...
+
+    assert tasks.get("uq.kwargs") is not None
+    tasks.unregister("uq.kwargs")
+
+
+@task(queue="default", name="uq.any", unique_for="1h", unique_keys=("account_id",))
+def unique_any(**args: Any) -> None:
     return None
 
 
@@ -139,12 +170,12 @@ async def test_the_api_refuses_a_declared_unique_key_the_job_is_not_deferred_wit
 
     defer.configure(load(CONFIG_DIR), url=db_url)
     try:
-        with pytest.raises(UsageError, match=r"^args: unique key 'acount_id' is not one of the "
-                           r"job's arguments \(account_id\) \(did you mean 'account_id'\?\)"
-                           r" Task uq.typo declares unique_keys"):  # fmt: skip
-            await jobsys.defer("uq.typo", {"account_id": 1})
-        with pytest.raises(UsageError, match=r"^args\[0\]: unique key 'acount_id'"):
-            await jobsys.defer_many("uq.typo", [{"account_id": 1}, {"account_id": 2}])
+        with pytest.raises(UsageError, match=r"^args: unique key 'account_id' is not one of the "
+                           r"job's arguments \(acount_id\) \(did you mean 'acount_id'\?\)"
+                           r" Task uq.any declares unique_keys"):  # fmt: skip
+            await jobsys.defer("uq.any", {"acount_id": 1})
+        with pytest.raises(UsageError, match=r"^args\[1\]: unique key 'account_id'"):
+            await jobsys.defer_many("uq.any", [{"account_id": 1}, {"acount_id": 2}])
     finally:
         defer.deactivate()
     assert sql(db_url, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]

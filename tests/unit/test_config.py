@@ -364,25 +364,45 @@ def test_bad_fanout_unique_options_are_located_problems(
     assert says in joined, joined
 
 
-def test_a_fanout_items_task_with_a_unique_key_no_item_has_is_refused(cfg_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        (
+            "task: demo.process_account\n",
+            "task: t.keyed\n",
+            "config/schedule.yaml:19: entries.continuous_account_processing.fanout.task: "
+            "task 't.keyed''s unique_keys: unique key 'acount_id' is not one of the item jobs' "
+            "arguments (account_id) (did you mean 'account_id'?)",
+        ),
+        # Two plain entries (accounts 1 and 2) made one job: the key was null in both.
+        (
+            "entries:\n",
+            "entries:\n  plain_a:\n    cron: '0 * * * *'\n    task: t.keyed\n"
+            "    args: {account_id: 1}\n",
+            "config/schedule.yaml:14: entries.plain_a.task: task 't.keyed''s unique_keys: "
+            "unique key 'acount_id' is not one of the entry's arguments (account_id) "
+            "(did you mean 'account_id'?)",
+        ),
+    ],
+)
+def test_an_entrys_task_with_a_unique_key_its_jobs_lack_is_refused(
+    cfg_dir: Path, old: str, new: str, says: str
+) -> None:
     from jobsys import tasks
 
-    @tasks.task(queue="sync", name="t.items", unique_for="1h", unique_keys=("acount_id",))
-    def items(account_id: int) -> None: ...
+    # (**kwargs: the decorator takes any key; a typo next to named parameters is
+    # refused at import)
+    @tasks.task(queue="sync", name="t.keyed", unique_for="1h", unique_keys=("acount_id",))
+    def keyed(**args: object) -> None: ...
 
     schedule = cfg_dir / "schedule.yaml"
-    text = schedule.read_text()
-    schedule.write_text(text.replace("task: demo.process_account\n", "task: t.items\n", 1))
+    schedule.write_text(schedule.read_text().replace(old, new, 1))
     try:
         problems = problems_of(cfg_dir, with_tasks=True)
     finally:
-        tasks.unregister("t.items")
+        tasks.unregister("t.keyed")
     (problem,) = problems
-    assert problem.endswith(
-        "config/schedule.yaml:19: entries.continuous_account_processing.fanout.task: "
-        "task 't.items''s unique_keys: unique key 'acount_id' is not one of the item jobs' "
-        "arguments (account_id) (did you mean 'account_id'?)"
-    ), problem
+    assert problem.endswith(says), problem
 
 
 def test_fanout_unique_states_are_the_jobs_states() -> None:
