@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 RETRIED = "retried"
@@ -234,6 +234,32 @@ def state_now(
     return out
 
 
+def retried_by(state: Mapping[str, Any]) -> str | None:
+    """Who made the failure's retry (``retry_state.retried_by``), not whoever decided
+    last: that may be an operator whose retry was refused. A state recorded before
+    ``retried_by`` existed names the retrier only when its last decision was the retry
+    itself (then ``actor`` is the retrier); otherwise None ("someone"): a refused
+    operator is never named."""
+    who = state.get("retried_by")
+    if who is None and state.get("last_decision") == RETRIED:
+        who = state.get("actor")
+    return str(who) if who else None
+
+
+def _at(stamp: Any) -> str:
+    """`` (at 2026-12-05 21:13:00 UTC)`` for an ISO-8601 time of a retry state; "" when
+    there is none."""
+    if not stamp:
+        return ""
+    try:
+        value = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return f" (at {stamp})"
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return f" (at {value:%Y-%m-%d %H:%M:%S} UTC)"
+
+
 def already_done(decision: Decision, handled_jobs: AbstractSet[int]) -> bool:
     """Whether, for a bulk retry (``--all``, ``issues retry``), a refusal means the work
     is already done (story 5: re-running is harmless, and a colleague running the same
@@ -310,14 +336,15 @@ def decide(
     if terminal:
         return verdict(SKIPPED_TERMINAL_PIPELINE, terminal)
     if earlier in (OUTCOME_PENDING, OUTCOME_SUCCEEDED):
-        actor = facts.retry_state.get("actor")
+        who = retried_by(facts.retry_state)
+        at = _at(facts.retry_state.get("retried_at"))
         job = _retried_job(earlier, facts.job_status)
         return dataclasses.replace(
             verdict(
                 SKIPPED_ALREADY_RETRIED,
-                f"already retried by {actor or 'someone'}{_ALREADY_RETRIED_JOB}{job}",
+                f"already retried by {who or 'someone'}{at}{_ALREADY_RETRIED_JOB}{job}",
             ),
-            retried_by=actor or None,
+            retried_by=who,
         )
     if sibling in (OUTCOME_PENDING, OUTCOME_SUCCEEDED):
         return verdict(

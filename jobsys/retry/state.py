@@ -7,9 +7,11 @@ Keys (all optional; an empty object means never considered)::
     last_decision     the reason code of the last decision (``retried``, ``skipped_...``)
     last_detail       its human explanation
     decided_at        when (ISO-8601 UTC)
-    actor             who: the operator name, or ``auto``
+    actor             who decided last: the operator name, or ``auto`` (maybe refused)
     batch_id          the run it belonged to
     retried_at        when it was last retried
+    retried_by        who made that retry (the ``actor`` of the retry, not of a later
+                      refusal; absent in states recorded before it was kept)
     retried_job_id    the job that runs again (Procrastinate retries in place: the same id)
     outcome           pending | succeeded | failed_again | cancelled
     outcome_at        when the outcome was learnt
@@ -61,6 +63,7 @@ def next_state(
             state["auto_attempts"] = int(old.get("auto_attempts", 0)) + 1
         state.update(
             retried_at=stamp,
+            retried_by=actor,
             retried_job_id=decision.new_job_id,
             outcome=OUTCOME_PENDING,
             outcome_at=None,

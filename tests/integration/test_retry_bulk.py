@@ -84,6 +84,17 @@ def once_each(db_url: str, failure_ids: list[int]) -> None:
         (failure_ids,),
     )
     assert statuses == [{"status": "todo"}]
+    # The one retrier is the one recorded (retry_state.retried_by/retried_at), however
+    # many refusals (a racing operator's) were decided after it.
+    wrong = sql(
+        db_url,
+        "SELECT f.id FROM jobsys_failures f JOIN jobsys_retry_events e"
+        " ON e.failure_id = f.id AND e.decision = 'retried'"
+        " WHERE f.id = ANY(%s) AND (f.retry_state->>'retried_by' IS DISTINCT FROM e.actor"
+        " OR (f.retry_state->>'retried_at')::timestamptz IS DISTINCT FROM e.created_at)",
+        (failure_ids,),
+    )
+    assert wrong == []
 
 
 def test_bulk_retry_of_10000_failures_then_rerun(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -182,6 +193,11 @@ async def test_two_operators_racing_100_times_retry_once(db_url: str) -> None:
             gate.set()
             verdicts = await asyncio.gather(*racers)
             assert sorted(verdicts) == ["retried", "skipped_already_retried"]
+            winner = "alice" if verdicts[0] == "retried" else "bob"
+            [state] = sql(
+                db_url, "SELECT retry_state FROM jobsys_failures WHERE id = %s", (failure_id,)
+            )
+            assert state["retry_state"]["retried_by"] == winner
     rows = sql(db_url, "SELECT decision, count(*) AS n FROM jobsys_retry_events GROUP BY decision")
     assert {r["decision"]: r["n"] for r in rows} == {"retried": 100, "skipped_already_retried": 100}
     once_each(db_url, ids)

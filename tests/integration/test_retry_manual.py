@@ -561,16 +561,17 @@ def test_show_says_what_the_retried_job_does_now(cli, db_url: str) -> None:  # t
         assert result.exit_code == 0, result.stderr
         return " ".join(result.stdout.split())
 
-    waiting = "skipped_already_retried: already retried by alice; the job is waiting to run"
+    waiting = "; the job is waiting to run"
     for args in (("jobs", "show", str(jobs[failure])), ("failures", "show", str(failure))):
         out = shown(*args)
+        assert "skipped_already_retried: already retried by alice (at " in out, out
         assert waiting in out and "retry outcome pending" in out, out
     job = (jobs[failure],)
     sql(db_url, "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", job)
     sql(db_url, "SELECT procrastinate_finish_job_v1(%s, 'succeeded', false)", job)
     for args in (("jobs", "show", str(jobs[failure])), ("failures", "show", str(failure))):
         out = shown(*args)
-        assert "already retried by alice; the job succeeded (by alice at" in out, out
+        assert re.search(r"already retried by alice \(at [^)]* UTC\); the job succeeded \(by", out)
         assert "waiting to run" not in out and "retry outcome succeeded" in out, out
     recorded = cli(*url, "failures", "show", str(failure), "--json").json()["retry_state"]
     assert recorded["outcome"] == "pending" and recorded["outcome_at"] is None
@@ -605,3 +606,30 @@ def test_jobs_retry_prints_the_verdict_line_of_retry_id(cli, db_url: str) -> Non
     assert again.stdout.startswith(f"{line}skipped_already_retried: already retried by")
     assert "matched" not in again.stdout + again.stderr
     assert again.stdout == cli(*url, "retry", str(failure)).stdout  # as `retry ID` says
+
+
+def test_already_retried_names_who_retried_not_who_was_refused(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """fixretry's find: alice retries, bob is refused (already retried), and carol was
+    then told "already retried by bob", the actor of the last decision. The verdict
+    and the bulk summary name the retrier and when (``retry_state.retried_by`` and
+    ``retried_at``), however many refusals followed."""
+    from _retry_support import bulk_failed_jobs
+
+    url = ("--database-url", db_url)
+    (failure,) = bulk_failed_jobs(db_url, 1)
+    assert cli(*url, "retry", str(failure), env={"JOBSYS_OPERATOR": "alice"}).exit_code == 0
+    bob = cli(*url, "retry", str(failure), env={"JOBSYS_OPERATOR": "bob"})
+    assert bob.exit_code == 3 and "already retried by alice (at " in bob.stdout, bob.stdout
+    state = cli(*url, "failures", "show", str(failure), "--json").json()["retry_state"]
+    assert (state["actor"], state["retried_by"]) == ("bob", "alice")
+    when = state["retried_at"][:19].replace("T", " ")  # 2026-12-05 21:13:00
+    carol = {"JOBSYS_OPERATOR": "carol"}
+    told = cli(*url, "retry", str(failure), env=carol)
+    assert told.exit_code == 3
+    assert f"already retried by alice (at {when} UTC); the job is waiting to run" in told.stdout
+    assert "bob" not in told.stdout, told.stdout
+    bulk = cli(*url, "retry", "--all", "--everything", "--yes", env=carol)
+    assert bulk.exit_code == 0, bulk.stderr
+    assert "already done: 1 failure was already retried (by alice);" in bulk.stderr, bulk.stderr
+    shown = " ".join(cli(*url, "failures", "show", str(failure)).stdout.split())
+    assert f"already retried by alice (at {when} UTC); the job is waiting to run (by carol" in shown

@@ -194,6 +194,7 @@ def test_next_state_records_retries_and_outcomes() -> None:
         "attempts": 1,
         "auto_attempts": 1,
         "retried_at": "2026-02-20T03:00:00Z",
+        "retried_by": "alice",
         "retried_job_id": 70,
         "outcome": "pending",
         "outcome_at": None,
@@ -204,6 +205,12 @@ def test_next_state_records_retries_and_outcomes() -> None:
     assert after["outcome"] == "succeeded" and after["outcome_at"] == "2026-02-20T03:05:00Z"
     assert after["last_decision"] == "skipped_already_retried" and after["actor"] == "bob"
     assert after["attempts"] == 1 and after["auto_checked_at"] == state["auto_checked_at"]
+    # bob's refusal names alice, and so does carol's after it: the retrier, not the last actor
+    assert after["retried_by"] == "alice" and after["retried_at"] == state["retried_at"]
+    for earlier in (state, after):
+        told = decide(facts(retry_state=earlier, job_status="todo"), now=later)
+        assert told.retried_by == "alice"
+        assert told.detail.startswith("already retried by alice (at 2026-02-20 03:00:00 UTC); ")
     again = decide(facts(retry_state=state, job_status="failed"), now=later)
     manual = next_state(state, again, actor="bob", batch_id="b3", mode="manual", now=later)
     assert (
@@ -213,6 +220,27 @@ def test_next_state_records_retries_and_outcomes() -> None:
     assert next_state({}, backoff, actor="auto", batch_id="b", mode="auto", now=NOW)[
         "auto_due_at"
     ] == ("2026-02-20T03:00:30Z")
+
+
+def test_retried_by_in_a_state_recorded_before_it_was_kept() -> None:
+    """States written before ``retried_by``: the actor names the retrier only when the
+    last decision was the retry; after a refusal it may be the refused one, so nobody
+    is named ("someone"), never the wrong person. ``retried_at`` was always kept."""
+    old = {
+        "last_decision": "retried",
+        "actor": "alice",
+        "retried_at": "2026-02-20T03:00:00.123456Z",
+        "outcome": "pending",
+    }
+    assert rules.retried_by(old) == "alice"
+    refused_after = {**old, "last_decision": "skipped_already_retried", "actor": "bob"}
+    assert rules.retried_by(refused_after) is None
+    told = decide(facts(retry_state=refused_after, job_status="todo"), now=NOW)
+    assert told.retried_by is None
+    assert told.detail == (
+        "already retried by someone (at 2026-02-20 03:00:00 UTC); the job is waiting to run"
+    )
+    assert rules.retried_by({**refused_after, "retried_by": "alice"}) == "alice"
 
 
 def test_filter_build_and_errors() -> None:
