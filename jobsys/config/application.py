@@ -90,7 +90,7 @@ def _item_unique_key_problems(
     """An entry's jobs are unique by their task's declared ``unique_keys`` (a fan-out's,
     when it has no ``unique_for`` of its own; its own ``unique_keys`` are checked with
     the file): each must be one of the jobs' arguments (a fan-out's item jobs:
-    ``item_arg`` and ``args``)."""
+    ``item_arg`` and ``args``), or a parameter with a default, which the key then takes."""
     from jobsys.config.models import item_arg_names, unique_key_problems
 
     problems = []
@@ -109,8 +109,11 @@ def _item_unique_key_problems(
         keys = spec.unique.keys if spec is not None and spec.unique is not None else None
         if spec is None or not keys:
             continue
+        params = spec.parameters
+        defaults = params.defaults if params is not None else {}
+        of += " arguments" + (" or the task's parameters with a default" if defaults else "")
         line = schedule_doc.line_of(key) if schedule_doc else 1
-        for problem in unique_key_problems(keys, names, of=of + " arguments"):
+        for problem in unique_key_problems(keys, {*names, *defaults}, of=of):
             problems.append(
                 f"{where}:{line}: {'.'.join(key)}: task {task!r}'s unique_keys: {problem}"
             )

@@ -214,7 +214,7 @@ def plan(
         _check_fits(spec, args, path)
         keys = unique_spec.keys if unique_spec is not None else None
         if keys and any(key not in args for key in keys):
-            _refuse_unique_keys(keys, args, path, None if unique else spec.name)
+            _check_left_out_keys(spec, keys, args, path, declared=unique is None)
         planned.append(
             Planned(
                 task=spec.name,
@@ -224,23 +224,36 @@ def plan(
                 lock=lock,
                 queueing_lock=queueing_lock,
                 scheduled_at=due,
-                unique=unique_key(unique_spec, spec.name, args) if unique_spec else None,
+                unique=unique_key(unique_spec, spec, args) if unique_spec else None,
                 args_json=text,
             )
         )
     return planned
 
 
-def _refuse_unique_keys(
-    keys: tuple[str, ...], args: dict[str, Any], path: str, declared_by: str | None
+def _check_left_out_keys(
+    spec: task_registry.TaskSpec,
+    keys: tuple[str, ...],
+    args: dict[str, Any],
+    path: str,
+    *,
+    declared: bool,
 ) -> None:
-    """Refuse a unique key the job is not deferred with (``jobsys.jobs.unique``)."""
+    """Refuse a unique key the job leaves out that is not a parameter with a default
+    (that one takes the default: :func:`unique_key`)."""
     from jobsys.config.models import unique_key_problems
 
-    problems = unique_key_problems(keys, args, of="the job's arguments")
+    defaults = _defaults(spec)
+    problems = unique_key_problems(
+        keys,
+        {*args, *defaults},
+        of="the job's arguments" + (" or the task's parameters with a default" if defaults else ""),
+    )
+    if not problems:
+        return
     what = (
-        f"Task {declared_by} declares unique_keys={keys!r}: pass each in the args"
-        if declared_by
+        f"Task {spec.name} declares unique_keys={keys!r}: pass each in the args"
+        if declared
         else "Name arguments the job is deferred with (--unique-key ARG)"
     )
     raise UsageError(
@@ -250,21 +263,33 @@ def _refuse_unique_keys(
     )
 
 
+def _defaults(task: task_registry.TaskSpec | None) -> Mapping[str, Any]:
+    """The task function's defaults, by parameter name (none when it is unknown)."""
+    params = task.parameters if task is not None else None
+    return params.defaults if params is not None else {}
+
+
 def task_unique_key(task: str, args: dict[str, Any]) -> UniqueKey | None:
     """The unique key of a job of ``task`` (registered with ``unique_for``) and ``args``;
     None for any other task. For inserts that build their ``NewJob`` themselves (schedule
     ticks)."""
     spec = task_registry.get(task)
-    return unique_key(spec.unique if spec else None, task, args)
+    return unique_key(spec.unique, spec, args) if spec else None
 
 
-def unique_key(spec: UniqueSpec | None, task: str, args: dict[str, Any]) -> UniqueKey | None:
+def unique_key(
+    spec: UniqueSpec | None, task: str | task_registry.TaskSpec, args: dict[str, Any]
+) -> UniqueKey | None:
     """What the engine needs to keep a unique job unique (``jobsys.jobs.unique``); None
-    when ``spec`` is."""
+    when ``spec`` is. Every insert's key is made here: a key argument the job leaves out
+    is the task function's default for it (a registered task's, when ``task`` is named)."""
     if spec is None:
         return None
+    of = task if isinstance(task, task_registry.TaskSpec) else task_registry.get(task)
+    name = task.name if isinstance(task, task_registry.TaskSpec) else task
+    key = spec.key(name, args, _defaults(of)) if spec.keys else spec.key(name, args)
     active, finished = spec.counting_states()
-    return UniqueKey(spec.key(task, args), spec.for_seconds, tuple(active), tuple(finished))
+    return UniqueKey(key, spec.for_seconds, tuple(active), tuple(finished))
 
 
 async def insert(connection: Any, planned: list[Planned]) -> list[int]:

@@ -8,11 +8,14 @@ when it is in an ACTIVE state the spec names (``waiting``, ``scheduled``,
 ``succeeded``) and was deferred within the period. A duplicate defer inserts
 nothing and returns the existing job's id.
 
-A unique key must be one of the job's arguments: a key the job is not deferred with
-reads as null in every job's key, so jobs that differ only in their other arguments
-would all be "the same" and all but the first dropped silently. ``defer`` refuses it
-(``jobsys.jobs.defer``), and so does the configuration for fan-out entries
-(``jobsys.config.models.unique_key_problems``).
+A unique key must be one of the job's arguments: a name the job is never deferred
+with would read as null in every job's key, so jobs that differ only in their other
+arguments would all be "the same" and all but the first dropped silently.
+``@jobsys.task`` refuses a declared key that is not a parameter of the function
+(``jobsys.tasks``); a key the job leaves out takes the parameter's default (omitting
+``force=False`` is passing it); ``defer`` refuses a key that is neither passed nor a
+parameter with a default (``jobsys.jobs.defer``), and so does the configuration for
+fan-out entries (``jobsys.config.models.unique_key_problems``).
 
 Enforcement is the database's (``jobsys.engine.inserts``): the insert takes a
 transaction-level advisory lock on the key, looks for a job that counts, and inserts
@@ -24,8 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from jobsys.errors import UsageError
@@ -35,6 +39,7 @@ ACTIVE = ("waiting", "scheduled", "running")
 FINISHED = ("succeeded", "failed", "cancelled", "aborted")
 STATES = ACTIVE + FINISHED
 DEFAULT_STATES = ("waiting", "scheduled", "running", "succeeded")
+_NONE: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,11 @@ class UniqueSpec:
     keys: tuple[str, ...] | None = None
     states: tuple[str, ...] = DEFAULT_STATES
 
-    def key(self, task: str, args: dict[str, Any]) -> str:
-        """The job's unique key: a digest of the task and the key args."""
-        chosen = args if self.keys is None else {k: args.get(k) for k in self.keys}
+    def key(self, task: str, args: dict[str, Any], defaults: Mapping[str, Any] = _NONE) -> str:
+        """The job's unique key: a digest of the task and the key args. A key arg the
+        job leaves out is its ``defaults`` value (the task function's default), so a
+        job that omits ``force=False`` is the same as one that passes it."""
+        chosen = args if self.keys is None else {k: args.get(k, defaults.get(k)) for k in self.keys}
         text = json.dumps([task, chosen], sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -110,7 +110,8 @@ def test_defer_unique_for_answers_with_the_existing_job(cli: Any, db_url: str) -
         # other account's job would be answered with the first one.
         (
             ("--unique-for", "1h", "--unique-key", "nokey"),
-            "args: unique key 'nokey' is not one of the job's arguments (account_id, media_id)",
+            "args: unique key 'nokey' is not one of the job's arguments or the task's "
+            "parameters with a default (account_id, media_id)",
         ),
         (("--unique-for", "1h", "--unique-key", "acount_id"), "(did you mean 'account_id'?)"),
     ],
@@ -179,6 +180,44 @@ async def test_the_api_refuses_a_declared_unique_key_the_job_is_not_deferred_wit
     finally:
         defer.deactivate()
     assert sql(db_url, "SELECT count(*) FROM procrastinate_jobs") == [(0,)]
+
+
+@task(queue="maintenance", name="uq.opt", unique_for="1h", unique_keys=("account_id", "force"))
+def unique_opt(account_id: int, force: bool = False) -> None:
+    return None
+
+
+async def test_a_unique_key_left_out_takes_the_parameters_default(db_url: str) -> None:
+    # Callers omit force=False: that is the same job as passing it (it was refused,
+    # and before that null, a key of its own), on the defer and the schedule paths.
+    from datetime import UTC, datetime
+
+    import jobsys
+    from jobsys.config import load
+    from jobsys.db.connect import connect
+    from jobsys.jobs import defer
+    from jobsys.schedule.plan import PlannedEntry
+    from jobsys.schedule.scheduler import fire
+
+    defer.configure(load(CONFIG_DIR), url=db_url)
+    try:
+        first = await jobsys.defer("uq.opt", {"account_id": 3})
+        assert await jobsys.defer("uq.opt", {"account_id": 3, "force": False}) == first
+        forced = await jobsys.defer("uq.opt", {"account_id": 3, "force": True})
+        assert forced != first
+        assert await jobsys.defer("uq.opt", {"account_id": 4}) not in (first, forced)
+    finally:
+        defer.deactivate()
+    entries = [
+        PlannedEntry(f"opt_{n}", "* * * * *", "UTC", "uq.opt", "maintenance", 0, {"account_id": n})
+        for n in (3, 5)
+    ]
+    async with connect(db_url) as conn, conn.transaction():
+        tick_at = datetime(2030, 1, 1, tzinfo=UTC)
+        fired = [await fire(conn, entry, tick_at, status="enqueued") for entry in entries]
+    assert fired[0].job_id == first
+    assert fired[1].job_id not in (first, forced)
+    assert sql(db_url, "SELECT count(*) FROM procrastinate_jobs") == [(4,)]
 
 
 @task(queue="maintenance", name="uq.tick", unique_for="1h")

@@ -405,6 +405,23 @@ def test_an_entrys_task_with_a_unique_key_its_jobs_lack_is_refused(
     assert problem.endswith(says), problem
 
 
+def test_a_fanout_items_unique_key_with_a_default_may_be_left_out(cfg_dir: Path) -> None:
+    # An item job leaves force out: its key takes force's default (jobsys.jobs.defer).
+    from jobsys import tasks
+
+    @tasks.task(queue="sync", name="t.opt", unique_for="1h", unique_keys=("account_id", "force"))
+    def opt(account_id: int, force: bool = False) -> None: ...
+
+    schedule = cfg_dir / "schedule.yaml"
+    text = schedule.read_text()
+    schedule.write_text(text.replace("task: demo.process_account\n", "task: t.opt\n", 1))
+    try:
+        config = load_config(Settings(config_dir=cfg_dir), with_tasks=True)
+    finally:
+        tasks.unregister("t.opt")
+    assert config.schedule.entries["continuous_account_processing"].fanout is not None
+
+
 def test_fanout_unique_states_are_the_jobs_states() -> None:
     from typing import get_args
 
