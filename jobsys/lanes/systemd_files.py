@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from jobsys.errors import UsageError
+from jobsys.errors import JobsysError, UsageError
 from jobsys.lanes import systemd
 
 if TYPE_CHECKING:
@@ -31,14 +34,68 @@ def default_exec_path() -> str:
     )
 
 
-def _write(path: Path, content: str) -> bool:
-    """Write ``content`` atomically; False when the file already held it."""
-    if path.is_file() and path.read_text() == content:
-        return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(content)
-    os.replace(tmp, path)
-    return True
+#: Errors of the disk itself (full, over quota, failing): the render failed (exit 1).
+#: Any other error means the folder given cannot take the files (a usage error, exit 2).
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
+
+
+def write_units(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Write each row's ``content`` to ``out``/its ``name``, all or nothing: every file
+    goes to a temporary name in ``out`` first, and only when all are written are they
+    renamed into place; on a failure the temporaries (and the folders made for them)
+    are removed, the files there left as they were. Sets each row's ``path`` and
+    ``changed`` (False: the file already held it; it is not rewritten)."""
+    made = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    staged: list[tuple[Path, Path]] = []
+    replaced: list[str] = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            path = out / row["name"]
+            if path.is_dir():
+                raise UsageError(
+                    f"--out {out}: cannot write the unit files there: {path.name} is a folder",
+                    hint="Nothing was written. Move it away, or give another folder.",
+                )
+            row["path"] = str(path.absolute())
+            row["changed"] = not (path.is_file() and path.read_text() == row["content"])
+            if row["changed"]:
+                staged.append((path.with_name(f".{path.name}.tmp"), path))
+                staged[-1][0].write_text(row["content"])
+        for tmp, path in staged:
+            os.replace(tmp, path)  # within one folder: all but never fails
+            replaced.append(path.name)
+    except (OSError, UsageError) as exc:
+        _remove(tmp for tmp, _ in staged)
+        _remove(made, folders=True)
+        if isinstance(exc, UsageError):
+            raise
+        reason = exc.strerror or str(exc)
+        if replaced:
+            raise JobsysError(
+                f"--out {out}: could not put every unit file in place: {reason}; "
+                f"replaced only {', '.join(replaced)}",
+                hint="Render again once the folder is in order.",
+            ) from exc
+        if exc.errno in DISK_ERRNOS:
+            raise JobsysError(
+                f"--out {out}: could not write the unit files: {reason}; nothing was changed",
+                hint="Free some space (or mend the disk) and render again.",
+            ) from exc
+        raise UsageError(  # under a file, in /proc, read-only, not allowed...
+            f"--out {out}: cannot write the unit files there: {reason}",
+            hint="Nothing was written. Give a folder you may write to (it is created if missing).",
+        ) from exc
+
+
+def _remove(paths: Iterable[Path], *, folders: bool = False) -> None:
+    """Remove what a failed write left (best effort: the error being raised says more)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if folders:
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
 
 
 def render_units(
@@ -91,17 +148,7 @@ def render_units(
     if out is not None:
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} exists and is not a directory.")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            for row in rows:
-                path = out / row["name"]
-                row["changed"] = _write(path, row["content"])
-                row["path"] = str(path.absolute())
-        except OSError as exc:  # under a file, in /proc, read-only, not allowed...
-            raise UsageError(
-                f"--out {out}: cannot write the unit files there: {exc.strerror or exc}",
-                hint="Give a folder you may write to (it is created if missing).",
-            ) from exc
+        write_units(out, rows)
         written = {row["name"] for row in rows}
         leftovers = sorted(
             p.name

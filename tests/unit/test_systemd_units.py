@@ -172,6 +172,52 @@ def test_an_out_folder_that_cannot_be_made_is_a_usage_error(  # type: ignore[no-
     assert not out.exists()
 
 
+def test_a_unit_name_taken_by_a_folder_changes_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # The worker unit was replaced, then jobsys.target failed: "nothing written" was not so.
+    out = tmp_path / "units"
+    (out / "jobsys.target").mkdir(parents=True)
+    (out / "jobsys-worker@.service").write_text("old\n")
+    result = cli("systemd", "render", "--out", str(out))
+    assert result.exit_code == 2, result
+    assert result.stderr.startswith(
+        f"error: --out {out}: cannot write the unit files there: jobsys.target is a folder\n"
+    ), result.stderr
+    assert (out / "jobsys-worker@.service").read_text() == "old\n"
+    assert sorted(p.name for p in out.iterdir()) == ["jobsys-worker@.service", "jobsys.target"]
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_full_disk_is_a_failure_and_changes_nothing(  # type: ignore[no-untyped-def]
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    import errno
+
+    out = tmp_path / "units"
+    if existing:
+        out.mkdir()
+        (out / "jobsys-worker@.service").write_text("old\n")
+    write_text = Path.write_text
+
+    def full(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        if "jobsys.target" in self.name:  # the second unit file
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, data, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", full)
+    result = cli("systemd", "render", "--out", str(out))
+    monkeypatch.undo()
+    assert result.exit_code == 1, result
+    assert result.stderr.startswith(
+        f"error: --out {out}: could not write the unit files: No space left on device; "
+        "nothing was changed\n"
+    ), result.stderr
+    if existing:
+        assert [p.name for p in out.iterdir()] == ["jobsys-worker@.service"]
+        assert (out / "jobsys-worker@.service").read_text() == "old\n"
+    else:
+        assert not out.exists()
+
+
 def test_percent_in_a_path_is_escaped(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("systemd", "render", "--json", "--working-directory", "/srv/100%jobs")
     assert result.exit_code == 0, result.stderr
