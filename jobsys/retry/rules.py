@@ -187,6 +187,16 @@ def _superseded_now(since: str, job_status: str | None) -> str:
     return f"{since} and {now}: nothing left to retry"
 
 
+def _not_failed(job_status: str | None) -> str:
+    """``skipped_not_failed``'s words for a job in ``job_status``: as decided, and as
+    shown later by ``state_now`` with the job's status then (maybe failed since)."""
+    if job_status is None:
+        return "the job no longer exists (removed by retention)"
+    if job_status == "failed":
+        return "the job was not failed then, and has failed since"
+    return f"the job is {job_status}, not failed"
+
+
 #: What a retried job did, by its retry's outcome (a verdict's last words).
 _RETRIED_JOB = {
     OUTCOME_PENDING: "is waiting to run",
@@ -212,7 +222,8 @@ def state_now(
     marks it as not recorded yet: the periodic check or the next decision records it,
     with ``outcome_at``). The last decision's words about the job ("already retried by
     alice; the job is waiting to run", "...and is running again: nothing left to
-    retry") say what the job does now; its reason code, actor and time stay as decided.
+    retry", "the job is todo, not failed") say what the job does now; its reason code,
+    actor and time stay as decided.
     """
     out = dict(state)
     outcome = out.get("outcome")
@@ -231,6 +242,8 @@ def state_now(
         since, sep, _ = detail.partition(")")
         if sep:
             out["last_detail"] = _superseded_now(since + sep, job_status)
+    elif decision == SKIPPED_NOT_FAILED and detail.startswith("the job "):
+        out["last_detail"] = _not_failed(job_status)
     return out
 
 
@@ -351,9 +364,7 @@ def decide(
             SKIPPED_ALREADY_RETRIED, "the job was already retried through another of its failures"
         )
     if facts.job_status != "failed":
-        if facts.job_status is None:
-            return verdict(SKIPPED_NOT_FAILED, "the job no longer exists (removed by retention)")
-        return verdict(SKIPPED_NOT_FAILED, f"the job is {facts.job_status}, not failed")
+        return verdict(SKIPPED_NOT_FAILED, _not_failed(facts.job_status))
     if not facts.task_exists:
         return verdict(
             SKIPPED_UNKNOWN_TASK, "its task is not registered any more (check --app / JOBSYS_APP)"

@@ -633,3 +633,37 @@ def test_already_retried_names_who_retried_not_who_was_refused(cli, db_url: str)
     assert "already done: 1 failure was already retried (by alice);" in bulk.stderr, bulk.stderr
     shown = " ".join(cli(*url, "failures", "show", str(failure)).stdout.split())
     assert f"already retried by alice (at {when} UTC); the job is waiting to run (by carol" in shown
+
+
+def test_show_says_what_a_job_not_failed_then_is_now(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A refusal because the job was not failed ("the job is todo, not failed") read so
+    forever in `failures show` / `jobs show`, after the job succeeded or failed again.
+    Shown, it says what the job is now, like the already-retried words (rules.state_now);
+    --json keeps the words as decided."""
+    from _retry_support import bulk_failed_jobs
+
+    url = ("--database-url", db_url)
+    (failure,) = bulk_failed_jobs(db_url, 1)
+    [row] = sql(db_url, "SELECT job_id FROM jobsys_failures WHERE id = %s", (failure,))
+    job = (row["job_id"],)
+    # Run again outside jobsys (Procrastinate's own retry): the job waits, not failed.
+    sql(db_url, "SELECT procrastinate_retry_job_v2(%s, now(), 0, 'default', NULL)", job)
+    refused = cli(*url, "retry", str(failure))
+    assert refused.exit_code == 3
+    assert "skipped_not_failed: the job is todo, not failed" in refused.stdout, refused.stdout
+
+    def shown(*args: str) -> str:
+        result = cli(*url, *args)
+        assert result.exit_code == 0, result.stderr
+        return " ".join(result.stdout.split())
+
+    for args in (("jobs", "show", str(job[0])), ("failures", "show", str(failure))):
+        assert "skipped_not_failed: the job is todo, not failed (by" in shown(*args)
+    sql(db_url, "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", job)
+    sql(db_url, "SELECT procrastinate_finish_job_v1(%s, 'succeeded', false)", job)
+    for args in (("jobs", "show", str(job[0])), ("failures", "show", str(failure))):
+        out = shown(*args)
+        assert "skipped_not_failed: the job is succeeded, not failed (by" in out, out
+        assert "todo" not in out.split("skipped_not_failed")[1].split("(by")[0], out
+    recorded = cli(*url, "failures", "show", str(failure), "--json").json()["retry_state"]
+    assert recorded["last_detail"] == "the job is todo, not failed"

@@ -405,4 +405,21 @@ def test_state_now_says_what_the_retried_job_does_now() -> None:
     assert rules.state_now(superseded, "failed")["last_detail"].endswith("retry it instead")
     other = {"last_decision": "skipped_not_retryable", "last_detail": "classified as not retryable"}
     assert rules.state_now(other, "succeeded") == other
+    not_failed = {
+        "last_decision": "skipped_not_failed",
+        "last_detail": decide(facts(job_status="todo")).detail,
+        "actor": "bob",
+    }
+    assert not_failed["last_detail"] == "the job is todo, not failed"
+    assert rules.state_now(not_failed, "todo") == not_failed
+    assert rules.state_now(not_failed, "succeeded") == {
+        **not_failed,
+        "last_detail": "the job is succeeded, not failed",
+    }
+    assert rules.state_now(not_failed, None)["last_detail"] == (
+        "the job no longer exists (removed by retention)"
+    )
+    assert rules.state_now(not_failed, "failed")["last_detail"] == (
+        "the job was not failed then, and has failed since"
+    )
     assert rules.state_now({}, None) == {}
