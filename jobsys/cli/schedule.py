@@ -84,7 +84,10 @@ def run_(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
         )
     else:
         _output.print_text(str(result["job_id"]))
-        _output.say(f"{name}: job {result['job_id']} enqueued on {result['queue']}")
+        if result["status"] == "already_queued":
+            _output.say(f"{name}: already queued as job {result['job_id']}; nothing was enqueued")
+        else:
+            _output.say(f"{name}: job {result['job_id']} enqueued on {result['queue']}")
 
 
 @app.command()

@@ -84,6 +84,8 @@ class Fired:
     #: jobs (not its batches) were still going.
     blocked_by: int | None = None
     items_pending: bool = False
+    #: The tick's job was a unique task's duplicate: ``job_id`` is the job already queued.
+    already_queued: bool = False
 
 
 @dataclass
@@ -126,9 +128,9 @@ async def fire(conn: Any, entry: PlannedEntry, tick_at: datetime, *, status: str
             unique=task_unique_key(entry.task, entry.args),
         )
         done = await enqueue(conn, NewJobs([tick_job]))
-        ((job_id, _duplicate),) = done.outcome or [(done.ids[0], False)]
+        ((job_id, duplicate),) = done.outcome or [(done.ids[0], False)]
         await store.set_tick_job(conn, entry.name, tick_at, job_id, status)
-        return Fired(entry.name, tick_at, status, job_id=job_id)
+        return Fired(entry.name, tick_at, status, job_id=job_id, already_queued=duplicate)
     f = entry.fanout
     started = await start_fanout(
         conn,

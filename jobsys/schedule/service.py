@@ -122,9 +122,10 @@ async def run_entry(settings: Settings, config: Config, name: str) -> dict[str, 
     """Enqueue ``name`` now, once (a ``manual`` tick at the database's now).
 
     A fan-out goes through its entry's ``overlap`` policy exactly as a scheduled tick
-    does. ``status``: ``enqueued`` (a job), ``started`` or ``queued`` (a fan-out run),
-    or ``skipped``: the run ``blocked_by`` is still going; nothing was written (the CLI
-    exits 2, a refusal)."""
+    does. ``status``: ``enqueued`` (a job), ``already_queued`` (a unique task's job that
+    still counts: ``job_id`` is that job, nothing was enqueued), ``started`` or ``queued``
+    (a fan-out run), or ``skipped``: the run ``blocked_by`` is still going; nothing was
+    written (the CLI exits 2, a refusal)."""
     import psycopg
 
     from jobsys.schedule import store
@@ -144,7 +145,7 @@ async def run_entry(settings: Settings, config: Config, name: str) -> dict[str, 
             # Roll back: a refused manual run leaves no tick behind.
             raise psycopg.Rollback()
     if entry.fanout is None:
-        status = "enqueued"
+        status = "already_queued" if fired.already_queued else "enqueued"
     elif fired.status == "skipped":
         status = "skipped"
     else:

@@ -243,6 +243,8 @@ async def test_a_schedule_tick_of_a_unique_task_links_the_job_that_counts(db_url
                 tick_at = datetime(2030, 1, 1, 0, minute, tzinfo=UTC)
                 fired.append(await fire(conn, entry, tick_at, status="enqueued"))
     assert fired[0].job_id == fired[1].job_id is not None
+    # `schedule run` says "already queued as job N" for the second, not "enqueued"
+    assert [f.already_queued for f in fired] == [False, True]
     assert sql(db_url, "SELECT count(*) FROM procrastinate_jobs") == [(1,)]
     ticks = sql(db_url, "SELECT job_id FROM jobsys_schedule_ticks ORDER BY tick_at")
     assert ticks == [(fired[0].job_id,), (fired[0].job_id,)]
