@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from jobsys.cli._context import config, read_config, run, settings, task_notes
+from jobsys.cli._context import read_config, run, settings, task_notes
 from jobsys.cli._options import JsonOpt, WideOpt, option_group
 from jobsys.cli._table import Col, absolute
 from jobsys.errors import UsageError
@@ -198,7 +198,9 @@ def show(
     from jobsys.cli import _output
     from jobsys.failures import service
 
-    failure = run(service.show_failure(settings(ctx), read_config(ctx), failure_id))
+    # One loader for both reads: it warns once about a broken configuration.
+    load = read_config(ctx)
+    failure = run(service.show_failure(settings(ctx), load, failure_id))
     if json:
         _output.emit_json(failure)  # the retry state as recorded
         return
@@ -206,7 +208,7 @@ def show(
 
     # In words, the retry state as its job is now (README Retry): not "waiting to run"
     # and "pending" for a job that has succeeded since.
-    failure["retry_state"] = run(retry_state_now(settings(ctx), lambda: config(ctx), failure))
+    failure["retry_state"] = run(retry_state_now(settings(ctx), load, failure))
     trace = failure.pop("traceback", None)
     _output.key_values(text_view(failure), title=f"failure {failure_id}")
     if trace:

@@ -38,3 +38,26 @@ def test_one_warning_naming_the_line(  # type: ignore[no-untyped-def]
     )
     assert "run `jobsys config check`" in warnings[0]
     assert "warning" not in good.stderr
+
+
+@pytest.mark.parametrize("json", [False, True])
+def test_failures_show_warns_once(cli, db_url: str, tmp_path: Path, json: bool) -> None:  # type: ignore[no-untyped-def]
+    """`failures show` reads the database twice in words (the failure, then its job for
+    the retry state now) through one configuration loader: one warning, not two."""
+    from _retry_support import bulk_failed_jobs
+
+    (failure,) = bulk_failed_jobs(db_url, 1)
+    assert cli("--database-url", db_url, "retry", str(failure)).exit_code == 0
+    broken = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, broken)
+    queues = broken / "queues.yaml"
+    queues.write_text(queues.read_text().replace("concurrency: 10", "concurrency: -1", 1))
+    args = ["failures", "show", str(failure), *(["--json"] if json else [])]
+    result = cli("--database-url", db_url, "--config-dir", str(broken), *args)
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stderr
+    said = result.json()["retry_state"]["last_decision"] if json else result.stdout
+    assert "retried" in said
+    refused = cli("--config-dir", str(broken), *args)  # no database given: refused as before
+    assert refused.exit_code == 2, refused.stdout
