@@ -480,3 +480,72 @@ def test_the_lanes_claim_settings_end_with_it(db_url: str) -> None:
     assert claimed == 3
     assert after == ("on", "auto")
     assert notices == []
+
+
+LIMITED_PARAMS: dict[str, Any] = {
+    "prefixes": [],
+    "limit_kinds": [],
+    "limit_targets": [],
+    "limit_prefixes": [],
+    "limit_keys": [],
+    "concurrency": [],
+    "rate_count": [],
+    "span": [],
+    "pad": 0.0,
+}
+
+
+def rows_read_after_an_empty_first_claim(db_url: str, statement: str, marker: str) -> int:
+    """Waiting jobs a claim function reads for 10 with 20,000 due, when its session's
+    first claim (which makes the plan the session keeps) came on an empty, analyzed
+    job table: jobs deleted when done, a retention purge, a fresh analyzed database."""
+    params = {"queues": QUEUES, "worker_id": None, "limit": 10, "in_order": False}
+    params.update(LIMITED_PARAMS)
+    plans: list[dict[str, Any]] = []
+
+    def keep(diag: Any) -> None:
+        text = str(diag.message_primary)
+        if marker in text and "{" in text:
+            plans.append(json.loads(text[text.index("{") :])["Plan"])
+
+    with psycopg.connect(db_url) as conn:
+        conn.execute("ANALYZE procrastinate_jobs")
+        conn.commit()
+        assert [r for r in conn.execute(statement, params).fetchall() if r[0] is not None] == []
+        conn.commit()
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name) "
+            "SELECT 'q1', 't' FROM generate_series(1, 20000)"
+        )
+        conn.commit()
+        conn.add_notice_handler(keep)
+        for setting in (
+            "LOAD 'auto_explain'",
+            "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_nested_statements = on",
+            "SET auto_explain.log_analyze = on",
+            "SET auto_explain.log_format = json",
+            "SET client_min_messages = log",
+        ):
+            conn.execute(setting)
+        for _ in range(3):
+            taken = [r for r in conn.execute(statement, params).fetchall() if r[0] is not None]
+            assert len(taken) == 10
+            conn.execute("UPDATE procrastinate_jobs SET status = 'todo' WHERE status = 'doing'")
+        conn.rollback()
+    assert plans, "auto_explain showed no plan of the claim"
+    return max(rows_read(plan, "jobs") for plan in plans)
+
+
+@pytest.mark.parametrize(
+    ("statement", "marker"),
+    [(queries.CLAIM, "WITH candidate"), (queries.CLAIM_LIMITED, "procrastinate_jobs")],
+    ids=["jobsys_claim_v1", "jobsys_claim_limited_v1"],
+)
+def test_a_plan_made_on_an_empty_analyzed_table_still_walks_the_index(
+    db_url: str, statement: str, marker: str
+) -> None:
+    """Migration 0027 (found in review): the plan a session keeps was made at its first
+    claim; on an empty, analyzed table that was a sequential scan, and every later
+    claim of 10 read the whole backlog (20,000 rows)."""
+    assert rows_read_after_an_empty_first_claim(db_url, statement, marker) <= 10
