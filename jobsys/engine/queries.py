@@ -426,7 +426,11 @@ SELECT jobsys_defer_jobs_v1(
 #: once per job cost three times as much server time (a PL/pgSQL call and a plan per
 #: row: 5,000 outcomes 762 ms against 232 ms); the status events are written once
 #: per statement (migration 0024). The rows are locked in id order first (one lock
-#: order for every writer). Returns the ids written; a job missing from them was no
+#: order for every writer), each looked up by its id (a lateral probe of the primary
+#: key): joined as two sets, stale statistics (the table analyzed while no job
+#: waited, then a backlog) made the planner walk every waiting job of the partial
+#: ``todo``/``doing`` index once per acknowledgement (85 ms for 10 of 40,000 waiting,
+#: against 2 ms). Returns the ids written; a job missing from them was no
 #: longer ``todo`` or ``doing`` (or the status was not an end status): the caller
 #: writes it alone with FINISH_JOB, which raises Procrastinate's own error for it.
 #: ``tests/integration/test_batched_acks.py`` holds both against each other.
@@ -438,11 +442,12 @@ WITH outcome AS (
      WHERE t.status IN ('succeeded', 'failed', 'aborted')),
 locked AS (
     SELECT j.id, o.status, o.del
-      FROM procrastinate_jobs j
-      JOIN outcome o ON o.id = j.id
-     WHERE j.status IN ('todo', 'doing')
-     ORDER BY j.id
-       FOR NO KEY UPDATE OF j),
+      FROM (SELECT * FROM outcome ORDER BY id) o
+     CROSS JOIN LATERAL (
+            SELECT j.id
+              FROM procrastinate_jobs j
+             WHERE j.id = o.id AND j.status IN ('todo', 'doing')
+               FOR NO KEY UPDATE OF j) j),
 deleted AS (
     DELETE FROM procrastinate_jobs j
      USING locked l
