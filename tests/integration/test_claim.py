@@ -391,6 +391,22 @@ def test_a_claim_on_a_table_never_analyzed_stops_at_its_limit(
     assert without >= 20_000, without  # what the setting prevents (the plan it avoids)
 
 
+def explain_nested_plans(conn: Any, keep: Any) -> None:
+    """Send every plan of the session's statements, those inside PL/pgSQL functions
+    too, to ``keep`` as JSON notices (auto_explain: the only window into a function's
+    plans)."""
+    conn.add_notice_handler(keep)
+    for setting in (
+        "LOAD 'auto_explain'",
+        "SET auto_explain.log_min_duration = 0",
+        "SET auto_explain.log_nested_statements = on",
+        "SET auto_explain.log_analyze = on",
+        "SET auto_explain.log_format = json",
+        "SET client_min_messages = log",
+    ):
+        conn.execute(setting)
+
+
 def lane_claim_rows_read(db_url: str, function_setting: bool) -> int:
     """Waiting jobs the lane's claim (queries.CLAIM, migration 0026's function) reads for
     10 with 20,000 due on a job table never analyzed, seven claims in a row (the server
@@ -415,16 +431,7 @@ def lane_claim_rows_read(db_url: str, function_setting: bool) -> int:
         conn.commit()
         if not function_setting:
             conn.execute("ALTER FUNCTION jobsys_claim_v1 RESET ALL")
-        conn.add_notice_handler(keep)
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_nested_statements = on",
-            "SET auto_explain.log_analyze = on",
-            "SET auto_explain.log_format = json",
-            "SET client_min_messages = log",
-        ):
-            conn.execute(setting)
+        explain_nested_plans(conn, keep)
         for _ in range(7):
             assert len(conn.execute(queries.CLAIM, params).fetchall()) == 10
             conn.execute("UPDATE procrastinate_jobs SET status = 'todo' WHERE status = 'doing'")
@@ -518,16 +525,7 @@ def rows_read_after_an_empty_first_claim(db_url: str, statement: str, marker: st
             "SELECT 'q1', 't' FROM generate_series(1, 20000)"
         )
         conn.commit()
-        conn.add_notice_handler(keep)
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_nested_statements = on",
-            "SET auto_explain.log_analyze = on",
-            "SET auto_explain.log_format = json",
-            "SET client_min_messages = log",
-        ):
-            conn.execute(setting)
+        explain_nested_plans(conn, keep)
         for _ in range(3):
             taken = [r for r in conn.execute(statement, params).fetchall() if r[0] is not None]
             assert len(taken) == 10
