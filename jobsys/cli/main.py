@@ -251,19 +251,37 @@ def main(argv: list[str] | None = None) -> int:
 
         message = f"internal error: {type(exc).__name__}: {exc}"
         _output.error(
-            scrub(message, from_env().database_url, *_given_urls(argv or [])),
-            "Run again with --debug for the traceback.",
+            scrub(message, *_known_urls(argv or [])), "Run again with --debug for the traceback."
         )
         return errors.EXIT_FAILED
     return errors.EXIT_OK
 
 
-def _given_urls(argv: list[str]) -> list[str]:
-    """The values of ``--database-url`` in ``argv`` (their passwords are scrubbed)."""
+def _given(argv: list[str], flag: str) -> list[str]:
+    """The values of ``flag`` in ``argv`` (``--flag VALUE`` and ``--flag=VALUE``)."""
     import itertools
 
-    urls = [value for flag, value in itertools.pairwise(argv) if flag == "--database-url"]
-    return urls + [a.split("=", 1)[1] for a in argv if a.startswith("--database-url=")]
+    values = [value for name, value in itertools.pairwise(argv) if name == flag]
+    return values + [a.split("=", 1)[1] for a in argv if a.startswith(f"{flag}=")]
+
+
+def _known_urls(argv: list[str]) -> list[str | None]:
+    """Every database URL the command may have used, for scrubbing their passwords from
+    an unexpected error: the flag's, the environment's and queues.yaml's."""
+    settings = from_env()
+    urls: list[str | None] = [settings.database_url, *_given(argv, "--database-url")]
+    try:
+        from pathlib import Path
+
+        from jobsys.config.application import load_config
+
+        dirs = _given(argv, "--config-dir")
+        if dirs:
+            settings = settings.with_overrides(config_dir=Path(dirs[-1]))
+        urls.append(load_config(settings, with_tasks=False).queues.database.url)
+    except Exception:  # a broken configuration must not hide the error being reported
+        pass
+    return urls
 
 
 def run() -> None:

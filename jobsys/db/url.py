@@ -6,8 +6,10 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
-#: ``scheme://user:PASSWORD@host`` in a free text; the password runs to the word's last '@'.
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)\S+(@[^\s@/]*)")
+#: ``scheme://user:PASSWORD@host`` in a free text: the password runs to the last '@'
+#: before the next '/' or space (the end of the URL's user info); every repeat is bounded
+#: by a character class, so the scan stays linear in the text.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/@]*:)[^\s/]*@")
 _SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):")
 _CONNINFO = re.compile(r"^\s*[A-Za-z_]+\s*=")
 #: URL schemes libpq accepts.
@@ -71,7 +73,8 @@ def scrub(text: str, *urls: str | None) -> str:
             _, at, rest = password.partition("@")
             if at:
                 text = text.replace(f"{rest}@", "***@")
-    text = _URL_PASSWORD.sub(r"\1***\2", text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(r"\1***@", text)
     return _PASSWORD_KV.sub(r"\1***", text)
 
 

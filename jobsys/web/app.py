@@ -77,6 +77,15 @@ class Console:
         """The settings an action runs with: the web user is the actor in the audit."""
         return replace(self.settings, operator=f"web:{user.name}")
 
+    def known_urls(self) -> list[str | None]:
+        """The database URLs in play (flag or environment, queues.yaml), for scrubbing
+        their passwords from a driver's error."""
+        urls = [self.settings.database_url]
+        # A broken configuration must not hide the error being shown.
+        with contextlib.suppress(Exception):
+            urls.append(self.config().queues.database.url)
+        return urls
+
     def config(self, *, with_tasks: bool = False) -> Config:
         """The configuration the services are handed, loaded here at the edge: kept by
         ``load_config`` and read again only when a file changed, so a running console
@@ -308,9 +317,7 @@ def guarded(handler: Handler, *, back: tuple[str, str] | None = None, act: bool 
             from jobsys.db.url import scrub
 
             message = str(exc).strip().split("\n")[0]
-            return _db_unreachable(
-                request, scrub(message, console(request).settings.database_url), user
-            )
+            return _db_unreachable(request, scrub(message, *console(request).known_urls()), user)
         except errors.RefusedError as exc:
             return problem(
                 request, 409, "Refused", exc.message, hint=exc.hint, back=back, user=user

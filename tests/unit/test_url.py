@@ -73,6 +73,9 @@ def test_a_password_in_any_url_of_a_free_text_is_scrubbed() -> None:
     # no user info, or no password: unchanged
     plain = "at postgresql://bob@h:5432/x and postgresql://h:5432/y, see http://a.b/c:d"
     assert scrub(plain, None) == plain
+    # a port is not a password, and an '@' after the URL's path is not its user info
+    assert scrub("see http://host:8080/p?e=a@b.com", None) == "see http://host:8080/p?e=a@b.com"
+    assert scrub("postgresql://u:p@[::1]:5432/x", None) == "postgresql://u:***@[::1]:5432/x"
 
 
 def test_an_internal_error_scrubs_the_password_given_by_flag(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -97,3 +100,30 @@ def test_an_internal_error_scrubs_the_password_given_by_flag(monkeypatch, capsys
         assert cli_main.main(argv) == 1
         err = capsys.readouterr().err
         assert "internal error" in err and "Pw@" not in err, err
+
+
+def test_an_internal_error_scrubs_the_password_of_queues_yaml(  # type: ignore[no-untyped-def]
+    monkeypatch, capsys, tmp_path
+) -> None:
+    """The URL given only as database.url in queues.yaml (found in review)."""
+    import shutil
+    from pathlib import Path
+
+    from jobsys.cli import main as cli_main
+
+    config = tmp_path / "config"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "config", config)
+    with (config / "queues.yaml").open("a") as f:
+        f.write("\ndatabase:\n  url: postgresql://bob:S3cret@Pw@127.0.0.1:1/x\n")
+
+    def failing(_name: object) -> object:
+        def app(**_kwargs: object) -> None:
+            raise RuntimeError("failed to resolve host 'Pw@127.0.0.1'")
+
+        return app
+
+    monkeypatch.setattr(cli_main, "build", failing)
+    monkeypatch.delenv("JOBSYS_DATABASE_URL", raising=False)
+    assert cli_main.main(["--config-dir", str(config), "db", "status"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error" in err and "Pw@" not in err, err
