@@ -216,6 +216,8 @@ def task(
     entry there for the task wins).
     """
     unique = unique_spec(unique_for, unique_keys, unique_states, where="unique_for")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise UsageError(f"priority: {priority!r} must be an integer")
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
         # Refused here, not by the database at the first defer ("internal error").
         raise UsageError(

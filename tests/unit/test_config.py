@@ -456,3 +456,16 @@ def test_a_task_declared_with_a_priority_outside_the_range_is_refused() -> None:
     from jobsys.tasks import registry
 
     assert "tests.out_of_range_priority" not in registry()
+
+
+@pytest.mark.parametrize("priority", ["5", None, 2.5, True])
+def test_a_task_declared_with_a_priority_that_is_not_an_integer_is_refused(
+    priority: object,
+) -> None:
+    from jobsys.errors import UsageError
+    from jobsys.tasks import task
+
+    with pytest.raises(UsageError, match="must be an integer"):
+
+        @task(queue="sync", name="tests.bad_priority_type", priority=priority)  # type: ignore[arg-type]
+        def bad() -> None: ...
