@@ -185,6 +185,9 @@ CLAIM_JOBS_IN_ORDER = _claim_jobs(BY_QUEUE_ORDER)
 #: the function's own (``SET enable_bitmapscan = off``), and the server session keeps
 #: its plan (a generic one): the claim is not planned again on every call (0.3 ms of a
 #: claim's 0.7 ms on the server), and a transaction-mode PgBouncer sees a plain call.
+#: Since migration 0027 it also carries ``enable_seqscan = off``: the kept plan is made
+#: at the session's first claim, and made on an empty, analyzed table it scanned the
+#: whole table on every later claim. Text sent by itself (bench, tests) runs without it.
 CLAIM = (
     "SELECT * FROM jobsys_claim_v1(%(queues)s::varchar[], %(worker_id)s::bigint, "
     "%(limit)s::integer, %(in_order)s::boolean)"
