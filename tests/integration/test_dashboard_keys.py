@@ -233,6 +233,10 @@ def test_the_help_fits_its_box_at_80x24(db_url: str, tmp_path: Path) -> None:
             for line in screen.screen.display
             if line.count("│") >= 2
         ]
+        # The box's height may still include blank padding rows at the moment the text
+        # arrives (seen once in CI); what is checked is the lines, whole and as written.
+        while box and not box[-1]:
+            box.pop()
         assert box == HELP.splitlines(), text
     finally:
         screen.child.close(force=True)
