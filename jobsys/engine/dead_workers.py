@@ -101,10 +101,17 @@ RETURNING id
 """
 
 #: Procrastinate's worker rows with a stale heartbeat (its own prune, on our clock).
+#: Dead worker rows whose jobs are all settled. A row that still has a ``doing`` job
+#: waits for a pass that settles it: pruning it first set the job's ``worker_id`` NULL
+#: (the foreign key's ``ON DELETE SET NULL``), and the job's ``worker_lost`` failure
+#: then could not say which process ran it (a worker that crossed ``dead_after`` between
+#: the settle step and the prune step of one pass, or a job the settle step skipped).
 PRUNE_DEAD_WORKERS = f"""
-DELETE FROM procrastinate_workers
- WHERE last_heartbeat < {_NOW} - make_interval(secs => %(dead_after)s)
-RETURNING id
+DELETE FROM procrastinate_workers w
+ WHERE w.last_heartbeat < {_NOW} - make_interval(secs => %(dead_after)s)
+   AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j
+                    WHERE j.worker_id = w.id AND j.status = 'doing')
+RETURNING w.id
 """
 
 

@@ -437,3 +437,19 @@ async def test_reap_task_runs_a_pass_on_a_real_worker(db_url: str, conn: Any) ->
         "SELECT status::text AS status FROM procrastinate_jobs WHERE task_name = 'jobsys.reap'"
     )
     assert (await cur.fetchone())["status"] == "succeeded"
+
+
+async def test_a_dead_worker_row_stays_until_its_jobs_are_settled(conn: Any) -> None:
+    """A pass that settles none of a dead worker's jobs (here: limit 0; in life, a worker
+    crossing dead_after between the pass's settle and prune steps, or a job skipped as
+    locked) must not prune its row: the prune set the job's worker_id NULL, and its
+    worker_lost failure lost the host, pid and process that ran it (seen in CI)."""
+    dead = await add_worker(conn, heartbeat_age_seconds=120)
+    [job] = await add_running_jobs(conn, dead, [("reaper_test.safe", {})])
+    first = await reap_once(conn, reaper_config(), limit=0)
+    assert first.workers_pruned == []
+    cur = await conn.execute("SELECT worker_id FROM procrastinate_jobs WHERE id = %s", (job,))
+    assert (await cur.fetchone())["worker_id"] == dead
+    second = await reap_once(conn, reaper_config())
+    assert second.requeued == [job]
+    assert second.workers_pruned == [dead]
