@@ -1,3 +1,5 @@
+import pytest
+
 from jobsys.db.url import mask, scrub, with_database
 
 
@@ -50,7 +52,6 @@ def test_form_problem_accepts_postgres_urls_and_conninfo() -> None:
 
 
 def test_resolve_refuses_a_url_that_is_not_postgres(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import pytest
 
     from jobsys.db.connect import resolve
     from jobsys.errors import EXIT_USAGE, UsageError
@@ -78,12 +79,15 @@ def test_a_password_in_any_url_of_a_free_text_is_scrubbed() -> None:
     assert scrub("postgresql://u:p@[::1]:5432/x", None) == "postgresql://u:***@[::1]:5432/x"
 
 
-def test_an_internal_error_scrubs_the_password_given_by_flag(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    """The last-resort handler scrubbed only JOBSYS_DATABASE_URL's password: one given
-    with --database-url, quoted by the driver as a host, was printed."""
-    from jobsys.cli import main as cli_main
+#: A password with an unencoded '@': libpq quotes its tail as a host.
+AT_URL = "postgresql://bob:S3cret@Pw@127.0.0.1:1/x"
 
-    url = "postgresql://bob:S3cret@Pw@127.0.0.1:1/x"
+
+@pytest.fixture
+def cli_failing(monkeypatch):  # type: ignore[no-untyped-def]
+    """``jobsys.cli.main`` whose every command raises an unexpected error quoting the
+    host libpq read from AT_URL, with no JOBSYS_DATABASE_URL set."""
+    from jobsys.cli import main as cli_main
 
     def failing(_name: object) -> object:
         def app(**_kwargs: object) -> None:
@@ -93,37 +97,32 @@ def test_an_internal_error_scrubs_the_password_given_by_flag(monkeypatch, capsys
 
     monkeypatch.setattr(cli_main, "build", failing)
     monkeypatch.delenv("JOBSYS_DATABASE_URL", raising=False)
+    return cli_main
+
+
+def test_an_internal_error_scrubs_the_password_given_by_flag(cli_failing, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The last-resort handler scrubbed only JOBSYS_DATABASE_URL's password: one given
+    with --database-url, quoted by the driver as a host, was printed."""
     for argv in (
-        ["--database-url", url, "db", "status"],
-        [f"--database-url={url}", "db", "status"],
+        ["--database-url", AT_URL, "db", "status"],
+        [f"--database-url={AT_URL}", "db", "status"],
     ):
-        assert cli_main.main(argv) == 1
+        assert cli_failing.main(argv) == 1
         err = capsys.readouterr().err
         assert "internal error" in err and "Pw@" not in err, err
 
 
 def test_an_internal_error_scrubs_the_password_of_queues_yaml(  # type: ignore[no-untyped-def]
-    monkeypatch, capsys, tmp_path
+    cli_failing, capsys, tmp_path
 ) -> None:
     """The URL given only as database.url in queues.yaml (found in review)."""
     import shutil
     from pathlib import Path
 
-    from jobsys.cli import main as cli_main
-
     config = tmp_path / "config"
     shutil.copytree(Path(__file__).resolve().parents[2] / "config", config)
     with (config / "queues.yaml").open("a") as f:
-        f.write("\ndatabase:\n  url: postgresql://bob:S3cret@Pw@127.0.0.1:1/x\n")
-
-    def failing(_name: object) -> object:
-        def app(**_kwargs: object) -> None:
-            raise RuntimeError("failed to resolve host 'Pw@127.0.0.1'")
-
-        return app
-
-    monkeypatch.setattr(cli_main, "build", failing)
-    monkeypatch.delenv("JOBSYS_DATABASE_URL", raising=False)
-    assert cli_main.main(["--config-dir", str(config), "db", "status"]) == 1
+        f.write(f"\ndatabase:\n  url: {AT_URL}\n")
+    assert cli_failing.main(["--config-dir", str(config), "db", "status"]) == 1
     err = capsys.readouterr().err
     assert "internal error" in err and "Pw@" not in err, err
