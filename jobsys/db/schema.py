@@ -5,7 +5,7 @@ A test checks these against ``migrations/versions`` so they cannot drift.
 
 from jobsys.engine.schema import INSTALL_REVISION
 
-HEAD_REVISION = "0027_claim_functions_index_only"
+HEAD_REVISION = "0028_tick_already_queued"
 KNOWN_REVISIONS = (
     INSTALL_REVISION,
     "0002_jobsys_core",
@@ -34,4 +34,5 @@ KNOWN_REVISIONS = (
     "0025_defer_function",
     "0026_lane_claim_function",
     "0027_claim_functions_index_only",
+    "0028_tick_already_queued",
 )

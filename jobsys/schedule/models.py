@@ -11,7 +11,7 @@ from jobsys.db.base import Base, JsonObject, NowTimestamp, Progress, SerialId, o
 from jobsys.schedule.fanout import FANOUT_STATUSES
 
 #: ``skipped``: a fan-out tick that found the entry's previous run still going (overlap: skip).
-TICK_STATUSES = ("enqueued", "missed", "manual", "skipped")
+TICK_STATUSES = ("enqueued", "missed", "manual", "skipped", "already_queued")
 
 
 class ScheduleEntryState(Base):

@@ -72,7 +72,8 @@ WAITING_RECHECK_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class Fired:
-    """One tick handled: ``status`` is the tick's (``enqueued``, ``manual``, ``skipped``)."""
+    """One tick handled: ``status`` is the tick's (``enqueued``, ``already_queued``,
+    ``manual``, ``skipped``)."""
 
     entry: str
     tick_at: datetime
@@ -129,8 +130,10 @@ async def fire(conn: Any, entry: PlannedEntry, tick_at: datetime, *, status: str
         )
         done = await enqueue(conn, NewJobs([tick_job]))
         ((job_id, duplicate),) = done.outcome or [(done.ids[0], False)]
-        await store.set_tick_job(conn, entry.name, tick_at, job_id, status)
-        return Fired(entry.name, tick_at, status, job_id=job_id, already_queued=duplicate)
+        # A manual run keeps its word (who asked); its result says already_queued.
+        tick_status = "already_queued" if duplicate and status == "enqueued" else status
+        await store.set_tick_job(conn, entry.name, tick_at, job_id, tick_status)
+        return Fired(entry.name, tick_at, tick_status, job_id=job_id, already_queued=duplicate)
     f = entry.fanout
     started = await start_fanout(
         conn,

@@ -246,5 +246,7 @@ async def test_a_schedule_tick_of_a_unique_task_links_the_job_that_counts(db_url
     # `schedule run` says "already queued as job N" for the second, not "enqueued"
     assert [f.already_queued for f in fired] == [False, True]
     assert sql(db_url, "SELECT count(*) FROM procrastinate_jobs") == [(1,)]
-    ticks = sql(db_url, "SELECT job_id FROM jobsys_schedule_ticks ORDER BY tick_at")
-    assert ticks == [(fired[0].job_id,), (fired[0].job_id,)]
+    # ... and the tick history says the second tick enqueued nothing (it said enqueued).
+    assert [f.status for f in fired] == ["enqueued", "already_queued"]
+    ticks = sql(db_url, "SELECT job_id, status FROM jobsys_schedule_ticks ORDER BY tick_at")
+    assert ticks == [(fired[0].job_id, "enqueued"), (fired[0].job_id, "already_queued")]
