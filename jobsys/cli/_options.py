@@ -1,7 +1,8 @@
 """Option declarations shared by every command (sqlite-utils' ``output_options``).
 
 An option that means the same in several commands (``--json``, ``--yes``, ``--dry-run``
-counting a sample, ``--everything``) is declared here once. A set of options several
+counting a sample, ``--everything``) is declared here once, and so is the form every
+time option takes (:func:`time_option`). A set of options several
 commands take together (the jobs filters, the worker listing) is declared once as a
 function and given to each command with :func:`option_group`.
 """
@@ -34,6 +35,15 @@ EverythingOpt = Annotated[
 NewestLimitOpt = Annotated[
     int, typer.Option("--limit", "-n", help="At most this many, newest first.")
 ]
+
+#: What a time option takes: :func:`jobsys.timespec.parse_time` reads every one.
+TIME_FORMS = "30m, 2h, 7d ago or an ISO-8601 time"
+
+
+def time_option(flag: str, what: str) -> Any:
+    """A time option (``--since``, ``--until``, ``--before``): its help says ``what`` the
+    time bounds, then the one form every such option takes (:data:`TIME_FORMS`)."""
+    return typer.Option(flag, help=f"{what}: {TIME_FORMS}.")
 
 
 def option_group(**groups: Callable[..., Any]) -> Callable[[F], F]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from jobsys.cli._context import read_config, run, settings, task_notes
-from jobsys.cli._options import JsonOpt, WideOpt, option_group
+from jobsys.cli._options import JsonOpt, WideOpt, option_group, time_option
 from jobsys.cli._table import Col, absolute
 from jobsys.errors import UsageError
 
@@ -52,12 +52,8 @@ def failure_filter_options(
     lane: Annotated[str | None, typer.Option("--lane", help="Lane name (exact).")] = None,
     account: Annotated[str | None, typer.Option("--account", help="Account id (exact).")] = None,
     issue: Annotated[int | None, typer.Option("--issue", help="Issue id.")] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="Failed at or after: 2h, 30m, 7d or an ISO time.")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option("--until", help="Failed before: 2h, 30m, 7d or an ISO time.")
-    ] = None,
+    since: Annotated[str | None, time_option("--since", "Failed at or after")] = None,
+    until: Annotated[str | None, time_option("--until", "Failed before")] = None,
     error: Annotated[
         str | None,
         typer.Option(

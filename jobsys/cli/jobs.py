@@ -19,6 +19,7 @@ from jobsys.cli._options import (
     WideOpt,
     YesOpt,
     option_group,
+    time_option,
 )
 from jobsys.cli._table import Col
 from jobsys.errors import UsageError
@@ -61,9 +62,7 @@ AccountOpt = Annotated[
     str | None,
     typer.Option("--account", help="Only jobs for this account (its task's account argument)."),
 ]
-SinceOpt = Annotated[
-    str | None, typer.Option("--since", help="Deferred since: 15m, 2h, 1d or an ISO-8601 time.")
-]
+SinceOpt = Annotated[str | None, time_option("--since", "Deferred since")]
 ArgOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -217,10 +216,7 @@ def delete(
     all_: Annotated[
         bool, typer.Option("--all", help="Delete every finished job the filters match.")
     ] = False,
-    before: Annotated[
-        str | None,
-        typer.Option("--before", help="No activity since: 7d, 12h or an ISO-8601 time (past)."),
-    ] = None,
+    before: Annotated[str | None, time_option("--before", "No activity since (past)")] = None,
     *,
     filters: JobFilters,
     bulk: Bulk,

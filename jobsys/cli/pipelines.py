@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import JsonOpt, NewestLimitOpt, WideOpt
+from jobsys.cli._options import JsonOpt, NewestLimitOpt, WideOpt, time_option
 from jobsys.cli._table import Col
 
 app = typer.Typer(help="Pipelines: multi-step work per entity (list, show, cancel).")
@@ -48,9 +48,7 @@ def list_(
         str | None,
         typer.Option("--status", help="pending, running, succeeded, failed or cancelled."),
     ] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="Created at or after: 2h, 7d, or an ISO time.")
-    ] = None,
+    since: Annotated[str | None, time_option("--since", "Created at or after")] = None,
     limit: NewestLimitOpt = 100,
     wide: WideOpt = False,
     json: JsonOpt = False,
