@@ -19,7 +19,7 @@ from jobsys.errors import ConfigError, did_you_mean
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from jobsys.config.models import ScheduleFile
+    from jobsys.config.models import QueuesFile, ScheduleFile
     from jobsys.config.yamlfile import LocatedDocument
     from jobsys.settings import Settings
 
@@ -62,9 +62,11 @@ def task_problems(
     schedule: ScheduleFile,
     known_queues: set[str] | None,
     schedule_doc: LocatedDocument | None,
+    queues: QueuesFile | None = None,
+    queues_doc: LocatedDocument | None = None,
 ) -> list[str]:
     """Tasks naming unknown queues (when the queues are known), schedule entries naming
-    unknown tasks."""
+    unknown tasks, flow limits keyed by an argument their tasks do not take."""
     registry = task_registry.registry()
     problems = []
     for spec in sorted(registry.values(), key=lambda s: s.name):
@@ -74,6 +76,8 @@ def task_problems(
                 f"(queues are declared in {display_path(directory / 'queues.yaml')})"
             )
         problems.extend(_throttle_problems(spec))
+    if queues is not None:
+        problems.extend(_per_key_problems(directory, queues, queues_doc))
     where = display_path(directory / "schedule.yaml")
     for key, task_name in _task_refs(schedule, schedule_doc):
         if task_name not in registry:
@@ -120,6 +124,40 @@ def _item_unique_key_problems(
     return problems
 
 
+def _per_key_problems(
+    directory: Path, queues: QueuesFile, queues_doc: LocatedDocument | None
+) -> list[str]:
+    """A ``throttle`` entry's ``per_key`` is an argument of the tasks it limits (the
+    task's, or at least one task of the queue): a misspelt key is in no job's args, so
+    every job would share the one key of "argument missing", and a limit meant per
+    account would hold the whole queue to it. Tasks whose signature cannot be read or
+    that take ``**kwargs`` are not judged."""
+    registry = task_registry.registry()
+    problems = []
+    where = display_path(directory / "queues.yaml")
+    for name, throttle in queues.throttle.items():
+        if throttle.per_key is None:
+            continue
+        if name in registry:
+            specs, of = [registry[name]], f"task {name!r} does not take"
+        else:
+            specs = [s for s in registry.values() if s.queue == name]
+            of = f"no task of queue {name!r} takes"
+        params = [s.parameters for s in specs]
+        if not params or any(p is None or p.any_name for p in params):
+            continue
+        taken = {n for p in params if p is not None for n in p.names}
+        if throttle.per_key in taken:
+            continue
+        path = ("throttle", name, "per_key")
+        line = queues_doc.line_of(path) if queues_doc is not None else 1
+        problems.append(
+            f"{where}:{line}: {'.'.join(path)}: {of} an argument {throttle.per_key!r}"
+            f"{did_you_mean(throttle.per_key, taken)}; every job would share one key"
+        )
+    return problems
+
+
 def _throttle_problems(spec: task_registry.TaskSpec) -> list[str]:
     """The task's own flow limits (``rate=``, ``concurrency=``, ``per_key=``), checked
     as queues.yaml's ``throttle`` entries are, named by the decorator's file:line."""
@@ -133,21 +171,33 @@ def _throttle_problems(spec: task_registry.TaskSpec) -> list[str]:
     if spec.rate is None and spec.concurrency is None and spec.per_key is None:
         return []
     try:
+        where = (
+            f"{display_path(Path(inspect.getsourcefile(spec.func) or '?'))}:"
+            f"{inspect.getsourcelines(spec.func)[1]}"
+        )
+    except (OSError, TypeError):
+        where = f"{spec.func.__module__}:{spec.func.__code__.co_firstlineno}"
+    try:
         Throttle(rate=spec.rate, concurrency=spec.concurrency, per_key=spec.per_key)
     except ValidationError as exc:
-        try:
-            where = (
-                f"{display_path(Path(inspect.getsourcefile(spec.func) or '?'))}:"
-                f"{inspect.getsourcelines(spec.func)[1]}"
-            )
-        except (OSError, TypeError):
-            where = f"{spec.func.__module__}:{spec.func.__code__.co_firstlineno}"
         return [
             f"{where}: task {spec.name!r}: "
             + ".".join(str(p) for p in error["loc"])
             + (": " if error["loc"] else "")
             + str(error["msg"]).removeprefix("Value error, ")
             for error in exc.errors()
+        ]
+    params = spec.parameters
+    if (
+        spec.per_key
+        and params is not None
+        and not params.any_name
+        and spec.per_key not in params.names
+    ):
+        return [
+            f"{where}: task {spec.name!r}: per_key: it does not take an argument "
+            f"{spec.per_key!r}{did_you_mean(spec.per_key, params.names)}; "
+            "every job would share one key"
         ]
     return []
 

@@ -32,7 +32,15 @@ BASE_LANE = "base"
 
 #: (config directory, schedule, known queues or None, schedule.yaml) -> problems.
 TaskChecker = Callable[
-    [Path, ScheduleFile, "set[str] | None", "yamlfile.LocatedDocument | None"], list[str]
+    [
+        Path,
+        ScheduleFile,
+        "set[str] | None",
+        "yamlfile.LocatedDocument | None",
+        "QueuesFile | None",
+        "yamlfile.LocatedDocument | None",
+    ],
+    list[str],
 ]
 
 
@@ -436,7 +444,7 @@ def load(
         config = Config(directory=directory, queues=queues, schedule=schedule, lanes=lanes)
     if task_checker is not None and schedule is not None:
         # On the valid entries, even beside other problems, so all is said at once.
-        problems.extend(task_checker(directory, schedule, known, schedule_doc))
+        problems.extend(task_checker(directory, schedule, known, schedule_doc, queues, queues_doc))
     if problems or config is None or not schedule_whole:
         raise ConfigError(problems, hint="Fix the lines above, then run `jobsys config check`.")
     return config
