@@ -61,12 +61,7 @@ def header(
     now = datetime.now(UTC).strftime("%H:%M:%SZ")
     if snapshot is None:
         return [clip(f"jobsys dashboard  {now}", width), clip(status or "loading…", width)]
-    t = totals(snapshot)
-    first = (
-        f"{now}  waiting {t['waiting']}  running {t['running']}  "
-        f"60s: {t['succeeded_last_minute']} ok {t['failed_last_minute']} failed "
-        f"{t['retried_last_minute']} retried  open issues {t['open_issues']}"
-    )
+    first = header_line(snapshot, now, width)
     read = f"last read {snapshot['database_ms']:.0f} ms db"
     second = status or (
         f"q quits · redrawn on events · {read}"
@@ -74,6 +69,25 @@ def header(
         else f"snapshot at {hhmm(snapshot['taken_at'])}Z · {read}"
     )
     return [clip(first, width), clip(second, width)]
+
+
+def header_line(snapshot: dict[str, Any], now: str, width: int) -> str:
+    """The figures, and how many queues are paused: in full when they fit, else
+    without the seconds, then without the last minute's (the THROUGHPUT section has
+    them), so the open issues and the pauses are never the part cut off at 80 columns."""
+    t = totals(snapshot)
+    paused = len({p["queue"] for p in snapshot.get("pauses", [])})
+    ok, failed, retried = (
+        t["succeeded_last_minute"], t["failed_last_minute"], t["retried_last_minute"]
+    )  # fmt: skip
+    tail = f"open issues {t['open_issues']}" + (f"  paused {paused}" if paused else "")
+    waiting = f"waiting {t['waiting']}  running {t['running']}"
+    candidates = (
+        f"{now}  {waiting}  60s: {ok} ok {failed} failed {retried} retried  {tail}",
+        f"{now[:5]}Z  {waiting}  60s: {ok} ok {failed} failed {retried} retried  {tail}",
+        f"{now}  {waiting}  {tail}",
+    )
+    return next((c for c in candidates if len(c) <= width), clip(candidates[-1], width))
 
 
 def busiest_first(lanes: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -390,10 +390,12 @@ class DashboardApp(App[None]):
         where = f"  filter: {self.filter_text!r}" if self.filter_text else ""
         if self.events_lost:
             where += f"  (live events lost: refreshing every {POLL_SECONDS:.0f}s)"
+        # A pause in effect (who, why, the time left) replaces the keys' hint: the lanes
+        # pane has no room for it at 80 columns.
+        paused = " · ".join(_dashboard_view.paused_rows(snapshot)) if snapshot else ""
+        hint = _dashboard_view.clip(paused, width) if paused else "? keys · enter detail · / filter"
         self.query_one("#summary", Static).update(
-            "\n".join(
-                [head[0], (self.status or self.note or "? keys · enter detail · / filter") + where]
-            )
+            "\n".join([head[0], (self.status or self.note or hint) + where])
         )
         now = datetime.now(UTC)
         for pane in self.panes:
@@ -573,7 +575,7 @@ class DashboardApp(App[None]):
             f"retried ({pane} {key})",
         )
 
-    def _issue_action(self, verb: str, call: Callable[[int], Awaitable[Any]]) -> None:
+    def _issue_action(self, verb: str, call: Callable[[int], Awaitable[Any]], done: str) -> None:
         pane, key = self.current()
         if key is None or pane != "issues":
             return
@@ -581,25 +583,31 @@ class DashboardApp(App[None]):
         self._ask(
             f"{verb} issue {key}: {issue.get('title', '')}?",
             lambda: call(int(key)),
-            f"issue {key}: {verb}d",
+            f"issue {key}: {done}",
         )
 
     def action_resolve(self) -> None:
         from jobsys.issues.service import resolve_issue
 
-        self._issue_action("resolve", lambda i: resolve_issue(self.settings, self._config, i))
+        self._issue_action(
+            "resolve", lambda i: resolve_issue(self.settings, self._config, i), "resolved"
+        )
 
     def action_mute(self) -> None:
         from jobsys.issues.service import mute_issue
 
         self._issue_action(
-            f"mute ({MUTE_FOR})", lambda i: mute_issue(self.settings, self._config, i, MUTE_FOR)
+            f"mute ({MUTE_FOR})",
+            lambda i: mute_issue(self.settings, self._config, i, MUTE_FOR),
+            f"muted for {MUTE_FOR}",
         )
 
     def action_reopen(self) -> None:
         from jobsys.issues.service import reopen_issue
 
-        self._issue_action("reopen", lambda i: reopen_issue(self.settings, self._config, i))
+        self._issue_action(
+            "reopen", lambda i: reopen_issue(self.settings, self._config, i), "reopened"
+        )
 
     def action_pause(self) -> None:
         from jobsys.schedule.service import set_paused

@@ -114,3 +114,37 @@ async def test_mute_reopen_pause_resume_cancel_and_filter_with_keys(
         assert [r[0] for r in rows(app, "issues")] == [str(issue)]
         await pilot.press("escape", "escape")
         await until(lambda: app.filter_text == "", "the filter cleared")
+
+
+def summary(app: _tui.DashboardApp) -> list[str]:
+    from textual.widgets import Static
+
+    return str(app.query_one("#summary", Static).content).splitlines()
+
+
+async def test_a_pause_and_a_mute_read_right_at_80x24(
+    db_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 80 columns the lanes pane has no room for its paused column: the header
+    counts the paused queues and the line under it says who paused which, why and for
+    how long. A mute's note said "mute (2h)d"."""
+    from jobsys.cli._context import config_of
+    from jobsys.flow.service import set_paused
+
+    monkeypatch.setattr(_tui, "POLL_SECONDS", 0.5)
+    issue = make_issue(db_url)
+    await set_paused(
+        settings, config_of(settings), "story_downloads", paused=True, for_="30m",
+        reason="upstream 429",
+    )  # fmt: skip
+    app = _tui.DashboardApp(settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: app.reloads >= 1, "the first read")
+        head, second = summary(app)
+        assert len(head) <= 80 and head.endswith("paused 1"), head
+        assert second.startswith("story_downloads: paused ") and "upstream 429" in second
+        assert "(resumes in 2" in second and len(second) <= 80, second
+        await select(pilot, app, "issues", str(issue))
+        await act(pilot, app, "m", f"mute (2h) issue {issue}")
+        await until(lambda: status_of(db_url, issue)["status"] == "muted", "the mute")
+        await until(lambda: summary(app)[1] == f"issue {issue}: muted for 2h", "the note")

@@ -319,3 +319,27 @@ def test_the_compact_view_labels_its_columns() -> None:
     text = "\n".join(render(snap, 59, 15))
     assert "lanes (busy/concurrency, waiting): lane_7 1/2 w70" in text
     assert "failed attempts 1h: 44" in text
+
+
+def test_the_header_keeps_open_issues_and_pauses_at_80_columns() -> None:
+    """At 80 columns, busy figures pushed "open issues N" off the end ("open issues…"),
+    and nothing in the header said a queue was paused."""
+    snap = snapshot()
+    snap["lanes"][0]["waiting"] = 4001
+    snap["last_minute"] = {"window_seconds": 60, "succeeded": 1417, "failed": 315, "retried": 7}
+    snap["pauses"] = [
+        {"queue": "story_downloads", "target": "story_downloads", "paused_at": NOW,
+         "paused_by": "alice", "reason": "upstream 429", "until": NOW + timedelta(minutes=27)},
+    ]  # fmt: skip
+    for width, height in ((80, 24), (80, None)):
+        first = render(snap, width, height)[0]
+        assert len(first) <= width, first
+        assert first.endswith("open issues 12  paused 1"), first
+    wide = render(snap, 200, None)[0]
+    assert "60s: 1417 ok 315 failed 7 retried  open issues 12  paused 1" in wide
+    del snap["pauses"]
+    assert render(snap, 80, 24)[0].endswith("open issues 12")
+    snap["lanes"][0]["waiting"] = 0
+    snap["last_minute"] = {"window_seconds": 60, "succeeded": 141, "failed": 31, "retried": 7}
+    first = render(snap, 80, 24)[0]  # the minute's figures stay while they fit
+    assert "60s: 141 ok 31 failed 7 retried  open issues 12" in first, first
