@@ -104,7 +104,7 @@ async def _change(
         if action == "resolve":
             row = await store.set_resolved(conn, issue_id, settings.operator)
         elif action == "mute":
-            row = await store.set_muted(conn, issue_id, kwargs["seconds"])
+            row = await store.set_muted(conn, issue_id, kwargs["seconds"], settings.operator)
         else:
             row = await store.set_open(conn, issue_id)
         if row is None:
@@ -123,7 +123,8 @@ async def resolve_issue(
 async def mute_issue(
     settings: Settings, config: Callable[[], Config], issue_id: int, duration: str
 ) -> dict[str, Any]:
-    """Mute for ``duration`` (``2h``): still counted, not shown by default, then open again."""
+    """Mute for ``duration`` (``2h``) as ``settings.operator`` (``muted_by``): still
+    counted, not shown by default, then open again."""
     seconds = parse_duration(duration, "--for").total_seconds()
     return await _change(settings, config, issue_id, "mute", seconds=seconds)
 

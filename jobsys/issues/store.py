@@ -20,10 +20,12 @@ from jobsys.failures.issue_store import DETAILS_ON_REOPEN, REOPEN
 
 STATUS_OPEN_CLAUSE = "(status = 'open' OR (status = 'muted' AND muted_until <= now()))"
 EFFECTIVE_STATUS = "CASE WHEN status = 'muted' AND muted_until <= now() THEN 'open' ELSE status END"
+# Who muted an issue is kept in its details (``muted_by``), shown beside ``muted_until``.
 COLUMNS = f"""
-    id, fingerprint, kind, title, {EFFECTIVE_STATUS} AS status, muted_until, first_seen,
+    id, fingerprint, kind, title, {EFFECTIVE_STATUS} AS status, muted_until,
+    CASE WHEN muted_until IS NOT NULL THEN details->>'muted_by' END AS muted_by, first_seen,
     last_seen, occurrences, affected_accounts, latest_failure_id, regression, resolved_at,
-    resolved_by, task, error_class, queue, service, details
+    resolved_by, task, error_class, queue, service, details - 'muted_by' AS details
 """
 
 UPSERT_HEALTH_ISSUE = f"""
@@ -114,14 +116,16 @@ SELECT account_id FROM jobsys_issue_accounts
 
 SET_RESOLVED = f"""
 UPDATE jobsys_issues
-   SET status = 'resolved', resolved_at = now(), resolved_by = %(actor)s, muted_until = NULL
+   SET status = 'resolved', resolved_at = now(), resolved_by = %(actor)s, muted_until = NULL,
+       details = details - 'muted_by'
  WHERE id = %(id)s
 RETURNING {COLUMNS}
 """
 
 SET_MUTED = f"""
 UPDATE jobsys_issues
-   SET status = 'muted', muted_until = now() + make_interval(secs => %(seconds)s)
+   SET status = 'muted', muted_until = now() + make_interval(secs => %(seconds)s),
+       details = details || jsonb_build_object('muted_by', %(actor)s::text)
  WHERE id = %(id)s
 RETURNING {COLUMNS}
 """
@@ -129,7 +133,7 @@ RETURNING {COLUMNS}
 SET_OPEN = f"""
 UPDATE jobsys_issues
    SET status = 'open', muted_until = NULL, resolved_at = NULL, resolved_by = NULL,
-       details = details - 'resolved_reason'
+       details = details - 'resolved_reason' - 'muted_by'
  WHERE id = %(id)s
 RETURNING {COLUMNS}
 """
@@ -186,8 +190,8 @@ async def set_resolved(conn: Any, issue_id: int, actor: str) -> dict[str, Any] |
     return await fetch_one(conn, SET_RESOLVED, {"id": issue_id, "actor": actor})
 
 
-async def set_muted(conn: Any, issue_id: int, seconds: float) -> dict[str, Any] | None:
-    return await fetch_one(conn, SET_MUTED, {"id": issue_id, "seconds": seconds})
+async def set_muted(conn: Any, issue_id: int, seconds: float, actor: str) -> dict[str, Any] | None:
+    return await fetch_one(conn, SET_MUTED, {"id": issue_id, "seconds": seconds, "actor": actor})
 
 
 async def set_open(conn: Any, issue_id: int) -> dict[str, Any] | None:

@@ -238,15 +238,20 @@ async def show_job(settings: Settings, config: Config, job_id: int) -> dict[str,
 
 
 async def cancel_job(settings: Settings, config: Config, job_id: int) -> dict[str, Any]:
-    """Waiting: cancelled. Running: abort requested. Anything else: refused (exit 2)."""
+    """Waiting: cancelled. Running: abort requested. Anything else: refused (exit 2).
+    Audited as a bulk cancel is, in the same transaction: a ``jobs_cancel`` row in
+    ``jobsys_bulk_actions`` by ``settings.operator`` with the filter ``{"job_id": N}``."""
+    import json
+
     from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.engine import bulk as audit
     from jobsys.engine import manager
     from jobsys.live.publish import publish_safely
 
     url = resolve(settings, config).url
     async with connect(url) as conn:
         await check_schema(conn)
-        outcome = None
+        outcome, audit_id = None, None
         for _ in range(2):  # a waiting job may start between our read and the cancel
             row = await store.fetch_one(conn, queries.GET_JOB, {"job_id": job_id})
             if row is None:
@@ -261,10 +266,22 @@ async def cancel_job(settings: Settings, config: Config, job_id: int) -> dict[st
                     else None,
                 )
             running = status == "doing"
-            if await manager.cancel_job(conn, job_id, abort=running):
-                outcome = "abort_requested" if running else "cancelled"
-                break
+            async with conn.transaction():
+                if await manager.cancel_job(conn, job_id, abort=running):
+                    outcome = "abort_requested" if running else "cancelled"
+                    audit_id = await audit.start_audit(
+                        conn,
+                        {
+                            "action": "jobs_cancel",
+                            "actor": settings.operator,
+                            "filters": json.dumps({"job_id": job_id}),
+                            "matched": 1,
+                        },
+                    )
+                    await audit.count_audit(conn, audit_id, json.dumps({outcome: 1}))
+                    await audit.finish_audit(conn, audit_id)
+                    break
         if outcome is None:
             raise RefusedError(f"job {job_id} changed state while cancelling; try again")
         await publish_safely(conn, "jobs_changed", {outcome: 1, "ids": [job_id]})
-    return {"id": job_id, "previous_status": status, "result": outcome}
+    return {"id": job_id, "previous_status": status, "result": outcome, "audit_id": audit_id}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -275,15 +276,22 @@ def test_issue_lifecycle_through_the_cli(cli, db_url: str) -> None:  # type: ign
     assert int(issue) in open_ids()
     resolved = cli(*url, "issues", "resolve", issue, "--json").json()
     assert resolved["status"] == "resolved" and int(issue) not in open_ids()
-    muted = cli(*url, "issues", "mute", issue, "--for", "2h", "--json").json()
+    muted = cli(
+        *url, "issues", "mute", issue, "--for", "2h", "--json", env={"JOBSYS_OPERATOR": "alice"}
+    ).json()
     assert muted["status"] == "muted" and int(issue) not in open_ids()
     assert int(issue) in {
         i["id"] for i in cli(*url, "issues", "list", "--status", "muted", "--json").json()["items"]
     }
     until = datetime.fromisoformat(muted["muted_until"].replace("Z", "+00:00"))
     assert timedelta(minutes=119) < until - datetime.now(UTC) <= timedelta(hours=2)
+    # who muted it is kept: nothing recorded it before
+    assert muted["muted_by"] == "alice" and "muted_by" not in (muted["details"] or {})
+    shown = cli(*url, "issues", "show", issue)
+    assert re.search(r"^muted by +alice$", shown.stdout, re.M), shown.stdout
     reopened = cli(*url, "issues", "reopen", issue, "--json").json()
     assert reopened["status"] == "open" and int(issue) in open_ids()
+    assert reopened["muted_by"] is None
     text = cli(*url, "issues", "resolve", issue)
     assert text.exit_code == 0 and f"issue {issue} resolved" in text.stderr
 

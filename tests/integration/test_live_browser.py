@@ -146,10 +146,12 @@ def test_show_json_contract(cli, db_url: str, jobs: dict[str, int]) -> None:  # 
 def test_cancel_waiting_running_and_refused(cli, db_url: str, jobs: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
     result = cli("--database-url", db_url, "jobs", "cancel", str(jobs["profile_8"]), "--json")
     assert result.exit_code == 0, result.stderr
-    assert result.json() == {
+    data = result.json()
+    assert data == {
         "id": jobs["profile_8"],
         "previous_status": "todo",
         "result": "cancelled",
+        "audit_id": data["audit_id"],
     }
 
     result = cli("--database-url", db_url, "jobs", "cancel", str(jobs["face"]), "--json")
@@ -164,6 +166,14 @@ def test_cancel_waiting_running_and_refused(cli, db_url: str, jobs: dict[str, in
         )
     assert rows[jobs["profile_8"]] == "cancelled/false"
     assert rows[jobs["face"]] == "doing/true"
+    with psycopg.connect(db_url) as conn:
+        audit = conn.execute(
+            "SELECT id, action, filters, counts FROM jobsys_bulk_actions ORDER BY id"
+        ).fetchall()
+    assert audit == [  # one audit row per cancel, as a bulk cancel writes
+        (data["audit_id"], "jobs_cancel", {"job_id": jobs["profile_8"]}, {"cancelled": 1}),
+        (data["audit_id"] + 1, "jobs_cancel", {"job_id": jobs["face"]}, {"abort_requested": 1}),
+    ]
 
     result = cli("--database-url", db_url, "jobs", "cancel", str(jobs["sync_7"]))
     assert result.exit_code == 2

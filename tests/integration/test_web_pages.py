@@ -362,6 +362,10 @@ def test_issue_resolve_mute_reopen(client: TestClient, seeded: ws.Seeded, db_url
     assert f"issue {issue} reopened" in response.text
     response = client.post(f"/admin/issues/{issue}/mute", data={"csrf_token": token, "for": "2h"})
     assert "muted until" in response.text
+    # who muted it is kept (nothing recorded it before) and shown on the issue's page
+    (row,) = fx.rows(db_url, "SELECT details FROM jobsys_issues WHERE id = %s", (issue,))
+    assert row["details"]["muted_by"] == "web:tester"
+    assert re.search(r"<dt>muted until</dt><dd>[^<]* by web:tester</dd>", response.text)
     bad = client.post(f"/admin/issues/{issue}/mute", data={"csrf_token": token, "for": "soon"})
     assert bad.status_code == 400 and "--for" in bad.text
     assert (
@@ -376,6 +380,12 @@ def test_cancel_a_job_and_a_pipeline_and_pause_a_schedule_entry(
     token = csrf(client.get(f"/admin/jobs/{job}").text)
     response = client.post(f"/admin/jobs/{job}/cancel", data={"csrf_token": token})
     assert f"job {job} cancelled" in response.text
+    # audited as a bulk cancel is (nothing recorded who cancelled one job before)
+    audit = "SELECT action, actor, filters, matched, counts, status FROM jobsys_bulk_actions"
+    assert fx.rows(db_url, audit) == [
+        {"action": "jobs_cancel", "actor": "web:tester", "filters": {"job_id": job},
+         "matched": 1, "counts": {"cancelled": 1}, "status": "finished"},
+    ]  # fmt: skip
     again = client.post(f"/admin/jobs/{job}/cancel", data={"csrf_token": token})
     assert again.status_code == 409 and "only waiting (todo) or running (doing)" in again.text
     response = client.post(f"/admin/pipelines/{seeded.pipeline}/cancel", data={"csrf_token": token})
