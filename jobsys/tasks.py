@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -137,6 +137,29 @@ def unregistered_notes(name: str | None) -> list[str]:
     if name is None or name in _REGISTRY:
         return []
     return [f"no task {name!r} is registered{did_you_mean(name, _REGISTRY)}"]
+
+
+def unknown_arg_notes(args: Iterable[str]) -> list[str]:
+    """A note per ``--arg KEY=VALUE`` filter whose key (its first part, before a dot)
+    no registered task takes: a misspelt key matches nothing, and "0 jobs to cancel"
+    must not read as "already done". A note, not an error (jobs of a task since
+    removed stay findable); nothing is said when an application's task takes
+    ``**kwargs`` (jobsys's own periodic ones take the tick's, not filters' keys)."""
+    names: set[str] = set()
+    for spec in _REGISTRY.values():
+        params = spec.parameters
+        if params is None or (params.any_name and not spec.name.startswith("jobsys.")):
+            return []
+        names.update(params.names)
+    notes = []
+    for arg in args:
+        key = arg.partition("=")[0].strip().split(".")[0]
+        if key and key not in names:
+            notes.append(
+                f"--arg {arg!r}: no task takes an argument {key!r}{did_you_mean(key, names)}; "
+                "only jobs of a task since removed can match it"
+            )
+    return notes
 
 
 def register(spec: TaskSpec) -> TaskSpec:

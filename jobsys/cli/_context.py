@@ -56,19 +56,20 @@ def read_config(ctx: typer.Context) -> Callable[[], Config]:
     return lambda: config(ctx)
 
 
-def task_notes(ctx: typer.Context, task: str | None) -> list[str]:
-    """A note when ``--task`` names no task of the application (imported to know). A
-    broken configuration skips the check: listing does not depend on it."""
-    if task is None:
+def task_notes(ctx: typer.Context, task: str | None, args: tuple[str, ...] = ()) -> list[str]:
+    """A note when ``--task`` names no task of the application, and one per ``--arg``
+    key no task takes (the application imported to know). A broken configuration
+    skips the check: listing does not depend on it."""
+    if task is None and not args:
         return []
     from jobsys.errors import ConfigError
-    from jobsys.tasks import unregistered_notes
+    from jobsys.tasks import unknown_arg_notes, unregistered_notes
 
     try:
         config(ctx, with_tasks=True)
     except ConfigError:
         return []
-    return unregistered_notes(task)
+    return [*unregistered_notes(task), *(unknown_arg_notes(args) if args else [])]
 
 
 def config_of(given: Settings, *, with_tasks: bool = False) -> Config:

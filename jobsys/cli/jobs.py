@@ -131,7 +131,7 @@ def list_(
         wide=wide,
         empty="no jobs match",
         limit=limit,
-        notes=task_notes(ctx, filters.task),
+        notes=task_notes(ctx, filters.task, filters.args),
     )
 
 
@@ -176,6 +176,9 @@ def execute_bulk(ctx: typer.Context, request: BulkRequest, *, yes: bool, json: b
     from jobsys.cli import _output
     from jobsys.cli._context import run
     from jobsys.jobs.bulk import bulk_action
+
+    for note in task_notes(ctx, request.filters.task, request.filters.args):
+        _output.say(f"note: {note}")
 
     def confirm(report: dict[str, Any]) -> bool:
         if yes:

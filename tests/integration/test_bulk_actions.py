@@ -312,3 +312,21 @@ def test_delete_stops_readably_when_a_row_stays_locked(
         with pytest.raises(RefusedError, match=r"stayed locked .* stopped after 1 deleted"):
             asyncio.run(bulk_action(settings, load_config(settings), request))
     assert ids_where(db_url, f"id = ANY(ARRAY{done})") == set(done[1:])
+
+
+def test_a_misspelt_arg_key_gets_a_note_not_a_silent_zero(cli: Any, db_url: str) -> None:
+    """`--arg acount_id=42` matched nothing and said only "0 jobs to cancel", exit 0:
+    at 3 a.m. that reads as "already done". Now a note names the key no task takes."""
+    add_jobs(db_url, 3, args={"account_id": 42})
+    note = (
+        "note: --arg 'acount_id=42': no task takes an argument 'acount_id' (did you mean "
+        "'account_id'"
+    )
+    url = ("--database-url", db_url)
+    result = cli(*url, "jobs", "cancel", "--all", "--arg", "acount_id=42", "--dry-run", "--json")
+    assert result.exit_code == 0 and result.json()["total"] == 0
+    assert note in " ".join(result.stderr.split()), result.stderr
+    listed = cli(*url, "jobs", "list", "--arg", "acount_id=42", "--json").json()
+    assert listed["items"] == [] and "'acount_id'" in listed["notes"][0]
+    right = cli(*url, "jobs", "cancel", "--all", "--arg", "account_id=42", "--dry-run")
+    assert right.exit_code == 0 and "note:" not in right.stderr and "3 jobs" in right.stdout
