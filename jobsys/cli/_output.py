@@ -220,15 +220,18 @@ def rows_or_table(
         table(rows, columns, empty=empty, wide=wide)
 
 
-def problems_found(problems: list[str], *, json: bool) -> None:
+def problems_found(problems: list[str], *, json: bool, hint: str | None = None) -> None:
     """A check that failed (``config check``, ``schedule check``): every problem, one a
-    line, and how many on stderr; with ``json``, one document ``{ok: false, problems}``."""
+    line, and how many on stderr, then what to do (``hint``) unless it is to run the
+    check itself; with ``json``, one document ``{ok: false, problems}``."""
     if json:
         emit_json({"ok": False, "problems": problems})
         return
     for problem in problems:
         line(problem)
     say(f"{len(problems)} problem(s) found")
+    if hint and "config check" not in hint:
+        say(hint)
 
 
 def emit_json_line(data: Any) -> None:

@@ -229,3 +229,19 @@ def test_db_status_names_the_same_source_as_config_show(cli) -> None:  # type: i
     assert (by_env.json()["source"], by_flag.json()["source"]) == ("env", "flag")
     shown = cli("--database-url", closed, "config", "show", "--json")
     assert shown.json()["queues"]["database"]["source"] == "flag"
+
+
+def test_config_check_in_the_wrong_folder_says_what_to_do(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Run from the wrong folder (a deploy pipeline's), config check said only
+    "config: configuration directory not found"; other commands name the fix."""
+    result = cli("--config-dir", str(tmp_path / "nowhere"), "config", "check")
+    assert result.exit_code == 2
+    assert "configuration directory not found" in result.stdout
+    assert "Point --config-dir or JOBSYS_CONFIG_DIR at the folder holding queues.yaml." in (
+        " ".join(result.stderr.split())
+    )
+    (tmp_path / "queues.yaml").write_text("base:\n  concurrency: 0\n  queues: [a]\n")
+    (tmp_path / "schedule.yaml").write_text("entries: {}\nallow_empty: true\n")
+    broken = cli("--config-dir", str(tmp_path), "config", "check")
+    assert broken.exit_code == 2 and "base.concurrency" in broken.stdout
+    assert "Fix the lines above" not in broken.stderr  # not "run config check" from itself
