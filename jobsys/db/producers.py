@@ -24,7 +24,8 @@ connections at once for 50 concurrent requests). Such calls now reuse connection
 - **Closed** at interpreter exit, or explicitly with :func:`close` (an application's
   shutdown hook, README "Python API").
 
-Connections are autocommit: a defer opens its own short transaction.
+Connections are autocommit (a defer is one statement that commits by itself) and
+:class:`jobsys.db.direct.DirectConnection`: the defer statement skips psycopg's cursor.
 """
 
 from __future__ import annotations
@@ -207,13 +208,14 @@ async def _pool(process: _Process, url: str) -> _Pool:
 
 
 async def _connect(url: str) -> Any:
-    import psycopg
     from psycopg.rows import dict_row
 
     from jobsys.db.connect import CONNECT_TIMEOUT_SECONDS, driver_options, translate
+    from jobsys.db.direct import DirectConnection
 
     try:
-        return await psycopg.AsyncConnection.connect(
+        # The defer statement skips psycopg's cursor machinery (jobsys.db.direct).
+        return await DirectConnection.connect(
             url,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,

@@ -211,9 +211,15 @@ async def _defer(
     params["channel"] = announce.channel if announce else None
     params["topic"] = announce.topic if announce else None
     try:
-        async with conn.cursor(row_factory=tuple_row) as cur:
-            await cur.execute(query, params)
-            row = await cur.fetchone()
+        direct = _direct_params(conn, query, params)
+        if direct is not None:
+            ids = _bigint_array(await conn.fetch_value(_DEFER_UNIFORM_DIRECT, direct))
+        else:
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(query, params)
+                row = await cur.fetchone()
+            assert row is not None
+            ids = [int(i) for i in row[0]]
     except Exception as exc:
         import psycopg
         from procrastinate import exceptions
@@ -227,8 +233,6 @@ async def _defer(
                 f"queueing lock {new_jobs[0].queueing_lock}"
             ) from exc
         raise
-    assert row is not None
-    ids = [int(i) for i in row[0]]
     return Inserted(
         "deferred",
         len(ids),
@@ -237,6 +241,70 @@ async def _defer(
         max(ids, default=None),
         announced=announce is not None,
     )
+
+
+#: ``queries.DEFER_UNIFORM``'s parameters in their order, and the statement with them as
+#: ``$1``... for :meth:`jobsys.db.direct.DirectConnection.fetch_value`.
+_DEFER_UNIFORM_NAMES = (
+    "queue",
+    "task",
+    "priority",
+    "lock",
+    "queueing_lock",
+    "args",
+    "scheduled",
+    "channel",
+    "topic",
+)
+
+
+def _positional(query: str, names: Sequence[str]) -> bytes:
+    for number, name in enumerate(names, 1):
+        assert f"%({name})s" in query
+        query = query.replace(f"%({name})s", f"${number}")
+    assert "%(" not in query
+    return query.encode()
+
+
+_DEFER_UNIFORM_DIRECT = _positional(queries.DEFER_UNIFORM, _DEFER_UNIFORM_NAMES)
+
+
+def _direct_params(conn: Any, query: str, params: dict[str, Any]) -> list[bytes | None] | None:
+    """``params`` as text for the producer pool's direct path (``jobsys.db.direct``), or
+    None when the statement goes through psycopg: another statement, another
+    connection, or a value this conversion does not handle as psycopg would."""
+    from jobsys.db.direct import DirectConnection
+
+    if query is not queries.DEFER_UNIFORM or not isinstance(conn, DirectConnection):
+        return None
+    if not conn.direct() or type(params["priority"]) is not int:
+        return None
+    out: list[bytes | None] = []
+    for name in _DEFER_UNIFORM_NAMES:
+        value = params[name]
+        if value is None:
+            out.append(None)
+        elif isinstance(value, str) and "\x00" not in value:  # psycopg refuses NUL
+            out.append(value.encode())
+        elif type(value) is int:
+            out.append(b"%d" % value)
+        elif isinstance(value, datetime) and _whole_offset(value):
+            out.append(value.isoformat().encode())  # the offset kept: the same instant
+        else:
+            return None
+    return out
+
+
+def _whole_offset(value: datetime) -> bool:
+    """An aware time whose offset PostgreSQL reads back from ISO text (whole seconds)."""
+    offset = value.utcoffset()
+    return offset is not None and not offset.microseconds
+
+
+def _bigint_array(text: bytes | None) -> list[int]:
+    """A ``bigint[]`` value's text (``{1,2,3}``) as ints."""
+    assert text is not None and text[:1] == b"{" and text[-1:] == b"}"
+    return [int(i) for i in text[1:-1].split(b",")] if len(text) > 2 else []
 
 
 #: Above this many characters of arguments, jobs go as one array element each

@@ -2,18 +2,21 @@
 ``defer_many``) writes what Procrastinate's ``procrastinate_defer_jobs_v1`` writes
 (real PostgreSQL): the same job rows, the same ``deferred``/``scheduled`` events, the
 same ``job_inserted`` wake-ups, the ids in the order given, the announcement, and a
-queueing-lock conflict that inserts nothing."""
+queueing-lock conflict that inserts nothing; sent through psycopg (any connection) and
+straight through libpq (the producer pool's ``DirectConnection``) alike."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 from procrastinate.exceptions import AlreadyEnqueued
 
+from jobsys.db.direct import DirectConnection
 from jobsys.engine import channels, inserts
 
 DUE = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -44,8 +47,19 @@ def procrastinates(conn: Any, jobs: list[inserts.NewJob]) -> list[int]:
     return [int(i) for i in row[0]]
 
 
-async def ours(db_url: str, jobs: list[inserts.NewJob], announce: Any = None) -> list[int]:
-    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+#: The connection ``ours`` inserts with: psycopg's own, or the producer pool's (whose
+#: defer statement skips psycopg's cursor: ``jobsys.db.direct``).
+CONNECTIONS = [psycopg.AsyncConnection, DirectConnection]
+
+
+async def ours(
+    db_url: str, jobs: list[inserts.NewJob], announce: Any = None, via: Any = None
+) -> list[int]:
+    connection_class = via or psycopg.AsyncConnection
+    # prepare_threshold: jobsys's own (never prepare; psycopg's default prepares).
+    async with await connection_class.connect(
+        db_url, autocommit=True, prepare_threshold=None
+    ) as conn:
         done = await inserts.insert(conn, inserts.NewJobs(jobs), announce)
     return done.ids
 
@@ -80,14 +94,15 @@ def batch(count: int, **columns: Any) -> list[inserts.NewJob]:
         ({"queueing_lock": "only-one"}, 1),  # one waiting job per queueing lock
     ],
 )
+@pytest.mark.parametrize("via", CONNECTIONS)
 async def test_the_function_writes_what_procrastinates_writes(
-    db_url: str, columns: dict[str, Any], count: int
+    db_url: str, columns: dict[str, Any], count: int, via: Any
 ) -> None:
     jobs = batch(count, **columns)
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("LISTEN procrastinate_any_queue_v1")
         conn.execute(f'LISTEN "{channels.queue_channel("q1")}"')
-        new_ids = await ours(db_url, jobs)
+        new_ids = await ours(db_url, jobs, via=via)
         assert new_ids == sorted(new_ids) and len(new_ids) == count
         mine = written(conn, new_ids)
         woken_by_ours = sorted(
@@ -106,12 +121,14 @@ async def test_the_function_writes_what_procrastinates_writes(
     assert woken_by_ours[0][1] == {"type": "job_inserted", "job_id": new_ids[0]}
 
 
-async def test_the_function_announces_the_insert_once(db_url: str) -> None:
+@pytest.mark.parametrize("via", CONNECTIONS)
+async def test_the_function_announces_the_insert_once(db_url: str, via: Any) -> None:
+    announce = inserts.Announce("jobsys_test_announce", "jobs_changed")
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("LISTEN jobsys_test_announce")
-        one = await ours(db_url, batch(1), inserts.Announce("jobsys_test_announce", "jobs_changed"))
-        many = await ours(db_url, batch(12), inserts.Announce("jobsys_test_announce", "t"))
-        quiet = await ours(db_url, batch(2))
+        one = await ours(db_url, batch(1), announce, via=via)
+        many = await ours(db_url, batch(12), inserts.Announce("jobsys_test_announce", "t"), via=via)
+        quiet = await ours(db_url, batch(2), via=via)
         got = [json.loads(n.payload) for n in conn.notifies(timeout=0.5)]
     assert got == [
         {"topic": "jobs_changed", "deferred": 1, "ids": one},
@@ -120,10 +137,11 @@ async def test_the_function_announces_the_insert_once(db_url: str) -> None:
     assert len(quiet) == 2
 
 
-async def test_a_queueing_lock_conflict_inserts_nothing(db_url: str) -> None:
-    await ours(db_url, batch(1, queueing_lock="only-one"))
+@pytest.mark.parametrize("via", CONNECTIONS)
+async def test_a_queueing_lock_conflict_inserts_nothing(db_url: str, via: Any) -> None:
+    await ours(db_url, batch(1, queueing_lock="only-one"), via=via)
     with pytest.raises(AlreadyEnqueued):
-        await ours(db_url, batch(1, queueing_lock="only-one"))
+        await ours(db_url, batch(1, queueing_lock="only-one"), via=via)
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM procrastinate_jobs").fetchone() == (1,)
 
@@ -162,3 +180,58 @@ def test_the_one_array_path_stays_below_jsonb_size_limit_for_any_args(db_url: st
             for shape in shapes
         )
     assert inserts.UNIFORM_MAX_ARGS_CHARS * worst < JSONB_MAX_BYTES, worst
+
+
+async def test_the_producer_connection_sends_the_defer_past_psycopgs_cursor(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a ``DirectConnection`` outside a transaction the defer statement goes straight
+    through libpq (no cursor); prepared statements (``JOBSYS_DB_PREPARE``), an open
+    transaction and values psycopg would refuse or send otherwise go through psycopg."""
+
+    def no_cursor(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the defer statement went through psycopg's cursor")
+
+    announce = inserts.Announce("jobsys_test_direct", "jobs_changed")
+    async with await DirectConnection.connect(
+        db_url, autocommit=True, prepare_threshold=None
+    ) as conn:
+        monkeypatch.setattr(conn, "cursor", no_cursor)
+        done = await inserts.insert(conn, inserts.NewJobs(batch(3, scheduled_at=DUE)), announce)
+        assert len(done.ids) == 3 and done.announced
+        monkeypatch.undo()
+        query, params = inserts._defer_params(batch(1, lock="a\x00b"))
+        params.update(channel=None, topic=None)
+        assert inserts._direct_params(conn, query, params) is None
+        with pytest.raises(psycopg.DataError, match="NUL"):
+            await inserts.insert(conn, inserts.NewJobs(batch(1, lock="a\x00b")))
+        query, params = inserts._defer_params(batch(1))
+        params.update(channel=None, topic=None)
+        assert inserts._direct_params(conn, query, params) is not None
+        async with conn.transaction():
+            assert inserts._direct_params(conn, query, params) is None
+    async with await DirectConnection.connect(
+        db_url, autocommit=True, prepare_threshold=1
+    ) as prepared:
+        assert inserts._direct_params(prepared, query, params) is None
+
+
+@pytest.mark.parametrize(
+    "due",
+    [
+        DUE.astimezone(timezone(timedelta(hours=5, minutes=30))),
+        DUE.astimezone(timezone(-timedelta(hours=3, minutes=30, seconds=17))),
+        datetime(1900, 1, 1, tzinfo=ZoneInfo("Asia/Kolkata")),  # LMT: +05:53:28
+        DUE.astimezone(timezone(timedelta(hours=1, microseconds=1))),  # through psycopg
+    ],
+    ids=["+05:30", "-03:30:17", "lmt", "microseconds"],
+)
+async def test_a_due_time_is_stored_as_the_same_instant_either_way(
+    db_url: str, due: datetime
+) -> None:
+    ids = [(await ours(db_url, batch(1, scheduled_at=due), via=via))[0] for via in CONNECTIONS]
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute(
+            "SELECT scheduled_at FROM procrastinate_jobs WHERE id = ANY(%s) ORDER BY id", (ids,)
+        ).fetchall()
+    assert [row[0] for row in stored] == [due, due]

@@ -8,9 +8,11 @@ import asyncio
 import json
 import multiprocessing
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
+from pgbouncer_support import pgbouncer
 from rt_support import query
 from test_defer import api_env  # noqa: F401  (fixture: the API on the test topology)
 
@@ -346,3 +348,96 @@ def test_a_forked_child_leaves_the_parents_loop_pool_alone(
         loop.close()
     assert producers.open_connections() == 0
     assert count_jobs(db_url) == 3
+
+
+async def producer_waits_on_a_lock(db_url: str, timeout: float = 10.0) -> None:
+    """Until the producer pool's backend waits for a lock (its statement is running)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        rows = query(
+            db_url,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = %s AND wait_event_type = 'Lock'",
+            (producers.APPLICATION_NAME,),
+        )
+        if rows[0][0]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the producer's statement never waited for the lock")
+
+
+async def test_a_defer_cancelled_while_its_statement_runs_cancels_it_on_the_server(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+) -> None:
+    """A caller cancelled mid-insert (a request's timeout) has the server cancel the
+    statement, as psycopg does: no job, and the connection comes back idle and is
+    reused (the pool's defer statement skips psycopg's cursor: ``jobsys.db.direct``)."""
+    import jobsys
+
+    await jobsys.defer("rt.sleep", {"tag": "warm"})
+    with psycopg.connect(db_url) as locker:  # holds the lock until it rolls back
+        locker.execute("LOCK TABLE procrastinate_jobs IN EXCLUSIVE MODE")
+        call = asyncio.ensure_future(jobsys.defer("rt.sleep", {"tag": "cancelled"}))
+        await producer_waits_on_a_lock(db_url)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):  # not TimeoutError: it did end
+            await asyncio.wait_for(call, 10)
+        locker.rollback()
+    await jobsys.defer("rt.sleep", {"tag": "after"})
+    tags = [row[0] for row in query(db_url, "SELECT args->>'tag' FROM procrastinate_jobs")]
+    assert sorted(tags) == ["after", "warm"]
+    assert backends(db_url) == 1
+
+
+async def test_a_connection_the_server_closed_fails_one_defer_and_is_replaced(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+) -> None:
+    import jobsys
+
+    await jobsys.defer("rt.sleep", {"tag": "warm"})
+    query(
+        db_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = %s",
+        (producers.APPLICATION_NAME,),
+    )
+    with pytest.raises(DatabaseUnavailable):
+        await jobsys.defer("rt.sleep", {"tag": "lost"})
+    await jobsys.defer("rt.sleep", {"tag": "after"})
+    assert count_jobs(db_url) == 2
+    assert producers.open_connections() == 1
+
+
+async def test_producers_behind_a_transaction_mode_pgbouncer(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool's defer statement (straight through libpq) is an unnamed statement, as
+    psycopg's: several producer connections sharing one server connection through a
+    transaction-mode PgBouncer defer every job, and a conflict is still one call's."""
+    import jobsys
+    from jobsys.db.direct import DirectConnection
+    from jobsys.errors import AlreadyQueuedError
+    from jobsys.jobs import defer
+
+    def no_cursor(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a defer statement went through psycopg's cursor")
+
+    monkeypatch.setattr(DirectConnection, "cursor", no_cursor)
+    with pgbouncer(db_url, tmp_path, pool_mode="transaction", pool_size=1) as bouncer_url:
+        defer.configure(defer._environment().config, url=bouncer_url)
+        try:
+            for n in range(20):
+                await jobsys.defer("rt.sleep", {"tag": f"s{n}"})
+            calls = [jobsys.defer("rt.sleep", {"tag": f"c{n}"}) for n in range(50)]
+            calls += [jobsys.defer("rt.sleep", {"tag": t}, queueing_lock="L") for t in "ab"]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            await jobsys.defer_many("rt.sleep", [{"tag": f"m{n}"} for n in range(30)])
+        finally:
+            await producers.aclose()
+    assert [type(r) for r in results].count(AlreadyQueuedError) == 1, results
+    assert count_jobs(db_url) == 20 + 50 + 1 + 30

@@ -1,0 +1,122 @@
+"""One statement straight through libpq, on a connection of jobsys's own.
+
+psycopg runs a statement through a cursor object, its query conversion and dumpers,
+a chain of generators and a timer per wait: about 70-80 µs of client CPU per
+statement on a 2-core machine, as much as the server spends inserting a job. The
+producer pool (``jobsys.db.producers``) sends one statement per ``defer``, so its
+connections are :class:`DirectConnection`: the engine sends the defer statement with
+:meth:`DirectConnection.fetch_value`, which hands the query text and its parameters
+(text, already encoded) to libpq's ``PQsendQueryParams``, waits for the socket on the
+event loop and reads the one value. On the wire it is what psycopg sends for a
+statement with parameters (an unnamed statement of the extended protocol: nothing is
+prepared, so PgBouncer in transaction mode sees nothing new); errors are psycopg's own
+(``psycopg.errors.error_from_result``: a ``UniqueViolation`` with its ``diag``). Every
+other statement on these connections goes through psycopg as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import errors, pq
+
+if TYPE_CHECKING:
+    from psycopg.pq.abc import PGresult
+
+_UTF8 = b"UTF8"
+#: What psycopg stops waiting for on: a cancelled task, Ctrl-C, an exiting process.
+_INTERRUPTED = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
+#: How long a cancelled statement's cancel request may take (psycopg's own figure).
+_CANCEL_SECONDS = 5.0
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class DirectConnection(psycopg.AsyncConnection[Any]):
+    """An autocommit connection jobsys owns (never in pipeline mode, never LISTENing),
+    on which :meth:`fetch_value` may bypass psycopg's cursor machinery."""
+
+    def direct(self) -> bool:
+        """Whether :meth:`fetch_value` may run now: statements are not prepared
+        (``JOBSYS_DB_PREPARE`` leaves that to psycopg), the client encoding is UTF-8 (the
+        parameters come encoded), and the connection is outside a transaction."""
+        pgconn = self.pgconn
+        return (
+            self.prepare_threshold is None
+            and pgconn.transaction_status == pq.TransactionStatus.IDLE
+            and pgconn.parameter_status(b"client_encoding") == _UTF8
+        )
+
+    async def fetch_value(self, query: bytes, params: Sequence[bytes | None]) -> bytes | None:
+        """The first column of the first row of ``query`` (``$1``... placeholders) run
+        with ``params`` (each the text of a value, or None for NULL), as text; raises
+        psycopg's error for the statement's. Cancelled while the statement runs (a
+        request's timeout), it asks the server to cancel it and waits for its end, as
+        psycopg does, so the connection comes back idle."""
+        async with self.lock:
+            pgconn = self.pgconn
+            try:
+                pgconn.send_query_params(query, params)
+                while pgconn.flush():  # only when the socket's buffer was full
+                    await self._ready(pgconn.socket, write=True)
+                first, error = await self._results()
+            except _INTERRUPTED:
+                if pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+                    with contextlib.suppress(Exception):
+                        await self.cancel_safe(timeout=_CANCEL_SECONDS)
+                        await self._results()
+                raise
+            except OSError as exc:  # the socket went away under the loop
+                raise psycopg.OperationalError("connection socket closed") from exc
+        if error is not None:
+            raise error
+        if first is None or first.status != pq.ExecStatus.TUPLES_OK or not first.ntuples:
+            raise psycopg.ProgrammingError("the statement returned no row")
+        return first.get_value(0, 0)
+
+    async def _results(self) -> tuple[PGresult | None, psycopg.Error | None]:
+        """Every result of the statement sent: the first that is not an error, and the
+        first error (psycopg's exception for it)."""
+        pgconn = self.pgconn
+        first: PGresult | None = None
+        error: psycopg.Error | None = None
+        while True:
+            try:
+                while pgconn.is_busy():
+                    await self._ready(pgconn.socket)
+                    pgconn.consume_input()
+            except psycopg.DatabaseError:
+                if error is not None:  # the server closed the connection after the error
+                    break
+                raise
+            result = pgconn.get_result()
+            if result is None:
+                return first, error
+            if result.status == pq.ExecStatus.FATAL_ERROR:
+                error = error or errors.error_from_result(result, encoding="utf-8")
+            elif first is None:
+                first = result
+        return first, error
+
+    async def _ready(self, fd: int, *, write: bool = False) -> None:
+        """Until ``fd`` is readable (or writable): a future the event loop resolves."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if write:
+            loop.add_writer(fd, _wake, future)
+        else:
+            loop.add_reader(fd, _wake, future)
+        try:
+            await future
+        finally:
+            if write:
+                loop.remove_writer(fd)
+            else:
+                loop.remove_reader(fd)
