@@ -383,6 +383,14 @@ class DashboardApp(App[None]):
             self.reloads += 1
             self.draw()
 
+    def _columns(self, pane: Pane) -> tuple[Col, ...]:
+        """A pane's columns; every issue (``a``) keeps the status that tells them apart."""
+        if pane.id != "issues":
+            return pane.columns
+        from jobsys.cli.issues import list_columns
+
+        return list_columns("all" if self.all_issues else "open")
+
     def draw(self) -> None:
         snapshot = self.data.get("snapshot")
         width = self.size.width or 80
@@ -401,6 +409,7 @@ class DashboardApp(App[None]):
         for pane in self.panes:
             table = self.query_one(f"#table-{pane.id}", DataTable)
             keep = table.cursor_row
+            columns = self._columns(pane)
             rows = [
                 row
                 for row in self.data.get(pane.id, [])
@@ -408,14 +417,14 @@ class DashboardApp(App[None]):
                 or any(
                     self.filter_text.lower()
                     in cell(row.get(c.key), c, now=now, absolute_times=False).lower()
-                    for c in pane.columns
+                    for c in columns
                 )
             ]
             # The list commands' fitting: least important columns give way, text is cut
             # with an ellipsis, one line per row (DataTable pads each cell by one a side,
             # and a pane longer than the screen shows a vertical scrollbar beside it).
             room = width - 2 - SCROLLBAR_WIDTH
-            shown = layout(rows, pane.columns, width=max(20, room), now=now)
+            shown = layout(rows, columns, width=max(20, room), now=now)
             table.clear(columns=True)
             table.add_columns(*(c.title for c in shown.columns))
             if not rows:  # say why the pane is empty; this row selects nothing

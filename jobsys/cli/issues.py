@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +26,17 @@ LIST_COLUMNS = (
     Col("first_seen", kind="time", wide_only=True),
     Col("muted_until", kind="time", wide_only=True),
 )
+
+
+def list_columns(status: str) -> tuple[Col, ...]:
+    """The list's columns: beside open issues only, their status says nothing; in any
+    other view (``--all``, muted, resolved) it is what tells them apart, so it keeps
+    its place at 80 columns, as the id and title do."""
+    if status == "open":
+        return LIST_COLUMNS
+    return tuple(
+        dataclasses.replace(c, priority=0) if c.key == "status" else c for c in LIST_COLUMNS
+    )
 
 
 @app.command("list")
@@ -62,7 +74,7 @@ def list_(
         _output.emit_list(result["issues"], total=result["total"], status=status)
     else:
         rows = [{**i, "status": status_text(i)} for i in result["issues"]]
-        _output.table(rows, LIST_COLUMNS, empty=f"no {status} issues", wide=wide)
+        _output.table(rows, list_columns(status), empty=f"no {status} issues", wide=wide)
 
 
 @app.command()

@@ -133,6 +133,8 @@ async def test_a_pause_and_a_mute_read_right_at_80x24(
 
     monkeypatch.setattr(_tui, "POLL_SECONDS", 0.5)
     issue = make_issue(db_url)
+    long_title = "AuthenticationError: Instagram asks account <n> to log in again, every one"
+    sql(db_url, "UPDATE jobsys_issues SET title = %s WHERE id = %s", (long_title, issue))
     await set_paused(
         settings, config_of(settings), "story_downloads", paused=True, for_="30m",
         reason="upstream 429",
@@ -145,6 +147,10 @@ async def test_a_pause_and_a_mute_read_right_at_80x24(
         assert second.startswith("story_downloads: paused ") and "upstream 429" in second
         assert "(resumes in 2" in second and len(second) <= 80, second
         await select(pilot, app, "issues", str(issue))
-        await act(pilot, app, "m", f"mute (2h) issue {issue}")
+        await act(pilot, app, "m", f"mute (2h) issue {issue}: AuthenticationError")
         await until(lambda: status_of(db_url, issue)["status"] == "muted", "the mute")
         await until(lambda: summary(app)[1] == f"issue {issue}: muted for 2h", "the note")
+        # every issue (`a`): the status tells the muted one apart, at 80 columns too
+        await pilot.press("a")
+        await until(lambda: app.row("issues", str(issue)) is not None, "the muted issue")
+        await until(lambda: any("muted" in r for r in rows(app, "issues")), "its status")

@@ -175,3 +175,23 @@ def test_a_show_time_is_absolute_to_the_second_in_utc_with_its_age() -> None:
     now = datetime(2026, 12, 5, 19, 16, 0, 52869, tzinfo=UTC)
     at = datetime(2026, 12, 5, 20, 13, 0, 52869, tzinfo=timezone(timedelta(hours=1)))
     assert human(at, now) == "2026-12-05 19:13:00 UTC (3m ago)"
+
+
+def test_every_issue_keeps_its_status_at_80_columns() -> None:
+    """`issues list --all` (and the dashboard's `a`) at 80 columns hid the status, so a
+    healed issue read the same as an open one; the open list has no need of it."""
+    from datetime import UTC, datetime
+
+    from jobsys.cli.issues import list_columns
+
+    now = datetime(2026, 2, 20, 3, 0, tzinfo=UTC)
+    rows = [
+        {"id": 33, "title": "KeyError in ops5.refresh_profile: <str>", "occurrences": 1203,
+         "affected_accounts": 1200, "last_seen": now, "kind": "job_failure",
+         "status": "resolved (healed)", "regression": False},
+    ]  # fmt: skip
+    for status in ("all", "muted", "resolved"):
+        shown = layout(rows, list_columns(status), width=80, now=now)
+        assert "status" in [c.key for c in shown.columns], status
+        assert "resolved (healed)" in shown.lines[0] and len(shown.lines[0]) <= 80
+    assert "status" not in [c.key for c in layout(rows, list_columns("open"), width=80).columns]
