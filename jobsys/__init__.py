@@ -69,14 +69,16 @@ def _configured_first(name: str) -> Any:
 
         @functools.wraps(func)
         async def deferring(*args: Any, **kwargs: Any) -> Any:
-            _configure_from_environment()
+            if not defer_module.configured():
+                _configure_from_environment()
             return await getattr(defer_module, name)(*args, **kwargs)
 
         return deferring
 
     @functools.wraps(func)
     def deferring_sync(*args: Any, **kwargs: Any) -> Any:
-        _configure_from_environment()
+        if not defer_module.configured():
+            _configure_from_environment()
         return getattr(defer_module, name)(*args, **kwargs)
 
     return deferring_sync

@@ -21,6 +21,7 @@ row that accounts for it (a tick, a run's cursor, a pipeline step, a retry decis
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -203,8 +204,6 @@ async def _defer(
 ) -> Inserted:
     """Every job in one statement, with ``announce``'s NOTIFY in the same statement: one
     round trip, and on an autocommit connection one commit (:func:`_defer_params`)."""
-    from psycopg.rows import tuple_row
-
     if not new_jobs:
         return Inserted("deferred", 0)
     query, params = _defer_params(new_jobs)
@@ -215,6 +214,8 @@ async def _defer(
         if direct is not None:
             ids = _bigint_array(await conn.fetch_value(_DEFER_UNIFORM_DIRECT, direct))
         else:
+            from psycopg.rows import tuple_row
+
             async with conn.cursor(row_factory=tuple_row) as cur:
                 await cur.execute(query, params)
                 row = await cur.fetchone()
@@ -273,9 +274,10 @@ def _direct_params(conn: Any, query: str, params: dict[str, Any]) -> list[bytes 
     """``params`` as text for the producer pool's direct path (``jobsys.db.direct``), or
     None when the statement goes through psycopg: another statement, another
     connection, or a value this conversion does not handle as psycopg would."""
-    from jobsys.db.direct import DirectConnection
-
-    if query is not queries.DEFER_UNIFORM or not isinstance(conn, DirectConnection):
+    direct = sys.modules.get("jobsys.db.direct")  # not imported yet: no such connection
+    if query is not queries.DEFER_UNIFORM or direct is None:
+        return None
+    if not isinstance(conn, direct.DirectConnection):
         return None
     if not conn.direct() or type(params["priority"]) is not int:
         return None

@@ -27,9 +27,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from jobsys import tasks as task_registry
+from jobsys.db import producers
 from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean, suggestion
 from jobsys.jobs import validate
-from jobsys.jobs.enqueue import NewJob, UniqueKey
+from jobsys.jobs.enqueue import NewJob, NewJobs, UniqueKey, enqueue
 from jobsys.jobs.unique import UniqueSpec
 from jobsys.tasks import PRIORITY_MAX, PRIORITY_MIN
 
@@ -292,6 +293,11 @@ def unique_key(
     return UniqueKey(key, spec.for_seconds, tuple(active), tuple(finished))
 
 
+#: libpq's ``PQTRANS_IDLE`` (``psycopg.pq.TransactionStatus.IDLE``, not imported: this
+#: module stays free of psycopg until a connection is used).
+_IDLE = 0
+
+
 async def insert(connection: Any, planned: list[Planned]) -> list[int]:
     """Insert ``planned`` jobs on ``connection`` in one statement, inside a savepoint;
     their ids (a unique job's duplicate: the existing job's id)."""
@@ -301,13 +307,9 @@ async def insert(connection: Any, planned: list[Planned]) -> list[int]:
 async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[tuple[int, bool]]:
     """:func:`insert`, with for each job whether it was a duplicate of a unique job that
     counts (nothing was inserted for it; its id is the existing job's)."""
-    from jobsys.jobs.enqueue import NewJobs, enqueue
-
     if not planned:
         return []
-    from psycopg.pq import TransactionStatus
-
-    idle = connection.pgconn.transaction_status == TransactionStatus.IDLE
+    idle = connection.pgconn.transaction_status == _IDLE
     if not connection.autocommit and idle:
         # psycopg would run transaction() as its own BEGIN/COMMIT here, committing
         # the insert behind the caller's back: open the caller's transaction first,
@@ -354,8 +356,6 @@ async def _insert(env: _Environment, given: Any, planned: list[Planned]) -> list
     """Insert on the caller's connection, the worker's pool, or else the process's
     producer pool (``jobsys.db.producers``): never a connection per call."""
     if given is None and env.app is None:
-        from jobsys.db import producers
-
         url = _producer_url(env)
         if any(p.unique for p in planned):
             return await producers.run(url, lambda conn: insert(conn, planned))

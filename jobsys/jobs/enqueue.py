@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobsys.engine import inserts
 from jobsys.engine.inserts import (
     FanoutBatch,
     Inserted,
@@ -20,15 +21,13 @@ from jobsys.engine.inserts import (
     Source,
     UniqueKey,
 )
+from jobsys.live.publish import announce_jobs_changed, jobs_changed_channel
 
 __all__ = ["FanoutBatch", "Inserted", "NewJob", "NewJobs", "Retry", "UniqueKey", "enqueue"]
 
 
 async def enqueue(conn: Any, source: Source) -> Inserted:
     """Insert (or retry) the jobs of ``source`` on ``conn``; announce them when any."""
-    from jobsys.engine import inserts
-    from jobsys.live.publish import announce_jobs_changed, jobs_changed_channel
-
     # New jobs outside a worker: the insert statement sends the NOTIFY itself (one round
     # trip); inside a worker announcements are coalesced instead.
     channel = jobs_changed_channel()

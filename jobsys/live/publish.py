@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -102,9 +103,9 @@ def jobs_changed_channel() -> str | None:
     """The channel an insert statement may NOTIFY ``jobs_changed`` on by itself (its
     payload ``{"topic": "jobs_changed", "deferred": n, "ids": [first ten]}``); None
     inside a worker, where :func:`announce_jobs_changed` coalesces instead."""
-    from jobsys.live import coalesce
-
-    return None if coalesce.flusher_running() else CHANNEL
+    # Looked up, not imported (every defer asks): no flusher runs where it is not loaded.
+    coalesce = sys.modules.get("jobsys.live.coalesce")
+    return None if coalesce is not None and coalesce.flusher_running() else CHANNEL
 
 
 async def announce_jobs_changed(connection: Any, data: dict[str, Any]) -> None:
