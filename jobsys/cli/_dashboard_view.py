@@ -178,7 +178,8 @@ def failure_rows(snapshot: dict[str, Any]) -> list[str]:
     return [
         f"{hhmm(f['occurred_at'])} {KIND_LABELS.get(f['kind'], f['kind'])[:9]:<9} "
         f"{clip(f['task'], 24):<24} "
-        f"acct {clip(str(f['account_id'] or '-'), 8):<8} {f['error_class']}: {f['message']}"
+        f"acct {clip(str(f['account_id'] or '-'), 8):<8} "
+        f"{f['error_class'].rsplit('.', 1)[-1]}: {f['message']}"  # the class, not its module
         for f in snapshot["recent_failures"]
     ]
 

@@ -343,3 +343,14 @@ def test_the_header_keeps_open_issues_and_pauses_at_80_columns() -> None:
     snap["last_minute"] = {"window_seconds": 60, "succeeded": 141, "failed": 31, "retried": 7}
     first = render(snap, 80, 24)[0]  # the minute's figures stay while they fit
     assert "60s: 141 ok 31 failed 7 retried  open issues 12" in first, first
+
+
+def test_recent_failures_name_the_error_class_not_its_module() -> None:
+    """At 80 columns a failure row ended in `jobsys.errors.Transien…`: the module ate
+    the room of the message."""
+    snap = snapshot(rows=2)
+    for failure in snap["recent_failures"]:
+        failure["error_class"] = "jobsys.errors.TransientError"
+    text = "\n".join(render(snap, 80, None))
+    assert " TransientError: rate l" in text, text
+    assert "jobsys.errors" not in text
