@@ -50,7 +50,8 @@ def list_(
         str, typer.Option(help="impact (accounts, occurrences, recency) or recent.")
     ] = "impact",
     kind: Annotated[
-        str | None, typer.Option(help="job_failure, queue_health or service_outage.")
+        str | None,
+        typer.Option(help="job_failure, queue_health, service_outage or schedule_entry."),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many issues.")] = 50,
     wide: WideOpt = False,

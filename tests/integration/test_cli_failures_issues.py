@@ -367,3 +367,11 @@ def test_failures_list_does_not_depend_on_healthy_config_files(cli, db_url: str,
     assert "--queue/--lane not checked against the configuration" in result.stderr
     result = cli("--database-url", db_url, "--config-dir", "/nonexistent", "failures", "list")
     assert result.exit_code == 0, result.stderr
+
+
+def test_issues_list_help_names_every_kind(cli) -> None:  # type: ignore[no-untyped-def]
+    """--kind's help left out schedule_entry, which the command takes."""
+    from jobsys.issues.service import ISSUE_KINDS
+
+    text = " ".join(cli("issues", "list", "--help").stdout.split())
+    assert all(kind in text for kind in ISSUE_KINDS), text
