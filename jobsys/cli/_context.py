@@ -16,6 +16,7 @@ from jobsys.settings import Settings
 
 if TYPE_CHECKING:
     from jobsys.config import Config
+    from jobsys.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -46,14 +47,38 @@ def read_config(ctx: typer.Context) -> Callable[[], Config]:
         try:
             config(ctx)
         except ConfigError as exc:
-            more = len(exc.problems) - 1
-            _output.say(
-                f"warning: the configuration is invalid: {exc.problems[0] if exc.problems else exc}"
-                + (f" (and {more} more)" if more > 0 else "")
-                + "; this command does not need it, but defer and the worker refuse it:"
-                " run `jobsys config check`."
-            )
+            _output.say(_invalid_warning(exc, "this command does not need it"))
     return lambda: config(ctx)
+
+
+def _invalid_warning(exc: ConfigError, why_run: str) -> str:
+    """The one line a command that runs on a broken configuration says about it."""
+    more = len(exc.problems) - 1
+    return (
+        f"warning: the configuration is invalid: {exc.problems[0] if exc.problems else exc}"
+        + (f" (and {more} more)" if more > 0 else "")
+        + f"; {why_run}, but defer and the worker refuse it: run `jobsys config check`."
+    )
+
+
+def queues_config(ctx: typer.Context) -> Config:
+    """The configuration of a command that needs only queues.yaml (pausing and resuming
+    queues: the brake of an incident). While schedule.yaml alone is broken, it runs on
+    queues.yaml and says so once on stderr; a broken queues.yaml refuses as ever."""
+    from jobsys.config import load
+    from jobsys.errors import ConfigError
+
+    try:
+        return config(ctx)
+    except ConfigError as exc:
+        try:
+            loaded = load(settings(ctx).config_dir, with_schedule=False)
+        except ConfigError:
+            raise exc from None
+        from jobsys.cli import _output
+
+        _output.say(_invalid_warning(exc, "queues.yaml is enough for this command"))
+        return loaded
 
 
 def task_notes(ctx: typer.Context, task: str | None, args: tuple[str, ...] = ()) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from jobsys.cli._context import config, run, settings
+from jobsys.cli._context import queues_config, run, settings
 from jobsys.cli._options import DryRunOpt, JsonOpt, WideOpt, YesOpt
 from jobsys.cli._table import Col
 
@@ -111,7 +111,7 @@ def pause(
     from jobsys.cli import _output
     from jobsys.flow import service
 
-    loaded = config(ctx)
+    loaded = queues_config(ctx)
     if every:
         service.targets(loaded, name, every=True)  # refuse a name beside --all first
         count = len(loaded.all_queues)
@@ -136,7 +136,8 @@ def resume(
     from jobsys.flow import service
 
     _report(
-        run(service.set_paused(settings(ctx), config(ctx), name, paused=False, every=every)), json
+        run(service.set_paused(settings(ctx), queues_config(ctx), name, paused=False, every=every)),
+        json,
     )
 
 

@@ -402,12 +402,14 @@ def load(
     directory: Path,
     *,
     task_checker: TaskChecker | None = None,
+    with_schedule: bool = True,
 ) -> Config:
     """Load both files from ``directory``; raise :class:`ConfigError` listing every problem.
 
     ``task_checker`` validates task references against the loaded task registry; it
     is passed in by callers that have imported the application
-    (``jobsys.config.application``).
+    (``jobsys.config.application``). Without ``with_schedule``, queues.yaml alone and
+    an empty schedule (``schedule.yaml`` unread): what pausing a queue needs.
     """
     problems: list[str] = []
     queues_path = directory / QUEUES_FILE
@@ -418,11 +420,13 @@ def load(
             hint="Point --config-dir or JOBSYS_CONFIG_DIR at the folder holding queues.yaml.",
         )
     queues_doc = _read(queues_path, problems)
-    schedule_doc = _read(schedule_path, problems)
+    schedule_doc = _read(schedule_path, problems) if with_schedule else None
     queues = _validate(queues_doc, QueuesFile, problems) if queues_doc else None
     schedule, schedule_whole = (
         _validate_schedule(schedule_doc, problems) if schedule_doc else (None, False)
     )
+    if not with_schedule:
+        schedule, schedule_whole = ScheduleFile(allow_empty=True, maintenance="optional"), True
 
     lanes: dict[str, LaneSpec] = {}
     known: set[str] | None = None

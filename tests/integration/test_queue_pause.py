@@ -298,3 +298,34 @@ def test_jobs_show_says_why_a_job_waits(cli, db_url: str) -> None:  # type: igno
     assert re.fullmatch(r"queue paused \ds ago by alice: AI outage", because(job) or "")
     shown = cli("--database-url", db_url, "jobs", "show", str(job))
     assert re.search(r"waiting because +queue paused \ds ago by alice: AI outage", shown.stdout)
+
+
+def test_pause_and_resume_work_while_only_the_schedule_is_broken(  # type: ignore[no-untyped-def]
+    cli, db_url: str, tmp_path
+) -> None:
+    """The brake of an incident: a broken schedule.yaml on the host (a deploy half
+    done) refused `queues pause` (exit 2) although pausing needs only queues.yaml. It
+    runs now and warns; a broken queues.yaml still refuses."""
+    import shutil
+    from pathlib import Path
+
+    config_dir = tmp_path / "config"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "config", config_dir)
+    with (config_dir / "schedule.yaml").open("a") as f:
+        f.write("  broken: [\n")
+    url = ("--database-url", db_url, "--config-dir", str(config_dir))
+    paused = cli(*url, "queues", "pause", "story_downloads", "--for", "30m", "--json")
+    assert paused.exit_code == 0, paused.stderr
+    assert paused.json()["changed"] == ["story_downloads"]
+    warning = " ".join(paused.stderr.split())
+    assert "warning: the configuration is invalid: " in warning and "schedule.yaml" in warning
+    assert "queues.yaml is enough for this command" in warning
+    assert query(db_url, "SELECT queue FROM jobsys_queue_pauses") == [("story_downloads",)]
+    resumed = cli(*url, "queues", "resume", "story_downloads")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert query(db_url, "SELECT queue FROM jobsys_queue_pauses") == []
+    with (config_dir / "queues.yaml").open("a") as f:
+        f.write("base: [\n")
+    refused = cli(*url, "queues", "pause", "story_downloads")
+    assert refused.exit_code == 2 and "queues.yaml" in refused.stderr
+    assert query(db_url, "SELECT queue FROM jobsys_queue_pauses") == []
