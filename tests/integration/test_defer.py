@@ -53,6 +53,17 @@ def test_bad_input_exits_2_and_inserts_nothing(  # type: ignore[no-untyped-def]
     assert count_jobs(db_url) == 0
 
 
+def test_a_misspelt_argument_is_named_with_the_missing_one(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    args = '{"story_id": 1, "acount_id": 8812}'
+    result = cli("--database-url", db_url, "defer", "demo.story.download", "--args", args)
+    assert result.exit_code == 2, result
+    assert (
+        "args: does not fit task demo.story.download: unknown argument 'acount_id' "
+        "(did you mean 'account_id'?); missing 'account_id'"
+    ) in result.stderr
+    assert count_jobs(db_url) == 0
+
+
 def test_unknown_task_exits_2(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
     result = cli("--database-url", db_url, "defer", "demo.refresh_profil", "--args", "{}")
     assert result.exit_code == 2
@@ -132,6 +143,14 @@ async def test_api_validation_names_the_key_path(api_env: dict[str, str], db_url
     for args, message in bad:
         with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("(", r"\(")):
             await jobsys.defer("rt.sleep", args)
+    with pytest.raises(
+        UsageError, match=r"unknown argument 'secnds' \(did you mean 'seconds'\?\)$"
+    ):
+        await jobsys.defer("rt.sleep", {"tag": "a", "secnds": 1})
+    with pytest.raises(
+        UsageError, match=r"unknown argument 'tg' \(did you mean 'tag'\?\); missing 'tag'$"
+    ):
+        await jobsys.defer_many("rt.sleep", [{"tg": "a"}])
     with pytest.raises(UsageError, match=r"args\[1\]\.seconds: NaN"):
         await jobsys.defer_many("rt.sleep", [{"tag": "a"}, {"tag": "b", "seconds": float("nan")}])
     with pytest.raises(UsageError, match="unknown queue 'nope'"):
