@@ -16,8 +16,10 @@ from jobsys.db.query import execute, fetch_one, one_round_trip
 # A resolved issue that happens again (after it was resolved) reopens as a regression;
 # an expired mute opens; an active mute stays muted but keeps counting.
 REOPENING = "i.status = 'resolved' AND EXCLUDED.last_seen > COALESCE(i.resolved_at, '-infinity')"
-# Why it resolved (``resolved_reason``) no longer holds once it reopens.
-DETAILS_ON_REOPEN = f"CASE WHEN {REOPENING} THEN i.details - 'resolved_reason' ELSE i.details END"
+# Why it resolved (``resolved_reason``) no longer holds once it reopens, nor who last
+# reopened it by hand (``reopened_by``): this reopening is no one's.
+DETAILS_ON_REOPEN = f"""CASE WHEN {REOPENING} THEN i.details - 'resolved_reason' - 'reopened_by'
+    ELSE i.details END"""
 REOPEN = f"""
     status = CASE
         WHEN {REOPENING} THEN 'open'

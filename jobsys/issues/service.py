@@ -106,7 +106,7 @@ async def _change(
         elif action == "mute":
             row = await store.set_muted(conn, issue_id, kwargs["seconds"], settings.operator)
         else:
-            row = await store.set_open(conn, issue_id)
+            row = await store.set_open(conn, issue_id, settings.operator)
         if row is None:
             raise _missing(issue_id)
         await publish(conn, "issues_changed", {"issue_id": issue_id})
@@ -132,4 +132,5 @@ async def mute_issue(
 async def reopen_issue(
     settings: Settings, config: Callable[[], Config], issue_id: int
 ) -> dict[str, Any]:
+    """Reopen by hand, as ``settings.operator`` (``reopened_by``, kept while it stays open)."""
     return await _change(settings, config, issue_id, "reopen")

@@ -20,12 +20,15 @@ from jobsys.failures.issue_store import DETAILS_ON_REOPEN, REOPEN
 
 STATUS_OPEN_CLAUSE = "(status = 'open' OR (status = 'muted' AND muted_until <= now()))"
 EFFECTIVE_STATUS = "CASE WHEN status = 'muted' AND muted_until <= now() THEN 'open' ELSE status END"
-# Who muted an issue is kept in its details (``muted_by``), shown beside ``muted_until``.
+# Who muted an issue is kept in its details (``muted_by``), shown beside ``muted_until``;
+# who reopened it by hand (``reopened_by``) while it stays open: a resolve or a mute
+# drops it, and an issue that reopens by itself (DETAILS_ON_REOPEN) was reopened by no one.
 COLUMNS = f"""
     id, fingerprint, kind, title, {EFFECTIVE_STATUS} AS status, muted_until,
     CASE WHEN muted_until IS NOT NULL THEN details->>'muted_by' END AS muted_by, first_seen,
     last_seen, occurrences, affected_accounts, latest_failure_id, regression, resolved_at,
-    resolved_by, task, error_class, queue, service, details - 'muted_by' AS details
+    resolved_by, CASE WHEN status = 'open' THEN details->>'reopened_by' END AS reopened_by,
+    task, error_class, queue, service, details - 'muted_by' - 'reopened_by' AS details
 """
 
 UPSERT_HEALTH_ISSUE = f"""
@@ -117,7 +120,7 @@ SELECT account_id FROM jobsys_issue_accounts
 SET_RESOLVED = f"""
 UPDATE jobsys_issues
    SET status = 'resolved', resolved_at = now(), resolved_by = %(actor)s, muted_until = NULL,
-       details = details - 'muted_by'
+       details = details - 'muted_by' - 'reopened_by'
  WHERE id = %(id)s
 RETURNING {COLUMNS}
 """
@@ -125,7 +128,7 @@ RETURNING {COLUMNS}
 SET_MUTED = f"""
 UPDATE jobsys_issues
    SET status = 'muted', muted_until = now() + make_interval(secs => %(seconds)s),
-       details = details || jsonb_build_object('muted_by', %(actor)s::text)
+       details = details - 'reopened_by' || jsonb_build_object('muted_by', %(actor)s::text)
  WHERE id = %(id)s
 RETURNING {COLUMNS}
 """
@@ -134,6 +137,7 @@ SET_OPEN = f"""
 UPDATE jobsys_issues
    SET status = 'open', muted_until = NULL, resolved_at = NULL, resolved_by = NULL,
        details = details - 'resolved_reason' - 'muted_by'
+           || jsonb_build_object('reopened_by', %(actor)s::text)
  WHERE id = %(id)s
 RETURNING {COLUMNS}
 """
@@ -194,5 +198,5 @@ async def set_muted(conn: Any, issue_id: int, seconds: float, actor: str) -> dic
     return await fetch_one(conn, SET_MUTED, {"id": issue_id, "seconds": seconds, "actor": actor})
 
 
-async def set_open(conn: Any, issue_id: int) -> dict[str, Any] | None:
-    return await fetch_one(conn, SET_OPEN, {"id": issue_id})
+async def set_open(conn: Any, issue_id: int, actor: str) -> dict[str, Any] | None:
+    return await fetch_one(conn, SET_OPEN, {"id": issue_id, "actor": actor})

@@ -289,11 +289,21 @@ def test_issue_lifecycle_through_the_cli(cli, db_url: str) -> None:  # type: ign
     assert muted["muted_by"] == "alice" and "muted_by" not in (muted["details"] or {})
     shown = cli(*url, "issues", "show", issue)
     assert re.search(r"^muted by +alice$", shown.stdout, re.M), shown.stdout
-    reopened = cli(*url, "issues", "reopen", issue, "--json").json()
+    reopened = cli(*url, "issues", "reopen", issue, "--json", env={"JOBSYS_OPERATOR": "bob"}).json()
     assert reopened["status"] == "open" and int(issue) in open_ids()
     assert reopened["muted_by"] is None
+    # who reopened it is kept too: nothing recorded it before
+    assert reopened["reopened_by"] == "bob" and "reopened_by" not in (reopened["details"] or {})
+    shown = cli(*url, "issues", "show", issue)
+    assert re.search(r"^reopened by +bob$", shown.stdout, re.M), shown.stdout
+    assert cli(*url, "issues", "show", issue, "--json").json()["reopened_by"] == "bob"
     text = cli(*url, "issues", "resolve", issue)
     assert text.exit_code == 0 and f"issue {issue} resolved" in text.stderr
+    resolved = cli(*url, "issues", "show", issue, "--json").json()
+    assert resolved["reopened_by"] is None  # a resolve ends the reopen
+    assert cli(*url, "issues", "reopen", issue).exit_code == 0
+    muted = cli(*url, "issues", "mute", issue, "--for", "1h", "--json").json()
+    assert muted["reopened_by"] is None  # and so does a mute
 
 
 @pytest.mark.parametrize(

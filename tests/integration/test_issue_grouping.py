@@ -99,10 +99,15 @@ async def test_lifecycle_resolve_regression_mute_and_idempotent_replay(db_url: s
         (issue,) = fx.rows(db_url, "SELECT * FROM jobsys_issues")
         assert issue["occurrences"] == 1 and issue["status"] == "open"
         assert issue["title"] == "KeyError in t.refresh: <str>"
-        await conn.execute("UPDATE jobsys_issues SET status='resolved', resolved_at=now()")
+        # resolved as the healer does, after a reopen by hand (its details keep who)
+        await conn.execute(
+            "UPDATE jobsys_issues SET status='resolved', resolved_at=now(),"
+            """ details = details || '{"reopened_by": "alice"}'"""
+        )
         await record_failure(conn, _row(2), config)
         (issue,) = fx.rows(db_url, "SELECT * FROM jobsys_issues")
         assert (issue["status"], issue["regression"], issue["occurrences"]) == ("open", True, 2)
+        assert "reopened_by" not in issue["details"]  # reopened by no one this time
         assert (
             issue["latest_failure_id"]
             == fx.rows(db_url, "SELECT max(id) AS m FROM jobsys_failures")[0]["m"]

@@ -360,6 +360,10 @@ def test_issue_resolve_mute_reopen(client: TestClient, seeded: ws.Seeded, db_url
     assert row == {"status": "resolved", "resolved_by": "web:tester"}
     response = client.post(f"/admin/issues/{issue}/reopen", data={"csrf_token": token})
     assert f"issue {issue} reopened" in response.text
+    # who reopened it is kept as from the CLI (nothing recorded it before) and shown
+    (row,) = fx.rows(db_url, "SELECT details FROM jobsys_issues WHERE id = %s", (issue,))
+    assert row["details"]["reopened_by"] == "web:tester"
+    assert "<dt>reopened</dt><dd>by web:tester</dd>" in response.text
     response = client.post(f"/admin/issues/{issue}/mute", data={"csrf_token": token, "for": "2h"})
     assert "muted until" in response.text
     # who muted it is kept (nothing recorded it before) and shown on the issue's page
