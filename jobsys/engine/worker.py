@@ -50,7 +50,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from procrastinate import exceptions, job_context, jobs, retry, utils
+from procrastinate import exceptions, job_context, jobs, middleware, retry, utils
 from procrastinate.worker import Worker
 
 from jobsys import engine
@@ -183,6 +183,8 @@ class LaneWorker(Worker):
         #: Jobs whose task returned and whose slot was given back before their
         #: acknowledgement committed (they stay in the running set until it does).
         self._slot_given_back: set[int] = set()
+        #: task name -> (the task, whether it is async, its task middlewares)
+        self._task_shapes: dict[str, tuple[Any, bool, list[Any]]] = {}
 
     # --- what the runtime calls ---------------------------------------------------
 
@@ -364,15 +366,36 @@ class LaneWorker(Worker):
         """Procrastinate's ``_fetch_and_process_jobs`` claiming every free slot at once:
         wait for one slot, take the others that are free without waiting, claim that
         many jobs, start each, give back the slots no job came for."""
+        # One waiter on the stop event for all the cycles of this call (Procrastinate's
+        # wait_any made, cancelled and awaited one per claim).
+        stopped = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await self._claim_cycles(stopped)
+        finally:
+            if not stopped.done():
+                stopped.cancel()
+
+    async def _claim_cycles(self, stopped: asyncio.Future[Any]) -> None:
         while not self._stop_event.is_set():
-            first_slot = asyncio.create_task(self._job_semaphore.acquire())
             slots = 0
             claimed: list[jobs.Job] = []
             try:
-                await utils.wait_any(first_slot, self._stop_event.wait())
-                if first_slot.cancelled() or not first_slot.done():
-                    first_slot.cancel()
-                    break  # stopped while waiting: no slot was taken
+                if self._job_semaphore.locked():
+                    first_slot = asyncio.ensure_future(self._job_semaphore.acquire())
+                    try:
+                        await asyncio.wait(
+                            (first_slot, stopped), return_when=asyncio.FIRST_COMPLETED
+                        )
+                    except BaseException:
+                        first_slot.cancel()
+                        raise
+                    if not first_slot.done():
+                        first_slot.cancel()
+                        await asyncio.gather(first_slot, return_exceptions=True)
+                    if first_slot.cancelled() or first_slot.exception() is not None:
+                        break  # stopped while waiting: no slot was taken
+                else:
+                    await self._job_semaphore.acquire()  # free: returns without waiting
                 slots = 1
                 while slots < min(self.concurrency, MAX_CLAIM) and not self._job_semaphore.locked():
                     await self._job_semaphore.acquire()  # free: returns without waiting
@@ -474,9 +497,132 @@ class LaneWorker(Worker):
         return rows
 
     async def _process_job(self, context: job_context.JobContext) -> None:
+        """Procrastinate's ``Worker._process_job`` (3.10), step for step, without its
+        per-job overhead where nothing reads it: its log messages (each formats the
+        job's call string) are built only when a record of their level would be
+        emitted, and whether a task is async and its task middlewares are looked up
+        once per task, not per job. The outcome, the retry decision, the logs that
+        are emitted and the persisting of the status (its own task, shielded from the
+        job's cancellation) are Procrastinate's."""
         # The timeout is the one of the lane running the job (its queue's lane).
         JOB_QUEUE.set(context.job.queue)
-        await super()._process_job(context)
+        job = context.job
+        task = self.app.tasks.get(job.task_name)
+        job_retry = None
+        exc_info: bool | BaseException = False
+        retry_decision = None
+        job_result = job_context.JobResult(start_timestamp=context.start_timestamp)
+        try:
+            if not task:
+                raise exceptions.TaskNotFound
+            if self.logger.isEnabledFor(logging.INFO):
+                self.logger.debug(
+                    f"Loaded job info, about to start job {job.call_string}",
+                    extra=self._log_extra(
+                        context=context, action="loaded_job_info", job_result=job_result
+                    ),
+                )
+                self.logger.info(
+                    f"Starting job {job.call_string}",
+                    extra=self._log_extra(
+                        context=context, action="start_job", job_result=job_result
+                    ),
+                )
+            run_task = self._task_runner(task, context)
+            job_result.result = await middleware.compose(
+                self.worker_middleware, run_task, context, self
+            )()
+        except BaseException as e:
+            exc_info = e
+            # An aborted job can be retried if its abort was a shutdown's.
+            if not isinstance(e, exceptions.JobAborted) or (
+                context.abort_reason() == job_context.AbortReason.SHUTDOWN
+            ):
+                job_retry = task.get_retry_exception(exception=e, job=job) if task else None
+                retry_decision = job_retry.retry_decision if job_retry else None
+                if isinstance(e, exceptions.TaskNotFound):
+                    self.logger.exception(
+                        "Task was not found",
+                        extra=self._log_extra(
+                            context=context,
+                            action="task_not_found",
+                            exception=str(e),
+                            job_result=job_result,
+                        ),
+                    )
+        finally:
+            job_result.end_timestamp = time.time()
+            if isinstance(exc_info, (exceptions.JobAborted, asyncio.CancelledError)):
+                status = jobs.Status.ABORTED
+            elif exc_info:
+                status = jobs.Status.FAILED
+            else:
+                status = jobs.Status.SUCCEEDED
+            final_failure = status == jobs.Status.FAILED and not job_retry
+            if _ENGINE_WORKER_LOGGER.isEnabledFor(logging.ERROR if final_failure else logging.INFO):
+                self._log_job_outcome(
+                    status=status,
+                    context=context,
+                    job_result=job_result,
+                    job_retry=job_retry,
+                    exc_info=exc_info,
+                )
+            persist_job_status_task = asyncio.create_task(
+                self._persist_job_status(
+                    job=job,
+                    status=status,
+                    retry_decision=retry_decision,
+                    context=context,
+                    job_result=job_result,
+                )
+            )
+            try:
+                await asyncio.shield(persist_job_status_task)
+            except asyncio.CancelledError:
+                await persist_job_status_task
+                raise
+
+    def _task_runner(
+        self, task: Any, context: job_context.JobContext
+    ) -> Callable[[], Awaitable[Any]]:
+        """Procrastinate's ``ensure_async`` for ``task``: the call of the task through
+        its task middlewares, awaited (a sync task in a thread)."""
+        found = self._task_shapes.get(task.name)
+        if found is None or found[0] is not task:
+            is_async = inspect.iscoroutinefunction(task.func)
+            found = (task, is_async, self._resolve_task_middlewares(task, is_async))
+            self._task_shapes[task.name] = found
+        _, is_async, task_middlewares = found
+        job = context.job
+        job_args = [context] if task.pass_context else []
+
+        if is_async:
+
+            async def run_async_task() -> Any:
+                return await task(*job_args, **job.task_kwargs)
+
+            async def run_async() -> Any:
+                if task_middlewares:
+                    composed = middleware.compose(task_middlewares, run_async_task, context, self)
+                    result = await composed()
+                else:
+                    result = await task(*job_args, **job.task_kwargs)
+                # What the task returned may itself be awaitable (Procrastinate awaits it).
+                return await result if inspect.isawaitable(result) else result
+
+            return run_async
+
+        def run_sync_task() -> Any:
+            return task(*job_args, **job.task_kwargs)
+
+        async def run_sync() -> Any:
+            result = await utils.sync_to_async(
+                middleware.compose(task_middlewares, run_sync_task, context, self)
+            )
+            # A sync task function may return an awaitable (Procrastinate awaits it).
+            return await result if inspect.isawaitable(result) else result
+
+        return run_sync
 
     def _start_job(self, job: jobs.Job) -> None:
         job_id = job.id

@@ -32,6 +32,9 @@ MAX_IDS = 10  # ids carried per coalesced event: enough to jump to one, never a 
 SETTLE_SECONDS = 0.05  # minimum wait after the first change (lets the job status commit)
 DEFAULT_MAX_PER_SECOND = 10
 
+#: The counts the worker's live middleware records (jobsys.live.middleware).
+_JOB_COUNTS = frozenset(("started", "succeeded", "failed", "aborted"))
+
 Flusher = Callable[[dict[str, dict[str, Any]]], Awaitable[None]]
 
 
@@ -69,6 +72,26 @@ def merge(into: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     return into
 
 
+def merge_job_change(into: dict[str, Any], what: str, job_id: int, queue: str) -> dict[str, Any]:
+    """``merge(into, {what: 1, "id": job_id, "queue": queue})`` for the worker's hot
+    path (two per job): the same result without walking a dict of the change. Only for
+    an int ``job_id``, a str ``queue`` and a plain count name ``what``."""
+    into["events"] = int(into.get("events", 0)) + 1
+    current = into.get(what, 0)
+    into[what] = (current if isinstance(current, (int, float)) else 0) + 1
+    ids = into.get("ids")
+    if isinstance(ids, list):
+        ids = [*ids[-(MAX_IDS - 1) :], job_id] if ids else [job_id]
+    else:
+        ids = [job_id]
+    into["ids"] = ids
+    if "queue" not in into:
+        into["queue"] = queue
+    elif into["queue"] != queue:
+        into["queue"] = None
+    return into
+
+
 class Coalescer:
     """Per-topic pending changes of one process, flushed at a bounded rate."""
 
@@ -76,6 +99,8 @@ class Coalescer:
         self.max_per_second = max_per_second
         self._pending: dict[str, dict[str, Any]] = {}
         self._wake: asyncio.Event | None = None
+        #: Topics add_job_change has seen pass check_topic.
+        self._checked_topics: set[str] = set()
         self.flushed_notifications = 0
 
     @property
@@ -86,6 +111,22 @@ class Coalescer:
         """Record one change (no I/O; safe to call from a middleware on the hot path)."""
         check_topic(topic)
         merge(self._pending.setdefault(topic, {}), data or {})
+        if self._wake is not None:
+            self._wake.set()
+
+    def add_job_change(self, topic: str, what: str, job_id: Any, queue: Any) -> None:
+        """``add(topic, {what: 1, "id": job_id, "queue": queue})``, cheaper: the worker
+        records two per job."""
+        if (
+            topic not in self._checked_topics
+            or type(job_id) is not int
+            or type(queue) is not str
+            or what not in _JOB_COUNTS
+        ):
+            self.add(topic, {what: 1, "id": job_id, "queue": queue})
+            self._checked_topics.add(topic)  # add() refused a bad topic before this
+            return
+        merge_job_change(self._pending.setdefault(topic, {}), what, job_id, queue)
         if self._wake is not None:
             self._wake.set()
 

@@ -23,7 +23,7 @@ TOPIC = "jobs_changed"
 def _record(coalescer: Coalescer, context: Any, what: str) -> None:
     try:
         job = context.job
-        coalescer.add(TOPIC, {what: 1, "id": job.id, "queue": job.queue})
+        coalescer.add_job_change(TOPIC, what, job.id, job.queue)
     except Exception:
         logger.exception("live event not recorded", extra={"action": "live_record_failed"})
 

@@ -55,6 +55,8 @@ class PipelineDeclarationError(ValueError):
 
 
 _PIPELINES: dict[str, PipelineSpec] = {}
+#: step_task_names() of the pipelines declared so far (None: declared since).
+_STEP_TASKS: frozenset[str] | None = None
 
 
 def step(name: str, task: str | Callable[..., Any], *, queue: str | None = None) -> Step:
@@ -79,6 +81,8 @@ def pipeline(name: str, *stages: Step | Sequence[Step]) -> PipelineSpec:
     if existing is not None and existing != spec:
         raise PipelineDeclarationError(f"two pipelines are named {name!r}")
     _PIPELINES[name] = spec
+    global _STEP_TASKS
+    _STEP_TASKS = None
     return spec
 
 
@@ -91,5 +95,9 @@ def registry() -> dict[str, PipelineSpec]:
 
 
 def step_task_names() -> frozenset[str]:
-    """Tasks used as a step of some pipeline: only their jobs pay the step bookkeeping."""
-    return frozenset(s.task for spec in _PIPELINES.values() for _, s in spec.steps())
+    """Tasks used as a step of some pipeline: only their jobs pay the step bookkeeping.
+    Asked for every job a worker runs: made once per set of declared pipelines."""
+    global _STEP_TASKS
+    if _STEP_TASKS is None:
+        _STEP_TASKS = frozenset(s.task for spec in _PIPELINES.values() for _, s in spec.steps())
+    return _STEP_TASKS

@@ -12,7 +12,7 @@ from waiting import wait_until_async
 
 from jobsys import task
 from jobsys.db.connect import connect
-from jobsys.pipelines.definitions import pipeline, step
+from jobsys.pipelines.definitions import pipeline, step, step_task_names
 from jobsys.pipelines.middleware import pipeline_middleware
 from jobsys.pipelines.store import start_pipeline
 
@@ -56,6 +56,17 @@ STORY = pipeline(
     [step("visual", p_visual), step("faces", p_faces), step("ocr", p_ocr)],
     step("metadata", p_metadata),
 )
+
+
+def test_step_tasks_follow_the_pipelines_declared() -> None:
+    """step_task_names (asked for every job a worker runs) is made once per set of
+    declared pipelines: a pipeline declared after a call is in the next answer."""
+    assert {"t_pipe.download", "t_pipe.metadata"} <= step_task_names()
+    assert "t_pipe.late_step" not in step_task_names()
+    pipeline("t_pipe.late", step("late", "t_pipe.late_step"))
+    assert "t_pipe.late_step" in step_task_names()
+    assert step_task_names() is step_task_names()
+
 
 WORKER = {
     "wait": False,

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from jobsys.cli._dashboard_view import render
-from jobsys.live.coalesce import MAX_IDS, Coalescer, merge
+from jobsys.live.coalesce import MAX_IDS, Coalescer, merge, merge_job_change
+from jobsys.live.publish import UnknownTopic
 
 NOW = datetime(2026, 2, 20, 3, 0, tzinfo=UTC)
 
@@ -160,6 +161,36 @@ def test_merge_sums_counts_and_bounds_ids() -> None:
     assert pending["ids"] == list(range(100))[-MAX_IDS:]
     assert pending["queue"] is None  # differing strings are dropped
     assert pending["flag"] is True
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        {},
+        {"events": 3, "started": 2, "ids": [1, 2], "queue": "sync"},
+        {"events": 1, "succeeded": "x", "ids": 7, "queue": "other"},
+        {"events": 12, "ids": list(range(12)), "queue": None, "failed": 1.5},
+    ],
+)
+def test_the_workers_fast_merge_is_merge(start: dict[str, Any]) -> None:
+    """merge_job_change (two per job on the worker's path) gives what merge gives for
+    the same change, whatever was pending; so does Coalescer.add_job_change."""
+    slow, fast = dict(start), dict(start)
+    for i, (what, queue) in enumerate(
+        [("started", "sync"), ("succeeded", "sync"), ("failed", "other"), ("aborted", "sync")] * 4
+    ):
+        merge(slow, {what: 1, "id": 100 + i, "queue": queue})
+        merge_job_change(fast, what, 100 + i, queue)
+        assert fast == slow and list(fast) == list(slow)
+    by_add, by_fast = Coalescer(), Coalescer()
+    for job_id, queue in [(1, "sync"), (None, "sync"), (2, None), (True, "sync"), (3, "q")]:
+        by_add.add("jobs_changed", {"started": 1, "id": job_id, "queue": queue})
+        by_fast.add_job_change("jobs_changed", "started", job_id, queue)
+    by_fast.add_job_change("jobs_changed", "weird_id", 4, "q")
+    by_add.add("jobs_changed", {"weird_id": 1, "id": 4, "queue": "q"})
+    assert by_fast.pending() == by_add.pending()
+    with pytest.raises(UnknownTopic):
+        Coalescer().add_job_change("Bad Topic", "started", 1, "sync")
 
 
 async def test_failed_flush_restores_pending() -> None:
