@@ -81,6 +81,11 @@ class FinishBatcher:
     async def finish(self, job_id: int, status: str, *, delete_job: bool = False) -> None:
         """Record ``job_id`` as ``status`` (succeeded/failed/aborted); returns once
         committed, raises what the write raised."""
+        await self.submit(job_id, status, delete_job=delete_job)
+
+    def submit(self, job_id: int, status: str, *, delete_job: bool = False) -> asyncio.Future[None]:
+        """:meth:`finish` without waiting: the future is done once the outcome is
+        committed (its exception: what the write raised)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((job_id, status, delete_job, future))
         # Outcomes already being written cannot join this batch.
@@ -89,7 +94,7 @@ class FinishBatcher:
             self._flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.max_delay_seconds, self._flush)
-        await future
+        return future
 
     def _flush(self) -> None:
         if self._timer is not None:

@@ -28,8 +28,9 @@ def app_with_jobs(db_url: str, task: str, jobs: int, *, pool_size: int) -> Any:
     return procrastinate.App(connector=pool.connector(db_url, min_size=1, max_size=pool_size))
 
 
-async def run_lane(app: Any, *, concurrency: int, jobs: int) -> Any:
-    """A lane of ``app`` on queue q1 until it has done ``jobs`` jobs; the stopped worker."""
+async def run_lane(app: Any, *, concurrency: int, jobs: int, during: Any = None) -> Any:
+    """A lane of ``app`` on queue q1 until it has done ``jobs`` jobs; the stopped worker.
+    ``during``: awaited with the worker once it is started (before it claims)."""
     from jobsys.config.loader import LaneSpec
     from jobsys.engine.worker import LaneWorker
 
@@ -44,6 +45,8 @@ async def run_lane(app: Any, *, concurrency: int, jobs: int) -> Any:
         )
         run = asyncio.create_task(worker.run())
         try:
+            if during is not None:
+                await during(worker)
             for _ in range(300):
                 await asyncio.sleep(0.1)
                 if worker.jobs_done == jobs:
@@ -135,12 +138,19 @@ async def test_job_log_records_are_built_only_when_emitted(
 
     built: list[Any] = []
     log_context = jobs.Job.log_context
+    call_strings: list[Any] = []
+    call_string = jobs.Job.__dict__["call_string"].func
 
     def counted(self: Any) -> Any:
         built.append(self.id)
         return log_context(self)
 
+    def counted_call_string(self: Any) -> Any:
+        call_strings.append(self.id)
+        return call_string(self)
+
     monkeypatch.setattr(jobs.Job, "log_context", counted)
+    monkeypatch.setattr(jobs.Job, "call_string", property(counted_call_string))
     app = app_with_jobs(db_url, "logx.t", 5, pool_size=4)
 
     @app.task(name="logx.t", queue="q1")
@@ -165,10 +175,60 @@ async def test_job_log_records_are_built_only_when_emitted(
     if level == logging.WARNING:
         assert actions == ["job_error"]
         assert len(built) == 1, built  # only the record that was emitted
+        # The messages too (LaneWorker._process_job): only the failed job's.
+        assert set(call_strings) == {1}, call_strings
     else:
         assert actions.count("start_job") == 5
         assert actions.count("job_success") == 4
         assert len(built) >= 5 * 3 - 1
+
+
+@pytest.mark.parametrize("write_fails", [False, True])
+async def test_a_job_cancelled_while_its_outcome_is_written_waits_for_the_write(
+    db_url: str, write_fails: bool
+) -> None:
+    """A final outcome is written without a task of its own (LaneWorker._persist_final)
+    but as shielded as Procrastinate's persist task: a job cancelled while its batch is
+    being written ends only after the write committed, and counts as done; a write that
+    fails on a connection error meanwhile is retried until it commits."""
+    from jobsys.engine.api import ConnectorException
+
+    app = app_with_jobs(db_url, "ackc.t", 1, pool_size=4)
+
+    @app.task(name="ackc.t", queue="q1")
+    async def t(n: int) -> None:
+        return None
+
+    gate, writing = asyncio.Event(), asyncio.Event()
+    writes: list[str] = []
+
+    async def cancel_while_written(worker: Any) -> None:
+        execute = worker.acks.connector.execute_query_all_async
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            writing.set()
+            await gate.wait()
+            if write_fails and not writes:
+                writes.append("refused")
+                raise ConnectorException("connection lost") from psycopg.OperationalError("x")
+            rows = await execute(*args, **kwargs)
+            writes.append("committed")
+            return rows
+
+        worker.acks.connector = type("Held", (), {"execute_query_all_async": staticmethod(held)})
+        await asyncio.wait_for(writing.wait(), 10)
+        [job_task] = list(worker._running_jobs)
+        job_task.cancel()
+        await asyncio.sleep(0.05)
+        assert not job_task.done()  # waits for its outcome's write
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(job_task), 10)
+        assert writes[-1] == "committed"
+
+    await run_lane(app, concurrency=1, jobs=1, during=cancel_while_written)
+    assert writes == (["refused", "committed"] if write_fails else ["committed"])
+    assert query(db_url, "SELECT status::text FROM procrastinate_jobs") == [("succeeded",)]
 
 
 def test_the_set_based_finish_follows_procrastinates_rules_row_for_row(db_url: str) -> None:
