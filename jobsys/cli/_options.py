@@ -16,6 +16,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from jobsys.errors import UsageError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
@@ -44,6 +46,27 @@ def time_option(flag: str, what: str) -> Any:
     """A time option (``--since``, ``--until``, ``--before``): its help says ``what`` the
     time bounds, then the one form every such option takes (:data:`TIME_FORMS`)."""
     return typer.Option(flag, help=f"{what}: {TIME_FORMS}.")
+
+
+def id_argument(thing: str, listed_by: str, *, help: str) -> Any:
+    """A positional id of a ``thing`` (``job``). One that is not a whole number from 1
+    is refused as jobsys refuses any bad input (``error: 'abc' is not a job id…``, exit
+    2), naming it and the command that lists them, not with Click's "is not a valid
+    int range"."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise UsageError(
+                f"{raw!r} is not a {thing} id: {thing} ids are whole numbers from 1.",
+                hint=f"List them with `{listed_by}`.",
+            )
+        return value
+
+    return typer.Argument(help=help, parser=parse, show_default=False)
 
 
 def option_group(**groups: Callable[..., Any]) -> Callable[[F], F]:

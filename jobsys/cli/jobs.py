@@ -18,6 +18,7 @@ from jobsys.cli._options import (
     NewestLimitOpt,
     WideOpt,
     YesOpt,
+    id_argument,
     option_group,
     time_option,
 )
@@ -42,7 +43,7 @@ LIST_COLUMNS = (
     Col("scheduled_at", "scheduled", kind="time", wide_only=True),
     Col("priority", kind="number", wide_only=True),
 )
-JobId = Annotated[int, typer.Argument(help="The job id.", min=1)]
+JobId = Annotated[int, id_argument("job", "jobsys jobs list", help="The job id.")]
 
 
 QueueOpt = Annotated[
@@ -303,7 +304,9 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
 @option_group(filters=job_filters, bulk=bulk_options)
 def cancel(
     ctx: typer.Context,
-    job_id: Annotated[int | None, typer.Argument(help="The job id.", min=1)] = None,
+    job_id: Annotated[
+        int | None, id_argument("job", "jobsys jobs list", help="The job id.")
+    ] = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Cancel every waiting job the filters match.")
     ] = False,

@@ -182,6 +182,19 @@ def test_cancel_waiting_running_and_refused(cli, db_url: str, jobs: dict[str, in
     assert result.exit_code == 1 and "no job 987654" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "given"),
+    [(["cancel", "abc"], "'abc'"), (["show", "0"], "'0'"), (["retry", "12x"], "'12x'")],
+)
+def test_a_bad_job_id_is_named(cli, db_url: str, args: list[str], given: str) -> None:  # type: ignore[no-untyped-def]
+    result = cli("--database-url", db_url, "jobs", *args)
+    assert (result.exit_code, result.stderr) == (  # was Click's "is not a valid int range"
+        2,
+        f"error: {given} is not a job id: job ids are whole numbers from 1.\n"
+        "List them with `jobsys jobs list`.\n",
+    )
+
+
 def test_metrics_parse_as_prometheus(cli, db_url: str, jobs: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
