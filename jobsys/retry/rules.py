@@ -16,7 +16,7 @@ retry's own limits (open outage, cap, backoff).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -185,6 +185,28 @@ def _superseded_now(since: str, job_status: str | None) -> str:
         None: "no longer exists",
     }.get(job_status, f"was {job_status} since")
     return f"{since} and {now}: nothing left to retry"
+
+
+def superseded_in_run(decisions: Sequence[Decision], *, dry_run: bool) -> list[Decision]:
+    """A run's verdicts, where a failure superseded by a newer one that the same run
+    retried (a dry run: would retry) says so. Decided first (oldest first), while its
+    job was still failed, it read "that failure decides; retry it instead" beside the
+    run's own retry of that failure (the summary said "nothing left to retry")."""
+    retried = {d.job_id for d in decisions if d.decision == RETRIED}
+    out = []
+    for d in decisions:
+        if (
+            d.decision == SKIPPED_SUPERSEDED
+            and d.job_status == "failed"
+            and d.job_id in retried
+            and d.detail.startswith(_SUPERSEDED_BY)
+        ):
+            since, sep, _ = d.detail.partition(")")
+            if sep:
+                how = "which this run would retry" if dry_run else "retried by this run"
+                d = dataclasses.replace(d, detail=f"{since}{sep}, {how}: nothing left to retry")
+        out.append(d)
+    return out
 
 
 def _not_failed(job_status: str | None) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys.errors import NotFoundError, RefusedError, UsageError, not_found
 from jobsys.failures.filters import FailureFilter, check_names
 from jobsys.retry import engine, store
-from jobsys.retry.rules import RETRIED, Decision
+from jobsys.retry.rules import RETRIED, Decision, superseded_in_run
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -210,6 +210,7 @@ async def retry(
                 )
                 if tick:
                     tick(len(report.decisions), matched)
+            report.decisions = superseded_in_run(report.decisions, dry_run=dry_run)
             return report
 
         if request.dry_run:

@@ -261,6 +261,11 @@ def test_bulk_retry_exit_code_depends_on_the_work_not_the_race(  # type: ignore[
     first = cli("--database-url", db_url, "retry", "--all", "--everything", "--yes", "--json")
     assert first.json()["counts"] == {"retried": 20, "skipped_superseded": 20}
     assert first.exit_code == 0, first.stderr
+    # Each older failure says this run retried its newer one ("retry it instead" before)
+    superseded = [r for r in first.json()["results"] if r["decision"] == "skipped_superseded"]
+    assert {r["detail"].partition("), ")[2] for r in superseded} == {
+        "retried by this run: nothing left to retry"
+    }
     # What the racing colleague sees a moment later (the retried jobs have not run).
     second = cli("--database-url", db_url, "retry", "--all", "--everything", "--yes", "--json")
     assert second.json()["counts"] == {"skipped_already_retried": 20, "skipped_superseded": 20}

@@ -331,6 +331,24 @@ def test_a_superseded_failure_is_already_done_when_its_job_needs_nothing_more(
     assert rules.already_done(d, handled) is done
 
 
+@pytest.mark.parametrize(
+    ("dry_run", "how"), [(False, "retried by this run"), (True, "which this run would retry")]
+)
+def test_a_failure_superseded_by_one_the_same_run_retried_says_so(dry_run: bool, how: str) -> None:
+    """Decided first (oldest first, the job still failed), the older failure read "that
+    failure decides; retry it instead" beside the run's own retry of the newer one."""
+    older = decide(facts(newer_failure=(9, "transient")))
+    newer = decide(facts(failure_id=9))
+    other = decide(facts(failure_id=8, job_id=80, newer_failure=(10, "runtime")))
+    assert (older.decision, newer.decision) == (rules.SKIPPED_SUPERSEDED, rules.RETRIED)
+    settled = rules.superseded_in_run([older, other, newer], dry_run=dry_run)
+    assert settled[0].detail == (
+        f"the job failed again since (failure 9, transient), {how}: nothing left to retry"
+    )
+    assert settled[1:] == [other, newer]  # its newer failure is not this run's: unchanged
+    assert settled[1].detail.endswith("that failure decides; retry it instead")
+
+
 def test_already_done_is_already_retried_or_superseded_only() -> None:
     retried_before = decide(facts(job_status="todo", retry_state={"outcome": "pending"}))
     assert retried_before.decision == rules.SKIPPED_ALREADY_RETRIED
