@@ -502,7 +502,8 @@ class LaneWorker(Worker):
         return rows
 
     async def _process_job(self, context: job_context.JobContext) -> None:
-        """Procrastinate's ``Worker._process_job`` (3.10), step for step, without its
+        """Procrastinate's ``Worker._process_job`` (3.10; its source is pinned by
+        ``tests/unit/test_engine_api_contract.py``), step for step, without its
         per-job overhead where nothing reads it: its log messages (each formats the
         job's call string) are built only when a record of their level would be
         emitted, and whether a task is async and its task middlewares are looked up

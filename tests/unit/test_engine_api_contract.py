@@ -38,7 +38,9 @@ MODULE_NAMES: dict[str, tuple[str, ...]] = {
     "procrastinate.retry": ("RetryDecision",),
     "procrastinate.schema": ("migrations_path",),
     "procrastinate.sql": ("queries",),
-    "procrastinate.utils": ("causes", "cancel_and_capture_errors", "wait_any"),
+    "procrastinate.utils": ("causes", "cancel_and_capture_errors", "wait_any", "sync_to_async"),
+    # LaneWorker._process_job composes the worker and task middlewares as Procrastinate does
+    "procrastinate.middleware": ("compose",),
     "procrastinate.worker": ("Worker",),
 }
 
@@ -56,6 +58,10 @@ CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "_handle_abort_jobs_requested",
         "_poll_jobs_to_abort",
         "_process_job",
+        # called by LaneWorker._process_job, Procrastinate's own step for step
+        "_log_extra",
+        "_log_job_outcome",
+        "_resolve_task_middlewares",
         "run",
         "stop",
     ),
@@ -75,7 +81,7 @@ CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "procrastinate.app:App": ("task", "open_async", "close_async"),
     # engine.api.strategy_retries (the pipeline and failure-capture middlewares)
     "procrastinate.tasks:Task": ("get_retry_exception",),
-    "procrastinate.jobs:Job": ("from_row", "evolve"),
+    "procrastinate.jobs:Job": ("from_row", "evolve", "call_string"),
     "procrastinate.job_context:JobContext": ("should_abort", "evolve"),
 }
 
@@ -97,7 +103,11 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "fetch_job_polling_interval",
         "shutdown_graceful_timeout",
         "delete_jobs",
+        "worker_middleware",
+        "logger",
     ),
+    # LaneWorker._process_job: a task's function, name and whether it takes the context
+    "procrastinate.tasks:Task": ("func", "name", "pass_context"),
     "procrastinate.psycopg_connector:PsycopgConnector": ("_pool_factory",),
     # connector: engine.pool.of reaches the pool through it
     "procrastinate.app:App": ("connector", "job_manager", "tasks"),
@@ -134,6 +144,16 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     ),
     "procrastinate.app:App.task": ("name", "queue", "priority", "pass_context", "retry"),
     "procrastinate.tasks:Task.get_retry_exception": ("exception", "job"),
+    "procrastinate.worker:Worker._log_extra": ("action", "context", "job_result"),
+    "procrastinate.worker:Worker._log_job_outcome": (
+        "status",
+        "context",
+        "job_result",
+        "job_retry",
+        "exc_info",
+    ),
+    "procrastinate.worker:Worker._resolve_task_middlewares": ("task", "task_is_async"),
+    "procrastinate.job_context:JobResult.__init__": ("start_timestamp",),
     "procrastinate.job_context:JobContext.__init__": (
         "app",
         "worker_name",
@@ -268,3 +288,26 @@ def test_the_pinned_schema_is_the_installed_version() -> None:
     from jobsys.engine.schema import PINNED_VERSION
 
     assert version("procrastinate") == PINNED_VERSION
+
+
+#: sha256 of Procrastinate's ``Worker._process_job`` source that ``LaneWorker._process_job``
+#: follows step for step (3.10): a release that changes it fails here, so the copy is
+#: read against the new one instead of drifting from it silently.
+PROCESS_JOB_SOURCE_SHA256 = "55a67c0ff525add9"
+
+
+def process_job_fingerprint() -> str:
+    import hashlib
+
+    from procrastinate.worker import Worker
+
+    source = inspect.getsource(Worker._process_job)
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def test_procrastinates_process_job_is_the_one_lane_worker_follows() -> None:
+    assert process_job_fingerprint() == PROCESS_JOB_SOURCE_SHA256, (
+        "procrastinate.worker.Worker._process_job changed: compare it with "
+        "jobsys/engine/worker.py LaneWorker._process_job, carry the change over, then "
+        "update PROCESS_JOB_SOURCE_SHA256"
+    )
