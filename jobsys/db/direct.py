@@ -17,7 +17,7 @@ other statement on these connections goes through psycopg as usual.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,8 @@ from psycopg import errors, pq
 
 if TYPE_CHECKING:
     from psycopg.pq.abc import PGresult
+
+logger = logging.getLogger(__name__)
 
 _UTF8 = b"UTF8"
 #: What psycopg stops waiting for on: a cancelled task, Ctrl-C, an exiting process.
@@ -59,7 +61,9 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
         with ``params`` (each the text of a value, or None for NULL), as text; raises
         psycopg's error for the statement's. Cancelled while the statement runs (a
         request's timeout), it asks the server to cancel it and waits for its end, as
-        psycopg does, so the connection comes back idle."""
+        psycopg does, so the connection comes back idle: at most
+        :data:`_CANCEL_SECONDS`, after which it closes the connection
+        (:meth:`_abandon`)."""
         async with self.lock:
             pgconn = self.pgconn
             try:
@@ -69,9 +73,7 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
                 first, error = await self._results()
             except _INTERRUPTED:
                 if pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
-                    with contextlib.suppress(Exception):
-                        await self.cancel_safe(timeout=_CANCEL_SECONDS)
-                        await self._results()
+                    await self._abandon()
                 raise
             except OSError as exc:  # the socket went away under the loop
                 raise psycopg.OperationalError("connection socket closed") from exc
@@ -80,6 +82,28 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
         if first is None or first.status != pq.ExecStatus.TUPLES_OK or not first.ntuples:
             raise psycopg.ProgrammingError("the statement returned no row")
         return first.get_value(0, 0)
+
+    async def _abandon(self) -> None:
+        """The caller stopped waiting mid-statement: have the server cancel it and wait
+        for its end (the rest of the statement sent first: it may not all have been
+        written), for at most :data:`_CANCEL_SECONDS`, as psycopg does. A cancel
+        request that fails, a statement still running after that, or a second
+        interruption leave the connection in an unknown state: it is closed (the pool
+        then replaces it), never waited on with no end."""
+        pgconn = self.pgconn
+        try:
+            await self.cancel_safe(timeout=_CANCEL_SECONDS)
+            async with asyncio.timeout(_CANCEL_SECONDS):
+                while pgconn.flush():
+                    await self._ready(pgconn.socket, write=True)
+                await self._results()
+        except BaseException as exc:  # the caller's own interruption is re-raised
+            logger.warning(
+                "defer statement not ended after its cancellation (%s): connection closed",
+                type(exc).__name__,
+                extra={"action": "direct_cancel_abandoned"},
+            )
+            pgconn.finish()
 
     async def _results(self) -> tuple[PGresult | None, psycopg.Error | None]:
         """Every result of the statement sent: the first that is not an error, and the

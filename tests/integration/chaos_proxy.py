@@ -9,7 +9,14 @@ or a Unix socket), in its own thread and event loop. Modes, switched at any time
   left waiting. What a SIGSTOPped proxy or a silent partition looks like: hangs, not
   refusals. ``pass()`` delivers what was held;
 - ``drop()``: close every connection and refuse new ones (accepted, then closed at once);
-- ``reset()``: abort every open connection (TCP RST), keep accepting new ones.
+- ``reset()``: abort every open connection (TCP RST), keep accepting new ones;
+- ``freeze_open()``: ``freeze()`` for the connections open now only, new ones pass (a
+  client's cancel request reaches the server, its answer on the old connection does
+  not). ``pass_()`` delivers what was held.
+
+A side that closes ends both (TCP RST) unless the proxy is ``graceful``: then the other
+side gets the end of stream (a FIN), as from a server that closed the connection (a
+cancel request's answer).
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ CHUNK = 65536
 
 
 class ChaosProxy:
-    def __init__(self, db_url: str, *, port: int = 0) -> None:
+    def __init__(self, db_url: str, *, port: int = 0, graceful: bool = False) -> None:
+        self._graceful = graceful
         params = conninfo_to_dict(db_url)
         host = str(params.get("host") or "127.0.0.1")
         server_port = int(params.get("port") or 5432)
@@ -40,6 +48,8 @@ class ChaosProxy:
         self._flowing: asyncio.Event | None = None
         self._dropping = False
         self._conns: set[asyncio.StreamWriter] = set()
+        #: Each forwarded connection's own switch (``freeze_open``), by client writer.
+        self._open: dict[asyncio.StreamWriter, asyncio.Event] = {}
         self._server: Any = None
         self.connections = 0
         self.port = 0
@@ -55,6 +65,8 @@ class ChaosProxy:
         self._call(self._close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()  # its self-pipe too: no unclosed loop left to the collector
 
     @property
     def url(self) -> str:
@@ -76,6 +88,9 @@ class ChaosProxy:
     def reset(self) -> None:
         self._call(self._set(flowing=True, dropping=False, close=True))
 
+    def freeze_open(self) -> None:
+        self._call(self._freeze_open())
+
     # --- inside the proxy's loop --------------------------------------------------------
 
     def _call(self, coro: Any) -> Any:
@@ -96,9 +111,15 @@ class ChaosProxy:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
 
+    async def _freeze_open(self) -> None:
+        for event in self._open.values():
+            event.clear()
+
     async def _set(self, *, flowing: bool, dropping: bool, close: bool = False) -> None:
         assert self._flowing is not None
         self._dropping = dropping
+        for event in self._open.values():
+            event.set()
         if close:
             for writer in list(self._conns):
                 _abort(writer)
@@ -126,25 +147,34 @@ class ChaosProxy:
             self._conns.discard(writer)
             return
         self._conns.add(up_writer)
+        own = self._open[writer] = asyncio.Event()
+        own.set()
         await asyncio.gather(
-            self._pump(reader, up_writer, writer), self._pump(up_reader, writer, up_writer)
+            self._pump(reader, up_writer, writer, own),
+            self._pump(up_reader, writer, up_writer, own),
         )
-        self._conns.discard(writer)
-        self._conns.discard(up_writer)
+        for end in (writer, up_writer):
+            self._conns.discard(end)
+            end.close()
+        self._open.pop(writer, None)
 
     async def _pump(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         other: asyncio.StreamWriter,
+        own: asyncio.Event,
     ) -> None:
         assert self._flowing is not None
+        ended = False  # the reader's side closed and the proxy is graceful
         try:
             while True:
                 data = await reader.read(CHUNK)
                 if not data:
+                    ended = self._graceful
                     break
                 await self._flowing.wait()  # frozen: held here, never refused
+                await own.wait()
                 if writer.is_closing():
                     break
                 writer.write(data)
@@ -152,8 +182,12 @@ class ChaosProxy:
         except (OSError, asyncio.CancelledError):
             pass
         finally:
-            _abort(writer)
-            _abort(other)
+            if ended:
+                with contextlib.suppress(Exception):
+                    writer.write_eof()
+            else:
+                _abort(writer)
+                _abort(other)
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:

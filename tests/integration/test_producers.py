@@ -441,3 +441,59 @@ async def test_producers_behind_a_transaction_mode_pgbouncer(
             await producers.aclose()
     assert [type(r) for r in results].count(AlreadyQueuedError) == 1, results
     assert count_jobs(db_url) == 20 + 50 + 1 + 30
+
+
+@pytest.mark.parametrize("stalled", ["statement_sent", "statement_being_written"])
+async def test_a_timed_out_defer_on_a_stalled_connection_ends_within_seconds(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    stalled: str,
+) -> None:
+    """The caller's timeout fires while the connection is stalled (a network that holds
+    the old connection's bytes while a new connection, the cancel request, gets
+    through): the call ends within the cancellation's bound (5 s, psycopg's), and the
+    connection is closed and replaced. It used to wait for the stalled connection with
+    no end, its timeout long past: after the statement was sent (for the cancelled
+    statement's answer), or while it was still being written (its rest never sent: a
+    defer_many of 12 MB)."""
+    from chaos_proxy import ChaosProxy
+
+    import jobsys
+    from jobsys.jobs import defer
+
+    with ChaosProxy(db_url, graceful=True) as proxy:
+        defer.configure(defer._environment().config, url=proxy.url)
+        try:
+            await jobsys.defer("rt.sleep", {"tag": "warm"})
+            with psycopg.connect(db_url) as locker:  # holds the lock until it rolls back
+                locker.execute("LOCK TABLE procrastinate_jobs IN EXCLUSIVE MODE")
+
+                async def timed() -> None:
+                    async with asyncio.timeout(1):
+                        if stalled == "statement_sent":
+                            await jobsys.defer("rt.sleep", {"tag": "stalled"})
+                        else:
+                            big = {"tag": "x" * 60_000}  # within max_args_bytes
+                            await jobsys.defer_many("rt.sleep", [big] * 200)
+
+                if stalled == "statement_being_written":
+                    proxy.freeze_open()
+                call = asyncio.ensure_future(timed())
+                if stalled == "statement_sent":
+                    await producer_waits_on_a_lock(db_url)
+                    proxy.freeze_open()
+                done, _ = await asyncio.wait({call}, timeout=10)
+                if not done:
+                    call.cancel()
+                    await asyncio.wait({call}, timeout=10)
+                locker.rollback()
+            assert done, "the timed-out defer still waited 10 s after its 1 s timeout"
+            with pytest.raises(TimeoutError):
+                call.result()
+            proxy.pass_()
+            await jobsys.defer("rt.sleep", {"tag": "after"})
+            assert producers.open_connections() == 1
+        finally:
+            await producers.aclose()
+    tags = [row[0] for row in query(db_url, "SELECT args->>'tag' FROM procrastinate_jobs")]
+    assert "after" in tags
