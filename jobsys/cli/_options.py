@@ -39,7 +39,7 @@ NewestLimitOpt = Annotated[
 ]
 
 #: What a time option takes: :func:`jobsys.timespec.parse_time` reads every one.
-TIME_FORMS = "30m, 2h, 7d ago or an ISO-8601 time"
+TIME_FORMS = "30m, 2h, 7d (that long ago) or an ISO-8601 time"
 
 
 def time_option(flag: str, what: str) -> Any:

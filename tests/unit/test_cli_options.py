@@ -60,3 +60,20 @@ def test_the_no_filter_refusal_names_only_options_its_command_has() -> None:
         options = {o for p in jobs.commands[name].params for o in p.opts}
         assert set(filter_options(action)) <= options, (action, options)
     assert "--before" in filter_options("jobs_delete")
+
+
+def test_every_time_form_the_help_shows_is_read() -> None:
+    """The time options' help (``--since``, ``--until``, ``--before``) shows forms an
+    operator types as shown: each must parse. It said ``7d ago``, which parse_time
+    refuses (exit 2)."""
+    import re
+    from datetime import UTC, datetime
+
+    from jobsys.cli._options import TIME_FORMS
+    from jobsys.timespec import parse_time
+
+    durations = re.sub(r"\s*\([^)]*\)", "", TIME_FORMS.split(" or ")[0]).split(", ")
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    assert durations == ["30m", "2h", "7d"]
+    for form in durations:
+        assert parse_time(form, "--since", now) < now
