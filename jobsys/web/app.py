@@ -228,7 +228,9 @@ def render(
         "user": user,
         "auth": c.credentials.configured,
         "csrf": csrf_token(request),
-        "live": c.hub is not None,
+        # A visitor not logged in (the login page) gets no event stream: /admin/events
+        # would answer 401, and the page showed "Live updates interrupted" over the form.
+        "live": c.hub is not None and (user is not None or not c.credentials.configured),
         "path": request.url.path,
         "flash": request.session.pop("flash", None),
         **context,

@@ -643,3 +643,18 @@ def test_a_port_in_use_is_one_readable_error(cli, db_url: str) -> None:  # type:
     assert (
         f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
     )
+
+
+def test_the_login_page_opens_no_event_stream_it_may_not_read(
+    settings: Settings, db_url: str
+) -> None:
+    """The login page loaded live.js, whose /admin/events answered 401: a console error and
+    a red "Live updates interrupted" banner over the form the manager came to fill in."""
+    creds = load_credentials({"JOBSYS_WEB_TOKEN": TOKEN, "JOBSYS_WEB_READONLY_TOKEN": RO_TOKEN})
+    app = create_app(settings, creds, database_url=db_url, live=True)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        page = client.get("/admin/login")
+        assert page.status_code == 200 and "/static/live.js" not in page.text
+        assert client.get("/admin/events").status_code == 401
+        login(client, token=RO_TOKEN)
+        assert "/static/live.js" in client.get("/admin/background_jobs").text
