@@ -274,3 +274,49 @@ def test_a_dropped_database_shows_a_banner_and_recovers(
     assert css(browser, "body").get_attribute("data-live") == "connected"
     errors = console_errors(browser)
     assert errors == [], errors
+
+
+OVERFLOW_JS = """
+const out = [];
+if (document.documentElement.scrollWidth > window.innerWidth + 1) {
+  out.push('page ' + document.documentElement.scrollWidth + ' > ' + window.innerWidth);
+}
+for (const table of document.querySelectorAll('main table')) {
+  // A table wider than its box must scroll inside a box of its own, not spill over.
+  let box = table.parentElement, scrolls = false;
+  for (let e = table; e && e !== document.body; e = e.parentElement) {
+    if (['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) {
+      scrolls = true; box = e; break;
+    }
+  }
+  const over = table.getBoundingClientRect().right - box.getBoundingClientRect().right;
+  const name = table.id || table.parentElement.id || 'table';
+  if (!scrolls && over > 1) { out.push(name + ' spills ' + over); }
+}
+// One letter a line: text split mid-word.
+for (const cell of document.querySelectorAll('main td')) {
+  if (cell.innerText.length > 12 && cell.getBoundingClientRect().width < 60) {
+    out.push('cell ' + JSON.stringify(cell.innerText.slice(0, 20)) + ' squeezed');
+  }
+}
+return out;
+"""
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_pages_fit_a_desktop_and_a_phone_width(
+    browser: Any, server: str, seeded: ws.Seeded, width: int
+) -> None:
+    """At 390 px (a phone) the tables pushed the whole page sideways and squeezed error
+    messages to a few letters a line; at 1280 the dashboard's schedule table spilled over
+    the latest jobs beside it. Wide tables now scroll in their own box."""
+    browser.set_window_size(width, 900)
+    problems = {}
+    for path in ws.pages(seeded):
+        browser.get(server + path)
+        found = browser.execute_script(OVERFLOW_JS)
+        if found:
+            problems[path] = found
+        if "failures/" in path or path.endswith(("background_jobs", "queues")):
+            shot(browser, f"{artifact_name(path) or 'dashboard'}_{width}")
+    assert problems == {}
