@@ -2,7 +2,8 @@
 
 Pure text (no Rich, no I/O), so any terminal size can be tested: sections get
 their title and a minimum of rows, spare rows go to them in priority order, and a
-section with more rows than it got ends with "… N more". Lanes come busiest first
+section with more rows than it got ends with "… N more" (on its title line when it
+got one line: its top row stays). Lanes come busiest first
 (running + waiting, then the oldest wait), and a cut never hides the base lane. Below
 ``MIN_FULL_HEIGHT`` lines or ``MIN_FULL_WIDTH`` columns the view turns compact (one
 summary line per section); nothing here raises on a small terminal. A PAUSED section
@@ -366,8 +367,14 @@ def render(
         for (title, rows, _, keep, per_row, unloaded), count in zip(parts, budget, strict=True):
             if count <= 0:
                 continue
-            lines.append(clip(title, width))
-            shown = cut(rows, count, keep, per_row, unloaded)
+            if count == 1 and count < _lines((title, rows, 0, keep, per_row, unloaded)):
+                # One line would be "… N more" and no row: show the top row and say
+                # "… N more" on the title line instead.
+                *shown, more = cut(rows, 2, keep, per_row, unloaded)
+                lines.append(clip(title, width - len(more) - 2) + "  " + more)
+            else:
+                lines.append(clip(title, width))
+                shown = cut(rows, count, keep, per_row, unloaded)
             lines.extend(clip("  " + row, width) for row in shown)
         return lines[: height or None]
     except Exception as exc:  # a layout bug must not take the operator's screen down

@@ -302,6 +302,8 @@ def test_more_counts_hidden_lanes_not_rows() -> None:
 
 def _issue_more(lines: list[str]) -> str:
     start = next(i for i, line in enumerate(lines) if line.startswith("OPEN ISSUES"))
+    if "… " in lines[start]:  # one line for the section: "… N more" on its title
+        return "… " + lines[start].split("… ", 1)[1].strip()
     section = []
     for line in lines[start + 1 :]:
         if not line.startswith("  "):
@@ -385,3 +387,23 @@ def test_recent_failures_name_the_error_class_not_its_module() -> None:
     text = "\n".join(render(snap, 80, None))
     assert " TransientError: rate l" in text, text
     assert "jobsys.errors" not in text
+
+
+def test_80x24_with_pauses_shows_the_top_row_of_every_section() -> None:
+    """With two queues paused, RECENT FAILURES, OPEN ISSUES and SCHEDULE got one line
+    each at 80x24: "… N more" and no row at all (operator walk-through, story 11)."""
+    snap = snapshot(rows=12)
+    snap["lanes"] = shipped_lanes()
+    snap["pauses"] = [
+        {"queue": q, "target": q, "paused_at": NOW, "paused_by": "alice", "reason": "429",
+         "until": NOW + timedelta(minutes=27)}
+        for q in ("story_downloads", "profiles")
+    ]  # fmt: skip
+    lines = render(snap, 80, 24)
+    assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+    for title in ("RECENT FAILURES", "OPEN ISSUES", "SCHEDULE", "WORKERS"):
+        at = next(i for i, line in enumerate(lines) if line.startswith(title))
+        row = lines[at + 1] if at + 1 < len(lines) else ""
+        assert row.startswith("  ") and not row.strip().startswith("… "), (title, lines)
+    issues = next(line for line in lines if line.startswith("OPEN ISSUES"))
+    assert issues.endswith("… 11 more"), issues  # the count moved to the title line
