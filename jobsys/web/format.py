@@ -11,9 +11,15 @@ from jobsys.timespec import short
 
 
 def when(value: Any) -> str:
-    """``2026-12-05 21:40:03Z``; strings pass through; None is a dash."""
+    """``2026-12-05 21:40:03Z``; an ISO-8601 string (a JSON detail's time) too; other
+    strings pass through; None is a dash."""
     if value is None:
         return "-"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=UTC)
         return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")

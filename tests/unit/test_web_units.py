@@ -91,6 +91,11 @@ def test_login_redirects_stay_on_the_console(value: str | None, safe: str | None
 def test_formatting() -> None:
     assert fmt.when(datetime(2026, 12, 5, 21, 40, 3, tzinfo=UTC)) == "2026-12-05 21:40:03Z"
     assert fmt.when(None) == "-"
+    # A retry state's times are ISO strings from JSON: the failure page showed them raw,
+    # '2026-12-06T15:03:49.888629Z' and '2026-12-06T15:04:00.06299+00:00' side by side.
+    assert fmt.when("2026-12-06T15:03:49.888629Z") == "2026-12-06 15:03:49Z"
+    assert fmt.when("2026-12-06T16:04:00.06299+01:00") == "2026-12-06 15:04:00Z"
+    assert fmt.when("not a time") == "not a time"
     assert fmt.seconds(0.25) == "250 ms"
     assert fmt.seconds(245) == "4m05s"
     assert fmt.seconds(None) == "-"
