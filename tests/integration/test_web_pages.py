@@ -554,6 +554,11 @@ def test_login_roles_and_the_read_only_role_cannot_act(
         assert 'id="resolve-issue"' not in page.text  # no buttons for what it cannot do
         response = ro.post(f"/admin/issues/{issue}/resolve", data={"csrf_token": csrf(page.text)})
         assert response.status_code == 403 and "read-only" in response.text
+        # The dry run is open to it, worded as a dry run: it said "Retrying failure N as
+        # web:max" above a verdict it can never confirm.
+        dry = ro.get(f"/admin/retry?failure={seeded.failures['runtime']}").text
+        assert "Retrying" not in dry and 'id="confirm-retry"' not in dry
+        assert "the read-only role cannot retry" in dry
     with client_for(settings, db_url, creds) as ro_token:
         page = ro_token.get(
             "/admin/background_jobs", headers={"authorization": f"Bearer {RO_TOKEN}"}
