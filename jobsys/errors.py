@@ -92,6 +92,11 @@ class DatabaseUnavailable(JobsysError):
     exit_code = EXIT_DB_UNAVAILABLE
 
 
+class ConnectionLost(DatabaseUnavailable):
+    """The connection to the database was lost while a statement ran: the server may
+    have committed it (a defer: the job may have been inserted)."""
+
+
 class SchemaError(JobsysError):
     """The database schema does not match this version of jobsys."""
 

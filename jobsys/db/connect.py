@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobsys.db import url as db_url
-from jobsys.errors import DatabaseUnavailable, SchemaError, UsageError
+from jobsys.errors import ConnectionLost, DatabaseUnavailable, SchemaError, UsageError
 
 logger = logging.getLogger("jobsys.db.connect")
 
@@ -224,6 +224,18 @@ def translate(exc: Exception, url: str) -> DatabaseUnavailable:
     return DatabaseUnavailable(
         f"cannot connect to the database at {db_url.mask(url)}: {detail}",
         hint=db_url.UNREACHABLE_HINT,
+    )
+
+
+def lost(exc: Exception, url: str, *, during: str, hint: str) -> ConnectionLost:
+    """A connection lost after a statement was sent (``during``: what it was doing), as
+    a password-free :class:`ConnectionLost`: not "cannot connect", since the server may
+    have committed the statement before the connection went (``hint`` says what to
+    check)."""
+    detail = db_url.scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc), url)
+    return ConnectionLost(
+        f"lost the connection to the database at {db_url.mask(url)} {during}: {detail}",
+        hint=hint,
     )
 
 

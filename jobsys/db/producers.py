@@ -55,6 +55,12 @@ WAIT_SECONDS = 10.0
 #: Connections above MIN_SIZE idle for this long are closed.
 MAX_IDLE_SECONDS = 300.0
 SIZE_VARIABLE = "JOBSYS_PRODUCER_POOL_SIZE"
+#: A connection lost mid-defer: what the caller cannot know, and what to do.
+LOST_HINT = (
+    "The server may have inserted the job before the connection went: check "
+    "(`jobsys jobs list --task ...`) before deferring again, or defer with a queueing "
+    "lock or a unique key, so that deferring again cannot add a second job."
+)
 APPLICATION_NAME = "jobsys-producer"
 
 
@@ -346,9 +352,11 @@ async def _with_connection(pool: _Pool, work: Callable[[Any], Awaitable[T]]) -> 
         import psycopg
 
         if isinstance(exc, psycopg.OperationalError) and (conn.broken or conn.closed):
-            from jobsys.db.connect import translate
+            from jobsys.db.connect import lost
 
-            raise translate(exc, pool.url) from None
+            # The connection opened; the statement may have reached the server and
+            # committed before it went: not "cannot connect".
+            raise lost(exc, pool.url, during="while deferring", hint=LOST_HINT) from None
         raise
     finally:
         _release(process, pool, conn)
@@ -407,7 +415,7 @@ async def _write_combined(
             try:
                 results = await _with_connection(pool, _bound(work, [i for i, _ in batch]))
             except BaseException as exc:
-                if len(batch) == 1 or not isinstance(exc, Exception):
+                if len(batch) == 1 or not isinstance(exc, Exception) or _unavailable(exc):
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
@@ -420,6 +428,15 @@ async def _write_combined(
                     future.set_result(result)
     finally:
         combiner.writers -= 1
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """The database went away (or was never reached): writing each call of the batch on
+    its own would not help, and after a lost connection could insert a job twice (the
+    batch's statement may have committed)."""
+    from jobsys.errors import DatabaseUnavailable
+
+    return isinstance(exc, DatabaseUnavailable)
 
 
 def _bound(

@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from jobsys import tasks as task_registry
 from jobsys.db import producers
-from jobsys.errors import AlreadyQueuedError, UsageError, did_you_mean, suggestion
+from jobsys.errors import (
+    AlreadyQueuedError,
+    ConnectionLost,
+    UsageError,
+    did_you_mean,
+    suggestion,
+)
 from jobsys.jobs import validate
 from jobsys.jobs.enqueue import NewJob, NewJobs, UniqueKey, enqueue
 from jobsys.jobs.unique import UniqueSpec
@@ -373,13 +379,27 @@ async def _insert(env: _Environment, given: Any, planned: list[Planned]) -> list
     producer pool (``jobsys.db.producers``): never a connection per call."""
     if given is None and env.app is None:
         url = _producer_url(env)
-        if any(p.unique for p in planned):
-            return await producers.run(url, lambda conn: insert(conn, planned))
-        # Calls made at the same moment (concurrent requests) share one statement.
-        ids: list[int] = await producers.run_combined(url, planned, _insert_combined)
+        try:
+            if any(p.unique for p in planned):
+                return await producers.run(url, lambda conn: insert(conn, planned))
+            # Calls made at the same moment (concurrent requests) share one statement.
+            ids: list[int] = await producers.run_combined(url, planned, _insert_combined)
+        except ConnectionLost as exc:  # one exception may be every call's of a statement
+            raise ConnectionLost(exc.message, hint=lost_hint(planned)) from None
         return ids
     async with _connection(env, given) as conn:
         return await insert(conn, planned)
+
+
+def lost_hint(planned: list[Planned]) -> str:
+    """What to do after the connection was lost mid-defer: the jobs may be in."""
+    what = "the job" if len(planned) == 1 else f"the {len(planned)} jobs"
+    return (
+        f"The server may have inserted {what} before the connection went: check "
+        f"(`jobsys jobs list --task {planned[0].task}`) before deferring again, or defer "
+        "with a queueing lock or a unique key (queueing_lock= or unique_for; "
+        "--queueing-lock or --unique-for), so that deferring again cannot add a second job."
+    )
 
 
 async def _insert_combined(connection: Any, items: list[list[Planned]]) -> list[list[int]]:

@@ -29,7 +29,9 @@ async def defer_from_cli(
     unique_for: str | None = None,
     unique_keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    from jobsys.db.connect import check_schema, connect, resolve
+    import psycopg
+
+    from jobsys.db.connect import check_schema, connect, lost, resolve
     from jobsys.jobs import defer
 
     if in_ is not None and at is not None:
@@ -54,9 +56,16 @@ async def defer_from_cli(
         priority=priority,
         unique=unique,
     )
-    async with connect(resolve(settings, config).url) as conn:
+    url = resolve(settings, config).url
+    async with connect(url) as conn:
         await check_schema(conn)
-        [(job_id, duplicate)] = await defer.insert_with_outcome(conn, planned)
+        try:
+            [(job_id, duplicate)] = await defer.insert_with_outcome(conn, planned)
+        except psycopg.OperationalError as exc:
+            if not (conn.broken or conn.closed):
+                raise
+            # Sent, then lost: the server may have committed it (not "cannot connect").
+            raise lost(exc, url, during="while deferring", hint=defer.lost_hint(planned)) from None
     job = planned[0]
     return {
         "job_id": job_id,

@@ -103,6 +103,56 @@ def test_queueing_lock_conflict_is_a_clear_error(cli, db_url: str) -> None:  # t
     assert count_jobs(db_url) == 1
 
 
+def test_a_connection_lost_mid_defer_exits_69_saying_the_job_may_be_in(  # type: ignore[no-untyped-def]
+    cli, db_url: str
+) -> None:
+    """`jobsys defer` whose backend is terminated while its insert waits on a lock: exit
+    69 as for an unreachable database, but the message says the connection was lost
+    and the job may have been inserted (what to check), not "cannot connect"."""
+    import threading
+
+    stop = threading.Event()
+
+    def terminate_the_waiting_defer() -> None:
+        with psycopg.connect(db_url) as locker:
+            locker.execute("LOCK TABLE procrastinate_jobs IN EXCLUSIVE MODE")
+            deadline = time.monotonic() + 20
+            while not stop.is_set() and time.monotonic() < deadline:
+                rows = query(
+                    db_url,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    " AND pid <> %s",
+                    (locker.info.backend_pid,),
+                )
+                if rows:
+                    break
+                time.sleep(0.02)
+            locker.rollback()
+
+    killer = threading.Thread(target=terminate_the_waiting_defer)
+    killer.start()
+    try:
+        time.sleep(0.2)  # the lock is held
+        result = cli(
+            "--database-url", db_url, "defer", "demo.refresh_profile", "--args", '{"account_id": 1}'
+        )  # fmt: skip
+    finally:
+        stop.set()
+        killer.join(30)
+    assert result.exit_code == 69, result
+    assert "lost the connection to the database at" in result.stderr
+    assert "while deferring" in result.stderr
+    assert "cannot connect" not in result.stderr
+    assert "may have inserted the job" in result.stderr
+    assert "jobsys jobs list --task demo.refresh_profile" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = cli("--database-url", "postgresql://postgres@127.0.0.1:1/nowhere", "defer",
+                 "demo.refresh_profile", "--args", '{"account_id": 1}')  # fmt: skip
+    assert result.exit_code == 69, result
+    assert "cannot connect to the database at" in result.stderr
+
+
 @pytest.fixture
 def api_env(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

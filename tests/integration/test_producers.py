@@ -8,10 +8,12 @@ import asyncio
 import json
 import multiprocessing
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from chaos_proxy import ChaosProxy
 from pgbouncer_support import pgbouncer
 from rt_support import query
 from test_defer import api_env  # noqa: F401  (fixture: the API on the test topology)
@@ -443,11 +445,28 @@ async def test_producers_behind_a_transaction_mode_pgbouncer(
     assert count_jobs(db_url) == 20 + 50 + 1 + 30
 
 
-@pytest.mark.parametrize("stalled", ["statement_sent", "statement_being_written"])
-async def test_a_timed_out_defer_on_a_stalled_connection_ends_within_seconds(
+@pytest.fixture
+async def proxied(
     api_env: dict[str, str],  # noqa: F811
     db_url: str,
-    stalled: str,
+) -> AsyncIterator[ChaosProxy]:
+    """The producer pool defers through a :class:`ChaosProxy` (graceful): one job
+    ("warm") deferred, so its connection is open; the pool closes after the test."""
+    import jobsys
+    from jobsys.jobs import defer
+
+    with ChaosProxy(db_url, graceful=True) as proxy:
+        defer.configure(defer._environment().config, url=proxy.url)
+        try:
+            await jobsys.defer("rt.sleep", {"tag": "warm"})
+            yield proxy
+        finally:
+            await producers.aclose()
+
+
+@pytest.mark.parametrize("stalled", ["statement_sent", "statement_being_written"])
+async def test_a_timed_out_defer_on_a_stalled_connection_ends_within_seconds(
+    proxied: ChaosProxy, db_url: str, stalled: str
 ) -> None:
     """The caller's timeout fires while the connection is stalled (a network that holds
     the old connection's bytes while a new connection, the cancel request, gets
@@ -456,44 +475,99 @@ async def test_a_timed_out_defer_on_a_stalled_connection_ends_within_seconds(
     no end, its timeout long past: after the statement was sent (for the cancelled
     statement's answer), or while it was still being written (its rest never sent: a
     defer_many of 12 MB)."""
-    from chaos_proxy import ChaosProxy
-
     import jobsys
-    from jobsys.jobs import defer
 
-    with ChaosProxy(db_url, graceful=True) as proxy:
-        defer.configure(defer._environment().config, url=proxy.url)
-        try:
-            await jobsys.defer("rt.sleep", {"tag": "warm"})
-            with psycopg.connect(db_url) as locker:  # holds the lock until it rolls back
-                locker.execute("LOCK TABLE procrastinate_jobs IN EXCLUSIVE MODE")
+    proxy = proxied
+    with psycopg.connect(db_url) as locker:  # holds the lock until it rolls back
+        locker.execute("LOCK TABLE procrastinate_jobs IN EXCLUSIVE MODE")
 
-                async def timed() -> None:
-                    async with asyncio.timeout(1):
-                        if stalled == "statement_sent":
-                            await jobsys.defer("rt.sleep", {"tag": "stalled"})
-                        else:
-                            big = {"tag": "x" * 60_000}  # within max_args_bytes
-                            await jobsys.defer_many("rt.sleep", [big] * 200)
-
-                if stalled == "statement_being_written":
-                    proxy.freeze_open()
-                call = asyncio.ensure_future(timed())
+        async def timed() -> None:
+            async with asyncio.timeout(1):
                 if stalled == "statement_sent":
-                    await producer_waits_on_a_lock(db_url)
-                    proxy.freeze_open()
-                done, _ = await asyncio.wait({call}, timeout=10)
-                if not done:
-                    call.cancel()
-                    await asyncio.wait({call}, timeout=10)
-                locker.rollback()
-            assert done, "the timed-out defer still waited 10 s after its 1 s timeout"
-            with pytest.raises(TimeoutError):
-                call.result()
-            proxy.pass_()
-            await jobsys.defer("rt.sleep", {"tag": "after"})
-            assert producers.open_connections() == 1
-        finally:
-            await producers.aclose()
+                    await jobsys.defer("rt.sleep", {"tag": "stalled"})
+                else:
+                    big = {"tag": "x" * 60_000}  # within max_args_bytes
+                    await jobsys.defer_many("rt.sleep", [big] * 200)
+
+        if stalled == "statement_being_written":
+            proxy.freeze_open()
+        call = asyncio.ensure_future(timed())
+        if stalled == "statement_sent":
+            await producer_waits_on_a_lock(db_url)
+            proxy.freeze_open()
+        done, _ = await asyncio.wait({call}, timeout=10)
+        if not done:
+            call.cancel()
+            await asyncio.wait({call}, timeout=10)
+        locker.rollback()
+    assert done, "the timed-out defer still waited 10 s after its 1 s timeout"
+    with pytest.raises(TimeoutError):
+        call.result()
+    proxy.pass_()
+    await jobsys.defer("rt.sleep", {"tag": "after"})
+    assert producers.open_connections() == 1
     tags = [row[0] for row in query(db_url, "SELECT args->>'tag' FROM procrastinate_jobs")]
     assert "after" in tags
+
+
+@pytest.mark.parametrize("lost", ["backend_terminated", "network_reset"])
+async def test_a_connection_lost_mid_defer_says_the_job_may_be_in(
+    proxied: ChaosProxy, db_url: str, lost: str
+) -> None:
+    """The connection goes while the defer's statement waits on a lock: the error says
+    the connection was lost and the job may have been inserted (not "cannot connect").
+    It may indeed: after a network loss the server still commits it once the lock is
+    free (the reviewer's 3 jobs for 2 defers that succeeded)."""
+    import jobsys
+    from jobsys.errors import ConnectionLost
+
+    with psycopg.connect(db_url) as locker:  # holds the lock until it rolls back
+        locker.execute("LOCK TABLE procrastinate_jobs IN EXCLUSIVE MODE")
+        call = asyncio.ensure_future(jobsys.defer("rt.sleep", {"tag": "lost"}))
+        await producer_waits_on_a_lock(db_url)
+        if lost == "backend_terminated":
+            query(
+                db_url,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = %s",
+                (producers.APPLICATION_NAME,),
+            )
+        else:
+            proxied.reset()
+        with pytest.raises(ConnectionLost) as raised:
+            await asyncio.wait_for(call, 10)
+        locker.rollback()
+    proxied.pass_()
+    await jobsys.defer("rt.sleep", {"tag": "after"})
+    error = raised.value
+    assert isinstance(error, DatabaseUnavailable) and error.exit_code == 69
+    assert error.message.startswith("lost the connection to the database at "), error
+    assert "while deferring" in error.message and "cannot connect" not in error.message
+    assert error.hint is not None
+    assert "The server may have inserted the job before the connection went" in error.hint
+    assert "`jobsys jobs list --task rt.sleep`" in error.hint
+    assert "queueing lock or a unique key" in error.hint
+    expected = ["after", "warm"] if lost == "backend_terminated" else ["after", "lost", "warm"]
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        tags = sorted(r[0] for r in query(db_url, "SELECT args->>'tag' FROM procrastinate_jobs"))
+        if tags == expected or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert tags == expected
+
+
+def test_a_database_that_cannot_be_reached_is_not_a_lost_connection(
+    api_env: dict[str, str],  # noqa: F811
+) -> None:
+    """Nothing was sent: "cannot connect", and not :class:`ConnectionLost` (whose hint
+    says the job may be in)."""
+    from jobsys.errors import ConnectionLost
+
+    async def nothing(conn: object) -> None:
+        return None
+
+    with pytest.raises(DatabaseUnavailable) as raised:
+        asyncio.run(producers.run("postgresql://postgres@127.0.0.1:1/nowhere", nothing))
+    assert not isinstance(raised.value, ConnectionLost)
+    assert raised.value.message.startswith("cannot connect to the database at ")
