@@ -488,7 +488,17 @@ def _sync_loop() -> asyncio.AbstractEventLoop:
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on the process's sync-callers loop and wait (any thread)."""
     future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, _sync_loop())
-    return future.result()
+    try:
+        return future.result()
+    except concurrent.futures.CancelledError:
+        # Only close() cancels this loop's tasks (after waiting CLOSE_WAIT_SECONDS).
+        from jobsys.errors import ConnectionLost
+
+        raise ConnectionLost(
+            "the producer pool was closed (jobsys.db.producers.close()) while this defer "
+            "ran; it was cancelled",
+            hint=LOST_HINT,
+        ) from None
 
 
 def open_connections() -> int:
@@ -501,20 +511,71 @@ def open_connections() -> int:
         return sum(len(pool.owned) for pool in process.pools.values())
 
 
-async def _aclose_pool(process: _Process, pool: _Pool) -> None:
-    """On ``pool``'s loop: close its connections (those in use close when returned)."""
+def _close_idle(process: _Process, pool: _Pool) -> None:
+    """On ``pool``'s loop: close its idle connections; those in use close when returned
+    (:func:`_release`), so a defer running on one ends as it would have."""
     pool.closed = True
     idle = [conn for conn, _ in pool.idle if conn in pool.owned]
     pool.idle.clear()
     for conn in idle:
         pool.owned.discard(conn)
-        with contextlib.suppress(Exception):
-            await conn.close()
+        _finish(conn)
     with process.lock:
         if process.pools.get((id(pool.loop), pool.url)) is pool:
             del process.pools[(id(pool.loop), pool.url)]
     if idle:
         _give_back(process, len(idle))
+
+
+async def _aclose_pool(process: _Process, pool: _Pool) -> None:
+    """On ``pool``'s loop: :func:`_close_idle`."""
+    _close_idle(process, pool)
+
+
+#: ``close()`` waits this long for the defers running on the sync callers' loop, then
+#: cancels them (their callers get :class:`~jobsys.errors.ConnectionLost`).
+CLOSE_WAIT_SECONDS = 5.0
+#: A cancelled defer's cancellation is bounded (``jobsys.db.direct``: 5 s); a margin.
+_CANCELLED_WAIT_SECONDS = 7.0
+
+
+async def _settle(seconds: float) -> None:
+    """On the sync callers' loop: wait up to ``seconds`` for its other tasks (defers of
+    threads in ``defer_sync``), then cancel those left and wait for their end."""
+    me = asyncio.current_task()
+    tasks = {t for t in asyncio.all_tasks() if t is not me}
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=seconds)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=_CANCELLED_WAIT_SECONDS)
+
+
+def _stop_sync_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Let the sync callers' defers end (bounded), stop the loop, then cancel any task
+    that arrived meanwhile so that no caller waits on a loop that no longer runs."""
+    if threading.current_thread() is thread:  # close() from a defer's own loop
+        loop.stop()
+        return
+    if loop.is_running():
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_settle(CLOSE_WAIT_SECONDS), loop).result(
+                CLOSE_WAIT_SECONDS + _CANCELLED_WAIT_SECONDS + 1
+            )
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    if loop.is_running() or loop.is_closed():
+        return
+    left = asyncio.all_tasks(loop)
+    if left:
+        for task in left:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.wait(left, timeout=_CANCELLED_WAIT_SECONDS))
+    loop.close()
 
 
 def close() -> None:
@@ -534,16 +595,22 @@ def close() -> None:
     with process.lock:
         pools = list(process.pools.values())
     for pool in pools:
-        if pool.loop.is_running() and pool.loop is not running:
-            with contextlib.suppress(Exception):
+        # A running loop's pool closes its idle connections on that loop; those in use
+        # close when their defer returns them (finishing them under a running defer left
+        # it waiting on a closed socket with no end).
+        if pool.loop is running:
+            _close_idle(process, pool)
+            continue
+        if pool.loop.is_running():
+            try:
                 asyncio.run_coroutine_threadsafe(_aclose_pool(process, pool), pool.loop).result(10)
-        _discard(process, pool)
+            except Exception:  # that loop did not answer: close everything from here
+                _discard(process, pool)
+            continue
+        _discard(process, pool)  # a loop that no longer runs: nothing can use them
     loop, thread = process.loop, process.thread
-    if loop is not None and thread is not None and loop.is_running():
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-    if loop is not None and not loop.is_running():
-        loop.close()
+    if loop is not None and thread is not None:
+        _stop_sync_loop(loop, thread)
 
 
 async def aclose() -> None:

@@ -571,3 +571,77 @@ def test_a_database_that_cannot_be_reached_is_not_a_lost_connection(
         asyncio.run(producers.run("postgresql://postgres@127.0.0.1:1/nowhere", nothing))
     assert not isinstance(raised.value, ConnectionLost)
     assert raised.value.message.startswith("cannot connect to the database at ")
+
+
+def test_close_from_another_thread_ends_a_waiting_sync_defer_with_an_error(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``producers.close()`` while a ``defer_sync`` of another thread waits on a lock:
+    close waits a bounded time for the sync loop's defers, then cancels them, and the
+    waiting caller gets :class:`ConnectionLost` (it used to stay blocked: its
+    connection was closed under it and the loop stopped with its task pending)."""
+    import jobsys
+    from jobsys.errors import ConnectionLost
+
+    monkeypatch.setattr(producers, "CLOSE_WAIT_SECONDS", 0.5)
+    jobsys.defer_sync("rt.sleep", {"tag": "warm"})
+    outcome: list[BaseException | int] = []
+
+    def caller() -> None:
+        try:
+            outcome.append(jobsys.defer_sync("rt.sleep", {"tag": "waiting"}))
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    with psycopg.connect(db_url) as locker:  # holds the lock until it rolls back
+        locker.execute("LOCK TABLE procrastinate_jobs IN EXCLUSIVE MODE")
+        thread = threading.Thread(target=caller, daemon=True)
+        thread.start()
+        asyncio.run(producer_waits_on_a_lock(db_url))
+        closer = threading.Thread(target=producers.close, daemon=True)
+        closer.start()
+        closer.join(15)
+        thread.join(15)
+        locker.rollback()
+    assert not closer.is_alive(), "producers.close() still waited 15 s later"
+    assert not thread.is_alive(), "the defer_sync still waited 15 s after close()"
+    assert len(outcome) == 1 and isinstance(outcome[0], ConnectionLost), outcome
+    assert "producer pool was closed" in outcome[0].message
+    jobsys.defer_sync("rt.sleep", {"tag": "after"})  # a new pool
+    tags = sorted(r[0] for r in query(db_url, "SELECT args->>'tag' FROM procrastinate_jobs"))
+    assert tags == ["after", "warm"]
+    assert wait_for_backends(db_url, 1) == 1
+
+
+async def test_aclose_lets_a_defer_of_the_same_loop_finish(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+) -> None:
+    """``await producers.aclose()`` while other defers of the same loop wait on a lock:
+    their connections are left to them (closed when they come back), so they end once
+    the lock is free."""
+    import jobsys
+
+    await jobsys.defer("rt.sleep", {"tag": "warm"})
+    with psycopg.connect(db_url) as locker:  # holds the lock until it rolls back
+        locker.execute("LOCK TABLE procrastinate_jobs IN EXCLUSIVE MODE")
+        calls = [asyncio.ensure_future(jobsys.defer("rt.sleep", {"tag": "waiting"}))]
+        await producer_waits_on_a_lock(db_url)
+        calls.append(asyncio.ensure_future(jobsys.defer("rt.sleep", {"tag": "other"})))
+        await asyncio.sleep(0.2)
+        await asyncio.wait_for(producers.aclose(), 15)
+        locker.rollback()
+        _, pending = await asyncio.wait(calls, timeout=10)
+        for call in pending:
+            call.cancel()
+        await asyncio.wait(calls, timeout=10)
+    assert not pending, "a defer still waited 10 s after the lock was free"
+    tags = dict(query(db_url, "SELECT id, args->>'tag' FROM procrastinate_jobs"))
+    assert [tags[call.result()] for call in calls] == ["waiting", "other"]
+    for _ in range(200):  # closed when they came back
+        if backends(db_url) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert backends(db_url) == 0
