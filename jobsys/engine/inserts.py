@@ -274,10 +274,12 @@ def _direct_params(conn: Any, query: str, params: dict[str, Any]) -> list[bytes 
     """``params`` as text for the producer pool's direct path (``jobsys.db.direct``), or
     None when the statement goes through psycopg: another statement, another
     connection, or a value this conversion does not handle as psycopg would."""
-    direct = sys.modules.get("jobsys.db.direct")  # not imported yet: no such connection
+    # Looked up, not imported: not loaded yet (or still being imported by another
+    # thread), no such connection exists.
+    direct = getattr(sys.modules.get("jobsys.db.direct"), "DirectConnection", None)
     if query is not queries.DEFER_UNIFORM or direct is None:
         return None
-    if not isinstance(conn, direct.DirectConnection):
+    if not isinstance(conn, direct):
         return None
     if not conn.direct() or type(params["priority"]) is not int:
         return None

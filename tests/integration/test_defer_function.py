@@ -235,3 +235,19 @@ async def test_a_due_time_is_stored_as_the_same_instant_either_way(
             "SELECT scheduled_at FROM procrastinate_jobs WHERE id = ANY(%s) ORDER BY id", (ids,)
         ).fetchall()
     assert [row[0] for row in stored] == [due, due]
+
+
+def test_a_defer_while_another_thread_imports_the_direct_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While another thread is still importing ``jobsys.db.direct`` (in sys.modules, its
+    class not yet defined) a defer on any connection goes through psycopg, instead of
+    failing with "partially initialized module" (as ``jobs_changed_channel`` did under
+    `jobsys demo run --web`)."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "jobsys.db.direct", types.ModuleType("jobsys.db.direct"))
+    query, params = inserts._defer_params(batch(1))
+    params.update(channel=None, topic=None)
+    assert inserts._direct_params(object(), query, params) is None

@@ -82,3 +82,21 @@ async def test_a_change_wakes_the_flusher_and_stop_flushes_what_is_left() -> Non
         {"events": 1, "succeeded": 1},
     ]
     assert coalescer.pending() == {}
+
+
+def test_an_insert_announces_itself_while_another_thread_imports_the_coalescer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`jobsys demo run --web` (`make run`) failed with "partially initialized module
+    'jobsys.live.coalesce' has no attribute 'flusher_running'": the web console's
+    thread was importing the module (in sys.modules, its functions not yet defined)
+    when the demo's first defer asked whether a flusher runs. None can run yet: the
+    insert announces itself."""
+    import sys
+    import types
+
+    from jobsys.live import publish
+
+    half_imported = types.ModuleType("jobsys.live.coalesce")
+    monkeypatch.setitem(sys.modules, "jobsys.live.coalesce", half_imported)
+    assert publish.jobs_changed_channel() == publish.CHANNEL
