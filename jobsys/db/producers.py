@@ -174,11 +174,17 @@ def _discard(process: _Process, pool: _Pool) -> None:
     pool.idle.clear()
     for conn in conns:
         _finish(conn)
+    _unregister(process, pool, closed=len(conns))
+
+
+def _unregister(process: _Process, pool: _Pool, *, closed: int) -> None:
+    """``pool`` is no longer the process's pool of its loop and URL; the ``closed``
+    connections it just finished give their places back."""
     with process.lock:
         if process.pools.get((id(pool.loop), pool.url)) is pool:
             del process.pools[(id(pool.loop), pool.url)]
-    if conns:
-        _give_back(process, len(conns))
+    if closed:
+        _give_back(process, closed)
 
 
 def _sweep(process: _Process) -> None:
@@ -520,11 +526,7 @@ def _close_idle(process: _Process, pool: _Pool) -> None:
     for conn in idle:
         pool.owned.discard(conn)
         _finish(conn)
-    with process.lock:
-        if process.pools.get((id(pool.loop), pool.url)) is pool:
-            del process.pools[(id(pool.loop), pool.url)]
-    if idle:
-        _give_back(process, len(idle))
+    _unregister(process, pool, closed=len(idle))
 
 
 async def _aclose_pool(process: _Process, pool: _Pool) -> None:
