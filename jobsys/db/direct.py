@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import errors, pq
 
+from jobsys.db.libpq import PQTRANS_ACTIVE, PQTRANS_IDLE
+
 if TYPE_CHECKING:
     from psycopg.pq.abc import PGresult
 
@@ -52,7 +54,7 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
         pgconn = self.pgconn
         return (
             self.prepare_threshold is None
-            and pgconn.transaction_status == pq.TransactionStatus.IDLE
+            and pgconn.transaction_status == PQTRANS_IDLE
             and pgconn.parameter_status(b"client_encoding") == _UTF8
         )
 
@@ -72,7 +74,7 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
                     await self._ready(pgconn.socket, write=True)
                 first, error = await self._results()
             except _INTERRUPTED:
-                if pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+                if pgconn.transaction_status == PQTRANS_ACTIVE:
                     await self._abandon()
                 raise
             except OSError as exc:  # the socket went away under the loop

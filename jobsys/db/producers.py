@@ -42,6 +42,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from jobsys.db.libpq import PQTRANS_IDLE
 from jobsys.errors import UsageError
 
 T = TypeVar("T")
@@ -317,13 +318,10 @@ def _timeout(url: str, detail: str) -> Exception:
     return translate(PoolTimeout(detail), url)
 
 
-#: libpq's ``PQTRANS_IDLE`` (``psycopg.pq.TransactionStatus.IDLE``): read from the
-#: connection's ``pgconn`` (its ``info`` builds two objects per read).
-_IDLE = 0
-
-
 def _release(process: _Process, pool: _Pool, conn: Any) -> None:
-    reusable = not pool.closed and not conn.closed and conn.pgconn.transaction_status == _IDLE
+    reusable = (
+        not pool.closed and not conn.closed and conn.pgconn.transaction_status == PQTRANS_IDLE
+    )
     with process.lock:
         waiter = process.waiters[0] if process.waiters else None
     if reusable and (waiter is None or waiter[0] is pool.loop):

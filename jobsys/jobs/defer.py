@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from jobsys import tasks as task_registry
 from jobsys.db import producers
+from jobsys.db.libpq import PQTRANS_IDLE
 from jobsys.errors import (
     AlreadyQueuedError,
     ConnectionLost,
@@ -315,11 +316,6 @@ def unique_key(
     return UniqueKey(key, spec.for_seconds, tuple(active), tuple(finished))
 
 
-#: libpq's ``PQTRANS_IDLE`` (``psycopg.pq.TransactionStatus.IDLE``, not imported: this
-#: module stays free of psycopg until a connection is used).
-_IDLE = 0
-
-
 async def insert(connection: Any, planned: list[Planned]) -> list[int]:
     """Insert ``planned`` jobs on ``connection`` in one statement, inside a savepoint;
     their ids (a unique job's duplicate: the existing job's id)."""
@@ -331,7 +327,7 @@ async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[t
     counts (nothing was inserted for it; its id is the existing job's)."""
     if not planned:
         return []
-    idle = connection.pgconn.transaction_status == _IDLE
+    idle = connection.pgconn.transaction_status == PQTRANS_IDLE
     if not connection.autocommit and idle:
         # psycopg would run transaction() as its own BEGIN/COMMIT here, committing
         # the insert behind the caller's back: open the caller's transaction first,

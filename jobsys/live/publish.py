@@ -15,6 +15,8 @@ import re
 import sys
 from typing import Any
 
+from jobsys.db.libpq import PQTRANS_INTRANS
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "jobsys_events"
@@ -27,7 +29,6 @@ TOPICS = (
     "profiles_table_changed",
 )
 _TOPIC_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_PQ_TRANS_INTRANS = 2  # psycopg.pq.TransactionStatus.INTRANS, without importing psycopg
 
 
 class UnknownTopic(ValueError):
@@ -83,7 +84,7 @@ async def publish_safely(conn: Any, topic: str, data: dict[str, Any] | None = No
     text = payload(topic, data)
     try:
         status = getattr(getattr(conn, "info", None), "transaction_status", None)
-        if status is not None and int(status) == _PQ_TRANS_INTRANS:
+        if status is not None and int(status) == PQTRANS_INTRANS:
             async with conn.transaction():
                 await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, text))
         else:

@@ -8,9 +8,9 @@ Documented: ``AsyncConnection.pgconn``, ``prepare_threshold``, ``cancel_safe`` (
 on: ``AsyncConnection.lock`` (the lock psycopg's own statements take: it keeps a
 direct statement and psycopg's apart), ``psycopg.errors.error_from_result`` (psycopg's
 exception for a result), and the methods of ``pq.PGconn``/``pq.PGresult`` (the class is
-documented, its methods are not, beyond being libpq's functions). ``TransactionStatus.IDLE``
-is compared as ``0`` where psycopg is not imported (``jobsys.jobs.defer``,
-``jobsys.db.producers``).
+documented, its methods are not, beyond being libpq's functions). Transaction states
+are compared with ``jobsys.db.libpq``'s numbers (psycopg is not imported where they are
+read first), pinned here to ``TransactionStatus``.
 """
 
 from __future__ import annotations
@@ -74,10 +74,12 @@ def test_psycopg_statements_take_the_connection_lock() -> None:
     assert "async with self._conn.lock" in inspect.getsource(AsyncCursor.execute)
 
 
-def test_the_transaction_status_jobsys_compares_as_a_number() -> None:
-    from psycopg import pq
+def test_jobsys_transaction_states_are_psycopgs() -> None:
+    """``jobsys.db.libpq`` is the one place jobsys names libpq's transaction states."""
+    from psycopg.pq import TransactionStatus
 
-    from jobsys.db import producers
-    from jobsys.jobs import defer
+    from jobsys.db import libpq
 
-    assert producers._IDLE == defer._IDLE == pq.TransactionStatus.IDLE
+    assert libpq.PQTRANS_IDLE == TransactionStatus.IDLE
+    assert libpq.PQTRANS_ACTIVE == TransactionStatus.ACTIVE
+    assert libpq.PQTRANS_INTRANS == TransactionStatus.INTRANS
