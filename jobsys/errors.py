@@ -41,12 +41,20 @@ class UsageError(JobsysError):
 
 
 class ConfigError(JobsysError):
-    """The configuration is invalid."""
+    """The configuration is invalid.
+
+    ``runs_check``: ``hint`` tells the operator to run ``jobsys config check``, which
+    a check's own output leaves out (``jobsys.cli._output.problems_found``): the
+    operator is running one.
+    """
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, problems: Sequence[str], *, hint: str | None = None) -> None:
+    def __init__(
+        self, problems: Sequence[str], *, hint: str | None = None, runs_check: bool = False
+    ) -> None:
         self.problems = list(problems)
+        self.runs_check = runs_check
         count = len(self.problems)
         head = f"{count} configuration problem{'s' if count != 1 else ''}"
         super().__init__(head + ":\n" + "\n".join(self.problems), hint=hint)

@@ -25,7 +25,10 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobsys.errors import ConfigError
 
 #: Width of output that does not go to a terminal and has no ``COLUMNS`` (characters).
 PIPED_WIDTH = 200
@@ -220,18 +223,19 @@ def rows_or_table(
         table(rows, columns, empty=empty, wide=wide)
 
 
-def problems_found(problems: list[str], *, json: bool, hint: str | None = None) -> None:
+def problems_found(exc: ConfigError, *, json: bool) -> None:
     """A check that failed (``config check``, ``schedule check``): every problem, one a
-    line, and how many on stderr, then what to do (``hint``) unless it is to run the
-    check itself; with ``json``, one document ``{ok: false, problems}``."""
+    line, and how many on stderr, then what to do (its hint) unless it is to run
+    ``config check`` (``exc.runs_check``); with ``json``, one document
+    ``{ok: false, problems}``."""
     if json:
-        emit_json({"ok": False, "problems": problems})
+        emit_json({"ok": False, "problems": exc.problems})
         return
-    for problem in problems:
+    for problem in exc.problems:
         line(problem)
-    say(f"{len(problems)} problem(s) found")
-    if hint and "config check" not in hint:
-        say(hint)
+    say(f"{len(exc.problems)} problem(s) found")
+    if exc.hint and not exc.runs_check:
+        say(exc.hint)
 
 
 def emit_json_line(data: Any) -> None:

@@ -47,7 +47,7 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
         if source_problems:
             raise ConfigError(source_problems)
     except ConfigError as exc:
-        _output.problems_found(exc.problems, json=json, hint=exc.hint)
+        _output.problems_found(exc, json=json)
         raise typer.Exit(exc.exit_code) from None
     result = summary(config)
     result["fanout_sources_checked"] = sources_checked

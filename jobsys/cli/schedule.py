@@ -125,7 +125,7 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     try:
         result = run(service.check(settings(ctx), config(ctx, with_tasks=True)))
     except ConfigError as exc:
-        _output.problems_found(exc.problems, json=json, hint=exc.hint)
+        _output.problems_found(exc, json=json)
         raise typer.Exit(exc.exit_code) from None
     if json:
         _output.emit_json(result)

@@ -284,7 +284,9 @@ def _load(settings: Settings, *, with_tasks: bool) -> Config:
             settings.config_dir, task_checker=None if import_problems else task_problems
         )
     except ConfigError as exc:
-        raise ConfigError([*import_problems, *exc.problems], hint=exc.hint) from None
+        raise ConfigError(
+            [*import_problems, *exc.problems], hint=exc.hint, runs_check=exc.runs_check
+        ) from None
     if import_problems:
         raise ConfigError(import_problems, hint="Fix the application modules, then retry.")
     return config

@@ -450,5 +450,7 @@ def load(
         # On the valid entries, even beside other problems, so all is said at once.
         problems.extend(task_checker(directory, schedule, known, schedule_doc, queues, queues_doc))
     if problems or config is None or not schedule_whole:
-        raise ConfigError(problems, hint="Fix the lines above, then run `jobsys config check`.")
+        raise ConfigError(
+            problems, hint="Fix the lines above, then run `jobsys config check`.", runs_check=True
+        )
     return config

@@ -40,7 +40,7 @@ def under_systemd(
         f"(exit 2): fix the files, run `jobsys config check`, then "
         f"`systemctl reset-failed {unit} && systemctl start {unit}`."
     ).strip()
-    return ConfigError(exc.problems, hint=hint)
+    return ConfigError(exc.problems, hint=hint, runs_check=True)
 
 
 async def queue_overview(settings: Settings, config: Config) -> list[dict[str, Any]]:
