@@ -21,12 +21,17 @@ row that accounts for it (a tick, a run's cursor, a pipeline step, a retry decis
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row, tuple_row
+from psycopg.types.json import Jsonb
+
+from jobsys.db.direct import DirectConnection
 from jobsys.engine import manager, queries
 
 #: Procrastinate's unique index of one waiting job per queueing lock.
@@ -150,8 +155,6 @@ async def _unique_jobs(conn: Any, source: NewJobs) -> Inserted:
     a new job and its key row, in the caller's transaction: racing defers of a key are
     serialised by the database, never check-then-insert. Duplicates inside one insert
     map to the first of them. Set-based: four statements for any number of jobs."""
-    from psycopg.rows import dict_row
-
     jobs = list(source.jobs)
     specs: dict[tuple[float, tuple[str, ...], tuple[str, ...]], set[str]] = {}
     for job in jobs:
@@ -214,15 +217,12 @@ async def _defer(
         if direct is not None:
             ids = _bigint_array(await conn.fetch_value(_DEFER_UNIFORM_DIRECT, direct))
         else:
-            from psycopg.rows import tuple_row
-
             async with conn.cursor(row_factory=tuple_row) as cur:
                 await cur.execute(query, params)
                 row = await cur.fetchone()
             assert row is not None
             ids = [int(i) for i in row[0]]
     except Exception as exc:
-        import psycopg
         from procrastinate import exceptions
 
         if (
@@ -274,12 +274,7 @@ def _direct_params(conn: Any, query: str, params: dict[str, Any]) -> list[bytes 
     """``params`` as text for the producer pool's direct path (``jobsys.db.direct``), or
     None when the statement goes through psycopg: another statement, another
     connection, or a value this conversion does not handle as psycopg would."""
-    # Looked up, not imported: not loaded yet (or still being imported by another
-    # thread), no such connection exists.
-    direct = getattr(sys.modules.get("jobsys.db.direct"), "DirectConnection", None)
-    if query is not queries.DEFER_UNIFORM or direct is None:
-        return None
-    if not isinstance(conn, direct):
+    if query is not queries.DEFER_UNIFORM or not isinstance(conn, DirectConnection):
         return None
     if not conn.direct() or type(params["priority"]) is not int:
         return None
@@ -366,8 +361,6 @@ def _defer_params(new_jobs: Sequence[NewJob]) -> tuple[str, dict[str, Any]]:
 def fanout_batch_query(source: FanoutBatch, query: str = queries.FANOUT_BATCH) -> Any:
     """``query`` (``queries.FANOUT_BATCH`` or ``FANOUT_ITEMS``) composed for ``source``'s
     table, column and filter."""
-    from psycopg import sql
-
     ident = sql.Identifier(source.id_column)
     first = source.cursor is None
     after = sql.SQL("TRUE") if first else sql.SQL("{} > %(cursor)s").format(ident)
@@ -380,9 +373,6 @@ def fanout_batch_query(source: FanoutBatch, query: str = queries.FANOUT_BATCH) -
 
 
 async def _fanout_batch(conn: Any, source: FanoutBatch) -> Inserted:
-    from psycopg.rows import dict_row
-    from psycopg.types.json import Jsonb
-
     if source.unique is not None:
         return await _unique_fanout_batch(conn, source, source.unique)
 
@@ -414,8 +404,6 @@ async def _unique_fanout_batch(
 ) -> Inserted:
     """A batch whose items' jobs are unique: the items read, then deferred as new jobs
     with their keys (:func:`_unique_jobs`: an item whose job counts is left out)."""
-    from psycopg.rows import dict_row
-
     params = {"cursor": source.cursor, "limit": source.limit}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(fanout_batch_query(source, queries.FANOUT_ITEMS), params)

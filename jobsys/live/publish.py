@@ -104,9 +104,7 @@ def jobs_changed_channel() -> str | None:
     """The channel an insert statement may NOTIFY ``jobs_changed`` on by itself (its
     payload ``{"topic": "jobs_changed", "deferred": n, "ids": [first ten]}``); None
     inside a worker, where :func:`announce_jobs_changed` coalesces instead."""
-    # Looked up, not imported (every defer asks): no flusher runs where it is not loaded,
-    # nor while another thread is still importing it (a web console's, in `demo run`:
-    # the module is in sys.modules before its functions are).
+    # Looked up: coalesce imports this module (a cycle); absent or half-imported, no flusher runs.
     running = getattr(sys.modules.get("jobsys.live.coalesce"), "flusher_running", None)
     return None if running is not None and running() else CHANNEL
 

@@ -243,7 +243,8 @@ def test_a_defer_while_another_thread_imports_the_direct_connection(
     """While another thread is still importing ``jobsys.db.direct`` (in sys.modules, its
     class not yet defined) a defer on any connection goes through psycopg, instead of
     failing with "partially initialized module" (as ``jobs_changed_channel`` did under
-    `jobsys demo run --web`)."""
+    `jobsys demo run --web`). ``jobsys.engine.inserts`` imports the class itself now: a
+    module in sys.modules is never read on the defer path."""
     import sys
     import types
 
