@@ -12,7 +12,14 @@ interleaved so that load from elsewhere on the machine hits both alike:
   ratio;
 - PgQueuer 1.6 (``bench.pgqueuer_worker``) at ``batch_size=10``; the span is the first
   ``picked`` to the last ``successful`` row of ``pgqueuer_log`` (database clock; its
-  acknowledgements are buffered, so the span includes its last flush).
+  acknowledgements are buffered, so the span includes its last flush). It runs with no
+  cap on the jobs it has at once (it fetches the next batch while the last one runs);
+- at 20,000 (``CAPPED_DEPTH``, when it is one of the depths), also both under a cap:
+  jobsys's lane at concurrency 20 against PgQueuer at ``max_concurrent_tasks=20`` (its
+  per-worker cap; PgQueuer requires at least twice ``batch_size``), and PgQueuer with
+  the entrypoint's ``concurrency_limit=10`` (enforced in its dequeue query) against
+  jobsys's lane of 10. The issue's target compares with uncapped PgQueuer; these rows
+  say how much of the gap is the cap.
 
 Both run on one throwaway database of the same server. Also reported per system:
 commits per job (``pg_stat_database.xact_commit`` over the drain: every statement on an
@@ -43,6 +50,10 @@ ROUNDS = 2
 PGQUEUER_BATCH_SIZE = 10
 #: The base lane (concurrency 1 in runtime's config) scaled to its usual 10.
 CONCURRENCY_SCALE = 10
+#: The depth at which both also run under a cap (the issue's target depth).
+CAPPED_DEPTH = 20_000
+#: PgQueuer's smallest per-worker cap at ``batch_size=10`` (it requires 2 x batch_size).
+PGQUEUER_MAX_CONCURRENT = 2 * PGQUEUER_BATCH_SIZE
 
 
 def _depths() -> tuple[int, ...]:
@@ -83,12 +94,16 @@ def _drain(
 
 
 def _jobsys_drain(
-    url: str, env: dict[str, str], count: int, task: str = "bench.noop"
+    url: str,
+    env: dict[str, str],
+    count: int,
+    task: str = "bench.noop",
+    concurrency: int = CONCURRENCY_SCALE,
 ) -> dict[str, float]:
     _reset(url)
     _defer_noops(url, count, task)
     command = [sys.executable, "-m", "jobsys", "worker", "--drain"]
-    command += ["--concurrency-scale", str(CONCURRENCY_SCALE)]
+    command += ["--concurrency-scale", str(concurrency)]
     return _drain(url, command, env, count, EVENTS_SPAN, "procrastinate_jobs")
 
 
@@ -115,10 +130,20 @@ PGQUEUER_SPAN = (
 )
 
 
-def _pgqueuer_drain(url: str, count: int, install: bool) -> dict[str, float]:
+def _pgqueuer_drain(
+    url: str, count: int, install: bool, max_concurrent: int = 0, limit: int = 0
+) -> dict[str, float]:
     asyncio.run(_pgqueuer_setup(url, count, install))
     command = [sys.executable, "-m", "bench.pgqueuer_worker", url, str(PGQUEUER_BATCH_SIZE)]
+    command += [str(max_concurrent), str(limit)]
     return _drain(url, command, None, count, PGQUEUER_SPAN, "pgqueuer")
+
+
+#: The systems run under a cap at ``CAPPED_DEPTH``: (jobsys, PgQueuer) pairs compared.
+CAPPED_PAIRS = {
+    "cap_20": ("jobsys_c20", "pgqueuer_max_concurrent_20"),
+    "cap_10": ("jobsys", "pgqueuer_limit_10"),
+}
 
 
 def run() -> dict[str, Any]:
@@ -137,13 +162,26 @@ def run() -> dict[str, Any]:
                 order = ("jobsys", "pgqueuer") if round_ % 2 == 0 else ("pgqueuer", "jobsys")
                 if depth == _depths()[0]:
                     order = (*order, "jobsys_sync")  # the same no-op as a plain function
+                if depth == CAPPED_DEPTH:
+                    capped = ("jobsys_c20", "pgqueuer_max_concurrent_20", "pgqueuer_limit_10")
+                    order = (*order, *(capped if round_ % 2 == 0 else capped[::-1]))
                 for system in order:
                     if system == "jobsys":
                         sample = _jobsys_drain(url, env, depth)
                     elif system == "jobsys_sync":
                         sample = _jobsys_drain(url, env, depth, "bench.noop_sync")
+                    elif system == "jobsys_c20":
+                        sample = _jobsys_drain(url, env, depth, concurrency=20)
                     else:
-                        sample = _pgqueuer_drain(url, depth, install=not installed)
+                        sample = _pgqueuer_drain(
+                            url,
+                            depth,
+                            install=not installed,
+                            max_concurrent=PGQUEUER_MAX_CONCURRENT
+                            if system == "pgqueuer_max_concurrent_20"
+                            else 0,
+                            limit=10 if system == "pgqueuer_limit_10" else 0,
+                        )
                         installed = True
                     samples.setdefault((system, depth), []).append(sample)
                     print(
@@ -164,6 +202,21 @@ def run() -> dict[str, Any]:
             "pgqueuer_commits_per_job": statistics.median(s["commits_per_job"] for s in theirs),
             "jobsys_dead_tuples_after": max(s["dead_tuples_after"] for s in ours),
         }
+    if (CAPPED_PAIRS["cap_20"][0], CAPPED_DEPTH) in samples:
+        capped_results: dict[str, Any] = {}
+        for name, (ours_name, theirs_name) in CAPPED_PAIRS.items():
+            ours = samples[(ours_name, CAPPED_DEPTH)]
+            theirs = samples[(theirs_name, CAPPED_DEPTH)]
+            capped_results[name] = {
+                f"{ours_name}_jobs_per_s": [s["jobs_per_s"] for s in ours],
+                f"{theirs_name}_jobs_per_s": [s["jobs_per_s"] for s in theirs],
+                "ratio_median": round(
+                    statistics.median(s["jobs_per_s"] for s in ours)
+                    / max(statistics.median(s["jobs_per_s"] for s in theirs), 1e-9),
+                    2,
+                ),
+            }
+        results[f"d{CAPPED_DEPTH}"]["capped"] = capped_results
     depths = _depths()
     sync = [s["jobs_per_s"] for s in samples[("jobsys_sync", depths[0])]]
     results[f"d{depths[0]}"]["jobsys_sync_jobs_per_s"] = sync
