@@ -48,11 +48,14 @@ def time_option(flag: str, what: str) -> Any:
     return typer.Option(flag, help=f"{what}: {TIME_FORMS}.")
 
 
-def id_argument(thing: str, listed_by: str, *, help: str) -> Any:
-    """A positional id of a ``thing`` (``job``). One that is not a whole number from 1
-    is refused as jobsys refuses any bad input (``error: 'abc' is not a job id…``, exit
-    2), naming it and the command that lists them, not with Click's "is not a valid
-    int range"."""
+def id_argument(thing: str, listed_by: str, *, help: str, metavar: str | None = None) -> Any:
+    """A positional id of a ``thing`` (``job``, ``failure``, ``issue``...), or each of
+    several (``list[int]``). One that is not a whole number from 1 is refused as jobsys
+    refuses any bad input (``error: 'abc' is not a job id…``, exit 2), naming it and
+    the command that lists them (``listed_by``), not with Click's "'abc' is not a valid
+    int". Every id argument of the CLI is declared with it."""
+
+    article = "an" if thing[0] in "aeiou" else "a"
 
     def parse(raw: str) -> int:
         try:
@@ -61,12 +64,12 @@ def id_argument(thing: str, listed_by: str, *, help: str) -> Any:
             value = 0
         if value < 1:
             raise UsageError(
-                f"{raw!r} is not a {thing} id: {thing} ids are whole numbers from 1.",
+                f"{raw!r} is not {article} {thing} id: {thing} ids are whole numbers from 1.",
                 hint=f"List them with `{listed_by}`.",
             )
         return value
 
-    return typer.Argument(help=help, parser=parse, show_default=False)
+    return typer.Argument(help=help, parser=parse, show_default=False, metavar=metavar)
 
 
 def option_group(**groups: Callable[..., Any]) -> Callable[[F], F]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from jobsys.cli._context import read_config, run, settings, task_notes
-from jobsys.cli._options import JsonOpt, WideOpt, option_group, time_option
+from jobsys.cli._options import JsonOpt, WideOpt, id_argument, option_group, time_option
 from jobsys.cli._table import Col, absolute
 from jobsys.errors import UsageError
 
@@ -187,7 +187,9 @@ def _window_notes(window: dict[str, Any] | None) -> list[str]:
 @app.command()
 def show(
     ctx: typer.Context,
-    failure_id: Annotated[int, typer.Argument(metavar="ID", help="Failure id.")],
+    failure_id: Annotated[
+        int, id_argument("failure", "jobsys failures list", help="Failure id.", metavar="ID")
+    ],
     json: JsonOpt = False,
 ) -> None:
     """Everything about one failure, traceback included."""

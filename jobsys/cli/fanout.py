@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import JsonOpt, NewestLimitOpt, WideOpt
+from jobsys.cli._options import JsonOpt, NewestLimitOpt, WideOpt, id_argument
 from jobsys.cli._table import Col
 
 app = typer.Typer(help="Fan-out runs: list them, show how far one has come.")
@@ -52,7 +52,9 @@ def list_(
 @app.command()
 def show(
     ctx: typer.Context,
-    run_id: Annotated[int, typer.Argument(metavar="RUN", help="The run id.")],
+    run_id: Annotated[
+        int, id_argument("fan-out run", "jobsys fanout list", help="The run id.", metavar="RUN")
+    ],
     json: JsonOpt = False,
 ) -> None:
     """One run: entry, started, batches, items enqueued and pending, cursor, status, duration."""

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 import typer
 
 from jobsys.cli._context import read_config, run, settings
-from jobsys.cli._options import JsonOpt, WideOpt
+from jobsys.cli._options import JsonOpt, WideOpt, id_argument
 from jobsys.cli._table import Col
 
 app = typer.Typer(help="Issues: de-duplicated problems with a lifecycle (open, muted, resolved).")
 
-IdArg = Annotated[int, typer.Argument(metavar="ID", help="Issue id.")]
+IdArg = Annotated[int, id_argument("issue", "jobsys issues list", help="Issue id.", metavar="ID")]
 LIST_COLUMNS = (
     Col("id", kind="id", priority=0),
     Col("title", kind="text", priority=0, min=20, want=48),

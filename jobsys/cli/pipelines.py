@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import JsonOpt, NewestLimitOpt, WideOpt, time_option
+from jobsys.cli._options import JsonOpt, NewestLimitOpt, WideOpt, id_argument, time_option
 from jobsys.cli._table import Col
 
 app = typer.Typer(help="Pipelines: multi-step work per entity (list, show, cancel).")
@@ -38,7 +38,9 @@ STEP_COLUMNS = (
     Col("last_error", kind="text", priority=1),
 )
 
-PipelineIdArg = Annotated[int, typer.Argument(help="Pipeline id.")]
+PipelineIdArg = Annotated[
+    int, id_argument("pipeline", "jobsys pipelines list", help="Pipeline id.")
+]
 
 
 @app.command("list")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import EverythingOpt, JsonOpt, YesOpt, option_group
+from jobsys.cli._options import EverythingOpt, JsonOpt, YesOpt, id_argument, option_group
 from jobsys.cli.failures import failure_filter_options
 from jobsys.errors import EXIT_PARTIAL
 
@@ -35,7 +35,10 @@ LimitOpt = Annotated[
 def retry(
     ctx: typer.Context,
     failure_ids: Annotated[
-        list[int] | None, typer.Argument(help="Failure ids (see `jobsys failures list`).")
+        list[int] | None,
+        id_argument(
+            "failure", "jobsys failures list", help="Failure ids (see `jobsys failures list`)."
+        ),
     ] = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Retry every failure the filters match.")
@@ -72,7 +75,9 @@ def retry(
 
 def issues_retry(
     ctx: typer.Context,
-    issue_id: Annotated[int, typer.Argument(help="Issue id (see `jobsys issues list`).")],
+    issue_id: Annotated[
+        int, id_argument("issue", "jobsys issues list", help="Issue id (see `jobsys issues list`).")
+    ],
     limit: LimitOpt = None,
     dry_run: VerdictsOpt = False,
     yes: YesOpt = False,
