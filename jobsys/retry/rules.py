@@ -418,5 +418,38 @@ def decide(
     return verdict(RETRIED, "retried")
 
 
+def refusal_known(
+    failure: Mapping[str, Any],
+    job_status: str | None,
+    job_failures: Sequence[Mapping[str, Any]],
+) -> Decision | None:
+    """The refusal any manual retry of ``failure`` (its row: ``id``, ``job_id``, ``kind``,
+    ``retryable``, ``retry_state`` as recorded) gets, told from what a failure's page
+    reads: its job's status now and the job's failure rows (``id``, ``kind``,
+    ``will_retry``). :func:`decide` on those facts, the rest (task registered, queueing
+    lock, pipeline, another failure's pending retry) at the values that let a retry go
+    on: whatever they are, this refusal stands (an earlier check may give another
+    reason). None: only the decision itself (the dry run) can tell."""
+    failure_id = int(failure["id"])
+    newer = max(
+        (f for f in job_failures if int(f["id"]) > failure_id),
+        key=lambda f: int(f["id"]),
+        default=None,
+    )
+    facts = RetryFacts(
+        failure_id=failure_id,
+        job_id=int(failure["job_id"]),
+        kind=str(failure["kind"]),
+        retryable=bool(failure["retryable"]),
+        job_status=job_status,
+        task_exists=True,
+        retry_state=failure.get("retry_state") or {},
+        newer_failure=(int(newer["id"]), str(newer["kind"])) if newer is not None else None,
+        failed_again_since=failed_again_after(failure_id, job_failures),
+    )
+    decision = decide(facts)
+    return None if decision.retried else decision
+
+
 def is_terminal(status: str | None) -> bool:
     return status in _TERMINAL

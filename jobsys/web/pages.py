@@ -259,6 +259,7 @@ def _set(q: QueryParams, names: tuple[str, ...]) -> list[tuple[str, str]]:
 async def failure(request: Request, user: User) -> Response:
     from jobsys.failures.service import show_failure
     from jobsys.jobs.browser import show_job
+    from jobsys.retry.rules import refusal_known
 
     c = console(request)
     settings = c.settings
@@ -268,11 +269,20 @@ async def failure(request: Request, user: User) -> Response:
         job = await show_job(settings, c.config(with_tasks=True), found["job_id"])
     except NotFoundError:  # deleted by retention: the failure row outlives its job
         job = None
+    # Offered only when the retry rules may let it run: a failure whose job has
+    # succeeded (or runs, or was retried) since shows why not instead.
+    refused = refusal_known(found, job["status"] if job else None, job["failures"] if job else [])
     found["retry_state"] = _current_outcome(found["retry_state"], found["id"], job)
     return render(
         request,
         "failure.html",
-        {"title": f"Failure {found['id']}", "f": found, "job": job, "topics": FAILURE_TOPICS},
+        {
+            "title": f"Failure {found['id']}",
+            "f": found,
+            "job": job,
+            "refused": refused,
+            "topics": FAILURE_TOPICS,
+        },
         user=user,
     )
 
@@ -370,12 +380,21 @@ async def _search_jobs(
 
 async def job(request: Request, user: User) -> Response:
     from jobsys.jobs.browser import show_job
+    from jobsys.retry.rules import refusal_known
 
     c = console(request)
     found = await show_job(
         c.settings, c.config(with_tasks=True), _path_id(request, "job_id", "job")
     )
-    return _detail(request, user, "job.html", f"Job {found['id']}", {"j": found}, JOB_TOPICS)
+    failures = found["failures"]
+    # As on the failure's page: a job that succeeded since is offered no retry.
+    refused = (
+        refusal_known({**failures[-1], "job_id": found["id"]}, found["status"], failures)
+        if failures
+        else None
+    )
+    data = {"j": found, "refused": refused}
+    return _detail(request, user, "job.html", f"Job {found['id']}", data, JOB_TOPICS)
 
 
 # --- issues ---------------------------------------------------------------------------

@@ -218,8 +218,12 @@ def test_a_failure_retried_from_its_page_runs_and_its_retry_state_changes(
 
 
 def test_a_refusal_shows_its_reason(browser: Any, server: str, seeded: ws.Seeded) -> None:
-    browser.get(f"{server}/admin/background_jobs/failures/{seeded.failures['auth']}")
-    click(browser, "#retry-link")
+    failure = seeded.failures["auth"]
+    browser.get(f"{server}/admin/background_jobs/failures/{failure}")
+    # The rules refuse it whatever else they read: no link, the reason instead.
+    assert browser.find_elements("css selector", "#retry-link") == []
+    assert "skipped_authentication" in text(browser, "#retry-refused")
+    browser.get(f"{server}/admin/retry?failure={failure}")
     wait(browser, lambda d: text(d, "main h1") == "Retry: dry run")
     verdicts = text(browser, "#verdicts")
     assert (

@@ -316,6 +316,44 @@ def test_a_refused_retry_shows_its_verdict(client: TestClient, seeded: ws.Seeded
     assert verdict == "skipped_authentication" and why.startswith("authentication failure")
 
 
+def test_a_failure_whose_job_succeeded_since_offers_no_retry(
+    client: TestClient, seeded: ws.Seeded, db_url: str
+) -> None:
+    """The page offered "Retry…" whatever the rules said; for a failure whose job has
+    succeeded since (run again, by hand or by Procrastinate) every retry is refused
+    (skipped_not_failed): the button is disabled and says why."""
+    failure, job = seeded.failures["runtime"], seeded.jobs["runtime"]
+    page = client.get(f"/admin/background_jobs/failures/{failure}").text
+    assert 'id="retry-link"' in page and 'id="retry-refused"' not in page  # still failed
+    assert 'id="retry-latest"' in client.get(f"/admin/jobs/{job}").text
+    fx.rows(
+        db_url,
+        "UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = %s RETURNING id",
+        (job,),
+    )
+    page = client.get(f"/admin/background_jobs/failures/{failure}").text
+    assert 'id="retry-link"' not in page
+    refused = re.search(r'<p id="retry-refused">(.*?)</p>', page)
+    assert refused is not None
+    assert refused.group(1) == (
+        '<button type="button" disabled>Retry…</button> not offered: '
+        "skipped_not_failed: the job is succeeded, not failed"
+    )
+    # The job's page, which offered "Retry its latest failure…", says the same.
+    job_page = client.get(f"/admin/jobs/{job}").text
+    assert 'id="retry-latest"' not in job_page and f"/admin/retry?failure={failure}" not in job_page
+    assert "not offered: skipped_not_failed: the job is succeeded, not failed" in job_page
+    # What the retry itself says (the rules the page asked).
+    preview = client.get(f"/admin/retry?failure={failure}")
+    assert verdict_row(preview.text) == ("skipped_not_failed", "the job is succeeded, not failed")
+
+
+def test_an_authentication_failure_offers_no_retry(client: TestClient, seeded: ws.Seeded) -> None:
+    page = client.get(f"/admin/background_jobs/failures/{seeded.failures['auth']}").text
+    assert 'id="retry-link"' not in page
+    assert "not offered: skipped_authentication: authentication failure" in page
+
+
 def test_the_bulk_retry_button_only_when_a_filter_is_set(
     client: TestClient, seeded: ws.Seeded
 ) -> None:

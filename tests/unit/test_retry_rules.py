@@ -441,3 +441,74 @@ def test_state_now_says_what_the_retried_job_does_now() -> None:
         "the job was not failed then, and has failed since"
     )
     assert rules.state_now({}, None) == {}
+
+
+# --- refusal_known: what a failure's page may tell without the dry run ---------------
+
+FAILURE = {"id": 7, "job_id": 70, "kind": "runtime", "retryable": True, "retry_state": {}}
+OWN = {"id": 7, "kind": "runtime", "will_retry": False}
+
+
+@pytest.mark.parametrize(
+    ("failure", "job_status", "job_failures", "expected"),
+    [
+        (FAILURE, "failed", [OWN], None),  # only the dry run can tell (task, lock...)
+        (FAILURE, "succeeded", [OWN], ("skipped_not_failed", "the job is succeeded, not failed")),
+        (
+            FAILURE,
+            None,
+            [OWN],
+            ("skipped_not_failed", "the job no longer exists (removed by retention)"),
+        ),
+        (
+            {**FAILURE, "kind": "authentication"},
+            "failed",
+            [OWN],
+            ("skipped_authentication", None),
+        ),
+        (
+            FAILURE,
+            "succeeded",
+            [OWN, {"id": 9, "kind": "transient", "will_retry": True}],
+            (
+                "skipped_superseded",
+                "the job failed again since (failure 9, transient) and has succeeded since: "
+                "nothing left to retry",
+            ),
+        ),
+        (
+            {**FAILURE, "retry_state": {"outcome": "pending", "retried_by": "ana"}},
+            "todo",
+            [OWN],
+            ("skipped_already_retried", "already retried by ana; the job is waiting to run"),
+        ),
+    ],
+)
+def test_refusal_known_from_the_page(
+    failure: dict[str, Any],
+    job_status: str | None,
+    job_failures: list[dict[str, Any]],
+    expected: tuple[str, str | None] | None,
+) -> None:
+    got = rules.refusal_known(failure, job_status, job_failures)
+    if expected is None:
+        assert got is None
+        return
+    assert got is not None and got.decision == expected[0]
+    if expected[1] is not None:
+        assert got.detail == expected[1]
+
+
+def test_a_refusal_known_from_the_page_is_a_refusal_whatever_else_holds() -> None:
+    """The facts the page does not read, at any value, never turn it into a retry."""
+    for job_status in (None, "todo", "doing", "succeeded", "cancelled", "failed"):
+        known = rules.refusal_known(FAILURE, job_status, [OWN])
+        for other in (
+            {"task_exists": False},
+            {"lock_conflict": True},
+            {"sibling_retry_pending": True},
+            {"pipeline_status": "failed", "step_status": "succeeded"},
+        ):
+            full = decide(facts(job_status=job_status, **other))
+            if known is not None:
+                assert not full.retried, (job_status, other)
