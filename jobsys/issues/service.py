@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jobsys.db.session import command_connection
-from jobsys.errors import NotFoundError, UsageError, not_found
+from jobsys.errors import JobsysError, NotFoundError, RefusedError, UsageError, not_found
 from jobsys.failures import store as failures_store
 from jobsys.failures.filters import check_limit
 from jobsys.failures.service import public as public_failure
@@ -108,9 +108,20 @@ async def _change(
         else:
             row = await store.set_open(conn, issue_id, settings.operator)
         if row is None:
-            raise _missing(issue_id)
+            raise _unchanged(await store.get_issue(conn, issue_id), issue_id)
         await publish(conn, "issues_changed", {"issue_id": issue_id})
     return row
+
+
+def _unchanged(issue: dict[str, Any] | None, issue_id: int) -> JobsysError:
+    """Why a change wrote nothing: no such issue, or a mute of a resolved one."""
+    if issue is None:
+        return _missing(issue_id)
+    return RefusedError(
+        f"issue {issue_id} is resolved: nothing to mute; nothing was changed.",
+        hint="A resolved issue reopens by itself if it happens again (mute it then), "
+        f"or reopen it with `jobsys issues reopen {issue_id}`.",
+    )
 
 
 async def resolve_issue(

@@ -125,11 +125,13 @@ UPDATE jobsys_issues
 RETURNING {COLUMNS}
 """
 
+# A resolved issue is not muted: when the mute ran out it would read open again, a
+# healed issue back among those that need someone (it reopens by itself if it recurs).
 SET_MUTED = f"""
 UPDATE jobsys_issues
    SET status = 'muted', muted_until = now() + make_interval(secs => %(seconds)s),
        details = details - 'reopened_by' || jsonb_build_object('muted_by', %(actor)s::text)
- WHERE id = %(id)s
+ WHERE id = %(id)s AND status <> 'resolved'
 RETURNING {COLUMNS}
 """
 

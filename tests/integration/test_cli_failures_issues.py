@@ -276,6 +276,7 @@ def test_issue_lifecycle_through_the_cli(cli, db_url: str) -> None:  # type: ign
     assert int(issue) in open_ids()
     resolved = cli(*url, "issues", "resolve", issue, "--json").json()
     assert resolved["status"] == "resolved" and int(issue) not in open_ids()
+    assert cli(*url, "issues", "reopen", issue).exit_code == 0  # a resolved one is not muted
     muted = cli(
         *url, "issues", "mute", issue, "--for", "2h", "--json", env={"JOBSYS_OPERATOR": "alice"}
     ).json()
@@ -304,6 +305,25 @@ def test_issue_lifecycle_through_the_cli(cli, db_url: str) -> None:  # type: ign
     assert cli(*url, "issues", "reopen", issue).exit_code == 0
     muted = cli(*url, "issues", "mute", issue, "--for", "1h", "--json").json()
     assert muted["reopened_by"] is None  # and so does a mute
+
+
+def test_a_resolved_issue_is_not_muted(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Muting a resolved (healed) issue made it 'muted', and so open again once the mute
+    ran out: back in `issues list`, the view of what needs someone (operator walk-through,
+    story 11). It is refused, exit 2, and nothing is written."""
+    rows = seed(db_url)
+    issue = str(rows[0]["issue_id"])
+    url = ("--database-url", db_url)
+    assert cli(*url, "issues", "resolve", issue).exit_code == 0
+    before = fx.rows(db_url, f"SELECT * FROM jobsys_issues WHERE id = {int(issue)}")
+    for args in (("--for", "1s"), ("--for", "2h", "--json")):
+        refused = cli(*url, "issues", "mute", issue, *args)
+        assert (refused.exit_code, refused.stdout) == (2, ""), refused
+        assert f"issue {issue} is resolved: nothing to mute" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert fx.rows(db_url, f"SELECT * FROM jobsys_issues WHERE id = {int(issue)}") == before
+    listed = cli(*url, "issues", "list", "--json").json()["items"]
+    assert int(issue) not in {i["id"] for i in listed}
 
 
 @pytest.mark.parametrize(
