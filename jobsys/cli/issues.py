@@ -121,8 +121,9 @@ def status_text(issue: dict[str, Any]) -> str:
 
 def _done(result: dict[str, Any], json: bool, verb: str) -> None:
     from jobsys.cli import _output
+    from jobsys.issues.service import change_note
 
-    _output.result(result, json=json, line=f"issue {result['id']} {verb}: {result['title']}")
+    _output.result(result, json=json, line=change_note(result, verb))
 
 
 @app.command()

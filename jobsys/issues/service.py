@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jobsys.db.session import command_connection
-from jobsys.errors import JobsysError, NotFoundError, RefusedError, UsageError, not_found
+from jobsys.errors import NotFoundError, RefusedError, UsageError, not_found
 from jobsys.failures import store as failures_store
 from jobsys.failures.filters import check_limit
 from jobsys.failures.service import public as public_failure
@@ -108,20 +108,36 @@ async def _change(
         else:
             row = await store.set_open(conn, issue_id, settings.operator)
         if row is None:
-            raise _unchanged(await store.get_issue(conn, issue_id), issue_id)
+            issue = await store.get_issue(conn, issue_id)
+            if issue is None:
+                raise _missing(issue_id)
+            if action == "mute":
+                raise RefusedError(
+                    f"issue {issue_id} is resolved: nothing to mute; nothing was changed.",
+                    hint="A resolved issue reopens by itself if it happens again (mute it "
+                    f"then), or reopen it with `jobsys issues reopen {issue_id}`.",
+                )
+            return {**issue, "changed": False}  # already resolved, or already open
         await publish(conn, "issues_changed", {"issue_id": issue_id})
-    return row
+    return {**row, "changed": True}
 
 
-def _unchanged(issue: dict[str, Any] | None, issue_id: int) -> JobsysError:
-    """Why a change wrote nothing: no such issue, or a mute of a resolved one."""
-    if issue is None:
-        return _missing(issue_id)
-    return RefusedError(
-        f"issue {issue_id} is resolved: nothing to mute; nothing was changed.",
-        hint="A resolved issue reopens by itself if it happens again (mute it then), "
-        f"or reopen it with `jobsys issues reopen {issue_id}`.",
-    )
+def change_note(issue: dict[str, Any], done: str) -> str:
+    """What a resolve, mute or reopen did, for a human: ``issue 16 resolved: TITLE``;
+    for one that found it so already (``changed`` false) that and who did it, so a
+    colleague a second later is told the work is done: ``issue 16 is already resolved
+    (by alice at 2026-12-06 03:12 UTC); nothing was changed: TITLE``."""
+    if issue.get("changed", True):
+        return f"issue {issue['id']} {done}: {issue['title']}"
+    if issue["status"] == "resolved":
+        reason = (issue.get("details") or {}).get("resolved_reason")
+        who = reason or (f"by {issue['resolved_by']}" if issue.get("resolved_by") else "")
+        at = issue.get("resolved_at")
+        when = f"at {at:%Y-%m-%d %H:%M} UTC" if at is not None else ""
+        state = "resolved" + (f" ({' '.join(p for p in (who, when) if p)})" if who or when else "")
+    else:
+        state = "open"
+    return f"issue {issue['id']} is already {state}; nothing was changed: {issue['title']}"
 
 
 async def resolve_issue(

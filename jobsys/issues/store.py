@@ -117,11 +117,13 @@ SELECT account_id FROM jobsys_issue_accounts
  LIMIT %(limit)s
 """
 
+# Resolving a resolved issue, or reopening an open one, writes nothing: who resolved it
+# and when (or that it healed) stay as they were.
 SET_RESOLVED = f"""
 UPDATE jobsys_issues
    SET status = 'resolved', resolved_at = now(), resolved_by = %(actor)s, muted_until = NULL,
        details = details - 'muted_by' - 'reopened_by'
- WHERE id = %(id)s
+ WHERE id = %(id)s AND status <> 'resolved'
 RETURNING {COLUMNS}
 """
 
@@ -140,7 +142,7 @@ UPDATE jobsys_issues
    SET status = 'open', muted_until = NULL, resolved_at = NULL, resolved_by = NULL,
        details = details - 'resolved_reason' - 'muted_by'
            || jsonb_build_object('reopened_by', %(actor)s::text)
- WHERE id = %(id)s
+ WHERE id = %(id)s AND NOT {STATUS_OPEN_CLAUSE}
 RETURNING {COLUMNS}
 """
 

@@ -124,7 +124,7 @@ async def issue_action(request: Request, user: User) -> Response:
     else:
         row = await service.reopen_issue(settings, c.config, issue_id)
         said = "reopened"
-    return _done(request, f"/admin/issues/{issue_id}", f"issue {issue_id} {said}: {row['title']}")
+    return _done(request, f"/admin/issues/{issue_id}", service.change_note(row, said))
 
 
 async def job_cancel(request: Request, user: User) -> Response:

@@ -326,6 +326,50 @@ def test_a_resolved_issue_is_not_muted(cli, db_url: str) -> None:  # type: ignor
     assert int(issue) not in {i["id"] for i in listed}
 
 
+def test_resolving_a_resolved_issue_or_reopening_an_open_one_writes_nothing(  # type: ignore[no-untyped-def]
+    cli, db_url: str
+) -> None:
+    """A second `issues resolve` (a colleague a second later, or after the issue healed)
+    said 'issue N resolved' and wrote its own name and time over who resolved it and when;
+    `issues reopen` of an open issue said 'reopened' and recorded a reopen that never was
+    (operator walk-through). Both now write nothing and say the issue is so already."""
+    rows = seed(db_url)
+    issue = str(rows[0]["issue_id"])
+    url = ("--database-url", db_url)
+
+    def stored() -> dict[str, Any]:
+        return fx.rows(db_url, f"SELECT * FROM jobsys_issues WHERE id = {int(issue)}")[0]
+
+    alice = {"JOBSYS_OPERATOR": "alice"}
+    again = cli(*url, "issues", "reopen", issue, "--json", env={"JOBSYS_OPERATOR": "bob"})
+    assert (again.exit_code, again.json()["changed"]) == (0, False), again
+    assert again.json()["reopened_by"] is None and "reopened_by" not in stored()["details"]
+    text = cli(*url, "issues", "reopen", issue)
+    assert text.exit_code == 0
+    assert f"issue {issue} is already open; nothing was changed" in text.stderr
+    first = cli(*url, "issues", "resolve", issue, "--json", env=alice).json()
+    assert (first["changed"], first["resolved_by"]) == (True, "alice")
+    before = stored()
+    text = cli(*url, "issues", "resolve", issue, env={"JOBSYS_OPERATOR": "bob"})
+    assert text.exit_code == 0 and text.stdout == ""
+    assert f"issue {issue} is already resolved (by alice at " in text.stderr, text.stderr
+    assert "nothing was changed" in text.stderr
+    second = cli(*url, "issues", "resolve", issue, "--json", env={"JOBSYS_OPERATOR": "bob"})
+    assert second.json()["changed"] is False and second.json()["resolved_by"] == "alice"
+    assert stored() == before
+    # a healed issue keeps saying so: no operator's name over 'healed'
+    healed_details = '{"resolved_reason": "healed"}'
+    fx.rows(
+        db_url,
+        "UPDATE jobsys_issues SET resolved_by = 'auto', details = details || %s::jsonb"
+        " WHERE id = %s RETURNING id",
+        (healed_details, int(issue)),
+    )
+    healed = cli(*url, "issues", "resolve", issue, env=alice)
+    assert "is already resolved (healed at " in healed.stderr, healed.stderr
+    assert stored()["resolved_by"] == "auto"
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
