@@ -54,8 +54,22 @@ def id_argument(thing: str, listed_by: str, *, help: str, metavar: str | None = 
     refuses any bad input (``error: 'abc' is not a job id…``, exit 2), naming it and
     the command that lists them (``listed_by``), not with Click's "'abc' is not a valid
     int". Every id argument of the CLI is declared with it."""
+    return typer.Argument(
+        help=help, parser=_id_parser(thing, listed_by), show_default=False, metavar=metavar
+    )
 
+
+def id_option(flag: str, thing: str, listed_by: str, *, help: str) -> Any:
+    """An option taking the id of a ``thing`` (``failures list --issue``, ``--before``),
+    refused as :func:`id_argument` refuses a bad one, with the option named first
+    (``error: --issue 'x' is not an issue id…``, exit 2). Every id option of the CLI
+    is declared with it."""
+    return typer.Option(flag, help=help, parser=_id_parser(thing, listed_by, flag), metavar="ID")
+
+
+def _id_parser(thing: str, listed_by: str, flag: str | None = None) -> Callable[[str], int]:
     article = "an" if thing[0] in "aeiou" else "a"
+    given = f"{flag} " if flag else ""
 
     def parse(raw: str) -> int:
         try:
@@ -64,12 +78,13 @@ def id_argument(thing: str, listed_by: str, *, help: str, metavar: str | None = 
             value = 0
         if value < 1:
             raise UsageError(
-                f"{raw!r} is not {article} {thing} id: {thing} ids are whole numbers from 1.",
+                f"{given}{raw!r} is not {article} {thing} id: {thing} ids are whole numbers"
+                " from 1.",
                 hint=f"List them with `{listed_by}`.",
             )
         return value
 
-    return typer.Argument(help=help, parser=parse, show_default=False, metavar=metavar)
+    return parse
 
 
 def option_group(**groups: Callable[..., Any]) -> Callable[[F], F]:

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from jobsys.cli._context import read_config, run, settings, task_notes
-from jobsys.cli._options import JsonOpt, WideOpt, id_argument, option_group, time_option
+from jobsys.cli._options import (
+    JsonOpt,
+    WideOpt,
+    id_argument,
+    id_option,
+    option_group,
+    time_option,
+)
 from jobsys.cli._table import Col, absolute
 from jobsys.errors import UsageError
 
@@ -51,7 +58,9 @@ def failure_filter_options(
     queue: Annotated[str | None, typer.Option("--queue", help="Queue name (exact).")] = None,
     lane: Annotated[str | None, typer.Option("--lane", help="Lane name (exact).")] = None,
     account: Annotated[str | None, typer.Option("--account", help="Account id (exact).")] = None,
-    issue: Annotated[int | None, typer.Option("--issue", help="Issue id.")] = None,
+    issue: Annotated[
+        int | None, id_option("--issue", "issue", "jobsys issues list", help="Issue id.")
+    ] = None,
     since: Annotated[str | None, time_option("--since", "Failed at or after")] = None,
     until: Annotated[str | None, time_option("--until", "Failed before")] = None,
     error: Annotated[
@@ -91,7 +100,13 @@ def list_(
         int, typer.Option("--limit", "-n", help="At most this many rows (or groups).")
     ] = 50,
     before: Annotated[
-        int | None, typer.Option(help="Page on: only failures older than this failure id.")
+        int | None,
+        id_option(
+            "--before",
+            "failure",
+            "jobsys failures list",
+            help="Page on: only failures older than this failure id.",
+        ),
     ] = None,
     group_by: Annotated[
         str | None,
