@@ -84,8 +84,9 @@ def issues_retry(
     json: JsonOpt = False,
 ) -> None:
     """Retry the failures of an issue (same rules and exit codes as `jobsys retry`).
-    While the service its failures depend on has an open outage, it warns and asks
-    (unless --yes): the retried jobs would most likely fail again."""
+    Without --yes it previews the verdicts and asks (on stderr), as `retry --all` does.
+    While the service its failures depend on has an open outage it also warns and asks
+    first: the retried jobs would most likely fail again."""
     from jobsys.cli import _output
     from jobsys.issues.service import open_outage_for
     from jobsys.retry.service import RetryRequest

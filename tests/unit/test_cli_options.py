@@ -77,3 +77,17 @@ def test_every_time_form_the_help_shows_is_read() -> None:
     assert durations == ["30m", "2h", "7d"]
     for form in durations:
         assert parse_time(form, "--since", now) < now
+
+
+def test_issues_retry_help_says_it_asks_without_yes(capsys) -> None:  # type: ignore[no-untyped-def]
+    """`issues retry --help` said it asks only while the service its failures depend on
+    has an open outage; it previews and asks whenever --yes is not given, as
+    `retry --all` does (README, Retry), so an operator reading the help was surprised by
+    the prompt, or a cron job by 'not confirmed' (operator walk-through)."""
+    import re
+
+    from jobsys.cli.main import main
+
+    assert main(["issues", "retry", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"Without --yes it previews the verdicts and asks", text), text
