@@ -75,9 +75,18 @@ def list_workers(
     _output.table(
         [{**w, "lanes_text": _lanes_text(w), "running_text": _running_text(w)} for w in rows],
         LIST_COLUMNS,
-        empty="no worker processes (start one with `jobsys worker`)",
+        empty=_empty(every, states),
         wide=wide,
     )
+
+
+def _empty(every: bool, states: tuple[str, ...]) -> str:
+    """What an empty listing means: with --state, none in that state (not that no worker
+    runs: 'start one' would send the operator off while a worker is running)."""
+    if not states:
+        return "no worker processes (start one with `jobsys worker`)"
+    scope = "" if every else " among those live or ended in the last day (--all: every one)"
+    return f"no {' or '.join(states)} worker process{scope}"
 
 
 @app.callback()

@@ -172,3 +172,18 @@ def test_a_url_that_is_not_postgres_is_a_usage_error(cli: Any) -> None:
         assert ":pw@" not in result.stderr and "Traceback" not in result.stderr
     env = cli("queues", env={"JOBSYS_DATABASE_URL": "localhost"})
     assert env.exit_code == 2 and "JOBSYS_DATABASE_URL" in env.stderr
+
+
+def test_an_empty_workers_state_filter_does_not_say_to_start_one(cli: Any, db_url: str) -> None:
+    """`workers list --state dead` with none dead said 'no worker processes (start one with
+    `jobsys worker`)', while a worker ran (operator walk-through): it names the state."""
+    url = ("--database-url", db_url)
+    dead = cli(*url, "workers", "list", "--state", "dead")
+    assert (dead.exit_code, dead.stdout) == (0, "")
+    assert dead.stderr.strip() == (
+        "no dead worker process among those live or ended in the last day (--all: every one)"
+    )
+    both = cli(*url, "workers", "--all", "--state", "dead", "--state", "fenced")
+    assert both.stderr.strip() == "no dead or fenced worker process"
+    plain = cli(*url, "workers", "list")
+    assert plain.stderr.strip() == "no worker processes (start one with `jobsys worker`)"
