@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from jobsys.engine import bulk as store
 from jobsys.errors import RefusedError, UsageError
 from jobsys.jobs import search
-from jobsys.jobs.browser import JobFilters, filter_params, parse_statuses
+from jobsys.jobs.browser import STATUS_ALIASES, JobFilters, filter_params, parse_statuses
 from jobsys.timespec import parse_time
 
 if TYPE_CHECKING:
@@ -68,13 +68,22 @@ class BulkRequest:
     chunk: int | None = None
 
 
+def _as_typed(request: BulkRequest, status: str) -> str:
+    """A refused ``--status`` as the operator typed it: ``running (doing)``, not only
+    ``doing``, which they never wrote."""
+    for raw in request.filters.statuses:
+        if raw.lower() != status and STATUS_ALIASES.get(raw.lower()) == status:
+            return f"{raw} ({status})"
+    return status
+
+
 def _statuses(request: BulkRequest) -> list[str]:
     given = parse_statuses(request.filters.statuses) or []
     if request.action == "jobs_delete":
         touching = [s for s in given if s not in store.FINISHED]
         if touching:
             raise UsageError(
-                f"--status {touching[0]}: only finished jobs can be deleted "
+                f"--status {_as_typed(request, touching[0])}: only finished jobs can be deleted "
                 f"({', '.join(store.FINISHED)}); a waiting or running job is never deleted.",
                 hint="Cancel waiting jobs with `jobsys jobs cancel --all`.",
             )
@@ -88,7 +97,8 @@ def _statuses(request: BulkRequest) -> list[str]:
             else "Finished jobs are removed with `jobsys jobs delete --all`."
         )
         raise UsageError(
-            f"--status {wrong[0]}: a bulk cancel takes waiting and scheduled jobs (todo)"
+            f"--status {_as_typed(request, wrong[0])}: a bulk cancel takes waiting and "
+            "scheduled jobs (todo)"
             + (" and running ones (doing)" if request.abort_running else "")
             + ".",
             hint=hint,

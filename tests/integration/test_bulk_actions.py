@@ -119,6 +119,9 @@ def test_dry_run_counts_and_samples_and_changes_nothing(cli: Any, db_url: str) -
         (("jobs", "cancel", "--all", "--status", "succeeded"), "a bulk cancel takes"),
         (("jobs", "delete", "--all", "--status", "todo"), "only finished jobs can be deleted"),
         (("jobs", "delete", "--all", "--status", "doing"), "only finished jobs can be deleted"),
+        # a refused status as typed (it said '--status doing' to who typed 'running')
+        (("jobs", "delete", "--all", "--status", "running"), "--status running (doing): only"),
+        (("jobs", "cancel", "--all", "--status", "running"), "--status running (doing): a bulk"),
         (("jobs", "delete", "--all", "--before", "2999-01-01"), "is in the future"),
         (("jobs", "delete", "--all", "--before", "soon"), "--before"),
         (("jobs", "cancel", "--all", "--arg", "account_id"), "give KEY=VALUE"),
