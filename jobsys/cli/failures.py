@@ -207,21 +207,28 @@ def show(
     ],
     json: JsonOpt = False,
 ) -> None:
-    """Everything about one failure, traceback included."""
+    """Everything about one failure, traceback included; whether `jobsys retry` would retry it."""
     from jobsys.cli import _output
     from jobsys.failures import service
 
     # One loader for both reads: it warns once about a broken configuration.
     load = read_config(ctx)
     failure = run(service.show_failure(settings(ctx), load, failure_id))
+    from jobsys.retry.service import retry_now
+
+    # Whether `jobsys retry` would retry it, and if not why (the rules' refusal, as the
+    # web console's failure page says it).
+    state, refused = run(retry_now(settings(ctx), load, failure))
+    failure["would_retry"] = refused is None
+    failure["retry_refusal"] = (
+        {"decision": refused.decision, "detail": refused.detail} if refused else None
+    )
     if json:
         _output.emit_json(failure)  # the retry state as recorded
         return
-    from jobsys.retry.service import retry_state_now
-
     # In words, the retry state as its job is now (README Retry): not "waiting to run"
     # and "pending" for a job that has succeeded since.
-    failure["retry_state"] = run(retry_state_now(settings(ctx), load, failure))
+    failure["retry_state"] = state
     trace = failure.pop("traceback", None)
     _output.key_values(text_view(failure), title=f"failure {failure_id}")
     if trace:
@@ -231,12 +238,21 @@ def show(
 def text_view(failure: dict[str, Any]) -> dict[str, Any]:
     """``failures show`` for a human: the issue by id, status and title; the retry
     verdict (last decision and why, by whom, when; the outcome) instead of raw JSON."""
-    out = {k: v for k, v in failure.items() if k not in ("issue_id", "issue", "retry_state")}
+    hidden = ("issue_id", "issue", "retry_state", "would_retry", "retry_refusal")
+    out = {k: v for k, v in failure.items() if k not in hidden}
     issue = failure.get("issue")
     out["issue"] = (
         f"{issue['id']} ({issue['status'] or 'gone'}): {issue['title'] or '-'}" if issue else None
     )
     out.update(retry_lines(failure.get("retry_state") or {}, failure.get("retryable")))
+    if "would_retry" in failure:
+        refusal = failure.get("retry_refusal")
+        out["would_retry"] = (
+            f"no: {refusal['decision']}: {refusal['detail']}"
+            if refusal
+            else f"yes, as far as the failure and its job tell (`jobsys retry"
+            f" {failure['id']} --dry-run` checks the rest)"
+        )
     return out
 
 

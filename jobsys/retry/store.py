@@ -78,6 +78,11 @@ LOCK_SUFFIX_STEPS = "FOR UPDATE OF p"
 
 LOCK_SUFFIX_JOBS = "FOR UPDATE OF j"
 
+# One job's failure rows, as ``rules.refusal_known`` reads them.
+JOB_FAILURE_ROWS = """
+SELECT id, kind, will_retry FROM jobsys_failures WHERE job_id = %(job_id)s ORDER BY id
+"""
+
 # Per job, over all its failure rows: the ones with a pending jobsys retry, the
 # automatic retries made so far, when it last failed, its newest failure and its
 # newest final one (not retried by Procrastinate itself: the job failed for good).
@@ -190,6 +195,10 @@ async def load_steps(
 async def load_jobs(conn: Any, job_ids: Iterable[int], *, lock: bool) -> dict[int, dict[str, Any]]:
     query = LOAD_JOBS + (LOCK_SUFFIX_JOBS if lock else "")
     return {int(r["id"]): r for r in await fetch_all(conn, query, {"ids": sorted(set(job_ids))})}
+
+
+async def job_failure_rows(conn: Any, job_id: int) -> list[dict[str, Any]]:
+    return await fetch_all(conn, JOB_FAILURE_ROWS, {"job_id": job_id})
 
 
 async def job_aggregates(conn: Any, job_ids: Iterable[int]) -> dict[int, dict[str, Any]]:

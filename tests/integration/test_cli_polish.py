@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _retry_support import bulk_failed_jobs, make_issue, sql
+from _retry_support import bulk_failed_jobs, fail_again, make_issue, sql
 
 HERE = Path(__file__).resolve().parent
 JOBSYS = str(Path(sys.executable).with_name("jobsys"))
@@ -161,6 +161,52 @@ def test_failures_show_names_the_issue_and_the_retry_verdict(cli: Any, db_url: s
     assert '"last_decision"' not in text.stdout  # a verdict, not a JSON blob
     data = cli(*url, "failures", "show", str(failure), "--json").json()
     assert data["retry_state"]["last_decision"] == "skipped_already_retried"
+
+
+def test_failures_show_says_whether_retry_would_retry_it_and_why_not(cli: Any, db_url: str) -> None:
+    """`failures show` (and --json) tell what `jobsys retry ID` would do, as the web
+    console's failure page does (rules.refusal_known): each refusal is the one the
+    retry's own dry run gives."""
+    url = ("--database-url", db_url)
+    runtime, succeeded, retried, older = bulk_failed_jobs(db_url, 4)
+    [auth] = bulk_failed_jobs(db_url, 1, kind="authentication")
+    job = sql(db_url, "SELECT job_id FROM jobsys_failures WHERE id = %s", (succeeded,))[0]
+    sql(db_url, "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (job["job_id"],))
+    sql(db_url, "SELECT procrastinate_finish_job_v1(%s, 'succeeded', false)", (job["job_id"],))
+    assert cli(*url, "retry", str(retried), env={"JOBSYS_OPERATOR": "alice"}).exit_code == 0
+    assert cli(*url, "retry", str(older)).exit_code == 0
+    newer = fail_again(db_url, older, kind="transient")
+
+    def shown(failure: int) -> tuple[dict[str, Any], str]:
+        data = cli(*url, "failures", "show", str(failure), "--json").json()
+        text = cli(*url, "failures", "show", str(failure))
+        assert text.exit_code == 0, text.stderr
+        [line] = [x for x in text.stdout.splitlines() if x.startswith("would retry")]
+        return data, " ".join(line.split())
+
+    for failure in (runtime, newer):
+        data, line = shown(failure)
+        assert (data["would_retry"], data["retry_refusal"]) == (True, None)
+        assert line == (
+            f"would retry yes, as far as the failure and its job tell"
+            f" (`jobsys retry {failure} --dry-run` checks the rest)"
+        )
+        dry = cli(*url, "retry", str(failure), "--dry-run", "--json").json()
+        assert dry["results"][0]["decision"] == "would_retry"
+    for failure, decision, why in (
+        (auth, "skipped_authentication", "authentication failure: retrying would burn"),
+        (succeeded, "skipped_not_failed", "the job is succeeded, not failed"),
+        (retried, "skipped_already_retried", "already retried by alice"),
+        (older, "skipped_superseded", f"the job failed again since (failure {newer},"),
+    ):
+        data, line = shown(failure)
+        assert data["would_retry"] is False
+        assert data["retry_refusal"]["decision"] == decision, data["retry_refusal"]
+        assert why in data["retry_refusal"]["detail"]
+        assert line.startswith(f"would retry no: {decision}: {why}"), line
+        dry = cli(*url, "retry", str(failure), "--dry-run", "--json").json()
+        [said] = dry["results"]
+        assert (said["decision"], said["detail"]) == (decision, data["retry_refusal"]["detail"])
 
 
 def test_a_url_that_is_not_postgres_is_a_usage_error(cli: Any) -> None:
