@@ -31,6 +31,8 @@ COLUMNS = f"""
     task, error_class, queue, service, details - 'muted_by' - 'reopened_by' AS details
 """
 
+# A breach upserted is a problem now: a service outage's last ``recovered_at`` (written
+# when it resolved) goes, or a reopened outage reads "recovered at" while it is down.
 UPSERT_HEALTH_ISSUE = f"""
 INSERT INTO jobsys_issues AS i (
     fingerprint, kind, title, status, occurrences, queue, service, details,
@@ -43,7 +45,7 @@ ON CONFLICT (fingerprint) DO UPDATE SET
     occurrences = i.occurrences + 1,
     last_seen = EXCLUDED.last_seen,
     title = EXCLUDED.title,
-    details = {DETAILS_ON_REOPEN} || EXCLUDED.details,
+    details = {DETAILS_ON_REOPEN} - 'recovered_at' || EXCLUDED.details,
     {REOPEN}
 RETURNING id, status, (xmax = 0) AS created
 """

@@ -112,6 +112,34 @@ async def test_service_outage_opens_joins_failures_and_resolves(
         assert len(fx.rows(db_url, "SELECT * FROM jobsys_issues")) == 2
 
 
+async def test_an_outage_that_comes_back_does_not_say_it_recovered(
+    db_url: str, ai_server: Server
+) -> None:
+    """The service down again reopened its outage issue with the last recovery's
+    `recovered_at` still in its details: `issues show` read 'recovered_at: 17:42' under
+    'service ai is down' (operator walk-through, story 4). A reopened outage drops it;
+    the next recovery writes its own."""
+    config = _service_config(ai_server.port)
+    async with connect(db_url) as conn:
+        ai_server.down()
+        (outage_id,) = (await check_services(conn, config))["open"]
+        ai_server.up()
+        assert (await check_services(conn, config))["resolved"] == [outage_id]
+        (issue,) = fx.rows(db_url, "SELECT * FROM jobsys_issues")
+        first_recovery = issue["details"]["recovered_at"]
+        ai_server.down()
+        assert (await check_services(conn, config))["open"] == [outage_id]
+        (issue,) = fx.rows(db_url, "SELECT * FROM jobsys_issues")
+        assert (issue["status"], issue["regression"]) == ("open", True)
+        assert "recovered_at" not in issue["details"], issue["details"]
+        assert issue["details"]["signal"] == "down"
+        ai_server.up()
+        await check_services(conn, config)
+        (issue,) = fx.rows(db_url, "SELECT * FROM jobsys_issues")
+        assert issue["status"] == "resolved"
+        assert issue["details"]["recovered_at"] > first_recovery
+
+
 async def test_queue_health_opens_per_signal_and_resolves(db_url: str) -> None:
     tight = QueueThresholds(
         max_waiting=3, max_oldest_wait_seconds=60, max_failure_rate=0.5, min_finished_for_rate=4
