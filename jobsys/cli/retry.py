@@ -117,7 +117,8 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
         _output.confirm(f"Retry {preview.would_retry} of {preview.matched} {noun}?")
         return True
 
-    with _output.progress_bar("retrying") as progress:
+    # A dry run retries nothing: its bar must not say so (a long preview read "retrying").
+    with _output.progress_bar("checking" if request.dry_run else "retrying") as progress:
         report = run(
             retry_service(
                 settings(ctx),

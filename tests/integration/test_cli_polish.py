@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from _retry_support import bulk_failed_jobs, fail_again, make_issue, sql
 
 HERE = Path(__file__).resolve().parent
@@ -233,3 +234,28 @@ def test_an_empty_workers_state_filter_does_not_say_to_start_one(cli: Any, db_ur
     assert both.stderr.strip() == "no dead or fenced worker process"
     plain = cli(*url, "workers", "list")
     assert plain.stderr.strip() == "no worker processes (start one with `jobsys worker`)"
+
+
+def test_a_dry_run_progress_bar_does_not_say_retrying(
+    cli: Any, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`retry --all --issue 1 --dry-run` on a terminal drew 'retrying ━━━ 13/13' while
+    it retried nothing (operator walk-through, story 5): a long preview read as the real
+    thing. A dry run's bar says 'checking'."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from jobsys.cli import _output
+
+    seen: list[str] = []
+
+    @contextlib.contextmanager
+    def bar(description: str) -> Iterator[Any]:
+        seen.append(description)
+        yield lambda done, total: None
+
+    monkeypatch.setattr(_output, "progress_bar", bar)
+    url = ("--database-url", db_url)
+    cli(*url, "retry", "--all", "--everything", "--dry-run")
+    cli(*url, "retry", "--all", "--everything", "--yes")
+    assert seen == ["checking", "retrying"]
