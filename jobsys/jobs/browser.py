@@ -71,7 +71,10 @@ def _queues(filters: JobFilters, config: Config) -> list[str] | None:
     known = list(config.all_queues)
     for queue in filters.queues:
         if queue not in known:
-            raise UsageError(f"unknown queue {queue!r}{did_you_mean(queue, known)}")
+            raise UsageError(
+                f"unknown queue {queue!r}{did_you_mean(queue, known)}",
+                hint="Queues are declared in config/queues.yaml (`jobsys queues` lists them).",
+            )
     if filters.lane is None:
         return list(filters.queues) or None
     lane = config.lanes.get(filters.lane)

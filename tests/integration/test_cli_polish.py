@@ -259,3 +259,25 @@ def test_a_dry_run_progress_bar_does_not_say_retrying(
     cli(*url, "retry", "--all", "--everything", "--dry-run")
     cli(*url, "retry", "--all", "--everything", "--yes")
     assert seen == ["checking", "retrying"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("jobs", "list", "--queue", "nosuchq"),
+        ("jobs", "cancel", "--all", "--queue", "nosuchq", "--dry-run"),
+        ("queues", "purge", "nosuchq", "--dry-run"),
+    ],
+)
+def test_an_unknown_queue_filter_says_where_queues_are(
+    cli: Any, db_url: str, args: tuple[str, ...]
+) -> None:
+    """`jobs list --queue nosuchq` and `queues purge nosuchq` said only "unknown queue
+    'nosuchq'" (no close name to suggest), where `defer --queue` names where queues are
+    declared and the command that lists them (operator walk-through)."""
+    result = cli("--database-url", db_url, *args)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "error: unknown queue 'nosuchq'",
+        "Queues are declared in config/queues.yaml (`jobsys queues` lists them).",
+    ]
