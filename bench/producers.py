@@ -3,7 +3,9 @@ PgQueuer's ``enqueue``, one job per call, same database, same run.
 
 - single: 1,000 calls one after another (``jobsys.defer`` vs ``Queries.enqueue`` on
   one asyncpg connection), interleaved in rounds of 100 (the ratio of the totals, and
-  the median of the rounds' ratios); and 100 calls the way a
+  the median of the rounds' ratios); then the same again with ``JOBSYS_DB_PREPARE=1``
+  (``single_prepared_*``: the pool's connections prepare the defer statement; the
+  ``single_*`` row is the default, nothing prepared); and 100 calls the way a
   defer without a connection ran before the pool (a connection opened per call);
 - concurrent: 50 producers at once, 20 calls each (jobsys's pool vs an asyncpg pool of
   the same size, PgQueuer's ``AsyncpgPoolDriver``); the peak of connections each
@@ -69,19 +71,12 @@ async def _peak_while(url: str, application_name: str, work: Any) -> tuple[float
     return seconds, peak
 
 
-async def _measure(url: str) -> dict[str, Any]:
-    import asyncpg
-    from pgqueuer import AsyncpgDriver, AsyncpgPoolDriver, Queries
-
+async def _single(queries: Any, label: str) -> dict[str, float]:
+    """``SINGLE_CALLS`` calls of ``jobsys.defer`` and of PgQueuer's ``enqueue`` (on its
+    connection, ``queries``), alternating in rounds of ``ROUND``: their rates as
+    ``{label}_jobsys_per_s`` and ``{label}_pgqueuer_per_s``, the ratio of the totals
+    (``{label}_ratio``) and the median of the rounds' ratios."""
     import jobsys
-    from jobsys.db import producers
-
-    results: dict[str, Any] = {}
-    # Warm both (first connection, first plan) outside the timings.
-    await jobsys.defer("bench.noop")
-    conn = await asyncpg.connect(url)
-    queries = Queries(AsyncpgDriver(conn))
-    await queries.enqueue("bench.noop", None)
 
     ours = theirs = 0.0
     round_ratios = []
@@ -96,13 +91,44 @@ async def _measure(url: str) -> dict[str, Any]:
         other = time.perf_counter() - started
         ours, theirs = ours + mine, theirs + other
         round_ratios.append(other / mine)
+    return {
+        f"{label}_jobsys_per_s": round(SINGLE_CALLS / ours, 1),
+        f"{label}_pgqueuer_per_s": round(SINGLE_CALLS / theirs, 1),
+        f"{label}_ratio": round(theirs / ours, 2),
+        # The median of the rounds' ratios: a load spike during a few rounds (other
+        # work on a shared machine) moves it less than the ratio of the sums.
+        f"{label}_ratio_median_round": round(statistics.median(round_ratios), 2),
+    }
+
+
+async def _measure(url: str) -> dict[str, Any]:
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, AsyncpgPoolDriver, Queries
+
+    import jobsys
+    from jobsys.db import producers
+    from jobsys.db.connect import PREPARE_VARIABLE
+
+    results: dict[str, Any] = {}
+    # Warm both (first connection, first plan) outside the timings.
+    await jobsys.defer("bench.noop")
+    conn = await asyncpg.connect(url)
+    queries = Queries(AsyncpgDriver(conn))
+    await queries.enqueue("bench.noop", None)
+
+    results.update(await _single(queries, "single"))
+    # The same with JOBSYS_DB_PREPARE=1 (README "Connection poolers": a direct
+    # connection, or PgBouncer 1.21+ with max_prepared_statements): the pool's new
+    # connections prepare the defer statement once. Then back to the default.
+    os.environ[PREPARE_VARIABLE] = "1"
+    producers.close()
+    try:
+        await jobsys.defer("bench.noop")  # warm: the new connection, the prepare
+        results.update(await _single(queries, "single_prepared"))
+    finally:
+        del os.environ[PREPARE_VARIABLE]
+        producers.close()
     await conn.close()
-    results["single_jobsys_per_s"] = round(SINGLE_CALLS / ours, 1)
-    results["single_pgqueuer_per_s"] = round(SINGLE_CALLS / theirs, 1)
-    results["single_ratio"] = round(theirs / ours, 2)
-    # The median of the rounds' ratios: a load spike during a few rounds (other work
-    # on a shared machine) moves it less than the ratio of the sums.
-    results["single_ratio_median_round"] = round(statistics.median(round_ratios), 2)
 
     # What a defer without a connection cost before the producer pool: a connection
     # opened and closed per call (jobsys.db.connect), the insert on it.
@@ -175,6 +201,7 @@ def run() -> dict[str, Any]:
         (config / "queues.yaml").write_text(QUEUES_YAML)
         (config / "schedule.yaml").write_text("allow_empty: true\nentries: {}\n")
         os.environ.pop("JOBSYS_PRODUCER_POOL_SIZE", None)
+        os.environ.pop("JOBSYS_DB_PREPARE", None)  # the default row: nothing prepared
         asyncio.run(_pgqueuer_setup(url, 0, install=True))
         defer.configure(load(config), url=url)
         try:
