@@ -12,6 +12,14 @@ statement with parameters (an unnamed statement of the extended protocol: nothin
 prepared, so PgBouncer in transaction mode sees nothing new); errors are psycopg's own
 (``psycopg.errors.error_from_result``: a ``UniqueViolation`` with its ``diag``). Every
 other statement on these connections goes through psycopg as usual.
+
+With ``JOBSYS_DB_PREPARE`` on (``psycopg``'s ``prepare_threshold`` set: a direct
+connection to PostgreSQL, or PgBouncer 1.21+ with ``max_prepared_statements``), a
+statement given a name is prepared once per connection (``PQsendPrepare``) and then
+run by that name (``PQsendQueryPrepared``): the server neither parses nor plans it
+again. A name the server no longer knows (``DISCARD ALL``/``DEALLOCATE`` on the
+session: SQLSTATE 26000, nothing ran) is prepared again and the statement sent once
+more.
 """
 
 from __future__ import annotations
@@ -47,32 +55,37 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
     """An autocommit connection jobsys owns (never in pipeline mode, never LISTENing),
     on which :meth:`fetch_value` may bypass psycopg's cursor machinery."""
 
+    #: The statements this connection prepared (:meth:`fetch_value`'s ``name``).
+    _statements: frozenset[bytes] = frozenset()
+
     def direct(self) -> bool:
-        """Whether :meth:`fetch_value` may run now: statements are not prepared
-        (``JOBSYS_DB_PREPARE`` leaves that to psycopg), the client encoding is UTF-8 (the
+        """Whether :meth:`fetch_value` may run now: the client encoding is UTF-8 (the
         parameters come encoded), and the connection is outside a transaction."""
         pgconn = self.pgconn
         return (
-            self.prepare_threshold is None
-            and pgconn.transaction_status == PQTRANS_IDLE
+            pgconn.transaction_status == PQTRANS_IDLE
             and pgconn.parameter_status(b"client_encoding") == _UTF8
         )
 
-    async def fetch_value(self, query: bytes, params: Sequence[bytes | None]) -> bytes | None:
+    async def fetch_value(
+        self, query: bytes, params: Sequence[bytes | None], name: bytes = b""
+    ) -> bytes | None:
         """The first column of the first row of ``query`` (``$1``... placeholders) run
         with ``params`` (each the text of a value, or None for NULL), as text; raises
-        psycopg's error for the statement's. Cancelled while the statement runs (a
-        request's timeout), it asks the server to cancel it and waits for its end, as
-        psycopg does, so the connection comes back idle: at most
-        :data:`_CANCEL_SECONDS`, after which it closes the connection
+        psycopg's error for the statement's. With ``JOBSYS_DB_PREPARE`` on, a ``name``d
+        statement is prepared on the connection's first run and run by name after that.
+        Cancelled while the statement runs (a request's timeout), it asks the server to
+        cancel it and waits for its end, as psycopg does, so the connection comes back
+        idle: at most :data:`_CANCEL_SECONDS`, after which it closes the connection
         (:meth:`_abandon`)."""
         async with self.lock:
             pgconn = self.pgconn
             try:
-                pgconn.send_query_params(query, params)
-                while pgconn.flush():  # only when the socket's buffer was full
-                    await self._ready(pgconn.socket, write=True)
-                first, error = await self._results()
+                if name and self.prepare_threshold is not None:
+                    first, error = await self._run_prepared(name, query, params)
+                else:
+                    pgconn.send_query_params(query, params)
+                    first, error = await self._sent()
             except _INTERRUPTED:
                 if pgconn.transaction_status == PQTRANS_ACTIVE:
                     await self._abandon()
@@ -85,6 +98,34 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
             raise psycopg.ProgrammingError("the statement returned no row")
         return first.get_value(0, 0)
 
+    async def _run_prepared(
+        self, name: bytes, query: bytes, params: Sequence[bytes | None]
+    ) -> tuple[PGresult | None, psycopg.Error | None]:
+        """``query`` prepared as ``name`` (once per connection), run by name."""
+        pgconn = self.pgconn
+        for attempt in (1, 2):
+            if name not in self._statements:
+                pgconn.send_prepare(name, query)
+                _, error = await self._sent()
+                # 42P05: already prepared (a prepare cancelled after the server ran it).
+                if error is not None and error.sqlstate != "42P05":
+                    return None, error
+                self._statements = self._statements | {name}
+            pgconn.send_query_prepared(name, params)
+            first, error = await self._sent()
+            if error is None or error.sqlstate != "26000" or attempt == 2:
+                return first, error
+            # The session forgot it (DISCARD ALL, DEALLOCATE): nothing ran; again.
+            self._statements = self._statements - {name}
+        raise AssertionError("unreachable")
+
+    async def _sent(self) -> tuple[PGresult | None, psycopg.Error | None]:
+        """The results of the statement just sent (flushed first)."""
+        pgconn = self.pgconn
+        while pgconn.flush():  # only when the socket's buffer was full
+            await self._ready(pgconn.socket, write=True)
+        return await self._results()
+
     async def _abandon(self) -> None:
         """The caller stopped waiting mid-statement: have the server cancel it and wait
         for its end (the rest of the statement sent first: it may not all have been
@@ -96,9 +137,7 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
         try:
             await self.cancel_safe(timeout=_CANCEL_SECONDS)
             async with asyncio.timeout(_CANCEL_SECONDS):
-                while pgconn.flush():
-                    await self._ready(pgconn.socket, write=True)
-                await self._results()
+                await self._sent()
         except BaseException as exc:  # the caller's own interruption is re-raised
             logger.warning(
                 "defer statement not ended after its cancellation (%s): connection closed",

@@ -215,7 +215,9 @@ async def _defer(
     try:
         direct = _direct_params(conn, query, params)
         if direct is not None:
-            ids = _bigint_array(await conn.fetch_value(_DEFER_UNIFORM_DIRECT, direct))
+            one = len(new_jobs) == 1 and conn.prepare_threshold is not None
+            statement, name = _DIRECT_STATEMENTS[one]
+            ids = _bigint_array(await conn.fetch_value(statement, direct, name))
         else:
             async with conn.cursor(row_factory=tuple_row) as cur:
                 await cur.execute(query, params)
@@ -268,6 +270,13 @@ def _positional(query: str, names: Sequence[str]) -> bytes:
 
 
 _DEFER_UNIFORM_DIRECT = _positional(queries.DEFER_UNIFORM, _DEFER_UNIFORM_NAMES)
+#: The direct path's statement and its name where the connection prepares statements
+#: (``JOBSYS_DB_PREPARE``), by whether it prepares them and the jobs are one:
+#: ``queries.DEFER_ONE`` then (the same parameters), else ``queries.DEFER_UNIFORM``.
+_DIRECT_STATEMENTS = {
+    False: (_DEFER_UNIFORM_DIRECT, b"jobsys_defer_uniform"),
+    True: (_positional(queries.DEFER_ONE, _DEFER_UNIFORM_NAMES), b"jobsys_defer_one"),
+}
 
 
 def _direct_params(conn: Any, query: str, params: dict[str, Any]) -> list[bytes | None] | None:

@@ -47,18 +47,27 @@ def procrastinates(conn: Any, jobs: list[inserts.NewJob]) -> list[int]:
     return [int(i) for i in row[0]]
 
 
-#: The connection ``ours`` inserts with: psycopg's own, or the producer pool's (whose
-#: defer statement skips psycopg's cursor: ``jobsys.db.direct``).
-CONNECTIONS = [psycopg.AsyncConnection, DirectConnection]
+#: The connection ``ours`` inserts with and its ``prepare_threshold``: psycopg's own, or
+#: the producer pool's (whose defer statement skips psycopg's cursor:
+#: ``jobsys.db.direct``), by default (never prepare) or with ``JOBSYS_DB_PREPARE`` on
+#: (1: a statement prepared once per connection; one job: ``queries.DEFER_ONE``).
+CONNECTIONS = [
+    pytest.param((psycopg.AsyncConnection, None), id="psycopg"),
+    pytest.param((DirectConnection, None), id="direct"),
+    pytest.param((DirectConnection, 1), id="direct-prepared"),
+]
 
 
 async def ours(
-    db_url: str, jobs: list[inserts.NewJob], announce: Any = None, via: Any = None
+    db_url: str,
+    jobs: list[inserts.NewJob],
+    announce: Any = None,
+    via: tuple[Any, int | None] = (psycopg.AsyncConnection, None),
 ) -> list[int]:
-    connection_class = via or psycopg.AsyncConnection
-    # prepare_threshold: jobsys's own (never prepare; psycopg's default prepares).
+    connection_class, threshold = via
+    # prepare_threshold: jobsys's own (None: never prepare; psycopg's default prepares).
     async with await connection_class.connect(
-        db_url, autocommit=True, prepare_threshold=None
+        db_url, autocommit=True, prepare_threshold=threshold
     ) as conn:
         done = await inserts.insert(conn, inserts.NewJobs(jobs), announce)
     return done.ids
@@ -186,8 +195,9 @@ async def test_the_producer_connection_sends_the_defer_past_psycopgs_cursor(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a ``DirectConnection`` outside a transaction the defer statement goes straight
-    through libpq (no cursor); prepared statements (``JOBSYS_DB_PREPARE``), an open
-    transaction and values psycopg would refuse or send otherwise go through psycopg."""
+    through libpq (no cursor), prepared once per connection with ``JOBSYS_DB_PREPARE``
+    (one job: ``queries.DEFER_ONE``); an open transaction and values psycopg would
+    refuse or send otherwise go through psycopg."""
 
     def no_cursor(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the defer statement went through psycopg's cursor")
@@ -213,7 +223,16 @@ async def test_the_producer_connection_sends_the_defer_past_psycopgs_cursor(
     async with await DirectConnection.connect(
         db_url, autocommit=True, prepare_threshold=1
     ) as prepared:
-        assert inserts._direct_params(prepared, query, params) is None
+        monkeypatch.setattr(prepared, "cursor", no_cursor)
+        for count in (1, 1, 3, 3):
+            done = await inserts.insert(prepared, inserts.NewJobs(batch(count)), announce)
+            assert len(done.ids) == count
+        monkeypatch.undo()
+        cur = await prepared.execute(
+            "SELECT name, generic_plans + custom_plans FROM pg_prepared_statements ORDER BY 1"
+        )
+        # Each prepared once and run by name (old code: psycopg's cursor, "_pg3_0").
+        assert await cur.fetchall() == [("jobsys_defer_one", 2), ("jobsys_defer_uniform", 2)]
 
 
 @pytest.mark.parametrize(
@@ -229,12 +248,15 @@ async def test_the_producer_connection_sends_the_defer_past_psycopgs_cursor(
 async def test_a_due_time_is_stored_as_the_same_instant_either_way(
     db_url: str, due: datetime
 ) -> None:
-    ids = [(await ours(db_url, batch(1, scheduled_at=due), via=via))[0] for via in CONNECTIONS]
+    ids = [
+        (await ours(db_url, batch(1, scheduled_at=due), via=via.values[0]))[0]
+        for via in CONNECTIONS
+    ]
     with psycopg.connect(db_url) as conn:
         stored = conn.execute(
             "SELECT scheduled_at FROM procrastinate_jobs WHERE id = ANY(%s) ORDER BY id", (ids,)
         ).fetchall()
-    assert [row[0] for row in stored] == [due, due]
+    assert [row[0] for row in stored] == [due] * len(CONNECTIONS)
 
 
 def test_a_defer_while_another_thread_imports_the_direct_connection(

@@ -191,23 +191,68 @@ async def test_statements_are_prepared_on_the_server_only_when_opted_in(
     setting: str,
 ) -> None:
     """Off by default (a transaction-mode PgBouncer before 1.21 cannot carry prepared
-    statements); ``JOBSYS_DB_PREPARE=1`` prepares a defer's statement from its second
-    run on the pool's connection."""
+    statements); ``JOBSYS_DB_PREPARE=1`` prepares the defer statement once on the pool's
+    connection, at its first run, and runs it by name after that (``jobsys.db.direct``:
+    it still skips psycopg's cursor, which used to prepare it as ``_pg3_0``)."""
     import jobsys
     from jobsys.db.connect import PREPARE_VARIABLE
+    from jobsys.db.direct import DirectConnection
+
+    def no_cursor(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a defer statement went through psycopg's cursor")
 
     monkeypatch.setenv(PREPARE_VARIABLE, setting)
     producers.close()  # connections opened from here on see the setting
-    for n in range(3):
-        await jobsys.defer("rt.sleep", {"tag": f"prep{n}"})
+    with monkeypatch.context() as patched:
+        patched.setattr(DirectConnection, "cursor", no_cursor)
+        for n in range(3):
+            await jobsys.defer("rt.sleep", {"tag": f"prep{n}"})
+        await jobsys.defer_many("rt.sleep", [{"tag": "m1"}, {"tag": "m2"}])
+    assert await producers.run(db_url, prepared_statements) == (
+        {"jobsys_defer_one": 3, "jobsys_defer_uniform": 1} if setting else {}
+    )
+    assert count_jobs(db_url) == 5
 
-    async def prepared(conn: psycopg.AsyncConnection) -> int:
-        cur = await conn.execute("SELECT count(*) AS n FROM pg_prepared_statements")
-        row = await cur.fetchone()
-        return int(row["n"]) if row else 0
 
-    count = await producers.run(db_url, prepared)
-    assert count == (1 if setting else 0)
+async def prepared_statements(conn: psycopg.AsyncConnection) -> dict[str, int]:
+    """jobsys's statements prepared on ``conn``'s session and how often each ran
+    (psycopg's own, ``_pg3_*``, left out: with ``JOBSYS_DB_PREPARE`` it prepares this
+    very query)."""
+    cur = await conn.execute(
+        "SELECT name, generic_plans + custom_plans AS runs FROM pg_prepared_statements"
+        " WHERE name LIKE 'jobsys%'"
+    )
+    return {row["name"]: int(row["runs"]) for row in await cur.fetchall()}
+
+
+@pytest.mark.parametrize("forget", ["DISCARD ALL", "DEALLOCATE ALL", "DEALLOCATE jobsys_defer_one"])
+async def test_a_prepared_defer_the_session_forgot_is_prepared_again(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    forget: str,
+) -> None:
+    """The server session forgot the prepared defer statement (``DISCARD ALL`` as a
+    pooler's reset runs it, ``DEALLOCATE``): the next defer prepares it again and is
+    written once; nothing ran the first time (SQLSTATE 26000)."""
+    import jobsys
+    from jobsys.db.connect import PREPARE_VARIABLE
+
+    monkeypatch.setenv(PREPARE_VARIABLE, "1")
+    producers.close()
+    await jobsys.defer("rt.sleep", {"tag": "before"})
+
+    async def run_forget(conn: psycopg.AsyncConnection) -> None:
+        await conn.execute(forget)
+
+    await producers.run(db_url, run_forget)
+    assert "jobsys_defer_one" not in await producers.run(db_url, prepared_statements)
+    await jobsys.defer("rt.sleep", {"tag": "after"})
+    await jobsys.defer("rt.sleep", {"tag": "again"})
+    tags = [row[0] for row in query(db_url, "SELECT args->>'tag' FROM procrastinate_jobs")]
+    assert sorted(tags) == ["after", "again", "before"]
+    assert await producers.run(db_url, prepared_statements) == {"jobsys_defer_one": 2}
+    assert backends(db_url) == 1
 
 
 def test_a_bad_prepare_setting_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -392,12 +437,21 @@ async def test_a_defer_cancelled_while_its_statement_runs_cancels_it_on_the_serv
     assert backends(db_url) == 1
 
 
+@pytest.mark.parametrize("setting", ["", "1"], ids=["default", "prepared"])
 async def test_a_connection_the_server_closed_fails_one_defer_and_is_replaced(
     api_env: dict[str, str],  # noqa: F811
     db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
 ) -> None:
+    """The server ended the pool's connection: the next defer fails (its statement may
+    or may not have reached the server, so it is not sent again), the one after runs on
+    a new connection (with ``JOBSYS_DB_PREPARE``: its defer statement prepared anew)."""
     import jobsys
+    from jobsys.db.connect import PREPARE_VARIABLE
 
+    monkeypatch.setenv(PREPARE_VARIABLE, setting)
+    producers.close()
     await jobsys.defer("rt.sleep", {"tag": "warm"})
     query(
         db_url,
@@ -410,6 +464,8 @@ async def test_a_connection_the_server_closed_fails_one_defer_and_is_replaced(
     await jobsys.defer("rt.sleep", {"tag": "after"})
     assert count_jobs(db_url) == 2
     assert producers.open_connections() == 1
+    expected = {"jobsys_defer_one": 1} if setting else {}
+    assert await producers.run(db_url, prepared_statements) == expected
 
 
 async def test_producers_behind_a_transaction_mode_pgbouncer(

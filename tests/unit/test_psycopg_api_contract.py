@@ -29,8 +29,11 @@ MODULE_NAMES: dict[str, tuple[str, ...]] = {
 
 CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "psycopg:AsyncConnection": ("prepare_threshold", "cancel_safe", "closed", "broken"),
+    "psycopg:Error": ("sqlstate",),
     "psycopg.pq:PGconn": (
         "send_query_params",
+        "send_prepare",
+        "send_query_prepared",
         "flush",
         "socket",
         "is_busy",
@@ -47,6 +50,8 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "psycopg:AsyncConnection.cancel_safe": ("timeout",),
     "psycopg.errors:error_from_result": ("result", "encoding"),
     "psycopg.pq:PGconn.send_query_params": ("command", "param_values"),
+    "psycopg.pq:PGconn.send_prepare": ("name", "command"),
+    "psycopg.pq:PGconn.send_query_prepared": ("name", "param_values"),
 }
 
 
