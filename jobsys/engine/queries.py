@@ -426,12 +426,13 @@ SELECT jobsys_defer_jobs_v1(
 #: array of one object), as one plain statement instead of a call of
 #: ``jobsys_defer_jobs_v1``: the same row, triggers (0024's ``deferred`` event and
 #: ``job_inserted`` wake-ups), queueing-lock violation and announcement
-#: (``{"topic": ..., "deferred": 1, "ids": [id]}``, after the insert's wake-ups have been
-#: queued only in the function: both are delivered at commit). Sent only where the
-#: connection prepares it (``JOBSYS_DB_PREPARE``, ``jobsys.db.direct``): planned once,
-#: it executes in 34-44 µs less than the function's call (the function's own statement,
-#: its PL/pgSQL frame and its nested executor: 195 -> 161 µs on PostgreSQL 15), whereas
-#: sent as text it would be parsed and planned each time. Returns ``ids``.
+#: (``{"topic": ..., "deferred": 1, "ids": [id]}``; queued before the statement
+#: triggers' wake-ups here, after them in the function: all are delivered at commit, on
+#: other channels). Sent only where the connection prepares it (``JOBSYS_DB_PREPARE``,
+#: ``jobsys.db.direct``): planned once, it executes in about 30 µs less than the
+#: function's call, whose PL/pgSQL frame and nested executor it does not have (PostgreSQL
+#: 15: 123-183 against 152-218 µs in the same runs, README "Performance"); sent as text
+#: it would be parsed and planned each time, slower than the function. Returns ``ids``.
 DEFER_ONE = """
 WITH job AS (
     INSERT INTO procrastinate_jobs
