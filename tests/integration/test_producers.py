@@ -566,17 +566,29 @@ async def test_a_timed_out_defer_on_a_stalled_connection_ends_within_seconds(
     assert "after" in tags
 
 
+@pytest.mark.parametrize("setting", ["", "1"], ids=["default", "prepared"])
 @pytest.mark.parametrize("lost", ["backend_terminated", "network_reset"])
 async def test_a_connection_lost_mid_defer_says_the_job_may_be_in(
-    proxied: ChaosProxy, db_url: str, lost: str
+    proxied: ChaosProxy,
+    db_url: str,
+    lost: str,
+    setting: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The connection goes while the defer's statement waits on a lock: the error says
     the connection was lost and the job may have been inserted (not "cannot connect").
     It may indeed: after a network loss the server still commits it once the lock is
-    free (the reviewer's 3 jobs for 2 defers that succeeded)."""
+    free (the reviewer's 3 jobs for 2 defers that succeeded). The same for the
+    statement prepared on the connection (``JOBSYS_DB_PREPARE``): run by name, it is
+    not sent again either."""
     import jobsys
+    from jobsys.db.connect import PREPARE_VARIABLE
     from jobsys.errors import ConnectionLost
 
+    if setting:
+        monkeypatch.setenv(PREPARE_VARIABLE, setting)
+        producers.close()  # a new connection, through the proxy, prepares it
+        await jobsys.defer("rt.sleep", {"tag": "warm"})
     with psycopg.connect(db_url) as locker:  # holds the lock until it rolls back
         locker.execute("LOCK TABLE procrastinate_jobs IN EXCLUSIVE MODE")
         call = asyncio.ensure_future(jobsys.defer("rt.sleep", {"tag": "lost"}))
@@ -604,6 +616,7 @@ async def test_a_connection_lost_mid_defer_says_the_job_may_be_in(
     assert "`jobsys jobs list --task rt.sleep`" in error.hint
     assert "queueing lock or a unique key" in error.hint
     expected = ["after", "warm"] if lost == "backend_terminated" else ["after", "lost", "warm"]
+    expected = sorted(expected + (["warm"] if setting else []))
     deadline = asyncio.get_running_loop().time() + 10
     while True:
         tags = sorted(r[0] for r in query(db_url, "SELECT args->>'tag' FROM procrastinate_jobs"))
