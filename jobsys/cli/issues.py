@@ -16,9 +16,11 @@ app = typer.Typer(help="Issues: de-duplicated problems with a lifecycle (open, m
 IdArg = Annotated[int, id_argument("issue", "jobsys issues list", help="Issue id.", metavar="ID")]
 LIST_COLUMNS = (
     Col("id", kind="id", priority=0),
-    Col("title", kind="text", priority=0, min=20, want=48),
+    # At 80 columns (the dashboard too) the title is cut to leave room for the accounts
+    # an issue hurts, what the list is ordered by, and when it was last seen.
+    Col("title", kind="text", priority=0, min=20, want=34),
     Col("occurrences", "count", kind="number", priority=1),
-    Col("affected_accounts", "accounts", kind="number", priority=2),
+    Col("affected_accounts", "accounts", kind="number", priority=1),
     Col("last_seen", kind="time", priority=1),
     Col("kind", priority=3),
     Col("status", priority=4),

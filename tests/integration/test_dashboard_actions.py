@@ -154,3 +154,39 @@ async def test_a_pause_and_a_mute_read_right_at_80x24(
         await pilot.press("a")
         await until(lambda: app.row("issues", str(issue)) is not None, "the muted issue")
         await until(lambda: any("muted" in r for r in rows(app, "issues")), "its status")
+
+
+def columns(app: _tui.DashboardApp, pane: str) -> list[str]:
+    table = app.query_one(f"#table-{pane}", DataTable)
+    return [str(c.label) for c in table.columns.values()]
+
+
+async def test_the_issues_pane_shows_the_accounts_at_80x24(
+    db_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issues are ordered by the accounts they hurt, yet at 80 columns the pane dropped
+    that column (a long title kept its 48 characters): the title is now cut instead,
+    open issues and every issue (`a`, with their status) alike."""
+    monkeypatch.setattr(_tui, "POLL_SECONDS", 0.5)
+    issue = make_issue(db_url)
+    long_title = "AuthenticationError: Instagram asks account <n> to log in again, every one"
+    sql(
+        db_url,
+        "UPDATE jobsys_issues SET title = %s, occurrences = 15321, affected_accounts = 1342"
+        " WHERE id = %s",
+        (long_title, issue),
+    )
+    app = _tui.DashboardApp(settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: app.reloads >= 1, "the first read")
+        await select(pilot, app, "issues", str(issue))
+        for view, more in (("open", []), ("all", ["status"])):
+            want = ["id", "title", "count", "accounts", "last seen", *more]
+            await until(lambda want=want: columns(app, "issues") == want, f"{view}: {want}")
+            [row] = rows(app, "issues")
+            assert row[2:4] == ["15321", "1342"], row
+            assert row[1].endswith("…") and long_title.startswith(row[1][:-1]), row
+            table = app.query_one("#table-issues", DataTable)
+            # no sideways scrolling: the columns fit beside the vertical scrollbar
+            assert table.virtual_size.width <= table.size.width - _tui.SCROLLBAR_WIDTH
+            await pilot.press("a")  # every issue
