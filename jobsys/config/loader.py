@@ -224,12 +224,20 @@ def _build_lanes(queues: QueuesFile) -> dict[str, LaneSpec]:
     return lanes
 
 
-def _check_throttles(
-    doc: yamlfile.LocatedDocument, queues: QueuesFile, known: set[str]
-) -> list[str]:
+def _raw_keys(doc: yamlfile.LocatedDocument, *path: str) -> list[str]:
+    """The names of the mapping at ``path`` as written, whether or not the file passed
+    validation: a problem elsewhere in queues.yaml must not hide an unknown name here
+    (every problem at once)."""
+    node: Any = doc.data
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return [k for k in node if isinstance(k, str)] if isinstance(node, dict) else []
+
+
+def _check_throttles(doc: yamlfile.LocatedDocument, known: set[str]) -> list[str]:
     """Each ``throttle`` entry names a configured queue or a task (a dotted name)."""
     problems = []
-    for name in queues.throttle:
+    for name in _raw_keys(doc, "throttle"):
         if name not in known and "." not in name:
             path = ("throttle", name)
             problems.append(
@@ -311,11 +319,9 @@ def _check_topology(doc: yamlfile.LocatedDocument) -> tuple[list[str], set[str]]
     return problems, set(seen)
 
 
-def _check_queue_refs(
-    queues_doc: yamlfile.LocatedDocument, queues: QueuesFile, known: set[str]
-) -> list[str]:
+def _check_queue_refs(queues_doc: yamlfile.LocatedDocument, known: set[str]) -> list[str]:
     problems = []
-    for name in queues.health.queue_overrides:
+    for name in _raw_keys(queues_doc, "health", "queue_overrides"):
         if name not in known:
             line = queues_doc.line_of(("health", "queue_overrides", name))
             problems.append(
@@ -433,11 +439,11 @@ def load(
     if queues_doc is not None:
         topology_problems, known = _check_topology(queues_doc)
         problems.extend(topology_problems)
+        problems.extend(_check_queue_refs(queues_doc, known))
+        problems.extend(_check_throttles(queues_doc, known))
     if queues is not None and queues_doc is not None and known is not None:
         lanes = _build_lanes(queues)
-        problems.extend(_check_queue_refs(queues_doc, queues, known))
         problems.extend(_check_weights(queues_doc, queues))
-        problems.extend(_check_throttles(queues_doc, queues, known))
     if schedule is not None and schedule_doc is not None:
         problems.extend(_check_schedule(schedule_doc, schedule, known or None))
     if schedule_doc is not None:

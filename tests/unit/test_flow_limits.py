@@ -141,3 +141,23 @@ def test_the_engine_worker_rechecks_concurrency_as_flow_decides() -> None:
     from jobsys.engine import worker
 
     assert worker.CONCURRENCY_RECHECK_SECONDS == CONCURRENCY_RECHECK_SECONDS
+
+
+def test_an_unknown_throttle_name_is_said_beside_other_problems(cfg_dir: Path) -> None:
+    """`config check` said only the bad rate (or a typo elsewhere in queues.yaml, such
+    as `base.concurency`), and the misspelt throttle queue once that was fixed: one
+    problem a run, where the README promises every problem at once (operator
+    walk-through, story 2). Names are checked on the file as written."""
+    add_throttle(cfg_dir, "  story_downloads: {rate: 20/mn}\n  profils: {concurrency: 2}\n")
+    path = cfg_dir / "queues.yaml"
+    path.write_text(path.read_text().replace("\nbase:\n", "\nbase:\n  concurency: 3\n", 1))
+    path.write_text(
+        path.read_text().replace("\nhealth:\n", "\nhealth:\n  queue_overrides:\n    sycn: {}\n", 1)
+    )
+    with pytest.raises(ConfigError) as info:
+        load(cfg_dir)
+    said = "\n".join(info.value.problems)
+    assert "base.concurency: unknown key" in said
+    assert "throttle.story_downloads.rate: rate '20/mn'" in said
+    assert "throttle.profils: not a queue of any lane" in said
+    assert "health.queue_overrides.sycn: unknown queue (did you mean 'sync'?)" in said
