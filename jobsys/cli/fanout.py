@@ -39,13 +39,27 @@ def list_(
 ) -> None:
     """Fan-out runs, newest first."""
     from jobsys.cli import _output
+    from jobsys.errors import did_you_mean
     from jobsys.schedule import service
 
-    rows = run(
-        service.list_runs(settings(ctx), config(ctx), entry=entry, status=status, limit=limit)
-    )
+    chosen = config(ctx)
+    notes = []
+    fanouts = [name for name, e in chosen.schedule.entries.items() if e.fanout is not None]
+    if entry is not None and entry not in fanouts:
+        # A note, not a refusal: runs of an entry since removed from the file still list.
+        notes.append(
+            f"--entry {entry!r} is not a fan-out entry of schedule.yaml"
+            f"{did_you_mean(entry, fanouts)}; fan-out entries: {', '.join(fanouts) or 'none'}"
+        )
+    rows = run(service.list_runs(settings(ctx), chosen, entry=entry, status=status, limit=limit))
     _output.rows_or_table(
-        rows, LIST_COLUMNS, json=json, wide=wide, empty="no fan-out runs", limit=limit
+        rows,
+        LIST_COLUMNS,
+        json=json,
+        wide=wide,
+        empty="no fan-out runs",
+        limit=limit,
+        notes=notes,
     )
 
 

@@ -281,3 +281,23 @@ def test_an_unknown_queue_filter_says_where_queues_are(
         "error: unknown queue 'nosuchq'",
         "Queues are declared in config/queues.yaml (`jobsys queues` lists them).",
     ]
+
+
+def test_a_misspelt_fanout_entry_gets_a_note(cli: Any, db_url: str) -> None:
+    """`fanout list --entry continuous_acount_processing` said only 'no fan-out runs', as
+    if the entry had never run (operator walk-through, story 7): a name that is no
+    fan-out entry gets a note on stderr and in the JSON's notes, as `failures list
+    --queue` does; the listing still runs (an entry removed from the file keeps its runs)."""
+    url = ("--database-url", db_url)
+    typo = cli(*url, "fanout", "list", "--entry", "continuous_acount_processing")
+    assert (typo.exit_code, typo.stdout) == (0, "")
+    assert typo.stderr.startswith(
+        "note: --entry 'continuous_acount_processing' is not a fan-out entry of schedule.yaml "
+        "(did you mean 'continuous_account_processing'"
+    ), typo.stderr
+    assert typo.stderr.rstrip().endswith("no fan-out runs")
+    data = cli(*url, "fanout", "list", "--entry", "retention", "--json").json()
+    assert data["items"] == [] and len(data["notes"]) == 1
+    assert "'retention' is not a fan-out entry" in data["notes"][0]
+    right = cli(*url, "fanout", "list", "--entry", "continuous_account_processing", "--json")
+    assert right.json()["notes"] == [] and "note:" not in right.stderr
