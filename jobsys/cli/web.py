@@ -47,8 +47,10 @@ def web(
 ) -> None:
     """Serve the web console until Ctrl-C (default http://127.0.0.1:8080/admin/background_jobs).
 
-    Logins: JOBSYS_WEB_TOKEN (admin) and JOBSYS_WEB_READONLY_TOKEN (read-only), or a
-    users file. Without any, only a loopback address is served.
+    Logins: JOBSYS_WEB_TOKEN (admin) and JOBSYS_WEB_READONLY_TOKEN (read-only), each
+    named for the audit by JOBSYS_WEB_TOKEN_NAME / JOBSYS_WEB_READONLY_TOKEN_NAME
+    (web:<name>; default web:token), or a users file. Without any, only a loopback
+    address is served.
     """
     from jobsys.cli import _output
     from jobsys.web.server import prepare, run_foreground

@@ -4,7 +4,10 @@ Two roles: ``admin`` acts (retry, resolve, cancel, pause); ``read-only`` sees ev
 page and changes nothing. Credentials come from the environment or a file:
 
 - ``JOBSYS_WEB_TOKEN`` / ``JOBSYS_WEB_READONLY_TOKEN``: a bearer token per role
-  (hashed in memory as soon as it is read; compared by hash);
+  (hashed in memory as soon as it is read; compared by hash), each with an optional
+  name (``JOBSYS_WEB_TOKEN_NAME`` / ``JOBSYS_WEB_READONLY_TOKEN_NAME``): whoever logs
+  in with it acts as that name (actor ``web:<name>``), by default ``token`` /
+  ``token-read-only``;
 - ``JOBSYS_WEB_USERS_FILE`` (or ``jobsys web --users-file``): one user a line,
   ``name role hash``, where ``hash`` comes from ``jobsys web-user`` (scrypt;
   the file never holds a password).
@@ -21,6 +24,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +37,11 @@ from jobsys.errors import ConfigError, UsageError
 ADMIN = "admin"
 READ_ONLY = "read-only"
 ROLES = (ADMIN, READ_ONLY)
+TOKEN_VARS = {ADMIN: "JOBSYS_WEB_TOKEN", READ_ONLY: "JOBSYS_WEB_READONLY_TOKEN"}
+#: Who a token logs in as (actor ``web:<name>``) unless its ``..._NAME`` says.
 TOKEN_USERS = {ADMIN: "token", READ_ONLY: "token-read-only"}
+#: A token's name: what an audit row shows after ``web:``.
+TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 #: Failed logins allowed per client address and, separately, per user name.
 LOGIN_ATTEMPTS = "5/minute"
 # scrypt cost: ~50 ms per check on a small server; checked once per login, then cached.
@@ -152,22 +160,49 @@ def load_credentials(
 ) -> Credentials:
     env = os.environ if env is None else env
     creds = Credentials()
-    for var, role in (("JOBSYS_WEB_TOKEN", ADMIN), ("JOBSYS_WEB_READONLY_TOKEN", READ_ONLY)):
-        token = env.get(var, "")
-        if token:
-            if len(token) < 16:
-                raise UsageError(
-                    f"{var} is shorter than 16 characters.",
-                    hint="Use a long random token, e.g. `python3 -c 'import secrets; "
-                    "print(secrets.token_urlsafe(32))'`.",
-                )
-            creds.tokens[_fast_hash(token)] = User(TOKEN_USERS[role], role)
+    named: list[str] = []
+    for role, var in TOKEN_VARS.items():
+        token, name = env.get(var, ""), env.get(f"{var}_NAME", "")
+        if name and not token:
+            raise UsageError(f"{var}_NAME is set but {var} is not: it names no token.")
+        if not token:
+            continue
+        if len(token) < 16:
+            raise UsageError(
+                f"{var} is shorter than 16 characters.",
+                hint="Use a long random token, e.g. `python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'`.",
+            )
+        if name and not TOKEN_NAME.fullmatch(name):
+            raise UsageError(
+                f"{var}_NAME {name!r} is not a name: letters, digits, '.', '_', '@', '-',"
+                " at most 64, starting with a letter or digit.",
+                hint="It is who acts in the audit (web:<name>), e.g. oncall or ci-bot.",
+            )
+        creds.tokens[_fast_hash(token)] = User(name or TOKEN_USERS[role], role)
+        named += [name] if name else []
     path = users_file or (
         Path(env["JOBSYS_WEB_USERS_FILE"]) if env.get("JOBSYS_WEB_USERS_FILE") else None
     )
     if path is not None:
         creds.users = read_users_file(path.expanduser())
+    _check_distinct(creds, named)
     return creds
+
+
+def _check_distinct(creds: Credentials, named: list[str]) -> None:
+    """A token named as another way in would read as one person in the audit: refused.
+    (Unnamed tokens keep their names, as before, whatever the users file holds.)"""
+    names = [user.name for user in creds.tokens.values()]
+    for name in named:
+        if names.count(name) > 1 or name in creds.users:
+            also = "the other token's name" if names.count(name) > 1 else "a user's name"
+            raise UsageError(
+                f"the web token name {name!r} is also {also}: the audit (web:{name})"
+                " could not tell them apart.",
+                hint="Give JOBSYS_WEB_TOKEN_NAME / JOBSYS_WEB_READONLY_TOKEN_NAME a name of"
+                " their own.",
+            )
 
 
 def is_loopback(host: str) -> bool:

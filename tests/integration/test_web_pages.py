@@ -622,6 +622,73 @@ def test_login_roles_and_the_read_only_role_cannot_act(
         assert "token (admin)" in by_token.get("/admin/background_jobs").text
 
 
+def test_a_named_token_acts_under_its_name(
+    settings: Settings, db_url: str, seeded: ws.Seeded
+) -> None:
+    """Every token login was audited as web:token (or web:token-read-only): an operator
+    reading resolved_by could not tell who acted. JOBSYS_WEB_TOKEN_NAME names it; a
+    token without a name still acts as web:token."""
+
+    def resolve(creds: Credentials, issue: int, token: str) -> str:
+        with client_for(settings, db_url, creds) as client:
+            login(client, token=token)
+            page = client.get(f"/admin/issues/{issue}")
+            response = client.post(
+                f"/admin/issues/{issue}/resolve", data={"csrf_token": csrf(page.text)}
+            )
+            assert f"issue {issue} resolved" in response.text, response.text[:500]
+        (row,) = fx.rows(db_url, "SELECT resolved_by FROM jobsys_issues WHERE id = %s", (issue,))
+        return str(row["resolved_by"])
+
+    named = load_credentials(
+        {
+            "JOBSYS_WEB_TOKEN": TOKEN,
+            "JOBSYS_WEB_TOKEN_NAME": "oncall",
+            "JOBSYS_WEB_READONLY_TOKEN": RO_TOKEN,
+            "JOBSYS_WEB_READONLY_TOKEN_NAME": "wallboard",
+        }
+    )
+    assert resolve(named, seeded.issues["runtime"], TOKEN) == "web:oncall"  # was web:token
+    with client_for(settings, db_url, named) as viewer:
+        login(viewer, token=RO_TOKEN)
+        assert "wallboard (read-only)" in viewer.get("/admin/background_jobs").text
+        bearer = viewer.get("/admin/background_jobs", headers={"authorization": f"Bearer {TOKEN}"})
+        assert "oncall (admin)" in bearer.text
+    unnamed = load_credentials({"JOBSYS_WEB_TOKEN": TOKEN})
+    assert resolve(unnamed, seeded.issues["auth"], TOKEN) == "web:token"  # as before
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"JOBSYS_WEB_TOKEN_NAME": "oncall"}, "JOBSYS_WEB_TOKEN_NAME is set but JOBSYS_WEB_TOKEN"),
+        (
+            {"JOBSYS_WEB_READONLY_TOKEN": RO_TOKEN, "JOBSYS_WEB_READONLY_TOKEN_NAME": "on call"},
+            "JOBSYS_WEB_READONLY_TOKEN_NAME 'on call' is not a name",
+        ),
+        (
+            {"JOBSYS_WEB_TOKEN": TOKEN, "JOBSYS_WEB_TOKEN_NAME": "ada"},
+            "the web token name 'ada' is also a user's name",
+        ),
+        (
+            {
+                "JOBSYS_WEB_TOKEN": TOKEN,
+                "JOBSYS_WEB_READONLY_TOKEN": RO_TOKEN,
+                "JOBSYS_WEB_READONLY_TOKEN_NAME": "token",
+            },
+            "the web token name 'token' is also the other token's name",
+        ),
+    ],
+)
+def test_a_token_name_that_would_blur_the_audit_is_refused(
+    tmp_path: Path, env: dict[str, str], said: str
+) -> None:
+    from jobsys.errors import UsageError
+
+    with pytest.raises(UsageError, match=re.escape(said)):
+        load_credentials(env, users_file=users_file(tmp_path))
+
+
 def test_credentials_are_hashed_at_rest_and_checked() -> None:
     stored = hash_secret("s3cret-password")
     assert "s3cret-password" not in stored and stored.startswith("scrypt$")
