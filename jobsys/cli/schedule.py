@@ -93,21 +93,21 @@ def run_(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
 @app.command()
 def pause(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
     """Pause NAME for every scheduler until `jobsys schedule resume NAME`."""
-    _set_paused(ctx, name, True, json, f"{name} paused; ticks are not enqueued until it is resumed")
+    _set_paused(ctx, name, True, json)
 
 
 @app.command()
 def resume(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
     """Resume NAME from its next tick (ticks while paused are not caught up)."""
-    _set_paused(ctx, name, False, json, f"{name} resumed")
+    _set_paused(ctx, name, False, json)
 
 
-def _set_paused(ctx: typer.Context, name: str, paused: bool, json: bool, line: str) -> None:
+def _set_paused(ctx: typer.Context, name: str, paused: bool, json: bool) -> None:
     from jobsys.cli import _output
     from jobsys.schedule import service
 
     result = run(service.set_paused(settings(ctx), config(ctx, with_tasks=True), name, paused))
-    _output.result(result, json=json, line=line)
+    _output.result(result, json=json, line=service.paused_note(result))
 
 
 def sources_note(checked: bool) -> str:

@@ -178,7 +178,24 @@ async def set_paused(settings: Settings, config: Config, name: str, paused: bool
         "paused": row["paused"],
         "paused_at": row["paused_at"],
         "paused_by": row["paused_by"],
+        "changed": row["changed"],
     }
+
+
+def paused_note(result: dict[str, Any]) -> str:
+    """What ``schedule pause`` / ``resume`` did, for a human; when the entry was so
+    already, that and who paused it: a second operator's pause does not take it over."""
+    name = result["name"]
+    if result["changed"]:
+        if result["paused"]:
+            return f"{name} paused; ticks are not enqueued until it is resumed"
+        return f"{name} resumed"
+    if not result["paused"]:
+        return f"{name} was not paused; nothing was changed"
+    at = result["paused_at"]
+    since = f" at {at:%Y-%m-%d %H:%M} UTC" if at is not None else ""
+    by = f" by {result['paused_by']}" if result["paused_by"] else ""
+    return f"{name} was already paused{by}{since}; nothing was changed"
 
 
 async def check(settings: Settings, config: Config) -> dict[str, Any]:

@@ -77,6 +77,9 @@ ON CONFLICT (name) DO UPDATE
                          ELSE greatest(jobsys_schedule_entries.high_water, clock_timestamp())
                     END,
        updated_at = now()
+ -- Already so: nothing written (who paused it and when stay; a resume of a running
+ -- entry would move its high-water mark past a tick not yet enqueued).
+ WHERE jobsys_schedule_entries.paused IS DISTINCT FROM EXCLUDED.paused
 RETURNING name, paused, paused_at, paused_by, high_water
 """
 
@@ -132,9 +135,14 @@ async def advance_high_water(conn: Any, name: str, high_water: datetime) -> None
 
 
 async def set_paused(conn: Any, name: str, paused: bool, by: str) -> dict[str, Any]:
+    """The entry's state after the pause or resume, with ``changed`` false when it was
+    so already (nothing written)."""
     row = await query.fetch_one(conn, SET_PAUSED, {"name": name, "paused": paused, "by": by})
+    if row is not None:
+        return {**row, "changed": True}
+    row = await query.fetch_one(conn, READ_ENTRIES, {"names": [name]})
     assert row is not None
-    return row
+    return {**row, "changed": False}
 
 
 async def last_ticks(conn: Any, names: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -165,9 +165,10 @@ async def schedule_action(request: Request, user: User) -> Response:
         raise NotFoundError(f"no schedule action {request.path_params['action']!r}")
     paused = request.path_params["action"] == "pause"
     c = console(request)
-    await service.set_paused(c.actor_settings(user), c.config(with_tasks=True), name, paused)
-    said = "paused; ticks are not enqueued until it is resumed" if paused else "resumed"
-    return _done(request, "/admin/schedule", f"{name} {said}")
+    result = await service.set_paused(
+        c.actor_settings(user), c.config(with_tasks=True), name, paused
+    )
+    return _done(request, "/admin/schedule", service.paused_note(result))
 
 
 async def queue_action(request: Request, user: User) -> Response:

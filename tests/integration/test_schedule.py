@@ -405,3 +405,36 @@ async def test_source_checks_use_the_configured_database_and_need_no_jobsys_sche
         assert data["fanout_sources_checked"] is True, command
         (warning,) = data["warnings"]
         assert "table 'nowhere' does not exist" in warning, warning
+
+
+def test_a_second_pause_or_a_resume_of_a_running_entry_writes_nothing(
+    db_url: str, tmp_path: Path, cli: Any
+) -> None:
+    """`schedule pause` of a paused entry wrote the second operator's name and time over
+    who paused it ('avatar_sync paused' again, paused_by bob); `schedule resume` of an
+    entry not paused said 'resumed' and moved its high-water mark to now, past a tick
+    not yet enqueued (operator walk-through). Both now write nothing and say so."""
+    config = load(db_url, tmp_path, EVERY_SECOND.format(catch_up=1))
+    base = ("--database-url", db_url, "--config-dir", str(config.directory), "schedule")
+
+    def state() -> list[tuple[Any, ...]]:
+        return rows(db_url, "SELECT paused, paused_at, paused_by, high_water, updated_at"
+                            " FROM jobsys_schedule_entries")  # fmt: skip
+
+    first = cli(*base, "pause", "every_second", "--json", env={"JOBSYS_OPERATOR": "alice"})
+    assert (first.json()["paused_by"], first.json()["changed"]) == ("alice", True)
+    before = state()
+    again = cli(*base, "pause", "every_second", env={"JOBSYS_OPERATOR": "bob"})
+    assert again.exit_code == 0
+    assert "every_second was already paused by alice at " in again.stderr, again.stderr
+    assert "nothing was changed" in again.stderr
+    as_json = cli(*base, "pause", "every_second", "--json", env={"JOBSYS_OPERATOR": "bob"})
+    assert (as_json.json()["paused_by"], as_json.json()["changed"]) == ("alice", False)
+    assert state() == before
+    assert cli(*base, "resume", "every_second").stderr.strip() == "every_second resumed"
+    before = state()
+    idle = cli(*base, "resume", "every_second", "--json")
+    assert (idle.exit_code, idle.json()["changed"]) == (0, False)
+    text = cli(*base, "resume", "every_second")
+    assert text.stderr.strip() == "every_second was not paused; nothing was changed"
+    assert state() == before  # the high-water mark did not move
