@@ -55,8 +55,8 @@ HELP = """keys
             pipelines, jobs
   up/down   select a row         enter   its detail (as `show`)
   /         filter the pane      escape  clear the filter
-  r         retry, after the dry run (failures: the failure;
-            issues: its failures)
+  r         retry, after the dry run (failures: the failure, not
+            offered if refused; issues: its failures)
   s         resolve an issue     m  mute it for 2h   o  reopen it
   a         issues: every issue (muted, resolved) / those that
             need attention
@@ -185,11 +185,12 @@ def _issue_status(issue: dict[str, Any]) -> str:
 
 async def detail(settings: Settings, pane: str, key: Any) -> dict[str, Any]:
     """What the pane's ``show`` command shows for this row."""
-    if pane == "failures":
-        from jobsys.cli.failures import text_view
-        from jobsys.failures.service import show_failure
+    if pane == "failures":  # as `failures show`: whether `jobsys retry` would retry it
+        from jobsys.cli.failures import shown, text_view
 
-        return text_view(await show_failure(settings, lambda: config_of(settings), int(key)))
+        failure, state = await shown(settings, lambda: config_of(settings), int(key))
+        failure["retry_state"] = state  # in words, as its job is now
+        return text_view(failure)
     if pane == "issues":
         from jobsys.issues.service import show_issue
 
@@ -544,6 +545,8 @@ class DashboardApp(App[None]):
         pane, key = self.current()
         if key is None or pane not in ("failures", "issues"):
             return
+        if pane == "failures" and await self._refused(int(key)):
+            return
         request = (
             RetryRequest(ids=(int(key),)) if pane == "failures" else RetryRequest(issue=int(key))
         )
@@ -583,6 +586,23 @@ class DashboardApp(App[None]):
             lambda: retry(dry=False),
             f"retried ({pane} {key})",
         )
+
+    async def _refused(self, failure_id: int) -> bool:
+        """A retry of the failure that the rules refuse, whatever else they read (what
+        its detail says: ``rules.refusal_known``), is not offered: its box says why."""
+        from jobsys.cli.failures import shown, text_view
+
+        found = await self._guard(shown(self.settings, self._config, failure_id))
+        if found is None:
+            return True  # the refusal or error is in the note
+        failure, _ = found
+        if failure["would_retry"]:
+            return False  # the dry run decides, and asks
+        verdict = {"would_retry": text_view(failure)["would_retry"]}
+        width = max(40, box_width(self.size.width))
+        text = [f"retry failure {failure_id}: not offered", *detail_lines(verdict, width)]
+        self.push_screen(TextScreen("\n".join(text)))
+        return True
 
     def _issue_action(self, verb: str, call: Callable[[int], Awaitable[Any]], done: str) -> None:
         pane, key = self.current()

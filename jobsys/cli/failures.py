@@ -19,7 +19,12 @@ from jobsys.cli._table import Col, absolute
 from jobsys.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from jobsys.config import Config
     from jobsys.failures.filters import FailureFilter
+    from jobsys.retry.rules import Decision
+    from jobsys.settings import Settings
 
 app = typer.Typer(help="Failures: every failed attempt, with its kind, context and issue.")
 
@@ -209,20 +214,9 @@ def show(
 ) -> None:
     """Everything about one failure, traceback included; whether `jobsys retry` would retry it."""
     from jobsys.cli import _output
-    from jobsys.failures import service
 
     # One loader for both reads: it warns once about a broken configuration.
-    load = read_config(ctx)
-    failure = run(service.show_failure(settings(ctx), load, failure_id))
-    from jobsys.retry.service import retry_now
-
-    # Whether `jobsys retry` would retry it, and if not why (the rules' refusal, as the
-    # web console's failure page says it).
-    state, refused = run(retry_now(settings(ctx), load, failure))
-    failure["would_retry"] = refused is None
-    failure["retry_refusal"] = (
-        {"decision": refused.decision, "detail": refused.detail} if refused else None
-    )
+    failure, state = run(shown(settings(ctx), read_config(ctx), failure_id))
     if json:
         _output.emit_json(failure)  # the retry state as recorded
         return
@@ -233,6 +227,41 @@ def show(
     _output.key_values(text_view(failure), title=f"failure {failure_id}")
     if trace:
         _output.print_text("\n" + trace)
+
+
+async def shown(
+    settings: Settings, load: Callable[[], Config], failure_id: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What ``failures show`` (and the dashboard's failure detail) reads: the failure,
+    with whether `jobsys retry` would retry it and if not why (``would_retry``,
+    ``retry_refusal``: the rules' refusal, as the web console's failure page says it),
+    and its retry state as true now (the failure keeps the one recorded)."""
+    from jobsys.failures.service import show_failure
+    from jobsys.retry.service import retry_now
+
+    failure = await show_failure(settings, load, failure_id)
+    state, refused = await retry_now(settings, load, failure)
+    failure.update(verdict_keys(refused))
+    return failure, state
+
+
+def verdict_keys(refused: Decision | None) -> dict[str, Any]:
+    """``--json``'s ``would_retry`` and ``retry_refusal`` (``{decision, detail}`` or None)
+    for a refusal of ``rules.refusal_known`` (None: none)."""
+    return {
+        "would_retry": refused is None,
+        "retry_refusal": (
+            {"decision": refused.decision, "detail": refused.detail} if refused else None
+        ),
+    }
+
+
+def would_retry_text(refusal: dict[str, Any] | None, *, told_by: str, dry_run: str) -> str:
+    """The ``would retry`` line: ``no: <decision>: <why>``, or ``yes`` as far as
+    ``told_by`` tell (the ``dry_run`` command checks the rest)."""
+    if refusal:
+        return f"no: {refusal['decision']}: {refusal['detail']}"
+    return f"yes, as far as {told_by} tell (`{dry_run}` checks the rest)"
 
 
 def text_view(failure: dict[str, Any]) -> dict[str, Any]:
@@ -246,12 +275,10 @@ def text_view(failure: dict[str, Any]) -> dict[str, Any]:
     )
     out.update(retry_lines(failure.get("retry_state") or {}, failure.get("retryable")))
     if "would_retry" in failure:
-        refusal = failure.get("retry_refusal")
-        out["would_retry"] = (
-            f"no: {refusal['decision']}: {refusal['detail']}"
-            if refusal
-            else f"yes, as far as the failure and its job tell (`jobsys retry"
-            f" {failure['id']} --dry-run` checks the rest)"
+        out["would_retry"] = would_retry_text(
+            failure.get("retry_refusal"),
+            told_by="the failure and its job",
+            dry_run=f"jobsys retry {failure['id']} --dry-run",
         )
     return out
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from _retry_support import make_issue, sql
+from _retry_support import bulk_failed_jobs, make_issue, sql
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 from waiting import wait_until_async
@@ -190,3 +190,52 @@ async def test_the_issues_pane_shows_the_accounts_at_80x24(
             # no sideways scrolling: the columns fit beside the vertical scrollbar
             assert table.virtual_size.width <= table.size.width - _tui.SCROLLBAR_WIDTH
             await pilot.press("a")  # every issue
+
+
+def box_text(app: _tui.DashboardApp) -> str:
+    """The open box's text, its folded lines joined again."""
+    return " ".join(app.screen.text.split())  # type: ignore[attr-defined]
+
+
+async def test_a_failure_the_rules_refuse_says_why_and_is_not_retried_at_80x24(
+    db_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure's detail says what `failures show` says: whether `jobsys retry` would
+    retry it, and if not why (rules.refusal_known). `r` on one the rules refuse is not
+    offered (no dry run, no question): the box says why. One they let go on still shows
+    the dry run and asks."""
+    monkeypatch.setattr(_tui, "POLL_SECONDS", 0.5)
+    runtime, succeeded = bulk_failed_jobs(db_url, 2)
+    [job] = sql(db_url, "SELECT job_id FROM jobsys_failures WHERE id = %s", (succeeded,))
+    sql(db_url, "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (job["job_id"],))
+    sql(db_url, "SELECT procrastinate_finish_job_v1(%s, 'succeeded', false)", (job["job_id"],))
+    refusal = "would retry: no: skipped_not_failed: the job is succeeded, not failed"
+    app = _tui.DashboardApp(settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: app.reloads >= 1, "the first read")
+        await select(pilot, app, "failures", str(succeeded))
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, _tui.TextScreen), "the detail")
+        assert refusal in box_text(app), box_text(app)
+        await pilot.press("enter")  # closes it
+        await until(lambda: not isinstance(app.screen, _tui.TextScreen), "the detail closed")
+        await pilot.press("r")
+        await until(lambda: isinstance(app.screen, _tui.TextScreen), "why not")
+        assert box_text(app) == f"retry failure {succeeded}: not offered {refusal}"
+        await pilot.press("enter")
+        assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
+
+        await select(pilot, app, "failures", str(runtime))
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, _tui.TextScreen), "the detail")
+        assert (
+            f"would retry: yes, as far as the failure and its job tell (`jobsys retry"
+            f" {runtime} --dry-run` checks the rest)" in box_text(app)
+        ), box_text(app)
+        await pilot.press("enter")
+        await until(lambda: not isinstance(app.screen, _tui.TextScreen), "the detail closed")
+        await pilot.press("r")  # the dry run, then the question
+        await until(lambda: isinstance(app.screen, _tui.ConfirmScreen), "the question")
+        assert f"failure {runtime} (job" in box_text(app) and "retry 1 of 1?" in box_text(app)
+        await pilot.press("n")
+    assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
