@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,22 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
 
     #: The statements this connection prepared (:meth:`fetch_value`'s ``name``).
     _statements: frozenset[bytes] = frozenset()
+    #: A poll object on the connection's socket (:meth:`server_spoke`), made once.
+    _poller: select.poll | None = None
+
+    def server_spoke(self) -> bool:
+        """Whether the server sent something (or closed the socket) while this
+        connection sat idle: one ``poll`` of the socket, no wait, nothing sent. The
+        connection never LISTENs and runs nothing in the background, so a session that
+        speaks unasked is ending: a restart's or ``pg_terminate_backend``'s FATAL
+        (57P01), ``idle_session_timeout``'s (57P05), then the close, which may arrive
+        a moment after the message. Such a connection is not to be used (the pool
+        closes it before any statement is sent on it)."""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self.pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
 
     def direct(self) -> bool:
         """Whether :meth:`fetch_value` may run now: the client encoding is UTF-8 (the

@@ -21,6 +21,11 @@ connections at once for 50 concurrent requests). Such calls now reuse connection
   parent deferred, ``multiprocessing``) never touches the parent's connections (it
   keeps them referenced, unused, so that not even garbage collection closes a socket
   the parent still uses) and opens its own on its first defer.
+- **Checked when taken, without a round trip**: an idle connection the server closed
+  (a restart, ``pg_terminate_backend``, ``idle_session_timeout``) has its goodbye to
+  read; one ``poll`` of its socket finds it and the pool takes or opens another
+  (:meth:`~jobsys.db.direct.DirectConnection.server_spoke`), so no defer fails with
+  :class:`~jobsys.errors.ConnectionLost` for a statement it never sent.
 - **Closed** at interpreter exit, or explicitly with :func:`close` (an application's
   shutdown hook, README "Python API").
 
@@ -275,7 +280,10 @@ async def _acquire(process: _Process, pool: _Pool) -> Any:
     while True:
         while pool.idle:
             conn, _ = pool.idle.pop()
-            if not conn.closed:
+            # The server closed it while it idled (restart, pg_terminate_backend, a
+            # timeout): nothing was sent on it, so close it and take the next, rather
+            # than fail a defer with ConnectionLost ("the job may be in").
+            if not conn.closed and not conn.server_spoke():
                 return conn
             _forget(process, pool, conn)
         limit = max(max_size(), MIN_SIZE)

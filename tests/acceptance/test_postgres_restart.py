@@ -1,5 +1,7 @@
 """A worker survives a PostgreSQL restart: the LISTEN connection comes back and jobs
-deferred afterwards start promptly (NOTIFY, not the 30 s poll).
+deferred afterwards start promptly (NOTIFY, not the 30 s poll). The producer pool
+(``jobsys.defer`` without a connection) replaces the connections the restart closed
+without failing a defer.
 
 Uses a throwaway embedded server that the test starts, restarts and stops itself,
 never the shared one.
@@ -69,3 +71,57 @@ def test_worker_relistens_after_a_postgres_restart(throwaway_server, tmp_path: P
         assert query(url, "SELECT status::text FROM procrastinate_jobs") == [("succeeded",)]
     finally:
         worker.kill()
+
+
+def test_producer_pool_defers_after_a_postgres_restart(  # type: ignore[no-untyped-def]
+    throwaway_server, tmp_path: Path, monkeypatch
+) -> None:
+    """The producer pool's idle connections died with the server: after the restart
+    the next defers run on new connections, none fails with ConnectionLost (they were
+    sent on no connection that broke). It used to fail one defer per pooled
+    connection, each saying the job may have been inserted."""
+    import asyncio
+    import importlib
+    import sys
+
+    import jobsys
+    from jobsys.config import load
+    from jobsys.db import producers
+    from jobsys.jobs import defer
+
+    home, url = throwaway_server
+    migrate.upgrade(url)
+    env = environment(tmp_path, url, write_app(tmp_path, poll=30))
+    monkeypatch.setenv("RT_LOG", env["RT_LOG"])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("rt_tasks")
+    defer.configure(load(Path(env["JOBSYS_CONFIG_DIR"])), url=url)
+
+    async def scenario() -> list[int]:
+        # Three connections idle in the pool, then the server restarts under them.
+        held = asyncio.Event()
+
+        async def hold(conn: object) -> None:
+            await held.wait()
+
+        holders = [asyncio.ensure_future(producers.run(url, hold)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        held.set()
+        await asyncio.gather(*holders)
+        await jobsys.defer("rt.sleep", {"tag": "before"})
+        assert producers.open_connections() == 3
+        await asyncio.to_thread(embedded.stop, home)
+        assert (await asyncio.to_thread(embedded.start, home)).running
+        return [await jobsys.defer("rt.sleep", {"tag": f"a{n}"}) for n in range(5)]
+
+    try:
+        assert len(asyncio.run(scenario())) == 5
+    finally:
+        producers.close()
+        defer.deactivate()
+        from jobsys import tasks
+
+        for name in [n for n in tasks.registry() if n.startswith("rt.")]:
+            tasks.unregister(name)
+        sys.modules.pop("rt_tasks", None)
+    assert query(url, "SELECT count(*) FROM procrastinate_jobs") == [(6,)]
