@@ -5,7 +5,7 @@ A test checks these against ``migrations/versions`` so they cannot drift.
 
 from jobsys.engine.schema import INSTALL_REVISION
 
-HEAD_REVISION = "0028_tick_already_queued"
+HEAD_REVISION = "0029_events_without_foreign_key"
 KNOWN_REVISIONS = (
     INSTALL_REVISION,
     "0002_jobsys_core",
@@ -35,4 +35,5 @@ KNOWN_REVISIONS = (
     "0026_lane_claim_function",
     "0027_claim_functions_index_only",
     "0028_tick_already_queued",
+    "0029_events_without_foreign_key",
 )

@@ -9,7 +9,7 @@ changes them by id with the status re-checked, and updates the audit row. Jobs c
 Procrastinate's own ``procrastinate_cancel_job_v1`` changes them (``todo`` to
 ``cancelled``; ``doing`` gets ``abort_requested``), set-based so its triggers record
 the events and NOTIFY the abort; deletes go through its delete trigger (periodic
-defers unlinked) and cascade to the job's events. Failure rows keep their copy of
+defers unlinked) and jobsys's (the job's events, migration 0029). Failure rows keep their copy of
 what they need (task, queue, args, account) and are not touched.
 """
 

@@ -1076,8 +1076,9 @@ SELECT count(j.id) AS n
 """
 
 #: Finished jobs whose last event is older than ``before``, oldest ids first; failed jobs
-#: still referenced by a recent failure row are kept. Events go with them (ON DELETE
-#: CASCADE). SKIP LOCKED: never wait on a job someone is touching.
+#: still referenced by a recent failure row are kept. Events go with them (the
+#: statement trigger of migration 0029). SKIP LOCKED: never wait on a job someone is
+#: touching.
 DELETE_FINISHED_JOBS = """
 WITH doomed AS (
     SELECT j.id FROM procrastinate_jobs j

@@ -165,3 +165,31 @@ def test_the_fetch_rule_claim_jobs_copies_is_unchanged(db_url: str) -> None:
         "procrastinate_fetch_job_v2 changed: re-read it and update "
         "jobsys.engine.queries.CLAIM_JOBS, then this digest"
     )
+
+
+def test_job_events_go_with_their_jobs_by_jobsys_trigger_not_a_foreign_key(db_url: str) -> None:
+    """Migration 0029 dropped Procrastinate's ``procrastinate_events_job_id_fkey`` (ON
+    DELETE CASCADE): ``jobsys_job_events_delete_v1`` deletes a job's events through
+    Procrastinate's ``job_id`` index, ``jobsys_job_events_truncate_v1`` on TRUNCATE. A
+    Procrastinate upgrade that adds the foreign key back (or drops that index) fails
+    here (the behaviour: tests/integration/test_events_without_fk.py)."""
+    foreign_keys = rows(
+        db_url,
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'procrastinate_events'::regclass "
+        "AND contype = 'f'",
+    )
+    assert foreign_keys == []
+    triggers = {
+        r[0]
+        for r in rows(
+            db_url,
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'procrastinate_jobs'::regclass "
+            "AND NOT tgisinternal",
+        )
+    }
+    assert {"jobsys_job_events_delete_v1", "jobsys_job_events_truncate_v1"} <= triggers
+    (index,) = rows(
+        db_url,
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'procrastinate_events_job_id_fkey_v1'",
+    )
+    assert str(index[0]).endswith("USING btree (job_id)")

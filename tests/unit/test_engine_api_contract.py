@@ -311,3 +311,46 @@ def test_procrastinates_process_job_is_the_one_lane_worker_follows() -> None:
         "jobsys/engine/worker.py LaneWorker._process_job, carry the change over, then "
         "update PROCESS_JOB_SOURCE_SHA256"
     )
+
+
+#: Migration 0029 dropped Procrastinate's foreign key from ``procrastinate_events`` to
+#: ``procrastinate_jobs`` (a job's events are deleted by a jobsys trigger instead) at
+#: this Procrastinate version. Procrastinate's migration scripts after it (the ones an
+#: upgrade runs, ``jobsys.engine.schema.migration_sql``) must not touch that constraint:
+#: altering it by name would fail on jobsys's schema, adding it back would put the
+#: per-event check back. See README, "Upgrading Procrastinate".
+EVENTS_FOREIGN_KEY_DROPPED_AT = "3.10.0"
+
+
+def scripts_touching_the_events_foreign_key(scripts: list[str]) -> list[str]:
+    """The first line of each script that names the constraint (not the index of the same
+    stem, ``..._fkey_v1``) or makes ``procrastinate_events`` reference another table."""
+    import re
+
+    named = re.compile(r"procrastinate_events_job_id_fkey(?!_v1)")
+    references = re.compile(r"procrastinate_events\b[^;]*\bREFERENCES\b", re.IGNORECASE | re.S)
+    return [
+        script.strip().splitlines()[0] if script.strip() else ""
+        for script in scripts
+        if named.search(script) or references.search(script)
+    ]
+
+
+def test_no_procrastinate_migration_after_jobsys_dropped_the_events_foreign_key_touches_it() -> (
+    None
+):
+    from jobsys.engine.schema import migration_sql
+
+    later = migration_sql(EVENTS_FOREIGN_KEY_DROPPED_AT, "999.0.0")
+    assert scripts_touching_the_events_foreign_key(later) == []
+
+
+def test_a_script_touching_the_events_foreign_key_is_reported() -> None:
+    scripts = [
+        "-- fine\nALTER INDEX procrastinate_events_job_id_fkey_v1 RENAME TO x;",
+        "-- by name\nALTER TABLE procrastinate_events DROP CONSTRAINT "
+        "procrastinate_events_job_id_fkey;",
+        "-- back\nALTER TABLE procrastinate_events ADD FOREIGN KEY (job_id)\n"
+        "    REFERENCES procrastinate_jobs (id);",
+    ]
+    assert scripts_touching_the_events_foreign_key(scripts) == ["-- by name", "-- back"]
