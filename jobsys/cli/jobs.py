@@ -239,19 +239,37 @@ def delete(
 
 @app.command()
 def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
-    """Show one job: args (redacted), status history, failures, retry state, pipeline."""
+    """Show one job: args (redacted), status history, failures, retry state, whether
+    `jobsys jobs retry` would retry its latest failure (if not, why), pipeline."""
     from jobsys.cli import _output
     from jobsys.cli._context import run
     from jobsys.jobs.browser import show_job
 
     job = run(show_job(settings(ctx), config(ctx, with_tasks=True), job_id))
+    from jobsys.cli.failures import retry_lines, verdict_keys, would_retry_text
+    from jobsys.retry.rules import latest_refusal
+
+    # Whether `jobsys jobs retry` would retry its latest failure, and if not why (as
+    # failures show and the web console's job page say it); null without a failure.
+    if job["failures"]:
+        job.update(verdict_keys(latest_refusal(job)))
+    else:
+        job.update(would_retry=None, retry_refusal=None)
     if json:
         _output.emit_json(job)
         return
-    from jobsys.cli.failures import retry_lines
     from jobsys.flow.service import scheduled_for
 
-    nested = ("history", "failures", "retries", "pipeline", "retry_state")
+    # The retry state and verdict (the latest failure's) are said in words below.
+    nested = (
+        "history",
+        "failures",
+        "retries",
+        "pipeline",
+        "retry_state",
+        "would_retry",
+        "retry_refusal",
+    )
     head = {k: v for k, v in job.items() if k not in nested}
     if job["scheduled_at"] and head["waiting_because"] == scheduled_for(job["scheduled_at"]):
         head["waiting_because"] = f"scheduled for {_output.format_cell(job['scheduled_at'])}"
@@ -265,6 +283,11 @@ def show(ctx: typer.Context, job_id: JobId, json: JsonOpt = False) -> None:
             failed_again_since=failed_again_after(latest["id"], job["failures"]),
         )
         head.update(retry_lines(state, latest.get("retryable")))
+        head["would_retry"] = would_retry_text(
+            job["retry_refusal"],
+            told_by=f"its latest failure ({latest['id']}) and the job",
+            dry_run=f"jobsys jobs retry {job_id} --dry-run",
+        )
     _output.key_values(head, title=f"job {job_id}")
     history = ["type", ("occurred_at", "at")]
     _output.table(job["history"], history, title="history", empty="no history", wide=None)

@@ -451,5 +451,13 @@ def refusal_known(
     return None if decision.retried else decision
 
 
+def latest_refusal(job: Mapping[str, Any]) -> Decision | None:
+    """:func:`refusal_known` for a job's latest failure (the one ``jobs retry`` retries),
+    ``job`` as ``jobs show`` reads it: ``id``, ``status`` and its ``failures`` oldest
+    first (at least one)."""
+    failures = job["failures"]
+    return refusal_known({**failures[-1], "job_id": job["id"]}, job["status"], failures)
+
+
 def is_terminal(status: str | None) -> bool:
     return status in _TERMINAL

@@ -380,19 +380,14 @@ async def _search_jobs(
 
 async def job(request: Request, user: User) -> Response:
     from jobsys.jobs.browser import show_job
-    from jobsys.retry.rules import refusal_known
+    from jobsys.retry.rules import latest_refusal
 
     c = console(request)
     found = await show_job(
         c.settings, c.config(with_tasks=True), _path_id(request, "job_id", "job")
     )
-    failures = found["failures"]
     # As on the failure's page: a job that succeeded since is offered no retry.
-    refused = (
-        refusal_known({**failures[-1], "job_id": found["id"]}, found["status"], failures)
-        if failures
-        else None
-    )
+    refused = latest_refusal(found) if found["failures"] else None
     data = {"j": found, "refused": refused}
     return _detail(request, user, "job.html", f"Job {found['id']}", data, JOB_TOPICS)
 

@@ -164,6 +164,16 @@ def test_failures_show_names_the_issue_and_the_retry_verdict(cli: Any, db_url: s
     assert data["retry_state"]["last_decision"] == "skipped_already_retried"
 
 
+def verdict(cli: Any, *command: str) -> tuple[dict[str, Any], str]:
+    """A show command's --json, and its text's one 'would retry' line, spaces squeezed."""
+    data = cli(*command, "--json").json()
+    text = cli(*command)
+    assert text.exit_code == 0, text.stderr
+    lines = [x for x in text.stdout.splitlines() if x.startswith("would retry")]
+    assert len(lines) == 1, text.stdout  # one verdict
+    return data, " ".join(lines[0].split())
+
+
 def test_failures_show_says_whether_retry_would_retry_it_and_why_not(cli: Any, db_url: str) -> None:
     """`failures show` (and --json) tell what `jobsys retry ID` would do, as the web
     console's failure page does (rules.refusal_known): each refusal is the one the
@@ -179,11 +189,7 @@ def test_failures_show_says_whether_retry_would_retry_it_and_why_not(cli: Any, d
     newer = fail_again(db_url, older, kind="transient")
 
     def shown(failure: int) -> tuple[dict[str, Any], str]:
-        data = cli(*url, "failures", "show", str(failure), "--json").json()
-        text = cli(*url, "failures", "show", str(failure))
-        assert text.exit_code == 0, text.stderr
-        [line] = [x for x in text.stdout.splitlines() if x.startswith("would retry")]
-        return data, " ".join(line.split())
+        return verdict(cli, *url, "failures", "show", str(failure))
 
     for failure in (runtime, newer):
         data, line = shown(failure)
@@ -301,3 +307,53 @@ def test_a_misspelt_fanout_entry_gets_a_note(cli: Any, db_url: str) -> None:
     assert "'retention' is not a fan-out entry" in data["notes"][0]
     right = cli(*url, "fanout", "list", "--entry", "continuous_account_processing", "--json")
     assert right.json()["notes"] == [] and "note:" not in right.stderr
+
+
+def test_jobs_show_says_whether_its_latest_failure_would_be_retried(cli: Any, db_url: str) -> None:
+    """`jobs show` (and --json) tell what `jobsys jobs retry ID` would do with the job's
+    latest failure, as `failures show` and the web console's job page do
+    (rules.refusal_known): each refusal is the one the retry's own dry run gives."""
+    url = ("--database-url", db_url)
+    runtime, succeeded, older = bulk_failed_jobs(db_url, 3)
+    [auth] = bulk_failed_jobs(db_url, 1, kind="authentication")
+    job = {f: sql(db_url, "SELECT job_id FROM jobsys_failures WHERE id = %s", (f,))[0]["job_id"]
+           for f in (runtime, succeeded, older, auth)}  # fmt: skip
+    sql(db_url, "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (job[succeeded],))
+    sql(db_url, "SELECT procrastinate_finish_job_v1(%s, 'succeeded', false)", (job[succeeded],))
+    assert cli(*url, "retry", str(older)).exit_code == 0
+    newer = fail_again(db_url, older, kind="transient")
+
+    def shown(job_id: int) -> tuple[dict[str, Any], str]:
+        return verdict(cli, *url, "jobs", "show", str(job_id))
+
+    for failure in (runtime, newer):
+        data, line = shown(job[older if failure == newer else failure])
+        assert (data["would_retry"], data["retry_refusal"]) == (True, None)
+        job_id = data["id"]
+        assert line == (
+            f"would retry yes, as far as its latest failure ({failure}) and the job tell"
+            f" (`jobsys jobs retry {job_id} --dry-run` checks the rest)"
+        )
+        dry = cli(*url, "jobs", "retry", str(job_id), "--dry-run", "--json").json()
+        assert [r["decision"] for r in dry["results"]] == ["would_retry"]
+    for failure, decision, why in (
+        (auth, "skipped_authentication", "authentication failure: retrying would burn"),
+        (succeeded, "skipped_not_failed", "the job is succeeded, not failed"),
+    ):
+        data, line = shown(job[failure])
+        assert data["would_retry"] is False
+        assert data["retry_refusal"]["decision"] == decision, data["retry_refusal"]
+        assert why in data["retry_refusal"]["detail"]
+        assert line.startswith(f"would retry no: {decision}: {why}"), line
+        dry = cli(*url, "jobs", "retry", str(job[failure]), "--dry-run", "--json").json()
+        [said] = dry["results"]
+        assert (said["decision"], said["detail"]) == (decision, data["retry_refusal"]["detail"])
+
+    [plain] = sql(
+        db_url,
+        "SELECT id FROM unnest(procrastinate_defer_jobs_v1(ARRAY[ROW('default', 't_retry.work',"
+        " 0, NULL, NULL, '{}'::jsonb, NULL)::procrastinate_job_to_defer_v1])) id",
+    )
+    data = cli(*url, "jobs", "show", str(plain["id"]), "--json").json()
+    assert (data["would_retry"], data["retry_refusal"]) == (None, None)  # no failure
+    assert "would retry" not in cli(*url, "jobs", "show", str(plain["id"])).stdout
