@@ -88,6 +88,27 @@ def not_found(
     )
 
 
+def parse_id(raw: str | int, thing: str, *, listed_by: str, flag: str | None = None) -> int:
+    """An id an operator gave (a CLI argument or option, a web console query value, a
+    filter): a whole number from 1. Anything else gets the one form of "that is not an
+    id" (UsageError, exit 2): the option first when there is one, the kind of id and
+    the command that lists them: ``--issue 'x' is not an issue id: issue ids are whole
+    numbers from 1.`` ``List them with `jobsys issues list`.``"""
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        article = "an" if thing[0] in "aeiou" else "a"
+        given = f"{flag} " if flag else ""
+        raise UsageError(
+            f"{given}{str(raw)!r} is not {article} {thing} id: {thing} ids are whole numbers"
+            " from 1.",
+            hint=f"List them with `{listed_by}`.",
+        )
+    return value
+
+
 class PartialFailure(JobsysError):
     """Some of the requested operations were refused."""
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from jobsys.errors import UsageError
+from jobsys.errors import parse_id
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,21 +68,8 @@ def id_option(flag: str, thing: str, listed_by: str, *, help: str) -> Any:
 
 
 def _id_parser(thing: str, listed_by: str, flag: str | None = None) -> Callable[[str], int]:
-    article = "an" if thing[0] in "aeiou" else "a"
-    given = f"{flag} " if flag else ""
-
     def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise UsageError(
-                f"{given}{raw!r} is not {article} {thing} id: {thing} ids are whole numbers"
-                " from 1.",
-                hint=f"List them with `{listed_by}`.",
-            )
-        return value
+        return parse_id(raw, thing, listed_by=listed_by, flag=flag)
 
     return parse
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from jobsys.errors import UsageError, did_you_mean
+from jobsys.errors import UsageError, did_you_mean, parse_id
 from jobsys.failures.classify import KINDS
 from jobsys.timespec import parse_time
 
@@ -52,6 +52,26 @@ class FailureFilter:
         return not self.params()
 
 
+#: The ids the failures filters (``issue``, ``before``) and a retry (``failure``) take:
+#: the kind of id and the command that lists them.
+ID_VALUES = {
+    "issue": ("issue", "jobsys issues list"),
+    "before": ("failure", "jobsys failures list"),
+    "failure": ("failure", "jobsys failures list"),
+}
+
+
+def id_value(name: str, raw: str | int | None) -> int | None:
+    """The id ``name`` (a key of :data:`ID_VALUES`) as given (None: not given), refused
+    as the CLI's id options refuse a bad one: ``--issue 'x' is not an issue id: issue
+    ids are whole numbers from 1.`` and the command that lists them. The web console's
+    query values and the filters say what the CLI says."""
+    if raw is None:
+        return None
+    thing, listed_by = ID_VALUES[name]
+    return parse_id(raw, thing, listed_by=listed_by, flag=f"--{name}")
+
+
 def failure_filters(
     *,
     kind: str | None = None,
@@ -75,9 +95,8 @@ def failure_filters(
             f"--kind {kind!r} is not a failure kind{did_you_mean(kind, KINDS)}.",
             hint=f"Use one of {', '.join(KINDS)}.",
         )
-    for option, value in (("--issue", issue), ("--before", before)):
-        if value is not None and value < 1:
-            raise UsageError(f"{option} {value} is not a valid id; ids are positive integers.")
+    issue = id_value("issue", issue)
+    before = id_value("before", before)
     start = parse_time(since, "--since", now) if since is not None else None
     end = parse_time(until, "--until", now) if until is not None else None
     if start is not None and end is not None and start >= end:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from jobsys.errors import NotFoundError, UsageError
 from jobsys.web.app import console, guarded, render
 from jobsys.web.auth import User
-from jobsys.web.pages import FAILURE_FILTERS, _int, failure_filter
+from jobsys.web.pages import FAILURE_FILTERS, _given, _int, failure_filter
 
 ISSUE_ACTIONS = ("resolve", "mute", "reopen")
 RETRY_KEYS = ("failure", "issue", "all", "limit", *FAILURE_FILTERS)
@@ -29,9 +29,11 @@ RETRY_KEYS = ("failure", "issue", "all", "limit", *FAILURE_FILTERS)
 def retry_request(params: Any, *, dry_run: bool) -> tuple[Any, str, str]:
     """The :class:`RetryRequest` the parameters name, what it is in words, and where to
     go back to."""
+    from jobsys.failures.filters import id_value
     from jobsys.retry.service import RetryRequest
 
-    failure = _int(params, "failure")
+    # A bad id is refused as the failure filters (and the CLI) refuse it.
+    failure = id_value("failure", _given(params, "failure"))
     limit = _int(params, "limit")
     if failure is not None:
         where = f"/admin/background_jobs/failures/{failure}"
@@ -45,7 +47,7 @@ def retry_request(params: Any, *, dry_run: bool) -> tuple[Any, str, str]:
             f"every failure matching {shown}",
             f"/admin/background_jobs/failures?{query}",
         )
-    issue = _int(params, "issue")
+    issue = id_value("issue", _given(params, "issue"))
     if issue is not None:
         return (
             RetryRequest(issue=issue, limit=limit, dry_run=dry_run),

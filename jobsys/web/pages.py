@@ -58,9 +58,15 @@ JOB_TOPICS = "jobs_changed job_failures_changed"
 ISSUE_TOPICS = "issues_changed job_failures_changed"
 
 
-def _int(q: Any, name: str) -> int | None:
+def _given(q: Any, name: str) -> str | None:
+    """A query (or form) value; None when it is missing or blank."""
     raw = q.get(name)
-    if raw is None or raw.strip() == "":
+    return None if raw is None or raw.strip() == "" else raw
+
+
+def _int(q: Any, name: str) -> int | None:
+    raw = _given(q, name)
+    if raw is None:
         return None
     try:
         return int(raw)
@@ -100,12 +106,12 @@ def failure_filter(params: Any) -> FailureFilter:
         lane=_text(params, "lane"),
         account=_text(params, "account"),
         profile=_text(params, "profile"),
-        issue=_int(params, "issue"),
+        issue=filters.id_value("issue", _given(params, "issue")),
         since=_text(params, "since"),
         until=_text(params, "until"),
         error=_text(params, "error"),
         retryable=_bool(params, "retryable"),
-        before=_int(params, "before"),
+        before=filters.id_value("before", _given(params, "before")),
     )
 
 

@@ -113,8 +113,9 @@ def test_root_redirects_to_the_dashboard(client: TestClient) -> None:
     [
         ("kind=nope", "kind", "--kind 'nope' is not a failure kind."),
         ("since=yesterdayish", "since", "--since"),
-        ("issue=abc", "issue", "--issue: 'abc' is not a valid integer."),
-        ("issue=0", "issue", "--issue 0 is not a valid id"),
+        ("issue=abc", "issue", "--issue 'abc' is not an issue id: issue ids are whole"),
+        ("issue=0", "issue", "--issue '0' is not an issue id"),
+        ("before=1.5", None, "--before '1.5' is not a failure id: failure ids are whole"),
         ("limit=0", None, "--limit: 0 is out of range."),
         ("group_by=colour", "group_by", "--group-by: 'colour' is not one of"),
     ],
@@ -128,6 +129,34 @@ def test_bad_failure_filters_show_the_cli_message_next_to_the_filter(
     if field:
         assert f'id="error-{field}"' in response.text
     assert 'id="failure-filters"' in response.text  # the page, not an error page
+
+
+@pytest.mark.parametrize(
+    ("query", "args"),
+    [
+        ("issue=abc", ("failures", "list", "--issue", "abc")),
+        ("issue=-3", ("failures", "list", "--issue", "-3")),
+        ("before=x", ("failures", "list", "--before", "x")),
+        ("all=1&issue=0", ("retry", "--all", "--issue", "0")),
+    ],
+)
+def test_a_bad_id_filter_reads_as_the_cli_says_it(
+    client: TestClient, cli: Any, db_url: str, query: str, args: tuple[str, ...]
+) -> None:
+    """The failure filters (and the retry's, on its dry-run page) refuse a bad issue or
+    failure id in the CLI's words, the kind of id and where to list them: they said
+    "--issue: 'abc' is not a valid integer." and "--issue 0 is not a valid id; ids are
+    positive integers." while the CLI said "--issue 'abc' is not an issue id..."."""
+    said = cli("--database-url", db_url, *args)
+    assert said.exit_code == 2, said.stderr
+    [line] = [x for x in said.stderr.splitlines() if x.startswith("error: ")]
+    page = "/admin/retry" if query.startswith("all=1") else "/admin/background_jobs/failures"
+    response = client.get(f"{page}?{query}")
+    assert response.status_code == 400
+    text = response.text.replace("&#39;", "'")
+    assert line.removeprefix("error: ") in text, (line, text)
+    listed_by = "jobsys failures list" if "before" in query else "jobsys issues list"
+    assert f"List them with `{listed_by}`." in said.stderr and listed_by in text
 
 
 @pytest.mark.parametrize(

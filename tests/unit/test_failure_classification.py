@@ -231,7 +231,7 @@ def test_narrowed_adds_the_list_only_filters_checked_the_same_way() -> None:
     assert filters.narrowed(common) == common
     with pytest.raises(UsageError, match="--profile must not be empty"):
         filters.narrowed(common, profile=" ")
-    with pytest.raises(UsageError, match="--before 0 is not a valid id"):
+    with pytest.raises(UsageError, match="--before '0' is not a failure id"):
         filters.narrowed(common, before=0)
 
 

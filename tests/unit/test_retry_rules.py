@@ -260,7 +260,7 @@ def test_filter_build_and_errors() -> None:
     assert filters.failure_filters(since="1w", now=NOW).since == NOW - timedelta(days=7)
     for kwargs, message in (
         ({"kind": "fatal"}, "not a failure kind"),
-        ({"issue": 0}, "--issue 0 is not a valid id"),
+        ({"issue": 0}, "--issue '0' is not an issue id: issue ids are whole numbers from 1"),
         ({"task": " "}, "--task must not be empty"),
         ({"since": "soon"}, "--since 'soon' is neither a duration nor an ISO-8601 time"),
         ({"since": "1h", "until": "2h"}, "--since must be before --until"),
