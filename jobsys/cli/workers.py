@@ -75,18 +75,10 @@ def list_workers(
     _output.table(
         [{**w, "lanes_text": _lanes_text(w), "running_text": _running_text(w)} for w in rows],
         LIST_COLUMNS,
-        empty=_empty(every, states),
+        empty=service.none_in_state(every, states)
+        or "no worker processes (start one with `jobsys worker`)",
         wide=wide,
     )
-
-
-def _empty(every: bool, states: tuple[str, ...]) -> str:
-    """What an empty listing means: with --state, none in that state (not that no worker
-    runs: 'start one' would send the operator off while a worker is running)."""
-    if not states:
-        return "no worker processes (start one with `jobsys worker`)"
-    scope = "" if every else " among those live or ended in the last day (--all: every one)"
-    return f"no {' or '.join(states)} worker process{scope}"
 
 
 @app.callback()

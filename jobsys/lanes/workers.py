@@ -27,6 +27,16 @@ SHOW_FAILURES = 10
 STATES = ("running", "draining", "fenced", "dead", "stopped")
 
 
+def none_in_state(every: bool, states: tuple[str, ...]) -> str | None:
+    """What an empty listing filtered by state means (the CLI and the web console): none
+    in that state, not that no worker runs ('start one' would send the operator off while
+    a worker is running). None without a state filter."""
+    if not states:
+        return None
+    scope = "" if every else " among those live or ended in the last day (--all: every one)"
+    return f"no {' or '.join(states)} worker process{scope}"
+
+
 def state_of(status: str, heartbeat_age_seconds: float, dead_after_seconds: float) -> str:
     """What a process is now, from its row and how old its last beat is. Pure."""
     if status in ("running", "draining") and heartbeat_age_seconds > dead_after_seconds:

@@ -477,8 +477,10 @@ async def queues(request: Request, user: User) -> Response:
 
 
 async def workers(request: Request, user: User) -> Response:
-    from jobsys.lanes.workers import STATES, list_workers
+    from jobsys.lanes.workers import STATES, list_workers, none_in_state
 
+    q = request.query_params
+    states = tuple(v for v in q.getlist("state") if v)
     return await _rows_listing(
         request,
         user,
@@ -489,7 +491,12 @@ async def workers(request: Request, user: User) -> Response:
             "states": tuple(v for v in q.getlist("state") if v),
         },
         key="workers",
-        context={"title": "Workers", "states": STATES, "topics": ALL_TOPICS},
+        context={
+            "title": "Workers",
+            "states": STATES,
+            "topics": ALL_TOPICS,
+            "none_in_state": none_in_state(q.get("all") == "1", states),
+        },
     )
 
 

@@ -81,6 +81,10 @@ def test_every_page_renders_with_data_and_headers(client: TestClient, seeded: ws
     workers = client.get("/admin/workers").text
     assert "web-test-host" in workers and "4242" in workers
     assert "web-test-host" in client.get("/admin/workers?state=running").text
+    # none fenced, while one runs: not "no worker processes (start one ...)" (walk-through)
+    fenced = client.get("/admin/workers?state=fenced").text
+    assert "no fenced worker process among those live or ended in the last day" in fenced
+    assert "start one with" not in fenced
     bad_state = client.get("/admin/workers?state=sleepy")
     assert bad_state.status_code == 400 and 'id="error-state"' in bad_state.text
     # The select filters (workers' state, pipelines' status, issues' kind) are one macro.
