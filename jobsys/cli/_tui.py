@@ -525,15 +525,20 @@ class DashboardApp(App[None]):
             self.draw()
             return None
 
-    def _ask(self, text: str, then: Callable[[], Awaitable[Any]], done: str) -> None:
+    def _ask(
+        self, text: str, then: Callable[[], Awaitable[Any]], done: str | Callable[[Any], str]
+    ) -> None:
+        """Ask ``text``; on ``y`` run ``then`` and note ``done`` (or what ``done`` makes
+        of the result)."""
+
         async def action() -> Any:  # ``then()`` too under the guard: it loads the config
             return await then()
 
         async def answered(yes: bool | None) -> None:
             if not yes:
                 self.note = "cancelled: nothing was changed"
-            elif await self._guard(action()) is not None:
-                self.note = done
+            elif (result := await self._guard(action())) is not None:
+                self.note = done(result) if callable(done) else done
             await self.reload()
 
         self.push_screen(ConfirmScreen(text), answered)
@@ -609,11 +614,13 @@ class DashboardApp(App[None]):
         if key is None or pane != "issues":
             return
         issue = self.row(pane, key) or {}
-        self._ask(
-            f"{verb} issue {key}: {issue.get('title', '')}?",
-            lambda: call(int(key)),
-            f"issue {key}: {done}",
-        )
+
+        def said(result: dict[str, Any]) -> str:  # a resolve or reopen may find it so already
+            if result.get("changed", True):
+                return f"issue {key}: {done}"
+            return f"issue {key}: already {result['status']}; nothing was changed"
+
+        self._ask(f"{verb} issue {key}: {issue.get('title', '')}?", lambda: call(int(key)), said)
 
     def action_resolve(self) -> None:
         from jobsys.issues.service import resolve_issue

@@ -239,3 +239,25 @@ async def test_a_failure_the_rules_refuse_says_why_and_is_not_retried_at_80x24(
         assert f"failure {runtime} (job" in box_text(app) and "retry 1 of 1?" in box_text(app)
         await pilot.press("n")
     assert sql(db_url, "SELECT count(*) AS n FROM jobsys_retry_events") == [{"n": 0}]
+
+
+async def test_resolving_a_resolved_issue_with_keys_says_it_already_was(
+    db_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`s` on an issue resolved already (by alice) noted 'issue N: resolved', as if this
+    operator had resolved it (operator walk-through): since 94766fc nothing is written,
+    and the note says so, as the CLI and the web console do."""
+    monkeypatch.setattr(_tui, "POLL_SECONDS", 0.5)
+    issue = make_issue(db_url, status="resolved")
+    sql(db_url, "UPDATE jobsys_issues SET resolved_by = 'alice', resolved_at = now() "
+                "WHERE id = %s RETURNING id", (issue,))  # fmt: skip
+    app = _tui.DashboardApp(settings)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await until(lambda: app.reloads >= 1, "the first read")
+        await pilot.press("3", "a")  # every issue, the resolved one too
+        await select(pilot, app, "issues", str(issue))
+        await act(pilot, app, "s", f"resolve issue {issue}: test issue?")
+        await until(lambda: "already" in app.note, "the note")
+        assert app.note == f"issue {issue}: already resolved; nothing was changed"
+    [row] = sql(db_url, "SELECT resolved_by FROM jobsys_issues WHERE id = %s", (issue,))
+    assert row["resolved_by"] == "alice"
