@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 STATUSES = ("todo", "doing", "succeeded", "failed", "cancelled", "aborted")
 STATUS_ALIASES = {"waiting": "todo", "queued": "todo", "running": "doing"}
 DEFAULT_LIMIT = 50
-MAX_LIMIT = 10_000
 # Procrastinate's ids may be a few transactions out of order with their deferral
 # times; scanning from a little earlier keeps ``--since`` exact (the deferral time
 # is checked row by row).
@@ -146,10 +145,10 @@ async def list_jobs(
 ) -> list[dict[str, Any]]:
     """Jobs matching ``filters``, newest first (``config`` with the application's tasks)."""
     from jobsys.db.connect import check_schema, connect, resolve
+    from jobsys.failures.filters import check_limit
     from jobsys.failures.redaction import Redactor
 
-    if not 1 <= filters.limit <= MAX_LIMIT:
-        raise UsageError(f"--limit must be between 1 and {MAX_LIMIT}")
+    check_limit(filters.limit)  # the one wording of a bad --limit, as failures list says it
     redactor = Redactor.for_config(config)
     params: dict[str, Any] = {
         **filter_params(filters, config, redactor),

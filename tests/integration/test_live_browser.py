@@ -95,7 +95,9 @@ def test_list_json_contract_and_filters(cli, db_url: str, jobs: dict[str, int]) 
         (["--queue", "profile"], "unknown queue 'profile' (did you mean 'profiles'?)"),
         (["--lane", "bse"], "unknown lane 'bse' (did you mean 'base'?)"),
         (["--since", "yesterday"], "--since 'yesterday' is neither a duration"),
-        (["--limit", "0"], "--limit must be between 1 and 10000"),
+        # as failures list and issues list say it (it said "must be between 1 and 10000")
+        (["--limit", "0"], "--limit: 0 is out of range. Use 1 to 10000."),
+        (["--limit", "10001"], "--limit: 10001 is out of range. Use 1 to 10000."),
     ],
 )
 def test_list_rejects_bad_filters(cli, db_url: str, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
