@@ -120,11 +120,12 @@ SELECT account_id FROM jobsys_issue_accounts
 """
 
 # Resolving a resolved issue, or reopening an open one, writes nothing: who resolved it
-# and when (or that it healed) stay as they were.
+# and when (or that it healed) stay as they were. An operator's resolve is no 'healed'
+# (a resolved_reason left on an open issue by a mute of a resolved one, before 57e7d06).
 SET_RESOLVED = f"""
 UPDATE jobsys_issues
    SET status = 'resolved', resolved_at = now(), resolved_by = %(actor)s, muted_until = NULL,
-       details = details - 'muted_by' - 'reopened_by'
+       details = details - 'muted_by' - 'reopened_by' - 'resolved_reason'
  WHERE id = %(id)s AND status <> 'resolved'
 RETURNING {COLUMNS}
 """

@@ -370,6 +370,24 @@ def test_resolving_a_resolved_issue_or_reopening_an_open_one_writes_nothing(  # 
     assert stored()["resolved_by"] == "auto"
 
 
+def test_an_operators_resolve_does_not_read_healed(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """An open issue still carrying `resolved_reason: healed` (left by a mute of a healed
+    issue before 57e7d06) read 'resolved (healed)' after an operator resolved it, and a
+    second resolve said 'already resolved (healed ...)' (operator walk-through)."""
+    rows = seed(db_url)
+    issue = str(rows[0]["issue_id"])
+    url = ("--database-url", db_url)
+    fx.rows(
+        db_url,
+        "UPDATE jobsys_issues SET details = details || %s::jsonb WHERE id = %s RETURNING id",
+        ('{"resolved_reason": "healed"}', int(issue)),
+    )
+    resolved = cli(*url, "issues", "resolve", issue, "--json", env={"JOBSYS_OPERATOR": "alice"})
+    assert "resolved_reason" not in resolved.json()["details"]
+    again = cli(*url, "issues", "resolve", issue)
+    assert f"issue {issue} is already resolved (by alice at " in again.stderr, again.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
