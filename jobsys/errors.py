@@ -67,7 +67,42 @@ class RefusedError(JobsysError):
 
 
 class AlreadyQueuedError(RefusedError):
-    """A job with the same queueing lock is already waiting; nothing was deferred."""
+    """A job with the same queueing lock is already waiting; nothing was deferred.
+
+    ``job_id`` and ``task``: that waiting job, when it could be read after the refusal
+    (None when it started or went meanwhile)."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        hint: str | None = None,
+        job_id: int | None = None,
+        task: str | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.task = task
+        super().__init__(message, hint=hint)
+
+
+def already_queued(lock: str, waiting: tuple[int, str] | None) -> AlreadyQueuedError:
+    """The refusal of a defer whose queueing lock ``lock`` is taken, naming the job
+    ``waiting`` under it (id, task; None: it started or went before it could be read)."""
+    if waiting is None:
+        return AlreadyQueuedError(
+            f"a job with queueing lock {lock!r} was waiting in the queue; nothing was "
+            "deferred (that job has started or gone since)",
+            hint="Defer again: the lock takes a new job once none waits under it.",
+        )
+    job_id, task = waiting
+    return AlreadyQueuedError(
+        f"job {job_id} ({task}) is already waiting in the queue with queueing lock "
+        f"{lock!r}; nothing was deferred",
+        hint=f"See it with `jobsys jobs show {job_id}`. Wait for it to start, cancel it "
+        f"(`jobsys jobs cancel {job_id}`), or defer without a queueing lock.",
+        job_id=job_id,
+        task=task,
+    )
 
 
 class NotFoundError(JobsysError):

@@ -261,6 +261,20 @@ _DEFER_UNIFORM_NAMES = (
 )
 
 
+async def waiting_with_queueing_lock(conn: Any, lock: str) -> tuple[int, str] | None:
+    """The id and task of the job waiting under queueing lock ``lock``; None when none
+    waits (it started or went after a refused insert) or the look-up failed: it runs
+    only to explain a queueing-lock conflict, so it never raises in its place. Inside
+    the caller's transaction it runs in a savepoint, which a failure leaves usable."""
+    try:
+        async with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(queries.WAITING_WITH_QUEUEING_LOCK, {"lock": lock})
+            row = await cur.fetchone()
+    except Exception:  # the refusal is the news; a failed look-up only loses the id
+        return None
+    return (int(row[0]), str(row[1])) if row else None
+
+
 def _positional(query: str, names: Sequence[str]) -> bytes:
     for number, name in enumerate(names, 1):
         assert f"%({name})s" in query

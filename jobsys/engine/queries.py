@@ -354,6 +354,14 @@ SELECT {JOB_COLUMNS}
  LIMIT %(limit)s
 """
 
+#: The job waiting under a queueing lock (Procrastinate's unique index allows one):
+#: its id and task. Read after a defer was refused for the lock, to name that job.
+WAITING_WITH_QUEUEING_LOCK = """
+SELECT id, task_name FROM procrastinate_jobs
+ WHERE queueing_lock = %(lock)s AND status = 'todo'
+ LIMIT 1
+"""
+
 #: A retry of ``job_id`` collided with the job already waiting under the same queueing
 #: lock: that sibling will do the work. The job's latest failure row (written before
 #: the outcome) stops promising a retry and says why. Returns the sibling's id.

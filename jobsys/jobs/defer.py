@@ -33,11 +33,12 @@ from jobsys.errors import (
     AlreadyQueuedError,
     ConnectionLost,
     UsageError,
+    already_queued,
     did_you_mean,
     suggestion,
 )
 from jobsys.jobs import validate
-from jobsys.jobs.enqueue import NewJob, NewJobs, UniqueKey, enqueue
+from jobsys.jobs.enqueue import NewJob, NewJobs, UniqueKey, enqueue, waiting_with_queueing_lock
 from jobsys.jobs.unique import UniqueSpec
 from jobsys.tasks import PRIORITY_MAX, PRIORITY_MIN
 
@@ -349,12 +350,20 @@ async def insert_with_outcome(connection: Any, planned: list[Planned]) -> list[t
 
         if not isinstance(exc, AlreadyEnqueued):
             raise
-        raise AlreadyQueuedError(
-            f"a job with queueing lock {planned[0].queueing_lock!r} is already waiting "
-            "in the queue; nothing was deferred",
-            hint="Wait for it to start, or defer without --queueing-lock.",
-        ) from None
+        raise await _already_queued(connection, planned) from None
     return done.outcome or [(job_id, False) for job_id in done.ids]
+
+
+async def _already_queued(connection: Any, planned: list[Planned]) -> AlreadyQueuedError:
+    """The refusal of a queueing-lock conflict, naming the job that waits under the lock:
+    read here, on the error path only (a defer that succeeds never pays for it)."""
+    lock = planned[0].queueing_lock
+    assert lock is not None  # only a queueing lock conflicts
+    # Jobs of several calls in one statement (the producers' combined insert) are
+    # written again one by one on a conflict: only one lock's refusal reaches a caller.
+    one_lock = all(p.queueing_lock == lock for p in planned)
+    waiting = await waiting_with_queueing_lock(connection, lock) if one_lock else None
+    return already_queued(lock, waiting)
 
 
 @contextlib.asynccontextmanager

@@ -23,7 +23,19 @@ from jobsys.engine.inserts import (
 )
 from jobsys.live.publish import announce_jobs_changed, jobs_changed_channel
 
-__all__ = ["FanoutBatch", "Inserted", "NewJob", "NewJobs", "Retry", "UniqueKey", "enqueue"]
+__all__ = [
+    "FanoutBatch",
+    "Inserted",
+    "NewJob",
+    "NewJobs",
+    "Retry",
+    "UniqueKey",
+    "enqueue",
+    "waiting_with_queueing_lock",
+]
+
+#: The job waiting under a queueing lock (id, task), to name it in a refusal.
+waiting_with_queueing_lock = inserts.waiting_with_queueing_lock
 
 
 async def enqueue(conn: Any, source: Source) -> Inserted:

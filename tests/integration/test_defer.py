@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from rt_support import WorkerProcess, environment, events, query, wait_until, write_app
 
-from jobsys.errors import AlreadyQueuedError, UsageError
+from jobsys.errors import AlreadyQueuedError, UsageError, already_queued
 
 
 def count_jobs(db_url: str) -> int:
@@ -93,13 +93,52 @@ def test_defer_prints_id_and_json(cli, db_url: str) -> None:  # type: ignore[no-
 
 
 def test_queueing_lock_conflict_is_a_clear_error(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """The refusal names the waiting job and what to do with it (operator walk-through:
+    it said only that a job with the lock was waiting)."""
     base = ["--database-url", db_url, "defer", "demo.refresh_profile"]
     args = ["--args", '{"account_id": 1}', "--queueing-lock", "refresh-1"]
-    assert cli(*base, *args).exit_code == 0
+    first = cli(*base, *args)
+    assert first.exit_code == 0
+    waiting = int(first.stdout)
     result = cli(*base, *args)
     assert result.exit_code == 2
-    assert "a job with queueing lock 'refresh-1' is already waiting" in result.stderr
+    stderr = " ".join(result.stderr.split())
+    assert (
+        f"job {waiting} (demo.refresh_profile) is already waiting in the queue with "
+        "queueing lock 'refresh-1'; nothing was deferred" in stderr
+    )
+    assert f"`jobsys jobs show {waiting}`" in stderr
+    assert f"`jobsys jobs cancel {waiting}`" in stderr
     assert "Traceback" not in result.stderr
+    assert count_jobs(db_url) == 1
+
+
+async def test_queueing_lock_conflict_in_code_carries_the_waiting_job(
+    api_env: dict[str, str], db_url: str
+) -> None:
+    """``jobsys.defer(..., queueing_lock=K)``: the error's ``job_id`` and ``task`` are the
+    waiting job's, read on the error path; a lock no job waits under (it started or went
+    before it could be read) is said without an id, and a failed look-up (a closed
+    connection) loses the id but never the refusal."""
+    import jobsys
+    from jobsys.jobs.enqueue import waiting_with_queueing_lock
+
+    job_id = await jobsys.defer("rt.sleep", {"tag": "a"}, queueing_lock="r-2")
+    with pytest.raises(AlreadyQueuedError) as refused:
+        await jobsys.defer("rt.sleep", {"tag": "b"}, queueing_lock="r-2")
+    assert (refused.value.job_id, refused.value.task) == (job_id, "rt.sleep")
+    assert f"job {job_id} (rt.sleep) is already waiting" in refused.value.message
+    assert f"`jobsys jobs show {job_id}`" in (refused.value.hint or "")
+
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        assert await waiting_with_queueing_lock(conn, "r-2") == (job_id, "rt.sleep")
+        # The job started between the refusal and the look-up: said without an id.
+        await conn.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", [job_id])
+        assert await waiting_with_queueing_lock(conn, "r-2") is None
+    assert await waiting_with_queueing_lock(conn, "r-2") is None  # closed: no raise
+    gone = already_queued("r-2", None)
+    assert gone.job_id is None
+    assert "has started or gone since" in gone.message
     assert count_jobs(db_url) == 1
 
 
@@ -233,8 +272,10 @@ async def test_defer_in_the_callers_transaction(
         async with await psycopg.AsyncConnection.connect(db_url) as conn:
             await jobsys.defer("rt.sleep", {"tag": "kept"}, queueing_lock="k", connection=conn)
             # A conflict inside the caller's transaction leaves it usable (savepoint).
-            with pytest.raises(AlreadyQueuedError):
+            with pytest.raises(AlreadyQueuedError) as refused:
                 await jobsys.defer("rt.sleep", {"tag": "dup"}, queueing_lock="k", connection=conn)
+            # The waiting job (this transaction's own) is named, read in a savepoint.
+            assert refused.value.job_id is not None
             await conn.execute("SELECT 1")
             time.sleep(0.5)
             assert events(tmp_path) == []  # the worker has not seen it before commit
