@@ -81,6 +81,28 @@ def queues_config(ctx: typer.Context) -> Config:
         return loaded
 
 
+def checked_config(ctx: typer.Context, *, needs: str) -> Config:
+    """The configuration of a command that reads the database only (the dashboard's
+    snapshot), checked with the application's tasks as `jobsys config check` is, so
+    that a refusal counts the same problems. Broken files refuse (exit 2), with every
+    problem; when only the application is at fault (a task module that fails to
+    import, a schedule entry naming no task), it runs on the files and says so once
+    on stderr (``needs``: why the files are enough)."""
+    from jobsys.errors import ConfigError
+
+    try:
+        return config(ctx, with_tasks=True)
+    except ConfigError as exc:
+        try:
+            loaded = config(ctx)
+        except ConfigError:
+            raise exc from None
+        from jobsys.cli import _output
+
+        _output.say(_invalid_warning(exc, needs))
+        return loaded
+
+
 def task_notes(ctx: typer.Context, task: str | None, args: tuple[str, ...] = ()) -> list[str]:
     """A note when ``--task`` names no task of the application, and one per ``--arg``
     key no task takes (the application imported to know). A broken configuration

@@ -11,8 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from jobsys.cli._context import config, settings
+from jobsys.cli._context import checked_config, settings
 from jobsys.errors import UsageError
+
+#: Why the dashboard runs while the application's tasks are broken.
+_NEEDS = "the dashboard reads the database only"
 
 
 @contextlib.contextmanager
@@ -90,7 +93,7 @@ def dashboard(
     if json and not once and sys.stdout.isatty():
         raise UsageError("--json needs --once (the live view is for terminals)")
     if once or json or not sys.stdout.isatty():
-        snapshot = run(snapshot_once(settings(ctx), config(ctx)))
+        snapshot = run(snapshot_once(settings(ctx), checked_config(ctx, needs=_NEEDS)))
         if json:
             _output.emit_json(snapshot)
         else:
@@ -113,7 +116,10 @@ def dashboard(
             sys.stdout.flush()
 
         engine = Dashboard(
-            settings(ctx), config(ctx), print_plain, max_redraws_per_second=PLAIN_REDRAWS_PER_SECOND
+            settings(ctx),
+            checked_config(ctx, needs=_NEEDS),
+            print_plain,
+            max_redraws_per_second=PLAIN_REDRAWS_PER_SECOND,
         )
         run(_live(engine))
         return
@@ -130,4 +136,4 @@ def dashboard(
             width, height = _output.terminal_size()
             update(_dashboard_view.render(snapshot, width, height, status))
 
-        run(_live(Dashboard(settings(ctx), config(ctx), draw)))
+        run(_live(Dashboard(settings(ctx), checked_config(ctx, needs=_NEEDS), draw)))
