@@ -41,6 +41,20 @@ def app_modules(settings: Settings, config: Config | None) -> tuple[str, ...]:
     return (DEMO_MODULE,)
 
 
+def _not_on_path(name: str, exc: Exception) -> str:
+    """The hint for a module Python cannot find at all: ``jobsys`` (the installed
+    script) does not look in the current folder, so ``myapp.py`` beside ``config/``
+    is not found until it is on PYTHONPATH or installed."""
+    if not isinstance(exc, ModuleNotFoundError) or exc.name is None:
+        return ""
+    if not (name == exc.name or name.startswith(exc.name + ".")):
+        return ""  # the module was found; something it imports is missing
+    return (
+        "; the module must be importable by jobsys's Python, which does not look in the "
+        "current folder: install it in that virtualenv or set PYTHONPATH (PYTHONPATH=. jobsys ...)"
+    )
+
+
 def import_modules(modules: tuple[str, ...]) -> list[str]:
     """Import task modules; return a problem line per module that fails."""
     problems = []
@@ -52,7 +66,7 @@ def import_modules(modules: tuple[str, ...]) -> list[str]:
         except Exception as exc:
             problems.append(
                 f"app module {name!r} cannot be imported: {type(exc).__name__}: {exc} "
-                "(check --app / JOBSYS_APP / app.modules in queues.yaml)"
+                f"(check --app / JOBSYS_APP / app.modules in queues.yaml{_not_on_path(name, exc)})"
             )
     return problems
 

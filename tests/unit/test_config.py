@@ -143,6 +143,21 @@ def test_unknown_app_module(cfg_dir: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(Settings(config_dir=cfg_dir, app_modules=("no_such_module_xyz",)))
     assert "app module 'no_such_module_xyz' cannot be imported" in info.value.problems[0]
+    # A newcomer's `myapp.py` beside config/: the installed `jobsys` script does not
+    # look in the current folder, and the message says how to make it importable.
+    assert "set PYTHONPATH (PYTHONPATH=. jobsys ...)" in info.value.problems[0]
+
+
+def test_app_module_missing_a_dependency_gets_no_path_hint(
+    cfg_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "newcomer_app_xyz.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        load_config(Settings(config_dir=cfg_dir, app_modules=("newcomer_app_xyz",)))
+    problem = info.value.problems[0]
+    assert "No module named 'no_such_dependency_xyz'" in problem
+    assert "PYTHONPATH" not in problem
 
 
 @pytest.mark.parametrize(
