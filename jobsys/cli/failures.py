@@ -237,7 +237,7 @@ async def shown(
     ``retry_refusal``: the rules' refusal, as the web console's failure page says it),
     and its retry state as true now (the failure keeps the one recorded)."""
     from jobsys.failures.service import show_failure
-    from jobsys.retry.service import retry_now
+    from jobsys.retry.verdict import retry_now
 
     failure = await show_failure(settings, load, failure_id)
     state, refused = await retry_now(settings, load, failure)
