@@ -5,7 +5,7 @@ A test checks these against ``migrations/versions`` so they cannot drift.
 
 from jobsys.engine.schema import INSTALL_REVISION
 
-HEAD_REVISION = "0029_events_without_foreign_key"
+HEAD_REVISION = "0030_events_delete_as_owner"
 KNOWN_REVISIONS = (
     INSTALL_REVISION,
     "0002_jobsys_core",
@@ -36,4 +36,5 @@ KNOWN_REVISIONS = (
     "0027_claim_functions_index_only",
     "0028_tick_already_queued",
     "0029_events_without_foreign_key",
+    "0030_events_delete_as_owner",
 )

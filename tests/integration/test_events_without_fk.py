@@ -6,6 +6,7 @@ wrote an event, and the downgrade brings the foreign key back."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -201,3 +202,57 @@ def test_downgrade_restores_the_foreign_key(empty_db_url: str) -> None:
         assert events(conn, ids) == 3  # the cascade again
     migrate.upgrade(empty_db_url)
     assert foreign_keys(empty_db_url) == []
+
+
+def function_settings(url: str) -> tuple[bool, list[str] | None]:
+    """``jobsys_job_events_delete_v1``'s SECURITY DEFINER flag and its own settings."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT prosecdef, proconfig FROM pg_proc "
+            "WHERE oid = 'jobsys_job_events_delete_v1()'::regprocedure"
+        ).fetchone()
+    assert row is not None
+    return bool(row[0]), row[1]
+
+
+def test_a_role_that_may_delete_jobs_but_not_events_deletes_jobs_and_their_events(
+    db_url: str,
+) -> None:
+    """The cascade of 0028 ran as the events table's owner: a role with DELETE on
+    ``procrastinate_jobs`` and no privilege on ``procrastinate_events`` could delete jobs
+    (and their events).
+    0029's trigger ran as the deleter (permission denied); 0030 runs it as its owner."""
+    role = f"jobsys_test_deleter_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role}")
+        try:
+            conn.execute(f"GRANT SELECT, DELETE ON procrastinate_jobs TO {role}")
+            # Procrastinate's own delete trigger (invoker's rights, before 0029 too)
+            conn.execute(f"GRANT SELECT, UPDATE ON procrastinate_periodic_defers TO {role}")
+            ids = insert_jobs(conn, 2, "succeeded")
+            kept = insert_jobs(conn, 1, "succeeded")
+            with conn.transaction():
+                conn.execute(f"SET LOCAL ROLE {role}")
+                deleted = conn.execute(
+                    "DELETE FROM procrastinate_jobs WHERE id = ANY(%s)", (ids,)
+                ).rowcount
+            assert deleted == 2
+            assert (events(conn, ids), events(conn, kept)) == (0, 3)
+        finally:
+            conn.execute("RESET ROLE")
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_the_events_delete_runs_as_owner_on_a_fixed_path_and_downgrade_restores_0029(
+    empty_db_url: str,
+) -> None:
+    migrate.upgrade(empty_db_url)
+    assert function_settings(empty_db_url) == (
+        True,
+        ["search_path=pg_catalog, public, pg_temp"],
+    )
+    migrate.downgrade(empty_db_url, "0029_events_without_foreign_key")
+    assert function_settings(empty_db_url) == (False, None)
+    migrate.upgrade(empty_db_url)
+    assert function_settings(empty_db_url)[0] is True
