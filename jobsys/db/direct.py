@@ -17,14 +17,20 @@ With ``JOBSYS_DB_PREPARE`` on (``psycopg``'s ``prepare_threshold`` set: a direct
 connection to PostgreSQL, or PgBouncer 1.21+ with ``max_prepared_statements``), a
 statement given a name is prepared once per connection (``PQsendPrepare``) and then
 run by that name (``PQsendQueryPrepared``): the server neither parses nor plans it
-again. A name the server no longer knows (``DISCARD ALL``/``DEALLOCATE`` on the
-session: SQLSTATE 26000, nothing ran) is prepared again and the statement sent once
-more.
+again. Each name ends in a digest of its text (:func:`statement_name`), so that a
+statement of another text (another jobsys version's, on a session shared through a
+pooler) never holds it: "already exists" (SQLSTATE 42P05) then means this very text. A
+name the server no longer knows (``DISCARD ALL``/``DEALLOCATE`` on the session: SQLSTATE
+26000, nothing ran) is prepared again and the statement sent once more; forgotten again
+right after it was prepared (the session is not the connection's own: a
+transaction-mode pooler), the statement is sent unprepared, as by default, and the
+connection prepares nothing more (a warning, once per process).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import select
 from collections.abc import Sequence
@@ -47,6 +53,16 @@ _INTERRUPTED = (asyncio.CancelledError, KeyboardInterrupt, SystemExit)
 _CANCEL_SECONDS = 5.0
 
 
+#: Set once the warning about a session that forgets what it prepared was logged.
+_shared_session_warned = False
+
+
+def statement_name(prefix: str, query: bytes) -> bytes:
+    """The name ``query`` is prepared under: ``prefix`` and 12 hex digits of its text's
+    SHA-1, so that two texts never share a name on one session."""
+    return f"{prefix}_{hashlib.sha1(query, usedforsecurity=False).hexdigest()[:12]}".encode()
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -58,6 +74,8 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
 
     #: The statements this connection prepared (:meth:`fetch_value`'s ``name``).
     _statements: frozenset[bytes] = frozenset()
+    #: Set when the session forgot a statement just prepared: nothing is prepared more.
+    _unprepared: bool = False
     #: A poll object on the connection's socket (:meth:`server_spoke`), made once.
     _poller: select.poll | None = None
 
@@ -98,7 +116,7 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
         async with self.lock:
             pgconn = self.pgconn
             try:
-                if name and self.prepare_threshold is not None:
+                if name and self.prepare_threshold is not None and not self._unprepared:
                     first, error = await self._run_prepared(name, query, params)
                 else:
                     pgconn.send_query_params(query, params)
@@ -118,23 +136,34 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
     async def _run_prepared(
         self, name: bytes, query: bytes, params: Sequence[bytes | None]
     ) -> tuple[PGresult | None, psycopg.Error | None]:
-        """``query`` prepared as ``name`` (once per connection), run by name."""
+        """``query`` prepared as ``name`` (once per connection), run by name; sent
+        unprepared if the session forgets it twice (nothing ran either time)."""
         pgconn = self.pgconn
-        for attempt in (1, 2):
+        for _ in (1, 2):
             if name not in self._statements:
-                pgconn.send_prepare(name, query)
-                _, error = await self._sent()
-                # 42P05: already prepared (a prepare cancelled after the server ran it).
+                error = await self._prepare(name, query)
+                # 42P05: already prepared (a prepare cancelled after the server ran it);
+                # the name is the text's (statement_name): the same statement.
                 if error is not None and error.sqlstate != "42P05":
                     return None, error
                 self._statements = self._statements | {name}
             pgconn.send_query_prepared(name, params)
             first, error = await self._sent()
-            if error is None or error.sqlstate != "26000" or attempt == 2:
+            if error is None or error.sqlstate != "26000":
                 return first, error
             # The session forgot it (DISCARD ALL, DEALLOCATE): nothing ran; again.
             self._statements = self._statements - {name}
-        raise AssertionError("unreachable")
+        # Forgotten right after it was prepared: the session is shared (a pooler).
+        self._unprepared = True
+        _warn_shared_session()
+        pgconn.send_query_params(query, params)
+        return await self._sent()
+
+    async def _prepare(self, name: bytes, query: bytes) -> psycopg.Error | None:
+        """``query`` prepared as ``name``: the server's error, if any."""
+        self.pgconn.send_prepare(name, query)
+        _, error = await self._sent()
+        return error
 
     async def _sent(self) -> tuple[PGresult | None, psycopg.Error | None]:
         """The results of the statement just sent (flushed first)."""
@@ -202,3 +231,17 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
                 loop.remove_writer(fd)
             else:
                 loop.remove_reader(fd)
+
+
+def _warn_shared_session() -> None:
+    global _shared_session_warned
+    if _shared_session_warned:
+        return
+    _shared_session_warned = True
+    logger.warning(
+        "JOBSYS_DB_PREPARE is on, but the database session forgot a defer statement "
+        "just prepared on it: the connection goes through a pooler that shares sessions "
+        "(PgBouncer in transaction mode before 1.21, or without max_prepared_statements). "
+        "Defers on such connections are sent unprepared; unset JOBSYS_DB_PREPARE there.",
+        extra={"action": "direct_prepare_forgotten"},
+    )

@@ -31,7 +31,7 @@ from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
-from jobsys.db.direct import DirectConnection
+from jobsys.db.direct import DirectConnection, statement_name
 from jobsys.engine import manager, queries
 
 #: Procrastinate's unique index of one waiting job per queueing lock.
@@ -287,9 +287,11 @@ _DEFER_UNIFORM_DIRECT = _positional(queries.DEFER_UNIFORM, _DEFER_UNIFORM_NAMES)
 #: The direct path's statement and its name where the connection prepares statements
 #: (``JOBSYS_DB_PREPARE``), by whether it prepares them and the jobs are one:
 #: ``queries.DEFER_ONE`` then (the same parameters), else ``queries.DEFER_UNIFORM``.
+#: Each name ends in a digest of its text (another text never shares it).
+_DEFER_ONE_DIRECT = _positional(queries.DEFER_ONE, _DEFER_UNIFORM_NAMES)
 _DIRECT_STATEMENTS = {
-    False: (_DEFER_UNIFORM_DIRECT, b"jobsys_defer_uniform"),
-    True: (_positional(queries.DEFER_ONE, _DEFER_UNIFORM_NAMES), b"jobsys_defer_one"),
+    False: (_DEFER_UNIFORM_DIRECT, statement_name("jobsys_defer_uniform", _DEFER_UNIFORM_DIRECT)),
+    True: (_DEFER_ONE_DIRECT, statement_name("jobsys_defer_one", _DEFER_ONE_DIRECT)),
 }
 
 

@@ -232,7 +232,10 @@ async def test_the_producer_connection_sends_the_defer_past_psycopgs_cursor(
             "SELECT name, generic_plans + custom_plans FROM pg_prepared_statements ORDER BY 1"
         )
         # Each prepared once and run by name (old code: psycopg's cursor, "_pg3_0").
-        assert await cur.fetchall() == [("jobsys_defer_one", 2), ("jobsys_defer_uniform", 2)]
+        assert await cur.fetchall() == [
+            (inserts._DIRECT_STATEMENTS[True][1].decode(), 2),
+            (inserts._DIRECT_STATEMENTS[False][1].decode(), 2),
+        ]
 
 
 @pytest.mark.parametrize(

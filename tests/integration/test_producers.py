@@ -19,6 +19,7 @@ from rt_support import query
 from test_defer import api_env  # noqa: F401  (fixture: the API on the test topology)
 
 from jobsys.db import producers
+from jobsys.engine import inserts
 from jobsys.errors import DatabaseUnavailable, UsageError
 
 
@@ -222,10 +223,14 @@ async def prepared_statements(conn: psycopg.AsyncConnection) -> dict[str, int]:
         "SELECT name, generic_plans + custom_plans AS runs FROM pg_prepared_statements"
         " WHERE name LIKE 'jobsys%'"
     )
-    return {row["name"]: int(row["runs"]) for row in await cur.fetchall()}
+    # Each name ends in its text's digest (jobsys.db.direct.statement_name).
+    return {row["name"].rsplit("_", 1)[0]: int(row["runs"]) for row in await cur.fetchall()}
 
 
-@pytest.mark.parametrize("forget", ["DISCARD ALL", "DEALLOCATE ALL", "DEALLOCATE jobsys_defer_one"])
+@pytest.mark.parametrize(
+    "forget",
+    ["DISCARD ALL", "DEALLOCATE ALL", f"DEALLOCATE {inserts._DIRECT_STATEMENTS[True][1].decode()}"],
+)
 async def test_a_prepared_defer_the_session_forgot_is_prepared_again(
     api_env: dict[str, str],  # noqa: F811
     db_url: str,
