@@ -232,11 +232,19 @@ def lost(exc: Exception, url: str, *, during: str, hint: str) -> ConnectionLost:
     a password-free :class:`ConnectionLost`: not "cannot connect", since the server may
     have committed the statement before the connection went (``hint`` says what to
     check)."""
+    return ConnectionLost(_lost_message(exc, url, during), hint=hint)
+
+
+def lost_before_sending(exc: Exception, url: str, *, during: str) -> DatabaseUnavailable:
+    """A connection lost before the statement was sent (``during``: what it was doing),
+    as a password-free :class:`DatabaseUnavailable`: nothing can have run, so not
+    :class:`ConnectionLost` (whose hint says the job may be in)."""
+    return DatabaseUnavailable(_lost_message(exc, url, during), hint=db_url.UNREACHABLE_HINT)
+
+
+def _lost_message(exc: Exception, url: str, during: str) -> str:
     detail = db_url.scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc), url)
-    return ConnectionLost(
-        f"lost the connection to the database at {db_url.mask(url)} {during}: {detail}",
-        hint=hint,
-    )
+    return f"lost the connection to the database at {db_url.mask(url)} {during}: {detail}"
 
 
 @contextlib.asynccontextmanager

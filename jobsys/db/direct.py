@@ -63,6 +63,11 @@ def statement_name(prefix: str, query: bytes) -> bytes:
     return f"{prefix}_{hashlib.sha1(query, usedforsecurity=False).hexdigest()[:12]}".encode()
 
 
+class StatementNotSent(psycopg.OperationalError):
+    """The connection was lost before the statement itself was sent (while preparing
+    it): nothing of it can have run."""
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -160,9 +165,16 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
         return await self._sent()
 
     async def _prepare(self, name: bytes, query: bytes) -> psycopg.Error | None:
-        """``query`` prepared as ``name``: the server's error, if any."""
-        self.pgconn.send_prepare(name, query)
-        _, error = await self._sent()
+        """``query`` prepared as ``name``: the server's error, if any. The connection
+        lost meanwhile raises :class:`StatementNotSent` (only the statement's text was
+        on its way)."""
+        try:
+            self.pgconn.send_prepare(name, query)
+            _, error = await self._sent()
+        except (psycopg.OperationalError, OSError) as exc:
+            raise StatementNotSent(str(exc) or type(exc).__name__) from exc
+        if error is not None and self.pgconn.status != pq.ConnStatus.OK:
+            raise StatementNotSent(str(error)) from error  # a FATAL, then the end
         return error
 
     async def _sent(self) -> tuple[PGresult | None, psycopg.Error | None]:

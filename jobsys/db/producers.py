@@ -356,6 +356,26 @@ def _forget(process: _Process, pool: _Pool, conn: Any) -> None:
 
 
 async def _with_connection(pool: _Pool, work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work`` on a connection of ``pool``; once more on another if the connection was
+    lost before its statement was sent (``JOBSYS_DB_PREPARE``: while preparing it), as
+    for an idle connection the server closed (:func:`_acquire`)."""
+    from jobsys.db.direct import StatementNotSent
+
+    try:
+        return await _with_one_connection(pool, work)
+    except StatementNotSent:
+        pass
+    try:
+        return await _with_one_connection(pool, work)
+    except StatementNotSent as exc:
+        from jobsys.db.connect import lost_before_sending
+
+        raise lost_before_sending(
+            exc, pool.url, during="before the defer was sent (nothing was inserted)"
+        ) from None
+
+
+async def _with_one_connection(pool: _Pool, work: Callable[[Any], Awaitable[T]]) -> T:
     process = _current()
     conn = await _acquire(process, pool)
     try:
@@ -363,7 +383,13 @@ async def _with_connection(pool: _Pool, work: Callable[[Any], Awaitable[T]]) -> 
     except Exception as exc:
         import psycopg
 
-        if isinstance(exc, psycopg.OperationalError) and (conn.broken or conn.closed):
+        from jobsys.db.direct import StatementNotSent
+
+        if (
+            isinstance(exc, psycopg.OperationalError)
+            and not isinstance(exc, StatementNotSent)
+            and (conn.broken or conn.closed)
+        ):
             from jobsys.db.connect import lost
 
             # The connection opened; the statement may have reached the server and

@@ -10,11 +10,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from chaos_proxy import ChaosProxy
 from rt_support import query
+from test_defer import api_env  # noqa: F401  (fixture of proxied)
+from test_producers import proxied  # noqa: F401
 
-from jobsys.db import direct
+from jobsys.db import direct, producers
 from jobsys.db.direct import DirectConnection
 from jobsys.engine import inserts
+from jobsys.errors import DatabaseUnavailable
 
 
 def tags(db_url: str) -> list[str]:
@@ -78,3 +82,47 @@ async def test_a_session_that_forgets_each_statement_it_prepared_gets_them_unpre
     warnings = [r for r in caplog.records if r.__dict__.get("action") == "direct_prepare_forgotten"]
     assert len(warnings) == 1
     assert "unset JOBSYS_DB_PREPARE" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("times", [1, 2], ids=["once", "every_time"])
+async def test_a_connection_lost_while_preparing_is_not_a_job_that_may_be_in(
+    proxied: ChaosProxy,  # noqa: F811
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    times: int,
+) -> None:
+    """``JOBSYS_DB_PREPARE=1``: a new connection's first defer prepares its statement
+    first; the connection goes right then (a TCP reset as soon as it opened). No insert
+    can have run. The old code raised ConnectionLost ('the server may have inserted the
+    job'). Now the defer is tried once more on a fresh connection; lost again, it is
+    DatabaseUnavailable (exit 69) saying nothing was inserted."""
+    import jobsys
+    from jobsys.db.connect import PREPARE_VARIABLE
+    from jobsys.errors import ConnectionLost
+
+    connect = producers._connect
+    resets: list[int] = []
+
+    async def cut(url: str) -> Any:
+        conn = await connect(url)
+        if len(resets) < times:
+            resets.append(1)
+            proxied.reset()
+        return conn
+
+    monkeypatch.setenv(PREPARE_VARIABLE, "1")
+    producers.close()  # new connections (through the proxy) prepare the statement
+    monkeypatch.setattr(producers, "_connect", cut)
+    if times == 1:
+        await jobsys.defer("rt.sleep", {"tag": "once"})
+        assert tags(db_url) == ["once", "warm"]
+        return
+    with pytest.raises(DatabaseUnavailable) as raised:
+        await jobsys.defer("rt.sleep", {"tag": "never"})
+    error = raised.value
+    assert not isinstance(error, ConnectionLost) and error.exit_code == 69
+    assert error.message.startswith("lost the connection to the database at "), error
+    assert "before the defer was sent (nothing was inserted)" in error.message
+    assert resets == [1, 1]
+    await jobsys.defer("rt.sleep", {"tag": "after"})
+    assert tags(db_url) == ["after", "warm"]
