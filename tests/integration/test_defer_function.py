@@ -147,6 +147,28 @@ async def test_the_function_announces_the_insert_once(db_url: str, via: Any) -> 
 
 
 @pytest.mark.parametrize("via", CONNECTIONS)
+@pytest.mark.parametrize("count", [1, 3])
+async def test_the_order_of_a_defers_notifications(db_url: str, via: Any, count: int) -> None:
+    """Pinned, not a contract a jobsys listener relies on (none LISTENs on both the
+    announcement's channel and a queue's). The function queues the announcement after
+    the insert's ``job_inserted`` wake-ups (its INSERT's statement triggers fire at that
+    statement's end). ``queries.DEFER_ONE`` (one job, ``JOBSYS_DB_PREPARE``) queues it
+    before them: a data-modifying CTE's AFTER triggers fire at the end of the whole
+    query, after the outer SELECT's ``pg_notify``. All are delivered at commit."""
+    wake_ups = ["procrastinate_queue_v1#q1", "procrastinate_any_queue_v1"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for channel in [*wake_ups, "jobsys_test_announce"]:
+            conn.execute(f'LISTEN "{channel}"')
+        await ours(db_url, batch(count), inserts.Announce("jobsys_test_announce", "t"), via=via)
+        got = [n.channel for n in conn.notifies(timeout=0.5)]
+    prepared_one = via[1] is not None and count == 1
+    if prepared_one:
+        assert got == ["jobsys_test_announce", *wake_ups]
+    else:
+        assert got == [*wake_ups, "jobsys_test_announce"]
+
+
+@pytest.mark.parametrize("via", CONNECTIONS)
 async def test_a_queueing_lock_conflict_inserts_nothing(db_url: str, via: Any) -> None:
     await ours(db_url, batch(1, queueing_lock="only-one"), via=via)
     with pytest.raises(AlreadyEnqueued):
