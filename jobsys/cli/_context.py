@@ -66,19 +66,12 @@ def queues_config(ctx: typer.Context) -> Config:
     queues: the brake of an incident). While schedule.yaml alone is broken, it runs on
     queues.yaml and says so once on stderr; a broken queues.yaml refuses as ever."""
     from jobsys.config import load
-    from jobsys.errors import ConfigError
 
-    try:
-        return config(ctx)
-    except ConfigError as exc:
-        try:
-            loaded = load(settings(ctx).config_dir, with_schedule=False)
-        except ConfigError:
-            raise exc from None
-        from jobsys.cli import _output
-
-        _output.say(_invalid_warning(exc, "queues.yaml is enough for this command"))
-        return loaded
+    return _on_less(
+        lambda: config(ctx),
+        lambda: load(settings(ctx).config_dir, with_schedule=False),
+        "queues.yaml is enough for this command",
+    )
 
 
 def checked_config(ctx: typer.Context, *, needs: str) -> Config:
@@ -88,18 +81,26 @@ def checked_config(ctx: typer.Context, *, needs: str) -> Config:
     problem; when only the application is at fault (a task module that fails to
     import, a schedule entry naming no task), it runs on the files and says so once
     on stderr (``needs``: why the files are enough)."""
+    return _on_less(lambda: config(ctx, with_tasks=True), lambda: config(ctx), needs)
+
+
+def _on_less(full: Callable[[], Config], less: Callable[[], Config], why: str) -> Config:
+    """``full()``; when it refuses but ``less()`` (a part of what it checks) loads, that,
+    said once on stderr (``why``: why it is enough); when both refuse, ``full``'s refusal
+    with every problem (exit 2). What :func:`queues_config` and :func:`checked_config`
+    share."""
     from jobsys.errors import ConfigError
 
     try:
-        return config(ctx, with_tasks=True)
+        return full()
     except ConfigError as exc:
         try:
-            loaded = config(ctx)
+            loaded = less()
         except ConfigError:
             raise exc from None
         from jobsys.cli import _output
 
-        _output.say(_invalid_warning(exc, needs))
+        _output.say(_invalid_warning(exc, why))
         return loaded
 
 
