@@ -479,23 +479,29 @@ async def queues(request: Request, user: User) -> Response:
 async def workers(request: Request, user: User) -> Response:
     from jobsys.lanes.workers import STATES, list_workers, none_in_state
 
-    q = request.query_params
-    states = tuple(v for v in q.getlist("state") if v)
+    def filters(q: Any) -> dict[str, Any]:
+        return {
+            "every": _bool(q, "all") or False,
+            "states": tuple(v for v in q.getlist("state") if v),
+        }
+
+    # The empty listing's words read the filters as the listing does (all=true too).
+    try:
+        given = filters(request.query_params)
+    except UsageError:
+        given = {"every": False, "states": ()}  # the listing refuses it
     return await _rows_listing(
         request,
         user,
         "workers.html",
         list_workers,
-        lambda q: {
-            "every": _bool(q, "all") or False,
-            "states": tuple(v for v in q.getlist("state") if v),
-        },
+        filters,
         key="workers",
         context={
             "title": "Workers",
             "states": STATES,
             "topics": ALL_TOPICS,
-            "none_in_state": none_in_state(q.get("all") == "1", states),
+            "none_in_state": none_in_state(given["every"], given["states"]),
         },
     )
 

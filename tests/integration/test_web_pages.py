@@ -85,6 +85,10 @@ def test_every_page_renders_with_data_and_headers(client: TestClient, seeded: ws
     fenced = client.get("/admin/workers?state=fenced").text
     assert "no fenced worker process among those live or ended in the last day" in fenced
     assert "start one with" not in fenced
+    # all=true lists every one, as all=1 does: its empty listing says so.
+    every_fenced = client.get("/admin/workers?state=fenced&all=true").text
+    assert "no fenced worker process" in every_fenced
+    assert "in the last day" not in every_fenced
     bad_state = client.get("/admin/workers?state=sleepy")
     assert bad_state.status_code == 400 and 'id="error-state"' in bad_state.text
     # The select filters (workers' state, pipelines' status, issues' kind) are one macro.
