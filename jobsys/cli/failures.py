@@ -236,11 +236,9 @@ async def shown(
     with whether `jobsys retry` would retry it and if not why (``would_retry``,
     ``retry_refusal``: the rules' refusal, as the web console's failure page says it),
     and its retry state as true now (the failure keeps the one recorded)."""
-    from jobsys.failures.service import show_failure
-    from jobsys.retry.verdict import retry_now
+    from jobsys.retry.verdict import failure_verdict
 
-    failure = await show_failure(settings, load, failure_id)
-    state, refused = await retry_now(settings, load, failure)
+    failure, state, refused = await failure_verdict(settings, load, failure_id)
     failure.update(verdict_keys(refused))
     return failure, state
 

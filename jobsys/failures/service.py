@@ -119,7 +119,12 @@ async def show_failure(
 ) -> dict[str, Any]:
     """One failure; ``issue`` is its issue's ``{id, title, status}`` (None: no issue)."""
     async with command_connection(settings, config) as conn:
-        row = await store.get_failure(conn, failure_id)
+        return await read_failure(conn, failure_id)
+
+
+async def read_failure(conn: Any, failure_id: int) -> dict[str, Any]:
+    """:func:`show_failure` on a connection the caller holds."""
+    row = await store.get_failure(conn, failure_id)
     if row is None:
         raise not_found("failure", failure_id, listed_by="jobsys failures list")
     out = public(row)
