@@ -98,6 +98,12 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
             poller.register(self.pgconn.socket, select.POLLIN)
         return bool(poller.poll(0))
 
+    def prepares(self) -> bool:
+        """Whether a ``name``d statement given to :meth:`fetch_value` is prepared:
+        ``JOBSYS_DB_PREPARE`` is on and the session has not shown that it forgets what
+        was prepared on it (then everything goes unprepared)."""
+        return self.prepare_threshold is not None and not self._unprepared
+
     def direct(self) -> bool:
         """Whether :meth:`fetch_value` may run now: the client encoding is UTF-8 (the
         parameters come encoded), and the connection is outside a transaction."""
@@ -121,7 +127,7 @@ class DirectConnection(psycopg.AsyncConnection[Any]):
         async with self.lock:
             pgconn = self.pgconn
             try:
-                if name and self.prepare_threshold is not None and not self._unprepared:
+                if name and self.prepares():
                     first, error = await self._run_prepared(name, query, params)
                 else:
                     pgconn.send_query_params(query, params)

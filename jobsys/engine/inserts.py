@@ -215,7 +215,9 @@ async def _defer(
     try:
         direct = _direct_params(conn, query, params)
         if direct is not None:
-            one = len(new_jobs) == 1 and conn.prepare_threshold is not None
+            # DEFER_ONE only where it runs prepared: sent as text, it is slower than
+            # the function's call (a session that forgets what it prepared included).
+            one = len(new_jobs) == 1 and conn.prepares()
             statement, name = _DIRECT_STATEMENTS[one]
             ids = _bigint_array(await conn.fetch_value(statement, direct, name))
         else:

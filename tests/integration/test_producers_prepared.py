@@ -84,6 +84,39 @@ async def test_a_session_that_forgets_each_statement_it_prepared_gets_them_unpre
     assert "unset JOBSYS_DB_PREPARE" in warnings[0].getMessage()
 
 
+async def test_once_the_session_forgot_a_statement_single_defers_call_the_function(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a session forgot a statement just prepared, the connection prepares
+    nothing more; a single defer then goes out as ``DEFER_UNIFORM`` (the function's
+    call), not as ``DEFER_ONE``'s text, which unprepared is parsed and planned each time
+    and slower than the function (queries.DEFER_ONE). The old code kept choosing
+    ``DEFER_ONE`` from ``prepare_threshold`` alone."""
+    sent: Callable[[DirectConnection], Awaitable[Any]] = DirectConnection._sent
+    fetch: Callable[..., Awaitable[Any]] = DirectConnection.fetch_value
+    statements: list[bytes] = []
+
+    async def forgetful(self: DirectConnection) -> Any:
+        result = await sent(self)
+        self.pgconn.exec_(b"DEALLOCATE ALL")
+        return result
+
+    async def recorded(self: DirectConnection, query: bytes, *args: Any) -> Any:
+        statements.append(query)
+        return await fetch(self, query, *args)
+
+    monkeypatch.setattr(DirectConnection, "_sent", forgetful)
+    monkeypatch.setattr(DirectConnection, "fetch_value", recorded)
+    monkeypatch.setattr(direct, "_shared_session_warned", True, raising=False)
+    async with await DirectConnection.connect(db_url, autocommit=True, prepare_threshold=1) as conn:
+        await inserts.insert(conn, one_job("first"))
+        assert not conn.prepares()
+        await inserts.insert(conn, one_job("second"))
+    one, uniform = inserts._DIRECT_STATEMENTS[True][0], inserts._DIRECT_STATEMENTS[False][0]
+    assert statements == [one, uniform]
+    assert tags(db_url) == ["first", "second"]
+
+
 @pytest.mark.parametrize("times", [1, 2], ids=["once", "every_time"])
 async def test_a_connection_lost_while_preparing_is_not_a_job_that_may_be_in(
     proxied: ChaosProxy,  # noqa: F811
