@@ -139,6 +139,18 @@ def _pgqueuer_drain(
     return _drain(url, command, None, count, PGQUEUER_SPAN, "pgqueuer")
 
 
+#: How each system drains: jobsys's task and lane concurrency, or PgQueuer's caps
+#: (``max_concurrent_tasks``, entrypoint ``concurrency_limit``; 0 for none).
+JOBSYS_SYSTEMS = {
+    "jobsys": ("bench.noop", CONCURRENCY_SCALE),
+    "jobsys_sync": ("bench.noop_sync", CONCURRENCY_SCALE),  # the same no-op, a plain function
+    "jobsys_c20": ("bench.noop", 20),
+}
+PGQUEUER_SYSTEMS = {
+    "pgqueuer": (0, 0),
+    "pgqueuer_max_concurrent_20": (PGQUEUER_MAX_CONCURRENT, 0),
+    "pgqueuer_limit_10": (0, 10),
+}
 #: The systems run under a cap at ``CAPPED_DEPTH``: (jobsys, PgQueuer) pairs compared.
 CAPPED_PAIRS = {
     "cap_20": ("jobsys_c20", "pgqueuer_max_concurrent_20"),
@@ -161,27 +173,17 @@ def run() -> dict[str, Any]:
                 # Alternate who goes first, so a slow spell elsewhere hits both alike.
                 order = ("jobsys", "pgqueuer") if round_ % 2 == 0 else ("pgqueuer", "jobsys")
                 if depth == _depths()[0]:
-                    order = (*order, "jobsys_sync")  # the same no-op as a plain function
+                    order = (*order, "jobsys_sync")
                 if depth == CAPPED_DEPTH:
-                    capped = ("jobsys_c20", "pgqueuer_max_concurrent_20", "pgqueuer_limit_10")
+                    capped = ("jobsys_c20", *(theirs for _, theirs in CAPPED_PAIRS.values()))
                     order = (*order, *(capped if round_ % 2 == 0 else capped[::-1]))
                 for system in order:
-                    if system == "jobsys":
-                        sample = _jobsys_drain(url, env, depth)
-                    elif system == "jobsys_sync":
-                        sample = _jobsys_drain(url, env, depth, "bench.noop_sync")
-                    elif system == "jobsys_c20":
-                        sample = _jobsys_drain(url, env, depth, concurrency=20)
+                    if system in JOBSYS_SYSTEMS:
+                        task, concurrency = JOBSYS_SYSTEMS[system]
+                        sample = _jobsys_drain(url, env, depth, task, concurrency)
                     else:
-                        sample = _pgqueuer_drain(
-                            url,
-                            depth,
-                            install=not installed,
-                            max_concurrent=PGQUEUER_MAX_CONCURRENT
-                            if system == "pgqueuer_max_concurrent_20"
-                            else 0,
-                            limit=10 if system == "pgqueuer_limit_10" else 0,
-                        )
+                        max_concurrent, limit = PGQUEUER_SYSTEMS[system]
+                        sample = _pgqueuer_drain(url, depth, not installed, max_concurrent, limit)
                         installed = True
                     samples.setdefault((system, depth), []).append(sample)
                     print(
