@@ -7,12 +7,21 @@ finished ones in the window, once enough finished), ``stalled`` (running jobs wh
 worker stopped heart-beating); per lane: ``no_worker`` (ready work, no live worker).
 Each breach upserts one issue per (queue or lane, signal); an issue whose signal is
 healthy again resolves itself. :func:`evaluate` is pure; :func:`check_queues` applies.
+
+A paused queue's jobs wait because an operator said so: its ``waiting`` and
+``oldest_wait`` are not breaches, and its waiting jobs do not count towards its lane's
+``no_worker`` (as Oban and Sidekiq raise nothing for a paused queue). Its
+``failure_rate`` and ``stalled`` are still checked (jobs that ran, or run, despite
+it). A ``waiting``, ``oldest_wait`` or ``no_worker`` issue open when the queue is
+paused resolves itself (``auto``) like any healthy signal: the pause is the
+operator's acknowledgement.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,10 +62,13 @@ def evaluate(
     outcomes: dict[str, tuple[int, int]],
     stalled: dict[str, int],
     live_lanes: set[str],
+    paused: Collection[str] = frozenset(),
 ) -> list[Breach]:
     """Breaches from the measured state (pure): waiting (count, oldest seconds),
-    outcomes (failed, finished), stalled counts per queue, and the lanes with a worker."""
+    outcomes (failed, finished), stalled counts per queue, the lanes with a worker,
+    and the paused queues (whose waiting is left out)."""
     breaches = []
+    waiting = {q: w for q, w in waiting.items() if q not in paused}
     queues = set(config.all_queues) | set(waiting) | set(outcomes) | set(stalled)
     for queue in sorted(queues):
         limits = thresholds(config, queue)
@@ -128,7 +140,7 @@ def evaluate(
     return breaches
 
 
-async def measure(conn: Any, config: Config) -> tuple[Any, Any, Any, set[str]]:
+async def measure(conn: Any, config: Config) -> tuple[Any, Any, Any, set[str], set[str]]:
     dead_after = config.queues.worker.dead_after_seconds
     waiting = {
         r["queue"]: (int(r["waiting"]), float(r["oldest_wait_seconds"] or 0))
@@ -143,7 +155,8 @@ async def measure(conn: Any, config: Config) -> tuple[Any, Any, Any, set[str]]:
     stalled = {
         r["queue"]: int(r["stalled"]) for r in await health_store.queue_stalled(conn, dead_after)
     }
-    return waiting, outcomes, stalled, await health_store.live_lanes(conn, dead_after)
+    live = await health_store.live_lanes(conn, dead_after)
+    return waiting, outcomes, stalled, live, await health_store.paused_queues(conn)
 
 
 async def apply(

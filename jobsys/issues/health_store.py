@@ -1,6 +1,8 @@
-"""SQL the health checks read: waiting work, failure rates, stalled jobs, live lanes.
+"""SQL the health checks read: waiting work, failure rates, stalled jobs, live lanes,
+paused queues.
 
-Read-only over Procrastinate's tables and ``jobsys_worker_processes``.
+Read-only over Procrastinate's tables, ``jobsys_worker_processes`` and (through the
+flow domain) ``jobsys_queue_pauses``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from typing import Any
 
 from jobsys.db.query import fetch_all
 from jobsys.engine.queries import QUEUE_OUTCOMES, QUEUE_STALLED, QUEUE_WAITING
+from jobsys.flow import store as flow_store
 
 LIVE_LANES = """
 SELECT DISTINCT unnest(lanes) AS lane FROM jobsys_worker_processes
@@ -32,3 +35,8 @@ async def queue_stalled(conn: Any, dead_after_seconds: float) -> list[dict[str, 
 async def live_lanes(conn: Any, dead_after_seconds: float) -> set[str]:
     rows = await fetch_all(conn, LIVE_LANES, {"dead_after": dead_after_seconds})
     return {str(r["lane"]) for r in rows}
+
+
+async def paused_queues(conn: Any) -> set[str]:
+    """The queues paused now (a pause with ``--for`` that ran out is not)."""
+    return {str(p["queue"]) for p in await flow_store.active_pauses(conn)}

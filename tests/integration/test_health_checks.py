@@ -14,6 +14,7 @@ from jobsys.config.models import Health, QueueThresholds, ServiceCheck
 from jobsys.db.connect import connect
 from jobsys.failures.recorder import record_failure
 from jobsys.failures.store import FailureRow
+from jobsys.flow import store as flow_store
 from jobsys.issues.health import check_queues
 from jobsys.issues.probes import check_services
 
@@ -140,11 +141,13 @@ async def test_an_outage_that_comes_back_does_not_say_it_recovered(
         assert issue["details"]["recovered_at"] > first_recovery
 
 
+TIGHT = QueueThresholds(
+    max_waiting=3, max_oldest_wait_seconds=60, max_failure_rate=0.5, min_finished_for_rate=4
+)
+
+
 async def test_queue_health_opens_per_signal_and_resolves(db_url: str) -> None:
-    tight = QueueThresholds(
-        max_waiting=3, max_oldest_wait_seconds=60, max_failure_rate=0.5, min_finished_for_rate=4
-    )
-    config = fx.repo_config(health=Health(queues=tight))
+    config = fx.repo_config(health=Health(queues=TIGHT))
     app = fx.build_app(db_url, config)
     async with app.open_async():
         await fx.defer(app, [("fx.ok", {"account_id": i}) for i in range(3)])
@@ -181,6 +184,54 @@ async def test_queue_health_opens_per_signal_and_resolves(db_url: str) -> None:
         db_url, "SELECT kind, status, resolved_by FROM jobsys_issues WHERE kind = 'queue_health'"
     )
     assert issues == [{"kind": "queue_health", "status": "resolved", "resolved_by": "auto"}] * 4
+
+
+async def test_a_paused_queue_alarms_on_failures_not_on_its_waiting_jobs(db_url: str) -> None:
+    """An operator paused profiles at 3 a.m.: its jobs pile up on purpose. Its waiting
+    and oldest_wait issues, and the base lane's no_worker counted from its jobs, are
+    resolved (auto) by the pause; its failure rate still alarms. Resumed, the waiting
+    jobs alarm again. (Before: the paused queue's waiting jobs stayed breaches.)"""
+    config = fx.repo_config(health=Health(queues=TIGHT))
+    app = fx.build_app(db_url, config)
+    async with app.open_async():
+        await fx.defer(app, [("fx.runtime", {"account_id": i}) for i in range(5)])
+        await fx.run_worker(app, config, queues=["profiles"])  # 5 of 5 attempts fail
+        await fx.defer(app, [("fx.ok", {"account_id": i}) for i in range(5)])
+    waiting = {
+        "queue_health:profiles:waiting",
+        "queue_health:profiles:oldest_wait",
+        "queue_health:lane:base:no_worker",
+    }
+    rate = "queue_health:profiles:failure_rate"
+    async with connect(db_url) as conn:
+        await conn.execute(
+            "UPDATE procrastinate_events SET at = at - interval '5 minutes' WHERE type = 'deferred'"
+        )
+        result = await check_queues(conn, config)
+        assert {b["fingerprint"] for b in result["breaches"]} == waiting | {rate}
+        opened = dict(zip(sorted(waiting | {rate}), result["open"], strict=True))
+
+        async def pause(paused: bool) -> None:
+            await flow_store.set_paused(
+                conn, ["profiles"], paused=paused, actor="alice", target="profiles"
+            )
+
+        await pause(True)
+        result = await check_queues(conn, config)
+        assert {b["fingerprint"] for b in result["breaches"]} == {rate}
+        assert sorted(result["resolved"]) == sorted(opened[f] for f in waiting)
+        rows = fx.rows(
+            db_url,
+            "SELECT fingerprint, status, resolved_by FROM jobsys_issues"
+            " WHERE kind = 'queue_health'",
+        )
+        assert {r["fingerprint"]: (r["status"], r["resolved_by"]) for r in rows} == {
+            **{f: ("resolved", "auto") for f in waiting},
+            rate: ("open", None),
+        }
+        await pause(False)
+        result = await check_queues(conn, config)
+        assert {b["fingerprint"] for b in result["breaches"]} == waiting | {rate}
 
 
 async def test_quiet_job_failure_issues_resolve_themselves(db_url: str) -> None:
