@@ -5,7 +5,7 @@ A test checks these against ``migrations/versions`` so they cannot drift.
 
 from jobsys.engine.schema import INSTALL_REVISION
 
-HEAD_REVISION = "0030_events_delete_as_owner"
+HEAD_REVISION = "0031_muted_resolved_issues"
 KNOWN_REVISIONS = (
     INSTALL_REVISION,
     "0002_jobsys_core",
@@ -37,4 +37,5 @@ KNOWN_REVISIONS = (
     "0028_tick_already_queued",
     "0029_events_without_foreign_key",
     "0030_events_delete_as_owner",
+    "0031_muted_resolved_issues",
 )

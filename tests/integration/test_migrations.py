@@ -89,6 +89,63 @@ def test_outage_replay_bookkeeping_moves_out_of_issue_details_and_back(
     ]
 
 
+def test_resolved_issues_muted_before_the_refusal_are_resolved_again(
+    empty_db_url: str,
+) -> None:
+    """Before 57e7d06 a mute of a resolved issue made it 'muted' and kept resolved_at:
+    once the mute ran out it read open. 0031 resolves those rows again as they were
+    resolved (the mute goes) and drops a stale resolved_reason from an issue not
+    resolved; real mutes and open issues stay. Its downgrade changes nothing."""
+    from jobsys.issues.store import STATUS_OPEN_CLAUSE
+
+    before = "0030_events_delete_as_owner"
+    migrate.upgrade(empty_db_url, before)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobsys_issues (id, fingerprint, kind, title, status, resolved_at,"
+            " resolved_by, details) VALUES"
+            " (1, 'healed', 'job_failure', 'h', 'resolved', '2026-12-01T03:00Z', 'auto',"
+            '  \'{"resolved_reason": "healed"}\'),'
+            " (2, 'by-alice', 'job_failure', 'a', 'resolved', '2026-12-01T04:00Z', 'alice',"
+            "  '{}'),"
+            " (3, 'muted', 'job_failure', 'm', 'open', NULL, NULL, '{}'),"
+            " (4, 'recurred', 'job_failure', 'r', 'open', NULL, NULL,"
+            '  \'{"resolved_reason": "healed", "x": 1}\'),'
+            " (5, 'resolved', 'job_failure', 's', 'resolved', '2026-12-01T05:00Z', 'bob', '{}')"
+        )
+        # The mute as it was before 57e7d06 (no status test): issue 1's has run out.
+        for issue_id, until in ((1, "-1 hour"), (2, "1 hour"), (3, "1 hour")):
+            conn.execute(
+                "UPDATE jobsys_issues SET status = 'muted',"
+                " muted_until = now() + %s::interval,"
+                " details = details - 'reopened_by' || jsonb_build_object('muted_by', 'carol')"
+                " WHERE id = %s",
+                (until, issue_id),
+            )
+
+    def state() -> list[tuple[object, ...]]:
+        with psycopg.connect(empty_db_url) as conn:
+            return conn.execute(
+                f"SELECT id, status, muted_until IS NOT NULL, resolved_by, details,"
+                f" {STATUS_OPEN_CLAUSE} FROM jobsys_issues ORDER BY id"
+            ).fetchall()
+
+    assert [r[0] for r in state() if r[5]] == [1, 4]  # the healed issue reads open
+    migrate.upgrade(empty_db_url)
+    repaired = [
+        (1, "resolved", False, "auto", {"resolved_reason": "healed"}, False),
+        (2, "resolved", False, "alice", {}, False),
+        (3, "muted", True, None, {"muted_by": "carol"}, False),
+        (4, "open", False, None, {"x": 1}, True),
+        (5, "resolved", False, "bob", {}, False),
+    ]
+    assert state() == repaired
+    migrate.downgrade(empty_db_url, before)
+    assert state() == repaired
+    migrate.upgrade(empty_db_url)
+    assert state() == repaired
+
+
 def test_drift_is_detected(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE jobsys_failures ADD COLUMN surprise integer")
