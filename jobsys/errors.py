@@ -12,6 +12,7 @@ separate family: task code raises them to tell jobsys how to classify a failure.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -103,6 +104,19 @@ def already_queued(lock: str, waiting: tuple[int, str] | None) -> AlreadyQueuedE
         job_id=job_id,
         task=task,
     )
+
+
+def unchanged(
+    subject: str, state: str, *, who: str | None = None, at: datetime | None = None
+) -> str:
+    """What an action that found ``subject`` so already says (not an error: it exits
+    0), and who made it so, so a colleague a second later is told the work is done:
+    ``issue 16 is already resolved (by alice at 2026-12-06 03:12 UTC); nothing was
+    changed``. One wording for the issue actions and the schedule's pause and resume,
+    in the CLI, the web console and the dashboard."""
+    when = f"at {at:%Y-%m-%d %H:%M} UTC" if at is not None else ""
+    why = " ".join(part for part in (who, when) if part)
+    return f"{subject} is {state}{f' ({why})' if why else ''}; nothing was changed"
 
 
 class NotFoundError(JobsysError):

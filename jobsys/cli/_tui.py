@@ -613,14 +613,14 @@ class DashboardApp(App[None]):
         pane, key = self.current()
         if key is None or pane != "issues":
             return
+        from jobsys.issues.service import change_note
+
         issue = self.row(pane, key) or {}
-
-        def said(result: dict[str, Any]) -> str:  # a resolve or reopen may find it so already
-            if result.get("changed", True):
-                return f"issue {key}: {done}"
-            return f"issue {key}: already {result['status']}; nothing was changed"
-
-        self._ask(f"{verb} issue {key}: {issue.get('title', '')}?", lambda: call(int(key)), said)
+        self._ask(
+            f"{verb} issue {key}: {issue.get('title', '')}?",
+            lambda: call(int(key)),
+            lambda result: change_note(result, done, title=False),  # or found it so already
+        )
 
     def action_resolve(self) -> None:
         from jobsys.issues.service import resolve_issue
@@ -646,7 +646,7 @@ class DashboardApp(App[None]):
         )
 
     def action_pause(self) -> None:
-        from jobsys.schedule.service import set_paused
+        from jobsys.schedule.service import paused_note, set_paused
 
         pane, key = self.current()
         if key is None or pane not in ("schedule", "lanes"):
@@ -661,7 +661,7 @@ class DashboardApp(App[None]):
             lambda: set_paused(
                 self.settings, config_of(self.settings, with_tasks=True), key, not paused
             ),
-            f"{key}: {verb}d",
+            paused_note,  # another operator may have done it meanwhile
         )
 
     def _pause_lane(self, lane: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jobsys.db.session import command_connection
-from jobsys.errors import NotFoundError, RefusedError, UsageError, not_found
+from jobsys.errors import NotFoundError, RefusedError, UsageError, not_found, unchanged
 from jobsys.failures import store as failures_store
 from jobsys.failures.filters import check_limit
 from jobsys.failures.service import public as public_failure
@@ -122,22 +122,22 @@ async def _change(
     return {**row, "changed": True}
 
 
-def change_note(issue: dict[str, Any], done: str) -> str:
-    """What a resolve, mute or reopen did, for a human: ``issue 16 resolved: TITLE``;
-    for one that found it so already (``changed`` false) that and who did it, so a
-    colleague a second later is told the work is done: ``issue 16 is already resolved
-    (by alice at 2026-12-06 03:12 UTC); nothing was changed: TITLE``."""
+def change_note(issue: dict[str, Any], done: str, *, title: bool = True) -> str:
+    """What a resolve, mute or reopen did, for a human (the CLI, the web console and,
+    without the title its row shows, the dashboard): ``issue 16 resolved: TITLE``; for
+    one that found it so already (``changed`` false) that and who did it
+    (:func:`jobsys.errors.unchanged`): ``issue 16 is already resolved (by alice at
+    2026-12-06 03:12 UTC); nothing was changed: TITLE``."""
+    subject = f"issue {issue['id']}"
     if issue.get("changed", True):
-        return f"issue {issue['id']} {done}: {issue['title']}"
-    if issue["status"] == "resolved":
-        reason = (issue.get("details") or {}).get("resolved_reason")
-        who = reason or (f"by {issue['resolved_by']}" if issue.get("resolved_by") else "")
-        at = issue.get("resolved_at")
-        when = f"at {at:%Y-%m-%d %H:%M} UTC" if at is not None else ""
-        state = "resolved" + (f" ({' '.join(p for p in (who, when) if p)})" if who or when else "")
+        note = f"{subject} {done}"
+    elif issue["status"] != "resolved":
+        note = unchanged(subject, "already open")
     else:
-        state = "open"
-    return f"issue {issue['id']} is already {state}; nothing was changed: {issue['title']}"
+        reason = (issue.get("details") or {}).get("resolved_reason")
+        who = reason or (f"by {issue['resolved_by']}" if issue.get("resolved_by") else None)
+        note = unchanged(subject, "already resolved", who=who, at=issue.get("resolved_at"))
+    return f"{note}: {issue['title']}" if title else note
 
 
 async def resolve_issue(

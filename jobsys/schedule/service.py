@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from jobsys.db.query import columns
-from jobsys.errors import ConfigError, JobsysError, UsageError, not_found, suggestion
+from jobsys.errors import (
+    ConfigError,
+    JobsysError,
+    UsageError,
+    not_found,
+    suggestion,
+    unchanged,
+)
 
 if TYPE_CHECKING:
     from jobsys.config import Config
@@ -183,19 +190,18 @@ async def set_paused(settings: Settings, config: Config, name: str, paused: bool
 
 
 def paused_note(result: dict[str, Any]) -> str:
-    """What ``schedule pause`` / ``resume`` did, for a human; when the entry was so
-    already, that and who paused it: a second operator's pause does not take it over."""
+    """What ``schedule pause`` / ``resume`` did, for a human (the CLI, the web console
+    and the dashboard); when the entry was so already, that and who paused it
+    (:func:`jobsys.errors.unchanged`): a second operator's pause does not take it over."""
     name = result["name"]
     if result["changed"]:
         if result["paused"]:
             return f"{name} paused; ticks are not enqueued until it is resumed"
         return f"{name} resumed"
     if not result["paused"]:
-        return f"{name} was not paused; nothing was changed"
-    at = result["paused_at"]
-    since = f" at {at:%Y-%m-%d %H:%M} UTC" if at is not None else ""
-    by = f" by {result['paused_by']}" if result["paused_by"] else ""
-    return f"{name} was already paused{by}{since}; nothing was changed"
+        return unchanged(name, "not paused")
+    who = f"by {result['paused_by']}" if result["paused_by"] else None
+    return unchanged(name, "already paused", who=who, at=result["paused_at"])
 
 
 async def check(settings: Settings, config: Config) -> dict[str, Any]:

@@ -82,8 +82,11 @@ async def test_mute_reopen_pause_resume_cancel_and_filter_with_keys(
         await act(pilot, app, "p", f"pause schedule entry {entry}?")
         await until(lambda: sql(db_url, paused, (entry,)) == [{"paused": True}], "the pause")
         await until(lambda: (app.row("schedule", entry) or {}).get("paused"), "paused shown")
+        # the words of `schedule pause` (not 'ENTRY: paused' whatever the result)
+        assert app.note == f"{entry} paused; ticks are not enqueued until it is resumed"
         await act(pilot, app, "p", f"resume schedule entry {entry}?")
         await until(lambda: sql(db_url, paused, (entry,)) == [{"paused": False}], "the resume")
+        await until(lambda: app.note == f"{entry} resumed", "the resume's note")
 
         # the base lane: pause its queues for every worker, then resume them
         pauses = "SELECT queue, target FROM jobsys_queue_pauses ORDER BY queue"
@@ -149,7 +152,7 @@ async def test_a_pause_and_a_mute_read_right_at_80x24(
         await select(pilot, app, "issues", str(issue))
         await act(pilot, app, "m", f"mute (2h) issue {issue}: AuthenticationError")
         await until(lambda: status_of(db_url, issue)["status"] == "muted", "the mute")
-        await until(lambda: summary(app)[1] == f"issue {issue}: muted for 2h", "the note")
+        await until(lambda: summary(app)[1] == f"issue {issue} muted for 2h", "the note")
         # every issue (`a`): the status tells the muted one apart, at 80 columns too
         await pilot.press("a")
         await until(lambda: app.row("issues", str(issue)) is not None, "the muted issue")
@@ -258,6 +261,7 @@ async def test_resolving_a_resolved_issue_with_keys_says_it_already_was(
         await select(pilot, app, "issues", str(issue))
         await act(pilot, app, "s", f"resolve issue {issue}: test issue?")
         await until(lambda: "already" in app.note, "the note")
-        assert app.note == f"issue {issue}: already resolved; nothing was changed"
+        assert app.note.startswith(f"issue {issue} is already resolved (by alice at ")
+        assert app.note.endswith(" UTC); nothing was changed"), app.note
     [row] = sql(db_url, "SELECT resolved_by FROM jobsys_issues WHERE id = %s", (issue,))
     assert row["resolved_by"] == "alice"

@@ -426,7 +426,7 @@ def test_a_second_pause_or_a_resume_of_a_running_entry_writes_nothing(
     before = state()
     again = cli(*base, "pause", "every_second", env={"JOBSYS_OPERATOR": "bob"})
     assert again.exit_code == 0
-    assert "every_second was already paused by alice at " in again.stderr, again.stderr
+    assert "every_second is already paused (by alice at " in again.stderr, again.stderr
     assert "nothing was changed" in again.stderr
     as_json = cli(*base, "pause", "every_second", "--json", env={"JOBSYS_OPERATOR": "bob"})
     assert (as_json.json()["paused_by"], as_json.json()["changed"]) == ("alice", False)
@@ -436,5 +436,5 @@ def test_a_second_pause_or_a_resume_of_a_running_entry_writes_nothing(
     idle = cli(*base, "resume", "every_second", "--json")
     assert (idle.exit_code, idle.json()["changed"]) == (0, False)
     text = cli(*base, "resume", "every_second")
-    assert text.stderr.strip() == "every_second was not paused; nothing was changed"
+    assert text.stderr.strip() == "every_second is not paused; nothing was changed"
     assert state() == before  # the high-water mark did not move
