@@ -69,6 +69,34 @@ SELECT pause.queue, pause.paused_at, pause.paused_by, pause.reason, pause.until,
  ORDER BY pause.queue
 """
 
+#: When the last pause of each queue ended, for the queues where it has, in seconds
+#: ago by the database's clock: the earlier of its ``until`` (a ``--for`` pause that
+#: ran out ended then, even if a resume came later) and the first resume after it. Read
+#: from the audit, since a resume deletes the pause row; ``id`` is the order in which
+#: the actions took effect (they are serialised per queue). A pause re-issued while in
+#: force replaces the row, so the last pause event is the pause that was in force.
+PAUSE_ENDS = """
+SELECT last.queue, extract(epoch FROM now() - last.ended_at)::float8 AS ended_seconds
+  FROM (
+      SELECT pause.queue,
+             least(pause.until, (
+                 SELECT resume.created_at FROM jobsys_queue_pause_events AS resume
+                  WHERE resume.queue = pause.queue AND resume.action = 'resume'
+                    AND resume.id > pause.id
+                  ORDER BY resume.id
+                  LIMIT 1
+             )) AS ended_at
+        FROM (
+            SELECT DISTINCT ON (queue) id, queue, until
+              FROM jobsys_queue_pause_events
+             WHERE action = 'pause'
+               AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+             ORDER BY queue, id DESC
+        ) AS pause
+  ) AS last
+ WHERE last.ended_at <= now()
+"""
+
 #: A job under a rate starts: its ledger row (its planned start plus ``pad`` until now)
 #: takes its planned start plus how late it started (``late``, measured by the worker
 #: and bounded by the round trip its plan came from) less ``slack``, or, with ``late``
@@ -130,6 +158,13 @@ async def set_paused(
 
 async def active_pauses(conn: Any, queues: list[str] | None = None) -> list[dict[str, Any]]:
     return await query.fetch_all(conn, ACTIVE_PAUSES, {"queues": queues})
+
+
+async def pause_ends(conn: Any, queues: list[str] | None = None) -> dict[str, float]:
+    """Seconds since the last pause of each of ``queues`` (all when None) ended, for
+    those once paused and not paused now (resumed, or a ``--for`` pause ran out)."""
+    rows = await query.fetch_all(conn, PAUSE_ENDS, {"queues": queues})
+    return {str(r["queue"]): max(float(r["ended_seconds"]), 0.0) for r in rows}
 
 
 async def wait_facts(

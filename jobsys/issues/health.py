@@ -14,14 +14,17 @@ A paused queue's jobs wait because an operator said so: its ``waiting`` and
 ``failure_rate`` and ``stalled`` are still checked (jobs that ran, or run, despite
 it). A ``waiting``, ``oldest_wait`` or ``no_worker`` issue open when the queue is
 paused resolves itself (``auto``) like any healthy signal: the pause is the
-operator's acknowledgement.
+operator's acknowledgement. Once the queue is open again (resumed, or its ``--for``
+pause ran out), a job's ``oldest_wait`` counts from the later of its own ready time
+and the end of the pause, so a backlog that piled up during the pause alarms only if
+it still waits ``max_oldest_wait_seconds`` after the queue opened.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,12 +66,19 @@ def evaluate(
     stalled: dict[str, int],
     live_lanes: set[str],
     paused: Collection[str] = frozenset(),
+    pause_ends: Mapping[str, float] | None = None,
 ) -> list[Breach]:
     """Breaches from the measured state (pure): waiting (count, oldest seconds),
     outcomes (failed, finished), stalled counts per queue, the lanes with a worker,
-    and the paused queues (whose waiting is left out)."""
+    the paused queues (whose waiting is left out) and the seconds since the last
+    pause of a queue ended (its oldest wait counts from there at most)."""
     breaches = []
-    waiting = {q: w for q, w in waiting.items() if q not in paused}
+    ended = pause_ends or {}
+    waiting = {
+        q: (count, min(oldest, ended.get(q, oldest)))
+        for q, (count, oldest) in waiting.items()
+        if q not in paused
+    }
     queues = set(config.all_queues) | set(waiting) | set(outcomes) | set(stalled)
     for queue in sorted(queues):
         limits = thresholds(config, queue)
@@ -85,10 +95,11 @@ def evaluate(
                 )
             )
         if count and oldest > limits.max_oldest_wait_seconds:
+            since = " since the queue's pause ended" if oldest == ended.get(queue) else ""
             breaches.append(
                 Breach(
                     fp.queue_health(queue, "oldest_wait"),
-                    f"queue {queue}: oldest job waiting {oldest:.0f}s "
+                    f"queue {queue}: oldest job waiting {oldest:.0f}s{since} "
                     f"(threshold {limits.max_oldest_wait_seconds:.0f}s)",
                     queue,
                     "oldest_wait",
@@ -140,7 +151,9 @@ def evaluate(
     return breaches
 
 
-async def measure(conn: Any, config: Config) -> tuple[Any, Any, Any, set[str], set[str]]:
+async def measure(
+    conn: Any, config: Config
+) -> tuple[Any, Any, Any, set[str], set[str], dict[str, float]]:
     dead_after = config.queues.worker.dead_after_seconds
     waiting = {
         r["queue"]: (int(r["waiting"]), float(r["oldest_wait_seconds"] or 0))
@@ -156,7 +169,9 @@ async def measure(conn: Any, config: Config) -> tuple[Any, Any, Any, set[str], s
         r["queue"]: int(r["stalled"]) for r in await health_store.queue_stalled(conn, dead_after)
     }
     live = await health_store.live_lanes(conn, dead_after)
-    return waiting, outcomes, stalled, live, await health_store.paused_queues(conn)
+    paused = await health_store.paused_queues(conn)
+    ended = await health_store.pause_ends(conn, sorted(waiting))
+    return waiting, outcomes, stalled, live, paused, ended
 
 
 async def apply(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import failures_support as fx
 import pytest
@@ -15,6 +16,7 @@ from jobsys.db.connect import connect
 from jobsys.failures.recorder import record_failure
 from jobsys.failures.store import FailureRow
 from jobsys.flow import store as flow_store
+from jobsys.issues import health_store
 from jobsys.issues.health import check_queues
 from jobsys.issues.probes import check_services
 
@@ -190,7 +192,8 @@ async def test_a_paused_queue_alarms_on_failures_not_on_its_waiting_jobs(db_url:
     """An operator paused profiles at 3 a.m.: its jobs pile up on purpose. Its waiting
     and oldest_wait issues, and the base lane's no_worker counted from its jobs, are
     resolved (auto) by the pause; its failure rate still alarms. Resumed, the waiting
-    jobs alarm again. (Before: the paused queue's waiting jobs stayed breaches.)"""
+    jobs alarm again, but their oldest wait counts from the resume. (Before: the paused
+    queue's waiting jobs stayed breaches.)"""
     config = fx.repo_config(health=Health(queues=TIGHT))
     app = fx.build_app(db_url, config)
     async with app.open_async():
@@ -231,7 +234,90 @@ async def test_a_paused_queue_alarms_on_failures_not_on_its_waiting_jobs(db_url:
         }
         await pause(False)
         result = await check_queues(conn, config)
-        assert {b["fingerprint"] for b in result["breaches"]} == waiting | {rate}
+        assert {b["fingerprint"] for b in result["breaches"]} == waiting - {
+            "queue_health:profiles:oldest_wait"
+        } | {rate}
+
+
+async def _backlog(db_url: str, config: Any) -> None:
+    """Five jobs of profiles, ready 30 minutes ago; no worker serves the base lane."""
+    app = fx.build_app(db_url, config)
+    async with app.open_async():
+        await fx.defer(app, [("fx.ok", {"account_id": i}) for i in range(5)])
+    fx.rows(
+        db_url,
+        "UPDATE procrastinate_events SET at = at - interval '30 minutes'"
+        " WHERE type = 'deferred' RETURNING id",
+    )
+
+
+async def _oldest_wait(conn: Any, config: Any) -> float | None:
+    """Run the check; the oldest_wait breach's value, None when there is none."""
+    result = await check_queues(conn, config)
+    signals = {b["signal"]: b for b in result["breaches"]}
+    # the backlog itself still breaches (unless the queue is paused)
+    assert set(signals) - {"oldest_wait"} in ({"waiting", "no_worker"}, set())
+    return signals["oldest_wait"]["value"] if "oldest_wait" in signals else None
+
+
+async def test_a_resumed_queue_gets_its_threshold_to_drain_before_oldest_wait(
+    db_url: str,
+) -> None:
+    """Jobs waited 30 minutes, mostly while profiles was paused (for an hour, resumed
+    early by hand). The first check after the resume opens no oldest_wait issue: the
+    queue is draining. The same backlog still waiting 90 s after the resume (threshold
+    60 s) opens it, counted from the resume, not from the jobs' ready time nor from the
+    pause's planned end. (Before: oldest_wait opened at once, at 1,800 s.)"""
+    config = fx.repo_config(health=Health(queues=TIGHT))
+    await _backlog(db_url, config)
+    async with connect(db_url) as conn:
+        await flow_store.set_paused(
+            conn, ["profiles"], paused=True, actor="alice", target="profiles", for_seconds=3600
+        )
+        await conn.execute(
+            "UPDATE jobsys_queue_pause_events SET created_at = now() - interval '25 minutes'"
+        )
+        assert await _oldest_wait(conn, config) is None  # paused: nothing about waiting
+        await flow_store.set_paused(
+            conn, ["profiles"], paused=False, actor="alice", target="profiles"
+        )
+        assert await _oldest_wait(conn, config) is None
+        await conn.execute(
+            "UPDATE jobsys_queue_pause_events SET created_at = created_at - interval '90 seconds'"
+            " WHERE action = 'resume'"
+        )
+        wait = await _oldest_wait(conn, config)
+    assert wait is not None and 90 <= wait < 150
+    (issue,) = fx.rows(
+        db_url, "SELECT title FROM jobsys_issues WHERE fingerprint LIKE '%%:oldest_wait'"
+    )
+    assert "since the queue's pause ended" in issue["title"]
+
+
+async def test_a_pause_for_a_while_ends_at_its_until_even_if_resumed_later(
+    db_url: str,
+) -> None:
+    """`queues pause profiles --for 20m` ran out 10 s ago: the queue is open since then,
+    so no oldest_wait yet. A resume by hand afterwards does not restart the clock, and
+    90 s after the pause ran out the backlog alarms, counted from its end."""
+    config = fx.repo_config(health=Health(queues=TIGHT))
+    await _backlog(db_url, config)
+    ran_out = "UPDATE {} SET until = now() - interval '{} seconds'"
+    async with connect(db_url) as conn:
+        await flow_store.set_paused(
+            conn, ["profiles"], paused=True, actor="alice", target="profiles", for_seconds=1200
+        )
+        for table in ("jobsys_queue_pauses", "jobsys_queue_pause_events"):
+            await conn.execute(ran_out.format(table, 10))
+        assert await health_store.paused_queues(conn) == set()
+        assert await _oldest_wait(conn, config) is None
+        await flow_store.set_paused(
+            conn, ["profiles"], paused=False, actor="bob", target="profiles"
+        )
+        assert await _oldest_wait(conn, config) is None
+        await conn.execute(ran_out.format("jobsys_queue_pause_events", 90))
+        wait = await _oldest_wait(conn, config)
+    assert wait is not None and 90 <= wait < 150
 
 
 async def test_quiet_job_failure_issues_resolve_themselves(db_url: str) -> None:

@@ -1,6 +1,7 @@
 """Queue health (``jobsys.issues.health.evaluate``, pure): a paused queue's waiting
 jobs are no alarm, neither for the queue nor for its lane's ``no_worker``; its
-failure rate and stalled jobs still are."""
+failure rate and stalled jobs still are. Once it is resumed, its oldest wait counts
+from the end of the pause."""
 
 from __future__ import annotations
 
@@ -57,3 +58,25 @@ def test_a_lane_whose_waiting_queues_are_all_paused_has_no_worker_alarm() -> Non
 
 def test_a_pause_of_another_queue_changes_nothing() -> None:
     assert _signals({"messages"}) == _signals(set())
+
+
+def test_a_resumed_queue_counts_its_oldest_wait_from_the_end_of_the_pause() -> None:
+    # profiles' oldest job is 900 s old, but the queue was resumed 30 s ago
+    breaches = evaluate(CONFIG, WAITING, {}, {}, {"base"}, set(), {"profiles": 30.0})
+    assert {b.fingerprint: b.value for b in breaches} == {"queue_health:profiles:waiting": 10}
+
+
+def test_a_backlog_still_waiting_after_the_threshold_since_the_resume_alarms() -> None:
+    breaches = evaluate(CONFIG, WAITING, {}, {}, {"base"}, set(), {"profiles": 75.0})
+    (oldest,) = [b for b in breaches if b.signal == "oldest_wait"]
+    assert oldest.value == 75.0
+    assert oldest.title == (
+        "queue profiles: oldest job waiting 75s since the queue's pause ended (threshold 60s)"
+    )
+
+
+def test_a_pause_that_ended_before_the_oldest_job_was_ready_changes_nothing() -> None:
+    ended = {"profiles": 5000.0, "sync": 10.0}
+    assert evaluate(CONFIG, WAITING, {}, {}, {"base"}, set(), ended) == evaluate(
+        CONFIG, WAITING, {}, {}, {"base"}, set()
+    )
