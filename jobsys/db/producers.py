@@ -27,7 +27,10 @@ connections at once for 50 concurrent requests). Such calls now reuse connection
   (:meth:`~jobsys.db.direct.DirectConnection.server_spoke`), so no defer fails with
   :class:`~jobsys.errors.ConnectionLost` for a statement it never sent.
 - **Closed** at interpreter exit, or explicitly with :func:`close` (an application's
-  shutdown hook, README "Python API").
+  shutdown hook, README "Python API"). A defer already begun ends as it would have
+  (``close`` waits for those of ``defer_sync``, up to :data:`CLOSE_WAIT_SECONDS`, and
+  returns as soon as they are done); one begun after opens the next pool, except after
+  the interpreter's exit handler: then it is a :class:`~jobsys.errors.UsageError`.
 
 Connections are autocommit (a defer is one statement that commits by itself) and
 :class:`jobsys.db.direct.DirectConnection`: the defer statement skips psycopg's cursor.
@@ -125,10 +128,14 @@ class _Process:
     )
     loop: asyncio.AbstractEventLoop | None = None  # sync callers' loop, on its thread
     thread: threading.Thread | None = None
+    #: close() has begun: no new defer may go to ``loop`` (see :func:`_submit`).
+    closing: bool = False
 
 
 _lock = threading.Lock()
 _process: _Process | None = None
+#: The interpreter is exiting and closed the pools: no defer may open them again.
+_exited = False
 #: Pools inherited from a parent process: never used, never closed, never collected.
 _inherited: list[_Process] = []
 
@@ -214,6 +221,8 @@ async def _pool(process: _Process, url: str) -> _Pool:
     pool = process.pools.get((id(loop), url))
     if pool is not None and pool.loop is loop and not pool.closed:
         return pool
+    if _exited:
+        raise _exiting()
     _sweep(process)  # a new loop: an older one may have closed (ids are reused)
     pool = _Pool(loop=loop, url=url)
     with process.lock:
@@ -297,10 +306,9 @@ async def _acquire(process: _Process, pool: _Pool) -> Any:
             except BaseException:
                 _give_back(process)
                 raise
-            if pool.closed:  # the loop shut down while connecting
-                _finish(conn)
-                _give_back(process)
-                raise _timeout(pool.url, "the producer pool closed")
+            # The pool may have closed while this connected (close() from another
+            # thread): the defer began before, so it still runs on the connection,
+            # which closes when returned (_release), as for a defer already running.
             pool.owned.add(conn)
             return conn
         remaining = deadline - time.monotonic()
@@ -509,23 +517,33 @@ async def run(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
     return await _with_connection(await _pool(_current(), url), work)
 
 
-def _sync_loop() -> asyncio.AbstractEventLoop:
-    """The loop sync callers' defers run on (started on first use, per process)."""
-    process = _current()
-    with process.lock:
-        if process.loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(
-                target=loop.run_forever, name="jobsys-producer-pool", daemon=True
-            )
-            thread.start()
-            process.loop, process.thread = loop, thread
-        return process.loop
+def _submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Hand ``coro`` to the process's sync-callers loop (started on first use)."""
+    while True:
+        if _exited:
+            coro.close()
+            raise _exiting()
+        process = _current()
+        with process.lock:
+            # Checked and submitted under the lock close() takes to set ``closing``:
+            # a defer handed over before runs to its end (close() waits for it); one
+            # after would reach a loop that is stopping, and never run. It goes to the
+            # next pool instead (close() has already made it the current one).
+            if process.closing:
+                continue
+            if process.loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="jobsys-producer-pool", daemon=True
+                )
+                thread.start()
+                process.loop, process.thread = loop, thread
+            return asyncio.run_coroutine_threadsafe(coro, process.loop)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on the process's sync-callers loop and wait (any thread)."""
-    future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, _sync_loop())
+    future = _submit(coro)
     try:
         return future.result()
     except concurrent.futures.CancelledError:
@@ -622,6 +640,8 @@ def close() -> None:
     if process.pid != os.getpid():
         _inherited.append(process)
         return
+    with process.lock:
+        process.closing = True
     try:
         running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
@@ -659,4 +679,21 @@ async def aclose() -> None:
     await asyncio.get_running_loop().run_in_executor(None, close)
 
 
-atexit.register(close)
+def _exiting() -> UsageError:
+    return UsageError(
+        "defer after the interpreter began exiting: the producer pool is closed "
+        "(nothing was inserted)",
+        hint="Defer before the program ends: join the threads that defer (or make them "
+        "non-daemon) instead of leaving them running at exit.",
+    )
+
+
+def _close_at_exit() -> None:
+    """At interpreter exit: :func:`close`, for good (a defer of a daemon thread, or of
+    a later exit handler, would open a pool that nothing closes)."""
+    global _exited
+    _exited = True
+    close()
+
+
+atexit.register(_close_at_exit)

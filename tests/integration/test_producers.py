@@ -661,6 +661,26 @@ def test_a_database_that_cannot_be_reached_is_not_a_lost_connection(
     assert raised.value.message.startswith("cannot connect to the database at ")
 
 
+def defer_in_thread(
+    tag: str, name: str | None = None
+) -> tuple[threading.Thread, list[BaseException | int]]:
+    """A ``defer_sync`` of job ``tag`` on a thread of its own (started); its outcome (the
+    id, or what it raised) lands in the list."""
+    import jobsys
+
+    outcome: list[BaseException | int] = []
+
+    def caller() -> None:
+        try:
+            outcome.append(jobsys.defer_sync("rt.sleep", {"tag": tag}))
+        except BaseException as exc:  # reported by the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=caller, name=name, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
 def test_close_from_another_thread_ends_a_waiting_sync_defer_with_an_error(
     api_env: dict[str, str],  # noqa: F811
     db_url: str,
@@ -675,18 +695,9 @@ def test_close_from_another_thread_ends_a_waiting_sync_defer_with_an_error(
 
     monkeypatch.setattr(producers, "CLOSE_WAIT_SECONDS", 0.5)
     jobsys.defer_sync("rt.sleep", {"tag": "warm"})
-    outcome: list[BaseException | int] = []
-
-    def caller() -> None:
-        try:
-            outcome.append(jobsys.defer_sync("rt.sleep", {"tag": "waiting"}))
-        except BaseException as exc:  # reported below
-            outcome.append(exc)
-
     with psycopg.connect(db_url) as locker:  # holds the lock until it rolls back
         locker.execute("LOCK TABLE procrastinate_jobs IN EXCLUSIVE MODE")
-        thread = threading.Thread(target=caller, daemon=True)
-        thread.start()
+        thread, outcome = defer_in_thread("waiting")
         asyncio.run(producer_waits_on_a_lock(db_url))
         closer = threading.Thread(target=producers.close, daemon=True)
         closer.start()
@@ -733,3 +744,153 @@ async def test_aclose_lets_a_defer_of_the_same_loop_finish(
             break
         await asyncio.sleep(0.05)
     assert backends(db_url) == 0
+
+
+def test_close_lets_a_defer_whose_connection_is_opening_finish(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``producers.close()`` while a ``defer_sync`` of another thread is opening its
+    connection: the defer began before close, so it is written and returns its id, and
+    close returns once it is done. It used to fail with "cannot connect to the database
+    at ...: the producer pool closed" (the database was fine; the job was lost)."""
+    import time
+
+    connecting = threading.Event()
+    real_connect = producers._connect
+
+    async def slow_connect(url: str) -> object:
+        connecting.set()
+        await asyncio.sleep(0.3)  # close() runs meanwhile
+        return await real_connect(url)
+
+    monkeypatch.setattr(producers, "_connect", slow_connect)
+    thread, outcome = defer_in_thread("opening")
+    assert connecting.wait(10), "the defer never opened a connection"
+    started = time.monotonic()
+    producers.close()
+    took = time.monotonic() - started
+    thread.join(15)
+    assert not thread.is_alive(), "the defer_sync still waited 15 s after close()"
+    assert len(outcome) == 1 and isinstance(outcome[0], int), outcome
+    assert took < 3, f"close() took {took:.1f} s for a defer of 0.3 s"
+    rows = query(db_url, "SELECT id, args->>'tag' FROM procrastinate_jobs")
+    assert [tuple(r) for r in rows] == [(outcome[0], "opening")]
+    assert wait_for_backends(db_url, 0) == 0  # closed when the defer returned it
+
+
+def test_close_returns_once_a_waiting_sync_defer_is_written(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+) -> None:
+    """``producers.close()`` while a ``defer_sync`` of another thread waits on a lock that
+    is freed 1 s later: close waits for that defer (its job is in, its caller has the
+    id) and returns then, not after a fixed wait (``CLOSE_WAIT_SECONDS`` is its bound)."""
+    import time
+
+    import jobsys
+
+    jobsys.defer_sync("rt.sleep", {"tag": "warm"})
+    with psycopg.connect(db_url) as locker:  # holds the lock until it rolls back
+        locker.execute("LOCK TABLE procrastinate_jobs IN EXCLUSIVE MODE")
+        thread, outcome = defer_in_thread("waiting")
+        asyncio.run(producer_waits_on_a_lock(db_url))
+        freer = threading.Timer(1.0, locker.rollback)
+        freer.start()
+        started = time.monotonic()
+        producers.close()
+        took = time.monotonic() - started
+        freer.join()
+    thread.join(15)
+    assert len(outcome) == 1 and isinstance(outcome[0], int), outcome
+    assert 0.9 < took < producers.CLOSE_WAIT_SECONDS - 1, f"close() took {took:.1f} s"
+    tags = dict(query(db_url, "SELECT id, args->>'tag' FROM procrastinate_jobs"))
+    assert tags[outcome[0]] == "waiting"
+    assert wait_for_backends(db_url, 0) == 0
+
+
+def test_a_defer_handed_over_as_close_stops_the_loop_goes_to_the_next_pool(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``defer_sync`` that found the sync callers' loop just before ``close()`` stopped
+    it is written on the next pool. It used to reach the stopped loop: a stray
+    ``RuntimeError: Event loop is closed`` (and, handed over between the loop's stop and
+    its close, it would never have run: its caller would have waited for ever)."""
+    import jobsys
+
+    jobsys.defer_sync("rt.sleep", {"tag": "warm"})  # the sync loop runs
+    closed = threading.Event()
+    real_current = producers._current
+    held: list[bool] = []
+
+    def current() -> producers._Process:
+        process = real_current()
+        if threading.current_thread().name == "late-caller" and not held:
+            held.append(True)
+            closed.wait(10)  # the caller holds the old process while close() runs
+        return process
+
+    monkeypatch.setattr(producers, "_current", current)
+    thread, outcome = defer_in_thread("late", name="late-caller")
+    while not held:
+        threading.Event().wait(0.01)
+    producers.close()
+    closed.set()
+    thread.join(15)
+    assert not thread.is_alive(), "the defer_sync still waited 15 s after close()"
+    assert len(outcome) == 1 and isinstance(outcome[0], int), outcome
+    tags = dict(query(db_url, "SELECT id, args->>'tag' FROM procrastinate_jobs"))
+    assert tags[outcome[0]] == "late"
+
+
+EXIT_SCRIPT = """
+import atexit
+
+
+def late() -> None:  # registered first: runs after jobsys's own exit handler
+    import jobsys
+    from jobsys.errors import JobsysError
+
+    try:
+        print("inserted", jobsys.defer_sync("rt.sleep", {"tag": "late"}))
+    except JobsysError as exc:
+        print("refused:", exc.message)
+
+
+atexit.register(late)
+import jobsys
+
+print("warm", jobsys.defer_sync("rt.sleep", {"tag": "warm"}))
+"""
+
+
+def test_a_defer_after_the_exit_handler_is_a_clear_error(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    """The pools close at interpreter exit for good: a defer after that (a later exit
+    handler, a daemon thread still running) is refused with a readable error, rather
+    than opening a pool (a thread, a connection) that nothing closes. It used to insert
+    the job on such a pool."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit_defer.py"
+    script.write_text(EXIT_SCRIPT)
+    import jobsys
+
+    # This checkout's jobsys, whichever one the interpreter has installed.
+    source = Path(jobsys.__file__).resolve().parents[1]
+    env = dict(api_env, PYTHONPATH=f"{api_env['PYTHONPATH']}:{source}")
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused: defer after the interpreter began exiting" in done.stdout, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    tags = [r[0] for r in query(db_url, "SELECT args->>'tag' FROM procrastinate_jobs")]
+    assert tags == ["warm"]
