@@ -194,8 +194,11 @@ def emit_list(items: Iterable[Any], **kwargs: Any) -> None:
 
 
 def result(data: Any, *, json: bool, line: str) -> None:
-    """An action's outcome: with ``json`` its result as one document on stdout, else
-    ``line`` for a human (stderr)."""
+    """An action's outcome, once the action is done (committed): with ``json`` its
+    result as one document on stdout, else ``line`` for a human (stderr)."""
+    from jobsys.cli._pipe import committed
+
+    committed()
     if json:
         emit_json(data)
     else:

@@ -8,6 +8,7 @@ import typer
 
 from jobsys.cli._context import config, run, settings
 from jobsys.cli._options import JsonOpt, YesOpt
+from jobsys.cli._pipe import committed
 from jobsys.errors import EXIT_FAILED
 
 app = typer.Typer(help="Database: start/stop the embedded server, migrate, check the schema.")
@@ -34,6 +35,7 @@ def stop(ctx: typer.Context, json: JsonOpt = False) -> None:
     from jobsys.db import service
 
     result = service.stop(settings(ctx), lambda: config(ctx))
+    committed()
     if json:
         _output.emit_json(result)
     else:
@@ -90,6 +92,7 @@ def upgrade(
     from jobsys.db import service
 
     result = service.upgrade(settings(ctx), lambda: config(ctx), revision)
+    committed()
     if json:
         _output.emit_json(result)
     else:

@@ -49,6 +49,7 @@ def defer(
 ) -> None:
     """Defer a job and print its id. Bad input exits 2 and inserts nothing."""
     from jobsys.cli import _output
+    from jobsys.cli._pipe import committed
     from jobsys.jobs import service
 
     result = run(
@@ -67,6 +68,7 @@ def defer(
             unique_keys=tuple(unique_key or ()),
         )
     )
+    committed()
     if json:
         _output.emit_json(result)
         return

@@ -19,7 +19,8 @@ def events(
         bool, typer.Option("--json", help="One JSON object per line, flushed as it arrives.")
     ] = False,
 ) -> None:
-    """Stream live events as they happen (Ctrl-C to stop).
+    """Stream live events as they happen (Ctrl-C to stop; piped, it stops once its
+    reader does, exit 141).
 
     A `resync` record after a reconnection means events may have been missed: re-read.
     """
@@ -27,6 +28,7 @@ def events(
 
     from jobsys.cli import _output
     from jobsys.cli._context import run
+    from jobsys.cli._pipe import while_read
     from jobsys.live import stream
 
     def on_event(event: dict[str, Any]) -> None:
@@ -38,6 +40,8 @@ def events(
             _output.event_line(event["received_at"], event["topic"], event["data"])
 
     try:
-        run(stream.follow(settings(ctx), config(ctx), topic or [], on_event, _output.say))
+        # Stops when the reader goes away (`| head -3`), not at the next event after.
+        follow = stream.follow(settings(ctx), config(ctx), topic or [], on_event, _output.say)
+        run(while_read(follow))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

@@ -176,6 +176,7 @@ def execute_bulk(ctx: typer.Context, request: BulkRequest, *, yes: bool, json: b
     progress bar on stderr, the report on stdout (one JSON document with --json)."""
     from jobsys.cli import _output
     from jobsys.cli._context import run
+    from jobsys.cli._pipe import committed
     from jobsys.jobs.bulk import bulk_action
 
     for note in task_notes(ctx, request.filters.task, request.filters.args):
@@ -207,6 +208,8 @@ def execute_bulk(ctx: typer.Context, request: BulkRequest, *, yes: bool, json: b
                 progress=progress,
             )
         )
+    if not request.dry_run:
+        committed()
     if json:
         _output.emit_json(report)
     else:
@@ -346,6 +349,7 @@ def cancel(
     chunks (running ones only with --abort-running). Without --yes, previews and asks."""
     from jobsys.cli import _output
     from jobsys.cli._context import run
+    from jobsys.cli._pipe import committed
     from jobsys.jobs.browser import cancel_job
 
     if job_id is not None and all_:
@@ -356,6 +360,7 @@ def cancel(
         bulk(ctx, "jobs_cancel", filters, json=json, abort_running=abort_running)
         return
     result = run(cancel_job(settings(ctx), config(ctx), job_id))
+    committed()
     if json:
         _output.emit_json(result)
     elif result["result"] == "cancelled":

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from jobsys import errors
+from jobsys.cli import _pipe
 from jobsys.cli import config as config_cmd
 from jobsys.cli import dashboard as dashboard_cmd
 from jobsys.cli import db as db_cmd
@@ -209,7 +210,18 @@ app = build()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return the exit code (tests call this in-process)."""
+    """Run the CLI and return the exit code (tests call this in-process). A reader of
+    stdout that goes away follows one rule for every command (``_pipe``): exit 141 in
+    silence, unless a change was committed."""
+    try:
+        with _pipe.guarded():
+            status = _main(argv)
+    except _pipe.OutputClosed:
+        return _pipe.EXIT_OUTPUT_CUT
+    return _pipe.exit_status(status)
+
+
+def _main(argv: list[str] | None) -> int:
     debug = "--debug" in (argv or sys.argv[1:]) or "-v" in (argv or sys.argv[1:])
     try:
         # Without standalone mode, click returns typer.Exit's code instead of raising.

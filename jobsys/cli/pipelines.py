@@ -84,9 +84,11 @@ def show(ctx: typer.Context, pipeline_id: PipelineIdArg, json: JsonOpt = False) 
 def cancel(ctx: typer.Context, pipeline_id: PipelineIdArg, json: JsonOpt = False) -> None:
     """Cancel a pipeline: waiting steps are cancelled, running ones asked to abort."""
     from jobsys.cli import _output
+    from jobsys.cli._pipe import committed
     from jobsys.pipelines.service import cancel_pipeline
 
     result = run(cancel_pipeline(settings(ctx), config(ctx), pipeline_id))
+    committed()
     if json:
         _output.emit_json(result)
     elif result["already_cancelled"]:

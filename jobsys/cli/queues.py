@@ -143,7 +143,9 @@ def resume(
 
 def _report(result: dict[str, Any], json: bool) -> None:
     from jobsys.cli import _output
+    from jobsys.cli._pipe import committed
 
+    committed()
     if json:
         _output.emit_json(result)
         return

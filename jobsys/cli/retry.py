@@ -105,6 +105,7 @@ def issues_retry(
 
 def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool) -> None:
     from jobsys.cli import _output
+    from jobsys.cli._pipe import committed
     from jobsys.retry.rules import SKIPPED_ALREADY_RETRIED, SKIPPED_SUPERSEDED, already_done
     from jobsys.retry.service import retry as retry_service
 
@@ -128,6 +129,8 @@ def execute(ctx: typer.Context, request: RetryRequest, *, yes: bool, json: bool)
                 progress=progress,
             )
         )
+    if not request.dry_run:
+        committed()
     if json:
         _output.emit_json(report.as_dict())
     elif request.ids or request.job is not None:  # named: one verdict line each

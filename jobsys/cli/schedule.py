@@ -53,10 +53,13 @@ def run_(ctx: typer.Context, name: NameArg, json: JsonOpt = False) -> None:
     entry's overlap policy: while its previous run is still going the run is skipped
     (exit 2) or, with `overlap: queue`, queued."""
     from jobsys.cli import _output
+    from jobsys.cli._pipe import committed
     from jobsys.errors import EXIT_USAGE
     from jobsys.schedule import service
 
     result = run(service.run_entry(settings(ctx), config(ctx, with_tasks=True), name))
+    if result["status"] != "skipped":
+        committed()
     if json:
         _output.emit_json(result)
     if result["status"] == "skipped":

@@ -1,0 +1,155 @@
+"""The real ``jobsys`` whose stdout reader goes away (``| head``, ``less`` quit): the
+rule of ``jobsys/cli/_pipe.py`` (README, "Exit codes"). A command that only shows
+stops quietly with 141; a committed change keeps its own exit status and says on
+stderr that its report was cut; ``jobsys events`` stops without waiting for an event.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _retry_support import bulk_failed_jobs, make_issue, sql
+
+from jobsys.cli._pipe import CUT_AFTER_COMMIT, EXIT_OUTPUT_CUT
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+JOBSYS = str(Path(sys.executable).with_name("jobsys"))
+#: Rows of output: far more than a pipe holds (64 KiB), so writing blocks on the reader.
+ROWS = 3000
+
+
+def env_of(db_url: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of an operator's ``jobsys`` that knows the test tasks. Without
+    PYTHONUNBUFFERED: an operator's stdout is buffered (unbuffered, Python drops what a
+    write to a closing pipe could not pass, without an error)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSYS_")}
+    env.pop("PYTHONUNBUFFERED", None)
+    env.update(
+        JOBSYS_DATABASE_URL=db_url,
+        JOBSYS_CONFIG_DIR=str(REPO / "config"),
+        JOBSYS_HOME=str(tmp_path / "home"),
+        JOBSYS_APP="jobsys.demo.tasks,_retry_support",
+        PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]),
+    )
+    return env
+
+
+def read_a_little_then_close(env: dict[str, str], *argv: str) -> tuple[int, str]:
+    """``jobsys ARGV | head -c 100``: read 100 bytes, close, then the exit status and
+    stderr."""
+    proc = subprocess.Popen(
+        [JOBSYS, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert len(proc.stdout.read(100)) == 100
+        proc.stdout.close()
+        err = proc.stderr.read()
+        return proc.wait(timeout=60), err
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def into_a_closed_pipe(
+    env: dict[str, str], *argv: str, with_stderr: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``jobsys ARGV`` whose stdout (``with_stderr``: and stderr, ``2>&1``) is a pipe
+    nobody reads any more (``| true``, a ``less`` quit before the output came),
+    deterministically: every write fails."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [JOBSYS, *argv],
+            env=env,
+            stdout=write_end,
+            stderr=write_end if with_stderr else subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("jobs", "list", "-n", str(ROWS)),
+        ("jobs", "list", "-n", str(ROWS), "--json"),
+        ("failures", "list", "-n", str(ROWS), "--json"),
+    ],
+    ids=["jobs-table", "jobs-json", "failures-json"],
+)
+def test_a_listing_cut_by_head_exits_141_in_silence(
+    db_url: str, tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    bulk_failed_jobs(db_url, ROWS)
+    status, err = read_a_little_then_close(env_of(db_url, tmp_path), *argv)
+    # Before: exit 1 (Click's EPIPE handling), nothing said.
+    assert (status, err) == (EXIT_OUTPUT_CUT, "")
+
+
+def test_a_reader_gone_before_the_output_came_exits_141_in_silence(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A small output sits in stdout's buffer until the end: the pipe breaks there, and
+    before it broke again at interpreter shutdown ("Exception ignored ...", exit 120)."""
+    env = env_of(db_url, tmp_path)
+    for argv in (("queues",), ("queues", "--json"), ("db", "status")):
+        done = into_a_closed_pipe(env, *argv)
+        assert (done.returncode, done.stderr) == (EXIT_OUTPUT_CUT, ""), argv
+    # `2>&1 | head` of a command that has only a message to say (before: exit 1).
+    assert into_a_closed_pipe(env, "failures", "list", with_stderr=True).returncode == 141
+
+
+def test_a_committed_retry_whose_report_is_cut_keeps_its_exit_status(
+    db_url: str, tmp_path: Path
+) -> None:
+    """`jobsys retry --all --yes --json | head`: the retry committed, so it is not
+    reported as failed (141): its own status (3: the authentication failures were
+    refused), and stderr says the output was cut after the change."""
+    issue = make_issue(db_url)
+    ids = bulk_failed_jobs(db_url, ROWS, issue_id=issue)
+    bulk_failed_jobs(db_url, 2, kind="authentication", issue_id=issue)
+    env = env_of(db_url, tmp_path)
+    done = into_a_closed_pipe(env, "retry", "--all", "--issue", str(issue), "--yes", "--json")
+    retried = sql(db_url, "SELECT failure_id FROM jobsys_retry_events WHERE decision = 'retried'")
+    assert sorted(r["failure_id"] for r in retried) == sorted(ids)
+    # Before: exit 1 and nothing on stderr, as if the retry had failed.
+    assert done.returncode == 3, done.stderr
+    assert done.stderr == CUT_AFTER_COMMIT.format(status=3) + "\n"
+    # A listing cut the same way is still 141: only a committed change keeps its status.
+    listing = into_a_closed_pipe(env, "failures", "list", "--issue", str(issue), "--json")
+    assert (listing.returncode, listing.stderr) == (EXIT_OUTPUT_CUT, "")
+
+
+def test_events_stops_when_its_reader_goes_away_without_waiting_for_an_event(
+    db_url: str, tmp_path: Path
+) -> None:
+    proc = subprocess.Popen(
+        [JOBSYS, "events", "--json"],
+        env=env_of(db_url, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert proc.stderr.readline().startswith("listening for")
+        proc.stdout.close()  # the reader goes away; no event is ever published
+        closed = time.monotonic()
+        status = proc.wait(timeout=10)  # before: ran until an event came (forever here)
+        stopped_after = time.monotonic() - closed
+        assert (status, proc.stderr.read()) == (EXIT_OUTPUT_CUT, "")
+        assert stopped_after < 2, f"stopped {stopped_after:.1f}s after the reader went away"
+    finally:
+        proc.kill()
+        proc.wait()
