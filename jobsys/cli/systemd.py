@@ -47,6 +47,7 @@ def render(
     """Render systemd units for the lanes: a template jobsys-worker@.service (or one unit
     per lane) and jobsys.target."""
     from jobsys.cli import _output
+    from jobsys.cli._pipe import committed
     from jobsys.lanes.systemd_files import render_units
 
     result = render_units(
@@ -60,6 +61,8 @@ def render(
         user=user,
         group=group,
     )
+    if out is not None:  # the unit files are written: a cut report must not say otherwise
+        committed()
     for warning in result["warnings"]:
         _output.say(f"warning: {warning}")
     if json:

@@ -153,3 +153,13 @@ def test_events_stops_when_its_reader_goes_away_without_waiting_for_an_event(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_unit_files_written_whose_report_is_cut_exit_0(db_url: str, tmp_path: Path) -> None:
+    """A change that is not in the database follows the rule too: the files are there."""
+    out = tmp_path / "units"
+    done = into_a_closed_pipe(
+        env_of(db_url, tmp_path), "systemd", "render", "--out", str(out), "--json"
+    )
+    assert (out / "jobsys.target").exists()
+    assert (done.returncode, done.stderr) == (0, CUT_AFTER_COMMIT.format(status=0) + "\n")
