@@ -746,10 +746,26 @@ async def test_aclose_lets_a_defer_of_the_same_loop_finish(
     assert backends(db_url) == 0
 
 
+@pytest.fixture
+def slow_connect(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The producer pool takes 0.3 s more to open a connection (so that a test can close
+    the pool meanwhile); the event is set once it has begun."""
+    connecting = threading.Event()
+    real_connect = producers._connect
+
+    async def connect(url: str) -> object:
+        connecting.set()
+        await asyncio.sleep(0.3)
+        return await real_connect(url)
+
+    monkeypatch.setattr(producers, "_connect", connect)
+    return connecting
+
+
 def test_close_lets_a_defer_whose_connection_is_opening_finish(
     api_env: dict[str, str],  # noqa: F811
     db_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+    slow_connect: threading.Event,
 ) -> None:
     """``producers.close()`` while a ``defer_sync`` of another thread is opening its
     connection: the defer began before close, so it is written and returns its id, and
@@ -757,15 +773,7 @@ def test_close_lets_a_defer_whose_connection_is_opening_finish(
     at ...: the producer pool closed" (the database was fine; the job was lost)."""
     import time
 
-    connecting = threading.Event()
-    real_connect = producers._connect
-
-    async def slow_connect(url: str) -> object:
-        connecting.set()
-        await asyncio.sleep(0.3)  # close() runs meanwhile
-        return await real_connect(url)
-
-    monkeypatch.setattr(producers, "_connect", slow_connect)
+    connecting = slow_connect
     thread, outcome = defer_in_thread("opening")
     assert connecting.wait(10), "the defer never opened a connection"
     started = time.monotonic()
@@ -778,6 +786,26 @@ def test_close_lets_a_defer_whose_connection_is_opening_finish(
     rows = query(db_url, "SELECT id, args->>'tag' FROM procrastinate_jobs")
     assert [tuple(r) for r in rows] == [(outcome[0], "opening")]
     assert wait_for_backends(db_url, 0) == 0  # closed when the defer returned it
+
+
+async def test_aclose_lets_a_defer_whose_connection_is_opening_finish(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    slow_connect: threading.Event,
+) -> None:
+    """The same on an application's loop: ``await producers.aclose()`` while a defer of
+    that loop opens its connection. The defer is written and returns its id (it used to
+    fail as above); its connection closes when it comes back."""
+    import jobsys
+
+    call = asyncio.ensure_future(jobsys.defer("rt.sleep", {"tag": "opening"}))
+    while not slow_connect.is_set():
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(producers.aclose(), 15)
+    job_id = await asyncio.wait_for(call, 15)
+    rows = query(db_url, "SELECT id, args->>'tag' FROM procrastinate_jobs")
+    assert [tuple(r) for r in rows] == [(job_id, "opening")]
+    assert producers.open_connections() == 0
 
 
 def test_close_returns_once_a_waiting_sync_defer_is_written(
