@@ -64,6 +64,19 @@ class NewJob:
     #: does, to check their size): sent as is, not serialized again.
     args_json: str | None = field(default=None, compare=False, repr=False)
 
+    def with_args(
+        self, args: dict[str, Any], args_json: str | None, unique: UniqueKey | None
+    ) -> NewJob:
+        """This job with other arguments, their JSON and unique key: the jobs of one
+        ``defer_many`` share every other field. Made without the frozen dataclass's
+        ``__init__`` (nine ``object.__setattr__``: 2.1 µs against 0.6 µs a job, a
+        fifth of planning a small job of a ``defer_many`` of 10,000)."""
+        job = object.__new__(NewJob)
+        fields = job.__dict__
+        fields.update(self.__dict__)
+        fields["args"], fields["args_json"], fields["unique"] = args, args_json, unique
+        return job
+
 
 @dataclass(frozen=True)
 class NewJobs:

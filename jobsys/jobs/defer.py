@@ -232,27 +232,26 @@ def plan(
     unique_spec = unique or spec.unique
     if priority is None:
         priority = spec.priority
+    keys = unique_spec.keys if unique_spec is not None else None
+    # Every job of the call shares all but its args (and their JSON and unique key).
+    shared = Planned(
+        task=spec.name,
+        queue=target,
+        args={},
+        priority=priority,
+        lock=lock,
+        queueing_lock=queueing_lock,
+        scheduled_at=due,
+    )
     planned = []
     for index, args in enumerate(args_list):
         path = f"args[{index}]" if many else "args"
         text = validate.serialize_args(args, max_bytes=max_bytes, path=path)
         _check_fits(spec, args, path)
-        keys = unique_spec.keys if unique_spec is not None else None
         if keys and any(key not in args for key in keys):
             _check_left_out_keys(spec, keys, args, path, declared=unique is None)
-        planned.append(
-            Planned(
-                task=spec.name,
-                queue=target,
-                args=args,
-                priority=priority,
-                lock=lock,
-                queueing_lock=queueing_lock,
-                scheduled_at=due,
-                unique=unique_key(unique_spec, spec, args) if unique_spec else None,
-                args_json=text,
-            )
-        )
+        key = unique_key(unique_spec, spec, args) if unique_spec else None
+        planned.append(shared.with_args(args, text, key))
     return planned
 
 

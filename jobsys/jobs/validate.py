@@ -25,6 +25,24 @@ MAX_DEPTH = 64
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+#: The C encoder ``_ENCODER`` builds on every ``encode`` call (with its circular-reference
+#: bookkeeping), built once: for values :func:`_plain` passed (no cycle: not too deep),
+#: 0.3 µs for ``{}`` against 1.3 µs, and 1.1 against 2.4 µs for three keys. The same
+#: text. None without json's C accelerator (then ``_ENCODER``).
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
+_PLAIN_ENCODER = (
+    None
+    if _make_encoder is None
+    else _make_encoder(
+        None, _refuse, json.encoder.encode_basestring, None, ": ", ", ", False, False, False
+    )
+)
+
+
 def _key_path(path: str, key: str) -> str:
     return f"{path}.{key}" if _IDENT.match(key) else f"{path}[{json.dumps(key)}]"
 
@@ -39,9 +57,18 @@ def serialize_args(args: Any, *, max_bytes: int, path: str = "args") -> str:
     sends: the arguments are serialized once)."""
     if not isinstance(args, dict):
         raise UsageError(f"{path}: must be a JSON object, not {_type_name(args)}")
-    _walk(args, path, 0)
-    text = _ENCODER.encode(args)
-    size = len(text.encode())
+    if _plain(args, 0) and _PLAIN_ENCODER is not None:
+        text = "".join(_PLAIN_ENCODER(args, 0))
+    else:
+        _walk(args, path, 0)  # raises with the key path (or passes: subclasses of JSON types)
+        text = _ENCODER.encode(args)
+    try:
+        size = len(text) if text.isascii() else len(text.encode())
+    except UnicodeEncodeError:
+        # A lone surrogate: encoding the whole text finds it (``_plain`` does not look
+        # for one); the walk names where it is.
+        _walk(args, path, 0)
+        raise
     if size > max_bytes:
         raise UsageError(
             f"{path}: {size} bytes of JSON, more than the limit of {max_bytes} "
@@ -59,6 +86,34 @@ def _type_name(value: Any) -> str:
         bool: "a boolean",
         type(None): "null",
     }.get(type(value), type(value).__name__)
+
+
+_SCALARS = (type(None), bool, int, str)
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """True when ``value`` surely passes :func:`_walk` but for lone surrogates (the
+    encoded text's ``encode()`` finds those): only JSON's own types (not subclasses),
+    string keys, finite floats, no NUL, not too deep. It builds no key path, so a
+    ``defer_many`` of 10,000 small jobs checks in a fraction of the walk's time; on
+    False the walk runs and says what is wrong."""
+    kind = type(value)
+    if kind is str:
+        return "\x00" not in value
+    if kind in _SCALARS:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if depth >= MAX_DEPTH:
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or "\x00" in key or not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is list:
+        return all(_plain(item, depth + 1) for item in value)
+    return False
 
 
 def _walk(value: Any, path: str, depth: int) -> None:
