@@ -11,7 +11,8 @@ PgQueuer's ``enqueue``, one job per call, same database, same run.
   the same size, PgQueuer's ``AsyncpgPoolDriver``); the peak of connections each
   side held, seen by the server (``pg_stat_activity``);
 - batch: ``jobsys.defer_many`` of 10,000 jobs (target 50,000/s) vs PgQueuer's
-  ``enqueue`` of 10,000 in one call.
+  ``enqueue`` of 10,000 in one call, ``BATCH_ROUNDS`` pairs in alternating order (the
+  medians, the median of the pairs' ratios, jobsys's slowest and fastest round).
 
 jobsys's pool size is its default (``jobsys.db.producers.DEFAULT_MAX_SIZE``). Only
 ratios within one run mean anything on a shared machine.
@@ -36,6 +37,7 @@ ROUND = 100
 PRODUCERS = 50
 CALLS_PER_PRODUCER = 20
 BATCH = 10_000
+BATCH_ROUNDS = 6
 
 
 async def _connections(url: str, application_name: str) -> int:
@@ -175,15 +177,29 @@ async def _measure(url: str) -> dict[str, Any]:
     )
     results["pool_size"] = producers.DEFAULT_MAX_SIZE
 
-    started = time.perf_counter()
-    await jobsys.defer_many("bench.noop", [{} for _ in range(BATCH)])
-    results["batch_jobsys_per_s"] = round(BATCH / (time.perf_counter() - started), 1)
+    # One batch each used to be the whole measure: on this 2-core machine a batch of
+    # 10,000 swings from 19,000 to 42,000 jobs/s between rounds on the same server, so
+    # one pair said 35,235 vs 58,111/s for two servers whose statement costs the same
+    # (README "Producers"). Now BATCH_ROUNDS pairs, the order alternating; medians.
     conn = await asyncpg.connect(url)
     queries = Queries(AsyncpgDriver(conn))
-    started = time.perf_counter()
-    await queries.enqueue(["bench.noop"] * BATCH, [None] * BATCH, [0] * BATCH)
-    results["batch_pgqueuer_per_s"] = round(BATCH / (time.perf_counter() - started), 1)
+    ours_rates, theirs_rates = [], []
+    for index in range(BATCH_ROUNDS):
+        for side in (0, 1) if index % 2 == 0 else (1, 0):
+            started = time.perf_counter()
+            if side == 0:
+                await jobsys.defer_many("bench.noop", [{} for _ in range(BATCH)])
+                ours_rates.append(BATCH / (time.perf_counter() - started))
+            else:
+                await queries.enqueue(["bench.noop"] * BATCH, [None] * BATCH, [0] * BATCH)
+                theirs_rates.append(BATCH / (time.perf_counter() - started))
     await conn.close()
+    results["batch_jobsys_per_s"] = round(statistics.median(ours_rates), 1)
+    results["batch_pgqueuer_per_s"] = round(statistics.median(theirs_rates), 1)
+    results["batch_ratio_median_round"] = round(
+        statistics.median(o / t for o, t in zip(ours_rates, theirs_rates, strict=True)), 2
+    )
+    results["batch_jobsys_range"] = [round(min(ours_rates)), round(max(ours_rates))]
     producers.close()
     return results
 
