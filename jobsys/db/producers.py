@@ -29,8 +29,13 @@ connections at once for 50 concurrent requests). Such calls now reuse connection
 - **Closed** at interpreter exit, or explicitly with :func:`close` (an application's
   shutdown hook, README "Python API"). A defer already begun ends as it would have
   (``close`` waits for those of ``defer_sync``, up to :data:`CLOSE_WAIT_SECONDS`, and
-  returns as soon as they are done); one begun after opens the next pool, except after
-  the interpreter's exit handler: then it is a :class:`~jobsys.errors.UsageError`.
+  returns as soon as they are done); one begun after opens the next pool.
+- **One connection per defer after the interpreter's exit handler** closed the pools
+  for good: an exit handler the application registered before its first defer runs
+  after jobsys's own (last registered, first run), and a daemon thread may still
+  defer. Such a defer opens a connection of its own, inserts and closes it (a
+  ``defer_sync`` on a loop of its own, on the calling thread): its job is written and
+  nothing is left open, no pool, no thread.
 
 Connections are autocommit (a defer is one statement that commits by itself) and
 :class:`jobsys.db.direct.DirectConnection`: the defer statement skips psycopg's cursor.
@@ -113,6 +118,9 @@ class _Pool:
     closed: bool = False
     #: The async generator whose finalisation (the loop shutting down) closes the pool.
     sentinel: AsyncGenerator[None, None] | None = None
+    #: After the exit handler: not registered, no connection kept; each defer opens
+    #: its own and closes it (:func:`_with_one_connection`).
+    one_shot: bool = False
 
 
 @dataclass
@@ -134,7 +142,8 @@ class _Process:
 
 _lock = threading.Lock()
 _process: _Process | None = None
-#: The interpreter is exiting and closed the pools: no defer may open them again.
+#: The interpreter is exiting and closed the pools: no defer opens them again (a
+#: later one has a connection of its own, see :func:`_pool` and :func:`run_sync`).
 _exited = False
 #: Pools inherited from a parent process: never used, never closed, never collected.
 _inherited: list[_Process] = []
@@ -215,14 +224,16 @@ async def _sentinel(process: _Process, pool: _Pool) -> AsyncGenerator[None, None
         await _aclose_pool(process, pool)
 
 
-async def _pool(process: _Process, url: str) -> _Pool:
-    """This loop's pool for ``url``; created on first use."""
+async def _pool(url: str) -> _Pool:
+    """This loop's pool for ``url``; created on first use. After the exit handler, a
+    one-shot pool: nothing would close a pool opened then."""
     loop = asyncio.get_running_loop()
+    if _exited:
+        return _Pool(loop=loop, url=url, one_shot=True)
+    process = _current()
     pool = process.pools.get((id(loop), url))
     if pool is not None and pool.loop is loop and not pool.closed:
         return pool
-    if _exited:
-        raise _exiting()
     _sweep(process)  # a new loop: an older one may have closed (ids are reused)
     pool = _Pool(loop=loop, url=url)
     with process.lock:
@@ -234,7 +245,9 @@ async def _pool(process: _Process, url: str) -> _Pool:
     return pool
 
 
-async def _connect(url: str) -> Any:
+async def _connect(url: str, *, resolve_here: bool = False) -> Any:
+    """A new connection to ``url`` (errors name ``url``, redacted); ``resolve_here``:
+    its host name resolved on the calling thread (:func:`_resolved`)."""
     from psycopg.rows import dict_row
 
     from jobsys.db.connect import CONNECT_TIMEOUT_SECONDS, driver_options, translate
@@ -243,7 +256,7 @@ async def _connect(url: str) -> Any:
     try:
         # The defer statement skips psycopg's cursor machinery (jobsys.db.direct).
         return await DirectConnection.connect(
-            url,
+            _resolved(url) if resolve_here else url,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             row_factory=dict_row,
@@ -251,6 +264,28 @@ async def _connect(url: str) -> Any:
         )
     except Exception as exc:
         raise translate(exc, url) from None
+
+
+def _resolved(url: str) -> str:
+    """``url`` with its host name resolved here, on the calling thread. psycopg resolves
+    it in the loop's executor, and after the exit handler thread pools refuse new work
+    ("cannot schedule new futures after interpreter shutdown"): the defer would fail as
+    "cannot connect". Several hosts, a socket folder or an address are left to psycopg
+    (no executor needed for those)."""
+    from psycopg.conninfo import conninfo_attempts, conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(url)
+    host = str(params.get("host") or "")
+    if not host or "," in host or host.startswith("/") or params.get("hostaddr"):
+        return url
+    # One attempt per address, in psycopg's order (an unknown name raises its
+    # "failed to resolve host", which the caller translates as for any connect).
+    attempts = conninfo_attempts(params)
+    addresses = list(dict.fromkeys(str(a["hostaddr"]) for a in attempts))
+    more = {"port": ",".join([str(params["port"])] * len(addresses))} if "port" in params else {}
+    return make_conninfo(
+        url, host=",".join([host] * len(addresses)), hostaddr=",".join(addresses), **more
+    )
 
 
 def _close_stale(pool: _Pool, now: float) -> int:
@@ -384,8 +419,22 @@ async def _with_connection(pool: _Pool, work: Callable[[Any], Awaitable[T]]) -> 
 
 
 async def _with_one_connection(pool: _Pool, work: Callable[[Any], Awaitable[T]]) -> T:
+    if pool.one_shot:
+        conn = await _connect(pool.url, resolve_here=True)
+        try:
+            return await _lost_as_such(pool, conn, work)
+        finally:
+            _finish(conn)
     process = _current()
     conn = await _acquire(process, pool)
+    try:
+        return await _lost_as_such(pool, conn, work)
+    finally:
+        _release(process, pool, conn)
+
+
+async def _lost_as_such(pool: _Pool, conn: Any, work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work(conn)``; a connection lost under it is :class:`ConnectionLost`."""
     try:
         return await work(conn)
     except Exception as exc:
@@ -404,8 +453,6 @@ async def _with_one_connection(pool: _Pool, work: Callable[[Any], Awaitable[T]])
             # committed before it went: not "cannot connect".
             raise lost(exc, pool.url, during="while deferring", hint=LOST_HINT) from None
         raise
-    finally:
-        _release(process, pool, conn)
 
 
 async def run_combined(
@@ -419,7 +466,7 @@ async def run_combined(
     alone is written at once (no delay is added). ``work`` returns one result per item;
     if it raises for a batch of several, each item is written on its own, so one call's
     error (a queueing-lock conflict) is that call's alone."""
-    pool = await _pool(_current(), url)
+    pool = await _pool(url)
     combiner = pool.combiners.setdefault(work, _Combiner())
     if not combiner.writers:
         # Nothing is being written: this call goes out at once, in the caller's own
@@ -514,15 +561,15 @@ async def _write_one(
 
 async def run(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
     """Await ``work(connection)`` on a pooled connection of this loop to ``url``."""
-    return await _with_connection(await _pool(_current(), url), work)
+    return await _with_connection(await _pool(url), work)
 
 
-def _submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-    """Hand ``coro`` to the process's sync-callers loop (started on first use)."""
+def _submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T] | None:
+    """Hand ``coro`` to the process's sync-callers loop (started on first use); None
+    after the exit handler stopped it for good."""
     while True:
         if _exited:
-            coro.close()
-            raise _exiting()
+            return None
         process = _current()
         with process.lock:
             # Checked and submitted under the lock close() takes to set ``closing``:
@@ -544,6 +591,8 @@ def _submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on the process's sync-callers loop and wait (any thread)."""
     future = _submit(coro)
+    if future is None:
+        return _run_alone(coro)
     try:
         return future.result()
     except concurrent.futures.CancelledError:
@@ -555,6 +604,19 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
             "ran; it was cancelled",
             hint=LOST_HINT,
         ) from None
+
+
+def _run_alone(coro: Coroutine[Any, Any, T]) -> T:
+    """After the exit handler stopped the sync callers' loop: ``coro`` on a loop of its
+    own, on the calling thread (an exit handler, a daemon thread), closed with it. Its
+    defer takes a one-shot pool (:func:`_pool`): one connection, closed when done."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def open_connections() -> int:
@@ -679,18 +741,10 @@ async def aclose() -> None:
     await asyncio.get_running_loop().run_in_executor(None, close)
 
 
-def _exiting() -> UsageError:
-    return UsageError(
-        "defer after the interpreter began exiting: the producer pool is closed "
-        "(nothing was inserted)",
-        hint="Defer before the program ends: join the threads that defer (or make them "
-        "non-daemon) instead of leaving them running at exit.",
-    )
-
-
 def _close_at_exit() -> None:
-    """At interpreter exit: :func:`close`, for good (a defer of a daemon thread, or of
-    a later exit handler, would open a pool that nothing closes)."""
+    """At interpreter exit: :func:`close`, for good. A later defer (an exit handler
+    registered before this one, a daemon thread) has a connection of its own, closed
+    when it is done: a pool opened then is one that nothing would close."""
     global _exited
     _exited = True
     close()
