@@ -228,16 +228,23 @@ async def _pool(url: str) -> _Pool:
     """This loop's pool for ``url``; created on first use. After the exit handler, a
     one-shot pool: nothing would close a pool opened then."""
     loop = asyncio.get_running_loop()
-    if _exited:
-        return _Pool(loop=loop, url=url, one_shot=True)
-    process = _current()
-    pool = process.pools.get((id(loop), url))
-    if pool is not None and pool.loop is loop and not pool.closed:
-        return pool
-    _sweep(process)  # a new loop: an older one may have closed (ids are reused)
-    pool = _Pool(loop=loop, url=url)
-    with process.lock:
-        process.pools[(id(loop), url)] = pool
+    while True:
+        if _exited:
+            return _Pool(loop=loop, url=url, one_shot=True)
+        process = _current()
+        pool = process.pools.get((id(loop), url))
+        if pool is not None and pool.loop is loop and not pool.closed:
+            return pool
+        _sweep(process)  # a new loop: an older one may have closed (ids are reused)
+        pool = _Pool(loop=loop, url=url)
+        with process.lock:
+            # Added under the lock close() takes to set ``closing``, as in _submit: added
+            # after, it would miss close()'s list of pools and stay open. It goes to the
+            # next pools instead (close() has already made them the current ones).
+            if process.closing:
+                continue
+            process.pools[(id(loop), url)] = pool
+        break
     # The loop's async-generator hooks see this generator: when the loop shuts down
     # (asyncio.run's end), it is finalised and the pool closes with it.
     sentinel = pool.sentinel = _sentinel(process, pool)

@@ -874,6 +874,38 @@ def test_a_defer_handed_over_as_close_stops_the_loop_goes_to_the_next_pool(
     assert tags[outcome[0]] == "late"
 
 
+async def test_a_pool_opened_as_close_runs_belongs_to_the_next_pools(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loop's first defer that looked the process's pools up just before ``close()``
+    (from another thread) took them: its pool is one of the next pools, which the next
+    close closes. It used to be added to the closed ones, which nothing closes again: its
+    connection stayed open after ``aclose()`` (until its loop ended)."""
+    import jobsys
+
+    real_sweep = producers._sweep
+    me = threading.current_thread()
+    held: list[bool] = []
+
+    def sweep(process: producers._Process) -> None:
+        if threading.current_thread() is me and not held:
+            held.append(True)  # this loop's first defer: close() runs now
+            closer = threading.Thread(target=producers.close, daemon=True)
+            closer.start()
+            closer.join(15)
+        real_sweep(process)
+
+    monkeypatch.setattr(producers, "_sweep", sweep)
+    job_id = await jobsys.defer("rt.sleep", {"tag": "late"})
+    assert held
+    tags = dict(query(db_url, "SELECT id, args->>'tag' FROM procrastinate_jobs"))
+    assert tags[job_id] == "late"
+    await producers.aclose()
+    assert wait_for_backends(db_url, 0) == 0
+
+
 EXIT_SCRIPT = """
 import asyncio
 import atexit
