@@ -15,6 +15,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
+from jobsys import streams
 from jobsys.config import Config
 from jobsys.errors import UsageError
 
@@ -129,6 +130,6 @@ async def run_worker(
         # Threads of abandoned sync jobs cannot be stopped, and the interpreter would
         # wait for them forever at exit: leave now, the reaper takes over.
         logging.shutdown()
-        sys.stderr.flush()
+        streams.unbroken(sys.stderr).flush()
         os._exit(result.exit_code)
     return result

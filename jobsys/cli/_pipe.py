@@ -3,34 +3,43 @@ head -3``, ``less`` quit early): the one rule of every command (README, "Exit co
 
 - A command that only shows something stops at once, quietly (no traceback, no
   message), with exit status 141 (128 + SIGPIPE: what git and coreutils report, as
-  the shell sees them killed by SIGPIPE). The output was cut: 141 says so honestly,
-  and a script under ``set -o pipefail`` sees it as it would for ``git log | head``.
+  the shell sees them killed by SIGPIPE), when the reader of its stdout goes away.
+  The output was cut: 141 says so honestly, and a script under ``set -o pipefail``
+  sees it as it would for ``git log | head``.
 - A command that changed something and committed it (it said so with
   :func:`committed`) is not reported as failed because its report was cut: the rest
   of the report is dropped, the command ends with its own status (0, or 3 when
-  partly done), and stderr (still open) says once that the output was cut after the
-  change was committed. Exit 141 there would read "the retry failed" to an operator
+  partly done), and stderr (still open) says once that the output was cut and the
+  command completed. Exit 141 there would read "the retry failed" to an operator
   who piped ``jobsys retry --all --yes`` into ``head``.
+- A command that serves until stopped (``worker``, ``web``, ``demo run``: they said
+  so with :func:`serving`) never stops because its output's reader went away: what
+  it writes is logs (uvicorn's access log goes to stdout), not its product.
+- A broken stderr never stops any command (``2>&1 | head``, a ``tee`` that died):
+  it is chatter and logs, and a worker's log record written from inside a job's run
+  must not end the job or the worker. Its descriptor goes to /dev/null.
 - Live streams (``jobsys events``) notice the reader going away within
-  :data:`CHECK_SECONDS` (:func:`while_read`), instead of when the next event comes.
+  :data:`CHECK_SECONDS` (:func:`while_read`), instead of when the next event comes:
+  stdout is their product, so they stop (141) as a read does.
 
 Python ignores SIGPIPE, so a write to a closed pipe raises ``BrokenPipeError``; the
 data still buffered would raise again at interpreter shutdown ("Exception ignored
 ... BrokenPipeError"). Once the pipe is broken, the stream's file descriptor is
-pointed at ``/dev/null`` (the Python documentation's "Note on SIGPIPE"), so nothing
-more fails, now or at exit. Stderr follows the same rule as stdout: when it breaks
-(``2>&1 | head``), nobody reads the command any more either.
+pointed at ``/dev/null`` (``jobsys.streams``), so nothing more fails, now or at exit.
+With ``PYTHONUNBUFFERED=1`` the writes go through ``jobsys.streams.write``, which
+writes what a short write left (Python's text layer drops it): the next write
+meets the broken pipe, so a cut read is 141 there too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import select
 import sys
 from collections.abc import Awaitable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from jobsys import streams
 
 T = TypeVar("T")
 
@@ -38,16 +47,16 @@ T = TypeVar("T")
 EXIT_OUTPUT_CUT = 141
 #: How often a live stream checks that someone still reads its stdout (seconds).
 CHECK_SECONDS = 0.2
-#: What stderr says when a committed change's report was cut (with the exit status).
-CUT_AFTER_COMMIT = (
-    "note: stdout was closed before the output ended; what the command changed is "
-    "committed (exit {status})"
+#: What stderr says when the report of a command that went on to the end was cut
+#: (with the exit status). It claims no change: a duplicate defer, a resume of an
+#: entry not paused or ``db upgrade`` at head changed nothing.
+CUT_BUT_COMPLETED = (
+    "note: stdout was closed before the output ended; the command completed (exit {status})"
 )
 
 
 class OutputClosed(BaseException):
-    """The reader of stdout (or stderr) went away before a command that changed
-    nothing ended.
+    """The reader of stdout went away before a command that changed nothing ended.
 
     A BaseException, as KeyboardInterrupt is: a command's ``except Exception`` (a
     stream that survives a bad event, say) must not swallow it and run on."""
@@ -55,6 +64,7 @@ class OutputClosed(BaseException):
 
 class _State:
     committed = False
+    serving = False
     cut = False
 
 
@@ -67,72 +77,37 @@ def committed() -> None:
     _state.committed = True
 
 
-class _Guarded:
-    """``sys.stdout`` (``sys.stderr``) while a command runs: the real stream, but a
-    broken pipe follows the module's rule instead of raising ``BrokenPipeError`` where
-    it was written."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        try:
-            return int(self._stream.write(text))
-        except OSError as exc:
-            _broken(exc, self._stream)
-        return len(text)
-
-    def writelines(self, lines: Any) -> None:
-        for text in lines:
-            self.write(text)
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except OSError as exc:
-            _broken(exc, self._stream)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
+def serving() -> None:
+    """Say that this command serves until stopped (a worker, the web console): a
+    reader of its output going away never stops it (see the module)."""
+    _state.serving = True
 
 
-def _broken(exc: OSError, stream: Any) -> None:
-    """A write or flush of ``stream`` failed: re-raised unless the pipe is broken; else
-    the stream goes to /dev/null, and a command that committed nothing stops."""
-    if exc.errno != errno.EPIPE:
-        raise exc
-    _state.cut = True
-    _to_devnull(stream)
-    if not _state.committed:
-        raise OutputClosed from None
+class _Guarded(streams.Unbroken):
+    """``sys.stdout`` while a command runs: the real stream, but a broken pipe follows
+    the module's rule instead of raising ``BrokenPipeError`` where it was written."""
 
-
-def _to_devnull(stream: Any) -> None:
-    """Point ``stream``'s file descriptor at /dev/null: what it still buffers (and
-    anything written later) goes there, and the flush at exit cannot fail."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, stream.fileno())
-        finally:
-            os.close(devnull)
+    def on_broken(self) -> None:
+        _state.cut = True
+        if not (_state.committed or _state.serving):
+            raise OutputClosed from None
 
 
 @contextlib.contextmanager
 def guarded() -> Iterator[None]:
-    """Run a command under the rule: ``sys.stdout`` and ``sys.stderr`` guarded, and
-    stdout flushed at the end (a small output sits in its buffer until then, and a
-    pipe closed early breaks only there)."""
-    _state.committed = _state.cut = False
+    """Run a command under the rule: ``sys.stdout`` guarded, ``sys.stderr`` never
+    broken, and stdout flushed at the end (a small output sits in its buffer until
+    then, and a pipe closed early breaks only there)."""
+    _state.committed = _state.cut = _state.serving = False
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Guarded(out), _Guarded(err)
+    sys.stdout, sys.stderr = _Guarded(out), streams.unbroken(err)
     try:
         yield
         sys.stdout.flush()
     finally:
         if isinstance(sys.stdout, _Guarded):
             sys.stdout = out
-        if isinstance(sys.stderr, _Guarded):
+        if isinstance(sys.stderr, streams.Unbroken):
             sys.stderr = err
 
 
@@ -141,10 +116,10 @@ def exit_status(status: int) -> int:
     error): after a committed change whose report was cut, its own, said on stderr."""
     if _state.cut and _state.committed:
         try:
-            sys.stderr.write(CUT_AFTER_COMMIT.format(status=status) + "\n")
+            sys.stderr.write(CUT_BUT_COMPLETED.format(status=status) + "\n")
             sys.stderr.flush()
         except OSError:  # stderr went into the same closed pipe (2>&1 | head)
-            _to_devnull(sys.stderr)
+            streams.to_devnull(sys.stderr)
     return status
 
 
@@ -170,7 +145,7 @@ async def while_read(work: Awaitable[T]) -> T:
         while not task.done():
             if _reader_gone(fd):
                 _state.cut = True
-                _to_devnull(sys.stdout)
+                streams.to_devnull(sys.stdout)
                 raise OutputClosed
             await asyncio.wait({task}, timeout=CHECK_SECONDS)
         return task.result()

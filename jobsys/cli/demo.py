@@ -62,8 +62,10 @@ def run_demo(
 ) -> None:
     """Simulate the AI service, seed, defer a burst on every lane, run all lanes (Ctrl-C)."""
     from jobsys.cli import _output
+    from jobsys.cli._pipe import serving as serves
     from jobsys.demo import run as demo
 
+    serves()  # its output is logs and notes: a reader going away never stops it
     serving = _start_web(ctx, web) if web else None
 
     def announce(burst: dict[str, Any]) -> None:

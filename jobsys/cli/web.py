@@ -53,7 +53,10 @@ def web(
     address is served.
     """
     from jobsys.cli import _output
+    from jobsys.cli._pipe import serving
     from jobsys.web.server import prepare, run_foreground
+
+    serving()  # its output is logs (uvicorn's access log on stdout): never a reason to stop
 
     web_app, sock, url = prepare(
         settings(ctx),

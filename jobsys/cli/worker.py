@@ -42,7 +42,9 @@ def worker(
     it exited at once and left them to the reaper.
     """
     from jobsys.app import run_worker
+    from jobsys.cli._pipe import serving
 
+    serving()  # its output is logs: a reader going away never stops it
     result = run(
         run_worker(
             settings(ctx),

@@ -16,7 +16,7 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from jobsys import engine
+from jobsys import engine, streams
 from jobsys.failures.redaction import Redactor
 
 LogFormat = Literal["text", "json"]
@@ -143,8 +143,12 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(fmt: LogFormat, redactor: Redactor, *, debug: bool = False) -> None:
-    """Route ``jobsys`` and Procrastinate logs to stderr in ``fmt``."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Route ``jobsys`` and Procrastinate logs to stderr in ``fmt``.
+
+    A reader of stderr that goes away (``jobsys worker 2>&1 | head``, a log shipper
+    that died) is no error: the records go to /dev/null from then on. A log call is
+    made from anywhere, inside a job's run too: it must not raise there."""
+    handler = logging.StreamHandler(streams.unbroken(sys.stderr))
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(QuietRoutineJobs(debug))
     handler.addFilter(RedactJobArgs(redactor))

@@ -2,6 +2,8 @@
 rule of ``jobsys/cli/_pipe.py`` (README, "Exit codes"). A command that only shows
 stops quietly with 141; a committed change keeps its own exit status and says on
 stderr that its report was cut; ``jobsys events`` stops without waiting for an event.
+A broken stderr stops nothing, and a worker or the web console never stops because
+the reader of its logs went away.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from _retry_support import bulk_failed_jobs, make_issue, sql
 
-from jobsys.cli._pipe import CUT_AFTER_COMMIT, EXIT_OUTPUT_CUT
+from jobsys.cli._pipe import CUT_BUT_COMPLETED, EXIT_OUTPUT_CUT
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -106,8 +109,11 @@ def test_a_reader_gone_before_the_output_came_exits_141_in_silence(
     for argv in (("queues",), ("queues", "--json"), ("db", "status")):
         done = into_a_closed_pipe(env, *argv)
         assert (done.returncode, done.stderr) == (EXIT_OUTPUT_CUT, ""), argv
-    # `2>&1 | head` of a command that has only a message to say (before: exit 1).
-    assert into_a_closed_pipe(env, "failures", "list", with_stderr=True).returncode == 141
+    # `2>&1 | head`: stdout into the closed pipe still stops a read (before: 120)...
+    assert into_a_closed_pipe(env, "queues", with_stderr=True).returncode == 141
+    # ...but a broken stderr alone stops nothing: `failures list` has only a message
+    # to say ("no failures"), on stderr, and ends as it would (0).
+    assert into_a_closed_pipe(env, "failures", "list", with_stderr=True).returncode == 0
 
 
 def test_a_committed_retry_whose_report_is_cut_keeps_its_exit_status(
@@ -125,7 +131,7 @@ def test_a_committed_retry_whose_report_is_cut_keeps_its_exit_status(
     assert sorted(r["failure_id"] for r in retried) == sorted(ids)
     # Before: exit 1 and nothing on stderr, as if the retry had failed.
     assert done.returncode == 3, done.stderr
-    assert done.stderr == CUT_AFTER_COMMIT.format(status=3) + "\n"
+    assert done.stderr == CUT_BUT_COMPLETED.format(status=3) + "\n"
     # A listing cut the same way is still 141: only a committed change keeps its status.
     listing = into_a_closed_pipe(env, "failures", "list", "--issue", str(issue), "--json")
     assert (listing.returncode, listing.stderr) == (EXIT_OUTPUT_CUT, "")
@@ -162,4 +168,126 @@ def test_unit_files_written_whose_report_is_cut_exit_0(db_url: str, tmp_path: Pa
         env_of(db_url, tmp_path), "systemd", "render", "--out", str(out), "--json"
     )
     assert (out / "jobsys.target").exists()
-    assert (done.returncode, done.stderr) == (0, CUT_AFTER_COMMIT.format(status=0) + "\n")
+    assert (done.returncode, done.stderr) == (0, CUT_BUT_COMPLETED.format(status=0) + "\n")
+
+
+def test_an_unbuffered_listing_cut_by_head_exits_141_too(db_url: str, tmp_path: Path) -> None:
+    """PYTHONUNBUFFERED=1 (the rendered systemd units set it): Python's text layer
+    drops what a short write to the closing pipe did not pass, without an error;
+    the guard writes the rest, which meets the broken pipe (before: exit 0)."""
+    bulk_failed_jobs(db_url, ROWS)
+    env = env_of(db_url, tmp_path) | {"PYTHONUNBUFFERED": "1"}
+    for argv in (("jobs", "list", "-n", str(ROWS), "--json"), ("jobs", "list", "-n", str(ROWS))):
+        assert read_a_little_then_close(env, *argv) == (EXIT_OUTPUT_CUT, ""), argv
+
+
+#: Jobs a worker whose log reader went away must still run.
+JOBS = 200
+
+
+def waiting_jobs(db_url: str, count: int) -> None:
+    """``count`` jobs of ``t_retry.work`` (key "ok": it succeeds) waiting in "default"."""
+    sql(
+        db_url,
+        """
+        SELECT procrastinate_defer_jobs_v1(array_agg(
+            ROW('default', 't_retry.work', 0, NULL, NULL,
+                jsonb_build_object('key', 'ok-' || g), NULL)::procrastinate_job_to_defer_v1
+        )) FROM generate_series(1, %s) g
+        """,
+        (count,),
+    )
+
+
+def worker_cut_mid_run(env: dict[str, str], *argv: str) -> int:
+    """``jobsys ARGV 2>&1 | grep -m1 t_retry.work``: the reader of the combined output
+    goes away once a job's log line came (the jobs are running), then the exit status."""
+    proc = subprocess.Popen(
+        [JOBSYS, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if b"t_retry.work" in line:
+                break
+        proc.stdout.close()
+        return proc.wait(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("how", ["closed", "closed-debug", "cut-mid-run-debug"])
+def test_a_worker_whose_log_reader_went_away_runs_every_job(
+    db_url: str, tmp_path: Path, how: str
+) -> None:
+    """`jobsys worker 2>&1 | head`, a log shipper that died: the next log record met
+    the broken pipe and stopped the worker (141 at its first line), or, logged from
+    inside a job's run (-v: "Loaded job info"), failed the job without running it and
+    without a failure record. Now the logs go to /dev/null and the worker works on."""
+    waiting_jobs(db_url, JOBS)
+    env = env_of(db_url, tmp_path) | {"PYTHONUNBUFFERED": "1"}  # as the systemd units
+    argv = ("-v",) if how.endswith("debug") else ()
+    argv += ("worker", "--drain", "-l", "base")
+    if how.startswith("cut"):
+        status = worker_cut_mid_run(env, *argv)
+    else:
+        status = into_a_closed_pipe(env, *argv, with_stderr=True).returncode
+    statuses = sql(
+        db_url,
+        "SELECT status, count(*) AS n FROM procrastinate_jobs "
+        "WHERE task_name = 't_retry.work' GROUP BY status",
+    )
+    assert {r["status"]: r["n"] for r in statuses} == {"succeeded": JOBS}
+    assert sql(db_url, "SELECT id FROM jobsys_failures") == []
+    assert status == 0  # --drain: stopped once empty
+
+
+#: A port of this test's range (56560-56569) for the console.
+WEB_PORT = 56561
+
+
+def test_the_web_console_whose_log_reader_went_away_still_answers(
+    db_url: str, tmp_path: Path
+) -> None:
+    """`jobsys web 2>&1 | head -c1`: uvicorn's first log line met the broken pipe and
+    the console exited (141) before it answered. Its logs (the access log is on
+    stdout) now go to /dev/null and it serves."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    url = f"http://127.0.0.1:{WEB_PORT}/admin/background_jobs"
+    proc = subprocess.Popen(
+        [JOBSYS, "web", "--port", str(WEB_PORT)],
+        env=env_of(db_url, tmp_path),
+        stdout=write_end,
+        stderr=write_end,
+    )
+    os.close(write_end)
+    try:
+        answers: list[int] = []
+        deadline = time.monotonic() + 30
+        while len(answers) < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, f"the console exited with {proc.returncode}"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    answers.append(response.status)
+            except OSError:  # not listening yet
+                time.sleep(0.1)
+        assert answers == [200, 200, 200]
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_cut_report_of_a_command_that_changed_nothing_claims_no_change(
+    db_url: str, tmp_path: Path
+) -> None:
+    """`jobsys schedule resume ENTRY --json | true` for an entry not paused: nothing
+    was changed, so the note says the command completed, not that a change is
+    committed (before: "what the command changed is committed")."""
+    done = into_a_closed_pipe(
+        env_of(db_url, tmp_path), "schedule", "resume", "continuous_account_processing", "--json"
+    )
+    assert (done.returncode, done.stderr) == (0, CUT_BUT_COMPLETED.format(status=0) + "\n")
+    assert "committed" not in done.stderr
