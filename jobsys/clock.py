@@ -5,6 +5,10 @@ this process, so a test can run one scheduler 90 s behind and another 90 s ahead
 Decisions that must agree across hosts (which schedule ticks are due) never use this
 clock: they use the database's (``clock_timestamp()``). The host clock only measures
 how far this host is off, for a warning.
+
+It also writes the times jobsys labels UTC (:func:`utc_text`): psycopg returns a
+``timestamptz`` in the session's ``TimeZone``, which is the server's or the
+database's default and need not be UTC, so a time is converted before it is labelled.
 """
 
 from __future__ import annotations
@@ -29,3 +33,14 @@ def offset_seconds() -> float:
 def now() -> datetime:
     """The host's current time (aware, UTC), offset by ``JOBSYS_CLOCK_OFFSET_SECONDS``."""
     return datetime.now(UTC) + timedelta(seconds=offset_seconds())
+
+
+def utc(value: datetime) -> datetime:
+    """``value`` in UTC: an aware time converted (one read from the database is in the
+    session's TimeZone), a naive one taken as UTC."""
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def utc_text(value: datetime, spec: str = "%Y-%m-%d %H:%M") -> str:
+    """``2026-12-06 21:42 UTC``: ``value`` in UTC, formatted with ``spec``, labelled."""
+    return f"{utc(value):{spec}} UTC"

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from jobsys.clock import utc_text
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -114,7 +116,7 @@ def unchanged(
     ``issue 16 is already resolved (by alice at 2026-12-06 03:12 UTC); nothing was
     changed``. One wording for the issue actions and the schedule's pause and resume,
     in the CLI, the web console and the dashboard."""
-    when = f"at {at:%Y-%m-%d %H:%M} UTC" if at is not None else ""
+    when = f"at {utc_text(at)}" if at is not None else ""
     why = " ".join(part for part in (who, when) if part)
     return f"{subject} is {state}{f' ({why})' if why else ''}; nothing was changed"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from jobsys.clock import utc
 from jobsys.timespec import short
 
 MIN_FULL_WIDTH = 60
@@ -32,7 +33,7 @@ def age(seconds: float | None) -> str:
 
 
 def hhmm(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%H:%M") if value else "--:--"
+    return utc(value).strftime("%H:%M") if value else "--:--"
 
 
 def clip(text: str, width: int) -> str:

@@ -27,6 +27,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobsys.clock import utc
+
 if TYPE_CHECKING:
     from jobsys.errors import ConfigError
 
@@ -131,9 +133,7 @@ def terminal_width(console: Any) -> int | None:
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return utc(value).isoformat().replace("+00:00", "Z")
 
 
 def _default(value: Any) -> Any:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from jobsys.clock import utc, utc_text
 from jobsys.timespec import short
 
 Kind = Literal["id", "name", "text", "time", "number", "duration", "flag"]
@@ -86,16 +87,12 @@ def relative(value: datetime, now: datetime) -> str:
 
 def absolute(value: datetime) -> str:
     """``2026-12-05T21:13:00Z``: UTC, to the second."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def human(value: datetime, now: datetime) -> str:
     """``2026-12-05 19:13:00 UTC (3m ago)``: what a ``show`` prints for a time."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({relative(value, now)})"
+    return f"{utc_text(value, '%Y-%m-%d %H:%M:%S')} ({relative(value, now)})"
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -10,6 +10,7 @@ import typer
 from jobsys.cli._context import read_config, run, settings
 from jobsys.cli._options import JsonOpt, WideOpt, id_argument
 from jobsys.cli._table import Col
+from jobsys.clock import utc_text
 
 app = typer.Typer(help="Issues: de-duplicated problems with a lifecycle (open, muted, resolved).")
 
@@ -149,7 +150,7 @@ def mute(
 
     parse_duration(for_, "--for")
     result = run(service.mute_issue(settings(ctx), read_config(ctx), issue_id, for_))
-    _done(result, json, f"muted until {result['muted_until']:%Y-%m-%d %H:%M} UTC")
+    _done(result, json, f"muted until {utc_text(result['muted_until'])}")
 
 
 @app.command()

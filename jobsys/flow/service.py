@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jobsys import timespec
+from jobsys.clock import utc
 from jobsys.db.query import columns
 from jobsys.errors import UsageError, did_you_mean
 
@@ -108,8 +109,9 @@ async def set_paused(
 
 
 def scheduled_for(at: datetime) -> str:
-    """Why a job due later waits, as ``jobs show --json`` says it (ISO-8601)."""
-    return f"scheduled for {at.isoformat()}"
+    """Why a job due later waits, as ``jobs show --json`` says it (ISO-8601, in UTC
+    whatever the session's TimeZone)."""
+    return f"scheduled for {utc(at).isoformat()}"
 
 
 async def why_waiting(conn: Any, config: Config, job: dict[str, Any]) -> str | None:

@@ -19,8 +19,10 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
+
+from jobsys.clock import utc_text
 
 RETRIED = "retried"
 SKIPPED_AUTHENTICATION = "skipped_authentication"
@@ -290,9 +292,7 @@ def _at(stamp: Any) -> str:
         value = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
     except ValueError:
         return f" (at {stamp})"
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return f" (at {value:%Y-%m-%d %H:%M:%S} UTC)"
+    return f" (at {utc_text(value, '%Y-%m-%d %H:%M:%S')})"
 
 
 def already_done(decision: Decision, handled_jobs: AbstractSet[int]) -> bool:

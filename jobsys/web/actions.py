@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from jobsys.clock import utc_text
 from jobsys.errors import NotFoundError, UsageError
 from jobsys.web.app import console, guarded, render
 from jobsys.web.auth import User
@@ -122,7 +123,7 @@ async def issue_action(request: Request, user: User) -> Response:
         if not duration:
             raise UsageError("--for: say how long to mute, e.g. 2h.")
         row = await service.mute_issue(settings, c.config, issue_id, duration)
-        said = f"muted until {row['muted_until']:%Y-%m-%d %H:%M} UTC"
+        said = f"muted until {utc_text(row['muted_until'])}"
     else:
         row = await service.reopen_issue(settings, c.config, issue_id)
         said = "reopened"
@@ -195,7 +196,7 @@ async def queue_action(request: Request, user: User) -> Response:
         )
         said = f"paused {', '.join(result['queues'])}"
         if result["until"] is not None:
-            said += f" until {result['until']:%Y-%m-%d %H:%M} UTC"
+            said += f" until {utc_text(result['until'])}"
     else:
         result = await service.set_paused(settings, config, name, paused=False)
         said = f"resumed {', '.join(result['queues'])}"

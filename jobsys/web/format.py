@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from jobsys.clock import utc
 from jobsys.timespec import short
 
 
@@ -21,8 +22,7 @@ def when(value: Any) -> str:
         except ValueError:
             return value
     if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        return utc(value).strftime("%Y-%m-%d %H:%M:%SZ")
     return str(value)
 
 
