@@ -72,6 +72,22 @@ async def one_round_trip(conn: Any) -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
+async def one_snapshot(conn: Any) -> AsyncIterator[Any]:
+    """The block's reads see the database as of one moment: a REPEATABLE READ, READ
+    ONLY transaction (its ``now()`` is one time too), so a change committed between two
+    of them cannot leave them disagreeing. Inside a transaction the caller opened they
+    join it, with the caller's isolation (it can no longer be set)."""
+    from psycopg.pq import TransactionStatus
+
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        yield conn
+        return
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield conn
+
+
+@contextlib.asynccontextmanager
 async def autocommit(conn: Any) -> AsyncIterator[Any]:
     """``conn`` in autocommit mode for the block (pool connections are handed back as
     they came), so each ``conn.transaction()`` inside commits on its own."""

@@ -16,6 +16,11 @@ from jobsys.db.query import execute, fetch_one, one_round_trip
 # A resolved issue that happens again (after it was resolved) reopens as a regression;
 # an expired mute opens; an active mute stays muted but keeps counting.
 REOPENING = "i.status = 'resolved' AND EXCLUDED.last_seen > COALESCE(i.resolved_at, '-infinity')"
+# Except a queue_health issue resolved because its queue was paused (jobsys.issues.health):
+# the pause acknowledged it, nothing fixed it, so its breach after the resume is the same
+# problem back, not a regression.
+PAUSED_REASON = "queue paused"
+REGRESSING = f"{REOPENING} AND i.details->>'resolved_reason' IS DISTINCT FROM '{PAUSED_REASON}'"
 # Why it resolved (``resolved_reason``) no longer holds once it reopens, nor who last
 # reopened it by hand (``reopened_by``): this reopening is no one's.
 DETAILS_ON_REOPEN = f"""CASE WHEN {REOPENING} THEN i.details - 'resolved_reason' - 'reopened_by'
@@ -25,7 +30,7 @@ REOPEN = f"""
         WHEN {REOPENING} THEN 'open'
         WHEN i.status = 'muted' AND i.muted_until <= now() THEN 'open'
         ELSE i.status END,
-    regression = i.regression OR ({REOPENING}),
+    regression = i.regression OR ({REGRESSING}),
     muted_until = CASE WHEN i.status = 'muted' AND i.muted_until > now()
         THEN i.muted_until END,
     resolved_at = CASE WHEN i.status = 'resolved'

@@ -14,10 +14,12 @@ A paused queue's jobs wait because an operator said so: its ``waiting`` and
 ``failure_rate`` and ``stalled`` are still checked (jobs that ran, or run, despite
 it). A ``waiting``, ``oldest_wait`` or ``no_worker`` issue open when the queue is
 paused resolves itself (``auto``) like any healthy signal: the pause is the
-operator's acknowledgement. Once the queue is open again (resumed, or its ``--for``
-pause ran out), a job's ``oldest_wait`` counts from the later of its own ready time
-and the end of the pause, so a backlog that piled up during the pause alarms only if
-it still waits ``max_oldest_wait_seconds`` after the queue opened.
+operator's acknowledgement (``resolved_reason = "queue paused"``), so when it breaches
+again once the queue is open it reopens, but not as a regression. Once the queue is
+open again (resumed, or its ``--for`` pause ran out), a job's ``oldest_wait`` counts
+from the later of its own ready time and the end of the pause, so a backlog that piled
+up during the pause alarms only if it still waits ``max_oldest_wait_seconds`` after
+the queue opened.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from jobsys.db.query import one_snapshot
 from jobsys.failures import fingerprint as fp
 from jobsys.issues import health_store
 from jobsys.issues import store as issues_store
@@ -154,23 +157,28 @@ def evaluate(
 async def measure(
     conn: Any, config: Config
 ) -> tuple[Any, Any, Any, set[str], set[str], dict[str, float]]:
+    """The state :func:`evaluate` judges, read as one snapshot: a queue paused or
+    resumed between two reads would otherwise be in neither the paused queues nor the
+    pause ends (its oldest wait not clamped: a false ``oldest_wait``)."""
     dead_after = config.queues.worker.dead_after_seconds
-    waiting = {
-        r["queue"]: (int(r["waiting"]), float(r["oldest_wait_seconds"] or 0))
-        for r in await health_store.queue_waiting(conn)
-    }
-    outcomes: dict[str, tuple[int, int]] = {}
-    windows = {thresholds(config, q).window_seconds for q in config.all_queues}
-    for window in sorted(windows):
-        for r in await health_store.queue_outcomes(conn, window):
-            if thresholds(config, r["queue"]).window_seconds == window:
-                outcomes[r["queue"]] = (int(r["failed"]), int(r["finished"]))
-    stalled = {
-        r["queue"]: int(r["stalled"]) for r in await health_store.queue_stalled(conn, dead_after)
-    }
-    live = await health_store.live_lanes(conn, dead_after)
-    paused = await health_store.paused_queues(conn)
-    ended = await health_store.pause_ends(conn, sorted(waiting))
+    async with one_snapshot(conn):
+        waiting = {
+            r["queue"]: (int(r["waiting"]), float(r["oldest_wait_seconds"] or 0))
+            for r in await health_store.queue_waiting(conn)
+        }
+        outcomes: dict[str, tuple[int, int]] = {}
+        windows = {thresholds(config, q).window_seconds for q in config.all_queues}
+        for window in sorted(windows):
+            for r in await health_store.queue_outcomes(conn, window):
+                if thresholds(config, r["queue"]).window_seconds == window:
+                    outcomes[r["queue"]] = (int(r["failed"]), int(r["finished"]))
+        stalled = {
+            r["queue"]: int(r["stalled"])
+            for r in await health_store.queue_stalled(conn, dead_after)
+        }
+        live = await health_store.live_lanes(conn, dead_after)
+        paused = await health_store.paused_queues(conn)
+        ended = await health_store.pause_ends(conn, sorted(waiting))
     return waiting, outcomes, stalled, live, paused, ended
 
 
@@ -178,7 +186,9 @@ async def apply(
     conn: Any, kind: str, prefix: str, breaches: list[Breach], **extra: Any
 ) -> dict[str, Any]:
     """Upsert an issue per breach and resolve the others of ``prefix``, in one
-    transaction, in fingerprint order (concurrent checks cannot deadlock)."""
+    transaction, in fingerprint order (concurrent checks cannot deadlock). Those of
+    ``extra["paused"]`` (fingerprints healthy only because their queue is paused)
+    resolve saying so."""
     opened, resolved = [], []
     async with conn.transaction():
         for breach in sorted(breaches, key=lambda b: b.fingerprint):
@@ -194,6 +204,9 @@ async def apply(
                 },
             )
             opened.append(int(row["id"]))
+        if extra.get("paused"):
+            for row in await issues_store.resolve_paused(conn, kind, extra["paused"]):
+                resolved.append(int(row["id"]))
         for row in await issues_store.resolve_healthy(
             conn,
             kind,
@@ -211,8 +224,13 @@ async def check_queues(conn: Any, config: Config) -> dict[str, Any]:
     """Measure, evaluate, upsert and resolve ``queue_health`` issues; also resolve
     ``job_failure`` issues quiet for ``issues.auto_resolve_after_seconds``, and those
     whose every failure's job has since succeeded (``healed``)."""
-    breaches = evaluate(config, *await measure(conn, config))
-    result = await apply(conn, QUEUE_HEALTH, "queue_health:", breaches)
+    waiting, outcomes, stalled, live, paused, ended = await measure(conn, config)
+    breaches = evaluate(config, waiting, outcomes, stalled, live, paused, ended)
+    # What would breach were no queue paused, and does not: the pause explains it.
+    unpaused = evaluate(config, waiting, outcomes, stalled, live, (), ended)
+    breached = {b.fingerprint for b in breaches}
+    acknowledged = sorted({b.fingerprint for b in unpaused} - breached)
+    result = await apply(conn, QUEUE_HEALTH, "queue_health:", breaches, paused=acknowledged)
     quiet = await issues_store.resolve_quiet(conn, config.queues.issues.auto_resolve_after_seconds)
     healed = await issues_store.resolve_healed(conn)
     for issue_id in quiet + healed:

@@ -16,7 +16,7 @@ from typing import Any
 
 from jobsys.db.query import fetch_all, fetch_one
 from jobsys.engine.queries import RESOLVE_HEALED
-from jobsys.failures.issue_store import DETAILS_ON_REOPEN, REOPEN
+from jobsys.failures.issue_store import DETAILS_ON_REOPEN, PAUSED_REASON, REOPEN
 
 STATUS_OPEN_CLAUSE = "(status = 'open' OR (status = 'muted' AND muted_until <= now()))"
 EFFECTIVE_STATUS = "CASE WHEN status = 'muted' AND muted_until <= now() THEN 'open' ELSE status END"
@@ -58,6 +58,17 @@ UPDATE jobsys_issues
  WHERE kind = %(kind)s AND status IN ('open', 'muted')
    AND fingerprint LIKE %(prefix)s
    AND NOT (fingerprint = ANY(%(active)s::text[]))
+RETURNING id, fingerprint
+"""
+
+# Health issues no longer breached only because their queue is paused resolve themselves,
+# saying so (``resolved_reason``): they reopen as no regression (REOPEN).
+RESOLVE_PAUSED = f"""
+UPDATE jobsys_issues
+   SET status = 'resolved', resolved_at = now(), resolved_by = 'auto', muted_until = NULL,
+       details = details || jsonb_build_object('resolved_reason', '{PAUSED_REASON}'::text)
+ WHERE kind = %(kind)s AND status IN ('open', 'muted')
+   AND fingerprint = ANY(%(paused)s::text[])
 RETURNING id, fingerprint
 """
 
@@ -161,6 +172,10 @@ async def resolve_healthy(
 ) -> list[dict[str, Any]]:
     params = {"kind": kind, "prefix": prefix + "%", "active": active, "details": details}
     return await fetch_all(conn, RESOLVE_HEALTHY, params)
+
+
+async def resolve_paused(conn: Any, kind: str, paused: list[str]) -> list[dict[str, Any]]:
+    return await fetch_all(conn, RESOLVE_PAUSED, {"kind": kind, "paused": paused})
 
 
 async def resolve_quiet(conn: Any, seconds: float) -> list[int]:

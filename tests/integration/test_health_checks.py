@@ -192,8 +192,8 @@ async def test_a_paused_queue_alarms_on_failures_not_on_its_waiting_jobs(db_url:
     """An operator paused profiles at 3 a.m.: its jobs pile up on purpose. Its waiting
     and oldest_wait issues, and the base lane's no_worker counted from its jobs, are
     resolved (auto) by the pause; its failure rate still alarms. Resumed, the waiting
-    jobs alarm again, but their oldest wait counts from the resume. (Before: the paused
-    queue's waiting jobs stayed breaches.)"""
+    jobs alarm again, as no regression, but their oldest wait counts from the resume.
+    (Before: the paused queue's waiting jobs stayed breaches.)"""
     config = fx.repo_config(health=Health(queues=TIGHT))
     app = fx.build_app(db_url, config)
     async with app.open_async():
@@ -223,20 +223,26 @@ async def test_a_paused_queue_alarms_on_failures_not_on_its_waiting_jobs(db_url:
         result = await check_queues(conn, config)
         assert {b["fingerprint"] for b in result["breaches"]} == {rate}
         assert sorted(result["resolved"]) == sorted(opened[f] for f in waiting)
-        rows = fx.rows(
-            db_url,
-            "SELECT fingerprint, status, resolved_by FROM jobsys_issues"
-            " WHERE kind = 'queue_health'",
+        state = (
+            "SELECT fingerprint, status, resolved_by, details->>'resolved_reason' AS reason,"
+            " regression FROM jobsys_issues WHERE kind = 'queue_health'"
         )
-        assert {r["fingerprint"]: (r["status"], r["resolved_by"]) for r in rows} == {
-            **{f: ("resolved", "auto") for f in waiting},
-            rate: ("open", None),
+        assert {r["fingerprint"]: tuple(r.values())[1:] for r in fx.rows(db_url, state)} == {
+            **{f: ("resolved", "auto", "queue paused", False) for f in waiting},
+            rate: ("open", None, None, False),
         }
+        assert (await check_queues(conn, config))["resolved"] == []  # still paused: as is
         await pause(False)
         result = await check_queues(conn, config)
-        assert {b["fingerprint"] for b in result["breaches"]} == waiting - {
-            "queue_health:profiles:oldest_wait"
-        } | {rate}
+        again = waiting - {"queue_health:profiles:oldest_wait"}
+        assert {b["fingerprint"] for b in result["breaches"]} == again | {rate}
+    # The same problem back after a pause/resume cycle, not a regression (review
+    # finding 7; before: regression = true).
+    assert {r["fingerprint"]: tuple(r.values())[1:] for r in fx.rows(db_url, state)} == {
+        **{f: ("open", None, None, False) for f in again},
+        "queue_health:profiles:oldest_wait": ("resolved", "auto", "queue paused", False),
+        rate: ("open", None, None, False),
+    }
 
 
 async def _backlog(db_url: str, config: Any) -> None:
@@ -318,6 +324,44 @@ async def test_a_pause_for_a_while_ends_at_its_until_even_if_resumed_later(
         await conn.execute(ran_out.format("jobsys_queue_pause_events", 90))
         wait = await _oldest_wait(conn, config)
     assert wait is not None and 90 <= wait < 150
+
+
+async def test_a_pause_between_the_health_reads_raises_no_false_oldest_wait(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """profiles was paused for 25 minutes and resumed 10 s ago: its 30-minute-old
+    backlog has 10 s of oldest wait. An operator pauses it again while a check runs,
+    just after the check read the paused queues. The check's reads are one snapshot, so
+    it sees the queue open since 10 s (no oldest_wait). Before, the pause ends were read
+    in a statement of their own, after the pause: profiles was in neither set, its
+    wait not clamped, and oldest_wait opened at 1,800 s (review finding 6)."""
+    config = fx.repo_config(health=Health(queues=TIGHT))
+    await _backlog(db_url, config)
+    read_paused = health_store.paused_queues
+
+    async def paused_then_paused_again(conn: Any) -> set[str]:
+        paused = await read_paused(conn)
+        async with connect(db_url) as other:
+            await flow_store.set_paused(
+                other, ["profiles"], paused=True, actor="bob", target="profiles"
+            )
+        return paused
+
+    async with connect(db_url) as conn:
+        for paused in (True, False):
+            await flow_store.set_paused(
+                conn, ["profiles"], paused=paused, actor="alice", target="profiles"
+            )
+        await conn.execute(
+            "UPDATE jobsys_queue_pause_events SET created_at = now() - CASE action"
+            " WHEN 'pause' THEN interval '25 minutes' ELSE interval '10 seconds' END"
+        )
+        monkeypatch.setattr(health_store, "paused_queues", paused_then_paused_again)
+        result = await check_queues(conn, config)
+        assert not conn.info.transaction_status  # the snapshot's transaction ended (IDLE)
+    signals = {b["signal"] for b in result["breaches"]}
+    assert signals == {"waiting", "no_worker"}, result["breaches"]
+    assert fx.rows(db_url, "SELECT queue FROM jobsys_queue_pauses") == [{"queue": "profiles"}]
 
 
 async def test_quiet_job_failure_issues_resolve_themselves(db_url: str) -> None:
