@@ -115,3 +115,28 @@ def _parameters(function: Callable[..., Any], only: str | None = None) -> list[i
             annotation = eval(annotation, function.__globals__)
         found.append(parameter.replace(annotation=annotation))
     return found
+
+
+#: A listing with the options given on the command line, run on a command's context.
+Listing = Callable[[typer.Context], None]
+
+
+def listing_commands(
+    app: typer.Typer, options: Callable[..., Listing], *, alone: str, listed: str
+) -> None:
+    """Make ``jobsys X`` alone and ``jobsys X list`` the same listing, with the options
+    ``options`` declares (its parameters) and builds (what it returns). Every other
+    listing is ``X list`` (jobs, failures, issues, schedule, fanout, pipelines): an
+    operator types ``queues list`` and ``workers list`` too. ``alone`` and ``listed``
+    are the two commands' help."""
+
+    def group(ctx: typer.Context, *, listing: Listing) -> None:
+        if ctx.invoked_subcommand is None:
+            listing(ctx)
+
+    def list_(ctx: typer.Context, *, listing: Listing) -> None:
+        listing(ctx)
+
+    group.__doc__, list_.__doc__ = alone, listed
+    app.callback()(option_group(listing=options)(group))
+    app.command("list")(option_group(listing=options)(list_))

@@ -1,15 +1,17 @@
 """``jobsys queues``: every configured queue, its lane, how busy it is, and whether it
 is paused; ``queues pause`` / ``queues resume`` for a queue, a lane, or all of them;
-``queues purge NAME`` cancels every waiting job of a queue."""
+``queues purge NAME`` cancels every waiting job of a queue. ``queues list`` is
+``jobsys queues`` alone, as ``workers list`` is ``jobsys workers``."""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 import typer
 
 from jobsys.cli._context import queues_config, run, settings
-from jobsys.cli._options import DryRunOpt, JsonOpt, WideOpt, YesOpt
+from jobsys.cli._options import DryRunOpt, JsonOpt, Listing, WideOpt, YesOpt, listing_commands
 from jobsys.cli._table import Col
 
 LIST_COLUMNS = (
@@ -36,13 +38,12 @@ NameArg = Annotated[
 AllOpt = Annotated[bool, typer.Option("--all", help="Every queue of every lane.")]
 
 
-@app.callback()
-def queues(ctx: typer.Context, wide: WideOpt = False, json: JsonOpt = False) -> None:
-    """Each queue with its lane, concurrency, jobs waiting, scheduled, running,
-    failures in the last hour, the age of the oldest waiting job, its pause, and the
-    keys a rate or concurrency limit holds (``held``)."""
-    if ctx.invoked_subcommand is not None:
-        return
+def listing_options(wide: WideOpt = False, json: JsonOpt = False) -> Listing:
+    """The options of ``jobsys queues`` and ``jobsys queues list``: the listing asked for."""
+    return functools.partial(list_queues, wide=wide, json=json)
+
+
+def list_queues(ctx: typer.Context, *, wide: bool, json: bool) -> None:
     from jobsys.cli import _output
     from jobsys.config.application import load_config_tasks_if_they_load
     from jobsys.lanes import service
@@ -62,6 +63,17 @@ def queues(ctx: typer.Context, wide: WideOpt = False, json: JsonOpt = False) -> 
     for row in rows if fitted else ():
         if row["pause"]:
             _output.line(f"{row['queue']}: {row['pause']['why']}")
+
+
+listing_commands(
+    app,
+    listing_options,
+    alone="""Each queue with its lane, concurrency, jobs waiting, scheduled, running,
+    failures in the last hour, the age of the oldest waiting job, its pause, and the
+    keys a rate or concurrency limit holds (``held``); `jobsys queues` alone is
+    `jobsys queues list`.""",
+    listed="Each queue: lane, waiting, running, oldest wait, pause (as `jobsys queues`).",
+)
 
 
 def _paused(pause: dict[str, Any] | None, fitted: bool) -> str | None:

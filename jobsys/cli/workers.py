@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
 from jobsys.cli._context import config, run, settings
-from jobsys.cli._options import JsonOpt, WideOpt, option_group
+from jobsys.cli._options import JsonOpt, Listing, WideOpt, listing_commands
 from jobsys.cli._table import Col
 
 app = typer.Typer(
@@ -45,8 +44,6 @@ def _running_text(worker: dict[str, Any]) -> str:
 AllOpt = Annotated[
     bool, typer.Option("--all", help="Every process ever recorded, stopped ones too.")
 ]
-#: A listing of worker processes, run on a command's context.
-Listing = Callable[[typer.Context], None]
 StateOpt = Annotated[
     list[str] | None,
     typer.Option("--state", help="running, draining, fenced, dead or stopped; repeatable."),
@@ -81,19 +78,12 @@ def list_workers(
     )
 
 
-@app.callback()
-@option_group(listing=listing_options)
-def workers(ctx: typer.Context, *, listing: Listing) -> None:
-    """Worker processes; `jobsys workers` alone is `jobsys workers list`."""
-    if ctx.invoked_subcommand is None:
-        listing(ctx)
-
-
-@app.command("list")
-@option_group(listing=listing_options)
-def list_(ctx: typer.Context, *, listing: Listing) -> None:
-    """Live worker processes and those that ended in the last day, by host."""
-    listing(ctx)
+listing_commands(
+    app,
+    listing_options,
+    alone="Worker processes; `jobsys workers` alone is `jobsys workers list`.",
+    listed="Live worker processes and those that ended in the last day, by host.",
+)
 
 
 @app.command()

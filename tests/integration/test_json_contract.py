@@ -15,6 +15,7 @@ from jobsys.cli.main import app
 
 LISTS = {
     ("queues",),
+    ("queues", "list"),
     ("schedule", "list"),
     ("fanout", "list"),
     ("pipelines", "list"),

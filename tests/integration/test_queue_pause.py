@@ -118,6 +118,20 @@ def test_pausing_a_lane_pauses_each_of_its_queues(cli, db_url: str) -> None:  # 
     assert sorted(q for q, r in rows.items() if r["pause"]) == sorted(set(base) - {"sync"})
 
 
+def test_queues_list_is_queues_alone(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Every other listing is `jobsys X list`; `queues list` said "No such command"."""
+    cli("--database-url", db_url, "queues", "pause", "sync", "--reason", "upstream 429")
+    alone = cli("--database-url", db_url, "queues", "--json")
+    listed = cli("--database-url", db_url, "queues", "list", "--json")
+    assert listed.exit_code == 0, listed.stderr
+    assert [(r["queue"], r["lane"], bool(r["pause"])) for r in listed.json()["items"]] == [
+        (r["queue"], r["lane"], bool(r["pause"])) for r in alone.json()["items"]
+    ]
+    table = cli("--database-url", db_url, "queues", "list", "--wide")
+    assert table.exit_code == 0, table.stderr
+    assert "upstream 429" in table.stdout and "story_downloads" in table.stdout
+
+
 def test_unknown_names_are_refused_with_a_suggestion(cli, db_url: str) -> None:  # type: ignore[no-untyped-def]
     result = cli("--database-url", db_url, "queues", "pause", "sycn")
     assert result.exit_code == 2
