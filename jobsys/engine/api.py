@@ -34,6 +34,7 @@ __all__ = [
     "Status",
     "TaskNotFound",
     "UniqueViolation",
+    "shutdown_requeues",
     "strategy_retries",
 ]
 
@@ -46,3 +47,14 @@ def strategy_retries(exc: BaseException, context: JobContext, worker: Any) -> bo
     if task is None:
         return False
     return task.get_retry_exception(exception=exc, job=context.job) is not None
+
+
+def shutdown_requeues(task_name: str) -> bool:
+    """Whether a job cut by its worker's shutdown (still running after the grace
+    period) runs again: only a ``rerun_safe`` task's, as the reaper decides for the
+    jobs of a worker that died. The cut run may have done part of its work (sent a
+    message, charged a card): running it again is the task's author's call."""
+    from jobsys import tasks
+
+    spec = tasks.get(task_name)
+    return spec is not None and spec.rerun_safe

@@ -10,7 +10,8 @@ What this subclass changes, and why (Procrastinate 3.10's ``worker.py``):
   (polling continues); a job's outcome that cannot be written is retried until it
   is, so a database outage delays results and loses none.
 - **Shutdown requeues.** Jobs still running after the grace period are cancelled and
-  put back to ``todo`` (Procrastinate would mark them ``aborted``); sync jobs, which
+  put back to ``todo`` (Procrastinate would mark them ``aborted``) if their task is
+  ``rerun_safe``, else failed, as the reaper does with a dead worker's; sync jobs, which
   cannot be cancelled, are reported as abandoned so the process can exit and the
   reaper recover them. A hard stop skips the grace period.
 
@@ -60,7 +61,7 @@ from procrastinate.worker import Worker
 
 from jobsys import engine
 from jobsys.config import LaneSpec
-from jobsys.engine import manager
+from jobsys.engine import api, manager
 from jobsys.engine.acks import FinishBatcher, is_connection_error
 from jobsys.engine.context import JOB_QUEUE
 from jobsys.errors import JobTimeoutError
@@ -565,10 +566,24 @@ class LaneWorker(Worker):
                 status = jobs.Status.FAILED
             else:
                 status = jobs.Status.SUCCEEDED
+            aborted = status == jobs.Status.ABORTED
+            if (
+                aborted
+                and context.abort_reason() == job_context.AbortReason.SHUTDOWN
+                and not api.shutdown_requeues(job.task_name)
+            ):
+                # Cut by our shutdown mid-run, and not rerun_safe: failed for a human
+                # to decide (the reaper's rule for a dead worker's jobs), never re-run.
+                status, job_retry, retry_decision = jobs.Status.FAILED, None, None
+                logger.warning(
+                    f"lane {self.lane.name}: job {job.id} ({job.task_name}) cut by the "
+                    "shutdown: failed, not requeued (the task is not marked rerun_safe)",
+                    extra={"action": "job_failed_on_shutdown", "lane": self.lane.name},
+                )
             final_failure = status == jobs.Status.FAILED and not job_retry
             if _ENGINE_WORKER_LOGGER.isEnabledFor(logging.ERROR if final_failure else logging.INFO):
                 self._log_job_outcome(status, context, job_result, job_retry, exc_info)
-            if retry_decision is None and status != jobs.Status.ABORTED:
+            if retry_decision is None and not aborted:
                 await self._persist_final(job, status, context, job_result)
             else:
                 await self._persist_shielded(job, status, retry_decision, context, job_result)

@@ -55,14 +55,24 @@ def context_value(args: dict[str, Any], key: str | None) -> str | None:
 
 def will_retry(exc: BaseException, context: Any, worker: Any) -> bool:
     """Whether Procrastinate will run the job again, decided as its worker does."""
-    from jobsys.engine.api import AbortReason, JobAborted, strategy_retries
+    from jobsys.engine.api import AbortReason, JobAborted, shutdown_requeues, strategy_retries
 
     if isinstance(exc, JobAborted) and (context.abort_reason() != AbortReason.SHUTDOWN):
         return False
+    if shutdown_cut(exc, context):
+        return shutdown_requeues(context.job.task_name)
     try:
         return strategy_retries(exc, context, worker)
     except Exception:
         return False
+
+
+def shutdown_cut(exc: BaseException, context: Any) -> bool:
+    """Whether ``exc`` is the cancellation of a job still running when its worker's
+    shutdown grace period ran out."""
+    from jobsys.engine.api import AbortReason
+
+    return classify.is_abort(exc) and context.abort_reason() == AbortReason.SHUTDOWN
 
 
 #: How ``traceback.format_exception`` joins a chain of exceptions, oldest first.
@@ -116,15 +126,31 @@ def build_row(
     worker_name: str | None,
     retrying: bool,
     redactor: Redactor | None = None,
+    shutdown: bool = False,
 ) -> FailureRow:
     """The failure row for ``exc`` raised by ``job`` in THIS process (its host and pid
-    are recorded): redacted, scrubbed, fingerprinted."""
+    are recorded): redacted, scrubbed, fingerprinted. ``shutdown``: ``exc`` is the
+    cut of a job its worker's shutdown stopped (:func:`shutdown_cut`); the row says so
+    and what follows, and, when the job is not run again, is a ``runtime`` failure (as
+    a dead worker's ``worker_lost``) that no automatic retry picks up."""
     spec = task_registry.get(job.task_name)
     verdict = classify.classify(exc, spec, config.queues.classification)
+    text = str(exc)
+    if shutdown:
+        grace = config.queues.worker.shutdown_grace_seconds
+        text = f"still running at the end of the worker's {grace:g} s shutdown grace period: "
+        if retrying:
+            text += "requeued, the task is rerun_safe"
+        else:
+            text += (
+                "failed, not requeued, as the task is not marked rerun_safe (the cut run "
+                "may have done part of its work); `jobsys retry` runs it again"
+            )
+            verdict = classify.Verdict(classify.RUNTIME, True, reason="aborted")
     raw_args = dict(job.task_kwargs or {})
     redactor = redactor or Redactor.for_config(config)
     args, (message, trace) = redactor.redact_with_text(
-        raw_args, str(exc), format_traceback(exc)[-MAX_TRACEBACK_CHARS:]
+        raw_args, text, format_traceback(exc)[-MAX_TRACEBACK_CHARS:]
     )
     error_class = classify.dotted_name(type(exc))
     app_packages = [spec.func.__module__.split(".")[0]] if spec is not None else []
@@ -186,6 +212,7 @@ class FailureCapture:
                 worker_name=extra.get("worker_process") or worker.worker_name,
                 retrying=will_retry(exc, context, worker),
                 redactor=self.redactor,
+                shutdown=shutdown_cut(exc, context),
             )
         except Exception as bug:
             logger.error(

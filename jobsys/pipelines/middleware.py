@@ -22,11 +22,12 @@ logger = logging.getLogger(__name__)
 
 def _outcome(exc: BaseException, context: Any, worker: Any) -> tuple[str, bool]:
     """(outcome, final) of a job that raised ``exc``, as the worker will see it."""
-    from jobsys.engine.api import AbortReason, JobAborted, strategy_retries
+    from jobsys.engine.api import AbortReason, JobAborted, shutdown_requeues, strategy_retries
 
     if isinstance(exc, (JobAborted, asyncio.CancelledError)):
         if context.abort_reason() == AbortReason.SHUTDOWN:
-            return "failed", False  # the worker stops; the job runs again elsewhere
+            # The worker stops: a rerun_safe job runs again elsewhere, any other fails.
+            return "failed", not shutdown_requeues(context.job.task_name)
         return "cancelled", True
     return "failed", not strategy_retries(exc, context, worker)
 

@@ -123,17 +123,44 @@ def test_sigterm_lets_a_long_job_finish_once_and_exits_0(db_url: str, tmp_path: 
     assert job_statuses(db_url) == {"succeeded": 1}
 
 
-def test_grace_expired_job_is_requeued_not_lost(db_url: str, tmp_path: Path) -> None:
+def test_grace_expired_job_is_requeued_if_rerun_safe_else_failed(
+    db_url: str, tmp_path: Path
+) -> None:
+    # The reaper's rule for a dead worker's jobs: a cut run may have done part of its
+    # work, so only a rerun_safe task's job runs again; any other is failed for a human.
     env = environment(tmp_path, db_url, write_app(tmp_path, grace=0.5))
     defer_rows(db_url, "rt.sleep", "q_base", [{"tag": "cut", "seconds": 30}])
+    defer_rows(db_url, "rt.safe_sleep", "q_base", [{"tag": "safe", "seconds": 30}])
     worker = WorkerProcess(env, tmp_path)
     try:
-        wait_until(lambda: events(tmp_path), 20, "job start")
+        wait_until(lambda: len(events(tmp_path)) == 2, 20, "both jobs start")
         worker.signal(signal.SIGTERM)
         assert worker.wait(20) == 0, worker.output()
     finally:
         worker.kill()
-    assert query(db_url, "SELECT status::text, attempts FROM procrastinate_jobs") == [("todo", 1)]
+    assert query(
+        db_url, "SELECT task_name, status::text, attempts FROM procrastinate_jobs ORDER BY id"
+    ) == [("rt.sleep", "failed", 1), ("rt.safe_sleep", "todo", 1)]
+    rows = query(
+        db_url,
+        "SELECT task, kind, reason, will_retry, retryable, message FROM jobsys_failures "
+        "ORDER BY job_id",
+    )
+    assert [r[:5] for r in rows] == [
+        ("rt.sleep", "runtime", "aborted", False, True),
+        ("rt.safe_sleep", "transient", "aborted", True, True),
+    ]
+    assert rows[0][5] == (
+        "still running at the end of the worker's 0.5 s shutdown grace period: failed, not "
+        "requeued, as the task is not marked rerun_safe (the cut run may have done part of "
+        "its work); `jobsys retry` runs it again"
+    )
+    assert rows[1][5] == (
+        "still running at the end of the worker's 0.5 s shutdown grace period: requeued, "
+        "the task is rerun_safe"
+    )
+    assert "job_failed_on_shutdown" in worker.output()
+    assert sorted(e[:2] for e in events(tmp_path)) == [("start", "cut"), ("start", "safe")]
 
 
 def test_listener_killed_is_reestablished_and_jobs_start_promptly(
@@ -211,7 +238,7 @@ def test_hung_sync_job_makes_the_worker_exit_nonzero(db_url: str, tmp_path: Path
     # Grace 10 s: the exit must not wait for it (timeout 1 s + 5 s at most).
     env = environment(tmp_path, db_url, write_app(tmp_path, grace=10))
     defer_rows(db_url, "rt.sync_hang", "q_timeout", [{"tag": "s"}])
-    defer_rows(db_url, "rt.sleep", "q_base", [{"tag": "other", "seconds": 30}])
+    defer_rows(db_url, "rt.safe_sleep", "q_base", [{"tag": "other", "seconds": 30}])
     worker = WorkerProcess(env, tmp_path, "--lane", "timeouts", "--lane", "base")
     try:
         assert worker.wait(30) == 70, worker.output()
@@ -236,7 +263,7 @@ def test_hung_sync_job_makes_the_worker_exit_nonzero(db_url: str, tmp_path: Path
         "SELECT kind, reason, will_retry, error_class FROM jobsys_failures "
         "WHERE task = 'rt.sync_hang'",
     ) == [("transient", "timeout", True, "jobsys.errors.JobTimeoutError")]
-    # The other lane's job was requeued, not waited for.
+    # The other lane's job (rerun_safe) was requeued, not waited for.
     assert query(
-        db_url, "SELECT status::text FROM procrastinate_jobs WHERE task_name = 'rt.sleep'"
+        db_url, "SELECT status::text FROM procrastinate_jobs WHERE task_name = 'rt.safe_sleep'"
     ) == [("todo",)]

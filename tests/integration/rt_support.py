@@ -52,6 +52,12 @@ async def safe(tag: str) -> None:
     _log("start", tag)
     _log("end", tag)
 
+@task(queue="q_base", name="rt.safe_sleep", rerun_safe=True)
+async def safe_sleep(tag: str, seconds: float = 0.0) -> None:
+    _log("start", tag)
+    await asyncio.sleep(seconds)
+    _log("end", tag)
+
 @task(queue="q_fast", name="rt.sleep_fast")
 async def sleep_fast(tag: str, seconds: float = 0.0) -> None:
     _log("start", tag)
