@@ -30,12 +30,16 @@ connections at once for 50 concurrent requests). Such calls now reuse connection
   shutdown hook, README "Python API"). A defer already begun ends as it would have
   (``close`` waits for those of ``defer_sync``, up to :data:`CLOSE_WAIT_SECONDS`, and
   returns as soon as they are done); one begun after opens the next pool.
-- **One connection per defer after the interpreter's exit handler** closed the pools
-  for good: an exit handler the application registered before its first defer runs
-  after jobsys's own (last registered, first run), and a daemon thread may still
+- **One connection per statement after the interpreter's exit handler** closed the
+  pools for good: an exit handler the application registered before its first defer
+  runs after jobsys's own (last registered, first run), and a daemon thread may still
   defer. Such a defer opens a connection of its own, inserts and closes it (a
   ``defer_sync`` on a loop of its own, on the calling thread): its job is written and
-  nothing is left open, no pool, no thread.
+  nothing is left open, no pool, no thread. Concurrent defers of one loop still share
+  statements (:func:`run_combined`), and at most ``max_size`` such connections are open
+  at once over the whole process (:func:`_one_shot_slot`): a burst waits for a slot
+  rather than exhaust the server's ``max_connections``. Host names are resolved on the
+  calling thread (:func:`_resolved`): Python's thread pools refuse work at exit.
 
 Connections are autocommit (a defer is one statement that commits by itself) and
 :class:`jobsys.db.direct.DirectConnection`: the defer statement skips psycopg's cursor.
@@ -140,21 +144,55 @@ class _Process:
     closing: bool = False
 
 
+@dataclass(eq=False)
+class _SlotWaiter:
+    """A one-shot defer waiting for a connection slot (see :func:`_one_shot_slot`)."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    #: A freed slot was handed to this waiter (set under the slots' lock).
+    granted: bool = False
+
+
+@dataclass
+class _Slots:
+    """One-shot connections open at once, over every thread and loop of the process."""
+
+    pid: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    used: int = 0
+    waiters: deque[_SlotWaiter] = field(default_factory=deque)
+
+
 _lock = threading.Lock()
 _process: _Process | None = None
 #: The interpreter is exiting and closed the pools: no defer opens them again (a
 #: later one has a connection of its own, see :func:`_pool` and :func:`run_sync`).
+#: Set and read under ``_lock`` (:func:`_current`).
 _exited = False
+#: After the exit handler: each loop's one-shot pool per URL (no connection at rest,
+#: only the calls being combined), so that a loop's concurrent defers share statements.
+_one_shot_pools: dict[tuple[int, str], _Pool] = {}
+_slots: _Slots | None = None
 #: Pools inherited from a parent process: never used, never closed, never collected.
 _inherited: list[_Process] = []
 
 
-def _current() -> _Process:
+def _current() -> _Process | None:
+    """This process's pools; None once the exit handler closed them for good (a defer
+    then takes the one-shot path: a pool opened then is one that nothing would close).
+    ``_exited`` is read under the lock the exit handler sets it with, so a defer that
+    began before the exit handler and gets here after it never opens a new pool."""
     global _process
     process = _process
     if process is not None and process.pid == os.getpid():
+        # Still the current one: if the exit handler runs meanwhile, its close() takes
+        # this process, and a pool or defer added to it under ``closing`` is closed or
+        # waited for (see _pool and _submit).
         return process
     with _lock:
+        if _exited:
+            return None
         if _process is not None and _process.pid == os.getpid():
             return _process
         if _process is not None:  # forked: the parent's pools are not ours
@@ -229,9 +267,9 @@ async def _pool(url: str) -> _Pool:
     one-shot pool: nothing would close a pool opened then."""
     loop = asyncio.get_running_loop()
     while True:
-        if _exited:
-            return _Pool(loop=loop, url=url, one_shot=True)
         process = _current()
+        if process is None:
+            return _one_shot_pool(loop, url)
         pool = process.pools.get((id(loop), url))
         if pool is not None and pool.loop is loop and not pool.closed:
             return pool
@@ -250,6 +288,109 @@ async def _pool(url: str) -> _Pool:
     sentinel = pool.sentinel = _sentinel(process, pool)
     await sentinel.asend(None)
     return pool
+
+
+def _one_shot_pool(loop: asyncio.AbstractEventLoop, url: str) -> _Pool:
+    """After the exit handler: ``loop``'s one-shot pool for ``url``. It holds no
+    connection between statements, so a loop that ends leaves nothing to close; it
+    only lets the loop's concurrent defers share statements."""
+    key = (id(loop), url)
+    with _lock:
+        pool = _one_shot_pools.get(key)
+        if pool is not None and pool.loop is loop:
+            return pool
+        for old in [k for k, p in _one_shot_pools.items() if p.loop.is_closed()]:
+            del _one_shot_pools[old]  # ids of closed loops are reused
+        pool = _one_shot_pools[key] = _Pool(loop=loop, url=url, one_shot=True)
+        return pool
+
+
+def _slots_here() -> _Slots:
+    """The one-shot connection slots of this process (a forked child has its own)."""
+    global _slots
+    with _lock:
+        if _slots is None or _slots.pid != os.getpid():
+            _slots = _Slots(pid=os.getpid())
+        return _slots
+
+
+@contextlib.asynccontextmanager
+async def _one_shot_slot(pool: _Pool) -> AsyncGenerator[None, None]:
+    """Hold one of the process's ``max_size`` one-shot connection slots (over every
+    thread and loop: daemon threads' ``defer_sync`` each run on a loop of their own).
+    A caller beyond waits without blocking its loop, up to :data:`WAIT_SECONDS` as for
+    a pooled connection: a burst at exit (300 concurrent defers) used to open a
+    connection each and exhaust ``max_connections``, losing the jobs past it."""
+    slots = _slots_here()
+    await _take_slot(slots, pool)
+    try:
+        yield
+    finally:
+        _free_slot(slots)
+
+
+async def _take_slot(slots: _Slots, pool: _Pool) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        with slots.lock:
+            if slots.used < max(max_size(), MIN_SIZE):
+                slots.used += 1
+                return
+            # Queued under the same lock as the check: a slot freed in between wakes it.
+            waiter = _SlotWaiter(pool.loop, pool.loop.create_future())
+            slots.waiters.append(waiter)
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.future, remaining)
+        except BaseException:  # cancelled: a slot handed over meanwhile goes on
+            _leave(slots, waiter)
+            raise
+        with slots.lock:
+            if waiter.granted:
+                return
+            with contextlib.suppress(ValueError):
+                slots.waiters.remove(waiter)
+        if time.monotonic() >= deadline:
+            raise _timeout(pool.url, f"no free connection after {WAIT_SECONDS:g} s")
+
+
+def _leave(slots: _Slots, waiter: _SlotWaiter) -> None:
+    with slots.lock:
+        granted = waiter.granted
+        if not granted:
+            with contextlib.suppress(ValueError):
+                slots.waiters.remove(waiter)
+    if granted:
+        _free_slot(slots)
+
+
+def _free_slot(slots: _Slots) -> None:
+    """A one-shot connection closed: its slot goes to the first waiter (handed over,
+    so that no newcomer takes it first), else back to the count."""
+    while True:
+        with slots.lock:
+            if not slots.waiters:
+                slots.used -= 1
+                return
+            waiter = slots.waiters.popleft()
+            waiter.granted = True
+        if _woken(waiter.loop, waiter.future):
+            return
+        # That waiter's loop is closed: nobody will take the slot there; next one.
+
+
+def _woken(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> bool:
+    def done() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    try:
+        loop.call_soon_threadsafe(done)
+    except RuntimeError:  # that loop closed meanwhile
+        return False
+    return True
 
 
 async def _connect(url: str, *, resolve_here: bool = False) -> Any:
@@ -274,25 +415,63 @@ async def _connect(url: str, *, resolve_here: bool = False) -> Any:
 
 
 def _resolved(url: str) -> str:
-    """``url`` with its host name resolved here, on the calling thread. psycopg resolves
-    it in the loop's executor, and after the exit handler thread pools refuse new work
-    ("cannot schedule new futures after interpreter shutdown"): the defer would fail as
-    "cannot connect". Several hosts, a socket folder or an address are left to psycopg
-    (no executor needed for those)."""
+    """``url`` with every host psycopg would try resolved here, on the calling thread.
+    psycopg resolves host names in the loop's executor, and after the exit handler
+    thread pools refuse new work ("cannot schedule new futures after interpreter
+    shutdown"): the defer would fail as "cannot connect".
+
+    Every attempt psycopg would make (several hosts in the URL, ``PGHOST``/``PGPORT``,
+    a name with several addresses) becomes one item of the ``host``/``hostaddr``/``port``
+    lists, in psycopg's order. An attempt without an address (a socket folder) keeps an
+    empty ``hostaddr`` item, which libpq reads as "use host"; an IP literal is its own
+    address (psycopg leaves ``::1`` unresolved, taking it for a Windows drive)."""
     from psycopg.conninfo import conninfo_attempts, conninfo_to_dict, make_conninfo
 
     params = conninfo_to_dict(url)
-    host = str(params.get("host") or "")
-    if not host or "," in host or host.startswith("/") or params.get("hostaddr"):
-        return url
-    # One attempt per address, in psycopg's order (an unknown name raises its
-    # "failed to resolve host", which the caller translates as for any connect).
-    attempts = conninfo_attempts(params)
-    addresses = list(dict.fromkeys(str(a["hostaddr"]) for a in attempts))
-    more = {"port": ",".join([str(params["port"])] * len(addresses))} if "port" in params else {}
-    return make_conninfo(
-        url, host=",".join([host] * len(addresses)), hostaddr=",".join(addresses), **more
-    )
+    if _param(params, "hostaddr"):
+        return url  # psycopg resolves nothing
+    # target_session_attrs and load_balance_hosts stay in ``url``: psycopg applies them
+    # to the lists (a prefer-standby pass, a shuffle); here, one attempt per address.
+    plain = {**params, "target_session_attrs": "any", "load_balance_hosts": "disable"}
+    # An unknown name raises psycopg's "failed to resolve host", which the caller
+    # translates as for any connect; names that resolve are kept, as psycopg does.
+    attempts = conninfo_attempts(plain)
+    hosts = [_param(a, "host") for a in attempts]
+    if not any(hosts):
+        return url  # libpq's default socket
+    addresses = [
+        _param(a, "hostaddr") or _ip_literal(h) for a, h in zip(attempts, hosts, strict=True)
+    ]
+    if not any(addresses):
+        return url  # socket folders only: psycopg resolves nothing
+    ports = [_param(a, "port") for a in attempts]
+    lists = {"host": ",".join(hosts), "hostaddr": ",".join(addresses)}
+    if any(ports):  # an empty item is libpq's default port
+        lists["port"] = ",".join(ports)
+    return make_conninfo(url, **lists)
+
+
+#: The variables libpq reads the address parameters from when the URL has none.
+_PARAM_VARIABLES = {"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT"}
+
+
+def _param(params: Any, name: str) -> str:
+    """An address parameter as libpq (and psycopg's resolution) reads it: the URL's,
+    else its ``PG*`` variable's."""
+    if name in params:
+        return str(params[name] or "")
+    return os.environ.get(_PARAM_VARIABLES[name], "")
+
+
+def _ip_literal(host: str) -> str:
+    """``host`` if it is an IP address (no lookup needed), else ""."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return ""
+    return host
 
 
 def _close_stale(pool: _Pool, now: float) -> int:
@@ -426,13 +605,16 @@ async def _with_connection(pool: _Pool, work: Callable[[Any], Awaitable[T]]) -> 
 
 
 async def _with_one_connection(pool: _Pool, work: Callable[[Any], Awaitable[T]]) -> T:
-    if pool.one_shot:
-        conn = await _connect(pool.url, resolve_here=True)
-        try:
-            return await _lost_as_such(pool, conn, work)
-        finally:
-            _finish(conn)
     process = _current()
+    if pool.one_shot or process is None:
+        # After the exit handler (a pool closed by it, whose defer goes on, included):
+        # a connection of its own, within the process's one-shot slots.
+        async with _one_shot_slot(pool):
+            conn = await _connect(pool.url, resolve_here=True)
+            try:
+                return await _lost_as_such(pool, conn, work)
+            finally:
+                _finish(conn)
     conn = await _acquire(process, pool)
     try:
         return await _lost_as_such(pool, conn, work)
@@ -575,9 +757,9 @@ def _submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T] | None
     """Hand ``coro`` to the process's sync-callers loop (started on first use); None
     after the exit handler stopped it for good."""
     while True:
-        if _exited:
-            return None
         process = _current()
+        if process is None:
+            return None
         with process.lock:
             # Checked and submitted under the lock close() takes to set ``closing``:
             # a defer handed over before runs to its end (close() waits for it); one
@@ -753,7 +935,8 @@ def _close_at_exit() -> None:
     registered before this one, a daemon thread) has a connection of its own, closed
     when it is done: a pool opened then is one that nothing would close."""
     global _exited
-    _exited = True
+    with _lock:  # read under it by _current: no defer opens a process after this
+        _exited = True
     close()
 
 

@@ -5,11 +5,15 @@ threads and event loops, and never the parent's connections in a forked child.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
+import socket
+import subprocess
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -961,10 +965,90 @@ print("main", jobsys.defer_sync("rt.sleep", {"tag": "main"}))
 """
 
 
+def run_exit_script(
+    tmp_path: Path, text: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """``text`` as a script of its own (this checkout's jobsys), ended without error."""
+    import sys
+
+    import jobsys
+
+    script = tmp_path / "exit_script.py"
+    script.write_text(text)
+    # This checkout's jobsys, whichever one the interpreter has installed.
+    source = Path(jobsys.__file__).resolve().parents[1]
+    env = dict(env, PYTHONPATH=f"{env['PYTHONPATH']}:{source}")
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    return done
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def ipv6_loopback_relay(host: str, port: int) -> Iterator[int]:
+    """A TCP relay from ``[::1]:<port it yields>`` to the test server: the server as
+    an IPv6 loopback address (it listens on 127.0.0.1 only)."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    loop = asyncio.new_event_loop()
+    ready: list[int] = []
+    started = threading.Event()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, port)
+        await asyncio.gather(
+            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+        )
+
+    async def serve() -> asyncio.Server:
+        server = await asyncio.start_server(handle, "::1", 0)
+        ready.append(server.sockets[0].getsockname()[1])
+        return server
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(serve())
+        started.set()
+        loop.run_forever()
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield ready[0]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@pytest.mark.parametrize("form", ["host name", "two hosts", "PGHOST", "[::1]"])
 def test_a_defer_at_exit_after_jobsys_closed_its_pools_is_written(
     api_env: dict[str, str],  # noqa: F811
     db_url: str,
     tmp_path: Path,
+    form: str,
 ) -> None:
     """An application registers an exit handler at startup, before its first defer
     (which registers jobsys's own): the handler runs after jobsys closed its pools, and
@@ -972,25 +1056,31 @@ def test_a_defer_at_exit_after_jobsys_closed_its_pools_is_written(
     and a daemon thread's are each written over a connection of their own, closed at
     once. Nothing is lost and nothing is left open (no pool, no thread, no connection).
     They used to be refused with a UsageError ("defer after the interpreter began
-    exiting"): the jobs were lost."""
-    import subprocess
-    import sys
+    exiting"): the jobs were lost.
 
-    script = tmp_path / "exit_defer.py"
-    script.write_text(EXIT_SCRIPT)
-    import jobsys
-
-    # This checkout's jobsys, whichever one the interpreter has installed.
-    source = Path(jobsys.__file__).resolve().parents[1]
-    # A host name, not an address: psycopg resolves it in the loop's executor, which
-    # refuses work once the interpreter exits.
-    url = db_url.replace("@127.0.0.1:", "@localhost:")
-    env = dict(api_env, PYTHONPATH=f"{api_env['PYTHONPATH']}:{source}", JOBSYS_DATABASE_URL=url)
-    done = subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == "", done.stderr
+    Every form of address psycopg would resolve in the loop's executor (which refuses
+    work once the interpreter exits) is resolved on the calling thread: a host name;
+    two hosts, the first refusing connections; a host from ``PGHOST``; the IPv6
+    loopback ``[::1]``, which psycopg leaves unresolved (a Windows drive to it): the
+    last three used to lose the job ("cannot schedule new futures after interpreter
+    shutdown", "cannot connect ...: 'hostaddr'")."""
+    parts = urlsplit(db_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    user = f"{parts.username}@" if parts.username else ""
+    env = dict(api_env)
+    with contextlib.ExitStack() as stack:
+        if form == "host name":
+            url = db_url.replace(f"@{host}:", "@localhost:")
+        elif form == "two hosts":
+            url = db_url.replace(f"@{host}:{port}", f"@127.0.0.1:{free_port()},localhost:{port}")
+        elif form == "PGHOST":
+            url = f"postgresql://{user}{parts.path}"
+            env.update(PGHOST="localhost", PGPORT=str(port))
+        else:
+            relay = stack.enter_context(ipv6_loopback_relay(host, port))
+            url = db_url.replace(f"@{host}:{port}", f"@[::1]:{relay}")
+        env["JOBSYS_DATABASE_URL"] = url
+        done = run_exit_script(tmp_path, EXIT_SCRIPT, env)
     rows = dict(query(db_url, "SELECT args->>'tag', id FROM procrastinate_jobs"))
     assert sorted(rows) == ["daemon", "exit", "exit-async", "exit-many-1", "exit-many-2", "main"]
     assert done.stdout.splitlines() == [
@@ -999,5 +1089,199 @@ def test_a_defer_at_exit_after_jobsys_closed_its_pools_is_written(
         f"exit handler many {[rows['exit-many-1'], rows['exit-many-2']]}",
         f"exit handler async {rows['exit-async']}",
         f"daemon thread {rows['daemon']}",
+        "left open: [] 0",
+    ], done.stdout
+
+
+def test_exit_resolves_every_attempt_and_keeps_sockets() -> None:
+    """The conninfo handed to psycopg at exit: an address for every host (an IP literal
+    is its own, ``::1`` included), an empty item for a socket folder, ports kept per
+    host; no host (libpq's default socket) or a given hostaddr: unchanged."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    def lists(url: str) -> tuple[str, str, str]:
+        params = conninfo_to_dict(producers._resolved(url))
+        return (str(params["host"]), str(params["hostaddr"]), str(params.get("port", "")))
+
+    assert lists("postgresql://u@[::1]:5433/db") == ("::1", "::1", "5433")
+    assert lists("postgresql://u@localhost:5433,127.0.0.1:5434/db") == (
+        "localhost,127.0.0.1",
+        "127.0.0.1,127.0.0.1",
+        "5433,5434",
+    )
+    assert lists("postgresql:///db?host=/tmp,127.0.0.1&port=5433") == (
+        "/tmp,127.0.0.1",
+        ",127.0.0.1",
+        "5433,5433",
+    )
+    for unchanged in [
+        "postgresql:///db?host=/var/run/postgresql",
+        "postgresql://u@localhost/db?hostaddr=127.0.0.1",
+    ]:
+        assert producers._resolved(unchanged) == unchanged
+
+
+BURST_SCRIPT = """
+import asyncio
+import atexit
+import threading
+
+import jobsys
+
+N = 40
+peak, live, opening = [0], set(), [0]
+guard = threading.Lock()
+
+
+def on_exit() -> None:  # registered at startup: runs after jobsys's own exit handler
+    peak[0] = 0
+
+    async def burst():
+        calls = [jobsys.defer("rt.sleep", {"tag": "gather"}) for _ in range(N)]
+        return await asyncio.gather(*calls)
+
+    print("gather", len(asyncio.run(burst())))
+    asked.set()
+    for thread in threads:
+        thread.join(60)
+    print("threads", len(answered))
+    print("peak", peak[0])
+
+
+atexit.register(on_exit)
+from jobsys.db import producers  # noqa: E402  (registers jobsys's exit handler)
+
+real_connect, real_finish = producers._connect, producers._finish
+
+
+async def counting_connect(url, **options):  # one-shot connections open or opening
+    with guard:
+        opening[0] += 1
+        peak[0] = max(peak[0], opening[0] + len(live))
+    try:
+        conn = await real_connect(url, **options)
+    except BaseException:
+        with guard:
+            opening[0] -= 1
+        raise
+    with guard:
+        opening[0] -= 1
+        live.add(conn)
+    return conn
+
+
+def counting_finish(conn) -> None:
+    real_finish(conn)
+    with guard:
+        live.discard(conn)
+
+
+producers._connect, producers._finish = counting_connect, counting_finish
+asked, answered = threading.Event(), []
+
+
+def daemon(i: int) -> None:  # daemon threads deferring all at once during exit
+    asked.wait()
+    answered.append(jobsys.defer_sync("rt.sleep", {"tag": "thread"}))
+
+
+threads = [threading.Thread(target=daemon, args=(i,), daemon=True) for i in range(N)]
+for thread in threads:
+    thread.start()
+print("main", jobsys.defer_sync("rt.sleep", {"tag": "main"}))
+"""
+
+
+def test_a_burst_of_defers_at_exit_opens_at_most_the_pool_size(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    """40 concurrent defers of an exit handler (one loop) and 40 daemon threads'
+    ``defer_sync`` at once (a loop each), with ``JOBSYS_PRODUCER_POOL_SIZE=3``: every
+    job is written, and at most 3 one-shot connections are open at once. Each used to
+    open its own: a burst of 300 exhausted ``max_connections`` (167 of 300 jobs lost,
+    "too many clients already") and left the server no slot for anyone else."""
+    env = dict(api_env, JOBSYS_DATABASE_URL=db_url, JOBSYS_PRODUCER_POOL_SIZE="3")
+    done = run_exit_script(tmp_path, BURST_SCRIPT, env)
+    lines = done.stdout.splitlines()
+    assert lines[1:3] == ["gather 40", "threads 40"], lines
+    peak = int(lines[3].removeprefix("peak "))
+    assert 1 <= peak <= 3, lines
+    tags = query(db_url, "SELECT args->>'tag', count(*) FROM procrastinate_jobs GROUP BY 1")
+    assert dict(tags) == {"main": 1, "gather": 40, "thread": 40}
+
+
+RACE_SCRIPT = """
+import atexit
+import os
+import threading
+
+import psycopg
+
+import jobsys
+
+LEFT = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND application_name = 'jobsys-producer'"
+)
+
+
+def left_open() -> None:  # registered first: runs last
+    late.join(30)
+    threads = [t.name for t in threading.enumerate() if t.name.startswith("jobsys-")]
+    with psycopg.connect(os.environ["JOBSYS_DATABASE_URL"], autocommit=True) as conn:
+        count = conn.execute(LEFT).fetchone()[0]
+    print("left open:", threads, count)
+
+
+atexit.register(left_open)
+from jobsys.db import producers  # noqa: E402  (registers jobsys's exit handler)
+
+real_current, real_close = producers._current, producers.close
+looked, closed = threading.Event(), threading.Event()
+
+
+def current():
+    if threading.current_thread().name == "late" and not looked.is_set():
+        looked.set()  # the late defer is about to look its pools up: exit runs now
+        closed.wait(30)
+    return real_current()
+
+
+def close() -> None:
+    real_close()
+    closed.set()
+
+
+producers._current, producers.close = current, close
+
+
+def defer_late() -> None:
+    print("late", jobsys.defer_sync("rt.sleep", {"tag": "late"}))
+
+
+print("main", jobsys.defer_sync("rt.sleep", {"tag": "main"}))
+late = threading.Thread(target=defer_late, name="late", daemon=True)
+late.start()
+looked.wait(30)
+"""
+
+
+def test_a_defer_straddling_the_exit_handler_opens_nothing_left_open(
+    api_env: dict[str, str],  # noqa: F811
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    """A daemon thread's ``defer_sync`` that began before jobsys's exit handler and
+    looks its pools up after it closed them takes the one-shot path: its job is
+    written and no pool, thread or connection is left open. It used to open a new
+    pool (``jobsys-producer-pool`` thread and connection) that nothing closed."""
+    env = dict(api_env, JOBSYS_DATABASE_URL=db_url)
+    done = run_exit_script(tmp_path, RACE_SCRIPT, env)
+    rows = dict(query(db_url, "SELECT args->>'tag', id FROM procrastinate_jobs"))
+    assert done.stdout.splitlines() == [
+        f"main {rows['main']}",
+        f"late {rows['late']}",
         "left open: [] 0",
     ], done.stdout
