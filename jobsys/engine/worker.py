@@ -911,7 +911,7 @@ class LaneWorker(Worker):
     async def _abort_running_jobs(self) -> None:
         logger.info(
             f"lane {self.lane.name}: {len(self._running_jobs)} job(s) still running after "
-            "the grace period: aborting them so they are retried",
+            "the grace period: aborting them (requeued if rerun_safe, else failed)",
             extra={"action": "abort_running_jobs", "lane": self.lane.name},
         )
         for task, context in list(self._running_jobs.items()):

@@ -160,6 +160,7 @@ def test_grace_expired_job_is_requeued_if_rerun_safe_else_failed(
         "the task is rerun_safe"
     )
     assert "job_failed_on_shutdown" in worker.output()
+    assert "aborting them (requeued if rerun_safe, else failed)" in worker.output()
     assert sorted(e[:2] for e in events(tmp_path)) == [("start", "cut"), ("start", "safe")]
 
 
