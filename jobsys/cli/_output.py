@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from jobsys.clock import utc
@@ -442,8 +442,12 @@ def unit_files_written(result: Mapping[str, Any]) -> None:
         "install below copies it too"
         for name in result["leftovers"]
     ]
+    env = result["environment_file"]
     lines += [
         "install:",
+        # touch, not `install /dev/null`: a re-deploy must not empty the file it holds.
+        f"  sudo install -d {PurePosixPath(env).parent} && sudo touch {env} && sudo chmod 600 {env}"
+        "   # then set JOBSYS_DATABASE_URL=postgresql://... in it",
         f"  sudo cp {result['out']}/jobsys* /etc/systemd/system/ && sudo systemctl daemon-reload",
         f"  sudo systemctl enable --now {' '.join(result['enable'])}",
         "  (or every lane on this host: sudo systemctl enable --now jobsys.target)",

@@ -125,11 +125,25 @@ def render_units(
                 f"ExecStart runs {exec_path} (the virtualenv of `make install` under "
                 "--working-directory); pass --exec PATH if jobsys is installed elsewhere."
             )
+    embedded = f"{working_directory or Path.cwd()}/.jobsys"
     if not settings.database_url and not config.queues.database.url:
         warnings.append(
             "no database configured here: the units will start an embedded PostgreSQL "
-            f"under {working_directory or Path.cwd()}/.jobsys unless {environment_file} "
+            f"under {embedded} unless {environment_file} "
             "sets JOBSYS_DATABASE_URL (workers on several hosts need one shared server)."
+        )
+    elif settings.database_url and not config.queues.database.url:
+        # The URL given to this render (flag or environment) may hold a password: it is
+        # not written into the units, which anyone on the host can read. Without this
+        # warning the workers silently ran on an embedded server of their own.
+        given = (
+            "--database-url" if settings.database_url_source == "flag" else "JOBSYS_DATABASE_URL"
+        )
+        warnings.append(
+            f"the units do not carry the database URL given here ({given}): a unit file "
+            f"is readable by anyone on the host. Set JOBSYS_DATABASE_URL in "
+            f"{environment_file} (mode 600, see the install steps), or the units start "
+            f"an embedded PostgreSQL under {embedded}."
         )
     options = systemd.RenderOptions(
         exec_path=exec_path or default_exec_path(),
@@ -166,5 +180,6 @@ def render_units(
         "units": rows,
         "leftovers": leftovers,
         "enable": enable,
+        "environment_file": environment_file,
         "warnings": warnings,
     }

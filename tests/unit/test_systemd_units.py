@@ -48,6 +48,31 @@ def test_template_units_verify_clean(cli, tmp_path: Path) -> None:  # type: igno
     instances = [tmp_path / f"jobsys-worker@{lane}.service" for lane in LANES]
     assert verify(tmp_path / "jobsys-worker@.service", *instances, tmp_path / "jobsys.target") == ""
     assert "systemctl enable --now jobsys-worker@base.service" in result.stderr
+    # The environment file comes first, private, and a re-deploy does not empty it.
+    env_step = (
+        "  sudo install -d /etc/jobsys && sudo touch /etc/jobsys/jobsys.env && "
+        "sudo chmod 600 /etc/jobsys/jobsys.env   # then set JOBSYS_DATABASE_URL=postgresql://... "
+        "in it\n"
+    )
+    assert "install:\n" + env_step + "  sudo cp " in result.stderr
+
+
+def test_a_database_url_from_the_environment_is_not_written_and_is_named(
+    cli, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # The deploy walk: rendered with JOBSYS_DATABASE_URL exported, the units carried no
+    # URL and nothing said so; the workers started an embedded server of their own.
+    url = "postgresql://jobs:pw-s3cret@db.internal/jobs"
+    result = cli("systemd", "render", "--out", str(tmp_path), env={"JOBSYS_DATABASE_URL": url})
+    assert result.exit_code == 0, result.stderr
+    stderr = " ".join(result.stderr.split())
+    assert (
+        "warning: the units do not carry the database URL given here (JOBSYS_DATABASE_URL)"
+    ) in stderr
+    assert "Set JOBSYS_DATABASE_URL in /etc/jobsys/jobsys.env (mode 600" in stderr
+    unit = (tmp_path / "jobsys-worker@.service").read_text()
+    assert "pw-s3cret" not in unit + result.stdout + result.stderr
+    assert "EnvironmentFile=-/etc/jobsys/jobsys.env" in unit
 
 
 def test_per_lane_units_verify_clean(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -256,15 +281,23 @@ def test_working_directory_sets_the_target_hosts_paths(cli, tmp_path: Path, monk
         f"under {srv}/.jobsys unless /etc/jobsys/jobsys.env sets JOBSYS_DATABASE_URL"
     ) in stderr
 
-    # An explicit --config-dir and --exec win; a configured database needs no warning.
+    # An explicit --config-dir and --exec win. A database URL given to the render is
+    # not written into the units (world-readable; it may hold a password), and the
+    # render says where it must go instead, never printing it.
     as_json = cli(
-        "--config-dir", str(render_host / "config"), "--database-url", "postgresql://db/jobs",
+        "--config-dir", str(render_host / "config"),
+        "--database-url", "postgresql://jobs:pw-s3cret@db/jobs",
         "systemd", "render", "--json", "--working-directory", "/srv/jobsys",
         "--exec", "/opt/jobsys/bin/jobsys",
     )  # fmt: skip
     assert as_json.exit_code == 0, as_json.stderr
-    assert as_json.json()["warnings"] == []
-    assert "warning" not in as_json.stderr
+    assert as_json.json()["warnings"] == [
+        "the units do not carry the database URL given here (--database-url): a unit file "
+        "is readable by anyone on the host. Set JOBSYS_DATABASE_URL in /etc/jobsys/jobsys.env "
+        "(mode 600, see the install steps), or the units start an embedded PostgreSQL under "
+        "/srv/jobsys/.jobsys."
+    ]
+    assert "pw-s3cret" not in as_json.stdout + as_json.stderr
     s = unit_settings(as_json.json()["units"][0]["content"])
     assert f"JOBSYS_CONFIG_DIR={(render_host / 'config').resolve()}" in s["Environment"]
     assert s["ExecStart"] == ["/opt/jobsys/bin/jobsys worker --lane %i --log-format json"]
