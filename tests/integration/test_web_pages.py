@@ -634,6 +634,12 @@ def test_login_roles_and_the_read_only_role_cannot_act(
         dry = ro.get(f"/admin/retry?failure={seeded.failures['runtime']}").text
         assert "Retrying" not in dry and 'id="confirm-retry"' not in dry
         assert "the read-only role cannot retry" in dry
+        # The failure's page says why it offers no retry (it showed nothing at all, and
+        # a manager following an incident link could not tell a missing button from a bug).
+        failure = ro.get(f"/admin/background_jobs/failures/{seeded.failures['runtime']}").text
+        assert 'id="retry-link"' not in failure
+        assert "Retry: not offered, max has the read-only role (ask an admin)." in failure
+        assert f'<a href="/admin/retry?failure={seeded.failures["runtime"]}">' in failure
     with client_for(settings, db_url, creds) as ro_token:
         page = ro_token.get(
             "/admin/background_jobs", headers={"authorization": f"Bearer {RO_TOKEN}"}
