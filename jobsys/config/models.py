@@ -209,6 +209,9 @@ class Retention(Strict):
     succeeded_after_hours: PositiveSeconds = 24.0 * 7
     failed_after_hours: PositiveSeconds = 24.0 * 30
     cancelled_after_hours: PositiveSeconds = 24.0 * 7
+    #: Failure rows (and their retry audit), unless a retry of theirs is pending or
+    #: their job still waits or runs.
+    failures_after_hours: PositiveSeconds = 24.0 * 30
     #: Schedule ticks and finished fan-out runs (the latest tick of each entry is kept).
     schedule_after_hours: PositiveSeconds = 24.0 * 7
     batch_size: int = Field(5000, ge=1)

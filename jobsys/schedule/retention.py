@@ -4,8 +4,12 @@
   ``succeeded_after_hours``, ``failed`` after ``failed_after_hours``, ``cancelled`` and
   ``aborted`` after ``cancelled_after_hours`` (age = the job's latest event);
 - a failed job is kept while a ``jobsys_failures`` row referencing it is younger than
-  ``failed_after_hours`` (the failure may still be retried; failure rows themselves are
-  never deleted here);
+  ``failed_after_hours`` (the failure may still be retried);
+- failure rows (and, by cascade, their ``jobsys_retry_events``) after
+  ``failures_after_hours``, except while a retry of theirs is pending or their job still
+  waits or runs: every failed attempt is a row with its traceback, the table that grows
+  fastest in a bad night, and the one ``failures list`` reads (Sidekiq's dead set,
+  GoodJob's and Oban's pruners trim theirs too). Issues keep their counts;
 - schedule ticks and finished fan-out runs after ``schedule_after_hours`` (each entry's
   latest run is kept).
 
@@ -50,6 +54,8 @@ def _targets(retention: Retention, now: datetime) -> list[tuple[str, str, dict[s
             "jobs",
             {"statuses": ["succeeded"], "before": before(retention.succeeded_after_hours)},
         ),
+        # before failed jobs: a failed job stays while a young failure references it
+        ("failures", "failures", {"before": before(retention.failures_after_hours)}),
         (
             "failed_jobs",
             "jobs",

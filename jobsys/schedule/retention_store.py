@@ -1,4 +1,4 @@
-"""SQL of the schedule's retention: old jobs, ticks and fan-out runs, deleted in
+"""SQL of the schedule's retention: old jobs, failures, ticks and fan-out runs, deleted in
 batches (``jobsys.schedule.retention``)."""
 
 from __future__ import annotations
@@ -28,10 +28,27 @@ DELETE FROM jobsys_fanout_runs WHERE id IN (
 )
 """
 
+# Oldest first along ix_jobsys_failures_occurred. A pending retry settles on its failure
+# row, and a job that still waits or runs keeps its failure history for `jobs show`.
+DELETE_OLD_FAILURES = """
+WITH doomed AS (
+    SELECT f.id FROM jobsys_failures f
+     WHERE f.occurred_at < %(before)s
+       AND f.retry_state->>'outcome' IS DISTINCT FROM 'pending'
+       AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j
+                        WHERE j.id = f.job_id AND j.status IN ('todo', 'doing'))
+     ORDER BY f.occurred_at
+     LIMIT %(limit)s
+       FOR UPDATE OF f SKIP LOCKED
+)
+DELETE FROM jobsys_failures f USING doomed WHERE f.id = doomed.id
+"""
+
 PURGE_QUERIES = {
     "jobs": DELETE_FINISHED_JOBS,
     "ticks": DELETE_OLD_TICKS,
     "fanout_runs": DELETE_OLD_RUNS,
+    "failures": DELETE_OLD_FAILURES,
 }
 
 

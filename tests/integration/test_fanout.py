@@ -343,6 +343,50 @@ async def test_retention_deletes_old_finished_jobs_in_batches(db_url: str) -> No
     )
 
 
+async def test_retention_deletes_old_failures_but_not_pending_or_live_ones(db_url: str) -> None:
+    """jobsys_failures grew forever: retention deleted jobs, never a failure row."""
+    with psycopg.connect(db_url, autocommit=True) as c:
+        statuses = ["failed", "failed", "failed", "todo", "doing", "failed"]
+        for n, status in enumerate(statuses, start=1):
+            c.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, status, args) VALUES"
+                " ('sync', 't', %s, %s)",
+                (status, json.dumps({"n": n})),
+            )
+        c.execute(
+            "INSERT INTO procrastinate_events (job_id, type, at)"
+            " SELECT id, 'deferred', now() - interval '100 days' FROM procrastinate_jobs"
+        )
+        # n: 1 old, 2 recent, 3 old with a pending retry, 4 old of a waiting job,
+        # 5 old of a running job, 6 old with a retry audit row.
+        c.execute(
+            "INSERT INTO jobsys_failures (job_id, task, queue, attempt, error_class, kind,"
+            " retryable, occurred_at, retry_state)"
+            " SELECT id, 't', 'sync', 1, 'E', 'runtime', true,"
+            " now() - CASE WHEN args->>'n' = '2' THEN interval '1 day'"
+            " ELSE interval '100 days' END,"
+            " CASE WHEN args->>'n' = '3' THEN '{\"outcome\": \"pending\"}'::jsonb"
+            " ELSE '{}'::jsonb END FROM procrastinate_jobs"
+        )
+        c.execute(
+            "INSERT INTO jobsys_retry_events (failure_id, job_id, decision, actor)"
+            " SELECT f.id, f.job_id, 'retried', 'alice' FROM jobsys_failures f"
+            " JOIN procrastinate_jobs j ON j.id = f.job_id WHERE j.args->>'n' = '6'"
+        )
+        n_of = dict(c.execute("SELECT id, (args->>'n')::int FROM procrastinate_jobs").fetchall())
+    async with connect(db_url) as conn:
+        result = await purge(conn, Retention(batch_size=1))
+    assert result.deleted["failures"] == 2
+    kept = scalar(db_url, "SELECT array_agg(job_id) FROM jobsys_failures")
+    assert sorted(n_of[job] for job in kept) == [2, 3, 4, 5]
+    assert scalar(db_url, "SELECT count(*) FROM jobsys_retry_events") == 0
+    # Their failed jobs (1, 6) went in the same run, and 3 (its pending retry is another
+    # job; the old failure row is not young enough to hold it, as before).
+    assert result.deleted["failed_jobs"] == 3
+    left = "SELECT array_agg((args->>'n')::int ORDER BY (args->>'n')::int) FROM procrastinate_jobs"
+    assert scalar(db_url, left) == [2, 4, 5]
+
+
 async def test_retention_task_runs_in_a_real_worker(
     db_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
