@@ -387,6 +387,39 @@ async def test_retention_deletes_old_failures_but_not_pending_or_live_ones(db_ur
     assert scalar(db_url, left) == [2, 4, 5]
 
 
+def test_retention_probes_each_jobs_events_whatever_the_statistics(db_url: str) -> None:
+    """A job's events are read job by job on the job_id index, never as an anti-join
+    over every recent event: with the events' statistics behind (one old timestamp
+    analysed, the recent events not yet), that anti-join held the recent events and
+    compared each job with all of them, and a batch ran for minutes at 1,000,000 jobs."""
+    from jobsys.engine.queries import DELETE_FINISHED_JOBS
+
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, status)"
+            " SELECT 'sync', 't', 'succeeded' FROM generate_series(1, 20000)"
+        )
+        c.execute(
+            "INSERT INTO procrastinate_events (job_id, type, at)"
+            " SELECT id, 'succeeded', timestamptz '2026-01-01' FROM procrastinate_jobs"
+        )
+        c.execute("ANALYZE procrastinate_jobs")
+        c.execute("ANALYZE procrastinate_events")
+        c.execute(
+            "INSERT INTO procrastinate_events (job_id, type, at)"
+            " SELECT id, 'retried', now() FROM procrastinate_jobs WHERE id % 10 = 0"
+        )
+        plan = "\n".join(
+            row[0]
+            for row in c.execute(
+                "EXPLAIN " + DELETE_FINISHED_JOBS,
+                {"statuses": ["succeeded"], "before": datetime.now(UTC), "limit": 5000},
+            )
+        )
+    assert "Anti Join" not in plan, plan
+    assert "procrastinate_events_job_id_fkey_v1" in plan, plan
+
+
 async def test_retention_task_runs_in_a_real_worker(
     db_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
