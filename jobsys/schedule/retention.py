@@ -90,9 +90,11 @@ async def purge(conn: Any, retention: Retention) -> PurgeResult:
                 break
         result.deleted[label] = total
     if result.total:
+        # The text log (journalctl) says which rows too, not only the JSON log's fields.
         logger.info(
-            "retention deleted %s rows",
+            "retention deleted %s rows (%s)",
             result.total,
+            ", ".join(f"{label} {n}" for label, n in result.deleted.items() if n),
             extra={"action": "retention_purged", **result.deleted},
         )
     return result

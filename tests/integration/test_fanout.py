@@ -343,7 +343,9 @@ async def test_retention_deletes_old_finished_jobs_in_batches(db_url: str) -> No
     )
 
 
-async def test_retention_deletes_old_failures_but_not_pending_or_live_ones(db_url: str) -> None:
+async def test_retention_deletes_old_failures_but_not_pending_or_live_ones(
+    db_url: str, caplog: Any
+) -> None:
     """jobsys_failures grew forever: retention deleted jobs, never a failure row."""
     with psycopg.connect(db_url, autocommit=True) as c:
         statuses = ["failed", "failed", "failed", "todo", "doing", "failed"]
@@ -375,8 +377,10 @@ async def test_retention_deletes_old_failures_but_not_pending_or_live_ones(db_ur
         )
         n_of = dict(c.execute("SELECT id, (args->>'n')::int FROM procrastinate_jobs").fetchall())
     async with connect(db_url) as conn:
-        result = await purge(conn, Retention(batch_size=1))
+        with caplog.at_level("INFO", logger="jobsys.schedule.retention"):
+            result = await purge(conn, Retention(batch_size=1))
     assert result.deleted["failures"] == 2
+    assert caplog.messages == ["retention deleted 5 rows (failures 2, failed_jobs 3)"]
     kept = scalar(db_url, "SELECT array_agg(job_id) FROM jobsys_failures")
     assert sorted(n_of[job] for job in kept) == [2, 3, 4, 5]
     assert scalar(db_url, "SELECT count(*) FROM jobsys_retry_events") == 0
