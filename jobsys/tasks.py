@@ -95,6 +95,25 @@ def parameters(func: Callable[..., Any], pass_context: bool) -> Parameters | Non
     )
 
 
+def explain_misfit(func: Callable[..., Any], pass_context: bool, names: Iterable[str]) -> str:
+    """Why jobs with arguments of these names do not fit ``func``: every unknown
+    argument (did you mean) and every missing one ("": they fit, or the signature
+    cannot be read). Used by ``defer`` on its error path (binding names only the first
+    problem, so a misspelt argument read as just the missing one) and by ``config
+    check`` for the schedule's entries."""
+    params = parameters(func, pass_context)
+    if params is None:
+        return ""
+    given = list(names)
+    unknown = [] if params.any_name else [n for n in given if n not in params.names]
+    left = [n for n in params.names if n not in given]
+    missing = [n for n in left if n not in params.defaults]
+    parts = [f"unknown argument {n!r}{did_you_mean(n, left)}" for n in unknown]
+    if missing:
+        parts.append("missing " + ", ".join(repr(n) for n in missing))
+    return "; ".join(parts)
+
+
 def _check_unique_keys(spec: TaskSpec) -> None:
     """A declared unique key must be a parameter of the function: any other name is
     null in every job's key (a typo), so all jobs but the first would be dropped as

@@ -35,17 +35,18 @@ def check(ctx: typer.Context, json: JsonOpt = False) -> None:
     from jobsys.cli import _output
     from jobsys.cli._context import run
     from jobsys.cli.schedule import sources_note
-    from jobsys.config.application import load_config
+    from jobsys.config.application import load_config, schedule_args_problems
     from jobsys.schedule.service import config_source_check
 
     try:
         config = load_config(settings(ctx))
+        args_problems = schedule_args_problems(config)
         # Fan-out sources need the database; checked when it answers, skipped otherwise.
         source_problems, source_warnings, sources_checked = run(
             config_source_check(settings(ctx), config)
         )
-        if source_problems:
-            raise ConfigError(source_problems)
+        if args_problems or source_problems:
+            raise ConfigError([*args_problems, *source_problems])
     except ConfigError as exc:
         _output.problems_found(exc, json=json)
         raise typer.Exit(exc.exit_code) from None

@@ -102,6 +102,60 @@ def task_problems(
     return problems
 
 
+def schedule_args_problems(config: Config) -> list[str]:
+    """``config check``'s problems with the schedule's ``args``: an entry whose jobs do
+    not fit its task (:func:`_entry_args_problems`). Checked by the deploy gate only: a
+    worker still starts on such a schedule (the entry's jobs fail, each a failure row),
+    as it did before the check existed."""
+    from jobsys.config import yamlfile
+    from jobsys.config.loader import SCHEDULE_FILE
+
+    path = config.directory / SCHEDULE_FILE
+    try:
+        doc: LocatedDocument | None = yamlfile.read(path)
+    except (yamlfile.YamlProblem, OSError):  # read moments ago; lines are a nicety
+        doc = None
+    return _entry_args_problems(display_path(path), config.schedule, doc)
+
+
+def _entry_args_problems(
+    where: str, schedule: ScheduleFile, schedule_doc: LocatedDocument | None
+) -> list[str]:
+    """An entry's jobs must fit its task's signature (a fan-out's item jobs: its
+    ``args`` and ``item_arg``), as ``jobsys defer`` checks its own: otherwise a typo
+    in ``args`` passes the deploy's ``config check`` and every tick's job fails."""
+    from jobsys.config.models import item_arg_names
+
+    problems = []
+    for name, entry in schedule.entries.items():
+        fanout = entry.fanout
+        path: tuple[str, ...]
+        if fanout is not None:
+            task, names = fanout.task, item_arg_names(fanout.args, fanout.item_arg)
+            spec = task_registry.get(task)
+            params = spec.parameters if spec is not None else None
+            item_arg_unknown = (
+                params is not None and not params.any_name and fanout.item_arg not in params.names
+            )
+            key = "item_arg" if item_arg_unknown else "args" if fanout.args else "task"
+            path = ("entries", name, "fanout", key)
+        elif entry.task is not None:
+            task, names = entry.task, set(entry.args)
+            path = ("entries", name, "args" if entry.args else "task")
+        else:
+            continue
+        spec = task_registry.get(task)
+        if spec is None:
+            continue  # reported as an unknown task
+        problem = task_registry.explain_misfit(spec.func, spec.pass_context, sorted(names))
+        if problem:
+            line = schedule_doc.line_of(path) if schedule_doc else 1
+            problems.append(
+                f"{where}:{line}: {'.'.join(path)}: its jobs do not fit task {task}: {problem}"
+            )
+    return problems
+
+
 def _item_unique_key_problems(
     where: str, schedule: ScheduleFile, schedule_doc: LocatedDocument | None
 ) -> list[str]:

@@ -176,24 +176,8 @@ def _misfit(func: Callable[..., Any], pass_context: bool, names: tuple[str, ...]
     try:
         signature.bind(*leading, **dict.fromkeys(names))
     except TypeError as exc:
-        return _explain_misfit(func, pass_context, names) or str(exc)
+        return task_registry.explain_misfit(func, pass_context, names) or str(exc)
     return None
-
-
-def _explain_misfit(func: Callable[..., Any], pass_context: bool, names: tuple[str, ...]) -> str:
-    """Every unknown argument (did you mean) and every missing one: binding names only
-    the first problem, so a misspelt argument read as just the missing one. Only on
-    the error path."""
-    params = task_registry.parameters(func, pass_context)
-    if params is None:
-        return ""
-    unknown = [] if params.any_name else [n for n in names if n not in params.names]
-    left = [n for n in params.names if n not in names]
-    missing = [n for n in left if n not in params.defaults]
-    parts = [f"unknown argument {n!r}{did_you_mean(n, left)}" for n in unknown]
-    if missing:
-        parts.append("missing " + ", ".join(repr(n) for n in missing))
-    return "; ".join(parts)
 
 
 def plan(

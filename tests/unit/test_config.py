@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -484,3 +485,53 @@ def test_a_task_declared_with_a_priority_that_is_not_an_integer_is_refused(
 
         @task(queue="sync", name="tests.bad_priority_type", priority=priority)  # type: ignore[arg-type]
         def bad() -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        (
+            "    task: demo.purge_expired_post_media\n",
+            "    task: demo.purge_expired_post_media\n    args: {days: 3}\n",
+            "entries.purge_expired_post_media.args: its jobs do not fit task "
+            "demo.purge_expired_post_media: unknown argument 'days'",
+        ),
+        (
+            "      task: demo.process_account\n",
+            "      task: demo.process_account\n      item_arg: acount_id\n",
+            "entries.continuous_account_processing.fanout.item_arg: its jobs do not fit task "
+            "demo.process_account: unknown argument 'acount_id' (did you mean 'account_id'?); "
+            "missing 'account_id'",
+        ),
+        (
+            "      task: demo.process_account\n",
+            "      task: demo.process_account\n      args: {accont: 1}\n",
+            "entries.continuous_account_processing.fanout.args: its jobs do not fit task "
+            "demo.process_account: unknown argument 'accont'",
+        ),
+    ],
+)
+def test_config_check_refuses_an_entrys_args_that_do_not_fit_its_task(
+    cfg_dir: Path, cli: Any, old: str, new: str, says: str
+) -> None:
+    # The deploy walk: `args: {days: 3}` for a task without arguments passed `config
+    # check` (exit 0) and every tick's job would have failed with a TypeError, while
+    # `jobsys defer` refuses the same arguments.
+    from jobsys.config.application import schedule_args_problems
+
+    schedule = cfg_dir / "schedule.yaml"
+    schedule.write_text(schedule.read_text().replace(old, new, 1))
+    (problem,) = schedule_args_problems(load_config(Settings(config_dir=cfg_dir)))
+    assert problem.endswith(says), problem
+    line = schedule.read_text().splitlines().index(new.splitlines()[-1]) + 1
+    assert f"schedule.yaml:{line}: " in problem
+    result = cli("--config-dir", str(cfg_dir), "config", "check")
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert says in " ".join(result.stdout.split())
+    assert "1 problem(s) found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_shipped_schedule_args_fit_their_tasks() -> None:
+    from jobsys.config.application import schedule_args_problems
+
+    assert schedule_args_problems(load_config(Settings(config_dir=REPO / "config"))) == []
