@@ -71,7 +71,8 @@ def show(
     ],
     json: JsonOpt = False,
 ) -> None:
-    """One run: entry, started, batches, items enqueued and pending, cursor, status, duration."""
+    """One run: entry, started, batches, items enqueued and pending, progress, cursor,
+    status, duration."""
     from jobsys.cli import _output
     from jobsys.schedule import service
 

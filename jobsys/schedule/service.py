@@ -302,6 +302,18 @@ async def list_runs(
     return [_run_row(r) for r in rows]
 
 
+def _progress(status: str, enqueued: int, remaining: int | None) -> float | None:
+    """How far a run has enqueued, in percent of its rows (those enqueued plus those
+    left after the cursor, read now): "how far has it come" at 200,000 accounts reads
+    better as 12.5 than as two counts. Unknown (None) for a run that stopped early."""
+    if status == "finished":
+        return 100.0
+    if remaining is None:
+        return None
+    total = enqueued + remaining
+    return round(100.0 * enqueued / total, 1) if total else 100.0
+
+
 async def show_run(settings: Settings, config: Config, run_id: int) -> dict[str, Any]:
     from jobsys.schedule import fanout_store
 
@@ -319,6 +331,7 @@ async def show_run(settings: Settings, config: Config, run_id: int) -> dict[str,
 
     data = _run_row(row)
     data["remaining"] = left
+    data["progress_percent"] = _progress(data["status"], data["items_enqueued"], left)
     data["items_pending"] = pending
     data["spec"] = Redactor.for_config(config).redact(row["spec"])
     return data

@@ -268,6 +268,14 @@ def test_cli_contracts(db_url: str, tmp_path: Path, cli: Any) -> None:
         0,
         10,
     )
+    assert data["progress_percent"] == 0.0
+    # Mid-way (4 of the 10 rows enqueued): how far the run has come, in percent.
+    query = "UPDATE jobsys_fanout_runs SET cursor = 4, items_enqueued = 4 WHERE id = %s"
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute(query, (run_id,))
+    mid = cli(*base, "fanout", "show", str(run_id), "--json").json()
+    assert (mid["items_enqueued"], mid["remaining"], mid["progress_percent"]) == (4, 6, 40.0)
+    assert "progress percent  40.0" in cli(*base, "fanout", "show", str(run_id)).stdout
     assert data["spec"]["args"]["token"] == "[REDACTED]"
     assert "sekret-value" not in shown.stdout
 
