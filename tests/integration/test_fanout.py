@@ -654,3 +654,41 @@ async def test_a_fanout_entry_can_make_its_items_unique(db_url: str) -> None:
     jobs = item_jobs(db_url, ITEM)
     # x: 12 items; y: none (each still counts); z (not unique): 12 more.
     assert [a for a, _ in jobs] == list(range(1, 13)) * 2
+
+
+async def test_retention_keeps_the_newest_failure_of_an_issue_not_resolved(db_url: str) -> None:
+    """An open (or muted) issue keeps the failure that explains it, however old; a
+    resolved issue's old failures all go, as do an open issue's older ones."""
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, status)"
+            " SELECT 'sync', 't', 'failed' FROM generate_series(1, 9)"
+        )
+        issues = {}
+        for status in ("open", "muted", "resolved"):
+            issues[status] = c.execute(
+                "INSERT INTO jobsys_issues (fingerprint, kind, title, status, details)"
+                " VALUES (%s, 'job_failure', %s, %s, '{}') RETURNING id",
+                (f"fp-{status}", status, status),
+            ).fetchone()[0]
+        # Three old failures per issue, 100, 90 and 80 days old.
+        c.execute(
+            "INSERT INTO jobsys_failures (job_id, task, queue, attempt, error_class, kind,"
+            " retryable, occurred_at, issue_id)"
+            " SELECT j.id, 't', 'sync', 1, 'E', 'runtime', true,"
+            " now() - (100 - 10 * ((j.n - 1) %% 3)) * interval '1 day',"
+            " (%s::bigint[])[(j.n - 1) / 3 + 1]"
+            " FROM (SELECT id, row_number() OVER (ORDER BY id) AS n"
+            " FROM procrastinate_jobs) j",
+            ([issues["open"], issues["muted"], issues["resolved"]],),
+        )
+    async with connect(db_url) as conn:
+        result = await purge(conn, Retention(batch_size=2))
+    assert result.deleted["failures"] == 7
+    left = scalar(
+        db_url,
+        "SELECT array_agg(i.status || ':' || round(extract(epoch FROM now() - f.occurred_at)"
+        " / 86400) ORDER BY i.status) FROM jobsys_failures f JOIN jobsys_issues i"
+        " ON i.id = f.issue_id",
+    )
+    assert left == ["muted:80", "open:80"]
