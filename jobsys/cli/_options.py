@@ -48,12 +48,13 @@ def time_option(flag: str, what: str) -> Any:
     return typer.Option(flag, help=f"{what}: {TIME_FORMS}.")
 
 
-def id_argument(thing: str, listed_by: str, *, help: str, metavar: str | None = None) -> Any:
+def id_argument(thing: str, listed_by: str, *, help: str, metavar: str = "ID") -> Any:
     """A positional id of a ``thing`` (``job``, ``failure``, ``issue``...), or each of
     several (``list[int]``). One that is not a whole number from 1 is refused as jobsys
     refuses any bad input (``error: 'abc' is not a job id…``, exit 2), naming it and
     the command that lists them (``listed_by``), not with Click's "'abc' is not a valid
-    int". Every id argument of the CLI is declared with it."""
+    int". Every id argument of the CLI is declared with it; its usage reads ``ID``
+    (``RUN``...) as the README writes it, not the parameter's name."""
     return typer.Argument(
         help=help, parser=_id_parser(thing, listed_by), show_default=False, metavar=metavar
     )

@@ -84,7 +84,7 @@ def url(ctx: typer.Context) -> None:
 @app.command()
 def upgrade(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Argument(metavar="REVISION", help="Target revision.")] = "head",
     json: JsonOpt = False,
 ) -> None:
     """Apply migrations (Procrastinate's schema, then jobsys's tables)."""
@@ -107,7 +107,9 @@ def upgrade(
 @app.command()
 def downgrade(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Target revision, or 'base' for nothing.")],
+    revision: Annotated[
+        str, typer.Argument(metavar="REVISION", help="Target revision, or 'base' for nothing.")
+    ],
     yes: YesOpt = False,
     json: JsonOpt = False,
 ) -> None:

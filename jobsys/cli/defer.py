@@ -12,7 +12,9 @@ from jobsys.cli._options import JsonOpt
 
 def defer(
     ctx: typer.Context,
-    task: Annotated[str, typer.Argument(help="Task name, e.g. demo.refresh_profile.")],
+    task: Annotated[
+        str, typer.Argument(metavar="TASK", help="Task name, e.g. demo.refresh_profile.")
+    ],
     args: Annotated[str, typer.Option("--args", "-a", help="Arguments as a JSON object.")] = "{}",
     queue: Annotated[
         str | None, typer.Option("--queue", "-q", help="Another configured queue.")

@@ -33,7 +33,8 @@ app = typer.Typer(
 )
 
 NameArg = Annotated[
-    str | None, typer.Argument(help="A queue, or a lane (all its queues).", show_default=False)
+    str | None,
+    typer.Argument(metavar="NAME", help="A queue, or a lane (all its queues).", show_default=False),
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every queue of every lane.")]
 

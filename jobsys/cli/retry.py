@@ -37,7 +37,10 @@ def retry(
     failure_ids: Annotated[
         list[int] | None,
         id_argument(
-            "failure", "jobsys failures list", help="Failure ids (see `jobsys failures list`)."
+            "failure",
+            "jobsys failures list",
+            help="Failure ids (see `jobsys failures list`).",
+            metavar="ID...",
         ),
     ] = None,
     all_: Annotated[

@@ -12,7 +12,7 @@ from jobsys.cli._table import Col
 
 app = typer.Typer(help="Schedule: list entries, run one now, pause/resume, check schedule.yaml.")
 
-NameArg = Annotated[str, typer.Argument(help="The entry's name in schedule.yaml.")]
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The entry's name in schedule.yaml.")]
 
 LIST_COLUMNS = (
     Col("name", priority=0),

@@ -71,7 +71,7 @@ def web(
 
 
 def web_user(
-    name: Annotated[str, typer.Argument(help="The user's login name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The user's login name.")],
     role: Annotated[str, typer.Option("--role", help="admin or read-only.")] = "admin",
 ) -> None:
     """Ask for a password and print the users-file line for it (only the hash is kept)."""

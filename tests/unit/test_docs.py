@@ -122,6 +122,20 @@ def test_every_command_has_a_row_in_the_command_reference(path: str) -> None:
     assert re.search(re.escape(f"jobsys {path}") + r"(?![\w-])", README)
 
 
+@pytest.mark.parametrize("path", COMMANDS)
+def test_every_argument_reads_as_the_readme_writes_it(path: str) -> None:
+    """Usage lines said `{name}`, `{job_id}`, `[failure_ids]...` beside `{ID}`, `{RUN}`
+    and the README's NAME, ID: an argument's metavar is upper case."""
+    from typer.core import TyperArgument
+
+    command = click_command(path)
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            assert param.metavar and param.metavar == param.metavar.upper(), (
+                f"`jobsys {path}`: argument {param.name!r} reads {param.metavar!r}"
+            )
+
+
 def test_every_row_names_a_real_command_with_real_options() -> None:
     problems = []
     for path, cells in reference_rows().items():
