@@ -132,7 +132,8 @@ def build_row(
     are recorded): redacted, scrubbed, fingerprinted. ``shutdown``: ``exc`` is the
     cut of a job its worker's shutdown stopped (:func:`shutdown_cut`); the row says so
     and what follows, and, when the job is not run again, is a ``runtime`` failure (as
-    a dead worker's ``worker_lost``) that no automatic retry picks up."""
+    a dead worker's ``worker_lost``) that no automatic retry picks up; when it is
+    requeued, the row opens no issue (``FailureRow.opens_issue``)."""
     spec = task_registry.get(job.task_name)
     verdict = classify.classify(exc, spec, config.queues.classification)
     text = str(exc)
@@ -177,6 +178,9 @@ def build_row(
         service=verdict.service,
         fingerprint=fp.job_failure(job.task_name, error_class, message, frame, verdict.kind),
         occurred_at=datetime.now(UTC),
+        # A deploy's cut of a rerun_safe job: recorded, but no alert (it runs again);
+        # a cut job that is failed still opens its issue, a human must decide.
+        opens_issue=not (shutdown and retrying),
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from jobsys.db.query import one_round_trip
 from jobsys.failures import fingerprint as fp
 from jobsys.failures import issue_store, store
 from jobsys.live import publish as live
@@ -119,7 +120,8 @@ async def record_failure(
 ) -> int | None:
     """Store ``row`` (args already redacted), fingerprint it if needed, count it in its
     issue (its service's open outage, else its fingerprint's), publish
-    ``job_failures_changed``/``issues_changed``: one transaction, one round trip.
+    ``job_failures_changed``/``issues_changed``: one transaction, one round trip. A row
+    with ``opens_issue`` False is stored and published without an issue.
 
     Returns the failure id, or None when that (job, attempt) was already recorded, in
     which case nothing is counted twice. With timeouts, a locked table makes this
@@ -132,10 +134,34 @@ async def record_failure(
     settings = None
     if lock_timeout_ms is not None:
         settings = _timeouts(lock_timeout_ms, statement_timeout_ms or 10 * lock_timeout_ms)
+    if not row.opens_issue:
+        return await _record_without_issue(conn, row, settings)
     found = await issue_store.record_with_issue(
         conn, store.INSERT_FAILURE_TEMPLATE, _record_params(row), settings
     )
     return found[0] if found else None
+
+
+async def _record_without_issue(
+    conn: Any, row: store.FailureRow, settings: dict[str, str] | None
+) -> int | None:
+    """The row and its ``job_failures_changed`` event, no issue: one round trip."""
+    params = {
+        **store.insert_params(row),
+        "issue_id": None,
+        "channel": live.CHANNEL,
+        "failure_event": live.payload(
+            "job_failures_changed", {"kind": row.kind, "queue": row.queue, "issue_id": None}
+        ),
+    }
+    async with one_round_trip(conn):
+        if settings is not None:
+            await conn.execute(issue_store.SET_LOCAL_TIMEOUTS, settings)
+        cur = await conn.execute(store.INSERT_FAILURE_WITHOUT_ISSUE, params)
+    found = await cur.fetchone()
+    if found is None:
+        return None
+    return int(found["id"] if isinstance(found, dict) else found[0])
 
 
 def _row_from_db(data: dict[str, Any]) -> store.FailureRow:

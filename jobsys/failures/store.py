@@ -31,6 +31,14 @@ ON CONFLICT (job_id, attempt) DO NOTHING
 RETURNING id
 """
 INSERT_FAILURE = INSERT_FAILURE_TEMPLATE.format(issue_id="%(issue_id)s")
+#: A failure counted in no issue (``FailureRow.opens_issue`` False): the row, with its
+#: fingerprint (so issue grouping never picks it up later), and its live event.
+INSERT_FAILURE_WITHOUT_ISSUE = f"""
+WITH f AS ({INSERT_FAILURE})
+SELECT id, pg_notify(%(channel)s,
+                     (%(failure_event)s::jsonb || jsonb_build_object('failure_id', id))::text)
+  FROM f
+"""
 
 
 @dataclass
@@ -62,6 +70,10 @@ class FailureRow:
     pipeline_step_id: int | None = None
     #: When the attempt failed (None: now). Replayed and reconciled rows keep their time.
     occurred_at: datetime | None = None
+    #: False: the row is recorded (``failures list`` shows it) but opens, reopens or
+    #: counts in no issue. A job a deploy's shutdown cut and requeued (its task is
+    #: rerun_safe) is routine, not a problem to alert on.
+    opens_issue: bool = True
 
 
 _FIELDS = tuple(f.name for f in fields(FailureRow))

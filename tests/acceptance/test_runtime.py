@@ -159,6 +159,14 @@ def test_grace_expired_job_is_requeued_if_rerun_safe_else_failed(
         "still running at the end of the worker's 0.5 s shutdown grace period: requeued, "
         "the task is rerun_safe"
     )
+    # Both rows are listed; only the failed cut (a human must decide) opens an issue: a
+    # deploy that cuts a rerun_safe job must not raise an alert.
+    assert query(
+        db_url,
+        "SELECT f.task, i.task FROM jobsys_failures f LEFT JOIN jobsys_issues i "
+        "ON i.id = f.issue_id ORDER BY f.job_id",
+    ) == [("rt.sleep", "rt.sleep"), ("rt.safe_sleep", None)]
+    assert query(db_url, "SELECT task FROM jobsys_issues") == [("rt.sleep",)]
     assert "job_failed_on_shutdown" in worker.output()
     assert "aborting them (requeued if rerun_safe, else failed)" in worker.output()
     assert sorted(e[:2] for e in events(tmp_path)) == [("start", "cut"), ("start", "safe")]

@@ -78,6 +78,10 @@ def test_every_page_renders_with_data_and_headers(client: TestClient, seeded: ws
     assert f'data-failure="{seeded.failures["runtime"]}"' not in auth_only
     detail = client.get(f"/admin/background_jobs/failures/{seeded.failures['runtime']}").text
     assert "KeyError" in detail and "Traceback" in detail and "edge_followed_by" in detail
+    # A failure its job's retry policy runs again names the policy, not the engine.
+    retried = client.get(f"/admin/background_jobs/failures/{seeded.failures['transient']}").text
+    assert "(retried automatically by its retry policy)" in retried
+    assert "Procrastinate" not in retried
     workers = client.get("/admin/workers").text
     assert "web-test-host" in workers and "4242" in workers
     assert "web-test-host" in client.get("/admin/workers?state=running").text
