@@ -164,11 +164,6 @@ async def _record_without_issue(
     return int(found["id"] if isinstance(found, dict) else found[0])
 
 
-def _row_from_db(data: dict[str, Any]) -> store.FailureRow:
-    fields = store.FailureRow.__dataclass_fields__
-    return store.FailureRow(**{k: v for k, v in data.items() if k in fields})
-
-
 async def group_pending(conn: Any, config: Config | None = None, limit: int = GROUP_BATCH) -> int:
     """Fingerprint and group failure rows inserted without an issue (the reaper's
     ``worker_lost`` rows, written with ``store.insert_failure``). Returns how many.
@@ -181,7 +176,7 @@ async def group_pending(conn: Any, config: Config | None = None, limit: int = GR
             if not pending:
                 break
             data = pending[0]
-            row = _row_from_db(data)
+            row = store.row_from_fields(data)
             row = replace(row, fingerprint=fingerprint_of(row))
             issue_id = await _count_in_issue(conn, int(data["id"]), row)
             await _finish(conn, int(data["id"]), issue_id, row)

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from jobsys.failures.store import FailureRow
+from jobsys.failures.store import FailureRow, row_from_fields
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def decode(line: str) -> FailureRow:
     data = json.loads(line)
     if data.get("occurred_at"):
         data["occurred_at"] = datetime.fromisoformat(data["occurred_at"])
-    return FailureRow(**data)
+    # Fields unknown here are dropped (forward compatible: see row_from_fields).
+    return row_from_fields(data)
 
 
 @contextlib.contextmanager

@@ -79,6 +79,13 @@ class FailureRow:
 _FIELDS = tuple(f.name for f in fields(FailureRow))
 
 
+def row_from_fields(data: dict[str, Any]) -> FailureRow:
+    """A row from ``data`` (a spooled line, a database row), keeping only the fields
+    this version knows: a line spooled by a newer version (a field added since) still
+    replays after a rollback instead of being buried as poison."""
+    return FailureRow(**{k: v for k, v in data.items() if k in _FIELDS})
+
+
 def insert_params(row: FailureRow) -> dict[str, Any]:
     # Field by field, not ``asdict``: that deep-copies ``args`` only to serialise it.
     params = {name: getattr(row, name) for name in _FIELDS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,25 @@ def row(n: int) -> FailureRow:
 
 def test_round_trip() -> None:
     assert decode(encode(row(7))) == row(7)
+
+
+async def test_a_line_with_a_field_unknown_here_replays(tmp_path: Path) -> None:
+    """A line spooled by a newer version (a field added since) is replayed after a
+    rollback, not buried as poison."""
+    spool = Spool(tmp_path / "spool")
+    spool.directory.mkdir()
+    data = json.loads(encode(row(3)))
+    data["added_by_a_newer_version"] = "x"
+    spool.live.write_text(json.dumps(data) + "\n")
+    seen: list[FailureRow] = []
+
+    async def record(r: FailureRow) -> None:
+        seen.append(r)
+
+    result = await spool.replay(record)
+    assert (result.replayed, result.remaining, result.dead) == (1, 0, 0)
+    assert seen == [row(3)]
+    assert not (tmp_path / "spool" / "dead").exists()
 
 
 async def test_concurrent_appends_then_replay_in_order(tmp_path: Path) -> None:
