@@ -1110,8 +1110,11 @@ DELETE FROM procrastinate_jobs j USING doomed WHERE j.id = doomed.id
 
 #: Failure rows older than ``before``, oldest first along ix_jobsys_failures_occurred
 #: (retention; it reads Procrastinate's job table, so it lives here). A pending retry
-#: settles on its failure row, a job that still waits or runs keeps its failure history
-#: for ``jobs show``, and an issue not resolved keeps its newest failure: an alert that
+#: settles on its failure row; a job still in the table, whatever its status, keeps its
+#: failure history: ``jobs show`` reads it, ``jobsys retry`` reaches a failed job only
+#: through it, and the automatic-retry cap sums the attempts it counts (a failed job
+#: goes after ``failed_after_hours``, and its failures at the next run); and an issue
+#: not resolved keeps its newest failure: an alert that
 #: is still open must show the traceback that explains it, however old (a quiet issue
 #: muted for months, say).
 DELETE_OLD_FAILURES = """
@@ -1119,8 +1122,7 @@ WITH doomed AS (
     SELECT f.id FROM jobsys_failures f
      WHERE f.occurred_at < %(before)s
        AND f.retry_state->>'outcome' IS DISTINCT FROM 'pending'
-       AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j
-                        WHERE j.id = f.job_id AND j.status IN ('todo', 'doing'))
+       AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.id = f.job_id)
        AND NOT EXISTS (SELECT 1 FROM jobsys_issues i
                         WHERE i.id = f.issue_id AND i.status <> 'resolved'
                           AND f.id = (SELECT g.id FROM jobsys_failures g

@@ -386,17 +386,47 @@ async def test_retention_deletes_old_failures_but_not_pending_or_live_ones(
         n_of = dict(c.execute("SELECT id, (args->>'n')::int FROM procrastinate_jobs").fetchall())
     async with connect(db_url) as conn:
         with caplog.at_level("INFO", logger="jobsys.schedule.retention"):
-            result = await purge(conn, Retention(batch_size=1))
-    assert result.deleted["failures"] == 2
-    assert caplog.messages == ["retention deleted 5 rows (failures 2, failed_jobs 3)"]
+            first = await purge(conn, Retention(batch_size=1))
+            second = await purge(conn, Retention(batch_size=1))
+    # The first run keeps every failure whose job is still in the table and deletes the
+    # old failed jobs (1, 3, 6; 3's pending retry is another job); the second deletes
+    # the failures of the jobs now gone, except 3's, whose retry is pending.
+    assert (first.deleted["failures"], first.deleted["failed_jobs"]) == (0, 3)
+    assert (second.deleted["failures"], second.deleted["failed_jobs"]) == (2, 0)
+    assert caplog.messages[-1] == "retention deleted 2 rows (failures 2)", caplog.messages
     kept = scalar(db_url, "SELECT array_agg(job_id) FROM jobsys_failures")
     assert sorted(n_of[job] for job in kept) == [2, 3, 4, 5]
     assert scalar(db_url, "SELECT count(*) FROM jobsys_retry_events") == 0
-    # Their failed jobs (1, 6) went in the same run, and 3 (its pending retry is another
-    # job; the old failure row is not young enough to hold it, as before).
-    assert result.deleted["failed_jobs"] == 3
     left = "SELECT array_agg((args->>'n')::int ORDER BY (args->>'n')::int) FROM procrastinate_jobs"
     assert scalar(db_url, left) == [2, 4, 5]
+
+
+async def test_retention_keeps_the_failures_of_a_job_still_failed(db_url: str) -> None:
+    """With failures_after_hours below failed_after_hours, a failed job still in the
+    table kept no failure row: `jobs show` lost its traceback, `jobsys retry` (which takes
+    failure ids) could no longer reach it, and the automatic-retry cap, which counts
+    its failure rows, started again."""
+    with psycopg.connect(db_url, autocommit=True) as c:
+        job = c.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, status)"
+            " VALUES ('sync', 't', 'failed') RETURNING id"
+        ).fetchone()[0]
+        c.execute(
+            "INSERT INTO procrastinate_events (job_id, type, at)"
+            " VALUES (%s, 'failed', now() - interval '2 days')",
+            (job,),
+        )
+        c.execute(
+            "INSERT INTO jobsys_failures (job_id, task, queue, attempt, error_class, kind,"
+            " retryable, occurred_at) VALUES (%s, 't', 'sync', 1, 'E', 'runtime', true,"
+            " now() - interval '2 days')",
+            (job,),
+        )
+    async with connect(db_url) as conn:
+        result = await purge(conn, Retention(failures_after_hours=24))
+    assert result.deleted.get("failures", 0) == 0
+    assert scalar(db_url, "SELECT count(*) FROM jobsys_failures") == 1
+    assert scalar(db_url, "SELECT status FROM procrastinate_jobs") == "failed"
 
 
 def test_retention_probes_each_jobs_events_whatever_the_statistics(db_url: str) -> None:
@@ -682,6 +712,8 @@ async def test_retention_keeps_the_newest_failure_of_an_issue_not_resolved(db_ur
             " FROM procrastinate_jobs) j",
             ([issues["open"], issues["muted"], issues["resolved"]],),
         )
+        # Their jobs are gone (a job still in the table keeps all its failures).
+        c.execute("DELETE FROM procrastinate_jobs")
     async with connect(db_url) as conn:
         result = await purge(conn, Retention(batch_size=2))
     assert result.deleted["failures"] == 7
