@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from jobsys.errors import parse_id
+from jobsys.errors import UsageError, parse_id
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,6 +118,13 @@ def _parameters(function: Callable[..., Any], only: str | None = None) -> list[i
     return found
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given (command line or environment), not left at
+    its default. Typer carries its own Click (``typer._click``): its enum, read by name."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
 #: A listing with the options given on the command line, run on a command's context.
 Listing = Callable[[typer.Context], None]
 
@@ -129,11 +136,25 @@ def listing_commands(
     ``options`` declares (its parameters) and builds (what it returns). Every other
     listing is ``X list`` (jobs, failures, issues, schedule, fanout, pipelines): an
     operator types ``queues list`` and ``workers list`` too. ``alone`` and ``listed``
-    are the two commands' help."""
+    are the two commands' help. The options given to ``X`` before a subcommand
+    (``X --json list``) are refused (exit 2), not dropped."""
 
     def group(ctx: typer.Context, *, listing: Listing) -> None:
         if ctx.invoked_subcommand is None:
             listing(ctx)
+            return
+        # ``X --json list`` would parse --json here and drop it (a table, exit 0, where a
+        # script wanted JSON): options given before the subcommand are refused instead.
+        given = [
+            param.opts[0] for param in ctx.command.params if param.name and _given(ctx, param.name)
+        ]
+        if given:
+            sub = f"{ctx.command_path} {ctx.invoked_subcommand}"
+            raise UsageError(
+                f"{', '.join(given)} given before `{ctx.invoked_subcommand}`, where it "
+                "applies to nothing.",
+                hint=f"Options go after the subcommand (`{sub} --help` lists them).",
+            )
 
     def list_(ctx: typer.Context, *, listing: Listing) -> None:
         listing(ctx)

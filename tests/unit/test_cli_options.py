@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -91,3 +92,26 @@ def test_issues_retry_help_says_it_asks_without_yes(capsys) -> None:  # type: ig
     assert main(["issues", "retry", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert re.search(r"Without --yes it previews the verdicts and asks", text), text
+
+
+@pytest.mark.parametrize(
+    ("args", "given", "sub"),
+    [
+        (["queues", "--json", "list"], "--json", "list"),
+        (["workers", "--wide", "--json", "list"], "--wide, --json", "list"),
+        (["queues", "--json", "pause", "q"], "--json", "pause"),
+    ],
+)
+def test_listing_options_before_a_subcommand_are_refused(  # type: ignore[no-untyped-def]
+    cli, args: list[str], given: str, sub: str
+) -> None:
+    """``queues --json list`` used to drop --json: a table, exit 0, where a script wanted
+    JSON. Now a usage error before the database is reached."""
+    result = cli("--database-url", "postgresql://nobody@127.0.0.1:1/none", *args)
+    group = args[0]
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        2,
+        "",
+        f"error: {given} given before `{sub}`, where it applies to nothing.\n"
+        f"Options go after the subcommand (`jobsys {group} {sub} --help` lists them).\n",
+    )
