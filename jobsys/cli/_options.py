@@ -129,15 +129,13 @@ def _given(ctx: typer.Context, name: str) -> bool:
 Listing = Callable[[typer.Context], None]
 
 
-def listing_commands(
-    app: typer.Typer, options: Callable[..., Listing], *, alone: str, listed: str
-) -> None:
+def listing_commands(app: typer.Typer, options: Callable[..., Listing], *, help: str) -> None:
     """Make ``jobsys X`` alone and ``jobsys X list`` the same listing, with the options
     ``options`` declares (its parameters) and builds (what it returns). Every other
     listing is ``X list`` (jobs, failures, issues, schedule, fanout, pipelines): an
-    operator types ``queues list`` and ``workers list`` too. ``alone`` and ``listed``
-    are the two commands' help. The options given to ``X`` before a subcommand
-    (``X --json list``) are refused (exit 2), not dropped."""
+    operator types ``queues list`` and ``workers list`` too. ``help`` is both
+    commands' help: one text, as they print one listing. The options given to ``X``
+    before a subcommand (``X --json list``) are refused (exit 2), not dropped."""
 
     def group(ctx: typer.Context, *, listing: Listing) -> None:
         if ctx.invoked_subcommand is None:
@@ -159,6 +157,6 @@ def listing_commands(
     def list_(ctx: typer.Context, *, listing: Listing) -> None:
         listing(ctx)
 
-    group.__doc__, list_.__doc__ = alone, listed
+    group.__doc__ = list_.__doc__ = help
     app.callback()(option_group(listing=options)(group))
     app.command("list")(option_group(listing=options)(list_))

@@ -69,11 +69,10 @@ def list_queues(ctx: typer.Context, *, wide: bool, json: bool) -> None:
 listing_commands(
     app,
     listing_options,
-    alone="""Each queue with its lane, concurrency, jobs waiting, scheduled, running,
+    help="""Each queue with its lane, concurrency, jobs waiting, scheduled, running,
     failures in the last hour, the age of the oldest waiting job, its pause, and the
     keys a rate or concurrency limit holds (``held``); `jobsys queues` alone is
     `jobsys queues list`.""",
-    listed="Each queue: lane, waiting, running, oldest wait, pause (as `jobsys queues`).",
 )
 
 

@@ -81,8 +81,8 @@ def list_workers(
 listing_commands(
     app,
     listing_options,
-    alone="Worker processes; `jobsys workers` alone is `jobsys workers list`.",
-    listed="Live worker processes and those that ended in the last day, by host.",
+    help="""Live worker processes and those that ended in the last day, by host;
+    `jobsys workers` alone is `jobsys workers list`.""",
 )
 
 
