@@ -887,7 +887,7 @@ class LaneWorker(Worker):
             # Keep the procrastinate_workers row: deleting it would detach the
             # abandoned jobs from this worker, and the reaper needs the link.
             logger.error(
-                f"lane {self.lane.name}: {len(self.abandoned)} sync job(s) could not be "
+                f"lane {self.lane.name}: {len(self.abandoned)} job(s) could not be "
                 "stopped; leaving them to the reaper",
                 extra={
                     "action": "jobs_abandoned",

@@ -11,8 +11,9 @@ Exit codes (README, "Running workers"):
 - 0: stopped on request (SIGTERM/SIGINT, or ``--drain`` found nothing left);
 - 1 (``EXIT_BACKGROUND_LOST``): a lane or a background service died and could not be
   restored: a supervisor should restart the process;
-- 70 (``EXIT_JOBS_ABANDONED``): a sync job ran past its timeout, or could not be
-  stopped at shutdown; the process exits without it and the reaper recovers it;
+- 70 (``EXIT_JOBS_ABANDONED``): a sync job ran past its timeout, or a job could not
+  be stopped at shutdown (sync, or async and still running after its cancel); the
+  process exits without it and the reaper recovers it;
 - 75 (``EXIT_FENCED``): the process lost its lease on its jobs (its heartbeat rows
   were removed, or its lease ran out: no successful beat sent within
   ``dead_after - heartbeat_interval - drift allowance``, ``heartbeat.Lease``): it
