@@ -1065,6 +1065,11 @@ def test_a_defer_at_exit_after_jobsys_closed_its_pools_is_written(
     last three used to lose the job ("cannot schedule new futures after interpreter
     shutdown", "cannot connect ...: 'hostaddr'")."""
     parts = urlsplit(db_url)
+    if parts.hostname is None and form != "host name":
+        # The embedded server is reached over its socket folder (in the URL's query):
+        # there is no TCP address to rewrite into these forms. The socket URL itself
+        # runs as the "host name" case.
+        pytest.skip(f"{form}: the test server is reached over a socket, not TCP")
     host, port = parts.hostname or "127.0.0.1", parts.port or 5432
     user = f"{parts.username}@" if parts.username else ""
     env = dict(api_env)
