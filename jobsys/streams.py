@@ -65,10 +65,6 @@ class Unbroken:
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
-    @property
-    def wrapped(self) -> Any:
-        return self._stream
-
     def write(self, text: str) -> int:
         try:
             write(self._stream, text)

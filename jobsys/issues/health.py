@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobsys.db.query import one_snapshot
 from jobsys.failures import fingerprint as fp
+from jobsys.flow import store as flow_store
 from jobsys.issues import health_store
 from jobsys.issues import store as issues_store
 from jobsys.live.publish import publish
@@ -178,7 +179,7 @@ async def measure(
         }
         live = await health_store.live_lanes(conn, dead_after)
         paused = await health_store.paused_queues(conn)
-        ended = await health_store.pause_ends(conn, sorted(waiting))
+        ended = await flow_store.pause_ends(conn, sorted(waiting))
     return waiting, outcomes, stalled, live, paused, ended
 
 

@@ -40,9 +40,3 @@ async def live_lanes(conn: Any, dead_after_seconds: float) -> set[str]:
 async def paused_queues(conn: Any) -> set[str]:
     """The queues paused now (a pause with ``--for`` that ran out is not)."""
     return {str(p["queue"]) for p in await flow_store.active_pauses(conn)}
-
-
-async def pause_ends(conn: Any, queues: list[str]) -> dict[str, float]:
-    """Seconds since each of ``queues`` was last resumed (or its ``--for`` pause ran
-    out); queues never paused, or paused now, are absent."""
-    return await flow_store.pause_ends(conn, queues)
