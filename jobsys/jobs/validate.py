@@ -57,7 +57,7 @@ def serialize_args(args: Any, *, max_bytes: int, path: str = "args") -> str:
     sends: the arguments are serialized once)."""
     if not isinstance(args, dict):
         raise UsageError(f"{path}: must be a JSON object, not {_type_name(args)}")
-    if _plain(args, 0) and _PLAIN_ENCODER is not None:
+    if _PLAIN_ENCODER is not None and _plain(args, 0):
         text = "".join(_PLAIN_ENCODER(args, 0))
     else:
         _walk(args, path, 0)  # raises with the key path (or passes: subclasses of JSON types)
