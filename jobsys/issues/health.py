@@ -78,6 +78,8 @@ def evaluate(
     pause of a queue ended (its oldest wait counts from there at most)."""
     breaches = []
     ended = pause_ends or {}
+    # The queues whose oldest wait the end of a pause cut short (the title says so).
+    clamped = {q for q, (_, oldest) in waiting.items() if ended.get(q, oldest) < oldest}
     waiting = {
         q: (count, min(oldest, ended.get(q, oldest)))
         for q, (count, oldest) in waiting.items()
@@ -99,7 +101,7 @@ def evaluate(
                 )
             )
         if count and oldest > limits.max_oldest_wait_seconds:
-            since = " since the queue's pause ended" if oldest == ended.get(queue) else ""
+            since = " since the queue's pause ended" if queue in clamped else ""
             breaches.append(
                 Breach(
                     fp.queue_health(queue, "oldest_wait"),
